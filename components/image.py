@@ -1,0 +1,35 @@
+"""The container image every component runs in.
+
+The tag is a content hash of the code and the lock file, so the compiled spec pins exactly the
+image that holds this code. `RECSYS_IMAGE` overrides it (for example a pushed registry path).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+IMAGE_REPOSITORY = os.environ.get("RECSYS_IMAGE_REPOSITORY", "recsys-pipeline")
+HASHED_PATHS = ("requirements.lock", "pyproject.toml", "components", "pipelines", "docker/Dockerfile")
+
+
+def content_hash() -> str:
+    """A short hash over the files that go into the image; stable across machines and checkouts."""
+    digest = hashlib.sha256()
+    for top in HASHED_PATHS:
+        path = ROOT / top
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for file in files:
+            if not file.exists() or "__pycache__" in file.parts or file.suffix == ".pyc":
+                continue
+            digest.update(str(file.relative_to(ROOT)).encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def image() -> str:
+    return os.environ.get("RECSYS_IMAGE") or f"{IMAGE_REPOSITORY}:{content_hash()}"
+
+
+IMAGE = image()
