@@ -164,6 +164,12 @@ def per_user_metrics(ranks: Ranks, ks: Sequence[int] = KS) -> dict[str, np.ndarr
 
 def ranking_metrics(ranks: Ranks, ks: Sequence[int] = KS) -> dict[str, float]:
     """hit@K, ndcg@K and mrr averaged over users (keys as in the bench JSON)."""
+    if not isinstance(ranks, Ranks):
+        raise TypeError(
+            "ranking_metrics takes metrics.Ranks (0-based: items scoring strictly higher, plus ties); "
+            "get them from metrics.target_ranks / ranks_in_chunks, or wrap 0-based ranks without ties "
+            "in metrics.Ranks.exact(ranks)"
+        )
     if len(ranks) == 0:
         raise ValueError("no users to evaluate")
     return {name: float(values.mean()) for name, values in per_user_metrics(ranks, ks).items()}

@@ -107,3 +107,8 @@ def test_roc_curve_points():
     np.testing.assert_allclose(fpr, [0, 0, 0.5, 1])
     np.testing.assert_allclose(tpr, [0, 0.5, 0.5, 1])
     assert np.trapezoid(tpr, fpr) == pytest.approx(metrics.auc([1, 0, 1, 0], [0.9, 0.8, 0.3, 0.3]))
+
+
+def test_plain_rank_arrays_are_refused_to_avoid_off_by_one():
+    with pytest.raises(TypeError, match="0-based"):
+        metrics.ranking_metrics(np.array([1, 2, 3]))
