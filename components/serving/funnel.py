@@ -1,0 +1,231 @@
+"""The serving funnel: retrieval top-N over the whole catalogue, re-ranked by the ranker, then top-K.
+
+Evaluation and export both call `run_funnel`, so the numbers the gate reads are the numbers of the
+lists users get. Everything works on vocabulary indices of the *model's* vocabulary (index 0 = PAD,
+1 = OOV, never recommended). Histories are left-padded int64 matrices, most recent item last.
+
+Models only need the duck-typed APIs of the stage contracts:
+  retriever.item_embeddings  float32 [num_items, D]    retriever.encode(hist_items, hist_cats) -> [B, D]
+  ranker.item_category       int64 [num_items]         ranker.score(hist_items, hist_cats, cands, cand_cats) -> [B, N]
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from components import schema
+
+SOURCE_FUNNEL = "funnel"
+SOURCE_POPULARITY = "popularity_fallback"
+_BYTES_PER_CATALOGUE_CELL = 16  # float32 score + int64 argpartition index + masks, per user and item
+_MAX_BATCH = 4096
+
+
+class Retriever(Protocol):
+    item_embeddings: np.ndarray
+
+    def encode(self, hist_items_idx: np.ndarray, hist_cats_idx: np.ndarray) -> np.ndarray: ...
+
+
+class Ranker(Protocol):
+    item_category: np.ndarray
+
+    def score(self, hist_items_idx, hist_cats_idx, cand_items_idx, cand_cats_idx) -> np.ndarray: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class FunnelResult:
+    """Top-K per user. `items` holds PAD_INDEX (score -inf) where fewer than K items could be shown."""
+
+    items: np.ndarray  # int64 [U, K]
+    scores: np.ndarray  # float32 [U, K]
+    fallback: np.ndarray  # bool [U]: True where the popularity fallback produced the list
+
+    @property
+    def sources(self) -> np.ndarray:
+        return np.where(self.fallback, SOURCE_POPULARITY, SOURCE_FUNNEL)
+
+
+def allowed_items(num_items: int, available: np.ndarray | None = None) -> np.ndarray:
+    """bool [num_items]: which indices may be recommended; reserved indices never are.
+
+    `available` is indexed by vocabulary index (entries 0 and 1 are ignored). Evaluation may pass
+    None to rank the whole catalogue as the published protocol does; export always passes it.
+    """
+    allowed = np.ones(num_items, dtype=bool)
+    allowed[: schema.NUM_RESERVED] = False
+    if available is not None:
+        available = np.asarray(available, dtype=bool)
+        if available.shape != (num_items,):
+            raise ValueError(f"availability has shape {available.shape}; expected ({num_items},) by item index")
+        allowed &= available
+    return allowed
+
+
+def needs_fallback(hist_items: np.ndarray) -> np.ndarray:
+    """bool [B]: users whose history holds no known item (empty, or only PAD/OOV)."""
+    return ~(np.asarray(hist_items) >= schema.NUM_RESERVED).any(axis=1)
+
+
+def batch_size_for(num_items: int, memory_budget_mb: float) -> int:
+    """Users per batch so that the [B, num_items] score matrix and its temporaries fit the budget."""
+    per_user = max(1, num_items) * _BYTES_PER_CATALOGUE_CELL
+    return int(np.clip(memory_budget_mb * 2**20 // per_user, 1, _MAX_BATCH))
+
+
+def mask_seen(scores: np.ndarray, hist_items: np.ndarray, seen_items: Sequence[np.ndarray] | None) -> None:
+    """Sets -inf, in place, on every item a user has already had (history and `seen_items`)."""
+    scores[np.arange(len(hist_items))[:, None], hist_items] = -np.inf
+    if seen_items is None:
+        return
+    lengths = np.fromiter((len(s) for s in seen_items), dtype=np.int64, count=len(seen_items))
+    if lengths.sum():
+        flat = np.concatenate([np.asarray(s, dtype=np.int64) for s in seen_items])
+        scores[np.repeat(np.arange(len(seen_items)), lengths), flat] = -np.inf
+
+
+def top_n(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The n best columns per row, best first (ties: lower index first), and their scores."""
+    n = min(n, scores.shape[1])
+    part = np.argpartition(-scores, n - 1, axis=1)[:, :n] if n < scores.shape[1] else np.tile(
+        np.arange(scores.shape[1]), (scores.shape[0], 1)
+    )
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.lexsort((part, -part_scores), axis=1)
+    idx = np.take_along_axis(part, order, axis=1)
+    return idx.astype(np.int64), np.take_along_axis(scores, idx, axis=1)
+
+
+def retrieval_scores(
+    retriever: Retriever,
+    hist_items: np.ndarray,
+    hist_cats: np.ndarray,
+    seen_items: Sequence[np.ndarray] | None,
+    allowed: np.ndarray,
+) -> np.ndarray:
+    """float32 [B, num_items]: dot products of the query with every item; -inf where not recommendable."""
+    query = np.asarray(retriever.encode(hist_items, hist_cats), dtype=np.float32)
+    scores = query @ retriever.item_embeddings.T
+    scores[:, ~allowed] = -np.inf
+    mask_seen(scores, hist_items, seen_items)
+    return scores
+
+
+def rerank(
+    ranker: Ranker,
+    hist_items: np.ndarray,
+    hist_cats: np.ndarray,
+    candidates: np.ndarray,
+    candidate_valid: np.ndarray,
+    k: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scores the candidates with the ranker and keeps the best k; invalid candidates sink to the end.
+
+    Ties keep retrieval order (the candidates arrive best first), so equal ranker scores fall back
+    to the retriever's preference rather than to an arbitrary order.
+    """
+    cand_cats = ranker.item_category[candidates]
+    scores = np.asarray(ranker.score(hist_items, hist_cats, candidates, cand_cats), dtype=np.float32)
+    if scores.shape != candidates.shape:
+        raise ValueError(f"ranker returned scores of shape {scores.shape} for candidates {candidates.shape}")
+    scores = np.where(candidate_valid, scores, -np.inf)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    items = np.take_along_axis(candidates, order, axis=1)
+    top_scores = np.take_along_axis(scores, order, axis=1)
+    return np.where(np.isfinite(top_scores), items, schema.PAD_INDEX), top_scores
+
+
+def popularity_lists(
+    popularity: np.ndarray,
+    allowed: np.ndarray,
+    seen_items: Sequence[np.ndarray] | None,
+    hist_items: np.ndarray,
+    k: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The k most popular recommendable items per user, minus what the user already had; scores are shares."""
+    popularity = np.asarray(popularity, dtype=np.float64)
+    total = popularity[allowed].sum()
+    share = np.where(allowed, popularity / total if total > 0 else 0.0, -np.inf).astype(np.float32)
+    scores = np.tile(share, (len(hist_items), 1))
+    mask_seen(scores, hist_items, seen_items)
+    items, top_scores = top_n(scores, k)
+    return np.where(np.isfinite(top_scores), items, schema.PAD_INDEX), top_scores
+
+
+def _funnel_batch(retriever, ranker, hist_items, hist_cats, seen_items, allowed, candidates_n, top_k):
+    scores = retrieval_scores(retriever, hist_items, hist_cats, seen_items, allowed)
+    candidates, cand_scores = top_n(scores, candidates_n)
+    valid = np.isfinite(cand_scores)
+    candidates = np.where(valid, candidates, schema.PAD_INDEX)
+    return rerank(ranker, hist_items, hist_cats, candidates, valid, top_k)
+
+
+def run_funnel(
+    retriever: Retriever,
+    ranker: Ranker,
+    hist_items: np.ndarray,
+    seen_items: Sequence[np.ndarray] | None = None,
+    *,
+    candidates_n: int,
+    top_k: int,
+    available: np.ndarray | None = None,
+    popularity: np.ndarray | None = None,
+    hist_cats: np.ndarray | None = None,
+    memory_budget_mb: float = 256.0,
+) -> FunnelResult:
+    """Top-K lists for every user: retrieval top-N (seen, reserved and unavailable items masked),
+    re-ranked by the ranker; users without a known history item get the popularity list instead.
+
+    hist_items: int64 [U, L] left-padded model vocabulary indices. seen_items: per user, further
+    indices to mask (the history is always masked). hist_cats defaults to the ranker's category of
+    each history item. popularity (float [num_items], e.g. train counts) is needed only when some
+    user falls back. Work is split into batches so the [B, num_items] score matrix fits the budget.
+    """
+    hist_items = np.asarray(hist_items, dtype=np.int64)
+    num_items = retriever.item_embeddings.shape[0]
+    _check_inputs(hist_items, seen_items, num_items, candidates_n, top_k)
+    if hist_cats is None:
+        hist_cats = np.where(hist_items > schema.OOV_INDEX, ranker.item_category[hist_items], hist_items)
+    allowed = allowed_items(num_items, available)
+    fallback = needs_fallback(hist_items)
+    if fallback.any() and popularity is None:
+        raise ValueError(f"{int(fallback.sum())} user(s) have no known history item and no popularity was given")
+
+    items = np.full((len(hist_items), top_k), schema.PAD_INDEX, dtype=np.int64)
+    scores = np.full((len(hist_items), top_k), -np.inf, dtype=np.float32)
+    batch = batch_size_for(num_items, memory_budget_mb)
+    for rows in _batches(np.flatnonzero(~fallback), batch):
+        seen = None if seen_items is None else [seen_items[r] for r in rows]
+        got_items, got_scores = _funnel_batch(
+            retriever, ranker, hist_items[rows], hist_cats[rows], seen, allowed, candidates_n, top_k
+        )
+        items[rows, : got_items.shape[1]], scores[rows, : got_items.shape[1]] = got_items, got_scores
+    for rows in _batches(np.flatnonzero(fallback), batch):
+        seen = None if seen_items is None else [seen_items[r] for r in rows]
+        got_items, got_scores = popularity_lists(popularity, allowed, seen, hist_items[rows], top_k)
+        items[rows, : got_items.shape[1]], scores[rows, : got_items.shape[1]] = got_items, got_scores
+    return FunnelResult(items=items, scores=scores, fallback=fallback)
+
+
+def _batches(rows: np.ndarray, size: int):
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+def _check_inputs(hist_items, seen_items, num_items, candidates_n, top_k) -> None:
+    if hist_items.ndim != 2:
+        raise ValueError(f"hist_items must be a [users, length] matrix, got shape {hist_items.shape}")
+    if candidates_n < 1 or top_k < 1:
+        raise ValueError(f"candidates_n ({candidates_n}) and top_k ({top_k}) must be positive")
+    if top_k > candidates_n:
+        raise ValueError(f"top_k ({top_k}) cannot exceed candidates_n ({candidates_n})")
+    if hist_items.size and (hist_items.min() < 0 or hist_items.max() >= num_items):
+        raise ValueError(f"hist_items hold indices outside the model vocabulary [0, {num_items})")
+    if seen_items is not None:
+        if len(seen_items) != len(hist_items):
+            raise ValueError(f"seen_items has {len(seen_items)} rows for {len(hist_items)} users")
+        for row in seen_items:
+            if len(row) and (np.min(row) < 0 or np.max(row) >= num_items):
+                raise ValueError(f"seen_items hold indices outside the model vocabulary [0, {num_items})")

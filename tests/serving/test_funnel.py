@@ -1,0 +1,152 @@
+import numpy as np
+import pytest
+
+from components.serving import funnel
+from serving.doubles import BiasRanker, MeanRetriever, random_models
+
+NUM_ITEMS = 40
+
+
+def reference_lists(retriever, ranker, hist, seen, allowed, n, k):
+    """The funnel written out one user at a time, the obvious way."""
+    out = []
+    for row, items in zip(hist, seen):
+        query = retriever.encode(row[None, :], row[None, :])[0]
+        banned = set(row.tolist()) | set(items.tolist())
+        candidates = [i for i in range(NUM_ITEMS) if allowed[i] and i not in banned]
+        candidates.sort(key=lambda i: (-float(query @ retriever.item_embeddings[i]), i))
+        candidates = candidates[:n]
+        candidates.sort(key=lambda i: -float(ranker.item_bias[i]))  # stable: ties keep retrieval order
+        out.append(candidates[:k])
+    return out
+
+
+@pytest.fixture
+def users():
+    rng = np.random.default_rng(1)
+    hist = np.zeros((25, 6), dtype=np.int64)
+    for row in hist:
+        length = rng.integers(1, 7)
+        row[6 - length :] = rng.integers(2, NUM_ITEMS, size=length)
+    seen = [np.unique(np.append(h[h > 0], rng.integers(2, NUM_ITEMS, size=3))) for h in hist]
+    return hist, seen
+
+
+def test_funnel_matches_a_per_user_reference(users):
+    hist, seen = users
+    retriever, ranker = random_models(NUM_ITEMS)
+    available = np.random.default_rng(2).random(NUM_ITEMS) > 0.2
+    allowed = funnel.allowed_items(NUM_ITEMS, available)
+    result = funnel.run_funnel(retriever, ranker, hist, seen, candidates_n=12, top_k=5, available=available)
+    expected = reference_lists(retriever, ranker, hist, seen, allowed, 12, 5)
+    assert result.items.tolist() == expected
+    assert np.array_equal(result.scores, ranker.item_bias[result.items])
+    assert not result.fallback.any() and set(result.sources) == {"funnel"}
+
+
+def test_never_recommends_seen_reserved_or_unavailable_items(users):
+    hist, seen = users
+    retriever, ranker = random_models(NUM_ITEMS, seed=3)
+    available = np.ones(NUM_ITEMS, dtype=bool)
+    available[[5, 7, 11, 13]] = False
+    # Make the unavailable and reserved items the retriever's and ranker's favourites.
+    retriever.item_embeddings[[0, 1, 5, 7, 11, 13]] *= 50
+    ranker.item_bias[[0, 1, 5, 7, 11, 13]] = 100
+    result = funnel.run_funnel(retriever, ranker, hist, seen, candidates_n=20, top_k=10, available=available)
+    for row, items in enumerate(result.items):
+        assert not set(items.tolist()) & ({0, 1, 5, 7, 11, 13} | set(hist[row].tolist()) | set(seen[row].tolist()))
+        assert len(set(items.tolist())) == 10
+
+
+def test_availability_can_be_left_unmasked_for_evaluation(users):
+    hist, seen = users
+    retriever, ranker = random_models(NUM_ITEMS, seed=4)
+    available = np.zeros(NUM_ITEMS, dtype=bool)  # nothing available: only evaluation may ignore that
+    result = funnel.run_funnel(retriever, ranker, hist, seen, candidates_n=10, top_k=5, available=None)
+    assert (result.items >= 2).all()
+    masked = funnel.run_funnel(retriever, ranker, hist, seen, candidates_n=10, top_k=5, available=available)
+    assert (masked.items == 0).all() and np.isneginf(masked.scores).all()
+
+
+def test_batching_by_memory_budget_gives_the_same_lists(users):
+    hist, seen = users
+    retriever, ranker = random_models(NUM_ITEMS, seed=5)
+    whole = funnel.run_funnel(retriever, ranker, hist, seen, candidates_n=8, top_k=4)
+    tiny_budget = 7 * NUM_ITEMS * 16 / 2**20  # seven users per batch
+    batched = funnel.run_funnel(retriever, ranker, hist, seen, candidates_n=8, top_k=4, memory_budget_mb=tiny_budget)
+    assert retriever.calls[0] == 25 and retriever.calls[1:] == [7, 7, 7, 4]
+    assert np.array_equal(whole.items, batched.items) and np.array_equal(whole.scores, batched.scores)
+
+
+def test_ranker_sees_every_user_once_with_all_candidates(users):
+    hist, seen = users
+    retriever, ranker = random_models(NUM_ITEMS, seed=6)
+    funnel.run_funnel(retriever, ranker, hist, seen, candidates_n=15, top_k=3)
+    assert ranker.calls == [(25, 15)]
+
+
+def test_users_without_known_history_get_the_popularity_fallback():
+    retriever, ranker = random_models(NUM_ITEMS, seed=7)
+    hist = np.array([[0, 0, 0], [0, 1, 1], [0, 4, 9]], dtype=np.int64)  # empty, only OOV, known
+    seen = [np.empty(0, np.int64), np.array([1]), np.array([3, 4, 9])]
+    popularity = np.arange(NUM_ITEMS, dtype=float)  # higher index = more popular
+    popularity[0:2] = 1000  # reserved counts must never surface
+    available = np.ones(NUM_ITEMS, dtype=bool)
+    available[NUM_ITEMS - 1] = False
+    result = funnel.run_funnel(
+        retriever, ranker, hist, seen, candidates_n=10, top_k=4, available=available, popularity=popularity
+    )
+    assert result.fallback.tolist() == [True, True, False]
+    assert result.sources.tolist() == ["popularity_fallback", "popularity_fallback", "funnel"]
+    assert result.items[0].tolist() == [38, 37, 36, 35] == result.items[1].tolist()
+    share = popularity[38] / popularity[2:39].sum()
+    assert result.scores[0, 0] == pytest.approx(share)
+    assert retriever.calls == [1]  # only the user with a known history reached the models
+
+
+def test_fallback_without_popularity_is_a_clear_error():
+    retriever, ranker = random_models(NUM_ITEMS)
+    with pytest.raises(ValueError, match="no known history item"):
+        funnel.run_funnel(retriever, ranker, np.zeros((2, 3), np.int64), candidates_n=5, top_k=2)
+
+
+def test_short_catalogue_leaves_empty_slots_marked_pad():
+    embeddings = np.eye(5, dtype=np.float32)
+    retriever, ranker = MeanRetriever(embeddings), BiasRanker(np.zeros(5), np.array([0, 1, 2, 2, 2]))
+    hist = np.array([[0, 2]], dtype=np.int64)
+    result = funnel.run_funnel(retriever, ranker, hist, [np.array([3])], candidates_n=5, top_k=3)
+    assert result.items.tolist() == [[4, 0, 0]]
+    assert np.isneginf(result.scores[0, 1:]).all()
+
+
+def test_ranker_ties_keep_retrieval_order():
+    embeddings = np.array([[0, 0], [0, 0], [1, 0], [0.9, 0], [0.8, 0], [0.7, 0]], dtype=np.float32)
+    retriever = MeanRetriever(embeddings)
+    ranker = BiasRanker(np.array([0, 0, 0, 0, 1, 0]), np.array([0, 1, 2, 2, 2, 2]))
+    result = funnel.run_funnel(retriever, ranker, np.array([[0, 2]]), candidates_n=3, top_k=3)
+    assert result.items.tolist() == [[4, 3, 5]]
+
+
+def test_top_n_breaks_ties_by_lower_index():
+    scores = np.array([[1.0, 3.0, 3.0, 2.0, 3.0]], dtype=np.float32)
+    idx, vals = funnel.top_n(scores, 3)
+    assert idx.tolist() == [[1, 2, 4]] and vals.tolist() == [[3.0, 3.0, 3.0]]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"candidates_n": 3, "top_k": 5}, "cannot exceed"),
+        ({"candidates_n": 0, "top_k": 0}, "must be positive"),
+        ({"candidates_n": 5, "top_k": 2, "hist": np.array([[0, NUM_ITEMS]])}, "outside the model vocabulary"),
+        ({"candidates_n": 5, "top_k": 2, "seen": [np.array([-1])]}, "outside the model vocabulary"),
+        ({"candidates_n": 5, "top_k": 2, "seen": []}, "seen_items has 0 rows"),
+        ({"candidates_n": 5, "top_k": 2, "available": np.ones(3, bool)}, "availability has shape"),
+    ],
+)
+def test_bad_inputs_name_the_problem(kwargs, message):
+    retriever, ranker = random_models(NUM_ITEMS)
+    hist = kwargs.pop("hist", np.array([[0, 2]]))
+    seen = kwargs.pop("seen", None)
+    with pytest.raises(ValueError, match=message):
+        funnel.run_funnel(retriever, ranker, hist, seen, **kwargs)
