@@ -1,0 +1,174 @@
+"""Contextual-bandit re-ranker: Bayesian linear regression over retrieval embeddings, Thompson sampling.
+
+The reward of showing item i to user u is modelled as r = phi(u, i) . w + noise, noise ~ N(0, sigma^2), with a
+Gaussian prior w ~ N(m0, P0^-1). The posterior stays Gaussian with precision P = P0 + X'X / sigma^2 and mean
+P^-1 (P0 m0 + X'y / sigma^2), so a batch of feedback is two matrix additions (no refit over all history).
+Thompson sampling draws one w per request from the posterior (scaled by `exploration`) and shows the top K
+candidates under it; `exploration = 0` is the greedy posterior-mean policy.
+
+phi(u, i) = [q_u * e_i, e_i, s(u, i), 1]: the retrieval query and item embeddings' elementwise product (a
+reweighted dot product), the item embedding (trends shared by all users, which is what an interest shift moves),
+and the funnel's score s (prior weight `score_prior` so the untrained bandit ranks like the funnel).
+Feedback rows also carry a one-hot of the position shown, so position bias is learnt apart from relevance;
+candidates are scored with those position features at zero.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+POSTERIOR_FILE = "posterior.npz"
+CONFIG_FILE = "bandit.json"
+SAVED_MODEL_DIR = "saved_model"
+
+
+def reranker_features(query: np.ndarray, items: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """phi for each candidate: query [B, D], items [B, N, D], scores [B, N] -> [B, N, 2D + 2]."""
+    if items.ndim != 3 or query.shape != (items.shape[0], items.shape[2]) or scores.shape != items.shape[:2]:
+        raise ValueError(f"shapes do not line up: query {query.shape}, items {items.shape}, scores {scores.shape}")
+    ones = np.ones(scores.shape + (1,), dtype=np.float64)
+    return np.concatenate([query[:, None, :] * items, items, scores[..., None], ones], axis=-1)
+
+
+@dataclasses.dataclass
+class BayesianLinearBandit:
+    """Posterior over w for rewards r = [phi, position one-hot] . w + N(0, noise_variance)."""
+
+    precision: np.ndarray  # [d, d]
+    precision_mean: np.ndarray  # [d]  = P m, kept so that an update is a sum
+    noise_variance: float
+    num_positions: int
+    exploration: float = 1.0
+
+    @classmethod
+    def create(cls, context_dim: int, num_positions: int, prior_precision: float = 1.0, noise_variance: float = 0.25,
+               score_prior: float = 1.0, exploration: float = 1.0) -> "BayesianLinearBandit":
+        """A fresh posterior (= the prior); the score feature (second to last of phi) has prior mean score_prior."""
+        if prior_precision <= 0 or noise_variance <= 0:
+            raise ValueError("prior_precision and noise_variance must be positive")
+        dim = context_dim + num_positions
+        prior_mean = np.zeros(dim)
+        prior_mean[context_dim - 2] = score_prior
+        precision = prior_precision * np.eye(dim)
+        return cls(precision, precision @ prior_mean, noise_variance, num_positions, exploration)
+
+    @property
+    def dim(self) -> int:
+        return self.precision.shape[0]
+
+    @property
+    def context_dim(self) -> int:
+        return self.dim - self.num_positions
+
+    @property
+    def mean(self) -> np.ndarray:
+        return np.linalg.solve(self.precision, self.precision_mean)
+
+    def update(self, contexts: np.ndarray, positions: np.ndarray, rewards: np.ndarray) -> None:
+        """Adds one batch of feedback: contexts [n, context_dim], 0-based positions [n], rewards [n]."""
+        x = self._with_positions(contexts, positions)
+        y = np.asarray(rewards, dtype=np.float64)
+        if y.shape != (x.shape[0],) or not np.all(np.isfinite(y)):
+            raise ValueError(f"rewards must be finite with shape ({x.shape[0]},), got {y.shape}")
+        self.precision = self.precision + x.T @ x / self.noise_variance
+        self.precision_mean = self.precision_mean + x.T @ y / self.noise_variance
+
+    def _with_positions(self, contexts: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        contexts = np.asarray(contexts, dtype=np.float64)
+        positions = np.asarray(positions)
+        if contexts.ndim != 2 or contexts.shape[1] != self.context_dim:
+            raise ValueError(f"contexts must be [n, {self.context_dim}], got {contexts.shape}")
+        if positions.shape != (contexts.shape[0],) or positions.min(initial=0) < 0 or positions.max(initial=0) >= self.num_positions:
+            raise ValueError(f"positions must be [n] in [0, {self.num_positions})")
+        return np.hstack([contexts, np.eye(self.num_positions)[positions]])
+
+    def sample_weights(self, num: int, rng: np.random.Generator) -> np.ndarray:
+        """num draws of the context weights from the posterior (widened by `exploration`): [num, context_dim]."""
+        mean = self.mean
+        if self.exploration == 0:
+            return np.tile(mean[: self.context_dim], (num, 1))
+        chol = np.linalg.cholesky(self.precision)  # P = L L'; L'^-1 z ~ N(0, P^-1)
+        noise = np.linalg.solve(chol.T, rng.standard_normal((self.dim, num))).T
+        return (mean + self.exploration * noise)[:, : self.context_dim]
+
+    def rank(self, contexts: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+        """Top-k candidate indices per request under a Thompson draw: contexts [B, N, context_dim] -> [B, k]."""
+        if contexts.ndim != 3 or contexts.shape[2] != self.context_dim or contexts.shape[1] < k:
+            raise ValueError(f"contexts must be [B, N>={k}, {self.context_dim}], got {contexts.shape}")
+        weights = self.sample_weights(contexts.shape[0], rng)
+        scores = np.einsum("bnd,bd->bn", contexts, weights)
+        return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+
+    # --------------------------------------------------------------------------------------------------------
+    def save(self, directory: str | Path, saved_model: bool = True) -> None:
+        """Writes posterior.npz + bandit.json (+ a SavedModel scoring candidates) to a temp dir, then renames."""
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".bandit-", dir=directory.parent))
+        try:
+            np.savez(staging / POSTERIOR_FILE, precision=self.precision, precision_mean=self.precision_mean)
+            config = {"noise_variance": self.noise_variance, "num_positions": self.num_positions,
+                      "exploration": self.exploration, "context_dim": self.context_dim,
+                      "features": "[query*item, item, funnel score, 1] (reranker_features)"}
+            (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+            if saved_model:
+                _export_saved_model(self, staging / SAVED_MODEL_DIR)
+            if directory.exists():
+                shutil.rmtree(directory)
+            os.replace(staging, directory)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "BayesianLinearBandit":
+        directory = Path(directory)
+        for name in (POSTERIOR_FILE, CONFIG_FILE):
+            if not (directory / name).exists():
+                raise FileNotFoundError(f"{directory}: no {name}; is this a bandit model directory?")
+        config = json.loads((directory / CONFIG_FILE).read_text())
+        with np.load(directory / POSTERIOR_FILE) as arrays:
+            precision, precision_mean = arrays["precision"], arrays["precision_mean"]
+        if precision.shape != (config["context_dim"] + config["num_positions"],) * 2:
+            raise ValueError(f"{directory}: posterior shape {precision.shape} does not match {CONFIG_FILE}")
+        return cls(precision, precision_mean, config["noise_variance"], config["num_positions"], config["exploration"])
+
+
+def _export_saved_model(bandit: BayesianLinearBandit, path: Path) -> None:
+    """serving_default(query [B, D], items [B, N, D], scores [B, N]) -> {"mean": [B, N], "thompson": [B, N]}."""
+    import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+    import tensorflow as tf
+
+    context_dim = bandit.context_dim
+    embed_dim = (context_dim - 2) // 2
+    mean = bandit.mean[:context_dim]
+    chol = np.linalg.cholesky(bandit.precision)
+    # rows of the covariance's square root restricted to the context weights: w = mean + exploration * z @ root
+    root = np.linalg.inv(chol.T)[:context_dim, :].T  # [dim, context_dim]
+
+    class Reranker(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.mean = tf.constant(mean, tf.float32)
+            self.root = tf.constant(root * bandit.exploration, tf.float32)
+
+        @tf.function(input_signature=[
+            tf.TensorSpec([None, embed_dim], tf.float32, name="query"),
+            tf.TensorSpec([None, None, embed_dim], tf.float32, name="items"),
+            tf.TensorSpec([None, None], tf.float32, name="scores"),
+        ])
+        def serve(self, query, items, scores):
+            ones = tf.ones_like(scores)[..., None]
+            phi = tf.concat([query[:, None, :] * items, items, scores[..., None], ones], axis=-1)
+            z = tf.random.normal([tf.shape(query)[0], tf.shape(self.root)[0]])
+            weights = self.mean + tf.matmul(z, self.root)
+            return {"mean": tf.einsum("bnd,d->bn", phi, self.mean), "thompson": tf.einsum("bnd,bd->bn", phi, weights)}
+
+    module = Reranker()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
