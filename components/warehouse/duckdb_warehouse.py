@@ -1,0 +1,104 @@
+"""The local warehouse: a DuckDB file with the tables of schema.TABLES, written atomically.
+
+Why atomic: a reader (extract, a benchmark) must never open a half-built warehouse, so the file is built
+under a temporary name in the target directory and renamed over the target only when complete.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from components import schema
+
+DUCKDB_TYPES = {
+    pa.string(): "VARCHAR",
+    pa.int64(): "BIGINT",
+    pa.float64(): "DOUBLE",
+    pa.bool_(): "BOOLEAN",
+    pa.timestamp("us", tz="UTC"): "TIMESTAMPTZ",
+}
+URI_PREFIX = "duckdb://"
+
+
+def duckdb_path(uri: str) -> Path:
+    """The file of a `duckdb:///abs/path.duckdb` URI (a bare path is accepted too)."""
+    path = uri[len(URI_PREFIX):] if uri.startswith(URI_PREFIX) else uri
+    if not path:
+        raise ValueError(f"warehouse URI {uri!r} names no file; expected duckdb:///abs/path/shop.duckdb")
+    return Path(path)
+
+
+def connect(path: str | Path, read_only: bool = True) -> duckdb.DuckDBPyConnection:
+    """A connection whose TIMESTAMPTZ values come back in UTC, as schema.EVENTS expects."""
+    if read_only and not Path(path).is_file():
+        raise FileNotFoundError(f"no DuckDB warehouse at {path}")
+    con = duckdb.connect(str(path), read_only=read_only)
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+def create_table_sql(name: str, table_schema: pa.Schema) -> str:
+    columns = ", ".join(
+        f'"{field.name}" {DUCKDB_TYPES[field.type]}{"" if field.nullable else " NOT NULL"}' for field in table_schema
+    )
+    return f'CREATE TABLE "{name}" ({columns})'
+
+
+class WarehouseWriter:
+    """Creates the tables in a temporary DuckDB file, appends Arrow chunks, and renames it into place on commit."""
+
+    def __init__(self, out_path: str | Path, tables: Iterable[str] = ("events", "items")):
+        self.out_path = Path(out_path)
+        self.out_path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp_path = self.out_path.with_name(f".{self.out_path.name}.{uuid.uuid4().hex}.tmp")
+        self.tables = tuple(tables)
+        self.con = connect(self.tmp_path, read_only=False)
+        for name in self.tables:
+            self.con.execute(create_table_sql(name, schema.TABLES[name]))
+
+    def append(self, name: str, table: pa.Table) -> None:
+        if name not in self.tables:
+            raise ValueError(f"table {name!r} was not declared; declared: {self.tables}")
+        chunk = schema.validate_table(table, schema.TABLES[name], name)
+        self.con.register("_chunk", chunk)
+        try:
+            self.con.execute(f'INSERT INTO "{name}" SELECT * FROM _chunk')
+        finally:
+            self.con.unregister("_chunk")
+
+    def counts(self) -> dict[str, int]:
+        return {name: self.con.execute(f'SELECT COUNT(*) FROM "{name}"').fetchone()[0] for name in self.tables}
+
+    def commit(self) -> dict[str, int]:
+        counts = self.counts()
+        self.con.execute("CHECKPOINT")
+        self.con.close()
+        os.replace(self.tmp_path, self.out_path)
+        return counts
+
+    def abort(self) -> None:
+        self.con.close()
+        for path in (self.tmp_path, self.tmp_path.with_name(self.tmp_path.name + ".wal")):
+            path.unlink(missing_ok=True)
+
+    def __enter__(self) -> "WarehouseWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+
+
+def table_counts(path: str | Path) -> dict[str, int]:
+    """Row counts of the warehouse tables present in a DuckDB file."""
+    con = connect(path)
+    try:
+        present = {row[0] for row in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        return {name: con.execute(f'SELECT COUNT(*) FROM "{name}"').fetchone()[0] for name in schema.TABLES if name in present}
+    finally:
+        con.close()
