@@ -1,0 +1,162 @@
+"""The export stage: score every user, write Parquet into the artifact, then replace today's partition.
+
+Output artifact layout (a directory, written whole or not at all):
+  recommendations.parquet   schema.RECOMMENDATIONS, sorted by user_id, rank
+  similar_items.parquet     schema.SIMILAR_ITEMS, sorted by item_id, rank
+  manifest.json             counts, parameters, timings (users_per_s) and the destination
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from components.experiments import ab
+from components.export import batch, similar, writers
+from components.export.inputs import ServingInputs, read_serving_inputs
+from components.serving.models import ServingModel, load_serving_model
+
+RECOMMENDATIONS_FILE = "recommendations.parquet"
+SIMILAR_ITEMS_FILE = "similar_items.parquet"
+MANIFEST_FILE = "manifest.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportParams:
+    top_k: int
+    candidates_n: int
+    experiment: str
+    treatment_ratio: float
+    model_version: str
+    run_id: str
+    generated_at: dt.datetime
+    similar_k: int = 20
+    memory_budget_mb: float = 256.0
+
+    def __post_init__(self):
+        if self.top_k < 1 or self.similar_k < 1:
+            raise ValueError(f"top_k ({self.top_k}) and similar_k ({self.similar_k}) must be positive")
+        if self.candidates_n < self.top_k:
+            raise ValueError(f"candidates_n ({self.candidates_n}) must be at least top_k ({self.top_k})")
+        if not self.model_version or not self.run_id:
+            raise ValueError("model_version and run_id must be non-empty")
+        if self.generated_at.tzinfo is None:
+            raise ValueError("generated_at must be timezone-aware (UTC)")
+
+
+def parse_generated_at(value: str = "") -> dt.datetime:
+    """An ISO-8601 time in UTC (naive means UTC), or now; microsecond precision like the tables."""
+    if not value:
+        return dt.datetime.now(dt.timezone.utc)
+    parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)).astimezone(dt.timezone.utc)
+
+
+def run_export(
+    features_dir: str | Path,
+    retrieval_dir: str | Path,
+    ranking_dir: str | Path,
+    destination: str,
+    output_dir: str | Path,
+    params: ExportParams,
+    blessed_retrieval_dir: str | Path | None = None,
+    blessed_ranking_dir: str | Path | None = None,
+    blessed_model_version: str = "",
+) -> dict:
+    """Loads the models, scores every user and writes the artifact, then the destination tables."""
+    target = writers.parse_destination(destination)
+    started = time.perf_counter()
+    inputs = read_serving_inputs(features_dir)
+    new_model = load_serving_model(retrieval_dir, ranking_dir, params.model_version)
+    blessed = None
+    if blessed_retrieval_dir and blessed_ranking_dir:
+        blessed = load_serving_model(blessed_retrieval_dir, blessed_ranking_dir, blessed_model_version or "blessed")
+    tables, manifest = build_tables(inputs, new_model, blessed, params)
+    write_artifact(output_dir, tables, manifest)
+    target.write(
+        {"recommendations": Path(output_dir, RECOMMENDATIONS_FILE), "similar_items": Path(output_dir, SIMILAR_ITEMS_FILE)},
+        params.generated_at.date(),
+    )
+    manifest["timing"]["total_s"] = round(time.perf_counter() - started, 3)
+    Path(output_dir, MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def build_tables(
+    inputs: ServingInputs, new_model: ServingModel, blessed: ServingModel | None, params: ExportParams
+) -> tuple[dict[str, pa.Table], dict]:
+    """Scores both arms and builds the two tables plus a manifest of what was done."""
+    variants = batch.assign_variants(inputs.user_ids, params.experiment, params.treatment_ratio)
+    arms = [(new_model, np.flatnonzero(variants == ab.TREATMENT))]
+    arms.append((blessed or new_model, np.flatnonzero(variants == ab.CONTROL)))
+    started = time.perf_counter()
+    parts, fallback_users = [], 0
+    for model, rows in arms:
+        if not len(rows):
+            continue
+        result = batch.score_users(
+            model, inputs, rows, candidates_n=params.candidates_n, top_k=params.top_k,
+            memory_budget_mb=params.memory_budget_mb,
+        )
+        fallback_users += int(result.fallback.sum())
+        parts.append(batch.recommendation_table(
+            inputs.user_ids[rows], result, model.item_ids, variant=variants[rows],
+            model_version=model.version, run_id=params.run_id, generated_at=params.generated_at,
+        ))
+    score_s = time.perf_counter() - started
+    recommendations = pa.concat_tables(parts).sort_by([("user_id", "ascending"), ("rank", "ascending")])
+    similar_table = build_similar_items(inputs, new_model, params)
+    manifest = {
+        "users": len(inputs.user_ids),
+        "rows": {"recommendations": recommendations.num_rows, "similar_items": similar_table.num_rows},
+        "variants": {v: int((variants == v).sum()) for v in ab.VARIANTS},
+        "fallback_users": fallback_users,
+        "model_version": params.model_version,
+        "control_model_version": (blessed or new_model).version,
+        "run_id": params.run_id,
+        "generated_at": params.generated_at.isoformat(),
+        "top_k": params.top_k,
+        "candidates_n": params.candidates_n,
+        "experiment": params.experiment,
+        "treatment_ratio": params.treatment_ratio,
+        "timing": {"score_s": round(score_s, 3), "users_per_s": round(len(inputs.user_ids) / max(score_s, 1e-9), 1)},
+    }
+    return {RECOMMENDATIONS_FILE: recommendations, SIMILAR_ITEMS_FILE: similar_table}, manifest
+
+
+def build_similar_items(inputs: ServingInputs, model: ServingModel, params: ExportParams) -> pa.Table:
+    available, _ = batch.catalogue_in_model_space(model, inputs)
+    neighbours, scores = similar.similar_items(
+        model.retriever.item_embeddings, available, params.similar_k, params.memory_budget_mb
+    )
+    table = batch.similar_items_table(
+        neighbours, scores, model.item_ids, model_version=model.version, run_id=params.run_id,
+        generated_at=params.generated_at,
+    )
+    return table.sort_by([("item_id", "ascending"), ("rank", "ascending")])
+
+
+def write_artifact(output_dir: str | Path, tables: dict[str, pa.Table], manifest: dict) -> None:
+    """Writes into a sibling temporary directory and renames it into place, so no half output exists."""
+    output_dir = Path(output_dir)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
+    try:
+        for name, table in tables.items():
+            pq.write_table(table, staging / name)
+        (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+        if output_dir.exists():
+            shutil.rmtree(output_dir)
+        os.rename(staging, output_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
