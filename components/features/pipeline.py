@@ -1,0 +1,216 @@
+"""The features job: extract output (events + items Parquet) -> vocabularies, examples, stats.
+
+Runs on Beam's DirectRunner in multi-process mode by default; any runner options in `beam_args`
+pass through unchanged (DataflowRunner included). Paths go through Beam's FileSystems, so they
+may be local or gs://; a Vertex AI "/gcs/..." artifact path is read and written as gs://.
+The job writes into a temporary directory beside `output_dir` and renames it when complete, so
+a failed run never leaves a directory that looks like a finished output.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import uuid
+
+import apache_beam as beam
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.parquetio import ReadFromParquetBatched
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from components import schema
+from components.features import transforms as T
+from components.features.examples import resolve_ranking_task
+from components.features.sequences import split_fn
+
+log = logging.getLogger(__name__)
+
+EVENTS_FILE = "events.parquet"
+ITEMS_FILE = "items.parquet"
+MANIFEST_FILE = "manifest.json"
+_COUNTS_FILE = "_counts.json"
+LOCAL_DEFAULTS = ["--runner=DirectRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+
+
+def run_features(
+    extracted_dir: str,
+    output_dir: str,
+    max_len: int = 50,
+    seed: int = 0,
+    ranking_task: str = "auto",
+    beam_args: list[str] | None = None,
+    split: str = "leave_last_out",
+) -> dict:
+    """Builds the features output (layout in components/schema.py) and returns its stats."""
+    if max_len < 1:
+        raise ValueError(f"max_len must be >= 1, got {max_len}")
+    if ranking_task != "auto" and ranking_task not in schema.RANKING_TASKS:
+        raise ValueError(f"unknown ranking_task {ranking_task!r}; expected auto or one of {schema.RANKING_TASKS}")
+    splitter = split_fn(split)
+    extracted_dir, output_dir = beam_path(str(extracted_dir)), beam_path(str(output_dir))
+    manifest = read_manifest(extracted_dir)
+    events_path = FileSystems.join(extracted_dir, EVENTS_FILE)
+    items_path = FileSystems.join(extracted_dir, ITEMS_FILE)
+    check_parquet(events_path, schema.EVENTS, "events")
+    check_parquet(items_path, schema.ITEMS, "items")
+    _check_output_free(output_dir)
+
+    work_dir = f"{output_dir.rstrip('/')}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        pipeline = beam.Pipeline(options=pipeline_options(beam_args))
+        _build(pipeline, events_path, items_path, work_dir, ranking_task, max_len, seed, splitter)
+        pipeline.run().wait_until_finish()
+        stats = _finish(work_dir, manifest, ranking_task=ranking_task, max_len=max_len, seed=seed, split=split)
+        _publish(work_dir, output_dir)
+    except BaseException:
+        _remove(work_dir)
+        raise
+    log.info("features: %s", json.dumps(stats))
+    return stats
+
+
+def beam_path(path: str) -> str:
+    """Vertex AI mounts GCS at /gcs/<bucket>; Beam IO (and Dataflow workers) need gs://<bucket>."""
+    return "gs://" + path[len("/gcs/"):] if path.startswith("/gcs/") else path
+
+
+def pipeline_options(beam_args: list[str] | None) -> PipelineOptions:
+    """The caller's options unchanged; the local multi-process DirectRunner when no runner is named."""
+    args = list(beam_args or [])
+    if not any(arg == "--runner" or arg.startswith("--runner=") for arg in args):
+        args += LOCAL_DEFAULTS
+    return PipelineOptions(args)
+
+
+def _build(pipeline, events_path, items_path, work_dir, ranking_task, max_len, seed, splitter) -> None:
+    catalogue = (
+        pipeline
+        | "ReadItems" >> ReadFromParquetBatched(items_path, columns=schema.ITEMS.names)
+        | "BuildCatalogue" >> T.BuildCatalogue()
+    )
+    events = pipeline | "ReadEvents" >> ReadFromParquetBatched(events_path, columns=schema.EVENTS.names)
+    grouped = events | "GroupEventsByUser" >> T.GroupEventsByUser(catalogue)
+    sequences = grouped[T.MAIN] | "BuildSequences" >> T.BuildSequences()
+    task = grouped[T.STATS] | "ResolveRankingTask" >> T.ResolveRankingTask(ranking_task)
+    vocab = sequences[T.MAIN] | "ComputeVocabulary" >> T.ComputeVocabulary(catalogue, splitter)
+    sizes = vocab | "WriteVocabulary" >> T.WriteVocabulary(catalogue, work_dir)
+    examples = sequences[T.MAIN] | "BuildExamples" >> T.BuildExamples(
+        vocab, task, max_len=max_len, seed=seed, split=splitter
+    )
+    for kind in (schema.RETRIEVAL_DIR, schema.RANKING_DIR):
+        for name in schema.SPLITS:
+            tag = T.output_tag(kind, name)
+            prefix = FileSystems.join(work_dir, kind, name)
+            _ = examples[tag] | f"Write/{tag}" >> T.WriteTFRecordLists(prefix)
+    _ = (
+        (grouped[T.STATS], sequences[T.STATS], examples[T.STATS], sizes)
+        | "FlattenCounts" >> beam.Flatten()
+        | "SumCounts" >> T.SumCounts()
+        | "WriteCounts" >> beam.Map(T.write_json, FileSystems.join(work_dir, _COUNTS_FILE))
+    )
+
+
+def read_manifest(extracted_dir: str) -> dict:
+    path = FileSystems.join(extracted_dir, MANIFEST_FILE)
+    if not FileSystems.exists(path):
+        raise schema.SchemaError(f"{extracted_dir}: no {MANIFEST_FILE}; is this an extract output directory?")
+    with FileSystems.open(path) as handle:
+        return json.loads(handle.read())
+
+
+def check_parquet(path: str, expected, name: str) -> None:
+    """Fails fast, from the Parquet footer alone, on a missing file, wrong columns or types,
+    no rows, or nulls in required columns (when the writer recorded null counts). Batches are
+    validated again inside the pipeline, which catches nulls the footer does not record."""
+    if not FileSystems.exists(path):
+        raise schema.SchemaError(f"{name}: {path} does not exist")
+    try:
+        with FileSystems.open(path) as handle:
+            parquet = pq.ParquetFile(handle)
+            arrow_schema, metadata = parquet.schema_arrow, parquet.metadata
+    except Exception as err:  # pyarrow raises several types for a file that is not Parquet
+        raise schema.SchemaError(f"{name}: {path} is not a readable Parquet file: {err}") from err
+    schema.validate_table(arrow_schema.empty_table(), expected, name)
+    if metadata.num_rows == 0:
+        raise schema.SchemaError(f"{name}: {path} has no rows")
+    for field in expected:
+        if field.nullable:
+            continue
+        column = arrow_schema.get_field_index(field.name)
+        nulls = 0
+        for group in range(metadata.num_row_groups):
+            stats = metadata.row_group(group).column(column).statistics
+            if stats is not None and stats.has_null_count:
+                nulls += stats.null_count
+        if nulls:
+            raise schema.SchemaError(f"{name}: column {field.name!r} has {nulls} null value(s)")
+
+
+def _finish(work_dir: str, manifest: dict, *, ranking_task: str, max_len: int, seed: int, split: str) -> dict:
+    """Turns the pipeline's summed counts into stats.json and feature_spec.json."""
+    counts_path = FileSystems.join(work_dir, _COUNTS_FILE)
+    with FileSystems.open(counts_path) as handle:
+        counts = json.loads(handle.read())
+    FileSystems.delete([counts_path])
+    stats = T.nested(counts)
+    for kind in (schema.RETRIEVAL_DIR, schema.RANKING_DIR):
+        for name in schema.SPLITS:
+            stats.setdefault("examples", {}).setdefault(kind, {}).setdefault(name, 0)
+    stats.update(
+        ranking_task=resolve_ranking_task(ranking_task, stats.get("events_by_type", {})),
+        max_len=max_len,
+        seed=seed,
+        split=split,
+        source=manifest.get("source"),
+    )
+    spec = schema.FeatureSpec(
+        max_len=max_len,
+        num_items=stats["items"] + schema.NUM_RESERVED,
+        num_categories=stats["categories"] + schema.NUM_RESERVED,
+        num_users=stats["users"] + schema.NUM_RESERVED,
+        ranking_task=stats["ranking_task"],
+        split=split,
+        seed=seed,
+    )
+    T.write_json(stats, FileSystems.join(work_dir, schema.STATS))
+    T.write_json(dataclasses.asdict(spec), FileSystems.join(work_dir, schema.FEATURE_SPEC))
+    return stats
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path
+
+
+def _check_output_free(output_dir: str) -> None:
+    """Refuses to overwrite a non-empty output (an empty directory, as KFP may create, is fine)."""
+    if _is_local(output_dir):
+        if os.path.isdir(output_dir) and os.listdir(output_dir):
+            raise FileExistsError(f"{output_dir} exists and is not empty")
+    elif FileSystems.match([FileSystems.join(output_dir, "*")])[0].metadata_list:
+        raise FileExistsError(f"{output_dir} exists and is not empty")
+
+
+def _publish(work_dir: str, output_dir: str) -> None:
+    """Local: one atomic rename. Object stores have no directory rename, so files are moved one
+    by one after the job succeeded; stats.json is moved last and marks a complete output."""
+    if _is_local(output_dir):
+        if os.path.isdir(output_dir):
+            os.rmdir(output_dir)
+        os.rename(work_dir, output_dir)
+        return
+    sources = [m.path for m in FileSystems.match([FileSystems.join(work_dir, "**")])[0].metadata_list]
+    sources.sort(key=lambda path: path.endswith(schema.STATS))
+    targets = [output_dir.rstrip("/") + path[len(work_dir.rstrip("/")):] for path in sources]
+    for source, target in zip(sources, targets):
+        FileSystems.rename([source], [target])
+    _remove(work_dir)
+
+
+def _remove(path: str) -> None:
+    if _is_local(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif FileSystems.exists(path):
+        FileSystems.delete([path])

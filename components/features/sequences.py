@@ -1,0 +1,146 @@
+"""Per-user sequence logic, free of Beam so it can be tested and reasoned about on its own.
+
+A user's events arrive as compact NumPy records (item as its row in the sorted catalogue, event
+type as its index in schema.EVENT_TYPES). They are ordered by (event_ts, event_seq), consecutive
+events on the same item collapse into one step whose flags remember every event type in it, and a
+split function picks which steps are the targets of which split.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+from components import schema
+
+EVENT_DTYPE = np.dtype([("ts", "<i8"), ("seq", "<i8"), ("item", "<i4"), ("type", "u1")])
+STEP_DTYPE = np.dtype([("item", "<i4"), ("flags", "u1"), ("ts", "<i8")])
+# Sorting on every field makes the order total, so equal (ts, seq) pairs cannot reorder between runs.
+_EVENT_ORDER = ["ts", "seq", "item", "type"]
+
+MIN_STEPS = 3  # test target, valid target and at least one step of history
+
+
+def event_flag(event_type: str) -> int:
+    """The bit that marks a step as containing `event_type`."""
+    return 1 << schema.EVENT_TYPES.index(event_type)
+
+
+VIEW = event_flag("view")
+PURCHASE = event_flag("purchase")
+
+
+def sort_events(parts: Iterable[np.ndarray]) -> np.ndarray:
+    """One user's events, from any number of partial batches, in chronological order."""
+    events = np.concatenate(list(parts))
+    return np.sort(events, order=_EVENT_ORDER)
+
+
+def collapse_repeats(events: np.ndarray) -> np.ndarray:
+    """Steps: runs of consecutive events on the same item, with the OR of their event-type flags.
+
+    A step's timestamp is that of its first event.
+    """
+    if len(events) == 0:
+        return np.empty(0, STEP_DTYPE)
+    items = events["item"]
+    starts = np.flatnonzero(np.r_[True, items[1:] != items[:-1]])
+    steps = np.empty(len(starts), STEP_DTYPE)
+    steps["item"] = items[starts]
+    steps["ts"] = events["ts"][starts]
+    flags = np.left_shift(np.uint8(1), events["type"]).astype(np.uint8)
+    steps["flags"] = np.bitwise_or.reduceat(flags, starts)
+    return steps
+
+
+# ---------------------------------------------------------------------------------------------
+# Splits: a split function maps a user's steps to the target positions of each split. Every
+# position is >= 1, so every example has at least one step of history.
+# ---------------------------------------------------------------------------------------------
+SplitFn = Callable[[np.ndarray], dict[str, np.ndarray]]
+
+
+def leave_last_out(steps: np.ndarray) -> dict[str, np.ndarray]:
+    """Test = last step, valid = second to last, train = every earlier step from the second on."""
+    n = len(steps)
+    if n < MIN_STEPS:
+        raise ValueError(f"leave-last-out needs at least {MIN_STEPS} steps, got {n}")
+    return {
+        "train": np.arange(1, n - 2),
+        "valid": np.array([n - 2]),
+        "test": np.array([n - 1]),
+    }
+
+
+# A temporal split (train up to a day, test on the next) would be another SplitFn reading
+# steps["ts"]; registering it here makes it selectable by name in run_features.
+SPLITS: dict[str, SplitFn] = {"leave_last_out": leave_last_out}
+
+
+def split_fn(name: str) -> SplitFn:
+    if name not in SPLITS:
+        raise ValueError(f"unknown split {name!r}; expected one of {sorted(SPLITS)}")
+    return SPLITS[name]
+
+
+# ---------------------------------------------------------------------------------------------
+# Randomness and sampling
+# ---------------------------------------------------------------------------------------------
+def user_rng(seed: int, user_id: str) -> np.random.Generator:
+    """A generator seeded from (seed, user_id) by a stable hash, so results do not depend on
+    which worker or bundle handles the user, nor on PYTHONHASHSEED."""
+    digest = hashlib.blake2b(f"{seed}\x1f{user_id}".encode(), digest_size=16).digest()
+    return np.random.Generator(np.random.PCG64(int.from_bytes(digest, "little")))
+
+
+class PopularitySampler:
+    """Draws item indices in proportion to a popularity vector, never equal to a given item."""
+
+    _MAX_REDRAWS = 16
+
+    def __init__(self, popularity: np.ndarray):
+        popularity = np.asarray(popularity, dtype=np.float64)
+        popularity[: schema.NUM_RESERVED] = 0.0
+        if len(popularity) - schema.NUM_RESERVED < 2:
+            raise ValueError("negative sampling needs at least 2 items in the vocabulary")
+        if popularity.sum() <= 0:
+            raise ValueError("negative sampling needs a positive popularity for some item")
+        self._cdf = np.cumsum(popularity)
+        self._num_items = len(popularity)
+
+    def sample_excluding(self, rng: np.random.Generator, exclude: np.ndarray) -> np.ndarray:
+        """One index per entry of `exclude`, drawn by popularity and different from that entry.
+
+        Collisions are redrawn by popularity a few times; any left (an item that holds nearly all
+        the popularity) are drawn uniformly from the other vocabulary items.
+        """
+        exclude = np.asarray(exclude, dtype=np.int64)
+        out = self._draw(rng, len(exclude))
+        for _ in range(self._MAX_REDRAWS):
+            clash = np.flatnonzero(out == exclude)
+            if len(clash) == 0:
+                return out
+            out[clash] = self._draw(rng, len(clash))
+        clash = np.flatnonzero(out == exclude)
+        if len(clash):
+            uniform = rng.integers(schema.NUM_RESERVED, self._num_items - 1, size=len(clash))
+            out[clash] = uniform + (uniform >= exclude[clash])
+        return out
+
+    def _draw(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        u = rng.random(size) * self._cdf[-1]
+        return np.minimum(np.searchsorted(self._cdf, u, side="right"), self._num_items - 1)
+
+
+def cvr_labels(items: np.ndarray, flags: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """For each target position t (of one split): 1 if the item at t is purchased at t or at a
+    later position of the same split, else 0."""
+    labels = np.zeros(len(positions), dtype=np.float32)
+    purchased_later: set[int] = set()
+    for k in range(len(positions) - 1, -1, -1):
+        t = positions[k]
+        if flags[t] & PURCHASE:
+            purchased_later.add(int(items[t]))
+        labels[k] = float(int(items[t]) in purchased_later)
+    return labels

@@ -1,0 +1,419 @@
+"""Composite PTransforms of the features job, each small enough to test with TestPipeline.
+
+Throughput comes from keeping the element count low: events arrive as Arrow batches (one per
+Parquet row group) and are grouped per user inside each batch before the shuffle, so the
+GroupByKey carries about one element per user and batch instead of one per event. Examples leave
+the builder as one list per (user, kind, split) and a sink writes the list, so the per-element
+overhead of the runner is paid per user, not per example.
+
+Counts for stats.json travel as data on a `stats` output (dicts of flat "a/b" keys, summed by
+SumCounts), which makes them exact on every runner. DoFns count per bundle and emit one dict in
+finish_bundle.
+"""
+from __future__ import annotations
+
+import collections
+import json
+
+import apache_beam as beam
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from apache_beam import coders
+from apache_beam.io import filebasedsink
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.transforms.window import GlobalWindows
+
+from components import schema
+from components.features import tfexample
+from components.features.examples import resolve_ranking_task, user_examples
+from components.features.sequences import (
+    EVENT_DTYPE,
+    MIN_STEPS,
+    SplitFn,
+    collapse_repeats,
+    sort_events,
+)
+from components.features.vocab import VocabCounts, Vocabulary, build_vocabulary, item_features_table
+
+STATS = "stats"
+MAIN = "main"
+_EVENT_TYPES = pa.array(schema.EVENT_TYPES)
+
+
+def output_tag(kind: str, split: str) -> str:
+    """The output tag of BuildExamples for one example kind and split, e.g. "ranking/train"."""
+    return f"{kind}/{split}"
+
+
+class _CountingDoFn(beam.DoFn):
+    """A DoFn that counts into self.counts and emits the bundle's counts on the stats output."""
+
+    def start_bundle(self):
+        self.counts = collections.Counter()
+
+    def finish_bundle(self):
+        if self.counts:
+            yield beam.pvalue.TaggedOutput(STATS, GlobalWindows.windowed_value(dict(self.counts)))
+
+
+def _check_line_safe(column: pa.ChunkedArray, what: str) -> None:
+    """Vocabulary files hold one id per line, so an id may not contain a line break."""
+    bad = pc.sum(pc.match_substring_regex(column, r"[\r\n]").cast(pa.int64())).as_py() or 0
+    if bad:
+        raise schema.SchemaError(f"{what}: {bad} id(s) contain a line break")
+
+
+# ---------------------------------------------------------------------------------------------
+# Catalogue
+# ---------------------------------------------------------------------------------------------
+class _CatalogueFn(beam.CombineFn):
+    """Concatenates items batches into one validated table sorted by item_id."""
+
+    def create_accumulator(self):
+        return []
+
+    def add_input(self, tables, table):
+        tables.append(schema.validate_table(table, schema.ITEMS, "items"))
+        return tables
+
+    def merge_accumulators(self, accumulators):
+        return [t for tables in accumulators for t in tables]
+
+    def extract_output(self, tables):
+        if not tables or sum(t.num_rows for t in tables) == 0:
+            raise schema.SchemaError("items: the table has no rows")
+        catalogue = pa.concat_tables(tables).combine_chunks()
+        ids = catalogue.column("item_id")
+        duplicates = len(ids) - pc.count_distinct(ids).as_py()
+        if duplicates:
+            raise schema.SchemaError(f"items: {duplicates} duplicate item_id value(s)")
+        _check_line_safe(ids, "items.item_id")
+        _check_line_safe(catalogue.column("category"), "items.category")
+        return catalogue.sort_by("item_id")
+
+
+class BuildCatalogue(beam.PTransform):
+    """Arrow batches of items -> a singleton table, sorted by item_id, whose row numbers serve as
+    compact item ids until the vocabulary exists."""
+
+    def expand(self, batches):
+        return batches | "Concatenate" >> beam.CombineGlobally(_CatalogueFn())
+
+
+# ---------------------------------------------------------------------------------------------
+# Events -> per-user sequences
+# ---------------------------------------------------------------------------------------------
+class _GroupBatchByUser(beam.DoFn):
+    """One Arrow batch of events -> (user_id, EVENT_DTYPE records) per user in the batch.
+
+    Events whose type is not in schema.EVENT_TYPES or whose item is not in the catalogue are
+    dropped and counted.
+    """
+
+    def setup(self):
+        self._catalogue = None
+        self._catalogue_ids = None
+
+    def process(self, table, catalogue):
+        table = schema.validate_table(table, schema.EVENTS, "events")
+        counts = collections.Counter({"events_read": table.num_rows})
+        type_code = pc.index_in(table.column("event_type"), value_set=_EVENT_TYPES)
+        item_row = pc.index_in(table.column("item_id"), value_set=self._ids(catalogue))
+        unknown_type = pc.is_null(type_code)
+        unknown_item = pc.and_(pc.is_null(item_row), pc.invert(unknown_type))
+        counts["dropped_events/unknown_event_type"] = pc.sum(unknown_type.cast(pa.int64())).as_py() or 0
+        counts["dropped_events/unknown_item"] = pc.sum(unknown_item.cast(pa.int64())).as_py() or 0
+        keep = pc.and_(pc.invert(unknown_type), pc.invert(pc.is_null(item_row)))
+        users = table.column("user_id").filter(keep).to_numpy(zero_copy_only=False)
+        records = np.empty(len(users), EVENT_DTYPE)
+        records["ts"] = table.column("event_ts").filter(keep).cast(pa.int64()).to_numpy()
+        records["seq"] = table.column("event_seq").filter(keep).to_numpy()
+        records["item"] = item_row.filter(keep).to_numpy()
+        records["type"] = type_code.filter(keep).to_numpy()
+        for code, n in zip(*np.unique(records["type"], return_counts=True)):
+            counts[f"events_by_type/{schema.EVENT_TYPES[code]}"] += int(n)
+        yield beam.pvalue.TaggedOutput(STATS, dict(counts))
+        yield from _split_by_user(users, records)
+
+    def _ids(self, catalogue: pa.Table) -> pa.Array:
+        if catalogue is not self._catalogue:
+            self._catalogue = catalogue
+            self._catalogue_ids = catalogue.column("item_id").combine_chunks()
+        return self._catalogue_ids
+
+
+def _split_by_user(users: np.ndarray, records: np.ndarray):
+    codes, uniques = pd.factorize(users)
+    order = np.argsort(codes, kind="stable")
+    records = records[order]
+    ends = np.cumsum(np.bincount(codes, minlength=len(uniques)))
+    start = 0
+    for user_id, end in zip(uniques.tolist(), ends.tolist()):
+        yield user_id, records[start:end]
+        start = end
+
+
+class GroupEventsByUser(beam.PTransform):
+    """Arrow batches of events (schema.EVENTS) -> (user_id, that user's events, sorted).
+
+    Returns {"main": ..., "stats": ...}. `catalogue` is the singleton from BuildCatalogue.
+    """
+
+    def __init__(self, catalogue):
+        super().__init__()
+        self._catalogue = catalogue
+
+    def expand(self, batches):
+        grouped = batches | "GroupInBatch" >> beam.ParDo(
+            _GroupBatchByUser(), beam.pvalue.AsSingleton(self._catalogue)
+        ).with_outputs(STATS, main=MAIN)
+        events = (
+            grouped[MAIN]
+            | "Shuffle" >> beam.GroupByKey()
+            | "Sort" >> beam.MapTuple(lambda user_id, parts: (user_id, sort_events(parts)))
+        )
+        return {MAIN: events, STATS: grouped[STATS]}
+
+
+class _StepsFn(_CountingDoFn):
+    def __init__(self, min_steps: int):
+        self._min_steps = min_steps
+
+    def process(self, element):
+        user_id, events = element
+        steps = collapse_repeats(events)
+        self.counts["users_read"] += 1
+        if len(steps) < self._min_steps:
+            self.counts["dropped_users/too_few_steps"] += 1
+            self.counts["dropped_events/user_too_few_steps"] += len(events)
+            return
+        self.counts["users"] += 1
+        self.counts["events"] += len(events)
+        self.counts["steps"] += len(steps)
+        yield user_id, steps
+
+
+class BuildSequences(beam.PTransform):
+    """(user_id, sorted events) -> (user_id, steps): consecutive repeats collapsed, users with
+    fewer than `min_steps` steps dropped and counted. Returns {"main": ..., "stats": ...}."""
+
+    def __init__(self, min_steps: int = MIN_STEPS):
+        super().__init__()
+        self._min_steps = min_steps
+
+    def expand(self, events):
+        out = events | "Collapse" >> beam.ParDo(_StepsFn(self._min_steps)).with_outputs(STATS, main=MAIN)
+        return {MAIN: out[MAIN], STATS: out[STATS]}
+
+
+# ---------------------------------------------------------------------------------------------
+# Vocabulary and item features
+# ---------------------------------------------------------------------------------------------
+class _VocabCountsFn(beam.CombineFn):
+    def __init__(self, split: SplitFn):
+        self._split = split
+
+    def create_accumulator(self):
+        return VocabCounts.empty()
+
+    def add_input(self, counts, element):
+        user_id, steps = element
+        train = self._split(steps)["train"]
+        counts.add_user(user_id, steps["item"], steps["item"][train])
+        return counts
+
+    def merge_accumulators(self, accumulators):
+        accumulators = iter(accumulators)
+        merged = next(accumulators)
+        for counts in accumulators:
+            merged.merge(counts)
+        return merged
+
+    def extract_output(self, counts):
+        return counts
+
+
+class ComputeVocabulary(beam.PTransform):
+    """(user_id, steps) -> a singleton Vocabulary (ranked ids plus lookups), sized by the number
+    of items and users, never by the number of events."""
+
+    def __init__(self, catalogue, split: SplitFn):
+        super().__init__()
+        self._catalogue = catalogue
+        self._split = split
+
+    def expand(self, sequences):
+        return (
+            sequences
+            | "Count" >> beam.CombineGlobally(_VocabCountsFn(self._split))
+            | "Rank" >> beam.Map(build_vocabulary, beam.pvalue.AsSingleton(self._catalogue))
+        )
+
+
+def _write_lines(path: str, lines: list[str]) -> None:
+    with FileSystems.create(path) as handle:
+        handle.write("".join(f"{line}\n" for line in lines).encode())
+
+
+def write_vocabulary_files(vocab: Vocabulary, catalogue: pa.Table, output_dir: str) -> dict[str, int]:
+    """Writes vocab/*.txt and item_features.parquet; returns their sizes for stats.json."""
+    _write_lines(FileSystems.join(output_dir, schema.ITEM_VOCAB), vocab.items)
+    _write_lines(FileSystems.join(output_dir, schema.CATEGORY_VOCAB), vocab.categories)
+    _write_lines(FileSystems.join(output_dir, schema.USER_VOCAB), vocab.users)
+    with FileSystems.create(FileSystems.join(output_dir, schema.ITEM_FEATURES)) as handle:
+        pq.write_table(item_features_table(vocab, catalogue), handle)
+    return {
+        "items": len(vocab.items),
+        "categories": len(vocab.categories),
+        "catalogue_items": catalogue.num_rows,
+        "catalogue_items_without_events": catalogue.num_rows - len(vocab.items),
+    }
+
+
+class WriteVocabulary(beam.PTransform):
+    """Singleton Vocabulary -> vocab files and item_features.parquet; emits their sizes as counts."""
+
+    def __init__(self, catalogue, output_dir: str):
+        super().__init__()
+        self._catalogue = catalogue
+        self._output_dir = output_dir
+
+    def expand(self, vocab):
+        return vocab | "Write" >> beam.Map(
+            write_vocabulary_files, beam.pvalue.AsSingleton(self._catalogue), self._output_dir
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Examples
+# ---------------------------------------------------------------------------------------------
+class _ExamplesFn(_CountingDoFn):
+    def __init__(self, max_len: int, seed: int, split: SplitFn):
+        self._max_len = max_len
+        self._seed = seed
+        self._split = split
+
+    def setup(self):
+        self._vocab = None
+        self._sampler = None
+
+    def process(self, element, vocab, ranking_task):
+        if vocab is not self._vocab:
+            self._vocab, self._sampler = vocab, vocab.sampler()
+        user_id, steps = element
+        examples = user_examples(
+            user_id,
+            steps,
+            vocab,
+            self._sampler,
+            ranking_task=ranking_task,
+            max_len=self._max_len,
+            seed=self._seed,
+            split=self._split,
+        )
+        for (kind, split), records in examples.items():
+            if records:
+                self.counts[f"examples/{kind}/{split}"] += len(records)
+                yield beam.pvalue.TaggedOutput(output_tag(kind, split), records)
+
+
+class BuildExamples(beam.PTransform):
+    """(user_id, steps) -> lists of serialised tf.Examples under tags output_tag(kind, split),
+    plus counts under "stats". `vocab` and `ranking_task` are singleton PCollections."""
+
+    def __init__(self, vocab, ranking_task, *, max_len: int, seed: int, split: SplitFn):
+        super().__init__()
+        self._vocab = vocab
+        self._ranking_task = ranking_task
+        self._fn = _ExamplesFn(max_len, seed, split)
+
+    def expand(self, sequences):
+        tags = [output_tag(kind, split) for kind in (schema.RETRIEVAL_DIR, schema.RANKING_DIR) for split in schema.SPLITS]
+        out = sequences | "Build" >> beam.ParDo(
+            self._fn, beam.pvalue.AsSingleton(self._vocab), beam.pvalue.AsSingleton(self._ranking_task)
+        ).with_outputs(STATS, *tags)
+        return {tag: out[tag] for tag in tags + [STATS]}
+
+
+class ResolveRankingTask(beam.PTransform):
+    """Event-type counts (dicts with "events_by_type/<type>" keys) -> the singleton task name."""
+
+    def __init__(self, requested: str):
+        super().__init__()
+        self._requested = requested
+
+    def expand(self, counts):
+        requested = self._requested
+        return (
+            counts
+            | "Sum" >> SumCounts()
+            | "Resolve" >> beam.Map(lambda c: resolve_ranking_task(requested, nested(c).get("events_by_type", {})))
+        )
+
+
+class _TFRecordListSink(filebasedsink.FileBasedSink):
+    """A TFRecord sink whose elements are lists of serialised records."""
+
+    def __init__(self, file_path_prefix: str):
+        super().__init__(
+            file_path_prefix,
+            coder=coders.BytesCoder(),
+            file_name_suffix=".tfrecord",
+            num_shards=0,
+            shard_name_template="-SSSSS-of-NNNNN",
+            mime_type="application/octet-stream",
+            compression_type=CompressionTypes.UNCOMPRESSED,
+        )
+
+    def write_record(self, file_handle, value):
+        file_handle.write(b"".join(tfexample.tfrecord_frame(record) for record in value))
+
+
+class WriteTFRecordLists(beam.PTransform):
+    """Lists of serialised records -> {prefix}-SSSSS-of-NNNNN.tfrecord shards, one per bundle
+    (no shuffle to a fixed shard count)."""
+
+    def __init__(self, file_path_prefix: str):
+        super().__init__()
+        self._prefix = file_path_prefix
+
+    def expand(self, record_lists):
+        return record_lists | "Write" >> beam.io.Write(_TFRecordListSink(self._prefix))
+
+
+# ---------------------------------------------------------------------------------------------
+# Counts
+# ---------------------------------------------------------------------------------------------
+def _sum_counts(dicts) -> dict[str, int]:
+    total = collections.Counter()
+    for d in dicts:
+        total.update(d)
+    return dict(sorted(total.items()))
+
+
+class SumCounts(beam.PTransform):
+    """Dicts of counts -> one dict with every key summed (an empty dict for no input)."""
+
+    def expand(self, counts):
+        return counts | "Sum" >> beam.CombineGlobally(_sum_counts)
+
+
+def nested(flat: dict[str, int]) -> dict:
+    """{"a/b": 1} -> {"a": {"b": 1}}, the layout of stats.json."""
+    out: dict = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split("/")
+        node = out
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    return out
+
+
+def write_json(value, path: str) -> None:
+    with FileSystems.create(path) as handle:
+        handle.write(json.dumps(value, indent=2, sort_keys=True).encode())
