@@ -96,8 +96,9 @@ class BigQueryDestination:
             client.create_table(self.table(name), exists_ok=True)
             destination = partition_id(self.table_id(name), day)
             config = load_job_config(TABLE_SCHEMAS[name])
-            if str(source).startswith("gs://"):
-                job = client.load_table_from_uri(str(source), destination, job_config=config)
+            uri = str(source) if str(source).startswith("gs://") else load_source(source)
+            if uri:
+                job = client.load_table_from_uri(uri, destination, job_config=config)
             else:
                 with open(source, "rb") as handle:
                     job = client.load_table_from_file(handle, destination, job_config=config)
@@ -116,6 +117,14 @@ class BigQueryDestination:
         )
         table.clustering_fields = [TABLE_SCHEMAS[name].names[0]]
         return table
+
+
+def load_source(path: str | Path) -> str | None:
+    """The gs:// URI behind a Vertex AI GCS FUSE path (/gcs/bucket/...), so BigQuery reads the bucket directly."""
+    parts = Path(path).parts
+    if len(parts) > 3 and parts[:2] == ("/", "gcs"):
+        return "gs://" + "/".join(parts[2:])
+    return None
 
 
 def partition_id(table_id: str, day: dt.date) -> str:
