@@ -116,50 +116,68 @@ def from_impressions(table: pa.Table, item_index: Mapping[str, int], first_posit
 
 
 @dataclasses.dataclass(frozen=True)
-class EpsilonRankingPolicy:
-    """The funnel's ranking made stochastic: with prob. 1-epsilon show its top K in order, else a uniformly
-    random ordered K-subset of its N candidates. Its item-position marginals are closed form:
-    pi(i at k | x) = (1-epsilon) [i = ranked[x, k]] + epsilon [i in ranked[x, :]] / N.  epsilon = 0 is the
-    deterministic ranking."""
+class SlatePolicy:
+    """A target policy by its item-position marginals on each request's candidates.
 
-    ranked: np.ndarray  # int64 [R, N] candidates of each request, best first; rows are request indices
-    slate_size: int
-    epsilon: float
+    candidates[r, j] is an item index (-1 = padding) and marginals[r, j, k] = pi(candidates[r, j] at k | r);
+    each position's marginals sum to 1 over a request's candidates."""
+
+    candidates: np.ndarray  # int64 [R, M]
+    marginals: np.ndarray  # float64 [R, M, K]
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.epsilon <= 1.0:
-            raise ValueError(f"epsilon must be in [0, 1], got {self.epsilon}")
-        if self.ranked.ndim != 2 or self.ranked.shape[1] < self.slate_size:
-            raise ValueError(f"need at least slate_size={self.slate_size} candidates per request, got {self.ranked.shape}")
+        if self.marginals.shape[:2] != self.candidates.shape:
+            raise ValueError(f"marginals {self.marginals.shape} do not match candidates {self.candidates.shape}")
+        if np.any(self.marginals[self.candidates < 0] != 0):
+            raise ValueError("padding candidates (-1) must have zero probability")
+        if not np.allclose(self.marginals.sum(axis=1), 1.0):
+            raise ValueError("each position's marginals must sum to 1 over the request's candidates")
+
+    @property
+    def slate_size(self) -> int:
+        return self.marginals.shape[2]
 
     def prob(self, request: np.ndarray, item: np.ndarray, position: np.ndarray) -> np.ndarray:
-        """pi(item at position | request) for aligned arrays."""
-        cands = self.ranked[request]
-        top = cands[np.arange(len(request)), position] == item
-        member = (cands == item[:, None]).any(axis=1)
-        return (1.0 - self.epsilon) * top + self.epsilon * member / cands.shape[1]
+        """pi(item at position | request) for aligned arrays (0 where the item is not a candidate)."""
+        match = self.candidates[request] == item[:, None]
+        probs = self.marginals[request, :, np.clip(position, 0, self.slate_size - 1)]
+        inside = position < self.slate_size
+        return np.where(inside, (probs * match).sum(axis=1), 0.0)
 
     def expected_reward(self, qhat: Callable[[np.ndarray, np.ndarray], np.ndarray], chunk: int = 4096) -> np.ndarray:
-        """sum_k sum_i pi(i at k | x) qhat(x, i, k) per request; qhat(requests [B], items [B, N]) -> [B, N, K]."""
-        k = self.slate_size
-        out = np.empty(self.ranked.shape[0])
-        for start in range(0, self.ranked.shape[0], chunk):
-            requests = np.arange(start, min(start + chunk, self.ranked.shape[0]))
-            q = qhat(requests, self.ranked[requests])
-            top = q[:, np.arange(k), np.arange(k)].sum(axis=1)
-            uniform = q.sum(axis=(1, 2)) / q.shape[1]
-            out[requests] = (1.0 - self.epsilon) * top + self.epsilon * uniform
+        """sum_k sum_i pi(i at k | x) qhat(x, i, k) per request; qhat(requests [B], items [B, M]) -> [B, M, K]."""
+        out = np.empty(self.candidates.shape[0])
+        for start in range(0, len(out), chunk):
+            requests = np.arange(start, min(start + chunk, len(out)))
+            items = np.where(self.candidates[requests] >= 0, self.candidates[requests], 0)
+            out[requests] = np.sum(self.marginals[requests] * qhat(requests, items), axis=(1, 2))
         return out
 
-    def sample(self, rng: np.random.Generator) -> np.ndarray:
-        """One slate per request, int64 [R, K], drawn from the policy (to run it online in a simulator)."""
-        r, n = self.ranked.shape
-        slates = self.ranked[:, : self.slate_size].copy()
-        explore = rng.random(r) < self.epsilon
-        if explore.any():
-            order = np.argsort(rng.random((int(explore.sum()), n)), axis=1)[:, : self.slate_size]
-            slates[explore] = np.take_along_axis(self.ranked[explore], order, axis=1)
-        return slates
+
+def ranking_policy(ranked: np.ndarray, slate_size: int, epsilon: float) -> SlatePolicy:
+    """A ranking made stochastic: with prob. 1-epsilon show its top K in order, else a uniformly random ordered
+    K-subset of the request's n candidates, so pi(i at k | x) = (1-epsilon) [i = ranked[x, k]] + epsilon / n.
+    ranked [R, M] holds each request's candidates best first, padded with -1 at the end; epsilon = 0 is the
+    deterministic ranking."""
+    if not 0.0 <= epsilon <= 1.0:
+        raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
+    valid = ranked >= 0
+    counts = valid.sum(axis=1)
+    if np.any(counts < slate_size) or np.any(np.diff(valid.astype(np.int8), axis=1) > 0):
+        raise ValueError(f"each request needs >= {slate_size} candidates, best first, padding (-1) only at the end")
+    marginals = np.repeat((valid * (epsilon / counts)[:, None])[:, :, None], slate_size, axis=2)
+    marginals[:, np.arange(slate_size), np.arange(slate_size)] += 1.0 - epsilon
+    return SlatePolicy(ranked, marginals)
+
+
+def sample_ranking_policy(ranked: np.ndarray, slate_size: int, epsilon: float, rng: np.random.Generator) -> np.ndarray:
+    """One slate per request from ranking_policy(ranked, slate_size, epsilon): int64 [R, K] (to run it online)."""
+    slates = ranked[:, :slate_size].copy()
+    explore = np.nonzero(rng.random(len(ranked)) < epsilon)[0]
+    keys = np.where(ranked[explore] >= 0, rng.random((len(explore), ranked.shape[1])), np.inf)
+    order = np.argsort(keys, axis=1)[:, :slate_size]
+    slates[explore] = np.take_along_axis(ranked[explore], order, axis=1)
+    return slates
 
 
 def ips(log: LoggedSlates, target_prob: np.ndarray) -> float:
@@ -256,7 +274,7 @@ FeatureFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """features(request [B], items [B, N]) -> float [B, N, d]: what the reward model sees about (request, item)."""
 
 
-def evaluate(log: LoggedSlates, policy: EpsilonRankingPolicy, features: FeatureFn, l2: float = 1.0) -> dict[str, float]:
+def evaluate(log: LoggedSlates, policy: SlatePolicy, features: FeatureFn, l2: float = 1.0) -> dict[str, float]:
     """All five estimates of policy's click rate per slot from the log (keys = ESTIMATORS)."""
     target_prob = policy.prob(log.request, log.item, log.position)
     logged_features = features(log.request, log.item[:, None])[:, 0, :]

@@ -20,7 +20,7 @@ def log():
 
 
 def policy(epsilon):
-    return ope.EpsilonRankingPolicy(RANKED, slate_size=2, epsilon=epsilon)
+    return ope.ranking_policy(RANKED, slate_size=2, epsilon=epsilon)
 
 
 def qhat_table(requests, items):
@@ -79,11 +79,21 @@ def test_evaluate_with_position_only_reward_model():
 
 
 def test_policy_samples_follow_marginals():
-    target = ope.EpsilonRankingPolicy(np.tile(np.arange(5), (20000, 1)), slate_size=2, epsilon=0.4)
-    slates = target.sample(np.random.default_rng(0))
-    top_share = np.mean(slates[:, 0] == 0)
-    assert top_share == pytest.approx(0.6 + 0.4 / 5, abs=0.015)
-    assert np.all(slates[:, 0] != slates[:, 1])
+    ranked = np.tile([0, 1, 2, 3, -1], (20000, 1))  # four candidates and one padding slot
+    target = ope.ranking_policy(ranked, slate_size=2, epsilon=0.4)
+    slates = ope.sample_ranking_policy(ranked, 2, 0.4, np.random.default_rng(0))
+    assert np.mean(slates[:, 0] == 0) == pytest.approx(0.6 + 0.4 / 4, abs=0.015)
+    assert np.mean(slates[:, 1] == 3) == pytest.approx(0.4 / 4, abs=0.01)
+    assert np.all(slates[:, 0] != slates[:, 1]) and np.all(slates >= 0)
+    np.testing.assert_allclose(target.marginals[0, :, 1], [0.1, 0.7, 0.1, 0.1, 0.0])
+    assert target.prob(np.array([0]), np.array([4]), np.array([0]))[0] == 0.0  # not a candidate
+
+
+def test_policy_rejects_short_or_gappy_candidate_lists():
+    with pytest.raises(ValueError, match="candidates"):
+        ope.ranking_policy(np.array([[0, -1, 2]]), slate_size=2, epsilon=0.1)
+    with pytest.raises(ValueError, match="candidates"):
+        ope.ranking_policy(np.array([[0, -1, -1]]), slate_size=2, epsilon=0.1)
 
 
 @pytest.mark.parametrize("propensity, message", [
