@@ -1,0 +1,34 @@
+"""KFP shell of the evaluation stage: returns `blessed` for `dsl.If`; everything else is in artifacts.
+
+`summary` (JSON at summary.path) carries export_n, model_version and previous_blessed for export.
+"""
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+
+from components.image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def evaluation(
+    features: Input[Dataset],
+    retrieval_model: Input[Model],
+    ranking_model: Input[Model],
+    metrics: Output[Metrics],
+    classification: Output[ClassificationMetrics],
+    report: Output[HTML],
+    summary: Output[Artifact],
+    registry_dir: str = "",
+    candidates_n: int = 200,
+    gate_metric: str = "ndcg@20",
+    gate_baselines: str = "popularity,item_to_item",
+    margin_vs_baseline: float = 0.0,
+    margin_vs_blessed: float = 0.0,
+    model_version: str = "",
+) -> bool:
+    from components.evaluation import kfp_outputs
+
+    return kfp_outputs.evaluate_for_pipeline(
+        features.path, retrieval_model.path, ranking_model.path, metrics, classification, report.path, summary.path,
+        registry_dir=registry_dir, candidates_n=candidates_n, gate_metric=gate_metric, gate_baselines=gate_baselines,
+        margin_vs_baseline=margin_vs_baseline, margin_vs_blessed=margin_vs_blessed, model_version=model_version,
+    )

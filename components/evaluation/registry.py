@@ -1,0 +1,90 @@
+"""The local model registry: the last blessed model pair, under the pipeline root.
+
+Layout: <registry>/blessed/<version>/{retrieval/, ranking/, metadata.json} and
+<registry>/blessed/LATEST.json naming the current version. Every write goes to a temporary name
+first and is renamed into place, so a crash never leaves a half-copied model marked as blessed.
+In production the Vertex AI Model Registry plays this part.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+BLESSED = "blessed"
+LATEST = "LATEST.json"
+METADATA = "metadata.json"
+
+
+class RegistryError(RuntimeError):
+    """The registry folder is inconsistent (a pointer to a missing model, a version that exists)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BlessedModel:
+    version: str
+    path: Path
+
+    @property
+    def retrieval_dir(self) -> Path:
+        return self.path / "retrieval"
+
+    @property
+    def ranking_dir(self) -> Path:
+        return self.path / "ranking"
+
+    @property
+    def metadata(self) -> dict:
+        return json.loads((self.path / METADATA).read_text())
+
+    def to_json(self) -> dict:
+        return {"version": self.version, "retrieval_dir": str(self.retrieval_dir), "ranking_dir": str(self.ranking_dir)}
+
+
+def last_blessed(registry_dir: str | Path) -> BlessedModel | None:
+    """The current blessed model, or None when nothing was ever blessed."""
+    pointer = Path(registry_dir, BLESSED, LATEST)
+    if not pointer.exists():
+        return None
+    try:
+        version = json.loads(pointer.read_text())["version"]
+    except (json.JSONDecodeError, KeyError) as err:
+        raise RegistryError(f"{pointer}: unreadable pointer ({err})") from err
+    model = BlessedModel(version=version, path=Path(registry_dir, BLESSED, version))
+    for part in (model.retrieval_dir, model.ranking_dir, model.path / METADATA):
+        if not part.exists():
+            raise RegistryError(f"{pointer} names version {version!r} but {part} is missing")
+    return model
+
+
+def register(registry_dir: str | Path, version: str, retrieval_dir: str | Path, ranking_dir: str | Path,
+             metadata: dict) -> BlessedModel:
+    """Copies both model artifacts into the registry and makes them the last blessed model."""
+    if not version or "/" in version or version.startswith("."):
+        raise ValueError(f"invalid model version {version!r}")
+    root = Path(registry_dir, BLESSED)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / version
+    if final.exists():
+        raise RegistryError(f"{final} already exists: model versions must be unique")
+    staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=root))
+    try:
+        shutil.copytree(retrieval_dir, staging / "retrieval")
+        shutil.copytree(ranking_dir, staging / "ranking")
+        (staging / METADATA).write_text(json.dumps({"version": version, **metadata}, indent=2, default=str))
+        os.rename(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _write_atomically(root / LATEST, json.dumps({"version": version}))
+    return BlessedModel(version=version, path=final)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    with os.fdopen(handle, "w") as out:
+        out.write(text)
+    os.replace(temporary, path)

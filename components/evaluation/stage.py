@@ -1,0 +1,257 @@
+"""The evaluation stage: scores the candidate funnel, retrieval alone, the baselines and the last
+blessed model on today's test split, decides the blessing, registers a blessed model and writes
+the summary (read by export) and the HTML report."""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from components import baselines, metrics, schema
+from components.evaluation import breakdowns, data, gate, registry, report, scoring
+from components.serving import models
+
+SUMMARY_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationConfig:
+    candidates_n: int = 200  # retrieval depth of the funnel
+    gate: gate.GateConfig = gate.GateConfig()
+    export_metric: str = "hit@20"  # export N = smallest N whose funnel metric is within tolerance of N=candidates_n
+    export_tolerance: float = 0.01  # relative
+    memory_budget_mb: float = 256.0
+    model_version: str = ""  # "" = <UTC time>-<hash of both model artifacts>
+
+    def __post_init__(self):
+        if self.candidates_n < 20:
+            raise ValueError(f"candidates_n must be at least 20 (the top-K of the gate), got {self.candidates_n}")
+        if not 0 <= self.export_tolerance < 1:
+            raise ValueError(f"export_tolerance must be in [0, 1), got {self.export_tolerance}")
+
+
+@dataclasses.dataclass
+class EvaluationResult:
+    summary: dict  # JSON-able: the artifact export and the pipeline read
+    html: str
+    blessed: bool
+    export_n: int
+    ranker_rows: tuple[np.ndarray, np.ndarray] | None = None  # (labels, probabilities) for ClassificationMetrics
+
+
+def model_version(retrieval_dir: str | Path, ranking_dir: str | Path, now: dt.datetime | None = None) -> str:
+    """<UTC time>-<first 8 hex of a hash over both artifacts' files>: sortable and content-addressed."""
+    digest = hashlib.sha256()
+    for root in (Path(retrieval_dir), Path(ranking_dir)):
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            digest.update(str(path.relative_to(root)).encode())
+            digest.update(path.read_bytes())
+    now = now or dt.datetime.now(dt.timezone.utc)
+    return f"{now:%Y%m%dT%H%M%SZ}-{digest.hexdigest()[:8]}"
+
+
+def choose_export_n(funnel_by_n: dict[int, metrics.Ranks], metric: str, tolerance: float) -> tuple[int, dict[int, float]]:
+    """The smallest N whose funnel metric is within `tolerance` (relative) of the deepest N."""
+    k = int(metric.split("@")[1]) if "@" in metric else 20
+    values = {n: metrics.ranking_metrics(ranks, (k,))[metric] for n, ranks in sorted(funnel_by_n.items())}
+    deepest = values[max(values)]
+    chosen = min(n for n, v in values.items() if v >= deepest * (1 - tolerance))
+    return chosen, values
+
+
+def evaluate(
+    features_dir: str | Path,
+    retrieval_dir: str | Path,
+    ranking_dir: str | Path,
+    registry_dir: str | Path | None = None,
+    config: EvaluationConfig = EvaluationConfig(),
+    load_models: Callable[..., models.ServingModel] = models.load_serving_model,
+) -> EvaluationResult:
+    """Everything the stage computes, in memory; `run_evaluation` writes it out.
+
+    `load_models(retrieval_dir, ranking_dir, version)` loads a model pair (tests pass small doubles).
+    """
+    started = time.perf_counter()
+    split = data.read_test_split(features_dir)
+    version = config.model_version or model_version(retrieval_dir, ranking_dir)
+    candidate = load_models(retrieval_dir, ranking_dir, version)
+    if not models.same_vocabulary(candidate.item_ids, split.item_ids):
+        raise schema.SchemaError(
+            f"the candidate models in {retrieval_dir} were not trained on the features in {features_dir}: item vocabularies differ"
+        )
+    cand = _score(candidate, split, config)
+    base = {
+        model.name: scoring.score_baseline(model, split.hist_items, split.seen_items, split.targets)
+        for model in (baselines.Popularity(split.train), baselines.ItemToItem(split.train))
+    }
+    previous = registry.last_blessed(registry_dir) if registry_dir else None
+    blessed_scores = None
+    if previous is not None:
+        blessed_model = load_models(previous.retrieval_dir, previous.ranking_dir, previous.version)
+        blessed_scores = _score(blessed_model, split, config)
+
+    ranking_metrics = {"funnel": metrics.ranking_metrics(cand.funnel), "retrieval": metrics.ranking_metrics(cand.retrieval)}
+    ranking_metrics.update({name: metrics.ranking_metrics(s.ranks) for name, s in base.items()})
+    if blessed_scores is not None:
+        ranking_metrics["last_blessed_funnel"] = metrics.ranking_metrics(blessed_scores.funnel)
+    decision = gate.decide(
+        ranking_metrics["funnel"], {b: ranking_metrics[b] for b in base},
+        ranking_metrics.get("last_blessed_funnel"), config.gate,
+    )
+    export_n, by_n = choose_export_n(cand.funnel_by_n, config.export_metric, config.export_tolerance)
+
+    ranks_by_model = {"funnel": cand.funnel, "retrieval": cand.retrieval, **{n: s.ranks for n, s in base.items()}}
+    if blessed_scores is not None:
+        ranks_by_model["last_blessed_funnel"] = blessed_scores.funnel
+    item_bucket = breakdowns.item_popularity_buckets(split.popularity)
+    lists = {"funnel": cand.funnel_lists, "retrieval": cand.retrieval_lists, **{n: s.lists for n, s in base.items()}}
+    ranker = _ranker_metrics(candidate.ranker, split.ranking)
+    summary = {
+        "summary_version": SUMMARY_VERSION,
+        "model_version": version,
+        "blessed": decision.blessed,
+        "export_n": export_n,
+        "export_n_reason": (
+            f"Export uses N = {export_n}: the smallest retrieval depth whose funnel {config.export_metric} "
+            f"({by_n[export_n]:.4f}) is within {config.export_tolerance:.0%} of N = {max(by_n)} ({by_n[max(by_n)]:.4f}); "
+            f"the ranker's cost grows linearly with N."
+        ),
+        "funnel_by_n": {str(n): v for n, v in by_n.items()},
+        "candidates_n": config.candidates_n,
+        "gate": decision.to_json(),
+        "previous_blessed": previous.to_json() if previous else None,
+        "users": len(split),
+        "items": split.num_items - schema.NUM_RESERVED,
+        "ranking_metrics": ranking_metrics,
+        "ranker": ranker["metrics"] if ranker else None,
+        "breakdowns": {
+            "history_length": breakdowns.breakdown(ranks_by_model, breakdowns.history_bucket_labels(split.history_lengths)),
+            "target_popularity": breakdowns.breakdown(
+                ranks_by_model, item_bucket[split.targets], order=list(breakdowns.POPULARITY_BUCKETS)),
+        },
+        "list_statistics": {n: breakdowns.list_statistics(l, split.popularity, item_bucket) for n, l in lists.items()},
+        "target_popularity": {
+            "arp": float(split.popularity[split.targets].mean()),
+            "tail_share": float(np.mean(item_bucket[split.targets] == "tail")),
+        },
+    }
+    figures = _figures(summary, ranks_by_model, cand, export_n, ranker)
+    summary["evaluation_s"] = round(time.perf_counter() - started, 3)
+    return EvaluationResult(
+        summary=summary, html=report.render(summary, figures), blessed=decision.blessed, export_n=export_n,
+        ranker_rows=(ranker["labels"], ranker["probabilities"]) if ranker else None,
+    )
+
+
+def _score(model: models.ServingModel, split: data.TestSplit, config: EvaluationConfig) -> scoring.ModelScores:
+    return scoring.score_model(
+        model, split.hist_matrix, split.seen_items, split.targets, split.item_ids, split.popularity,
+        config.candidates_n, config.memory_budget_mb,
+    )
+
+
+def _ranker_metrics(ranker, ranking: dict | None) -> dict | None:
+    """AUC, GAUC (grouped by user) and logloss of the ranker on the ranking test rows."""
+    if ranking is None or not len(ranking.get(schema.LABEL, ())):
+        return None
+    labels = ranking[schema.LABEL].astype(np.float64)
+    probabilities = scoring.ranker_probabilities(ranker, ranking)
+    if labels.min() == labels.max():
+        return None  # one class only: AUC undefined
+    values = {
+        "auc": metrics.auc(labels, probabilities),
+        "gauc": metrics.gauc(labels, probabilities, ranking[schema.USER]),
+        "logloss": metrics.logloss(labels, probabilities),
+        "rows": int(len(labels)),
+    }
+    return {"metrics": values, "labels": labels, "probabilities": probabilities}
+
+
+def _figures(summary, ranks_by_model, cand, export_n, ranker) -> dict[str, tuple[str, str]]:
+    figures = {
+        "recall_at_k": (report.hit_curves(ranks_by_model), "HIT@K for K = 1..50, every model on the same users."),
+        "recall_vs_n": (report.recall_vs_n(cand.retrieval, cand.funnel_by_n, export_n),
+                        "How many retrieval candidates the ranker needs; the dashed line is the export's N."),
+        "breakdown_history": (report.breakdown_bars(summary["breakdowns"]["history_length"], "HIT@20 by history length"),
+                              "Users grouped by the number of earlier items."),
+        "breakdown_popularity": (report.breakdown_bars(summary["breakdowns"]["target_popularity"],
+                                                       "HIT@20 by target popularity"),
+                                 "Head, torso and tail items each make a third of training occurrences."),
+        "coverage": (report.list_bars(summary["list_statistics"]),
+                     "How much of the catalogue the top-20 lists reach, and how much of it is tail."),
+    }
+    if ranker:
+        figures["roc"] = (report.roc(ranker["labels"], ranker["probabilities"], ranker["metrics"]["auc"]),
+                          "Ranker ROC on the ranking test rows.")
+        figures["calibration"] = (report.calibration(ranker["labels"], ranker["probabilities"]),
+                                  "Predicted probability against observed rate, 10 bins.")
+    return figures
+
+
+def run_evaluation(
+    features_dir: str | Path,
+    retrieval_dir: str | Path,
+    ranking_dir: str | Path,
+    summary_path: str | Path,
+    report_path: str | Path,
+    registry_dir: str | Path | None = None,
+    config: EvaluationConfig = EvaluationConfig(),
+    load_models: Callable[..., models.ServingModel] = models.load_serving_model,
+) -> EvaluationResult:
+    """Evaluates, registers the model when blessed, and writes summary JSON and HTML report atomically."""
+    result = evaluate(features_dir, retrieval_dir, ranking_dir, registry_dir, config, load_models)
+    if result.blessed and registry_dir:
+        entry = registry.register(registry_dir, result.summary["model_version"], retrieval_dir, ranking_dir,
+                                  {"blessed_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+                                   "gate": result.summary["gate"], "ranking_metrics": result.summary["ranking_metrics"]})
+        result.summary["registered"] = entry.to_json()
+    _write_atomically(report_path, result.html)
+    _write_atomically(summary_path, json.dumps(result.summary, indent=2))
+    return result
+
+
+def _write_atomically(path: str | Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    with os.fdopen(handle, "w") as out:
+        out.write(text)
+    os.replace(temporary, path)
+
+
+def kfp_metric_name(group: str, metric: str) -> str:
+    """'funnel', 'hit@20' -> 'funnel_hit_at_20': names the Vertex console shows without escaping."""
+    return f"{group}_{metric}".replace("@", "_at_").replace(".", "_")
+
+
+def flat_metrics(summary: dict) -> dict[str, float]:
+    """The scalars logged as KFP Metrics."""
+    out = {kfp_metric_name(model, m): v for model, values in summary["ranking_metrics"].items() for m, v in values.items()}
+    if summary.get("ranker"):
+        out.update({f"ranker_{k}": float(v) for k, v in summary["ranker"].items() if k != "rows"})
+    for model, stats in summary["list_statistics"].items():
+        out.update({kfp_metric_name(model, k): v for k, v in stats.items()})
+    out["blessed"] = float(summary["blessed"])
+    out["export_n"] = float(summary["export_n"])
+    return out
+
+
+def evaluation_bench(features_dir, retrieval_dir, ranking_dir, out_dir, config: EvaluationConfig = EvaluationConfig()) -> dict:
+    """The bench keys of this stage: `funnel`, `baselines.*` and the gate, from one evaluation run."""
+    result = run_evaluation(features_dir, retrieval_dir, ranking_dir, Path(out_dir, "summary.json"),
+                            Path(out_dir, "report.html"), registry_dir=None, config=config)
+    s = result.summary
+    return {
+        "funnel": s["ranking_metrics"]["funnel"],
+        "baselines": {name: s["ranking_metrics"][name] for name in ("popularity", "item_to_item")},
+        "evaluation": {"blessed": s["blessed"], "export_n": s["export_n"], "retrieval": s["ranking_metrics"]["retrieval"],
+                       "coverage@20": s["list_statistics"]["funnel"]["coverage@20"], "evaluation_s": s["evaluation_s"]},
+    }
