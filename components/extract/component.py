@@ -1,0 +1,25 @@
+"""KFP shell of the extract stage; the logic lives in components.extract.runner."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Output
+
+from components.image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def extract(
+    warehouse_uri: str,
+    extracted: Output[Dataset],
+    window_start: str = "",
+    window_end: str = "",
+    event_types: str = "",
+    min_events_per_user: int = 1,
+):
+    """Extracts events, items (and impressions) of a time window into Parquet plus manifest.json.
+
+    warehouse_uri: duckdb:///abs/path/shop.duckdb or bigquery://project.dataset. Window bounds are ISO-8601
+    ("" = open), event_types is comma-separated ("" = all), as in components.extract.runner.run_extract.
+    """
+    from components.extract.runner import run_extract
+
+    run_extract(warehouse_uri, extracted.path, window_start, window_end, event_types, min_events_per_user)
