@@ -28,6 +28,7 @@ from components.serving.models import ServingModel, load_serving_model
 RECOMMENDATIONS_FILE = "recommendations.parquet"
 SIMILAR_ITEMS_FILE = "similar_items.parquet"
 MANIFEST_FILE = "manifest.json"
+DEFAULT_CANDIDATES_N = 200  # the evaluation's largest depth; its summary's export_n is usually smaller
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +92,68 @@ def run_export(
     return manifest
 
 
+def export_from_component(
+    features: str,
+    retrieval_model: str,
+    ranking_model: str,
+    recommendations: str,
+    metrics,
+    *,
+    destination: str,
+    top_k: int,
+    candidates_n: int,
+    experiment: str,
+    treatment_ratio: float,
+    model_version: str,
+    run_id: str,
+    generated_at: str = "",
+    similar_k: int = 20,
+    evaluation_summary: str | None = None,
+) -> dict:
+    """The KFP component's one call: artifact paths and parameters in, manifest out, metrics logged.
+
+    The evaluation summary (optional) supplies what the parameters leave open: the retrieval depth
+    (`export_n`, when candidates_n is 0), the model version, and the last blessed model for the control arm.
+    """
+    summary = read_evaluation_summary(evaluation_summary) if evaluation_summary else {}
+    if candidates_n <= 0:
+        candidates_n = int(summary.get("export_n") or DEFAULT_CANDIDATES_N)
+    previous = summary.get("previous_blessed") or {}
+    params = ExportParams(
+        top_k=top_k, candidates_n=candidates_n, experiment=experiment, treatment_ratio=treatment_ratio,
+        model_version=model_version or summary.get("model_version") or run_id, run_id=run_id,
+        generated_at=parse_generated_at(generated_at), similar_k=similar_k,
+    )
+    manifest = run_export(
+        features, retrieval_model, ranking_model, destination, recommendations, params,
+        blessed_retrieval_dir=previous.get("retrieval_dir"), blessed_ranking_dir=previous.get("ranking_dir"),
+        blessed_model_version=previous.get("version", ""),
+    )
+    for name, value in (
+        ("users", manifest["users"]),
+        ("recommendation_rows", manifest["rows"]["recommendations"]),
+        ("similar_item_rows", manifest["rows"]["similar_items"]),
+        ("fallback_users", manifest["fallback_users"]),
+        ("treatment_users", manifest["variants"][ab.TREATMENT]),
+        ("candidates_n", manifest["candidates_n"]),
+        ("users_per_s", manifest["timing"]["users_per_s"]),
+    ):
+        metrics.log_metric(name, float(value))
+    return manifest
+
+
+def read_evaluation_summary(path: str | Path) -> dict:
+    """The evaluation stage's summary JSON; only export_n, model_version and previous_blessed are used."""
+    try:
+        summary = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"evaluation summary {path}: unreadable ({err})") from err
+    previous = summary.get("previous_blessed")
+    if previous and not {"version", "retrieval_dir", "ranking_dir"} <= set(previous):
+        raise ValueError(f"evaluation summary {path}: previous_blessed lacks version/retrieval_dir/ranking_dir")
+    return summary
+
+
 def build_tables(
     inputs: ServingInputs, new_model: ServingModel, blessed: ServingModel | None, params: ExportParams
 ) -> tuple[dict[str, pa.Table], dict]:
@@ -146,8 +209,19 @@ def build_similar_items(inputs: ServingInputs, model: ServingModel, params: Expo
 
 
 def write_artifact(output_dir: str | Path, tables: dict[str, pa.Table], manifest: dict) -> None:
-    """Writes into a sibling temporary directory and renames it into place, so no half output exists."""
+    """Writes into a sibling temporary directory and renames it into place, so no half output exists.
+
+    On GCS FUSE (Vertex AI) directory renames are not atomic, so there each file is renamed into place
+    and the manifest goes last: an artifact without manifest.json is incomplete.
+    """
     output_dir = Path(output_dir)
+    if writers.load_source(output_dir):
+        output_dir.mkdir(parents=True, exist_ok=True)
+        for name, table in tables.items():
+            pq.write_table(table, output_dir / f".{name}.tmp")
+            os.replace(output_dir / f".{name}.tmp", output_dir / name)
+        (output_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+        return
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
     try:

@@ -1,4 +1,5 @@
 import datetime as dt
+import json
 from pathlib import Path
 
 import duckdb
@@ -182,3 +183,41 @@ def test_bad_features_output_names_the_problem(features_dir, tmp_path):
         read_serving_inputs(features_dir)
     with pytest.raises(schema.SchemaError, match="feature_spec.json"):
         read_serving_inputs(tmp_path)
+
+
+class RecordingMetrics:
+    def __init__(self):
+        self.logged = {}
+
+    def log_metric(self, name, value):
+        assert isinstance(value, float)
+        self.logged[name] = value
+
+
+def test_component_entry_takes_depth_version_and_blessed_model_from_the_evaluation_summary(
+    tmp_path, features_dir, models
+):
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({
+        "model_version": "v2", "export_n": 4,
+        "previous_blessed": {"version": "v1", "retrieval_dir": str(tmp_path / "blessed"),
+                             "ranking_dir": str(tmp_path / "blessed")},
+    }))
+    metrics = RecordingMetrics()
+    manifest = export.export_from_component(
+        str(features_dir), str(tmp_path / "new"), str(tmp_path / "new"), str(tmp_path / "out"), metrics,
+        destination=f"duckdb://{tmp_path / 'recs.duckdb'}", top_k=3, candidates_n=0, experiment="exp-ranker",
+        treatment_ratio=0.5, model_version="", run_id="run-9", generated_at="2026-11-25T03:00:00Z",
+        evaluation_summary=str(summary),
+    )
+    assert manifest["candidates_n"] == 4 and manifest["model_version"] == "v2"
+    assert manifest["control_model_version"] == "v1"
+    assert metrics.logged["users"] == 6.0 and metrics.logged["candidates_n"] == 4.0
+    assert metrics.logged["recommendation_rows"] == table(tmp_path).num_rows
+    assert json.loads((tmp_path / "out" / export.MANIFEST_FILE).read_text())["timing"]["total_s"] > 0
+
+
+def test_unreadable_evaluation_summary_is_named(tmp_path):
+    (tmp_path / "summary.json").write_text("{not json")
+    with pytest.raises(ValueError, match="evaluation summary .*unreadable"):
+        export.read_evaluation_summary(tmp_path / "summary.json")

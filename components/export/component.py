@@ -1,0 +1,41 @@
+"""KFP shell of the export stage; the logic lives in components.export.export."""
+from typing import Optional
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+
+from components.image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def export(
+    features: Input[Dataset],
+    retrieval_model: Input[Model],
+    ranking_model: Input[Model],
+    recommendations: Output[Dataset],
+    metrics: Output[Metrics],
+    destination: str,
+    run_id: str,
+    evaluation_summary: Optional[Input[Artifact]] = None,
+    top_k: int = 20,
+    candidates_n: int = 0,
+    experiment: str = "ranker",
+    treatment_ratio: float = 1.0,
+    model_version: str = "",
+    generated_at: str = "",
+    similar_k: int = 20,
+):
+    """Scores every user and writes recommendations and similar items to `destination`, replacing today's partition.
+
+    destination: duckdb:///abs/path/file.duckdb or bigquery://project.dataset. candidates_n 0 takes the
+    evaluation summary's export_n (else 200); the summary's previous_blessed model serves the control arm.
+    generated_at (ISO, e.g. the pipeline job's creation time) fixes the partition day, so retries are idempotent.
+    """
+    from components.export.export import export_from_component
+
+    export_from_component(
+        features.path, retrieval_model.path, ranking_model.path, recommendations.path, metrics,
+        destination=destination, top_k=top_k, candidates_n=candidates_n, experiment=experiment,
+        treatment_ratio=treatment_ratio, model_version=model_version, run_id=run_id, generated_at=generated_at,
+        similar_k=similar_k, evaluation_summary=evaluation_summary.path if evaluation_summary else None,
+    )
