@@ -87,15 +87,21 @@ def mask_seen(scores: np.ndarray, hist_items: np.ndarray, seen_items: Sequence[n
 
 
 def top_n(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """The n best columns per row, best first (ties: lower index first), and their scores."""
-    n = min(n, scores.shape[1])
-    part = np.argpartition(-scores, n - 1, axis=1)[:, :n] if n < scores.shape[1] else np.tile(
-        np.arange(scores.shape[1]), (scores.shape[0], 1)
-    )
+    """The n best columns per row, best first, and their scores.
+
+    Ties inside the top n go to the lower index; which of several items tied exactly at the cut-off
+    gets in is decided by the selection algorithm (deterministic for the same input).
+    """
+    width = scores.shape[1]
+    n = min(n, width)
+    if n < width:
+        part = np.argpartition(scores, width - n, axis=1)[:, width - n :]
+    else:
+        part = np.broadcast_to(np.arange(width), scores.shape)
     part_scores = np.take_along_axis(scores, part, axis=1)
     order = np.lexsort((part, -part_scores), axis=1)
-    idx = np.take_along_axis(part, order, axis=1)
-    return idx.astype(np.int64), np.take_along_axis(scores, idx, axis=1)
+    idx = np.take_along_axis(part, order, axis=1).astype(np.int64)
+    return idx, np.take_along_axis(part_scores, order, axis=1)
 
 
 def retrieval_scores(
@@ -108,7 +114,7 @@ def retrieval_scores(
     """float32 [B, num_items]: dot products of the query with every item; -inf where not recommendable."""
     query = np.asarray(retriever.encode(hist_items, hist_cats), dtype=np.float32)
     scores = query @ retriever.item_embeddings.T
-    scores[:, ~allowed] = -np.inf
+    scores += np.where(allowed, np.float32(0), np.float32(-np.inf))
     mask_seen(scores, hist_items, seen_items)
     return scores
 

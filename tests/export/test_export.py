@@ -221,3 +221,12 @@ def test_unreadable_evaluation_summary_is_named(tmp_path):
     (tmp_path / "summary.json").write_text("{not json")
     with pytest.raises(ValueError, match="evaluation summary .*unreadable"):
         export.read_evaluation_summary(tmp_path / "summary.json")
+
+
+def test_export_bench_reports_throughput(features_dir, models, tmp_path):
+    from components.export.bench import export_bench
+
+    result = export_bench(features_dir, tmp_path / "new", tmp_path / "new", candidates_n=5, top_k=3)
+    assert set(result) == {"export"}
+    assert result["export"]["users"] == 6 and result["export"]["users_per_s"] > 0
+    assert result["export"]["users_per_s_end_to_end"] <= result["export"]["users_per_s"]
