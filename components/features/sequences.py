@@ -95,42 +95,40 @@ def user_rng(seed: int, user_id: str) -> np.random.Generator:
 
 
 class PopularitySampler:
-    """Draws item indices in proportion to a popularity vector, never equal to a given item."""
+    """Draws item indices in proportion to a popularity vector, never equal to a given item.
 
-    _MAX_REDRAWS = 16
+    Sampling is exact and needs no rejection loop: a draw from the popularity with the excluded
+    item's mass removed is a uniform u on [0, total - w_e), shifted past the excluded item's
+    interval when it falls beyond it.
+    """
 
     def __init__(self, popularity: np.ndarray):
-        popularity = np.asarray(popularity, dtype=np.float64)
+        popularity = np.asarray(popularity, dtype=np.float64).copy()
         popularity[: schema.NUM_RESERVED] = 0.0
         if len(popularity) - schema.NUM_RESERVED < 2:
             raise ValueError("negative sampling needs at least 2 items in the vocabulary")
         if popularity.sum() <= 0:
             raise ValueError("negative sampling needs a positive popularity for some item")
+        self._weight = popularity
         self._cdf = np.cumsum(popularity)
         self._num_items = len(popularity)
 
     def sample_excluding(self, rng: np.random.Generator, exclude: np.ndarray) -> np.ndarray:
-        """One index per entry of `exclude`, drawn by popularity and different from that entry.
+        """One index per entry of `exclude`, drawn by popularity among the other items.
 
-        Collisions are redrawn by popularity a few times; any left (an item that holds nearly all
-        the popularity) are drawn uniformly from the other vocabulary items.
+        When the excluded item holds all the popularity, the draw is uniform over the others.
         """
         exclude = np.asarray(exclude, dtype=np.int64)
-        out = self._draw(rng, len(exclude))
-        for _ in range(self._MAX_REDRAWS):
-            clash = np.flatnonzero(out == exclude)
-            if len(clash) == 0:
-                return out
-            out[clash] = self._draw(rng, len(clash))
-        clash = np.flatnonzero(out == exclude)
-        if len(clash):
-            uniform = rng.integers(schema.NUM_RESERVED, self._num_items - 1, size=len(clash))
-            out[clash] = uniform + (uniform >= exclude[clash])
+        weight = self._weight[exclude]
+        start = self._cdf[exclude] - weight
+        u = rng.random(len(exclude)) * (self._cdf[-1] - weight)
+        u = np.where(u >= start, u + weight, u)
+        out = np.minimum(np.searchsorted(self._cdf, u, side="right"), self._num_items - 1)
+        stuck = np.flatnonzero((out == exclude) | (self._cdf[-1] - weight <= 0))
+        if len(stuck):
+            uniform = rng.integers(schema.NUM_RESERVED, self._num_items - 1, size=len(stuck))
+            out[stuck] = uniform + (uniform >= exclude[stuck])
         return out
-
-    def _draw(self, rng: np.random.Generator, size: int) -> np.ndarray:
-        u = rng.random(size) * self._cdf[-1]
-        return np.minimum(np.searchsorted(self._cdf, u, side="right"), self._num_items - 1)
 
 
 def cvr_labels(items: np.ndarray, flags: np.ndarray, positions: np.ndarray) -> np.ndarray:

@@ -60,6 +60,16 @@ class _CountingDoFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(STATS, GlobalWindows.windowed_value(dict(self.counts)))
 
 
+def validate_batch(table: pa.Table, expected: pa.Schema, name: str) -> pa.Table:
+    """schema.validate_table, with nulls in required columns reported as a SchemaError naming the
+    column (a cast to the non-nullable schema would fail first, with a less helpful message)."""
+    for field in expected:
+        if not field.nullable and field.name in table.column_names and table.column(field.name).null_count:
+            nulls = table.column(field.name).null_count
+            raise schema.SchemaError(f"{name}: column {field.name!r} has {nulls} null value(s)")
+    return schema.validate_table(table, expected, name)
+
+
 def _check_line_safe(column: pa.ChunkedArray, what: str) -> None:
     """Vocabulary files hold one id per line, so an id may not contain a line break."""
     bad = pc.sum(pc.match_substring_regex(column, r"[\r\n]").cast(pa.int64())).as_py() or 0
@@ -77,7 +87,7 @@ class _CatalogueFn(beam.CombineFn):
         return []
 
     def add_input(self, tables, table):
-        tables.append(schema.validate_table(table, schema.ITEMS, "items"))
+        tables.append(validate_batch(table, schema.ITEMS, "items"))
         return tables
 
     def merge_accumulators(self, accumulators):
@@ -119,7 +129,7 @@ class _GroupBatchByUser(beam.DoFn):
         self._catalogue_ids = None
 
     def process(self, table, catalogue):
-        table = schema.validate_table(table, schema.EVENTS, "events")
+        table = validate_batch(table, schema.EVENTS, "events")
         counts = collections.Counter({"events_read": table.num_rows})
         type_code = pc.index_in(table.column("event_type"), value_set=_EVENT_TYPES)
         item_row = pc.index_in(table.column("item_id"), value_set=self._ids(catalogue))

@@ -1,0 +1,75 @@
+"""Per-user logic: ordering, collapsing, splitting, seeded sampling and cvr labels."""
+import numpy as np
+import pytest
+
+from components.features import sequences as S
+
+
+def _events(rows):
+    """rows: (ts, seq, item, type index)."""
+    out = np.empty(len(rows), S.EVENT_DTYPE)
+    for i, row in enumerate(rows):
+        out[i] = row
+    return out
+
+
+def test_sort_orders_by_time_then_event_seq_across_parts():
+    parts = [_events([(5, 2, 30, 0), (1, 0, 10, 0)]), _events([(5, 1, 20, 0), (9, 0, 40, 0)])]
+    assert S.sort_events(parts)["item"].tolist() == [10, 20, 30, 40]
+
+
+def test_collapse_merges_consecutive_repeats_and_keeps_their_event_types():
+    view, cart, purchase = (S.schema.EVENT_TYPES.index(t) for t in ("view", "cart", "purchase"))
+    events = _events([(1, 0, 7, view), (2, 1, 7, cart), (3, 2, 7, purchase), (4, 3, 8, view), (5, 4, 7, view)])
+    steps = S.collapse_repeats(events)
+    assert steps["item"].tolist() == [7, 8, 7]
+    assert steps["ts"].tolist() == [1, 4, 5]
+    assert steps["flags"][0] & S.PURCHASE and steps["flags"][0] & S.VIEW
+    assert not steps["flags"][2] & S.PURCHASE
+
+
+def test_leave_last_out_targets():
+    positions = S.leave_last_out(np.zeros(6, S.STEP_DTYPE))
+    assert positions["train"].tolist() == [1, 2, 3]
+    assert positions["valid"].tolist() == [4] and positions["test"].tolist() == [5]
+    assert S.leave_last_out(np.zeros(3, S.STEP_DTYPE))["train"].tolist() == []
+    with pytest.raises(ValueError, match="at least 3"):
+        S.leave_last_out(np.zeros(2, S.STEP_DTYPE))
+    with pytest.raises(ValueError, match="unknown split"):
+        S.split_fn("temporal_by_magic")
+
+
+def test_user_rng_is_stable_and_depends_on_seed_and_user():
+    draw = lambda seed, user: S.user_rng(seed, user).random(3).tolist()  # noqa: E731
+    assert draw(0, "u1") == draw(0, "u1")
+    assert draw(0, "u1") != draw(1, "u1") and draw(0, "u1") != draw(0, "u2")
+
+
+def test_sampler_never_returns_the_excluded_item_and_follows_popularity():
+    sampler = S.PopularitySampler(np.array([0, 0, 100, 10, 1, 0]))
+    rng = np.random.default_rng(0)
+    exclude = np.full(20000, 2)
+    draws = sampler.sample_excluding(rng, exclude)
+    assert not np.any(draws == exclude)
+    counts = np.bincount(draws, minlength=6)
+    assert counts[5] == 0 and counts[0] == counts[1] == 0  # no popularity, reserved
+    assert 8 < counts[3] / counts[4] < 12  # 10:1 among the items left once item 2 is excluded
+
+
+def test_sampler_falls_back_to_other_items_when_one_item_holds_all_popularity():
+    sampler = S.PopularitySampler(np.array([0, 0, 0, 7, 0]))
+    draws = sampler.sample_excluding(np.random.default_rng(0), np.full(50, 3))
+    assert set(draws.tolist()) == {2, 4}
+
+
+def test_sampler_needs_two_items():
+    with pytest.raises(ValueError, match="at least 2 items"):
+        S.PopularitySampler(np.array([0, 0, 5]))
+
+
+def test_cvr_label_is_purchase_of_the_item_at_or_after_the_step_within_the_split():
+    items = np.array([1, 2, 3, 2, 4])
+    flags = np.array([S.VIEW, S.VIEW, S.VIEW, S.VIEW | S.PURCHASE, S.VIEW | S.PURCHASE], np.uint8)
+    assert S.cvr_labels(items, flags, np.array([1, 2, 3])).tolist() == [1.0, 0.0, 1.0]
+    # the purchase of item 4 at position 4 lies outside positions 1..3
+    assert S.cvr_labels(items, flags, np.array([1, 2])).tolist() == [0.0, 0.0]

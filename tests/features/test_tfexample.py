@@ -1,0 +1,42 @@
+"""The hand-rolled wire format must be exactly what TensorFlow parses."""
+import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import tensorflow as tf
+
+from components.features import tfexample as tfx
+
+
+def _reference(features: dict) -> tf.train.Example:
+    feature = {}
+    for key, value in features.items():
+        if isinstance(value, float):
+            feature[key] = tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
+        else:
+            feature[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=value))
+    return tf.train.Example(features=tf.train.Features(feature=feature))
+
+
+def test_encoded_example_parses_like_a_protobuf_built_one():
+    big = [0, 1, 127, 128, 16383, 16384, 65535, 65536, 2**31 + 5, 2**40]
+    record = tfx.example(
+        tfx.int64_list_entry("hist", b"".join(tfx.packed_varints(big))),
+        tfx.int64_list_entry("empty", b""),
+        tfx.int64_entry("user", 300),
+        tfx.float_entry("label", 1.0),
+    )
+    parsed = tf.train.Example.FromString(record)
+    expected = _reference({"hist": big, "empty": [], "user": [300], "label": 1.0})
+    assert parsed == expected
+
+
+def test_tfrecord_frames_are_read_by_tf_data(tmp_path):
+    records = [tfx.example(tfx.int64_entry("x", i)) for i in range(3)] + [b""]
+    path = tmp_path / "r.tfrecord"
+    path.write_bytes(b"".join(tfx.tfrecord_frame(r) for r in records))
+    assert [r.numpy() for r in tf.data.TFRecordDataset(str(path))] == records
+
+
+def test_varint_rejects_negative_values():
+    import pytest
+
+    with pytest.raises(ValueError, match="non-negative"):
+        tfx.varint(-1)

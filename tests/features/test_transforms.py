@@ -1,0 +1,225 @@
+"""Each composite PTransform on hand-made input, with TestPipeline and assert_that."""
+import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import apache_beam as beam
+import numpy as np
+import pytest
+import tensorflow as tf
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from components import schema
+from components.features import transforms as T
+from components.features.sequences import PURCHASE, STEP_DTYPE, VIEW, leave_last_out
+
+from conftest import events_table, items_table
+
+ITEMS = ["a", "b", "c", "d", "e"]  # catalogue rows 0..4 (sorted by id)
+
+
+def _steps(rows, flags=VIEW):
+    """rows: catalogue rows of the items; all steps carry `flags` unless a (row, flags) pair is given."""
+    out = np.zeros(len(rows), STEP_DTYPE)
+    for i, row in enumerate(rows):
+        out[i]["item"], out[i]["flags"] = row if isinstance(row, tuple) else (row, flags)
+        out[i]["ts"] = i
+    return out
+
+
+def _decode(record: bytes) -> dict:
+    features = tf.train.Example.FromString(record).features.feature
+    return {
+        key: list(f.int64_list.value) if f.HasField("int64_list") else list(f.float_list.value)
+        for key, f in features.items()
+    }
+
+
+def _catalogue(p, item_ids=ITEMS, categories=None):
+    return p | "Items" >> beam.Create([items_table(item_ids, categories)]) | "Catalogue" >> T.BuildCatalogue()
+
+
+def test_build_catalogue_sorts_by_id():
+    with BeamTestPipeline() as p:
+        batches = p | beam.Create([items_table(["z", "b"]), items_table(["m"])])
+        ids = batches | T.BuildCatalogue() | beam.Map(lambda t: t.column("item_id").to_pylist())
+        assert_that(ids, equal_to([["b", "m", "z"]]))
+
+
+def test_build_catalogue_rejects_duplicate_ids():
+    with pytest.raises(Exception, match="duplicate item_id"):
+        with BeamTestPipeline() as p:
+            _ = p | beam.Create([items_table(["a", "b"]), items_table(["a"])]) | T.BuildCatalogue()
+
+
+def test_group_events_by_user_merges_batches_sorts_ties_by_event_seq_and_counts_drops():
+    # u1's events are split over two batches and arrive out of order; minutes 5 tie, event_seq decides.
+    batch1 = events_table([("u1", "c", "view", 5, 3), ("u1", "a", "view", 1, 0), ("u2", "b", "view", 0, 0)])
+    batch2 = events_table(
+        [("u1", "b", "view", 5, 2), ("u1", "zz", "view", 6, 4), ("u2", "a", "click", 1, 1), ("u1", "d", "cart", 9, 5)]
+    )
+    with BeamTestPipeline() as p:
+        out = p | beam.Create([batch1, batch2]) | T.GroupEventsByUser(_catalogue(p))
+        items = out[T.MAIN] | beam.MapTuple(lambda user, events: (user, [ITEMS[i] for i in events["item"]]))
+        assert_that(items, equal_to([("u1", ["a", "b", "c", "d"]), ("u2", ["b"])]), label="sequences")
+        counts = out[T.STATS] | T.SumCounts()
+        expected = {
+            "events_read": 7,
+            "dropped_events/unknown_event_type": 1,
+            "dropped_events/unknown_item": 1,
+            "events_by_type/view": 4,
+            "events_by_type/cart": 1,
+        }
+        assert_that(counts, equal_to([expected]), label="counts")
+
+
+def test_build_sequences_collapses_repeats_and_drops_short_users():
+    batch = events_table(
+        [
+            ("long", "a", "view", 0, 0),
+            ("long", "a", "cart", 1, 1),
+            ("long", "a", "purchase", 2, 2),
+            ("long", "b", "view", 3, 3),
+            ("long", "a", "view", 4, 4),
+            ("short", "a", "view", 0, 0),
+            ("short", "b", "view", 1, 1),
+            ("short", "b", "view", 2, 2),
+        ]
+    )
+    with BeamTestPipeline() as p:
+        grouped = p | beam.Create([batch]) | T.GroupEventsByUser(_catalogue(p))
+        out = grouped[T.MAIN] | T.BuildSequences()
+        steps = out[T.MAIN] | beam.MapTuple(
+            lambda user, s: (user, s["item"].tolist(), [bool(f & PURCHASE) for f in s["flags"]])
+        )
+        assert_that(steps, equal_to([("long", [0, 1, 0], [True, False, False])]), label="steps")
+        expected = {
+            "users_read": 2,
+            "users": 1,
+            "events": 5,
+            "steps": 3,
+            "dropped_users/too_few_steps": 1,
+            "dropped_events/user_too_few_steps": 3,
+        }
+        assert_that(out[T.STATS] | T.SumCounts(), equal_to([expected]), label="counts")
+
+
+SEQUENCES = [
+    ("u1", _steps([0, 1, 2, 1, 3])),  # train targets: rows 1, 2
+    ("u2", _steps([1, 2, 4])),  # no train target
+    ("u3", _steps([2, 1, 0, 1])),  # train targets: row 1
+]
+
+
+def test_compute_vocabulary_ranks_by_count_then_id():
+    categories = ["x", "y", "y", "z", "x"]
+    with BeamTestPipeline() as p:
+        catalogue = _catalogue(p, categories=categories)
+        vocab = p | "Seqs" >> beam.Create(SEQUENCES) | T.ComputeVocabulary(catalogue, leave_last_out)
+        summary = vocab | beam.Map(
+            lambda v: (v.items, v.categories, v.users, v.train_count.tolist(), v.item_category.tolist())
+        )
+        # steps: b 5, c 3, a 2, d 1, e 1; categories: y = b + c = 8, x = a + e = 3, z = d = 1
+        # train targets (positions 1..n-3): u1 b c, u3 b
+        expected = (
+            ["b", "c", "a", "d", "e"],
+            ["y", "x", "z"],
+            ["u1", "u3", "u2"],
+            [0, 0, 2, 1, 0, 0, 0],
+            [0, 1, 2, 2, 3, 4, 3],
+        )
+        assert_that(summary, equal_to([expected]))
+
+
+def _examples(p, task, max_len=3, seed=0, sequences=SEQUENCES):
+    catalogue = _catalogue(p)
+    vocab = p | "Seqs" >> beam.Create(sequences) | T.ComputeVocabulary(catalogue, leave_last_out)
+    task = p | "Task" >> beam.Create([task])
+    examples = p | "Seqs2" >> beam.Create(sequences) | T.BuildExamples(
+        vocab, task, max_len=max_len, seed=seed, split=leave_last_out
+    )
+    return {tag: pcoll | f"Decode{tag}" >> beam.FlatMap(lambda rs: [_decode(r) for r in rs]) for tag, pcoll in examples.items() if tag != T.STATS}, examples[T.STATS]
+
+
+def _check_next_item_pairs(pairs):
+    """pairs: (positive, negative) rows, which the builder writes next to each other."""
+    assert pairs
+    for positive, negative in pairs:
+        assert positive["label"] == [1.0] and negative["label"] == [0.0]
+        assert negative["target_item"] != positive["target_item"]
+        for key in ("user", "hist_items", "hist_cats", "noclick_items", "noclick_cats"):
+            assert negative[key] == positive[key]
+        assert len(positive["noclick_items"]) == len(positive["hist_items"]) == len(positive["noclick_cats"])
+        assert all(n != h for n, h in zip(positive["noclick_items"], positive["hist_items"]))
+        assert 1 <= len(positive["hist_items"]) <= 3
+
+
+def test_build_examples_next_item_pairs_each_positive_with_a_different_negative():
+    # one user, many steps over few items, so the sampled negative would often hit the target
+    sequences = [("u1", _steps([0, 1, 0, 1, 2, 0, 1, 0, 2, 1, 0]))]
+    with BeamTestPipeline() as p:
+        catalogue = _catalogue(p)
+        vocab = p | "Seqs" >> beam.Create(sequences) | T.ComputeVocabulary(catalogue, leave_last_out)
+        task = p | "Task" >> beam.Create(["next_item"])
+        examples = p | "Seqs2" >> beam.Create(sequences) | T.BuildExamples(
+            vocab, task, max_len=3, seed=0, split=leave_last_out
+        )
+        for split in schema.SPLITS:
+            pairs = examples[T.output_tag("ranking", split)] | f"Pairs{split}" >> beam.FlatMap(
+                lambda rs: zip(map(_decode, rs[0::2]), map(_decode, rs[1::2]))
+            )
+            assert_that(pairs, _check_next_item_pairs, label=f"check_{split}")
+        stats = examples[T.STATS]
+        expected = {"examples/retrieval/train": 8, "examples/retrieval/valid": 1, "examples/retrieval/test": 1,
+                    "examples/ranking/train": 16, "examples/ranking/valid": 2, "examples/ranking/test": 2}
+        assert_that(stats | T.SumCounts(), equal_to([expected]), label="counts")
+
+
+def test_build_examples_retrieval_histories_targets_and_seen_items():
+    with BeamTestPipeline() as p:
+        decoded, _ = _examples(p, "next_item")
+        # item index: b=2, c=3, a=4, d=5, e=6; user index: u1=2, u3=3, u2=4
+        # u1 = a b c b d = 4 2 3 2 5, u2 = b c e = 2 3 6, u3 = c b a b = 3 2 4 2; max_len 3
+        test = decoded[T.output_tag("retrieval", "test")] | "T" >> beam.Map(
+            lambda r: (r["user"][0], r["hist_items"], r["target_item"][0], r["seen_items"])
+        )
+        assert_that(
+            test,
+            equal_to([(2, [2, 3, 2], 5, [4, 2, 3]), (3, [3, 2, 4], 2, [3, 2, 4]), (4, [2, 3], 6, [2, 3])]),
+            label="test",
+        )
+        train = decoded[T.output_tag("retrieval", "train")] | "Tr" >> beam.Map(
+            lambda r: (r["user"][0], r["hist_items"], r["target_item"][0], r.get("seen_items", []))
+        )
+        assert_that(train, equal_to([(2, [4], 2, []), (2, [4, 2], 3, []), (3, [3], 2, [])]), label="train")
+
+
+def test_build_examples_cvr_rows_are_viewed_steps_labelled_by_later_purchase():
+    sequences = [("u1", _steps([0, (1, VIEW), (2, VIEW), (1, VIEW | PURCHASE), (2, PURCHASE), (3, VIEW)]))]
+    with BeamTestPipeline() as p:
+        decoded, _ = _examples(p, "cvr", sequences=sequences)
+        rows = {
+            split: decoded[T.output_tag("ranking", split)] | f"L{split}" >> beam.Map(
+                lambda r: (r["target_item"][0], r["label"][0], len(r["noclick_items"]) == len(r["hist_items"]))
+            )
+            for split in schema.SPLITS
+        }
+        # vocab: b 2 steps, c 2 steps -> b=2, c=3, a=4, d=5. train positions 1..3 = b c b(purchase)
+        assert_that(rows["train"], equal_to([(2, 1.0, True), (3, 0.0, True), (2, 1.0, True)]), label="train")
+        assert_that(rows["valid"], equal_to([]), label="valid")  # a purchase without a view is no row
+        assert_that(rows["test"], equal_to([(5, 0.0, True)]), label="test")
+
+
+def test_resolve_ranking_task():
+    with BeamTestPipeline() as p:
+        funnel = p | "F" >> beam.Create([{"events_by_type/view": 3}, {"events_by_type/purchase": 1}])
+        bought = p | "B" >> beam.Create([{"events_by_type/purchase": 3}])
+        assert_that(funnel | "RF" >> T.ResolveRankingTask("auto"), equal_to(["cvr"]), label="funnel")
+        assert_that(bought | "RB" >> T.ResolveRankingTask("auto"), equal_to(["next_item"]), label="bought")
+
+
+def test_write_tfrecord_lists_writes_every_record(tmp_path):
+    prefix = str(tmp_path / "train")
+    with BeamTestPipeline() as p:
+        _ = p | beam.Create([[b"x1", b"x2"], [b"y"]]) | T.WriteTFRecordLists(prefix)
+    files = sorted(str(f) for f in tmp_path.glob("train-*-of-*.tfrecord"))
+    assert files
+    assert sorted(r.numpy() for r in tf.data.TFRecordDataset(files)) == [b"x1", b"x2", b"y"]
