@@ -1,0 +1,140 @@
+"""make bench: runs the whole pipeline locally on one data set and writes one JSON.
+
+    python -m bench.run --data <file or preset> --format amazon|taobao|synthetic --out <file.json> --seeds N
+
+Stages run in DAG order as plain Python calls (bench/stages.py), in a temporary directory:
+warehouse -> extract -> features -> baselines -> retrieval -> ranking -> evaluation (funnel) ->
+export -> experiments. Each is timed (timing.stages.<stage>); timing.total_s, peak_rss_mb (this
+process or any child, e.g. Beam workers), events/users/items and every stage's keys go into the
+JSON. A stage that cannot run is listed under `skipped` with the reason, one that crashed under
+`failed` (and the exit code is 1); neither leaves guessed keys behind.
+With --seeds n the model stages (retrieval, ranking, evaluation) run once per seed 0..n-1 and each
+metric is the median, with `per_seed` and `spread` beside it.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Callable
+
+import components  # noqa: F401  (sets the Keras switch before any stage imports TensorFlow)
+from bench import aggregate, stages
+
+SEEDED_STAGES = ("retrieval", "ranking", "evaluation")
+ALL_STAGES = ("warehouse", "extract", "features", "baselines", *SEEDED_STAGES, "export", "experiments")
+
+
+def log(message: str) -> None:
+    print(f"[bench {dt.datetime.now(dt.timezone.utc):%H:%M:%S}] {message}", file=sys.stderr, flush=True)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process or of its largest finished child, in MiB (Linux: KiB units)."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return round(max(own, children) / 1024, 1)
+
+
+def _stage_calls(ctx: stages.Context, stage: str) -> list[Callable[[], dict]]:
+    """One call per seed for the model stages, one call otherwise."""
+    seeds = range(ctx.seeds)
+    single = {
+        "warehouse": stages.run_warehouse, "extract": stages.run_extract, "features": stages.run_features,
+        "baselines": stages.run_baselines, "export": stages.run_export, "experiments": stages.run_experiments,
+    }
+    if stage in single:
+        return [lambda: single[stage](ctx)]
+    if stage == "evaluation":
+        return [lambda s=s: stages.run_evaluation(ctx, s) for s in seeds]
+    return [lambda s=s: stages.run_model_stage(stage, ctx, s) for s in seeds]
+
+
+def run_stage(ctx: stages.Context, stage: str, result: dict) -> None:
+    started = time.perf_counter()
+    runs = []
+    try:
+        for call in _stage_calls(ctx, stage):
+            runs.append(call())
+    except stages.StageSkipped as skipped:
+        log(f"{stage}: skipped ({skipped})")
+        result["skipped"].append({"stage": stage, "reason": str(skipped)})
+        return
+    except Exception as error:  # a crash in one stage must not lose the others' figures
+        log(f"{stage}: FAILED\n{traceback.format_exc()}")
+        result["failed"].append({"stage": stage, "error": f"{type(error).__name__}: {error}"})
+        return
+    elapsed = time.perf_counter() - started
+    result["timing"]["stages"][stage] = round(elapsed, 3)
+    aggregate.deep_update(result, aggregate.merge_seeds(runs))
+    log(f"{stage}: done in {elapsed:.1f}s")
+
+
+def run_bench(data: str, data_format: str, seeds: int, work: Path, only: tuple[str, ...] = ALL_STAGES) -> dict:
+    if seeds < 1:
+        raise ValueError(f"--seeds must be at least 1, got {seeds}")
+    stages.warehouse_source(data, data_format)  # bad --data/--format fail before any work
+    result = {
+        "data": data, "format": data_format, "seeds": seeds,
+        "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "timing": {"stages": {}}, "skipped": [], "failed": [],
+    }
+    ctx = stages.Context(data=data, data_format=data_format, seeds=seeds, work=work)
+    started = time.perf_counter()
+    for stage in ALL_STAGES:
+        if stage in only:
+            run_stage(ctx, stage, result)
+        else:
+            result["skipped"].append({"stage": stage, "reason": "not selected (--stages)"})
+    result["timing"]["total_s"] = round(time.perf_counter() - started, 3)
+    result["peak_rss_mb"] = peak_rss_mb()
+    return result
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """Atomic: the JSON appears whole or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    with os.fdopen(handle, "w") as out:
+        json.dump(payload, out, indent=2, sort_keys=False)
+        out.write("\n")
+    os.replace(temporary, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="a file (amazon, taobao) or a synthetic preset name")
+    parser.add_argument("--format", required=True, choices=stages.FORMATS)
+    parser.add_argument("--out", required=True, type=Path, help="the JSON to write")
+    parser.add_argument("--seeds", type=int, default=1, help="runs of the model stages, seeds 0..n-1")
+    parser.add_argument("--stages", default=",".join(ALL_STAGES),
+                        help="comma-separated subset of the stages, in any order (default: all)")
+    parser.add_argument("--work-dir", type=Path, help="keep the intermediate outputs here instead of a temp dir")
+    args = parser.parse_args(argv)
+    only = tuple(s.strip() for s in args.stages.split(",") if s.strip())
+    unknown = sorted(set(only) - set(ALL_STAGES))
+    if unknown:
+        parser.error(f"unknown stage(s) {unknown}; known: {', '.join(ALL_STAGES)}")
+    if args.work_dir:
+        args.work_dir.mkdir(parents=True, exist_ok=True)
+        result = run_bench(args.data, args.format, args.seeds, args.work_dir, only)
+    else:
+        with tempfile.TemporaryDirectory(prefix="bench-") as work:
+            result = run_bench(args.data, args.format, args.seeds, Path(work), only)
+    write_json(args.out, result)
+    log(f"wrote {args.out}: total {result['timing']['total_s']}s, peak {result['peak_rss_mb']} MiB, "
+        f"skipped {[s['stage'] for s in result['skipped']]}, failed {[f['stage'] for f in result['failed']]}")
+    return 1 if result["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""The pipeline's stages as the bench runs them: plain Python calls in DAG order, no KFP.
+
+Stage bench functions (owned by each stage) are found by name: `<stage>_bench` in
+`components.<stage>.bench`, else in `components.<stage>`. The harness calls them with the keyword
+arguments their signature asks for, out of: features_dir, extracted_dir, warehouse_path, model_dir
+(= output_dir, where a model stage writes its KFP-layout artifact), retrieval_dir, ranking_dir,
+evaluation_summary, work_dir, seed, seeds, data, data_format. They return bench keys with their
+top-level names (`{"retrieval": {...}}`); a flat dict is filed under the stage's name.
+
+A stage whose code has not landed, or that cannot run on the data (no impressions in Amazon data),
+is skipped and its keys stay out of the JSON: the harness raises StageSkipped itself, and a stage
+bench function says so by returning an empty dict.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import importlib
+import inspect
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+
+class StageSkipped(Exception):
+    """The stage cannot run here; the message says why."""
+
+
+FORMATS = ("amazon", "taobao", "synthetic")
+# Top-level bench keys each discovered stage may set (contract: DESIGN.md "The benchmark contract").
+STAGE_KEYS = {
+    "retrieval": ("retrieval",),
+    "ranking": ("ranking",),
+    "export": ("export",),
+    "experiments": ("ope", "bandit", "ab"),
+}
+
+
+@dataclasses.dataclass
+class Context:
+    data: str
+    data_format: str
+    seeds: int
+    work: Path
+    warehouse_path: Path | None = None
+    extracted_dir: Path | None = None
+    features_dir: Path | None = None
+    retrieval_dirs: dict[int, Path] = dataclasses.field(default_factory=dict)
+    ranking_dirs: dict[int, Path] = dataclasses.field(default_factory=dict)
+    evaluation_summary: Path | None = None
+
+    def require(self, *names: str) -> None:
+        missing = [n for n in names if not getattr(self, n)]
+        if missing:
+            raise StageSkipped(f"needs the output of an earlier stage that did not run: {', '.join(missing)}")
+
+
+def warehouse_source(data: str, data_format: str) -> str:
+    if data_format not in FORMATS:
+        raise ValueError(f"unknown format {data_format!r}; expected one of {FORMATS}")
+    if data_format == "synthetic":
+        return f"synthetic:{data}"
+    path = Path(data).expanduser().resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"--data {data}: no such file")
+    return f"{data_format}:{path}"
+
+
+def _import(module: str):
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        if err.name and (module == err.name or module.startswith(err.name + ".")):
+            raise StageSkipped(f"{module} is not in the code base yet") from err
+        raise
+
+
+def find_stage_function(stage: str) -> Callable:
+    """`<stage>_bench` from components.<stage>.bench or components.<stage>."""
+    name = f"{stage}_bench"
+    looked = []
+    for module_name in (f"components.{stage}.bench", f"components.{stage}"):
+        looked.append(module_name)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name and module_name.startswith(err.name):
+                continue
+            raise
+        if hasattr(module, name):
+            return getattr(module, name)
+    raise StageSkipped(f"no {name} function yet (looked in {', '.join(looked)})")
+
+
+def call_with_context(function: Callable, available: dict) -> dict:
+    """Calls `function` with the arguments it names; a required one the harness lacks skips the stage."""
+    kwargs = {}
+    for parameter in inspect.signature(function).parameters.values():
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            continue
+        if parameter.name in available and available[parameter.name] is not None:
+            kwargs[parameter.name] = available[parameter.name]
+        elif parameter.default is inspect.Parameter.empty:
+            raise StageSkipped(f"{function.__module__}.{function.__name__} needs {parameter.name!r}, which the bench cannot give")
+    result = function(**kwargs)
+    if not isinstance(result, dict):
+        raise TypeError(f"{function.__module__}.{function.__name__} returned {type(result).__name__}, expected a dict")
+    if not result:
+        raise StageSkipped(f"{function.__module__}.{function.__name__} returned nothing for this data")
+    return result
+
+
+def file_keys(stage: str, result: dict) -> dict:
+    """The stage's result under its allowed top-level keys; a flat result goes under the stage name."""
+    allowed = STAGE_KEYS[stage]
+    if not any(key in result for key in allowed):
+        return {stage: result}
+    return {key: value for key, value in result.items() if key in allowed}
+
+
+def _available(ctx: Context, seed: int, stage_dir: Path) -> dict:
+    return {
+        "features_dir": str(ctx.features_dir) if ctx.features_dir else None,
+        "extracted_dir": str(ctx.extracted_dir) if ctx.extracted_dir else None,
+        "warehouse_path": str(ctx.warehouse_path) if ctx.warehouse_path else None,
+        "model_dir": str(stage_dir), "output_dir": str(stage_dir), "work_dir": str(stage_dir),
+        "retrieval_dir": str(ctx.retrieval_dirs[seed]) if seed in ctx.retrieval_dirs else None,
+        "ranking_dir": str(ctx.ranking_dirs[seed]) if seed in ctx.ranking_dirs else None,
+        "evaluation_summary": str(ctx.evaluation_summary) if ctx.evaluation_summary else None,
+        "seed": seed, "seeds": ctx.seeds, "data": ctx.data, "data_format": ctx.data_format,
+    }
+
+
+# ---- the stages, in DAG order -------------------------------------------------------------------
+def run_warehouse(ctx: Context) -> dict:
+    module = _import("components.warehouse.duckdb_warehouse")
+    path = ctx.work / "warehouse" / "shop.duckdb"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    counts = module.build_warehouse(warehouse_source(ctx.data, ctx.data_format), path, 0)
+    ctx.warehouse_path = path
+    return {"warehouse": {"rows": counts}}
+
+
+def run_extract(ctx: Context) -> dict:
+    ctx.require("warehouse_path")
+    module = _import("components.extract.runner")
+    out = ctx.work / "extract"
+    manifest = module.run_extract(f"duckdb://{ctx.warehouse_path.resolve()}", out)
+    ctx.extracted_dir = out
+    rows = manifest["rows"]
+    return {"events": rows["events"], "users": rows["users"], "items": rows["items"]}
+
+
+def run_features(ctx: Context) -> dict:
+    ctx.require("extracted_dir")
+    module = _import("components.features.pipeline")
+    out = ctx.work / "features"
+    started = time.perf_counter()
+    stats = module.run_features(str(ctx.extracted_dir), str(out), seed=0)
+    elapsed = time.perf_counter() - started
+    ctx.features_dir = out
+    events = stats.get("events_read", stats.get("events", 0))
+    return {"features": {"events_per_s": round(events / max(elapsed, 1e-9), 1), "stats": stats}}
+
+
+def run_baselines(ctx: Context) -> dict:
+    ctx.require("features_dir")
+    from components import baselines
+
+    return {"baselines": baselines.baseline_metrics(ctx.features_dir)}
+
+
+def run_model_stage(stage: str, ctx: Context, seed: int) -> dict:
+    """retrieval or ranking for one seed; the model artifact lands in work/<stage>-seed<seed>."""
+    ctx.require("features_dir")
+    function = find_stage_function(stage)
+    model_dir = ctx.work / f"{stage}-seed{seed}"
+    result = call_with_context(function, _available(ctx, seed, model_dir))
+    if model_dir.is_dir() and any(model_dir.iterdir()):
+        (ctx.retrieval_dirs if stage == "retrieval" else ctx.ranking_dirs)[seed] = model_dir
+    return file_keys(stage, result)
+
+
+def run_evaluation(ctx: Context, seed: int) -> dict:
+    ctx.require("features_dir")
+    if seed not in ctx.retrieval_dirs or seed not in ctx.ranking_dirs:
+        raise StageSkipped("needs both a retrieval and a ranking model artifact (model_dir) from this run")
+    _import("components.retrieval.model_io")
+    _import("components.ranking.model_io")
+    from components.evaluation import stage
+
+    out = ctx.work / f"evaluation-seed{seed}"
+    keys = stage.evaluation_bench(ctx.features_dir, ctx.retrieval_dirs[seed], ctx.ranking_dirs[seed], out)
+    if ctx.evaluation_summary is None:
+        ctx.evaluation_summary = out / "summary.json"
+    keys.pop("baselines", None)  # the baselines stage reports them, on the same split and code
+    return keys
+
+
+def run_export(ctx: Context) -> dict:
+    seed = min(ctx.retrieval_dirs.keys() & ctx.ranking_dirs.keys(), default=None)
+    if seed is None:
+        raise StageSkipped("needs a retrieval and a ranking model artifact from this run")
+    try:
+        return file_keys("export", call_with_context(find_stage_function("export"),
+                                                     _available(ctx, seed, ctx.work / "export")))
+    except StageSkipped:
+        pass
+    module = _import("components.export.export")
+    export_n = json.loads(ctx.evaluation_summary.read_text())["export_n"] if ctx.evaluation_summary else module.DEFAULT_CANDIDATES_N
+    params = module.ExportParams(
+        top_k=20, candidates_n=int(export_n), experiment="bench", treatment_ratio=0.5, model_version="bench",
+        run_id="bench", generated_at=dt.datetime.now(dt.timezone.utc),
+    )
+    manifest = module.run_export(ctx.features_dir, ctx.retrieval_dirs[seed], ctx.ranking_dirs[seed],
+                                 f"duckdb://{(ctx.work / 'export' / 'recommendations.duckdb').resolve()}",
+                                 ctx.work / "export" / "artifact", params)
+    return {"export": {"users_per_s": manifest["timing"]["users_per_s"], "candidates_n": params.candidates_n,
+                       "users": manifest["users"]}}
+
+
+def run_experiments(ctx: Context) -> dict:
+    function = find_stage_function("experiments")
+    seed = min(ctx.retrieval_dirs.keys() & ctx.ranking_dirs.keys(), default=0)
+    return file_keys("experiments", call_with_context(function, _available(ctx, seed, ctx.work / "experiments")))
+

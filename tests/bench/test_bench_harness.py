@@ -1,0 +1,93 @@
+"""The bench harness: a real run on the tiny synthetic shop, seeds aggregation, and stage discovery."""
+import json
+import sys
+import types
+
+import pytest
+
+from bench import aggregate, run, stages
+
+
+def test_tiny_shop_run_writes_the_contract_keys(tmp_path):
+    out = tmp_path / "bench.json"
+    code = run.main(["--data", "tiny", "--format", "synthetic", "--out", str(out),
+                     "--stages", "warehouse,extract,features,baselines"])
+    result = json.loads(out.read_text())
+    assert code == 0 and result["failed"] == []
+    assert result["events"] > 0 and result["users"] > 0 and result["items"] > 0
+    assert set(result["timing"]["stages"]) == {"warehouse", "extract", "features", "baselines"}
+    assert result["timing"]["total_s"] >= sum(result["timing"]["stages"].values()) * 0.99
+    assert result["peak_rss_mb"] > 50
+    for name in ("popularity", "item_to_item"):
+        entry = result["baselines"][name]
+        assert {f"{m}@{k}" for m in ("hit", "ndcg") for k in (5, 10, 20, 50)} | {"mrr"} == set(entry)
+        assert 0 <= entry["ndcg@20"] <= entry["hit@20"] <= entry["hit@50"] <= 1
+    skipped = {s["stage"] for s in result["skipped"]}
+    assert {"retrieval", "ranking", "evaluation", "export", "experiments"} <= skipped
+    assert "funnel" not in result and "retrieval" not in result  # never guessed
+
+
+def test_merge_seeds_medians_per_seed_and_spread():
+    runs = [{"ranking": {"dien": {"auc": a, "name": "x"}}} for a in (0.70, 0.74, 0.71)]
+    merged = aggregate.merge_seeds(runs)["ranking"]["dien"]
+    assert merged["auc"] == 0.71 and merged["name"] == "x"
+    assert merged["per_seed"] == {"auc": [0.70, 0.74, 0.71]}
+    assert merged["spread"]["auc"] == pytest.approx(0.04)
+    assert aggregate.merge_seeds(runs[:1]) == runs[0]
+
+
+def test_bad_arguments_fail_before_any_work(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        run.run_bench(str(tmp_path / "missing.csv"), "amazon", 1, tmp_path)
+    with pytest.raises(ValueError, match="seeds"):
+        run.run_bench("tiny", "synthetic", 0, tmp_path)
+
+
+@pytest.fixture
+def fake_retrieval_stage(monkeypatch):
+    calls = []
+
+    def retrieval_bench(features_dir, model_dir, seed, unused_default=3):
+        calls.append(seed)
+        (tmp := __import__("pathlib").Path(model_dir)).mkdir(parents=True)
+        (tmp / "saved").write_text("model")
+        return {"hit@20": 0.1 + seed / 100, "train_s": 5.0}
+
+    module = types.ModuleType("components.retrieval.bench")
+    module.retrieval_bench = retrieval_bench
+    monkeypatch.setitem(sys.modules, "components.retrieval.bench", module)
+    return calls
+
+
+def test_model_stage_discovery_seeds_and_artifacts(tmp_path, fake_retrieval_stage):
+    ctx = stages.Context(data="tiny", data_format="synthetic", seeds=3, work=tmp_path, features_dir=tmp_path)
+    result = {"timing": {"stages": {}}, "skipped": [], "failed": []}
+    run.run_stage(ctx, "retrieval", result)
+    assert fake_retrieval_stage == [0, 1, 2]
+    assert result["retrieval"]["hit@20"] == pytest.approx(0.11)
+    assert result["retrieval"]["per_seed"]["hit@20"] == pytest.approx([0.10, 0.11, 0.12])
+    assert sorted(ctx.retrieval_dirs) == [0, 1, 2]
+    run.run_stage(ctx, "evaluation", result)  # no ranking model: skipped, not failed
+    assert [s["stage"] for s in result["skipped"]] == ["evaluation"] and "funnel" not in result
+
+
+def test_required_argument_the_bench_cannot_give_skips_the_stage():
+    def needs_gpu(features_dir, gpu_id):
+        return {"x": 1}
+
+    with pytest.raises(stages.StageSkipped, match="gpu_id"):
+        stages.call_with_context(needs_gpu, {"features_dir": "/f"})
+    with pytest.raises(stages.StageSkipped, match="returned nothing"):
+        stages.call_with_context(lambda features_dir: {}, {"features_dir": "/f"})
+
+
+def test_crashing_stage_is_reported_and_does_not_stop_the_run(tmp_path, monkeypatch):
+    def broken(ctx):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(stages, "run_baselines", broken)
+    ctx = stages.Context(data="tiny", data_format="synthetic", seeds=1, work=tmp_path)
+    result = {"timing": {"stages": {}}, "skipped": [], "failed": []}
+    run.run_stage(ctx, "baselines", result)
+    assert result["failed"] == [{"stage": "baselines", "error": "RuntimeError: disk full"}]
+    assert "baselines" not in result["timing"]["stages"]
