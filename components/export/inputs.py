@@ -45,6 +45,8 @@ def read_serving_inputs(features_dir: str | Path) -> ServingInputs:
     users = np.concatenate([users, np.asarray(without_history, dtype=object)])
     histories += [np.empty(0, dtype=np.int64)] * len(without_history)
     seen += [np.empty(0, dtype=np.int64)] * len(without_history)
+    if not len(users):
+        raise schema.SchemaError(f"{features_dir}: no users to export (empty test split and user vocabulary)")
     order = np.argsort(users, kind="stable")
     return ServingInputs(
         user_ids=users[order],
