@@ -79,7 +79,9 @@ def render(sql: str, tables: dict[str, str], dialect: str) -> str:
     tree = sqlglot.parse_one(sql, read="bigquery")
     for table in list(tree.find_all(exp.Table)):
         if not table.args.get("db") and table.name in tables:
-            replacement = exp.to_table(validate_table_name(tables[table.name]), dialect="bigquery")
+            parts = validate_table_name(tables[table.name]).split(".")
+            replacement = exp.table_(parts[-1], db=(parts[-2:-1] or [None])[0], catalog=(parts[-3:-2] or [None])[0],
+                                     quoted=True)
             if table.alias:
                 replacement.set("alias", table.args["alias"])
             table.replace(replacement)

@@ -500,7 +500,7 @@ def simulate_users(world: ShopWorld, users: np.ndarray, rng: np.random.Generator
     """Runs the logged history of `users` step by step, vectorised over the users; advances world.state."""
     cfg = world.config
     n, size = len(users), cfg.slate_size
-    views = world.user_activity[users]
+    views = world.user_activity[users].copy()
     clock = world.user_start_us[users].astype(np.float64)
     mean_gap = 0.5 * cfg.days * DAY_US / np.maximum(1.0, views / cfg.mean_session_views)
     session = np.zeros(n, np.int64)
@@ -514,8 +514,12 @@ def simulate_users(world: ShopWorld, users: np.ndarray, rng: np.random.Generator
     shown = _Columns("user", "item", "position", "propensity", "ts", "clicked", "session")
     bought_rows: list[np.ndarray] = []
     n_shown = 0
-    for step in range(int(views.max(initial=0))):
+    step = -1
+    while True:
+        step += 1
         local = np.nonzero(views > step)[0]
+        if not len(local):
+            break
         starting = local[new_session[local]]
         if len(starting):
             clock[starting] += rng.exponential(mean_gap[starting]) * (step > 0)
@@ -534,6 +538,7 @@ def simulate_users(world: ShopWorld, users: np.ndarray, rng: np.random.Generator
                 queue_rows[starting] = np.take_along_axis(rows, order, axis=1)
                 queue_next[starting] = 0
                 queue_len[starting] = clicked.sum(axis=1)
+                views[starting] = np.maximum(views[starting], step + queue_len[starting])  # every click is a view
                 clock[starting] += 2e6
         from_queue = queue_next[local] < queue_len[local]
         item = np.empty(len(local), np.int64)
