@@ -5,20 +5,27 @@ import datetime as dt
 import tempfile
 from pathlib import Path
 
-from components.export.export import ExportParams, run_export
+from components.export.export import DEFAULT_CANDIDATES_N, ExportParams, read_evaluation_summary, run_export
 
 
 def export_bench(
     features_dir: str | Path,
     retrieval_dir: str | Path,
     ranking_dir: str | Path,
+    evaluation_summary: str | Path | None = None,
     *,
-    candidates_n: int = 200,
+    candidates_n: int = 0,
     top_k: int = 20,
     memory_budget_mb: float = 256.0,
 ) -> dict:
     """{"export": {"users_per_s", ...}}: users_per_s is every user through the full funnel (retrieval,
-    masking, ranker, top-K) over scoring time; end_to_end also counts reading, loading and writing."""
+    masking, ranker, top-K) over scoring time; end_to_end also counts reading, loading and writing.
+
+    candidates_n 0 takes the evaluation summary's export_n (the depth the pipeline would export with).
+    """
+    if candidates_n <= 0:
+        summary = read_evaluation_summary(evaluation_summary) if evaluation_summary else {}
+        candidates_n = int(summary.get("export_n") or DEFAULT_CANDIDATES_N)
     params = ExportParams(
         top_k=top_k, candidates_n=candidates_n, experiment="bench", treatment_ratio=1.0, model_version="bench",
         run_id="bench", generated_at=dt.datetime.now(dt.timezone.utc), memory_budget_mb=memory_budget_mb,

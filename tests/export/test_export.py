@@ -226,7 +226,9 @@ def test_unreadable_evaluation_summary_is_named(tmp_path):
 def test_export_bench_reports_throughput(features_dir, models, tmp_path):
     from components.export.bench import export_bench
 
-    result = export_bench(features_dir, tmp_path / "new", tmp_path / "new", candidates_n=5, top_k=3)
-    assert set(result) == {"export"}
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({"export_n": 5}))
+    result = export_bench(features_dir, tmp_path / "new", tmp_path / "new", summary, top_k=3)
+    assert set(result) == {"export"} and result["export"]["candidates_n"] == 5
     assert result["export"]["users"] == 6 and result["export"]["users_per_s"] > 0
     assert result["export"]["users_per_s_end_to_end"] <= result["export"]["users_per_s"]
