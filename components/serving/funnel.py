@@ -136,6 +136,8 @@ def rerank(
     scores = np.asarray(ranker.score(hist_items, hist_cats, candidates, cand_cats), dtype=np.float32)
     if scores.shape != candidates.shape:
         raise ValueError(f"ranker returned scores of shape {scores.shape} for candidates {candidates.shape}")
+    if not np.isfinite(scores[candidate_valid]).all():
+        raise ValueError("the ranker returned NaN or infinite scores for real candidates")
     scores = np.where(candidate_valid, scores, -np.inf)
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     items = np.take_along_axis(candidates, order, axis=1)

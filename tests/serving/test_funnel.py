@@ -150,3 +150,11 @@ def test_bad_inputs_name_the_problem(kwargs, message):
     seen = kwargs.pop("seen", None)
     with pytest.raises(ValueError, match=message):
         funnel.run_funnel(retriever, ranker, hist, seen, **kwargs)
+
+
+def test_non_finite_ranker_scores_are_refused(users):
+    hist, seen = users
+    retriever, ranker = random_models(NUM_ITEMS)
+    ranker.item_bias[:] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        funnel.run_funnel(retriever, ranker, hist, seen, candidates_n=5, top_k=2)
