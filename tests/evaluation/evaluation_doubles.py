@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 
 import components  # noqa: F401  (sets the Keras switch before TensorFlow loads)
 from components import schema
@@ -187,13 +186,3 @@ def load_doubles(retrieval_dir, ranking_dir, version) -> ServingModel:
     item_ids = np.asarray(spec["item_ids"], dtype=object)
     retriever_cls, ranker_cls = KINDS[spec["kind"]]
     return ServingModel(retriever=retriever_cls(item_ids), ranker=ranker_cls(item_ids), item_ids=item_ids, version=version)
-
-
-@pytest.fixture(scope="session")
-def tiny_features(tmp_path_factory) -> Path:
-    return write_features(tmp_path_factory.mktemp("features"), make_sequences())
-
-
-@pytest.fixture(scope="session")
-def today_item_ids(tiny_features) -> np.ndarray:
-    return np.asarray(["", ""] + schema.read_vocab(tiny_features, schema.ITEM_VOCAB), dtype=object)

@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import load_doubles, write_model
+from evaluation_doubles import load_doubles, write_model
 
 from components import metrics
 from components.evaluation import breakdowns, data, gate, kfp_outputs, registry, scoring, stage
