@@ -97,12 +97,15 @@ class BayesianLinearBandit:
         noise = np.linalg.solve(chol.T, rng.standard_normal((self.dim, num))).T
         return (mean + self.exploration * noise)[:, : self.context_dim]
 
-    def rank(self, contexts: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-        """Top-k candidate indices per request under a Thompson draw: contexts [B, N, context_dim] -> [B, k]."""
+    def rank(self, contexts: np.ndarray, k: int, rng: np.random.Generator, valid: np.ndarray | None = None) -> np.ndarray:
+        """Top-k candidate indices per request under a Thompson draw: contexts [B, N, context_dim] -> [B, k].
+        Candidates where `valid` [B, N] is False are never chosen."""
         if contexts.ndim != 3 or contexts.shape[2] != self.context_dim or contexts.shape[1] < k:
             raise ValueError(f"contexts must be [B, N>={k}, {self.context_dim}], got {contexts.shape}")
         weights = self.sample_weights(contexts.shape[0], rng)
         scores = np.einsum("bnd,bd->bn", contexts, weights)
+        if valid is not None:
+            scores = np.where(valid, scores, -np.inf)
         return np.argsort(-scores, axis=1, kind="stable")[:, :k]
 
     # --------------------------------------------------------------------------------------------------------

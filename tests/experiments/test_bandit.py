@@ -3,7 +3,7 @@ import pytest
 
 from components.experiments import bandit as bandit_mod
 from components.experiments.bandit import BayesianLinearBandit
-from components.experiments.simulation import Funnel, simulate_bandit
+from components.experiments.simulation import EmbeddingFunnel, simulate_bandit
 
 
 def test_one_dimensional_update_by_hand():
@@ -91,6 +91,7 @@ class ShiftingWorld:
         return rng.integers(0, len(self.users), n)
 
     def shift_interests(self, rng):
+        """A common trend added to every user's interests: items along it become popular."""
         trend = rng.normal(size=self.users.shape[1])
         trend *= 2.5 / np.linalg.norm(trend)
         return ShiftingWorld(0.3 * self.users + trend, self.items, rng)
@@ -100,9 +101,10 @@ def test_thompson_beats_greedy_after_an_interest_shift():
     rng = np.random.default_rng(7)
     users, items = rng.normal(size=(300, 6)), rng.normal(size=(400, 6))
     world = ShiftingWorld(users, items, rng)
-    funnel = Funnel(query=users + 0.3 * rng.normal(size=users.shape), items=items + 0.3 * rng.normal(size=items.shape),
+    funnel = EmbeddingFunnel(query=users + 0.3 * rng.normal(size=users.shape), items=items + 0.3 * rng.normal(size=items.shape),
                     num_candidates=40)
-    run = simulate_bandit(world, funnel, rounds=60, batch_size=64, slate_size=5, shift_round=20, seed=7)
+    run = simulate_bandit(world, funnel, rounds=60, batch_size=64, slate_size=5, seed=7,
+                          shift=lambda w, r: w.shift_interests(r), shift_round=20)
     total = {name: r.sum() for name, r in run.rewards.items()}
     after = {name: r[20:].sum() for name, r in run.rewards.items()}
     assert total["thompson"] > total["greedy"] > total["random"] * 0.9
