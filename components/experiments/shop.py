@@ -1,0 +1,180 @@
+"""The synthetic shop's world, seen the way the experiments need it.
+
+Why here: the estimators and the bandit take plain arrays; this module turns the shop's latent world
+(components/warehouse/synthetic.py) into logged requests with exact propensities, observable context features,
+a "new ranker" to evaluate, and its true value, so every figure can be checked against ground truth.
+
+Observable features of (user, item), all computable by a real shop from its own logs (never the world's latent
+state): the item's log view count, the log count of views going from the user's last item to it (the
+item-to-item signal), whether it is in the last item's category, the user's share of views in its category and
+its within-category price z-score. The bandit adds a one-hot of the item's category, so it can learn that some
+categories trend after an interest shift.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from components.experiments import ope
+from components.experiments.simulation import Proposal
+from components.warehouse import synthetic
+
+FEATURE_NAMES = ("log_views", "log_transitions", "same_category_as_last", "user_category_share", "price_z")
+
+
+@dataclasses.dataclass(frozen=True)
+class ObservedHistory:
+    """Counts from the event log; indices are the world's user and item indices."""
+
+    item_views: np.ndarray  # [I]
+    transition_keys: np.ndarray  # sorted int64 keys prev * I + next
+    transition_counts: np.ndarray  # [len(keys)]
+    user_category_share: np.ndarray  # [U, C]
+    last_item: np.ndarray  # [U], -1 = no history
+    item_category: np.ndarray  # [I]
+    price_z: np.ndarray  # [I]
+
+    @classmethod
+    def from_events(cls, events: pa.Table, world: synthetic.ShopWorld) -> "ObservedHistory":
+        """From schema.EVENTS rows sorted by user, event_ts, event_seq (as the shop writes them)."""
+        frame = events.select(["user_id", "item_id", "event_type"]).to_pandas()
+        views = frame[frame["event_type"] == "view"]
+        users = pd.Index(world.user_ids).get_indexer(views["user_id"])
+        items = pd.Index(world.item_ids).get_indexer(views["item_id"])
+        if (users < 0).any() or (items < 0).any():
+            raise ValueError("events name users or items that are not in this world: wrong preset or seed?")
+        n_items, n_cats = len(world.item_ids), world.config.n_categories
+        same_user = users[1:] == users[:-1]
+        keys = items[:-1][same_user].astype(np.int64) * n_items + items[1:][same_user]
+        transition_keys, transition_counts = np.unique(keys, return_counts=True)
+        share = np.zeros((len(world.user_ids), n_cats))
+        np.add.at(share, (users, world.item_category[items]), 1.0)
+        share /= np.maximum(share.sum(axis=1, keepdims=True), 1.0)
+        last = np.full(len(world.user_ids), -1, dtype=np.int64)
+        last[users] = items  # rows are in time order, so the last write is the last view
+        log_price = np.log(world.item_price)
+        cat_mean = np.bincount(world.item_category, log_price, n_cats) / np.maximum(np.bincount(world.item_category, minlength=n_cats), 1)
+        price_z = (log_price - cat_mean[world.item_category]) / max(np.std(log_price - cat_mean[world.item_category]), 1e-9)
+        return cls(np.bincount(items, minlength=n_items).astype(np.float64), transition_keys,
+                   transition_counts.astype(np.float64), share, last, world.item_category, price_z)
+
+    def transitions(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
+        keys = prev.astype(np.int64) * len(self.item_views) + nxt
+        pos = np.searchsorted(self.transition_keys, keys).clip(max=len(self.transition_keys) - 1)
+        found = (self.transition_keys[pos] == keys) & (prev >= 0)
+        return np.where(found, self.transition_counts[pos], 0.0)
+
+    def features(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """FEATURE_NAMES for users [B] and items [B, N]: float [B, N, 5]."""
+        last = np.broadcast_to(self.last_item[users][:, None], items.shape)
+        cats = self.item_category[items]
+        same = (cats == self.item_category[last.clip(min=0)]) & (last >= 0)
+        share = np.take_along_axis(self.user_category_share[users], cats, axis=1)
+        return np.stack([np.log1p(self.item_views[items]) / 5.0, np.log1p(self.transitions(last, items)), same,
+                         share, self.price_z[items]], axis=-1)
+
+
+def replay(preset: str, seed: int) -> tuple[synthetic.ShopWorld, pa.Table, int]:
+    """The world after its logged history ("now"), the history's events and its impression count.
+    Deterministic: the same preset and seed give the warehouse the bench built."""
+    world = synthetic.make_world(preset, seed)
+    events, impressions = [], 0
+    for chunk in synthetic.iter_chunks(world):
+        events.append(chunk.events.select(["user_id", "item_id", "event_type"]))
+        impressions += chunk.impressions.num_rows
+    return world, pa.concat_tables(events), impressions
+
+
+def at_session_start(world: synthetic.ShopWorld, users: np.ndarray, rng: np.random.Generator) -> synthetic.ShopWorld:
+    """A copy of the world whose `users` just started a session (their interest drifted), as when the logger ran."""
+    moved = copy.copy(world)
+    moved.state = world.state.copy()
+    moved.drift(np.unique(users), rng)
+    return moved
+
+
+@dataclasses.dataclass(frozen=True)
+class SimulatedLog:
+    """Requests logged by the shop's logging policy, with the candidate pool the policy drew from."""
+
+    world: synthetic.ShopWorld  # the state the requests saw
+    users: np.ndarray  # [R]
+    pool: np.ndarray  # [R, M] candidate items, -1 = invalid (duplicate or unavailable)
+    log: ope.LoggedSlates
+
+
+def log_requests(world: synthetic.ShopWorld, num_requests: int, rng: np.random.Generator) -> SimulatedLog:
+    """num_requests fresh requests shown slates by the shop's Plackett-Luce logger, clicks drawn from the world."""
+    users = world.sample_requests(num_requests, rng)
+    world = at_session_start(world, users, rng)
+    pool, valid = world.candidates(users, rng)
+    weights = np.exp(world.logging_scores(users, pool) / world.config.logging_temperature) * valid
+    size = world.config.slate_size
+    picks = synthetic.sample_plackett_luce(weights, size, rng)
+    rows = np.arange(num_requests)[:, None]
+    propensity = synthetic.plackett_luce_marginals(weights, size)[rows, picks, np.arange(size)[None, :]]
+    slates = pool[rows, picks]
+    clicked, _ = world.simulate(users, slates, rng)
+    log = ope.LoggedSlates(
+        request=np.repeat(np.arange(num_requests), size), position=np.tile(np.arange(size), num_requests),
+        item=slates.ravel(), propensity=propensity.ravel(), click=clicked.ravel().astype(np.float64),
+        num_requests=num_requests, slate_size=size)
+    return SimulatedLog(world, users, np.where(valid, pool, -1), log)
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearRanker:
+    """The new ranker to evaluate: a click model over the observable features, trained on an earlier log."""
+
+    history: ObservedHistory
+    model: ope.RewardModel
+
+    @classmethod
+    def train(cls, history: ObservedHistory, logged: SimulatedLog) -> "LinearRanker":
+        log = logged.log
+        features = history.features(logged.users[log.request], log.item[:, None])[:, 0, :]
+        return cls(history, ope.RewardModel.fit(features, log.position, log.click, log.slate_size))
+
+    def scores(self, users: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        return self.history.features(users, candidates.clip(min=0)) @ self.model.weights
+
+    def rank(self, users: np.ndarray, pool: np.ndarray) -> np.ndarray:
+        """Each request's valid candidates best first, padded with -1 at the end."""
+        scores = np.where(pool >= 0, self.scores(users, pool), -np.inf)
+        order = np.argsort(-scores, axis=1, kind="stable")
+        return np.take_along_axis(pool, order, axis=1)
+
+
+def true_value(world: synthetic.ShopWorld, users: np.ndarray, policy: ope.SlatePolicy) -> float:
+    """The policy's exact click rate per slot on these requests: sum_k sum_i pi(i at k) P(click | i at k) / K."""
+    items = policy.candidates.clip(min=0)
+    click = world.relevance(users, items)[:, :, None] * world.examination[: policy.slate_size]
+    return float(np.sum(policy.marginals * click) / (len(users) * policy.slate_size))
+
+
+def ope_features(history: ObservedHistory, users: np.ndarray) -> ope.FeatureFn:
+    """The reward model's view of (request, item): the observable features of the request's user and the item."""
+    return lambda requests, items: history.features(users[requests], items)
+
+
+@dataclasses.dataclass(frozen=True)
+class ShopProposer:
+    """Bandit proposals in the shop: the shop's candidate pool, contexts = [features, category one-hot, ranker
+    score, 1] and the new ranker's scores (the greedy policy). Requests start a session (interest drifts)."""
+
+    ranker: LinearRanker
+
+    def __call__(self, world: synthetic.ShopWorld, users: np.ndarray, rng: np.random.Generator) -> Proposal:
+        world.drift(np.unique(users), rng)
+        pool, valid = world.candidates(users, rng)
+        candidates = np.where(valid, pool, -1)
+        scores = self.ranker.scores(users, candidates)
+        history = self.ranker.history
+        onehot = np.eye(world.config.n_categories)[history.item_category[pool]]
+        contexts = np.concatenate([history.features(users, pool), onehot, scores[..., None],
+                                   np.ones(scores.shape + (1,))], axis=-1)
+        return Proposal(candidates, contexts, scores)
