@@ -39,6 +39,31 @@ def resolve_ranking_task(requested: str, events_by_type: dict[str, int]) -> str:
     return requested
 
 
+_HIST_ITEMS = tfx.Int64ListKey(schema.HIST_ITEMS)
+_HIST_CATS = tfx.Int64ListKey(schema.HIST_CATS)
+_NOCLICK_ITEMS = tfx.Int64ListKey(schema.NOCLICK_ITEMS)
+_NOCLICK_CATS = tfx.Int64ListKey(schema.NOCLICK_CATS)
+_SEEN_ITEMS = tfx.Int64ListKey(schema.SEEN_ITEMS)
+_USER = tfx.Int64ListKey(schema.USER)
+_TARGET_ITEM = tfx.Int64ListKey(schema.TARGET_ITEM)
+_TARGET_CAT = tfx.Int64ListKey(schema.TARGET_CAT)
+
+
+class TargetEntries:
+    """The target_item + target_cat entries of each item, encoded once per item and reused."""
+
+    def __init__(self, item_category: np.ndarray):
+        self._item_category = item_category
+        self._cache: dict[int, bytes] = {}
+
+    def __call__(self, item: int) -> bytes:
+        entry = self._cache.get(item)
+        if entry is None:
+            entry = _TARGET_ITEM.scalar(item) + _TARGET_CAT.scalar(int(self._item_category[item]))
+            self._cache[item] = entry
+        return entry
+
+
 def user_examples(
     user_id: str,
     steps: np.ndarray,
@@ -49,69 +74,65 @@ def user_examples(
     max_len: int,
     seed: int,
     split: SplitFn,
+    targets: TargetEntries | None = None,
 ) -> dict[tuple[str, str], list[bytes]]:
     """{(kind, split): serialised tf.Examples} for one user (kind: retrieval or ranking).
 
     Random draws happen in a fixed order from the user's own generator: first the no-click item
     of every step, then one negative per next-item target in split order.
     """
+    targets = targets or TargetEntries(vocab.item_category)
     rng = user_rng(seed, user_id)
     items = vocab.item_of_row[steps["item"]]
-    cats = vocab.item_category[items]
     noclick = sampler.sample_excluding(rng, items)
-    item_list, cat_list = items.tolist(), cats.tolist()
-    hist_items, hist_cats = _EncodedSequence(item_list), _EncodedSequence(cat_list)
+    item_list = items.tolist()
+    hist_items = _EncodedSequence(item_list)
+    hist_cats = _EncodedSequence(vocab.item_category[items].tolist())
     noclick_items = _EncodedSequence(noclick.tolist())
     noclick_cats = _EncodedSequence(vocab.item_category[noclick].tolist())
-    user = tfx.int64_entry(schema.USER, vocab.user_index[user_id])
-
-    def history(t: int) -> bytes:
-        start = max(0, t - max_len)
-        return tfx.int64_list_entry(schema.HIST_ITEMS, hist_items.window(start, t)) + tfx.int64_list_entry(
-            schema.HIST_CATS, hist_cats.window(start, t)
-        )
-
-    def noclick_history(t: int) -> bytes:
-        start = max(0, t - max_len)
-        return tfx.int64_list_entry(schema.NOCLICK_ITEMS, noclick_items.window(start, t)) + tfx.int64_list_entry(
-            schema.NOCLICK_CATS, noclick_cats.window(start, t)
-        )
-
-    def target(item: int) -> bytes:
-        return tfx.int64_entry(schema.TARGET_ITEM, item) + tfx.int64_entry(
-            schema.TARGET_CAT, int(vocab.item_category[item])
-        )
-
+    user = _USER.scalar(vocab.user_index[user_id])
     positions = split(steps)
+    if ranking_task == "next_item":
+        all_targets = np.concatenate([items[positions[name]] for name in schema.SPLITS])
+        negatives = iter(sampler.sample_excluding(rng, all_targets).tolist())
+        labels = None
+    else:
+        negatives, labels = None, _cvr_labels_by_position(items, steps["flags"], positions)
+
     out: dict[tuple[str, str], list[bytes]] = {}
     for name in schema.SPLITS:
-        records = []
+        retrieval, ranking = [], []
         for t in positions[name].tolist():
-            fields = [user, history(t), target(item_list[t])]
-            if name != "train":
+            start = max(0, t - max_len)
+            history = user + _HIST_ITEMS.entry(hist_items.window(start, t)) + _HIST_CATS.entry(
+                hist_cats.window(start, t)
+            )
+            target = targets(item_list[t])
+            if name == "train":
+                retrieval.append(tfx.example(history, target))
+            else:
                 seen = b"".join(tfx.varint(i) for i in dict.fromkeys(item_list[:t]))
-                fields.append(tfx.int64_list_entry(schema.SEEN_ITEMS, seen))
-            records.append(tfx.example(*fields))
-        out[(schema.RETRIEVAL_DIR, name)] = records
-
-    if ranking_task == "next_item":
-        targets = np.concatenate([items[positions[name]] for name in schema.SPLITS])
-        negatives = iter(sampler.sample_excluding(rng, targets).tolist())
-        for name in schema.SPLITS:
-            records = []
-            for t in positions[name].tolist():
-                shared = user + history(t) + noclick_history(t)
-                records.append(tfx.example(shared, target(item_list[t]), _LABEL[1.0]))
-                records.append(tfx.example(shared, target(next(negatives)), _LABEL[0.0]))
-            out[(schema.RANKING_DIR, name)] = records
-    else:
-        flags = steps["flags"]
-        for name in schema.SPLITS:
-            is_view = (flags[positions[name]] & VIEW) > 0
-            viewed = positions[name][is_view]
-            labels = cvr_labels(items, flags, positions[name])[is_view].tolist()
-            out[(schema.RANKING_DIR, name)] = [
-                tfx.example(user, history(t), noclick_history(t), target(item_list[t]), _LABEL[label])
-                for t, label in zip(viewed.tolist(), labels)
-            ]
+                retrieval.append(tfx.example(history, target, _SEEN_ITEMS.entry(seen)))
+            if labels is not None and t not in labels:
+                continue  # cvr: only viewed steps are ranking rows
+            shared = history + _NOCLICK_ITEMS.entry(noclick_items.window(start, t)) + _NOCLICK_CATS.entry(
+                noclick_cats.window(start, t)
+            )
+            if negatives is not None:
+                ranking.append(tfx.example(shared, target, _LABEL[1.0]))
+                ranking.append(tfx.example(shared, targets(next(negatives)), _LABEL[0.0]))
+            else:
+                ranking.append(tfx.example(shared, target, _LABEL[labels[t]]))
+        out[(schema.RETRIEVAL_DIR, name)] = retrieval
+        out[(schema.RANKING_DIR, name)] = ranking
     return out
+
+
+def _cvr_labels_by_position(items: np.ndarray, flags: np.ndarray, positions: dict[str, np.ndarray]) -> dict[int, float]:
+    """{position: label} for the viewed target positions of every split."""
+    labels = {}
+    for name in schema.SPLITS:
+        is_view = (flags[positions[name]] & VIEW) > 0
+        viewed = positions[name][is_view].tolist()
+        labels.update(zip(viewed, cvr_labels(items, flags, positions[name])[is_view].tolist()))
+    return labels

@@ -29,7 +29,7 @@ from apache_beam.transforms.window import GlobalWindows
 
 from components import schema
 from components.features import tfexample
-from components.features.examples import resolve_ranking_task, user_examples
+from components.features.examples import TargetEntries, resolve_ranking_task, user_examples
 from components.features.sequences import (
     EVENT_DTYPE,
     MIN_STEPS,
@@ -313,7 +313,7 @@ class _ExamplesFn(_CountingDoFn):
 
     def process(self, element, vocab, ranking_task):
         if vocab is not self._vocab:
-            self._vocab, self._sampler = vocab, vocab.sampler()
+            self._vocab, self._sampler, self._targets = vocab, vocab.sampler(), TargetEntries(vocab.item_category)
         user_id, steps = element
         examples = user_examples(
             user_id,
@@ -324,6 +324,7 @@ class _ExamplesFn(_CountingDoFn):
             max_len=self._max_len,
             seed=self._seed,
             split=self._split,
+            targets=self._targets,
         )
         for (kind, split), records in examples.items():
             if records:

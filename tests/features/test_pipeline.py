@@ -1,0 +1,222 @@
+"""run_features end to end on hand-made extract directories, read back through reader.py."""
+import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import tensorflow as tf
+
+from components import schema
+from components.features import reader
+from components.features.pipeline import run_features
+
+from conftest import events_table, items_table, random_shop, write_extract
+
+IN_PROCESS = ["--runner=DirectRunner"]  # one in-process worker: faster to start for small runs
+MAX_LEN = 4
+
+
+def _expected_sequences(events: pa.Table, known_items: set[str]) -> dict[str, list[str]]:
+    """The contract's sequences, computed independently with pandas."""
+    df = events.to_pandas()
+    df = df[df.event_type.isin(schema.EVENT_TYPES) & df.item_id.isin(known_items)]
+    df = df.sort_values(["user_id", "event_ts", "event_seq"])
+    out = {}
+    for user, group in df.groupby("user_id"):
+        items = group.item_id.tolist()
+        steps = [item for k, item in enumerate(items) if k == 0 or item != items[k - 1]]
+        if len(steps) >= 3:
+            out[user] = steps
+    return out
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shop")
+    events, items = random_shop()
+    extract = write_extract(root / "extract", events, items, row_group_size=50)
+    stats = run_features(str(extract), str(root / "features"), max_len=MAX_LEN, seed=7)  # multi-process default
+    return {"root": root, "events": events, "items": items, "extract": extract, "out": root / "features", "stats": stats}
+
+
+def _by_user(out, kind, split):
+    data = reader.load_numpy(out, kind, split)
+    users = schema.read_vocab(out, schema.USER_VOCAB)
+    items = schema.read_vocab(out, schema.ITEM_VOCAB)
+    name = lambda i: items[i - schema.NUM_RESERVED]  # noqa: E731
+    return data, users, items, name
+
+
+def test_outputs_follow_the_contract(shop):
+    out = shop["out"]
+    expected = _expected_sequences(shop["events"], set(shop["items"].column("item_id").to_pylist()))
+    data, users, items, name = _by_user(out, "retrieval", "test")
+    got = {
+        users[u - 2]: ([name(i) for i in hist], name(t), {name(i) for i in seen})
+        for u, hist, t, seen in zip(data["user"], data["hist_items"], data["target_item"], data["seen_items"])
+    }
+    assert got == {u: (s[-1 - MAX_LEN : -1], s[-1], set(s[:-1])) for u, s in expected.items()}
+
+    valid = reader.load_numpy(out, "retrieval", "valid")
+    assert sorted(name(t) for t in valid["target_item"]) == sorted(s[-2] for s in expected.values())
+
+    steps = Counter(item for s in expected.values() for item in s)
+    assert items == sorted(steps, key=lambda i: (-steps[i], i))
+    assert users == sorted(expected, key=lambda u: (-len(expected[u]), u))
+
+    features = pq.read_table(out / schema.ITEM_FEATURES)
+    assert features.column_names == list(schema.ITEM_FEATURE_COLUMNS)
+    assert features.column("item_index").to_pylist() == list(range(2, len(items) + 2))
+    assert features.column("item_id").to_pylist() == items
+    train_targets = Counter(item for s in expected.values() for item in s[1:-2])
+    assert features.column("train_count").to_pylist() == [train_targets[i] for i in items]
+    categories = schema.read_vocab(out, schema.CATEGORY_VOCAB)
+    assert [categories[c - 2] for c in features.column("category_index").to_pylist()] == features.column(
+        "category"
+    ).to_pylist()
+
+    spec = schema.FeatureSpec.read(out)
+    assert spec == schema.FeatureSpec(
+        max_len=MAX_LEN, num_items=len(items) + 2, num_categories=len(categories) + 2,
+        num_users=len(users) + 2, ranking_task="cvr", split="leave_last_out", seed=7,
+    )
+    stats = json.loads((out / schema.STATS).read_text())
+    assert stats == shop["stats"]
+    assert stats["users"] == len(expected) and stats["steps"] == sum(map(len, expected.values()))
+    assert stats["dropped_users"]["too_few_steps"] == shop["events"].to_pandas().user_id.nunique() - len(expected)
+    for kind in ("retrieval", "ranking"):
+        for split in schema.SPLITS:
+            n = sum(1 for _ in tf.data.TFRecordDataset(reader.tfrecord_files(out, kind, split)))
+            assert stats["examples"][kind][split] == n
+    assert stats["examples"]["retrieval"]["train"] == sum(len(s) - 3 for s in expected.values())
+    assert not list(shop["root"].glob("*.tmp-*"))
+
+
+def test_cvr_ranking_rows_and_noclick_histories(shop):
+    data = reader.load_numpy(shop["out"], "ranking", "train")
+    assert set(np.unique(data["label"])) <= {0.0, 1.0} and 0 < data["label"].mean() < 1
+    for hist, noclick, noclick_cats in zip(data["hist_items"], data["noclick_items"], data["noclick_cats"]):
+        assert len(noclick) == len(hist) == len(noclick_cats) and 1 <= len(hist) <= MAX_LEN
+        assert np.all(noclick != hist)
+
+
+def _all_records(out: Path) -> dict:
+    records = {}
+    for kind in ("retrieval", "ranking"):
+        for split in schema.SPLITS:
+            files = reader.tfrecord_files(out, kind, split)
+            records[(kind, split)] = sorted(r.numpy() for r in tf.data.TFRecordDataset(files))
+    return records
+
+
+def test_same_seed_gives_the_same_output_whatever_the_parallelism(shop, tmp_path):
+    again = tmp_path / "again"
+    stats = run_features(str(shop["extract"]), str(again), max_len=MAX_LEN, seed=7, beam_args=IN_PROCESS)
+    assert stats == shop["stats"]
+    assert _all_records(again) == _all_records(shop["out"])
+    for name in (schema.ITEM_VOCAB, schema.CATEGORY_VOCAB, schema.USER_VOCAB, schema.FEATURE_SPEC):
+        assert (again / name).read_bytes() == (shop["out"] / name).read_bytes()
+    assert pq.read_table(again / schema.ITEM_FEATURES).to_pandas().equals(
+        pq.read_table(shop["out"] / schema.ITEM_FEATURES).to_pandas()
+    )
+
+
+def test_next_item_task_on_purchase_only_data(tmp_path):
+    events, items = random_shop(num_users=15, funnel=False, seed=3)
+    extract = write_extract(tmp_path / "extract", events, items)
+    stats = run_features(str(extract), str(tmp_path / "out"), max_len=MAX_LEN, beam_args=IN_PROCESS)
+    assert stats["ranking_task"] == "next_item"
+    for split in schema.SPLITS:
+        ranking = reader.load_numpy(tmp_path / "out", "ranking", split)
+        retrieval = reader.load_numpy(tmp_path / "out", "retrieval", split)
+        assert len(ranking["label"]) == 2 * len(retrieval["target_item"])
+        positives = ranking["label"] == 1.0
+        assert positives.sum() == len(retrieval["target_item"])
+        assert sorted(ranking["target_item"][positives]) == sorted(retrieval["target_item"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: a clear error, and nothing that looks like an output
+# ---------------------------------------------------------------------------------------------
+def _small_extract(tmp_path, events=None, items=None) -> Path:
+    default_events, default_items = random_shop(num_users=6, num_items=8)
+    return write_extract(tmp_path / "extract", events if events is not None else default_events,
+                         items if items is not None else default_items)
+
+
+def _assert_fails(tmp_path, extract, match, **kwargs):
+    with pytest.raises(Exception, match=match):
+        run_features(str(extract), str(tmp_path / "out"), beam_args=IN_PROCESS, **kwargs)
+    assert not (tmp_path / "out").exists()
+    assert not list(tmp_path.glob("*.tmp-*"))
+
+
+def test_missing_column_is_named(tmp_path):
+    events, _ = random_shop(num_users=6, num_items=8)
+    extract = _small_extract(tmp_path, events=events.drop_columns(["event_seq"]))
+    _assert_fails(tmp_path, extract, r"events: missing column\(s\) \['event_seq'\]")
+
+
+def test_wrong_type_is_reported(tmp_path):
+    events, _ = random_shop(num_users=6, num_items=8)
+    events = events.set_column(4, "event_seq", pa.array(["x"] * events.num_rows))
+    _assert_fails(tmp_path, _small_extract(tmp_path, events=events), "events: column types do not match")
+
+
+def test_empty_events_are_refused(tmp_path):
+    extract = _small_extract(tmp_path, events=schema.EVENTS.empty_table())
+    _assert_fails(tmp_path, extract, "events: .* has no rows")
+
+
+def test_corrupt_parquet_and_missing_manifest(tmp_path):
+    extract = _small_extract(tmp_path)
+    (extract / "items.parquet").write_bytes(b"not parquet")
+    _assert_fails(tmp_path, extract, "items: .* is not a readable Parquet file")
+    (extract / "manifest.json").unlink()
+    _assert_fails(tmp_path, extract, "no manifest.json")
+
+
+def test_nulls_are_reported_even_without_footer_statistics(tmp_path):
+    extract = _small_extract(tmp_path)
+    events = pq.read_table(extract / "events.parquet")
+    ids = events.column("item_id").to_pylist()
+    events = events.set_column(1, pa.field("item_id", pa.string()), pa.array([None] + ids[1:]))
+    pq.write_table(events, extract / "events.parquet", write_statistics=False)
+    _assert_fails(tmp_path, extract, "events: column 'item_id' has 1 null value")
+
+
+def test_unknown_event_types_and_items_are_counted_drops(tmp_path):
+    events, items = random_shop(num_users=10, num_items=8)
+    extra = events_table([("u000", "ghost", "view", 0, 99), ("u001", "i000", "click", 0, 98)])
+    extract = _small_extract(tmp_path, events=pa.concat_tables([events, extra]), items=items)
+    stats = run_features(str(extract), str(tmp_path / "out"), beam_args=IN_PROCESS)
+    assert stats["dropped_events"]["unknown_item"] == 1
+    assert stats["dropped_events"]["unknown_event_type"] == 1
+    assert stats["events_read"] == events.num_rows + 2
+
+
+def test_no_usable_user_is_an_error(tmp_path):
+    events = events_table([("u1", "i000", "view", 0, 0), ("u1", "i001", "view", 1, 1), ("u2", "i000", "view", 0, 0)])
+    _assert_fails(tmp_path, _small_extract(tmp_path, events=events), "no user has enough steps")
+
+
+def test_cvr_needs_views_and_purchases(tmp_path):
+    events, items = random_shop(num_users=6, num_items=8, funnel=False)
+    _assert_fails(tmp_path, _small_extract(tmp_path, events, items), "'cvr' needs view and purchase", ranking_task="cvr")
+
+
+def test_bad_parameters_and_occupied_output(tmp_path):
+    extract = _small_extract(tmp_path)
+    with pytest.raises(ValueError, match="unknown ranking_task"):
+        run_features(str(extract), str(tmp_path / "out"), ranking_task="ctr")
+    with pytest.raises(ValueError, match="max_len"):
+        run_features(str(extract), str(tmp_path / "out"), max_len=0)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("x")
+    with pytest.raises(FileExistsError):
+        run_features(str(extract), str(tmp_path / "out"))
+    assert (tmp_path / "out" / "keep.txt").exists()
