@@ -31,7 +31,8 @@ is cheap for a price-sensitive user.
     that this item is shown at this position, as written to impressions.propensity.
   - `world.simulate(user_idx, slates, rng) -> (clicked [B,S], purchased [B,S])`: responses to any policy's slates.
   - `world.expected_clicks(user_idx, slates) -> [B]`: the true expected clicks per request (no sampling noise).
-  - `world.advance(user_idx, item_idx)`: the users viewed these items (interest follows views).
+  - `world.advance(user_idx, item_idx, moves_interest=None)`: the users viewed these items; the last item always
+    changes, the interest category only where `moves_interest` (default: everywhere).
   - `world.shift_interests(fraction, rng) -> ShopWorld`: a copy where `fraction` of users move to a few globally
     trending categories (taste and current interest), so a static ranker goes stale.
   - `plackett_luce_marginals(weights [B,M], slate_size) -> [B,M,S]` exact position marginals.
@@ -60,6 +61,7 @@ from components import schema
 EPOCH_US = 1_735_689_600_000_000  # 2025-01-01T00:00:00Z
 DAY_US = 86_400_000_000
 MAX_SLATE = 8
+RECENT_CATEGORIES = 20  # how far back a returning visit may reach
 NUM_SUCCESSORS = 3
 SUCCESSOR_WEIGHTS = np.array([0.5, 0.3, 0.2])
 EVENT_NAMES = ("view", "cart", "purchase")
@@ -67,11 +69,11 @@ LOGGING_POLICY_NAME = "shop_ranker_pl_v1"
 
 # Response model coefficients (logit scale).
 CLICK_BIAS = -2.2
-CART_BIAS = -3.8
+CART_BIAS = -4.2
 BUY_BIAS = -2.3
-FIT_CATEGORY = 1.6  # item in the user's current interest category
+FIT_CATEGORY = 2.2  # item in the user's current interest category
 FIT_SUCCESSOR = 1.4  # item follows the user's last item
-FIT_TASTE = 1.0  # times the long-term taste weight of the item's category
+FIT_TASTE = 0.6  # times the long-term taste weight of the item's category
 FIT_PRICE = 0.5  # times price sensitivity times the item's standardised log price
 
 
@@ -87,8 +89,9 @@ class ShopConfig:
     days: float
     mean_session_views: float = 4.0
     zipf_exponent: float = 1.0
-    p_successor: float = 0.45  # next view follows the last item's successor list
-    p_explore: float = 0.08  # next view is a globally popular item
+    p_successor: float = 0.35  # next view follows the last item's successor list
+    p_revisit: float = 0.15  # next view returns to a category seen earlier (window shopping: interest stays)
+    p_explore: float = 0.1  # next view is a globally popular item (interest stays)
     p_session_drift: float = 0.5  # at a session start, interest moves along the category chain
     p_taste_return: float = 0.2  # at a session start, interest returns to a long-term favourite
     unavailable_fraction: float = 0.05
@@ -105,7 +108,7 @@ PRESETS = {
                        mean_session_views=3.0),
     "default": ShopConfig(n_users=4000, n_items=1500, n_categories=30, n_brands=150, mean_views_per_user=24, days=60),
     "medium": ShopConfig(n_users=32_000, n_items=8000, n_categories=60, n_brands=500, mean_views_per_user=24, days=90),
-    "large": ShopConfig(n_users=330_000, n_items=50_000, n_categories=150, n_brands=2500, mean_views_per_user=24,
+    "large": ShopConfig(n_users=360_000, n_items=50_000, n_categories=150, n_brands=2500, mean_views_per_user=24,
                         days=180),
 }
 
@@ -161,37 +164,48 @@ def sample_rows(cdf_rows: np.ndarray, rows: np.ndarray, rng: np.random.Generator
     return (cdf_rows[rows] < u).sum(axis=1).clip(max=cdf_rows.shape[1] - 1)
 
 
+@functools.lru_cache(maxsize=16)
+def _subset_levels(m: int, slate_size: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per size k < slate_size: membership [n_k, m] of every k-subset of m items, and for each subset and member j
+    the index of (subset - j) among the (k-1)-subsets (parent) and j itself (member)."""
+    levels = [(np.zeros((1, m)), np.zeros((1, 0), np.int64), np.zeros((1, 0), np.int64))]
+    previous = {(): 0}
+    for k in range(1, slate_size):
+        subsets = list(itertools.combinations(range(m), k))
+        membership = np.zeros((len(subsets), m))
+        for row, subset in enumerate(subsets):
+            membership[row, list(subset)] = 1.0
+        parent = np.array([[previous[tuple(x for x in subset if x != j)] for j in subset] for subset in subsets])
+        levels.append((membership, parent, np.array(subsets)))
+        previous = {subset: row for row, subset in enumerate(subsets)}
+    return levels
+
+
 def plackett_luce_marginals(weights: np.ndarray, slate_size: int) -> np.ndarray:
     """P(item m at position k) under Plackett-Luce sampling without replacement: float[B, M, slate_size].
 
-    Exact: a dynamic programme over the sets of items that fill the first k positions,
-    P(A first) = sum_{j in A} P(A - j first) * w_j / (W - w(A - j)). Cost grows with C(M, S-1), fine for M ~ 12.
-    Zero weights are never drawn; every row needs at least `slate_size` positive weights.
+    Exact: a dynamic programme over the sets A of items that fill the first k positions,
+    P(A first) = sum_{j in A} P(A - j first) * w_j / (W - w(A - j)), and P(i at k) = sum_A P(A first) w_i / (W - w(A)).
+    Cost grows with C(M, S-1), fine for M ~ 12. Zero weights are never drawn; every row needs at least
+    `slate_size` positive weights.
     """
     weights = np.asarray(weights, dtype=np.float64)
     batch, m = weights.shape
     if np.any((weights > 0).sum(axis=1) < slate_size):
         raise ValueError(f"every row needs at least {slate_size} candidates with positive weight")
-    total = weights.sum(axis=1)
-    marginals = np.zeros((batch, m, slate_size))
-    first = {(): np.ones(batch)}
-    for k in range(slate_size):
-        for subset, prob in first.items():
-            remaining = total - weights[:, list(subset)].sum(axis=1)
-            step = weights * (prob / np.where(remaining > 0, remaining, np.inf))[:, None]
-            step[:, list(subset)] = 0.0
-            marginals[:, :, k] += step
-        if k == slate_size - 1:
-            break
-        grown: dict[tuple[int, ...], np.ndarray] = {}
-        for subset in itertools.combinations(range(m), k + 1):
-            prob = np.zeros(batch)
-            for j in subset:
-                rest = tuple(x for x in subset if x != j)
-                remaining = total - weights[:, list(rest)].sum(axis=1)
-                prob += first[rest] * weights[:, j] / np.where(remaining > 0, remaining, np.inf)
-            grown[subset] = prob
-        first = grown
+    # Subsets by rows and requests by columns, so the gathers below copy contiguous rows.
+    columns = weights.T.copy()
+    total = columns.sum(axis=0, keepdims=True)
+    marginals = np.zeros((slate_size, m, batch))
+    first = np.ones((1, batch))
+    ratio = first
+    for k, (membership, parent, member) in enumerate(_subset_levels(m, slate_size)):
+        if k:
+            first = sum(ratio[parent[:, r]] * columns[member[:, r]] for r in range(k))
+        remaining = total - membership @ columns
+        ratio = first / np.where(remaining > 0, remaining, np.inf)
+        marginals[k] = columns * ((1.0 - membership).T @ ratio)
+    marginals = marginals.transpose(2, 1, 0)
     return marginals
 
 
@@ -314,8 +328,9 @@ class ShopWorld:
         return pool[rows, picks], propensity
 
     # ---- dynamics -------------------------------------------------------------------------
-    def advance(self, user_idx: np.ndarray, item_idx: np.ndarray) -> None:
-        self.state.category[user_idx] = self.item_category[item_idx]
+    def advance(self, user_idx: np.ndarray, item_idx: np.ndarray, moves_interest: np.ndarray | None = None) -> None:
+        moves = slice(None) if moves_interest is None else moves_interest
+        self.state.category[user_idx[moves]] = self.item_category[item_idx[moves]]
         self.state.last_item[user_idx] = item_idx
 
     def drift(self, user_idx: np.ndarray, rng: np.random.Generator) -> None:
@@ -327,8 +342,15 @@ class ShopWorld:
         favs = sample_rows(self._fav_cdf, back, rng)
         self.state.category[back] = self.user_fav_categories[back, favs]
 
-    def organic_next(self, user_idx: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """The next page view without a recommendation: successor of the last item, current interest, or popular."""
+    def organic_next(
+        self, user_idx: np.ndarray, rng: np.random.Generator, past_categories: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The next page view without a recommendation, and whether it moves the user's interest.
+
+        Successor of the last item or a popular item of the current interest (both move the interest), a return to
+        a category among `past_categories` [B, R] (-1 = empty) or a globally popular item (neither does: browsing
+        that a model must tell apart from the current interest by its position in the sequence).
+        """
         cfg = self.config
         items = self._sampler.sample(self.state.category[user_idx], rng)
         u = rng.random(len(user_idx))
@@ -336,12 +358,20 @@ class ShopWorld:
         follow = (u < cfg.p_successor) & (last >= 0)
         pick = np.searchsorted(np.cumsum(SUCCESSOR_WEIGHTS), rng.random(follow.sum()) * (1 - 1e-12), side="right")
         items[follow] = self.successors[last[follow], pick]
-        explore = (u >= cfg.p_successor) & (u < cfg.p_successor + cfg.p_explore)
+        revisit = (u >= cfg.p_successor) & (u < cfg.p_successor + cfg.p_revisit)
+        if past_categories is not None and revisit.any():
+            slots = past_categories[revisit]
+            chosen = slots[np.arange(len(slots)), rng.integers(0, slots.shape[1], len(slots))]
+            revisit[np.nonzero(revisit)[0][chosen < 0]] = False
+            items[revisit] = self._sampler.sample(chosen[chosen >= 0], rng)
+        else:
+            revisit[:] = False
+        explore = (u >= cfg.p_successor + cfg.p_revisit) & (u < cfg.p_successor + cfg.p_revisit + cfg.p_explore)
         popular = np.searchsorted(self._popular_cdf, rng.random(explore.sum()) * self._popular_cdf[-1])
         items[explore] = popular.clip(max=len(self.item_ids) - 1)
         repeat = items == last
         items[repeat] = self._sampler.sample(self.state.category[user_idx[repeat]], rng)
-        return items
+        return items, ~((revisit | explore) & ~repeat)
 
     def shift_interests(self, fraction: float, rng: np.random.Generator) -> "ShopWorld":
         """A copy of the world where `fraction` of users turn to a few trending categories."""
@@ -510,6 +540,7 @@ def simulate_users(world: ShopWorld, users: np.ndarray, rng: np.random.Generator
     queue_rows = np.full((n, size), -1, np.int64)
     queue_next = np.zeros(n, np.int64)
     queue_len = np.zeros(n, np.int64)
+    recent = np.full((n, RECENT_CATEGORIES), -1, np.int64)
     events = _Columns("user", "item", "kind", "ts", "seq", "session")
     shown = _Columns("user", "item", "position", "propensity", "ts", "clicked", "session")
     bought_rows: list[np.ndarray] = []
@@ -546,7 +577,9 @@ def simulate_users(world: ShopWorld, users: np.ndarray, rng: np.random.Generator
         item[from_queue] = queue_items[queued, queue_next[queued]]
         source_row = queue_rows[queued, queue_next[queued]]
         queue_next[queued] += 1
-        item[~from_queue] = world.organic_next(users[local[~from_queue]], rng)
+        moves = np.ones(len(local), dtype=bool)
+        organic = local[~from_queue]
+        item[~from_queue], moves[~from_queue] = world.organic_next(users[organic], rng, recent[organic])
 
         fit = world.fit(users[local], item[:, None])[:, 0]
         cart = rng.random(len(local)) < sigmoid(CART_BIAS + fit)
@@ -562,7 +595,8 @@ def simulate_users(world: ShopWorld, users: np.ndarray, rng: np.random.Generator
                    seq=seq[local[buy]] + 2, session=session[local[buy]])
         seq[local] += 1 + cart + buy
         clock[local] = np.where(buy, t_buy, np.where(cart, t_cart, t_view)) + 5e6 + rng.exponential(60e6, len(local))
-        world.advance(users[local], item)
+        world.advance(users[local], item, moves)
+        recent[local, step % RECENT_CATEGORIES] = world.item_category[item]
         idle = queue_next[local] >= queue_len[local]
         new_session[local] = idle & (rng.random(len(local)) < 1.0 / cfg.mean_session_views)
 
