@@ -32,4 +32,17 @@ def image() -> str:
     return os.environ.get("RECSYS_IMAGE") or f"{IMAGE_REPOSITORY}:{content_hash()}"
 
 
+def gpu_image() -> str:
+    """The GPU variant (`make images VARIANT=gpu`): same code and lock plus CUDA libraries, tag suffix -gpu."""
+    if os.environ.get("RECSYS_GPU_IMAGE"):
+        return os.environ["RECSYS_GPU_IMAGE"]
+    cpu = image()
+    if "@" in cpu:
+        raise ValueError(f"cannot derive a GPU tag from the digest reference {cpu!r}; set RECSYS_GPU_IMAGE")
+    return f"{cpu}-gpu"
+
+
 IMAGE = image()
+
+if __name__ == "__main__":
+    print(IMAGE)

@@ -1,0 +1,62 @@
+# Component image targets, included by the Makefile.
+#   make images [BUILDER=docker|buildah|cloudbuild] [REGISTRY=REGION-docker.pkg.dev/PROJECT/REPO] [VARIANT=cpu|gpu]
+#   make base-image      local Debian bookworm base (debootstrap) for buildah where no registry can be reached
+#   make image-test      build, then run every task of the compiled pipeline inside the image (slow)
+# The tag is components/image.py's content hash; with REGISTRY set, compile and pipeline-run pin the pushed path.
+
+BUILDER ?= $(shell docker info >/dev/null 2>&1 && echo docker || echo buildah)
+VARIANT ?= cpu
+REGISTRY ?=
+BUILDAH := buildah --storage-driver vfs
+LOCAL_BASE_IMAGE ?= localhost/debian-python:3.11-bookworm
+IMAGE_NAME := $(if $(REGISTRY),$(REGISTRY)/,)recsys-pipeline
+ifneq ($(REGISTRY),)
+export RECSYS_IMAGE_REPOSITORY := $(IMAGE_NAME)
+endif
+IMAGE_TAG := $(shell python3 -c 'import components.image as i; print(i.content_hash())')$(if $(filter gpu,$(VARIANT)),-gpu,)
+IMAGE_REF := $(IMAGE_NAME):$(IMAGE_TAG)
+
+ifeq ($(VARIANT),gpu)
+BASE_IMAGE ?= tensorflow/tensorflow:2.21.0-gpu
+IMAGE_BUILD_ARGS := --build-arg EXTRA_LOCK=docker/requirements-gpu.lock
+else ifeq ($(BUILDER),buildah)
+BASE_IMAGE ?= $(LOCAL_BASE_IMAGE)
+else
+BASE_IMAGE ?= python:3.11-slim-bookworm
+endif
+# The Beam boot stage needs apache/beam_python3.11_sdk from a registry; the local base builds the runtime stage.
+IMAGE_TARGET ?= $(if $(filter $(LOCAL_BASE_IMAGE),$(BASE_IMAGE)),runtime,production)
+# pip inside a buildah step trusts this machine's CA bundle through a read-only mount, never a copy.
+HOST_CA_BUNDLE ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
+BUILDAH_CA_ARGS := $(if $(HOST_CA_BUNDLE),-v $(HOST_CA_BUNDLE):/run/host-ca.crt:ro --build-arg PIP_CERT=/run/host-ca.crt,)
+IMAGE_TEST_DIR ?= runs/image-test
+
+.PHONY: images image-tag base-image image-test
+
+image-tag:
+	@echo $(IMAGE_REF)
+
+base-image:
+	$(BUILDAH) inspect --type image $(LOCAL_BASE_IMAGE) >/dev/null 2>&1 || BUILDAH="$(BUILDAH)" bash docker/base-image.sh $(LOCAL_BASE_IMAGE)
+
+images: $(if $(filter buildah,$(BUILDER)),$(if $(filter $(LOCAL_BASE_IMAGE),$(BASE_IMAGE)),base-image,),)
+	@start=$$(date +%s); set -e; \
+	case "$(BUILDER)" in \
+	docker) docker build -f docker/Dockerfile --target $(IMAGE_TARGET) --build-arg BASE_IMAGE=$(BASE_IMAGE) \
+	          $(IMAGE_BUILD_ARGS) -t $(IMAGE_REF) . ; \
+	        if [ -n "$(REGISTRY)" ]; then docker push $(IMAGE_REF); fi ;; \
+	buildah) $(BUILDAH) bud --isolation chroot --layers=false -f docker/Dockerfile --target $(IMAGE_TARGET) \
+	          --build-arg BASE_IMAGE=$(BASE_IMAGE) $(IMAGE_BUILD_ARGS) $(BUILDAH_CA_ARGS) -t $(IMAGE_REF) . ; \
+	        if [ -n "$(REGISTRY)" ]; then $(BUILDAH) push $(IMAGE_REF) docker://$(IMAGE_REF); fi ;; \
+	cloudbuild) test -n "$(REGISTRY)" || { echo "BUILDER=cloudbuild pushes to Artifact Registry: set REGISTRY" >&2; exit 2; }; \
+	        gcloud builds submit --config docker/cloudbuild.yaml \
+	          --substitutions=_IMAGE=$(IMAGE_REF),_BASE_IMAGE=$(BASE_IMAGE),_TARGET=$(IMAGE_TARGET),_BUILD_ARGS="$(IMAGE_BUILD_ARGS)" . ;; \
+	*) echo "unknown BUILDER=$(BUILDER) (docker|buildah|cloudbuild)" >&2; exit 2 ;; \
+	esac; \
+	echo "built $(IMAGE_REF) with $(BUILDER) in $$(( $$(date +%s) - start ))s"
+	@if [ "$(BUILDER)" = buildah ]; then $(BUILDAH) images --format '{{.Name}}:{{.Tag}} {{.Size}}' $(IMAGE_REF); fi
+
+image-test: venv
+	$(MAKE) images BUILDER=buildah VARIANT=cpu REGISTRY=
+	$(PY) -m pipelines.compile --output $(IMAGE_TEST_DIR)/pipeline.yaml
+	$(PY) -m pipelines.image_test --spec $(IMAGE_TEST_DIR)/pipeline.yaml --image $$($(MAKE) -s image-tag BUILDER=buildah VARIANT=cpu REGISTRY=) --workdir $(IMAGE_TEST_DIR)
