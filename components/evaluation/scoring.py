@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from components import metrics, schema
+from components import baselines, metrics, schema
 from components.serving import funnel, models
 
 LIST_K = 50  # length of the lists kept for coverage and popularity bias
@@ -180,6 +180,9 @@ def score_baseline(baseline, hist_items: Sequence[np.ndarray], seen_items, targe
         rows = slice(start, min(start + step, len(targets)))
         scores = np.array(baseline.score(hist_items[rows]), dtype=np.float32)
         ranks.append(metrics.target_ranks(scores, targets[rows], seen_items[rows]))
+        if isinstance(baseline, baselines.Popularity):
+            lists.append(_shared_score_lists(baseline.counts, seen_items[rows], LIST_K))
+            continue
         scores[:, : schema.NUM_RESERVED] = -np.inf
         hist = np.zeros((len(scores), 1), np.int64)  # mask_seen masks a history too; seen already holds it
         funnel.mask_seen(scores, hist, list(seen_items[rows]))
@@ -187,8 +190,28 @@ def score_baseline(baseline, hist_items: Sequence[np.ndarray], seen_items, targe
     return BaselineScores(ranks=metrics.Ranks.concatenate(ranks), lists=_stack_lists(lists))
 
 
-def top_lists(scores: np.ndarray, k: int) -> np.ndarray:
-    """int64 [B, k]: the k best finite columns per row, best first, ties by lower index; PAD where fewer.
+def _shared_score_lists(item_scores: np.ndarray, seen_items: Sequence[np.ndarray], k: int) -> np.ndarray:
+    """Top-k lists when every user shares one score vector (popularity): a user's list lies within the
+    global top k + |seen| items, so only those columns are ranked instead of the whole catalogue."""
+    item_scores = np.asarray(item_scores, dtype=np.float32).copy()
+    item_scores[: schema.NUM_RESERVED] = -np.inf
+    depth = min(len(item_scores), k + max((len(s) for s in seen_items), default=0))
+    columns = np.argsort(-item_scores, kind="stable")[:depth]
+    position = np.full(len(item_scores), -1)
+    position[columns] = np.arange(depth)
+    sub = np.tile(item_scores[columns], (len(seen_items), 1))
+    lengths = np.fromiter((len(s) for s in seen_items), dtype=np.int64, count=len(seen_items))
+    if lengths.sum():
+        seen_positions = position[np.concatenate([np.asarray(s, dtype=np.int64) for s in seen_items])]
+        user = np.repeat(np.arange(len(seen_items)), lengths)
+        inside = seen_positions >= 0
+        sub[user[inside], seen_positions[inside]] = -np.inf
+    top = top_lists(sub, k, fill=-1)
+    return np.where(top >= 0, columns[np.maximum(top, 0)], schema.PAD_INDEX)
+
+
+def top_lists(scores: np.ndarray, k: int, fill: int = schema.PAD_INDEX) -> np.ndarray:
+    """int64 [B, k]: the k best finite columns per row, best first, ties by lower index; `fill` where fewer.
 
     Same order as funnel.top_n, about three times faster on a full catalogue: a value partition
     finds each row's k-th best score, and only the few columns at or above it are sorted.
@@ -201,7 +224,7 @@ def top_lists(scores: np.ndarray, k: int) -> np.ndarray:
     rows, cols = rows[order], cols[order]
     place = np.arange(len(rows)) - np.searchsorted(rows, rows)
     keep = place < k
-    out = np.full((len(scores), k), schema.PAD_INDEX, dtype=np.int64)
+    out = np.full((len(scores), k), fill, dtype=np.int64)
     out[rows[keep], place[keep]] = cols[keep]
     return out
 

@@ -156,3 +156,23 @@ def test_top_lists_best_first_ties_by_lower_index_with_masks():
     order = np.argsort(-scores, axis=1, kind="stable")[:, :8]  # the full sort, as the reference
     expected = np.where(np.isfinite(np.take_along_axis(scores, order, axis=1)), order, 0)
     np.testing.assert_array_equal(scoring.top_lists(scores, 8), expected)
+
+
+def test_popularity_lists_shortcut_equals_the_full_ranking():
+    from components import baselines
+
+    rng = np.random.default_rng(5)
+    train = baselines.TrainingSequences.from_examples(
+        [np.array([i]) for i in rng.integers(2, 40, 300)], rng.integers(2, 40, 300), num_items=40)
+    model = baselines.Popularity(train)
+    hist = np.empty(25, object)
+    hist[:] = [rng.integers(2, 40, rng.integers(1, 30)) for _ in range(25)]
+    seen = np.empty(25, object)
+    seen[:] = [np.unique(h) for h in hist]
+    got = scoring.score_baseline(model, hist, seen, np.full(25, 2)).lists
+    scores = np.tile(model.counts, (25, 1)).astype(np.float32)
+    scores[:, :2] = -np.inf
+    for row, items in enumerate(seen):
+        scores[row, items] = -np.inf
+    np.testing.assert_array_equal(got, scoring.top_lists(scores, scoring.LIST_K))
+    assert (got[:, :5] >= 2).all()
