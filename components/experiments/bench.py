@@ -15,15 +15,6 @@ import numpy as np
 from components.experiments import ab_analysis, ope, shop
 from components.experiments.simulation import simulate_bandit
 
-DEFAULTS = {
-    "requests_per_log": 20_000,  # per OPE repeat
-    "epsilon": 0.1,  # the target: the new ranker's ranking, explored with prob. 0.1
-    "bandit_rounds": 300,
-    "bandit_batch": 256,
-    "shift_fraction": 0.5,
-}
-
-
 def ope_study(world, history, repeats: int, requests_per_log: int, epsilon: float, seed: int = 0) -> dict:
     """Trains the new ranker on one simulated log, then per repeat logs fresh requests, estimates the ranker's
     (epsilon-explored) click rate per slot with every estimator and computes its exact value on those requests."""
@@ -57,10 +48,14 @@ def bandit_study(world, ranker, rounds: int, batch: int, shift_fraction: float, 
 
 
 def experiments_bench(warehouse_path: str, data: str = "medium", data_format: str = "synthetic", seeds: int = 1,
-                      min_repeats: int = 10, world_seed: int = 0, work_dir: str | None = None) -> dict:
+                      min_repeats: int = 10, world_seed: int = 0, work_dir: str | None = None,
+                      requests_per_log: int = 20_000, epsilon: float = 0.1, bandit_rounds: int = 300,
+                      bandit_batch: int = 256, shift_fraction: float = 0.5) -> dict:
     """Bench keys ope.*, bandit.*, ab.* for a synthetic warehouse; {} for data without impressions.
 
-    The OPE repeats are max(seeds, min_repeats): bias and RMSE need several logs."""
+    OPE: the new ranker's ranking explored with prob. `epsilon`, estimated from max(seeds, min_repeats) fresh
+    logs of `requests_per_log` requests each (bias and RMSE need several logs). Bandit: `bandit_rounds` rounds of
+    `bandit_batch` requests, `shift_fraction` of users shifting interest at a third of the rounds."""
     counts = ab_analysis.impression_count(warehouse_path)
     if data_format != "synthetic" or not counts:
         return {}
@@ -70,18 +65,23 @@ def experiments_bench(warehouse_path: str, data: str = "medium", data_format: st
         raise ValueError(f"{warehouse_path} holds {counts} impressions but preset {data!r} seed {world_seed} "
                          f"logs {replayed}: the bench needs the preset and seed that built the warehouse")
     history = shop.ObservedHistory.from_events(events, world)
-    result["ope"], ranker = ope_study(world, history, max(seeds, min_repeats), DEFAULTS["requests_per_log"],
-                                      DEFAULTS["epsilon"])
-    run = bandit_study(world, ranker, DEFAULTS["bandit_rounds"], DEFAULTS["bandit_batch"], DEFAULTS["shift_fraction"])
-    cumulative = run.cumulative()
+    result["ope"], ranker = ope_study(world, history, max(seeds, min_repeats), requests_per_log, epsilon)
+    run = bandit_study(world, ranker, bandit_rounds, bandit_batch, shift_fraction)
     result["bandit"] = {name: {"cumulative_reward": float(curve[-1]),
                                "after_shift_reward": float(run.rewards[name][run.shift_round:].sum() * run.batch_size)}
-                        for name, curve in cumulative.items()}
-    result["bandit"]["setup"] = {"rounds": DEFAULTS["bandit_rounds"], "batch": DEFAULTS["bandit_batch"],
-                                 "shift_round": run.shift_round, "shift_fraction": DEFAULTS["shift_fraction"]}
+                        for name, curve in run.cumulative().items()}
+    result["bandit"]["setup"] = {"rounds": bandit_rounds, "batch": bandit_batch, "shift_round": run.shift_round,
+                                 "shift_fraction": shift_fraction, "slate_size": world.config.slate_size}
     if work_dir:
-        from components.experiments import report
-
-        Path(work_dir).mkdir(parents=True, exist_ok=True)
-        report.bandit_figure(run).savefig(Path(work_dir) / "bandit_curves.png", dpi=110)
+        write_report(Path(work_dir), result["ope"], run)
     return result
+
+
+def write_report(directory: Path, ope_result: dict, run) -> None:
+    """bandit_curves.png, ope_estimates.png and experiments.html (the fragment the evaluation report embeds)."""
+    from components.experiments import report
+
+    directory.mkdir(parents=True, exist_ok=True)
+    report.bandit_figure(run).savefig(directory / "bandit_curves.png", dpi=110)
+    report.ope_figure(ope_result).savefig(directory / "ope_estimates.png", dpi=110)
+    (directory / "experiments.html").write_text(report.html_fragment(ope_result, run))
