@@ -59,7 +59,7 @@ def experiments_bench(warehouse_path: str, data: str = "medium", data_format: st
     counts = ab_analysis.impression_count(warehouse_path)
     if data_format != "synthetic" or not counts:
         return {}
-    result = {"ab": ab_analysis.analyse_warehouse(warehouse_path)}
+    result = {"ab": ab_analysis.analyse(warehouse_path)}
     world, events, replayed = shop.replay(data, world_seed)
     if replayed != counts:
         raise ValueError(f"{warehouse_path} holds {counts} impressions but preset {data!r} seed {world_seed} "

@@ -34,7 +34,7 @@ ASSIGNED = pa.table({"user_id": ["a", "b", "c"], "variant": ["control", "control
 
 
 def test_outcomes_by_hand(warehouse):
-    out = ab_analysis.analyse_warehouse(warehouse, treatment_ratio=0.5, assignments=ASSIGNED)
+    out = ab_analysis.analyse(warehouse, treatment_ratio=0.5, assignments=ASSIGNED)
     control, treatment = out["control"], out["treatment"]
     assert (control["users"], control["requests"], control["impressions"], control["clicks"], control["purchases"]) == (2, 2, 4, 2, 1)
     assert (treatment["users"], treatment["impressions"], treatment["clicks"], treatment["purchases"]) == (1, 4, 3, 0)
@@ -51,7 +51,7 @@ def test_outcomes_by_hand(warehouse):
 
 
 def test_default_assignment_buckets_users_like_the_export(warehouse):
-    out = ab_analysis.analyse_warehouse(warehouse, experiment="exp-x", treatment_ratio=0.5)
+    out = ab_analysis.analyse(warehouse, experiment="exp-x", treatment_ratio=0.5)
     assert list(ab.assign_many(["a", "b", "c"], "exp-x", 0.5)) == ["treatment", "control", "control"]
     assert out["treatment"]["users"] == 1 and out["treatment"]["impressions"] == 2  # user a
     assert out["control"]["users"] == 2 and out["control"]["impressions"] == 6
@@ -60,7 +60,7 @@ def test_default_assignment_buckets_users_like_the_export(warehouse):
 def test_one_arm_only_raises(warehouse):
     only_control = pa.table({"user_id": ["a", "b", "c"], "variant": ["control"] * 3})
     with pytest.raises(ValueError, match="both arms"):
-        ab_analysis.analyse_warehouse(warehouse, assignments=only_control)
+        ab_analysis.analyse(warehouse, assignments=only_control)
 
 
 def test_impression_count(warehouse, tmp_path):
@@ -69,3 +69,24 @@ def test_impression_count(warehouse, tmp_path):
     with WarehouseWriter(bare, ("events", "items")) as writer:
         writer.commit()
     assert ab_analysis.impression_count(bare) == 0
+
+
+def test_assignments_from_a_recommendations_table_count_each_user_once(warehouse):
+    """The export writes one row per user and rank; the SQL must not multiply impressions by the list length."""
+    import duckdb
+
+    con = duckdb.connect(str(warehouse))
+    con.execute("CREATE TABLE recommendations AS SELECT * FROM (VALUES ('a', 1, 'control'), ('a', 2, 'control'), "
+                "('b', 1, 'control'), ('c', 1, 'treatment'), ('c', 2, 'treatment'), ('c', 3, 'treatment')) "
+                "AS t(user_id, rank, variant)")
+    con.close()
+    out = ab_analysis.analyse(warehouse, assignments_table="recommendations")
+    assert out["control"]["impressions"] == 4 and out["treatment"]["impressions"] == 4
+
+
+def test_missing_impressions_table_raises(tmp_path):
+    bare = tmp_path / "bare.duckdb"
+    with WarehouseWriter(bare, ("events", "items")) as writer:
+        writer.commit()
+    with pytest.raises(ValueError, match="no impressions table"):
+        ab_analysis.analyse(bare)

@@ -5,10 +5,15 @@
 -- chi-square statistic of users per arm against @treatment_ratio (1 degree of freedom; p-values are computed by
 -- the caller, BigQuery has no normal or chi-square CDF). Impressions count as independent trials: slots of one
 -- request are positively correlated, so the intervals are somewhat too narrow.
-WITH exposed AS (
+-- `assignments` may be the export's recommendations table (one row per user and rank): it is deduplicated here.
+WITH variants AS (
+  SELECT DISTINCT user_id, variant
+  FROM assignments
+),
+exposed AS (
   SELECT a.variant, i.user_id, i.request_id, i.clicked, i.purchased
   FROM impressions AS i
-  JOIN assignments AS a ON a.user_id = i.user_id
+  JOIN variants AS a ON a.user_id = i.user_id
 ),
 arms AS (
   SELECT
