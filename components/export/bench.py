@@ -44,6 +44,7 @@ def export_bench(
             "candidates_n": candidates_n,
             "top_k": top_k,
             "score_s": timing["score_s"],
+            "users_per_cpu_s": timing["users_per_cpu_s"],
             "total_s": timing["total_s"],
         }
     }
