@@ -1,0 +1,15 @@
+"""KFP shell of the ranking stage: trains DIN or DIEN on the features output and exports the ranking model."""
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+from components.image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def ranking(features: Input[Dataset], model_type: str, epochs: int, seed: int,
+            model: Output[Model], metrics: Output[Metrics]):
+    """Trains `model_type` ('dien' | 'din'), writes the ranking model artifact, logs test auc/gauc/logloss."""
+    from components.ranking.training import run_stage
+
+    for name, value in run_stage(features.path, model.path, model_type, epochs, seed).items():
+        metrics.log_metric(name, float(value))

@@ -1,0 +1,155 @@
+"""The ranking model artifact: a SavedModel on raw string ids, and the Python `Ranker` that loads it.
+
+Layout of the artifact directory (contracts.md):
+  saved_model/   signatures
+                   serving_default(hist_items, hist_cats: string [B, L], candidate_items: string [B, N]) -> {"scores": [B, N]}
+                   score_indices(hist_items, hist_cats, candidate_items, candidate_cats: int64) -> {"scores": [B, N]}
+                 "" is padding; unknown ids map to OOV. Candidate categories come from the item -> category
+                 table inside the model (OOV for unknown items).
+  ranker.json    model configuration and the metrics of the run that produced it
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import components  # noqa: F401
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from components import schema
+from components.ranking.base import SequenceRanker
+
+SAVED_MODEL = "saved_model"
+INFO = "ranker.json"
+MAX_ROWS_PER_CALL = 16384  # users x candidates per call of the model in Ranker.score: bounds memory
+
+
+def item_category_table(features_dir: str | Path, num_items: int) -> np.ndarray:
+    """Category index of every item index (PAD -> PAD, OOV -> OOV), from item_features.parquet."""
+    frame = pd.read_parquet(Path(features_dir, schema.ITEM_FEATURES), columns=["item_index", "category_index"])
+    table = np.full(num_items, schema.OOV_INDEX, np.int64)
+    table[schema.PAD_INDEX] = schema.PAD_INDEX
+    index = frame["item_index"].to_numpy()
+    if len(index) and (index.min() < schema.NUM_RESERVED or index.max() >= num_items):
+        raise schema.SchemaError(f"{features_dir}: item_features.parquet has item indices outside 2..{num_items - 1}")
+    table[index] = frame["category_index"].to_numpy()
+    return table
+
+
+def _string_lookup(vocab: list[str]) -> tf.lookup.StaticHashTable:
+    keys = tf.constant(vocab, tf.string)
+    values = tf.range(schema.NUM_RESERVED, len(vocab) + schema.NUM_RESERVED, dtype=tf.int64)
+    return tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, values), default_value=schema.OOV_INDEX)
+
+
+def _at_least_one_step(sequences: tf.Tensor) -> tf.Tensor:
+    """An empty history becomes one padding step, so a user without history still gets scores."""
+    missing = tf.maximum(1 - tf.shape(sequences)[1], 0)
+    return tf.pad(sequences, [[0, 0], [0, missing]])
+
+
+def _in_vocab(indices: tf.Tensor, size: int) -> tf.Tensor:
+    """Indices outside the vocabulary become OOV instead of failing the embedding lookup."""
+    outside = (indices < 0) | (indices >= size)
+    return tf.where(outside, tf.constant(schema.OOV_INDEX, tf.int64), indices)
+
+
+class _Untracked:
+    """Holds the Keras model out of the SavedModel's object graph: only its variables are saved (below),
+    which spares Keras' tracing of every layer's call for a Keras-format save nobody loads."""
+
+    def __init__(self, model: SequenceRanker):
+        self.model = model
+
+
+class RankerModule(tf.Module):
+    """What the SavedModel holds: the model's variables and functions, the vocabularies, item -> category."""
+
+    def __init__(self, model: SequenceRanker, item_vocab: list[str], category_vocab: list[str],
+                 item_category: np.ndarray):
+        super().__init__()
+        self._holder = _Untracked(model)
+        self.model_variables = list(model.variables)
+        self.item_lookup = _string_lookup(item_vocab)
+        self.category_lookup = _string_lookup(category_vocab)
+        self.item_category = tf.Variable(item_category, trainable=False, name="item_category")
+
+    def _indices(self, ids: tf.Tensor, table: tf.lookup.StaticHashTable) -> tf.Tensor:
+        return tf.where(tf.equal(ids, ""), tf.constant(schema.PAD_INDEX, tf.int64), table.lookup(ids))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int64)] * 4)
+    def score_indices(self, hist_items, hist_cats, candidate_items, candidate_cats):
+        model = self._holder.model
+        num_items, num_categories = model.embedding.num_items, model.embedding.num_categories
+        scores = model.score_indices(_at_least_one_step(_in_vocab(hist_items, num_items)),
+                                          _at_least_one_step(_in_vocab(hist_cats, num_categories)),
+                                          _in_vocab(candidate_items, num_items),
+                                          _in_vocab(candidate_cats, num_categories))
+        return {"scores": scores}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.string)] * 3)
+    def serve(self, hist_items, hist_cats, candidate_items):
+        candidates = self._indices(candidate_items, self.item_lookup)
+        return self.score_indices(self._indices(hist_items, self.item_lookup),
+                                  self._indices(hist_cats, self.category_lookup),
+                                  candidates, tf.gather(self.item_category, candidates))
+
+
+def export_ranker(model: SequenceRanker, features_dir: str | Path, output_dir: str | Path, info: dict) -> None:
+    """Writes the artifact into `output_dir` (created); built in a temporary sibling and renamed, so a
+    failed export never leaves a half-written model that looks whole."""
+    spec = schema.FeatureSpec.read(features_dir)
+    module = RankerModule(model, schema.read_vocab(features_dir, schema.ITEM_VOCAB),
+                          schema.read_vocab(features_dir, schema.CATEGORY_VOCAB),
+                          item_category_table(features_dir, spec.num_items))
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".saved_model-", dir=output_dir))
+    try:
+        tf.saved_model.save(module, str(staging), signatures={
+            "serving_default": module.serve, "score_indices": module.score_indices})
+        target = output_dir / SAVED_MODEL
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    info = {"model_config": dataclasses.asdict(model.config), **info}
+    (output_dir / INFO).write_text(json.dumps(info, indent=2, default=list))
+
+
+class Ranker:
+    """Scores candidates for users: the history is encoded once per user, then each candidate is scored."""
+
+    def __init__(self, module):
+        self._module = module
+        self._score = module.score_indices
+        self.item_category: np.ndarray = module.item_category.numpy()
+
+    def score(self, hist_items_idx, hist_cats_idx, cand_items_idx, cand_cats_idx) -> np.ndarray:
+        """P(buy) [B, N] for histories [B, L] (0 = padding, on either side) and candidates [B, N]."""
+        arrays = [np.asarray(a, dtype=np.int64) for a in (hist_items_idx, hist_cats_idx, cand_items_idx, cand_cats_idx)]
+        hist_items, hist_cats, cand_items, cand_cats = arrays
+        if hist_items.shape != hist_cats.shape or cand_items.shape != cand_cats.shape or hist_items.ndim != 2 \
+                or cand_items.ndim != 2 or len(hist_items) != len(cand_items):
+            raise ValueError(f"expected histories [B, L] and candidates [B, N] for the same B; got "
+                             f"{hist_items.shape}, {hist_cats.shape}, {cand_items.shape}, {cand_cats.shape}")
+        users_per_call = max(1, MAX_ROWS_PER_CALL // max(cand_items.shape[1], 1))
+        out = np.empty(cand_items.shape, np.float32)
+        for start in range(0, len(hist_items), users_per_call):
+            rows = slice(start, start + users_per_call)
+            out[rows] = self._score(tf.constant(hist_items[rows]), tf.constant(hist_cats[rows]),
+                                    tf.constant(cand_items[rows]), tf.constant(cand_cats[rows]))["scores"].numpy()
+        return out
+
+
+def load_ranker(model_dir: str | Path) -> Ranker:
+    path = Path(model_dir, SAVED_MODEL)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{model_dir}: no {SAVED_MODEL}/; is this a ranking model artifact?")
+    return Ranker(tf.saved_model.load(str(path)))
