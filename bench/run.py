@@ -55,6 +55,8 @@ def _stage_calls(ctx: stages.Context, stage: str) -> list[Callable[[], dict]]:
         return [lambda: single[stage](ctx)]
     if stage == "evaluation":
         return [lambda s=s: stages.run_evaluation(ctx, s) for s in seeds]
+    if stages.takes_all_seeds(stage):
+        return [lambda: stages.run_model_stage(stage, ctx, None)]
     return [lambda s=s: stages.run_model_stage(stage, ctx, s) for s in seeds]
 
 

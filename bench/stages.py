@@ -7,6 +7,10 @@ arguments their signature asks for, out of: features_dir, extracted_dir, warehou
 evaluation_summary, work_dir, seed, seeds, data, data_format. They return bench keys with their
 top-level names (`{"retrieval": {...}}`); a flat dict is filed under the stage's name.
 
+Seeds: a model stage (retrieval, ranking) whose function takes `seeds` gets the tuple (0..n-1), is
+called once and reports medians itself; one that takes `seed` is called once per seed and the
+harness merges the runs. Experiments get `seeds` as the count n.
+
 A stage whose code has not landed, or that cannot run on the data (no impressions in Amazon data),
 is skipped and its keys stay out of the JSON: the harness raises StageSkipped itself, and a stage
 bench function says so by returning an empty dict.
@@ -119,7 +123,7 @@ def file_keys(stage: str, result: dict) -> dict:
     return {key: value for key, value in result.items() if key in allowed}
 
 
-def _available(ctx: Context, seed: int, stage_dir: Path) -> dict:
+def _available(ctx: Context, seed: int, stage_dir: Path, seeds_as_tuple: bool = False) -> dict:
     return {
         "features_dir": str(ctx.features_dir) if ctx.features_dir else None,
         "extracted_dir": str(ctx.extracted_dir) if ctx.extracted_dir else None,
@@ -128,7 +132,8 @@ def _available(ctx: Context, seed: int, stage_dir: Path) -> dict:
         "retrieval_dir": str(ctx.retrieval_dirs[seed]) if seed in ctx.retrieval_dirs else None,
         "ranking_dir": str(ctx.ranking_dirs[seed]) if seed in ctx.ranking_dirs else None,
         "evaluation_summary": str(ctx.evaluation_summary) if ctx.evaluation_summary else None,
-        "seed": seed, "seeds": ctx.seeds, "data": ctx.data, "data_format": ctx.data_format,
+        "seed": seed, "seeds": tuple(range(ctx.seeds)) if seeds_as_tuple else ctx.seeds,
+        "data": ctx.data, "data_format": ctx.data_format,
     }
 
 
@@ -171,14 +176,22 @@ def run_baselines(ctx: Context) -> dict:
     return {"baselines": baselines.baseline_metrics(ctx.features_dir)}
 
 
-def run_model_stage(stage: str, ctx: Context, seed: int) -> dict:
-    """retrieval or ranking for one seed; the model artifact lands in work/<stage>-seed<seed>."""
+def takes_all_seeds(stage: str) -> bool:
+    """True when the stage's bench function runs every seed itself (it names a `seeds` parameter)."""
+    return "seeds" in inspect.signature(find_stage_function(stage)).parameters
+
+
+def run_model_stage(stage: str, ctx: Context, seed: int | None) -> dict:
+    """retrieval or ranking, for one seed or (seed=None) for all seeds in one call; a model artifact
+    written to model_dir is kept for evaluation and export (for every seed when one call ran them all)."""
     ctx.require("features_dir")
     function = find_stage_function(stage)
-    model_dir = ctx.work / f"{stage}-seed{seed}"
-    result = call_with_context(function, _available(ctx, seed, model_dir))
+    model_dir = ctx.work / (f"{stage}-seed{seed}" if seed is not None else f"{stage}-model")
+    result = call_with_context(function, _available(ctx, seed or 0, model_dir, seeds_as_tuple=seed is None))
     if model_dir.is_dir() and any(model_dir.iterdir()):
-        (ctx.retrieval_dirs if stage == "retrieval" else ctx.ranking_dirs)[seed] = model_dir
+        dirs = ctx.retrieval_dirs if stage == "retrieval" else ctx.ranking_dirs
+        for s in ([seed] if seed is not None else range(ctx.seeds)):
+            dirs[s] = model_dir
     return file_keys(stage, result)
 
 

@@ -91,3 +91,22 @@ def test_crashing_stage_is_reported_and_does_not_stop_the_run(tmp_path, monkeypa
     run.run_stage(ctx, "baselines", result)
     assert result["failed"] == [{"stage": "baselines", "error": "RuntimeError: disk full"}]
     assert "baselines" not in result["timing"]["stages"]
+
+
+def test_stage_that_runs_all_seeds_itself_is_called_once_with_the_tuple(tmp_path, monkeypatch):
+    seen = []
+
+    def ranking_bench(features_dir, seeds=(0,), model_dir=None):
+        seen.append(seeds)
+        __import__("pathlib").Path(model_dir).mkdir(parents=True)
+        (__import__("pathlib").Path(model_dir) / "saved_model").write_text("m")
+        return {"ranking": {"dien": {"auc": 0.7}}}
+
+    module = types.ModuleType("components.ranking.bench")
+    module.ranking_bench = ranking_bench
+    monkeypatch.setitem(sys.modules, "components.ranking.bench", module)
+    ctx = stages.Context(data="tiny", data_format="synthetic", seeds=3, work=tmp_path, features_dir=tmp_path)
+    result = {"timing": {"stages": {}}, "skipped": [], "failed": []}
+    run.run_stage(ctx, "ranking", result)
+    assert seen == [(0, 1, 2)] and result["ranking"] == {"dien": {"auc": 0.7}}
+    assert set(ctx.ranking_dirs) == {0, 1, 2} and len(set(ctx.ranking_dirs.values())) == 1
