@@ -189,7 +189,9 @@ def run_funnel(
     hist_items: int64 [U, L] left-padded model vocabulary indices. seen_items: per user, further
     indices to mask (the history is always masked). hist_cats defaults to the ranker's category of
     each history item. popularity (float [num_items], e.g. train counts) is needed only when some
-    user falls back. Work is split into batches so the [B, num_items] score matrix fits the budget.
+    user falls back. Work is split into batches so the [B, num_items] score matrix fits the budget;
+    users are batched by history length and each batch is cut to its longest history, so the sequence
+    models do not run over columns of pure padding (left padding must not change a model's output).
     """
     hist_items = np.asarray(hist_items, dtype=np.int64)
     num_items = retriever.item_embeddings.shape[0]
@@ -204,10 +206,14 @@ def run_funnel(
     items = np.full((len(hist_items), top_k), schema.PAD_INDEX, dtype=np.int64)
     scores = np.full((len(hist_items), top_k), -np.inf, dtype=np.float32)
     batch = batch_size_for(num_items, memory_budget_mb)
-    for rows in _batches(np.flatnonzero(~fallback), batch):
+    lengths = (hist_items != schema.PAD_INDEX).sum(axis=1)
+    by_length = np.flatnonzero(~fallback)[np.argsort(lengths[~fallback], kind="stable")]
+    for rows in _batches(by_length, batch):
         seen = None if seen_items is None else [seen_items[r] for r in rows]
+        width = max(1, int(lengths[rows].max()))  # columns that are padding in every row carry nothing
         got_items, got_scores = _funnel_batch(
-            retriever, ranker, hist_items[rows], hist_cats[rows], seen, allowed, candidates_n, top_k
+            retriever, ranker, hist_items[rows, -width:], hist_cats[rows, -width:], seen, allowed, candidates_n,
+            top_k,
         )
         items[rows, : got_items.shape[1]], scores[rows, : got_items.shape[1]] = got_items, got_scores
     for rows in _batches(np.flatnonzero(fallback), batch):

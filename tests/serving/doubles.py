@@ -10,10 +10,12 @@ class MeanRetriever:
     def __init__(self, item_embeddings: np.ndarray):
         self.item_embeddings = np.asarray(item_embeddings, dtype=np.float32)
         self.calls: list[int] = []
+        self.widths: list[int] = []
 
     def encode(self, hist_items_idx, hist_cats_idx):
         assert hist_items_idx.shape == hist_cats_idx.shape
         self.calls.append(len(hist_items_idx))
+        self.widths.append(hist_items_idx.shape[1])
         known = (hist_items_idx >= 2)[..., None]
         total = (self.item_embeddings[hist_items_idx] * known).sum(axis=1)
         return (total / np.maximum(known.sum(axis=1), 1)).astype(np.float32)

@@ -158,3 +158,17 @@ def test_non_finite_ranker_scores_are_refused(users):
     ranker.item_bias[:] = np.nan
     with pytest.raises(ValueError, match="NaN or infinite"):
         funnel.run_funnel(retriever, ranker, hist, seen, candidates_n=5, top_k=2)
+
+
+def test_batches_group_users_by_history_length_and_drop_all_padding_columns():
+    retriever, ranker = random_models(NUM_ITEMS, seed=8)
+    rng = np.random.default_rng(8)
+    lengths = np.array([1, 6, 1, 2, 6, 1, 2, 1])
+    hist = np.zeros((len(lengths), 6), dtype=np.int64)
+    for row, length in zip(hist, lengths):
+        row[6 - length :] = rng.choice(np.arange(2, NUM_ITEMS), size=length, replace=False)
+    whole = funnel.run_funnel(retriever, ranker, hist, candidates_n=6, top_k=3)
+    retriever.widths.clear()
+    batched = funnel.run_funnel(retriever, ranker, hist, candidates_n=6, top_k=3, memory_budget_mb=4 * NUM_ITEMS * 16 / 2**20)
+    assert retriever.widths == [1, 6]  # four users of length 1, then lengths 2, 2, 6, 6
+    assert np.array_equal(whole.items, batched.items)
