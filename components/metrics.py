@@ -31,9 +31,13 @@ MAX_CHUNK_CELLS = 32 * 1024 * 1024
 
 @dataclasses.dataclass(frozen=True)
 class Ranks:
-    """Per-user rank of the target: `higher` items score strictly above it, `ties` score the same."""
+    """Per-user rank of the target: `higher` items score strictly above it, `ties` score the same.
 
-    higher: np.ndarray  # int64 [n]
+    `higher` = -1 marks a target that is absent from a truncated list (a funnel's top-N): every
+    metric, MRR included, counts it as 0.
+    """
+
+    higher: np.ndarray  # int64 [n], -1 = absent
     ties: np.ndarray  # int64 [n], other items only (the target itself is not counted)
 
     def __post_init__(self):
@@ -57,6 +61,10 @@ class Ranks:
         """Ranks without ties, e.g. from a model that already produced a sorted list."""
         ranks = np.asarray(ranks, dtype=np.int64)
         return cls(ranks, np.zeros_like(ranks))
+
+    @property
+    def present(self) -> np.ndarray:
+        return self.higher >= 0
 
 
 def _mask_rows(seen: Sequence[np.ndarray] | None, rows: int) -> tuple[np.ndarray, np.ndarray]:
@@ -149,16 +157,17 @@ def per_user_metrics(ranks: Ranks, ks: Sequence[int] = KS) -> dict[str, np.ndarr
     The target's position is uniform on [higher, higher + ties], so each metric is the average of
     its value over that range, read from prefix sums in O(1) per user.
     """
-    low = ranks.higher
-    span = ranks.ties + 1
+    present = ranks.present
+    low = np.where(present, ranks.higher, 0)
+    span = np.where(present, ranks.ties, 0) + 1
     high = low + span  # exclusive
     out = {}
     for k in ks:
-        out[f"hit@{k}"] = np.clip(k - low, 0, span) / span
+        out[f"hit@{k}"] = np.clip(k - low, 0, span) / span * present
         discount = _discount_prefix(k)
-        out[f"ndcg@{k}"] = (discount[np.minimum(high, k)] - discount[np.minimum(low, k)]) / span
+        out[f"ndcg@{k}"] = (discount[np.minimum(high, k)] - discount[np.minimum(low, k)]) / span * present
     reciprocal = _reciprocal_prefix(int(high.max()) if len(high) else 0)
-    out["mrr"] = (reciprocal[high] - reciprocal[low]) / span
+    out["mrr"] = (reciprocal[high] - reciprocal[low]) / span * present
     return out
 
 
@@ -231,7 +240,9 @@ def auc(labels, scores) -> float:
 def gauc(labels, scores, groups) -> float:
     """The DIN paper's group AUC: per-user AUC weighted by the user's impressions.
 
-    Only users with both a positive and a negative count (an AUC is undefined otherwise).
+    Only users with both a positive and a negative count (an AUC is undefined otherwise). When no
+    user has both (e.g. one row per user), GAUC is undefined and the result is NaN, not an error:
+    a tiny split must not crash a training run over a metric it cannot support.
     """
     labels, scores = _check_binary(labels, scores)
     groups = np.asarray(groups).ravel()
@@ -246,7 +257,7 @@ def gauc(labels, scores, groups) -> float:
     rank_sum = np.bincount(g, weights=ranks * y, minlength=len(size))
     valid = (positives > 0) & (negatives > 0)
     if not valid.any():
-        raise ValueError("GAUC needs at least one user with both positive and negative labels")
+        return float("nan")
     user_auc = (rank_sum[valid] - positives[valid] * (positives[valid] + 1) / 2) / (positives[valid] * negatives[valid])
     return float(np.average(user_auc, weights=size[valid]))
 

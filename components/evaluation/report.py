@@ -165,7 +165,8 @@ def render(summary: dict, figures: dict[str, tuple[str, str]]) -> str:
     if summary.get("ranker"):
         r = summary["ranker"]
         sections += ["<h2>Ranker</h2>", _table(["AUC", "GAUC", "logloss", "rows"],
-                                               [[r["auc"], r["gauc"], r["logloss"], r["rows"]]])]
+                                               [[r["auc"], "undefined" if r["gauc"] is None else r["gauc"],
+                                                 r["logloss"], r["rows"]]])]
     stats = summary["list_statistics"]
     sections += [
         "<h2>Coverage and popularity bias of top-20 lists</h2>",

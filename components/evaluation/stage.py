@@ -166,9 +166,10 @@ def _ranker_metrics(ranker, ranking: dict | None) -> dict | None:
     probabilities = scoring.ranker_probabilities(ranker, ranking)
     if labels.min() == labels.max():
         return None  # one class only: AUC undefined
+    gauc = metrics.gauc(labels, probabilities, ranking[schema.USER])
     values = {
         "auc": metrics.auc(labels, probabilities),
-        "gauc": metrics.gauc(labels, probabilities, ranking[schema.USER]),
+        "gauc": None if np.isnan(gauc) else gauc,  # None: no user with both labels
         "logloss": metrics.logloss(labels, probabilities),
         "rows": int(len(labels)),
     }
@@ -236,7 +237,7 @@ def flat_metrics(summary: dict) -> dict[str, float]:
     """The scalars logged as KFP Metrics."""
     out = {kfp_metric_name(model, m): v for model, values in summary["ranking_metrics"].items() for m, v in values.items()}
     if summary.get("ranker"):
-        out.update({f"ranker_{k}": float(v) for k, v in summary["ranker"].items() if k != "rows"})
+        out.update({f"ranker_{k}": float(v) for k, v in summary["ranker"].items() if k != "rows" and v is not None})
     for model, stats in summary["list_statistics"].items():
         out.update({kfp_metric_name(model, k): v for k, v in stats.items()})
     out["blessed"] = float(summary["blessed"])

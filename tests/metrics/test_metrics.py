@@ -92,8 +92,7 @@ def test_gauc_weights_users_by_impressions_and_skips_one_class_users():
     users = ["a", "a", "a", "b", "b", "c", "c"]
     # a: 3 impressions, AUC 1; b: 2 impressions, AUC 0; c: only positives -> skipped
     assert metrics.gauc(labels, scores, users) == pytest.approx((3 * 1 + 2 * 0) / 5)
-    with pytest.raises(ValueError, match="both"):
-        metrics.gauc([1, 1], [0.1, 0.2], ["x", "y"])
+    assert math.isnan(metrics.gauc([1, 0], [0.1, 0.2], ["x", "y"]))  # no user has both classes
 
 
 def test_logloss_hand_computed_and_rejects_logits():
@@ -112,3 +111,9 @@ def test_roc_curve_points():
 def test_plain_rank_arrays_are_refused_to_avoid_off_by_one():
     with pytest.raises(TypeError, match="0-based"):
         metrics.ranking_metrics(np.array([1, 2, 3]))
+
+
+def test_absent_targets_count_zero_everywhere():
+    ranks = metrics.Ranks.exact([-1, 0])
+    m = metrics.ranking_metrics(ranks, ks=(5,))
+    assert m == {"hit@5": 0.5, "ndcg@5": 0.5, "mrr": 0.5}
