@@ -248,6 +248,11 @@ class ShopWorld:
         self._fav_cdf = np.cumsum(self.user_fav_weights, axis=1)
         self._popular_cdf = np.cumsum(self.item_popularity)
 
+    @functools.cached_property
+    def arrow_ids(self) -> tuple[pa.Array, pa.Array]:
+        """User and item ids as Arrow strings, for building tables by index."""
+        return pa.array(self.user_ids, pa.string()), pa.array(self.item_ids, pa.string())
+
     # ---- response model -----------------------------------------------------------------
     def fit(self, user_idx: np.ndarray, item_idx: np.ndarray) -> np.ndarray:
         user_idx = np.asarray(user_idx)
@@ -512,11 +517,6 @@ class _Columns:
         return {name: np.concatenate(parts) if parts else np.zeros(0, np.int64) for name, parts in self._parts.items()}
 
 
-@functools.lru_cache(maxsize=8)
-def _id_arrays(world_key: int, user_ids: tuple, item_ids: tuple) -> tuple[pa.Array, pa.Array]:
-    return pa.array(user_ids, pa.string()), pa.array(item_ids, pa.string())
-
-
 def _session_keys(user_ids: pa.Array, sessions: np.ndarray, prefix: str) -> pa.Array:
     joined = pc.binary_join_element_wise(user_ids, pc.cast(pa.array(sessions), pa.string()), "-")
     return pc.binary_join_element_wise(pa.scalar(prefix), joined, "") if prefix else joined
@@ -600,7 +600,7 @@ def simulate_users(world: ShopWorld, users: np.ndarray, rng: np.random.Generator
         idle = queue_next[local] >= queue_len[local]
         new_session[local] = idle & (rng.random(len(local)) < 1.0 / cfg.mean_session_views)
 
-    user_ids, item_ids = _id_arrays(id(world), tuple(world.user_ids), tuple(world.item_ids))
+    user_ids, item_ids = world.arrow_ids
     return ShopChunk(
         events=_events_table(events.arrays(), users, user_ids, item_ids),
         impressions=_impressions_table(shown.arrays(), np.concatenate(bought_rows) if bought_rows else np.zeros(0, np.int64),
