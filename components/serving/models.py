@@ -31,7 +31,7 @@ class ServingModel:
 
 def load_serving_model(retrieval_dir: str | Path, ranking_dir: str | Path, version: str) -> ServingModel:
     """Loads both stage artifacts through their Python APIs and reads the retrieval vocabulary."""
-    from components.ranking.model_io import load_ranker
+    from components.ranking.export import load_ranker
     from components.retrieval.model_io import load_retriever
 
     retriever = load_retriever(str(retrieval_dir))
