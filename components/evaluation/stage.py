@@ -121,8 +121,8 @@ def evaluate(
         "export_n": export_n,
         "export_n_reason": (
             f"Export uses N = {export_n}: the smallest retrieval depth whose funnel {config.export_metric} "
-            f"({by_n[export_n]:.4f}) is within {config.export_tolerance:.0%} of N = {max(by_n)} ({by_n[max(by_n)]:.4f}); "
-            f"the ranker's cost grows linearly with N."
+            f"({by_n[export_n]:.4f}) is at least {1 - config.export_tolerance:.0%} of that at N = {max(by_n)} "
+            f"({by_n[max(by_n)]:.4f}); the ranker's cost grows linearly with N."
         ),
         "funnel_by_n": {str(n): v for n, v in by_n.items()},
         "candidates_n": config.candidates_n,
