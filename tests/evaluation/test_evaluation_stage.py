@@ -176,3 +176,23 @@ def test_popularity_lists_shortcut_equals_the_full_ranking():
         scores[row, items] = -np.inf
     np.testing.assert_array_equal(got, scoring.top_lists(scores, scoring.LIST_K))
     assert (got[:, :5] >= 2).all()
+
+
+def test_pipeline_entry_logs_kfp_metrics_and_returns_the_gate(tiny_features, today_item_ids, tmp_path):
+    from kfp import dsl
+
+    metrics_out = dsl.Metrics(name="metrics", uri=str(tmp_path / "m"))
+    classification = dsl.ClassificationMetrics(name="classification", uri=str(tmp_path / "c"))
+    good = write_model(tmp_path / "good", "step", today_item_ids)
+    blessed = kfp_outputs.evaluate_for_pipeline(
+        str(tiny_features), *map(str, good), metrics_out, classification, str(tmp_path / "report.html"),
+        str(tmp_path / "summary.json"), registry_dir="", candidates_n=30, gate_metric="hit@20",
+        gate_baselines="popularity", margin_vs_baseline=0.0, margin_vs_blessed=0.0, model_version="v1",
+        load_models=load_doubles)
+    assert blessed is True
+    logged = metrics_out.metadata
+    assert logged["funnel_hit_at_20"] > logged["popularity_hit_at_20"]
+    assert {"retrieval_ndcg_at_10", "item_to_item_mrr", "ranker_auc", "export_n", "blessed", "funnel_coverage_at_20"} <= set(logged)
+    assert classification.metadata["confidenceMetrics"] and classification.metadata["confusionMatrix"]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["gate"]["metric"] == "hit@20" and summary["model_version"] == "v1"
