@@ -214,3 +214,27 @@ def _remove(path: str) -> None:
         shutil.rmtree(path, ignore_errors=True)
     elif FileSystems.exists(path):
         FileSystems.delete([path])
+
+
+def parse_beam_args(beam_args: str) -> list[str]:
+    """The component's `beam_args` parameter: a JSON list of strings."""
+    try:
+        args = json.loads(beam_args or "[]")
+    except json.JSONDecodeError as err:
+        raise ValueError(f"beam_args must be a JSON list of strings, got {beam_args!r}: {err}") from err
+    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+        raise ValueError(f"beam_args must be a JSON list of strings, got {beam_args!r}")
+    return args
+
+
+def log_metrics(stats: dict, log_metric) -> None:
+    """The headline counts of stats.json as KFP metrics (name, float)."""
+    for name in ("events_read", "events", "users", "items", "categories", "steps"):
+        log_metric(name, float(stats[name]))
+    for kind, splits in stats["examples"].items():
+        for split, n in splits.items():
+            log_metric(f"examples_{kind}_{split}", float(n))
+    for reason, n in stats.get("dropped_events", {}).items():
+        log_metric(f"dropped_events_{reason}", float(n))
+    for reason, n in stats.get("dropped_users", {}).items():
+        log_metric(f"dropped_users_{reason}", float(n))

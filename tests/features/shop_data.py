@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 
 from components import schema
 
@@ -76,9 +75,3 @@ def random_shop(num_users: int = 40, num_items: int = 25, seed: int = 1, funnel:
                 minute += int(rng.integers(0, 2))  # zero steps make timestamp ties
     rng.shuffle(rows)  # extract sorts, but the features job must not rely on row order
     return events_table(rows), items_table(item_ids)
-
-
-@pytest.fixture
-def shop_dir(tmp_path) -> Path:
-    events, items = random_shop()
-    return write_extract(tmp_path / "extract", events, items, row_group_size=50)

@@ -11,7 +11,7 @@ from components import schema
 from components.features import transforms as T
 from components.features.sequences import PURCHASE, STEP_DTYPE, VIEW, leave_last_out
 
-from conftest import events_table, items_table
+from .shop_data import events_table, items_table
 
 ITEMS = ["a", "b", "c", "d", "e"]  # catalogue rows 0..4 (sorted by id)
 

@@ -1,0 +1,27 @@
+"""KFP shell of the features stage; the logic lives in components.features.pipeline."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Output
+
+from components.image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def features(
+    extracted: Input[Dataset],
+    features: Output[Dataset],
+    metrics: Output[Metrics],
+    max_len: int = 50,
+    seed: int = 0,
+    ranking_task: str = "auto",
+    beam_args: str = "[]",
+):
+    """Builds vocabularies, retrieval/ranking TFRecords, item features and stats with Apache Beam.
+
+    ranking_task: auto | next_item | cvr. beam_args: a JSON list of Beam pipeline options, passed
+    through unchanged ("[]" = local multi-process DirectRunner; DataflowRunner options for the cloud).
+    """
+    from components.features.pipeline import log_metrics, parse_beam_args, run_features
+
+    stats = run_features(extracted.path, features.path, max_len, seed, ranking_task, parse_beam_args(beam_args))
+    log_metrics(stats, metrics.log_metric)
