@@ -17,7 +17,7 @@ from components.extract import runner
 QUERY = Path(__file__).resolve().parent / "queries" / "ab_outcomes.sql"
 ASSIGNMENTS = pa.schema([pa.field("user_id", pa.string(), nullable=False), pa.field("variant", pa.string(), nullable=False)])
 LOCAL_ASSIGNMENTS = "ab_assignments"
-DEFAULT_EXPERIMENT = "ranker-ab"
+DEFAULT_EXPERIMENT = "ranker"  # the export's default experiment name
 COUNTS = ("users", "requests", "impressions", "clicks", "purchases")
 RATES = ("ctr", "ctr_low", "ctr_high", "cvr", "cvr_low", "cvr_high")
 

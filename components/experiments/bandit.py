@@ -109,8 +109,9 @@ class BayesianLinearBandit:
         return np.argsort(-scores, axis=1, kind="stable")[:, :k]
 
     # --------------------------------------------------------------------------------------------------------
-    def save(self, directory: str | Path, saved_model: bool = True) -> None:
-        """Writes posterior.npz + bandit.json (+ a SavedModel scoring candidates) to a temp dir, then renames."""
+    def save(self, directory: str | Path, saved_model: bool = True, extra_files: dict[str, str] | None = None) -> None:
+        """Writes posterior.npz + bandit.json (+ a SavedModel scoring candidates, + extra text files) to a temp
+        dir, then renames it into place."""
         directory = Path(directory)
         directory.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".bandit-", dir=directory.parent))
@@ -122,6 +123,8 @@ class BayesianLinearBandit:
             (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2))
             if saved_model:
                 _export_saved_model(self, staging / SAVED_MODEL_DIR)
+            for name, text in (extra_files or {}).items():
+                (staging / name).write_text(text)
             if directory.exists():
                 shutil.rmtree(directory)
             os.replace(staging, directory)

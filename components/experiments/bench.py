@@ -47,31 +47,39 @@ def bandit_study(world, ranker, rounds: int, batch: int, shift_fraction: float, 
                            shift=lambda w, rng: w.shift_interests(shift_fraction, rng), shift_round=rounds // 3)
 
 
-def experiments_bench(warehouse_path: str, data: str = "medium", data_format: str = "synthetic", seeds: int = 1,
-                      min_repeats: int = 10, world_seed: int = 0, work_dir: str | None = None,
-                      requests_per_log: int = 20_000, epsilon: float = 0.1, bandit_rounds: int = 300,
-                      bandit_batch: int = 256, shift_fraction: float = 0.5) -> dict:
-    """Bench keys ope.*, bandit.*, ab.* for a synthetic warehouse; {} for data without impressions.
-
-    OPE: the new ranker's ranking explored with prob. `epsilon`, estimated from max(seeds, min_repeats) fresh
-    logs of `requests_per_log` requests each (bias and RMSE need several logs). Bandit: `bandit_rounds` rounds of
-    `bandit_batch` requests, `shift_fraction` of users shifting interest at a third of the rounds."""
+def run_studies(warehouse_path: str, preset: str, world_seed: int, repeats: int, requests_per_log: int,
+                epsilon: float, bandit_rounds: int, bandit_batch: int, shift_fraction: float):
+    """(keys ab, ope, bandit; the bandit run for the figures) on the synthetic shop that built the warehouse."""
     counts = ab_analysis.impression_count(warehouse_path)
-    if data_format != "synthetic" or not counts:
-        return {}
     result = {"ab": ab_analysis.analyse(warehouse_path)}
-    world, events, replayed = shop.replay(data, world_seed)
+    world, events, replayed = shop.replay(preset, world_seed)
     if replayed != counts:
-        raise ValueError(f"{warehouse_path} holds {counts} impressions but preset {data!r} seed {world_seed} "
+        raise ValueError(f"{warehouse_path} holds {counts} impressions but preset {preset!r} seed {world_seed} "
                          f"logs {replayed}: the bench needs the preset and seed that built the warehouse")
     history = shop.ObservedHistory.from_events(events, world)
-    result["ope"], ranker = ope_study(world, history, max(seeds, min_repeats), requests_per_log, epsilon)
+    result["ope"], ranker = ope_study(world, history, repeats, requests_per_log, epsilon)
     run = bandit_study(world, ranker, bandit_rounds, bandit_batch, shift_fraction)
     result["bandit"] = {name: {"cumulative_reward": float(curve[-1]),
                                "after_shift_reward": float(run.rewards[name][run.shift_round:].sum() * run.batch_size)}
                         for name, curve in run.cumulative().items()}
     result["bandit"]["setup"] = {"rounds": bandit_rounds, "batch": bandit_batch, "shift_round": run.shift_round,
                                  "shift_fraction": shift_fraction, "slate_size": world.config.slate_size}
+    return result, run
+
+
+def experiments_bench(warehouse_path: str, data: str = "medium", data_format: str = "synthetic", seeds: int = 1,
+                      min_repeats: int = 20, world_seed: int = 0, work_dir: str | None = None,
+                      requests_per_log: int = 10_000, epsilon: float = 0.1, bandit_rounds: int = 300,
+                      bandit_batch: int = 256, shift_fraction: float = 0.5) -> dict:
+    """Bench keys ope.*, bandit.*, ab.* for a synthetic warehouse; {} for data without impressions.
+
+    OPE: the new ranker's ranking explored with prob. `epsilon`, estimated from max(seeds, min_repeats) fresh
+    logs of `requests_per_log` requests each (bias and RMSE need several logs). Bandit: `bandit_rounds` rounds of
+    `bandit_batch` requests, `shift_fraction` of users shifting interest at a third of the rounds."""
+    if data_format != "synthetic" or not ab_analysis.impression_count(warehouse_path):
+        return {}
+    result, run = run_studies(warehouse_path, data, world_seed, max(seeds, min_repeats), requests_per_log, epsilon,
+                              bandit_rounds, bandit_batch, shift_fraction)
     if work_dir:
         write_report(Path(work_dir), result["ope"], run)
     return result

@@ -6,8 +6,9 @@ a "new ranker" to evaluate, and its true value, so every figure can be checked a
 
 Observable features of (user, item), all computable by a real shop from its own logs (never the world's latent
 state): the item's log view count, the log count of views going from the user's last item to it (the
-item-to-item signal), whether it is in the last item's category, the user's share of views in its category and
-its within-category price z-score. The bandit adds a one-hot of the item's category, so it can learn that some
+item-to-item signal), whether it is in the last item's category, the log share of views going from the last
+item's category to its category (interest drifts along a category chain), the user's share of views in its
+category, its purchases per view (a quality signal) and its within-category price z-score. The bandit adds a one-hot of the item's category, so it can learn that some
 categories trend after an interest shift.
 """
 from __future__ import annotations
@@ -23,7 +24,9 @@ from components.experiments import ope
 from components.experiments.simulation import Proposal
 from components.warehouse import synthetic
 
-FEATURE_NAMES = ("log_views", "log_transitions", "same_category_as_last", "user_category_share", "price_z")
+FEATURE_NAMES = ("log_views", "log_transitions", "same_category_as_last", "log_category_transition",
+                 "user_category_share", "purchase_rate", "price_z")
+PRIOR_VIEWS = 20.0  # purchases per view are shrunk toward the shop's rate with this many pseudo-views
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +36,9 @@ class ObservedHistory:
     item_views: np.ndarray  # [I]
     transition_keys: np.ndarray  # sorted int64 keys prev * I + next
     transition_counts: np.ndarray  # [len(keys)]
+    category_transition: np.ndarray  # [C, C] log P(next view's category | last view's category), smoothed
     user_category_share: np.ndarray  # [U, C]
+    purchase_rate: np.ndarray  # [I] purchases per view, shrunk toward the shop's rate
     last_item: np.ndarray  # [U], -1 = no history
     item_category: np.ndarray  # [I]
     price_z: np.ndarray  # [I]
@@ -45,22 +50,31 @@ class ObservedHistory:
         views = frame[frame["event_type"] == "view"]
         users = pd.Index(world.user_ids).get_indexer(views["user_id"])
         items = pd.Index(world.item_ids).get_indexer(views["item_id"])
-        if (users < 0).any() or (items < 0).any():
+        bought = pd.Index(world.item_ids).get_indexer(frame.loc[frame["event_type"] == "purchase", "item_id"])
+        if (users < 0).any() or (items < 0).any() or (bought < 0).any():
             raise ValueError("events name users or items that are not in this world: wrong preset or seed?")
         n_items, n_cats = len(world.item_ids), world.config.n_categories
         same_user = users[1:] == users[:-1]
         keys = items[:-1][same_user].astype(np.int64) * n_items + items[1:][same_user]
         transition_keys, transition_counts = np.unique(keys, return_counts=True)
+        cats = world.item_category[items]
+        category_transition = np.ones((n_cats, n_cats))
+        np.add.at(category_transition, (cats[:-1][same_user], cats[1:][same_user]), 1.0)
+        category_transition = np.log(category_transition / category_transition.sum(axis=1, keepdims=True))
         share = np.zeros((len(world.user_ids), n_cats))
-        np.add.at(share, (users, world.item_category[items]), 1.0)
+        np.add.at(share, (users, cats), 1.0)
         share /= np.maximum(share.sum(axis=1, keepdims=True), 1.0)
         last = np.full(len(world.user_ids), -1, dtype=np.int64)
         last[users] = items  # rows are in time order, so the last write is the last view
+        item_views = np.bincount(items, minlength=n_items).astype(np.float64)
+        purchases = np.bincount(bought, minlength=n_items).astype(np.float64)
+        shop_rate = purchases.sum() / max(item_views.sum(), 1.0)
+        purchase_rate = (purchases + PRIOR_VIEWS * shop_rate) / (item_views + PRIOR_VIEWS) / max(shop_rate, 1e-9)
         log_price = np.log(world.item_price)
         cat_mean = np.bincount(world.item_category, log_price, n_cats) / np.maximum(np.bincount(world.item_category, minlength=n_cats), 1)
         price_z = (log_price - cat_mean[world.item_category]) / max(np.std(log_price - cat_mean[world.item_category]), 1e-9)
-        return cls(np.bincount(items, minlength=n_items).astype(np.float64), transition_keys,
-                   transition_counts.astype(np.float64), share, last, world.item_category, price_z)
+        return cls(item_views, transition_keys, transition_counts.astype(np.float64), category_transition, share,
+                   purchase_rate, last, world.item_category, price_z)
 
     def transitions(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
         keys = prev.astype(np.int64) * len(self.item_views) + nxt
@@ -69,13 +83,16 @@ class ObservedHistory:
         return np.where(found, self.transition_counts[pos], 0.0)
 
     def features(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """FEATURE_NAMES for users [B] and items [B, N]: float [B, N, 5]."""
+        """FEATURE_NAMES for users [B] and items [B, N]: float [B, N, len(FEATURE_NAMES)]."""
         last = np.broadcast_to(self.last_item[users][:, None], items.shape)
         cats = self.item_category[items]
-        same = (cats == self.item_category[last.clip(min=0)]) & (last >= 0)
+        last_cats = self.item_category[last.clip(min=0)]
+        has_last = last >= 0
+        same = (cats == last_cats) & has_last
+        category_move = np.where(has_last, self.category_transition[last_cats, cats], 0.0)
         share = np.take_along_axis(self.user_category_share[users], cats, axis=1)
         return np.stack([np.log1p(self.item_views[items]) / 5.0, np.log1p(self.transitions(last, items)), same,
-                         share, self.price_z[items]], axis=-1)
+                         category_move / 5.0, share, self.purchase_rate[items], self.price_z[items]], axis=-1)
 
 
 def replay(preset: str, seed: int) -> tuple[synthetic.ShopWorld, pa.Table, int]:

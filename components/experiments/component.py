@@ -1,0 +1,71 @@
+"""KFP shells of the experiments; the logic lives in components.experiments.stage."""
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+
+from components.image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def ab_analysis(
+    warehouse_uri: str,
+    analysis: Output[Artifact],
+    metrics: Output[Metrics],
+    experiment: str = "ranker",
+    treatment_ratio: float = 0.5,
+    assignments_table: str = "",
+):
+    """CTR/CVR per A/B arm with intervals, z-tests and the sample-ratio-mismatch chi-square (analysis.json).
+
+    assignments_table: a table with user_id, variant (the export's predictions table); "" buckets every user
+    with impressions as the export does (local DuckDB only)."""
+    import os
+
+    from components.experiments.stage import run_ab_analysis
+
+    os.makedirs(os.path.dirname(analysis.path) or ".", exist_ok=True)
+    run_ab_analysis(warehouse_uri, analysis.path, metrics.log_metric, experiment, treatment_ratio, assignments_table)
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def off_policy_evaluation(
+    warehouse_uri: str,
+    shop_preset: str,
+    report: Output[Artifact],
+    metrics: Output[Metrics],
+    shop_seed: int = 0,
+    repeats: int = 5,
+    requests_per_log: int = 20000,
+    epsilon: float = 0.1,
+    bandit_rounds: int = 120,
+):
+    """IPS/SNIPS/DM/DR/MRDR estimates of the new ranker's click rate beside the simulator's truth, and the
+    bandit's reward curves (ope.json, PNGs, experiments.html); skipped.json for warehouses without impressions."""
+    import os
+
+    from components.experiments.stage import run_off_policy_evaluation
+
+    os.makedirs(os.path.dirname(report.path) or ".", exist_ok=True)
+    run_off_policy_evaluation(warehouse_uri, shop_preset, report.path, metrics.log_metric, shop_seed, repeats,
+                              requests_per_log, epsilon, bandit_rounds)
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def bandit_reranker(
+    features: Input[Dataset],
+    extracted: Input[Dataset],
+    retrieval_model: Input[Model],
+    bandit_model: Output[Model],
+    metrics: Output[Metrics],
+    noise_variance: float = 0.25,
+    prior_precision: float = 1.0,
+    exploration: float = 1.0,
+):
+    """A Thompson-sampling re-ranker (Bayesian linear over retrieval embeddings) warm-started from the logged
+    impressions: posterior.npz, bandit.json, summary.json and saved_model/ (query, items, scores -> mean, thompson)."""
+    import os
+
+    from components.experiments.stage import run_bandit_stage
+
+    os.makedirs(os.path.dirname(bandit_model.path) or ".", exist_ok=True)
+    run_bandit_stage(features.path, extracted.path, retrieval_model.path, bandit_model.path, metrics.log_metric,
+                     noise_variance, prior_precision, exploration)

@@ -1,0 +1,150 @@
+"""Pipeline entry points of the experiments: A/B analysis, off-policy evaluation and the bandit re-ranker stage.
+
+Each writes its artifact directory through a temporary sibling and a rename, so a failed run leaves nothing that
+looks complete, and logs its figures as KFP metrics.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from components import schema
+from components.experiments import ab_analysis, bench, ope, shop
+from components.experiments.bandit import BayesianLinearBandit, reranker_features
+
+LogMetric = Callable[[str, float], None]
+FEEDBACK_CHUNK = 50_000
+
+
+def _atomic_dir(target: str | Path, fill: Callable[[Path], None]) -> None:
+    target = Path(target)
+    staging = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    staging.mkdir(parents=True)
+    try:
+        fill(staging)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def run_ab_analysis(warehouse_uri: str, output_dir: str, log_metric: LogMetric, experiment: str,
+                    treatment_ratio: float, assignments_table: str = "") -> dict:
+    """analysis.json with the per-arm outcomes and tests; metrics ab_<arm>_ctr/cvr, ab_ctr_p, ab_cvr_p, ab_chi2_p."""
+    result = ab_analysis.analyse(warehouse_uri, experiment, treatment_ratio, assignments_table)
+    _atomic_dir(output_dir, lambda d: (d / "analysis.json").write_text(json.dumps(result, indent=2)))
+    for arm in ("control", "treatment"):
+        for metric in ("ctr", "cvr"):
+            if result[arm][metric] is not None:
+                log_metric(f"ab_{arm}_{metric}", result[arm][metric])
+    for key in ("ctr_p", "cvr_p", "chi2_p"):
+        if result[key] is not None:
+            log_metric(f"ab_{key}", result[key])
+    return result
+
+
+def run_off_policy_evaluation(warehouse_uri: str, shop_preset: str, output_dir: str, log_metric: LogMetric,
+                              shop_seed: int = 0, repeats: int = 5, requests_per_log: int = 20_000,
+                              epsilon: float = 0.1, bandit_rounds: int = 120) -> dict:
+    """OPE estimates beside the truth (and the bandit curves) on the synthetic shop that built the warehouse.
+
+    Writes ope.json, ope_estimates.png, bandit_curves.png and experiments.html (the evaluation report embeds
+    the fragment); logs ope_truth and ope_<estimator>_{estimate,bias,rmse}. A warehouse without impressions
+    gets a `skipped.json` saying so and no metrics."""
+    if ab_analysis.impression_count(warehouse_uri) == 0:
+        reason = {"skipped": "the warehouse has no impressions table (public data): no off-policy evaluation"}
+        _atomic_dir(output_dir, lambda d: (d / "skipped.json").write_text(json.dumps(reason)))
+        return reason
+    result, run = bench.run_studies(warehouse_uri, shop_preset, shop_seed, repeats, requests_per_log, epsilon,
+                                    bandit_rounds, bandit_batch=256, shift_fraction=0.5)
+
+    def fill(directory: Path) -> None:
+        (directory / "ope.json").write_text(json.dumps(result, indent=2))
+        bench.write_report(directory, result["ope"], run)
+
+    _atomic_dir(output_dir, fill)
+    log_metric("ope_truth", result["ope"]["truth"])
+    for name in ope.ESTIMATORS:
+        for field in ("estimate", "bias", "rmse"):
+            log_metric(f"ope_{name}_{field}", result["ope"][name][field])
+    for policy in ("thompson", "greedy", "random"):
+        log_metric(f"bandit_{policy}_cumulative_reward", result["bandit"][policy]["cumulative_reward"])
+    return result
+
+
+# ---- the bandit re-ranker stage --------------------------------------------------------------------------------
+def user_histories(events: pd.DataFrame, item_index: dict[str, int], item_category: np.ndarray, max_len: int
+                   ) -> tuple[dict[str, int], np.ndarray, np.ndarray]:
+    """Each user's last max_len steps (consecutive repeats collapsed, as the features stage does), as vocabulary
+    indices left-padded with PAD: (row of each user, items [U, L], categories [U, L])."""
+    items = events["item_id"].map(item_index).fillna(schema.OOV_INDEX).astype(np.int64).to_numpy()
+    users = events["user_id"].to_numpy()
+    keep = np.ones(len(items), dtype=bool)
+    keep[1:] = (users[1:] != users[:-1]) | (items[1:] != items[:-1])
+    steps = pd.DataFrame({"user": users[keep], "item": items[keep]})
+    steps = steps.groupby("user", sort=True).tail(max_len)
+    rows = {user: row for row, user in enumerate(steps["user"].unique())}
+    user_row = steps["user"].map(rows).to_numpy()
+    position = steps.groupby("user", sort=False).cumcount().to_numpy()
+    length = np.bincount(user_row, minlength=len(rows))
+    hist = np.zeros((len(rows), max_len), dtype=np.int64)
+    hist[user_row, max_len - length[user_row] + position] = steps["item"].to_numpy()
+    return rows, hist, np.where(hist > 0, item_category[hist], schema.PAD_INDEX)
+
+
+def fit_bandit_from_logs(retriever, impressions: pd.DataFrame, events: pd.DataFrame, item_index: dict[str, int],
+                         max_len: int, noise_variance: float, prior_precision: float, exploration: float
+                         ) -> tuple[BayesianLinearBandit, int]:
+    """A posterior warm-started from the logged impressions (click = reward), one batch update per chunk.
+
+    The context of a logged slot is reranker_features(query of the user's history, item embedding, retrieval
+    score); histories are the users' latest (the extract window's end), an approximation for older requests."""
+    rows, hist_items, hist_cats = user_histories(events, item_index, retriever.item_category, max_len)
+    dim = 2 * retriever.item_embeddings.shape[1] + 2
+    positions = impressions["position"].to_numpy().astype(np.int64)
+    bandit = BayesianLinearBandit.create(dim, int(positions.max()) + 1 if len(positions) else 1, prior_precision,
+                                         noise_variance, exploration=exploration)
+    user_row = impressions["user_id"].map(rows).to_numpy()
+    known = ~pd.isna(user_row)
+    item = impressions["item_id"].map(item_index).fillna(schema.OOV_INDEX).astype(np.int64).to_numpy()
+    clicks = impressions["clicked"].to_numpy().astype(np.float64)
+    used = np.nonzero(known)[0]
+    for start in range(0, len(used), FEEDBACK_CHUNK):
+        chunk = used[start:start + FEEDBACK_CHUNK]
+        user = user_row[chunk].astype(np.int64)
+        query = retriever.encode(hist_items[user], hist_cats[user])
+        embedded = retriever.item_embeddings[item[chunk]][:, None, :]
+        score = np.einsum("bd,bnd->bn", query, embedded)
+        bandit.update(reranker_features(query, embedded, score)[:, 0, :], positions[chunk], clicks[chunk])
+    return bandit, len(used)
+
+
+def run_bandit_stage(features_dir: str, extracted_dir: str, retrieval_dir: str, output_dir: str, log_metric: LogMetric,
+                     noise_variance: float = 0.25, prior_precision: float = 1.0, exploration: float = 1.0) -> dict:
+    """The re-ranker's model directory: posterior.npz + bandit.json + saved_model/ (see bandit.py), fitted on the
+    extracted impressions; without impressions the prior alone (the stage still yields a servable model)."""
+    from components.retrieval.model_io import load_retriever
+
+    retriever = load_retriever(retrieval_dir)
+    spec = schema.FeatureSpec.read(features_dir)
+    item_index = {item: i + schema.NUM_RESERVED for i, item in enumerate(schema.read_vocab(features_dir, schema.ITEM_VOCAB))}
+    impressions_path = Path(extracted_dir, "impressions.parquet")
+    impressions = (pq.read_table(impressions_path).to_pandas() if impressions_path.exists()
+                   else pd.DataFrame({c: [] for c in schema.IMPRESSIONS.names}))
+    events = pq.read_table(Path(extracted_dir, "events.parquet"), columns=["user_id", "item_id"]).to_pandas()
+    bandit, rows = fit_bandit_from_logs(retriever, impressions, events, item_index, spec.max_len, noise_variance,
+                                        prior_precision, exploration)
+    summary = {"feedback_rows": rows, "impressions": len(impressions), "context_dim": bandit.context_dim,
+               "num_positions": bandit.num_positions}
+    bandit.save(output_dir, extra_files={"summary.json": json.dumps(summary, indent=2)})
+    log_metric("bandit_feedback_rows", float(rows))
+    return summary

@@ -1,0 +1,93 @@
+"""The pipeline entry points: the bandit stage's history and feedback handling, and the KFP shells under kfp.local."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from components.experiments import stage
+from components.experiments.bandit import BayesianLinearBandit, reranker_features
+from components.warehouse.build import build_warehouse
+
+
+def test_user_histories_collapse_repeats_and_left_pad():
+    events = pd.DataFrame({"user_id": ["a", "a", "a", "a", "b"], "item_id": ["x", "x", "y", "zz", "y"]})
+    index = {"x": 2, "y": 3}
+    category = np.array([0, 1, 5, 6])
+    rows, items, cats = stage.user_histories(events, index, category, max_len=4)
+    assert rows == {"a": 0, "b": 1}
+    np.testing.assert_array_equal(items, [[0, 2, 3, 1], [0, 0, 0, 3]])  # "zz" is out of vocabulary (1)
+    np.testing.assert_array_equal(cats, [[0, 5, 6, 1], [0, 0, 0, 6]])
+    _, short, _ = stage.user_histories(events, index, category, max_len=2)
+    np.testing.assert_array_equal(short, [[3, 1], [0, 3]])
+
+
+class RetrieverDouble:
+    """The Retriever API the stage uses: item_embeddings, item_category, encode (mean of history embeddings)."""
+
+    def __init__(self):
+        self.item_embeddings = np.array([[0, 0], [0, 0], [1.0, 0.0], [0.0, 1.0]])
+        self.item_category = np.array([0, 1, 2, 2])
+
+    def encode(self, hist_items, hist_cats):
+        return self.item_embeddings[hist_items].sum(axis=1) / np.maximum((hist_items > 0).sum(axis=1), 1)[:, None]
+
+
+def test_fit_from_logs_equals_updating_with_the_logged_contexts():
+    retriever = RetrieverDouble()
+    events = pd.DataFrame({"user_id": ["a", "b"], "item_id": ["x", "y"]})
+    impressions = pd.DataFrame({"user_id": ["a", "a", "b", "ghost"], "item_id": ["x", "y", "x", "x"],
+                                "position": [0, 1, 0, 0], "clicked": [True, False, False, True]})
+    fitted, rows = stage.fit_bandit_from_logs(retriever, impressions, events, {"x": 2, "y": 3}, max_len=3,
+                                              noise_variance=0.5, prior_precision=2.0, exploration=1.0)
+    assert rows == 3  # the user without history is left out
+    query = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    items = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])[:, None, :]
+    contexts = reranker_features(query, items, np.einsum("bd,bnd->bn", query, items))[:, 0, :]
+    expected = BayesianLinearBandit.create(6, 2, 2.0, 0.5)
+    expected.update(contexts, np.array([0, 1, 0]), np.array([1.0, 0.0, 0.0]))
+    np.testing.assert_allclose(fitted.mean, expected.mean)
+
+
+@pytest.fixture(scope="module")
+def tiny_warehouse(tmp_path_factory):
+    path = tmp_path_factory.mktemp("wh") / "shop.duckdb"
+    build_warehouse("synthetic:tiny", path, 0)
+    return path
+
+
+def test_components_run_under_kfp_local(tiny_warehouse, tmp_path):
+    from kfp import dsl, local
+
+    from components.experiments.component import ab_analysis, off_policy_evaluation
+
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+    uri = f"duckdb://{tiny_warehouse}"
+
+    @dsl.pipeline
+    def experiments(warehouse_uri: str) -> dsl.Artifact:
+        ab_analysis(warehouse_uri=warehouse_uri, experiment="exp", treatment_ratio=0.5)
+        task = off_policy_evaluation(warehouse_uri=warehouse_uri, shop_preset="tiny", repeats=2,
+                                     requests_per_log=800, bandit_rounds=12)
+        return task.outputs["report"]
+
+    report = Path(experiments(warehouse_uri=uri).output.path)
+    result = json.loads((report / "ope.json").read_text())
+    assert set(result) == {"ab", "ope", "bandit"} and result["ope"]["repeats"] == 2
+    assert (report / "experiments.html").exists() and (report / "ope_estimates.png").exists()
+    outputs = " ".join(p.read_text() for p in (tmp_path / "root").rglob("executor_output.json"))
+    for metric in ("ope_truth", "ope_mrdr_rmse", "bandit_thompson_cumulative_reward", "ab_chi2_p"):
+        assert f'"{metric}"' in outputs, f"metric {metric} not logged"
+
+
+def test_off_policy_evaluation_skips_without_impressions(tmp_path):
+    from components.warehouse.duckdb_warehouse import WarehouseWriter
+
+    path = tmp_path / "public.duckdb"
+    with WarehouseWriter(path, ("events", "items")) as writer:
+        writer.commit()
+    logged = {}
+    out = stage.run_off_policy_evaluation(str(path), "tiny", str(tmp_path / "ope"), logged.__setitem__)
+    assert "skipped" in out and not logged
+    assert json.loads((tmp_path / "ope" / "skipped.json").read_text())["skipped"]
