@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Protocol
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import sqlglot
 from sqlglot import exp
@@ -300,10 +301,11 @@ def write_parquet(backend: Backend, run: QueryRun, table: str, path: Path) -> tu
             chunk = schema.validate_table(pa.Table.from_batches([batch]), contract, table)
             writer.write_table(chunk)
             rows += chunk.num_rows
-            if table == "events":
-                ids = chunk.column("user_id").to_pylist()
-                users += sum(1 for prev, cur in zip([last_user] + ids[:-1], ids) if cur != prev)
-                last_user = ids[-1]
+            if table == "events":  # rows arrive sorted by user_id: count the changes of user
+                ids = chunk.column("user_id").combine_chunks()
+                users += pc.sum(pc.not_equal(ids.slice(1), ids.slice(0, len(ids) - 1))).as_py() or 0
+                users += ids[0].as_py() != last_user
+                last_user = ids[-1].as_py()
     return rows, users
 
 

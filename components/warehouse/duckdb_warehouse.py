@@ -35,11 +35,12 @@ def duckdb_path(uri: str) -> Path:
 
 
 def connect(path: str | Path, read_only: bool = True) -> duckdb.DuckDBPyConnection:
-    """A connection whose TIMESTAMPTZ values come back in UTC, as schema.EVENTS expects."""
+    """A connection whose TIMESTAMPTZ values come back in UTC, as schema.EVENTS expects (no progress bar in logs)."""
     if read_only and not Path(path).is_file():
         raise FileNotFoundError(f"no DuckDB warehouse at {path}")
     con = duckdb.connect(str(path), read_only=read_only)
     con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET enable_progress_bar = false")
     return con
 
 

@@ -189,3 +189,12 @@ def test_component_signature():
     assert set(spec.inputs) == {"warehouse_uri", "window_start", "window_end", "event_types", "min_events_per_user"}
     assert spec.inputs["min_events_per_user"].default == 1 and spec.inputs["window_start"].default == ""
     assert set(spec.outputs) == {"extracted"}
+
+
+def test_small_batches_give_the_same_output(shop, tmp_path, monkeypatch):
+    path, frames = shop
+    whole = runner.run_extract(f"duckdb://{path}", tmp_path / "whole")
+    monkeypatch.setattr(runner, "BATCH_ROWS", 7)
+    batched = runner.run_extract(f"duckdb://{path}", tmp_path / "batched")
+    assert batched == whole and whole["rows"]["users"] == frames["events"].user_id.nunique()
+    assert pq.read_table(tmp_path / "batched" / "events.parquet").equals(pq.read_table(tmp_path / "whole" / "events.parquet"))
