@@ -211,7 +211,7 @@ def test_build_examples_cvr_rows_are_viewed_steps_labelled_by_later_purchase():
 def test_resolve_ranking_task():
     with BeamTestPipeline() as p:
         funnel = p | "F" >> beam.Create([{"events_by_type/view": 3}, {"events_by_type/purchase": 1}])
-        bought = p | "B" >> beam.Create([{"events_by_type/purchase": 3}])
+        bought = p | "B" >> beam.Create([{"events_by_type/purchase": 3}, {"events_by_type/cart": 2}])
         assert_that(funnel | "RF" >> T.ResolveRankingTask("auto"), equal_to(["cvr"]), label="funnel")
         assert_that(bought | "RB" >> T.ResolveRankingTask("auto"), equal_to(["next_item"]), label="bought")
 
@@ -223,3 +223,16 @@ def test_write_tfrecord_lists_writes_every_record(tmp_path):
     files = sorted(str(f) for f in tmp_path.glob("train-*-of-*.tfrecord"))
     assert files
     assert sorted(r.numpy() for r in tf.data.TFRecordDataset(files)) == [b"x1", b"x2", b"y"]
+
+
+def test_compute_vocabulary_fails_clearly_without_users():
+    with pytest.raises(Exception, match="no user has enough steps"):
+        with BeamTestPipeline() as p:
+            empty = p | "Seqs" >> beam.Create([]).with_output_types(tuple)
+            _ = empty | T.ComputeVocabulary(_catalogue(p), leave_last_out)
+
+
+def test_cvr_needs_views_and_purchases():
+    with pytest.raises(Exception, match="'cvr' needs view and purchase"):
+        with BeamTestPipeline() as p:
+            _ = p | beam.Create([{"events_by_type/purchase": 3}]) | T.ResolveRankingTask("cvr")
