@@ -20,7 +20,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from components import schema
 from components.experiments import ope
+from components.experiments.histories import user_histories
 from components.experiments.simulation import Proposal
 from components.warehouse import synthetic
 
@@ -143,9 +145,16 @@ def log_requests(world: synthetic.ShopWorld, num_requests: int, rng: np.random.G
     return SimulatedLog(world, users, np.where(valid, pool, -1), log)
 
 
+def rank_pool(scores: np.ndarray, pool: np.ndarray) -> np.ndarray:
+    """Each request's valid candidates (pool >= 0) by descending score, padded with -1 at the end."""
+    order = np.argsort(-np.where(pool >= 0, scores, -np.inf), axis=1, kind="stable")
+    return np.take_along_axis(pool, order, axis=1)
+
+
 @dataclasses.dataclass(frozen=True)
 class LinearRanker:
-    """The new ranker to evaluate: a click model over the observable features, trained on an earlier log."""
+    """A stand-in for the funnel's ranker when no trained model is given: a click model over the observable
+    features, trained on an earlier log."""
 
     history: ObservedHistory
     model: ope.RewardModel
@@ -160,10 +169,38 @@ class LinearRanker:
         return self.history.features(users, candidates.clip(min=0)) @ self.model.weights
 
     def rank(self, users: np.ndarray, pool: np.ndarray) -> np.ndarray:
-        """Each request's valid candidates best first, padded with -1 at the end."""
-        scores = np.where(pool >= 0, self.scores(users, pool), -np.inf)
-        order = np.argsort(-scores, axis=1, kind="stable")
-        return np.take_along_axis(pool, order, axis=1)
+        return rank_pool(self.scores(users, pool), pool)
+
+
+@dataclasses.dataclass(frozen=True)
+class FunnelRanker:
+    """The pipeline's trained ranker (components.ranking's Ranker API) as the new policy: it scores each pool
+    item from the user's latest history (the last max_len steps of the event log, as the features stage
+    builds them). World items map to the features vocabulary; items outside it are OOV."""
+
+    ranker: object  # .score(hist_items, hist_cats, cand_items, cand_cats) and .item_category
+    hist_items: np.ndarray  # [U, L] vocabulary indices per world user, left-padded
+    hist_cats: np.ndarray
+    vocab_index: np.ndarray  # [I] vocabulary index of each world item
+
+    @classmethod
+    def build(cls, ranker, world: synthetic.ShopWorld, events: pa.Table, item_vocab: list[str], max_len: int) -> "FunnelRanker":
+        index = {item: i + schema.NUM_RESERVED for i, item in enumerate(item_vocab)}
+        frame = events.select(["user_id", "item_id"]).to_pandas()
+        rows, items, cats = user_histories(frame, index, ranker.item_category, max_len)
+        row_of_user = pd.Index(list(rows)).get_indexer(world.user_ids)
+        hist_items = np.where(row_of_user[:, None] >= 0, items[row_of_user.clip(min=0)], schema.PAD_INDEX)
+        hist_cats = np.where(row_of_user[:, None] >= 0, cats[row_of_user.clip(min=0)], schema.PAD_INDEX)
+        vocab_index = np.array([index.get(item, schema.OOV_INDEX) for item in world.item_ids], dtype=np.int64)
+        return cls(ranker, hist_items, hist_cats, vocab_index)
+
+    def scores(self, users: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        cand = self.vocab_index[candidates.clip(min=0)]
+        return self.ranker.score(self.hist_items[users], self.hist_cats[users], cand,
+                                 self.ranker.item_category[cand]).astype(np.float64)
+
+    def rank(self, users: np.ndarray, pool: np.ndarray) -> np.ndarray:
+        return rank_pool(self.scores(users, pool), pool)
 
 
 def true_value(world: synthetic.ShopWorld, users: np.ndarray, policy: ope.SlatePolicy) -> float:
@@ -181,17 +218,17 @@ def ope_features(history: ObservedHistory, users: np.ndarray) -> ope.FeatureFn:
 @dataclasses.dataclass(frozen=True)
 class ShopProposer:
     """Bandit proposals in the shop: the shop's candidate pool, contexts = [features, category one-hot, ranker
-    score, 1] and the new ranker's scores (the greedy policy). Requests start a session (interest drifts)."""
+    score, 1] and the ranker's scores (the greedy policy). Requests start a session (interest drifts)."""
 
-    ranker: LinearRanker
+    ranker: LinearRanker | FunnelRanker
+    history: ObservedHistory
 
     def __call__(self, world: synthetic.ShopWorld, users: np.ndarray, rng: np.random.Generator) -> Proposal:
         world.drift(np.unique(users), rng)
         pool, valid = world.candidates(users, rng)
         candidates = np.where(valid, pool, -1)
         scores = self.ranker.scores(users, candidates)
-        history = self.ranker.history
-        onehot = np.eye(world.config.n_categories)[history.item_category[pool]]
-        contexts = np.concatenate([history.features(users, pool), onehot, scores[..., None],
+        onehot = np.eye(world.config.n_categories)[self.history.item_category[pool]]
+        contexts = np.concatenate([self.history.features(users, pool), onehot, scores[..., None],
                                    np.ones(scores.shape + (1,))], axis=-1)
         return Proposal(candidates, contexts, scores)

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from components import schema
 from components.experiments import ab_analysis, bench, ope, shop
 from components.experiments.bandit import BayesianLinearBandit, reranker_features
+from components.experiments.histories import user_histories
 
 LogMetric = Callable[[str, float], None]
 FEEDBACK_CHUNK = 50_000
@@ -82,25 +83,6 @@ def run_off_policy_evaluation(warehouse_uri: str, shop_preset: str, output_dir: 
 
 
 # ---- the bandit re-ranker stage --------------------------------------------------------------------------------
-def user_histories(events: pd.DataFrame, item_index: dict[str, int], item_category: np.ndarray, max_len: int
-                   ) -> tuple[dict[str, int], np.ndarray, np.ndarray]:
-    """Each user's last max_len steps (consecutive repeats collapsed, as the features stage does), as vocabulary
-    indices left-padded with PAD: (row of each user, items [U, L], categories [U, L])."""
-    items = events["item_id"].map(item_index).fillna(schema.OOV_INDEX).astype(np.int64).to_numpy()
-    users = events["user_id"].to_numpy()
-    keep = np.ones(len(items), dtype=bool)
-    keep[1:] = (users[1:] != users[:-1]) | (items[1:] != items[:-1])
-    steps = pd.DataFrame({"user": users[keep], "item": items[keep]})
-    steps = steps.groupby("user", sort=True).tail(max_len)
-    rows = {user: row for row, user in enumerate(steps["user"].unique())}
-    user_row = steps["user"].map(rows).to_numpy()
-    position = steps.groupby("user", sort=False).cumcount().to_numpy()
-    length = np.bincount(user_row, minlength=len(rows))
-    hist = np.zeros((len(rows), max_len), dtype=np.int64)
-    hist[user_row, max_len - length[user_row] + position] = steps["item"].to_numpy()
-    return rows, hist, np.where(hist > 0, item_category[hist], schema.PAD_INDEX)
-
-
 def fit_bandit_from_logs(retriever, impressions: pd.DataFrame, events: pd.DataFrame, item_index: dict[str, int],
                          max_len: int, noise_variance: float, prior_precision: float, exploration: float
                          ) -> tuple[BayesianLinearBandit, int]:

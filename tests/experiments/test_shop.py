@@ -59,7 +59,7 @@ def test_estimators_against_truth_and_dr_beats_ips(tiny):
 def test_thompson_beats_greedy_in_the_shop_after_a_shift(tiny):
     world, history, _ = tiny
     ranker = shop.LinearRanker.train(history, shop.log_requests(world, 2000, np.random.default_rng(2)))
-    run = bench.bandit_study(world, ranker, rounds=90, batch=64, shift_fraction=0.8, seed=3)
+    run = bench.bandit_study(world, history, ranker, rounds=90, batch=64, shift_fraction=0.8, seed=3)
     after = {name: r[run.shift_round:].sum() for name, r in run.rewards.items()}
     assert after["thompson"] > after["greedy"] > after["random"]
 
@@ -90,3 +90,31 @@ def test_bench_refuses_a_warehouse_from_another_preset(tmp_path):
     build_warehouse("synthetic:tiny", path, 1)
     with pytest.raises(ValueError, match="preset and seed that built the warehouse"):
         bench.experiments_bench(str(path), data="tiny", min_repeats=2, requests_per_log=500, bandit_rounds=5)
+
+
+class RankerDouble:
+    """components.ranking's Ranker API: prefers candidates whose vocabulary index equals the last history item + 1."""
+
+    def __init__(self, num_items):
+        self.item_category = np.arange(num_items) % 3 + 2
+
+    def score(self, hist_items, hist_cats, cand_items, cand_cats):
+        assert hist_items.shape == hist_cats.shape and cand_items.shape == cand_cats.shape
+        assert np.array_equal(cand_cats, self.item_category[cand_items])
+        return -np.abs(cand_items - (hist_items[:, -1:] + 1)).astype(np.float32)
+
+
+def test_funnel_ranker_scores_pools_from_user_histories(tiny):
+    world, history, _ = tiny
+    events = shop.replay("tiny", 0)[1]
+    vocab = list(world.item_ids[::-1])  # any order: the mapping must go through the ids
+    funnel = shop.FunnelRanker.build(RankerDouble(len(vocab) + 2), world, events, vocab, max_len=5)
+    users = np.array([0, 1])
+    last = funnel.hist_items[users, -1]
+    assert np.all(last >= 2)  # every tiny-shop user has a history
+    target = last + 1
+    wanted = np.array([len(vocab) - 1 - (t - 2) for t in target])  # world index of vocabulary index t
+    pool = np.stack([np.array([0, wanted[0], -1]), np.array([wanted[1], 1, 2])])
+    ranked = funnel.rank(users, pool)
+    assert ranked[0, 0] == wanted[0] and ranked[0, -1] == -1
+    assert ranked[1, 0] == wanted[1]

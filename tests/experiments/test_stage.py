@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.experiments import stage
+from components.experiments import histories, stage
 from components.experiments.bandit import BayesianLinearBandit, reranker_features
 from components.warehouse.build import build_warehouse
 
@@ -15,11 +15,11 @@ def test_user_histories_collapse_repeats_and_left_pad():
     events = pd.DataFrame({"user_id": ["a", "a", "a", "a", "b"], "item_id": ["x", "x", "y", "zz", "y"]})
     index = {"x": 2, "y": 3}
     category = np.array([0, 1, 5, 6])
-    rows, items, cats = stage.user_histories(events, index, category, max_len=4)
+    rows, items, cats = histories.user_histories(events, index, category, max_len=4)
     assert rows == {"a": 0, "b": 1}
     np.testing.assert_array_equal(items, [[0, 2, 3, 1], [0, 0, 0, 3]])  # "zz" is out of vocabulary (1)
     np.testing.assert_array_equal(cats, [[0, 5, 6, 1], [0, 0, 0, 6]])
-    _, short, _ = stage.user_histories(events, index, category, max_len=2)
+    _, short, _ = histories.user_histories(events, index, category, max_len=2)
     np.testing.assert_array_equal(short, [[3, 1], [0, 3]])
 
 
