@@ -3,7 +3,7 @@
 Why: public data sets have no impressions and no ground truth. A simulated shop whose latent world is
 known lets every stage run end to end, and lets experiments compute the true value of any policy.
 
-The world (`ShopWorld`, built by `make_world(preset, seed)`)
+The world (`ShopWorld`, built by `make_world(preset_or_config, seed)`, deterministic for both)
   - catalogue: `item_ids` (str), `item_category`, `item_brand` (-1 = unknown), `item_price`, `item_available`,
     `item_popularity` (Zipf-like, sums to 1), `item_quality`; `successors[item]` = K items that tend to follow it
     (a complementary-item graph: the strongest sequential signal, beyond popularity).
@@ -25,7 +25,10 @@ is cheap for a price-sensitive user.
   - `world.examination`: float[MAX_SLATE] position bias.
   - `world.sample_requests(n, rng) -> user_idx [n]`: arrivals, in proportion to user activity.
   - `world.candidates(user_idx, rng) -> (item_idx [B,M], valid [B,M])`: the shop's candidate pool (successors of the
-    last item, popular items of the current interest, best sellers); invalid = duplicate or unavailable.
+    last item, popular items of the current interest, one globally popular item, the best sellers);
+    invalid = duplicate or unavailable. `world.logging_scores(user_idx, pool)` are the logging ranker's scores.
+  - `world.relevance(user_idx, item_idx)` = P(click | examined); `world.conversion(...)` = P(purchase | click).
+  - `world.drift(user_idx, rng)`: a session start (interest moves along the category chain or back to a favourite).
   - `world.logging_policy(user_idx, rng) -> (item_idx [B,S], propensity [B,S])`: the shop's current ranker, a
     Plackett-Luce (softmax without replacement) draw over the candidates; propensity = exact marginal probability
     that this item is shown at this position, as written to impressions.propensity.
@@ -37,12 +40,16 @@ is cheap for a price-sensitive user.
     trending categories (taste and current interest), so a static ranker goes stale.
   - `plackett_luce_marginals(weights [B,M], slate_size) -> [B,M,S]` exact position marginals.
 
-Logs (`iter_chunks(world, seed)` yields `ShopChunk(events, impressions)` Arrow tables per block of users, so memory
-stays bounded for the large preset; `items_table(world)` gives the catalogue): every session starts with a request;
-the logging policy shows a slate, each clicked item becomes a page view (in position order), then the user browses
-organically: the next item follows the last item's successors, or is a popular item of the current interest. Every
-view may lead to a cart and then a purchase. Ids: users `u0000001`, items `i000001`, categories `c0001`,
-brands `b00001`, sessions `<user>-<n>`, requests `r<user>-<n>`. Impression positions are 0-based.
+Logs (`iter_chunks(world, with_impressions=True)` yields `ShopChunk(events, impressions)` Arrow tables per block
+of `users_per_chunk` users, so memory stays bounded for the large preset; `items_table(world)` gives the catalogue).
+Every session starts with interest drift and a request: the logging policy shows a slate, and each clicked item
+becomes a page view (in position order, so every click is a view). Then the user browses organically: a successor of
+the last item or a popular item of the current interest (both move the interest), or, without moving it, a return
+to a category seen earlier or a globally popular item. Every view may lead to a cart and then a purchase, with
+`fit` at the time of the view; impressions.purchased marks clicks that were bought. Ids are zero-padded to the
+shop's size: users `u0001`, items `i0001`, categories `c0001`, brands `b0001`; sessions `<user>-<n>`, requests
+`r<user>-<n>`. Impression positions are 0-based. Timestamps start at 2025-01-01 UTC; users arrive during the first
+half of `days` and spread their sessions over about half of it.
 """
 from __future__ import annotations
 
