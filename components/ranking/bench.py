@@ -35,8 +35,9 @@ def speed_against_reference(train_data, num_items, num_categories, train_config:
     models = {}
     for name, config in (("dien", VARIANTS["dien"]), ("reference_gru", ModelConfig(model_type="reference_gru"))):
         tf.keras.utils.set_random_seed(train_config.seed)
-        models[name] = build_model(config, num_items, num_categories, train_config.learning_rate)
-    speeds = compare_training_speed(models, train_data, train_config.batch_size, train_config.seed)
+        models[name] = build_model(config, num_items, num_categories)
+    speeds = compare_training_speed(models, train_data, train_config.batch_size, train_config.seed,
+                                    train_config.learning_rate)
     return {"dien.speed_vs_reference": speeds["dien"] / speeds["reference_gru"],
             "reference_gru.train_examples_per_s": speeds["reference_gru"],
             "dien.train_examples_per_s_same_batches": speeds["dien"]}
@@ -51,7 +52,7 @@ def ranking_bench(features_dir: str, seeds=(0,), epochs: int = TrainConfig.epoch
         train_config = TrainConfig(epochs=epochs, seed=seed)
         for name, config in VARIANTS.items():
             tf.keras.utils.set_random_seed(seed)
-            model = build_model(config, spec.num_items, spec.num_categories, train_config.learning_rate)
+            model = build_model(config, spec.num_items, spec.num_categories)
             runs[name].append({**train(model, train_data, train_config), **evaluate(model, test_data)})
             tf.keras.backend.clear_session()
     result = {name: _summarize(values) for name, values in runs.items()}

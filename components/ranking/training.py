@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import statistics
 import time
 
 import components  # noqa: F401
@@ -11,7 +10,7 @@ import tensorflow as tf
 
 from components import metrics, schema
 from components.ranking.base import ModelConfig, SequenceRanker
-from components.ranking.data import (RankingData, bucketed_dataset, epoch_plan, load_split, planned_dataset,
+from components.ranking.data import (SEQUENCES, RankingData, bucketed_dataset, epoch_plan, load_split, planned_dataset,
                                      rows_in_order)
 from components.ranking.dien import DIEN
 from components.ranking.din import DIN
@@ -30,68 +29,108 @@ class TrainConfig:
     seed: int = 0
 
 
-def build_model(config: ModelConfig, num_items: int, num_categories: int, learning_rate: float) -> SequenceRanker:
-    model = MODELS[config.model_type](num_items, num_categories, config)
-    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate),
-                  loss=tf.keras.losses.BinaryCrossentropy(from_logits=True))
-    return model
+def build_model(config: ModelConfig, num_items: int, num_categories: int) -> SequenceRanker:
+    return MODELS[config.model_type](num_items, num_categories, config)
 
 
-class _Clock(tf.keras.callbacks.Callback):
-    """Seconds from the end of batch `skip` to the end of training."""
+FEATURE_SIGNATURE = {
+    **{name: tf.TensorSpec([None, None], tf.int64) for name in SEQUENCES},
+    **{name: tf.TensorSpec([None], tf.int64) for name in (schema.USER, schema.TARGET_ITEM, schema.TARGET_CAT)},
+}
+LABEL_SIGNATURE = tf.TensorSpec([None], tf.float32)
 
-    def __init__(self, skip: int):
-        super().__init__()
-        self.skip, self.batches, self.start, self.seconds = skip, 0, None, float("nan")
 
-    def on_train_begin(self, logs=None):
-        if self.skip == 0:
-            self.start = time.perf_counter()
+def _example_batch() -> tuple[dict, tf.Tensor]:
+    """Two rows of padding-only history: enough to create every variable eagerly before tracing."""
+    features = {name: tf.zeros([2, 2], tf.int64) for name in SEQUENCES}
+    features.update({name: tf.fill([2], tf.constant(schema.OOV_INDEX, tf.int64))
+                     for name in (schema.USER, schema.TARGET_ITEM, schema.TARGET_CAT)})
+    return features, tf.zeros([2], tf.float32)
 
-    def on_train_batch_end(self, batch, logs=None):
-        self.batches += 1
-        if self.batches == self.skip:
-            self.start = time.perf_counter()
 
-    def on_train_end(self, logs=None):
-        if self.start is not None:
-            self.seconds = time.perf_counter() - self.start
+def make_train_step(model: SequenceRanker, learning_rate: float):
+    """One compiled optimizer step for any batch shape, traced once: the variables exist before tracing
+    (a tf.function that creates variables traces twice) and the signature is fixed.
+
+    The legacy Adam applies each variable's update as one fused op, which keeps the per-step overhead low
+    for models with many small weights like these.
+    """
+    optimizer = tf.keras.optimizers.legacy.Adam(learning_rate)
+    loss_fn = tf.keras.losses.BinaryCrossentropy(from_logits=True)
+    features, _ = _example_batch()
+    model(features, training=False)
+    optimizer._create_all_weights(model.trainable_variables)
+
+    @tf.function(input_signature=[FEATURE_SIGNATURE, LABEL_SIGNATURE], autograph=False)
+    def step(features, labels):
+        with tf.GradientTape() as tape:
+            logits = model(features, training=True)
+            loss = loss_fn(labels, logits) + tf.add_n([tf.zeros([])] + model.losses)
+        variables = model.trainable_variables
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return loss
+
+    return step
+
+
+def _run_steps(step, dataset) -> tuple[int, float, int]:
+    """Runs `step` over a dataset; returns (batches, seconds after WARMUP_BATCHES, examples after them)."""
+    batches, examples, start = 0, 0, None
+    for features, labels in dataset:
+        loss = step(features, labels)
+        batches += 1
+        if batches == WARMUP_BATCHES:
+            loss.numpy()
+            start = time.perf_counter()
+        elif batches > WARMUP_BATCHES:
+            examples += len(labels)
+    if start is None:
+        return batches, float("nan"), 0
+    loss.numpy()
+    return batches, time.perf_counter() - start, examples
 
 
 def train(model: SequenceRanker, data: RankingData, config: TrainConfig) -> dict:
-    """Fits the model; returns train_s (wall clock) and train_examples_per_s (after the warm-up batches)."""
-    first_epoch = epoch_plan(data, config.batch_size, config.seed, 0)
-    skip = min(WARMUP_BATCHES, len(first_epoch) - 1)
-    timed_examples = data.size * config.epochs - sum(len(rows) for rows in first_epoch[:skip])
-    clock = _Clock(skip)
+    """Trains the model; returns train_s (wall clock, tracing included) and train_examples_per_s (after the
+    first WARMUP_BATCHES batches)."""
+    tf.keras.utils.set_random_seed(config.seed)
+    step = make_train_step(model, config.learning_rate)
+    dataset = bucketed_dataset(data, config.batch_size, seed=config.seed)
     start = time.perf_counter()
-    model.fit(bucketed_dataset(data, config.batch_size, seed=config.seed), epochs=config.epochs, verbose=0,
-              callbacks=[clock])
-    return {"train_s": time.perf_counter() - start, "train_examples_per_s": timed_examples / clock.seconds}
+    timed_seconds, timed_examples = 0.0, 0
+    for _ in range(config.epochs):
+        _, seconds, examples = _run_steps(step, dataset)
+        if examples:
+            timed_seconds, timed_examples = timed_seconds + seconds, timed_examples + examples
+    return {"train_s": time.perf_counter() - start,
+            "train_examples_per_s": timed_examples / timed_seconds if timed_seconds else float("nan")}
 
 
 def compare_training_speed(models: dict[str, SequenceRanker], data: RankingData, batch_size: int, seed: int,
-                           batches: int = 150, rounds: int = 3) -> dict[str, float]:
-    """Training examples/s of each model on the same fixed batches, models interleaved round by round so
-    that load from other processes hits them alike. A first untimed round traces every batch shape;
-    the result is the median over the timed rounds."""
+                           learning_rate: float = 1e-3, batches: int = 150, rounds: int = 5) -> dict[str, float]:
+    """Training examples/s of each model on the same fixed batches (tensors prepared beforehand), the models
+    interleaved round by round so that load from other processes hits them alike. The first round traces
+    and is not timed; the result is the best timed round, the least disturbed by other processes."""
     plan = epoch_plan(data, batch_size, seed, 0)[:batches]
+    prepared = list(planned_dataset(data, lambda: iter(plan)))
     examples = sum(len(rows) for rows in plan)
-    dataset = planned_dataset(data, lambda: iter(plan)).cache()
+    steps = {name: make_train_step(model, learning_rate) for name, model in models.items()}
     speeds = {name: [] for name in models}
     for round_index in range(rounds + 1):
-        for name, model in models.items():
-            clock = _Clock(0)
-            model.fit(dataset, epochs=1, verbose=0, callbacks=[clock])
+        for name, step in steps.items():
+            start = time.perf_counter()
+            for features, labels in prepared:
+                loss = step(features, labels)
+            loss.numpy()
             if round_index:
-                speeds[name].append(examples / clock.seconds)
-    return {name: statistics.median(values) for name, values in speeds.items()}
+                speeds[name].append(examples / (time.perf_counter() - start))
+    return {name: max(values) for name, values in speeds.items()}
 
 
 def predict(model: SequenceRanker, data: RankingData, batch_size: int = 1024) -> tuple[np.ndarray, float]:
-    """P(label = 1) for every row in row order, and inference examples/s of a second, timed pass (the first
-    traces the graph for each batch shape)."""
-    forward = tf.function(lambda features: tf.sigmoid(model(features, training=False)), reduce_retracing=True)
+    """P(label = 1) for every row in row order, and inference examples/s of a second, timed pass."""
+    forward = tf.function(lambda features: tf.sigmoid(model(features, training=False)),
+                          input_signature=[FEATURE_SIGNATURE], autograph=False)
     dataset = bucketed_dataset(data, batch_size).cache()
     outputs = [forward(features).numpy() for features, _ in dataset]
     start = time.perf_counter()
@@ -119,7 +158,7 @@ def train_ranker(features_dir: str, output_dir: str, model_config: ModelConfig, 
     spec = schema.FeatureSpec.read(features_dir)
     train_data, test_data = load_split(features_dir, "train"), load_split(features_dir, "test")
     tf.keras.utils.set_random_seed(train_config.seed)
-    model = build_model(model_config, spec.num_items, spec.num_categories, train_config.learning_rate)
+    model = build_model(model_config, spec.num_items, spec.num_categories)
     result = {**train(model, train_data, train_config), **evaluate(model, test_data)}
     export_ranker(model, features_dir, output_dir, {"ranking_task": spec.ranking_task,
                                                    "train_config": dataclasses.asdict(train_config),

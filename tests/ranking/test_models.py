@@ -1,0 +1,104 @@
+"""DIN, DIEN and the reference: masking, the once-per-user scoring path, the SavedModel, learning a drift."""
+import components  # noqa: F401
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from components import schema
+from components.ranking.base import ModelConfig
+from components.ranking.export import export_ranker, load_ranker
+from components.ranking.training import TrainConfig, build_model, run_stage, train_ranker
+
+NUM_ITEMS, NUM_CATEGORIES = 30, 6
+
+
+def untrained(model_type: str, **config):
+    tf.keras.utils.set_random_seed(0)
+    model = build_model(ModelConfig(model_type=model_type, **config), NUM_ITEMS, NUM_CATEGORIES)
+    rng = np.random.default_rng(0)
+    # A few optimizer-free forward passes in training mode move Dice's moving statistics off their init.
+    features = {schema.HIST_ITEMS: rng.integers(2, NUM_ITEMS, (8, 4)), schema.HIST_CATS: rng.integers(2, 6, (8, 4)),
+                schema.NOCLICK_ITEMS: rng.integers(2, NUM_ITEMS, (8, 4)),
+                schema.NOCLICK_CATS: rng.integers(2, 6, (8, 4)),
+                schema.TARGET_ITEM: rng.integers(2, NUM_ITEMS, 8), schema.TARGET_CAT: rng.integers(2, 6, 8)}
+    model(features, training=True)
+    return model
+
+
+HISTORY = (np.array([[5, 9, 7]]), np.array([[2, 4, 3]]))
+CANDIDATES = (np.array([[3, 11, 5, 20]]), np.array([[2, 5, 2, 4]]))
+
+
+@pytest.mark.parametrize("model_type", ["dien", "din", "reference_gru"])
+def test_padding_does_not_change_scores(model_type):
+    model = untrained(model_type)
+    expected = model.score_indices(*HISTORY, *CANDIDATES).numpy()
+    for pad in ((0, 3), (2, 0), (1, 2)):
+        padded = [np.pad(h, ((0, 0), pad)) for h in HISTORY]
+        np.testing.assert_allclose(model.score_indices(*padded, *CANDIDATES).numpy(), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("model_type", ["dien", "din"])
+def test_scoring_many_candidates_equals_scoring_each_as_the_target(model_type):
+    """The re-ranking path (history encoded once, N candidates) computes what training computes per target."""
+    model = untrained(model_type)
+    scores = model.score_indices(*HISTORY, *CANDIDATES).numpy()[0]
+    for n, (item, category) in enumerate(zip(*CANDIDATES)):
+        features = {schema.HIST_ITEMS: HISTORY[0], schema.HIST_CATS: HISTORY[1],
+                    schema.TARGET_ITEM: CANDIDATES[0][:, n], schema.TARGET_CAT: CANDIDATES[1][:, n]}
+        single = tf.sigmoid(model(features, training=False)).numpy()[0]
+        assert single == pytest.approx(scores[n], abs=1e-6)
+
+
+def test_dien_adds_the_auxiliary_loss_only_in_training():
+    model = untrained("dien")
+    assert len(model.losses) == 1 and float(model.losses[0]) > 0
+    assert untrained("dien", aux_weight=0.0).losses == []
+
+
+def test_saved_model_round_trip_with_unknown_ids(drifting_features, tmp_path):
+    spec = schema.FeatureSpec.read(drifting_features)
+    tf.keras.utils.set_random_seed(0)
+    model = build_model(ModelConfig(), spec.num_items, spec.num_categories)
+    model.score_indices(*HISTORY, *CANDIDATES)
+    export_ranker(model, drifting_features, tmp_path / "model", {"note": "test"})
+    ranker = load_ranker(tmp_path / "model")
+    # item0..item3 are category 0 (index 2), item4 category 1 (index 3); vocab index = position + 2.
+    assert ranker.item_category.tolist()[:7] == [0, 1, 2, 2, 2, 2, 3]
+
+    serve = tf.saved_model.load(str(tmp_path / "model" / "saved_model")).signatures["serving_default"]
+    served = serve(hist_items=tf.constant([["item1", "item4", "no-such-item"], ["", "", "item2"]]),
+                   hist_cats=tf.constant([["cat0", "cat1", "no-such-cat"], ["", "", "cat0"]]),
+                   candidate_items=tf.constant([["item5", "unknown"], ["item0", ""]]))["scores"].numpy()
+    expected = ranker.score(np.array([[3, 6, 1], [0, 0, 4]]), np.array([[2, 3, 1], [0, 0, 2]]),
+                            np.array([[7, 1], [2, 0]]), np.array([[3, 1], [2, 0]]))
+    np.testing.assert_allclose(served, expected, atol=1e-6)
+    np.testing.assert_allclose(expected, model.score_indices(
+        np.array([[3, 6, 1], [0, 0, 4]]), np.array([[2, 3, 1], [0, 0, 2]]),
+        np.array([[7, 1], [2, 0]]), np.array([[3, 1], [2, 0]])).numpy(), atol=1e-6)
+    # Out-of-range indices and empty histories are scored as OOV / no history instead of failing.
+    assert ranker.score(np.array([[10 ** 6]]), np.array([[-5]]), np.array([[7]]), np.array([[3]])).shape == (1, 1)
+    empty = serve(hist_items=tf.zeros([1, 0], tf.string), hist_cats=tf.zeros([1, 0], tf.string),
+                  candidate_items=tf.constant([["item5"]]))["scores"].numpy()
+    assert empty.shape == (1, 1) and np.isfinite(empty).all()
+
+
+def test_load_ranker_names_a_wrong_directory(tmp_path):
+    with pytest.raises(FileNotFoundError, match="ranking model artifact"):
+        load_ranker(tmp_path)
+
+
+def test_dien_beats_din_when_interests_drift(drifting_features, tmp_path):
+    """The next purchase's category follows the latest steps; DIN's order-blind pooling cannot see that."""
+    config = TrainConfig(epochs=3, batch_size=64, seed=0)
+    dien = train_ranker(str(drifting_features), str(tmp_path / "dien"), ModelConfig(model_type="dien"), config)
+    din = train_ranker(str(drifting_features), str(tmp_path / "din"), ModelConfig(model_type="din"), config)
+    assert dien["auc"] > din["auc"] + 0.05, (dien, din)
+    assert (tmp_path / "dien" / "saved_model").is_dir() and (tmp_path / "dien" / "ranker.json").is_file()
+
+
+def test_run_stage_rejects_bad_arguments(drifting_features, tmp_path):
+    with pytest.raises(ValueError, match="model_type"):
+        run_stage(str(drifting_features), str(tmp_path), "sasrec", 1, 0)
+    with pytest.raises(ValueError, match="epochs"):
+        run_stage(str(drifting_features), str(tmp_path), "dien", 0, 0)
