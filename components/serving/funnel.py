@@ -10,6 +10,7 @@ Models only need the duck-typed APIs of the stage contracts:
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 from typing import Protocol, Sequence
 
@@ -162,12 +163,12 @@ def popularity_lists(
     return np.where(np.isfinite(top_scores), items, schema.PAD_INDEX), top_scores
 
 
-def _funnel_batch(retriever, ranker, hist_items, hist_cats, seen_items, allowed, candidates_n, top_k):
+def retrieve_candidates(retriever, hist_items, hist_cats, seen_items, allowed, candidates_n):
+    """Retrieval top-N per user: candidate indices (PAD where fewer exist) and which slots are real."""
     scores = retrieval_scores(retriever, hist_items, hist_cats, seen_items, allowed)
     candidates, cand_scores = top_n(scores, candidates_n)
     valid = np.isfinite(cand_scores)
-    candidates = np.where(valid, candidates, schema.PAD_INDEX)
-    return rerank(ranker, hist_items, hist_cats, candidates, valid, top_k)
+    return np.where(valid, candidates, schema.PAD_INDEX), valid
 
 
 def run_funnel(
@@ -182,6 +183,7 @@ def run_funnel(
     popularity: np.ndarray | None = None,
     hist_cats: np.ndarray | None = None,
     memory_budget_mb: float = 256.0,
+    overlap_ranker: bool = True,
 ) -> FunnelResult:
     """Top-K lists for every user: retrieval top-N (seen, reserved and unavailable items masked),
     re-ranked by the ranker; users without a known history item get the popularity list instead.
@@ -208,14 +210,27 @@ def run_funnel(
     batch = batch_size_for(num_items, memory_budget_mb)
     lengths = (hist_items != schema.PAD_INDEX).sum(axis=1)
     by_length = np.flatnonzero(~fallback)[np.argsort(lengths[~fallback], kind="stable")]
-    for rows in _batches(by_length, batch):
-        seen = None if seen_items is None else [seen_items[r] for r in rows]
-        width = max(1, int(lengths[rows].max()))  # columns that are padding in every row carry nothing
-        got_items, got_scores = _funnel_batch(
-            retriever, ranker, hist_items[rows, -width:], hist_cats[rows, -width:], seen, allowed, candidates_n,
-            top_k,
-        )
-        items[rows, : got_items.shape[1]], scores[rows, : got_items.shape[1]] = got_items, got_scores
+
+    def store(rows, got):
+        items[rows, : got[0].shape[1]], scores[rows, : got[0].shape[1]] = got
+
+    # The ranker (TensorFlow) scores batch i on a worker thread while NumPy retrieves batch i+1 here:
+    # both release the GIL, so the two cores work at once. Results do not depend on the overlap.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as ranker_thread:
+        pending = None
+        for rows in _batches(by_length, batch):
+            seen = None if seen_items is None else [seen_items[r] for r in rows]
+            width = max(1, int(lengths[rows].max()))  # columns that are padding in every row carry nothing
+            hist, cats = hist_items[rows, -width:], hist_cats[rows, -width:]
+            candidates, valid = retrieve_candidates(retriever, hist, cats, seen, allowed, candidates_n)
+            if pending is not None:
+                store(pending[0], pending[1].result())
+            pending = (rows, ranker_thread.submit(rerank, ranker, hist, cats, candidates, valid, top_k))
+            if not overlap_ranker:
+                store(pending[0], pending[1].result())
+                pending = None
+        if pending is not None:
+            store(pending[0], pending[1].result())
     for rows in _batches(np.flatnonzero(fallback), batch):
         seen = None if seen_items is None else [seen_items[r] for r in rows]
         got_items, got_scores = popularity_lists(popularity, allowed, seen, hist_items[rows], top_k)

@@ -76,6 +76,9 @@ def test_batching_by_memory_budget_gives_the_same_lists(users):
     batched = funnel.run_funnel(retriever, ranker, hist, seen, candidates_n=8, top_k=4, memory_budget_mb=tiny_budget)
     assert retriever.calls[0] == 25 and retriever.calls[1:] == [7, 7, 7, 4]
     assert np.array_equal(whole.items, batched.items) and np.array_equal(whole.scores, batched.scores)
+    sequential = funnel.run_funnel(retriever, ranker, hist, seen, candidates_n=8, top_k=4,
+                                   memory_budget_mb=tiny_budget, overlap_ranker=False)
+    assert np.array_equal(sequential.items, batched.items) and np.array_equal(sequential.scores, batched.scores)
 
 
 def test_ranker_sees_every_user_once_with_all_candidates(users):
