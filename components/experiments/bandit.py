@@ -76,8 +76,9 @@ class BayesianLinearBandit:
         y = np.asarray(rewards, dtype=np.float64)
         if y.shape != (x.shape[0],) or not np.all(np.isfinite(y)):
             raise ValueError(f"rewards must be finite with shape ({x.shape[0]},), got {y.shape}")
-        self.precision = self.precision + x.T @ x / self.noise_variance
-        self.precision_mean = self.precision_mean + x.T @ y / self.noise_variance
+        # einsum, not BLAS: a multi-threaded BLAS on these small products stalls when the cores are shared
+        self.precision = self.precision + np.einsum("ni,nj->ij", x, x, optimize=False) / self.noise_variance
+        self.precision_mean = self.precision_mean + np.einsum("ni,n->i", x, y, optimize=False) / self.noise_variance
 
     def _with_positions(self, contexts: np.ndarray, positions: np.ndarray) -> np.ndarray:
         contexts = np.asarray(contexts, dtype=np.float64)
