@@ -1,0 +1,25 @@
+"""The retrieval KFP component: a thin shell over components.retrieval.stage."""
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+from components.image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def retrieval(
+    features: Input[Dataset],
+    model: Output[Model],
+    metrics: Output[Metrics],
+    epochs: int = 30,
+    embedding_dim: int = 64,
+    seed: int = 0,
+):
+    """Trains the two-tower model on the features output, selects it on valid, exports it to `model`."""
+    import logging
+
+    from components.retrieval import stage
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    results = stage.run(features.path, model.path, epochs=epochs, embedding_dim=embedding_dim, seed=seed)
+    for name, value in results.items():
+        metrics.log_metric(name, float(value))

@@ -1,0 +1,45 @@
+"""The retrieval stage's settings: one frozen dataclass, written beside the model it trained."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+ENCODERS = ("self_attention", "gru", "mean")
+CONFIG_FILE = "config.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrievalConfig:
+    """Defaults are the ones the pipeline ships; they were chosen on Beauty's valid split."""
+
+    encoder: str = "self_attention"  # the query tower's sequence encoder, one of ENCODERS
+    embedding_dim: int = 64
+    max_len: int = 50  # history steps the query tower reads (the most recent ones)
+    num_blocks: int = 2  # self-attention blocks
+    num_heads: int = 2
+    dropout: float = 0.3
+    batch_size: int = 512  # also the number of in-batch candidates per query
+    learning_rate: float = 1e-3
+    epochs: int = 30  # upper bound; early stopping on valid usually ends sooner
+    patience: int = 3  # epochs without a better valid NDCG@20 before stopping
+    normalize: bool = True  # score by cosine (L2-normalised embeddings) rather than raw dot product
+    temperature: float = 0.1  # softmax temperature over the scores
+    logq_correction: bool = True  # Yi et al. 2019: subtract log sampling probability from logits
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"unknown encoder {self.encoder!r}; expected one of {ENCODERS}")
+        if self.embedding_dim % self.num_heads:
+            raise ValueError(f"embedding_dim {self.embedding_dim} is not divisible by num_heads {self.num_heads}")
+        for name in ("embedding_dim", "max_len", "batch_size", "epochs", "patience"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+    def write(self, directory: str | Path) -> None:
+        Path(directory, CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(self), indent=2))
+
+    @classmethod
+    def read(cls, directory: str | Path) -> "RetrievalConfig":
+        return cls(**json.loads(Path(directory, CONFIG_FILE).read_text()))

@@ -1,0 +1,118 @@
+"""The retrieval stage's view of the features output: padded example matrices and the item catalogue."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from components import schema
+from components.features import reader
+
+NUM_PRICE_BUCKETS = 10  # price deciles; bucket 0 = unknown price
+
+
+@dataclasses.dataclass(frozen=True)
+class Examples:
+    """One split's retrieval examples; histories left-padded with PAD so the newest item is last."""
+
+    hist_items: np.ndarray  # int64 [n, max_len]
+    hist_cats: np.ndarray  # int64 [n, max_len]
+    target_item: np.ndarray  # int64 [n]
+    seen_items: np.ndarray | None  # object [n] of int64 arrays (valid/test only)
+
+    def __len__(self) -> int:
+        return len(self.target_item)
+
+
+@dataclasses.dataclass(frozen=True)
+class Catalogue:
+    """Per-item side features indexed by vocabulary index (rows PAD and OOV are placeholders)."""
+
+    item_ids: np.ndarray  # object [num_items]: "" for PAD, "[OOV]" for OOV, then the vocabulary
+    category_ids: list[str]  # the category vocabulary (without reserved tokens)
+    item_category: np.ndarray  # int64 [num_items]
+    item_brand: np.ndarray  # int64 [num_items]: 0 unknown, else 1 + brand rank
+    item_price_bucket: np.ndarray  # int64 [num_items]: 0 unknown, else 1..NUM_PRICE_BUCKETS
+    available: np.ndarray  # bool [num_items]; PAD and OOV are never available
+    train_count: np.ndarray  # int64 [num_items]: times an item is a train target
+
+    @property
+    def num_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def num_categories(self) -> int:
+        return len(self.category_ids) + schema.NUM_RESERVED
+
+    @property
+    def num_brands(self) -> int:
+        return int(self.item_brand.max()) + 1
+
+    def sampling_probability(self) -> np.ndarray:
+        """P(item is an in-batch candidate) = its share of train targets, for the logQ correction.
+
+        Items never seen as a train target get the probability of one occurrence, so their log is finite.
+        """
+        counts = np.maximum(self.train_count, 1).astype(np.float64)
+        return (counts / max(int(self.train_count.sum()), 1)).astype(np.float32)
+
+
+def load_examples(features_dir: str | Path, split: str, max_len: int) -> Examples:
+    columns = reader.load_numpy(features_dir, schema.RETRIEVAL_DIR, split)
+    if not len(columns.get(schema.TARGET_ITEM, ())):
+        raise schema.SchemaError(f"{features_dir}: the {split} split has no retrieval examples")
+    return Examples(
+        hist_items=reader.pad_left(columns[schema.HIST_ITEMS], max_len),
+        hist_cats=reader.pad_left(columns[schema.HIST_CATS], max_len),
+        target_item=columns[schema.TARGET_ITEM].astype(np.int64),
+        seen_items=columns.get(schema.SEEN_ITEMS),
+    )
+
+
+def load_catalogue(features_dir: str | Path) -> Catalogue:
+    path = Path(features_dir, schema.ITEM_FEATURES)
+    if not path.exists():
+        raise schema.SchemaError(f"{features_dir}: no {schema.ITEM_FEATURES}")
+    frame = pd.read_parquet(path)
+    missing = [c for c in schema.ITEM_FEATURE_COLUMNS if c not in frame.columns]
+    if missing:
+        raise schema.SchemaError(f"{path}: missing column(s) {missing}")
+    expected = np.arange(schema.NUM_RESERVED, schema.NUM_RESERVED + len(frame))
+    if not np.array_equal(frame["item_index"].to_numpy(), expected):
+        raise schema.SchemaError(f"{path}: item_index must run {schema.NUM_RESERVED}..{expected[-1]} in row order")
+    for column in ("item_id", "category_index", "train_count", "available"):
+        if frame[column].isna().any():
+            raise schema.SchemaError(f"{path}: column {column!r} has null values")
+    reserved = np.array([0] * schema.NUM_RESERVED, dtype=np.int64)
+    return Catalogue(
+        item_ids=np.concatenate([["", "[OOV]"], frame["item_id"].astype(str).to_numpy()]).astype(object),
+        category_ids=schema.read_vocab(features_dir, schema.CATEGORY_VOCAB),
+        item_category=np.concatenate([[schema.PAD_INDEX, schema.OOV_INDEX], frame["category_index"].to_numpy(np.int64)]),
+        item_brand=np.concatenate([reserved, _brand_indices(frame["brand"])]),
+        item_price_bucket=np.concatenate([reserved, _price_buckets(frame["price"])]),
+        available=np.concatenate([[False, False], frame["available"].to_numpy(bool)]),
+        train_count=np.concatenate([reserved, frame["train_count"].to_numpy(np.int64)]),
+    )
+
+
+def _brand_indices(brands: pd.Series) -> np.ndarray:
+    """Brands by item count (ties by name), 1-based; "" or null is 0 (unknown)."""
+    names = brands.fillna("").astype(str)
+    counts = names[names != ""].value_counts()
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    index = {name: rank + 1 for rank, (name, _) in enumerate(ranked)}
+    return names.map(lambda name: index.get(name, 0)).to_numpy(np.int64)
+
+
+def _price_buckets(prices: pd.Series) -> np.ndarray:
+    """Log-price deciles over the known prices; unknown (NaN or <= 0) is bucket 0."""
+    values = prices.to_numpy(np.float64)
+    known = np.isfinite(values) & (values > 0)
+    buckets = np.zeros(len(values), dtype=np.int64)
+    if known.any():
+        logs = np.log(values[known])
+        edges = np.quantile(logs, np.linspace(0, 1, NUM_PRICE_BUCKETS + 1)[1:-1])
+        buckets[known] = 1 + np.searchsorted(edges, logs, side="right")
+    return buckets

@@ -1,0 +1,141 @@
+"""Writes the retrieval model artifact (contracts.md): query_encoder/ and index/ SavedModels on raw
+string ids, item_embeddings.parquet, and the config and vocabularies the Python API reads back.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import components  # noqa: F401  (tf-keras before TensorFlow)
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import tensorflow as tf
+
+from components import schema
+from components.retrieval.config import RetrievalConfig
+from components.retrieval.data import Catalogue
+from components.retrieval.model import TwoTowerModel
+
+QUERY_ENCODER = "query_encoder"
+INDEX = "index"
+ITEM_EMBEDDINGS = "item_embeddings.parquet"
+ITEM_INFO = "items.parquet"  # item_index, item_id, category_index, available: what load_retriever needs
+CATEGORY_VOCAB = "categories.txt"
+DEFAULT_TOP_K = 100
+
+STRING_HISTORY = [tf.TensorSpec([None, None], tf.string, name="hist_items"),
+                  tf.TensorSpec([None, None], tf.string, name="hist_cats")]
+INDEX_HISTORY = [tf.TensorSpec([None, None], tf.int64, name="hist_items"),
+                 tf.TensorSpec([None, None], tf.int64, name="hist_cats")]
+
+
+def left_align(hist_items, hist_cats):
+    """Moves the padding (index 0) of each row to the left, keeping the order of the real steps.
+
+    Clients may pad on either side; the query tower reads the newest step in the last column.
+    A step whose category is missing reads its category as OOV rather than as padding.
+    """
+    present = tf.not_equal(hist_items, schema.PAD_INDEX)
+    order = tf.argsort(tf.cast(present, tf.int32), axis=1, stable=True)
+    hist_items = tf.gather(hist_items, order, batch_dims=1)
+    hist_cats = tf.gather(hist_cats, order, batch_dims=1)
+    present = tf.gather(present, order, batch_dims=1)
+    missing_cat = tf.logical_and(present, tf.equal(hist_cats, schema.PAD_INDEX))
+    return hist_items, tf.where(missing_cat, tf.constant(schema.OOV_INDEX, tf.int64), hist_cats)
+
+
+class QueryEncoder(tf.Module):
+    """History of raw ids (or vocabulary indices) -> query embedding; unknown ids read as OOV."""
+
+    def __init__(self, model: TwoTowerModel, catalogue: Catalogue):
+        super().__init__()
+        self.model = model
+        self.item_lookup = tf.keras.layers.StringLookup(
+            vocabulary=list(catalogue.item_ids[schema.NUM_RESERVED:]), mask_token="", num_oov_indices=1)
+        self.category_lookup = tf.keras.layers.StringLookup(
+            vocabulary=catalogue.category_ids, mask_token="", num_oov_indices=1)
+
+    @tf.function(input_signature=INDEX_HISTORY)
+    def encode_indices(self, hist_items, hist_cats):
+        return {"embedding": self.model.query_embedding(*left_align(hist_items, hist_cats))}
+
+    @tf.function(input_signature=STRING_HISTORY)
+    def indices(self, hist_items, hist_cats):
+        return self.item_lookup(hist_items), self.category_lookup(hist_cats)
+
+    @tf.function(input_signature=STRING_HISTORY)
+    def serve(self, hist_items, hist_cats):
+        return self.encode_indices(*self.indices(hist_items, hist_cats))
+
+
+class BruteForceIndex(tf.Module):
+    """History -> top-K available items by exact dot product, excluding the items in the history."""
+
+    def __init__(self, encoder: QueryEncoder, item_embeddings: np.ndarray, catalogue: Catalogue, k: int):
+        super().__init__()
+        self.encoder = encoder
+        self.item_embeddings = tf.constant(item_embeddings, tf.float32)
+        self.item_ids = tf.constant(catalogue.item_ids.astype(str))
+        self.unavailable = tf.constant(~catalogue.available)
+        self.k = min(k, int(catalogue.available.sum()))
+
+    @tf.function(input_signature=STRING_HISTORY)
+    def serve(self, hist_items, hist_cats):
+        item_index, cat_index = self.encoder.indices(hist_items, hist_cats)
+        queries = self.encoder.encode_indices(item_index, cat_index)["embedding"]
+        scores = tf.matmul(queries, self.item_embeddings, transpose_b=True)
+        scores = tf.where(self.unavailable[tf.newaxis], tf.constant(-np.inf, tf.float32), scores)
+        seen = tf.where(item_index >= schema.NUM_RESERVED)  # [n, 2] (row, column) of known history items
+        seen_cells = tf.stack([seen[:, 0], tf.gather_nd(item_index, seen)], axis=1)
+        scores = tf.tensor_scatter_nd_update(
+            scores, seen_cells, tf.fill([tf.shape(seen_cells)[0]], tf.constant(-np.inf, tf.float32)))
+        top = tf.math.top_k(scores, k=self.k)
+        return {"item_ids": tf.gather(self.item_ids, top.indices), "scores": top.values}
+
+
+def item_embedding_table(item_embeddings: np.ndarray, catalogue: Catalogue) -> pa.Table:
+    rows = slice(schema.NUM_RESERVED, None)
+    return pa.table({
+        "item_id": pa.array(catalogue.item_ids[rows].astype(str), pa.string()),
+        "item_index": pa.array(np.arange(schema.NUM_RESERVED, catalogue.num_items), pa.int64()),
+        "embedding": pa.array(list(item_embeddings[rows].astype(np.float32)), pa.list_(pa.float32())),
+    })
+
+
+def item_info_table(catalogue: Catalogue) -> pa.Table:
+    rows = slice(schema.NUM_RESERVED, None)
+    return pa.table({
+        "item_index": pa.array(np.arange(schema.NUM_RESERVED, catalogue.num_items), pa.int64()),
+        "item_id": pa.array(catalogue.item_ids[rows].astype(str), pa.string()),
+        "category_index": pa.array(catalogue.item_category[rows], pa.int64()),
+        "available": pa.array(catalogue.available[rows], pa.bool_()),
+    })
+
+
+def export(model: TwoTowerModel, catalogue: Catalogue, config: RetrievalConfig, output_dir: str | Path,
+           k: int = DEFAULT_TOP_K) -> Path:
+    """Writes the whole artifact into a temporary sibling and renames it, so a crash leaves no half model."""
+    output_dir = Path(output_dir)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}-", dir=output_dir.parent))
+    try:
+        item_embeddings = model.item_embeddings()
+        encoder = QueryEncoder(model, catalogue)
+        tf.saved_model.save(encoder, str(staging / QUERY_ENCODER), signatures={
+            "serving_default": encoder.serve, "encode_indices": encoder.encode_indices})
+        index = BruteForceIndex(encoder, item_embeddings, catalogue, k)
+        tf.saved_model.save(index, str(staging / INDEX), signatures={"serving_default": index.serve})
+        pq.write_table(item_embedding_table(item_embeddings, catalogue), staging / ITEM_EMBEDDINGS)
+        pq.write_table(item_info_table(catalogue), staging / ITEM_INFO)
+        (staging / CATEGORY_VOCAB).write_text("\n".join(catalogue.category_ids) + "\n")
+        config.write(staging)
+        if output_dir.exists():
+            shutil.rmtree(output_dir) if output_dir.is_dir() else output_dir.unlink()
+        os.replace(staging, output_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return output_dir

@@ -1,0 +1,82 @@
+"""The Python API over a retrieval model artifact, for evaluation, export and the funnel.
+
+    retriever = load_retriever(model_dir)
+    queries = retriever.encode(hist_items_idx, hist_cats_idx)      # [B, D]
+    items, scores = retriever.top_k(hist_items_idx, hist_cats_idx, k=200)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import components  # noqa: F401  (tf-keras before TensorFlow)
+import numpy as np
+import pyarrow.parquet as pq
+import tensorflow as tf
+
+from components import schema
+from components.retrieval import export
+from components.retrieval.config import RetrievalConfig
+from components.retrieval.index import BruteForce, NearestNeighbours
+
+
+class Retriever:
+    """A loaded query encoder plus the item embedding matrix (row = vocabulary index; rows PAD and OOV are zero)."""
+
+    def __init__(self, model_dir: str | Path, nearest_neighbours: NearestNeighbours | None = None):
+        model_dir = Path(model_dir)
+        for part in (export.QUERY_ENCODER, export.ITEM_EMBEDDINGS, export.ITEM_INFO):
+            if not (model_dir / part).exists():
+                raise FileNotFoundError(f"{model_dir}: no {part}; is this a retrieval model artifact?")
+        self.config = RetrievalConfig.read(model_dir)
+        self._encoder = tf.saved_model.load(str(model_dir / export.QUERY_ENCODER))
+        self.item_embeddings, self.item_ids = _read_item_embeddings(model_dir / export.ITEM_EMBEDDINGS)
+        info = pq.read_table(model_dir / export.ITEM_INFO).to_pandas()
+        self.available = np.zeros(len(self.item_ids), dtype=bool)
+        self.available[info["item_index"].to_numpy()] = info["available"].to_numpy()
+        self.item_category = np.zeros(len(self.item_ids), dtype=np.int64)
+        self.item_category[info["item_index"].to_numpy()] = info["category_index"].to_numpy()
+        self.item_category[schema.OOV_INDEX] = schema.OOV_INDEX
+        self.index = nearest_neighbours or BruteForce(self.item_embeddings, self.available)
+
+    @property
+    def num_items(self) -> int:
+        return len(self.item_ids)
+
+    def encode(self, hist_items_idx: np.ndarray, hist_cats_idx: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+        """Query embeddings [B, D] for histories of vocabulary indices, left-padded with 0."""
+        hist_items_idx = np.asarray(hist_items_idx, dtype=np.int64)
+        hist_cats_idx = np.asarray(hist_cats_idx, dtype=np.int64)
+        if hist_items_idx.ndim != 2 or hist_items_idx.shape != hist_cats_idx.shape:
+            raise ValueError(f"histories must be two equal [B, L] matrices; got {hist_items_idx.shape}, {hist_cats_idx.shape}")
+        if hist_items_idx.size and (hist_items_idx.min() < 0 or hist_items_idx.max() >= self.num_items):
+            raise ValueError(f"history item index outside the vocabulary [0, {self.num_items})")
+        encode = self._encoder.signatures["encode_indices"]
+        parts = [
+            encode(hist_items=tf.constant(hist_items_idx[i : i + batch_size]),
+                   hist_cats=tf.constant(hist_cats_idx[i : i + batch_size]))["embedding"].numpy()
+            for i in range(0, max(len(hist_items_idx), 1), batch_size)
+        ]
+        return np.concatenate(parts)[: len(hist_items_idx)]
+
+    def top_k(self, hist_items_idx: np.ndarray, hist_cats_idx: np.ndarray, k: int,
+              exclude_history: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """(item indices [B, k], scores [B, k]) of the best available items, the history's items excluded."""
+        queries = self.encode(hist_items_idx, hist_cats_idx)
+        exclude = [row[row >= schema.NUM_RESERVED] for row in np.asarray(hist_items_idx)] if exclude_history else None
+        return self.index.search(queries, k, exclude)
+
+
+def _read_item_embeddings(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    table = pq.read_table(path)
+    index = table.column("item_index").to_numpy()
+    if not np.array_equal(index, np.arange(schema.NUM_RESERVED, schema.NUM_RESERVED + len(index))):
+        raise ValueError(f"{path}: item_index must run {schema.NUM_RESERVED}.. in row order")
+    vectors = np.stack(table.column("embedding").to_numpy(zero_copy_only=False)).astype(np.float32)
+    matrix = np.zeros((len(index) + schema.NUM_RESERVED, vectors.shape[1]), dtype=np.float32)
+    matrix[schema.NUM_RESERVED:] = vectors
+    ids = np.concatenate([["", "[OOV]"], table.column("item_id").to_numpy(zero_copy_only=False)]).astype(object)
+    return matrix, ids
+
+
+def load_retriever(model_dir: str | Path, nearest_neighbours: NearestNeighbours | None = None) -> Retriever:
+    return Retriever(model_dir, nearest_neighbours)

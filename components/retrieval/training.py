@@ -1,0 +1,133 @@
+"""Training: epochs over the train prefixes, model selection on valid (full-catalogue NDCG@20)."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+import components  # noqa: F401  (tf-keras before TensorFlow)
+import numpy as np
+import tensorflow as tf
+
+from components import schema
+from components.retrieval import evaluation
+from components.retrieval.config import RetrievalConfig
+from components.retrieval.data import Catalogue, Examples, load_catalogue, load_examples
+from components.retrieval.model import TwoTowerModel
+
+log = logging.getLogger(__name__)
+
+SELECTION_METRIC = "ndcg@20"
+SORT_WINDOW_BATCHES = 32  # batches per window sorted by history length (see `batch_order`)
+ENCODE_BATCH = 4096
+
+
+@dataclasses.dataclass
+class TrainingResult:
+    model: TwoTowerModel
+    catalogue: Catalogue
+    config: RetrievalConfig
+    valid_metrics: dict[str, float]  # of the selected epoch
+    best_epoch: int
+    epochs_run: int
+    train_examples: int
+    train_s: float  # wall time of the whole training, per-epoch validation included
+    fit_s: float  # time inside gradient steps only
+
+    @property
+    def train_examples_per_s(self) -> float:
+        return self.train_examples * self.epochs_run / max(self.fit_s, 1e-9)
+
+
+def batch_order(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+    """A shuffled epoch in which each batch holds histories of similar length.
+
+    Windows of SORT_WINDOW_BATCHES random batches are sorted by length, cut into batches, and the
+    batches shuffled: the query tower then trims most batches to a few steps instead of max_len
+    (median Beauty history is 4), while the in-batch negatives stay a random draw of targets.
+    The remainder that does not fill a batch is dropped, so every softmax has batch_size candidates.
+    """
+    order = rng.permutation(len(lengths))
+    window = batch_size * SORT_WINDOW_BATCHES
+    for start in range(0, len(order), window):
+        chunk = order[start : start + window]
+        order[start : start + window] = chunk[np.argsort(lengths[chunk], kind="stable")]
+    num_batches = len(order) // batch_size
+    if num_batches == 0:
+        raise ValueError(f"{len(lengths)} train examples do not fill one batch of {batch_size}")
+    batches = order[: num_batches * batch_size].reshape(num_batches, batch_size)
+    return batches[rng.permutation(num_batches)].reshape(-1)
+
+
+def encode_queries(model: TwoTowerModel, hist_items: np.ndarray, hist_cats: np.ndarray) -> np.ndarray:
+    parts = [
+        model.encode(tf.constant(hist_items[i : i + ENCODE_BATCH]), tf.constant(hist_cats[i : i + ENCODE_BATCH])).numpy()
+        for i in range(0, len(hist_items), ENCODE_BATCH)
+    ]
+    return np.concatenate(parts)
+
+
+def evaluate(model: TwoTowerModel, examples: Examples) -> dict[str, float]:
+    """Full-catalogue metrics of `model` on a valid or test split."""
+    queries = encode_queries(model, examples.hist_items, examples.hist_cats)
+    return evaluation.ranking_report(queries, model.item_embeddings(), examples.target_item, examples.seen_items)
+
+
+def _epoch_dataset(train: Examples, order: np.ndarray, batch_size: int) -> tf.data.Dataset:
+    tensors = {
+        schema.HIST_ITEMS: train.hist_items[order],
+        schema.HIST_CATS: train.hist_cats[order],
+        schema.TARGET_ITEM: train.target_item[order],
+    }
+    return tf.data.Dataset.from_tensor_slices(tensors).batch(batch_size, drop_remainder=True).prefetch(2)
+
+
+def train(train_set: Examples, valid_set: Examples, catalogue: Catalogue, config: RetrievalConfig) -> TrainingResult:
+    """Trains up to config.epochs, keeps the weights of the best valid epoch, stops after `patience` worse ones."""
+    tf.keras.utils.set_random_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    model = TwoTowerModel(catalogue, config)
+    model.compile(optimizer=tf.keras.optimizers.Adam(config.learning_rate))
+    lengths = (train_set.hist_items != schema.PAD_INDEX).sum(axis=1)
+    best = {"score": -1.0, "epoch": 0, "metrics": {}, "weights": None}
+    started, fit_s, epochs_run = time.perf_counter(), 0.0, 0
+    for epoch in range(1, config.epochs + 1):
+        dataset = _epoch_dataset(train_set, batch_order(lengths, config.batch_size, rng), config.batch_size)
+        fit_started = time.perf_counter()
+        history = model.fit(dataset, epochs=1, verbose=0)
+        epoch_fit_s = time.perf_counter() - fit_started
+        fit_s += epoch_fit_s
+        epochs_run = epoch
+        valid = evaluate(model, valid_set)
+        improved = valid[SELECTION_METRIC] > best["score"]
+        if improved:
+            best = {"score": valid[SELECTION_METRIC], "epoch": epoch, "metrics": valid, "weights": model.get_weights()}
+        log.info(
+            "epoch %d/%d  loss %.4f  valid hit@20 %.4f ndcg@20 %.4f  %.1fs%s",
+            epoch, config.epochs, history.history["loss"][-1], valid["hit@20"], valid["ndcg@20"], epoch_fit_s,
+            "  *best" if improved else "",
+        )
+        if epoch - best["epoch"] >= config.patience:
+            break
+    model.set_weights(best["weights"])
+    result = TrainingResult(
+        model=model, catalogue=catalogue, config=config, valid_metrics=best["metrics"], best_epoch=best["epoch"],
+        epochs_run=epochs_run, train_examples=len(train_set) // config.batch_size * config.batch_size,
+        train_s=time.perf_counter() - started, fit_s=fit_s,
+    )
+    log.info(
+        "retrieval trained: %s encoder, %d epochs (best %d), %d examples, %.0f s (%.0f examples/s); "
+        "valid hit@20 %.4f ndcg@20 %.4f mrr %.4f",
+        config.encoder, epochs_run, result.best_epoch, len(train_set), result.train_s, result.train_examples_per_s,
+        result.valid_metrics["hit@20"], result.valid_metrics["ndcg@20"], result.valid_metrics["mrr"],
+    )
+    return result
+
+
+def train_from_features(features_dir: str | Path, config: RetrievalConfig) -> TrainingResult:
+    """Reads the features output (train and valid only; test is never read here) and trains."""
+    catalogue = load_catalogue(features_dir)
+    train_set = load_examples(features_dir, "train", config.max_len)
+    valid_set = load_examples(features_dir, "valid", config.max_len)
+    return train(train_set, valid_set, catalogue, config)

@@ -1,0 +1,99 @@
+"""Small generated features outputs (contracts.md layout) for the retrieval tests."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import components  # noqa: F401  (tf-keras before TensorFlow)
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from components import schema
+
+
+def _int_feature(values) -> tf.train.Feature:
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
+
+
+def sequential_shop(num_users: int, num_categories: int, items_per_category: int, length: int, seed: int,
+                    drift: float = 0.5):
+    """Users move through the categories in a fixed order, one category on with probability `drift`
+    at each step, and pick any item of their current category.
+
+    The next item then follows from the history's categories, which a sequence model learns from
+    shared structure, while a transition count needs to have seen each item pair: with many items
+    per category most pairs are rare, so item-to-item covers only a few of the right items.
+    """
+    rng = np.random.default_rng(seed)
+    sequences = []
+    for _ in range(num_users):
+        category = rng.integers(num_categories)
+        steps = []
+        for _ in range(rng.integers(length // 2, length + 1)):
+            steps.append(category * items_per_category + rng.integers(items_per_category))
+            category = (category + (rng.random() < drift)) % num_categories
+        sequences.append(steps)
+    return sequences
+
+
+def write_features(directory: Path, sequences: list[list[int]], item_category: dict[int, int], max_len: int) -> Path:
+    """Writes the features layout the way the Beam job does: vocabularies, item features, retrieval TFRecords."""
+    counts: dict[int, int] = {}
+    for sequence in sequences:
+        for item in sequence:
+            counts[item] = counts.get(item, 0) + 1
+    items = sorted(counts, key=lambda i: (-counts[i], f"i{i}"))
+    categories = sorted({item_category[i] for i in items}, key=lambda c: f"c{c}")
+    item_index = {item: n + schema.NUM_RESERVED for n, item in enumerate(items)}
+    cat_index = {c: n + schema.NUM_RESERVED for n, c in enumerate(categories)}
+    (directory / schema.VOCAB_DIR).mkdir(parents=True)
+    (directory / schema.RETRIEVAL_DIR).mkdir()
+    Path(directory, schema.ITEM_VOCAB).write_text("".join(f"i{i}\n" for i in items))
+    Path(directory, schema.CATEGORY_VOCAB).write_text("".join(f"c{c}\n" for c in categories))
+    Path(directory, schema.USER_VOCAB).write_text("".join(f"u{u}\n" for u in range(len(sequences))))
+    train_count = dict.fromkeys(items, 0)
+    writers = {s: tf.io.TFRecordWriter(str(directory / schema.RETRIEVAL_DIR / f"{s}-00000-of-00001.tfrecord"))
+               for s in schema.SPLITS}
+    for user, sequence in enumerate(sequences):
+        for t in range(1, len(sequence)):
+            split = "test" if t == len(sequence) - 1 else "valid" if t == len(sequence) - 2 else "train"
+            history = sequence[max(0, t - max_len):t]
+            feature = {
+                schema.USER: _int_feature([user + schema.NUM_RESERVED]),
+                schema.HIST_ITEMS: _int_feature(item_index[i] for i in history),
+                schema.HIST_CATS: _int_feature(cat_index[item_category[i]] for i in history),
+                schema.TARGET_ITEM: _int_feature([item_index[sequence[t]]]),
+                schema.TARGET_CAT: _int_feature([cat_index[item_category[sequence[t]]]]),
+            }
+            if split == "train":
+                train_count[sequence[t]] += 1
+            else:
+                feature[schema.SEEN_ITEMS] = _int_feature(sorted({item_index[i] for i in sequence[:t]}))
+            example = tf.train.Example(features=tf.train.Features(feature=feature))
+            writers[split].write(example.SerializeToString())
+    for writer in writers.values():
+        writer.close()
+    pd.DataFrame({
+        "item_index": [item_index[i] for i in items],
+        "item_id": [f"i{i}" for i in items],
+        "category_index": [cat_index[item_category[i]] for i in items],
+        "category": [f"c{item_category[i]}" for i in items],
+        "brand": [f"b{i % 7}" if i % 3 else "" for i in items],
+        "price": [float(1 + i % 50) if i % 4 else np.nan for i in items],
+        "available": [i % 17 != 0 for i in items],
+        "train_count": [train_count[i] for i in items],
+    }).to_parquet(directory / schema.ITEM_FEATURES, index=False)
+    schema.FeatureSpec(max_len=max_len, num_items=len(items) + schema.NUM_RESERVED,
+                       num_categories=len(categories) + schema.NUM_RESERVED, num_users=len(sequences),
+                       ranking_task="next_item").write(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def shop_features(tmp_path_factory) -> Path:
+    """1,000 users over 2,000 items in 20 categories, 6 to 12 steps each."""
+    num_categories, items_per_category = 20, 100
+    sequences = sequential_shop(1000, num_categories, items_per_category, length=12, seed=7)
+    item_category = {i: i // items_per_category for i in range(num_categories * items_per_category)}
+    return write_features(tmp_path_factory.mktemp("features"), sequences, item_category, max_len=10)
