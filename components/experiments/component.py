@@ -1,4 +1,6 @@
 """KFP shells of the experiments; the logic lives in components.experiments.stage."""
+from typing import Optional
+
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
@@ -37,16 +39,20 @@ def off_policy_evaluation(
     requests_per_log: int = 20000,
     epsilon: float = 0.1,
     bandit_rounds: int = 120,
+    features: Optional[Input[Dataset]] = None,
+    ranking_model: Optional[Input[Model]] = None,
 ):
     """IPS/SNIPS/DM/DR/MRDR estimates of the new ranker's click rate beside the simulator's truth, and the
-    bandit's reward curves (ope.json, PNGs, experiments.html); skipped.json for warehouses without impressions."""
+    bandit's reward curves (ope.json, PNGs, experiments.html); skipped.json for warehouses without impressions.
+    With features and ranking_model the new policy is the pipeline's ranker, else a linear stand-in."""
     import os
 
     from components.experiments.stage import run_off_policy_evaluation
 
     os.makedirs(os.path.dirname(report.path) or ".", exist_ok=True)
     run_off_policy_evaluation(warehouse_uri, shop_preset, report.path, metrics.log_metric, shop_seed, repeats,
-                              requests_per_log, epsilon, bandit_rounds)
+                              requests_per_log, epsilon, bandit_rounds,
+                              features.path if features else None, ranking_model.path if ranking_model else None)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)

@@ -70,6 +70,8 @@ def _validate(log: LoggedSlates) -> None:
             raise LogError(f"{int(bad.sum())} impression(s) have a {what} propensity (first row {first}: {p[first]})")
     if log.position.min() < 0 or log.position.max() >= log.slate_size:
         raise LogError(f"positions must lie in [0, {log.slate_size}), got [{log.position.min()}, {log.position.max()}]")
+    if log.item.min() < 0:
+        raise LogError("item indices must be >= 0 (map unknown items before building the log)")
     if log.request.min() < 0 or log.request.max() >= log.num_requests:
         raise LogError(f"request indices must lie in [0, {log.num_requests})")
     if not np.isin(log.click, (0.0, 1.0)).all():

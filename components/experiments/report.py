@@ -49,6 +49,7 @@ def ope_figure(ope_result: dict) -> Figure:
     axis.axhline(ope_result["truth"], linestyle="--", color="tab:red", label="truth")
     axis.set_xticks(range(len(ESTIMATORS)), ESTIMATORS)
     axis.set_ylabel("click rate per slot")
+    axis.set_title(f"estimates of {ope_result['repeats']} logs; black: mean \u00b1 RMSE", fontsize=9)
     axis.legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -55,7 +55,8 @@ def run_ab_analysis(warehouse_uri: str, output_dir: str, log_metric: LogMetric, 
 
 def run_off_policy_evaluation(warehouse_uri: str, shop_preset: str, output_dir: str, log_metric: LogMetric,
                               shop_seed: int = 0, repeats: int = 5, requests_per_log: int = 20_000,
-                              epsilon: float = 0.1, bandit_rounds: int = 120) -> dict:
+                              epsilon: float = 0.1, bandit_rounds: int = 120, features_dir: str | None = None,
+                              ranking_dir: str | None = None) -> dict:
     """OPE estimates beside the truth (and the bandit curves) on the synthetic shop that built the warehouse.
 
     Writes ope.json, ope_estimates.png, bandit_curves.png and experiments.html (the evaluation report embeds
@@ -66,7 +67,8 @@ def run_off_policy_evaluation(warehouse_uri: str, shop_preset: str, output_dir: 
         _atomic_dir(output_dir, lambda d: (d / "skipped.json").write_text(json.dumps(reason)))
         return reason
     result, run = bench.run_studies(warehouse_uri, shop_preset, shop_seed, repeats, requests_per_log, epsilon,
-                                    bandit_rounds, bandit_batch=256, shift_fraction=0.5)
+                                    bandit_rounds, bandit_batch=256, shift_fraction=0.5, ranking_dir=ranking_dir,
+                                    features_dir=features_dir)
 
     def fill(directory: Path) -> None:
         (directory / "ope.json").write_text(json.dumps(result, indent=2))
