@@ -91,3 +91,30 @@ def test_off_policy_evaluation_skips_without_impressions(tmp_path):
     out = stage.run_off_policy_evaluation(str(path), "tiny", str(tmp_path / "ope"), logged.__setitem__)
     assert "skipped" in out and not logged
     assert json.loads((tmp_path / "ope" / "skipped.json").read_text())["skipped"]
+
+
+def test_bandit_stage_writes_a_servable_model(tmp_path, monkeypatch):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from components import schema
+    from components.retrieval import model_io
+
+    monkeypatch.setattr(model_io, "load_retriever", lambda path: RetrieverDouble())
+    features = tmp_path / "features"
+    (features / schema.VOCAB_DIR).mkdir(parents=True)
+    (features / schema.ITEM_VOCAB).write_text("x\ny\n")
+    schema.FeatureSpec(max_len=3, num_items=4, num_categories=3, num_users=2, ranking_task="cvr").write(features)
+    extracted = tmp_path / "extracted"
+    extracted.mkdir()
+    pq.write_table(pa.table({"user_id": ["a", "b"], "item_id": ["x", "y"]}), extracted / "events.parquet")
+    pq.write_table(pa.table({"user_id": ["a", "b"], "item_id": ["y", "x"], "position": [0, 1],
+                             "clicked": [True, False]}), extracted / "impressions.parquet")
+    logged = {}
+    summary = stage.run_bandit_stage(str(features), str(extracted), "unused", str(tmp_path / "bandit"),
+                                     logged.__setitem__)
+    assert summary["feedback_rows"] == 2 and logged["bandit_feedback_rows"] == 2.0
+    model = BayesianLinearBandit.load(tmp_path / "bandit")
+    assert model.num_positions == 2 and model.context_dim == 6
+    assert (tmp_path / "bandit" / "saved_model" / "saved_model.pb").exists()
+    assert json.loads((tmp_path / "bandit" / "summary.json").read_text())["impressions"] == 2
