@@ -32,11 +32,12 @@ def image() -> str:
     return os.environ.get("RECSYS_IMAGE") or f"{IMAGE_REPOSITORY}:{content_hash()}"
 
 
-def gpu_image() -> str:
-    """The GPU variant (`make images VARIANT=gpu`): same code and lock plus CUDA libraries, tag suffix -gpu."""
+def gpu_image(cpu_image: str | None = None) -> str:
+    """The GPU variant (`make images VARIANT=gpu`) of `cpu_image` (default IMAGE): same code and lock plus
+    CUDA libraries, tag suffix -gpu."""
     if os.environ.get("RECSYS_GPU_IMAGE"):
         return os.environ["RECSYS_GPU_IMAGE"]
-    cpu = image()
+    cpu = cpu_image or IMAGE
     if "@" in cpu:
         raise ValueError(f"cannot derive a GPU tag from the digest reference {cpu!r}; set RECSYS_GPU_IMAGE")
     return f"{cpu}-gpu"

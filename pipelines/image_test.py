@@ -209,15 +209,28 @@ def run_image_test(spec_path: str | Path, image: str, workdir: str | Path, shop:
     return summary
 
 
+def parse_param(text: str) -> tuple[str, object]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise ValueError(f"--param {text!r} must be NAME=VALUE")
+    try:
+        return name, json.loads(value)
+    except json.JSONDecodeError:
+        return name, value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--spec", required=True)
     parser.add_argument("--image", required=True, help="the image every executor must pin")
     parser.add_argument("--workdir", default="runs/image-test")
     parser.add_argument("--shop", default="tiny")
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="pipeline argument (VALUE parsed as JSON when it is JSON), e.g. margin_vs_baseline=-1.0")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    summary = run_image_test(args.spec, args.image, args.workdir, shop=args.shop)
+    summary = run_image_test(args.spec, args.image, args.workdir, shop=args.shop,
+                             arguments=dict(parse_param(p) for p in args.param))
     print(json.dumps(summary, indent=2))
     print(f"image-test passed: {len(summary['artifacts'])} tasks ran in {args.image}", file=sys.stderr)
 
