@@ -98,6 +98,8 @@ def run_bench(data: str, data_format: str, seeds: int, work: Path, only: tuple[s
         else:
             result["skipped"].append({"stage": stage, "reason": "not selected (--stages)"})
     result["timing"]["total_s"] = round(time.perf_counter() - started, 3)
+    if ctx.notes:
+        result["notes"] = ctx.notes
     result["peak_rss_mb"] = peak_rss_mb()
     return result
 

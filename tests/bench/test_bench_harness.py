@@ -110,3 +110,26 @@ def test_stage_that_runs_all_seeds_itself_is_called_once_with_the_tuple(tmp_path
     run.run_stage(ctx, "ranking", result)
     assert seen == [(0, 1, 2)] and result["ranking"] == {"dien": {"auc": 0.7}}
     assert set(ctx.ranking_dirs) == {0, 1, 2} and len(set(ctx.ranking_dirs.values())) == 1
+
+
+def test_bench_function_without_model_dir_gets_its_artifact_from_the_stage_entry(tmp_path, monkeypatch):
+    trained = []
+    bench_module = types.ModuleType("components.retrieval.bench")
+    bench_module.retrieval_bench = lambda features_dir, seed: {"hit@20": 0.2}
+    stage_module = types.ModuleType("components.retrieval.stage")
+
+    def run_entry(features_dir, model_dir, seed):
+        trained.append(seed)
+        model_dir.mkdir(parents=True)
+        (model_dir / "index").write_text("m")
+        return {}
+
+    stage_module.run = run_entry
+    monkeypatch.setitem(sys.modules, "components.retrieval.bench", bench_module)
+    monkeypatch.setitem(sys.modules, "components.retrieval.stage", stage_module)
+    ctx = stages.Context(data="tiny", data_format="synthetic", seeds=1, work=tmp_path, features_dir=tmp_path)
+    result = {"timing": {"stages": {}}, "skipped": [], "failed": []}
+    run.run_stage(ctx, "retrieval", result)
+    assert trained == [0] and (ctx.retrieval_dirs[0] / "index").exists()
+    assert result["retrieval"] == {"hit@20": 0.2}
+    assert "trained again" in ctx.notes[0]
