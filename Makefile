@@ -17,10 +17,10 @@ PIPELINE_SPEC ?= pipeline.yaml
 
 .PHONY: venv test compile pipeline-run bench lock clean
 
-$(VENV)/.installed: requirements.lock pyproject.toml
+$(VENV)/.installed: requirements.lock requirements-test.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip==26.3
-	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet -r requirements.lock -r requirements-test.lock
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
@@ -38,9 +38,13 @@ pipeline-run: venv
 bench: venv
 	$(PY) -m bench.run --data $(DATA) --format $(FORMAT) --out $(OUT) --seeds $(SEEDS)
 
+# Re-pins the runtime tree (what the image installs) and, separately, the test-only tree on top of it.
 lock: venv
-	$(PY) -m pip freeze --exclude-editable | grep -vi shop-recsys > requirements.lock.new
-	( head -2 requirements.lock; cat requirements.lock.new ) > requirements.lock.tmp && rm requirements.lock.new && mv requirements.lock.tmp requirements.lock
+	$(PY) -m pip freeze --all --exclude-editable | grep -vi shop-recsys > .lock.all
+	grep -v '^#' requirements-test.lock | cut -d= -f1 > .lock.test-names
+	( head -2 requirements.lock; awk -F'==' 'NR==FNR {t[tolower($$1)]; next} !(tolower($$1) in t)' .lock.test-names .lock.all ) > .lock.run
+	( head -2 requirements-test.lock; awk -F'==' 'NR==FNR {t[tolower($$1)]; next} (tolower($$1) in t)' .lock.test-names .lock.all ) > .lock.test
+	mv .lock.run requirements.lock && mv .lock.test requirements-test.lock && rm .lock.all .lock.test-names
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -1,0 +1,107 @@
+"""The recommender DAG: extract -> features -> (retrieval || ranking) -> evaluation -> [if blessed] export.
+
+Retrieval and ranking both read only the features output, so they run in parallel. Export runs
+only inside `dsl.If(blessed)`: a model that loses to the baselines or to the last blessed model
+never reaches users. Every task runs in the pinned component image with per-stage resources,
+which Vertex AI and Kubeflow read and kfp.local ignores.
+"""
+from kfp import dsl
+
+from components.cloud.component import register_models
+from components.cloud.resources import apply_resources
+from components.evaluation.component import evaluation
+from components.export.component import export
+from components.extract.component import extract
+from components.features.component import features
+from components.ranking.component import ranking
+from components.retrieval.component import retrieval
+
+PIPELINE_NAME = "shop-recommender"
+
+
+@dsl.pipeline(name=PIPELINE_NAME, description="Two-stage e-commerce recommender: two-tower retrieval, DIEN ranking.")
+def recommender_pipeline(
+    warehouse_uri: str,
+    destination: str,
+    registry_uri: str = "",
+    window_start: str = "",
+    window_end: str = "",
+    event_types: str = "",
+    min_events_per_user: int = 3,
+    max_len: int = 50,
+    ranking_task: str = "auto",
+    beam_args: str = "[]",
+    seed: int = 0,
+    retrieval_epochs: int = 30,
+    ranking_epochs: int = 3,
+    candidates_n: int = 200,
+    top_k: int = 20,
+    gate_metric: str = "ndcg@20",
+    margin_vs_baseline: float = 0.0,
+    margin_vs_blessed: float = 0.0,
+    experiment: str = "ranker",
+    treatment_ratio: float = 1.0,
+    gcp_project: str = "",
+    gcp_region: str = "",
+):
+    extract_task = extract(
+        warehouse_uri=warehouse_uri,
+        window_start=window_start,
+        window_end=window_end,
+        event_types=event_types,
+        min_events_per_user=min_events_per_user,
+    )
+    apply_resources(extract_task.set_display_name("extract"), "extract")
+
+    features_task = features(
+        extracted=extract_task.outputs["extracted"],
+        max_len=max_len,
+        seed=seed,
+        ranking_task=ranking_task,
+        beam_args=beam_args,
+    )
+    apply_resources(features_task.set_display_name("features"), "features")
+    feature_data = features_task.outputs["features"]
+
+    retrieval_task = retrieval(features=feature_data, epochs=retrieval_epochs, seed=seed)
+    apply_resources(retrieval_task.set_display_name("retrieval"), "retrieval")
+
+    ranking_task_ = ranking(features=feature_data, model_type="dien", epochs=ranking_epochs, seed=seed)
+    apply_resources(ranking_task_.set_display_name("ranking-dien"), "ranking")
+    din_task = ranking(features=feature_data, model_type="din", epochs=ranking_epochs, seed=seed)
+    apply_resources(din_task.set_display_name("ranking-din-baseline"), "ranking")
+
+    evaluation_task = evaluation(
+        features=feature_data,
+        retrieval_model=retrieval_task.outputs["model"],
+        ranking_model=ranking_task_.outputs["model"],
+        registry_dir=registry_uri,
+        candidates_n=candidates_n,
+        gate_metric=gate_metric,
+        margin_vs_baseline=margin_vs_baseline,
+        margin_vs_blessed=margin_vs_blessed,
+        model_version=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+    )
+    apply_resources(evaluation_task.set_display_name("evaluation"), "evaluation")
+
+    with dsl.If(evaluation_task.outputs["Output"] == True, name="blessed"):  # noqa: E712 (KFP condition syntax)
+        export_task = export(
+            features=feature_data,
+            retrieval_model=retrieval_task.outputs["model"],
+            ranking_model=ranking_task_.outputs["model"],
+            evaluation_summary=evaluation_task.outputs["summary"],
+            destination=destination,
+            run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+            model_version=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+            top_k=top_k,
+            experiment=experiment,
+            treatment_ratio=treatment_ratio,
+        )
+        apply_resources(export_task.set_display_name("export"), "export")
+        register_task = register_models(
+            retrieval_model=retrieval_task.outputs["model"],
+            ranking_model=ranking_task_.outputs["model"],
+            project=gcp_project,
+            region=gcp_region,
+        )
+        apply_resources(register_task.set_display_name("register-models"), "register")
