@@ -61,25 +61,28 @@ class Int64ListKey:
     def __init__(self, key: str):
         encoded = key.encode()
         self._key_part = b"\x0a" + varint(len(encoded)) + encoded + b"\x12"
+        self._key_len = len(self._key_part)
 
     def entry(self, packed: bytes) -> bytes:
         n = len(packed)
         if n == 0:
             return _entry_body(self._key_part + b"\x02\x1a\x00")
-        list_len = 1 + _varint_len(n) + n
-        feature_len = 1 + _varint_len(list_len) + list_len
-        body_len = len(self._key_part) + _varint_len(feature_len) + feature_len
+        if n > _VARINT_CACHE_SIZE // 2:
+            feature = _length_delimited(b"\x1a", _length_delimited(b"\x0a", packed))
+            return _entry_body(self._key_part + varint(len(feature)) + feature)
+        # every length below fits the varint cache, so the lookups are plain list indexing
+        v_n = _VARINTS[n]
+        list_len = 1 + len(v_n) + n
+        v_list = _VARINTS[list_len]
+        feature_len = 1 + len(v_list) + list_len
+        v_feature = _VARINTS[feature_len]
+        body_len = self._key_len + len(v_feature) + feature_len
         return b"".join(
-            (b"\x0a", varint(body_len), self._key_part, varint(feature_len), b"\x1a", varint(list_len),
-             b"\x0a", varint(n), packed)
+            (b"\x0a", _VARINTS[body_len], self._key_part, v_feature, b"\x1a", v_list, b"\x0a", v_n, packed)
         )
 
     def scalar(self, value: int) -> bytes:
         return self.entry(varint(value))
-
-
-def _varint_len(value: int) -> int:
-    return 1 if value < 0x80 else 2 if value < 0x4000 else len(varint(value))
 
 
 def _entry_body(body: bytes) -> bytes:
@@ -114,5 +117,9 @@ def _masked_crc32c(data: bytes) -> int:
 
 def tfrecord_frame(record: bytes) -> bytes:
     """One record in the TFRecord container format: length, its masked CRC32C, data, data CRC."""
-    length = struct.pack("<Q", len(record))
-    return length + struct.pack("<I", _masked_crc32c(length)) + record + struct.pack("<I", _masked_crc32c(record))
+    length = _LENGTH.pack(len(record))
+    return b"".join((length, _CRC.pack(_masked_crc32c(length)), record, _CRC.pack(_masked_crc32c(record))))
+
+
+_LENGTH = struct.Struct("<Q")
+_CRC = struct.Struct("<I")

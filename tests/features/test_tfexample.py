@@ -40,3 +40,9 @@ def test_varint_rejects_negative_values():
 
     with pytest.raises(ValueError, match="non-negative"):
         tfx.varint(-1)
+
+
+def test_long_lists_take_the_general_path():
+    values = list(range(100_000, 140_000))  # packed length > 65536 / 2
+    record = tfx.example(tfx.int64_list_entry("long", b"".join(tfx.packed_varints(values))))
+    assert tf.train.Example.FromString(record) == _reference({"long": values})
