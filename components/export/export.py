@@ -234,6 +234,7 @@ def write_artifact(output_dir: str | Path, tables: dict[str, pa.Table], manifest
         for name, table in tables.items():
             pq.write_table(table, staging / name)
         (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+        staging.chmod(0o755)  # mkdtemp makes it private; the artifact is for every reader
         if output_dir.exists():
             shutil.rmtree(output_dir)
         os.rename(staging, output_dir)
