@@ -17,7 +17,8 @@ VARIANTS = {
     "din": ModelConfig(model_type="din"),
     "dien_no_aux": ModelConfig(model_type="dien", aux_weight=0.0),
 }
-METRICS = ("auc", "gauc", "logloss", "train_examples_per_s", "infer_examples_per_s", "train_s")
+METRICS = ("auc", "gauc", "logloss", "train_examples_per_s", "infer_examples_per_s", "train_s", "valid_auc",
+           "best_epoch")
 
 
 def _summarize(runs: list[dict]) -> dict:
@@ -46,14 +47,14 @@ def speed_against_reference(train_data, num_items, num_categories, train_config:
 def ranking_bench(features_dir: str, seeds=(0,), epochs: int = TrainConfig.epochs) -> dict:
     """{"ranking": {"dien": {...}, "din": {...}, "dien_no_aux": {...}, "reference_gru": {...}}} on the test split."""
     spec = schema.FeatureSpec.read(features_dir)
-    train_data, test_data = load_split(features_dir, "train"), load_split(features_dir, "test")
+    train_data, valid_data, test_data = (load_split(features_dir, split) for split in schema.SPLITS)
     runs = {name: [] for name in VARIANTS}
     for seed in seeds:
         train_config = TrainConfig(epochs=epochs, seed=seed)
         for name, config in VARIANTS.items():
             tf.keras.utils.set_random_seed(seed)
             model = build_model(config, spec.num_items, spec.num_categories)
-            runs[name].append({**train(model, train_data, train_config), **evaluate(model, test_data)})
+            runs[name].append({**train(model, train_data, train_config, valid_data), **evaluate(model, test_data)})
             tf.keras.backend.clear_session()
     result = {name: _summarize(values) for name, values in runs.items()}
     speed = speed_against_reference(train_data, spec.num_items, spec.num_categories,

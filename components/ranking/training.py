@@ -23,7 +23,7 @@ WARMUP_BATCHES = 20  # left out of throughput: graph tracing and retracing for n
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 2
+    epochs: int = 3  # at most: the weights of the best epoch on valid are kept
     batch_size: int = 128
     learning_rate: float = 1e-3
     seed: int = 0
@@ -90,20 +90,33 @@ def _run_steps(step, dataset) -> tuple[int, float, int]:
     return batches, time.perf_counter() - start, examples
 
 
-def train(model: SequenceRanker, data: RankingData, config: TrainConfig) -> dict:
-    """Trains the model; returns train_s (wall clock, tracing included) and train_examples_per_s (after the
-    first WARMUP_BATCHES batches)."""
+def train(model: SequenceRanker, data: RankingData, config: TrainConfig, validation: RankingData | None = None) -> dict:
+    """Trains for `config.epochs` epochs; with `validation`, keeps the weights of the epoch with the best
+    validation AUC (early stopping: on small data both DIN and DIEN overfit after a few epochs).
+
+    Returns train_s (wall clock, tracing and validation included), train_examples_per_s (after the first
+    WARMUP_BATCHES batches), and with validation best_epoch (1-based) and valid_auc.
+    """
     tf.keras.utils.set_random_seed(config.seed)
     step = make_train_step(model, config.learning_rate)
     dataset = bucketed_dataset(data, config.batch_size, seed=config.seed)
     start = time.perf_counter()
     timed_seconds, timed_examples = 0.0, 0
-    for _ in range(config.epochs):
+    best = {"valid_auc": -np.inf}
+    for epoch in range(1, config.epochs + 1):
         _, seconds, examples = _run_steps(step, dataset)
         if examples:
             timed_seconds, timed_examples = timed_seconds + seconds, timed_examples + examples
-    return {"train_s": time.perf_counter() - start,
-            "train_examples_per_s": timed_examples / timed_seconds if timed_seconds else float("nan")}
+        if validation is not None:
+            probabilities, _ = predict(model, validation, timed=False)
+            valid_auc = metrics.auc(validation.scalars[schema.LABEL], probabilities)
+            if valid_auc > best["valid_auc"]:
+                best = {"valid_auc": valid_auc, "best_epoch": epoch, "weights": model.get_weights()}
+    if validation is not None:
+        model.set_weights(best.pop("weights"))
+    result = {"train_s": time.perf_counter() - start,
+              "train_examples_per_s": timed_examples / timed_seconds if timed_seconds else float("nan")}
+    return {**result, **(best if validation is not None else {})}
 
 
 def compare_training_speed(models: dict[str, SequenceRanker], data: RankingData, batch_size: int, seed: int,
@@ -127,16 +140,20 @@ def compare_training_speed(models: dict[str, SequenceRanker], data: RankingData,
     return {name: max(values) for name, values in speeds.items()}
 
 
-def predict(model: SequenceRanker, data: RankingData, batch_size: int = 1024) -> tuple[np.ndarray, float]:
-    """P(label = 1) for every row in row order, and inference examples/s of a second, timed pass."""
+def predict(model: SequenceRanker, data: RankingData, batch_size: int = 1024,
+            timed: bool = True) -> tuple[np.ndarray, float]:
+    """P(label = 1) for every row in row order, and (`timed`) inference examples/s of a second pass over
+    the same batches (the first pass traces)."""
     forward = tf.function(lambda features: tf.sigmoid(model(features, training=False)),
                           input_signature=[FEATURE_SIGNATURE], autograph=False)
     dataset = bucketed_dataset(data, batch_size).cache()
     outputs = [forward(features).numpy() for features, _ in dataset]
-    start = time.perf_counter()
-    for features, _ in dataset:
-        forward(features).numpy()
-    speed = data.size / (time.perf_counter() - start)
+    speed = float("nan")
+    if timed:
+        start = time.perf_counter()
+        for features, _ in dataset:
+            forward(features).numpy()
+        speed = data.size / (time.perf_counter() - start)
     probabilities = np.empty(data.size, np.float32)
     probabilities[rows_in_order(data, batch_size)] = np.concatenate(outputs)
     return probabilities, speed
@@ -151,15 +168,16 @@ def evaluate(model: SequenceRanker, data: RankingData) -> dict:
 
 
 def train_ranker(features_dir: str, output_dir: str, model_config: ModelConfig, train_config: TrainConfig) -> dict:
-    """The ranking stage: train on the train split, measure on test, export the artifact to `output_dir`.
+    """The ranking stage: train on the train split (best epoch on valid), measure on test, export the
+    artifact to `output_dir`.
 
-    Returns the metrics (auc, gauc, logloss, throughput, train_s) that are also written to ranker.json.
+    Returns the metrics (auc, gauc, logloss, throughput, train_s, ...) that are also written to ranker.json.
     """
     spec = schema.FeatureSpec.read(features_dir)
-    train_data, test_data = load_split(features_dir, "train"), load_split(features_dir, "test")
+    splits = {split: load_split(features_dir, split) for split in schema.SPLITS}
     tf.keras.utils.set_random_seed(train_config.seed)
     model = build_model(model_config, spec.num_items, spec.num_categories)
-    result = {**train(model, train_data, train_config), **evaluate(model, test_data)}
+    result = {**train(model, splits["train"], train_config, splits["valid"]), **evaluate(model, splits["test"])}
     export_ranker(model, features_dir, output_dir, {"ranking_task": spec.ranking_task,
                                                    "train_config": dataclasses.asdict(train_config),
                                                    "test_metrics": result})

@@ -7,7 +7,8 @@ import tensorflow as tf
 from components import schema
 from components.ranking.base import ModelConfig
 from components.ranking.export import export_ranker, load_ranker
-from components.ranking.training import TrainConfig, build_model, run_stage, train_ranker
+from components.ranking.data import load_split
+from components.ranking.training import TrainConfig, build_model, evaluate, run_stage, train, train_ranker
 
 NUM_ITEMS, NUM_CATEGORIES = 30, 6
 
@@ -88,13 +89,25 @@ def test_load_ranker_names_a_wrong_directory(tmp_path):
         load_ranker(tmp_path)
 
 
-def test_dien_beats_din_when_interests_drift(drifting_features, tmp_path):
+def test_dien_beats_din_when_interests_drift(drifting_features):
     """The next purchase's category follows the latest steps; DIN's order-blind pooling cannot see that."""
-    config = TrainConfig(epochs=3, batch_size=64, seed=0)
-    dien = train_ranker(str(drifting_features), str(tmp_path / "dien"), ModelConfig(model_type="dien"), config)
-    din = train_ranker(str(drifting_features), str(tmp_path / "din"), ModelConfig(model_type="din"), config)
-    assert dien["auc"] > din["auc"] + 0.05, (dien, din)
-    assert (tmp_path / "dien" / "saved_model").is_dir() and (tmp_path / "dien" / "ranker.json").is_file()
+    spec = schema.FeatureSpec.read(drifting_features)
+    train_data, test_data = load_split(drifting_features, "train"), load_split(drifting_features, "test")
+    auc = {}
+    for model_type in ("dien", "din"):
+        tf.keras.utils.set_random_seed(0)
+        model = build_model(ModelConfig(model_type=model_type), spec.num_items, spec.num_categories)
+        train(model, train_data, TrainConfig(epochs=3, batch_size=64, seed=0))
+        auc[model_type] = evaluate(model, test_data)["auc"]
+    assert auc["dien"] > auc["din"] + 0.05, auc
+
+
+def test_train_ranker_keeps_the_best_epoch_and_exports(drifting_features, tmp_path):
+    result = train_ranker(str(drifting_features), str(tmp_path), ModelConfig(model_type="din"),
+                          TrainConfig(epochs=2, batch_size=64, seed=0))
+    assert result["best_epoch"] in (1, 2) and 0.5 < result["valid_auc"] <= 1.0
+    assert set(result) >= {"auc", "gauc", "logloss", "train_examples_per_s", "infer_examples_per_s", "train_s"}
+    assert (tmp_path / "saved_model").is_dir() and (tmp_path / "ranker.json").is_file()
 
 
 def test_run_stage_rejects_bad_arguments(drifting_features, tmp_path):
