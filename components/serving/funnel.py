@@ -205,37 +205,56 @@ def run_funnel(
     if fallback.any() and popularity is None:
         raise ValueError(f"{int(fallback.sum())} user(s) have no known history item and no popularity was given")
 
-    items = np.full((len(hist_items), top_k), schema.PAD_INDEX, dtype=np.int64)
-    scores = np.full((len(hist_items), top_k), -np.inf, dtype=np.float32)
+    lists = _Lists(len(hist_items), top_k)
     batch = batch_size_for(num_items, memory_budget_mb)
-    lengths = (hist_items != schema.PAD_INDEX).sum(axis=1)
-    by_length = np.flatnonzero(~fallback)[np.argsort(lengths[~fallback], kind="stable")]
-
-    def store(rows, got):
-        items[rows, : got[0].shape[1]], scores[rows, : got[0].shape[1]] = got
-
-    # The ranker (TensorFlow) scores batch i on a worker thread while NumPy retrieves batch i+1 here:
-    # both release the GIL, so the two cores work at once. Results do not depend on the overlap.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as ranker_thread:
-        pending = None
-        for rows in _batches(by_length, batch):
-            seen = None if seen_items is None else [seen_items[r] for r in rows]
-            width = max(1, int(lengths[rows].max()))  # columns that are padding in every row carry nothing
-            hist, cats = hist_items[rows, -width:], hist_cats[rows, -width:]
-            candidates, valid = retrieve_candidates(retriever, hist, cats, seen, allowed, candidates_n)
-            if pending is not None:
-                store(pending[0], pending[1].result())
-            pending = (rows, ranker_thread.submit(rerank, ranker, hist, cats, candidates, valid, top_k))
-            if not overlap_ranker:
-                store(pending[0], pending[1].result())
-                pending = None
-        if pending is not None:
-            store(pending[0], pending[1].result())
+    known = np.flatnonzero(~fallback)
+    _funnel_lists(lists, retriever, ranker, hist_items, hist_cats, seen_items, known, allowed, candidates_n, batch,
+                  overlap_ranker)
     for rows in _batches(np.flatnonzero(fallback), batch):
         seen = None if seen_items is None else [seen_items[r] for r in rows]
-        got_items, got_scores = popularity_lists(popularity, allowed, seen, hist_items[rows], top_k)
-        items[rows, : got_items.shape[1]], scores[rows, : got_items.shape[1]] = got_items, got_scores
-    return FunnelResult(items=items, scores=scores, fallback=fallback)
+        lists.put(rows, popularity_lists(popularity, allowed, seen, hist_items[rows], top_k))
+    return FunnelResult(items=lists.items, scores=lists.scores, fallback=fallback)
+
+
+class _Lists:
+    """The output matrices, filled batch by batch."""
+
+    def __init__(self, users: int, k: int):
+        self.k = k
+        self.items = np.full((users, k), schema.PAD_INDEX, dtype=np.int64)
+        self.scores = np.full((users, k), -np.inf, dtype=np.float32)
+
+    def put(self, rows: np.ndarray, got: tuple[np.ndarray, np.ndarray]) -> None:
+        width = got[0].shape[1]
+        self.items[rows, :width], self.scores[rows, :width] = got
+
+
+def _funnel_lists(lists, retriever, ranker, hist_items, hist_cats, seen_items, users, allowed, candidates_n, batch,
+                  overlap_ranker) -> None:
+    """Retrieval then re-ranking for `users`, batched by history length, each batch cut to its longest history.
+
+    The ranker (TensorFlow) scores batch i on a worker thread while NumPy retrieves batch i+1 here:
+    both release the GIL, so two cores work at once. The lists do not depend on the overlap.
+    """
+    lengths = (hist_items[users] != schema.PAD_INDEX).sum(axis=1)
+    order = np.argsort(lengths, kind="stable")
+    users, lengths = users[order], lengths[order]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as ranker_thread:
+        pending = None
+        for start in range(0, len(users), batch):
+            rows = users[start : start + batch]
+            width = max(1, int(lengths[start : start + batch].max()))  # all-padding columns carry nothing
+            hist, cats = hist_items[rows, -width:], hist_cats[rows, -width:]
+            seen = None if seen_items is None else [seen_items[r] for r in rows]
+            candidates, valid = retrieve_candidates(retriever, hist, cats, seen, allowed, candidates_n)
+            if pending is not None:
+                lists.put(pending[0], pending[1].result())
+            pending = (rows, ranker_thread.submit(rerank, ranker, hist, cats, candidates, valid, lists.k))
+            if not overlap_ranker:
+                lists.put(pending[0], pending[1].result())
+                pending = None
+        if pending is not None:
+            lists.put(pending[0], pending[1].result())
 
 
 def _batches(rows: np.ndarray, size: int):
