@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from components import schema
-from components.experiments import ab_analysis, bench, ope, shop
+from components.experiments import ab_analysis, bench, ope
 from components.experiments.bandit import BayesianLinearBandit, reranker_features
 from components.experiments.histories import user_histories
 

@@ -5,7 +5,6 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from components import schema
 from components.experiments import ope
 
 # request 0 showed item 0 then item 1, request 1 showed item 2 then item 0; the target ranks 3 candidates.

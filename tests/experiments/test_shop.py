@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 
 from components.experiments import bench, ope, shop
-from components.experiments.simulation import simulate_bandit
 from components.warehouse.build import build_warehouse
 from components.warehouse.duckdb_warehouse import WarehouseWriter
 
