@@ -6,6 +6,7 @@ client objects without sending anything, which is how the tests check them offli
 """
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -41,14 +42,59 @@ def run_labels(spec_path: str | Path, labels: dict[str, str] | None = None) -> d
 
 
 def pinned_image_tag(spec_path: str | Path) -> str:
-    """The one tag every executor of the spec uses; '' if the spec pins none; error if they disagree."""
+    """The tag of the image the spec pins, as a label value ('' for an untagged or digest reference)."""
+    image = pinned_image(spec_path)
+    tag = image.rsplit(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else ""
+    return re.sub(r"[^a-z0-9_-]", "-", tag.lower())[:63]
+
+
+def production_parameters(
+    spec_path: str | Path,
+    project: str,
+    region: str,
+    bucket: str,
+    warehouse_dataset: str = "warehouse",
+    destination_dataset: str = "recommendations",
+    dataflow: bool = True,
+    machine_type: str = "n1-standard-4",
+    max_num_workers: int = 10,
+    dataflow_service_account: str = "",
+) -> dict[str, Any]:
+    """Pipeline arguments for a production run: BigQuery in and out, the registry folder on the bucket
+    (Vertex mounts it at /gcs/), the Model Registry's project, and Dataflow for the features stage,
+    whose workers run the image the spec pins. Fails if the spec does not take one of them."""
+    from components.cloud.dataflow import features_beam_args
+
+    bucket_name = pipeline_root(bucket).split("/")[2]
+    values: dict[str, Any] = {
+        "warehouse_uri": f"bigquery://{project}.{warehouse_dataset}",
+        "destination": f"bigquery://{project}.{destination_dataset}",
+        "registry_uri": f"/gcs/{bucket_name}/registry",
+        "gcp_project": project,
+        "gcp_region": region,
+        "beam_args": "[]",
+    }
+    if dataflow:
+        image = pinned_image(spec_path)
+        values["beam_args"] = json.dumps(features_beam_args(
+            project, region, f"gs://{bucket_name}/dataflow/tmp", image, machine_type, max_num_workers,
+            service_account_email=dataflow_service_account,
+        ))
+    accepted = set(yaml.safe_load(Path(spec_path).read_text())["root"]["inputDefinitions"]["parameters"])
+    missing = sorted(set(values) - accepted)
+    if missing:
+        raise ValueError(f"the compiled spec takes no parameter(s) {missing}; recompile with the current DAG")
+    return values
+
+
+def pinned_image(spec_path: str | Path) -> str:
+    """The CPU image the spec's executors run (the GPU variant of trainers aside)."""
     spec = yaml.safe_load(Path(spec_path).read_text())
-    executors = spec.get("deploymentSpec", {}).get("executors", {})
-    images = {e["container"]["image"] for e in executors.values() if "container" in e}
-    tags = {image.rsplit(":", 1)[1].removesuffix("-gpu") for image in images if ":" in image.rsplit("/", 1)[-1]}
-    if len(tags) > 1:
-        raise ValueError(f"the spec mixes images of different code versions: {sorted(images)}")
-    return re.sub(r"[^a-z0-9_-]", "-", next(iter(tags), "").lower())[:63]
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values() if "container" in e}
+    cpu = {image for image in images if not image.endswith("-gpu")}
+    if len(cpu) != 1:
+        raise ValueError(f"expected one pinned CPU image in the spec, found {sorted(cpu)}")
+    return cpu.pop()
 
 
 def check_cron(schedule_cron: str, fields: int = _CRON_FIELDS) -> str:

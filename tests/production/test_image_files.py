@@ -79,7 +79,7 @@ def dockerignored(path: str, patterns: list[str]) -> bool:
 
 
 @pytest.mark.parametrize("path, kept", [
-    ("requirements.lock", True), ("pyproject.toml", True), ("README.md", True),
+    ("requirements.lock", True), ("pyproject.toml", True), ("README.md", True), ("requirements-test.lock", False),
     ("components/image.py", True), ("pipelines/pipeline.py", True), ("docker/Dockerfile", True),
     (".venv/bin/python", False), ("tests/production/test_image_files.py", False), ("runs/local/x.duckdb", False),
     ("bench/results/bench.json", False), ("components/__pycache__/image.cpython-311.pyc", False),

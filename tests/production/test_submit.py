@@ -154,3 +154,24 @@ def test_submit_kfp_schedule_uses_six_field_cron(spec_path, kfp_host):
     assert kfp_cron("0 0 3 * * *") == "0 0 3 * * *"
     with pytest.raises(ValueError, match="6 cron fields"):
         kfp_cron("* * * *")
+
+
+def test_production_parameters_send_features_to_dataflow_in_the_pinned_image(spec_path):
+    from apache_beam.options.pipeline_options import PipelineOptions, WorkerOptions
+
+    from pipelines.submit import production_parameters
+
+    with pytest.raises(ValueError, match="local name"):
+        production_parameters(spec_path, "shop-prod", "europe-west1", "shop-prod-pipelines")
+    pushed = "europe-west1-docker.pkg.dev/shop-prod/recsys/recsys-pipeline:" + IMAGE.rsplit(":", 1)[1]
+    pushed_spec = spec_path.with_name("pushed.yaml")
+    pushed_spec.write_text(spec_path.read_text().replace(f"image: {IMAGE}", f"image: {pushed}"))
+    values = production_parameters(pushed_spec, "shop-prod", "europe-west1", "gs://shop-prod-pipelines",
+                                   max_num_workers=20)
+    assert values["warehouse_uri"] == "bigquery://shop-prod.warehouse"
+    assert values["registry_uri"] == "/gcs/shop-prod-pipelines/registry"
+    options = PipelineOptions(json.loads(values["beam_args"]))
+    assert options.view_as(WorkerOptions).sdk_container_image == pushed
+    assert options.view_as(WorkerOptions).max_num_workers == 20
+    job = submit_vertex(pushed_spec, **VERTEX, parameter_values=values, submit=False)
+    assert job._gca_resource.runtime_config.parameter_values["beam_args"] == values["beam_args"]
