@@ -38,9 +38,27 @@ def _atomic_dir(target: str | Path, fill: Callable[[Path], None]) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _write_skipped(output_dir: str, reason: str) -> None:
+    _atomic_dir(output_dir, lambda d: (d / "skipped.json").write_text(json.dumps({"skipped": reason})))
+
+
+def _ab_skip_reason(warehouse_uri: str, treatment_ratio: float) -> str:
+    if not 0.0 < treatment_ratio < 1.0:
+        return f"treatment_ratio {treatment_ratio} puts every user in one arm: no A/B comparison"
+    if ab_analysis.impression_count(warehouse_uri) == 0:
+        return "the warehouse has no impressions (public data): no A/B outcomes"
+    return ""
+
+
 def run_ab_analysis(warehouse_uri: str, output_dir: str, log_metric: LogMetric, experiment: str,
                     treatment_ratio: float, assignments_table: str = "") -> dict:
-    """analysis.json with the per-arm outcomes and tests; metrics ab_<arm>_ctr/cvr, ab_ctr_p, ab_cvr_p, ab_chi2_p."""
+    """analysis.json with the per-arm outcomes and tests; metrics ab_<arm>_ctr/cvr, ab_ctr_p, ab_cvr_p, ab_chi2_p.
+    Without impressions, or with every user in one arm (ratio 0 or 1), there is nothing to compare: skipped.json
+    says why and no metric is logged."""
+    reason = _ab_skip_reason(warehouse_uri, treatment_ratio)
+    if reason:
+        _write_skipped(output_dir, reason)
+        return {"skipped": reason}
     result = ab_analysis.analyse(warehouse_uri, experiment, treatment_ratio, assignments_table)
     _atomic_dir(output_dir, lambda d: (d / "analysis.json").write_text(json.dumps(result, indent=2)))
     for arm in ("control", "treatment"):
@@ -63,9 +81,14 @@ def run_off_policy_evaluation(warehouse_uri: str, shop_preset: str, output_dir: 
     the fragment); logs ope_truth and ope_<estimator>_{estimate,bias,rmse}. A warehouse without impressions
     gets a `skipped.json` saying so and no metrics."""
     if ab_analysis.impression_count(warehouse_uri) == 0:
-        reason = {"skipped": "the warehouse has no impressions table (public data): no off-policy evaluation"}
-        _atomic_dir(output_dir, lambda d: (d / "skipped.json").write_text(json.dumps(reason)))
-        return reason
+        reason = "the warehouse has no impressions (public data): no off-policy evaluation"
+    elif not shop_preset:
+        reason = "no shop_preset: the true value needs the synthetic shop's world, so no off-policy evaluation"
+    else:
+        reason = ""
+    if reason:
+        _write_skipped(output_dir, reason)
+        return {"skipped": reason}
     result, run = bench.run_studies(warehouse_uri, shop_preset, shop_seed, repeats, requests_per_log, epsilon,
                                     bandit_rounds, bandit_batch=256, shift_fraction=0.5, ranking_dir=ranking_dir,
                                     features_dir=features_dir)

@@ -89,8 +89,19 @@ def test_off_policy_evaluation_skips_without_impressions(tmp_path):
         writer.commit()
     logged = {}
     out = stage.run_off_policy_evaluation(str(path), "tiny", str(tmp_path / "ope"), logged.__setitem__)
-    assert "skipped" in out and not logged
-    assert json.loads((tmp_path / "ope" / "skipped.json").read_text())["skipped"]
+    assert "no impressions" in out["skipped"] and not logged
+    assert json.loads((tmp_path / "ope" / "skipped.json").read_text())["skipped"] == out["skipped"]
+    out = stage.run_ab_analysis(str(path), str(tmp_path / "ab"), logged.__setitem__, "exp", 0.5)
+    assert "no impressions" in out["skipped"] and not logged
+
+
+def test_stages_skip_what_they_cannot_compute(tiny_warehouse, tmp_path):
+    logged = {}
+    out = stage.run_off_policy_evaluation(str(tiny_warehouse), "", str(tmp_path / "ope"), logged.__setitem__)
+    assert "no shop_preset" in out["skipped"]
+    out = stage.run_ab_analysis(str(tiny_warehouse), str(tmp_path / "ab"), logged.__setitem__, "exp", 1.0)
+    assert "one arm" in out["skipped"] and not logged
+    assert (tmp_path / "ab" / "skipped.json").exists()
 
 
 def test_bandit_stage_writes_a_servable_model(tmp_path, monkeypatch):
