@@ -238,3 +238,23 @@ def log_metrics(stats: dict, log_metric) -> None:
         log_metric(f"dropped_events_{reason}", float(n))
     for reason, n in stats.get("dropped_users", {}).items():
         log_metric(f"dropped_users_{reason}", float(n))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """python -m components.features.pipeline EXTRACTED OUTPUT [--max_len N] [--seed S]
+    [--ranking_task T] [Beam options...]; unknown options pass through to Beam."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Build the features output from an extract output.")
+    parser.add_argument("extracted")
+    parser.add_argument("output")
+    parser.add_argument("--max_len", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ranking_task", default="auto")
+    args, beam_args = parser.parse_known_args(argv)
+    stats = run_features(args.extracted, args.output, args.max_len, args.seed, args.ranking_task, beam_args)
+    print(json.dumps(stats, indent=2))
+
+
+if __name__ == "__main__":
+    main()

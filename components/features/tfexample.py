@@ -89,15 +89,6 @@ def _entry_body(body: bytes) -> bytes:
     return b"\x0a" + varint(len(body)) + body
 
 
-def int64_list_entry(key: str, packed: bytes) -> bytes:
-    """One Features map entry holding an Int64List whose packed varints are `packed`."""
-    return Int64ListKey(key).entry(packed)
-
-
-def int64_entry(key: str, value: int) -> bytes:
-    return int64_list_entry(key, varint(value))
-
-
 def float_entry(key: str, value: float) -> bytes:
     float_list = _length_delimited(b"\x0a", struct.pack("<f", value))
     feature = _length_delimited(b"\x12", float_list)

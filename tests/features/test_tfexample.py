@@ -18,9 +18,9 @@ def _reference(features: dict) -> tf.train.Example:
 def test_encoded_example_parses_like_a_protobuf_built_one():
     big = [0, 1, 127, 128, 16383, 16384, 65535, 65536, 2**31 + 5, 2**40]
     record = tfx.example(
-        tfx.int64_list_entry("hist", b"".join(tfx.packed_varints(big))),
-        tfx.int64_list_entry("empty", b""),
-        tfx.int64_entry("user", 300),
+        tfx.Int64ListKey("hist").entry(b"".join(tfx.packed_varints(big))),
+        tfx.Int64ListKey("empty").entry(b""),
+        tfx.Int64ListKey("user").scalar(300),
         tfx.float_entry("label", 1.0),
     )
     parsed = tf.train.Example.FromString(record)
@@ -29,7 +29,7 @@ def test_encoded_example_parses_like_a_protobuf_built_one():
 
 
 def test_tfrecord_frames_are_read_by_tf_data(tmp_path):
-    records = [tfx.example(tfx.int64_entry("x", i)) for i in range(3)] + [b""]
+    records = [tfx.example(tfx.Int64ListKey("x").scalar(i)) for i in range(3)] + [b""]
     path = tmp_path / "r.tfrecord"
     path.write_bytes(b"".join(tfx.tfrecord_frame(r) for r in records))
     assert [r.numpy() for r in tf.data.TFRecordDataset(str(path))] == records
@@ -44,5 +44,5 @@ def test_varint_rejects_negative_values():
 
 def test_long_lists_take_the_general_path():
     values = list(range(100_000, 140_000))  # packed length > 65536 / 2
-    record = tfx.example(tfx.int64_list_entry("long", b"".join(tfx.packed_varints(values))))
+    record = tfx.example(tfx.Int64ListKey("long").entry(b"".join(tfx.packed_varints(values))))
     assert tf.train.Example.FromString(record) == _reference({"long": values})
