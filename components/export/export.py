@@ -58,7 +58,10 @@ def parse_generated_at(value: str = "") -> dt.datetime:
     """An ISO-8601 time in UTC (naive means UTC), or now; microsecond precision like the tables."""
     if not value:
         return dt.datetime.now(dt.timezone.utc)
-    parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError as err:
+        raise ValueError(f"generated_at {value!r} is not an ISO-8601 time") from err
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)).astimezone(dt.timezone.utc)
 
 

@@ -174,6 +174,9 @@ def test_generated_at_parsing_is_utc():
     assert export.parse_generated_at("2026-11-25T03:00:00Z") == GENERATED_AT
     assert export.parse_generated_at("2026-11-25 04:00:00+01:00") == GENERATED_AT
     assert export.parse_generated_at("2026-11-25T03:00:00") == GENERATED_AT
+    assert export.parse_generated_at("2026-11-25T03:00:00.000000123Z") == GENERATED_AT  # RFC 3339 nanoseconds
+    with pytest.raises(ValueError, match="generated_at 'yesterday'"):
+        export.parse_generated_at("yesterday")
 
 
 def test_bad_features_output_names_the_problem(features_dir, tmp_path):
