@@ -33,15 +33,20 @@ IMAGE_TEST_DIR ?= runs/image-test
 # The tiny shop's models rarely beat the baselines; a negative margin blesses them so export runs too.
 IMAGE_TEST_PARAMS ?= --param margin_vs_baseline=-1.0
 
-.PHONY: images image-tag base-image image-test
+.PHONY: images image-tag image-tools base-image image-test
 
 image-tag:
 	@echo $(IMAGE_REF)
 
-base-image:
+# buildah and debootstrap are Debian packages; install them when missing (needs root and apt-get).
+image-tools:
+	@command -v buildah >/dev/null && command -v debootstrap >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah debootstrap; }
+
+base-image: image-tools
 	$(BUILDAH) inspect --type image $(LOCAL_BASE_IMAGE) >/dev/null 2>&1 || BUILDAH="$(BUILDAH)" bash docker/base-image.sh $(LOCAL_BASE_IMAGE)
 
-images: $(if $(filter buildah,$(BUILDER)),$(if $(filter $(LOCAL_BASE_IMAGE),$(BASE_IMAGE)),base-image,),)
+images: $(if $(filter buildah,$(BUILDER)),image-tools $(if $(filter $(LOCAL_BASE_IMAGE),$(BASE_IMAGE)),base-image,),)
 	@start=$$(date +%s); set -e; \
 	case "$(BUILDER)" in \
 	docker) docker build -f docker/Dockerfile --target $(IMAGE_TARGET) --build-arg BASE_IMAGE=$(BASE_IMAGE) \

@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from components.cloud import dataflow
+
 DEFAULT_LABELS = {"app": "shop-recsys"}
 _LABEL_KEY = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 _LABEL_VALUE = re.compile(r"[a-z0-9_-]{0,63}")
@@ -55,16 +57,14 @@ def production_parameters(
     bucket: str,
     warehouse_dataset: str = "warehouse",
     destination_dataset: str = "recommendations",
-    dataflow: bool = True,
-    machine_type: str = "n1-standard-4",
-    max_num_workers: int = 10,
+    use_dataflow: bool = True,
+    machine_type: str = dataflow.DEFAULT_MACHINE_TYPE,
+    max_num_workers: int = dataflow.DEFAULT_MAX_NUM_WORKERS,
     dataflow_service_account: str = "",
 ) -> dict[str, Any]:
     """Pipeline arguments for a production run: BigQuery in and out, the registry folder on the bucket
     (Vertex mounts it at /gcs/), the Model Registry's project, and Dataflow for the features stage,
     whose workers run the image the spec pins. Fails if the spec does not take one of them."""
-    from components.cloud.dataflow import features_beam_args
-
     bucket_name = pipeline_root(bucket).split("/")[2]
     values: dict[str, Any] = {
         "warehouse_uri": f"bigquery://{project}.{warehouse_dataset}",
@@ -74,9 +74,9 @@ def production_parameters(
         "gcp_region": region,
         "beam_args": "[]",
     }
-    if dataflow:
+    if use_dataflow:
         image = pinned_image(spec_path)
-        values["beam_args"] = json.dumps(features_beam_args(
+        values["beam_args"] = json.dumps(dataflow.features_beam_args(
             project, region, f"gs://{bucket_name}/dataflow/tmp", image, machine_type, max_num_workers,
             service_account_email=dataflow_service_account,
         ))
