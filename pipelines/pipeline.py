@@ -2,7 +2,9 @@
 
 Retrieval and ranking both read only the features output, so they run in parallel. Export runs
 only inside `dsl.If(blessed)`: a model that loses to the baselines or to the last blessed model
-never reaches users. Every task runs in the pinned component image with per-stage resources,
+never reaches users. Beside the funnel, off-policy evaluation scores the new ranker on the logged
+impressions, an optional Thompson-sampling bandit learns to re-rank retrieval's candidates, and the
+A/B analysis reads the outcomes per variant once the export has written them. Every task runs in the pinned component image with per-stage resources,
 which Vertex AI and Kubeflow read and kfp.local ignores.
 """
 from kfp import dsl
@@ -10,6 +12,7 @@ from kfp import dsl
 from components.cloud.component import register_models
 from components.cloud.resources import apply_resources
 from components.evaluation.component import evaluation
+from components.experiments.component import ab_analysis, bandit_reranker, off_policy_evaluation
 from components.export.component import export
 from components.extract.component import extract
 from components.features.component import features
@@ -41,6 +44,8 @@ def recommender_pipeline(
     margin_vs_blessed: float = 0.0,
     experiment: str = "ranker",
     treatment_ratio: float = 1.0,
+    shop_preset: str = "",
+    enable_bandit: bool = True,
     gcp_project: str = "",
     gcp_region: str = "",
 ):
@@ -71,6 +76,23 @@ def recommender_pipeline(
     din_task = ranking(features=feature_data, model_type="din", epochs=ranking_epochs, seed=seed)
     apply_resources(din_task.set_display_name("ranking-din-baseline"), "ranking")
 
+    ope_task = off_policy_evaluation(
+        warehouse_uri=warehouse_uri,
+        shop_preset=shop_preset,
+        shop_seed=seed,
+        features=feature_data,
+        ranking_model=ranking_task_.outputs["model"],
+    )
+    apply_resources(ope_task.set_display_name("off-policy-evaluation"), "experiments")
+
+    with dsl.If(enable_bandit == True, name="bandit-enabled"):  # noqa: E712 (KFP condition syntax)
+        bandit_task = bandit_reranker(
+            features=feature_data,
+            extracted=extract_task.outputs["extracted"],
+            retrieval_model=retrieval_task.outputs["model"],
+        )
+        apply_resources(bandit_task.set_display_name("bandit-reranker"), "experiments")
+
     evaluation_task = evaluation(
         features=feature_data,
         retrieval_model=retrieval_task.outputs["model"],
@@ -98,6 +120,12 @@ def recommender_pipeline(
             treatment_ratio=treatment_ratio,
         )
         apply_resources(export_task.set_display_name("export"), "export")
+        ab_task = ab_analysis(
+            warehouse_uri=warehouse_uri,
+            experiment=experiment,
+            treatment_ratio=treatment_ratio,
+        ).after(export_task)
+        apply_resources(ab_task.set_display_name("ab-analysis"), "experiments")
         register_task = register_models(
             retrieval_model=retrieval_task.outputs["model"],
             ranking_model=ranking_task_.outputs["model"],

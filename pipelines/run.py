@@ -32,6 +32,8 @@ def run_local(output: str | Path, source: str, seed: int = 0, **parameters) -> d
         "destination": f"duckdb://{output / 'recommendations.duckdb'}",
         "registry_uri": str(output / "registry"),
         "seed": seed,
+        # The synthetic shop's simulator knows each policy's true value, so off-policy estimates get a ground truth.
+        "shop_preset": source.split(":", 1)[1] if source.startswith("synthetic:") else "",
         **parameters,
     }
     started = time.perf_counter()

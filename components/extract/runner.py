@@ -76,7 +76,11 @@ def query_parameters(sql: str) -> list[str]:
 
 
 def render(sql: str, tables: dict[str, str], dialect: str) -> str:
-    """The query in `dialect` ('bigquery' or 'duckdb'), with the warehouse tables replaced by validated names."""
+    """The query in `dialect` ('bigquery' or 'duckdb'), with the warehouse tables replaced by validated names.
+
+    Comments are dropped: the file's header names the @parameters, and an engine that counts
+    parameters in the text (the BigQuery emulator does) would see them twice.
+    """
     tree = sqlglot.parse_one(sql, read="bigquery")
     for table in list(tree.find_all(exp.Table)):
         if not table.args.get("db") and table.name in tables:
@@ -86,7 +90,7 @@ def render(sql: str, tables: dict[str, str], dialect: str) -> str:
             if table.alias:
                 replacement.set("alias", table.args["alias"])
             table.replace(replacement)
-    return tree.sql(dialect=dialect, pretty=True)
+    return tree.sql(dialect=dialect, pretty=True, comments=False)
 
 
 def sha256(text: str) -> str:

@@ -9,7 +9,7 @@ from components.image import IMAGE
 def ranking(features: Input[Dataset], model_type: str, epochs: int, seed: int,
             model: Output[Model], metrics: Output[Metrics]):
     """Trains `model_type` ('dien' | 'din'), writes the ranking model artifact, logs test auc/gauc/logloss."""
+    from components.kfp_metrics import log_metrics
     from components.ranking.training import run_stage
 
-    for name, value in run_stage(features.path, model.path, model_type, epochs, seed).items():
-        metrics.log_metric(name, float(value))
+    log_metrics(metrics.log_metric, run_stage(features.path, model.path, model_type, epochs, seed))
