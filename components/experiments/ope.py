@@ -81,11 +81,11 @@ def _validate(log: LoggedSlates) -> None:
         raise LogError("a (request, position) slot appears more than once")
 
 
-def from_impressions(table: pa.Table, item_index: Mapping[str, int], first_position: int = 1) -> tuple[LoggedSlates, np.ndarray, np.ndarray]:
+def from_impressions(table: pa.Table, item_index: Mapping[str, int], first_position: int = 0) -> tuple[LoggedSlates, np.ndarray, np.ndarray]:
     """LoggedSlates from a schema.IMPRESSIONS table, plus the request ids and user ids (one per request).
 
     Items must all be in `item_index` (the target policy cannot score an item it does not know), and a
-    request must belong to one user.
+    request must belong to one user. `first_position` is the top slot's number (the synthetic shop logs 0).
     """
     missing_propensity = table.column("propensity").null_count if "propensity" in table.column_names else 0
     if missing_propensity:

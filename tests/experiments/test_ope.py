@@ -115,7 +115,7 @@ def impressions(items, propensity):
     ts = datetime(2026, 1, 1, tzinfo=timezone.utc)
     return pa.table({
         "request_id": ["r0", "r0", "r1", "r1"][:n], "user_id": ["u0", "u0", "u1", "u1"][:n], "item_id": items,
-        "position": [1, 2, 1, 2][:n], "propensity": propensity, "policy": ["logger"] * n, "event_ts": [ts] * n,
+        "position": [0, 1, 0, 1][:n], "propensity": propensity, "policy": ["logger"] * n, "event_ts": [ts] * n,
         "clicked": [True, False, False, True][:n], "purchased": [False] * n,
     })
 
@@ -137,3 +137,14 @@ def test_unknown_items_in_slates_raise():
 def test_null_propensity_in_table_raises():
     with pytest.raises(ope.LogError, match="missing propensity"):
         ope.from_impressions(impressions(["a", "b", "c", "a"], [0.5, None, 0.5, 0.8]), {"a": 0, "b": 1, "c": 2})
+
+
+def test_from_impressions_reads_the_synthetic_shops_log(tmp_path):
+    from components.warehouse import synthetic
+
+    world = synthetic.make_world("tiny", 0)
+    table = next(iter(synthetic.iter_chunks(world))).impressions
+    log_, request_ids, _ = ope.from_impressions(table, {item: i for i, item in enumerate(world.item_ids)})
+    assert log_.slate_size == world.config.slate_size
+    assert log_.num_requests == len(request_ids) == table.num_rows // world.config.slate_size
+    assert log_.click.sum() == sum(table.column("clicked").to_pylist())
