@@ -2,6 +2,7 @@
 the speed reference, trained in one run on the same batches."""
 from __future__ import annotations
 
+import dataclasses
 import statistics
 
 import components  # noqa: F401
@@ -10,6 +11,7 @@ import tensorflow as tf
 from components import schema
 from components.ranking.base import ModelConfig
 from components.ranking.data import load_split
+from components.ranking.export import export_ranker
 from components.ranking.training import TrainConfig, build_model, compare_training_speed, evaluate, train
 
 VARIANTS = {
@@ -44,8 +46,13 @@ def speed_against_reference(train_data, num_items, num_categories, train_config:
             "dien.train_examples_per_s_same_batches": speeds["dien"]}
 
 
-def ranking_bench(features_dir: str, seeds=(0,), epochs: int = TrainConfig.epochs) -> dict:
-    """{"ranking": {"dien": {...}, "din": {...}, "dien_no_aux": {...}, "reference_gru": {...}}} on the test split."""
+def ranking_bench(features_dir: str, seeds=(0,), model_dir: str | None = None,
+                  epochs: int = TrainConfig.epochs) -> dict:
+    """{"ranking": {"dien": {...}, "din": {...}, "dien_no_aux": {...}, "reference_gru": {...}}} on the test split.
+
+    With `model_dir`, the DIEN model of the first seed is exported there (the ranking model artifact), so
+    evaluation and export use the model that was measured.
+    """
     spec = schema.FeatureSpec.read(features_dir)
     train_data, valid_data, test_data = (load_split(features_dir, split) for split in schema.SPLITS)
     runs = {name: [] for name in VARIANTS}
@@ -55,6 +62,10 @@ def ranking_bench(features_dir: str, seeds=(0,), epochs: int = TrainConfig.epoch
             tf.keras.utils.set_random_seed(seed)
             model = build_model(config, spec.num_items, spec.num_categories)
             runs[name].append({**train(model, train_data, train_config, valid_data), **evaluate(model, test_data)})
+            if model_dir and name == "dien" and seed == seeds[0]:
+                export_ranker(model, features_dir, model_dir, {"ranking_task": spec.ranking_task,
+                                                               "train_config": dataclasses.asdict(train_config),
+                                                               "test_metrics": runs[name][-1]})
             tf.keras.backend.clear_session()
     result = {name: _summarize(values) for name, values in runs.items()}
     speed = speed_against_reference(train_data, spec.num_items, spec.num_categories,

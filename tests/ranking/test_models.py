@@ -8,7 +8,7 @@ from components import schema
 from components.ranking.base import ModelConfig
 from components.ranking.export import export_ranker, load_ranker
 from components.ranking.data import load_split
-from components.ranking.training import TrainConfig, build_model, evaluate, run_stage, train, train_ranker
+from components.ranking.training import TrainConfig, build_model, evaluate, run_stage, train
 
 NUM_ITEMS, NUM_CATEGORIES = 30, 6
 
@@ -100,14 +100,6 @@ def test_dien_beats_din_when_interests_drift(drifting_features):
         train(model, train_data, TrainConfig(epochs=3, batch_size=64, seed=0))
         auc[model_type] = evaluate(model, test_data)["auc"]
     assert auc["dien"] > auc["din"] + 0.05, auc
-
-
-def test_train_ranker_keeps_the_best_epoch_and_exports(drifting_features, tmp_path):
-    result = train_ranker(str(drifting_features), str(tmp_path), ModelConfig(model_type="din"),
-                          TrainConfig(epochs=2, batch_size=64, seed=0))
-    assert result["best_epoch"] in (1, 2) and 0.5 < result["valid_auc"] <= 1.0
-    assert set(result) >= {"auc", "gauc", "logloss", "train_examples_per_s", "infer_examples_per_s", "train_s"}
-    assert (tmp_path / "saved_model").is_dir() and (tmp_path / "ranker.json").is_file()
 
 
 def test_run_stage_rejects_bad_arguments(drifting_features, tmp_path):
