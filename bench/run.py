@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import os
 import platform
 import resource
@@ -104,12 +105,23 @@ def run_bench(data: str, data_format: str, seeds: int, work: Path, only: tuple[s
     return result
 
 
+def strict_json(value):
+    """NaN and infinities (a metric a stage could not define) become null: strict JSON has no NaN."""
+    if isinstance(value, dict):
+        return {key: strict_json(v) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def write_json(path: Path, payload: dict) -> None:
     """Atomic: the JSON appears whole or not at all."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
     with os.fdopen(handle, "w") as out:
-        json.dump(payload, out, indent=2, sort_keys=False)
+        json.dump(strict_json(payload), out, indent=2, sort_keys=False, allow_nan=False)
         out.write("\n")
     os.replace(temporary, path)
 

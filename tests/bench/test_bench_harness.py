@@ -133,3 +133,8 @@ def test_bench_function_without_model_dir_gets_its_artifact_from_the_stage_entry
     assert trained == [0] and (ctx.retrieval_dirs[0] / "index").exists()
     assert result["retrieval"] == {"hit@20": 0.2}
     assert "trained again" in ctx.notes[0]
+
+
+def test_json_is_strict_nan_becomes_null(tmp_path):
+    run.write_json(tmp_path / "x.json", {"ranking": {"gauc": float("nan"), "auc": 0.7, "l": [float("inf")]}})
+    assert json.loads((tmp_path / "x.json").read_text()) == {"ranking": {"gauc": None, "auc": 0.7, "l": [None]}}
