@@ -46,5 +46,6 @@ def export_bench(
             "score_s": timing["score_s"],
             "users_per_cpu_s": timing["users_per_cpu_s"],
             "total_s": timing["total_s"],
+            "stages_s": {k: timing[k] for k in ("read_s", "load_models_s", "score_s", "similar_items_s", "write_s")},
         }
     }

@@ -80,19 +80,30 @@ def run_export(
     target = writers.parse_destination(destination)
     started = time.perf_counter()
     inputs = read_serving_inputs(features_dir)
+    read_s = time.perf_counter() - started
     new_model = load_serving_model(retrieval_dir, ranking_dir, params.model_version)
     blessed = None
     if blessed_retrieval_dir and blessed_ranking_dir:
         blessed = load_serving_model(blessed_retrieval_dir, blessed_ranking_dir, blessed_model_version or "blessed")
+    load_s = time.perf_counter() - started - read_s
     tables, manifest = build_tables(inputs, new_model, blessed, params)
+    writing = time.perf_counter()
     write_artifact(output_dir, tables, manifest)
     target.write(
         {"recommendations": Path(output_dir, RECOMMENDATIONS_FILE), "similar_items": Path(output_dir, SIMILAR_ITEMS_FILE)},
         params.generated_at.date(),
     )
-    manifest["timing"]["total_s"] = round(time.perf_counter() - started, 3)
-    Path(output_dir, MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+    finished = time.perf_counter()
+    manifest["timing"].update(read_s=round(read_s, 3), load_models_s=round(load_s, 3),
+                              write_s=round(finished - writing, 3), total_s=round(finished - started, 3))
+    _write_text_atomically(Path(output_dir, MANIFEST_FILE), json.dumps(manifest, indent=2))
     return manifest
+
+
+def _write_text_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
 
 
 def export_from_component(
@@ -180,7 +191,9 @@ def build_tables(
         ))
     score_s, score_cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
     recommendations = pa.concat_tables(parts).sort_by([("user_id", "ascending"), ("rank", "ascending")])
+    similar_started = time.perf_counter()
     similar_table = build_similar_items(inputs, new_model, params)
+    similar_s = time.perf_counter() - similar_started
     manifest = {
         "users": len(inputs.user_ids),
         "rows": {"recommendations": recommendations.num_rows, "similar_items": similar_table.num_rows},
@@ -200,6 +213,7 @@ def build_tables(
             # CPU seconds of this process (all threads): on a shared machine wall time overstates the cost
             "score_cpu_s": round(score_cpu_s, 3),
             "users_per_cpu_s": round(len(inputs.user_ids) / max(score_cpu_s, 1e-9), 1),
+            "similar_items_s": round(similar_s, 3),
         },
     }
     return {RECOMMENDATIONS_FILE: recommendations, SIMILAR_ITEMS_FILE: similar_table}, manifest
