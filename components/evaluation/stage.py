@@ -67,6 +67,25 @@ def choose_export_n(funnel_by_n: dict[int, metrics.Ranks], metric: str, toleranc
     return chosen, values
 
 
+@dataclasses.dataclass
+class _Scored:
+    """Every model's ranks and lists on today's test split."""
+
+    split: data.TestSplit
+    candidate: models.ServingModel
+    scores: scoring.ModelScores
+    baselines: dict[str, scoring.BaselineScores]
+    previous: registry.BlessedModel | None
+    previous_scores: scoring.ModelScores | None
+
+    def ranks_by_model(self) -> dict[str, metrics.Ranks]:
+        ranks = {"funnel": self.scores.funnel, "retrieval": self.scores.retrieval,
+                 **{name: b.ranks for name, b in self.baselines.items()}}
+        if self.previous_scores is not None:
+            ranks["last_blessed_funnel"] = self.previous_scores.funnel
+        return ranks
+
+
 def evaluate(
     features_dir: str | Path,
     retrieval_dir: str | Path,
@@ -80,43 +99,18 @@ def evaluate(
     `load_models(retrieval_dir, ranking_dir, version)` loads a model pair (tests pass small doubles).
     """
     started = time.perf_counter()
-    split = data.read_test_split(features_dir)
-    version = config.model_version or model_version(retrieval_dir, ranking_dir)
-    candidate = load_models(retrieval_dir, ranking_dir, version)
-    if not models.same_vocabulary(candidate.item_ids, split.item_ids):
-        raise schema.SchemaError(
-            f"the candidate models in {retrieval_dir} were not trained on the features in {features_dir}: item vocabularies differ"
-        )
-    cand = _score(candidate, split, config)
-    base = {
-        model.name: scoring.score_baseline(model, split.hist_items, split.seen_items, split.targets)
-        for model in (baselines.Popularity(split.train), baselines.ItemToItem(split.train))
-    }
-    previous = registry.last_blessed(registry_dir) if registry_dir else None
-    blessed_scores = None
-    if previous is not None:
-        blessed_model = load_models(previous.retrieval_dir, previous.ranking_dir, previous.version)
-        blessed_scores = _score(blessed_model, split, config)
-
-    ranking_metrics = {"funnel": metrics.ranking_metrics(cand.funnel), "retrieval": metrics.ranking_metrics(cand.retrieval)}
-    ranking_metrics.update({name: metrics.ranking_metrics(s.ranks) for name, s in base.items()})
-    if blessed_scores is not None:
-        ranking_metrics["last_blessed_funnel"] = metrics.ranking_metrics(blessed_scores.funnel)
+    scored = _score_everything(features_dir, retrieval_dir, ranking_dir, registry_dir, config, load_models)
+    ranks_by_model = scored.ranks_by_model()
+    ranking_metrics = {name: metrics.ranking_metrics(ranks) for name, ranks in ranks_by_model.items()}
     decision = gate.decide(
-        ranking_metrics["funnel"], {b: ranking_metrics[b] for b in base},
+        ranking_metrics["funnel"], {b: ranking_metrics[b] for b in scored.baselines},
         ranking_metrics.get("last_blessed_funnel"), config.gate,
     )
-    export_n, by_n = choose_export_n(cand.funnel_by_n, config.export_metric, config.export_tolerance)
-
-    ranks_by_model = {"funnel": cand.funnel, "retrieval": cand.retrieval, **{n: s.ranks for n, s in base.items()}}
-    if blessed_scores is not None:
-        ranks_by_model["last_blessed_funnel"] = blessed_scores.funnel
-    item_bucket = breakdowns.item_popularity_buckets(split.popularity)
-    lists = {"funnel": cand.funnel_lists, "retrieval": cand.retrieval_lists, **{n: s.lists for n, s in base.items()}}
-    ranker = _ranker_metrics(candidate.ranker, split.ranking)
+    export_n, by_n = choose_export_n(scored.scores.funnel_by_n, config.export_metric, config.export_tolerance)
+    ranker = _ranker_metrics(scored.candidate.ranker, scored.split.ranking)
     summary = {
         "summary_version": SUMMARY_VERSION,
-        "model_version": version,
+        "model_version": scored.candidate.version,
         "blessed": decision.blessed,
         "export_n": export_n,
         "export_n_reason": (
@@ -127,11 +121,49 @@ def evaluate(
         "funnel_by_n": {str(n): v for n, v in by_n.items()},
         "candidates_n": config.candidates_n,
         "gate": decision.to_json(),
-        "previous_blessed": previous.to_json() if previous else None,
-        "users": len(split),
-        "items": split.num_items - schema.NUM_RESERVED,
+        "previous_blessed": scored.previous.to_json() if scored.previous else None,
+        "users": len(scored.split),
+        "items": scored.split.num_items - schema.NUM_RESERVED,
         "ranking_metrics": ranking_metrics,
         "ranker": ranker["metrics"] if ranker else None,
+        **_where_models_differ(scored, ranks_by_model),
+    }
+    figures = _figures(summary, ranks_by_model, scored.scores, export_n, ranker)
+    summary["evaluation_s"] = round(time.perf_counter() - started, 3)
+    return EvaluationResult(
+        summary=summary, html=report.render(summary, figures), blessed=decision.blessed, export_n=export_n,
+        ranker_rows=(ranker["labels"], ranker["probabilities"]) if ranker else None,
+    )
+
+
+def _score_everything(features_dir, retrieval_dir, ranking_dir, registry_dir, config, load_models) -> _Scored:
+    split = data.read_test_split(features_dir)
+    candidate = load_models(retrieval_dir, ranking_dir, config.model_version or model_version(retrieval_dir, ranking_dir))
+    if not models.same_vocabulary(candidate.item_ids, split.item_ids):
+        raise schema.SchemaError(
+            f"the candidate models in {retrieval_dir} were not trained on the features in {features_dir}: item vocabularies differ"
+        )
+    previous = registry.last_blessed(registry_dir) if registry_dir else None
+    previous_scores = None
+    if previous is not None:
+        previous_scores = _score(load_models(previous.retrieval_dir, previous.ranking_dir, previous.version), split, config)
+    return _Scored(
+        split=split, candidate=candidate, scores=_score(candidate, split, config),
+        baselines={
+            model.name: scoring.score_baseline(model, split.hist_items, split.seen_items, split.targets)
+            for model in (baselines.Popularity(split.train), baselines.ItemToItem(split.train))
+        },
+        previous=previous, previous_scores=previous_scores,
+    )
+
+
+def _where_models_differ(scored: _Scored, ranks_by_model: dict[str, metrics.Ranks]) -> dict:
+    """Breakdowns by history length and target popularity, and coverage / popularity bias of the lists."""
+    split = scored.split
+    item_bucket = breakdowns.item_popularity_buckets(split.popularity)
+    lists = {"funnel": scored.scores.funnel_lists, "retrieval": scored.scores.retrieval_lists,
+             **{name: b.lists for name, b in scored.baselines.items()}}
+    return {
         "breakdowns": {
             "history_length": breakdowns.breakdown(ranks_by_model, breakdowns.history_bucket_labels(split.history_lengths)),
             "target_popularity": breakdowns.breakdown(
@@ -143,12 +175,6 @@ def evaluate(
             "tail_share": float(np.mean(item_bucket[split.targets] == "tail")),
         },
     }
-    figures = _figures(summary, ranks_by_model, cand, export_n, ranker)
-    summary["evaluation_s"] = round(time.perf_counter() - started, 3)
-    return EvaluationResult(
-        summary=summary, html=report.render(summary, figures), blessed=decision.blessed, export_n=export_n,
-        ranker_rows=(ranker["labels"], ranker["probabilities"]) if ranker else None,
-    )
 
 
 def _score(model: models.ServingModel, split: data.TestSplit, config: EvaluationConfig) -> scoring.ModelScores:
