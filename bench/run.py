@@ -88,7 +88,8 @@ def run_bench(data: str, data_format: str, seeds: int, work: Path, only: tuple[s
     result = {
         "data": data, "format": data_format, "seeds": seeds,
         "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "load_average_at_start": round(os.getloadavg()[0], 2)},
         "timing": {"stages": {}}, "skipped": [], "failed": [],
     }
     ctx = stages.Context(data=data, data_format=data_format, seeds=seeds, work=work)
@@ -102,6 +103,7 @@ def run_bench(data: str, data_format: str, seeds: int, work: Path, only: tuple[s
     if ctx.notes:
         result["notes"] = ctx.notes
     result["peak_rss_mb"] = peak_rss_mb()
+    result["machine"]["load_average_at_end"] = round(os.getloadavg()[0], 2)  # shared cores: timings are noisy
     return result
 
 
