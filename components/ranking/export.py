@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shutil
 import tempfile
 from pathlib import Path
@@ -120,7 +121,18 @@ def export_ranker(model: SequenceRanker, features_dir: str | Path, output_dir: s
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     info = {"model_config": dataclasses.asdict(model.config), **info}
-    (output_dir / INFO).write_text(json.dumps(info, indent=2, default=list))
+    (output_dir / INFO).write_text(json.dumps(_nan_to_none(info), indent=2))
+
+
+def _nan_to_none(value):
+    """Strict JSON: an undefined metric (NaN) is written as null."""
+    if isinstance(value, dict):
+        return {key: _nan_to_none(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nan_to_none(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 class Ranker:

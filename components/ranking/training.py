@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 
 import components  # noqa: F401
@@ -94,6 +95,8 @@ def train(model: SequenceRanker, data: RankingData, config: TrainConfig, validat
     Returns train_s (wall clock, tracing and validation included), train_examples_per_s (without the first
     WARMUP_BATCHES batches of each epoch), and with validation best_epoch (1-based) and valid_auc.
     """
+    if validation is not None and not _has_both_labels(validation):
+        validation = None  # AUC is undefined on it: train all epochs and keep the last
     tf.keras.utils.set_random_seed(config.seed)
     step = make_train_step(model, config.learning_rate)
     dataset = bucketed_dataset(data, config.batch_size, seed=config.seed)
@@ -156,11 +159,17 @@ def predict(model: SequenceRanker, data: RankingData, batch_size: int = 1024,
     return probabilities, speed
 
 
+def _has_both_labels(data: RankingData) -> bool:
+    return 0 < data.scalars[schema.LABEL].sum() < data.size
+
+
 def evaluate(model: SequenceRanker, data: RankingData) -> dict:
-    """auc, gauc (grouped by user), logloss and infer_examples_per_s on one split."""
+    """auc, gauc (grouped by user), logloss and infer_examples_per_s on one split. AUC and GAUC are NaN
+    where undefined (one label only; no user with both labels), as components.metrics does for GAUC."""
     probabilities, speed = predict(model, data)
     labels, users = data.scalars[schema.LABEL], data.scalars[schema.USER]
-    return {"auc": metrics.auc(labels, probabilities), "gauc": metrics.gauc(labels, probabilities, users),
+    auc = metrics.auc(labels, probabilities) if _has_both_labels(data) else float("nan")
+    return {"auc": auc, "gauc": metrics.gauc(labels, probabilities, users),
             "logloss": metrics.logloss(labels, probabilities), "infer_examples_per_s": speed}
 
 
@@ -182,10 +191,12 @@ def train_ranker(features_dir: str, output_dir: str, model_config: ModelConfig, 
 
 
 def run_stage(features_dir: str, output_dir: str, model_type: str, epochs: int, seed: int) -> dict:
-    """The component's entry point: DIEN or DIN with the paper's defaults."""
+    """The component's entry point: DIEN or DIN with the paper's defaults. Returns the finite metrics
+    (KFP cannot log NaN; an undefined GAUC, say, stays out)."""
     if model_type not in ("dien", "din"):
         raise ValueError(f"ranking model_type must be 'dien' or 'din', got {model_type!r}")
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
-    return train_ranker(features_dir, output_dir, ModelConfig(model_type=model_type),
-                        TrainConfig(epochs=epochs, seed=seed))
+    result = train_ranker(features_dir, output_dir, ModelConfig(model_type=model_type),
+                          TrainConfig(epochs=epochs, seed=seed))
+    return {name: value for name, value in result.items() if math.isfinite(value)}
