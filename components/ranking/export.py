@@ -83,22 +83,25 @@ class RankerModule(tf.Module):
     def _indices(self, ids: tf.Tensor, table: tf.lookup.StaticHashTable) -> tf.Tensor:
         return tf.where(tf.equal(ids, ""), tf.constant(schema.PAD_INDEX, tf.int64), table.lookup(ids))
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int64)] * 4)
-    def score_indices(self, hist_items, hist_cats, candidate_items, candidate_cats):
+    def _score(self, hist_items, hist_cats, candidate_items, candidate_cats):
         model = self._holder.model
         num_items, num_categories = model.embedding.num_items, model.embedding.num_categories
         scores = model.score_indices(_at_least_one_step(_in_vocab(hist_items, num_items)),
-                                          _at_least_one_step(_in_vocab(hist_cats, num_categories)),
-                                          _in_vocab(candidate_items, num_items),
-                                          _in_vocab(candidate_cats, num_categories))
+                                     _at_least_one_step(_in_vocab(hist_cats, num_categories)),
+                                     _in_vocab(candidate_items, num_items),
+                                     _in_vocab(candidate_cats, num_categories))
         return {"scores": scores}
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.string)] * 3)
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int64)] * 4, autograph=False)
+    def score_indices(self, hist_items, hist_cats, candidate_items, candidate_cats):
+        return self._score(hist_items, hist_cats, candidate_items, candidate_cats)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.string)] * 3, autograph=False)
     def serve(self, hist_items, hist_cats, candidate_items):
         candidates = self._indices(candidate_items, self.item_lookup)
-        return self.score_indices(self._indices(hist_items, self.item_lookup),
-                                  self._indices(hist_cats, self.category_lookup),
-                                  candidates, tf.gather(self.item_category, candidates))
+        return self._score(self._indices(hist_items, self.item_lookup),
+                           self._indices(hist_cats, self.category_lookup),
+                           candidates, tf.gather(self.item_category, candidates))
 
 
 def export_ranker(model: SequenceRanker, features_dir: str | Path, output_dir: str | Path, info: dict) -> None:
