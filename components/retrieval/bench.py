@@ -46,18 +46,19 @@ def serving_latency(index_dir: str | Path, examples: Examples, catalogue: Catalo
     return out
 
 
-def retrieval_bench(features_dir: str | Path, seed: int, **settings) -> dict:
+def retrieval_bench(features_dir: str | Path, seed: int, model_dir: str | Path | None = None, **settings) -> dict:
     """Trains with the shipped defaults (and `settings` overrides), then measures on the test split.
 
-    Test is read only after training has finished and the model has been selected on valid.
+    Test is read only after training has finished and the model has been selected on valid. The
+    artifact is written to `model_dir` (for evaluation and export downstream) or a temporary folder.
     """
     config = dataclasses.replace(RetrievalConfig(), seed=seed, **settings)
     result = training.train_from_features(features_dir, config)
     test = load_examples(features_dir, "test", config.max_len)
     metrics = training.evaluate(result.model, test)
     with tempfile.TemporaryDirectory(prefix="retrieval-bench-") as tmp:
-        model_dir = export.export(result.model, result.catalogue, config, Path(tmp) / "model")
-        latency = serving_latency(model_dir / export.INDEX, test, result.catalogue, seed)
+        written = export.export(result.model, result.catalogue, config, model_dir or Path(tmp) / "model")
+        latency = serving_latency(written / export.INDEX, test, result.catalogue, seed)
     log.info("retrieval test: hit@20 %.4f ndcg@20 %.4f mrr %.4f; latency one user p50 %.1f ms, 1000 users p50 %.1f ms",
              metrics["hit@20"], metrics["ndcg@20"], metrics["mrr"], latency["one_user"]["p50"],
              latency["batch_1000"]["p50"])

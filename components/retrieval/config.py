@@ -19,7 +19,7 @@ class RetrievalConfig:
     num_blocks: int = 2  # self-attention blocks
     num_heads: int = 2
     dropout: float = 0.3
-    batch_size: int = 512  # also the number of in-batch candidates per query
+    batch_size: int = 2048  # next-item targets per batch: the in-batch candidates of each query
     learning_rate: float = 1e-3
     epochs: int = 30  # upper bound; early stopping on valid usually ends sooner
     patience: int = 3  # epochs without a better valid NDCG@20 before stopping

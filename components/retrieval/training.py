@@ -13,14 +13,15 @@ import tensorflow as tf
 from components import schema
 from components.retrieval import evaluation
 from components.retrieval.config import RetrievalConfig
-from components.retrieval.data import Catalogue, Examples, load_catalogue, load_examples
+from components.retrieval.data import (NEXT_ITEMS, SUPERVISED, Catalogue, Examples, Sequences, load_catalogue,
+                                       load_examples, training_sequences)
 from components.retrieval.model import TwoTowerModel
 
 log = logging.getLogger(__name__)
 
 SELECTION_METRIC = "ndcg@20"
-SORT_WINDOW_BATCHES = 32  # batches per window sorted by history length (see `batch_order`)
-ENCODE_BATCH = 4096
+SORT_WINDOW_BATCHES = 32  # batches per window sorted by sequence length (see `batch_rows`)
+ENCODE_BATCH = 1024
 
 
 @dataclasses.dataclass
@@ -40,32 +41,57 @@ class TrainingResult:
         return self.train_examples * self.epochs_run / max(self.fit_s, 1e-9)
 
 
-def batch_order(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> np.ndarray:
-    """A shuffled epoch in which each batch holds histories of similar length.
+def batch_rows(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """A shuffled epoch of row batches, each of similar sequence lengths and about `batch_size` steps.
 
-    Windows of SORT_WINDOW_BATCHES random batches are sorted by length, cut into batches, and the
-    batches shuffled: the query tower then trims most batches to a few steps instead of max_len
-    (median Beauty history is 4), while the in-batch negatives stay a random draw of targets.
-    The remainder that does not fill a batch is dropped, so every softmax has batch_size candidates.
+    Windows of random rows are sorted by length and cut where the batch's padded size (rows x its
+    longest row) would pass batch_size, then the batches are shuffled: little compute goes to
+    padding (median Beauty history is 4 steps), the number of in-batch candidates stays about
+    batch_size, and the candidates are still a random draw of targets.
     """
     order = rng.permutation(len(lengths))
-    window = batch_size * SORT_WINDOW_BATCHES
+    window = max(1, batch_size // max(int(np.median(lengths)), 1)) * SORT_WINDOW_BATCHES
+    batches = []
     for start in range(0, len(order), window):
         chunk = order[start : start + window]
-        order[start : start + window] = chunk[np.argsort(lengths[chunk], kind="stable")]
-    num_batches = len(order) // batch_size
-    if num_batches == 0:
-        raise ValueError(f"{len(lengths)} train examples do not fill one batch of {batch_size}")
-    batches = order[: num_batches * batch_size].reshape(num_batches, batch_size)
-    return batches[rng.permutation(num_batches)].reshape(-1)
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        first = 0
+        for end in range(1, len(chunk) + 1):
+            if end == len(chunk) or (end + 1 - first) * lengths[chunk[end]] > batch_size:
+                batches.append(chunk[first:end])
+                first = end
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def _epoch_dataset(sequences: Sequences, batches: list[np.ndarray]) -> tf.data.Dataset:
+    """Batches trimmed to their longest row (left padding: the last columns hold every step)."""
+    lengths = sequences.lengths()
+
+    def generate():
+        for rows in batches:
+            width = int(lengths[rows].max())
+            yield {
+                schema.HIST_ITEMS: sequences.items[rows, -width:],
+                schema.HIST_CATS: sequences.cats[rows, -width:],
+                NEXT_ITEMS: sequences.next_items[rows, -width:],
+                SUPERVISED: sequences.supervised[rows, -width:],
+            }
+
+    matrix = tf.TensorSpec([None, None], tf.int64)
+    signature = {schema.HIST_ITEMS: matrix, schema.HIST_CATS: matrix, NEXT_ITEMS: matrix,
+                 SUPERVISED: tf.TensorSpec([None, None], tf.bool)}
+    return tf.data.Dataset.from_generator(generate, output_signature=signature).prefetch(2)
 
 
 def encode_queries(model: TwoTowerModel, hist_items: np.ndarray, hist_cats: np.ndarray) -> np.ndarray:
-    parts = [
-        model.encode(tf.constant(hist_items[i : i + ENCODE_BATCH]), tf.constant(hist_cats[i : i + ENCODE_BATCH])).numpy()
-        for i in range(0, len(hist_items), ENCODE_BATCH)
-    ]
-    return np.concatenate(parts)
+    """Query embeddings in row order; rows are encoded shortest history first, so most chunks are
+    trimmed to a few steps instead of the longest history of the split."""
+    order = np.argsort((hist_items != schema.PAD_INDEX).sum(axis=1), kind="stable")
+    out = np.empty((len(order), model.config.embedding_dim), dtype=np.float32)
+    for start in range(0, len(order), ENCODE_BATCH):
+        rows = order[start : start + ENCODE_BATCH]
+        out[rows] = model.encode(tf.constant(hist_items[rows]), tf.constant(hist_cats[rows])).numpy()
+    return out
 
 
 def evaluate(model: TwoTowerModel, examples: Examples) -> dict[str, float]:
@@ -74,26 +100,18 @@ def evaluate(model: TwoTowerModel, examples: Examples) -> dict[str, float]:
     return evaluation.ranking_report(queries, model.item_embeddings(), examples.target_item, examples.seen_items)
 
 
-def _epoch_dataset(train: Examples, order: np.ndarray, batch_size: int) -> tf.data.Dataset:
-    tensors = {
-        schema.HIST_ITEMS: train.hist_items[order],
-        schema.HIST_CATS: train.hist_cats[order],
-        schema.TARGET_ITEM: train.target_item[order],
-    }
-    return tf.data.Dataset.from_tensor_slices(tensors).batch(batch_size, drop_remainder=True).prefetch(2)
-
-
 def train(train_set: Examples, valid_set: Examples, catalogue: Catalogue, config: RetrievalConfig) -> TrainingResult:
     """Trains up to config.epochs, keeps the weights of the best valid epoch, stops after `patience` worse ones."""
     tf.keras.utils.set_random_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     model = TwoTowerModel(catalogue, config)
     model.compile(optimizer=tf.keras.optimizers.Adam(config.learning_rate))
-    lengths = (train_set.hist_items != schema.PAD_INDEX).sum(axis=1)
+    sequences = training_sequences(train_set)
+    lengths = sequences.lengths()
     best = {"score": -1.0, "epoch": 0, "metrics": {}, "weights": None}
     started, fit_s, epochs_run = time.perf_counter(), 0.0, 0
     for epoch in range(1, config.epochs + 1):
-        dataset = _epoch_dataset(train_set, batch_order(lengths, config.batch_size, rng), config.batch_size)
+        dataset = _epoch_dataset(sequences, batch_rows(lengths, config.batch_size, rng))
         fit_started = time.perf_counter()
         history = model.fit(dataset, epochs=1, verbose=0)
         epoch_fit_s = time.perf_counter() - fit_started
@@ -105,7 +123,7 @@ def train(train_set: Examples, valid_set: Examples, catalogue: Catalogue, config
             best = {"score": valid[SELECTION_METRIC], "epoch": epoch, "metrics": valid, "weights": model.get_weights()}
         log.info(
             "epoch %d/%d  loss %.4f  valid hit@20 %.4f ndcg@20 %.4f  %.1fs%s",
-            epoch, config.epochs, history.history["loss"][-1], valid["hit@20"], valid["ndcg@20"], epoch_fit_s,
+            epoch, config.epochs, history.history["mean_loss"][-1], valid["hit@20"], valid["ndcg@20"], epoch_fit_s,
             "  *best" if improved else "",
         )
         if epoch - best["epoch"] >= config.patience:
@@ -113,7 +131,7 @@ def train(train_set: Examples, valid_set: Examples, catalogue: Catalogue, config
     model.set_weights(best["weights"])
     result = TrainingResult(
         model=model, catalogue=catalogue, config=config, valid_metrics=best["metrics"], best_epoch=best["epoch"],
-        epochs_run=epochs_run, train_examples=len(train_set) // config.batch_size * config.batch_size,
+        epochs_run=epochs_run, train_examples=int(sequences.supervised.sum()),
         train_s=time.perf_counter() - started, fit_s=fit_s,
     )
     log.info(

@@ -97,3 +97,16 @@ def shop_features(tmp_path_factory) -> Path:
     sequences = sequential_shop(1000, num_categories, items_per_category, length=12, seed=7)
     item_category = {i: i // items_per_category for i in range(num_categories * items_per_category)}
     return write_features(tmp_path_factory.mktemp("features"), sequences, item_category, max_len=10)
+
+
+@pytest.fixture(scope="session")
+def trained_small(shop_features):
+    """One small model trained on the generated shop, shared by the export and quality tests
+    (building the training graph dominates their run time)."""
+    from components.retrieval import training
+    from components.retrieval.config import RetrievalConfig
+    from components.retrieval.data import load_catalogue, load_examples
+
+    config = RetrievalConfig(embedding_dim=32, max_len=10, batch_size=128, epochs=5, patience=2, seed=0)
+    return training.train(load_examples(shop_features, "train", 10), load_examples(shop_features, "valid", 10),
+                          load_catalogue(shop_features), config)

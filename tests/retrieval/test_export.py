@@ -9,21 +9,18 @@ import tensorflow as tf
 
 from components import schema
 from components.retrieval import export
-from components.retrieval.config import RetrievalConfig
-from components.retrieval.data import load_catalogue, load_examples
+from components.retrieval.data import load_examples
 from components.retrieval.index import BruteForce
 from components.retrieval.model_io import load_retriever
-from components.retrieval.training import train
 
 K = 10
 
 
 @pytest.fixture(scope="module")
-def trained(shop_features, tmp_path_factory):
-    config = RetrievalConfig(embedding_dim=16, max_len=10, batch_size=128, epochs=2, patience=1, seed=3)
-    catalogue = load_catalogue(shop_features)
-    result = train(load_examples(shop_features, "train", 10), load_examples(shop_features, "valid", 10), catalogue, config)
-    model_dir = export.export(result.model, catalogue, config, tmp_path_factory.mktemp("artifact") / "model", k=K)
+def trained(trained_small, tmp_path_factory):
+    result = trained_small
+    model_dir = export.export(result.model, result.catalogue, result.config,
+                              tmp_path_factory.mktemp("artifact") / "model", k=K)
     return result, model_dir
 
 
@@ -42,7 +39,7 @@ def test_artifact_layout(trained):
     table = pq.read_table(model_dir / export.ITEM_EMBEDDINGS)
     assert table.column_names == ["item_id", "item_index", "embedding"]
     assert table.column("item_index").to_pylist()[0] == schema.NUM_RESERVED
-    assert json.loads((model_dir / "config.json").read_text())["embedding_dim"] == 16
+    assert json.loads((model_dir / "config.json").read_text())["embedding_dim"] == 32
     assert not any(p.name.startswith(".model-") for p in model_dir.parent.iterdir())
 
 

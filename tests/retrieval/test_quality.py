@@ -4,15 +4,11 @@ import numpy as np
 
 from components import baselines, metrics
 from components.retrieval import training
-from components.retrieval.config import RetrievalConfig
-from components.retrieval.data import load_catalogue, load_examples
+from components.retrieval.data import load_examples
 
 
-def test_small_model_beats_the_baselines(shop_features):
-    config = RetrievalConfig(embedding_dim=32, max_len=10, batch_size=128, epochs=5, patience=2, seed=0)
-    catalogue = load_catalogue(shop_features)
-    result = training.train(load_examples(shop_features, "train", 10), load_examples(shop_features, "valid", 10),
-                            catalogue, config)
+def test_small_model_beats_the_baselines(shop_features, trained_small):
+    result = trained_small
     test = load_examples(shop_features, "test", 10)
     model_metrics = training.evaluate(result.model, test)
 
