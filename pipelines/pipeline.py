@@ -32,7 +32,9 @@ def recommender_pipeline(
     event_types: str = "",
     min_events_per_user: int = 3,
     max_len: int = 50,
-    ranking_task: str = "auto",
+    # The funnel re-ranks candidates for the next item, so the ranker learns that task by default;
+    # "cvr" (purchase among viewed items) and "auto" are there for conversion models.
+    ranking_task: str = "next_item",
     beam_args: str = "[]",
     seed: int = 0,
     retrieval_epochs: int = 30,
@@ -71,8 +73,8 @@ def recommender_pipeline(
     retrieval_task = retrieval(features=feature_data, epochs=retrieval_epochs, seed=seed)
     apply_resources(retrieval_task.set_display_name("retrieval"), "retrieval")
 
-    ranking_task_ = ranking(features=feature_data, model_type="dien", epochs=ranking_epochs, seed=seed)
-    apply_resources(ranking_task_.set_display_name("ranking-dien"), "ranking")
+    dien_task = ranking(features=feature_data, model_type="dien", epochs=ranking_epochs, seed=seed)
+    apply_resources(dien_task.set_display_name("ranking-dien"), "ranking")
     din_task = ranking(features=feature_data, model_type="din", epochs=ranking_epochs, seed=seed)
     apply_resources(din_task.set_display_name("ranking-din-baseline"), "ranking")
 
@@ -81,7 +83,7 @@ def recommender_pipeline(
         shop_preset=shop_preset,
         shop_seed=seed,
         features=feature_data,
-        ranking_model=ranking_task_.outputs["model"],
+        ranking_model=dien_task.outputs["model"],
     )
     apply_resources(ope_task.set_display_name("off-policy-evaluation"), "experiments")
 
@@ -96,7 +98,7 @@ def recommender_pipeline(
     evaluation_task = evaluation(
         features=feature_data,
         retrieval_model=retrieval_task.outputs["model"],
-        ranking_model=ranking_task_.outputs["model"],
+        ranking_model=dien_task.outputs["model"],
         registry_dir=registry_uri,
         candidates_n=candidates_n,
         gate_metric=gate_metric,
@@ -110,7 +112,7 @@ def recommender_pipeline(
         export_task = export(
             features=feature_data,
             retrieval_model=retrieval_task.outputs["model"],
-            ranking_model=ranking_task_.outputs["model"],
+            ranking_model=dien_task.outputs["model"],
             evaluation_summary=evaluation_task.outputs["summary"],
             destination=destination,
             run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
@@ -128,7 +130,7 @@ def recommender_pipeline(
         apply_resources(ab_task.set_display_name("ab-analysis"), "experiments")
         register_task = register_models(
             retrieval_model=retrieval_task.outputs["model"],
-            ranking_model=ranking_task_.outputs["model"],
+            ranking_model=dien_task.outputs["model"],
             project=gcp_project,
             region=gcp_region,
         )
