@@ -14,7 +14,8 @@ GOLDEN = Path(__file__).parent / "golden" / "pipeline.yaml"
 # display name -> the resource table's stage
 STAGES = {"extract": "extract", "features": "features", "retrieval": "retrieval", "ranking-dien": "ranking",
           "ranking-din-baseline": "ranking", "evaluation": "evaluation", "export": "export",
-          "register-models": "register"}
+          "register-models": "register", "off-policy-evaluation": "experiments", "bandit-reranker": "experiments",
+          "ab-analysis": "experiments"}
 
 
 def all_tasks(spec, dag=None, group="root"):
@@ -55,18 +56,26 @@ def test_every_task_runs_the_pinned_image(spec_path, spec):
         assert "pip install" not in command, "components must run from the image, not install at start"
 
 
-def test_dag_edges_and_the_blessing_condition(spec):
+def test_dag_edges_and_conditions(spec):
     tasks = {name: (group, task) for group, name, task in all_tasks(spec)}
     edges = {(producer, name) for name, (_, task) in tasks.items() for producer in upstream(task)}
     expected = {("extract", "features"), ("features", "retrieval"), ("features", "ranking"), ("features", "ranking-2"),
                 ("features", "evaluation"), ("retrieval", "evaluation"), ("ranking", "evaluation")}
     assert expected <= edges, f"missing edges: {expected - edges}"
-    condition_group, condition = next((n, t) for n, (g, t) in tasks.items() if "triggerPolicy" in t)
-    assert condition["taskInfo"]["name"] == "blessed"
-    assert condition["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--evaluation-Output'] == true"
-    guarded = {name for name, (group, _) in tasks.items() if group == condition_group}
-    assert guarded == {"export", "register-models"}, "only export and the registry upload wait for the blessing"
-    assert "evaluation" in upstream(condition)
+    conditions = {task["taskInfo"]["name"]: (name, task) for name, (_, task) in tasks.items() if "triggerPolicy" in task}
+    assert set(conditions) == {"blessed", "bandit-enabled"}
+
+    def guarded(condition_name):
+        group = conditions[condition_name][0]
+        return {tasks[name][1]["taskInfo"]["name"] for name, (g, _) in tasks.items() if g == group}
+
+    blessed = conditions["blessed"][1]
+    assert blessed["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--evaluation-Output'] == true"
+    assert "evaluation" in upstream(blessed)
+    assert guarded("blessed") == {"export", "ab-analysis", "register-models"}, "only these wait for the blessing"
+    bandit = conditions["bandit-enabled"][1]
+    assert bandit["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--enable_bandit'] == true"
+    assert guarded("bandit-enabled") == {"bandit-reranker"}
 
 
 def test_every_task_has_its_stage_resources(spec):
