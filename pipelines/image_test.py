@@ -129,23 +129,39 @@ def pipeline_arguments(spec, workdir: Path) -> dict:
     return {name: value for name, value in wanted.items() if name in names}
 
 
+METADATA_ONLY_ARTIFACTS = {"system.Metrics", "system.ClassificationMetrics", "system.SlicedClassificationMetrics"}
+
+
 def check_outputs(spec, run_dir: Path) -> dict[str, list[str]]:
-    """Every output artifact of every task that ran exists and is not empty. Returns task -> artifacts."""
+    """Every output artifact of every task that ran is there: a non-empty file or folder, or for metrics
+    (which live in the executor output, not in a file) non-empty metadata. Returns task -> artifacts."""
     checked: dict[str, list[str]] = {}
     for task_name, component_name in _all_tasks(spec):
         task_dir = run_dir / task_name
         if not task_dir.exists():
             continue
-        names = list(spec.components[component_name].output_definitions.artifacts)
-        for name in names:
+        outputs = spec.components[component_name].output_definitions.artifacts
+        for name, definition in outputs.items():
+            if definition.artifact_type.schema_title in METADATA_ONLY_ARTIFACTS:
+                if not _artifact_metadata(task_dir, name):
+                    raise AssertionError(f"task {task_name}: metrics artifact {name} has no values")
+                continue
             path = task_dir / name
             if not path.exists() or (path.is_dir() and not any(path.iterdir())) or \
                     (path.is_file() and path.stat().st_size == 0):
                 raise AssertionError(f"task {task_name}: output artifact {name} is missing or empty at {path}")
-        checked[task_name] = names
+        checked[task_name] = sorted(outputs)
     if not checked:
         raise AssertionError(f"no task wrote anything under {run_dir}")
     return checked
+
+
+def _artifact_metadata(task_dir: Path, name: str) -> dict:
+    executor_output = task_dir / "executor_output.json"
+    if not executor_output.exists():
+        return {}
+    artifacts = json.loads(executor_output.read_text()).get("artifacts", {}).get(name, {}).get("artifacts", [])
+    return artifacts[0].get("metadata", {}) if artifacts else {}
 
 
 def _all_tasks(spec):

@@ -6,10 +6,11 @@ from components.image import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def train(epochs: int, model: dsl.Output[dsl.Model]) -> bool:
+def train(epochs: int, model: dsl.Output[dsl.Model], metrics: dsl.Output[dsl.Metrics]) -> bool:
     import os
 
     os.makedirs(model.path)
+    metrics.log_metric("epochs", float(epochs))
     return epochs > 0
 
 
