@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import logging
 import math
 import os
 import platform
@@ -138,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated subset of the stages, in any order (default: all)")
     parser.add_argument("--work-dir", type=Path, help="keep the intermediate outputs here instead of a temp dir")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")  # stages' progress lines
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
     only = tuple(s.strip() for s in args.stages.split(",") if s.strip())
     unknown = sorted(set(only) - set(ALL_STAGES))
     if unknown:
