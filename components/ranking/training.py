@@ -41,12 +41,12 @@ FEATURE_SIGNATURE = {
 LABEL_SIGNATURE = tf.TensorSpec([None], tf.float32)
 
 
-def _example_batch() -> tuple[dict, tf.Tensor]:
-    """Two rows of padding-only history: enough to create every variable eagerly before tracing."""
+def _example_features() -> dict:
+    """Two rows of padding-only history: enough to create the model's variables eagerly before tracing."""
     features = {name: tf.zeros([2, 2], tf.int64) for name in SEQUENCES}
     features.update({name: tf.fill([2], tf.constant(schema.OOV_INDEX, tf.int64))
                      for name in (schema.USER, schema.TARGET_ITEM, schema.TARGET_CAT)})
-    return features, tf.zeros([2], tf.float32)
+    return features
 
 
 def make_train_step(model: SequenceRanker, learning_rate: float):
@@ -58,8 +58,8 @@ def make_train_step(model: SequenceRanker, learning_rate: float):
     """
     optimizer = tf.keras.optimizers.legacy.Adam(learning_rate)
     loss_fn = tf.keras.losses.BinaryCrossentropy(from_logits=True)
-    features, _ = _example_batch()
-    model(features, training=False)
+    model(_example_features(), training=False)
+    # What apply_gradients would do on its first call, done here so that the trace creates no variables.
     optimizer._create_all_weights(model.trainable_variables)
 
     @tf.function(input_signature=[FEATURE_SIGNATURE, LABEL_SIGNATURE], autograph=False)
