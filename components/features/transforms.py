@@ -70,11 +70,12 @@ def validate_batch(table: pa.Table, expected: pa.Schema, name: str) -> pa.Table:
     return schema.validate_table(table, expected, name)
 
 
-def _check_line_safe(column: pa.ChunkedArray, what: str) -> None:
-    """Vocabulary files hold one id per line, so an id may not contain a line break."""
-    bad = pc.sum(pc.match_substring_regex(column, r"[\r\n]").cast(pa.int64())).as_py() or 0
+def check_ids(column: pa.ChunkedArray, what: str) -> None:
+    """Ids become lines of the vocabulary files, and "" means padding to the serving signatures,
+    so an id may be neither empty nor contain a line break."""
+    bad = pc.sum(pc.match_substring_regex(column, r"^$|[\r\n]").cast(pa.int64())).as_py() or 0
     if bad:
-        raise schema.SchemaError(f"{what}: {bad} id(s) contain a line break")
+        raise schema.SchemaError(f"{what}: {bad} id(s) are empty or contain a line break")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -101,8 +102,8 @@ class _CatalogueFn(beam.CombineFn):
         duplicates = len(ids) - pc.count_distinct(ids).as_py()
         if duplicates:
             raise schema.SchemaError(f"items: {duplicates} duplicate item_id value(s)")
-        _check_line_safe(ids, "items.item_id")
-        _check_line_safe(catalogue.column("category"), "items.category")
+        check_ids(ids, "items.item_id")
+        check_ids(catalogue.column("category"), "items.category")
         return catalogue.sort_by("item_id")
 
 
@@ -130,6 +131,7 @@ class _GroupBatchByUser(beam.DoFn):
 
     def process(self, table, catalogue):
         table = validate_batch(table, schema.EVENTS, "events")
+        check_ids(table.column("user_id"), "events.user_id")
         counts = collections.Counter({"events_read": table.num_rows})
         type_code = pc.index_in(table.column("event_type"), value_set=_EVENT_TYPES)
         item_row = pc.index_in(table.column("item_id"), value_set=self._ids(catalogue))

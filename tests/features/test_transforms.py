@@ -236,3 +236,17 @@ def test_cvr_needs_views_and_purchases():
     with pytest.raises(Exception, match="'cvr' needs view and purchase"):
         with BeamTestPipeline() as p:
             _ = p | beam.Create([{"events_by_type/purchase": 3}]) | T.ResolveRankingTask("cvr")
+
+
+@pytest.mark.parametrize("bad_id", ["", "two\nlines"])
+def test_build_catalogue_rejects_ids_that_cannot_be_vocabulary_lines(bad_id):
+    with pytest.raises(Exception, match="empty or contain a line break"):
+        with BeamTestPipeline() as p:
+            _ = p | beam.Create([items_table(["a", bad_id])]) | T.BuildCatalogue()
+
+
+def test_group_events_by_user_rejects_empty_user_ids():
+    with pytest.raises(Exception, match="events.user_id: 1 id"):
+        with BeamTestPipeline() as p:
+            batch = events_table([("", "a", "view", 0, 0), ("u1", "a", "view", 0, 0)])
+            _ = p | beam.Create([batch]) | T.GroupEventsByUser(_catalogue(p))
