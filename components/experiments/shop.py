@@ -172,16 +172,21 @@ class LinearRanker:
         return rank_pool(self.scores(users, pool), pool)
 
 
-@dataclasses.dataclass(frozen=True)
 class FunnelRanker:
     """The pipeline's trained ranker (components.ranking's Ranker API) as the new policy: it scores each pool
     item from the user's latest history (the last max_len steps of the event log, as the features stage
-    builds them). World items map to the features vocabulary; items outside it are OOV."""
+    builds them). World items map to the features vocabulary; items outside it are OOV.
 
-    ranker: object  # .score(hist_items, hist_cats, cand_items, cand_cats) and .item_category
-    hist_items: np.ndarray  # [U, L] vocabulary indices per world user, left-padded
-    hist_cats: np.ndarray
-    vocab_index: np.ndarray  # [I] vocabulary index of each world item
+    The histories do not change during a study, so a (user, item) score never changes either: scores are
+    cached, and only pairs not seen before go through the model (DIEN's AUGRU runs once per candidate)."""
+
+    def __init__(self, ranker, hist_items: np.ndarray, hist_cats: np.ndarray, vocab_index: np.ndarray):
+        self.ranker = ranker  # .score(hist_items, hist_cats, cand_items, cand_cats) and .item_category
+        self.hist_items = hist_items  # [U, L] vocabulary indices per world user, left-padded
+        self.hist_cats = hist_cats
+        self.vocab_index = vocab_index  # [I] vocabulary index of each world item
+        self._keys = np.zeros(0, np.int64)  # sorted user * I + item
+        self._values = np.zeros(0, np.float64)
 
     @classmethod
     def build(cls, ranker, world: synthetic.ShopWorld, events: pa.Table, item_vocab: list[str], max_len: int) -> "FunnelRanker":
@@ -195,9 +200,34 @@ class FunnelRanker:
         return cls(ranker, hist_items, hist_cats, vocab_index)
 
     def scores(self, users: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-        cand = self.vocab_index[candidates.clip(min=0)]
-        return self.ranker.score(self.hist_items[users], self.hist_cats[users], cand,
-                                 self.ranker.item_category[cand]).astype(np.float64)
+        items = candidates.clip(min=0)
+        keys = users[:, None].astype(np.int64) * len(self.vocab_index) + items
+        missing = np.unique(keys[~self._cached(keys)])
+        if missing.size:
+            self._add(missing, self._score_pairs(missing // len(self.vocab_index), missing % len(self.vocab_index)))
+        return self._values[np.searchsorted(self._keys, keys)]
+
+    def _cached(self, keys: np.ndarray) -> np.ndarray:
+        pos = np.searchsorted(self._keys, keys).clip(max=max(len(self._keys) - 1, 0))
+        return (self._keys[pos] == keys) if len(self._keys) else np.zeros(keys.shape, bool)
+
+    def _add(self, keys: np.ndarray, values: np.ndarray) -> None:
+        merged = np.concatenate([self._keys, keys])
+        order = np.argsort(merged, kind="stable")
+        self._keys, self._values = merged[order], np.concatenate([self._values, values])[order]
+
+    def _score_pairs(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Scores of (user, item) pairs sorted by user: one model row per user, its items padded by repetition."""
+        starts = np.r_[0, np.nonzero(np.diff(users))[0] + 1]
+        counts = np.diff(np.r_[starts, len(users)])
+        slot = np.arange(len(users)) - np.repeat(starts, counts)
+        table = np.repeat(items[starts][:, None], counts.max(), axis=1)
+        table[np.repeat(np.arange(len(starts)), counts), slot] = items
+        cand = self.vocab_index[table]
+        row_users = users[starts]
+        scored = self.ranker.score(self.hist_items[row_users], self.hist_cats[row_users], cand,
+                                   self.ranker.item_category[cand]).astype(np.float64)
+        return scored[np.repeat(np.arange(len(starts)), counts), slot]
 
     def rank(self, users: np.ndarray, pool: np.ndarray) -> np.ndarray:
         return rank_pool(self.scores(users, pool), pool)

@@ -117,3 +117,18 @@ def test_funnel_ranker_scores_pools_from_user_histories(tiny):
     ranked = funnel.rank(users, pool)
     assert ranked[0, 0] == wanted[0] and ranked[0, -1] == -1
     assert ranked[1, 0] == wanted[1]
+
+
+def test_funnel_ranker_cache_returns_the_models_scores(tiny):
+    world, _, _ = tiny
+    events = shop.replay("tiny", 0)[1]
+    vocab = list(world.item_ids)
+    double = RankerDouble(len(vocab) + 2)
+    funnel = shop.FunnelRanker.build(double, world, events, vocab, max_len=4)
+    rng = np.random.default_rng(4)
+    for _ in range(3):  # later calls mix cached and new pairs
+        users = rng.integers(0, len(world.user_ids), 50)
+        items = rng.integers(0, len(vocab), (50, 6))
+        cand = funnel.vocab_index[items]
+        direct = double.score(funnel.hist_items[users], funnel.hist_cats[users], cand, double.item_category[cand])
+        np.testing.assert_array_equal(funnel.scores(users, items), direct)
