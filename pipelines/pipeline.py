@@ -45,7 +45,7 @@ def recommender_pipeline(
     margin_vs_baseline: float = 0.0,
     margin_vs_blessed: float = 0.0,
     experiment: str = "ranker",
-    treatment_ratio: float = 1.0,
+    treatment_ratio: float = 0.5,
     shop_preset: str = "",
     enable_bandit: bool = True,
     gcp_project: str = "",

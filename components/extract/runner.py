@@ -223,7 +223,7 @@ class BigQueryBackend:
 
 
 def bigquery_job_config(params: dict[str, object]):
-    """A QueryJobConfig with one typed parameter per value: TIMESTAMP (None = NULL), ARRAY<STRING>, INT64."""
+    """A QueryJobConfig with one typed parameter per value: TIMESTAMP (None = NULL), ARRAY<STRING>, INT64, FLOAT64."""
     from google.cloud import bigquery
 
     query_parameters = []
@@ -234,6 +234,8 @@ def bigquery_job_config(params: dict[str, object]):
             query_parameters.append(bigquery.ArrayQueryParameter(name, "STRING", value))
         elif isinstance(value, int) and not isinstance(value, bool):
             query_parameters.append(bigquery.ScalarQueryParameter(name, "INT64", value))
+        elif isinstance(value, float):
+            query_parameters.append(bigquery.ScalarQueryParameter(name, "FLOAT64", value))
         else:
             raise ExtractError(f"parameter {name!r} has unsupported type {type(value).__name__}")
     return bigquery.QueryJobConfig(query_parameters=query_parameters)

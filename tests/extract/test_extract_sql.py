@@ -66,6 +66,13 @@ def test_bigquery_job_config_carries_typed_parameters():
     assert {p["name"] for p in api} == set(params)
 
 
+def test_bigquery_job_config_types_floats_and_refuses_the_rest():
+    config = runner.bigquery_job_config({"treatment_ratio": 0.25})
+    assert config.query_parameters[0].type_ == "FLOAT64" and config.query_parameters[0].value == 0.25
+    with pytest.raises(runner.ExtractError, match="unsupported type"):
+        runner.bigquery_job_config({"flag": {"a": 1}})
+
+
 @pytest.mark.parametrize("name", ["events", "shop.events", "my-project.shop_dw.events", "_t1"])
 def test_valid_table_names(name):
     assert runner.validate_table_name(name) == name
