@@ -21,3 +21,24 @@ def test_log_metrics_flattens_the_headline_counts():
     log_metrics(stats, lambda name, value: logged.__setitem__(name, value))
     assert logged["examples_retrieval_train"] == 3.0 and logged["dropped_events_unknown_item"] == 1.0
     assert logged["users"] == 2.0 and all(isinstance(v, float) for v in logged.values())
+
+
+def test_vertex_gcs_mount_paths_become_gs_urls_for_beam():
+    from components.features.pipeline import beam_path
+
+    assert beam_path("/gcs/bucket/run/features") == "gs://bucket/run/features"
+    assert beam_path("/tmp/run/features") == "/tmp/run/features"
+
+
+def test_runner_options_pass_through_and_local_defaults_apply_only_without_a_runner():
+    from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
+
+    from components.features.pipeline import pipeline_options
+
+    local = pipeline_options(None)
+    assert local.view_as(StandardOptions).runner == "DirectRunner"
+    assert local.view_as(DirectOptions).direct_num_workers == 2
+    assert local.view_as(DirectOptions).direct_running_mode == "multi_processing"
+    dataflow = pipeline_options(["--runner=DataflowRunner", "--project=p", "--region=r"])
+    assert dataflow.view_as(StandardOptions).runner == "DataflowRunner"
+    assert dataflow.get_all_options(drop_default=True) == {"runner": "DataflowRunner", "project": "p", "region": "r"}
