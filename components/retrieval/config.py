@@ -15,12 +15,12 @@ class RetrievalConfig:
 
     encoder: str = "self_attention"  # the query tower's sequence encoder, one of ENCODERS
     embedding_dim: int = 64
-    max_len: int = 50  # history steps the query tower reads (the most recent ones)
+    max_len: int = 20  # history steps the query tower reads (the most recent ones)
     num_blocks: int = 2  # self-attention blocks
     num_heads: int = 2
     dropout: float = 0.3
-    batch_size: int = 2048  # next-item targets per batch: the in-batch candidates of each query
-    learning_rate: float = 1e-3
+    batch_size: int = 1024  # examples per batch: also the in-batch candidates of each query
+    learning_rate: float = 2e-3
     epochs: int = 30  # upper bound; early stopping on valid usually ends sooner
     patience: int = 3  # epochs without a better valid NDCG@20 before stopping
     normalize: bool = True  # score by cosine (L2-normalised embeddings) rather than raw dot product

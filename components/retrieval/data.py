@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +10,7 @@ import pandas as pd
 from components import schema
 from components.features import reader
 
-log = logging.getLogger(__name__)
-
 NUM_PRICE_BUCKETS = 10  # price deciles; bucket 0 = unknown price
-NEXT_ITEMS = "next_items"  # training sequences: the item that followed each step
-SUPERVISED = "supervised"  # training sequences: which steps are training targets
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,46 +25,6 @@ class Examples:
 
     def __len__(self) -> int:
         return len(self.target_item)
-
-
-@dataclasses.dataclass(frozen=True)
-class Sequences:
-    """Training rows for a causal query tower: steps (left-padded), the item after each step, and
-    which steps are training targets. Every train example is exactly one supervised step."""
-
-    items: np.ndarray  # int64 [s, w]
-    cats: np.ndarray  # int64 [s, w]
-    next_items: np.ndarray  # int64 [s, w]
-    supervised: np.ndarray  # bool [s, w]
-
-    def lengths(self) -> np.ndarray:
-        return (self.items != schema.PAD_INDEX).sum(axis=1)
-
-
-def training_sequences(train: Examples) -> Sequences:
-    """Folds each user's train prefixes back into one sequence, so one pass over it trains every prefix.
-
-    A user's longest history that fits the window holds all shorter ones (histories are the last
-    steps before the target), so it becomes one row with every step supervised. Histories that fill
-    the window may be cut, so each stays its own row with only its newest step supervised.
-    This reads each step once instead of once per later prefix: on Beauty ~8x fewer steps per epoch.
-    """
-    window = train.hist_items.shape[1]
-    lengths = (train.hist_items != schema.PAD_INDEX).sum(axis=1)
-    fits = np.flatnonzero(lengths < window)
-    order = fits[np.lexsort((lengths[fits], train.user[fits]))]
-    whole = order[np.r_[train.user[order][1:] != train.user[order][:-1], True]] if len(order) else order
-    rows = np.concatenate([whole, np.flatnonzero(lengths >= window)])
-    items = train.hist_items[rows]
-    next_items = np.zeros_like(items)
-    next_items[:, :-1] = items[:, 1:]
-    next_items[:, -1] = train.target_item[rows]
-    supervised = items != schema.PAD_INDEX
-    supervised[len(whole):, :-1] = False
-    if supervised.sum() != len(train):
-        log.warning("train examples are not the prefixes of one sequence per user: %d examples, %d steps "
-                    "recovered; training uses the recovered steps", len(train), supervised.sum())
-    return Sequences(items, train.hist_cats[rows], next_items, supervised)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,7 +7,7 @@ import tensorflow_recommenders as tfrs
 
 from components import schema
 from components.retrieval.config import RetrievalConfig
-from components.retrieval.data import NEXT_ITEMS, SUPERVISED, Catalogue
+from components.retrieval.data import Catalogue
 from components.retrieval.towers import CandidateTower, QueryTower
 
 
@@ -54,14 +54,8 @@ class TwoTowerModel(tfrs.Model):
         return self._finish(self.candidate_tower(item_index, training=training))
 
     def compute_loss(self, features, training=False):
-        """Every supervised step of the batch's sequences is a query; the items that followed them are
-        the candidates, each query's own next item the positive and all others its negatives."""
-        items = tf.cast(features[schema.HIST_ITEMS], tf.int64)
-        steps = self.query_tower.sequence(
-            items, tf.cast(features[schema.HIST_CATS], tf.int64), tf.not_equal(items, schema.PAD_INDEX),
-            training=training)
-        queries = tf.boolean_mask(self._finish(steps), features[SUPERVISED])
-        target = tf.boolean_mask(tf.cast(features[NEXT_ITEMS], tf.int64), features[SUPERVISED])
+        target = tf.cast(features[schema.TARGET_ITEM], tf.int64)
+        queries = self.query_embedding(features[schema.HIST_ITEMS], features[schema.HIST_CATS], training=training)
         candidates = self.candidate_embedding(target, training=training)
         probability = tf.gather(self.sampling_probability, target) if self.config.logq_correction else None
         return self.task(

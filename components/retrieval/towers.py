@@ -9,26 +9,21 @@ from components.retrieval.config import RetrievalConfig
 from components.retrieval.data import NUM_PRICE_BUCKETS, Catalogue
 
 
-# Every encoder is causal: output t summarises steps <= t only. Training then reads every
-# position of a user's sequence at once (each predicts the next item, as in SASRec), and a
-# query is the output at the newest step.
-
-
 class MeanPoolingEncoder(tf.keras.layers.Layer):
-    """Running average of the step embeddings: the order-free reference point."""
+    """Average of the history's step embeddings: the order-free reference point."""
 
     def call(self, steps, mask, training=None):
         weights = tf.cast(mask, steps.dtype)[..., tf.newaxis]
-        return tf.cumsum(steps * weights, axis=1) / tf.maximum(tf.cumsum(weights, axis=1), 1.0)
+        return tf.reduce_sum(steps * weights, axis=1) / tf.maximum(tf.reduce_sum(weights, axis=1), 1.0)
 
 
 class GRUEncoder(tf.keras.layers.Layer):
-    """GRU states over the history (GRU4Rec style); masked steps carry the state through."""
+    """Final state of a GRU over the history (GRU4Rec style); masked steps carry the state through."""
 
     def __init__(self, dim: int, dropout: float, **kwargs):
         super().__init__(**kwargs)
         self.dropout = tf.keras.layers.Dropout(dropout)
-        self.gru = tf.keras.layers.GRU(dim, return_sequences=True)
+        self.gru = tf.keras.layers.GRU(dim)
 
     def call(self, steps, mask, training=None):
         return self.gru(self.dropout(steps, training=training), mask=mask, training=training)
@@ -46,7 +41,6 @@ class SelfAttentionBlock(tf.keras.layers.Layer):
         self.dropout = tf.keras.layers.Dropout(dropout)
 
     def call(self, x, attention_mask, training=None):
-        """attention_mask [B, L, L]: query t may attend to key s."""
         normed = self.attention_norm(x)
         x = x + self.dropout(self.attention(normed, normed, attention_mask=attention_mask, training=training),
                              training=training)
@@ -54,10 +48,10 @@ class SelfAttentionBlock(tf.keras.layers.Layer):
 
 
 class SelfAttentionEncoder(tf.keras.layers.Layer):
-    """SASRec: causal self-attention over the steps.
+    """SASRec-style encoder read out at the newest step.
 
-    Positions count from the oldest real step, so left padding changes nothing: padded keys are
-    masked, and a prefix gets the same positions in training as when it is a whole query.
+    Positions count back from the newest step, so with left padding the extra padding a batch
+    carries changes nothing; padded keys are masked out of attention.
     """
 
     def __init__(self, dim: int, max_len: int, num_blocks: int, num_heads: int, dropout: float, **kwargs):
@@ -69,15 +63,13 @@ class SelfAttentionEncoder(tf.keras.layers.Layer):
 
     def call(self, steps, mask, training=None):
         length = tf.shape(steps)[1]
-        positions = tf.maximum(tf.cumsum(tf.cast(mask, tf.int32), axis=1) - 1, 0)
-        steps = steps + self.position_embedding(positions)
+        steps = steps + self.position_embedding(tf.range(length - 1, -1, -1))[tf.newaxis]
         keep = tf.cast(mask, steps.dtype)[..., tf.newaxis]
         x = self.dropout(steps, training=training) * keep
-        causal = tf.linalg.band_part(tf.ones([length, length], tf.bool), -1, 0)
-        attention_mask = tf.logical_and(mask[:, tf.newaxis, :], causal[tf.newaxis])
+        attention_mask = tf.logical_and(mask[:, tf.newaxis, :], tf.ones([1, length, 1], tf.bool))
         for block in self.blocks:
             x = block(x, attention_mask, training=training) * keep
-        return self.final_norm(x)
+        return self.final_norm(x[:, -1])
 
 
 def sequence_encoder(config: RetrievalConfig) -> tf.keras.layers.Layer:
@@ -109,7 +101,7 @@ def trim_history(hist_items, hist_cats, max_len: int):
 
 
 class QueryTower(tf.keras.Model):
-    """History (item and category indices, left-padded) -> query embedding [B, D] at the newest step."""
+    """History (item and category indices, left-padded) -> query embedding [B, D]."""
 
     def __init__(self, item_embedding, category_embedding, config: RetrievalConfig, **kwargs):
         super().__init__(**kwargs)
@@ -121,10 +113,6 @@ class QueryTower(tf.keras.Model):
 
     def call(self, inputs, training=False):
         hist_items, hist_cats, mask = trim_history(inputs[0], inputs[1], self.max_len)
-        return self.sequence(hist_items, hist_cats, mask, training=training)[:, -1]
-
-    def sequence(self, hist_items, hist_cats, mask, training=False):
-        """[B, L, D]: the query after each step (padded steps give unused vectors)."""
         steps = self.item_embedding(hist_items) + self.category_embedding(hist_cats)
         return self.projection(self.encoder(steps, mask, training=training))
 

@@ -13,14 +13,13 @@ import tensorflow as tf
 from components import schema
 from components.retrieval import evaluation
 from components.retrieval.config import RetrievalConfig
-from components.retrieval.data import (NEXT_ITEMS, SUPERVISED, Catalogue, Examples, Sequences, load_catalogue,
-                                       load_examples, training_sequences)
+from components.retrieval.data import Catalogue, Examples, load_catalogue, load_examples
 from components.retrieval.model import TwoTowerModel
 
 log = logging.getLogger(__name__)
 
 SELECTION_METRIC = "ndcg@20"
-SORT_WINDOW_BATCHES = 32  # batches per window sorted by sequence length (see `batch_rows`)
+SORT_WINDOW_BATCHES = 32  # batches per window sorted by history length (see `batch_order`)
 ENCODE_BATCH = 1024
 
 
@@ -41,46 +40,33 @@ class TrainingResult:
         return self.train_examples * self.epochs_run / max(self.fit_s, 1e-9)
 
 
-def batch_rows(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """A shuffled epoch of row batches, each of similar sequence lengths and about `batch_size` steps.
+def batch_order(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+    """A shuffled epoch in which each batch holds histories of similar length.
 
-    Windows of random rows are sorted by length and cut where the batch's padded size (rows x its
-    longest row) would pass batch_size, then the batches are shuffled: little compute goes to
-    padding (median Beauty history is 4 steps), the number of in-batch candidates stays about
-    batch_size, and the candidates are still a random draw of targets.
+    Windows of SORT_WINDOW_BATCHES random batches are sorted by length, cut into batches, and the
+    batches shuffled: the query tower then trims most batches to a few steps instead of max_len
+    (median Beauty history is 4), while the in-batch negatives stay a random draw of targets.
+    The remainder that does not fill a batch is dropped, so every softmax has batch_size candidates.
     """
     order = rng.permutation(len(lengths))
-    window = max(1, batch_size // max(int(np.median(lengths)), 1)) * SORT_WINDOW_BATCHES
-    batches = []
+    window = batch_size * SORT_WINDOW_BATCHES
     for start in range(0, len(order), window):
         chunk = order[start : start + window]
-        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-        first = 0
-        for end in range(1, len(chunk) + 1):
-            if end == len(chunk) or (end + 1 - first) * lengths[chunk[end]] > batch_size:
-                batches.append(chunk[first:end])
-                first = end
-    return [batches[i] for i in rng.permutation(len(batches))]
+        order[start : start + window] = chunk[np.argsort(lengths[chunk], kind="stable")]
+    num_batches = len(order) // batch_size
+    if num_batches == 0:
+        raise ValueError(f"{len(lengths)} train examples do not fill one batch of {batch_size}")
+    batches = order[: num_batches * batch_size].reshape(num_batches, batch_size)
+    return batches[rng.permutation(num_batches)].reshape(-1)
 
 
-def _epoch_dataset(sequences: Sequences, batches: list[np.ndarray]) -> tf.data.Dataset:
-    """Batches trimmed to their longest row (left padding: the last columns hold every step)."""
-    lengths = sequences.lengths()
-
-    def generate():
-        for rows in batches:
-            width = int(lengths[rows].max())
-            yield {
-                schema.HIST_ITEMS: sequences.items[rows, -width:],
-                schema.HIST_CATS: sequences.cats[rows, -width:],
-                NEXT_ITEMS: sequences.next_items[rows, -width:],
-                SUPERVISED: sequences.supervised[rows, -width:],
-            }
-
-    matrix = tf.TensorSpec([None, None], tf.int64)
-    signature = {schema.HIST_ITEMS: matrix, schema.HIST_CATS: matrix, NEXT_ITEMS: matrix,
-                 SUPERVISED: tf.TensorSpec([None, None], tf.bool)}
-    return tf.data.Dataset.from_generator(generate, output_signature=signature).prefetch(2)
+def _epoch_dataset(train: Examples, order: np.ndarray, batch_size: int) -> tf.data.Dataset:
+    tensors = {
+        schema.HIST_ITEMS: train.hist_items[order],
+        schema.HIST_CATS: train.hist_cats[order],
+        schema.TARGET_ITEM: train.target_item[order],
+    }
+    return tf.data.Dataset.from_tensor_slices(tensors).batch(batch_size, drop_remainder=True).prefetch(2)
 
 
 def encode_queries(model: TwoTowerModel, hist_items: np.ndarray, hist_cats: np.ndarray) -> np.ndarray:
@@ -106,12 +92,11 @@ def train(train_set: Examples, valid_set: Examples, catalogue: Catalogue, config
     rng = np.random.default_rng(config.seed)
     model = TwoTowerModel(catalogue, config)
     model.compile(optimizer=tf.keras.optimizers.Adam(config.learning_rate))
-    sequences = training_sequences(train_set)
-    lengths = sequences.lengths()
+    lengths = (train_set.hist_items != schema.PAD_INDEX).sum(axis=1)
     best = {"score": -1.0, "epoch": 0, "metrics": {}, "weights": None}
     started, fit_s, epochs_run = time.perf_counter(), 0.0, 0
     for epoch in range(1, config.epochs + 1):
-        dataset = _epoch_dataset(sequences, batch_rows(lengths, config.batch_size, rng))
+        dataset = _epoch_dataset(train_set, batch_order(lengths, config.batch_size, rng), config.batch_size)
         fit_started = time.perf_counter()
         history = model.fit(dataset, epochs=1, verbose=0)
         epoch_fit_s = time.perf_counter() - fit_started
@@ -131,7 +116,7 @@ def train(train_set: Examples, valid_set: Examples, catalogue: Catalogue, config
     model.set_weights(best["weights"])
     result = TrainingResult(
         model=model, catalogue=catalogue, config=config, valid_metrics=best["metrics"], best_epoch=best["epoch"],
-        epochs_run=epochs_run, train_examples=int(sequences.supervised.sum()),
+        epochs_run=epochs_run, train_examples=len(train_set) // config.batch_size * config.batch_size,
         train_s=time.perf_counter() - started, fit_s=fit_s,
     )
     log.info(

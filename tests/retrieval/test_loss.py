@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from components import schema
 from components.retrieval.config import RetrievalConfig
-from components.retrieval.data import NEXT_ITEMS, SUPERVISED, load_catalogue
+from components.retrieval.data import load_catalogue
 from components.retrieval.model import TwoTowerModel, retrieval_task
 
 
@@ -42,21 +42,18 @@ def test_task_on_a_hand_made_batch():
 
 
 @pytest.mark.parametrize("logq", [True, False])
-def test_model_loss_over_sequence_steps(shop_features, logq):
-    """Each supervised step is a query equal to encoding its prefix alone (the tower is causal)."""
+def test_model_loss_uses_train_frequencies(shop_features, logq):
     catalogue = load_catalogue(shop_features)
-    config = RetrievalConfig(embedding_dim=8, temperature=0.2, logq_correction=logq, dropout=0.0)
+    config = RetrievalConfig(encoder="mean", embedding_dim=8, temperature=0.2, logq_correction=logq)
     model = TwoTowerModel(catalogue, config)
-    items = np.array([[0, 4, 5, 6], [7, 8, 9, 10]])
-    cats = np.array([[0, 2, 3, 4], [2, 3, 4, 5]])
-    next_items = np.array([[0, 5, 6, 2], [8, 9, 10, 2]])  # both sequences end on item 2: an accidental hit
-    supervised = np.array([[False, True, True, True], [False, False, False, True]])
-    loss = float(model.compute_loss({schema.HIST_ITEMS: tf.constant(items), schema.HIST_CATS: tf.constant(cats),
-                                     NEXT_ITEMS: tf.constant(next_items), SUPERVISED: tf.constant(supervised)}))
-    rows, cols = np.nonzero(supervised)
-    prefixes = [(np.pad(items[r, : c + 1], (3 - c, 0)), np.pad(cats[r, : c + 1], (3 - c, 0))) for r, c in zip(rows, cols)]
-    queries = model.query_embedding(np.stack([p[0] for p in prefixes]), np.stack([p[1] for p in prefixes])).numpy()
-    targets = next_items[rows, cols]
+    targets = np.array([2, 3, 2, 40])  # rows 0 and 2 share their positive: an accidental hit
+    features = {
+        schema.HIST_ITEMS: tf.constant([[0, 4, 5], [6, 7, 8], [0, 0, 9], [10, 11, 12]], tf.int64),
+        schema.HIST_CATS: tf.constant([[0, 2, 3], [2, 3, 4], [0, 0, 5], [2, 2, 2]], tf.int64),
+        schema.TARGET_ITEM: tf.constant(targets, tf.int64),
+    }
+    loss = float(model.compute_loss(features))
+    queries = model.query_embedding(features[schema.HIST_ITEMS], features[schema.HIST_CATS]).numpy()
     candidates = model.candidate_embedding(tf.constant(targets, tf.int64)).numpy()
     counts = catalogue.train_count.astype(float)
     probability = counts[targets] / counts.sum() if logq else np.ones(len(targets))

@@ -85,16 +85,3 @@ def test_bad_config_is_refused():
     with pytest.raises(ValueError, match="num_heads"):
         RetrievalConfig(embedding_dim=30, num_heads=4)
 
-
-def test_training_sequences_fold_the_prefixes_back(shop_features):
-    from components.retrieval.data import load_examples, training_sequences
-
-    train = load_examples(shop_features, "train", 4)  # a short window, so some histories fill it
-    sequences = training_sequences(train)
-    assert sequences.supervised.sum() == len(train)
-    # every (history, target) example is one supervised step with exactly that history
-    steps = {(tuple(row[row > 0][-4:]), nxt) for row_items, row_next, row_sup in
-             zip(sequences.items, sequences.next_items, sequences.supervised)
-             for col in np.flatnonzero(row_sup) for row, nxt in [(row_items[: col + 1], row_next[col])]}
-    examples = {(tuple(h[h > 0]), t) for h, t in zip(train.hist_items, train.target_item)}
-    assert steps == examples
