@@ -134,3 +134,15 @@ def test_make_images_dry_run_uses_the_lock_dockerfile_and_mounted_ca():
                             cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert "--target production" in pushed and "--build-arg BASE_IMAGE=python:3.11-slim-bookworm" in pushed
     assert re.search(r'if \[ -n "europe-docker.pkg.dev/p/r" \]; then docker push europe-docker.pkg.dev/p/r/recsys-pipeline:\w+', pushed)
+
+
+def test_cloud_build_builds_the_same_dockerfile_and_pushes_the_tagged_image():
+    import yaml
+
+    config = yaml.safe_load((ROOT / "docker" / "cloudbuild.yaml").read_text())
+    build = " ".join(config["steps"][0]["args"])
+    assert "docker build -f docker/Dockerfile" in build and '--target "${_TARGET}"' in build
+    assert '--build-arg BASE_IMAGE="${_BASE_IMAGE}"' in build and '-t "${_IMAGE}"' in build
+    assert config["images"] == ["${_IMAGE}"]
+    assert config["substitutions"]["_TARGET"] == "production"
+    assert config["steps"][1]["name"] == "${_IMAGE}", "the pushed image is smoke-tested first"
