@@ -46,9 +46,12 @@ def run_local(output: str | Path, source: str, seed: int = 0, **parameters) -> d
         "registry": str(output / "registry"),
         "seconds": round(time.perf_counter() - started, 1),
     }
-    reports = sorted(str(p) for p in run_dir.rglob("*.html"))
-    if reports:
-        outputs["report"] = reports[0]
+    named_outputs = {
+        "report": run_dir / "evaluation" / "report",
+        "summary": run_dir / "evaluation" / "summary",
+        "experiments_report": run_dir / "off-policy-evaluation" / "report" / "experiments.html",
+    }
+    outputs.update({name: str(path) for name, path in named_outputs.items() if path.exists()})
     return outputs
 
 
