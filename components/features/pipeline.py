@@ -1,7 +1,7 @@
 """The features job: extract output (events + items Parquet) -> vocabularies, examples, stats.
 
-Runs on Beam's DirectRunner in multi-process mode by default; any runner options in `beam_args`
-pass through unchanged (DataflowRunner included). Paths go through Beam's FileSystems, so they
+Runs locally on Beam's direct runner engine (FnApiRunner, two worker processes) by default; any
+runner options in `beam_args` pass through unchanged (DataflowRunner included). Paths go through Beam's FileSystems, so they
 may be local or gs://; a Vertex AI "/gcs/..." artifact path is read and written as gs://.
 The job writes into a temporary directory beside `output_dir` and renames it when complete, so
 a failed run never leaves a directory that looks like a finished output.
@@ -32,7 +32,10 @@ EVENTS_FILE = "events.parquet"
 ITEMS_FILE = "items.parquet"
 MANIFEST_FILE = "manifest.json"
 _COUNTS_FILE = "_counts.json"
-LOCAL_DEFAULTS = ["--runner=DirectRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+# The Python DirectRunner of Beam 2.77 first tries Prism, a Go binary it downloads from GitHub at run
+# time, and falls back to the FnApiRunner. Naming the FnApiRunner runs the same multi-process engine
+# on every machine, offline, without a binary fetched at run time.
+LOCAL_DEFAULTS = ["--runner=FnApiRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]
 
 
 def run_features(
@@ -78,7 +81,7 @@ def beam_path(path: str) -> str:
 
 
 def pipeline_options(beam_args: list[str] | None) -> PipelineOptions:
-    """The caller's options unchanged; the local multi-process DirectRunner when no runner is named."""
+    """The caller's options unchanged; the local multi-process runner when no runner is named."""
     args = list(beam_args or [])
     if not any(arg == "--runner" or arg.startswith("--runner=") for arg in args):
         args += LOCAL_DEFAULTS

@@ -36,7 +36,7 @@ def test_runner_options_pass_through_and_local_defaults_apply_only_without_a_run
     from components.features.pipeline import pipeline_options
 
     local = pipeline_options(None)
-    assert local.view_as(StandardOptions).runner == "DirectRunner"
+    assert local.view_as(StandardOptions).runner == "FnApiRunner"
     assert local.view_as(DirectOptions).direct_num_workers == 2
     assert local.view_as(DirectOptions).direct_running_mode == "multi_processing"
     dataflow = pipeline_options(["--runner=DataflowRunner", "--project=p", "--region=r"])

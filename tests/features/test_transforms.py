@@ -4,7 +4,7 @@ import apache_beam as beam
 import numpy as np
 import pytest
 import tensorflow as tf
-from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from components import schema
@@ -12,6 +12,12 @@ from components.features import transforms as T
 from components.features.sequences import PURCHASE, STEP_DTYPE, VIEW, leave_last_out
 
 from .shop_data import events_table, items_table
+
+
+def fn_api_pipeline():
+    """A TestPipeline on the FnApiRunner: the DirectRunner would first try to download Prism."""
+    return test_pipeline.TestPipeline(runner="FnApiRunner")
+
 
 ITEMS = ["a", "b", "c", "d", "e"]  # catalogue rows 0..4 (sorted by id)
 
@@ -38,7 +44,7 @@ def _catalogue(p, item_ids=ITEMS, categories=None):
 
 
 def test_build_catalogue_sorts_by_id():
-    with BeamTestPipeline() as p:
+    with fn_api_pipeline() as p:
         batches = p | beam.Create([items_table(["z", "b"]), items_table(["m"])])
         ids = batches | T.BuildCatalogue() | beam.Map(lambda t: t.column("item_id").to_pylist())
         assert_that(ids, equal_to([["b", "m", "z"]]))
@@ -46,7 +52,7 @@ def test_build_catalogue_sorts_by_id():
 
 def test_build_catalogue_rejects_duplicate_ids():
     with pytest.raises(Exception, match="duplicate item_id"):
-        with BeamTestPipeline() as p:
+        with fn_api_pipeline() as p:
             _ = p | beam.Create([items_table(["a", "b"]), items_table(["a"])]) | T.BuildCatalogue()
 
 
@@ -56,7 +62,7 @@ def test_group_events_by_user_merges_batches_sorts_ties_by_event_seq_and_counts_
     batch2 = events_table(
         [("u1", "b", "view", 5, 2), ("u1", "zz", "view", 6, 4), ("u2", "a", "click", 1, 1), ("u1", "d", "cart", 9, 5)]
     )
-    with BeamTestPipeline() as p:
+    with fn_api_pipeline() as p:
         out = p | beam.Create([batch1, batch2]) | T.GroupEventsByUser(_catalogue(p))
         items = out[T.MAIN] | beam.MapTuple(lambda user, events: (user, [ITEMS[i] for i in events["item"]]))
         assert_that(items, equal_to([("u1", ["a", "b", "c", "d"]), ("u2", ["b"])]), label="sequences")
@@ -84,7 +90,7 @@ def test_build_sequences_collapses_repeats_and_drops_short_users():
             ("short", "b", "view", 2, 2),
         ]
     )
-    with BeamTestPipeline() as p:
+    with fn_api_pipeline() as p:
         grouped = p | beam.Create([batch]) | T.GroupEventsByUser(_catalogue(p))
         out = grouped[T.MAIN] | T.BuildSequences()
         steps = out[T.MAIN] | beam.MapTuple(
@@ -111,7 +117,7 @@ SEQUENCES = [
 
 def test_compute_vocabulary_ranks_by_count_then_id():
     categories = ["x", "y", "y", "z", "x"]
-    with BeamTestPipeline() as p:
+    with fn_api_pipeline() as p:
         catalogue = _catalogue(p, categories=categories)
         vocab = p | "Seqs" >> beam.Create(SEQUENCES) | T.ComputeVocabulary(catalogue, leave_last_out)
         summary = vocab | beam.Map(
@@ -155,7 +161,7 @@ def _check_next_item_pairs(pairs):
 def test_build_examples_next_item_pairs_each_positive_with_a_different_negative():
     # one user, many steps over few items, so the sampled negative would often hit the target
     sequences = [("u1", _steps([0, 1, 0, 1, 2, 0, 1, 0, 2, 1, 0]))]
-    with BeamTestPipeline() as p:
+    with fn_api_pipeline() as p:
         catalogue = _catalogue(p)
         vocab = p | "Seqs" >> beam.Create(sequences) | T.ComputeVocabulary(catalogue, leave_last_out)
         task = p | "Task" >> beam.Create(["next_item"])
@@ -174,7 +180,7 @@ def test_build_examples_next_item_pairs_each_positive_with_a_different_negative(
 
 
 def test_build_examples_retrieval_histories_targets_and_seen_items():
-    with BeamTestPipeline() as p:
+    with fn_api_pipeline() as p:
         decoded, _ = _examples(p, "next_item")
         # item index: b=2, c=3, a=4, d=5, e=6; user index: u1=2, u3=3, u2=4
         # u1 = a b c b d = 4 2 3 2 5, u2 = b c e = 2 3 6, u3 = c b a b = 3 2 4 2; max_len 3
@@ -194,7 +200,7 @@ def test_build_examples_retrieval_histories_targets_and_seen_items():
 
 def test_build_examples_cvr_rows_are_viewed_steps_labelled_by_later_purchase():
     sequences = [("u1", _steps([0, (1, VIEW), (2, VIEW), (1, VIEW | PURCHASE), (2, PURCHASE), (3, VIEW)]))]
-    with BeamTestPipeline() as p:
+    with fn_api_pipeline() as p:
         decoded, _ = _examples(p, "cvr", sequences=sequences)
         rows = {
             split: decoded[T.output_tag("ranking", split)] | f"L{split}" >> beam.Map(
@@ -209,7 +215,7 @@ def test_build_examples_cvr_rows_are_viewed_steps_labelled_by_later_purchase():
 
 
 def test_resolve_ranking_task():
-    with BeamTestPipeline() as p:
+    with fn_api_pipeline() as p:
         funnel = p | "F" >> beam.Create([{"events_by_type/view": 3}, {"events_by_type/purchase": 1}])
         bought = p | "B" >> beam.Create([{"events_by_type/purchase": 3}, {"events_by_type/cart": 2}])
         assert_that(funnel | "RF" >> T.ResolveRankingTask("auto"), equal_to(["cvr"]), label="funnel")
@@ -218,7 +224,7 @@ def test_resolve_ranking_task():
 
 def test_write_tfrecord_lists_writes_every_record(tmp_path):
     prefix = str(tmp_path / "train")
-    with BeamTestPipeline() as p:
+    with fn_api_pipeline() as p:
         _ = p | beam.Create([[b"x1", b"x2"], [b"y"]]) | T.WriteTFRecordLists(prefix)
     files = sorted(str(f) for f in tmp_path.glob("train-*-of-*.tfrecord"))
     assert files
@@ -227,26 +233,26 @@ def test_write_tfrecord_lists_writes_every_record(tmp_path):
 
 def test_compute_vocabulary_fails_clearly_without_users():
     with pytest.raises(Exception, match="no user has enough steps"):
-        with BeamTestPipeline() as p:
+        with fn_api_pipeline() as p:
             empty = p | "Seqs" >> beam.Create([]).with_output_types(tuple)
             _ = empty | T.ComputeVocabulary(_catalogue(p), leave_last_out)
 
 
 def test_cvr_needs_views_and_purchases():
     with pytest.raises(Exception, match="'cvr' needs view and purchase"):
-        with BeamTestPipeline() as p:
+        with fn_api_pipeline() as p:
             _ = p | beam.Create([{"events_by_type/purchase": 3}]) | T.ResolveRankingTask("cvr")
 
 
 @pytest.mark.parametrize("bad_id", ["", "two\nlines"])
 def test_build_catalogue_rejects_ids_that_cannot_be_vocabulary_lines(bad_id):
     with pytest.raises(Exception, match="empty or contain a line break"):
-        with BeamTestPipeline() as p:
+        with fn_api_pipeline() as p:
             _ = p | beam.Create([items_table(["a", bad_id])]) | T.BuildCatalogue()
 
 
 def test_group_events_by_user_rejects_empty_user_ids():
     with pytest.raises(Exception, match="events.user_id: 1 id"):
-        with BeamTestPipeline() as p:
+        with fn_api_pipeline() as p:
             batch = events_table([("", "a", "view", 0, 0), ("u1", "a", "view", 0, 0)])
             _ = p | beam.Create([batch]) | T.GroupEventsByUser(_catalogue(p))
