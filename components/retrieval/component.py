@@ -10,7 +10,7 @@ def retrieval(
     features: Input[Dataset],
     model: Output[Model],
     metrics: Output[Metrics],
-    epochs: int = 30,
+    epochs: int = 12,
     embedding_dim: int = 64,
     seed: int = 0,
 ):

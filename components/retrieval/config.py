@@ -13,7 +13,7 @@ CONFIG_FILE = "config.json"
 class RetrievalConfig:
     """Defaults are the ones the pipeline ships; they were chosen on Beauty's valid split."""
 
-    encoder: str = "self_attention"  # the query tower's sequence encoder, one of ENCODERS
+    encoder: str = "gru"  # the query tower's sequence encoder, one of ENCODERS (GRU: best on Beauty valid)
     embedding_dim: int = 64
     max_len: int = 20  # history steps the query tower reads (the most recent ones)
     num_blocks: int = 2  # self-attention blocks
@@ -21,8 +21,8 @@ class RetrievalConfig:
     dropout: float = 0.3
     batch_size: int = 1024  # examples per batch: also the in-batch candidates of each query
     learning_rate: float = 2e-3
-    epochs: int = 30  # upper bound; early stopping on valid usually ends sooner
-    patience: int = 3  # epochs without a better valid NDCG@20 before stopping
+    epochs: int = 12  # upper bound; early stopping on valid may end sooner
+    patience: int = 2  # epochs without a better valid NDCG@20 before stopping
     normalize: bool = True  # score by cosine (L2-normalised embeddings) rather than raw dot product
     temperature: float = 0.1  # softmax temperature over the scores
     logq_correction: bool = True  # Yi et al. 2019: subtract log sampling probability from logits
