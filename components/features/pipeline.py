@@ -1,8 +1,9 @@
 """The features job: extract output (events + items Parquet) -> vocabularies, examples, stats.
 
 Runs locally on Beam's direct runner engine (FnApiRunner, two worker processes) by default; any
-runner options in `beam_args` pass through unchanged (DataflowRunner included). Paths go through Beam's FileSystems, so they
-may be local or gs://; a Vertex AI "/gcs/..." artifact path is read and written as gs://.
+runner options in `beam_args` pass through unchanged (DataflowRunner included). Paths go through
+Beam's FileSystems, so they may be local or gs://; a Vertex AI "/gcs/..." artifact path is read
+and written as gs://.
 The job writes into a temporary directory beside `output_dir` and renames it when complete, so
 a failed run never leaves a directory that looks like a finished output.
 """
