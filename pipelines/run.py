@@ -88,9 +88,10 @@ def main() -> None:
             bucket=args.bucket,
             service_account=args.service_account,
             schedule_cron=args.schedule,
+            parameter_values=submit.production_parameters(spec, args.project, args.region, args.bucket),
         )
     else:
-        job = submit.submit_kfp(spec_path=spec, host=args.host)
+        job = submit.submit_kfp(spec_path=spec, host=args.host, schedule_cron=args.schedule)
     print(f"submitted: {job}")
 
 
