@@ -19,7 +19,7 @@ def features(
     """Builds vocabularies, retrieval/ranking TFRecords, item features and stats with Apache Beam.
 
     ranking_task: auto | next_item | cvr. beam_args: a JSON list of Beam pipeline options, passed
-    through unchanged ("[]" = the local direct runner engine in two processes; DataflowRunner options for the cloud).
+    through unchanged ("[]" = the local DirectRunner in two processes; DataflowRunner options for the cloud).
     """
     from components.features.pipeline import log_metrics, parse_beam_args, run_features
 

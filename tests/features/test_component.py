@@ -36,9 +36,19 @@ def test_runner_options_pass_through_and_local_defaults_apply_only_without_a_run
     from components.features.pipeline import pipeline_options
 
     local = pipeline_options(None)
-    assert local.view_as(StandardOptions).runner == "FnApiRunner"
+    assert local.view_as(StandardOptions).runner == "DirectRunner"
     assert local.view_as(DirectOptions).direct_num_workers == 2
     assert local.view_as(DirectOptions).direct_running_mode == "multi_processing"
     dataflow = pipeline_options(["--runner=DataflowRunner", "--project=p", "--region=r"])
     assert dataflow.view_as(StandardOptions).runner == "DataflowRunner"
     assert dataflow.get_all_options(drop_default=True) == {"runner": "DataflowRunner", "project": "p", "region": "r"}
+
+
+def test_check_complete_refuses_counts_that_contradict_the_steps():
+    from components.features.pipeline import check_complete
+
+    whole = {"users": 2, "steps": 9, "examples": {"retrieval": {"train": 3, "valid": 2, "test": 2}}}
+    check_complete(whole, "leave_last_out")
+    lost = {"users": 2, "steps": 9, "examples": {"retrieval": {"train": 2, "valid": 1, "test": 1}}}
+    with pytest.raises(RuntimeError, match="incomplete features output"):
+        check_complete(lost, "leave_last_out")
