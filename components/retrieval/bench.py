@@ -11,7 +11,6 @@ import components  # noqa: F401  (tf-keras before TensorFlow)
 import numpy as np
 import tensorflow as tf
 
-from components import schema
 from components.retrieval import export, training
 from components.retrieval.config import RetrievalConfig
 from components.retrieval.data import Catalogue, Examples, load_examples

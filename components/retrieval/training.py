@@ -93,10 +93,12 @@ def train(train_set: Examples, valid_set: Examples, catalogue: Catalogue, config
     model = TwoTowerModel(catalogue, config)
     model.compile(optimizer=tf.keras.optimizers.Adam(config.learning_rate))
     lengths = (train_set.hist_items != schema.PAD_INDEX).sum(axis=1)
+    # a shop smaller than one batch still trains (with fewer in-batch negatives)
+    batch_size = min(config.batch_size, len(train_set))
     best = {"score": -1.0, "epoch": 0, "metrics": {}, "weights": None}
     started, fit_s, epochs_run = time.perf_counter(), 0.0, 0
     for epoch in range(1, config.epochs + 1):
-        dataset = _epoch_dataset(train_set, batch_order(lengths, config.batch_size, rng), config.batch_size)
+        dataset = _epoch_dataset(train_set, batch_order(lengths, batch_size, rng), batch_size)
         fit_started = time.perf_counter()
         history = model.fit(dataset, epochs=1, verbose=0)
         epoch_fit_s = time.perf_counter() - fit_started
@@ -116,7 +118,7 @@ def train(train_set: Examples, valid_set: Examples, catalogue: Catalogue, config
     model.set_weights(best["weights"])
     result = TrainingResult(
         model=model, catalogue=catalogue, config=config, valid_metrics=best["metrics"], best_epoch=best["epoch"],
-        epochs_run=epochs_run, train_examples=len(train_set) // config.batch_size * config.batch_size,
+        epochs_run=epochs_run, train_examples=len(train_set) // batch_size * batch_size,
         train_s=time.perf_counter() - started, fit_s=fit_s,
     )
     log.info(
