@@ -12,7 +12,8 @@ from components import schema
 from components.ranking.base import ModelConfig
 from components.ranking.data import load_split
 from components.ranking.export import export_ranker
-from components.ranking.training import TrainConfig, build_model, compare_training_speed, evaluate, train
+from components.ranking.training import (TrainConfig, build_model, compare_training_speed, evaluate, fit_fusion, train,
+                                         training_split)
 
 VARIANTS = {
     "dien": ModelConfig(model_type="dien"),
@@ -47,14 +48,17 @@ def speed_against_reference(train_data, num_items, num_categories, train_config:
 
 
 def ranking_bench(features_dir: str, seeds=(0,), model_dir: str | None = None,
-                  epochs: int = TrainConfig.epochs) -> dict:
+                  epochs: int = TrainConfig.epochs, retrieval_dir: str | None = None) -> dict:
     """{"ranking": {"dien": {...}, "din": {...}, "dien_no_aux": {...}, "reference_gru": {...}}} on the test split.
 
     With `model_dir`, the DIEN model of the first seed is exported there (the ranking model artifact), so
-    evaluation and export use the model that was measured.
+    evaluation and export use the model that was measured. With `retrieval_dir`, every variant trains with
+    hard negatives from that retrieval model and the exported model gets its funnel fusion weight (chosen
+    on valid), as in the pipeline.
     """
     spec = schema.FeatureSpec.read(features_dir)
-    train_data, valid_data, test_data = (load_split(features_dir, split) for split in schema.SPLITS)
+    train_data = training_split(features_dir, TrainConfig(seed=seeds[0]), retrieval_dir)
+    valid_data, test_data = (load_split(features_dir, split) for split in ("valid", "test"))
     runs = {name: [] for name in VARIANTS}
     for seed in seeds:
         train_config = TrainConfig(epochs=epochs, seed=seed)
@@ -65,7 +69,11 @@ def ranking_bench(features_dir: str, seeds=(0,), model_dir: str | None = None,
             if model_dir and name == "dien" and seed == seeds[0]:
                 export_ranker(model, features_dir, model_dir, {"ranking_task": spec.ranking_task,
                                                                "train_config": dataclasses.asdict(train_config),
+                                                               "hard_negatives_from": retrieval_dir,
                                                                "test_metrics": runs[name][-1]})
+                if retrieval_dir:
+                    runs[name][-1]["retrieval_weight"] = fit_fusion(features_dir, model_dir, retrieval_dir)[
+                        "retrieval_weight"]
             tf.keras.backend.clear_session()
     result = {name: _summarize(values) for name, values in runs.items()}
     speed = speed_against_reference(train_data, spec.num_items, spec.num_categories,

@@ -1,4 +1,6 @@
 """KFP shell of the ranking stage: trains DIN or DIEN on the features output and exports the ranking model."""
+from typing import Optional
+
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
@@ -7,9 +9,11 @@ from components.image import IMAGE
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def ranking(features: Input[Dataset], model_type: str, epochs: int, seed: int,
-            model: Output[Model], metrics: Output[Metrics]):
-    """Trains `model_type` ('dien' | 'din'), writes the ranking model artifact, logs test auc/gauc/logloss."""
+            model: Output[Model], metrics: Output[Metrics], retrieval_model: Optional[Input[Model]] = None):
+    """Trains `model_type` ('dien' | 'din'), writes the ranking model artifact, logs test auc/gauc/logloss.
+    With `retrieval_model`, trains on its candidates as hard negatives and stores the funnel's fusion weight."""
     from components.kfp_metrics import log_metrics
     from components.ranking.training import run_stage
 
-    log_metrics(metrics.log_metric, run_stage(features.path, model.path, model_type, epochs, seed))
+    retrieval_dir = retrieval_model.path if retrieval_model is not None else None
+    log_metrics(metrics.log_metric, run_stage(features.path, model.path, model_type, epochs, seed, retrieval_dir))

@@ -6,7 +6,10 @@ Layout of the artifact directory (contracts.md):
                    score_indices(hist_items, hist_cats, candidate_items, candidate_cats: int64) -> {"scores": [B, N]}
                  "" is padding; unknown ids map to OOV. Candidate categories come from the item -> category
                  table inside the model (OOV for unknown items).
-  ranker.json    model configuration and the metrics of the run that produced it
+  ranker.json    model configuration and the metrics of the run that produced it; with "fusion" (when the ranker
+                 was trained against a retrieval model) the funnel's final score is
+                 logit(scores) + fusion.retrieval_weight * retrieval score (components.serving.funnel.fuse);
+                 the SavedModel itself returns the ranker's probability only
 """
 from __future__ import annotations
 
@@ -138,13 +141,27 @@ def _nan_to_none(value):
     return value
 
 
-class Ranker:
-    """Scores candidates for users: the history is encoded once per user, then each candidate is scored."""
+def write_fusion(output_dir: str | Path, fusion: dict) -> None:
+    """Adds the funnel's fusion settings to ranker.json (replaced atomically)."""
+    path = Path(output_dir, INFO)
+    info = json.loads(path.read_text())
+    info["fusion"] = fusion
+    staging = path.with_name(f".{INFO}.tmp")
+    staging.write_text(json.dumps(_nan_to_none(info), indent=2))
+    staging.replace(path)
 
-    def __init__(self, module):
+
+class Ranker:
+    """Scores candidates for users: the history is encoded once per user, then each candidate is scored.
+
+    retrieval_weight: the funnel adds this times the retrieval score to the ranker's logit (0: ranker alone).
+    """
+
+    def __init__(self, module, retrieval_weight: float = 0.0):
         self._module = module
         self._score = module.score_indices
         self.item_category: np.ndarray = module.item_category.numpy()
+        self.retrieval_weight = float(retrieval_weight)
 
     def score(self, hist_items_idx, hist_cats_idx, cand_items_idx, cand_cats_idx) -> np.ndarray:
         """P(buy) [B, N] for histories [B, L] (0 = padding, on either side) and candidates [B, N]."""
@@ -167,4 +184,6 @@ def load_ranker(model_dir: str | Path) -> Ranker:
     path = Path(model_dir, SAVED_MODEL)
     if not path.is_dir():
         raise FileNotFoundError(f"{model_dir}: no {SAVED_MODEL}/; is this a ranking model artifact?")
-    return Ranker(tf.saved_model.load(str(path)))
+    info_path = Path(model_dir, INFO)
+    fusion = (json.loads(info_path.read_text()).get("fusion") or {}) if info_path.is_file() else {}
+    return Ranker(tf.saved_model.load(str(path)), fusion.get("retrieval_weight") or 0.0)

@@ -15,7 +15,9 @@ from components.ranking.data import (SEQUENCES, RankingData, bucketed_dataset, e
                                      rows_in_order)
 from components.ranking.dien import DIEN
 from components.ranking.din import DIN
-from components.ranking.export import export_ranker
+from components.ranking.export import export_ranker, item_category_table, load_ranker, write_fusion
+from components.ranking.fusion import choose_on_split
+from components.ranking.hard_negatives import with_hard_negatives
 from components.ranking.reference_gru import ReferenceGRU
 
 MODELS = {"dien": DIEN, "din": DIN, "reference_gru": ReferenceGRU}
@@ -28,6 +30,10 @@ class TrainConfig:
     batch_size: int = 128
     learning_rate: float = 1e-3
     seed: int = 0
+    # With a retrieval model: per positive train row, this many negatives drawn from the retriever's top
+    # `hard_negative_pool` for the same history (the popularity negatives stay).
+    hard_negatives: int = 2
+    hard_negative_pool: int = 100
 
 
 def build_model(config: ModelConfig, num_items: int, num_categories: int) -> SequenceRanker:
@@ -173,30 +179,60 @@ def evaluate(model: SequenceRanker, data: RankingData) -> dict:
             "logloss": metrics.logloss(labels, probabilities), "infer_examples_per_s": speed}
 
 
-def train_ranker(features_dir: str, output_dir: str, model_config: ModelConfig, train_config: TrainConfig) -> dict:
+def training_split(features_dir: str, train_config: TrainConfig, retrieval_dir: str | None) -> RankingData:
+    """The train split; with a retrieval model, plus hard negatives from its candidates (hard_negatives.py)."""
+    data = load_split(features_dir, "train")
+    if not retrieval_dir:
+        return data
+    from components.retrieval.model_io import load_retriever
+
+    spec = schema.FeatureSpec.read(features_dir)
+    return with_hard_negatives(data, load_retriever(retrieval_dir), item_category_table(features_dir, spec.num_items),
+                               train_config.hard_negatives, train_config.hard_negative_pool, train_config.seed)
+
+
+def fit_fusion(features_dir: str, output_dir: str, retrieval_dir: str) -> dict:
+    """Chooses the funnel's retrieval weight on valid for the exported ranker and stores it in ranker.json."""
+    from components.retrieval.model_io import load_retriever
+
+    fusion = choose_on_split(load_retriever(retrieval_dir), load_ranker(output_dir), features_dir, "valid")
+    write_fusion(output_dir, fusion)
+    return fusion
+
+
+def train_ranker(features_dir: str, output_dir: str, model_config: ModelConfig, train_config: TrainConfig,
+                 retrieval_dir: str | None = None) -> dict:
     """The ranking stage: train on the train split (best epoch on valid), measure on test, export the
-    artifact to `output_dir`.
+    artifact to `output_dir`. With `retrieval_dir` (a retrieval model artifact of the same features), the
+    train split gets hard negatives from retrieval's candidates and the funnel's retrieval weight is chosen
+    on valid (fusion.py).
 
     Returns the metrics (auc, gauc, logloss, throughput, train_s, ...) that are also written to ranker.json.
     """
     spec = schema.FeatureSpec.read(features_dir)
-    splits = {split: load_split(features_dir, split) for split in schema.SPLITS}
+    splits = {"train": training_split(features_dir, train_config, retrieval_dir),
+              **{split: load_split(features_dir, split) for split in ("valid", "test")}}
     tf.keras.utils.set_random_seed(train_config.seed)
     model = build_model(model_config, spec.num_items, spec.num_categories)
     result = {**train(model, splits["train"], train_config, splits["valid"]), **evaluate(model, splits["test"])}
     export_ranker(model, features_dir, output_dir, {"ranking_task": spec.ranking_task,
                                                    "train_config": dataclasses.asdict(train_config),
+                                                   "hard_negatives_from": retrieval_dir,
                                                    "test_metrics": result})
+    if retrieval_dir:
+        result["retrieval_weight"] = fit_fusion(features_dir, output_dir, retrieval_dir)["retrieval_weight"]
     return result
 
 
-def run_stage(features_dir: str, output_dir: str, model_type: str, epochs: int, seed: int) -> dict:
-    """The component's entry point: DIEN or DIN with the paper's defaults. Returns the finite metrics
-    (KFP cannot log NaN; an undefined GAUC, say, stays out)."""
+def run_stage(features_dir: str, output_dir: str, model_type: str, epochs: int, seed: int,
+              retrieval_dir: str | None = None) -> dict:
+    """The component's entry point: DIEN or DIN with the paper's defaults; with `retrieval_dir`, trained on
+    retrieval's candidates as hard negatives and fused with retrieval's score in the funnel. Returns the
+    finite metrics (KFP cannot log NaN; an undefined GAUC, say, stays out)."""
     if model_type not in ("dien", "din"):
         raise ValueError(f"ranking model_type must be 'dien' or 'din', got {model_type!r}")
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     result = train_ranker(features_dir, output_dir, ModelConfig(model_type=model_type),
-                          TrainConfig(epochs=epochs, seed=seed))
+                          TrainConfig(epochs=epochs, seed=seed), retrieval_dir)
     return {name: value for name, value in result.items() if math.isfinite(value)}

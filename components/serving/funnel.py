@@ -7,6 +7,7 @@ lists users get. Everything works on vocabulary indices of the *model's* vocabul
 Models only need the duck-typed APIs of the stage contracts:
   retriever.item_embeddings  float32 [num_items, D]    retriever.encode(hist_items, hist_cats) -> [B, D]
   ranker.item_category       int64 [num_items]         ranker.score(hist_items, hist_cats, cands, cand_cats) -> [B, N]
+  ranker.retrieval_weight    optional float: when set, the final score is logit(ranker) + weight * retrieval score
 """
 from __future__ import annotations
 
@@ -120,6 +121,22 @@ def retrieval_scores(
     return scores
 
 
+def retrieval_weight(ranker: Ranker) -> float:
+    """The weight of the retrieval score in the final score (0: the ranker alone), chosen on valid at training."""
+    return float(getattr(ranker, "retrieval_weight", 0.0) or 0.0)
+
+
+def fuse(ranker_probabilities: np.ndarray, candidate_scores: np.ndarray, weight: float) -> np.ndarray:
+    """logit(ranker probability) + weight * retrieval score: both stages' evidence in one order.
+
+    The ranker alone re-ranks candidates it was never trained to tell apart as well as retrieval does; adding
+    the retrieval score (a standard two-stage practice) keeps retrieval's ordering where the ranker is unsure.
+    Probabilities are clipped so that a saturated ranker still yields finite logits.
+    """
+    p = np.clip(np.asarray(ranker_probabilities, dtype=np.float64), 1e-7, 1 - 1e-7)
+    return (np.log(p) - np.log1p(-p) + weight * np.asarray(candidate_scores, dtype=np.float64)).astype(np.float32)
+
+
 def rerank(
     ranker: Ranker,
     hist_items: np.ndarray,
@@ -127,11 +144,13 @@ def rerank(
     candidates: np.ndarray,
     candidate_valid: np.ndarray,
     k: int,
+    candidate_scores: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Scores the candidates with the ranker and keeps the best k; invalid candidates sink to the end.
 
-    Ties keep retrieval order (the candidates arrive best first), so equal ranker scores fall back
-    to the retriever's preference rather than to an arbitrary order.
+    With a ranker that has a retrieval_weight, the score is `fuse`d with the candidates' retrieval scores,
+    which must then be given. Ties keep retrieval order (the candidates arrive best first), so equal
+    scores fall back to the retriever's preference rather than to an arbitrary order.
     """
     cand_cats = ranker.item_category[candidates]
     scores = np.asarray(ranker.score(hist_items, hist_cats, candidates, cand_cats), dtype=np.float32)
@@ -139,6 +158,12 @@ def rerank(
         raise ValueError(f"ranker returned scores of shape {scores.shape} for candidates {candidates.shape}")
     if not np.isfinite(scores[candidate_valid]).all():
         raise ValueError("the ranker returned NaN or infinite scores for real candidates")
+    weight = retrieval_weight(ranker)
+    if weight:
+        if candidate_scores is None or np.shape(candidate_scores) != candidates.shape:
+            raise ValueError("this ranker fuses retrieval scores (retrieval_weight "
+                             f"{weight}): pass candidate_scores of shape {candidates.shape}")
+        scores = fuse(scores, np.where(candidate_valid, candidate_scores, 0.0), weight)
     scores = np.where(candidate_valid, scores, -np.inf)
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     items = np.take_along_axis(candidates, order, axis=1)
@@ -164,11 +189,12 @@ def popularity_lists(
 
 
 def retrieve_candidates(retriever, hist_items, hist_cats, seen_items, allowed, candidates_n):
-    """Retrieval top-N per user: candidate indices (PAD where fewer exist) and which slots are real."""
+    """Retrieval top-N per user, best first: candidate indices (PAD where fewer exist), which slots are real,
+    and their retrieval scores (-inf where not real)."""
     scores = retrieval_scores(retriever, hist_items, hist_cats, seen_items, allowed)
     candidates, cand_scores = top_n(scores, candidates_n)
     valid = np.isfinite(cand_scores)
-    return np.where(valid, candidates, schema.PAD_INDEX), valid
+    return np.where(valid, candidates, schema.PAD_INDEX), valid, cand_scores
 
 
 def run_funnel(
@@ -246,10 +272,10 @@ def _funnel_lists(lists, retriever, ranker, hist_items, hist_cats, seen_items, u
             width = max(1, int(lengths[start : start + batch].max()))  # all-padding columns carry nothing
             hist, cats = hist_items[rows, -width:], hist_cats[rows, -width:]
             seen = None if seen_items is None else [seen_items[r] for r in rows]
-            candidates, valid = retrieve_candidates(retriever, hist, cats, seen, allowed, candidates_n)
+            candidates, valid, cand_scores = retrieve_candidates(retriever, hist, cats, seen, allowed, candidates_n)
             if pending is not None:
                 lists.put(pending[0], pending[1].result())
-            pending = (rows, ranker_thread.submit(rerank, ranker, hist, cats, candidates, valid, lists.k))
+            pending = (rows, ranker_thread.submit(rerank, ranker, hist, cats, candidates, valid, lists.k, cand_scores))
             if not overlap_ranker:
                 lists.put(pending[0], pending[1].result())
                 pending = None

@@ -27,6 +27,12 @@ def _example(user, hist, hist_cats, noclick, noclick_cats, target, target_cat, l
     return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
 
 
+def _retrieval_example(user, hist, hist_cats, target, target_cat, seen) -> bytes:
+    features = {schema.USER: _ints(user), schema.HIST_ITEMS: _ints(hist), schema.HIST_CATS: _ints(hist_cats),
+                schema.TARGET_ITEM: _ints(target), schema.TARGET_CAT: _ints(target_cat), schema.SEEN_ITEMS: _ints(seen)}
+    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+
+
 def write_drifting_features(directory: str | Path, users: int = 200, seed: int = 0, max_len: int = 12) -> Path:
     directory = Path(directory)
     rng = np.random.default_rng(seed)
@@ -37,6 +43,7 @@ def write_drifting_features(directory: str | Path, users: int = 200, seed: int =
                              + [i // ITEMS_PER_CATEGORY + schema.NUM_RESERVED for i in range(num_items)])
     (directory / schema.VOCAB_DIR).mkdir(parents=True, exist_ok=True)
     (directory / schema.RANKING_DIR).mkdir(exist_ok=True)
+    (directory / schema.RETRIEVAL_DIR).mkdir(exist_ok=True)
     Path(directory, schema.ITEM_VOCAB).write_text("\n".join(item_ids) + "\n")
     Path(directory, schema.CATEGORY_VOCAB).write_text("\n".join(category_ids) + "\n")
     Path(directory, schema.USER_VOCAB).write_text("\n".join(f"user{u}" for u in range(users)) + "\n")
@@ -52,6 +59,8 @@ def write_drifting_features(directory: str | Path, users: int = 200, seed: int =
 
     writers = {split: tf.io.TFRecordWriter(str(directory / schema.RANKING_DIR / f"{split}-00000-of-00001.tfrecord"))
                for split in schema.SPLITS}
+    retrieval_writers = {split: tf.io.TFRecordWriter(
+        str(directory / schema.RETRIEVAL_DIR / f"{split}-00000-of-00001.tfrecord")) for split in ("valid", "test")}
     for user in range(schema.NUM_RESERVED, users + schema.NUM_RESERVED):
         length = int(rng.integers(5, max_len + 4))
         categories = (rng.integers(0, NUM_CATEGORIES) + np.cumsum(rng.integers(1, 3, length))) % NUM_CATEGORIES
@@ -65,6 +74,10 @@ def write_drifting_features(directory: str | Path, users: int = 200, seed: int =
                 writers[split].write(_example(user, steps[start:t], item_category[steps[start:t]],
                                               noclick[start:t], item_category[noclick[start:t]],
                                               target, item_category[target], label))
-    for writer in writers.values():
+            if split in retrieval_writers:
+                retrieval_writers[split].write(_retrieval_example(
+                    user, steps[start:t], item_category[steps[start:t]], steps[t], item_category[steps[t]],
+                    np.unique(steps[:t])))
+    for writer in [*writers.values(), *retrieval_writers.values()]:
         writer.close()
     return directory

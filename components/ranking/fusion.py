@@ -1,0 +1,100 @@
+"""The retrieval weight of the funnel's final score, chosen on the valid split.
+
+The funnel ranks retrieval's top-N by `components.serving.funnel.fuse`: logit(ranker) + w * retrieval score.
+w = 0 is the ranker alone; a large w is retrieval's order with the ranker breaking near-ties. w is chosen here,
+on valid (never test), by the funnel's NDCG@10 averaged over several N, and stored in ranker.json so that every
+caller of the funnel (evaluation, export) uses the same final score.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from components import schema
+from components.serving import funnel
+
+CANDIDATES_N = (20, 50, 100, 200)
+# In units of std(ranker logit) / std(retrieval score) over valid's candidates, so the grid fits any score scale.
+RELATIVE_WEIGHTS = (0.0, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 64.0)
+CUTOFF = 10
+_USERS_PER_BATCH = 512
+
+
+def candidate_scores(retriever, ranker, hist: np.ndarray, seen, n: int) -> tuple[np.ndarray, ...]:
+    """(candidates, ranker probabilities, retrieval scores), each [U, n] (n at most the catalogue), in
+    retrieval's order (best first). Users are batched by history length and each batch cut to its longest
+    history, as the funnel does."""
+    cats = np.where(hist > schema.OOV_INDEX, ranker.item_category[hist], hist)
+    allowed = funnel.allowed_items(retriever.item_embeddings.shape[0])
+    n = min(n, len(allowed))
+    lengths = (hist != schema.PAD_INDEX).sum(axis=1)
+    order = np.argsort(lengths, kind="stable")
+    out = [np.zeros((len(hist), n), np.int64), np.zeros((len(hist), n), np.float32),
+           np.full((len(hist), n), -np.inf, np.float32)]
+    for start in range(0, len(order), _USERS_PER_BATCH):
+        rows = order[start:start + _USERS_PER_BATCH]
+        width = max(1, int(lengths[rows].max()))
+        h, c = hist[rows, -width:], cats[rows, -width:]
+        cands, valid, scores = funnel.retrieve_candidates(retriever, h, c, [seen[r] for r in rows], allowed, n)
+        probabilities = ranker.score(h, c, cands, ranker.item_category[cands])
+        out[0][rows], out[1][rows], out[2][rows] = cands, np.where(valid, probabilities, 0.5), scores
+    return tuple(out)
+
+
+def target_ranks(fused: np.ndarray, target_column: np.ndarray) -> np.ndarray:
+    """0-based rank of each row's target column under `fused` (ties: retrieval order, as rerank's stable sort);
+    -1 where the target is not among the candidates."""
+    rows = np.arange(len(fused))
+    found = target_column >= 0
+    target_score = fused[rows, np.maximum(target_column, 0)][:, None]
+    columns = np.arange(fused.shape[1])[None, :]
+    ranks = (fused > target_score).sum(axis=1) + ((fused == target_score) & (columns < target_column[:, None])).sum(axis=1)
+    return np.where(found, ranks, -1)
+
+
+def hit_ndcg(ranks: np.ndarray, k: int = CUTOFF) -> tuple[float, float]:
+    inside = (ranks >= 0) & (ranks < k)
+    return float(inside.mean()), float(np.where(inside, 1.0 / np.log2(np.maximum(ranks, 0) + 2.0), 0.0).mean())
+
+
+def weight_grid(probabilities: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Absolute weights: RELATIVE_WEIGHTS scaled by the spread of the two scores over real candidates."""
+    real = np.isfinite(scores)
+    logits = funnel.fuse(probabilities[real], np.zeros(int(real.sum())), 0.0)
+    spread = float(np.std(scores[real]))
+    scale = float(np.std(logits)) / spread if spread > 0 else 0.0
+    return np.asarray(RELATIVE_WEIGHTS) * scale
+
+
+def choose_weight(candidates: np.ndarray, probabilities: np.ndarray, scores: np.ndarray, targets: np.ndarray,
+                  candidates_n=CANDIDATES_N) -> dict:
+    """The weight with the best NDCG@10 averaged over `candidates_n` (ties: the smaller weight), with the
+    valid figures of every weight and of retrieval alone."""
+    hits = candidates == targets[:, None]
+    table = []
+    for weight in weight_grid(probabilities, scores):
+        row = {"retrieval_weight": float(weight)}
+        for n in candidates_n:
+            column = np.where(hits[:, :n].any(axis=1), hits[:, :n].argmax(axis=1), -1)
+            fused = funnel.fuse(probabilities[:, :n], np.where(np.isfinite(scores[:, :n]), scores[:, :n], 0.0), weight)
+            fused = np.where(np.isfinite(scores[:, :n]), fused, -np.inf)
+            row[f"n{n}"] = dict(zip((f"hit@{CUTOFF}", f"ndcg@{CUTOFF}"), hit_ndcg(target_ranks(fused, column))))
+        row["mean_ndcg"] = float(np.mean([row[f"n{n}"][f"ndcg@{CUTOFF}"] for n in candidates_n]))
+        table.append(row)
+    best = max(table, key=lambda row: (row["mean_ndcg"], -row["retrieval_weight"]))
+    first = np.where(hits.any(axis=1), hits.argmax(axis=1), -1)
+    retrieval = dict(zip((f"hit@{CUTOFF}", f"ndcg@{CUTOFF}"), hit_ndcg(first)))
+    return {"retrieval_weight": best["retrieval_weight"], "chosen_on": "valid", "valid_retrieval_alone": retrieval,
+            "valid_by_weight": table}
+
+
+def choose_on_split(retriever, ranker, features_dir: str, split: str = "valid", candidates_n=CANDIDATES_N) -> dict:
+    """Reads `split` of the features output and chooses the weight there (users with a known history item)."""
+    from components.features import reader
+
+    spec = schema.FeatureSpec.read(features_dir)
+    examples = reader.load_numpy(features_dir, schema.RETRIEVAL_DIR, split)
+    hist = reader.pad_left(examples[schema.HIST_ITEMS], spec.max_len)
+    known = ~funnel.needs_fallback(hist)
+    seen = [examples[schema.SEEN_ITEMS][r] for r in np.flatnonzero(known)]
+    candidates, probabilities, scores = candidate_scores(retriever, ranker, hist[known], seen, max(candidates_n))
+    return choose_weight(candidates, probabilities, scores, examples[schema.TARGET_ITEM][known], candidates_n)

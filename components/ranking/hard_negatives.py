@@ -1,0 +1,127 @@
+"""Hard negatives from the retriever's candidates.
+
+At serving the ranker orders retrieval's top-N, items that already look plausible for the user. Trained only
+on "target vs one popularity-sampled item", it learns to tell a plausible item from a random popular one, which
+does not help there (on Amazon Beauty the funnel fell below retrieval alone). So each positive train row also
+gets negatives drawn from the retriever's top-N for the same history (label 0); the popularity negatives stay.
+
+Excluded from the pool: the target, the row's history, and every item the user buys anywhere in the train
+split (a later purchase of the same user is not a negative).
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from components import schema
+from components.ranking.data import SCALARS, SEQUENCES, RankingData
+
+log = logging.getLogger(__name__)
+_MATMUL_ROWS = 2048  # [rows, num_items] float32 scores per batch: ~100 MB at 12k items
+
+
+def left_padded(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """int64 [rows, longest] from a flat ragged sequence, padded with PAD_INDEX on the left (most recent last)."""
+    lengths = np.diff(offsets)
+    width = max(1, int(lengths.max(initial=0)))
+    rows = np.repeat(np.arange(len(lengths)), lengths)
+    columns = np.arange(len(values)) - np.repeat(offsets[:-1], lengths) + np.repeat(width - lengths, lengths)
+    out = np.full((len(lengths), width), schema.PAD_INDEX, dtype=np.int64)
+    out[rows, columns] = values
+    return out
+
+
+def top_candidates(queries: np.ndarray, item_embeddings: np.ndarray, exclude: np.ndarray, n: int) -> np.ndarray:
+    """int64 [rows, n]: the n best items per query by dot product (unordered), never a reserved index nor an
+    item in the row's `exclude` (int64 [rows, E], PAD_INDEX as filler). Batched so memory stays bounded."""
+    num_items = item_embeddings.shape[0]
+    if not 1 <= n <= num_items - schema.NUM_RESERVED:
+        raise ValueError(f"hard_negative_pool must be in [1, {num_items - schema.NUM_RESERVED}], got {n}")
+    out = np.empty((len(queries), n), dtype=np.int64)
+    for start in range(0, len(queries), _MATMUL_ROWS):
+        rows = slice(start, start + _MATMUL_ROWS)
+        scores = queries[rows] @ item_embeddings.T
+        scores[:, : schema.NUM_RESERVED] = -np.inf
+        np.put_along_axis(scores, exclude[rows], -np.inf, axis=1)
+        best = np.argpartition(-scores, n - 1, axis=1)[:, :n]
+        if not np.isfinite(np.take_along_axis(scores, best, axis=1)).all():
+            raise ValueError(f"hard_negative_pool {n} exceeds the items left after excluding a user's own items")
+        out[rows] = best
+    return out
+
+
+def sample_columns(candidates: np.ndarray, per_row: int, rng: np.random.Generator) -> np.ndarray:
+    """int64 [rows, per_row]: distinct entries of each row of `candidates`, uniformly at random."""
+    if not 1 <= per_row <= candidates.shape[1]:
+        raise ValueError(f"cannot draw {per_row} distinct negatives from a pool of {candidates.shape[1]}")
+    picks = np.argpartition(rng.random(candidates.shape), per_row - 1, axis=1)[:, :per_row]
+    return np.take_along_axis(candidates, picks, axis=1)
+
+
+def user_train_items(users: np.ndarray, targets: np.ndarray, num_rows: int, row_users: np.ndarray) -> np.ndarray:
+    """int64 [num_rows, M]: for each row, every target its user has in `targets` (PAD-filled to the widest)."""
+    order = np.argsort(users, kind="stable")
+    sorted_users, sorted_targets = users[order], targets[order]
+    unique, starts, counts = np.unique(sorted_users, return_index=True, return_counts=True)
+    per_user = np.full((len(unique), max(1, int(counts.max(initial=0)))), schema.PAD_INDEX, dtype=np.int64)
+    per_user[np.repeat(np.arange(len(unique)), counts), np.arange(len(sorted_users)) - np.repeat(starts, counts)] = \
+        sorted_targets
+    where = np.searchsorted(unique, row_users)
+    found = (where < len(unique)) & (unique[np.minimum(where, len(unique) - 1)] == row_users)
+    result = np.full((num_rows, per_user.shape[1]), schema.PAD_INDEX, dtype=np.int64)
+    result[found] = per_user[where[found]]
+    return result
+
+
+def take_rows(data: RankingData, rows: np.ndarray) -> RankingData:
+    """The given rows (repeats allowed), in that order, as a new RankingData."""
+    sequences = {}
+    for name, (values, offsets) in data.sequences.items():
+        lengths = np.diff(offsets)[rows]
+        new_offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        starts = np.repeat(offsets[:-1][rows] - new_offsets[:-1], lengths)
+        sequences[name] = (values[np.arange(new_offsets[-1]) + starts], new_offsets)
+    return RankingData({name: values[rows] for name, values in data.scalars.items()}, sequences)
+
+
+def concatenate(parts: list[RankingData]) -> RankingData:
+    sequences = {}
+    for name in SEQUENCES:
+        values = np.concatenate([part.sequences[name][0] for part in parts])
+        lengths = np.concatenate([np.diff(part.sequences[name][1]) for part in parts])
+        sequences[name] = (values, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
+    return RankingData({name: np.concatenate([part.scalars[name] for part in parts]) for name in SCALARS}, sequences)
+
+
+def hard_negative_rows(data: RankingData, retriever, item_category: np.ndarray, per_positive: int, pool: int,
+                       seed: int) -> RankingData:
+    """For every positive row, `per_positive` rows with the same history and user whose target is drawn from
+    the retriever's top-`pool` items for that history (label 0)."""
+    labels = data.scalars[schema.LABEL]
+    positives = np.flatnonzero(labels == 1)
+    if not len(positives):
+        raise ValueError("no positive rows to draw hard negatives for")
+    hist = left_padded(*data.sequences[schema.HIST_ITEMS])[positives]
+    cats = left_padded(*data.sequences[schema.HIST_CATS])[positives]
+    if hist.max() >= retriever.item_embeddings.shape[0]:
+        raise ValueError("the retrieval model's vocabulary is smaller than the features': trained on other features?")
+    users, targets = data.scalars[schema.USER], data.scalars[schema.TARGET_ITEM]
+    bought = user_train_items(users[positives], targets[positives], len(positives), users[positives])
+    exclude = np.concatenate([targets[positives][:, None], hist, bought], axis=1)
+    queries = np.asarray(retriever.encode(hist, cats), dtype=np.float32)
+    candidates = top_candidates(queries, np.asarray(retriever.item_embeddings, np.float32), exclude, pool)
+    negatives = sample_columns(candidates, per_positive, np.random.default_rng([seed, 7])).reshape(-1)
+    rows = take_rows(data, np.repeat(positives, per_positive))
+    rows.scalars[schema.TARGET_ITEM] = negatives
+    rows.scalars[schema.TARGET_CAT] = np.asarray(item_category, dtype=np.int64)[negatives]
+    rows.scalars[schema.LABEL] = np.zeros(len(negatives), dtype=labels.dtype)
+    return rows
+
+
+def with_hard_negatives(data: RankingData, retriever, item_category: np.ndarray, per_positive: int, pool: int,
+                        seed: int) -> RankingData:
+    """The split's rows plus the hard-negative rows."""
+    extra = hard_negative_rows(data, retriever, item_category, per_positive, pool, seed)
+    log.info("ranking: %d hard negatives from the retriever's top-%d added to %d rows", extra.size, pool, data.size)
+    return concatenate([data, extra])

@@ -1,0 +1,117 @@
+"""Hard negatives come from the retriever's top-N and never name the target, the history or the user's buys."""
+import numpy as np
+import pytest
+
+from components import schema
+from components.ranking import hard_negatives
+from components.ranking.data import RankingData
+
+
+class MeanRetriever:
+    """Query = mean embedding of the known history items (the retriever API the sampler needs)."""
+
+    def __init__(self, item_embeddings):
+        self.item_embeddings = np.asarray(item_embeddings, np.float32)
+
+    def encode(self, hist_items_idx, hist_cats_idx):
+        assert hist_items_idx.shape == hist_cats_idx.shape
+        known = (hist_items_idx >= schema.NUM_RESERVED)[..., None]
+        return ((self.item_embeddings[hist_items_idx] * known).sum(1) / np.maximum(known.sum(1), 1)).astype(np.float32)
+
+
+def _ragged(rows):
+    lengths = [len(r) for r in rows]
+    return np.asarray([v for r in rows for v in r], np.int64), np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+
+
+def _data(rng, num_items, users=30):
+    """A positive and a popularity-negative row per step of each user's random sequence."""
+    rows = {"user": [], "hist": [], "target": [], "label": []}
+    for user in range(users):
+        sequence = rng.choice(np.arange(2, num_items), size=rng.integers(3, 7), replace=False)
+        for t in range(1, len(sequence)):
+            for label, target in ((1.0, sequence[t]), (0.0, rng.integers(2, num_items))):
+                rows["user"].append(user + 2)
+                rows["hist"].append(list(sequence[max(0, t - 4):t]))
+                rows["target"].append(target)
+                rows["label"].append(label)
+    hist = _ragged(rows["hist"])
+    sequences = {name: (hist[0] + offset, hist[1]) for name, offset in (
+        (schema.HIST_ITEMS, 0), (schema.HIST_CATS, 0), (schema.NOCLICK_ITEMS, 1), (schema.NOCLICK_CATS, 1))}
+    target = np.asarray(rows["target"], np.int64)
+    scalars = {schema.USER: np.asarray(rows["user"], np.int64), schema.TARGET_ITEM: target,
+               schema.TARGET_CAT: target % 5 + 2, schema.LABEL: np.asarray(rows["label"], np.float32)}
+    return RankingData(scalars, sequences)
+
+
+def _sequence(data, name, row):
+    values, offsets = data.sequences[name]
+    return values[offsets[row]:offsets[row + 1]]
+
+
+def test_left_padded_keeps_the_most_recent_item_last():
+    values, offsets = _ragged([[5, 6, 7], [], [9]])
+    assert hard_negatives.left_padded(values, offsets).tolist() == [[5, 6, 7], [0, 0, 0], [0, 0, 9]]
+
+
+def test_top_candidates_is_the_exact_top_n_without_excluded_items():
+    rng = np.random.default_rng(0)
+    embeddings = rng.normal(size=(40, 4)).astype(np.float32)
+    queries = rng.normal(size=(9, 4)).astype(np.float32)
+    exclude = rng.integers(0, 40, size=(9, 6))
+    got = hard_negatives.top_candidates(queries, embeddings, exclude, 5)
+    for row in range(9):
+        scores = queries[row] @ embeddings.T
+        scores[:2] = -np.inf
+        scores[exclude[row]] = -np.inf
+        assert set(got[row]) == set(np.argsort(-scores)[:5])
+
+
+def test_top_candidates_refuses_a_pool_larger_than_what_is_left():
+    embeddings = np.eye(6, dtype=np.float32)
+    with pytest.raises(ValueError, match="exceeds the items left"):
+        hard_negatives.top_candidates(np.ones((1, 6), np.float32), embeddings, np.array([[2, 3]]), 3)
+
+
+def test_sample_columns_draws_distinct_entries_of_each_row():
+    candidates = np.arange(40).reshape(4, 10)
+    picks = hard_negatives.sample_columns(candidates, 3, np.random.default_rng(1))
+    assert picks.shape == (4, 3)
+    for row in range(4):
+        assert len(set(picks[row])) == 3 and set(picks[row]) <= set(candidates[row])
+
+
+def test_hard_negatives_come_from_the_top_n_and_never_name_the_target_history_or_own_buys():
+    rng = np.random.default_rng(2)
+    num_items, pool, per_positive = 60, 8, 3
+    data = _data(rng, num_items)
+    retriever = MeanRetriever(rng.normal(size=(num_items, 6)))
+    item_category = np.arange(num_items) % 5 + 2
+    extra = hard_negatives.hard_negative_rows(data, retriever, item_category, per_positive, pool, seed=0)
+    positives = np.flatnonzero(data.scalars[schema.LABEL] == 1)
+    assert extra.size == per_positive * len(positives)
+    assert (extra.scalars[schema.LABEL] == 0).all()
+    assert np.array_equal(extra.scalars[schema.TARGET_CAT], item_category[extra.scalars[schema.TARGET_ITEM]])
+    users, targets = data.scalars[schema.USER], data.scalars[schema.TARGET_ITEM]
+    for i, source in enumerate(np.repeat(positives, per_positive)):
+        negative = extra.scalars[schema.TARGET_ITEM][i]
+        history = _sequence(data, schema.HIST_ITEMS, source)
+        own_buys = targets[(users == users[source]) & (data.scalars[schema.LABEL] == 1)]
+        assert negative != targets[source] and negative not in history and negative not in own_buys
+        for name in data.sequences:
+            assert np.array_equal(_sequence(extra, name, i), _sequence(data, name, source))
+        scores = retriever.encode(history[None], history[None])[0] @ retriever.item_embeddings.T
+        scores[:2] = -np.inf
+        scores[np.concatenate([[targets[source]], history, own_buys])] = -np.inf
+        assert negative in np.argsort(-scores)[:pool]
+
+
+def test_with_hard_negatives_keeps_every_original_row_first():
+    rng = np.random.default_rng(3)
+    data = _data(rng, 50, users=10)
+    both = hard_negatives.with_hard_negatives(data, MeanRetriever(rng.normal(size=(50, 4))), np.arange(50), 1, 5, 0)
+    first = hard_negatives.take_rows(both, np.arange(data.size))
+    for name in data.scalars:
+        assert np.array_equal(first.scalars[name], data.scalars[name])
+    for name in data.sequences:
+        assert all(np.array_equal(a, b) for a, b in zip(first.sequences[name], data.sequences[name]))
