@@ -37,7 +37,7 @@ def recommender_pipeline(
     ranking_task: str = "next_item",
     beam_args: str = "[]",
     seed: int = 0,
-    retrieval_epochs: int = 30,
+    retrieval_epochs: int = 12,
     ranking_epochs: int = 3,
     candidates_n: int = 200,
     top_k: int = 20,
