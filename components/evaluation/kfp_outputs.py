@@ -6,6 +6,7 @@ import numpy as np
 
 from components import metrics as metric_fns
 from components.evaluation import gate, stage
+from components.kfp_metrics import log_metrics
 
 ROC_POINTS = 200  # the console draws a curve, not every threshold
 
@@ -35,8 +36,7 @@ def evaluate_for_pipeline(features_dir, retrieval_dir, ranking_dir, metrics, cla
     loader = {"load_models": load_models} if load_models else {}
     result = stage.run_evaluation(features_dir, retrieval_dir, ranking_dir, summary_path, report_path,
                                   registry_dir=registry_dir or None, config=config, **loader)
-    for name, value in stage.flat_metrics(result.summary).items():
-        metrics.log_metric(name, float(value))
+    log_metrics(metrics.log_metric, stage.flat_metrics(result.summary))
     if result.ranker_rows is not None:
         log_classification(classification, *result.ranker_rows)
     print("\n".join(result.summary["gate"]["reasons"]))

@@ -17,9 +17,9 @@ def retrieval(
     """Trains the two-tower model on the features output, selects it on valid, exports it to `model`."""
     import logging
 
+    from components.kfp_metrics import log_metrics
     from components.retrieval import stage
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     results = stage.run(features.path, model.path, epochs=epochs, embedding_dim=embedding_dim, seed=seed)
-    for name, value in results.items():
-        metrics.log_metric(name, float(value))
+    log_metrics(metrics.log_metric, results)
