@@ -14,6 +14,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from components import atomic
+
 BLESSED = "blessed"
 LATEST = "LATEST.json"
 METADATA = "metadata.json"
@@ -79,12 +81,6 @@ def register(registry_dir: str | Path, version: str, retrieval_dir: str | Path, 
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    _write_atomically(root / LATEST, json.dumps({"version": version}))
+    atomic.write_text(root / LATEST, json.dumps({"version": version}))
     return BlessedModel(version=version, path=final)
 
-
-def _write_atomically(path: Path, text: str) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    with os.fdopen(handle, "w") as out:
-        out.write(text)
-    os.replace(temporary, path)

@@ -7,15 +7,13 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from components import baselines, metrics, schema
+from components import atomic, baselines, metrics, schema
 from components.evaluation import breakdowns, data, gate, registry, report, scoring
 from components.serving import models
 
@@ -240,18 +238,10 @@ def run_evaluation(
                                   {"blessed_at": dt.datetime.now(dt.timezone.utc).isoformat(),
                                    "gate": result.summary["gate"], "ranking_metrics": result.summary["ranking_metrics"]})
         result.summary["registered"] = entry.to_json()
-    _write_atomically(report_path, result.html)
-    _write_atomically(summary_path, json.dumps(result.summary, indent=2))
+    atomic.write_text(report_path, result.html)
+    atomic.write_text(summary_path, json.dumps(result.summary, indent=2))
     return result
 
-
-def _write_atomically(path: str | Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    with os.fdopen(handle, "w") as out:
-        out.write(text)
-    os.replace(temporary, path)
 
 
 def kfp_metric_name(group: str, metric: str) -> str:

@@ -6,9 +6,6 @@ looks complete, and logs its figures as KFP metrics.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from components import schema
+from components import atomic, schema
 from components.experiments import ab_analysis, bench, ope
 from components.experiments.bandit import BayesianLinearBandit, reranker_features
 from components.experiments.histories import user_histories
@@ -26,16 +23,8 @@ FEEDBACK_CHUNK = 50_000
 
 
 def _atomic_dir(target: str | Path, fill: Callable[[Path], None]) -> None:
-    target = Path(target)
-    staging = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    staging.mkdir(parents=True)
-    try:
+    with atomic.staged_directory(target) as staging:
         fill(staging)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _write_skipped(output_dir: str, reason: str) -> None:

@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from components import atomic
 from components.experiments import ab
 from components.export import batch, similar, writers
 from components.export.inputs import ServingInputs, read_serving_inputs
@@ -96,14 +97,9 @@ def run_export(
     finished = time.perf_counter()
     manifest["timing"].update(read_s=round(read_s, 3), load_models_s=round(load_s, 3),
                               write_s=round(finished - writing, 3), total_s=round(finished - started, 3))
-    _write_text_atomically(Path(output_dir, MANIFEST_FILE), json.dumps(manifest, indent=2))
+    atomic.write_text(Path(output_dir, MANIFEST_FILE), json.dumps(manifest, indent=2))
     return manifest
 
-
-def _write_text_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
 
 
 def export_from_component(
