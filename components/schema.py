@@ -95,16 +95,16 @@ def validate_table(table: pa.Table, schema: pa.Schema, name: str) -> pa.Table:
     if missing:
         raise SchemaError(f"{name}: missing column(s) {missing}; expected {schema.names}")
     table = table.select(schema.names)
-    try:
-        table = table.cast(schema, safe=True)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
-        raise SchemaError(f"{name}: column types do not match the contract: {err}") from err
+    # Nulls first: Arrow's cast to a non-nullable field fails with a message that names no column.
     for field in schema:
         if not field.nullable and table.column(field.name).null_count:
             raise SchemaError(
                 f"{name}: column {field.name!r} has {table.column(field.name).null_count} null value(s)"
             )
-    return table
+    try:
+        return table.cast(schema, safe=True)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+        raise SchemaError(f"{name}: column types do not match the contract: {err}") from err
 
 
 # ---------------------------------------------------------------------------------------------
