@@ -77,3 +77,20 @@ def test_train_ranker_with_a_retrieval_model_adds_hard_negatives_and_stores_the_
     assert info["fusion"]["chosen_on"] == "valid"
     assert result["retrieval_weight"] == info["fusion"]["retrieval_weight"] >= 0
     assert load_ranker(tmp_path / "model").retrieval_weight == pytest.approx(result["retrieval_weight"])
+
+
+def test_ranking_bench_with_a_retrieval_model_exports_a_fused_ranker(tmp_path, monkeypatch):
+    import components.retrieval.model_io as model_io
+    from components.ranking import bench
+
+    from .synthetic import write_drifting_features
+
+    features = write_drifting_features(tmp_path / "features", users=40, seed=2)
+    monkeypatch.setattr(model_io, "load_retriever", lambda path: CategoryRetriever())
+    monkeypatch.setattr(bench, "TrainConfig", lambda **kw: TrainConfig(**{**kw, "hard_negative_pool": 3}))
+    speed = {"dien.speed_vs_reference": 1.0, "reference_gru.train_examples_per_s": 1.0,
+             "dien.train_examples_per_s_same_batches": 1.0}
+    monkeypatch.setattr(bench, "speed_against_reference", lambda *args: speed)  # timed elsewhere; slow here
+    result = bench.ranking_bench(str(features), model_dir=str(tmp_path / "model"), epochs=1,
+                                 retrieval_dir="retrieval-model")
+    assert result["ranking"]["dien"]["retrieval_weight"] == load_ranker(tmp_path / "model").retrieval_weight
