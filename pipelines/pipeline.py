@@ -1,6 +1,8 @@
-"""The recommender DAG: extract -> features -> (retrieval || ranking) -> evaluation -> [if blessed] export.
+"""The recommender DAG: extract -> features -> retrieval -> ranking -> evaluation -> [if blessed] export.
 
-Retrieval and ranking both read only the features output, so they run in parallel. Export runs
+Ranking trains on retrieval's candidates as hard negatives, because at serving it re-ranks exactly
+those; trained against random items only, it made the funnel worse than retrieval alone. So the
+data puts ranking after retrieval. Export runs
 only inside `dsl.If(blessed)`: a model that loses to the baselines or to the last blessed model
 never reaches users. Beside the funnel, off-policy evaluation scores the new ranker on the logged
 impressions, an optional Thompson-sampling bandit learns to re-rank retrieval's candidates, and the
@@ -73,9 +75,15 @@ def recommender_pipeline(
     retrieval_task = retrieval(features=feature_data, epochs=retrieval_epochs, seed=seed)
     apply_resources(retrieval_task.set_display_name("retrieval"), "retrieval")
 
-    dien_task = ranking(features=feature_data, model_type="dien", epochs=ranking_epochs, seed=seed)
+    dien_task = ranking(
+        features=feature_data, retrieval_model=retrieval_task.outputs["model"], model_type="dien",
+        epochs=ranking_epochs, seed=seed,
+    )
     apply_resources(dien_task.set_display_name("ranking-dien"), "ranking")
-    din_task = ranking(features=feature_data, model_type="din", epochs=ranking_epochs, seed=seed)
+    din_task = ranking(
+        features=feature_data, retrieval_model=retrieval_task.outputs["model"], model_type="din",
+        epochs=ranking_epochs, seed=seed,
+    )
     apply_resources(din_task.set_display_name("ranking-din-baseline"), "ranking")
 
     ope_task = off_policy_evaluation(
