@@ -124,7 +124,7 @@ def _funnel_lists(model, hist, cats, seen, allowed, popularity, candidates_n) ->
     cands, cand_scores = funnel.top_n(scores, candidates_n)
     valid = np.isfinite(cand_scores)
     cands = np.where(valid, cands, schema.PAD_INDEX)
-    reranked, _ = funnel.rerank(model.ranker, hist, cats, cands, valid, k=cands.shape[1])
+    reranked, _ = funnel.rerank(model.ranker, hist, cats, cands, valid, k=cands.shape[1], candidate_scores=cand_scores)
     fallback = funnel.needs_fallback(hist)
     if fallback.any():
         rows = np.flatnonzero(fallback)
