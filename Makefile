@@ -32,12 +32,14 @@ test: venv
 compile: venv
 	$(PY) -m pipelines.compile --output $(PIPELINE_SPEC)
 
-# TARGET=local (kfp.local) | vertex (PROJECT, REGION, BUCKET[, SERVICE_ACCOUNT, SCHEDULE]) | kfp (HOST[, SCHEDULE])
+# TARGET=local (kfp.local) | vertex (PROJECT, REGION, BUCKET[, SERVICE_ACCOUNT, SCHEDULE])
+# | kfp (HOST, WAREHOUSE_URI, DESTINATION[, SCHEDULE])
 pipeline-run: venv
 	$(PY) -m pipelines.run --target $(TARGET) --output $(OUTPUT) --shop $(SHOP) \
 	  $(if $(SOURCE),--source $(SOURCE)) $(if $(PROJECT),--project $(PROJECT)) $(if $(REGION),--region $(REGION)) \
 	  $(if $(BUCKET),--bucket $(BUCKET)) $(if $(SERVICE_ACCOUNT),--service-account $(SERVICE_ACCOUNT)) \
-	  $(if $(HOST),--host $(HOST)) $(if $(SCHEDULE),--schedule "$(SCHEDULE)")
+	  $(if $(HOST),--host $(HOST)) $(if $(SCHEDULE),--schedule "$(SCHEDULE)") \
+	  $(if $(WAREHOUSE_URI),--warehouse-uri $(WAREHOUSE_URI)) $(if $(DESTINATION),--destination $(DESTINATION))
 
 bench: venv
 	$(PY) -m bench.run --data $(DATA) --format $(FORMAT) --out $(OUT) --seeds $(SEEDS)

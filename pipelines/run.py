@@ -68,6 +68,8 @@ def main() -> None:
     parser.add_argument("--bucket")
     parser.add_argument("--service-account")
     parser.add_argument("--host")
+    parser.add_argument("--warehouse-uri", default="", help="KFP target: e.g. bigquery://project.dataset")
+    parser.add_argument("--destination", default="", help="KFP target: e.g. bigquery://project.recommendations")
     parser.add_argument("--schedule", default=None, help="cron, e.g. '0 3 * * *' for a daily Vertex run")
     args = parser.parse_args()
 
@@ -91,7 +93,14 @@ def main() -> None:
             parameter_values=submit.production_parameters(spec, args.project, args.region, args.bucket),
         )
     else:
-        job = submit.submit_kfp(spec_path=spec, host=args.host, schedule_cron=args.schedule)
+        if not args.warehouse_uri or not args.destination:
+            parser.error("--target kfp needs --warehouse-uri and --destination (WAREHOUSE_URI=, DESTINATION= in make)")
+        job = submit.submit_kfp(
+            spec_path=spec,
+            host=args.host,
+            schedule_cron=args.schedule,
+            parameter_values={"warehouse_uri": args.warehouse_uri, "destination": args.destination},
+        )
     print(f"submitted: {job}")
 
 
