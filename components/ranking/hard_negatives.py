@@ -109,6 +109,11 @@ def hard_negative_rows(data: RankingData, retriever, item_category: np.ndarray, 
     users, targets = data.scalars[schema.USER], data.scalars[schema.TARGET_ITEM]
     bought = user_train_items(users[positives], targets[positives], len(positives), users[positives])
     exclude = np.concatenate([targets[positives][:, None], hist, bought], axis=1)
+    # A small catalogue cannot fill a large pool once a user's own items are excluded; shrink the pool to what
+    # every row can fill rather than fail (the tiny shop has 80 items).
+    pool = min(pool, retriever.item_embeddings.shape[0] - schema.NUM_RESERVED - exclude.shape[1])
+    if pool < per_positive:
+        raise ValueError(f"the catalogue is too small to draw {per_positive} hard negatives per positive")
     queries = np.asarray(retriever.encode(hist, cats), dtype=np.float32)
     candidates = top_candidates(queries, np.asarray(retriever.item_embeddings, np.float32), exclude, pool)
     negatives = sample_columns(candidates, per_positive, np.random.default_rng([seed, 7])).reshape(-1)

@@ -115,3 +115,17 @@ def test_with_hard_negatives_keeps_every_original_row_first():
         assert np.array_equal(first.scalars[name], data.scalars[name])
     for name in data.sequences:
         assert all(np.array_equal(a, b) for a, b in zip(first.sequences[name], data.sequences[name]))
+
+
+def test_a_pool_larger_than_a_small_catalogue_shrinks_to_what_every_row_can_fill():
+    rng = np.random.default_rng(3)
+    num_items, per_positive = 60, 2
+    data = _data(rng, num_items)
+    retriever = MeanRetriever(rng.normal(size=(num_items, 6)))
+    item_category = np.arange(num_items) % 5 + 2
+    extra = hard_negatives.hard_negative_rows(data, retriever, item_category, per_positive, 10_000, seed=0)
+    negatives = extra.scalars[schema.TARGET_ITEM]
+    assert len(negatives) == per_positive * int((data.scalars[schema.LABEL] == 1).sum())
+    assert ((negatives >= schema.NUM_RESERVED) & (negatives < num_items)).all()
+    with pytest.raises(ValueError, match="too small"):
+        hard_negatives.hard_negative_rows(data, retriever, item_category, num_items, 10_000, seed=0)
