@@ -14,7 +14,9 @@ from components.serving import funnel
 
 CANDIDATES_N = (20, 50, 100, 200)
 # In units of std(ranker logit) / std(retrieval score) over valid's candidates, so the grid fits any score scale.
-RELATIVE_WEIGHTS = (0.0, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 64.0)
+# The last entry is retrieval's order with the ranker only breaking ties, so on valid the funnel is never
+# chosen worse than retrieval alone when the ranker cannot improve on it (as on the synthetic shop).
+RELATIVE_WEIGHTS = (0.0, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 64.0, 256.0, 1e6)
 CUTOFF = 10
 _USERS_PER_BATCH = 512
 

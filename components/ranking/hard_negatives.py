@@ -32,6 +32,14 @@ def left_padded(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return out
 
 
+def most_distinct_items(rows: np.ndarray) -> int:
+    """The largest number of distinct non-padding entries in any row of an int matrix."""
+    ordered = np.sort(rows, axis=1)
+    new = np.ones_like(ordered, dtype=bool)
+    new[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    return int((new & (ordered != schema.PAD_INDEX)).sum(axis=1).max(initial=0))
+
+
 def top_candidates(queries: np.ndarray, item_embeddings: np.ndarray, exclude: np.ndarray, n: int) -> np.ndarray:
     """int64 [rows, n]: the n best items per query by dot product (unordered), never a reserved index nor an
     item in the row's `exclude` (int64 [rows, E], PAD_INDEX as filler). Batched so memory stays bounded."""
@@ -111,7 +119,7 @@ def hard_negative_rows(data: RankingData, retriever, item_category: np.ndarray, 
     exclude = np.concatenate([targets[positives][:, None], hist, bought], axis=1)
     # A small catalogue cannot fill a large pool once a user's own items are excluded; shrink the pool to what
     # every row can fill rather than fail (the tiny shop has 80 items).
-    pool = min(pool, retriever.item_embeddings.shape[0] - schema.NUM_RESERVED - exclude.shape[1])
+    pool = min(pool, retriever.item_embeddings.shape[0] - schema.NUM_RESERVED - most_distinct_items(exclude))
     if pool < per_positive:
         raise ValueError(f"the catalogue is too small to draw {per_positive} hard negatives per positive")
     queries = np.asarray(retriever.encode(hist, cats), dtype=np.float32)

@@ -129,3 +129,8 @@ def test_a_pool_larger_than_a_small_catalogue_shrinks_to_what_every_row_can_fill
     assert ((negatives >= schema.NUM_RESERVED) & (negatives < num_items)).all()
     with pytest.raises(ValueError, match="too small"):
         hard_negatives.hard_negative_rows(data, retriever, item_category, num_items, 10_000, seed=0)
+
+
+def test_most_distinct_items_ignores_padding_and_repeats():
+    rows = np.array([[0, 0, 5, 5, 7], [3, 4, 5, 6, 0], [0, 0, 0, 0, 0]])
+    assert hard_negatives.most_distinct_items(rows) == 4
