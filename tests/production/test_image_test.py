@@ -48,9 +48,11 @@ def test_every_output_artifact_is_checked(tiny_spec, tmp_path):
     write_outputs(tmp_path / "empty-model", model_file=False)
     with pytest.raises(AssertionError, match="output artifact model is missing or empty"):
         image_test.check_outputs(tiny_spec, tmp_path / "empty-model")
-    write_outputs(tmp_path / "no-metrics", epochs_metric=False)
-    with pytest.raises(AssertionError, match="metrics artifact metrics has no values"):
-        image_test.check_outputs(tiny_spec, tmp_path / "no-metrics")
+    write_outputs(tmp_path / "no-metric-values", epochs_metric=False)
+    assert image_test.check_outputs(tiny_spec, tmp_path / "no-metric-values")["train"] == ["metrics", "model"]
+    (tmp_path / "no-metric-values" / "train" / "executor_output.json").write_text('{"artifacts": {}}')
+    with pytest.raises(AssertionError, match="metrics artifact metrics is not in its executor output"):
+        image_test.check_outputs(tiny_spec, tmp_path / "no-metric-values")
     (tmp_path / "nothing").mkdir()
     with pytest.raises(AssertionError, match="no task wrote anything"):
         image_test.check_outputs(tiny_spec, tmp_path / "nothing")
