@@ -16,16 +16,10 @@ from pathlib import Path
 import pyarrow as pa
 
 from components import schema
+from components.warehouse.duckdb_warehouse import create_table_sql
 
 PARTITION_COLUMN = "generated_at"
 TABLE_SCHEMAS = {"recommendations": schema.RECOMMENDATIONS, "similar_items": schema.SIMILAR_ITEMS}
-_DUCKDB_TYPES = {
-    pa.string(): "VARCHAR",
-    pa.int64(): "BIGINT",
-    pa.float64(): "DOUBLE",
-    pa.bool_(): "BOOLEAN",
-    pa.timestamp("us", tz="UTC"): "TIMESTAMPTZ",
-}
 _BIGQUERY_TYPES = {
     pa.string(): "STRING",
     pa.int64(): "INT64",
@@ -65,7 +59,7 @@ class DuckDBDestination:
 
 def _replace_partition(con, name: str, day: dt.date) -> None:
     start, end = partition_bounds(day)
-    con.execute(duckdb_create_table_sql(name, TABLE_SCHEMAS[name]))
+    con.execute(create_table_sql(name, TABLE_SCHEMAS[name], if_not_exists=True))
     con.execute(f"DELETE FROM {name} WHERE {PARTITION_COLUMN} >= ? AND {PARTITION_COLUMN} < ?", [start, end])
     columns = ", ".join(TABLE_SCHEMAS[name].names)
     con.execute(f"INSERT INTO {name} ({columns}) SELECT {columns} FROM staging_{name}")
@@ -73,13 +67,6 @@ def _replace_partition(con, name: str, day: dt.date) -> None:
         f"CREATE OR REPLACE VIEW latest_{name} AS SELECT * FROM {name} "
         f"WHERE {PARTITION_COLUMN} = (SELECT max({PARTITION_COLUMN}) FROM {name})"
     )
-
-
-def duckdb_create_table_sql(name: str, table_schema: pa.Schema) -> str:
-    columns = ", ".join(
-        f"{f.name} {_DUCKDB_TYPES[f.type]}{'' if f.nullable else ' NOT NULL'}" for f in table_schema
-    )
-    return f"CREATE TABLE IF NOT EXISTS {name} ({columns})"
 
 
 @dataclasses.dataclass(frozen=True)

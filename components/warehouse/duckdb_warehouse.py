@@ -44,11 +44,12 @@ def connect(path: str | Path, read_only: bool = True) -> duckdb.DuckDBPyConnecti
     return con
 
 
-def create_table_sql(name: str, table_schema: pa.Schema) -> str:
+def create_table_sql(name: str, table_schema: pa.Schema, if_not_exists: bool = False) -> str:
+    """DuckDB DDL for an Arrow schema from components.schema (warehouse tables and the export's tables)."""
     columns = ", ".join(
         f'"{field.name}" {DUCKDB_TYPES[field.type]}{"" if field.nullable else " NOT NULL"}' for field in table_schema
     )
-    return f'CREATE TABLE "{name}" ({columns})'
+    return f'CREATE TABLE {"IF NOT EXISTS " if if_not_exists else ""}"{name}" ({columns})'
 
 
 class WarehouseWriter:
