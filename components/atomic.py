@@ -3,6 +3,10 @@
 Every artifact is built under a temporary sibling name and renamed into place, so a crash or a
 kill mid-write never leaves a file or folder that looks finished. Temporary names start with a
 dot, so readers that list a folder skip them.
+
+On Cloud Storage FUSE (Vertex AI mounts the pipeline root at /gcs/<bucket>/...) a folder cannot be
+renamed (gcsfuse refuses unless mounted with --rename-dir-limit), but a file rename gives a whole
+object. There a staged folder is moved in file by file, the one marking completion (a manifest) last.
 """
 from __future__ import annotations
 
@@ -13,23 +17,62 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+GCS_FUSE_ROOT = ("/", "gcs")
+
+
+def on_gcs_fuse(path: str | Path) -> bool:
+    """True for a path under Vertex AI's Cloud Storage FUSE mount, /gcs/<bucket>/..."""
+    parts = Path(path).parts
+    return len(parts) > 2 and parts[:2] == GCS_FUSE_ROOT
+
 
 @contextmanager
-def staged_directory(target: str | Path) -> Iterator[Path]:
-    """Yields an empty sibling folder; when the block succeeds it replaces `target` whole, else it is removed."""
+def staged_directory(target: str | Path, last: str | None = None) -> Iterator[Path]:
+    """Yields an empty sibling folder; when the block succeeds it replaces `target` whole, else it is removed.
+
+    `last` names the file (relative to the folder) whose presence says the folder is complete: on GCS FUSE,
+    where the folder's files are renamed into place one by one, it is moved after all the others.
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     staging.chmod(0o755)  # mkdtemp makes it private; artifacts are read by other tasks and users
     try:
         yield staging
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
-        os.replace(staging, target)
+        files = _files_marker_last(staging, target, last)  # checked here too, so local runs catch a missing marker
+        if on_gcs_fuse(target):
+            _move_files(staging, target, files)
+        else:
+            _remove(target)
+            os.replace(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+def _files_marker_last(staging: Path, target: Path, last: str | None) -> list[Path]:
+    """The staged files, relative to `staging`, with `last` at the end."""
+    files = sorted(path.relative_to(staging) for path in staging.rglob("*") if path.is_file())
+    if last is None:
+        return files
+    if Path(last) not in files:
+        raise FileNotFoundError(f"{target}: the staged folder has no {last}, the file that marks it complete")
+    return [path for path in files if path != Path(last)] + [Path(last)]
+
+
+def _move_files(staging: Path, target: Path, files: list[Path]) -> None:
+    """Replaces `target` with the staged `files`, renamed one by one in the order given."""
+    _remove(target)
+    target.mkdir()
+    for relative in files:
+        (target / relative).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / relative, target / relative)
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -1,5 +1,8 @@
+import os
+
 import pytest
 
+from components import atomic
 from components.atomic import staged_directory, write_text
 
 
@@ -32,3 +35,51 @@ def test_write_text_replaces_and_is_readable(tmp_path):
     assert path.read_text() == '{"a": 1}'
     assert oct(path.stat().st_mode & 0o777) == "0o644"
     assert [p.name for p in path.parent.iterdir()] == ["summary.json"]
+
+
+def test_gcs_fuse_paths_are_recognised():
+    assert atomic.on_gcs_fuse("/gcs/bucket/root/task/model")
+    assert not atomic.on_gcs_fuse("/tmp/gcs/bucket/model")
+    assert not atomic.on_gcs_fuse("/gcs")
+
+
+def _as_if_on_gcs_fuse(monkeypatch) -> list[str]:
+    """Treats every path as GCS FUSE and records what is renamed, in order."""
+    monkeypatch.setattr(atomic, "on_gcs_fuse", lambda path: True)
+    renamed, replace = [], os.replace
+
+    def recording_replace(source, destination):
+        assert not os.path.isdir(source), f"GCS FUSE cannot rename the folder {source}"
+        renamed.append(os.path.basename(destination))
+        replace(source, destination)
+
+    monkeypatch.setattr(atomic.os, "replace", recording_replace)
+    return renamed
+
+
+def test_on_gcs_fuse_files_move_one_by_one_with_the_marker_last(tmp_path, monkeypatch):
+    renamed = _as_if_on_gcs_fuse(monkeypatch)
+    target = tmp_path / "artifact"
+    target.mkdir()
+    (target / "stale.txt").write_text("old")
+    with staged_directory(target, last="manifest.json") as staging:
+        (staging / "manifest.json").write_text("{}")
+        (staging / "b.parquet").write_text("b")
+        (staging / "model" / "variables").mkdir(parents=True)
+        (staging / "model" / "variables" / "v.index").write_text("v")
+    assert renamed == ["b.parquet", "v.index", "manifest.json"]
+    assert sorted(str(p.relative_to(target)) for p in target.rglob("*") if p.is_file()) == [
+        "b.parquet", "manifest.json", "model/variables/v.index"]
+    assert [p.name for p in tmp_path.iterdir()] == ["artifact"]
+
+
+def test_on_gcs_fuse_a_missing_marker_is_an_error_that_keeps_the_old_folder(tmp_path, monkeypatch):
+    _as_if_on_gcs_fuse(monkeypatch)
+    target = tmp_path / "artifact"
+    target.mkdir()
+    (target / "manifest.json").write_text("old")
+    with pytest.raises(FileNotFoundError, match="manifest.json"):
+        with staged_directory(target, last="manifest.json") as staging:
+            (staging / "data.parquet").write_text("x")
+    assert [p.name for p in target.iterdir()] == ["manifest.json"]
+    assert [p.name for p in tmp_path.iterdir()] == ["artifact"]

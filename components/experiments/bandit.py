@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from components import atomic
 
 POSTERIOR_FILE = "posterior.npz"
 CONFIG_FILE = "bandit.json"
@@ -111,27 +110,18 @@ class BayesianLinearBandit:
 
     # --------------------------------------------------------------------------------------------------------
     def save(self, directory: str | Path, saved_model: bool = True, extra_files: dict[str, str] | None = None) -> None:
-        """Writes posterior.npz + bandit.json (+ a SavedModel scoring candidates, + extra text files) to a temp
-        dir, then renames it into place."""
-        directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".bandit-", dir=directory.parent))
-        try:
+        """Writes posterior.npz + bandit.json (+ a SavedModel scoring candidates, + extra text files) through
+        atomic.staged_directory, bandit.json last."""
+        with atomic.staged_directory(directory, last=CONFIG_FILE) as staging:
             np.savez(staging / POSTERIOR_FILE, precision=self.precision, precision_mean=self.precision_mean)
-            config = {"noise_variance": self.noise_variance, "num_positions": self.num_positions,
-                      "exploration": self.exploration, "context_dim": self.context_dim,
-                      "features": "[query*item, item, funnel score, 1] (reranker_features)"}
-            (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2))
             if saved_model:
                 _export_saved_model(self, staging / SAVED_MODEL_DIR)
             for name, text in (extra_files or {}).items():
                 (staging / name).write_text(text)
-            if directory.exists():
-                shutil.rmtree(directory)
-            os.replace(staging, directory)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+            config = {"noise_variance": self.noise_variance, "num_positions": self.num_positions,
+                      "exploration": self.exploration, "context_dim": self.context_dim,
+                      "features": "[query*item, item, funnel score, 1] (reranker_features)"}
+            (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2))
 
     @classmethod
     def load(cls, directory: str | Path) -> "BayesianLinearBandit":

@@ -10,9 +10,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -228,29 +225,9 @@ def build_similar_items(inputs: ServingInputs, model: ServingModel, params: Expo
 
 
 def write_artifact(output_dir: str | Path, tables: dict[str, pa.Table], manifest: dict) -> None:
-    """Writes into a sibling temporary directory and renames it into place, so no half output exists.
-
-    On GCS FUSE (Vertex AI) directory renames are not atomic, so there each file is renamed into place
-    and the manifest goes last: an artifact without manifest.json is incomplete.
-    """
-    output_dir = Path(output_dir)
-    if writers.load_source(output_dir):
-        output_dir.mkdir(parents=True, exist_ok=True)
-        for name, table in tables.items():
-            pq.write_table(table, output_dir / f".{name}.tmp")
-            os.replace(output_dir / f".{name}.tmp", output_dir / name)
-        (output_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
-        return
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
-    try:
+    """Writes the artifact through atomic.staged_directory, so no half output exists; the manifest
+    goes last, so on GCS FUSE (files moved one by one) an artifact without manifest.json is incomplete."""
+    with atomic.staged_directory(output_dir, last=MANIFEST_FILE) as staging:
         for name, table in tables.items():
             pq.write_table(table, staging / name)
         (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
-        staging.chmod(0o755)  # mkdtemp makes it private; the artifact is for every reader
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        os.rename(staging, output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise

@@ -5,8 +5,8 @@ travel only as query parameters; table names cannot be parameters, so they are v
 identifier pattern and put into the parsed query as table identifiers, never spliced into text.
 
 Output directory (schema: contracts.md): events.parquet (sorted by user_id, event_ts, event_seq), items.parquet,
-impressions.parquet when the warehouse has that table, and manifest.json. It is written under a temporary name
-beside the target and renamed at the end, so a failed run leaves nothing that looks complete.
+impressions.parquet when the warehouse has that table, and manifest.json. It is written through
+atomic.staged_directory (manifest.json last), so a failed run leaves nothing that looks complete.
 
 Window bounds are ISO-8601 dates or datetimes (naive means UTC); an empty string is an open bound, so the
 defaults extract everything. Event types: a list or a comma-separated string; empty means all of
@@ -18,10 +18,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
-import os
 import re
-import shutil
-import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -32,7 +29,7 @@ import pyarrow.parquet as pq
 import sqlglot
 from sqlglot import exp
 
-from components import schema
+from components import atomic, schema
 
 QUERY_DIR = Path(__file__).resolve().parent / "queries"
 WAREHOUSE_TABLES = ("events", "items", "impressions")
@@ -331,22 +328,17 @@ def run_extract(
         raise ExtractError(f"output {output_dir} exists and is not an empty directory")
     owned = backend is None
     backend = backend or open_backend(warehouse_uri)
-    tmp = output_dir.with_name(f".{output_dir.name}.{uuid.uuid4().hex}.tmp")
     try:
         for table in ("events", "items"):
             if not check_columns(backend, table):
                 raise ExtractError(f"warehouse {warehouse_uri} has no table {backend.tables[table]}")
         with_impressions = check_columns(backend, "impressions")
-        tmp.mkdir(parents=True)
-        manifest = extract_into(backend, params, tmp, with_impressions)
-        manifest = {"source": warehouse_uri, "dialect": backend.dialect, **manifest}
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        if output_dir.exists():
-            output_dir.rmdir()
-        os.replace(tmp, output_dir)
+        with atomic.staged_directory(output_dir, last=MANIFEST) as staging:
+            manifest = extract_into(backend, params, staging, with_impressions)
+            manifest = {"source": warehouse_uri, "dialect": backend.dialect, **manifest}
+            (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
         return manifest
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
         if owned:
             backend.close()
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import shutil
-import tempfile
 from pathlib import Path
 
 import components  # noqa: F401
@@ -25,7 +23,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from components import schema
+from components import atomic, schema
 from components.ranking.base import SequenceRanker
 
 SAVED_MODEL = "saved_model"
@@ -108,26 +106,17 @@ class RankerModule(tf.Module):
 
 
 def export_ranker(model: SequenceRanker, features_dir: str | Path, output_dir: str | Path, info: dict) -> None:
-    """Writes the artifact into `output_dir` (created); built in a temporary sibling and renamed, so a
-    failed export never leaves a half-written model that looks whole."""
+    """Writes the artifact (saved_model/ and ranker.json) through atomic.staged_directory, so a failed
+    export never leaves a half-written model that looks whole."""
     spec = schema.FeatureSpec.read(features_dir)
     module = RankerModule(model, schema.read_vocab(features_dir, schema.ITEM_VOCAB),
                           schema.read_vocab(features_dir, schema.CATEGORY_VOCAB),
                           item_category_table(features_dir, spec.num_items))
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".saved_model-", dir=output_dir))
-    try:
-        tf.saved_model.save(module, str(staging), signatures={
-            "serving_default": module.serve, "score_indices": module.score_indices})
-        target = output_dir / SAVED_MODEL
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     info = {"model_config": dataclasses.asdict(model.config), **info}
-    (output_dir / INFO).write_text(json.dumps(_nan_to_none(info), indent=2))
+    with atomic.staged_directory(output_dir, last=INFO) as staging:
+        tf.saved_model.save(module, str(staging / SAVED_MODEL), signatures={
+            "serving_default": module.serve, "score_indices": module.score_indices})
+        (staging / INFO).write_text(json.dumps(_nan_to_none(info), indent=2))
 
 
 def _nan_to_none(value):
@@ -146,9 +135,7 @@ def write_fusion(output_dir: str | Path, fusion: dict) -> None:
     path = Path(output_dir, INFO)
     info = json.loads(path.read_text())
     info["fusion"] = fusion
-    staging = path.with_name(f".{INFO}.tmp")
-    staging.write_text(json.dumps(_nan_to_none(info), indent=2))
-    staging.replace(path)
+    atomic.write_text(path, json.dumps(_nan_to_none(info), indent=2))
 
 
 class Ranker:

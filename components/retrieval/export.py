@@ -3,9 +3,6 @@ string ids, item_embeddings.parquet, and the config and vocabularies the Python 
 """
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import components  # noqa: F401  (tf-keras before TensorFlow)
@@ -14,8 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import tensorflow as tf
 
-from components import schema
-from components.retrieval.config import RetrievalConfig
+from components import atomic, schema
+from components.retrieval.config import CONFIG_FILE, RetrievalConfig
 from components.retrieval.data import Catalogue
 from components.retrieval.model import TwoTowerModel
 
@@ -117,11 +114,9 @@ def item_info_table(catalogue: Catalogue) -> pa.Table:
 
 def export(model: TwoTowerModel, catalogue: Catalogue, config: RetrievalConfig, output_dir: str | Path,
            k: int = DEFAULT_TOP_K) -> Path:
-    """Writes the whole artifact into a temporary sibling and renames it, so a crash leaves no half model."""
+    """Writes the whole artifact through atomic.staged_directory, so a crash leaves no half model."""
     output_dir = Path(output_dir)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}-", dir=output_dir.parent))
-    try:
+    with atomic.staged_directory(output_dir, last=CONFIG_FILE) as staging:
         item_embeddings = model.item_embeddings()
         encoder = QueryEncoder(model, catalogue)
         tf.saved_model.save(encoder, str(staging / QUERY_ENCODER), signatures={
@@ -132,10 +127,4 @@ def export(model: TwoTowerModel, catalogue: Catalogue, config: RetrievalConfig, 
         pq.write_table(item_info_table(catalogue), staging / ITEM_INFO)
         (staging / CATEGORY_VOCAB).write_text("\n".join(catalogue.category_ids) + "\n")
         config.write(staging)
-        if output_dir.exists():
-            shutil.rmtree(output_dir) if output_dir.is_dir() else output_dir.unlink()
-        os.replace(staging, output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return output_dir

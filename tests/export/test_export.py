@@ -234,3 +234,23 @@ def test_export_bench_reports_throughput(features_dir, models, tmp_path):
     assert set(result) == {"export"} and result["export"]["candidates_n"] == 5
     assert result["export"]["users"] == 6 and result["export"]["users_per_s"] > 0
     assert result["export"]["users_per_s_end_to_end"] <= result["export"]["users_per_s"]
+
+
+def test_on_gcs_fuse_the_artifact_is_moved_in_file_by_file_manifest_last(tmp_path, monkeypatch):
+    from components import atomic
+
+    monkeypatch.setattr(atomic, "on_gcs_fuse", lambda path: True)
+    moved, replace = [], atomic.os.replace
+
+    def per_file_replace(source, destination):
+        assert not Path(source).is_dir(), "GCS FUSE cannot rename a folder"
+        moved.append(Path(destination).name)
+        replace(source, destination)
+
+    monkeypatch.setattr(atomic.os, "replace", per_file_replace)
+    table = schema.RECOMMENDATIONS.empty_table()
+    export.write_artifact(tmp_path / "out", {export.RECOMMENDATIONS_FILE: table, export.SIMILAR_ITEMS_FILE: table},
+                          {"users": 0})
+    assert moved[-1] == export.MANIFEST_FILE
+    assert sorted(moved) == sorted([export.RECOMMENDATIONS_FILE, export.SIMILAR_ITEMS_FILE, export.MANIFEST_FILE])
+    assert json.loads((tmp_path / "out" / export.MANIFEST_FILE).read_text()) == {"users": 0}
