@@ -8,14 +8,16 @@ blessed-model registry is then the folder evaluation keeps under the pipeline ro
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from components import atomic
+
 # The SavedModel directory inside each model artifact (see the retrieval and ranking contracts).
 SERVED_SUBDIRS = {"retrieval": "index", "ranking": "saved_model"}
 SERVING_TF_VERSION = "2.15"
+REGISTERED_FILE = "registered.json"
 _MODEL_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 
 
@@ -91,8 +93,6 @@ def register_blessed(
 
     With no project (local runs) nothing is uploaded and registered.json says so.
     """
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     if not project:
         registered: list[RegisteredModel] = []
         record = {"uploaded": False, "reason": "no project: local runs keep blessed models in the local registry"}
@@ -101,7 +101,5 @@ def register_blessed(
             raise ValueError("the Model Registry upload needs a region besides the project")
         registered = [upload_model(role, uri, project, region, labels=labels) for role, uri in model_uris.items()]
         record = {"uploaded": True, "models": [asdict(m) for m in registered]}
-    tmp = output_dir / "registered.json.tmp"
-    tmp.write_text(json.dumps(record, indent=2))
-    os.replace(tmp, output_dir / "registered.json")
+    atomic.write_text(Path(output_dir, REGISTERED_FILE), json.dumps(record, indent=2))
     return registered
