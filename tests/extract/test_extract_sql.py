@@ -32,6 +32,20 @@ def test_duckdb_transpilation_parses_and_keeps_the_parameters(name):
     assert not list(tree.find_all(exp.Parameter))
 
 
+def test_the_queries_that_join_the_catalogue_define_it_alike():
+    """Each query file stays runnable on its own in BigQuery, so the catalogue CTE is written in four of them;
+    this keeps the copies, and items.sql's filter, from drifting apart."""
+    def catalogue(name):
+        ctes = sqlglot.parse_one(runner.load_query(name), read="bigquery").find_all(exp.CTE)
+        return next(cte.this for cte in ctes if cte.alias == "catalogue")
+
+    joining = ("events", "event_drops", "impressions", "impression_drops")
+    copies = {name: catalogue(name).sql("bigquery") for name in joining}
+    assert len(set(copies.values())) == 1, copies
+    items_filter = sqlglot.parse_one(runner.load_query("items"), read="bigquery").args["where"]
+    assert catalogue("events").args["where"].sql("bigquery") == items_filter.sql("bigquery")
+
+
 def test_parameters_are_never_in_the_query_text(tmp_path):
     class Recorder:
         dialect = "bigquery"
