@@ -1,13 +1,15 @@
-"""The recommender DAG: extract -> features -> retrieval -> ranking -> evaluation -> [if blessed] export.
+"""The recommender DAG: extract -> features -> retrieval -> ranking -> off-policy evaluation -> evaluation
+-> [if blessed] export.
 
 Ranking trains on retrieval's candidates as hard negatives, because at serving it re-ranks exactly
 those; trained against random items only, it made the funnel worse than retrieval alone. So the
-data puts ranking after retrieval. Export runs
+data puts ranking after retrieval. Off-policy evaluation estimates the new ranker's click rate from the
+logged impressions (skipping, with a reason, on data without them); evaluation reads its output into the
+report and the metrics, and with `gate_on_ope` also into the gate, so it runs after it. Export runs
 only inside `dsl.If(blessed)`: a model that loses to the baselines or to the last blessed model
-never reaches users. Beside the funnel, off-policy evaluation scores the new ranker on the logged
-impressions, an optional Thompson-sampling bandit learns to re-rank retrieval's candidates, and the
-A/B analysis reads the outcomes per variant once the export has written them. Every task runs in the pinned component image with per-stage resources,
-which Vertex AI and Kubeflow read and kfp.local ignores.
+never reaches users. An optional Thompson-sampling bandit learns to re-rank retrieval's candidates, and the
+A/B analysis reads the outcomes per variant once the export has written them. Every task runs in the pinned
+component image with per-stage resources, which Vertex AI and Kubeflow read and kfp.local ignores.
 """
 from kfp import dsl
 
@@ -46,6 +48,11 @@ def recommender_pipeline(
     gate_metric: str = "ndcg@20",
     margin_vs_baseline: float = 0.0,
     margin_vs_blessed: float = 0.0,
+    # Also require the new ranker's off-policy click-rate estimate (ope_estimator) to reach the logging policy's
+    # observed click rate less ope_margin (relative); a no-op, stated in the report, on data without impressions.
+    gate_on_ope: bool = False,
+    ope_estimator: str = "mrdr",
+    ope_margin: float = 0.0,
     experiment: str = "ranker",
     treatment_ratio: float = 0.5,
     shop_preset: str = "",
@@ -113,6 +120,10 @@ def recommender_pipeline(
         margin_vs_baseline=margin_vs_baseline,
         margin_vs_blessed=margin_vs_blessed,
         model_version=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+        gate_on_ope=gate_on_ope,
+        ope_estimator=ope_estimator,
+        ope_margin=ope_margin,
+        off_policy=ope_task.outputs["report"],
     )
     apply_resources(evaluation_task.set_display_name("evaluation"), "evaluation")
 

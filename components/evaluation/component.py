@@ -1,7 +1,11 @@
 """KFP shell of the evaluation stage: returns `blessed` for `dsl.If`; everything else is in artifacts.
 
 `summary` (JSON at summary.path) carries export_n, model_version and previous_blessed for export.
+`off_policy` (optional) is the off-policy evaluation stage's report: its estimates go into the report and
+the metrics, and with `gate_on_ope` into the gate.
 """
+from typing import Optional
+
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
@@ -24,6 +28,10 @@ def evaluation(
     margin_vs_baseline: float = 0.0,
     margin_vs_blessed: float = 0.0,
     model_version: str = "",
+    gate_on_ope: bool = False,
+    ope_estimator: str = "mrdr",
+    ope_margin: float = 0.0,
+    off_policy: Optional[Input[Artifact]] = None,
 ) -> bool:
     from components.evaluation import kfp_outputs
 
@@ -31,4 +39,6 @@ def evaluation(
         features.path, retrieval_model.path, ranking_model.path, metrics, classification, report.path, summary.path,
         registry_dir=registry_dir, candidates_n=candidates_n, gate_metric=gate_metric, gate_baselines=gate_baselines,
         margin_vs_baseline=margin_vs_baseline, margin_vs_blessed=margin_vs_blessed, model_version=model_version,
+        off_policy_dir=off_policy.path if off_policy else None, gate_on_ope=gate_on_ope, ope_estimator=ope_estimator,
+        ope_margin=ope_margin,
     )

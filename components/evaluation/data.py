@@ -1,7 +1,10 @@
-"""Today's test split and training popularity, read once from the features output."""
+"""Evaluation's inputs: today's test split and training popularity, read once from the features output, and
+the off-policy evaluation stage's output when the pipeline ran it."""
 from __future__ import annotations
 
+import base64
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -63,3 +66,36 @@ def read_test_split(features_dir: str | Path, split: str = "test") -> TestSplit:
         popularity=baselines.item_counts(train),
         ranking=ranking,
     )
+
+
+OFF_POLICY_FIGURES = {"ope_estimates": "ope_estimates.png", "bandit_curves": "bandit_curves.png"}
+NO_OFF_POLICY_INPUT = "the pipeline passed no off-policy evaluation output"
+
+
+@dataclasses.dataclass(frozen=True)
+class OffPolicyOutput:
+    """The off-policy evaluation stage's directory: ope.json {ab, ope, bandit, logged} and its figures, or why
+    the stage had nothing to estimate (no impressions, no simulator)."""
+
+    result: dict | None
+    unavailable: str = ""  # why there is no result; "" when there is one
+    figures: dict[str, str] = dataclasses.field(default_factory=dict)  # name -> base64 PNG
+
+
+def read_off_policy(directory: str | Path | None) -> OffPolicyOutput:
+    """ope.json (with figures) or skipped.json from the stage's output; None means the stage was not wired in."""
+    if directory is None:
+        return OffPolicyOutput(None, NO_OFF_POLICY_INPUT)
+    directory = Path(directory)
+    if (directory / "ope.json").exists():
+        result = json.loads((directory / "ope.json").read_text())
+        missing = [key for key in ("ope", "bandit", "logged") if key not in result]
+        if missing:
+            raise schema.SchemaError(f"{directory}/ope.json lacks {missing}: not an off-policy evaluation output")
+        figures = {name: base64.b64encode((directory / file).read_bytes()).decode("ascii")
+                   for name, file in OFF_POLICY_FIGURES.items() if (directory / file).exists()}
+        return OffPolicyOutput(result, "", figures)
+    if (directory / "skipped.json").exists():
+        return OffPolicyOutput(None, json.loads((directory / "skipped.json").read_text())["skipped"])
+    raise schema.SchemaError(f"{directory}: an off-policy evaluation output holds ope.json or skipped.json; "
+                             "found neither")

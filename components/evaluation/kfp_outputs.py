@@ -25,17 +25,20 @@ def log_classification(classification, labels: np.ndarray, probabilities: np.nda
 
 def evaluate_for_pipeline(features_dir, retrieval_dir, ranking_dir, metrics, classification, report_path, summary_path,
                           *, registry_dir, candidates_n, gate_metric, gate_baselines, margin_vs_baseline,
-                          margin_vs_blessed, model_version, load_models=None) -> bool:
+                          margin_vs_blessed, model_version, off_policy_dir=None, gate_on_ope=False,
+                          ope_estimator=gate.DEFAULT_OPE_ESTIMATOR, ope_margin=0.0, load_models=None) -> bool:
     """The component's one call. `load_models` replaces the artifact loader in tests."""
     config = stage.EvaluationConfig(
         candidates_n=candidates_n,
         gate=gate.GateConfig(metric=gate_metric, baselines=tuple(b.strip() for b in gate_baselines.split(",") if b.strip()),
-                             margin_vs_baseline=margin_vs_baseline, margin_vs_blessed=margin_vs_blessed),
+                             margin_vs_baseline=margin_vs_baseline, margin_vs_blessed=margin_vs_blessed,
+                             use_ope=gate_on_ope, ope_estimator=ope_estimator, ope_margin=ope_margin),
         model_version=model_version,
     )
     loader = {"load_models": load_models} if load_models else {}
     result = stage.run_evaluation(features_dir, retrieval_dir, ranking_dir, summary_path, report_path,
-                                  registry_dir=registry_dir or None, config=config, **loader)
+                                  registry_dir=registry_dir or None, config=config, off_policy_dir=off_policy_dir,
+                                  **loader)
     log_metrics(metrics.log_metric, stage.flat_metrics(result.summary))
     if result.ranker_rows is not None:
         log_classification(classification, *result.ranker_rows)

@@ -1,5 +1,6 @@
 """The HTML report: one self-contained page (plots inlined as PNG) that says at a glance whether the
-model was blessed and why, which N the export uses, and where each model wins or loses."""
+model was blessed and why, which N the export uses, where each model wins or loses, and what the
+logged impressions say about the new ranker's click rate (off-policy estimates beside the truth)."""
 from __future__ import annotations
 
 import base64
@@ -145,8 +146,55 @@ def _figure(name: str, png: str, caption: str) -> str:
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
-def render(summary: dict, figures: dict[str, tuple[str, str]]) -> str:
-    """The page: verdict, export N, metric tables, then the figures {name: (png, caption)}."""
+OFF_POLICY_CAPTIONS = {
+    "ope_estimates": "Each estimator's estimate on every simulated log (dots), mean \u00b1 RMSE (black), and the truth.",
+    "bandit_curves": "Bandit study in the simulator: cumulative clicks of Thompson sampling, exploit, the new ranker's "
+                     "own top K (greedy) and random choice; the dotted line is the shift in user interests.",
+}
+
+
+def off_policy_section(off_policy: dict, figures: dict[str, str]) -> list[str]:
+    """The OPE table (logged click rate, truth, each estimator) and the experiments' figures, or why there are none."""
+    title = "<h2>Off-policy evaluation of the new ranker (logged impressions)</h2>"
+    if off_policy["unavailable"]:
+        return [title, f"<p>Not available: {html.escape(off_policy['unavailable'])}. Without these estimates the "
+                       "gate's off-policy condition is not applied, and there is no bandit study.</p>"]
+    setup = off_policy["setup"]
+    logged = off_policy["logged"]["click_rate"]
+
+    def lift(value: float) -> str:
+        return f"{value / logged - 1:+.1%}"
+
+    rows = [["logging policy, observed in the warehouse", logged, "", "", "", ""],
+            ["new ranker, true value (simulator)", off_policy["truth"], "", "", "", lift(off_policy["truth"])]]
+    rows += [[name, e["estimate"], f"{e['bias']:+.4f}", e["rmse"], "" if e["std"] is None else e["std"],
+              lift(e["estimate"])] for name, e in off_policy["estimators"].items()]
+    parts = [
+        title,
+        f"<p>Click rate per shown slot of the new ranker ({html.escape(str(off_policy['target']))}, explored with "
+        f"probability {setup.get('epsilon')}), estimated by each estimator from {setup.get('repeats')} simulated "
+        f"logs of {setup.get('requests_per_log')} requests each; the logging policy's rate is observed on "
+        f"{off_policy['logged']['impressions']} logged impressions. Bias and RMSE are against the simulator's "
+        "exact value of the new ranker on the same requests.</p>",
+        _table(["", "click rate", "bias", "RMSE", "std over logs", "vs logged"], rows),
+    ]
+    if off_policy.get("weights"):
+        parts += ["<p>Importance weights of the logged slots under the new ranker:</p>",
+                  _table(list(off_policy["weights"]), [list(off_policy["weights"].values())])]
+    bandit = {policy: v for policy, v in off_policy["bandit"].items() if "cumulative_reward" in v}
+    if bandit:
+        parts += ["<h3>Bandit re-ranker in the simulator</h3>",
+                  _table(["policy", "cumulative clicks", "clicks after the interest shift"],
+                         [[p, round(v["cumulative_reward"]),
+                           round(v["after_shift_reward"]) if "after_shift_reward" in v else ""]
+                          for p, v in bandit.items()])]
+    parts += [_figure(name, png, OFF_POLICY_CAPTIONS.get(name, name)) for name, png in figures.items()]
+    return parts
+
+
+def render(summary: dict, figures: dict[str, tuple[str, str]], off_policy_figures: dict[str, str] | None = None) -> str:
+    """The page: verdict, export N, metric tables, off-policy estimates, then the figures {name: (png, caption)}.
+    `off_policy_figures` {name: png} come ready-made from the off-policy evaluation stage."""
     gate = summary["gate"]
     verdict = "BLESSED" if gate["blessed"] else "NOT BLESSED"
     colour = "#1b9e77" if gate["blessed"] else "#d95f02"
@@ -167,6 +215,7 @@ def render(summary: dict, figures: dict[str, tuple[str, str]]) -> str:
         sections += ["<h2>Ranker</h2>", _table(["AUC", "GAUC", "logloss", "rows"],
                                                [[r["auc"], "undefined" if r["gauc"] is None else r["gauc"],
                                                  r["logloss"], r["rows"]]])]
+    sections += off_policy_section(summary["off_policy"], off_policy_figures or {})
     stats = summary["list_statistics"]
     sections += [
         "<h2>Coverage and popularity bias of top-20 lists</h2>",

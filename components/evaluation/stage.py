@@ -1,6 +1,7 @@
 """The evaluation stage: scores the candidate funnel, retrieval alone, the baselines and the last
-blessed model on today's test split, decides the blessing, registers a blessed model and writes
-the summary (read by export) and the HTML report."""
+blessed model on today's test split, reads the off-policy estimates of the new ranker's click rate
+(when the pipeline ran that stage), decides the blessing, registers a blessed model and writes the
+summary (read by export) and the HTML report."""
 from __future__ import annotations
 
 import dataclasses
@@ -91,18 +92,21 @@ def evaluate(
     registry_dir: str | Path | None = None,
     config: EvaluationConfig = EvaluationConfig(),
     load_models: Callable[..., models.ServingModel] = models.load_serving_model,
+    off_policy_dir: str | Path | None = None,
 ) -> EvaluationResult:
     """Everything the stage computes, in memory; `run_evaluation` writes it out.
 
     `load_models(retrieval_dir, ranking_dir, version)` loads a model pair (tests pass small doubles).
+    `off_policy_dir` is the off-policy evaluation stage's output (None: not run).
     """
     started = time.perf_counter()
+    off_policy = data.read_off_policy(off_policy_dir)
     scored = _score_everything(features_dir, retrieval_dir, ranking_dir, registry_dir, config, load_models)
     ranks_by_model = scored.ranks_by_model()
     ranking_metrics = {name: metrics.ranking_metrics(ranks) for name, ranks in ranks_by_model.items()}
     decision = gate.decide(
         ranking_metrics["funnel"], {b: ranking_metrics[b] for b in scored.baselines},
-        ranking_metrics.get("last_blessed_funnel"), config.gate,
+        ranking_metrics.get("last_blessed_funnel"), config.gate, off_policy=_gate_evidence(off_policy),
     )
     export_n, by_n = choose_export_n(scored.scores.funnel_by_n, config.export_metric, config.export_tolerance)
     ranker = _ranker_metrics(scored.candidate.ranker, scored.split.ranking)
@@ -124,14 +128,47 @@ def evaluate(
         "items": scored.split.num_items - schema.NUM_RESERVED,
         "ranking_metrics": ranking_metrics,
         "ranker": ranker["metrics"] if ranker else None,
+        "off_policy": off_policy_summary(off_policy),
         **_where_models_differ(scored, ranks_by_model),
     }
     figures = _figures(summary, ranks_by_model, scored.scores, export_n, ranker)
     summary["evaluation_s"] = round(time.perf_counter() - started, 3)
     return EvaluationResult(
-        summary=summary, html=report.render(summary, figures), blessed=decision.blessed, export_n=export_n,
+        summary=summary, html=report.render(summary, figures, off_policy.figures), blessed=decision.blessed,
+        export_n=export_n,
         ranker_rows=(ranker["labels"], ranker["probabilities"]) if ranker else None,
     )
+
+
+def _gate_evidence(off_policy: data.OffPolicyOutput) -> gate.OffPolicyEvidence:
+    if off_policy.result is None:
+        return gate.OffPolicyEvidence(unavailable=off_policy.unavailable)
+    ope = off_policy.result["ope"]
+    return gate.OffPolicyEvidence(estimates={name: ope[name]["estimate"] for name in gate.OPE_ESTIMATORS if name in ope},
+                                  logged_click_rate=off_policy.result["logged"]["click_rate"])
+
+
+def off_policy_summary(off_policy: data.OffPolicyOutput) -> dict:
+    """The OPE figures the report and the metrics show: per estimator its mean estimate over the logs, and
+    against the simulator's truth its bias, RMSE and spread; the logged click rate; the bandit's rewards."""
+    if off_policy.result is None:
+        return {"unavailable": off_policy.unavailable}
+    ope = off_policy.result["ope"]
+    estimators = {}
+    for name in gate.OPE_ESTIMATORS:
+        values = np.asarray(ope[name]["per_repeat"], dtype=np.float64)
+        estimators[name] = {"estimate": ope[name]["estimate"], "bias": ope[name]["bias"], "rmse": ope[name]["rmse"],
+                            "std": float(values.std(ddof=1)) if len(values) > 1 else None}
+    return {
+        "unavailable": "",
+        "truth": ope["truth"],
+        "target": ope.get("target"),
+        "setup": {key: ope[key] for key in ("repeats", "requests_per_log", "epsilon") if key in ope},
+        "weights": ope.get("weights"),
+        "logged": off_policy.result["logged"],
+        "estimators": estimators,
+        "bandit": off_policy.result["bandit"],
+    }
 
 
 def _score_everything(features_dir, retrieval_dir, ranking_dir, registry_dir, config, load_models) -> _Scored:
@@ -230,9 +267,10 @@ def run_evaluation(
     registry_dir: str | Path | None = None,
     config: EvaluationConfig = EvaluationConfig(),
     load_models: Callable[..., models.ServingModel] = models.load_serving_model,
+    off_policy_dir: str | Path | None = None,
 ) -> EvaluationResult:
     """Evaluates, registers the model when blessed, and writes summary JSON and HTML report atomically."""
-    result = evaluate(features_dir, retrieval_dir, ranking_dir, registry_dir, config, load_models)
+    result = evaluate(features_dir, retrieval_dir, ranking_dir, registry_dir, config, load_models, off_policy_dir)
     if result.blessed and registry_dir:
         entry = registry.register(registry_dir, result.summary["model_version"], retrieval_dir, ranking_dir,
                                   {"blessed_at": dt.datetime.now(dt.timezone.utc).isoformat(),
@@ -258,6 +296,19 @@ def flat_metrics(summary: dict) -> dict[str, float]:
         out.update({kfp_metric_name(model, k): v for k, v in stats.items()})
     out["blessed"] = float(summary["blessed"])
     out["export_n"] = float(summary["export_n"])
+    out.update(_off_policy_metrics(summary["off_policy"]))
+    return out
+
+
+def _off_policy_metrics(off_policy: dict) -> dict[str, float]:
+    """ope_truth, ope_logged_click_rate, ope_<estimator>_{estimate,bias,rmse}, bandit_<policy>_cumulative_reward."""
+    if off_policy["unavailable"]:
+        return {}
+    out = {"ope_truth": off_policy["truth"], "ope_logged_click_rate": off_policy["logged"]["click_rate"]}
+    for name, figures in off_policy["estimators"].items():
+        out.update({f"ope_{name}_{key}": figures[key] for key in ("estimate", "bias", "rmse")})
+    out.update({f"bandit_{policy}_cumulative_reward": values["cumulative_reward"]
+                for policy, values in off_policy["bandit"].items() if "cumulative_reward" in values})
     return out
 
 

@@ -17,6 +17,7 @@ from components import atomic, schema
 from components.experiments import ab_analysis, bench, ope
 from components.experiments.bandit import BayesianLinearBandit, reranker_features
 from components.experiments.histories import user_histories
+from components.extract import runner
 
 LogMetric = Callable[[str, float], None]
 FEEDBACK_CHUNK = 50_000
@@ -60,15 +61,35 @@ def run_ab_analysis(warehouse_uri: str, output_dir: str, log_metric: LogMetric, 
     return result
 
 
+LOGGED_CLICKS_SQL = "SELECT COUNT(*) AS impressions, COUNTIF(clicked) AS clicks FROM impressions"
+
+
+def logged_click_rate(warehouse_uri: str) -> dict:
+    """The logging policy's observed click rate per shown slot over the warehouse's impressions: what the new
+    ranker's off-policy estimate (the same per-slot estimand) is compared with. In BigQuery's dialect, so it
+    runs on either backend."""
+    backend = runner.open_backend(ab_analysis.warehouse_uri(warehouse_uri))
+    try:
+        sql = runner.render(LOGGED_CLICKS_SQL, backend.tables, backend.dialect)
+        row = next(r for batch in backend.batches(sql, {}) for r in batch.to_pylist())
+    finally:
+        backend.close()
+    impressions, clicks = int(row["impressions"]), int(row["clicks"] or 0)
+    if impressions == 0:
+        raise ValueError(f"{warehouse_uri}: the impressions table is empty, so there is no logged click rate")
+    return {"impressions": impressions, "clicks": clicks, "click_rate": clicks / impressions}
+
+
 def run_off_policy_evaluation(warehouse_uri: str, shop_preset: str, output_dir: str, log_metric: LogMetric,
                               shop_seed: int = 0, repeats: int = 5, requests_per_log: int = 20_000,
                               epsilon: float = 0.1, bandit_rounds: int = 120, features_dir: str | None = None,
                               ranking_dir: str | None = None) -> dict:
     """OPE estimates beside the truth (and the bandit curves) on the synthetic shop that built the warehouse.
 
-    Writes ope.json, ope_estimates.png, bandit_curves.png and experiments.html (the evaluation report embeds
-    the fragment); logs ope_truth and ope_<estimator>_{estimate,bias,rmse}. A warehouse without impressions
-    gets a `skipped.json` saying so and no metrics."""
+    Writes ope.json ({ab, ope, bandit, logged}: `logged` is the logging policy's observed click rate),
+    ope_estimates.png, bandit_curves.png and experiments.html; the evaluation stage reads this directory into its
+    report and (optionally) its gate. Logs ope_truth, ope_logged_click_rate and ope_<estimator>_{estimate,bias,rmse}.
+    A warehouse without impressions gets a `skipped.json` saying so and no metrics."""
     if ab_analysis.impression_count(warehouse_uri) == 0:
         reason = "the warehouse has no impressions (public data): no off-policy evaluation"
     elif not shop_preset:
@@ -81,6 +102,7 @@ def run_off_policy_evaluation(warehouse_uri: str, shop_preset: str, output_dir: 
     result, run = bench.run_studies(warehouse_uri, shop_preset, shop_seed, repeats, requests_per_log, epsilon,
                                     bandit_rounds, bandit_batch=256, shift_fraction=0.5, ranking_dir=ranking_dir,
                                     features_dir=features_dir)
+    result["logged"] = logged_click_rate(warehouse_uri)
 
     def fill(directory: Path) -> None:
         (directory / "ope.json").write_text(json.dumps(result, indent=2))
@@ -88,6 +110,7 @@ def run_off_policy_evaluation(warehouse_uri: str, shop_preset: str, output_dir: 
 
     _atomic_dir(output_dir, fill)
     log_metric("ope_truth", result["ope"]["truth"])
+    log_metric("ope_logged_click_rate", result["logged"]["click_rate"])
     for name in ope.ESTIMATORS:
         for field in ("estimate", "bias", "rmse"):
             log_metric(f"ope_{name}_{field}", result["ope"][name][field])
