@@ -97,7 +97,8 @@ def score_model(
         target = vocab.model(targets[rows])
         known = target >= schema.NUM_RESERVED
         parts["retrieval"].append(_retrieval_ranks(model.retriever, hist, cats, seen, target, known))
-        cands, reranked = _funnel_lists(model, hist, cats, seen, allowed, model_popularity, candidates_n)
+        cands, reranked = _funnel_lists(model, hist, cats, seen, np.where(known, target, schema.PAD_INDEX), allowed,
+                                        model_popularity, candidates_n)
         for n, ranks in _funnel_ranks_by_n(cands, reranked, target, known, grid).items():
             parts[n].append(ranks)
         parts["retrieval_lists"].append(vocab.today(cands[:, :LIST_K]))
@@ -117,10 +118,11 @@ def _retrieval_ranks(retriever, hist, cats, seen, target, known) -> metrics.Rank
     return metrics.Ranks(np.where(known, ranks.higher, -1), np.where(known, ranks.ties, 0))
 
 
-def _funnel_lists(model, hist, cats, seen, allowed, popularity, candidates_n) -> tuple[np.ndarray, np.ndarray]:
-    """(retrieval top-N, the same N re-ranked) as serving makes them; users without a known
+def _funnel_lists(model, hist, cats, seen, target, allowed, popularity, candidates_n) -> tuple[np.ndarray, np.ndarray]:
+    """(retrieval top-N, the same N re-ranked) as serving makes them, except that the target is never masked
+    as seen (the protocol retrieval alone and the baselines are scored by); users without a known
     history item get the popularity list for both, as the serving fallback does."""
-    scores = funnel.retrieval_scores(model.retriever, hist, cats, seen, allowed)
+    scores = funnel.retrieval_scores(model.retriever, hist, cats, seen, allowed, keep=target)
     cands, cand_scores = funnel.top_n(scores, candidates_n)
     valid = np.isfinite(cand_scores)
     cands = np.where(valid, cands, schema.PAD_INDEX)

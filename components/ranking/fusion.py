@@ -21,10 +21,10 @@ CUTOFF = 10
 _USERS_PER_BATCH = 512
 
 
-def candidate_scores(retriever, ranker, hist: np.ndarray, seen, n: int) -> tuple[np.ndarray, ...]:
+def candidate_scores(retriever, ranker, hist: np.ndarray, seen, targets: np.ndarray, n: int) -> tuple[np.ndarray, ...]:
     """(candidates, ranker probabilities, retrieval scores), each [U, n] (n at most the catalogue), in
     retrieval's order (best first). Users are batched by history length and each batch cut to its longest
-    history, as the funnel does."""
+    history, as the funnel does; the target is never masked as seen, as in evaluation's protocol."""
     cats = np.where(hist > schema.OOV_INDEX, ranker.item_category[hist], hist)
     allowed = funnel.allowed_items(retriever.item_embeddings.shape[0])
     n = min(n, len(allowed))
@@ -36,7 +36,8 @@ def candidate_scores(retriever, ranker, hist: np.ndarray, seen, n: int) -> tuple
         rows = order[start:start + _USERS_PER_BATCH]
         width = max(1, int(lengths[rows].max()))
         h, c = hist[rows, -width:], cats[rows, -width:]
-        cands, valid, scores = funnel.retrieve_candidates(retriever, h, c, [seen[r] for r in rows], allowed, n)
+        cands, valid, scores = funnel.retrieve_candidates(retriever, h, c, [seen[r] for r in rows], allowed, n,
+                                                          keep=targets[rows])
         probabilities = ranker.score(h, c, cands, ranker.item_category[cands])
         out[0][rows], out[1][rows], out[2][rows] = cands, np.where(valid, probabilities, 0.5), scores
     return tuple(out)
@@ -98,5 +99,6 @@ def choose_on_split(retriever, ranker, features_dir: str, split: str = "valid", 
     hist = reader.pad_left(examples[schema.HIST_ITEMS], spec.max_len)
     known = ~funnel.needs_fallback(hist)
     seen = [examples[schema.SEEN_ITEMS][r] for r in np.flatnonzero(known)]
-    candidates, probabilities, scores = candidate_scores(retriever, ranker, hist[known], seen, max(candidates_n))
-    return choose_weight(candidates, probabilities, scores, examples[schema.TARGET_ITEM][known], candidates_n)
+    targets = examples[schema.TARGET_ITEM][known].astype(np.int64)
+    candidates, probabilities, scores = candidate_scores(retriever, ranker, hist[known], seen, targets, max(candidates_n))
+    return choose_weight(candidates, probabilities, scores, targets, candidates_n)

@@ -77,15 +77,25 @@ def batch_size_for(num_items: int, memory_budget_mb: float) -> int:
     return int(np.clip(memory_budget_mb * 2**20 // per_user, 1, _MAX_BATCH))
 
 
-def mask_seen(scores: np.ndarray, hist_items: np.ndarray, seen_items: Sequence[np.ndarray] | None) -> None:
-    """Sets -inf, in place, on every item a user has already had (history and `seen_items`)."""
-    scores[np.arange(len(hist_items))[:, None], hist_items] = -np.inf
-    if seen_items is None:
-        return
-    lengths = np.fromiter((len(s) for s in seen_items), dtype=np.int64, count=len(seen_items))
-    if lengths.sum():
-        flat = np.concatenate([np.asarray(s, dtype=np.int64) for s in seen_items])
-        scores[np.repeat(np.arange(len(seen_items)), lengths), flat] = -np.inf
+def mask_seen(scores: np.ndarray, hist_items: np.ndarray, seen_items: Sequence[np.ndarray] | None,
+              keep: np.ndarray | None = None) -> None:
+    """Sets -inf, in place, on every item a user has already had (history and `seen_items`).
+
+    keep (int64 [B], optional): one item per user that stays unmasked even if seen. Offline evaluation passes
+    the target, as the published full-ranking protocol does, so that a repeated purchase is not a certain miss
+    for the funnel while retrieval alone and the baselines may hit it. Serving never passes it.
+    """
+    rows = np.arange(len(hist_items))
+    kept = None if keep is None else scores[rows, keep].copy()
+    scores[rows[:, None], hist_items] = -np.inf
+    if seen_items is not None:
+        lengths = np.fromiter((len(s) for s in seen_items), dtype=np.int64, count=len(seen_items))
+        if lengths.sum():
+            flat = np.concatenate([np.asarray(s, dtype=np.int64) for s in seen_items])
+            scores[np.repeat(rows, lengths), flat] = -np.inf
+    if keep is not None:
+        restore = keep >= schema.NUM_RESERVED
+        scores[rows[restore], keep[restore]] = kept[restore]
 
 
 def top_n(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -112,12 +122,14 @@ def retrieval_scores(
     hist_cats: np.ndarray,
     seen_items: Sequence[np.ndarray] | None,
     allowed: np.ndarray,
+    keep: np.ndarray | None = None,
 ) -> np.ndarray:
-    """float32 [B, num_items]: dot products of the query with every item; -inf where not recommendable."""
+    """float32 [B, num_items]: dot products of the query with every item; -inf where not recommendable
+    (seen items too, except `keep`: see mask_seen)."""
     query = np.asarray(retriever.encode(hist_items, hist_cats), dtype=np.float32)
     scores = query @ retriever.item_embeddings.T
     scores += np.where(allowed, np.float32(0), np.float32(-np.inf))
-    mask_seen(scores, hist_items, seen_items)
+    mask_seen(scores, hist_items, seen_items, keep)
     return scores
 
 
@@ -188,10 +200,10 @@ def popularity_lists(
     return np.where(np.isfinite(top_scores), items, schema.PAD_INDEX), top_scores
 
 
-def retrieve_candidates(retriever, hist_items, hist_cats, seen_items, allowed, candidates_n):
+def retrieve_candidates(retriever, hist_items, hist_cats, seen_items, allowed, candidates_n, keep=None):
     """Retrieval top-N per user, best first: candidate indices (PAD where fewer exist), which slots are real,
-    and their retrieval scores (-inf where not real)."""
-    scores = retrieval_scores(retriever, hist_items, hist_cats, seen_items, allowed)
+    and their retrieval scores (-inf where not real). `keep`: see mask_seen (offline evaluation only)."""
+    scores = retrieval_scores(retriever, hist_items, hist_cats, seen_items, allowed, keep)
     candidates, cand_scores = top_n(scores, candidates_n)
     valid = np.isfinite(cand_scores)
     return np.where(valid, candidates, schema.PAD_INDEX), valid, cand_scores

@@ -58,6 +58,17 @@ def test_never_recommends_seen_reserved_or_unavailable_items(users):
         assert len(set(items.tolist())) == 10
 
 
+def test_mask_seen_keeps_the_given_item_unless_it_is_reserved_or_unavailable():
+    scores = np.arange(12, dtype=np.float32).reshape(2, 6)
+    scores[1, 4] = -np.inf  # unavailable
+    hist = np.array([[0, 3, 4], [2, 4, 5]])
+    funnel.mask_seen(scores, hist, [np.array([2]), np.array([3])], keep=np.array([3, 4]))
+    assert np.isinf(scores[0, [0, 2, 4]]).all() and scores[0, 3] == 3
+    assert np.isinf(scores[1, [2, 3, 4, 5]]).all()
+    funnel.mask_seen(scores, hist, None, keep=np.array([0, 1]))
+    assert np.isinf(scores[0, 0])
+
+
 def test_availability_can_be_left_unmasked_for_evaluation(users):
     hist, seen = users
     retriever, ranker = random_models(NUM_ITEMS, seed=4)
