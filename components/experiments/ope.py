@@ -182,6 +182,15 @@ def sample_ranking_policy(ranked: np.ndarray, slate_size: int, epsilon: float, r
     return slates
 
 
+def weight_diagnostics(log: LoggedSlates, target_prob: np.ndarray) -> dict[str, float]:
+    """How much of the log the importance weights w = pi / mu use: Kish's effective sample size (sum w)^2 / sum w^2
+    as a share of the logged slots, the largest weight, and the share of slots the target policy can show (pi > 0).
+    A small ess_share is why IPS, DR and MRDR are noisy: their corrections rest on a few rows."""
+    w = target_prob / log.propensity
+    ess = float(w.sum() ** 2 / np.sum(w**2)) if w.any() else 0.0
+    return {"ess_share": ess / len(w), "max_weight": float(w.max()), "support": float(np.mean(target_prob > 0))}
+
+
 def ips(log: LoggedSlates, target_prob: np.ndarray) -> float:
     return float(np.sum(target_prob / log.propensity * log.click) / (log.num_requests * log.slate_size))
 

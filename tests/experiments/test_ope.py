@@ -42,6 +42,16 @@ def test_ips_and_snips_by_hand():
     assert ope.snips(log(), stochastic) == pytest.approx(((4 / 3) / (5 / 3) + (5 / 6) / (3 / 2)) / 2)
 
 
+def test_weight_diagnostics_by_hand():
+    stochastic = policy(0.5).prob(LOG["request"], LOG["item"], LOG["position"])  # weights 4/3, 2/3, 1/3, 5/6
+    total, squares = 4 / 3 + 2 / 3 + 1 / 3 + 5 / 6, 16 / 9 + 4 / 9 + 1 / 9 + 25 / 36
+    assert ope.weight_diagnostics(log(), stochastic) == pytest.approx(
+        {"ess_share": total**2 / squares / 4, "max_weight": 4 / 3, "support": 1.0})
+    deterministic = policy(0.0).prob(LOG["request"], LOG["item"], LOG["position"])  # weights 2, 0, 0, 1.25
+    assert ope.weight_diagnostics(log(), deterministic) == pytest.approx(
+        {"ess_share": 3.25**2 / (4 + 1.5625) / 4, "max_weight": 2.0, "support": 0.5})
+
+
 def test_dm_and_dr_with_a_given_reward_table():
     target = policy(0.5)
     value = target.expected_reward(qhat_table)
