@@ -21,7 +21,7 @@ VARIANTS = {
     "dien_no_aux": ModelConfig(model_type="dien", aux_weight=0.0),
 }
 METRICS = ("auc", "gauc", "logloss", "train_examples_per_s", "infer_examples_per_s", "train_s", "valid_auc",
-           "best_epoch")
+           "best_epoch", "epochs_run")
 
 
 def _summarize(runs: list[dict]) -> dict:

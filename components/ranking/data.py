@@ -92,15 +92,22 @@ def epoch_plan(data: RankingData, batch_size: int, seed: int, epoch: int) -> lis
 
 
 def _gatherer(data: RankingData):
-    """A tf function: row indices -> (features dict with right-padded [b, T] sequences, labels [b])."""
-    ragged = {
-        name: tf.RaggedTensor.from_row_splits(tf.constant(values), tf.constant(offsets), validate=False)
-        for name, (values, offsets) in data.sequences.items()
-    }
+    """A tf function: row indices -> (features dict with right-padded [b, T] sequences, labels [b]).
+
+    The four sequences of a row have one length, so they are stacked into one ragged [rows, (T), 4] tensor
+    and gathered and padded once per batch instead of four times (a quarter of the input pipeline's work).
+    """
+    offsets = data.sequences[SEQUENCES[0]][1]
+    for name in SEQUENCES[1:]:
+        if not np.array_equal(data.sequences[name][1], offsets):
+            raise schema.SchemaError(f"ranking data: {name} differs in length from {SEQUENCES[0]}")
+    stacked = np.stack([data.sequences[name][0] for name in SEQUENCES], axis=1)
+    ragged = tf.RaggedTensor.from_row_splits(tf.constant(stacked), tf.constant(offsets), validate=False)
     scalars = {name: tf.constant(values) for name, values in data.scalars.items()}
 
     def gather(rows):
-        features = {name: tf.gather(tensor, rows).to_tensor() for name, tensor in ragged.items()}
+        padded = tf.gather(ragged, rows).to_tensor()
+        features = {name: padded[..., index] for index, name in enumerate(SEQUENCES)}
         features.update({name: tf.gather(tensor, rows) for name, tensor in scalars.items() if name != schema.LABEL})
         return features, tf.gather(scalars[schema.LABEL], rows)
 

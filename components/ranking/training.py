@@ -27,6 +27,8 @@ WARMUP_BATCHES = 20  # per epoch, left out of throughput (tracing, dataset start
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 3  # at most: the weights of the best epoch on valid are kept
+    # Stop once valid AUC has not improved for this many epochs (None: run all `epochs`).
+    patience: int | None = None
     batch_size: int = 128
     learning_rate: float = 1e-3
     seed: int = 0
@@ -34,6 +36,10 @@ class TrainConfig:
     # `hard_negative_pool` for the same history (the popularity negatives stay).
     hard_negatives: int = 2
     hard_negative_pool: int = 100
+
+    def __post_init__(self):
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"patience must be None or >= 1, got {self.patience}")
 
 
 def build_model(config: ModelConfig, num_items: int, num_categories: int) -> SequenceRanker:
@@ -99,7 +105,8 @@ def train(model: SequenceRanker, data: RankingData, config: TrainConfig, validat
     validation AUC (early stopping: on small data both DIN and DIEN overfit after a few epochs).
 
     Returns train_s (wall clock, tracing and validation included), train_examples_per_s (without the first
-    WARMUP_BATCHES batches of each epoch), and with validation best_epoch (1-based) and valid_auc.
+    WARMUP_BATCHES batches of each epoch), epochs_run, and with validation best_epoch (1-based), valid_auc
+    and valid_auc_by_epoch (the evidence for choosing `epochs` and `patience`).
     """
     if validation is not None and not _has_both_labels(validation):
         validation = None  # AUC is undefined on it: train all epochs and keep the last
@@ -109,20 +116,25 @@ def train(model: SequenceRanker, data: RankingData, config: TrainConfig, validat
     start = time.perf_counter()
     timed_seconds, timed_examples = 0.0, 0
     best = {"valid_auc": -np.inf}
+    by_epoch = []
     warmup = min(WARMUP_BATCHES, -(-data.size // config.batch_size) // 2)
     for epoch in range(1, config.epochs + 1):
         seconds, examples = _run_steps(step, dataset, warmup)
         timed_seconds, timed_examples = timed_seconds + seconds, timed_examples + examples
-        if validation is not None:
-            probabilities, _ = predict(model, validation, timed=False)
-            valid_auc = metrics.auc(validation.scalars[schema.LABEL], probabilities)
-            if valid_auc > best["valid_auc"]:
-                best = {"valid_auc": valid_auc, "best_epoch": epoch, "weights": model.get_weights()}
-    if validation is not None:
-        model.set_weights(best.pop("weights"))
-    result = {"train_s": time.perf_counter() - start,
-              "train_examples_per_s": timed_examples / timed_seconds}
-    return {**result, **(best if validation is not None else {})}
+        if validation is None:
+            continue
+        probabilities, _ = predict(model, validation, timed=False)
+        by_epoch.append(metrics.auc(validation.scalars[schema.LABEL], probabilities))
+        if by_epoch[-1] > best["valid_auc"]:
+            best = {"valid_auc": by_epoch[-1], "best_epoch": epoch, "weights": model.get_weights()}
+        elif config.patience is not None and epoch - best["best_epoch"] >= config.patience:
+            break
+    result = {"train_s": time.perf_counter() - start, "train_examples_per_s": timed_examples / timed_seconds,
+              "epochs_run": epoch}
+    if validation is None:
+        return result
+    model.set_weights(best.pop("weights"))
+    return {**result, **best, "valid_auc_by_epoch": by_epoch}
 
 
 def compare_training_speed(models: dict[str, SequenceRanker], data: RankingData, batch_size: int, seed: int,
@@ -235,4 +247,4 @@ def run_stage(features_dir: str, output_dir: str, model_type: str, epochs: int, 
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     result = train_ranker(features_dir, output_dir, ModelConfig(model_type=model_type),
                           TrainConfig(epochs=epochs, seed=seed), retrieval_dir)
-    return {name: value for name, value in result.items() if math.isfinite(value)}
+    return {name: value for name, value in result.items() if isinstance(value, (int, float)) and math.isfinite(value)}

@@ -8,6 +8,7 @@ from components import schema
 from components.ranking.base import ModelConfig
 from components.ranking.export import export_ranker, load_ranker
 from components.ranking.data import load_split
+from components.ranking import training
 from components.ranking.training import TrainConfig, build_model, evaluate, run_stage, train
 
 NUM_ITEMS, NUM_CATEGORIES = 30, 6
@@ -100,6 +101,27 @@ def test_dien_beats_din_when_interests_drift(drifting_features):
         train(model, train_data, TrainConfig(epochs=3, batch_size=64, seed=0))
         auc[model_type] = evaluate(model, test_data)["auc"]
     assert auc["dien"] > auc["din"] + 0.05, auc
+
+
+def test_training_stops_after_patience_epochs_without_gain_and_keeps_the_best(drifting_features, monkeypatch):
+    """Valid AUC falls after epoch 1: with patience 1 the second epoch is the last, and epoch 1's weights stay."""
+    spec = schema.FeatureSpec.read(drifting_features)
+    train_data, valid_data = load_split(drifting_features, "train"), load_split(drifting_features, "valid")
+    falling = iter([0.9, 0.8, 0.7, 0.6])
+    monkeypatch.setattr(training.metrics, "auc", lambda labels, scores: next(falling))
+    snapshots = []
+    original_predict = training.predict
+    monkeypatch.setattr(training, "predict", lambda model, *args, **kwargs: (
+        snapshots.append(model.get_weights()), original_predict(model, *args, **kwargs))[1])
+    tf.keras.utils.set_random_seed(0)
+    model = build_model(ModelConfig(model_type="din"), spec.num_items, spec.num_categories)
+    result = train(model, train_data, TrainConfig(epochs=4, batch_size=64, patience=1), valid_data)
+    assert result["epochs_run"] == 2 and result["best_epoch"] == 1
+    assert result["valid_auc_by_epoch"] == [0.9, 0.8] and result["valid_auc"] == 0.9
+    for kept, first_epoch in zip(model.get_weights(), snapshots[0]):
+        np.testing.assert_array_equal(kept, first_epoch)
+    with pytest.raises(ValueError, match="patience"):
+        TrainConfig(patience=0)
 
 
 def test_run_stage_rejects_bad_arguments(drifting_features, tmp_path):
