@@ -71,7 +71,7 @@ def logged_click_rate(warehouse_uri: str) -> dict:
     backend = runner.open_backend(ab_analysis.warehouse_uri(warehouse_uri))
     try:
         sql = runner.render(LOGGED_CLICKS_SQL, backend.tables, backend.dialect)
-        row = next(r for batch in backend.batches(sql, {}) for r in batch.to_pylist())
+        (row,) = [r for batch in backend.batches(sql, {}) for r in batch.to_pylist()]  # consumed before close
     finally:
         backend.close()
     impressions, clicks = int(row["impressions"]), int(row["clicks"] or 0)

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from components.evaluation import data as evaluation_data
 from components.experiments import histories, stage
 from components.experiments.bandit import BayesianLinearBandit, reranker_features
 from components.warehouse.build import build_warehouse
@@ -74,11 +75,23 @@ def test_components_run_under_kfp_local(tiny_warehouse, tmp_path):
 
     report = Path(experiments(warehouse_uri=uri).output.path)
     result = json.loads((report / "ope.json").read_text())
-    assert set(result) == {"ab", "ope", "bandit"} and result["ope"]["repeats"] == 2
+    assert set(result) == {"ab", "ope", "bandit", "logged"} and result["ope"]["repeats"] == 2
     assert (report / "experiments.html").exists() and (report / "ope_estimates.png").exists()
+    read = evaluation_data.read_off_policy(report)  # the evaluation stage reads this output
+    assert read.result == result and set(read.figures) == {"ope_estimates", "bandit_curves"}
     outputs = " ".join(p.read_text() for p in (tmp_path / "root").rglob("executor_output.json"))
-    for metric in ("ope_truth", "ope_mrdr_rmse", "bandit_thompson_cumulative_reward", "ab_chi2_p"):
+    for metric in ("ope_truth", "ope_logged_click_rate", "ope_mrdr_rmse", "bandit_thompson_cumulative_reward",
+                   "ab_chi2_p"):
         assert f'"{metric}"' in outputs, f"metric {metric} not logged"
+
+
+def test_logged_click_rate_counts_every_impression(tiny_warehouse):
+    import duckdb
+
+    with duckdb.connect(str(tiny_warehouse), read_only=True) as con:
+        clicked = [row[0] for row in con.execute("SELECT clicked FROM impressions").fetchall()]
+    logged = stage.logged_click_rate(str(tiny_warehouse))
+    assert logged == {"impressions": len(clicked), "clicks": sum(clicked), "click_rate": sum(clicked) / len(clicked)}
 
 
 def test_off_policy_evaluation_skips_without_impressions(tmp_path):

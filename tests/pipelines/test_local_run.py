@@ -1,7 +1,9 @@
 """End to end: the whole DAG through kfp.local on the tiny synthetic shop, as `make pipeline-run` runs it.
 
 A relative gate margin of -0.99 makes the tiny, briefly trained model pass the gate, so that the export branch
-under `dsl.If` runs too; the gate's own behaviour both ways is tested in tests/evaluation.
+under `dsl.If` runs too; the gate's off-policy condition is on with a 0.99 tolerance, so that its parameters and
+the off-policy output reach the gate without deciding it. The gate's own behaviour both ways is tested in
+tests/evaluation.
 """
 import json
 from pathlib import Path
@@ -19,6 +21,7 @@ def local_run(tmp_path_factory):
     output = tmp_path_factory.mktemp("local_run")
     return run_local(
         output, "synthetic:tiny", seed=0, retrieval_epochs=2, ranking_epochs=1, margin_vs_baseline=-0.99,
+        gate_on_ope=True, ope_estimator="snips", ope_margin=0.99,
     )
 
 
@@ -38,6 +41,20 @@ def test_report_and_experiment_figures(local_run):
     assert summary["blessed"] is True
     ope = json.loads((Path(local_run["experiments_report"]).parent / "ope.json").read_text())
     assert 0 < ope["ope"]["truth"] < 1
+
+
+def test_evaluation_reports_and_gates_on_the_off_policy_estimates(local_run):
+    summary = json.loads(Path(local_run["summary"]).read_text())
+    ope = json.loads((Path(local_run["experiments_report"]).parent / "ope.json").read_text())
+    assert summary["off_policy"]["estimators"]["snips"]["estimate"] == ope["ope"]["snips"]["estimate"]
+    assert summary["off_policy"]["logged"] == ope["logged"]
+    ope_check = summary["gate"]["comparisons"][-1]
+    assert ope_check["metric"] == "click rate (snips OPE)" and ope_check["passed"]
+    assert ope_check["required"] == pytest.approx(0.01 * ope["logged"]["click_rate"])
+    report = Path(local_run["report"]).read_text()
+    assert "Off-policy evaluation of the new ranker" in report and '<img alt="bandit_curves"' in report
+    executor_output = (Path(local_run["run"]) / "evaluation" / "executor_output.json").read_text()
+    assert '"ope_snips_estimate"' in executor_output and '"ope_logged_click_rate"' in executor_output
 
 
 def test_recommendations_table_is_complete(local_run):
