@@ -149,16 +149,13 @@ def _gate_evidence(off_policy: data.OffPolicyOutput) -> gate.OffPolicyEvidence:
 
 
 def off_policy_summary(off_policy: data.OffPolicyOutput) -> dict:
-    """The OPE figures the report and the metrics show: per estimator its mean estimate over the logs, and
-    against the simulator's truth its bias, RMSE and spread; the logged click rate; the bandit's rewards."""
+    """The OPE figures the report and the metrics show: per estimator its mean estimate over the simulated logs
+    and, against the simulator's truth, its bias and RMSE; the importance weights' effective sample share when
+    the study reports it; the logged click rate; the bandit's rewards."""
     if off_policy.result is None:
         return {"unavailable": off_policy.unavailable}
     ope = off_policy.result["ope"]
-    estimators = {}
-    for name in gate.OPE_ESTIMATORS:
-        values = np.asarray(ope[name]["per_repeat"], dtype=np.float64)
-        estimators[name] = {"estimate": ope[name]["estimate"], "bias": ope[name]["bias"], "rmse": ope[name]["rmse"],
-                            "std": float(values.std(ddof=1)) if len(values) > 1 else None}
+    estimators = {name: {key: ope[name][key] for key in ("estimate", "bias", "rmse")} for name in gate.OPE_ESTIMATORS}
     return {
         "unavailable": "",
         "truth": ope["truth"],

@@ -57,7 +57,8 @@ def write_off_policy(directory, mrdr_estimate: float):
     from matplotlib.figure import Figure
 
     directory.mkdir(parents=True)
-    ope = {"truth": 0.31, "repeats": 2, "requests_per_log": 100, "epsilon": 0.1, "target": "FunnelRanker"}
+    ope = {"truth": 0.31, "repeats": 2, "requests_per_log": 100, "epsilon": 0.1, "target": "FunnelRanker",
+           "weights": {"ess_share": 0.023, "max_weight": 599.2, "support": 1.0}}
     for name in gate.OPE_ESTIMATORS:
         estimate = mrdr_estimate if name == "mrdr" else 0.3
         ope[name] = {"estimate": estimate, "bias": estimate - 0.31, "rmse": abs(estimate - 0.31) + 0.01,
@@ -100,7 +101,8 @@ def test_evaluation_stage_reports_logs_and_gates_on_the_estimates(good_model, tm
     assert "<td>mrdr</td><td>0.1200</td><td>-0.1900</td>" in page and "-29.4%" in page  # 0.12 / 0.17 - 1
     assert metrics_out["ope_mrdr_estimate"] == 0.12 and metrics_out["ope_logged_click_rate"] == 0.17
     assert metrics_out["ope_truth"] == 0.31 and metrics_out["bandit_thompson_cumulative_reward"] == 1200.0
-    assert summary["off_policy"]["estimators"]["mrdr"]["std"] == pytest.approx(0.01414, abs=1e-4)
+    assert summary["off_policy"]["estimators"]["ips"] == pytest.approx({"estimate": 0.3, "bias": -0.01, "rmse": 0.02})
+    assert "<th>ess_share</th>" in page and "<td>0.0230</td>" in page
 
     blessed, _, page, summary = evaluate(tmp_path, "on", good_model, off_policy_dir=str(worse), gate_on_ope=True)
     assert not blessed and "NOT BLESSED" in page
