@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from components import baselines, schema
+from components.experiments.ope import ESTIMATORS
 
 
 @dataclasses.dataclass
@@ -90,6 +91,7 @@ def read_off_policy(directory: str | Path | None) -> OffPolicyOutput:
     if (directory / "ope.json").exists():
         result = json.loads((directory / "ope.json").read_text())
         missing = [key for key in ("ope", "bandit", "logged") if key not in result]
+        missing += [f"ope.{key}" for key in ("truth", *ESTIMATORS) if key not in result.get("ope", {})]
         if missing:
             raise schema.SchemaError(f"{directory}/ope.json lacks {missing}: not an off-policy evaluation output")
         figures = {name: base64.b64encode((directory / file).read_bytes()).decode("ascii")

@@ -144,7 +144,7 @@ def _gate_evidence(off_policy: data.OffPolicyOutput) -> gate.OffPolicyEvidence:
     if off_policy.result is None:
         return gate.OffPolicyEvidence(unavailable=off_policy.unavailable)
     ope = off_policy.result["ope"]
-    return gate.OffPolicyEvidence(estimates={name: ope[name]["estimate"] for name in gate.OPE_ESTIMATORS if name in ope},
+    return gate.OffPolicyEvidence(estimates={name: ope[name]["estimate"] for name in gate.OPE_ESTIMATORS},
                                   logged_click_rate=off_policy.result["logged"]["click_rate"])
 
 

@@ -125,6 +125,6 @@ def test_evaluation_without_impressions_says_so_and_blesses_on_the_metrics(good_
 def test_an_off_policy_output_without_its_files_is_refused(tmp_path):
     with pytest.raises(schema.SchemaError, match="ope.json or skipped.json"):
         data.read_off_policy(tmp_path)
-    (tmp_path / "ope.json").write_text(json.dumps({"ope": {}, "bandit": {}}))
-    with pytest.raises(schema.SchemaError, match="lacks \\['logged'\\]"):
+    (tmp_path / "ope.json").write_text(json.dumps({"ope": {"truth": 0.3, "ips": {}}, "bandit": {}}))
+    with pytest.raises(schema.SchemaError, match="lacks \\['logged', 'ope.snips', 'ope.dm', 'ope.dr', 'ope.mrdr'\\]"):
         data.read_off_policy(tmp_path)
