@@ -10,6 +10,8 @@ object. There a staged folder is moved in file by file, the one marking completi
 """
 from __future__ import annotations
 
+import json
+import math
 import os
 import shutil
 import tempfile
@@ -88,3 +90,19 @@ def write_text(path: str | Path, text: str) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def write_json(path: str | Path, payload) -> None:
+    """Writes `payload` as indented strict JSON (see strict_json) through write_text."""
+    write_text(path, json.dumps(strict_json(payload), indent=2, allow_nan=False))
+
+
+def strict_json(value):
+    """NaN and infinities (a figure a stage could not define) become null: strict JSON has no NaN."""
+    if isinstance(value, dict):
+        return {key: strict_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -1,3 +1,4 @@
+import json
 import os
 
 import pytest
@@ -83,3 +84,10 @@ def test_on_gcs_fuse_a_missing_marker_is_an_error_that_keeps_the_old_folder(tmp_
             (staging / "data.parquet").write_text("x")
     assert [p.name for p in target.iterdir()] == ["manifest.json"]
     assert [p.name for p in tmp_path.iterdir()] == ["artifact"]
+
+
+def test_write_json_writes_undefined_figures_as_null(tmp_path):
+    path = tmp_path / "ranker.json"
+    atomic.write_json(path, {"auc": 0.7, "gauc": float("nan"), "per_seed": [float("inf"), 1.0], "name": "dien"})
+    assert path.read_text().count("null") == 2 and "NaN" not in path.read_text()
+    assert json.loads(path.read_text()) == {"auc": 0.7, "gauc": None, "per_seed": [None, 1.0], "name": "dien"}

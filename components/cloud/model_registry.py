@@ -7,7 +7,6 @@ blessed-model registry is then the folder evaluation keeps under the pipeline ro
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -101,5 +100,5 @@ def register_blessed(
             raise ValueError("the Model Registry upload needs a region besides the project")
         registered = [upload_model(role, uri, project, region, labels=labels) for role, uri in model_uris.items()]
         record = {"uploaded": True, "models": [asdict(m) for m in registered]}
-    atomic.write_text(Path(output_dir, REGISTERED_FILE), json.dumps(record, indent=2))
+    atomic.write_json(Path(output_dir, REGISTERED_FILE), record)
     return registered

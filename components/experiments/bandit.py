@@ -121,7 +121,7 @@ class BayesianLinearBandit:
             config = {"noise_variance": self.noise_variance, "num_positions": self.num_positions,
                       "exploration": self.exploration, "context_dim": self.context_dim,
                       "features": "[query*item, item, funnel score, 1] (reranker_features)"}
-            (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+            atomic.write_json(staging / CONFIG_FILE, config)
 
     @classmethod
     def load(cls, directory: str | Path) -> "BayesianLinearBandit":

@@ -21,6 +21,7 @@ from components import atomic
 from components.experiments import ab
 from components.export import batch, similar, writers
 from components.export.inputs import ServingInputs, read_serving_inputs
+from components.kfp_metrics import log_metrics
 from components.serving.models import ServingModel, load_serving_model
 
 RECOMMENDATIONS_FILE = "recommendations.parquet"
@@ -94,7 +95,7 @@ def run_export(
     finished = time.perf_counter()
     manifest["timing"].update(read_s=round(read_s, 3), load_models_s=round(load_s, 3),
                               write_s=round(finished - writing, 3), total_s=round(finished - started, 3))
-    atomic.write_text(Path(output_dir, MANIFEST_FILE), json.dumps(manifest, indent=2))
+    atomic.write_json(Path(output_dir, MANIFEST_FILE), manifest)
     return manifest
 
 
@@ -136,16 +137,15 @@ def export_from_component(
         blessed_retrieval_dir=previous.get("retrieval_dir"), blessed_ranking_dir=previous.get("ranking_dir"),
         blessed_model_version=previous.get("version", ""),
     )
-    for name, value in (
-        ("users", manifest["users"]),
-        ("recommendation_rows", manifest["rows"]["recommendations"]),
-        ("similar_item_rows", manifest["rows"]["similar_items"]),
-        ("fallback_users", manifest["fallback_users"]),
-        ("treatment_users", manifest["variants"][ab.TREATMENT]),
-        ("candidates_n", manifest["candidates_n"]),
-        ("users_per_s", manifest["timing"]["users_per_s"]),
-    ):
-        metrics.log_metric(name, float(value))
+    log_metrics(metrics.log_metric, {
+        "users": manifest["users"],
+        "recommendation_rows": manifest["rows"]["recommendations"],
+        "similar_item_rows": manifest["rows"]["similar_items"],
+        "fallback_users": manifest["fallback_users"],
+        "treatment_users": manifest["variants"][ab.TREATMENT],
+        "candidates_n": manifest["candidates_n"],
+        "users_per_s": manifest["timing"]["users_per_s"],
+    })
     return manifest
 
 
@@ -230,4 +230,4 @@ def write_artifact(output_dir: str | Path, tables: dict[str, pa.Table], manifest
     with atomic.staged_directory(output_dir, last=MANIFEST_FILE) as staging:
         for name, table in tables.items():
             pq.write_table(table, staging / name)
-        (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+        atomic.write_json(staging / MANIFEST_FILE, manifest)

@@ -336,7 +336,7 @@ def run_extract(
         with atomic.staged_directory(output_dir, last=MANIFEST) as staging:
             manifest = extract_into(backend, params, staging, with_impressions)
             manifest = {"source": warehouse_uri, "dialect": backend.dialect, **manifest}
-            (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
+            atomic.write_json(staging / MANIFEST, manifest)
         return manifest
     finally:
         if owned:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from pathlib import Path
 
 import components  # noqa: F401
@@ -116,18 +115,7 @@ def export_ranker(model: SequenceRanker, features_dir: str | Path, output_dir: s
     with atomic.staged_directory(output_dir, last=INFO) as staging:
         tf.saved_model.save(module, str(staging / SAVED_MODEL), signatures={
             "serving_default": module.serve, "score_indices": module.score_indices})
-        (staging / INFO).write_text(json.dumps(_nan_to_none(info), indent=2))
-
-
-def _nan_to_none(value):
-    """Strict JSON: an undefined metric (NaN) is written as null."""
-    if isinstance(value, dict):
-        return {key: _nan_to_none(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_nan_to_none(item) for item in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+        atomic.write_json(staging / INFO, info)
 
 
 def write_fusion(output_dir: str | Path, fusion: dict) -> None:
@@ -135,7 +123,7 @@ def write_fusion(output_dir: str | Path, fusion: dict) -> None:
     path = Path(output_dir, INFO)
     info = json.loads(path.read_text())
     info["fusion"] = fusion
-    atomic.write_text(path, json.dumps(_nan_to_none(info), indent=2))
+    atomic.write_json(path, info)
 
 
 class Ranker:
