@@ -104,6 +104,7 @@ def test_off_policy_evaluation_skips_without_impressions(tmp_path):
     out = stage.run_off_policy_evaluation(str(path), "tiny", str(tmp_path / "ope"), logged.__setitem__)
     assert "no impressions" in out["skipped"] and not logged
     assert json.loads((tmp_path / "ope" / "skipped.json").read_text())["skipped"] == out["skipped"]
+    assert evaluation_data.read_off_policy(tmp_path / "ope").unavailable == out["skipped"]  # the gate's no-op reason
     out = stage.run_ab_analysis(str(path), str(tmp_path / "ab"), logged.__setitem__, "exp", 0.5)
     assert "no impressions" in out["skipped"] and not logged
 
