@@ -23,11 +23,13 @@ def ope_study(world, history, repeats: int, requests_per_log: int, epsilon: floa
     if ranker is None:
         ranker = shop.LinearRanker.train(history, shop.log_requests(world, requests_per_log, np.random.default_rng([seed, 99])))
     estimates = {name: [] for name in ope.ESTIMATORS}
-    truths = []
+    truths, weights = [], []
     for repeat in range(repeats):
         logged = shop.log_requests(world, requests_per_log, np.random.default_rng([seed, repeat]))
         policy = ope.ranking_policy(ranker.rank(logged.users, logged.pool), logged.log.slate_size, epsilon)
         truths.append(shop.true_value(logged.world, logged.users, policy))
+        log = logged.log
+        weights.append(ope.weight_diagnostics(log, policy.prob(log.request, log.item, log.position)))
         for name, value in ope.evaluate(logged.log, policy, shop.ope_features(history, logged.users)).items():
             estimates[name].append(value)
     truth = np.asarray(truths)
@@ -38,6 +40,7 @@ def ope_study(world, history, repeats: int, requests_per_log: int, epsilon: floa
         result[name] = {"estimate": float(np.mean(values)), "bias": float(err.mean()),
                         "rmse": float(math.sqrt(np.mean(err**2))), "per_repeat": [float(v) for v in values]}
     result["truth_per_repeat"] = [float(t) for t in truths]
+    result["weights"] = {key: float(np.median([w[key] for w in weights])) for key in weights[0]}  # median over logs
     return result, ranker
 
 
