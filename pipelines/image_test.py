@@ -97,7 +97,13 @@ def _outermost(paths: set[str]) -> list[str]:
 
 
 def _task_name(full_command: list[str]) -> str:
-    """The function a lightweight component executes (its --function_to_execute argument)."""
+    """The task's name: the folder of its executor output (kfp.local writes each task's outputs under
+    <run>/<task>/), so two tasks of one component (ranking, ranking-2) keep apart; else the command's function."""
+    if "--executor_input" in full_command:
+        executor_input = json.loads(full_command[full_command.index("--executor_input") + 1])
+        output_file = executor_input.get("outputs", {}).get("outputFile")
+        if output_file:
+            return Path(output_file).parent.name
     if "--function_to_execute" in full_command:
         return full_command[full_command.index("--function_to_execute") + 1]
     return full_command[0]
@@ -157,6 +163,13 @@ def check_outputs(spec, run_dir: Path) -> dict[str, list[str]]:
     return checked
 
 
+def check_all_tasks_ran(spec, checked: dict[str, list[str]]) -> None:
+    """A blessed run takes every branch, so a task of the spec that left no outputs did not run in the image."""
+    missing = sorted(name for name, _ in _all_tasks(spec) if name not in checked)
+    if missing:
+        raise AssertionError(f"tasks of the spec that did not run: {missing}")
+
+
 def _artifact_metadata(task_dir: Path, name: str) -> dict | None:
     """The artifact's metadata in the task's executor output; None if the output does not name it."""
     executor_output = task_dir / "executor_output.json"
@@ -214,10 +227,13 @@ def run_image_test(spec_path: str | Path, image: str, workdir: str | Path, shop:
         pipeline_orchestrator.run_local_pipeline(spec, args)
     total = time.perf_counter() - started
     run_dir = max((p for p in pipeline_root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    artifacts = check_outputs(spec, run_dir)
+    if expect_recommendations:
+        check_all_tasks_ran(spec, artifacts)
     summary = {
         "image": image,
         "run_dir": str(run_dir),
-        "artifacts": check_outputs(spec, run_dir),
+        "artifacts": artifacts,
         "task_seconds": dict(BuildahTaskHandler.timings),
         "total_seconds": round(total, 1),
     }
@@ -250,7 +266,8 @@ def main() -> None:
     summary = run_image_test(args.spec, args.image, args.workdir, shop=args.shop,
                              arguments=dict(parse_param(p) for p in args.param))
     print(json.dumps(summary, indent=2))
-    print(f"image-test passed: {len(summary['artifacts'])} tasks ran in {args.image}", file=sys.stderr)
+    print(f"image-test passed: all {len(summary['artifacts'])} tasks ran in {args.image}, every output artifact "
+          f"checked, {summary.get('recommendation_rows', 0)} recommendation rows", file=sys.stderr)
 
 
 if __name__ == "__main__":

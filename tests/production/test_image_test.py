@@ -58,6 +58,22 @@ def test_every_output_artifact_is_checked(tiny_spec, tmp_path):
         image_test.check_outputs(tiny_spec, tmp_path / "nothing")
 
 
+def test_a_blessed_run_must_run_every_task_of_the_spec(tiny_spec, tmp_path):
+    write_outputs(tmp_path)
+    image_test.check_all_tasks_ran(tiny_spec, image_test.check_outputs(tiny_spec, tmp_path))
+    with pytest.raises(AssertionError, match=r"did not run: \['publish'\]"):
+        image_test.check_all_tasks_ran(tiny_spec, {"train": ["metrics", "model"]})
+
+
+def test_timings_are_per_task_even_when_two_tasks_share_a_component():
+    def command(task):
+        executor_input = {"outputs": {"outputFile": f"/root/run-1/{task}/executor_output.json"}}
+        return ["sh", "-ec", "prog", "--executor_input", json.dumps(executor_input), "--function_to_execute", "ranking"]
+
+    assert image_test._task_name(command("ranking")) == "ranking"
+    assert image_test._task_name(command("ranking-2")) == "ranking-2"
+
+
 def test_recommendations_table_must_have_rows(tmp_path):
     import duckdb
 
