@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import logging
-import math
 import os
 import platform
 import resource
@@ -30,6 +28,7 @@ from typing import Callable
 
 import components  # noqa: F401  (sets the Keras switch before any stage imports TensorFlow)
 from bench import aggregate, stages
+from components.atomic import write_json
 
 SEEDED_STAGES = ("retrieval", "ranking", "evaluation")
 ALL_STAGES = ("warehouse", "extract", "features", "baselines", *SEEDED_STAGES, "export", "experiments")
@@ -106,27 +105,6 @@ def run_bench(data: str, data_format: str, seeds: int, work: Path, only: tuple[s
     result["peak_rss_mb"] = peak_rss_mb()
     result["machine"]["load_average_at_end"] = round(os.getloadavg()[0], 2)  # shared cores: timings are noisy
     return result
-
-
-def strict_json(value):
-    """NaN and infinities (a metric a stage could not define) become null: strict JSON has no NaN."""
-    if isinstance(value, dict):
-        return {key: strict_json(v) for key, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [strict_json(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def write_json(path: Path, payload: dict) -> None:
-    """Atomic: the JSON appears whole or not at all."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    with os.fdopen(handle, "w") as out:
-        json.dump(strict_json(payload), out, indent=2, sort_keys=False, allow_nan=False)
-        out.write("\n")
-    os.replace(temporary, path)
 
 
 def main(argv: list[str] | None = None) -> int:
