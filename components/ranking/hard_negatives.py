@@ -40,6 +40,15 @@ def most_distinct_items(rows: np.ndarray) -> int:
     return int((new & (ordered != schema.PAD_INDEX)).sum(axis=1).max(initial=0))
 
 
+def encode_by_length(retriever, hist: np.ndarray, cats: np.ndarray) -> np.ndarray:
+    """float32 [rows, D] query embeddings, encoded in order of history length: the query tower trims each batch
+    to its longest history, so batches of short histories (most of them) skip the padded steps."""
+    order = np.argsort((hist != schema.PAD_INDEX).sum(axis=1), kind="stable")
+    queries = np.empty((len(hist), retriever.item_embeddings.shape[1]), dtype=np.float32)
+    queries[order] = retriever.encode(hist[order], cats[order])
+    return queries
+
+
 def top_candidates(queries: np.ndarray, item_embeddings: np.ndarray, exclude: np.ndarray, n: int) -> np.ndarray:
     """int64 [rows, n]: the n best items per query by dot product (unordered), never a reserved index nor an
     item in the row's `exclude` (int64 [rows, E], PAD_INDEX as filler). Batched so memory stays bounded."""
@@ -122,7 +131,7 @@ def hard_negative_rows(data: RankingData, retriever, item_category: np.ndarray, 
     pool = min(pool, retriever.item_embeddings.shape[0] - schema.NUM_RESERVED - most_distinct_items(exclude))
     if pool < per_positive:
         raise ValueError(f"the catalogue is too small to draw {per_positive} hard negatives per positive")
-    queries = np.asarray(retriever.encode(hist, cats), dtype=np.float32)
+    queries = encode_by_length(retriever, hist, cats)
     candidates = top_candidates(queries, np.asarray(retriever.item_embeddings, np.float32), exclude, pool)
     negatives = sample_columns(candidates, per_positive, np.random.default_rng([seed, 7])).reshape(-1)
     rows = take_rows(data, np.repeat(positives, per_positive))

@@ -134,3 +134,15 @@ def test_a_pool_larger_than_a_small_catalogue_shrinks_to_what_every_row_can_fill
 def test_most_distinct_items_ignores_padding_and_repeats():
     rows = np.array([[0, 0, 5, 5, 7], [3, 4, 5, 6, 0], [0, 0, 0, 0, 0]])
     assert hard_negatives.most_distinct_items(rows) == 4
+
+
+def test_encode_by_length_feeds_short_histories_first_and_keeps_row_order():
+    retriever = MeanRetriever(np.random.default_rng(0).normal(size=(12, 3)))
+    seen = []
+    encode = retriever.encode
+    retriever.encode = lambda items, cats: (seen.append(items.copy()), encode(items, cats))[1]
+    hist = np.array([[0, 5, 6], [0, 0, 7], [8, 9, 10], [0, 0, 11]])
+    queries = hard_negatives.encode_by_length(retriever, hist, hist)
+    np.testing.assert_allclose(queries, encode(hist, hist), rtol=1e-6)
+    lengths = (seen[0] != schema.PAD_INDEX).sum(axis=1)
+    assert lengths.tolist() == sorted(lengths.tolist())
