@@ -92,7 +92,7 @@ def score_model(
     for start in range(0, len(targets), batch):
         rows = slice(start, min(start + batch, len(targets)))
         hist = vocab.model(hist_matrix[rows])
-        cats = np.where(hist > schema.OOV_INDEX, model.ranker.item_category[hist], hist)
+        cats = funnel.history_categories(model.ranker.item_category, hist)
         seen = [vocab.model(np.asarray(s, dtype=np.int64)) for s in seen_items[rows]]
         target = vocab.model(targets[rows])
         known = target >= schema.NUM_RESERVED
@@ -122,10 +122,8 @@ def _funnel_lists(model, hist, cats, seen, target, allowed, popularity, candidat
     """(retrieval top-N, the same N re-ranked) as serving makes them, except that the target is never masked
     as seen (the protocol retrieval alone and the baselines are scored by); users without a known
     history item get the popularity list for both, as the serving fallback does."""
-    scores = funnel.retrieval_scores(model.retriever, hist, cats, seen, allowed, keep=target)
-    cands, cand_scores = funnel.top_n(scores, candidates_n)
-    valid = np.isfinite(cand_scores)
-    cands = np.where(valid, cands, schema.PAD_INDEX)
+    cands, valid, cand_scores = funnel.retrieve_candidates(model.retriever, hist, cats, seen, allowed, candidates_n,
+                                                           keep=target)
     reranked, _ = funnel.rerank(model.ranker, hist, cats, cands, valid, k=cands.shape[1], candidate_scores=cand_scores)
     fallback = funnel.needs_fallback(hist)
     if fallback.any():

@@ -25,16 +25,12 @@ def candidate_scores(retriever, ranker, hist: np.ndarray, seen, targets: np.ndar
     """(candidates, ranker probabilities, retrieval scores), each [U, n] (n at most the catalogue), in
     retrieval's order (best first). Users are batched by history length and each batch cut to its longest
     history, as the funnel does; the target is never masked as seen, as in evaluation's protocol."""
-    cats = np.where(hist > schema.OOV_INDEX, ranker.item_category[hist], hist)
+    cats = funnel.history_categories(ranker.item_category, hist)
     allowed = funnel.allowed_items(retriever.item_embeddings.shape[0])
     n = min(n, len(allowed))
-    lengths = (hist != schema.PAD_INDEX).sum(axis=1)
-    order = np.argsort(lengths, kind="stable")
     out = [np.zeros((len(hist), n), np.int64), np.zeros((len(hist), n), np.float32),
            np.full((len(hist), n), -np.inf, np.float32)]
-    for start in range(0, len(order), _USERS_PER_BATCH):
-        rows = order[start:start + _USERS_PER_BATCH]
-        width = max(1, int(lengths[rows].max()))
+    for rows, width in funnel.length_batches(hist, np.arange(len(hist)), _USERS_PER_BATCH):
         h, c = hist[rows, -width:], cats[rows, -width:]
         cands, valid, scores = funnel.retrieve_candidates(retriever, h, c, [seen[r] for r in rows], allowed, n,
                                                           keep=targets[rows])

@@ -66,6 +66,24 @@ def allowed_items(num_items: int, available: np.ndarray | None = None) -> np.nda
     return allowed
 
 
+def history_categories(item_category: np.ndarray, hist_items: np.ndarray) -> np.ndarray:
+    """The category index of each history item; PAD and OOV steps keep their reserved index."""
+    return np.where(hist_items > schema.OOV_INDEX, item_category[hist_items], hist_items)
+
+
+def length_batches(hist_items: np.ndarray, users: np.ndarray, batch: int):
+    """Yields (rows, width): `users` in batches of similar history length, each with its longest history.
+
+    The sequence models then run over `hist_items[rows, -width:]`: all-padding columns carry nothing
+    (left padding must not change a model's output), and short histories are the common case.
+    """
+    lengths = (hist_items[users] != schema.PAD_INDEX).sum(axis=1)
+    order = np.argsort(lengths, kind="stable")
+    users, lengths = users[order], lengths[order]
+    for start in range(0, len(users), batch):
+        yield users[start : start + batch], max(1, int(lengths[start : start + batch].max()))
+
+
 def needs_fallback(hist_items: np.ndarray) -> np.ndarray:
     """bool [B]: users whose history holds no known item (empty, or only PAD/OOV)."""
     return ~(np.asarray(hist_items) >= schema.NUM_RESERVED).any(axis=1)
@@ -237,7 +255,7 @@ def run_funnel(
     num_items = retriever.item_embeddings.shape[0]
     _check_inputs(hist_items, seen_items, num_items, candidates_n, top_k)
     if hist_cats is None:
-        hist_cats = np.where(hist_items > schema.OOV_INDEX, ranker.item_category[hist_items], hist_items)
+        hist_cats = history_categories(ranker.item_category, hist_items)
     allowed = allowed_items(num_items, available)
     fallback = needs_fallback(hist_items)
     if fallback.any() and popularity is None:
@@ -274,14 +292,9 @@ def _funnel_lists(lists, retriever, ranker, hist_items, hist_cats, seen_items, u
     The ranker (TensorFlow) scores batch i on a worker thread while NumPy retrieves batch i+1 here:
     both release the GIL, so two cores work at once. The lists do not depend on the overlap.
     """
-    lengths = (hist_items[users] != schema.PAD_INDEX).sum(axis=1)
-    order = np.argsort(lengths, kind="stable")
-    users, lengths = users[order], lengths[order]
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as ranker_thread:
         pending = None
-        for start in range(0, len(users), batch):
-            rows = users[start : start + batch]
-            width = max(1, int(lengths[start : start + batch].max()))  # all-padding columns carry nothing
+        for rows, width in length_batches(hist_items, users, batch):
             hist, cats = hist_items[rows, -width:], hist_cats[rows, -width:]
             seen = None if seen_items is None else [seen_items[r] for r in rows]
             candidates, valid, cand_scores = retrieve_candidates(retriever, hist, cats, seen, allowed, candidates_n)
