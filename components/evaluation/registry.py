@@ -1,17 +1,15 @@
 """The local model registry: the last blessed model pair, under the pipeline root.
 
 Layout: <registry>/blessed/<version>/{retrieval/, ranking/, metadata.json} and
-<registry>/blessed/LATEST.json naming the current version. Every write goes to a temporary name
-first and is renamed into place, so a crash never leaves a half-copied model marked as blessed.
+<registry>/blessed/LATEST.json naming the current version. Every write goes through components.atomic
+(metadata.json last), so a crash never leaves a half-copied model marked as blessed.
 In production the Vertex AI Model Registry plays this part.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from components import atomic
@@ -72,15 +70,10 @@ def register(registry_dir: str | Path, version: str, retrieval_dir: str | Path, 
     final = root / version
     if final.exists():
         raise RegistryError(f"{final} already exists: model versions must be unique")
-    staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=root))
-    try:
+    with atomic.staged_directory(final, last=METADATA) as staging:
         shutil.copytree(retrieval_dir, staging / "retrieval")
         shutil.copytree(ranking_dir, staging / "ranking")
         (staging / METADATA).write_text(json.dumps({"version": version, **metadata}, indent=2, default=str))
-        os.rename(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     atomic.write_text(root / LATEST, json.dumps({"version": version}))
     return BlessedModel(version=version, path=final)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
-import json
 import time
 from pathlib import Path
 from typing import Callable
@@ -274,9 +273,8 @@ def run_evaluation(
                                    "gate": result.summary["gate"], "ranking_metrics": result.summary["ranking_metrics"]})
         result.summary["registered"] = entry.to_json()
     atomic.write_text(report_path, result.html)
-    atomic.write_text(summary_path, json.dumps(result.summary, indent=2))
+    atomic.write_json(summary_path, result.summary)
     return result
-
 
 
 def kfp_metric_name(group: str, metric: str) -> str:
