@@ -26,11 +26,11 @@ def ope_study(world, history, repeats: int, requests_per_log: int, epsilon: floa
     truths, weights = [], []
     for repeat in range(repeats):
         logged = shop.log_requests(world, requests_per_log, np.random.default_rng([seed, repeat]))
-        policy = ope.ranking_policy(ranker.rank(logged.users, logged.pool), logged.log.slate_size, epsilon)
-        truths.append(shop.true_value(logged.world, logged.users, policy))
         log = logged.log
+        policy = ope.ranking_policy(ranker.rank(logged.users, logged.pool), log.slate_size, epsilon)
+        truths.append(shop.true_value(logged.world, logged.users, policy))
         weights.append(ope.weight_diagnostics(log, policy.prob(log.request, log.item, log.position)))
-        for name, value in ope.evaluate(logged.log, policy, shop.ope_features(history, logged.users)).items():
+        for name, value in ope.evaluate(log, policy, shop.ope_features(history, logged.users)).items():
             estimates[name].append(value)
     truth = np.asarray(truths)
     result: dict = {"truth": float(truth.mean()), "repeats": repeats, "requests_per_log": requests_per_log,

@@ -23,13 +23,9 @@ LogMetric = Callable[[str, float], None]
 FEEDBACK_CHUNK = 50_000
 
 
-def _atomic_dir(target: str | Path, fill: Callable[[Path], None]) -> None:
-    with atomic.staged_directory(target) as staging:
-        fill(staging)
-
-
 def _write_skipped(output_dir: str, reason: str) -> None:
-    _atomic_dir(output_dir, lambda d: (d / "skipped.json").write_text(json.dumps({"skipped": reason})))
+    with atomic.staged_directory(output_dir) as staging:
+        (staging / "skipped.json").write_text(json.dumps({"skipped": reason}))
 
 
 def _ab_skip_reason(warehouse_uri: str, treatment_ratio: float) -> str:
@@ -50,7 +46,8 @@ def run_ab_analysis(warehouse_uri: str, output_dir: str, log_metric: LogMetric, 
         _write_skipped(output_dir, reason)
         return {"skipped": reason}
     result = ab_analysis.analyse(warehouse_uri, experiment, treatment_ratio, assignments_table)
-    _atomic_dir(output_dir, lambda d: (d / "analysis.json").write_text(json.dumps(result, indent=2)))
+    with atomic.staged_directory(output_dir) as staging:
+        (staging / "analysis.json").write_text(json.dumps(result, indent=2))
     for arm in ("control", "treatment"):
         for metric in ("ctr", "cvr"):
             if result[arm][metric] is not None:
@@ -104,11 +101,9 @@ def run_off_policy_evaluation(warehouse_uri: str, shop_preset: str, output_dir: 
                                     features_dir=features_dir)
     result["logged"] = logged_click_rate(warehouse_uri)
 
-    def fill(directory: Path) -> None:
-        (directory / "ope.json").write_text(json.dumps(result, indent=2))
-        bench.write_report(directory, result["ope"], run)
-
-    _atomic_dir(output_dir, fill)
+    with atomic.staged_directory(output_dir) as staging:
+        (staging / "ope.json").write_text(json.dumps(result, indent=2))
+        bench.write_report(staging, result["ope"], run)
     log_metric("ope_truth", result["ope"]["truth"])
     log_metric("ope_logged_click_rate", result["logged"]["click_rate"])
     for name in ope.ESTIMATORS:

@@ -99,7 +99,6 @@ def run_export(
     return manifest
 
 
-
 def export_from_component(
     features: str,
     retrieval_model: str,
