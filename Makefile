@@ -1,5 +1,7 @@
 # Every target creates the venv when it is missing, so each one works alone on a fresh clone.
 SHELL := /bin/bash
+# A failing command fails its recipe, pipes included, so make's status is the program's.
+.SHELLFLAGS := -e -o pipefail -c
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -14,6 +16,9 @@ OUT ?= bench/results/bench.json
 SEEDS ?= 1
 TARGET ?= local
 PIPELINE_SPEC ?= pipeline.yaml
+PARAMS ?=
+# $(call q,VALUE) is VALUE as one single-quoted shell word, so no variable can split or inject a command.
+q = '$(subst ','\'',$(1))'
 
 .PHONY: venv test compile pipeline-run bench lock clean
 
@@ -30,19 +35,20 @@ test: venv
 	$(PY) -m pytest -q tests
 
 compile: venv
-	$(PY) -m pipelines.compile --output $(PIPELINE_SPEC)
+	$(PY) -m pipelines.compile --output $(call q,$(PIPELINE_SPEC))
 
 # TARGET=local (kfp.local) | vertex (PROJECT, REGION, BUCKET[, SERVICE_ACCOUNT, SCHEDULE])
-# | kfp (HOST, WAREHOUSE_URI, DESTINATION[, SCHEDULE])
+# | kfp (HOST, WAREHOUSE_URI, DESTINATION[, SCHEDULE]); PARAMS="name=value ..." sets pipeline parameters on any target.
 pipeline-run: venv
-	$(PY) -m pipelines.run --target $(TARGET) --output $(OUTPUT) --shop $(SHOP) \
-	  $(if $(SOURCE),--source $(SOURCE)) $(if $(PROJECT),--project $(PROJECT)) $(if $(REGION),--region $(REGION)) \
-	  $(if $(BUCKET),--bucket $(BUCKET)) $(if $(SERVICE_ACCOUNT),--service-account $(SERVICE_ACCOUNT)) \
-	  $(if $(HOST),--host $(HOST)) $(if $(SCHEDULE),--schedule "$(SCHEDULE)") \
-	  $(if $(WAREHOUSE_URI),--warehouse-uri $(WAREHOUSE_URI)) $(if $(DESTINATION),--destination $(DESTINATION))
+	$(PY) -m pipelines.run --target $(call q,$(TARGET)) --output $(call q,$(OUTPUT)) --shop $(call q,$(SHOP)) \
+	  $(if $(SOURCE),--source $(call q,$(SOURCE))) $(if $(PROJECT),--project $(call q,$(PROJECT))) \
+	  $(if $(REGION),--region $(call q,$(REGION))) $(if $(BUCKET),--bucket $(call q,$(BUCKET))) \
+	  $(if $(SERVICE_ACCOUNT),--service-account $(call q,$(SERVICE_ACCOUNT))) $(if $(HOST),--host $(call q,$(HOST))) \
+	  $(if $(SCHEDULE),--schedule $(call q,$(SCHEDULE))) $(if $(WAREHOUSE_URI),--warehouse-uri $(call q,$(WAREHOUSE_URI))) \
+	  $(if $(DESTINATION),--destination $(call q,$(DESTINATION))) $(foreach p,$(PARAMS),--param $(call q,$(p)))
 
 bench: venv
-	$(PY) -m bench.run --data $(DATA) --format $(FORMAT) --out $(OUT) --seeds $(SEEDS)
+	$(PY) -m bench.run --data $(call q,$(DATA)) --format $(call q,$(FORMAT)) --out $(call q,$(OUT)) --seeds $(call q,$(SEEDS))
 
 # Re-pins the runtime tree (what the image installs) and, separately, the test-only tree on top of it.
 lock: venv

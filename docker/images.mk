@@ -65,8 +65,8 @@ images: $(if $(filter buildah,$(BUILDER)),image-tools $(if $(filter $(LOCAL_BASE
 	@if [ "$(BUILDER)" = buildah ]; then $(BUILDAH) images --format '{{.Name}}:{{.Tag}} {{.Size}}' $(IMAGE_REF); fi
 
 image-test: venv
-	rm -rf $(IMAGE_TEST_DIR)
-	$(MAKE) images BUILDER=buildah VARIANT=cpu REGISTRY= IMAGE_REF=$(IMAGE_REF)
-	RECSYS_IMAGE=$(IMAGE_REF) $(PY) -m pipelines.compile --output $(IMAGE_TEST_DIR)/pipeline.yaml
-	time $(PY) -m pipelines.image_test --spec $(IMAGE_TEST_DIR)/pipeline.yaml --image $(IMAGE_REF) \
-	  --workdir $(IMAGE_TEST_DIR) $(IMAGE_TEST_PARAMS)
+	rm -rf $(call q,$(IMAGE_TEST_DIR))
+	$(MAKE) images BUILDER=buildah VARIANT=cpu REGISTRY= IMAGE_REF=$(call q,$(IMAGE_REF))
+	RECSYS_IMAGE=$(call q,$(IMAGE_REF)) $(PY) -m pipelines.compile --output $(call q,$(IMAGE_TEST_DIR)/pipeline.yaml)
+	time $(PY) -m pipelines.image_test --spec $(call q,$(IMAGE_TEST_DIR)/pipeline.yaml) --image $(call q,$(IMAGE_REF)) \
+	  --workdir $(call q,$(IMAGE_TEST_DIR)) $(IMAGE_TEST_PARAMS)

@@ -7,9 +7,64 @@ pipeline does; then every stage runs as a KFP task in a subprocess of this Pytho
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
+import math
 import time
 from pathlib import Path
+from typing import Any, Iterable
+
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a finite number", bool: "true or false"}
+# Parameters each target derives from its own flags; a --param for one of them is refused, naming the flag.
+DERIVED = {
+    "local": {"warehouse_uri": "--source/--shop", "destination": "--output", "registry_uri": "--output",
+              "seed": "--seed", "shop_preset": "--shop"},
+    "vertex": {"warehouse_uri": "--project", "destination": "--project", "registry_uri": "--bucket",
+               "gcp_project": "--project", "gcp_region": "--region", "beam_args": "--project/--region/--bucket",
+               "seed": "--seed"},
+    "kfp": {"warehouse_uri": "--warehouse-uri", "destination": "--destination", "seed": "--seed"},
+}
+
+
+def parameter_types() -> dict[str, type]:
+    """Name -> type of every parameter of the DAG, read from the pipeline function's signature."""
+    from pipelines.pipeline import recommender_pipeline
+
+    signature = inspect.signature(recommender_pipeline.pipeline_func)
+    return {name: parameter.annotation for name, parameter in signature.parameters.items()}
+
+
+def parse_params(texts: Iterable[str], target: str = "local") -> dict[str, Any]:
+    """`NAME=VALUE` strings as typed pipeline arguments; a name the DAG lacks, a value of the wrong type,
+    a name given twice or one the target sets from its own flags is a ValueError that says which."""
+    types = parameter_types()
+    values: dict[str, Any] = {}
+    for text in texts:
+        name, sep, raw = text.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--param {text!r} must be NAME=VALUE")
+        if name not in types:
+            raise ValueError(f"--param {name}: the pipeline has no such parameter; known: {', '.join(sorted(types))}")
+        if name in values:
+            raise ValueError(f"--param {name} is given twice")
+        if name in DERIVED[target]:
+            raise ValueError(f"--param {name}: the {target} run sets it from {DERIVED[target][name]}; use that")
+        values[name] = _typed(name, raw, types[name])
+    return values
+
+
+def _typed(name: str, raw: str, kind: type) -> Any:
+    try:
+        if kind is bool:
+            if raw.lower() not in ("true", "false"):
+                raise ValueError(raw)
+            return raw.lower() == "true"
+        value = kind(raw)
+        if kind is float and not math.isfinite(value):
+            raise ValueError(raw)
+        return value
+    except ValueError:
+        raise ValueError(f"--param {name}={raw!r}: {name} takes {_TYPE_NAMES[kind]}") from None
 
 
 def run_local(output: str | Path, source: str, seed: int = 0, **parameters) -> dict:
@@ -71,10 +126,23 @@ def main() -> None:
     parser.add_argument("--warehouse-uri", default="", help="KFP target: e.g. bigquery://project.dataset")
     parser.add_argument("--destination", default="", help="KFP target: e.g. bigquery://project.recommendations")
     parser.add_argument("--schedule", default=None, help="cron, e.g. '0 3 * * *' for a daily Vertex run")
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="a pipeline parameter, typed by the DAG's signature (repeatable), e.g. gate_on_ope=true")
     args = parser.parse_args()
+    try:
+        parameters = parse_params(args.param, args.target)
+    except ValueError as err:
+        parser.error(str(err))
+
+    required = {"vertex": ("project", "region", "bucket"), "kfp": ("host", "warehouse_uri", "destination")}
+    missing = [name for name in required.get(args.target, ()) if not getattr(args, name)]
+    if missing:
+        flags = ", ".join("--" + name.replace("_", "-") for name in missing)
+        make = ", ".join(name.upper() + "=" for name in missing)
+        parser.error(f"--target {args.target} needs {flags} ({make} in make)")
 
     if args.target == "local":
-        outputs = run_local(args.output, args.source or f"synthetic:{args.shop}", seed=args.seed)
+        outputs = run_local(args.output, args.source or f"synthetic:{args.shop}", seed=args.seed, **parameters)
         print("pipeline finished; outputs:\n" + json.dumps(outputs, indent=2))
         return
 
@@ -90,16 +158,16 @@ def main() -> None:
             bucket=args.bucket,
             service_account=args.service_account,
             schedule_cron=args.schedule,
-            parameter_values=submit.production_parameters(spec, args.project, args.region, args.bucket),
+            parameter_values={**submit.production_parameters(spec, args.project, args.region, args.bucket),
+                              "seed": args.seed, **parameters},
         )
     else:
-        if not args.warehouse_uri or not args.destination:
-            parser.error("--target kfp needs --warehouse-uri and --destination (WAREHOUSE_URI=, DESTINATION= in make)")
         job = submit.submit_kfp(
             spec_path=spec,
             host=args.host,
             schedule_cron=args.schedule,
-            parameter_values={"warehouse_uri": args.warehouse_uri, "destination": args.destination},
+            parameter_values={"warehouse_uri": args.warehouse_uri, "destination": args.destination,
+                              "seed": args.seed, **parameters},
         )
     print(f"submitted: {job}")
 

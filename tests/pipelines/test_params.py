@@ -1,0 +1,76 @@
+"""Pipeline parameters of a run (`--param NAME=VALUE`, `make pipeline-run PARAMS=...`), checked against the DAG."""
+import inspect
+import sys
+
+import pytest
+
+from pipelines import run, submit
+from pipelines.pipeline import recommender_pipeline
+
+
+def test_known_parameters_are_typed_by_the_signature():
+    values = run.parse_params(["gate_on_ope=TRUE", "top_k=5", "ope_margin=0.25", "ope_estimator=snips"])
+    assert values == {"gate_on_ope": True, "top_k": 5, "ope_margin": 0.25, "ope_estimator": "snips"}
+    assert type(values["top_k"]) is int and type(values["gate_on_ope"]) is bool
+    assert run.parse_params(["enable_bandit=false"]) == {"enable_bandit": False}
+    assert set(run.parameter_types()) == set(inspect.signature(recommender_pipeline.pipeline_func).parameters)
+
+
+def test_unknown_parameter_lists_the_known_ones():
+    with pytest.raises(ValueError, match="gate_on_opee: the pipeline has no such parameter; known: .*gate_on_ope, "):
+        run.parse_params(["gate_on_opee=true"])
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("top_k=5.5", "top_k takes an integer"),
+    ("gate_on_ope=yes", "gate_on_ope takes true or false"),
+    ("ope_margin=nan", "ope_margin takes a finite number"),
+    ("ope_margin=", "ope_margin takes a finite number"),
+    ("top_k", "must be NAME=VALUE"),
+])
+def test_mistyped_value_names_the_parameter_and_type(text, expected):
+    with pytest.raises(ValueError, match=expected):
+        run.parse_params([text])
+
+
+def test_a_parameter_given_twice_or_set_by_the_target_is_refused():
+    with pytest.raises(ValueError, match="top_k is given twice"):
+        run.parse_params(["top_k=5", "top_k=6"])
+    with pytest.raises(ValueError, match="the local run sets it from --output"):
+        run.parse_params(["destination=duckdb:///tmp/x.duckdb"])
+    assert run.parse_params(["registry_uri=/tmp/registry"], target="kfp") == {"registry_uri": "/tmp/registry"}
+
+
+def test_command_line_error_is_one_line_and_exits_2(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["pipelines.run", "--param", "top_k=many"])
+    with pytest.raises(SystemExit) as exit_info:
+        run.main()
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("--param top_k='many': top_k takes an integer")
+
+
+def test_remote_runs_take_the_same_parameter_values(monkeypatch, tmp_path):
+    sent = {}
+    monkeypatch.setattr(submit, "submit_kfp", lambda **kwargs: sent.update(kwargs) or "run")
+    monkeypatch.setattr(sys, "argv", [
+        "pipelines.run", "--target", "kfp", "--host", "http://127.0.0.1:1", "--spec", str(tmp_path / "p.yaml"),
+        "--warehouse-uri", "bigquery://p.warehouse", "--destination", "bigquery://p.recs",
+        "--param", "top_k=7", "--param", "gate_on_ope=true",
+    ])
+    run.main()
+    assert sent["parameter_values"] == {"warehouse_uri": "bigquery://p.warehouse", "destination": "bigquery://p.recs",
+                                        "seed": 0, "top_k": 7, "gate_on_ope": True}
+
+
+def test_vertex_run_takes_the_parameters_over_the_production_ones(monkeypatch, tmp_path):
+    sent = {}
+    monkeypatch.setattr(submit, "submit_vertex", lambda **kwargs: sent.update(kwargs) or "job")
+    monkeypatch.setattr(submit, "pinned_image", lambda _: "europe-west1-docker.pkg.dev/shop/recsys/recsys-pipeline:t")
+    monkeypatch.setattr(sys, "argv", [
+        "pipelines.run", "--target", "vertex", "--project", "shop", "--region", "europe-west1", "--bucket", "shop-pipelines",
+        "--spec", str(tmp_path / "p.yaml"), "--seed", "3", "--param", "ranking_epochs=1",
+    ])
+    run.main()
+    values = sent["parameter_values"]
+    assert values["warehouse_uri"] == "bigquery://shop.warehouse" and values["gcp_region"] == "europe-west1"
+    assert (values["seed"], values["ranking_epochs"]) == (3, 1)
