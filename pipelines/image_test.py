@@ -216,10 +216,10 @@ def run_image_test(spec_path: str | Path, image: str, workdir: str | Path, shop:
     local_image_name(image)
     workdir.mkdir(parents=True, exist_ok=True)
     args = pipeline_arguments(spec, workdir)
-    if "warehouse_uri" in args and not (workdir / "warehouse.duckdb").exists():
-        from components.warehouse.duckdb_warehouse import build_warehouse
+    if "warehouse_uri" in args:
+        from components.warehouse.duckdb_warehouse import ensure_warehouse
 
-        build_warehouse(f"synthetic:{shop}", workdir / "warehouse.duckdb", seed=0)
+        ensure_warehouse(f"synthetic:{shop}", workdir / "warehouse.duckdb", seed=0)
     args.update(arguments or {})
     pipeline_root = workdir / "pipeline_root"
     started = time.perf_counter()

@@ -7,12 +7,17 @@ pipeline does; then every stage runs as a KFP task in a subprocess of this Pytho
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import fcntl
 import inspect
 import json
 import math
+import os
+import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a finite number", bool: "true or false"}
 # Parameters each target derives from its own flags; a --param for one of them is refused, naming the flag.
@@ -67,18 +72,44 @@ def _typed(name: str, raw: str, kind: type) -> Any:
         raise ValueError(f"--param {name}={raw!r}: {name} takes {_TYPE_NAMES[kind]}") from None
 
 
+class RunRefused(RuntimeError):
+    """The run cannot start as asked (its output folder is in use); nothing was written."""
+
+
+@contextmanager
+def output_lock(output: Path) -> Iterator[None]:
+    """Holds an exclusive lock on OUTPUT/.lock for the whole run, so a second run into the same folder is
+    refused instead of interleaving its registry and table writes. The kernel drops it when the process dies."""
+    output.mkdir(parents=True, exist_ok=True)
+    with (output / ".lock").open("a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            raise RunRefused(f"{output} is in use by another run ({lock.read().strip() or 'unknown process'}); "
+                             "wait for it to finish or choose another output folder") from None
+        lock.truncate(0)
+        lock.write(f"pid {os.getpid()} since {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC\n")
+        lock.flush()
+        yield
+
+
 def run_local(output: str | Path, source: str, seed: int = 0, **parameters) -> dict:
-    """Runs the whole DAG with kfp.local and returns where its outputs are."""
+    """Runs the whole DAG with kfp.local, holding OUTPUT's lock, and returns where its outputs are."""
+    output = Path(output).resolve()
+    with output_lock(output):
+        return _run_local(output, source, seed, parameters)
+
+
+def _run_local(output: Path, source: str, seed: int, parameters: dict) -> dict:
     from kfp import local
 
-    from components.warehouse.duckdb_warehouse import build_warehouse
+    from components.warehouse.duckdb_warehouse import ensure_warehouse
     from pipelines.pipeline import recommender_pipeline
 
-    output = Path(output).resolve()
-    output.mkdir(parents=True, exist_ok=True)
     warehouse = output / "warehouse.duckdb"
-    if not warehouse.exists():
-        counts = build_warehouse(source, warehouse, seed=seed)
+    counts = ensure_warehouse(source, warehouse, seed=seed)
+    if counts is not None:
         print(f"warehouse: loaded {source} into {warehouse}: {counts}")
     pipeline_root = output / "pipeline_root"
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root))
@@ -142,7 +173,12 @@ def main() -> None:
         parser.error(f"--target {args.target} needs {flags} ({make} in make)")
 
     if args.target == "local":
-        outputs = run_local(args.output, args.source or f"synthetic:{args.shop}", seed=args.seed, **parameters)
+        from components.warehouse.duckdb_warehouse import SourceMismatch
+
+        try:
+            outputs = run_local(args.output, args.source or f"synthetic:{args.shop}", seed=args.seed, **parameters)
+        except (RunRefused, SourceMismatch) as err:
+            sys.exit(f"pipelines.run: {err}")
         print("pipeline finished; outputs:\n" + json.dumps(outputs, indent=2))
         return
 

@@ -2,9 +2,11 @@
 
 Why atomic: a reader (extract, a benchmark) must never open a half-built warehouse, so the file is built
 under a temporary name in the target directory and renamed over the target only when complete.
+Beside a warehouse that is reused (ensure_warehouse), `<name>.source.json` records what it was built from.
 """
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterable
@@ -13,7 +15,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from components import schema
+from components import atomic, schema
 from components.warehouse import loaders, synthetic
 
 DUCKDB_TYPES = {
@@ -136,3 +138,50 @@ def build_warehouse(source: str, out_path: str | Path, seed: int = 0) -> dict[st
         writer.append("items", items)
         writer.append("events", events)
         return writer.commit()
+
+
+class SourceMismatch(ValueError):
+    """An existing warehouse was built from another source than the one asked for."""
+
+
+def source_record(source: str, seed: int = 0) -> dict:
+    """What a warehouse is built from: the source (a file as an absolute path, with its size and mtime) and,
+    for a synthetic shop, the seed."""
+    kind, arg = parse_source(source)
+    if kind == "synthetic":
+        return {"source": source, "seed": seed}
+    path = Path(arg).resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"source {source!r}: no file {path}")
+    stat = path.stat()
+    return {"source": f"{kind}:{path}", "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def record_path(out_path: str | Path) -> Path:
+    return Path(out_path).with_suffix(".source.json")
+
+
+def ensure_warehouse(source: str, out_path: str | Path, seed: int = 0) -> dict[str, int] | None:
+    """Builds the warehouse at out_path unless the one there was built from this very source (None then).
+
+    A source file that changed since (size or mtime) is loaded again; a warehouse of another source or seed,
+    or one with no record of its source, is refused with SourceMismatch rather than silently reused or replaced.
+    """
+    out_path = Path(out_path)
+    wanted = source_record(source, seed)
+    if out_path.exists():
+        try:
+            built = json.loads(record_path(out_path).read_text())
+        except (OSError, json.JSONDecodeError):
+            raise SourceMismatch(f"{out_path} has no readable record of its source ({record_path(out_path).name}): "
+                                 f"delete it to build the warehouse of {wanted['source']} there") from None
+        if built == wanted:
+            return None
+        if (built.get("source"), built.get("seed")) != (wanted["source"], wanted.get("seed")):
+            was = str(built.get("source")) + (f" (seed {built['seed']})" if "seed" in built else "")
+            asked = wanted["source"] + (f" (seed {wanted['seed']})" if "seed" in wanted else "")
+            raise SourceMismatch(f"{out_path} holds the warehouse of {was}, not {asked}: "
+                                 "write to another folder, or delete it to rebuild")
+    counts = build_warehouse(source, out_path, seed)
+    atomic.write_json(record_path(out_path), wanted)
+    return counts
