@@ -104,6 +104,7 @@ def run_local(output: str | Path, source: str, seed: int = 0, **parameters) -> d
 def _run_local(output: Path, source: str, seed: int, parameters: dict) -> dict:
     from kfp import local
 
+    from components.warehouse import sources
     from components.warehouse.duckdb_warehouse import ensure_warehouse
     from pipelines.pipeline import recommender_pipeline
 
@@ -114,7 +115,7 @@ def _run_local(output: Path, source: str, seed: int, parameters: dict) -> dict:
     pipeline_root = output / "pipeline_root"
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root))
     arguments = {
-        "warehouse_uri": f"duckdb://{warehouse}",
+        "warehouse_uri": sources.parse(source).warehouse_uri(warehouse),
         "destination": f"duckdb://{output / 'recommendations.duckdb'}",
         "registry_uri": str(output / "registry"),
         "seed": seed,
@@ -146,7 +147,8 @@ def main() -> None:
     parser.add_argument("--target", choices=("local", "vertex", "kfp"), default="local")
     parser.add_argument("--output", default="runs/local", help="local pipeline root and warehouse folder")
     parser.add_argument("--shop", default="default", help="synthetic shop preset (tiny|default|medium|large)")
-    parser.add_argument("--source", default=None, help="warehouse source, e.g. amazon:<csv.gz>; overrides --shop")
+    parser.add_argument("--source", default=None, help="warehouse source (components.warehouse.sources), e.g. "
+                        "ga4:<folder>; overrides --shop")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--spec", default="pipeline.yaml", help="compiled spec for remote targets")
     parser.add_argument("--project")

@@ -88,7 +88,8 @@ def run_off_policy_evaluation(warehouse_uri: str, shop_preset: str, output_dir: 
     report and (optionally) its gate. Logs ope_truth, ope_logged_click_rate and ope_<estimator>_{estimate,bias,rmse}.
     A warehouse without impressions gets a `skipped.json` saying so and no metrics."""
     if ab_analysis.impression_count(warehouse_uri) == 0:
-        reason = "the warehouse has no impressions (public data): no off-policy evaluation"
+        reason = ("the warehouse has no impressions (public data; a GA4 export logs no propensities): "
+                  "no off-policy evaluation")
     elif not shop_preset:
         reason = "no shop_preset: the true value needs the synthetic shop's world, so no off-policy evaluation"
     else:

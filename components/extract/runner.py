@@ -41,7 +41,7 @@ BATCH_ROWS = 200_000
 # dashes; dataset and table names here are restricted to letters, digits and underscores.
 _PROJECT = r"[a-z][a-z0-9-]{4,28}[a-z0-9]"
 _NAME = r"[A-Za-z_][A-Za-z0-9_]{0,1023}"
-TABLE_NAME = re.compile(rf"^(?:(?:{_PROJECT})\.)?(?:{_NAME}\.)?{_NAME}$")
+TABLE_NAME = re.compile(rf"^(?:(?:{_PROJECT})\.)?(?:{_NAME}\.)?{_NAME}\*?$")  # `events_*`: a wildcard table (GA4)
 
 
 class ExtractError(ValueError):
@@ -165,7 +165,7 @@ class DuckDBBackend:
 
         self.path = Path(path)
         self.con = connect(self.path)
-        self.tables = {name: name for name in WAREHOUSE_TABLES}
+        self.tables = {name: name for name in (*WAREHOUSE_TABLES, "ga4_events")}
 
     def columns(self, table: str) -> set[str] | None:
         rows = self.con.execute(
@@ -196,12 +196,19 @@ class BigQueryBackend:
 
         self.project, self.dataset = project, dataset
         self.tables = {name: validate_table_name(f"{project}.{dataset}.{name}") for name in WAREHOUSE_TABLES}
+        self.tables["ga4_events"] = f"{project}.{dataset}.events_*"  # GA4's daily tables
         self.client = client or bigquery.Client(project=project, location=location)
 
     def columns(self, table: str) -> set[str] | None:
         from google.api_core.exceptions import NotFound
 
         try:
+            if table == "ga4_events":  # a wildcard table has the schema of its newest daily table
+                daily = sorted(t.table_id for t in self.client.list_tables(f"{self.project}.{self.dataset}")
+                               if re.fullmatch(r"events_\d{8}", t.table_id))
+                if not daily:
+                    return None
+                return {field.name for field in self.client.get_table(f"{self.project}.{self.dataset}.{daily[-1]}").schema}
             return {field.name for field in self.client.get_table(self.tables[table]).schema}
         except NotFound:
             return None
@@ -220,7 +227,8 @@ class BigQueryBackend:
 
 
 def bigquery_job_config(params: dict[str, object]):
-    """A QueryJobConfig with one typed parameter per value: TIMESTAMP (None = NULL), ARRAY<STRING>, INT64, FLOAT64."""
+    """A QueryJobConfig with one typed parameter per value: TIMESTAMP (None = NULL), ARRAY<STRING>, INT64, FLOAT64,
+    STRING."""
     from google.cloud import bigquery
 
     query_parameters = []
@@ -233,12 +241,18 @@ def bigquery_job_config(params: dict[str, object]):
             query_parameters.append(bigquery.ScalarQueryParameter(name, "INT64", value))
         elif isinstance(value, float):
             query_parameters.append(bigquery.ScalarQueryParameter(name, "FLOAT64", value))
+        elif isinstance(value, str):
+            query_parameters.append(bigquery.ScalarQueryParameter(name, "STRING", value))
         else:
             raise ExtractError(f"parameter {name!r} has unsupported type {type(value).__name__}")
     return bigquery.QueryJobConfig(query_parameters=query_parameters)
 
 
 def open_backend(warehouse_uri: str) -> Backend:
+    """The backend of a warehouse URI; its `?user_key=` option (GA4) is read by run_extract, not here."""
+    from components.extract import ga4
+
+    warehouse_uri, _ = ga4.split_uri(warehouse_uri)
     if warehouse_uri.startswith("duckdb://"):
         from components.warehouse.duckdb_warehouse import duckdb_path
 
@@ -321,20 +335,33 @@ def run_extract(
     min_events_per_user: int = 1,
     backend: Backend | None = None,
 ) -> dict:
-    """Extracts events, items (and impressions) of a warehouse into output_dir; returns the manifest."""
+    """Extracts events, items (and impressions) of a warehouse into output_dir; returns the manifest.
+
+    A warehouse of GA4 export tables instead of contract tables goes through components.extract.ga4."""
+    from components.extract import ga4
+
     params = ExtractParams.parse(window_start, window_end, event_types, min_events_per_user)
+    _, user_key = ga4.split_uri(warehouse_uri)
     output_dir = Path(output_dir)
     if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
         raise ExtractError(f"output {output_dir} exists and is not an empty directory")
     owned = backend is None
     backend = backend or open_backend(warehouse_uri)
     try:
-        for table in ("events", "items"):
-            if not check_columns(backend, table):
-                raise ExtractError(f"warehouse {warehouse_uri} has no table {backend.tables[table]}")
-        with_impressions = check_columns(backend, "impressions")
+        if ga4.is_ga4(backend):
+            extract = lambda staging: ga4.extract_into(backend, params, staging, user_key)  # noqa: E731
+        elif user_key is not None:
+            raise ExtractError(f"{warehouse_uri!r}: user_key applies to GA4 exports only, and this warehouse has "
+                               f"a contract events table")
+        else:
+            for table in ("events", "items"):
+                if not check_columns(backend, table):
+                    raise ExtractError(f"warehouse {warehouse_uri} has no table {backend.tables[table]} "
+                                       "(nor GA4 export tables events_*)")
+            with_impressions = check_columns(backend, "impressions")
+            extract = lambda staging: extract_into(backend, params, staging, with_impressions)  # noqa: E731
         with atomic.staged_directory(output_dir, last=MANIFEST) as staging:
-            manifest = extract_into(backend, params, staging, with_impressions)
+            manifest = extract(staging)
             manifest = {"source": warehouse_uri, "dialect": backend.dialect, **manifest}
             atomic.write_json(staging / MANIFEST, manifest)
         return manifest

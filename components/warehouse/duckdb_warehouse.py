@@ -16,7 +16,7 @@ import duckdb
 import pyarrow as pa
 
 from components import atomic, schema
-from components.warehouse import loaders, synthetic
+from components.warehouse import events_file, ga4, loaders, sources, synthetic
 
 DUCKDB_TYPES = {
     pa.string(): "VARCHAR",
@@ -109,22 +109,16 @@ def table_counts(path: str | Path) -> dict[str, int]:
         con.close()
 
 
-SOURCE_KINDS = ("synthetic", "amazon", "taobao")
-
-
-def parse_source(source: str) -> tuple[str, str]:
-    kind, sep, arg = source.partition(":")
-    if not sep or kind not in SOURCE_KINDS or not arg:
-        raise ValueError(f"source {source!r} must be one of synthetic:<preset>, amazon:<path>, taobao:<path>")
-    return kind, arg
-
-
 def build_warehouse(source: str, out_path: str | Path, seed: int = 0) -> dict[str, int]:
     """Writes the warehouse for `source` to out_path; returns row counts per table.
 
-    The seed matters for synthetic sources only (public data is loaded as is).
+    The seed matters for synthetic sources only (public data is loaded as is). A GA4 export becomes the one table
+    ga4.TABLE, which the extract reads through its GA4 queries.
     """
-    kind, arg = parse_source(source)
+    parsed = sources.parse(source)
+    kind, arg = parsed.kind, parsed.path
+    if kind == "ga4":
+        return write_ga4_warehouse(arg, out_path)
     if kind == "synthetic":
         world = synthetic.make_world(arg, seed)
         with WarehouseWriter(out_path, ("events", "items", "impressions")) as writer:
@@ -133,11 +127,33 @@ def build_warehouse(source: str, out_path: str | Path, seed: int = 0) -> dict[st
                 writer.append("events", chunk.events)
                 writer.append("impressions", chunk.impressions)
             return writer.commit()
-    events, items = loaders.load_amazon(arg) if kind == "amazon" else loaders.load_taobao(arg)
+    if kind == "events":
+        events, items = events_file.load_events_file(arg, parsed.items_path, parsed.event_map)
+    else:
+        events, items = loaders.load_amazon(arg) if kind == "amazon" else loaders.load_taobao(arg)
     with WarehouseWriter(out_path, ("events", "items")) as writer:
         writer.append("items", items)
         writer.append("events", events)
         return writer.commit()
+
+
+def write_ga4_warehouse(export_path: str | Path, out_path: str | Path) -> dict[str, int]:
+    """A warehouse holding the GA4 export as loaded by ga4.load, under the same write-then-rename rule."""
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_path = out_path.with_name(f".{out_path.name}.{uuid.uuid4().hex}.tmp")
+    con = connect(tmp_path, read_only=False)
+    try:
+        rows = ga4.load(con, export_path)
+        con.execute("CHECKPOINT")
+        con.close()
+        os.replace(tmp_path, out_path)
+    except BaseException:
+        con.close()
+        for path in (tmp_path, tmp_path.with_name(tmp_path.name + ".wal")):
+            path.unlink(missing_ok=True)
+        raise
+    return {ga4.TABLE: rows}
 
 
 class SourceMismatch(ValueError):
@@ -147,14 +163,18 @@ class SourceMismatch(ValueError):
 def source_record(source: str, seed: int = 0) -> dict:
     """What a warehouse is built from: the source (a file as an absolute path, with its size and mtime) and,
     for a synthetic shop, the seed."""
-    kind, arg = parse_source(source)
-    if kind == "synthetic":
+    parsed = sources.parse(source)
+    if parsed.kind == "synthetic":
         return {"source": source, "seed": seed}
-    path = Path(arg).resolve()
-    if not path.is_file():
-        raise FileNotFoundError(f"source {source!r}: no file {path}")
-    stat = path.stat()
-    return {"source": f"{kind}:{path}", "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    files = [Path(parsed.path)] + ([Path(parsed.items_path)] if parsed.items_path else [])
+    if parsed.kind == "ga4":
+        files = ga4.export_files(parsed.path)[1]  # a folder of daily files counts file by file
+    missing = [str(p) for p in files if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"source {source!r}: no file {missing[0]}")
+    stats = [p.resolve().stat() for p in files]
+    return {"source": sources.resolved(parsed), "size": sum(st.st_size for st in stats),
+            "mtime_ns": max(st.st_mtime_ns for st in stats)}
 
 
 def record_path(out_path: str | Path) -> Path:

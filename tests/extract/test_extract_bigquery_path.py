@@ -12,16 +12,33 @@ from components.warehouse import duckdb_warehouse
 
 
 class DuckDBStandInClient:
-    """Answers get_table and query like google.cloud.bigquery.Client, from a local DuckDB file."""
+    """Answers list_tables, get_table and query like google.cloud.bigquery.Client, from a local DuckDB file.
+
+    A local GA4 warehouse (table ga4_events) answers as a dataset of daily tables events_YYYYMMDD, and the
+    wildcard table `events_*` of a query reads it."""
 
     def __init__(self, path):
         self.con = duckdb_warehouse.connect(path)
         self.queries = []
 
+    def list_tables(self, dataset):
+        from google.api_core.exceptions import NotFound
+
+        if dataset != "my-project.shop_dw":
+            raise NotFound(dataset)
+        names = [r[0] for r in self.con.execute("SELECT table_name FROM information_schema.tables").fetchall()]
+        if "ga4_events" in names:
+            names.remove("ga4_events")
+            names += [f"events_{r[0]}" for r in self.con.execute('SELECT DISTINCT "_TABLE_SUFFIX" FROM ga4_events')
+                      .fetchall()]
+        return [types.SimpleNamespace(table_id=name) for name in names]
+
     def get_table(self, name):
         from google.api_core.exceptions import NotFound
 
         table = name.split(".")[-1]
+        if table.startswith("events_") and table in {t.table_id for t in self.list_tables("my-project.shop_dw")}:
+            table = "ga4_events"
         columns = self.con.execute("SELECT column_name FROM information_schema.columns WHERE table_name = ?",
                                    [table]).fetchall()
         if not columns:
@@ -34,7 +51,8 @@ class DuckDBStandInClient:
         for table in list(tree.find_all(exp.Table)):
             if table.catalog:
                 assert table.catalog == "my-project" and table.db == "shop_dw"
-                table.replace(exp.table_(table.name, alias=table.alias or None))
+                name = "ga4_events" if table.name == "events_*" else table.name
+                table.replace(exp.table_(name, alias=table.alias or None))
         params = {p.name: getattr(p, "values", None) if hasattr(p, "array_type") else p.value
                   for p in job_config.query_parameters}
         reader = self.con.execute(tree.sql(dialect="duckdb"), params).fetch_record_batch(1000)
@@ -77,3 +95,25 @@ def test_missing_bigquery_table_is_named(tmp_path):
     backend = runner.BigQueryBackend("my-project", "shop_dw", client=DuckDBStandInClient(empty))
     with pytest.raises(runner.ExtractError, match="no table my-project.shop_dw.events"):
         runner.run_extract("bigquery://my-project.shop_dw", tmp_path / "out", backend=backend)
+
+
+def test_ga4_bigquery_path_reads_the_wildcard_table_and_matches_the_duckdb_path(tmp_path):
+    from pathlib import Path
+
+    warehouse = tmp_path / "ga4.duckdb"
+    duckdb_warehouse.build_warehouse(f"ga4:{Path(__file__).parent / 'ga4_export'}", warehouse)
+    client = DuckDBStandInClient(warehouse)
+    backend = runner.BigQueryBackend("my-project", "shop_dw", client=client)
+    args = ("2024-03-01T12:00:00", "2024-03-03", "", 1)
+    bq = runner.run_extract("bigquery://my-project.shop_dw?user_key=user_pseudo_id", tmp_path / "bq", *args,
+                            backend=backend)
+    local = runner.run_extract(f"duckdb://{warehouse}?user_key=user_pseudo_id", tmp_path / "local", *args)
+    assert bq["rows"] == local["rows"] and bq["dropped"] == local["dropped"] and bq["rows"]["events"] > 0
+    assert bq["ga4"]["table"] == "my-project.shop_dw.events_*"
+    for name in ("events", "items"):
+        assert pq.read_table(tmp_path / "bq" / f"{name}.parquet").equals(
+            pq.read_table(tmp_path / "local" / f"{name}.parquet"))
+    for sql, config in client.queries:
+        assert "`my-project`.`shop_dw`.`events_*`" in sql and "_TABLE_SUFFIX" in sql and "2024" not in sql
+        assert {p.name for p in config.query_parameters} == set(runner.query_parameters(sql))
+    client.close()

@@ -1,0 +1,104 @@
+"""The extract of a GA4 export: queries/ga4_*.sql over `events_*` on BigQuery, or over the local `ga4_events` table.
+
+Why a branch of its own: the export holds no contract tables, only one nested row per event, so the events and the
+catalogue are derived from it (the SQL says how) and the counts of what was read and left out go to the manifest's
+`ga4` section. The user key is a choice of the warehouse URI (`?user_key=user_pseudo_id`), because it decides
+which GA4 column identifies a user before any stage runs. Impressions are not extracted: GA4 logs which items a
+list showed (`view_item_list`, counted), never the probability of showing them, which off-policy evaluation needs.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from components.extract import runner
+
+TABLE = "ga4_events"  # the name the queries use; BigQueryBackend maps it onto `dataset.events_*`
+REQUIRED_COLUMNS = ("event_date", "event_timestamp", "event_name", "event_params", "user_id", "user_pseudo_id",
+                    "items")
+USER_KEYS = ("user_id", "user_pseudo_id")
+NO_PROPENSITIES = ("not extracted: GA4 logs the items a list showed (view_item_list, view_promotion) but not the "
+                   "probability of showing them (the propensity), so off-policy evaluation cannot run")
+
+
+def split_uri(warehouse_uri: str) -> tuple[str, str | None]:
+    """(the URI without its query, the `user_key` option or None); any other option is an error."""
+    base, sep, query = warehouse_uri.partition("?")
+    if not sep:
+        return warehouse_uri, None
+    options = parse_qs(query, keep_blank_values=True, strict_parsing=False)
+    unknown = sorted(set(options) - {"user_key"})
+    if unknown or len(options.get("user_key", [])) != 1:
+        raise runner.ExtractError(f"{warehouse_uri!r}: the only URI option is user_key=user_id|user_pseudo_id "
+                                  f"(once), for GA4 exports; got {sorted(options) or query!r}")
+    (user_key,) = options["user_key"]
+    if user_key not in USER_KEYS:
+        raise runner.ExtractError(f"user_key={user_key!r}: expected one of {list(USER_KEYS)}")
+    return base, user_key
+
+
+def is_ga4(backend: runner.Backend) -> bool:
+    """A warehouse without a contract `events` table whose dataset holds GA4 daily tables."""
+    return backend.columns("events") is None and backend.columns(TABLE) is not None
+
+
+def check_columns(backend: runner.Backend) -> None:
+    present = backend.columns(TABLE) or set()
+    missing = [c for c in REQUIRED_COLUMNS if c not in present]
+    if missing:
+        what = ("; without `items` the export names no product, so there is nothing to recommend "
+                "(is ecommerce tracking on?)" if "items" in missing else "")
+        raise runner.ExtractError(f"GA4 table {backend.tables[TABLE]} lacks column(s) {missing}{what}")
+
+
+def drop_counts(backend: runner.Backend, run: runner.QueryRun) -> dict[str, dict[str, int]]:
+    counts: dict[str, dict[str, int]] = {"rows": {}, "items": {}, "noted": {}}
+    for batch in backend.batches(run.sql, run.params):
+        for kind, reason, n in zip(*(batch.column(c).to_pylist() for c in ("kind", "reason", "n"))):
+            if n:
+                counts[kind][reason] = counts[kind].get(reason, 0) + int(n)
+    return {kind: dict(sorted(values.items())) for kind, values in counts.items()}
+
+
+def extract_into(backend: runner.Backend, params: runner.ExtractParams, out: Path, user_key: str | None) -> dict:
+    """events.parquet and items.parquet from the export; returns the manifest without source and dialect."""
+    check_columns(backend)
+    values = {**params.values(), "user_key": user_key or "user_id"}
+
+    def prepare(name: str) -> runner.QueryRun:
+        source = runner.load_query(name)
+        return runner.QueryRun(name, runner.render(source, backend.tables, backend.dialect),
+                               {p: values[p] for p in runner.query_parameters(source)})
+
+    runs = {"events": prepare("ga4_events"), "items": prepare("ga4_items")}
+    counts = drop_counts(backend, prepare("ga4_drops"))
+    scanned = counts["rows"].pop("scanned", 0)
+    rows: dict[str, int] = {}
+    rows["events"], rows["users"] = runner.write_parquet(backend, runs["events"], "events", out / "events.parquet")
+    if rows["events"] == 0:
+        names = {r[len("event_name:"):]: n for r, n in counts["rows"].items() if r.startswith("event_name:")}
+        top = ", ".join(f"{name} {n}" for name, n in sorted(names.items(), key=lambda kv: -kv[1])[:5])
+        raise runner.ExtractError(
+            f"no ecommerce events to extract from {backend.tables[TABLE]} in window [{params.window_start}, "
+            f"{params.window_end}): {scanned} export row(s) there"
+            + (f", by event name: {top}" if top else "")
+            + f"; dropped rows {counts['rows']}, items {counts['items']}. The pipeline needs view_item, add_to_cart, "
+            "add_to_wishlist or purchase events with items (GA4 ecommerce tracking)")
+    rows["items"], _ = runner.write_parquet(backend, runs["items"], "items", out / "items.parquet")
+    return {
+        "window_start": params.window_start.isoformat() if params.window_start else "",
+        "window_end": params.window_end.isoformat() if params.window_end else "",
+        "event_types": params.event_types,
+        "min_events_per_user": params.min_events_per_user,
+        "rows": rows,
+        "query_sha256": {run.name: run.sha256 for run in runs.values()},
+        "dropped": {"ga4_rows": counts["rows"], "ga4_items": counts["items"]},
+        "ga4": {
+            "table": backend.tables[TABLE],
+            "user_key": values["user_key"],
+            "rows_scanned": scanned,
+            "kept_rows_sharing_user_timestamp": counts["noted"].get("same_user_timestamp", 0),
+            "list_impressions": counts["noted"].get("list_items", 0),
+            "impressions": NO_PROPENSITIES,
+        },
+    }

@@ -1,0 +1,83 @@
+-- BigQuery Standard SQL over the GA4 export `events_*`: what ga4_events.sql reads and leaves out, as (kind, reason, n).
+-- kind 'rows': export rows of the window, 'scanned', then dropped by their first failing reason (an event name that
+-- maps to no event type, counted by name; an ecommerce event whose `items` is empty; no user key).
+-- kind 'items': elements of `items` of the remaining rows dropped (no item_id: GA4 allows item_name alone, and a
+-- name is no stable id; an event type not selected; a user below @min_events_per_user).
+-- kind 'noted' (nothing dropped): 'same_user_timestamp' counts kept rows that share user and event_timestamp with another one
+-- (kept, in the order ga4_events.sql gives them); 'list_items' counts items of view_item_list / view_promotion rows
+-- (impressions without propensities). Keep the filters identical to ga4_events.sql.
+WITH scanned AS (
+  SELECT
+    CASE WHEN @user_key = 'user_pseudo_id' THEN user_pseudo_id ELSE COALESCE(user_id, user_pseudo_id) END AS user_id,
+    event_name,
+    event_timestamp,
+    items
+  FROM ga4_events
+  WHERE _TABLE_SUFFIX BETWEEN COALESCE(FORMAT_DATE('%Y%m%d', DATE_SUB(DATE(CAST(@window_start AS TIMESTAMP)), INTERVAL 1 DAY)), '00000000')
+      AND COALESCE(FORMAT_DATE('%Y%m%d', DATE_ADD(DATE(CAST(@window_end AS TIMESTAMP)), INTERVAL 1 DAY)), '99999999')
+    AND (CAST(@window_start AS TIMESTAMP) IS NULL OR event_timestamp >= UNIX_MICROS(CAST(@window_start AS TIMESTAMP)))
+    AND (CAST(@window_end AS TIMESTAMP) IS NULL OR event_timestamp < UNIX_MICROS(CAST(@window_end AS TIMESTAMP)))
+),
+classified_rows AS (
+  SELECT
+    user_id,
+    event_timestamp,
+    items,
+    CASE
+      WHEN event_name IS NULL OR event_name NOT IN ('view_item', 'add_to_cart', 'add_to_wishlist', 'purchase')
+        THEN CONCAT('event_name:', COALESCE(event_name, 'NULL'))
+      WHEN items IS NULL OR ARRAY_LENGTH(items) = 0 THEN 'no_items'
+      WHEN user_id IS NULL THEN 'no_user_id'
+      ELSE 'kept'
+    END AS reason,
+    CASE event_name WHEN 'view_item' THEN 'view' WHEN 'add_to_cart' THEN 'cart' WHEN 'add_to_wishlist' THEN 'fav'
+      ELSE 'purchase' END AS event_type
+  FROM scanned
+),
+classified_items AS (
+  SELECT
+    r.user_id,
+    CASE
+      WHEN NULLIF(NULLIF(it.item_id, ''), '(not set)') IS NULL THEN 'no_item_id'
+      WHEN r.event_type NOT IN UNNEST(@event_types) THEN 'event_type_not_selected'
+      ELSE 'kept'
+    END AS reason
+  FROM classified_rows AS r, UNNEST(r.items) AS it
+  WHERE r.reason = 'kept'
+),
+kept_per_user AS (
+  SELECT user_id, COUNT(*) AS n
+  FROM classified_items
+  WHERE reason = 'kept'
+  GROUP BY user_id
+),
+same_instant AS (
+  SELECT COUNT(*) AS n
+  FROM classified_rows
+  WHERE reason = 'kept'
+  GROUP BY user_id, event_timestamp
+  HAVING COUNT(*) > 1
+)
+SELECT 'rows' AS kind, 'scanned' AS reason, COUNT(*) AS n
+FROM scanned
+UNION ALL
+SELECT 'rows' AS kind, reason, COUNT(*) AS n
+FROM classified_rows
+WHERE reason != 'kept'
+GROUP BY reason
+UNION ALL
+SELECT 'items' AS kind, reason, COUNT(*) AS n
+FROM classified_items
+WHERE reason != 'kept'
+GROUP BY reason
+UNION ALL
+SELECT 'items' AS kind, 'user_below_min_events' AS reason, COALESCE(SUM(n), 0) AS n
+FROM kept_per_user
+WHERE n < @min_events_per_user
+UNION ALL
+SELECT 'noted' AS kind, 'same_user_timestamp' AS reason, COALESCE(SUM(n), 0) AS n
+FROM same_instant
+UNION ALL
+SELECT 'noted' AS kind, 'list_items' AS reason, COUNT(*) AS n
+FROM scanned AS s, UNNEST(s.items) AS it
+WHERE s.event_name IN ('view_item_list', 'view_promotion')
