@@ -8,6 +8,7 @@ list showed (`view_item_list`, counted), never the probability of showing them, 
 """
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -37,6 +38,15 @@ def split_uri(warehouse_uri: str) -> tuple[str, str | None]:
     return base, user_key
 
 
+def suffix_bounds(params: runner.ExtractParams) -> dict[str, str]:
+    """The daily tables a window needs, as `_TABLE_SUFFIX` bounds: a suffix is the property's local day, so one day
+    past each UTC bound (a daily run reads three tables, not the history). Open bounds take every daily table and
+    no `intraday_` one ('intraday_...' sorts after '99999999')."""
+    day = dt.timedelta(days=1)
+    return {"suffix_start": (params.window_start - day).strftime("%Y%m%d") if params.window_start else "00000000",
+            "suffix_end": (params.window_end + day).strftime("%Y%m%d") if params.window_end else "99999999"}
+
+
 def is_ga4(backend: runner.Backend) -> bool:
     """A warehouse without a contract `events` table whose dataset holds GA4 daily tables."""
     return backend.columns("events") is None and backend.columns(TABLE) is not None
@@ -52,9 +62,12 @@ def check_columns(backend: runner.Backend) -> None:
 
 
 def drop_counts(backend: runner.Backend, run: runner.QueryRun) -> dict[str, dict[str, int]]:
+    """{"rows", "items", "noted"}: reason -> n; a dropped event name counts in "rows" as `event_name:<name>`."""
     counts: dict[str, dict[str, int]] = {"rows": {}, "items": {}, "noted": {}}
     for batch in backend.batches(run.sql, run.params):
         for kind, reason, n in zip(*(batch.column(c).to_pylist() for c in ("kind", "reason", "n"))):
+            if kind == "event_names":
+                kind, reason = "rows", f"event_name:{reason}"
             if n:
                 counts[kind][reason] = counts[kind].get(reason, 0) + int(n)
     return {kind: dict(sorted(values.items())) for kind, values in counts.items()}
@@ -63,7 +76,7 @@ def drop_counts(backend: runner.Backend, run: runner.QueryRun) -> dict[str, dict
 def extract_into(backend: runner.Backend, params: runner.ExtractParams, out: Path, user_key: str | None) -> dict:
     """events.parquet and items.parquet from the export; returns the manifest without source and dialect."""
     check_columns(backend)
-    values = {**params.values(), "user_key": user_key or "user_id"}
+    values = {**params.values(), **suffix_bounds(params), "user_key": user_key or "user_id"}
 
     def prepare(name: str) -> runner.QueryRun:
         source = runner.load_query(name)

@@ -1,4 +1,4 @@
-"""Builds a local DuckDB warehouse from a source: `synthetic:<preset>`, `amazon:<csv path>` or `taobao:<csv path>`.
+"""Builds a local DuckDB warehouse from a source (components.warehouse.sources: synthetic, amazon, taobao, events, ga4).
 
     python -m components.warehouse.build --source synthetic:default --seed 0 --out runs/shop.duckdb
 
@@ -16,7 +16,7 @@ from components.warehouse.duckdb_warehouse import build_warehouse
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--source", required=True, help="synthetic:<preset> | amazon:<path> | taobao:<path>")
+    parser.add_argument("--source", required=True, help="a SOURCE of components.warehouse.sources")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="DuckDB file to write")
     args = parser.parse_args(argv)

@@ -1,6 +1,8 @@
 -- BigQuery Standard SQL over the GA4 export `events_*`: what ga4_events.sql reads and leaves out, as (kind, reason, n).
--- kind 'rows': export rows of the window, 'scanned', then dropped by their first failing reason (an event name that
--- maps to no event type, counted by name; an ecommerce event whose `items` is empty; no user key).
+-- kind 'rows': export rows of the window, 'scanned', then dropped by their first failing reason (an ecommerce event
+-- whose `items` is empty; no user key); kind 'event_names': rows dropped for an event name that maps to no event
+-- type, by name (names go in a column of their own rather than into a concatenated reason, which the BigQuery
+-- emulator's string rewrite mishandles over a wildcard table).
 -- kind 'items': elements of `items` of the remaining rows dropped (no item_id: GA4 allows item_name alone, and a
 -- name is no stable id; an event type not selected; a user below @min_events_per_user).
 -- kind 'noted' (nothing dropped): 'same_user_timestamp' counts kept rows that share user and event_timestamp with another one
@@ -13,19 +15,19 @@ WITH scanned AS (
     event_timestamp,
     items
   FROM ga4_events
-  WHERE _TABLE_SUFFIX BETWEEN COALESCE(FORMAT_DATE('%Y%m%d', DATE_SUB(DATE(CAST(@window_start AS TIMESTAMP)), INTERVAL 1 DAY)), '00000000')
-      AND COALESCE(FORMAT_DATE('%Y%m%d', DATE_ADD(DATE(CAST(@window_end AS TIMESTAMP)), INTERVAL 1 DAY)), '99999999')
+  WHERE _TABLE_SUFFIX BETWEEN @suffix_start AND @suffix_end
     AND (CAST(@window_start AS TIMESTAMP) IS NULL OR event_timestamp >= UNIX_MICROS(CAST(@window_start AS TIMESTAMP)))
     AND (CAST(@window_end AS TIMESTAMP) IS NULL OR event_timestamp < UNIX_MICROS(CAST(@window_end AS TIMESTAMP)))
 ),
 classified_rows AS (
   SELECT
     user_id,
+    event_name,
     event_timestamp,
     items,
     CASE
       WHEN event_name IS NULL OR event_name NOT IN ('view_item', 'add_to_cart', 'add_to_wishlist', 'purchase')
-        THEN CONCAT('event_name:', COALESCE(event_name, 'NULL'))
+        THEN 'other_event_name'
       WHEN items IS NULL OR ARRAY_LENGTH(items) = 0 THEN 'no_items'
       WHEN user_id IS NULL THEN 'no_user_id'
       ELSE 'kept'
@@ -63,8 +65,13 @@ FROM scanned
 UNION ALL
 SELECT 'rows' AS kind, reason, COUNT(*) AS n
 FROM classified_rows
-WHERE reason != 'kept'
+WHERE reason NOT IN ('kept', 'other_event_name')
 GROUP BY reason
+UNION ALL
+SELECT 'event_names' AS kind, COALESCE(event_name, 'NULL') AS reason, COUNT(*) AS n
+FROM classified_rows
+WHERE reason = 'other_event_name'
+GROUP BY event_name
 UNION ALL
 SELECT 'items' AS kind, reason, COUNT(*) AS n
 FROM classified_items

@@ -4,8 +4,8 @@
 -- @min_events_per_user of them. The user is `user_id` when set, else `user_pseudo_id` (@user_key = 'user_pseudo_id'
 -- always takes the latter). event_seq orders a user's events by event_timestamp, then view < fav < cart < purchase
 -- where one instant holds several, then the position in `items`. ga4_drops.sql counts what this leaves out; keep
--- the filters of the two identical. _TABLE_SUFFIX is the property's local day, so the scan reaches one day past
--- each bound (a daily run reads three daily tables, not the history) and event_timestamp (UTC) cuts exactly.
+-- the filters of the two identical. The daily tables scanned are those whose suffix lies in [@suffix_start,
+-- @suffix_end] (components.extract.ga4.suffix_bounds), and event_timestamp (UTC) cuts the window exactly.
 WITH scanned AS (
   SELECT
     CASE WHEN @user_key = 'user_pseudo_id' THEN user_pseudo_id ELSE COALESCE(user_id, user_pseudo_id) END AS user_id,
@@ -14,8 +14,7 @@ WITH scanned AS (
     event_params,
     items
   FROM ga4_events
-  WHERE _TABLE_SUFFIX BETWEEN COALESCE(FORMAT_DATE('%Y%m%d', DATE_SUB(DATE(CAST(@window_start AS TIMESTAMP)), INTERVAL 1 DAY)), '00000000')
-      AND COALESCE(FORMAT_DATE('%Y%m%d', DATE_ADD(DATE(CAST(@window_end AS TIMESTAMP)), INTERVAL 1 DAY)), '99999999')
+  WHERE _TABLE_SUFFIX BETWEEN @suffix_start AND @suffix_end
     AND (CAST(@window_start AS TIMESTAMP) IS NULL OR event_timestamp >= UNIX_MICROS(CAST(@window_start AS TIMESTAMP)))
     AND (CAST(@window_end AS TIMESTAMP) IS NULL OR event_timestamp < UNIX_MICROS(CAST(@window_end AS TIMESTAMP)))
 ),
@@ -26,7 +25,7 @@ exploded AS (
     CASE s.event_name WHEN 'view_item' THEN 'view' WHEN 'add_to_cart' THEN 'cart' WHEN 'add_to_wishlist' THEN 'fav'
       ELSE 'purchase' END AS event_type,
     s.event_timestamp,
-    pos,
+    pos AS item_pos,
     (SELECT MAX(COALESCE(CAST(p.value.int_value AS STRING), p.value.string_value))
      FROM UNNEST(s.event_params) AS p WHERE p.key = 'ga_session_id') AS session_id
   FROM scanned AS s, UNNEST(s.items) AS it WITH OFFSET AS pos
@@ -51,7 +50,7 @@ SELECT
   ROW_NUMBER() OVER (
     PARTITION BY k.user_id
     ORDER BY k.event_timestamp,
-      CASE k.event_type WHEN 'view' THEN 0 WHEN 'fav' THEN 1 WHEN 'cart' THEN 2 ELSE 3 END, k.pos, k.item_id
+      CASE k.event_type WHEN 'view' THEN 0 WHEN 'fav' THEN 1 WHEN 'cart' THEN 2 ELSE 3 END, k.item_pos, k.item_id
   ) AS event_seq,
   k.session_id
 FROM kept AS k

@@ -5,8 +5,7 @@
 WITH scanned AS (
   SELECT event_timestamp, items
   FROM ga4_events
-  WHERE _TABLE_SUFFIX BETWEEN COALESCE(FORMAT_DATE('%Y%m%d', DATE_SUB(DATE(CAST(@window_start AS TIMESTAMP)), INTERVAL 1 DAY)), '00000000')
-      AND COALESCE(FORMAT_DATE('%Y%m%d', DATE_ADD(DATE(CAST(@window_end AS TIMESTAMP)), INTERVAL 1 DAY)), '99999999')
+  WHERE _TABLE_SUFFIX BETWEEN @suffix_start AND @suffix_end
     AND (CAST(@window_start AS TIMESTAMP) IS NULL OR event_timestamp >= UNIX_MICROS(CAST(@window_start AS TIMESTAMP)))
     AND (CAST(@window_end AS TIMESTAMP) IS NULL OR event_timestamp < UNIX_MICROS(CAST(@window_end AS TIMESTAMP)))
 ),
@@ -18,7 +17,7 @@ seen AS (
     it.price,
     NULLIF(NULLIF(it.item_name, ''), '(not set)') AS title,
     s.event_timestamp,
-    pos
+    pos AS item_pos
   FROM scanned AS s, UNNEST(s.items) AS it WITH OFFSET AS pos
 ),
 latest AS (
@@ -28,10 +27,10 @@ latest AS (
     LAST_VALUE(brand IGNORE NULLS) OVER seen_order AS brand,
     LAST_VALUE(price IGNORE NULLS) OVER seen_order AS price,
     LAST_VALUE(title IGNORE NULLS) OVER seen_order AS title,
-    ROW_NUMBER() OVER (PARTITION BY item_id ORDER BY event_timestamp, pos) AS nth
+    ROW_NUMBER() OVER (PARTITION BY item_id ORDER BY event_timestamp, item_pos) AS nth
   FROM seen
   WHERE item_id IS NOT NULL
-  WINDOW seen_order AS (PARTITION BY item_id ORDER BY event_timestamp, pos
+  WINDOW seen_order AS (PARTITION BY item_id ORDER BY event_timestamp, item_pos
     ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
 )
 SELECT item_id, COALESCE(category, 'unknown') AS category, brand, price, title, TRUE AS available
