@@ -135,3 +135,19 @@ def test_source_strings_parse_and_bad_ones_say_what_is_expected():
                          ("ga5:/x", "must be one of")]:
         with pytest.raises(sources.SourceError, match=message):
             sources.parse(bad)
+
+
+def test_a_ga4_folder_or_events_source_is_recorded_so_an_unchanged_one_is_reused(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    export = tmp_path / "export"
+    shutil.copytree(Path(__file__).parents[1] / "extract" / "ga4_export", export)
+    warehouse = tmp_path / "wh.duckdb"
+    assert duckdb_warehouse.ensure_warehouse(f"ga4:{export}", warehouse) == {"ga4_events": 22}
+    assert duckdb_warehouse.ensure_warehouse(f"ga4:{export},user_key=user_pseudo_id", warehouse) is None
+    (export / "events_20240302.json").write_text((export / "events_20240302.json").read_text().splitlines()[0] + "\n")
+    assert duckdb_warehouse.ensure_warehouse(f"ga4:{export}", warehouse) == {"ga4_events": 18}
+    events = write_csv(tmp_path / "events.csv", "user_id,item_id,event_type,event_ts\nu1,a,page_view,1709251200")
+    with pytest.raises(duckdb_warehouse.SourceMismatch, match="holds the warehouse of ga4:"):
+        duckdb_warehouse.ensure_warehouse(f"events:{events},event_map=page_view:view", warehouse)
