@@ -5,7 +5,8 @@ import dataclasses
 import json
 from pathlib import Path
 
-ENCODERS = ("self_attention", "gru", "mean")
+ENCODERS = ("self_attention", "gru", "mean", "filter")
+LOSSES = ("in_batch", "full_softmax", "mixed")
 CONFIG_FILE = "config.json"
 
 
@@ -14,10 +15,18 @@ class RetrievalConfig:
     """Defaults are the ones the pipeline ships; they were chosen on Beauty's valid split."""
 
     encoder: str = "gru"  # the query tower's sequence encoder, one of ENCODERS (GRU: best on Beauty valid)
+    # in_batch: softmax over the batch's targets (logQ-corrected); full_softmax: over every item;
+    # mixed: the batch's targets (logQ-corrected) plus num_negatives uniformly sampled items (uncorrected)
+    loss: str = "in_batch"
+    num_negatives: int = 256  # uniform negatives per batch of the mixed loss, shared by its rows
+    # train on every step of each user's train sequence (a loss at each step of the causal encoder)
+    # instead of one example per prefix; batch_size then counts user sequences
+    every_position: bool = False
     embedding_dim: int = 64
     max_len: int = 20  # history steps the query tower reads (the most recent ones)
     num_blocks: int = 2  # self-attention blocks
     num_heads: int = 2
+    filter_mix: float = 0.7  # filter encoder: weight of the causal filter beside attention (BSARec's Beauty alpha)
     dropout: float = 0.3
     batch_size: int = 1024  # examples per batch: also the in-batch candidates of each query
     learning_rate: float = 2e-3
@@ -31,9 +40,11 @@ class RetrievalConfig:
     def __post_init__(self):
         if self.encoder not in ENCODERS:
             raise ValueError(f"unknown encoder {self.encoder!r}; expected one of {ENCODERS}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; expected one of {LOSSES}")
         if self.embedding_dim % self.num_heads:
             raise ValueError(f"embedding_dim {self.embedding_dim} is not divisible by num_heads {self.num_heads}")
-        for name in ("embedding_dim", "max_len", "batch_size", "epochs", "patience"):
+        for name in ("embedding_dim", "max_len", "batch_size", "epochs", "patience", "num_negatives"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
 

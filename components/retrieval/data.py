@@ -118,3 +118,50 @@ def _price_buckets(prices: pd.Series) -> np.ndarray:
         edges = np.quantile(logs, np.linspace(0, 1, NUM_PRICE_BUCKETS + 1)[1:-1])
         buckets[known] = 1 + np.searchsorted(edges, logs, side="right")
     return buckets
+
+
+@dataclasses.dataclass(frozen=True)
+class Sequences:
+    """Each user's most recent train steps for a loss at every step: step t's input is the item at t
+    (left-padded like Examples), its target the item at t + 1 (PAD where a step has no target)."""
+
+    hist_items: np.ndarray  # int64 [users, max_len]
+    hist_cats: np.ndarray  # int64 [users, max_len]
+    target_item: np.ndarray  # int64 [users, max_len]
+
+    def __len__(self) -> int:
+        return len(self.hist_items)
+
+    @property
+    def num_targets(self) -> int:
+        return int((self.target_item != schema.PAD_INDEX).sum())
+
+
+def train_sequences(train: Examples, item_category: np.ndarray) -> Sequences:
+    """Rebuilds each user's train sequence from the train prefix examples (as many steps as they hold).
+
+    A user's last train example is the one that no other example of the user extends (the next
+    example's history is this history plus this target, cut to the same length), so row order in
+    the files does not matter. Its history plus its target are the user's newest train steps: as
+    inputs, all but the last; as targets, all but the first. Every train target whose history the
+    window holds is then the target of one step, and no step's input holds its target or later items.
+    """
+    max_len = train.hist_items.shape[1]
+    by_user: dict[int, list[int]] = {}
+    for row, user in enumerate(train.user.tolist()):
+        by_user.setdefault(user, []).append(row)
+    hist_items = np.full((len(by_user), max_len), schema.PAD_INDEX, dtype=np.int64)
+    hist_cats = np.full_like(hist_items, schema.PAD_INDEX)
+    targets = np.full_like(hist_items, schema.PAD_INDEX)
+    for out, rows in enumerate(by_user.values()):
+        windows = {row: train.hist_items[row][train.hist_items[row] != schema.PAD_INDEX] for row in rows}
+        starts = {tuple(window) for window in windows.values()}
+        extended = [row for row in rows
+                    if tuple(np.append(windows[row], train.target_item[row])[-max_len:]) not in starts]
+        last = max(extended or rows, key=lambda row: len(windows[row]))
+        items = np.append(windows[last], train.target_item[last])[-(max_len + 1):]
+        steps = len(items) - 1
+        hist_items[out, max_len - steps:] = items[:-1]
+        hist_cats[out, max_len - steps:] = item_category[items[:-1]]
+        targets[out, max_len - steps:] = items[1:]
+    return Sequences(hist_items=hist_items, hist_cats=hist_cats, target_item=targets)

@@ -1,4 +1,5 @@
-"""The two-tower model: in-batch softmax with the logQ correction, as a tfrs.Model."""
+"""The two-tower model as a tfrs.Model: in-batch (logQ), full-catalogue or mixed-negative softmax,
+on the newest step of each prefix or on every step of each user's train sequence."""
 from __future__ import annotations
 
 import components  # noqa: F401  (tf-keras before TensorFlow)
@@ -6,6 +7,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from components import schema
+from components.retrieval import losses
 from components.retrieval.config import RetrievalConfig
 from components.retrieval.data import Catalogue
 from components.retrieval.towers import CandidateTower, QueryTower
@@ -19,7 +21,6 @@ def retrieval_task(config: RetrievalConfig) -> tfrs.tasks.Retrieval:
         ),
         temperature=config.temperature,
         remove_accidental_hits=True,
-        loss_metrics=[tf.keras.metrics.Mean(name="mean_loss")],  # the epoch's average, for the progress line
     )
 
 
@@ -38,6 +39,7 @@ class TwoTowerModel(tfrs.Model):
         self.candidate_tower = CandidateTower(item_embedding, category_embedding, catalogue, config)
         self.sampling_probability = tf.constant(catalogue.sampling_probability(), tf.float32)
         self.task = retrieval_task(config)
+        self.mean_loss = tf.keras.metrics.Mean(name="mean_loss")  # the epoch's average, for the progress line
 
     def _finish(self, embeddings):
         return tf.math.l2_normalize(embeddings, axis=-1) if self.config.normalize else embeddings
@@ -53,11 +55,34 @@ class TwoTowerModel(tfrs.Model):
     def candidate_embedding(self, item_index, training=False):
         return self._finish(self.candidate_tower(item_index, training=training))
 
+    def _queries_and_targets(self, features, training):
+        """(queries [N, D], target items [N]): one per prefix example, or with every_position one per
+        step of each sequence that has a target (features[TARGET_ITEM] [B, T], PAD = no target)."""
+        inputs = (features[schema.HIST_ITEMS], features[schema.HIST_CATS])
+        if not self.config.every_position:
+            return self.query_embedding(*inputs, training=training), tf.cast(features[schema.TARGET_ITEM], tf.int64)
+        steps = self.query_tower.sequence(inputs, training=training)
+        targets = tf.cast(features[schema.TARGET_ITEM], tf.int64)[:, -tf.shape(steps)[1]:]
+        has_target = tf.not_equal(targets, schema.PAD_INDEX)
+        return self._finish(tf.boolean_mask(steps, has_target)), tf.boolean_mask(targets, has_target)
+
     def compute_loss(self, features, training=False):
-        target = tf.cast(features[schema.TARGET_ITEM], tf.int64)
-        queries = self.query_embedding(features[schema.HIST_ITEMS], features[schema.HIST_CATS], training=training)
+        loss = self._loss(*self._queries_and_targets(features, training), training)
+        self.mean_loss.update_state(loss)
+        return loss
+
+    def _loss(self, queries, target, training):
+        temperature = self.config.temperature
+        if self.config.loss == "full_softmax":
+            items = self.candidate_embedding(tf.range(self.num_items, dtype=tf.int64), training=training)
+            return losses.full_softmax_loss(queries, items, target, temperature)
         candidates = self.candidate_embedding(target, training=training)
         probability = tf.gather(self.sampling_probability, target) if self.config.logq_correction else None
+        if self.config.loss == "mixed":
+            negative_ids = losses.uniform_negatives(self.config.num_negatives, self.num_items)
+            negatives = self.candidate_embedding(negative_ids, training=training)
+            return losses.mixed_negatives_loss(queries, candidates, target, probability, negatives, negative_ids,
+                                               temperature)
         return self.task(
             queries,
             candidates,

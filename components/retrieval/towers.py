@@ -9,67 +9,116 @@ from components.retrieval.config import RetrievalConfig
 from components.retrieval.data import NUM_PRICE_BUCKETS, Catalogue
 
 
+# Every encoder maps steps [B, T, D] with their mask [B, T], right-aligned (oldest step in column 0,
+# padding after the newest), to one output per step [B, T, D] that depends on that step and the
+# earlier ones only: a causal encoder, so a loss at every step never lets a step see its future, and
+# step t's output is exactly the query embedding of the history that ends at t.
+
+
 class MeanPoolingEncoder(tf.keras.layers.Layer):
-    """Average of the history's step embeddings: the order-free reference point."""
+    """Running average of the steps so far: the order-free reference point."""
 
     def call(self, steps, mask, training=None):
         weights = tf.cast(mask, steps.dtype)[..., tf.newaxis]
-        return tf.reduce_sum(steps * weights, axis=1) / tf.maximum(tf.reduce_sum(weights, axis=1), 1.0)
+        return tf.cumsum(steps * weights, axis=1) / tf.maximum(tf.cumsum(weights, axis=1), 1.0)
 
 
 class GRUEncoder(tf.keras.layers.Layer):
-    """Final state of a GRU over the history (GRU4Rec style); masked steps carry the state through."""
+    """GRU state after each step (GRU4Rec style); padded steps after the newest carry the state on."""
 
     def __init__(self, dim: int, dropout: float, **kwargs):
         super().__init__(**kwargs)
         self.dropout = tf.keras.layers.Dropout(dropout)
-        self.gru = tf.keras.layers.GRU(dim)
+        self.gru = tf.keras.layers.GRU(dim, return_sequences=True)
 
     def call(self, steps, mask, training=None):
         return self.gru(self.dropout(steps, training=training), mask=mask, training=training)
 
 
-class SelfAttentionBlock(tf.keras.layers.Layer):
-    """Pre-norm transformer block (SASRec): attention over the real history steps, then a feed-forward net."""
+class CausalFilter(tf.keras.layers.Layer):
+    """A learned per-channel filter over the last `max_len` steps, applied in the frequency domain.
 
-    def __init__(self, dim: int, num_heads: int, dropout: float, **kwargs):
+    BSARec and TV-Rec filter the history with Fourier-domain filters over the whole window, which
+    lets a step see later steps. Here the filter h[k] (lag k = 0..max_len-1) acts only on the past:
+    zero-padding to twice the length makes the FFT product a linear, not circular, convolution, so
+    y[t] = sum_k h[k] x[t-k] over k <= t. h starts as a moving average of the last few steps (the
+    low-pass bias that BSARec adds to attention) and is learned from there.
+    """
+
+    INIT_STEPS = 3
+
+    def __init__(self, max_len: int, **kwargs):
+        super().__init__(**kwargs)
+        self.max_len = max_len
+
+    def build(self, input_shape):
+        dim = int(input_shape[-1])
+        initial = [[1.0 / self.INIT_STEPS if k < self.INIT_STEPS else 0.0] * dim for k in range(self.max_len)]
+        self.taps = self.add_weight(name="taps", shape=[self.max_len, dim],
+                                    initializer=tf.keras.initializers.Constant(initial))
+        super().build(input_shape)
+
+    def call(self, x):
+        length = tf.shape(x)[1]
+        fft_length = [2 * length]
+        signal = tf.transpose(x, [0, 2, 1])  # [B, D, T]: the FFT runs over the last axis
+        taps = tf.transpose(self.taps[:length], [1, 0])  # [D, T]
+        spectrum = tf.signal.rfft(signal, fft_length) * tf.signal.rfft(taps, fft_length)[tf.newaxis]
+        return tf.transpose(tf.signal.irfft(spectrum, fft_length)[:, :, :length], [0, 2, 1])
+
+
+class SelfAttentionBlock(tf.keras.layers.Layer):
+    """Pre-norm transformer block (SASRec): causal attention over the real steps, then a feed-forward net.
+
+    With `filter_mix` > 0 (BSARec's mix of an inductive bias with attention) the token mixer is
+    filter_mix * CausalFilter + (1 - filter_mix) * attention.
+    """
+
+    def __init__(self, dim: int, num_heads: int, dropout: float, max_len: int, filter_mix: float = 0.0,
+                 **kwargs):
         super().__init__(**kwargs)
         self.attention_norm = tf.keras.layers.LayerNormalization(epsilon=1e-6)
         self.attention = tf.keras.layers.MultiHeadAttention(num_heads, dim // num_heads, dropout=dropout)
+        self.filter_mix = filter_mix
+        self.filter = CausalFilter(max_len) if filter_mix > 0 else None
         self.ffn_norm = tf.keras.layers.LayerNormalization(epsilon=1e-6)
         self.ffn = tf.keras.Sequential([tf.keras.layers.Dense(dim, activation="gelu"), tf.keras.layers.Dense(dim)])
         self.dropout = tf.keras.layers.Dropout(dropout)
 
     def call(self, x, attention_mask, training=None):
         normed = self.attention_norm(x)
-        x = x + self.dropout(self.attention(normed, normed, attention_mask=attention_mask, training=training),
-                             training=training)
+        mixed = self.attention(normed, normed, attention_mask=attention_mask, training=training)
+        if self.filter is not None:
+            mixed = self.filter_mix * self.filter(normed) + (1.0 - self.filter_mix) * mixed
+        x = x + self.dropout(mixed, training=training)
         return x + self.dropout(self.ffn(self.ffn_norm(x)), training=training)
 
 
 class SelfAttentionEncoder(tf.keras.layers.Layer):
-    """SASRec-style encoder read out at the newest step.
+    """SASRec-style causal encoder: step t attends to the real steps up to t.
 
-    Positions count back from the newest step, so with left padding the extra padding a batch
-    carries changes nothing; padded keys are masked out of attention.
+    Positions count from the oldest step of the (max_len) window, which is column 0 of the
+    right-aligned input, so padding changes nothing and a prefix reads the same at every length.
     """
 
-    def __init__(self, dim: int, max_len: int, num_blocks: int, num_heads: int, dropout: float, **kwargs):
+    def __init__(self, dim: int, max_len: int, num_blocks: int, num_heads: int, dropout: float,
+                 filter_mix: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.position_embedding = tf.keras.layers.Embedding(max_len, dim)
         self.dropout = tf.keras.layers.Dropout(dropout)
-        self.blocks = [SelfAttentionBlock(dim, num_heads, dropout) for _ in range(num_blocks)]
+        self.blocks = [SelfAttentionBlock(dim, num_heads, dropout, max_len, filter_mix) for _ in range(num_blocks)]
         self.final_norm = tf.keras.layers.LayerNormalization(epsilon=1e-6)
 
     def call(self, steps, mask, training=None):
         length = tf.shape(steps)[1]
-        steps = steps + self.position_embedding(tf.range(length - 1, -1, -1))[tf.newaxis]
+        steps = steps + self.position_embedding(tf.range(length))[tf.newaxis]
         keep = tf.cast(mask, steps.dtype)[..., tf.newaxis]
         x = self.dropout(steps, training=training) * keep
-        attention_mask = tf.logical_and(mask[:, tf.newaxis, :], tf.ones([1, length, 1], tf.bool))
+        causal = tf.linalg.band_part(tf.ones([length, length], tf.bool), -1, 0)
+        attention_mask = tf.logical_and(mask[:, tf.newaxis, :], causal[tf.newaxis])
         for block in self.blocks:
             x = block(x, attention_mask, training=training) * keep
-        return self.final_norm(x[:, -1])
+        return self.final_norm(x)
 
 
 def sequence_encoder(config: RetrievalConfig) -> tf.keras.layers.Layer:
@@ -77,8 +126,9 @@ def sequence_encoder(config: RetrievalConfig) -> tf.keras.layers.Layer:
         return MeanPoolingEncoder()
     if config.encoder == "gru":
         return GRUEncoder(config.embedding_dim, config.dropout)
+    filter_mix = config.filter_mix if config.encoder == "filter" else 0.0
     return SelfAttentionEncoder(config.embedding_dim, config.max_len, config.num_blocks, config.num_heads,
-                                config.dropout)
+                                config.dropout, filter_mix)
 
 
 def trim_history(hist_items, hist_cats, max_len: int):
@@ -101,7 +151,7 @@ def trim_history(hist_items, hist_cats, max_len: int):
 
 
 class QueryTower(tf.keras.Model):
-    """History (item and category indices, left-padded) -> query embedding [B, D]."""
+    """History (item and category indices, left-padded) -> query embedding [B, D] of its newest step."""
 
     def __init__(self, item_embedding, category_embedding, config: RetrievalConfig, **kwargs):
         super().__init__(**kwargs)
@@ -111,10 +161,19 @@ class QueryTower(tf.keras.Model):
         self.projection = tf.keras.layers.Dense(config.embedding_dim)
         self.max_len = config.max_len
 
-    def call(self, inputs, training=False):
+    def sequence(self, inputs, training=False):
+        """One query embedding per step [B, T, D], in the columns of the trimmed left-padded input
+        (T = the batch's longest history, at most max_len); step t reads steps up to t only."""
         hist_items, hist_cats, mask = trim_history(inputs[0], inputs[1], self.max_len)
+        # right-align for the encoders (stable sort: real steps first, in order) and back afterwards
+        order = tf.argsort(tf.cast(tf.logical_not(mask), tf.int32), axis=1, stable=True)
         steps = self.item_embedding(hist_items) + self.category_embedding(hist_cats)
-        return self.projection(self.encoder(steps, mask, training=training))
+        encoded = self.encoder(tf.gather(steps, order, batch_dims=1), tf.gather(mask, order, batch_dims=1),
+                               training=training)
+        return self.projection(tf.gather(encoded, tf.argsort(order, axis=1), batch_dims=1))
+
+    def call(self, inputs, training=False):
+        return self.sequence(inputs, training=training)[:, -1]
 
 
 class CandidateTower(tf.keras.Model):

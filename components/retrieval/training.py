@@ -1,4 +1,5 @@
-"""Training: epochs over the train prefixes, model selection on valid (full-catalogue NDCG@20)."""
+"""Training: epochs over the train prefixes (or every step of each user's train sequence), model
+selection on valid (full-catalogue NDCG@20)."""
 from __future__ import annotations
 
 import dataclasses
@@ -13,7 +14,7 @@ import tensorflow as tf
 from components import schema
 from components.retrieval import evaluation
 from components.retrieval.config import RetrievalConfig
-from components.retrieval.data import Catalogue, Examples, load_catalogue, load_examples
+from components.retrieval.data import Catalogue, Examples, Sequences, load_catalogue, load_examples, train_sequences
 from components.retrieval.model import TwoTowerModel
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ class TrainingResult:
     valid_metrics: dict[str, float]  # of the selected epoch
     best_epoch: int
     epochs_run: int
-    train_examples: int
+    train_examples: int  # targets per epoch (with every_position, the steps that have one)
     train_s: float  # wall time of the whole training, per-epoch validation included
     fit_s: float  # time inside gradient steps only
 
@@ -60,7 +61,7 @@ def batch_order(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) 
     return batches[rng.permutation(num_batches)].reshape(-1)
 
 
-def _epoch_dataset(train: Examples, order: np.ndarray, batch_size: int) -> tf.data.Dataset:
+def _epoch_dataset(train: Examples | Sequences, order: np.ndarray, batch_size: int) -> tf.data.Dataset:
     tensors = {
         schema.HIST_ITEMS: train.hist_items[order],
         schema.HIST_CATS: train.hist_cats[order],
@@ -92,13 +93,17 @@ def train(train_set: Examples, valid_set: Examples, catalogue: Catalogue, config
     rng = np.random.default_rng(config.seed)
     model = TwoTowerModel(catalogue, config)
     model.compile(optimizer=tf.keras.optimizers.Adam(config.learning_rate))
-    lengths = (train_set.hist_items != schema.PAD_INDEX).sum(axis=1)
+    rows = train_sequences(train_set, catalogue.item_category) if config.every_position else train_set
+    lengths = (rows.hist_items != schema.PAD_INDEX).sum(axis=1)
     # a shop smaller than one batch still trains (with fewer in-batch negatives)
-    batch_size = min(config.batch_size, len(train_set))
+    batch_size = min(config.batch_size, len(rows))
+    batches = len(rows) // batch_size
+    targets_per_epoch = (int((rows.target_item[: batches * batch_size] != schema.PAD_INDEX).sum())
+                         if config.every_position else batches * batch_size)
     best = {"score": -1.0, "epoch": 0, "metrics": {}, "weights": None}
     started, fit_s, epochs_run = time.perf_counter(), 0.0, 0
     for epoch in range(1, config.epochs + 1):
-        dataset = _epoch_dataset(train_set, batch_order(lengths, batch_size, rng), batch_size)
+        dataset = _epoch_dataset(rows, batch_order(lengths, batch_size, rng), batch_size)
         fit_started = time.perf_counter()
         history = model.fit(dataset, epochs=1, verbose=0)
         epoch_fit_s = time.perf_counter() - fit_started
@@ -118,13 +123,14 @@ def train(train_set: Examples, valid_set: Examples, catalogue: Catalogue, config
     model.set_weights(best["weights"])
     result = TrainingResult(
         model=model, catalogue=catalogue, config=config, valid_metrics=best["metrics"], best_epoch=best["epoch"],
-        epochs_run=epochs_run, train_examples=len(train_set) // batch_size * batch_size,
+        epochs_run=epochs_run, train_examples=targets_per_epoch,
         train_s=time.perf_counter() - started, fit_s=fit_s,
     )
     log.info(
-        "retrieval trained: %s encoder, %d epochs (best %d), %d examples, %.0f s (%.0f examples/s); "
-        "valid hit@20 %.4f ndcg@20 %.4f mrr %.4f",
-        config.encoder, epochs_run, result.best_epoch, len(train_set), result.train_s, result.train_examples_per_s,
+        "retrieval trained: %s encoder, %s loss%s, %d epochs (best %d), %d targets per epoch, %.0f s "
+        "(%.0f examples/s); valid hit@20 %.4f ndcg@20 %.4f mrr %.4f",
+        config.encoder, config.loss, " at every position" if config.every_position else "", epochs_run,
+        result.best_epoch, targets_per_epoch, result.train_s, result.train_examples_per_s,
         result.valid_metrics["hit@20"], result.valid_metrics["ndcg@20"], result.valid_metrics["mrr"],
     )
     return result

@@ -8,17 +8,25 @@ import pytest
 import tensorflow as tf
 
 from components import schema
-from components.retrieval import export
-from components.retrieval.data import load_examples
+from components.retrieval import export, training
+from components.retrieval.config import RetrievalConfig
+from components.retrieval.data import load_catalogue, load_examples
 from components.retrieval.index import BruteForce
 from components.retrieval.model_io import load_retriever
 
 K = 10
 
 
-@pytest.fixture(scope="module")
-def trained(trained_small, tmp_path_factory):
-    result = trained_small
+@pytest.fixture(scope="module", params=["shared", "filter"])
+def trained(request, shop_features, tmp_path_factory):
+    """The shared small model, and one with the filter encoder trained at every position on the full softmax."""
+    if request.param == "shared":
+        result = request.getfixturevalue("trained_small")
+    else:
+        config = RetrievalConfig(encoder="filter", loss="full_softmax", every_position=True, embedding_dim=32,
+                                 max_len=10, batch_size=64, epochs=2, seed=0)
+        result = training.train(load_examples(shop_features, "train", 10), load_examples(shop_features, "valid", 10),
+                                load_catalogue(shop_features), config)
     model_dir = export.export(result.model, result.catalogue, result.config,
                               tmp_path_factory.mktemp("artifact") / "model", k=K)
     return result, model_dir
@@ -33,13 +41,14 @@ def _requests(catalogue):
 
 
 def test_artifact_layout(trained):
-    _, model_dir = trained
+    result, model_dir = trained
     for part in (export.QUERY_ENCODER, export.INDEX, export.ITEM_EMBEDDINGS):
         assert (model_dir / part).exists()
     table = pq.read_table(model_dir / export.ITEM_EMBEDDINGS)
     assert table.column_names == ["item_id", "item_index", "embedding"]
     assert table.column("item_index").to_pylist()[0] == schema.NUM_RESERVED
-    assert json.loads((model_dir / "config.json").read_text())["embedding_dim"] == 32
+    written = json.loads((model_dir / "config.json").read_text())
+    assert written["embedding_dim"] == 32 and written["encoder"] == result.config.encoder
     assert not any(p.name.startswith(".model-") for p in model_dir.parent.iterdir())
 
 

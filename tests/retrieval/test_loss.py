@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from components import schema
+from components.retrieval import losses
 from components.retrieval.config import RetrievalConfig
 from components.retrieval.data import load_catalogue
 from components.retrieval.model import TwoTowerModel, retrieval_task
@@ -68,3 +69,100 @@ def test_sampling_probability_is_the_train_target_share(shop_features):
     np.testing.assert_allclose(probability[known], counts[known] / counts.sum(), rtol=1e-6)
     # never-seen items (PAD and OOV at least) count as one occurrence, so log p stays finite
     np.testing.assert_allclose(probability[~known], 1 / counts.sum(), rtol=1e-6)
+
+
+def _cross_entropy(logits: dict, positive) -> float:
+    return -(logits[positive] - math.log(sum(math.exp(v) for v in logits.values())))
+
+
+def test_full_softmax_on_a_hand_made_batch():
+    """Rows PAD and OOV are no candidates; every real item is one."""
+    items = [[9.0, 9.0], [9.0, -9.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]  # indices 0 (PAD), 1 (OOV), 2, 3, 4
+    queries = [[1.0, 0.0], [0.5, 2.0]]
+    targets = [2, 4]
+    loss = losses.full_softmax_loss(tf.constant(queries), tf.constant(items), tf.constant(targets), 0.5)
+    expected = 0.0
+    for query, target in zip(queries, targets):
+        logits = {j: sum(a * b for a, b in zip(query, items[j])) / 0.5 for j in range(2, 5)}
+        expected += _cross_entropy(logits, target)
+    assert float(loss) == pytest.approx(expected / 2, rel=1e-6)
+
+
+def _mixed_hand_loss(queries, candidates, ids, probability, negatives, negative_ids, temperature,
+                     uniform_probability=1.0):
+    """logQ on the in-batch logits (and, to show it is not there, optionally on the uniform ones);
+    a candidate with the row's own item (but the positive) dropped."""
+    total = 0.0
+    for i, query in enumerate(queries):
+        logits = {}
+        for j, (candidate, item) in enumerate(zip(candidates, ids)):
+            if j != i and item == ids[i]:
+                continue
+            logits[("batch", j)] = np.dot(query, candidate) / temperature - math.log(probability[j])
+        for j, (negative, item) in enumerate(zip(negatives, negative_ids)):
+            if item != ids[i]:
+                logits[("uniform", j)] = np.dot(query, negative) / temperature - math.log(uniform_probability)
+        total += _cross_entropy(logits, ("batch", i))
+    return total / len(queries)
+
+
+def test_mixed_negatives_exclude_the_positive_and_correct_only_the_in_batch_part():
+    queries = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    candidates = np.array([[1.0, 0.0], [0.0, 1.0], [0.8, 0.6]])
+    ids = [5, 6, 5]  # rows 0 and 2 share their positive
+    probability = [0.3, 0.05, 0.3]
+    # uniform negatives: item 6 is row 1's positive, item 5 that of rows 0 and 2; 9 is nobody's
+    negative_ids = [6, 9, 5]
+    negatives = np.array([[0.1, 0.9], [0.7, -0.7], [0.9, 0.2]])
+    loss = float(losses.mixed_negatives_loss(
+        tf.constant(queries, tf.float32), tf.constant(candidates, tf.float32), tf.constant(ids),
+        tf.constant(probability), tf.constant(negatives, tf.float32), tf.constant(negative_ids), 0.5))
+    assert loss == pytest.approx(_mixed_hand_loss(queries, candidates, ids, probability, negatives, negative_ids, 0.5),
+                                 rel=1e-5)
+    # the same numbers with the positive kept as a negative, or logQ applied to the uniform part, differ
+    kept = _mixed_hand_loss(queries, candidates, ids, probability, negatives, [100, 101, 102], 0.5)
+    assert abs(loss - kept) > 0.05
+    uniform_corrected = _mixed_hand_loss(queries, candidates, ids, probability, negatives, negative_ids, 0.5,
+                                         uniform_probability=1 / 10)
+    uncorrected = float(losses.mixed_negatives_loss(
+        tf.constant(queries, tf.float32), tf.constant(candidates, tf.float32), tf.constant(ids), None,
+        tf.constant(negatives, tf.float32), tf.constant(negative_ids), 0.5))
+    assert uncorrected == pytest.approx(_mixed_hand_loss(queries, candidates, ids, [1.0] * 3, negatives, negative_ids,
+                                                         0.5), rel=1e-5)
+    assert abs(loss - uncorrected) > 0.05 and abs(loss - uniform_corrected) > 0.05
+
+
+@pytest.mark.parametrize("every_position", [False, True])
+def test_full_softmax_model_loss_has_no_logq(shop_features, every_position):
+    """The full softmax samples nothing, so the logQ switch must not change it; it equals the hand
+    softmax of the model's own queries against all of its item embeddings."""
+    catalogue = load_catalogue(shop_features)
+    features = {
+        schema.HIST_ITEMS: tf.constant([[0, 4, 5], [6, 7, 8]], tf.int64),
+        schema.HIST_CATS: tf.constant([[0, 2, 3], [2, 3, 4]], tf.int64),
+        schema.TARGET_ITEM: tf.constant([[0, 5, 9], [7, 8, 2]] if every_position else [9, 2], tf.int64),
+    }
+    values = []
+    for logq in (True, False):
+        config = RetrievalConfig(encoder="gru", embedding_dim=8, temperature=0.2, loss="full_softmax",
+                                 logq_correction=logq, every_position=every_position, seed=3)
+        tf.keras.utils.set_random_seed(3)
+        model = TwoTowerModel(catalogue, config)
+        values.append(float(model.compute_loss(features)))
+    assert values[0] == pytest.approx(values[1], rel=1e-6)
+    steps = model.query_tower.sequence((features[schema.HIST_ITEMS], features[schema.HIST_CATS])).numpy()
+    steps /= np.linalg.norm(steps, axis=-1, keepdims=True)
+    items = model.item_embeddings()
+    if every_position:
+        queries, targets = steps[[0, 0, 1, 1, 1], [1, 2, 0, 1, 2]], [5, 9, 7, 8, 2]
+    else:
+        queries, targets = steps[:, -1], [9, 2]
+    expected = np.mean([_cross_entropy({j: float(q @ items[j]) / 0.2 for j in range(2, len(items))}, t)
+                        for q, t in zip(queries, targets)])
+    assert values[1] == pytest.approx(expected, rel=1e-4)
+
+
+def test_uniform_negatives_are_real_items():
+    drawn = losses.uniform_negatives(5000, 7).numpy()
+    assert drawn.min() >= schema.NUM_RESERVED and drawn.max() == 6
+    assert set(drawn.tolist()) == set(range(schema.NUM_RESERVED, 7))

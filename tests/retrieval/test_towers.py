@@ -4,8 +4,10 @@ import pytest
 import tensorflow as tf
 
 from components.retrieval.config import ENCODERS, RetrievalConfig
-from components.retrieval.data import load_catalogue
+from components.features import reader
+from components.retrieval.data import Examples, load_catalogue, train_sequences
 from components.retrieval.model import TwoTowerModel
+from components.retrieval.towers import CausalFilter
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +87,56 @@ def test_bad_config_is_refused():
     with pytest.raises(ValueError, match="num_heads"):
         RetrievalConfig(embedding_dim=30, num_heads=4)
 
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_no_step_sees_its_future(catalogue, encoder):
+    """Step t's output is the query of the history that ends at t, whatever comes after it."""
+    model = _model(catalogue, encoder)
+    items = np.array([[5, 6, 7, 8, 9], [5, 6, 7, 30, 31], [0, 0, 5, 6, 7]])
+    cats = items % 5 + 2
+    cats[items == 0] = 0
+    steps = model.query_tower.sequence((tf.constant(items), tf.constant(cats))).numpy()
+    # rows 0 and 1 share their first three steps and differ from the fourth on; row 2 is their prefix, padded
+    np.testing.assert_allclose(steps[0, :3], steps[1, :3], atol=1e-5)
+    np.testing.assert_allclose(steps[2, 2:], steps[0, :3], atol=1e-5)
+    assert not np.allclose(steps[0, 3], steps[1, 3], atol=1e-4)
+    for t in range(items.shape[1]):
+        prefix = model.query_tower((tf.constant(items[:1, : t + 1]), tf.constant(cats[:1, : t + 1]))).numpy()
+        np.testing.assert_allclose(steps[0, t], prefix[0], atol=1e-5)
+
+
+def test_filter_is_a_causal_convolution():
+    """The FFT product equals the direct sum over past steps y[t] = sum_k h[k] x[t - k]."""
+    layer = CausalFilter(max_len=6)
+    x = np.random.default_rng(0).normal(size=(2, 5, 3)).astype(np.float32)
+    layer.build(x.shape)
+    taps = np.random.default_rng(1).normal(size=(6, 3)).astype(np.float32)
+    layer.taps.assign(taps)
+    expected = np.zeros_like(x)
+    for t in range(5):
+        for k in range(t + 1):
+            expected[:, t] += taps[k] * x[:, t - k]
+    np.testing.assert_allclose(layer(tf.constant(x)).numpy(), expected, atol=1e-5)
+
+
+def test_train_sequences_rebuild_each_user_from_shuffled_prefixes():
+    """User 7: steps 10 11 12 13 14 15 16 (train targets 11..16), windows of 4; user 8: steps 20 21."""
+    sequence = [10, 11, 12, 13, 14, 15, 16]
+    rows = [(7, sequence[max(0, t - 4):t], sequence[t]) for t in range(1, len(sequence))] + [(8, [20], 21)]
+    rows = [rows[i] for i in (3, 6, 0, 5, 2, 1, 4)]  # file order carries no meaning
+    examples = Examples(
+        hist_items=reader.pad_left([np.array(h) for _, h, _ in rows], 4),
+        hist_cats=reader.pad_left([np.array(h) % 3 + 2 for _, h, _ in rows], 4),
+        target_item=np.array([t for _, _, t in rows]), user=np.array([u for u, _, _ in rows]), seen_items=None)
+    item_category = np.arange(40) % 3 + 2
+    sequences = train_sequences(examples, item_category)
+    order = np.argsort([u for u in dict.fromkeys(u for u, _, _ in rows)])
+    np.testing.assert_array_equal(sequences.hist_items[order], [[12, 13, 14, 15], [0, 0, 0, 20]])
+    np.testing.assert_array_equal(sequences.target_item[order], [[13, 14, 15, 16], [0, 0, 0, 21]])
+    np.testing.assert_array_equal(sequences.hist_cats[order], [[2, 3, 4, 2], [0, 0, 0, 4]])
+    # no step's input holds its own target or a later one
+    for hist, target in zip(sequences.hist_items, sequences.target_item):
+        for t in np.flatnonzero(target):
+            assert target[t] not in hist[: t + 1]
+    assert sequences.num_targets == 5

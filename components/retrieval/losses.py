@@ -1,0 +1,53 @@
+"""The softmax losses beside the in-batch task of model.retrieval_task, as plain functions of embeddings.
+
+in-batch (model.retrieval_task): each query's negatives are the batch's other targets, which come
+    from the popularity distribution, hence the logQ correction.
+full_softmax: each query scores every real item (PAD and OOV are no candidates); nothing is
+    sampled, so nothing is corrected.
+mixed: the batch's targets (logQ-corrected, as in-batch) plus items drawn uniformly from the
+    catalogue, shared by all rows (uniform draws need no correction: log q is one constant).
+    Uniform negatives reach the long tail that in-batch negatives rarely hold (Yang et al. 2020).
+Accidental hits, a negative that is the row's own positive item, are no negatives in either.
+"""
+from __future__ import annotations
+
+import components  # noqa: F401  (tf-keras before TensorFlow)
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from components import schema
+
+
+def full_softmax_loss(queries, item_embeddings, targets, temperature: float):
+    """Mean cross-entropy of each target against all real items.
+
+    queries [N, D], item_embeddings [num_items, D] (row = vocabulary index), targets [N] item indices.
+    """
+    logits = tf.matmul(queries, item_embeddings[schema.NUM_RESERVED :], transpose_b=True) / temperature
+    labels = tf.cast(targets, tf.int64) - schema.NUM_RESERVED
+    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+
+
+def uniform_negatives(count: int, num_items: int):
+    """`count` item indices drawn uniformly (with replacement) from the real items, never PAD or OOV."""
+    return tf.random.uniform([count], schema.NUM_RESERVED, num_items, dtype=tf.int64)
+
+
+def mixed_negatives_loss(queries, candidates, candidate_ids, candidate_probability, negatives, negative_ids,
+                         temperature: float):
+    """Mean cross-entropy of row i's positive (candidates[i]) against the other rows' positives and the
+    shared uniform negatives.
+
+    queries, candidates [N, D]; candidate_ids [N]; candidate_probability [N] (the in-batch sampling
+    probability, for the logQ correction; None for no correction); negatives [S, D]; negative_ids [S].
+    """
+    in_batch = tf.matmul(queries, candidates, transpose_b=True) / temperature
+    if candidate_probability is not None:
+        in_batch = tfrs.layers.loss.SamplingProbablityCorrection()(in_batch, candidate_probability)
+    sampled = tf.matmul(queries, negatives, transpose_b=True) / temperature
+    logits = tf.concat([in_batch, sampled], axis=1)
+    rows = tf.shape(queries)[0]
+    labels = tf.concat([tf.eye(rows), tf.zeros([rows, tf.shape(negatives)[0]])], axis=1)
+    ids = tf.concat([tf.cast(candidate_ids, tf.int64), tf.cast(negative_ids, tf.int64)], axis=0)
+    logits = tfrs.layers.loss.RemoveAccidentalHits()(labels, logits, ids)
+    return tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=logits))
