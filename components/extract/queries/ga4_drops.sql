@@ -44,8 +44,7 @@ classified_items AS (
       WHEN r.event_type NOT IN UNNEST(@event_types) THEN 'event_type_not_selected'
       ELSE 'kept'
     END AS reason
-  FROM classified_rows AS r, UNNEST(r.items) AS it
-  WHERE r.reason = 'kept'
+  FROM (SELECT user_id, event_type, items FROM classified_rows WHERE reason = 'kept') AS r, UNNEST(r.items) AS it
 ),
 kept_per_user AS (
   SELECT user_id, COUNT(*) AS n
@@ -86,5 +85,4 @@ SELECT 'noted' AS kind, 'same_user_timestamp' AS reason, COALESCE(SUM(n), 0) AS 
 FROM same_instant
 UNION ALL
 SELECT 'noted' AS kind, 'list_items' AS reason, COUNT(*) AS n
-FROM scanned AS s, UNNEST(s.items) AS it
-WHERE s.event_name IN ('view_item_list', 'view_promotion')
+FROM (SELECT items FROM scanned WHERE event_name IN ('view_item_list', 'view_promotion')) AS s, UNNEST(s.items) AS it

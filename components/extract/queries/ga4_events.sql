@@ -18,18 +18,29 @@ WITH scanned AS (
     AND (CAST(@window_start AS TIMESTAMP) IS NULL OR event_timestamp >= UNIX_MICROS(CAST(@window_start AS TIMESTAMP)))
     AND (CAST(@window_end AS TIMESTAMP) IS NULL OR event_timestamp < UNIX_MICROS(CAST(@window_end AS TIMESTAMP)))
 ),
+ecommerce AS (
+  -- filtered before the UNNEST below: DuckDB joins an array per row much faster without the rows it would drop
+  SELECT
+    user_id,
+    CASE event_name WHEN 'view_item' THEN 'view' WHEN 'add_to_cart' THEN 'cart' WHEN 'add_to_wishlist' THEN 'fav'
+      ELSE 'purchase' END AS event_type,
+    event_timestamp,
+    (SELECT MAX(COALESCE(CAST(p.value.int_value AS STRING), p.value.string_value))
+     FROM UNNEST(event_params) AS p WHERE p.key = 'ga_session_id') AS session_id,
+    items
+  FROM scanned
+  WHERE event_name IN ('view_item', 'add_to_cart', 'add_to_wishlist', 'purchase') AND user_id IS NOT NULL
+    AND ARRAY_LENGTH(items) > 0
+),
 exploded AS (
   SELECT
-    s.user_id,
+    e.user_id,
     NULLIF(NULLIF(it.item_id, ''), '(not set)') AS item_id,
-    CASE s.event_name WHEN 'view_item' THEN 'view' WHEN 'add_to_cart' THEN 'cart' WHEN 'add_to_wishlist' THEN 'fav'
-      ELSE 'purchase' END AS event_type,
-    s.event_timestamp,
+    e.event_type,
+    e.event_timestamp,
     pos AS item_pos,
-    (SELECT MAX(COALESCE(CAST(p.value.int_value AS STRING), p.value.string_value))
-     FROM UNNEST(s.event_params) AS p WHERE p.key = 'ga_session_id') AS session_id
-  FROM scanned AS s, UNNEST(s.items) AS it WITH OFFSET AS pos
-  WHERE s.event_name IN ('view_item', 'add_to_cart', 'add_to_wishlist', 'purchase') AND s.user_id IS NOT NULL
+    e.session_id
+  FROM ecommerce AS e, UNNEST(e.items) AS it WITH OFFSET AS pos
 ),
 kept AS (
   SELECT *

@@ -8,6 +8,7 @@ WITH scanned AS (
   WHERE _TABLE_SUFFIX BETWEEN @suffix_start AND @suffix_end
     AND (CAST(@window_start AS TIMESTAMP) IS NULL OR event_timestamp >= UNIX_MICROS(CAST(@window_start AS TIMESTAMP)))
     AND (CAST(@window_end AS TIMESTAMP) IS NULL OR event_timestamp < UNIX_MICROS(CAST(@window_end AS TIMESTAMP)))
+    AND ARRAY_LENGTH(items) > 0
 ),
 seen AS (
   SELECT
