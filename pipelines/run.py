@@ -24,7 +24,7 @@ _TYPE_NAMES = {str: "a string", int: "an integer", float: "a finite number", boo
 DERIVED = {
     "local": {"warehouse_uri": "--source/--shop", "destination": "--output", "registry_uri": "--output",
               "seed": "--seed", "shop_preset": "--shop"},
-    "vertex": {"warehouse_uri": "--project", "destination": "--project", "registry_uri": "--bucket",
+    "vertex": {"warehouse_uri": "--project (or --warehouse-uri)", "destination": "--project", "registry_uri": "--bucket",
                "gcp_project": "--project", "gcp_region": "--region", "beam_args": "--project/--region/--bucket",
                "seed": "--seed"},
     "kfp": {"warehouse_uri": "--warehouse-uri", "destination": "--destination", "seed": "--seed"},
@@ -156,7 +156,8 @@ def main() -> None:
     parser.add_argument("--bucket")
     parser.add_argument("--service-account")
     parser.add_argument("--host")
-    parser.add_argument("--warehouse-uri", default="", help="KFP target: e.g. bigquery://project.dataset")
+    parser.add_argument("--warehouse-uri", default="", help="KFP target, or Vertex instead of PROJECT.warehouse: e.g. "
+                        "bigquery://project.dataset or a GA4 export's bigquery://project.analytics_<property>")
     parser.add_argument("--destination", default="", help="KFP target: e.g. bigquery://project.recommendations")
     parser.add_argument("--schedule", default=None, help="cron, e.g. '0 3 * * *' for a daily Vertex run")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
@@ -197,6 +198,7 @@ def main() -> None:
             service_account=args.service_account,
             schedule_cron=args.schedule,
             parameter_values={**submit.production_parameters(spec, args.project, args.region, args.bucket),
+                              **({"warehouse_uri": args.warehouse_uri} if args.warehouse_uri else {}),
                               "seed": args.seed, **parameters},
         )
     else:
