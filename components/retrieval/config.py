@@ -16,7 +16,7 @@ class RetrievalConfig:
 
     encoder: str = "gru"  # the query tower's sequence encoder, one of ENCODERS (GRU: best on Beauty valid)
     # in_batch: softmax over the batch's targets (logQ-corrected); full_softmax: over every item;
-    # mixed: the batch's targets (logQ-corrected) plus num_negatives uniformly sampled items (uncorrected)
+    # mixed: the batch's targets plus num_negatives uniformly sampled items, logQ of the mixture on both
     loss: str = "in_batch"
     num_negatives: int = 256  # uniform negatives per batch of the mixed loss, shared by its rows
     # train on every step of each user's train sequence (a loss at each step of the causal encoder)

@@ -4,9 +4,13 @@ in-batch (model.retrieval_task): each query's negatives are the batch's other ta
     from the popularity distribution, hence the logQ correction.
 full_softmax: each query scores every real item (PAD and OOV are no candidates); nothing is
     sampled, so nothing is corrected.
-mixed: the batch's targets (logQ-corrected, as in-batch) plus items drawn uniformly from the
-    catalogue, shared by all rows (uniform draws need no correction: log q is one constant).
-    Uniform negatives reach the long tail that in-batch negatives rarely hold (Yang et al. 2020).
+mixed: the batch's targets plus items drawn uniformly from the catalogue, shared by all rows
+    (Yang et al. 2020). Uniform negatives reach the long tail that in-batch negatives rarely hold.
+    The logQ correction is that of the mixture that drew the candidates: an item's expected count
+    among them, B * p(item) + S / V (B rows whose targets come from the popularity p, S uniform
+    draws over V items), on both parts. A per-draw log p(item) on the in-batch part alone adds
+    about +9 to those logits on Beauty and none to the uniform ones, which then weigh nothing: that
+    variant trained to the in-batch loss's figures to three decimals.
 Accidental hits, a negative that is the row's own positive item, are no negatives in either.
 """
 from __future__ import annotations
@@ -33,19 +37,27 @@ def uniform_negatives(count: int, num_items: int):
     return tf.random.uniform([count], schema.NUM_RESERVED, num_items, dtype=tf.int64)
 
 
-def mixed_negatives_loss(queries, candidates, candidate_ids, candidate_probability, negatives, negative_ids,
-                         temperature: float):
+def mixture_expected_count(probability, num_rows, num_negatives: int, num_items: int):
+    """Expected count of each item among B = num_rows in-batch targets drawn from `probability` and
+    num_negatives uniform draws over the num_items - NUM_RESERVED real items."""
+    uniform = num_negatives / (num_items - schema.NUM_RESERVED)
+    return tf.cast(num_rows, probability.dtype) * probability + uniform
+
+
+def mixed_negatives_loss(queries, candidates, candidate_ids, negatives, negative_ids, temperature: float,
+                         expected_count=None):
     """Mean cross-entropy of row i's positive (candidates[i]) against the other rows' positives and the
     shared uniform negatives.
 
-    queries, candidates [N, D]; candidate_ids [N]; candidate_probability [N] (the in-batch sampling
-    probability, for the logQ correction; None for no correction); negatives [S, D]; negative_ids [S].
+    queries, candidates [N, D]; candidate_ids [N]; negatives [S, D]; negative_ids [S]; expected_count
+    [N + S], the logQ correction of each column (in-batch ones first; mixture_expected_count), or None.
     """
     in_batch = tf.matmul(queries, candidates, transpose_b=True) / temperature
-    if candidate_probability is not None:
-        in_batch = tfrs.layers.loss.SamplingProbablityCorrection()(in_batch, candidate_probability)
     sampled = tf.matmul(queries, negatives, transpose_b=True) / temperature
     logits = tf.concat([in_batch, sampled], axis=1)
+    if expected_count is not None:
+        # not tfrs' SamplingProbablityCorrection: it clips at 1, and an expected count may exceed 1
+        logits = logits - tf.math.log(expected_count)[tf.newaxis]
     rows = tf.shape(queries)[0]
     labels = tf.concat([tf.eye(rows), tf.zeros([rows, tf.shape(negatives)[0]])], axis=1)
     ids = tf.concat([tf.cast(candidate_ids, tf.int64), tf.cast(negative_ids, tf.int64)], axis=0)

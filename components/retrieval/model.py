@@ -77,12 +77,16 @@ class TwoTowerModel(tfrs.Model):
             items = self.candidate_embedding(tf.range(self.num_items, dtype=tf.int64), training=training)
             return losses.full_softmax_loss(queries, items, target, temperature)
         candidates = self.candidate_embedding(target, training=training)
-        probability = tf.gather(self.sampling_probability, target) if self.config.logq_correction else None
         if self.config.loss == "mixed":
             negative_ids = losses.uniform_negatives(self.config.num_negatives, self.num_items)
             negatives = self.candidate_embedding(negative_ids, training=training)
-            return losses.mixed_negatives_loss(queries, candidates, target, probability, negatives, negative_ids,
-                                               temperature)
+            count = None
+            if self.config.logq_correction:
+                ids = tf.concat([target, negative_ids], axis=0)
+                count = losses.mixture_expected_count(tf.gather(self.sampling_probability, ids), tf.shape(target)[0],
+                                                      self.config.num_negatives, self.num_items)
+            return losses.mixed_negatives_loss(queries, candidates, target, negatives, negative_ids, temperature, count)
+        probability = tf.gather(self.sampling_probability, target) if self.config.logq_correction else None
         return self.task(
             queries,
             candidates,

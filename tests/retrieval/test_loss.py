@@ -88,78 +88,52 @@ def test_full_softmax_on_a_hand_made_batch():
     assert float(loss) == pytest.approx(expected / 2, rel=1e-6)
 
 
-def _mixed_hand_loss(queries, candidates, ids, probability, negatives, negative_ids, temperature,
-                     uniform_probability=1.0):
-    """logQ on the in-batch logits (and, to show it is not there, optionally on the uniform ones);
+def _mixed_hand_loss(queries, candidates, ids, negatives, negative_ids, temperature, count=None):
+    """Logits less log count[item] on both parts (count: item -> expected count, None = no correction);
     a candidate with the row's own item (but the positive) dropped."""
+    correction = (lambda item: math.log(count[item])) if count else (lambda item: 0.0)
     total = 0.0
     for i, query in enumerate(queries):
         logits = {}
         for j, (candidate, item) in enumerate(zip(candidates, ids)):
             if j != i and item == ids[i]:
                 continue
-            logits[("batch", j)] = np.dot(query, candidate) / temperature - math.log(probability[j])
+            logits[("batch", j)] = np.dot(query, candidate) / temperature - correction(item)
         for j, (negative, item) in enumerate(zip(negatives, negative_ids)):
             if item != ids[i]:
-                logits[("uniform", j)] = np.dot(query, negative) / temperature - math.log(uniform_probability)
+                logits[("uniform", j)] = np.dot(query, negative) / temperature - correction(item)
         total += _cross_entropy(logits, ("batch", i))
     return total / len(queries)
 
 
-def test_mixed_negatives_exclude_the_positive_and_correct_only_the_in_batch_part():
+def test_mixed_negatives_exclude_the_positive_and_correct_by_the_mixture():
     queries = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
     candidates = np.array([[1.0, 0.0], [0.0, 1.0], [0.8, 0.6]])
     ids = [5, 6, 5]  # rows 0 and 2 share their positive
-    probability = [0.3, 0.05, 0.3]
     # uniform negatives: item 6 is row 1's positive, item 5 that of rows 0 and 2; 9 is nobody's
     negative_ids = [6, 9, 5]
     negatives = np.array([[0.1, 0.9], [0.7, -0.7], [0.9, 0.2]])
-    loss = float(losses.mixed_negatives_loss(
-        tf.constant(queries, tf.float32), tf.constant(candidates, tf.float32), tf.constant(ids),
-        tf.constant(probability), tf.constant(negatives, tf.float32), tf.constant(negative_ids), 0.5))
-    assert loss == pytest.approx(_mixed_hand_loss(queries, candidates, ids, probability, negatives, negative_ids, 0.5),
+    popularity = {5: 0.3, 6: 0.05, 9: 0.001}  # per-draw probability of an in-batch target
+    num_items = 10 + schema.NUM_RESERVED  # 10 real items: a uniform draw picks one with probability 0.1
+    count = {item: 3 * p + 3 * 0.1 for item, p in popularity.items()}  # 3 rows, 3 uniform draws
+    expected_count = losses.mixture_expected_count(
+        tf.constant([popularity[i] for i in ids + negative_ids]), 3, 3, num_items)
+    np.testing.assert_allclose(expected_count.numpy(), [count[i] for i in ids + negative_ids], rtol=1e-6)
+
+    def model_loss(correction):
+        return float(losses.mixed_negatives_loss(
+            tf.constant(queries, tf.float32), tf.constant(candidates, tf.float32), tf.constant(ids),
+            tf.constant(negatives, tf.float32), tf.constant(negative_ids), 0.5, correction))
+
+    loss = model_loss(expected_count)
+    assert loss == pytest.approx(_mixed_hand_loss(queries, candidates, ids, negatives, negative_ids, 0.5, count),
                                  rel=1e-5)
-    # the same numbers with the positive kept as a negative, or logQ applied to the uniform part, differ
-    kept = _mixed_hand_loss(queries, candidates, ids, probability, negatives, [100, 101, 102], 0.5)
-    assert abs(loss - kept) > 0.05
-    uniform_corrected = _mixed_hand_loss(queries, candidates, ids, probability, negatives, negative_ids, 0.5,
-                                         uniform_probability=1 / 10)
-    uncorrected = float(losses.mixed_negatives_loss(
-        tf.constant(queries, tf.float32), tf.constant(candidates, tf.float32), tf.constant(ids), None,
-        tf.constant(negatives, tf.float32), tf.constant(negative_ids), 0.5))
-    assert uncorrected == pytest.approx(_mixed_hand_loss(queries, candidates, ids, [1.0] * 3, negatives, negative_ids,
-                                                         0.5), rel=1e-5)
-    assert abs(loss - uncorrected) > 0.05 and abs(loss - uniform_corrected) > 0.05
-
-
-@pytest.mark.parametrize("every_position", [False, True])
-def test_full_softmax_model_loss_has_no_logq(shop_features, every_position):
-    """The full softmax samples nothing, so the logQ switch must not change it; it equals the hand
-    softmax of the model's own queries against all of its item embeddings."""
-    catalogue = load_catalogue(shop_features)
-    features = {
-        schema.HIST_ITEMS: tf.constant([[0, 4, 5], [6, 7, 8]], tf.int64),
-        schema.HIST_CATS: tf.constant([[0, 2, 3], [2, 3, 4]], tf.int64),
-        schema.TARGET_ITEM: tf.constant([[0, 5, 9], [7, 8, 2]] if every_position else [9, 2], tf.int64),
-    }
-    values = []
-    for logq in (True, False):
-        config = RetrievalConfig(encoder="gru", embedding_dim=8, temperature=0.2, loss="full_softmax",
-                                 logq_correction=logq, every_position=every_position, seed=3)
-        tf.keras.utils.set_random_seed(3)
-        model = TwoTowerModel(catalogue, config)
-        values.append(float(model.compute_loss(features)))
-    assert values[0] == pytest.approx(values[1], rel=1e-6)
-    steps = model.query_tower.sequence((features[schema.HIST_ITEMS], features[schema.HIST_CATS])).numpy()
-    steps /= np.linalg.norm(steps, axis=-1, keepdims=True)
-    items = model.item_embeddings()
-    if every_position:
-        queries, targets = steps[[0, 0, 1, 1, 1], [1, 2, 0, 1, 2]], [5, 9, 7, 8, 2]
-    else:
-        queries, targets = steps[:, -1], [9, 2]
-    expected = np.mean([_cross_entropy({j: float(q @ items[j]) / 0.2 for j in range(2, len(items))}, t)
-                        for q, t in zip(queries, targets)])
-    assert values[1] == pytest.approx(expected, rel=1e-4)
+    assert model_loss(None) == pytest.approx(_mixed_hand_loss(queries, candidates, ids, negatives, negative_ids, 0.5),
+                                             rel=1e-5)
+    # keeping the positive among the negatives, or no correction, gives other numbers: both are really applied
+    kept = _mixed_hand_loss(queries, candidates, ids, negatives, [100, 101, 102], 0.5,
+                            {**count, 100: count[6], 101: count[9], 102: count[5]})
+    assert abs(loss - kept) > 0.05 and abs(loss - model_loss(None)) > 0.05
 
 
 def test_uniform_negatives_are_real_items():
