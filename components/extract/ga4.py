@@ -13,11 +13,11 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from components.extract import runner
+from components.warehouse.ga4 import USER_KEYS
 
 TABLE = "ga4_events"  # the name the queries use; BigQueryBackend maps it onto `dataset.events_*`
 REQUIRED_COLUMNS = ("event_date", "event_timestamp", "event_name", "event_params", "user_id", "user_pseudo_id",
                     "items")
-USER_KEYS = ("user_id", "user_pseudo_id")
 NO_PROPENSITIES = ("not extracted: GA4 logs the items a list showed (view_item_list, view_promotion) but not the "
                    "probability of showing them (the propensity), so off-policy evaluation cannot run")
 

@@ -24,9 +24,10 @@ import duckdb
 import pyarrow as pa
 
 TABLE = "ga4_events"
-# The GA4 event names the extract maps onto schema.EVENT_TYPES (the writer uses the same map backwards).
+# The GA4 event names that queries/ga4_events.sql maps onto schema.EVENT_TYPES; the writer maps them back.
 EVENT_NAMES = {"view_item": "view", "add_to_cart": "cart", "add_to_wishlist": "fav", "purchase": "purchase"}
-LIST_EVENT_NAMES = ("view_item_list", "view_promotion")
+# Which GA4 column identifies a user: user_id falling back to user_pseudo_id, or user_pseudo_id always.
+USER_KEYS = ("user_id", "user_pseudo_id")
 
 _VALUE = "STRUCT(string_value VARCHAR, int_value BIGINT, float_value DOUBLE, double_value DOUBLE)"
 _ITEM_FIELDS = {

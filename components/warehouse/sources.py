@@ -13,6 +13,7 @@ import dataclasses
 from pathlib import Path
 
 from components import schema
+from components.warehouse.ga4 import USER_KEYS
 
 KINDS = ("synthetic", "amazon", "taobao", "events", "ga4")
 USAGE = ("synthetic:<preset>, amazon:<path>, taobao:<path>, events:<path>[,items:<path>][,event_map=from:to,...] "
@@ -56,8 +57,8 @@ def parse(source: str) -> Source:
         elif kind == "events" and in_map and not is_key:
             _add_mapping(event_map, option, source)
         elif kind == "ga4" and is_key and name == "user_key":
-            if value not in ("user_id", "user_pseudo_id"):
-                raise SourceError(f"source {source!r}: user_key={value!r}, expected user_id or user_pseudo_id")
+            if value not in USER_KEYS:
+                raise SourceError(f"source {source!r}: user_key={value!r}, expected one of {list(USER_KEYS)}")
             user_key = value
         else:
             raise SourceError(f"source {source!r}: unexpected option {option!r}; expected {USAGE}")
