@@ -12,10 +12,14 @@ import components  # noqa: F401
 import tensorflow as tf
 
 from components import schema
+from components.ranking.context import CandidateContext, ItemStatistics
 from components.ranking.embedding import ItemCategoryEmbedding
 from components.ranking.mlp import PredictionMLP
 
 MODEL_TYPES = ("dien", "din", "reference_gru")
+# A train row's negatives [rows, M] beside its target (built by the ranking stage, not by the features job).
+NEGATIVE_ITEMS = "negative_items"
+NEGATIVE_CATS = "negative_cats"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,13 +58,18 @@ class SequenceRanker(tf.keras.Model):
     """P(buy | history, target). Subclasses define `encode_user` (once per user) and `interest` (per candidate).
 
     Features: hist_items/hist_cats [B, T] int64 (0 = padding), target_item/target_cat [B]. `call` returns logits [B].
+    With `statistics`, every candidate also gets the context features of context.py, fed to the head and to a
+    linear term beside it (wide and deep), so DIN and DIEN see the same evidence.
     """
 
-    def __init__(self, num_items: int, num_categories: int, config: ModelConfig, **kwargs):
+    def __init__(self, num_items: int, num_categories: int, config: ModelConfig,
+                 statistics: ItemStatistics | None = None, **kwargs):
         super().__init__(**kwargs)
         self.config = config
         self.embedding = ItemCategoryEmbedding(num_items, num_categories, config.embedding_dim)
         self.head = PredictionMLP(config.mlp_units, config.activation)
+        self.context = CandidateContext(statistics) if statistics is not None else None
+        self.wide = tf.keras.layers.Dense(1, name="context_wide") if statistics is not None else None
 
     def encode_user(self, hist_items, hist_cats, training=None) -> dict:
         raise NotImplementedError
@@ -72,28 +81,52 @@ class SequenceRanker(tf.keras.Model):
     def embed_history(self, hist_items, hist_cats) -> tuple[tf.Tensor, tf.Tensor]:
         return self.embedding((hist_items, hist_cats)), history_mask(hist_items)
 
-    def candidate_logits(self, user: dict, candidates: tf.Tensor, training=None) -> tf.Tensor:
+    def candidate_logits(self, user: dict, candidates: tf.Tensor, context: tf.Tensor | None = None,
+                         training=None) -> tf.Tensor:
         """Logits [B, N] of candidates [B, N, D] for users encoded by `encode_user`.
 
-        Head input as in the authors' code: [target, interest, history mean, target * history mean].
+        Head input as in the authors' code: [target, interest, history mean, target * history mean], plus the
+        candidates' context features [B, N, F] when the model has them.
         """
         interest = self.interest(user, candidates, training=training)
         mean = tf.broadcast_to(user["history_mean"][:, None, :], tf.shape(candidates))
-        features = tf.concat([candidates, interest, mean, candidates * mean], axis=-1)
-        return self.head(features, training=training)
+        parts = [candidates, interest, mean, candidates * mean]
+        if context is None:
+            return self.head(tf.concat(parts, axis=-1), training=training)
+        return self.head(tf.concat(parts + [context], axis=-1), training=training) + self.wide(context)[..., 0]
+
+    def candidate_context(self, hist_items, hist_cats, cand_items, cand_cats, leave_out=None) -> tf.Tensor | None:
+        """Context features [B, N, F] of candidates [B, N] (None for a model without them)."""
+        if self.context is None:
+            return None
+        return self.context(hist_items, hist_cats, history_mask(hist_items), cand_items, cand_cats, leave_out)
 
     def score_indices(self, hist_items, hist_cats, cand_items, cand_cats) -> tf.Tensor:
         """Probabilities [B, N]: the history is encoded once per user, then every candidate is scored."""
         user = self.encode_user(hist_items, hist_cats, training=False)
         candidates = self.embedding((cand_items, cand_cats))
-        return tf.sigmoid(self.candidate_logits(user, candidates, training=False))
+        context = self.candidate_context(hist_items, hist_cats, cand_items, cand_cats)
+        return tf.sigmoid(self.candidate_logits(user, candidates, context, training=False))
 
     def call(self, features, training=None):
-        user = self.encode_user(features[schema.HIST_ITEMS], features[schema.HIST_CATS], training=training)
-        target = self.embedding((features[schema.TARGET_ITEM], features[schema.TARGET_CAT]))[:, None, :]
+        """Logits [B] of each row's target; with negatives [B, M] in the features (train rows), logits [B, 1 + M]
+        of the row's list: its target, then its negatives. A train row's target is its own train step, so that
+        step is left out of the context counts; a held-out row's is not counted anyway."""
+        items, cats = features[schema.TARGET_ITEM][:, None], features[schema.TARGET_CAT][:, None]
+        if NEGATIVE_ITEMS not in features:
+            return self._logits(features, items, cats, None, training)[:, 0]
+        items = tf.concat([items, features[NEGATIVE_ITEMS]], axis=1)
+        cats = tf.concat([cats, features[NEGATIVE_CATS]], axis=1)
+        leave_out = tf.one_hot(tf.zeros_like(features[schema.TARGET_ITEM]), tf.shape(items)[1])
+        return self._logits(features, items, cats, leave_out, training)
+
+    def _logits(self, features, items, cats, leave_out, training):
+        hist_items, hist_cats = features[schema.HIST_ITEMS], features[schema.HIST_CATS]
+        user = self.encode_user(hist_items, hist_cats, training=training)
         if training:
             self.add_auxiliary_loss(user, features)
-        return self.candidate_logits(user, target, training=training)[:, 0]
+        context = self.candidate_context(hist_items, hist_cats, items, cats, leave_out)
+        return self.candidate_logits(user, self.embedding((items, cats)), context, training=training)
 
     def add_auxiliary_loss(self, user: dict, features: dict) -> None:
         """Models with an auxiliary objective add it here (training only)."""

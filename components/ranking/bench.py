@@ -2,7 +2,6 @@
 the speed reference, trained in one run on the same batches."""
 from __future__ import annotations
 
-import dataclasses
 import statistics
 
 import components  # noqa: F401
@@ -12,8 +11,8 @@ from components import schema
 from components.ranking.base import ModelConfig
 from components.ranking.data import load_split
 from components.ranking.export import export_ranker
-from components.ranking.training import (TrainConfig, build_model, compare_training_speed, evaluate, fit_fusion, train,
-                                         training_split)
+from components.ranking.training import (TrainConfig, artifact_info, build_model, compare_training_speed, evaluate,
+                                         fit_fusion, train, training_set)
 
 VARIANTS = {
     "dien": ModelConfig(model_type="dien"),
@@ -57,26 +56,24 @@ def ranking_bench(features_dir: str, seeds=(0,), model_dir: str | None = None,
     on valid), as in the pipeline.
     """
     spec = schema.FeatureSpec.read(features_dir)
-    train_data = training_split(features_dir, TrainConfig(seed=seeds[0]), retrieval_dir)
+    train_set = training_set(features_dir, TrainConfig(seed=seeds[0]), retrieval_dir)
     valid_data, test_data = (load_split(features_dir, split) for split in ("valid", "test"))
     runs = {name: [] for name in VARIANTS}
     for seed in seeds:
         train_config = TrainConfig(epochs=epochs, seed=seed)
         for name, config in VARIANTS.items():
             tf.keras.utils.set_random_seed(seed)
-            model = build_model(config, spec.num_items, spec.num_categories)
-            runs[name].append({**train(model, train_data, train_config, valid_data), **evaluate(model, test_data)})
+            model = build_model(config, spec.num_items, spec.num_categories, train_set.statistics)
+            runs[name].append({**train(model, train_set.data, train_config, valid_data), **evaluate(model, test_data)})
             if model_dir and name == "dien" and seed == seeds[0]:
-                export_ranker(model, features_dir, model_dir, {"ranking_task": spec.ranking_task,
-                                                               "train_config": dataclasses.asdict(train_config),
-                                                               "hard_negatives_from": retrieval_dir,
-                                                               "test_metrics": runs[name][-1]})
+                export_ranker(model, features_dir, model_dir,
+                              artifact_info(spec, train_config, retrieval_dir, runs[name][-1]))
                 if retrieval_dir:
                     runs[name][-1]["retrieval_weight"] = fit_fusion(features_dir, model_dir, retrieval_dir)[
                         "retrieval_weight"]
             tf.keras.backend.clear_session()
     result = {name: _summarize(values) for name, values in runs.items()}
-    speed = speed_against_reference(train_data, spec.num_items, spec.num_categories,
+    speed = speed_against_reference(train_set.data, spec.num_items, spec.num_categories,
                                     TrainConfig(epochs=epochs, seed=seeds[0]))
     result["dien"]["speed_vs_reference"] = speed["dien.speed_vs_reference"]
     result["dien"]["train_examples_per_s_same_batches"] = speed["dien.train_examples_per_s_same_batches"]

@@ -24,10 +24,12 @@ SCALARS = (schema.USER, schema.TARGET_ITEM, schema.TARGET_CAT, schema.LABEL)
 
 @dataclasses.dataclass
 class RankingData:
-    """One split: `scalars[name]` [rows]; `sequences[name]` = (flat values, row offsets [rows + 1])."""
+    """One split: `scalars[name]` [rows]; `sequences[name]` = (flat values, row offsets [rows + 1]); for
+    listwise training, `lists[name]` [rows, M] (base.NEGATIVE_ITEMS and NEGATIVE_CATS)."""
 
     scalars: dict
     sequences: dict
+    lists: dict = dataclasses.field(default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -104,11 +106,13 @@ def _gatherer(data: RankingData):
     stacked = np.stack([data.sequences[name][0] for name in SEQUENCES], axis=1)
     ragged = tf.RaggedTensor.from_row_splits(tf.constant(stacked), tf.constant(offsets), validate=False)
     scalars = {name: tf.constant(values) for name, values in data.scalars.items()}
+    lists = {name: tf.constant(values) for name, values in data.lists.items()}
 
     def gather(rows):
         padded = tf.gather(ragged, rows).to_tensor()
         features = {name: padded[..., index] for index, name in enumerate(SEQUENCES)}
         features.update({name: tf.gather(tensor, rows) for name, tensor in scalars.items() if name != schema.LABEL})
+        features.update({name: tf.gather(tensor, rows) for name, tensor in lists.items()})
         return features, tf.gather(scalars[schema.LABEL], rows)
 
     return gather

@@ -55,6 +55,14 @@ def hit_ndcg(ranks: np.ndarray, k: int = CUTOFF) -> tuple[float, float]:
     return float(inside.mean()), float(np.where(inside, 1.0 / np.log2(np.maximum(ranks, 0) + 2.0), 0.0).mean())
 
 
+def target_moves(ranks: np.ndarray, retrieval_ranks: np.ndarray) -> dict:
+    """How often re-ranking moved the target up, down or not at all from its retrieval rank (found targets only)."""
+    found = retrieval_ranks >= 0
+    return {"up": int((ranks[found] < retrieval_ranks[found]).sum()),
+            "down": int((ranks[found] > retrieval_ranks[found]).sum()),
+            "same": int((ranks[found] == retrieval_ranks[found]).sum())}
+
+
 def weight_grid(probabilities: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """Absolute weights: RELATIVE_WEIGHTS scaled by the spread of the two scores over real candidates."""
     real = np.isfinite(scores)
@@ -76,7 +84,9 @@ def choose_weight(candidates: np.ndarray, probabilities: np.ndarray, scores: np.
             column = np.where(hits[:, :n].any(axis=1), hits[:, :n].argmax(axis=1), -1)
             fused = funnel.fuse(probabilities[:, :n], np.where(np.isfinite(scores[:, :n]), scores[:, :n], 0.0), weight)
             fused = np.where(np.isfinite(scores[:, :n]), fused, -np.inf)
-            row[f"n{n}"] = dict(zip((f"hit@{CUTOFF}", f"ndcg@{CUTOFF}"), hit_ndcg(target_ranks(fused, column))))
+            ranks = target_ranks(fused, column)
+            row[f"n{n}"] = {**dict(zip((f"hit@{CUTOFF}", f"ndcg@{CUTOFF}"), hit_ndcg(ranks))),
+                            "moves": target_moves(ranks, column)}
         row["mean_ndcg"] = float(np.mean([row[f"n{n}"][f"ndcg@{CUTOFF}"] for n in candidates_n]))
         table.append(row)
     best = max(table, key=lambda row: (row["mean_ndcg"], -row["retrieval_weight"]))

@@ -2,8 +2,8 @@
 
 At serving the ranker orders retrieval's top-N, items that already look plausible for the user. Trained only
 on "target vs one popularity-sampled item", it learns to tell a plausible item from a random popular one, which
-does not help there (on Amazon Beauty the funnel fell below retrieval alone). So each positive train row also
-gets negatives drawn from the retriever's top-N for the same history (label 0); the popularity negatives stay.
+does not help there (on Amazon Beauty the funnel fell below retrieval alone). So each train row's list holds,
+beside its target, negatives drawn from the retriever's top-N for the same history.
 
 Excluded from the pool: the target, the row's history, and every item the user buys anywhere in the train
 split (a later purchase of the same user is not a negative).
@@ -15,7 +15,7 @@ import logging
 import numpy as np
 
 from components import schema
-from components.ranking.data import SCALARS, SEQUENCES, RankingData
+from components.ranking.data import RankingData
 
 log = logging.getLogger(__name__)
 _MATMUL_ROWS = 2048  # [rows, num_items] float32 scores per batch: ~100 MB at 12k items
@@ -102,48 +102,22 @@ def take_rows(data: RankingData, rows: np.ndarray) -> RankingData:
     return RankingData({name: values[rows] for name, values in data.scalars.items()}, sequences)
 
 
-def concatenate(parts: list[RankingData]) -> RankingData:
-    sequences = {}
-    for name in SEQUENCES:
-        values = np.concatenate([part.sequences[name][0] for part in parts])
-        lengths = np.concatenate([np.diff(part.sequences[name][1]) for part in parts])
-        sequences[name] = (values, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
-    return RankingData({name: np.concatenate([part.scalars[name] for part in parts]) for name in SCALARS}, sequences)
-
-
-def hard_negative_rows(data: RankingData, retriever, item_category: np.ndarray, per_positive: int, pool: int,
-                       seed: int) -> RankingData:
-    """For every positive row, `per_positive` rows with the same history and user whose target is drawn from
-    the retriever's top-`pool` items for that history (label 0)."""
-    labels = data.scalars[schema.LABEL]
-    positives = np.flatnonzero(labels == 1)
-    if not len(positives):
-        raise ValueError("no positive rows to draw hard negatives for")
-    hist = left_padded(*data.sequences[schema.HIST_ITEMS])[positives]
-    cats = left_padded(*data.sequences[schema.HIST_CATS])[positives]
+def hard_negative_lists(data: RankingData, retriever, per_row: int, pool: int, seed: int) -> np.ndarray:
+    """int64 [rows, per_row]: for every row, distinct items drawn from the retriever's top-`pool` for its history."""
+    hist = left_padded(*data.sequences[schema.HIST_ITEMS])
+    cats = left_padded(*data.sequences[schema.HIST_CATS])
     if hist.max() >= retriever.item_embeddings.shape[0]:
         raise ValueError("the retrieval model's vocabulary is smaller than the features': trained on other features?")
     users, targets = data.scalars[schema.USER], data.scalars[schema.TARGET_ITEM]
-    bought = user_train_items(users[positives], targets[positives], len(positives), users[positives])
-    exclude = np.concatenate([targets[positives][:, None], hist, bought], axis=1)
+    bought = user_train_items(users, targets, len(targets), users)
+    exclude = np.concatenate([targets[:, None], hist, bought], axis=1)
     # A small catalogue cannot fill a large pool once a user's own items are excluded; shrink the pool to what
     # every row can fill rather than fail (the tiny shop has 80 items).
     pool = min(pool, retriever.item_embeddings.shape[0] - schema.NUM_RESERVED - most_distinct_items(exclude))
-    if pool < per_positive:
-        raise ValueError(f"the catalogue is too small to draw {per_positive} hard negatives per positive")
+    if pool < per_row:
+        raise ValueError(f"the catalogue is too small to draw {per_row} hard negatives per row")
     queries = encode_by_length(retriever, hist, cats)
     candidates = top_candidates(queries, np.asarray(retriever.item_embeddings, np.float32), exclude, pool)
-    negatives = sample_columns(candidates, per_positive, np.random.default_rng([seed, 7])).reshape(-1)
-    rows = take_rows(data, np.repeat(positives, per_positive))
-    rows.scalars[schema.TARGET_ITEM] = negatives
-    rows.scalars[schema.TARGET_CAT] = np.asarray(item_category, dtype=np.int64)[negatives]
-    rows.scalars[schema.LABEL] = np.zeros(len(negatives), dtype=labels.dtype)
-    return rows
-
-
-def with_hard_negatives(data: RankingData, retriever, item_category: np.ndarray, per_positive: int, pool: int,
-                        seed: int) -> RankingData:
-    """The split's rows plus the hard-negative rows."""
-    extra = hard_negative_rows(data, retriever, item_category, per_positive, pool, seed)
-    log.info("ranking: %d hard negatives from the retriever's top-%d added to %d rows", extra.size, pool, data.size)
-    return concatenate([data, extra])
+    negatives = sample_columns(candidates, per_row, np.random.default_rng([seed, 7]))
+    log.info("ranking: %d hard negatives per row from the retriever's top-%d for %d rows", per_row, pool, len(targets))
+    return negatives

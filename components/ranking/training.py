@@ -10,14 +10,17 @@ import numpy as np
 import tensorflow as tf
 
 from components import metrics, schema
-from components.ranking.base import ModelConfig, SequenceRanker
+from components.features.sequences import PopularitySampler
+from components.ranking.base import NEGATIVE_CATS, NEGATIVE_ITEMS, ModelConfig, SequenceRanker
+from components.ranking.context import FEATURES as CONTEXT_FEATURES
+from components.ranking.context import ItemStatistics, item_brands
 from components.ranking.data import (SEQUENCES, RankingData, bucketed_dataset, epoch_plan, load_split, planned_dataset,
                                      rows_in_order)
 from components.ranking.dien import DIEN
 from components.ranking.din import DIN
 from components.ranking.export import export_ranker, item_category_table, load_ranker, write_fusion
 from components.ranking.fusion import choose_on_split
-from components.ranking.hard_negatives import with_hard_negatives
+from components.ranking.hard_negatives import hard_negative_lists, take_rows
 from components.ranking.reference_gru import ReferenceGRU
 
 MODELS = {"dien": DIEN, "din": DIN, "reference_gru": ReferenceGRU}
@@ -35,25 +38,32 @@ class TrainConfig:
     batch_size: int = 128
     learning_rate: float = 1e-3
     seed: int = 0
-    # With a retrieval model: per positive train row, this many negatives drawn from the retriever's top
-    # `hard_negative_pool` for the same history (the popularity negatives stay).
-    # One, not two: on Beauty the fused funnel's valid NDCG@10 was the same (0.0703 vs 0.0704) with 25% fewer rows.
+    # Each train step's list: its target, then (with a retrieval model) this many negatives drawn from the
+    # retriever's top `hard_negative_pool` for the same history, then this many popularity-sampled negatives.
     hard_negatives: int = 1
     hard_negative_pool: int = 100
+    popularity_negatives: int = 1
+    # Loss = pointwise log loss over the list's entries (target labelled as the row, negatives 0: the calibrated
+    # buy-or-not probability) + this times the softmax cross-entropy of the target against its list (the order
+    # the funnel needs).
+    listwise_weight: float = 1.0
 
     def __post_init__(self):
         if self.patience is not None and self.patience < 1:
             raise ValueError(f"patience must be None or >= 1, got {self.patience}")
 
 
-def build_model(config: ModelConfig, num_items: int, num_categories: int) -> SequenceRanker:
-    return MODELS[config.model_type](num_items, num_categories, config)
+def build_model(config: ModelConfig, num_items: int, num_categories: int,
+                statistics: ItemStatistics | None = None) -> SequenceRanker:
+    return MODELS[config.model_type](num_items, num_categories, config, statistics=statistics)
 
 
 FEATURE_SIGNATURE = {
     **{name: tf.TensorSpec([None, None], tf.int64) for name in SEQUENCES},
     **{name: tf.TensorSpec([None], tf.int64) for name in (schema.USER, schema.TARGET_ITEM, schema.TARGET_CAT)},
 }
+LIST_FEATURE_SIGNATURE = {**FEATURE_SIGNATURE,
+                          **{name: tf.TensorSpec([None, None], tf.int64) for name in (NEGATIVE_ITEMS, NEGATIVE_CATS)}}
 LABEL_SIGNATURE = tf.TensorSpec([None], tf.float32)
 
 
@@ -63,6 +73,33 @@ def _example_features() -> dict:
     features.update({name: tf.fill([2], tf.constant(schema.OOV_INDEX, tf.int64))
                      for name in (schema.USER, schema.TARGET_ITEM, schema.TARGET_CAT)})
     return features
+
+
+def list_loss(logits: tf.Tensor, labels: tf.Tensor, listwise_weight: float) -> tf.Tensor:
+    """logits [B, 1 + M] of (target, negatives); labels [B] of the targets. Mean log loss over every entry (the
+    negatives labelled 0) + listwise_weight * mean softmax cross-entropy of the target within its list."""
+    entry_labels = tf.concat([labels[:, None], tf.zeros_like(logits[:, 1:])], axis=1)
+    pointwise = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=entry_labels, logits=logits))
+    listwise = -tf.reduce_mean(tf.nn.log_softmax(logits, axis=1)[:, 0])
+    return pointwise + listwise_weight * listwise
+
+
+def make_list_step(model: SequenceRanker, learning_rate: float, listwise_weight: float):
+    """make_train_step for train rows with negative lists (list_loss), traced once."""
+    optimizer = tf.keras.optimizers.legacy.Adam(learning_rate)
+    model(_example_features(), training=False)
+    optimizer._create_all_weights(model.trainable_variables)
+
+    @tf.function(input_signature=[LIST_FEATURE_SIGNATURE, LABEL_SIGNATURE], autograph=False)
+    def step(features, labels):
+        with tf.GradientTape() as tape:
+            logits = model(features, training=True)
+            loss = list_loss(logits, labels, listwise_weight) + tf.add_n([tf.zeros([])] + model.losses)
+        variables = model.trainable_variables
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return loss
+
+    return step
 
 
 def make_train_step(model: SequenceRanker, learning_rate: float):
@@ -115,7 +152,8 @@ def train(model: SequenceRanker, data: RankingData, config: TrainConfig, validat
     if validation is not None and not _has_both_labels(validation):
         validation = None  # AUC is undefined on it: train all epochs and keep the last
     tf.keras.utils.set_random_seed(config.seed)
-    step = make_train_step(model, config.learning_rate)
+    step = (make_list_step(model, config.learning_rate, config.listwise_weight) if data.lists
+            else make_train_step(model, config.learning_rate))
     dataset = bucketed_dataset(data, config.batch_size, seed=config.seed)
     start = time.perf_counter()
     timed_seconds, timed_examples = 0.0, 0
@@ -146,6 +184,7 @@ def compare_training_speed(models: dict[str, SequenceRanker], data: RankingData,
     """Training examples/s of each model on the same fixed batches (tensors prepared beforehand), the models
     interleaved round by round so that load from other processes hits them alike. The first round traces
     and is not timed; the result is the best timed round, the least disturbed by other processes."""
+    data = dataclasses.replace(data, lists={})  # the pointwise step on the rows' targets
     plan = epoch_plan(data, batch_size, seed, 0)[:batches]
     prepared = list(planned_dataset(data, lambda: iter(plan)))
     examples = sum(len(rows) for rows in plan)
@@ -195,16 +234,47 @@ def evaluate(model: SequenceRanker, data: RankingData) -> dict:
             "logloss": metrics.logloss(labels, probabilities), "infer_examples_per_s": speed}
 
 
-def training_split(features_dir: str, train_config: TrainConfig, retrieval_dir: str | None) -> RankingData:
-    """The train split; with a retrieval model, plus hard negatives from its candidates (hard_negatives.py)."""
-    data = load_split(features_dir, "train")
-    if not retrieval_dir:
-        return data
-    from components.retrieval.model_io import load_retriever
+@dataclasses.dataclass(frozen=True)
+class TrainingSet:
+    """The train rows that are real steps, each with its negative list, and the counts of those steps."""
 
+    data: RankingData
+    statistics: ItemStatistics
+
+
+def own_steps(data: RankingData, ranking_task: str) -> np.ndarray:
+    """bool [rows]: rows whose target is the user's real next step (next_item: the positives; cvr: every row,
+    each a viewed step labelled bought or not)."""
+    if ranking_task == "next_item":
+        return data.scalars[schema.LABEL] == 1
+    return np.ones(data.size, dtype=bool)
+
+
+def training_set(features_dir: str, train_config: TrainConfig, retrieval_dir: str | None) -> TrainingSet:
+    """The train split's real steps with their lists: hard negatives from the retriever's candidates when a
+    retrieval model is given (hard_negatives.py), and popularity negatives drawn by the steps' target counts."""
     spec = schema.FeatureSpec.read(features_dir)
-    return with_hard_negatives(data, load_retriever(retrieval_dir), item_category_table(features_dir, spec.num_items),
-                               train_config.hard_negatives, train_config.hard_negative_pool, train_config.seed)
+    data = load_split(features_dir, "train")
+    data = take_rows(data, np.flatnonzero(own_steps(data, spec.ranking_task)))
+    values, offsets = data.sequences[schema.HIST_ITEMS]
+    if (np.diff(offsets) == 0).any():
+        raise schema.SchemaError(f"{features_dir}: ranking/train has rows with an empty history")
+    targets = data.scalars[schema.TARGET_ITEM]
+    statistics = ItemStatistics.from_steps(values[offsets[1:] - 1], targets, item_brands(features_dir, spec.num_items))
+    parts = []
+    if retrieval_dir and train_config.hard_negatives:
+        from components.retrieval.model_io import load_retriever
+
+        parts.append(hard_negative_lists(data, load_retriever(retrieval_dir), train_config.hard_negatives,
+                                         train_config.hard_negative_pool, train_config.seed))
+    sampler, rng = PopularitySampler(statistics.target_counts), np.random.default_rng([train_config.seed, 11])
+    parts += [sampler.sample_excluding(rng, targets)[:, None] for _ in range(train_config.popularity_negatives)]
+    if not parts:
+        raise ValueError("a train list needs at least one negative: hard_negatives or popularity_negatives >= 1")
+    negatives = np.concatenate(parts, axis=1).astype(np.int64)
+    item_category = item_category_table(features_dir, spec.num_items)
+    lists = {NEGATIVE_ITEMS: negatives, NEGATIVE_CATS: item_category[negatives]}
+    return TrainingSet(dataclasses.replace(data, lists=lists), statistics)
 
 
 def fit_fusion(features_dir: str, output_dir: str, retrieval_dir: str) -> dict:
@@ -214,6 +284,14 @@ def fit_fusion(features_dir: str, output_dir: str, retrieval_dir: str) -> dict:
     fusion = choose_on_split(load_retriever(retrieval_dir), load_ranker(output_dir), features_dir, "valid")
     write_fusion(output_dir, fusion)
     return fusion
+
+
+def artifact_info(spec: schema.FeatureSpec, train_config: TrainConfig, retrieval_dir: str | None,
+                  test_metrics: dict) -> dict:
+    """What ranker.json says of the run besides the model configuration."""
+    return {"ranking_task": spec.ranking_task, "train_config": dataclasses.asdict(train_config),
+            "context_features": list(CONTEXT_FEATURES), "hard_negatives_from": retrieval_dir,
+            "test_metrics": test_metrics}
 
 
 def train_ranker(features_dir: str, output_dir: str, model_config: ModelConfig, train_config: TrainConfig,
@@ -226,15 +304,12 @@ def train_ranker(features_dir: str, output_dir: str, model_config: ModelConfig, 
     Returns the metrics (auc, gauc, logloss, throughput, train_s, ...) that are also written to ranker.json.
     """
     spec = schema.FeatureSpec.read(features_dir)
-    splits = {"train": training_split(features_dir, train_config, retrieval_dir),
-              **{split: load_split(features_dir, split) for split in ("valid", "test")}}
+    train_set = training_set(features_dir, train_config, retrieval_dir)
+    splits = {split: load_split(features_dir, split) for split in ("valid", "test")}
     tf.keras.utils.set_random_seed(train_config.seed)
-    model = build_model(model_config, spec.num_items, spec.num_categories)
-    result = {**train(model, splits["train"], train_config, splits["valid"]), **evaluate(model, splits["test"])}
-    export_ranker(model, features_dir, output_dir, {"ranking_task": spec.ranking_task,
-                                                   "train_config": dataclasses.asdict(train_config),
-                                                   "hard_negatives_from": retrieval_dir,
-                                                   "test_metrics": result})
+    model = build_model(model_config, spec.num_items, spec.num_categories, train_set.statistics)
+    result = {**train(model, train_set.data, train_config, splits["valid"]), **evaluate(model, splits["test"])}
+    export_ranker(model, features_dir, output_dir, artifact_info(spec, train_config, retrieval_dir, result))
     if retrieval_dir:
         result["retrieval_weight"] = fit_fusion(features_dir, output_dir, retrieval_dir)["retrieval_weight"]
     return result

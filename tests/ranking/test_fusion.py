@@ -94,3 +94,8 @@ def test_ranking_bench_with_a_retrieval_model_exports_a_fused_ranker(tmp_path, m
     result = bench.ranking_bench(str(features), model_dir=str(tmp_path / "model"), epochs=1,
                                  retrieval_dir="retrieval-model")
     assert result["ranking"]["dien"]["retrieval_weight"] == load_ranker(tmp_path / "model").retrieval_weight
+
+
+def test_target_moves_counts_up_down_and_same_among_found_targets():
+    moves = fusion.target_moves(np.array([0, 3, 5, -1]), np.array([2, 3, 1, -1]))
+    assert moves == {"up": 1, "down": 1, "same": 1}

@@ -81,54 +81,40 @@ def test_sample_columns_draws_distinct_entries_of_each_row():
         assert len(set(picks[row])) == 3 and set(picks[row]) <= set(candidates[row])
 
 
+def _steps(data):
+    return hard_negatives.take_rows(data, np.flatnonzero(data.scalars[schema.LABEL] == 1))
+
+
 def test_hard_negatives_come_from_the_top_n_and_never_name_the_target_history_or_own_buys():
     rng = np.random.default_rng(2)
-    num_items, pool, per_positive = 60, 8, 3
-    data = _data(rng, num_items)
+    num_items, pool, per_row = 60, 8, 3
+    data = _steps(_data(rng, num_items))
     retriever = MeanRetriever(rng.normal(size=(num_items, 6)))
-    item_category = np.arange(num_items) % 5 + 2
-    extra = hard_negatives.hard_negative_rows(data, retriever, item_category, per_positive, pool, seed=0)
-    positives = np.flatnonzero(data.scalars[schema.LABEL] == 1)
-    assert extra.size == per_positive * len(positives)
-    assert (extra.scalars[schema.LABEL] == 0).all()
-    assert np.array_equal(extra.scalars[schema.TARGET_CAT], item_category[extra.scalars[schema.TARGET_ITEM]])
+    negatives = hard_negatives.hard_negative_lists(data, retriever, per_row, pool, seed=0)
+    assert negatives.shape == (data.size, per_row)
     users, targets = data.scalars[schema.USER], data.scalars[schema.TARGET_ITEM]
-    for i, source in enumerate(np.repeat(positives, per_positive)):
-        negative = extra.scalars[schema.TARGET_ITEM][i]
-        history = _sequence(data, schema.HIST_ITEMS, source)
-        own_buys = targets[(users == users[source]) & (data.scalars[schema.LABEL] == 1)]
-        assert negative != targets[source] and negative not in history and negative not in own_buys
-        for name in data.sequences:
-            assert np.array_equal(_sequence(extra, name, i), _sequence(data, name, source))
+    for row in range(data.size):
+        history = _sequence(data, schema.HIST_ITEMS, row)
+        own_buys = targets[users == users[row]]
         scores = retriever.encode(history[None], history[None])[0] @ retriever.item_embeddings.T
         scores[:2] = -np.inf
-        scores[np.concatenate([[targets[source]], history, own_buys])] = -np.inf
-        assert negative in np.argsort(-scores)[:pool]
-
-
-def test_with_hard_negatives_keeps_every_original_row_first():
-    rng = np.random.default_rng(3)
-    data = _data(rng, 50, users=10)
-    both = hard_negatives.with_hard_negatives(data, MeanRetriever(rng.normal(size=(50, 4))), np.arange(50), 1, 5, 0)
-    first = hard_negatives.take_rows(both, np.arange(data.size))
-    for name in data.scalars:
-        assert np.array_equal(first.scalars[name], data.scalars[name])
-    for name in data.sequences:
-        assert all(np.array_equal(a, b) for a, b in zip(first.sequences[name], data.sequences[name]))
+        scores[np.concatenate([[targets[row]], history, own_buys])] = -np.inf
+        assert len(set(negatives[row])) == per_row
+        for negative in negatives[row]:
+            assert negative != targets[row] and negative not in history and negative not in own_buys
+            assert negative in np.argsort(-scores)[:pool]
 
 
 def test_a_pool_larger_than_a_small_catalogue_shrinks_to_what_every_row_can_fill():
     rng = np.random.default_rng(3)
-    num_items, per_positive = 60, 2
-    data = _data(rng, num_items)
+    num_items, per_row = 60, 2
+    data = _steps(_data(rng, num_items))
     retriever = MeanRetriever(rng.normal(size=(num_items, 6)))
-    item_category = np.arange(num_items) % 5 + 2
-    extra = hard_negatives.hard_negative_rows(data, retriever, item_category, per_positive, 10_000, seed=0)
-    negatives = extra.scalars[schema.TARGET_ITEM]
-    assert len(negatives) == per_positive * int((data.scalars[schema.LABEL] == 1).sum())
+    negatives = hard_negatives.hard_negative_lists(data, retriever, per_row, 10_000, seed=0)
+    assert negatives.shape == (data.size, per_row)
     assert ((negatives >= schema.NUM_RESERVED) & (negatives < num_items)).all()
     with pytest.raises(ValueError, match="too small"):
-        hard_negatives.hard_negative_rows(data, retriever, item_category, num_items, 10_000, seed=0)
+        hard_negatives.hard_negative_lists(data, retriever, num_items, 10_000, seed=0)
 
 
 def test_most_distinct_items_ignores_padding_and_repeats():
