@@ -17,10 +17,16 @@ SEEDS ?= 1
 TARGET ?= local
 PIPELINE_SPEC ?= pipeline.yaml
 PARAMS ?=
+# Serving: MODEL is a serving model folder, or a registry's serving/ folder (the server follows its LATEST.json).
+MODEL ?= $(OUTPUT)/registry/serving
+PORT ?= 8080
+SERVE_HOST ?= 127.0.0.1
+LOG_LEVEL ?= info
+REQUESTS ?= 2000
 # $(call q,VALUE) is VALUE as one single-quoted shell word, so no variable can split or inject a command.
 q = '$(subst ','\'',$(1))'
 
-.PHONY: venv test compile pipeline-run bench lock clean
+.PHONY: venv test compile pipeline-run bench serve serve-bench lock clean
 
 $(VENV)/.installed: requirements.lock requirements-test.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,6 +55,15 @@ pipeline-run: venv
 
 bench: venv
 	$(PY) -m bench.run --data $(call q,$(DATA)) --format $(call q,$(FORMAT)) --out $(call q,$(OUT)) --seeds $(call q,$(SEEDS))
+
+# The last blessed model of a local run (OUTPUT) on PORT, in the foreground; LOG_LEVEL=debug logs every request.
+serve: venv
+	$(PY) -m components.serving.server --model $(call q,$(MODEL)) --host $(call q,$(SERVE_HOST)) \
+	  --port $(call q,$(PORT)) --log-level $(call q,$(LOG_LEVEL))
+
+# That server on loopback, REQUESTS requests from 1, 8 and 32 clients: serving.* keys into the bench JSON OUT.
+serve-bench: venv
+	$(PY) -m components.serving.bench --model $(call q,$(MODEL)) --out $(call q,$(OUT)) --requests $(call q,$(REQUESTS))
 
 # Re-pins the runtime tree (what the image installs) and, separately, the test-only tree on top of it.
 lock: venv

@@ -11,7 +11,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE_REPOSITORY = os.environ.get("RECSYS_IMAGE_REPOSITORY", "recsys-pipeline")
-HASHED_PATHS = ("requirements.lock", "pyproject.toml", "components", "pipelines", "docker/Dockerfile")
+HASHED_PATHS = ("requirements.lock", "pyproject.toml", "components", "pipelines", "docker/Dockerfile",
+                "docker/Dockerfile.serving")
 
 
 def content_hash() -> str:
@@ -41,6 +42,17 @@ def gpu_image(cpu_image: str | None = None) -> str:
     if "@" in cpu:
         raise ValueError(f"cannot derive a GPU tag from the digest reference {cpu!r}; set RECSYS_GPU_IMAGE")
     return f"{cpu}-gpu"
+
+
+def serving_image(cpu_image: str | None = None) -> str:
+    """The serving image (docker/Dockerfile.serving): the component image with the prediction
+    server as its entry point, tag suffix -serving."""
+    if os.environ.get("RECSYS_SERVING_IMAGE"):
+        return os.environ["RECSYS_SERVING_IMAGE"]
+    cpu = cpu_image or IMAGE
+    if "@" in cpu:
+        raise ValueError(f"cannot derive a serving tag from the digest reference {cpu!r}; set RECSYS_SERVING_IMAGE")
+    return f"{cpu}-serving"
 
 
 IMAGE = image()

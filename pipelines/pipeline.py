@@ -1,5 +1,5 @@
 """The recommender DAG: extract -> features -> retrieval -> ranking -> off-policy evaluation -> evaluation
--> [if blessed] export.
+-> [if blessed] export, serving model -> register -> deploy.
 
 Ranking trains on retrieval's candidates as hard negatives, because at serving it re-ranks exactly
 those; trained against random items only, it made the funnel worse than retrieval alone. So the
@@ -8,12 +8,14 @@ logged impressions (skipping, with a reason, on data without them); evaluation r
 report and the metrics, and with `gate_on_ope` also into the gate, so it runs after it. Export runs
 only inside `dsl.If(blessed)`: a model that loses to the baselines or to the last blessed model
 never reaches users. An optional Thompson-sampling bandit learns to re-rank retrieval's candidates, and the
-A/B analysis reads the outcomes per variant once the export has written them. Every task runs in the pinned
+A/B analysis reads the outcomes per variant once the export has written them. The blessed branch also builds
+the serving model (the folder the prediction server loads), registers it once the export has succeeded, and
+deploys it to an endpoint (no-ops without a project, where the local registry is what `make serve` follows). Every task runs in the pinned
 component image with per-stage resources, which Vertex AI and Kubeflow read and kfp.local ignores.
 """
 from kfp import dsl
 
-from components.cloud.component import register_models
+from components.cloud.component import deploy_model, register_models
 from components.cloud.resources import apply_resources
 from components.evaluation.component import evaluation
 from components.experiments.component import ab_analysis, bandit_reranker, off_policy_evaluation
@@ -22,6 +24,7 @@ from components.extract.component import extract
 from components.features.component import features
 from components.ranking.component import ranking
 from components.retrieval.component import retrieval
+from components.serving.component import serving_model
 
 PIPELINE_NAME = "shop-recommender"
 
@@ -59,6 +62,10 @@ def recommender_pipeline(
     enable_bandit: bool = True,
     gcp_project: str = "",
     gcp_region: str = "",
+    # The Vertex AI endpoint the blessed serving model is deployed to, and the share of its traffic the new model
+    # gets (below 100: a canary beside the model that served before).
+    endpoint_name: str = "shop-recsys",
+    endpoint_traffic_percentage: int = 100,
 ):
     extract_task = extract(
         warehouse_uri=warehouse_uri,
@@ -147,10 +154,30 @@ def recommender_pipeline(
             treatment_ratio=treatment_ratio,
         ).after(export_task)
         apply_resources(ab_task.set_display_name("ab-analysis"), "experiments")
-        register_task = register_models(
+        serving_task = serving_model(
+            features=feature_data,
             retrieval_model=retrieval_task.outputs["model"],
             ranking_model=dien_task.outputs["model"],
+            evaluation_summary=evaluation_task.outputs["summary"],
+            model_version=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+            top_k=top_k,
+            experiment=experiment,
+            treatment_ratio=treatment_ratio,
+        )
+        apply_resources(serving_task.set_display_name("serving-model"), "serving")
+        # Registered (and so served) only once the same model's lists are in the table.
+        register_task = register_models(
+            serving_model=serving_task.outputs["model"],
             project=gcp_project,
             region=gcp_region,
-        )
+            registry_dir=registry_uri,
+        ).after(export_task)
         apply_resources(register_task.set_display_name("register-models"), "register")
+        deploy_task = deploy_model(
+            registered=register_task.outputs["registered"],
+            project=gcp_project,
+            region=gcp_region,
+            endpoint_name=endpoint_name,
+            traffic_percentage=endpoint_traffic_percentage,
+        )
+        apply_resources(deploy_task.set_display_name("deploy-model"), "register")

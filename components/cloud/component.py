@@ -1,4 +1,4 @@
-"""KFP shell of the Model Registry upload; the DAG runs it only when evaluation blessed the models."""
+"""KFP shells of the serving model's registration and deployment; the DAG runs them only for a blessed model."""
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Model, Output
 
@@ -7,14 +7,35 @@ from components.image import IMAGE
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def register_models(
-    retrieval_model: Input[Model],
-    ranking_model: Input[Model],
+    serving_model: Input[Model],
     project: str,
     region: str,
+    registry_dir: str,
     registered: Output[Artifact],
 ):
-    """Uploads the retrieval index and the ranker to the Vertex AI Model Registry (no-op without a project)."""
-    from components.cloud.model_registry import register_blessed
+    """Registers the serving model as the entry endpoints deploy: in the Vertex AI Model Registry with the serving
+    container and its routes, or without a project in the local registry folder that `make serve` follows."""
+    from components.cloud.model_registry import register_serving_model
 
-    register_blessed({"retrieval": retrieval_model.uri, "ranking": ranking_model.uri}, project, region,
-                     registered.path)
+    register_serving_model(serving_model.uri, serving_model.path, project, region, registry_dir, registered.path)
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def deploy_model(
+    registered: Input[Artifact],
+    project: str,
+    region: str,
+    deployed: Output[Artifact],
+    endpoint_name: str = "shop-recsys",
+    traffic_percentage: int = 100,
+    machine_type: str = "n1-standard-2",
+    min_replicas: int = 1,
+    max_replicas: int = 2,
+):
+    """Deploys the registered serving model to the endpoint (created on the first run) with traffic_percentage of
+    its traffic (a canary below 100); a no-op, said in deployed.json, when nothing was uploaded."""
+    from components.cloud.endpoint import deploy_registered
+
+    deploy_registered(registered.path, project, region, deployed.path, endpoint_name=endpoint_name,
+                      traffic_percentage=traffic_percentage, machine_type=machine_type, min_replicas=min_replicas,
+                      max_replicas=max_replicas)

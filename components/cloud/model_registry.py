@@ -1,9 +1,12 @@
-"""Uploads blessed SavedModels to the Vertex AI Model Registry, one model per role, versioned.
+"""Registers the blessed serving model: the entry that endpoints deploy, with its container and routes.
 
-Each role (the retrieval index, the ranker) is one registry model with a stable id; every blessed
-run adds a version under it and makes it the default, so serving follows the gate. The models are
-served by Vertex's prebuilt TensorFlow container. Locally (no project) nothing is uploaded: the
-blessed-model registry is then the folder evaluation keeps under the pipeline root.
+On Vertex AI, the serving model folder (components.serving.bundle) is uploaded to the Model Registry under one
+stable model id; every blessed run adds a version and makes it the default, so serving follows the gate. Its
+container is the serving image (the component image with the prediction server as entry point), with the
+server's routes and port, so Vertex sets AIP_* as the server reads them and copies the folder to
+AIP_STORAGE_URI. The bare SavedModels stay pipeline artifacts.
+Locally (no project) the folder is published to the local registry (`<registry>/serving/<version>`, LATEST.json),
+which `make serve` follows.
 """
 from __future__ import annotations
 
@@ -12,93 +15,99 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from components import atomic
+from components.serving import server
 
-# The SavedModel directory inside each model artifact (see the retrieval and ranking contracts).
-SERVED_SUBDIRS = {"retrieval": "index", "ranking": "saved_model"}
-SERVING_TF_VERSION = "2.15"
 REGISTERED_FILE = "registered.json"
+MODEL_ID = "shop-recsys-serving"
 _MODEL_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 
 
 @dataclass(frozen=True)
 class RegisteredModel:
-    role: str
     resource_name: str
     version_id: str
     artifact_uri: str
+    serving_image: str
 
 
-def serving_container(region: str, accelerator: str = "cpu") -> str:
-    """The prebuilt TF serving image nearest `region`, from the SDK's own list."""
-    from google.cloud.aiplatform import helpers
-
-    return helpers.get_prebuilt_prediction_container_uri(
-        framework="tensorflow", framework_version=SERVING_TF_VERSION, region=region, accelerator=accelerator
-    )
-
-
-def saved_model_uri(model_artifact_uri: str, role: str) -> str:
-    """gs://... of the SavedModel directory Vertex serves for `role`."""
-    if role not in SERVED_SUBDIRS:
-        raise ValueError(f"unknown model role {role!r}; expected one of {sorted(SERVED_SUBDIRS)}")
-    if not model_artifact_uri.startswith("gs://"):
-        raise ValueError(f"the Model Registry reads models from GCS; got {model_artifact_uri!r}")
-    return f"{model_artifact_uri.rstrip('/')}/{SERVED_SUBDIRS[role]}"
-
-
-def upload_model(
-    role: str,
-    model_artifact_uri: str,
+def upload_serving_model(
+    artifact_uri: str,
     project: str,
     region: str,
-    model_id_prefix: str = "shop-recsys",
+    serving_image: str,
+    model_id: str = MODEL_ID,
     labels: dict[str, str] | None = None,
-    serving_image: str | None = None,
     credentials=None,
 ) -> RegisteredModel:
-    """Model.upload of one SavedModel: a new default version under `<prefix>-<role>`, created on first use."""
+    """Model.upload of the serving model folder: a new default version under `model_id`, created on first use."""
     from google.api_core import exceptions
     from google.cloud import aiplatform
 
-    model_id = f"{model_id_prefix}-{role}"
     if not _MODEL_ID.fullmatch(model_id):
         raise ValueError(f"model id {model_id!r} must match {_MODEL_ID.pattern}")
+    if not artifact_uri.startswith("gs://"):
+        raise ValueError(f"the Model Registry reads models from GCS; got {artifact_uri!r}")
+    if "/" not in serving_image.split(":")[0]:
+        raise ValueError(f"serving image {serving_image!r} is a local name; Vertex AI pulls from a registry "
+                         "(build with `make images REGISTRY=REGION-docker.pkg.dev/PROJECT/REPO`)")
     parent = f"projects/{project}/locations/{region}/models/{model_id}"
     try:
         aiplatform.Model(parent, project=project, location=region, credentials=credentials)
         upload_target = {"parent_model": parent}
     except exceptions.NotFound:
         upload_target = {"model_id": model_id}
-    artifact_uri = saved_model_uri(model_artifact_uri, role)
     model = aiplatform.Model.upload(
         display_name=model_id,
-        artifact_uri=artifact_uri,
-        serving_container_image_uri=serving_image or serving_container(region),
+        artifact_uri=artifact_uri.rstrip("/"),
+        serving_container_image_uri=serving_image,
+        serving_container_predict_route=server.PREDICT_ROUTE,
+        serving_container_health_route=server.HEALTH_ROUTE,
+        serving_container_ports=[server.HTTP_PORT],
         is_default_version=True,
-        labels={"app": "shop-recsys", "role": role, **(labels or {})},
+        labels={"app": "shop-recsys", "role": "serving", **(labels or {})},
         project=project,
         location=region,
         credentials=credentials,
         sync=True,
         **upload_target,
     )
-    return RegisteredModel(role, model.resource_name, str(model.version_id), artifact_uri)
+    return RegisteredModel(model.resource_name, str(model.version_id), artifact_uri.rstrip("/"), serving_image)
 
 
-def register_blessed(
-    model_uris: dict[str, str], project: str, region: str, output_dir: str | Path, labels: dict[str, str] | None = None
-) -> list[RegisteredModel]:
-    """Uploads every role in `model_uris` and writes registered.json into `output_dir`.
+def register_serving_model(
+    model_uri: str,
+    model_path: str | Path,
+    project: str,
+    region: str,
+    registry_dir: str,
+    output_dir: str | Path,
+    serving_image: str = "",
+    labels: dict[str, str] | None = None,
+) -> dict:
+    """Uploads (with a project) or publishes locally (without) the serving model; writes registered.json.
 
-    With no project (local runs) nothing is uploaded and registered.json says so.
+    model_uri is the artifact's URI (gs://... in production), model_path its local or mounted path.
     """
-    if not project:
-        registered: list[RegisteredModel] = []
-        record = {"uploaded": False, "reason": "no project: local runs keep blessed models in the local registry"}
-    else:
+    from components.image import serving_image as default_serving_image
+    from components.serving import bundle
+
+    version = bundle.read_serving_model(model_path).config.model_version
+    if project:
         if not region:
             raise ValueError("the Model Registry upload needs a region besides the project")
-        registered = [upload_model(role, uri, project, region, labels=labels) for role, uri in model_uris.items()]
-        record = {"uploaded": True, "models": [asdict(m) for m in registered]}
+        model = upload_serving_model(model_uri, project, region, serving_image or default_serving_image(),
+                                     labels={"model-version": _label(version), **(labels or {})})
+        record = {"uploaded": True, "model_version": version, "model": asdict(model)}
+    elif registry_dir:
+        published = bundle.publish(model_path, registry_dir, version)
+        record = {"uploaded": False, "model_version": version, "local": str(published),
+                  "reason": "no project: published to the local registry, which `make serve` follows"}
+    else:
+        record = {"uploaded": False, "model_version": version, "reason": "no project and no registry folder"}
     atomic.write_json(Path(output_dir, REGISTERED_FILE), record)
-    return registered
+    return record
+
+
+def _label(value: str) -> str:
+    """A Vertex label value: lower case letters, digits, - and _, at most 63 characters."""
+    return re.sub(r"[^a-z0-9_-]", "-", value.lower())[:63]

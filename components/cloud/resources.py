@@ -27,6 +27,7 @@ STAGE_RESOURCES: dict[str, StageResources] = {
     "evaluation": StageResources(cpu="4", memory="16G"),
     "export": StageResources(cpu="4", memory="16G"),
     "experiments": StageResources(cpu="2", memory="8G"),
+    "serving": StageResources(cpu="2", memory="8G"),
     "register": StageResources(cpu="1", memory="2G"),
 }
 

@@ -1,94 +1,135 @@
-"""Model Registry upload through the real aiplatform.Model.upload code path.
+"""Registration of the serving model and its deployment to an endpoint, through the real aiplatform code paths.
 
-Only the generated ModelServiceClient methods (the transport boundary) are replaced: get_model answers
-NotFound or an existing model, upload_model records the UploadModelRequest the SDK built.
+Only the generated ModelService / EndpointService methods (the transport boundary) are replaced, by the
+in-memory Vertex of vertex_fake.py, which records the requests the SDK built and keeps the state they change.
 """
+import dataclasses
 import json
-from unittest import mock
 
+import numpy as np
 import pytest
-from google.api_core import exceptions
 from google.auth.credentials import AnonymousCredentials
-from google.cloud.aiplatform_v1.services.model_service import ModelServiceClient
-from google.cloud.aiplatform_v1.types import model as gca_model
-from google.cloud.aiplatform_v1.types import model_service
 
-from components.cloud.model_registry import register_blessed, saved_model_uri, upload_model
+from components.cloud import endpoint
+from components.cloud.model_registry import register_serving_model, upload_serving_model
+from components.export.inputs import ServingInputs
+from components.serving import bundle, server
+
+from .vertex_fake import fake_vertex
 
 PROJECT, REGION = "shop-prod", "europe-west1"
-ARTIFACT = "gs://shop-prod-pipelines/pipeline-root/123/ranking/model"
-
-
-class FakeModelService:
-    def __init__(self, existing: set[str]):
-        self.existing = existing
-        self.uploads: list[model_service.UploadModelRequest] = []
-
-    def get_model(self, client, name, retry=None, **_):
-        base = name.split("@")[0]
-        if base not in self.existing:
-            raise exceptions.NotFound(f"{name} not found")
-        return gca_model.Model(name=base, display_name=base.rsplit("/", 1)[1], version_id="2")
-
-    def upload_model(self, client, request, timeout=None, **_):
-        self.uploads.append(request)
-        name = request.parent_model or f"{request.parent}/models/{request.model_id}"
-        self.existing.add(name)
-        operation = mock.Mock()
-        operation.result.return_value = model_service.UploadModelResponse(model=name, model_version_id="2")
-        operation.operation.name = f"{name}/operations/1"
-        return operation
+ARTIFACT = "gs://shop-prod-pipelines/pipeline-root/123/serving-model/model"
+IMAGE = "europe-west1-docker.pkg.dev/shop-prod/recsys/recsys-pipeline:abc123-serving"
+ENDPOINT = f"projects/{PROJECT}/locations/{REGION}/endpoints/100"
 
 
 @pytest.fixture()
-def service(monkeypatch):
-    """The fake service; the SDK's default credentials are anonymous (it re-reads the model without ours)."""
-    from google.cloud import aiplatform
-
-    monkeypatch.setattr(aiplatform.initializer.global_config, "_credentials", AnonymousCredentials())
-    fake = FakeModelService(existing=set())
-    with mock.patch.object(ModelServiceClient, "get_model", lambda self, *a, **k: fake.get_model(self, *a, **k)), \
-            mock.patch.object(ModelServiceClient, "upload_model", lambda self, *a, **k: fake.upload_model(self, *a, **k)):
+def vertex(monkeypatch):
+    with fake_vertex(monkeypatch) as fake:
         yield fake
 
 
-def test_first_upload_creates_the_model_with_tf_serving(service):
-    registered = upload_model("ranking", ARTIFACT, PROJECT, REGION, credentials=AnonymousCredentials())
-    request = service.uploads[0]
+def write_serving_model(path, version="run-1"):
+    """A minimal serving model folder (the models themselves are not read by registration)."""
+    for arm in ("treatment/retrieval", "treatment/ranking"):
+        (path / arm).mkdir(parents=True)
+    items = np.array(["", "", "i1", "i2"], dtype=object)
+    bundle.write_inputs(path, ServingInputs(
+        user_ids=np.array(["u1"], dtype=object), hist_items=np.array([[0, 2]]), seen_items=[np.array([2])],
+        item_ids=items, available=np.array([False, False, True, True]), popularity=np.array([0, 0, 3.0, 1.0])))
+    config = bundle.ServingConfig(model_version=version, top_k=1, candidates_n=2, experiment="e",
+                                  treatment_ratio=0.5, max_len=2, control_version=None, built_at="now")
+    (path / bundle.CONFIG).write_text(json.dumps(dataclasses.asdict(config)))
+    return path
+
+
+def test_first_upload_creates_the_serving_model_with_its_container_and_routes(vertex):
+    registered = upload_serving_model(ARTIFACT, PROJECT, REGION, IMAGE, credentials=AnonymousCredentials())
+    request = vertex.uploads[0]
     assert request.parent == f"projects/{PROJECT}/locations/{REGION}"
-    assert request.model_id == "shop-recsys-ranking" and not request.parent_model
-    assert request.model.artifact_uri == ARTIFACT + "/saved_model"
-    assert request.model.container_spec.image_uri == "europe-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-15:latest"
-    assert dict(request.model.labels) == {"app": "shop-recsys", "role": "ranking"}
+    assert request.model_id == "shop-recsys-serving" and not request.parent_model
+    assert request.model.artifact_uri == ARTIFACT
+    spec = request.model.container_spec
+    assert spec.image_uri == IMAGE
+    assert (spec.predict_route, spec.health_route) == (server.PREDICT_ROUTE, server.HEALTH_ROUTE) == (
+        server.Settings.predict_route, server.Settings.health_route)
+    assert [p.container_port for p in spec.ports] == [server.HTTP_PORT] == [server.Settings.port]
+    assert dict(request.model.labels) == {"app": "shop-recsys", "role": "serving"}
     assert "default" in request.model.version_aliases
-    assert registered.resource_name.endswith("/models/shop-recsys-ranking") and registered.version_id == "2"
+    assert registered.resource_name.endswith("/models/shop-recsys-serving") and registered.version_id == "1"
 
 
-def test_later_uploads_add_a_default_version(service):
-    service.existing.add(f"projects/{PROJECT}/locations/{REGION}/models/shop-recsys-retrieval")
-    upload_model("retrieval", ARTIFACT, PROJECT, REGION, labels={"run": "r1"}, credentials=AnonymousCredentials())
-    request = service.uploads[0]
-    assert request.parent_model == f"projects/{PROJECT}/locations/{REGION}/models/shop-recsys-retrieval"
-    assert request.model.artifact_uri == ARTIFACT + "/index"
-    assert request.model.labels["run"] == "r1"
+def test_later_uploads_add_a_default_version(vertex):
+    upload_serving_model(ARTIFACT, PROJECT, REGION, IMAGE, credentials=AnonymousCredentials())
+    second = upload_serving_model(ARTIFACT, PROJECT, REGION, IMAGE, labels={"run": "r2"},
+                                  credentials=AnonymousCredentials())
+    request = vertex.uploads[1]
+    assert request.parent_model == f"projects/{PROJECT}/locations/{REGION}/models/shop-recsys-serving"
+    assert request.model.labels["run"] == "r2" and second.version_id == "2"
 
 
-def test_register_blessed_writes_what_it_uploaded(service, tmp_path):
-    models = register_blessed({"retrieval": ARTIFACT, "ranking": ARTIFACT}, PROJECT, REGION, tmp_path / "out")
-    record = json.loads((tmp_path / "out" / "registered.json").read_text())
-    assert record["uploaded"] is True and [m["role"] for m in record["models"]] == ["retrieval", "ranking"]
-    assert len(service.uploads) == 2 == len(models)
+def test_register_writes_what_it_uploaded(vertex, tmp_path):
+    model = write_serving_model(tmp_path / "model", version="shop-recommender-20261201")
+    record = register_serving_model(ARTIFACT, model, PROJECT, REGION, "", tmp_path / "out", serving_image=IMAGE)
+    assert json.loads((tmp_path / "out" / "registered.json").read_text()) == record
+    assert record["uploaded"] is True and record["model_version"] == "shop-recommender-20261201"
+    assert record["model"]["serving_image"] == IMAGE
+    assert vertex.uploads[0].model.labels["model-version"] == "shop-recommender-20261201"
 
 
-def test_local_runs_upload_nothing(tmp_path):
-    assert register_blessed({"ranking": "/tmp/model"}, "", "", tmp_path) == []
-    assert json.loads((tmp_path / "registered.json").read_text())["uploaded"] is False
+def test_local_runs_publish_to_the_registry_folder_that_make_serve_follows(tmp_path):
+    model = write_serving_model(tmp_path / "model", version="run-7")
+    record = register_serving_model(str(model), model, "", "", str(tmp_path / "registry"), tmp_path / "out")
+    assert record["uploaded"] is False and record["local"] == str(tmp_path / "registry" / "serving" / "run-7")
+    latest = json.loads((tmp_path / "registry" / "serving" / "LATEST.json").read_text())
+    assert latest == {"version": "run-7"}
+    assert bundle.read_serving_model(record["local"]).config.model_version == "run-7"
 
 
-@pytest.mark.parametrize("uri, role, message", [
-    ("/local/model", "ranking", "reads models from GCS"),
-    (ARTIFACT, "candidate", "unknown model role"),
+@pytest.mark.parametrize("uri, image, message", [
+    ("/local/model", IMAGE, "reads models from GCS"),
+    (ARTIFACT, "recsys-pipeline:abc-serving", "is a local name"),
 ])
-def test_bad_model_locations_are_refused(uri, role, message):
+def test_bad_model_or_image_locations_are_refused(uri, image, message):
     with pytest.raises(ValueError, match=message):
-        saved_model_uri(uri, role)
+        upload_serving_model(uri, PROJECT, REGION, image)
+
+
+def deploy(traffic_percentage=100):
+    model = f"projects/{PROJECT}/locations/{REGION}/models/shop-recsys-serving"
+    version = upload_serving_model(ARTIFACT, PROJECT, REGION, IMAGE, credentials=AnonymousCredentials()).version_id
+    return endpoint.deploy_serving_model(f"{model}@{version}", PROJECT, REGION, endpoint_name="shop-recsys",
+                                         traffic_percentage=traffic_percentage, credentials=AnonymousCredentials())
+
+
+def test_the_first_deploy_creates_the_endpoint_and_takes_all_traffic(vertex):
+    record = deploy(traffic_percentage=10)  # nothing to share traffic with yet
+    assert record["endpoint"] == ENDPOINT and vertex.endpoints[ENDPOINT].display_name == "shop-recsys"
+    assert vertex.deployed(ENDPOINT) == {"dm1": (vertex.deploys[0]["model"], 100)}
+    assert vertex.deploys[0]["model"].endswith("/models/shop-recsys-serving@1")
+    assert vertex.deploys[0]["machine_type"] == "n1-standard-2"
+
+
+def test_a_canary_shares_traffic_with_the_incumbent_and_older_models_are_undeployed(vertex):
+    deploy()
+    deploy(traffic_percentage=20)
+    assert {k: v[1] for k, v in vertex.deployed(ENDPOINT).items()} == {"dm1": 80, "dm2": 20}
+    record = deploy(traffic_percentage=30)  # the incumbent (dm1, 80%) keeps the rest; dm2 goes
+    assert {k: v[1] for k, v in vertex.deployed(ENDPOINT).items()} == {"dm1": 70, "dm3": 30}
+    assert record["undeployed"] == ["dm2"] and record["deployed_model_id"] == "dm3"
+    deploy()
+    assert {k: v[1] for k, v in vertex.deployed(ENDPOINT).items()} == {"dm4": 100}
+    assert len(vertex.endpoints) == 1, "later runs reuse the endpoint"
+
+
+def test_deploy_after_a_local_registration_is_a_stated_no_op(tmp_path):
+    (tmp_path / "registered.json").write_text(json.dumps({"uploaded": False, "reason": "no project"}))
+    record = endpoint.deploy_registered(tmp_path, "", "", tmp_path / "out", endpoint_name="shop-recsys")
+    assert record["deployed"] is False and "local run" in record["reason"]
+    assert json.loads((tmp_path / "out" / "deployed.json").read_text()) == record
+
+
+@pytest.mark.parametrize("percentage", [0, 101])
+def test_a_traffic_share_outside_1_to_100_is_refused(percentage):
+    with pytest.raises(ValueError, match="traffic_percentage must be in 1..100"):
+        endpoint.traffic_split_for({"dm1": 100}, percentage)

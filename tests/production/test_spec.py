@@ -15,7 +15,7 @@ GOLDEN = Path(__file__).parent / "golden" / "pipeline.yaml"
 STAGES = {"extract": "extract", "features": "features", "retrieval": "retrieval", "ranking-dien": "ranking",
           "ranking-din-baseline": "ranking", "evaluation": "evaluation", "export": "export",
           "register-models": "register", "off-policy-evaluation": "experiments", "bandit-reranker": "experiments",
-          "ab-analysis": "experiments"}
+          "ab-analysis": "experiments", "serving-model": "serving", "deploy-model": "register"}
 
 
 def all_tasks(spec, dag=None, group="root"):
@@ -72,7 +72,11 @@ def test_dag_edges_and_conditions(spec):
     blessed = conditions["blessed"][1]
     assert blessed["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--evaluation-Output'] == true"
     assert "evaluation" in upstream(blessed)
-    assert guarded("blessed") == {"export", "ab-analysis", "register-models"}, "only these wait for the blessing"
+    assert guarded("blessed") == {"export", "ab-analysis", "serving-model", "register-models", "deploy-model"}, \
+        "only these wait for the blessing"
+    # the serving model is registered (and so served) only after its lists are in the table, then deployed
+    assert {("serving-model", "register-models"), ("export", "register-models"),
+            ("register-models", "deploy-model")} <= edges
     bandit = conditions["bandit-enabled"][1]
     assert bandit["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--enable_bandit'] == true"
     assert guarded("bandit-enabled") == {"bandit-reranker"}

@@ -1,0 +1,135 @@
+"""The loaded serving model: both A/B arms, the stored histories and the catalogue, ready to answer instances.
+
+A request is scored as the export scores a user (components.export.batch.score_users): the stored history
+(plus what the request adds), every item the user had masked, the arm's model reached through item ids when its
+vocabulary is older, and funnel.run_funnel with the export's depth and list length. So for the same model and
+history the served list is the exported one, item for item.
+
+A Predictor is built whole (models loaded, warmed) before the server swaps it in, and never changes after.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from components import schema
+from components.experiments import ab
+from components.export import batch
+from components.features.reader import pad_left
+from components.serving import bundle as bundles
+from components.serving import funnel
+from components.serving.instances import Instance
+from components.serving.models import ServingModel, index_map, load_serving_model, same_vocabulary
+
+WARM_BATCHES = (1, 8, 32)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Arm:
+    model: ServingModel
+    to_model: np.ndarray | None  # today's item index -> the model's; None when the vocabularies are the same
+    available: np.ndarray  # by the model's item index
+    popularity: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class _History:
+    items: np.ndarray  # today's item indices, oldest first, at most max_len
+    seen: np.ndarray  # every item to leave out: what the user had, and the request's exclude
+    ignored: int  # request items unknown to today's catalogue
+
+
+class Predictor:
+    def __init__(self, serving: bundles.ServingBundle,
+                 load_model: Callable[..., ServingModel] = load_serving_model):
+        self.config = serving.config
+        self.inputs = serving.inputs
+        self._user_row = {user: row for row, user in enumerate(self.inputs.user_ids)}
+        self._item_index = {item: i for i, item in enumerate(self.inputs.item_ids) if i >= schema.NUM_RESERVED}
+        treatment = self._arm(load_model(*serving.model_dirs(bundles.TREATMENT), self.config.model_version))
+        control_dirs = serving.model_dirs(bundles.CONTROL)
+        control = self._arm(load_model(*control_dirs, self.config.control_version)) if control_dirs else treatment
+        self._arms = {ab.TREATMENT: treatment, ab.CONTROL: control}
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Predictor":
+        return cls(bundles.read_serving_model(path))
+
+    @property
+    def version(self) -> str:
+        return self.config.model_version
+
+    def predict(self, instances: Sequence[Instance]) -> list[dict]:
+        """One prediction per instance, in order: {"items", "scores", "source", "variant", "model_version",
+        "ignored_items"}. Instances of one arm and list length are scored in one funnel call."""
+        config = self.config
+        histories = [self._history(instance) for instance in instances]
+        lengths = [instance.k or config.top_k for instance in instances]
+        groups = collections.defaultdict(list)
+        for i, instance in enumerate(instances):
+            variant = ab.assign(instance.user_id, config.experiment, config.treatment_ratio)
+            # Lists shorter than the export's are its prefixes: the funnel always runs at top_k or more.
+            groups[variant, max(lengths[i], config.top_k)].append(i)
+        predictions: list[dict] = [{}] * len(instances)
+        for (variant, depth), members in groups.items():
+            arm = self._arms[variant]
+            result = self._funnel(arm, [histories[i] for i in members], depth)
+            sources = result.sources
+            for row, i in enumerate(members):
+                items, scores = result.items[row, : lengths[i]], result.scores[row, : lengths[i]]
+                shown = items >= schema.NUM_RESERVED
+                predictions[i] = {
+                    "items": arm.model.item_ids[items[shown]].tolist(),
+                    "scores": scores[shown].astype(float).tolist(),
+                    "source": str(sources[row]),
+                    "variant": variant,
+                    "model_version": arm.model.version,
+                    "ignored_items": histories[i].ignored,
+                }
+        return predictions
+
+    def warm(self, batch_sizes: Sequence[int] = WARM_BATCHES) -> None:
+        """Runs both arms at a few batch sizes on stored users, so the first requests do not pay for first calls."""
+        rows = np.flatnonzero((self.inputs.hist_items != schema.PAD_INDEX).any(axis=1))
+        if not len(rows):
+            rows = np.arange(min(len(self.inputs.user_ids), 1))
+        for arm in {id(a): a for a in self._arms.values()}.values():
+            for size in batch_sizes:
+                users = self.inputs.user_ids[rows[np.arange(size) % len(rows)]]
+                self._funnel(arm, [self._history(Instance(user_id=u)) for u in users], self.config.top_k)
+
+    def _history(self, instance: Instance) -> _History:
+        row = self._user_row.get(instance.user_id)
+        if row is None:
+            stored, seen = np.empty(0, np.int64), np.empty(0, np.int64)
+        else:
+            stored, seen = self.inputs.hist_items[row], self.inputs.seen_items[row]
+            stored = stored[stored != schema.PAD_INDEX]
+        recent = [self._item_index[item] for item in instance.recent if item in self._item_index]
+        exclude = [self._item_index[item] for item in instance.exclude if item in self._item_index]
+        if recent or exclude:
+            seen = np.concatenate([seen, np.asarray(recent + exclude, np.int64)])
+        items = np.concatenate([stored, np.asarray(recent, np.int64)])[-self.config.max_len :]
+        return _History(items=items, seen=seen, ignored=len(instance.recent) - len(recent))
+
+    def _funnel(self, arm: _Arm, histories: list[_History], depth: int) -> funnel.FunnelResult:
+        hist = pad_left([h.items for h in histories], self.config.max_len)
+        seen = [h.seen for h in histories]
+        if arm.to_model is not None:
+            hist, seen = arm.to_model[hist], [arm.to_model[s] for s in seen]
+        candidates_n = min(self.config.candidates_n, arm.model.num_items)
+        return funnel.run_funnel(
+            arm.model.retriever, arm.model.ranker, hist, seen, candidates_n=candidates_n,
+            top_k=min(depth, candidates_n), available=arm.available, popularity=arm.popularity,
+        )
+
+    def _arm(self, model: ServingModel) -> _Arm:
+        """The model with today's catalogue in its index space, computed once rather than per request."""
+        to_model = None if same_vocabulary(self.inputs.item_ids, model.item_ids) else index_map(
+            self.inputs.item_ids, model.item_ids)
+        available, popularity = batch.catalogue_in_model_space(model, self.inputs)
+        return _Arm(model=model, to_model=to_model, available=available, popularity=popularity)

@@ -1,0 +1,131 @@
+"""The tiny synthetic shop through the real stages (warehouse, extract, features, retrieval, DIEN and DIN), the
+export's table, and the serving model built from the same artifacts: what parity and the server tests need."""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import socket
+import threading
+import time
+from pathlib import Path
+
+import components  # noqa: F401  (tf-keras before TensorFlow)
+import pyarrow.parquet as pq
+import pytest
+
+TOP_K, CANDIDATES_N = 10, 30
+EXPERIMENT, RATIO = "ranker", 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class TinyShop:
+    features: Path
+    retrieval: Path
+    dien: Path
+    din: Path
+    serving_model: Path  # treatment DIEN, control DIN (as the "last blessed model before")
+    export_dir: Path  # the export's artifact for the same two arms
+
+
+@pytest.fixture(scope="session")
+def tiny_shop(tmp_path_factory) -> TinyShop:
+    from components.export.export import ExportParams, run_export
+    from components.extract.runner import run_extract
+    from components.features.pipeline import run_features
+    from components.ranking.training import run_stage
+    from components.retrieval import stage as retrieval_stage
+    from components.serving.bundle import build_serving_model
+    from components.warehouse.duckdb_warehouse import build_warehouse
+
+    root = tmp_path_factory.mktemp("tiny_shop")
+    build_warehouse("synthetic:tiny", root / "shop.duckdb", seed=0)
+    run_extract(f"duckdb://{root / 'shop.duckdb'}", root / "extract", min_events_per_user=3)
+    run_features(str(root / "extract"), str(root / "features"), seed=0)
+    retrieval_stage.run(root / "features", root / "retrieval", epochs=1)
+    run_stage(str(root / "features"), str(root / "dien"), "dien", 1, 0, retrieval_dir=str(root / "retrieval"))
+    run_stage(str(root / "features"), str(root / "din"), "din", 1, 0, retrieval_dir=str(root / "retrieval"))
+    control = {"version": "v0-din", "retrieval_dir": str(root / "retrieval"), "ranking_dir": str(root / "din")}
+    build_serving_model(root / "features", root / "retrieval", root / "dien", root / "serving", model_version="v1-dien",
+                        top_k=TOP_K, candidates_n=CANDIDATES_N, experiment=EXPERIMENT, treatment_ratio=RATIO,
+                        control=control)
+    params = ExportParams(top_k=TOP_K, candidates_n=CANDIDATES_N, experiment=EXPERIMENT, treatment_ratio=RATIO,
+                          model_version="v1-dien", run_id="r1",
+                          generated_at=dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc))
+    run_export(root / "features", root / "retrieval", root / "dien", f"duckdb://{root / 'recs.duckdb'}",
+               root / "export", params, blessed_retrieval_dir=control["retrieval_dir"],
+               blessed_ranking_dir=control["ranking_dir"], blessed_model_version=control["version"])
+    return TinyShop(root / "features", root / "retrieval", root / "dien", root / "din", root / "serving",
+                    root / "export")
+
+
+@pytest.fixture(scope="session")
+def exported_lists(tiny_shop) -> dict[str, dict]:
+    """user -> {"items", "scores", "source", "variant", "model_version"} from the export's Parquet."""
+    table = pq.read_table(tiny_shop.export_dir / "recommendations.parquet").to_pylist()
+    lists: dict[str, dict] = {}
+    for row in sorted(table, key=lambda r: (r["user_id"], r["rank"])):
+        entry = lists.setdefault(row["user_id"], {"items": [], "scores": [], "source": row["source"],
+                                                   "variant": row["variant"], "model_version": row["model_version"]})
+        entry["items"].append(row["item_id"])
+        entry["scores"].append(row["score"])
+    return lists
+
+
+class LiveServer:
+    """The real app under uvicorn on a loopback socket, in a thread of the test process."""
+
+    def __init__(self, settings, holder=None):
+        import uvicorn
+
+        from components.serving.server import create_app
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.app = create_app(settings, holder)
+        self.server = uvicorn.Server(uvicorn.Config(self.app, log_config=None, access_log=False, lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(timeout=60)
+        self.sock.close()
+
+    def wait_ready(self, path: str = "/health", timeout_s: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.request("GET", path)[0] == 200:
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"{path} not 200 after {timeout_s} s")
+
+    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+        """(status, parsed JSON or raw bytes) over a real HTTP connection."""
+        import http.client
+        import json
+
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        try:
+            connection.request(method, path, body, headers or {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            raw = response.read()
+        finally:
+            connection.close()
+        try:
+            return response.status, json.loads(raw)
+        except ValueError:
+            return response.status, raw
+
+    def predict(self, payload, path: str = "/predict"):
+        import json
+
+        return self.request("POST", path, json.dumps(payload).encode())
