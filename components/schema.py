@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import pyarrow as pa
@@ -80,6 +81,11 @@ SIMILAR_ITEMS = pa.schema(
 
 TABLES = {"events": EVENTS, "items": ITEMS, "impressions": IMPRESSIONS}
 
+# The smallest propensity an impression may carry. Below it an importance weight (up to 1e6) lets one row outweigh
+# a million others, and 1e-300 gives IPS values of 1e299: extract drops such rows as `propensity_below_floor`, and
+# the off-policy estimators refuse them. The synthetic shops' smallest is 2.3e-4 (medium preset).
+MIN_PROPENSITY = 1e-6
+
 
 class SchemaError(ValueError):
     """Input that breaks a contract: names the table, the column and what is wrong."""
@@ -110,8 +116,9 @@ def validate_table(table: pa.Table, schema: pa.Schema, name: str) -> pa.Table:
 # ---------------------------------------------------------------------------------------------
 # Features output: the contract between the Beam job and the trainers
 # ---------------------------------------------------------------------------------------------
-# Vocabularies are text files, one id per line, most frequent first, *without* reserved tokens.
-# In every model index 0 is padding and index 1 is out-of-vocabulary, so line i has index i + 2.
+# Vocabularies hold one id per line as a JSON string, most frequent first, *without* reserved tokens
+# (see write_vocab). In every model index 0 is padding and index 1 is out-of-vocabulary, so line i has
+# index i + 2.
 PAD_INDEX = 0
 OOV_INDEX = 1
 NUM_RESERVED = 2
@@ -119,9 +126,9 @@ NUM_RESERVED = 2
 SPLITS = ("train", "valid", "test")
 
 VOCAB_DIR = "vocab"
-ITEM_VOCAB = "vocab/items.txt"
-CATEGORY_VOCAB = "vocab/categories.txt"
-USER_VOCAB = "vocab/users.txt"
+ITEM_VOCAB = "vocab/items.jsonl"
+CATEGORY_VOCAB = "vocab/categories.jsonl"
+USER_VOCAB = "vocab/users.jsonl"
 ITEM_FEATURES = "item_features.parquet"
 STATS = "stats.json"
 FEATURE_SPEC = "feature_spec.json"
@@ -182,6 +189,43 @@ class FeatureSpec:
         return cls(**json.loads(path.read_text()))
 
 
+def encode_vocab(ids: Iterable[str]) -> bytes:
+    r"""A vocabulary file's bytes: one JSON string per line.
+
+    Why JSON: an id may hold any character the loaders accept (U+2028, U+0085, \v, \x1c, even \n), and
+    every text reader splits lines on some of them. ensure_ascii escapes all of those, so "\n" is
+    the only line break in the file and each line decodes back to the id, byte for byte.
+    """
+    return "".join(json.dumps(i, ensure_ascii=True) + "\n" for i in ids).encode("ascii")
+
+
+def decode_vocab(data: bytes, where: str) -> list[str]:
+    """The ids of encode_vocab's bytes, in index order; anything else is a SchemaError naming `where`."""
+    if data and not data.endswith(b"\n"):
+        raise SchemaError(f"{where}: a vocabulary file ends with a line break; this one is cut short")
+    ids = []
+    for number, line in enumerate(data.split(b"\n")[:-1], start=1):
+        try:
+            value = json.loads(line)
+        except ValueError as err:
+            raise SchemaError(f"{where}: line {number} is not a JSON string: {err}") from err
+        if not isinstance(value, str):
+            raise SchemaError(f"{where}: line {number} is {value!r}, not a JSON string")
+        ids.append(value)
+    return ids
+
+
+def write_vocab(directory: str | Path, relative: str, ids: Iterable[str]) -> None:
+    path = Path(directory, relative)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(encode_vocab(ids))
+
+
 def read_vocab(directory: str | Path, relative: str) -> list[str]:
-    """The vocabulary ids in index order, reserved tokens excluded (index = position + NUM_RESERVED)."""
-    return Path(directory, relative).read_text().splitlines()
+    """The vocabulary ids in index order, reserved tokens excluded (index = position + NUM_RESERVED).
+
+    Every reader of a vocabulary (features, retrieval, ranking, evaluation, export, experiments) comes here."""
+    path = Path(directory, relative)
+    if not path.is_file():
+        raise SchemaError(f"{directory}: no {relative}; is this a features output directory?")
+    return decode_vocab(path.read_bytes(), str(path))

@@ -15,13 +15,17 @@ def features(
     seed: int = 0,
     ranking_task: str = "auto",
     beam_args: str = "[]",
+    max_examples_per_user: int = 1000,
 ):
     """Builds vocabularies, retrieval/ranking TFRecords, item features and stats with Apache Beam.
 
     ranking_task: auto | next_item | cvr. beam_args: a JSON list of Beam pipeline options, passed
-    through unchanged ("[]" = the local DirectRunner in two processes; DataflowRunner options for the cloud).
+    through unchanged ("[]" = the local FnApiRunner in two processes, as the DirectRunner runs it, without
+    fetching Prism; DataflowRunner options for the cloud).
+    max_examples_per_user: the most train examples one user contributes, their latest (0 = no cap).
     """
     from components.features.pipeline import log_metrics, parse_beam_args, run_features
 
-    stats = run_features(extracted.path, features.path, max_len, seed, ranking_task, parse_beam_args(beam_args))
+    stats = run_features(extracted.path, features.path, max_len, seed, ranking_task, parse_beam_args(beam_args),
+                         max_examples_per_user=max_examples_per_user)
     log_metrics(stats, metrics.log_metric)

@@ -1,7 +1,7 @@
 """The features job: extract output (events + items Parquet) -> vocabularies, examples, stats.
 
-Runs locally on Beam's DirectRunner with two worker processes by default; any
-runner options in `beam_args` pass through unchanged (DataflowRunner included). Paths go through
+Runs locally on Beam's FnApiRunner (the DirectRunner's batch engine, see local_runner) in two worker
+processes by default; runner options in `beam_args` pass through unchanged (DataflowRunner included). Paths go through
 Beam's FileSystems, so they may be local or gs://; a Vertex AI "/gcs/..." artifact path is read
 and written as gs://.
 The job writes into a temporary directory beside `output_dir` and renames it when complete, so
@@ -20,7 +20,7 @@ import apache_beam as beam
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.parquetio import ReadFromParquetBatched
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from components import schema
 from components.features import transforms as T
@@ -33,11 +33,11 @@ EVENTS_FILE = "events.parquet"
 ITEMS_FILE = "items.parquet"
 MANIFEST_FILE = "manifest.json"
 _COUNTS_FILE = "_counts.json"
-# Beam 2.77's DirectRunner tries Prism first (a binary it downloads at run time) and, offline, falls
-# back to the FnApiRunner in two worker processes, which is what the figures were measured on. Naming
-# the FnApiRunner directly lost one bundle of examples in a large run (see check_complete), so the
-# default stays the DirectRunner.
-LOCAL_DEFAULTS = ["--runner=DirectRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+# Two local worker processes, read by the FnApiRunner that local_runner() builds.
+LOCAL_DEFAULTS = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+# Far above every user of Amazon Beauty (at most 201 train targets), the Taobao sample (536) and the synthetic
+# shops (at most 300 views), so it changes none of them; it bounds what one bot or shared account can weigh.
+DEFAULT_MAX_EXAMPLES_PER_USER = 1000
 
 
 def run_features(
@@ -48,13 +48,18 @@ def run_features(
     ranking_task: str = "auto",
     beam_args: list[str] | None = None,
     split: str = "leave_last_out",
+    max_examples_per_user: int = DEFAULT_MAX_EXAMPLES_PER_USER,
 ) -> dict:
-    """Builds the features output (layout in components/schema.py) and returns its stats."""
+    """Builds the features output (layout in components/schema.py) and returns its stats.
+
+    max_examples_per_user caps the train targets of one user (each one retrieval example and its ranking
+    rows) at their most recent ones; 0 means no cap. Capped users and targets are counted in stats.json
+    under "capped", and a warning says so."""
     if max_len < 1:
         raise ValueError(f"max_len must be >= 1, got {max_len}")
     if ranking_task != "auto" and ranking_task not in schema.RANKING_TASKS:
         raise ValueError(f"unknown ranking_task {ranking_task!r}; expected auto or one of {schema.RANKING_TASKS}")
-    splitter = split_fn(split)
+    splitter = split_fn(split, max_examples_per_user)
     extracted_dir, output_dir = beam_path(str(extracted_dir)), beam_path(str(output_dir))
     manifest = read_manifest(extracted_dir)
     events_path = FileSystems.join(extracted_dir, EVENTS_FILE)
@@ -65,13 +70,19 @@ def run_features(
 
     work_dir = f"{output_dir.rstrip('/')}.tmp-{uuid.uuid4().hex[:8]}"
     try:
-        pipeline = beam.Pipeline(options=pipeline_options(beam_args))
+        options = pipeline_options(beam_args)
+        named = options.view_as(StandardOptions).runner
+        pipeline = beam.Pipeline(runner=None if named else local_runner(options), options=options)
         _build(pipeline, events_path, items_path, work_dir, ranking_task, max_len, seed, splitter)
         pipeline.run().wait_until_finish()
-        stats = _finish(work_dir, manifest, ranking_task=ranking_task, max_len=max_len, seed=seed, split=split)
+        stats = _finish(work_dir, manifest, ranking_task=ranking_task, max_len=max_len, seed=seed, split=split,
+                        max_examples_per_user=max_examples_per_user)
         _publish(work_dir, output_dir)
-    except BaseException:
+    except BaseException as err:
         _remove(work_dir)
+        damaged = first_damaged_parquet([events_path, items_path]) if isinstance(err, Exception) else None
+        if damaged:
+            raise schema.SchemaError(damaged) from err
         raise
     log.info("features: %s", json.dumps(stats))
     return stats
@@ -83,11 +94,28 @@ def beam_path(path: str) -> str:
 
 
 def pipeline_options(beam_args: list[str] | None) -> PipelineOptions:
-    """The caller's options unchanged; the local multi-process runner when no runner is named."""
+    """The caller's options unchanged; two local worker processes when no runner is named."""
     args = list(beam_args or [])
     if not any(arg == "--runner" or arg.startswith("--runner=") for arg in args):
         args += LOCAL_DEFAULTS
     return PipelineOptions(args)
+
+
+def local_runner(options: PipelineOptions):
+    """The engine Beam 2.77's DirectRunner runs a batch pipeline on, built the way it builds it (the FnApiRunner,
+    with the pipeline's options provisioned to the worker processes), without trying Prism first.
+
+    Why not the DirectRunner: it first starts Prism, a binary it downloads from the internet at run time, and
+    falls back to this only when that fails. Why not --runner=FnApiRunner: that builds the runner without the
+    provision info, so the worker processes start from default options instead of the pipeline's.
+    """
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(
+        beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
 
 
 def _build(pipeline, events_path, items_path, work_dir, ranking_task, max_len, seed, splitter) -> None:
@@ -154,7 +182,23 @@ def check_parquet(path: str, expected, name: str) -> None:
             raise schema.SchemaError(f"{name}: column {field.name!r} has {nulls} null value(s)")
 
 
-def _finish(work_dir: str, manifest: dict, *, ranking_task: str, max_len: int, seed: int, split: str) -> dict:
+def first_damaged_parquet(paths: list[str]) -> str | None:
+    """After a failed run: "<path> is damaged: <why>" for the first input whose pages do not decode, else None.
+
+    Beam reports a corrupt page as a worker traceback that names no file; reading each input again,
+    page by page, says which one it was."""
+    for path in paths:
+        try:
+            with FileSystems.open(path) as handle:
+                for _ in pq.ParquetFile(handle).iter_batches():
+                    pass
+        except Exception as err:  # pyarrow raises OSError, ArrowInvalid, ... for a damaged page
+            return f"{path} is damaged: {type(err).__name__}: {err}"
+    return None
+
+
+def _finish(work_dir: str, manifest: dict, *, ranking_task: str, max_len: int, seed: int, split: str,
+            max_examples_per_user: int) -> dict:
     """Turns the pipeline's summed counts into stats.json and feature_spec.json."""
     counts_path = FileSystems.join(work_dir, _COUNTS_FILE)
     with FileSystems.open(counts_path) as handle:
@@ -164,12 +208,20 @@ def _finish(work_dir: str, manifest: dict, *, ranking_task: str, max_len: int, s
     for kind in (schema.RETRIEVAL_DIR, schema.RANKING_DIR):
         for name in schema.SPLITS:
             stats.setdefault("examples", {}).setdefault(kind, {}).setdefault(name, 0)
+    capped = stats.setdefault("capped", {})
+    capped.setdefault("users", 0)
+    capped.setdefault("train_targets", 0)
+    if capped["users"]:
+        log.warning("features: %d user(s) have more than %d train examples; their %d oldest train targets were "
+                    "left out (max_examples_per_user)", capped["users"], max_examples_per_user,
+                    capped["train_targets"])
     check_complete(stats, split)
     stats.update(
         ranking_task=resolve_ranking_task(ranking_task, stats.get("events_by_type", {})),
         max_len=max_len,
         seed=seed,
         split=split,
+        max_examples_per_user=max_examples_per_user,
         source=manifest.get("source"),
     )
     spec = schema.FeatureSpec(
@@ -190,14 +242,15 @@ def check_complete(stats: dict, split: str) -> None:
     """Refuses an output whose example counts contradict the step counts.
 
     Under leave-last-out every kept user has one test and one valid example and n - 3 train
-    examples, so the counts must be users, users and steps - 3 * users. A runner that drops a
-    bundle (seen once with the FnApiRunner in multi-process mode) fails here instead of
-    publishing an output that looks whole.
+    examples less those the cap left out, so the counts must be users, users and
+    steps - 3 * users - capped. A runner that drops a bundle fails here instead of publishing an
+    output that looks whole.
     """
     if split != "leave_last_out":
         return
     users, steps = stats.get("users", 0), stats.get("steps", 0)
-    expected = {"train": steps - 3 * users, "valid": users, "test": users}
+    capped = stats.get("capped", {}).get("train_targets", 0)
+    expected = {"train": steps - 3 * users - capped, "valid": users, "test": users}
     got = stats["examples"][schema.RETRIEVAL_DIR]
     if got != expected:
         raise RuntimeError(f"incomplete features output: retrieval examples {got}, expected {expected} from the steps")
@@ -261,6 +314,7 @@ def log_metrics(stats: dict, log_metric) -> None:
         log_metric(f"dropped_events_{reason}", float(n))
     for reason, n in stats.get("dropped_users", {}).items():
         log_metric(f"dropped_users_{reason}", float(n))
+    log_metric("capped_train_targets", float(stats["capped"]["train_targets"]))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -274,8 +328,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max_len", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ranking_task", default="auto")
+    parser.add_argument("--max_examples_per_user", type=int, default=DEFAULT_MAX_EXAMPLES_PER_USER)
     args, beam_args = parser.parse_known_args(argv)
-    stats = run_features(args.extracted, args.output, args.max_len, args.seed, args.ranking_task, beam_args)
+    stats = run_features(args.extracted, args.output, args.max_len, args.seed, args.ranking_task, beam_args,
+                         max_examples_per_user=args.max_examples_per_user)
     print(json.dumps(stats, indent=2))
 
 

@@ -1,22 +1,74 @@
 """Reads the features output back: the one reader that retrieval, ranking, evaluation and export share."""
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
 from components import schema
+from components.features import tfexample
+
+
+_SHARD = re.compile(r"(?P<split>[a-z]+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.tfrecord")
 
 
 def tfrecord_files(features_dir: str | Path, kind: str, split: str) -> list[str]:
-    """The TFRecord shards of one example kind (`retrieval` or `ranking`) and split, in shard order."""
+    """The TFRecord shards of one example kind (`retrieval` or `ranking`) and split, in shard order.
+
+    Refuses, naming the file, a shard set that is not whole: a name outside {split}-SSSSS-of-NNNNN,
+    shards that disagree on NNNNN, a missing shard, a damaged record, or a record count that differs
+    from the features manifest (stats.json), which the Beam job publishes last.
+    """
     if split not in schema.SPLITS:
         raise schema.SchemaError(f"unknown split {split!r}; expected one of {schema.SPLITS}")
-    files = sorted(str(p) for p in Path(features_dir, kind).glob(f"{split}-*.tfrecord"))
-    if not files:
+    directory = Path(features_dir, kind)
+    found = sorted(directory.glob(f"{split}-*.tfrecord"))
+    if not found:
         raise schema.SchemaError(f"{features_dir}: no {kind} examples for split {split!r}")
+    shards: dict[int, Path] = {}
+    totals = set()
+    for path in found:
+        match = _SHARD.fullmatch(path.name)
+        if not match or match["split"] != split:
+            raise schema.SchemaError(f"{path}: not a shard name ({split}-SSSSS-of-NNNNN.tfrecord)")
+        shards[int(match["index"])] = path
+        totals.add(int(match["count"]))
+    if len(totals) > 1:
+        raise schema.SchemaError(f"{directory}: the {split} shards name different totals {sorted(totals)}")
+    total = totals.pop()
+    missing = [f"{split}-{i:05d}-of-{total:05d}.tfrecord" for i in range(total) if i not in shards]
+    if missing or max(shards) >= total:
+        what = f"{len(missing)} of {total} shard(s) missing" if missing else f"a shard beyond {total}"
+        raise schema.SchemaError(f"{directory / (missing or [found[-1].name])[0]}: {what}; the {kind} {split} "
+                                 "examples are incomplete")
+    files = [str(shards[i]) for i in range(total)]
+    expected = _manifest_count(features_dir, kind, split)
+    got = sum(_count_records(path) for path in files)
+    if got != expected:
+        raise schema.SchemaError(f"{directory}: the {split} shards hold {got} records, the features manifest "
+                                 f"{schema.STATS} says {expected}")
     return files
+
+
+def _manifest_count(features_dir: str | Path, kind: str, split: str) -> int:
+    path = Path(features_dir, schema.STATS)
+    if not path.is_file():
+        raise schema.SchemaError(f"{features_dir}: no {schema.STATS}; a features output is complete only with it")
+    try:
+        return int(json.loads(path.read_text())["examples"][kind][split])
+    except (ValueError, KeyError, TypeError) as err:
+        raise schema.SchemaError(f"{path}: no example count for {kind}/{split}: {err!r}") from err
+
+
+def _count_records(path: str) -> int:
+    """Reads every record once, so that a damaged file is named here and not deep inside a training loop."""
+    try:
+        return tfexample.count_frames(path)
+    except ValueError as err:
+        raise schema.SchemaError(f"{path} is damaged: {err}") from err
 
 
 def _parse_spec(kind: str) -> dict:

@@ -76,12 +76,29 @@ def leave_last_out(steps: np.ndarray) -> dict[str, np.ndarray]:
 # A temporal split (train up to a day, test on the next) would be another SplitFn reading
 # steps["ts"]; registering it here makes it selectable by name in run_features.
 SPLITS: dict[str, SplitFn] = {"leave_last_out": leave_last_out}
+CAPPED = "capped"  # the train targets a cap left out, when there are any
 
 
-def split_fn(name: str) -> SplitFn:
+def split_fn(name: str, max_train_per_user: int = 0) -> SplitFn:
+    """The named split, keeping at most `max_train_per_user` train targets per user, the most recent ones
+    (0: no cap). Why: one user with 100,000 events would otherwise be most of the training set. The
+    targets left out are listed under CAPPED, so that the features job can count them."""
     if name not in SPLITS:
         raise ValueError(f"unknown split {name!r}; expected one of {sorted(SPLITS)}")
-    return SPLITS[name]
+    if max_train_per_user < 0:
+        raise ValueError(f"max_train_per_user must be >= 0 (0: no cap), got {max_train_per_user}")
+    split = SPLITS[name]
+    if not max_train_per_user:
+        return split
+
+    def capped(steps: np.ndarray) -> dict[str, np.ndarray]:
+        positions = split(steps)
+        train = positions["train"]
+        if len(train) <= max_train_per_user:
+            return positions
+        return {**positions, "train": train[-max_train_per_user:], CAPPED: train[:-max_train_per_user]}
+
+    return capped
 
 
 # ---------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from components import schema
 from components.features import tfexample
 from components.features.examples import TargetEntries, resolve_ranking_task, user_examples
 from components.features.sequences import (
+    CAPPED,
     EVENT_DTYPE,
     MIN_STEPS,
     SplitFn,
@@ -71,11 +72,11 @@ def validate_batch(table: pa.Table, expected: pa.Schema, name: str) -> pa.Table:
 
 
 def check_ids(column: pa.ChunkedArray, what: str) -> None:
-    """Ids become lines of the vocabulary files, and "" means padding to the serving signatures,
-    so an id may be neither empty nor contain a line break."""
-    bad = pc.sum(pc.match_substring_regex(column, r"^$|[\r\n]").cast(pa.int64())).as_py() or 0
+    """"" means padding to the serving signatures, so an id may not be empty. Any other string is an
+    id: the vocabulary files store each one as a JSON string (schema.encode_vocab)."""
+    bad = pc.sum(pc.equal(pc.utf8_length(column), 0).cast(pa.int64())).as_py() or 0
     if bad:
-        raise schema.SchemaError(f"{what}: {bad} id(s) are empty or contain a line break")
+        raise schema.SchemaError(f"{what}: {bad} id(s) are empty")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,16 +267,16 @@ class ComputeVocabulary(beam.PTransform):
         )
 
 
-def _write_lines(path: str, lines: list[str]) -> None:
+def _write_vocab(path: str, ids: list[str]) -> None:
     with FileSystems.create(path) as handle:
-        handle.write("".join(f"{line}\n" for line in lines).encode())
+        handle.write(schema.encode_vocab(ids))
 
 
 def write_vocabulary_files(vocab: Vocabulary, catalogue: pa.Table, output_dir: str) -> dict[str, int]:
-    """Writes vocab/*.txt and item_features.parquet; returns their sizes for stats.json."""
-    _write_lines(FileSystems.join(output_dir, schema.ITEM_VOCAB), vocab.items)
-    _write_lines(FileSystems.join(output_dir, schema.CATEGORY_VOCAB), vocab.categories)
-    _write_lines(FileSystems.join(output_dir, schema.USER_VOCAB), vocab.users)
+    """Writes the vocabularies and item_features.parquet; returns their sizes for stats.json."""
+    _write_vocab(FileSystems.join(output_dir, schema.ITEM_VOCAB), vocab.items)
+    _write_vocab(FileSystems.join(output_dir, schema.CATEGORY_VOCAB), vocab.categories)
+    _write_vocab(FileSystems.join(output_dir, schema.USER_VOCAB), vocab.users)
     with FileSystems.create(FileSystems.join(output_dir, schema.ITEM_FEATURES)) as handle:
         pq.write_table(item_features_table(vocab, catalogue), handle)
     return {
@@ -317,6 +318,10 @@ class _ExamplesFn(_CountingDoFn):
         if vocab is not self._vocab:
             self._vocab, self._sampler, self._targets = vocab, vocab.sampler(), TargetEntries(vocab.item_category)
         user_id, steps = element
+        capped = len(self._split(steps).get(CAPPED, ()))
+        if capped:
+            self.counts["capped/users"] += 1
+            self.counts["capped/train_targets"] += capped
         examples = user_examples(
             user_id,
             steps,

@@ -20,7 +20,7 @@ QUERY_ENCODER = "query_encoder"
 INDEX = "index"
 ITEM_EMBEDDINGS = "item_embeddings.parquet"
 ITEM_INFO = "items.parquet"  # item_index, item_id, category_index, available: what load_retriever needs
-CATEGORY_VOCAB = "categories.txt"
+CATEGORY_VOCAB = "categories.jsonl"
 DEFAULT_TOP_K = 100
 
 STRING_HISTORY = [tf.TensorSpec([None, None], tf.string, name="hist_items"),
@@ -125,6 +125,6 @@ def export(model: TwoTowerModel, catalogue: Catalogue, config: RetrievalConfig, 
         tf.saved_model.save(index, str(staging / INDEX), signatures={"serving_default": index.serve})
         pq.write_table(item_embedding_table(item_embeddings, catalogue), staging / ITEM_EMBEDDINGS)
         pq.write_table(item_info_table(catalogue), staging / ITEM_INFO)
-        (staging / CATEGORY_VOCAB).write_text("\n".join(catalogue.category_ids) + "\n")
+        schema.write_vocab(staging, CATEGORY_VOCAB, catalogue.category_ids)
         config.write(staging)
     return output_dir

@@ -69,9 +69,9 @@ def write_features(directory: Path, sequences: list[list[int]], seed: int = 0) -
     cat_index = {c: i + schema.NUM_RESERVED for i, c in enumerate(categories)}
     users = [f"u{u:04d}" for u in range(len(sequences))]
     (directory / "vocab").mkdir(parents=True)
-    (directory / schema.ITEM_VOCAB).write_text("\n".join(item_id(n) for n in vocab) + "\n")
-    (directory / schema.CATEGORY_VOCAB).write_text("\n".join(f"c{c}" for c in categories) + "\n")
-    (directory / schema.USER_VOCAB).write_text("\n".join(users) + "\n")
+    schema.write_vocab(directory, schema.ITEM_VOCAB, [item_id(n) for n in vocab])
+    schema.write_vocab(directory, schema.CATEGORY_VOCAB, [f"c{c}" for c in categories])
+    schema.write_vocab(directory, schema.USER_VOCAB, users)
     num_items = len(vocab) + schema.NUM_RESERVED
     examples = {(kind, split): [] for kind in ("retrieval", "ranking") for split in schema.SPLITS}
     train_count = np.zeros(num_items, np.int64)
@@ -100,6 +100,8 @@ def write_features(directory: Path, sequences: list[list[int]], seed: int = 0) -
         with tf.io.TFRecordWriter(str(directory / kind / f"{split}-00000-of-00001.tfrecord")) as writer:
             for row in rows:
                 writer.write(_example(row))
+    counts = {kind: {split: len(rows) for (k, split), rows in examples.items() if k == kind} for kind, _ in examples}
+    (directory / schema.STATS).write_text(json.dumps({"examples": counts}))
     pq.write_table(pa.table({
         "item_index": np.arange(schema.NUM_RESERVED, num_items),
         "item_id": [item_id(n) for n in vocab],

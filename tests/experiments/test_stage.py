@@ -128,7 +128,7 @@ def test_bandit_stage_writes_a_servable_model(tmp_path, monkeypatch):
     monkeypatch.setattr(model_io, "load_retriever", lambda path: RetrieverDouble())
     features = tmp_path / "features"
     (features / schema.VOCAB_DIR).mkdir(parents=True)
-    (features / schema.ITEM_VOCAB).write_text("x\ny\n")
+    schema.write_vocab(features, schema.ITEM_VOCAB, ["x", "y"])
     schema.FeatureSpec(max_len=3, num_items=4, num_categories=3, num_users=2, ranking_task="cvr").write(features)
     extracted = tmp_path / "extracted"
     extracted.mkdir()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import components  # noqa: F401  (sets the Keras switch before TensorFlow loads)
@@ -62,9 +63,9 @@ def write_features(directory: Path) -> Path:
     (directory / schema.VOCAB_DIR).mkdir(parents=True)
     (directory / schema.RETRIEVAL_DIR).mkdir()
     users = list(TEST_EXAMPLES) + [USER_WITHOUT_HISTORY]
-    (directory / schema.ITEM_VOCAB).write_text("\n".join(ITEMS) + "\n")
-    (directory / schema.CATEGORY_VOCAB).write_text("\n".join(CATEGORIES) + "\n")
-    (directory / schema.USER_VOCAB).write_text("\n".join(users) + "\n")
+    schema.write_vocab(directory, schema.ITEM_VOCAB, ITEMS)
+    schema.write_vocab(directory, schema.CATEGORY_VOCAB, CATEGORIES)
+    schema.write_vocab(directory, schema.USER_VOCAB, users)
     n = len(ITEMS)
     pq.write_table(
         pa.table({
@@ -84,6 +85,7 @@ def write_features(directory: Path) -> Path:
     with tf.io.TFRecordWriter(str(directory / schema.RETRIEVAL_DIR / "test-00000-of-00001.tfrecord")) as writer:
         for position, (user, (hist, target, seen)) in enumerate(TEST_EXAMPLES.items()):
             writer.write(_example(users.index(user) + 2, hist, target, seen))
+    (directory / schema.STATS).write_text(json.dumps({"examples": {schema.RETRIEVAL_DIR: {"test": len(TEST_EXAMPLES)}}}))
     return directory
 
 

@@ -16,10 +16,12 @@ def test_parse_beam_args():
 
 def test_log_metrics_flattens_the_headline_counts():
     stats = {"events_read": 10, "events": 9, "users": 2, "items": 3, "categories": 1, "steps": 7,
-             "examples": {"retrieval": {"train": 3}}, "dropped_events": {"unknown_item": 1}}
+             "examples": {"retrieval": {"train": 3}}, "dropped_events": {"unknown_item": 1},
+             "capped": {"users": 1, "train_targets": 4}}
     logged = {}
     log_metrics(stats, lambda name, value: logged.__setitem__(name, value))
     assert logged["examples_retrieval_train"] == 3.0 and logged["dropped_events_unknown_item"] == 1.0
+    assert logged["capped_train_targets"] == 4.0
     assert logged["users"] == 2.0 and all(isinstance(v, float) for v in logged.values())
 
 
@@ -36,7 +38,7 @@ def test_runner_options_pass_through_and_local_defaults_apply_only_without_a_run
     from components.features.pipeline import pipeline_options
 
     local = pipeline_options(None)
-    assert local.view_as(StandardOptions).runner == "DirectRunner"
+    assert local.view_as(StandardOptions).runner is None  # run_features pins local_runner()
     assert local.view_as(DirectOptions).direct_num_workers == 2
     assert local.view_as(DirectOptions).direct_running_mode == "multi_processing"
     dataflow = pipeline_options(["--runner=DataflowRunner", "--project=p", "--region=r"])

@@ -1,5 +1,6 @@
 """The hand-rolled wire format must be exactly what TensorFlow parses."""
 import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import pytest
 import tensorflow as tf
 
 from components.features import tfexample as tfx
@@ -46,3 +47,21 @@ def test_long_lists_take_the_general_path():
     values = list(range(100_000, 140_000))  # packed length > 65536 / 2
     record = tfx.example(tfx.Int64ListKey("long").entry(b"".join(tfx.packed_varints(values))))
     assert tf.train.Example.FromString(record) == _reference({"long": values})
+
+
+def test_count_frames_checks_both_crcs(tmp_path):
+    path = tmp_path / "r.tfrecord"
+    records = [b"a" * 10, b"", b"xyz"]
+    data = b"".join(tfx.tfrecord_frame(r) for r in records)
+    path.write_bytes(data)
+    assert tfx.count_frames(str(path)) == 3
+    for position, what in ((3, "corrupted record at 0"), (16 + 10 + 2, "corrupted record at 26"),
+                           (len(data) - 5, "corrupted record at 42")):
+        flipped = bytearray(data)
+        flipped[position] ^= 0x01
+        path.write_bytes(bytes(flipped))
+        with pytest.raises(ValueError, match=what):
+            tfx.count_frames(str(path))
+    path.write_bytes(data[:-2])
+    with pytest.raises(ValueError, match="truncated record at 42"):
+        tfx.count_frames(str(path))

@@ -3,6 +3,7 @@ category or the one after, so the category of the next purchase follows from the
 Order-aware DIEN can learn this; order-blind DIN pooling cannot fully."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -44,9 +45,9 @@ def write_drifting_features(directory: str | Path, users: int = 200, seed: int =
     (directory / schema.VOCAB_DIR).mkdir(parents=True, exist_ok=True)
     (directory / schema.RANKING_DIR).mkdir(exist_ok=True)
     (directory / schema.RETRIEVAL_DIR).mkdir(exist_ok=True)
-    Path(directory, schema.ITEM_VOCAB).write_text("\n".join(item_ids) + "\n")
-    Path(directory, schema.CATEGORY_VOCAB).write_text("\n".join(category_ids) + "\n")
-    Path(directory, schema.USER_VOCAB).write_text("\n".join(f"user{u}" for u in range(users)) + "\n")
+    schema.write_vocab(directory, schema.ITEM_VOCAB, item_ids)
+    schema.write_vocab(directory, schema.CATEGORY_VOCAB, category_ids)
+    schema.write_vocab(directory, schema.USER_VOCAB, [f"user{u}" for u in range(users)])
     pd.DataFrame({
         "item_index": np.arange(num_items) + schema.NUM_RESERVED, "item_id": item_ids,
         "category_index": item_category[schema.NUM_RESERVED:],
@@ -61,6 +62,7 @@ def write_drifting_features(directory: str | Path, users: int = 200, seed: int =
                for split in schema.SPLITS}
     retrieval_writers = {split: tf.io.TFRecordWriter(
         str(directory / schema.RETRIEVAL_DIR / f"{split}-00000-of-00001.tfrecord")) for split in ("valid", "test")}
+    counts = {kind: dict.fromkeys(schema.SPLITS, 0) for kind in (schema.RANKING_DIR, schema.RETRIEVAL_DIR)}
     for user in range(schema.NUM_RESERVED, users + schema.NUM_RESERVED):
         length = int(rng.integers(5, max_len + 4))
         categories = (rng.integers(0, NUM_CATEGORIES) + np.cumsum(rng.integers(1, 3, length))) % NUM_CATEGORIES
@@ -74,10 +76,13 @@ def write_drifting_features(directory: str | Path, users: int = 200, seed: int =
                 writers[split].write(_example(user, steps[start:t], item_category[steps[start:t]],
                                               noclick[start:t], item_category[noclick[start:t]],
                                               target, item_category[target], label))
+                counts[schema.RANKING_DIR][split] += 1
             if split in retrieval_writers:
+                counts[schema.RETRIEVAL_DIR][split] += 1
                 retrieval_writers[split].write(_retrieval_example(
                     user, steps[start:t], item_category[steps[start:t]], steps[t], item_category[steps[t]],
                     np.unique(steps[:t])))
     for writer in [*writers.values(), *retrieval_writers.values()]:
         writer.close()
+    (directory / schema.STATS).write_text(json.dumps({"examples": counts}))
     return directory

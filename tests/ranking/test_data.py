@@ -1,5 +1,7 @@
 """Length-bucketed input: each batch padded to its own longest history, every row once per epoch."""
 import components  # noqa: F401
+import json
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -48,6 +50,7 @@ def test_load_split_names_mismatched_noclick_lengths(tmp_path):
     (tmp_path / schema.RANKING_DIR).mkdir()
     with tf.io.TFRecordWriter(str(tmp_path / schema.RANKING_DIR / "train-00000-of-00001.tfrecord")) as writer:
         writer.write(_example(2, [3, 4], [2, 2], [5], [2], 6, 2, 1.0))
+    (tmp_path / schema.STATS).write_text(json.dumps({"examples": {schema.RANKING_DIR: {"train": 1}}}))
     with pytest.raises(schema.SchemaError, match="noclick_items differs in length"):
         load_split(tmp_path, "train")
 

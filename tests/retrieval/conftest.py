@@ -1,6 +1,7 @@
 """Small generated features outputs (contracts.md layout) for the retrieval tests."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import components  # noqa: F401  (tf-keras before TensorFlow)
@@ -49,10 +50,11 @@ def write_features(directory: Path, sequences: list[list[int]], item_category: d
     cat_index = {c: n + schema.NUM_RESERVED for n, c in enumerate(categories)}
     (directory / schema.VOCAB_DIR).mkdir(parents=True)
     (directory / schema.RETRIEVAL_DIR).mkdir()
-    Path(directory, schema.ITEM_VOCAB).write_text("".join(f"i{i}\n" for i in items))
-    Path(directory, schema.CATEGORY_VOCAB).write_text("".join(f"c{c}\n" for c in categories))
-    Path(directory, schema.USER_VOCAB).write_text("".join(f"u{u}\n" for u in range(len(sequences))))
+    schema.write_vocab(directory, schema.ITEM_VOCAB, [f"i{i}" for i in items])
+    schema.write_vocab(directory, schema.CATEGORY_VOCAB, [f"c{c}" for c in categories])
+    schema.write_vocab(directory, schema.USER_VOCAB, [f"u{u}" for u in range(len(sequences))])
     train_count = dict.fromkeys(items, 0)
+    counts = dict.fromkeys(schema.SPLITS, 0)
     writers = {s: tf.io.TFRecordWriter(str(directory / schema.RETRIEVAL_DIR / f"{s}-00000-of-00001.tfrecord"))
                for s in schema.SPLITS}
     for user, sequence in enumerate(sequences):
@@ -72,8 +74,10 @@ def write_features(directory: Path, sequences: list[list[int]], item_category: d
                 feature[schema.SEEN_ITEMS] = _int_feature(sorted({item_index[i] for i in sequence[:t]}))
             example = tf.train.Example(features=tf.train.Features(feature=feature))
             writers[split].write(example.SerializeToString())
+            counts[split] += 1
     for writer in writers.values():
         writer.close()
+    (directory / schema.STATS).write_text(json.dumps({"examples": {schema.RETRIEVAL_DIR: counts}}))
     pd.DataFrame({
         "item_index": [item_index[i] for i in items],
         "item_id": [f"i{i}" for i in items],
