@@ -64,10 +64,12 @@ def _validate(log: LoggedSlates) -> None:
     missing = np.isnan(p)
     if missing.any():
         raise LogError(f"{int(missing.sum())} impression(s) have a missing propensity (first row {int(np.argmax(missing))})")
-    for bad, what in ((p <= 0, "zero or negative"), (p > 1, "above one")):
+    floor = f"propensity below the floor {schema.MIN_PROPENSITY:g} (schema.MIN_PROPENSITY)"
+    for bad, what in ((p <= 0, "zero or negative propensity"), ((p > 0) & (p < schema.MIN_PROPENSITY), floor),
+                      (p > 1, "propensity above one")):
         if bad.any():
             first = int(np.argmax(bad))
-            raise LogError(f"{int(bad.sum())} impression(s) have a {what} propensity (first row {first}: {p[first]})")
+            raise LogError(f"{int(bad.sum())} impression(s) have a {what} (first row {first}: {p[first]})")
     if log.position.min() < 0 or log.position.max() >= log.slate_size:
         raise LogError(f"positions must lie in [0, {log.slate_size}), got [{log.position.min()}, {log.position.max()}]")
     if log.item.min() < 0:

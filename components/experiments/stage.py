@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from components import atomic, schema
@@ -58,20 +60,20 @@ def run_ab_analysis(warehouse_uri: str, output_dir: str, log_metric: LogMetric, 
     return result
 
 
-LOGGED_CLICKS_SQL = "SELECT COUNT(*) AS impressions, COUNTIF(clicked) AS clicks FROM impressions"
-
-
 def logged_click_rate(warehouse_uri: str) -> dict:
-    """The logging policy's observed click rate per shown slot over the warehouse's impressions: what the new
-    ranker's off-policy estimate (the same per-slot estimand) is compared with. In BigQuery's dialect, so it
-    runs on either backend."""
+    """The logging policy's observed click rate per shown slot: what the new ranker's off-policy estimate (the
+    same per-slot estimand) is compared with. Counted over the rows extract's impressions query keeps (valid
+    propensities at or above schema.MIN_PROPENSITY, known items, complete fields), the rows the estimators may
+    use, not over every raw row of the table."""
     backend = runner.open_backend(ab_analysis.warehouse_uri(warehouse_uri))
     try:
-        sql = runner.render(LOGGED_CLICKS_SQL, backend.tables, backend.dialect)
-        (row,) = [r for batch in backend.batches(sql, {}) for r in batch.to_pylist()]  # consumed before close
+        query = runner.prepare("impressions", backend, runner.ExtractParams.parse("", "", "", 1))
+        impressions = clicks = 0
+        for batch in backend.batches(query.sql, query.params):
+            impressions += batch.num_rows
+            clicks += int(pc.sum(batch.column("clicked").cast(pa.int64())).as_py() or 0)
     finally:
         backend.close()
-    impressions, clicks = int(row["impressions"]), int(row["clicks"] or 0)
     if impressions == 0:
         raise ValueError(f"{warehouse_uri}: the impressions table is empty, so there is no logged click rate")
     return {"impressions": impressions, "clicks": clicks, "click_rate": clicks / impressions}

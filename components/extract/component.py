@@ -14,12 +14,15 @@ def extract(
     window_end: str = "",
     event_types: str = "",
     min_events_per_user: int = 1,
+    run_time: str = "",
 ):
     """Extracts events, items (and impressions) of a time window into Parquet plus manifest.json.
 
     warehouse_uri: duckdb:///abs/path/shop.duckdb or bigquery://project.dataset. Window bounds are ISO-8601
-    ("" = open), event_types is comma-separated ("" = all), as in components.extract.runner.run_extract.
+    ("" = open), event_types is comma-separated ("" = all), run_time is the run's own time ("" = now; later
+    events are dropped as future_event), as in components.extract.runner.run_extract.
     """
     from components.extract.runner import run_extract
 
-    run_extract(warehouse_uri, extracted.path, window_start, window_end, event_types, min_events_per_user)
+    run_extract(warehouse_uri, extracted.path, window_start, window_end, event_types, min_events_per_user,
+                run_time=run_time)

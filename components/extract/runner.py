@@ -8,8 +8,9 @@ Output directory (schema: contracts.md): events.parquet (sorted by user_id, even
 impressions.parquet when the warehouse has that table, and manifest.json. It is written through
 atomic.staged_directory (manifest.json last), so a failed run leaves nothing that looks complete.
 
-Window bounds are ISO-8601 dates or datetimes (naive means UTC); an empty string is an open bound, so the
-defaults extract everything. Event types: a list or a comma-separated string; empty means all of
+Window bounds and the run time are ISO-8601 dates or datetimes (naive means UTC); an empty bound is open, so the
+defaults extract everything up to now. Exact duplicate event rows and events after the run time are dropped and
+counted by reason (event_drops.sql), like nulls and unknown event types. Event types: a list or a comma-separated string; empty means all of
 schema.EVENT_TYPES.
 """
 from __future__ import annotations
@@ -125,15 +126,17 @@ class ExtractParams:
     window_end: dt.datetime | None
     event_types: list[str]
     min_events_per_user: int
+    run_time: dt.datetime  # events after it are in the future: dropped and counted
 
     @classmethod
-    def parse(cls, window_start, window_end, event_types, min_events_per_user) -> "ExtractParams":
+    def parse(cls, window_start, window_end, event_types, min_events_per_user, run_time=None) -> "ExtractParams":
         start, end = parse_bound(window_start, "window_start"), parse_bound(window_end, "window_end")
         if start is not None and end is not None and start >= end:
             raise ExtractError(f"empty window: window_start {start.isoformat()} is not before window_end {end.isoformat()}")
         if isinstance(min_events_per_user, bool) or int(min_events_per_user) != min_events_per_user or min_events_per_user < 1:
             raise ExtractError(f"min_events_per_user must be an integer >= 1, got {min_events_per_user!r}")
-        return cls(start, end, parse_event_types(event_types), int(min_events_per_user))
+        now = parse_bound(run_time, "run_time") or dt.datetime.now(dt.timezone.utc)
+        return cls(start, end, parse_event_types(event_types), int(min_events_per_user), now)
 
     def values(self) -> dict[str, object]:
         return {
@@ -141,7 +144,9 @@ class ExtractParams:
             "window_end": self.window_end,
             "event_types": self.event_types,
             "known_event_types": list(schema.EVENT_TYPES),
+            "min_propensity": schema.MIN_PROPENSITY,
             "min_events_per_user": self.min_events_per_user,
+            "run_time": self.run_time,
         }
 
 
@@ -334,13 +339,16 @@ def run_extract(
     event_types: str | Sequence[str] = "",
     min_events_per_user: int = 1,
     backend: Backend | None = None,
+    run_time: str | dt.datetime | None = "",
 ) -> dict:
     """Extracts events, items (and impressions) of a warehouse into output_dir; returns the manifest.
 
-    A warehouse of GA4 export tables instead of contract tables goes through components.extract.ga4."""
+    A warehouse of GA4 export tables instead of contract tables goes through components.extract.ga4.
+    run_time ("" = now) is the run's own time: an event after it cannot have happened yet and is dropped as
+    `future_event`, whatever the window says."""
     from components.extract import ga4
 
-    params = ExtractParams.parse(window_start, window_end, event_types, min_events_per_user)
+    params = ExtractParams.parse(window_start, window_end, event_types, min_events_per_user, run_time)
     _, user_key = ga4.split_uri(warehouse_uri)
     output_dir = Path(output_dir)
     if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
@@ -389,6 +397,7 @@ def extract_into(backend: Backend, params: ExtractParams, out: Path, with_impres
         "window_end": params.window_end.isoformat() if params.window_end else "",
         "event_types": params.event_types,
         "min_events_per_user": params.min_events_per_user,
+        "run_time": params.run_time.isoformat(),
         "rows": rows,
         "query_sha256": {run.name: run.sha256 for run in runs.values()},
         "dropped": drops,

@@ -186,15 +186,16 @@ def test_component_signature():
     from components.extract.component import extract
 
     spec = extract.component_spec
-    assert set(spec.inputs) == {"warehouse_uri", "window_start", "window_end", "event_types", "min_events_per_user"}
+    assert set(spec.inputs) == {"warehouse_uri", "window_start", "window_end", "event_types", "min_events_per_user",
+                                "run_time"}
     assert spec.inputs["min_events_per_user"].default == 1 and spec.inputs["window_start"].default == ""
     assert set(spec.outputs) == {"extracted"}
 
 
 def test_small_batches_give_the_same_output(shop, tmp_path, monkeypatch):
     path, frames = shop
-    whole = runner.run_extract(f"duckdb://{path}", tmp_path / "whole")
+    whole = runner.run_extract(f"duckdb://{path}", tmp_path / "whole", run_time="2030-01-01")
     monkeypatch.setattr(runner, "BATCH_ROWS", 7)
-    batched = runner.run_extract(f"duckdb://{path}", tmp_path / "batched")
+    batched = runner.run_extract(f"duckdb://{path}", tmp_path / "batched", run_time="2030-01-01")
     assert batched == whole and whole["rows"]["users"] == frames["events"].user_id.nunique()
     assert pq.read_table(tmp_path / "batched" / "events.parquet").equals(pq.read_table(tmp_path / "whole" / "events.parquet"))

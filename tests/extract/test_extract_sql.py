@@ -51,12 +51,13 @@ def test_parameters_are_never_in_the_query_text(tmp_path):
         dialect = "bigquery"
         tables = BQ_TABLES
 
-    params = runner.ExtractParams.parse("2031-07-04", "2031-08-09T10:11:12", "view,purchase", 7)
+    params = runner.ExtractParams.parse("2031-07-04", "2031-08-09T10:11:12", "view,purchase", 7, "2031-09-01")
     run = runner.prepare("events", Recorder(), params)
     assert "2031" not in run.sql and "'view'" not in run.sql and " 7" not in run.sql
     assert run.params == {
         "window_start": dt.datetime(2031, 7, 4, tzinfo=dt.timezone.utc),
         "window_end": dt.datetime(2031, 8, 9, 10, 11, 12, tzinfo=dt.timezone.utc),
+        "run_time": dt.datetime(2031, 9, 1, tzinfo=dt.timezone.utc),
         "event_types": ["view", "purchase"],
         "min_events_per_user": 7,
     }

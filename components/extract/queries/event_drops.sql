@@ -1,4 +1,5 @@
 -- BigQuery Standard SQL. Every event row that events.sql leaves out, counted by its first failing reason.
+-- An exact duplicate (every column equal) of a row that would be kept is counted once per extra copy.
 WITH catalogue AS (
   SELECT DISTINCT item_id
   FROM items
@@ -6,9 +7,10 @@ WITH catalogue AS (
 ),
 classified AS (
   SELECT
-    e.user_id,
+    e.user_id, e.item_id, e.event_type, e.event_ts, e.event_seq, e.session_id,
     CASE
       WHEN e.event_ts IS NULL THEN 'null_event_ts'
+      WHEN e.event_ts > @run_time THEN 'future_event'
       WHEN (CAST(@window_start AS TIMESTAMP) IS NOT NULL AND e.event_ts < @window_start)
         OR (CAST(@window_end AS TIMESTAMP) IS NOT NULL AND e.event_ts >= @window_end) THEN 'outside_window'
       WHEN e.user_id IS NULL OR e.item_id IS NULL THEN 'null_id'
@@ -21,14 +23,25 @@ classified AS (
   FROM events AS e
   LEFT JOIN catalogue AS c ON c.item_id = e.item_id
 ),
+deduplicated AS (
+  SELECT
+    user_id,
+    CASE
+      WHEN reason = 'kept' AND ROW_NUMBER() OVER (
+        PARTITION BY reason, user_id, item_id, event_type, event_ts, event_seq, session_id ORDER BY event_seq) > 1
+        THEN 'duplicate_row'
+      ELSE reason
+    END AS reason
+  FROM classified
+),
 kept_per_user AS (
   SELECT user_id, COUNT(*) AS n
-  FROM classified
+  FROM deduplicated
   WHERE reason = 'kept'
   GROUP BY user_id
 )
 SELECT reason, COUNT(*) AS n
-FROM classified
+FROM deduplicated
 WHERE reason != 'kept'
 GROUP BY reason
 UNION ALL

@@ -13,6 +13,7 @@ classified AS (
       WHEN i.request_id IS NULL OR i.user_id IS NULL OR i.item_id IS NULL OR i.position IS NULL OR i.policy IS NULL
         OR i.clicked IS NULL OR i.purchased IS NULL THEN 'null_field'
       WHEN i.propensity IS NULL OR i.propensity <= 0 OR i.propensity > 1 THEN 'invalid_propensity'
+      WHEN i.propensity < @min_propensity THEN 'propensity_below_floor'
       WHEN c.item_id IS NULL THEN 'unknown_item'
       ELSE 'kept'
     END AS reason

@@ -1,5 +1,6 @@
--- BigQuery Standard SQL. Logged impressions inside [@window_start, @window_end) with a valid propensity in (0, 1],
--- complete fields and an item of the catalogue; impression_drops.sql counts the rest.
+-- BigQuery Standard SQL. Logged impressions inside [@window_start, @window_end) with a propensity in
+-- [@min_propensity, 1] (schema.MIN_PROPENSITY), complete fields and an item of the catalogue; impression_drops.sql
+-- counts the rest.
 WITH catalogue AS (
   SELECT DISTINCT item_id
   FROM items
@@ -13,5 +14,5 @@ WHERE i.event_ts IS NOT NULL
   AND (CAST(@window_end AS TIMESTAMP) IS NULL OR i.event_ts < @window_end)
   AND i.request_id IS NOT NULL AND i.user_id IS NOT NULL AND i.position IS NOT NULL AND i.policy IS NOT NULL
   AND i.clicked IS NOT NULL AND i.purchased IS NOT NULL
-  AND i.propensity > 0 AND i.propensity <= 1
+  AND i.propensity >= @min_propensity AND i.propensity <= 1
 ORDER BY i.event_ts, i.request_id, i.position
