@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 from pyarrow import csv
 
 from components import schema
+from components.warehouse import timestamps
 
 AMAZON_COLUMNS = {"user_id": pa.string(), "item_id": pa.string(), "timestamp": pa.int64(), "cate_id": pa.string(),
                   "attr_ids": pa.string()}
@@ -51,11 +52,6 @@ def read_csv(path: str | Path, columns: dict[str, pa.DataType], header: bool = T
     return table.select(names)
 
 
-def seconds_to_timestamps(seconds: pa.ChunkedArray) -> pa.Array:
-    values = seconds.to_numpy()
-    return pa.array(values * 1_000_000, pa.timestamp("us", tz="UTC"))
-
-
 def first_row_per_item(table: pa.Table) -> pa.Table:
     """One row per item_id: its first occurrence in file order."""
     _, first = np.unique(table.column("item_id").to_numpy(zero_copy_only=False), return_index=True)
@@ -84,7 +80,8 @@ def load_amazon(path: str | Path) -> tuple[pa.Table, pa.Table]:
     n = raw.num_rows
     events = pa.Table.from_arrays(
         [raw["user_id"], raw["item_id"], pa.array(np.full(n, "purchase", dtype=object), pa.string()),
-         seconds_to_timestamps(raw["timestamp"]), pa.array(np.arange(n, dtype=np.int64)), pa.nulls(n, pa.string())],
+         timestamps.from_unix_seconds(raw["timestamp"], f"{path}: column 'timestamp'"),
+         pa.array(np.arange(n, dtype=np.int64)), pa.nulls(n, pa.string())],
         schema=schema.EVENTS,
     )
     # Brands are judged over the whole catalogue, so compute them before keeping one row per item.
@@ -110,7 +107,8 @@ def load_taobao(path: str | Path) -> tuple[pa.Table, pa.Table]:
     event_type = pa.array(list(TAOBAO_EVENT_TYPES.values()), pa.string()).take(codes)
     n = raw.num_rows
     events = pa.Table.from_arrays(
-        [raw["user_id"], raw["item_id"], event_type, seconds_to_timestamps(raw["timestamp"]),
+        [raw["user_id"], raw["item_id"], event_type,
+         timestamps.from_unix_seconds(raw["timestamp"], f"{path}: column 'timestamp'"),
          pa.array(np.arange(n, dtype=np.int64)), pa.nulls(n, pa.string())],
         schema=schema.EVENTS,
     )
