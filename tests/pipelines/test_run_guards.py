@@ -9,7 +9,8 @@ import pytest
 from components.warehouse import duckdb_warehouse as dw
 from pipelines import run
 
-AMAZON = "user_id,item_id,timestamp,cate_id,attr_ids\n1,10,100,5,90 1 5\n1,11,100,7,1 7\n2,11,200,7,1 7\n"
+AMAZON = ("user_id,item_id,timestamp,cate_id,attr_ids\n1,10,1400000100,5,90 1 5\n1,11,1400000100,7,1 7\n"
+          "2,11,1400000200,7,1 7\n")
 
 
 def test_case09_warehouse_of_another_source_is_refused_and_a_changed_file_reloaded(tmp_path):
@@ -30,7 +31,7 @@ def test_case09_warehouse_of_another_source_is_refused_and_a_changed_file_reload
 
     other = tmp_path / "other" / "warehouse.duckdb"
     assert dw.ensure_warehouse(f"amazon:{csv}", other) == {"events": 3, "items": 2}
-    csv.write_text(AMAZON + "3,12,300,7,1 7\n")
+    csv.write_text(AMAZON + "3,12,1400000300,7,1 7\n")
     os.utime(csv, ns=(1, 1))
     assert dw.ensure_warehouse(f"amazon:{csv}", other) == {"events": 4, "items": 3}  # the file changed: reloaded
     assert json.loads(dw.record_path(other).read_text())["size"] == csv.stat().st_size
