@@ -7,14 +7,21 @@ dot, so readers that list a folder skip them.
 On Cloud Storage FUSE (Vertex AI mounts the pipeline root at /gcs/<bucket>/...) a folder cannot be
 renamed (gcsfuse refuses unless mounted with --rename-dir-limit), but a file rename gives a whole
 object. There a staged folder is moved in file by file, the one marking completion (a manifest) last.
+
+A writer that is killed (SIGKILL, or a SIGTERM the process does not handle) cannot remove its staging folder;
+the next write of the same target (a retry) does, and a SIGTERM during the block ends it as an exception, so the
+staging folder goes with it. Each artifact has one writer, so a staging folder of its target is a dead one's.
 """
 from __future__ import annotations
 
+import glob
 import json
 import math
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -37,18 +44,40 @@ def staged_directory(target: str | Path, last: str | None = None) -> Iterator[Pa
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    prefix = f".{target.name}.staging-"
+    for stale in target.parent.glob(glob.escape(prefix) + "*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
     staging.chmod(0o755)  # mkdtemp makes it private; artifacts are read by other tasks and users
     try:
-        yield staging
-        files = _files_marker_last(staging, target, last)  # checked here too, so local runs catch a missing marker
-        if on_gcs_fuse(target):
-            _move_files(staging, target, files)
-        else:
-            _remove(target)
-            os.replace(staging, target)
+        with _sigterm_as_exit():
+            yield staging
+            files = _files_marker_last(staging, target, last)  # checked here too: local runs catch a missing marker
+            if on_gcs_fuse(target):
+                _move_files(staging, target, files)
+            else:
+                _remove(target)
+                os.replace(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """Within the block, SIGTERM (a cancelled or timed-out task) raises SystemExit, so cleanup runs; only where
+    nothing else handles SIGTERM, and only in the main thread, where Python delivers signals."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _remove(path: Path) -> None:

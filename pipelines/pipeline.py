@@ -7,7 +7,7 @@ data puts ranking after retrieval. Off-policy evaluation estimates the new ranke
 logged impressions (skipping, with a reason, on data without them); evaluation reads its output into the
 report and the metrics, and with `gate_on_ope` also into the gate, so it runs after it. Export runs
 only inside `dsl.If(blessed)`: a model that loses to the baselines or to the last blessed model
-never reaches users. An optional Thompson-sampling bandit learns to re-rank retrieval's candidates, and the
+never reaches users; export also makes the model the last blessed one, once its lists are written. An optional Thompson-sampling bandit learns to re-rank retrieval's candidates, and the
 A/B analysis reads the outcomes per variant once the export has written them. The blessed branch also builds
 the serving model (the folder the prediction server loads), registers it once the export has succeeded, and
 deploys it to an endpoint (no-ops without a project, where the local registry is what `make serve` follows). Every task runs in the pinned
@@ -66,6 +66,9 @@ def recommender_pipeline(
     # gets (below 100: a canary beside the model that served before).
     endpoint_name: str = "shop-recsys",
     endpoint_traffic_percentage: int = 100,
+    # The run's own time (ISO-8601, UTC): fixes the export's day partition, so a retry replaces its own rows.
+    # pipelines.run sets it for a local or one-off run; empty (a schedule's runs) means the time export runs.
+    run_time: str = "",
 ):
     extract_task = extract(
         warehouse_uri=warehouse_uri,
@@ -143,6 +146,8 @@ def recommender_pipeline(
             destination=destination,
             run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
             model_version=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+            run_time=run_time,
+            registry_dir=registry_uri,
             top_k=top_k,
             experiment=experiment,
             treatment_ratio=treatment_ratio,

@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from components import run_time
+
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a finite number", bool: "true or false"}
 # Parameters each target derives from its own flags; a --param for one of them is refused, naming the flag.
 DERIVED = {
@@ -55,6 +57,8 @@ def parse_params(texts: Iterable[str], target: str = "local") -> dict[str, Any]:
         if name in DERIVED[target]:
             raise ValueError(f"--param {name}: the {target} run sets it from {DERIVED[target][name]}; use that")
         values[name] = _typed(name, raw, types[name])
+    if "run_time" in values:
+        run_time.parse(values["run_time"])  # fails at the entry, not in the export after training
     return values
 
 
@@ -121,6 +125,7 @@ def _run_local(output: Path, source: str, seed: int, parameters: dict) -> dict:
         "seed": seed,
         # The synthetic shop's simulator knows each policy's true value, so off-policy estimates get a ground truth.
         "shop_preset": source.split(":", 1)[1] if source.startswith("synthetic:") else "",
+        "run_time": run_time.now_iso(),
         **parameters,
     }
     started = time.perf_counter()
@@ -128,6 +133,7 @@ def _run_local(output: Path, source: str, seed: int, parameters: dict) -> dict:
     run_dir = max(pipeline_root.iterdir(), key=lambda p: p.stat().st_mtime)
     outputs = {
         "run": str(run_dir),
+        "run_time": arguments["run_time"],
         "warehouse": str(warehouse),
         "recommendations": str(output / "recommendations.duckdb"),
         "registry": str(output / "registry"),
@@ -140,6 +146,21 @@ def _run_local(output: Path, source: str, seed: int, parameters: dict) -> dict:
     }
     outputs.update({name: str(path) for name, path in named_outputs.items() if path.exists()})
     return outputs
+
+
+def check_kfp_uris(warehouse_uri: str, destination: str) -> None:
+    """Both URIs of a KFP run, checked here (BigQuery names by BigQuery's rules) rather than by a task later."""
+    from components.cloud import bigquery_names
+    from components.export.writers import parse_destination
+
+    if warehouse_uri.startswith(bigquery_names.URI_PREFIX):
+        try:
+            bigquery_names.parse_dataset_uri(warehouse_uri)
+        except ValueError as err:
+            raise ValueError(f"--warehouse-uri {warehouse_uri!r}: {err}") from None
+    elif not warehouse_uri.startswith("duckdb:///"):
+        raise ValueError(f"--warehouse-uri {warehouse_uri!r} must be bigquery://project.dataset or duckdb:///path")
+    parse_destination(destination)
 
 
 def main() -> None:
@@ -174,6 +195,11 @@ def main() -> None:
         flags = ", ".join("--" + name.replace("_", "-") for name in missing)
         make = ", ".join(name.upper() + "=" for name in missing)
         parser.error(f"--target {args.target} needs {flags} ({make} in make)")
+    if args.target == "kfp":
+        try:
+            check_kfp_uris(args.warehouse_uri, args.destination)
+        except ValueError as err:
+            parser.error(str(err))
 
     if args.target == "local":
         from components.warehouse.duckdb_warehouse import SourceMismatch
@@ -189,6 +215,8 @@ def main() -> None:
     from pipelines.compile import compile_pipeline
 
     spec = compile_pipeline(args.spec)
+    if not args.schedule:  # a one-off run's time is now, kept by its retries; one value would freeze a schedule's
+        parameters.setdefault("run_time", run_time.now_iso())
     if args.target == "vertex":
         job = submit.submit_vertex(
             spec_path=spec,

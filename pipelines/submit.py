@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from components.cloud import dataflow
+from components.cloud import bigquery_names, dataflow
 
 DEFAULT_LABELS = {"app": "shop-recsys"}
 _LABEL_KEY = re.compile(r"[a-z][a-z0-9_-]{0,62}")
@@ -66,6 +66,9 @@ def production_parameters(
     (Vertex mounts it at /gcs/), the Model Registry's project, and Dataflow for the features stage,
     whose workers run the image the spec pins. Fails if the spec does not take one of them."""
     bucket_name = pipeline_root(bucket).split("/")[2]
+    bigquery_names.validate_project(project)
+    bigquery_names.validate_dataset(warehouse_dataset)
+    bigquery_names.validate_dataset(destination_dataset)
     values: dict[str, Any] = {
         "warehouse_uri": f"bigquery://{project}.{warehouse_dataset}",
         "destination": f"bigquery://{project}.{destination_dataset}",

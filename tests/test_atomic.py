@@ -91,3 +91,44 @@ def test_write_json_writes_undefined_figures_as_null(tmp_path):
     atomic.write_json(path, {"auc": 0.7, "gauc": float("nan"), "per_seed": [float("inf"), 1.0], "name": "dien"})
     assert path.read_text().count("null") == 2 and "NaN" not in path.read_text()
     assert json.loads(path.read_text()) == {"auc": 0.7, "gauc": None, "per_seed": [None, 1.0], "name": "dien"}
+
+
+KILLED_WRITER = """
+import sys, time
+from components.atomic import staged_directory
+with staged_directory(sys.argv[1]) as staging:
+    (staging / "half.txt").write_text("half")
+    print("writing", flush=True)
+    time.sleep(60)
+"""
+
+
+def _killed_writer(target, signum) -> int:
+    import signal  # noqa: F401  (signum comes from it)
+    import subprocess
+    import sys
+
+    writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(target)], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "writing"
+    writer.send_signal(signum)
+    return writer.wait(timeout=60)
+
+
+def test_case08_a_terminated_writer_leaves_no_staging(tmp_path):
+    import signal
+
+    assert _killed_writer(tmp_path / "artifact", signal.SIGTERM) == 128 + signal.SIGTERM
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_case08_a_killed_writers_staging_goes_with_the_next_write(tmp_path):
+    import signal
+
+    _killed_writer(tmp_path / "artifact", signal.SIGKILL)
+    assert [p.name.startswith(".artifact.staging-") for p in tmp_path.iterdir()] == [True]
+    with staged_directory(tmp_path / "artifact-2") as staging:  # another target's staging is left alone
+        (staging / "f").write_text("f")
+    assert len(list(tmp_path.glob(".artifact.staging-*"))) == 1
+    with staged_directory(tmp_path / "artifact") as staging:
+        (staging / "f").write_text("f")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["artifact", "artifact-2"]

@@ -1,8 +1,10 @@
 """The local model registry: the last blessed model pair, under the pipeline root.
 
 Layout: <registry>/blessed/<version>/{retrieval/, ranking/, metadata.json} and
-<registry>/blessed/LATEST.json naming the current version. Every write goes through components.atomic
-(metadata.json last), so a crash never leaves a half-copied model marked as blessed.
+<registry>/blessed/LATEST.json naming the current version. Evaluation registers a blessed model (a pending
+version: copied, not yet current); export promotes it once its lists are written, so a failed export leaves the
+previous model current, and the next run's gate and control arm read that one. Every write goes through
+components.atomic (metadata.json last), so a crash never leaves a half-copied model marked as blessed.
 In production the Vertex AI Model Registry plays this part.
 """
 from __future__ import annotations
@@ -62,9 +64,8 @@ def last_blessed(registry_dir: str | Path) -> BlessedModel | None:
 
 def register(registry_dir: str | Path, version: str, retrieval_dir: str | Path, ranking_dir: str | Path,
              metadata: dict) -> BlessedModel:
-    """Copies both model artifacts into the registry and makes them the last blessed model."""
-    if not version or "/" in version or version.startswith("."):
-        raise ValueError(f"invalid model version {version!r}")
+    """Copies both model artifacts into the registry as a pending version; `promote` makes it the last blessed one."""
+    _check_version(version)
     root = Path(registry_dir, BLESSED)
     root.mkdir(parents=True, exist_ok=True)
     final = root / version
@@ -74,6 +75,21 @@ def register(registry_dir: str | Path, version: str, retrieval_dir: str | Path, 
         shutil.copytree(retrieval_dir, staging / "retrieval")
         shutil.copytree(ranking_dir, staging / "ranking")
         (staging / METADATA).write_text(json.dumps({"version": version, **metadata}, indent=2, default=str))
-    atomic.write_text(root / LATEST, json.dumps({"version": version}))
     return BlessedModel(version=version, path=final)
 
+
+def promote(registry_dir: str | Path, version: str) -> BlessedModel:
+    """Makes a registered version the last blessed model (one atomic write of LATEST.json)."""
+    _check_version(version)
+    root = Path(registry_dir, BLESSED)
+    model = BlessedModel(version=version, path=root / version)
+    if not (model.path / METADATA).is_file():
+        raise RegistryError(f"cannot promote {version!r}: {model.path} holds no registered model")
+    atomic.write_text(root / LATEST, json.dumps({"version": version}))
+    return model
+
+
+
+def _check_version(version: str) -> None:
+    if not version or "/" in version or version.startswith("."):
+        raise ValueError(f"invalid model version {version!r}")

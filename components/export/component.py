@@ -22,20 +22,24 @@ def export(
     experiment: str = "ranker",
     treatment_ratio: float = 1.0,
     model_version: str = "",
-    generated_at: str = "",
+    run_time: str = "",
     similar_k: int = 20,
+    registry_dir: str = "",
 ):
-    """Scores every user and writes recommendations and similar items to `destination`, replacing today's partition.
+    """Scores every user, writes recommendations and similar items to `destination` (replacing the run day's
+    partition), then makes the model the evaluation registered the last blessed one in `registry_dir`.
 
     destination: duckdb:///abs/path/file.duckdb or bigquery://project.dataset. candidates_n 0 takes the
     evaluation summary's export_n (else 200); the summary's previous_blessed model serves the control arm.
-    generated_at (ISO, e.g. the pipeline job's creation time) fixes the partition day, so retries are idempotent.
+    run_time (ISO, the run's own time; empty means now) fixes generated_at and so the partition day: a retry
+    of the run replaces its own partition.
     """
     from components.export.export import export_from_component
 
     export_from_component(
         features.path, retrieval_model.path, ranking_model.path, recommendations.path, metrics,
         destination=destination, top_k=top_k, candidates_n=candidates_n, experiment=experiment,
-        treatment_ratio=treatment_ratio, model_version=model_version, run_id=run_id, generated_at=generated_at,
-        similar_k=similar_k, evaluation_summary=evaluation_summary.path if evaluation_summary else None,
+        treatment_ratio=treatment_ratio, model_version=model_version, run_id=run_id, run_time=run_time,
+        similar_k=similar_k, registry_dir=registry_dir,
+        evaluation_summary=evaluation_summary.path if evaluation_summary else None,
     )

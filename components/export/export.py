@@ -1,4 +1,7 @@
-"""The export stage: score every user, write Parquet into the artifact, then replace today's partition.
+"""The export stage: score every user, replace the run day's partition, then make the model the last blessed one.
+
+The destination write and the registry's promotion happen inside the artifact's staging, so a failure at any
+step leaves no artifact and the registry's last blessed model as it was: a model is blessed once its lists are out.
 
 Output artifact layout (a directory, written whole or not at all):
   recommendations.parquet   schema.RECOMMENDATIONS, sorted by user_id, rank
@@ -18,10 +21,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from components import atomic
+from components.evaluation import registry
 from components.experiments import ab
 from components.export import batch, similar, writers
 from components.export.inputs import ServingInputs, read_serving_inputs
 from components.kfp_metrics import log_metrics
+from components.run_time import resolve as resolve_run_time
 from components.serving.models import ServingModel, load_serving_model
 
 RECOMMENDATIONS_FILE = "recommendations.parquet"
@@ -53,17 +58,6 @@ class ExportParams:
             raise ValueError("generated_at must be timezone-aware (UTC)")
 
 
-def parse_generated_at(value: str = "") -> dt.datetime:
-    """An ISO-8601 time in UTC (naive means UTC), or now; microsecond precision like the tables."""
-    if not value:
-        return dt.datetime.now(dt.timezone.utc)
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError as err:
-        raise ValueError(f"generated_at {value!r} is not an ISO-8601 time") from err
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)).astimezone(dt.timezone.utc)
-
-
 def run_export(
     features_dir: str | Path,
     retrieval_dir: str | Path,
@@ -74,8 +68,11 @@ def run_export(
     blessed_retrieval_dir: str | Path | None = None,
     blessed_ranking_dir: str | Path | None = None,
     blessed_model_version: str = "",
+    registry_dir: str | Path | None = None,
+    registered_version: str = "",
 ) -> dict:
-    """Loads the models, scores every user and writes the artifact, then the destination tables."""
+    """Loads the models, scores every user, writes the destination tables and, with `registry_dir`, makes
+    `registered_version` (registered by the evaluation) the last blessed model; the artifact appears last."""
     target = writers.parse_destination(destination)
     started = time.perf_counter()
     inputs = read_serving_inputs(features_dir)
@@ -87,15 +84,17 @@ def run_export(
     load_s = time.perf_counter() - started - read_s
     tables, manifest = build_tables(inputs, new_model, blessed, params)
     writing = time.perf_counter()
-    write_artifact(output_dir, tables, manifest)
-    target.write(
-        {"recommendations": Path(output_dir, RECOMMENDATIONS_FILE), "similar_items": Path(output_dir, SIMILAR_ITEMS_FILE)},
-        params.generated_at.date(),
-    )
-    finished = time.perf_counter()
-    manifest["timing"].update(read_s=round(read_s, 3), load_models_s=round(load_s, 3),
-                              write_s=round(finished - writing, 3), total_s=round(finished - started, 3))
-    atomic.write_json(Path(output_dir, MANIFEST_FILE), manifest)
+    with atomic.staged_directory(output_dir, last=MANIFEST_FILE) as staging:
+        for name, table in tables.items():
+            pq.write_table(table, staging / name)
+        target.write({"recommendations": staging / RECOMMENDATIONS_FILE, "similar_items": staging / SIMILAR_ITEMS_FILE},
+                     params.generated_at.date())
+        if registry_dir and registered_version:
+            manifest["blessed"] = registry.promote(registry_dir, registered_version).to_json()
+        finished = time.perf_counter()
+        manifest["timing"].update(read_s=round(read_s, 3), load_models_s=round(load_s, 3),
+                                  write_s=round(finished - writing, 3), total_s=round(finished - started, 3))
+        atomic.write_json(staging / MANIFEST_FILE, manifest)
     return manifest
 
 
@@ -113,14 +112,17 @@ def export_from_component(
     treatment_ratio: float,
     model_version: str,
     run_id: str,
-    generated_at: str = "",
+    run_time: str = "",
     similar_k: int = 20,
     evaluation_summary: str | None = None,
+    registry_dir: str = "",
 ) -> dict:
     """The KFP component's one call: artifact paths and parameters in, manifest out, metrics logged.
 
     The evaluation summary (optional) supplies what the parameters leave open: the retrieval depth
-    (`export_n`, when candidates_n is 0), the model version, and the last blessed model for the control arm.
+    (`export_n`, when candidates_n is 0), the model version, the last blessed model for the control arm, and the
+    version it registered, which becomes the last blessed one in `registry_dir` once the lists are written.
+    The run's time (components.run_time) fixes generated_at, so a retry of the run replaces its own partition.
     """
     summary = read_evaluation_summary(evaluation_summary) if evaluation_summary else {}
     if candidates_n <= 0:
@@ -129,12 +131,13 @@ def export_from_component(
     params = ExportParams(
         top_k=top_k, candidates_n=candidates_n, experiment=experiment, treatment_ratio=treatment_ratio,
         model_version=model_version or summary.get("model_version") or run_id, run_id=run_id,
-        generated_at=parse_generated_at(generated_at), similar_k=similar_k,
+        generated_at=resolve_run_time(run_time), similar_k=similar_k,
     )
     manifest = run_export(
         features, retrieval_model, ranking_model, destination, recommendations, params,
         blessed_retrieval_dir=previous.get("retrieval_dir"), blessed_ranking_dir=previous.get("ranking_dir"),
         blessed_model_version=previous.get("version", ""),
+        registry_dir=registry_dir or None, registered_version=(summary.get("registered") or {}).get("version", ""),
     )
     log_metrics(metrics.log_metric, {
         "users": manifest["users"],
@@ -223,10 +226,3 @@ def build_similar_items(inputs: ServingInputs, model: ServingModel, params: Expo
     return table.sort_by([("item_id", "ascending"), ("rank", "ascending")])
 
 
-def write_artifact(output_dir: str | Path, tables: dict[str, pa.Table], manifest: dict) -> None:
-    """Writes the artifact through atomic.staged_directory, so no half output exists; the manifest
-    goes last, so on GCS FUSE (files moved one by one) an artifact without manifest.json is incomplete."""
-    with atomic.staged_directory(output_dir, last=MANIFEST_FILE) as staging:
-        for name, table in tables.items():
-            pq.write_table(table, staging / name)
-        atomic.write_json(staging / MANIFEST_FILE, manifest)

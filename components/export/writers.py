@@ -16,6 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from components import schema
+from components.cloud import bigquery_names
 from components.warehouse.duckdb_warehouse import create_table_sql
 
 PARTITION_COLUMN = "generated_at"
@@ -148,9 +149,9 @@ def parse_destination(uri: str) -> DuckDBDestination | BigQueryDestination:
         if not path:
             raise ValueError(f"destination {uri!r} names no DuckDB file")
         return DuckDBDestination(Path(path))
-    if uri.startswith("bigquery://"):
-        parts = uri[len("bigquery://") :].split(".")
-        if len(parts) != 2 or not all(parts):
-            raise ValueError(f"destination {uri!r} must be bigquery://project.dataset")
-        return BigQueryDestination(*parts)
+    if uri.startswith(bigquery_names.URI_PREFIX):
+        try:
+            return BigQueryDestination(*bigquery_names.parse_dataset_uri(uri))
+        except ValueError as err:
+            raise ValueError(f"destination {uri!r}: {err}") from None
     raise ValueError(f"unknown destination {uri!r}: expected duckdb:///path/file.duckdb or bigquery://project.dataset")

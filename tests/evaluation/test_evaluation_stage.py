@@ -67,7 +67,8 @@ def test_stage_blesses_good_model_then_rejects_worse_one_against_the_registry(ti
     rm = summary["ranking_metrics"]
     assert rm["funnel"]["ndcg@20"] > rm["item_to_item"]["ndcg@20"] > rm["popularity"]["ndcg@20"]
     assert summary["ranker"]["auc"] > 0.7
-    entry = registry.last_blessed(registry_dir)
+    assert registry.last_blessed(registry_dir) is None  # registered; export promotes it once its lists are out
+    entry = registry.promote(registry_dir, summary["registered"]["version"])
     assert entry.version == summary["model_version"] and (entry.retrieval_dir / "model.json").exists()
 
     bad = write_model(tmp_path / "bad", "random", today_item_ids)
@@ -131,6 +132,7 @@ def test_registry_keeps_previous_model_when_a_copy_fails(tmp_path):
         (good / part).mkdir(parents=True)
         (good / part / "f").write_text(part)
     registry.register(tmp_path / "reg", "v1", good / "r", good / "k", {})
+    registry.promote(tmp_path / "reg", "v1")
     with pytest.raises(FileNotFoundError):
         registry.register(tmp_path / "reg", "v2", good / "r", tmp_path / "missing", {})
     assert registry.last_blessed(tmp_path / "reg").version == "v1"

@@ -159,3 +159,44 @@ def test_parse_destination(uri, expected):
 def test_bad_destinations_are_refused(uri):
     with pytest.raises(ValueError, match="destination"):
         writers.parse_destination(uri)
+
+
+@pytest.mark.parametrize("uri, message", [
+    ("bigquery://shop-prod.ds; DROP", "dataset name 'ds; DROP'"),
+    ("bigquery://shop-prod.recs-eu", "dataset name 'recs-eu'"),
+    ("bigquery://shop-prod.recs\n", "dataset name 'recs\\\\n'"),
+    ("bigquery://shop.recs", "project id 'shop' must be 6-30"),
+    ("bigquery://Shop-Prod.recs", "project id 'Shop-Prod'"),
+    ("bigquery://shop-prod-.recs", "project id 'shop-prod-'"),
+    ("bigquery://1shop-prod.recs", "project id '1shop-prod'"),
+])
+def test_case13_bigquery_destination_names_are_validated(uri, message):
+    with pytest.raises(ValueError, match=f"destination .*BigQuery {message}"):
+        writers.parse_destination(uri)
+
+
+def test_case13_bigquery_names_follow_bigquerys_rules():
+    from components.cloud import bigquery_names
+
+    assert writers.parse_destination("bigquery://shop-prod.2026_Recs") == writers.BigQueryDestination(
+        "shop-prod", "2026_Recs")  # a dataset may start with a digit and hold capitals
+    assert bigquery_names.validate_table("Empfehlungen für-heute") == "Empfehlungen für-heute"
+    for table in ("recs;", "recs`", "a.b", "", "x" * 1025):
+        with pytest.raises(ValueError, match="BigQuery table name"):
+            bigquery_names.validate_table(table)
+
+
+def test_case13_run_entry_refuses_bad_bigquery_names(monkeypatch, capsys, tmp_path):
+    import sys
+
+    from pipelines import run, submit
+
+    monkeypatch.setattr(sys, "argv", ["pipelines.run", "--target", "kfp", "--host", "http://127.0.0.1:1",
+                                      "--warehouse-uri", "bigquery://shop-prod.warehouse",
+                                      "--destination", "bigquery://shop-prod.ds; DROP"])
+    with pytest.raises(SystemExit):
+        run.main()
+    assert "destination 'bigquery://shop-prod.ds; DROP': BigQuery dataset name" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="dataset name 'recs eu'"):
+        submit.production_parameters(tmp_path / "never-read.yaml", "shop-prod", "europe-west1", "shop-prod-pipelines",
+                                     destination_dataset="recs eu")

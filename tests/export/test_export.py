@@ -6,7 +6,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from components import schema
+from components import run_time, schema
 from components.experiments import ab
 from components.export import export, writers
 from components.export.inputs import read_serving_inputs
@@ -169,13 +169,14 @@ def test_bad_parameters_are_refused(overrides, message):
         params(**overrides)
 
 
-def test_generated_at_parsing_is_utc():
-    assert export.parse_generated_at("2026-11-25T03:00:00Z") == GENERATED_AT
-    assert export.parse_generated_at("2026-11-25 04:00:00+01:00") == GENERATED_AT
-    assert export.parse_generated_at("2026-11-25T03:00:00") == GENERATED_AT
-    assert export.parse_generated_at("2026-11-25T03:00:00.000000123Z") == GENERATED_AT  # RFC 3339 nanoseconds
-    with pytest.raises(ValueError, match="generated_at 'yesterday'"):
-        export.parse_generated_at("yesterday")
+def test_run_time_parsing_is_utc():
+    assert run_time.parse("2026-11-25T03:00:00Z") == GENERATED_AT
+    assert run_time.parse("2026-11-25 04:00:00+01:00") == GENERATED_AT
+    assert run_time.parse("2026-11-25T03:00:00") == GENERATED_AT
+    assert run_time.parse("2026-11-25T03:00:00.000000123Z") == GENERATED_AT  # RFC 3339 nanoseconds
+    with pytest.raises(ValueError, match="run_time 'yesterday'"):
+        run_time.parse("yesterday")
+    assert abs(run_time.resolve("") - dt.datetime.now(dt.timezone.utc)) < dt.timedelta(minutes=1)
 
 
 def test_bad_features_output_names_the_problem(features_dir, tmp_path):
@@ -209,7 +210,7 @@ def test_component_entry_takes_depth_version_and_blessed_model_from_the_evaluati
     manifest = export.export_from_component(
         str(features_dir), str(tmp_path / "new"), str(tmp_path / "new"), str(tmp_path / "out"), metrics,
         destination=f"duckdb://{tmp_path / 'recs.duckdb'}", top_k=3, candidates_n=0, experiment="exp-ranker",
-        treatment_ratio=0.5, model_version="", run_id="run-9", generated_at="2026-11-25T03:00:00Z",
+        treatment_ratio=0.5, model_version="", run_id="run-9", run_time="2026-11-25T03:00:00Z",
         evaluation_summary=str(summary),
     )
     assert manifest["candidates_n"] == 4 and manifest["model_version"] == "v2"
@@ -236,7 +237,7 @@ def test_export_bench_reports_throughput(features_dir, models, tmp_path):
     assert result["export"]["users_per_s_end_to_end"] <= result["export"]["users_per_s"]
 
 
-def test_on_gcs_fuse_the_artifact_is_moved_in_file_by_file_manifest_last(tmp_path, monkeypatch):
+def test_on_gcs_fuse_the_artifact_is_moved_in_file_by_file_manifest_last(tmp_path, features_dir, models, monkeypatch):
     from components import atomic
 
     monkeypatch.setattr(atomic, "on_gcs_fuse", lambda path: True)
@@ -249,9 +250,74 @@ def test_on_gcs_fuse_the_artifact_is_moved_in_file_by_file_manifest_last(tmp_pat
         replace(source, destination)
 
     monkeypatch.setattr(atomic.os, "replace", per_file_replace)
-    table = schema.RECOMMENDATIONS.empty_table()
-    export.write_artifact(tmp_path / "out", {export.RECOMMENDATIONS_FILE: table, export.SIMILAR_ITEMS_FILE: table},
-                          {"users": 0})
+    manifest = run(tmp_path, features_dir, models)
     assert moved[-1] == export.MANIFEST_FILE
     assert sorted(moved) == sorted([export.RECOMMENDATIONS_FILE, export.SIMILAR_ITEMS_FILE, export.MANIFEST_FILE])
-    assert json.loads((tmp_path / "out" / export.MANIFEST_FILE).read_text()) == {"users": 0}
+    assert json.loads((tmp_path / "out" / export.MANIFEST_FILE).read_text()) == manifest
+
+
+def export_run(tmp_path, features_dir, destination, **kwargs):
+    """The component's entry, as the DAG calls it (evaluation summary, registry, run time)."""
+    return export.export_from_component(
+        str(features_dir), str(tmp_path / "new"), str(tmp_path / "new"), str(tmp_path / "out"), RecordingMetrics(),
+        destination=destination, top_k=3, candidates_n=6, experiment="exp-ranker", treatment_ratio=0.5,
+        model_version="v2", run_id="run-9", **kwargs,
+    )
+
+
+def test_case06_registry_moves_only_after_the_lists_are_written(tmp_path, features_dir, models):
+    from components.evaluation import registry
+
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "model.json").write_text("{}")
+    registry_dir = tmp_path / "registry"
+    registry.register(registry_dir, "v1", tmp_path / "new", tmp_path / "new", {})
+    registry.promote(registry_dir, "v1")
+    entry = registry.register(registry_dir, "v2", tmp_path / "new", tmp_path / "new", {})  # as evaluation does
+    assert registry.last_blessed(registry_dir).version == "v1"  # registered, not yet the last blessed
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({"model_version": "v2", "registered": entry.to_json()}))
+    not_duckdb = tmp_path / "recs.duckdb"
+    not_duckdb.write_text("not a database")
+    with pytest.raises(duckdb.Error):
+        export_run(tmp_path, features_dir, f"duckdb://{not_duckdb}", evaluation_summary=str(summary),
+                   registry_dir=str(registry_dir))
+    assert registry.last_blessed(registry_dir).version == "v1"
+    not_duckdb.unlink()
+    manifest = export_run(tmp_path, features_dir, f"duckdb://{not_duckdb}", evaluation_summary=str(summary),
+                          registry_dir=str(registry_dir))
+    assert registry.last_blessed(registry_dir).version == "v2" == manifest["blessed"]["version"]
+    assert table(tmp_path).num_rows == 6 * 3
+
+
+def test_case07_export_retry_replaces_partition(tmp_path, features_dir, models, spec_inputs):
+    destination = f"duckdb://{tmp_path / 'recs.duckdb'}"
+    # a run's attempts share its run_time, whatever the clock says when each one exports (here: days later)
+    first = export_run(tmp_path, features_dir, destination, run_time="2026-11-25T23:59:00Z")
+    retry = export_run(tmp_path, features_dir, destination, run_time="2026-11-25T23:59:00.000Z")
+    rows = table(tmp_path)
+    assert first["generated_at"] == retry["generated_at"] == "2026-11-25T23:59:00+00:00"
+    assert rows.num_rows == 6 * 3 and {t.date() for t in rows.column("generated_at").to_pylist()} == {
+        dt.date(2026, 11, 25)}
+    # The DAG hands export the run's time, the pipeline parameter
+    assert spec_inputs["run_time"] == {"componentInputParameter": "pipelinechannel--run_time"}
+
+
+def test_case08_failed_export_leaves_no_artifact(tmp_path, features_dir, models):
+    not_duckdb = tmp_path / "recs.duckdb"
+    not_duckdb.mkdir()
+    with pytest.raises(duckdb.Error):
+        run(tmp_path, features_dir, models)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["recs.duckdb"]  # no out/, no hidden staging folder
+
+
+@pytest.fixture(scope="module")
+def spec_inputs(tmp_path_factory) -> dict:
+    """The export task's parameter inputs in the compiled DAG (inside the blessed condition)."""
+    import yaml
+
+    from pipelines.compile import compile_pipeline
+
+    spec = yaml.safe_load(compile_pipeline(tmp_path_factory.mktemp("spec") / "p.yaml").read_text())
+    tasks = spec["components"]["comp-condition-2"]["dag"]["tasks"]
+    return tasks["export"]["inputs"]["parameters"]

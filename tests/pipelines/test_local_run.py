@@ -66,7 +66,9 @@ def test_recommendations_table_is_complete(local_run):
             "select count(*) from (select user_id, rank from recommendations group by all having count(*) > 1)"
         ).fetchone()[0]
         variants = {row[0] for row in con.execute("select distinct variant from recommendations").fetchall()}
+        generated = {row[0] for row in con.execute("select distinct generated_at from recommendations").fetchall()}
     assert users > 0 and total == users * max_rank
+    assert {t.isoformat() for t in generated} == {local_run["run_time"]}  # the run's own time, one partition
     assert duplicates == 0
     assert variants == {"control", "treatment"}
 

@@ -1,9 +1,11 @@
 """Pipeline parameters of a run (`--param NAME=VALUE`, `make pipeline-run PARAMS=...`), checked against the DAG."""
+import datetime as dt
 import inspect
 import sys
 
 import pytest
 
+from components import run_time
 from pipelines import run, submit
 from pipelines.pipeline import recommender_pipeline
 
@@ -27,6 +29,7 @@ def test_unknown_parameter_lists_the_known_ones():
     ("ope_margin=nan", "ope_margin takes a finite number"),
     ("ope_margin=", "ope_margin takes a finite number"),
     ("top_k", "must be NAME=VALUE"),
+    ("run_time=tomorrow", "run_time 'tomorrow' is not an ISO-8601 time"),
 ])
 def test_mistyped_value_names_the_parameter_and_type(text, expected):
     with pytest.raises(ValueError, match=expected):
@@ -54,12 +57,14 @@ def test_remote_runs_take_the_same_parameter_values(monkeypatch, tmp_path):
     monkeypatch.setattr(submit, "submit_kfp", lambda **kwargs: sent.update(kwargs) or "run")
     monkeypatch.setattr(sys, "argv", [
         "pipelines.run", "--target", "kfp", "--host", "http://127.0.0.1:1", "--spec", str(tmp_path / "p.yaml"),
-        "--warehouse-uri", "bigquery://p.warehouse", "--destination", "bigquery://p.recs",
+        "--warehouse-uri", "bigquery://shop-prod.warehouse", "--destination", "bigquery://shop-prod.recs",
         "--param", "top_k=7", "--param", "gate_on_ope=true",
     ])
     run.main()
-    assert sent["parameter_values"] == {"warehouse_uri": "bigquery://p.warehouse", "destination": "bigquery://p.recs",
-                                        "seed": 0, "top_k": 7, "gate_on_ope": True}
+    values = sent["parameter_values"]
+    assert run_time.parse(values.pop("run_time")) <= dt.datetime.now(dt.timezone.utc)  # a one-off run's own time
+    assert values == {"warehouse_uri": "bigquery://shop-prod.warehouse", "destination": "bigquery://shop-prod.recs",
+                      "seed": 0, "top_k": 7, "gate_on_ope": True}
 
 
 def test_vertex_run_takes_the_parameters_over_the_production_ones(monkeypatch, tmp_path):
@@ -70,7 +75,9 @@ def test_vertex_run_takes_the_parameters_over_the_production_ones(monkeypatch, t
         "pipelines.run", "--target", "vertex", "--project", "shop", "--region", "europe-west1", "--bucket", "shop-pipelines",
         "--spec", str(tmp_path / "p.yaml"), "--seed", "3", "--param", "ranking_epochs=1",
     ])
+    monkeypatch.setattr(sys, "argv", sys.argv + ["--schedule", "0 3 * * *"])
     run.main()
     values = sent["parameter_values"]
+    assert "run_time" not in values  # each scheduled run takes its job's creation time
     assert values["warehouse_uri"] == "bigquery://shop.warehouse" and values["gcp_region"] == "europe-west1"
     assert (values["seed"], values["ranking_epochs"]) == (3, 1)

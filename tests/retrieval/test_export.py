@@ -49,7 +49,7 @@ def test_artifact_layout(trained):
     assert table.column("item_index").to_pylist()[0] == schema.NUM_RESERVED
     written = json.loads((model_dir / "config.json").read_text())
     assert written["embedding_dim"] == 32 and written["encoder"] == result.config.encoder
-    assert not any(p.name.startswith(".model-") for p in model_dir.parent.iterdir())
+    assert not any(p.name.startswith(".model.staging-") for p in model_dir.parent.iterdir())
 
 
 def test_saved_index_matches_the_in_memory_model(trained):
