@@ -70,14 +70,15 @@ def test_remote_runs_take_the_same_parameter_values(monkeypatch, tmp_path):
 def test_vertex_run_takes_the_parameters_over_the_production_ones(monkeypatch, tmp_path):
     sent = {}
     monkeypatch.setattr(submit, "submit_vertex", lambda **kwargs: sent.update(kwargs) or "job")
-    monkeypatch.setattr(submit, "pinned_image", lambda _: "europe-west1-docker.pkg.dev/shop/recsys/recsys-pipeline:t")
+    monkeypatch.setattr(submit, "pinned_image", lambda _: "europe-west1-docker.pkg.dev/shop-prod/recsys/recsys-pipeline:t")
     monkeypatch.setattr(sys, "argv", [
-        "pipelines.run", "--target", "vertex", "--project", "shop", "--region", "europe-west1", "--bucket", "shop-pipelines",
+        "pipelines.run", "--target", "vertex", "--project", "shop-prod", "--region", "europe-west1",
+        "--bucket", "shop-pipelines",
         "--spec", str(tmp_path / "p.yaml"), "--seed", "3", "--param", "ranking_epochs=1",
     ])
     monkeypatch.setattr(sys, "argv", sys.argv + ["--schedule", "0 3 * * *"])
     run.main()
     values = sent["parameter_values"]
     assert "run_time" not in values  # each scheduled run takes its job's creation time
-    assert values["warehouse_uri"] == "bigquery://shop.warehouse" and values["gcp_region"] == "europe-west1"
+    assert values["warehouse_uri"] == "bigquery://shop-prod.warehouse" and values["gcp_region"] == "europe-west1"
     assert (values["seed"], values["ranking_epochs"]) == (3, 1)
