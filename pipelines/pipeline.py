@@ -3,9 +3,11 @@
 
 Ranking trains on retrieval's candidates as hard negatives, because at serving it re-ranks exactly
 those; trained against random items only, it made the funnel worse than retrieval alone. So the
-data puts ranking after retrieval. Off-policy evaluation estimates the new ranker's click rate from the
-logged impressions (skipping, with a reason, on data without them); evaluation reads its output into the
-report and the metrics, and with `gate_on_ope` also into the gate, so it runs after it. Export runs
+data puts ranking after retrieval. The DIN baseline trains beside DIEN on the same inputs; evaluation scores it
+in the funnel for the report (never for the gate), so it runs before evaluation, not after export. Off-policy
+evaluation estimates the new ranker's click rate from the logged impressions (skipping, with a reason, on data
+without them); evaluation reads its output into the report and the metrics, and with `gate_on_ope` also into
+the gate, so it runs after it. Export runs
 only inside `dsl.If(blessed)`: a model that loses to the baselines or to the last blessed model
 never reaches users; export also makes the model the last blessed one, once its lists are written. An optional Thompson-sampling bandit learns to re-rank retrieval's candidates, and the
 A/B analysis reads the outcomes per variant once the export has written them. The blessed branch also builds
@@ -134,6 +136,8 @@ def recommender_pipeline(
         ope_estimator=ope_estimator,
         ope_margin=ope_margin,
         off_policy=ope_task.outputs["report"],
+        baseline_ranking_model=din_task.outputs["model"],
+        extracted=extract_task.outputs["extracted"],
     )
     apply_resources(evaluation_task.set_display_name("evaluation"), "evaluation")
 

@@ -8,6 +8,9 @@ from components import metrics, schema
 
 HISTORY_EDGES = (1, 5, 10, 20, 50)  # bucket i holds lengths in [edge_i, edge_i+1)
 POPULARITY_BUCKETS = ("head", "torso", "tail")
+# new users: at most 2 earlier items; long history: at least 20 (a shop's loyal customers)
+SEGMENTS = {"new (1-2 earlier items)": (0, 2), "regular (3-19)": (3, 19), "long history (20+)": (20, None)}
+TOP_CATEGORIES = 8  # categories shown by name; the rest are "other"
 BREAKDOWN_METRICS = ("hit@20", "ndcg@20")
 
 
@@ -16,6 +19,25 @@ def history_bucket_labels(lengths: np.ndarray, edges=HISTORY_EDGES) -> np.ndarra
     names = [f"{lo}-{hi - 1}" for lo, hi in zip(edges[:-1], edges[1:])] + [f"{edges[-1]}+"]
     index = np.clip(np.searchsorted(edges, np.asarray(lengths), side="right") - 1, 0, len(edges) - 1)
     return np.asarray(names, dtype=object)[index]
+
+
+def segment_labels(lengths: np.ndarray) -> np.ndarray:
+    """The SEGMENTS label of each history length."""
+    lengths = np.asarray(lengths)
+    labels = np.empty(len(lengths), dtype=object)
+    for name, (lo, hi) in SEGMENTS.items():
+        labels[(lengths >= lo) & ((lengths <= hi) if hi is not None else True)] = name
+    return labels
+
+
+def category_labels(target_categories: np.ndarray, top: int = TOP_CATEGORIES) -> tuple[np.ndarray, list[str]]:
+    """Each test target's category, the `top` most frequent by name and the rest as "other"; and the order
+    (most frequent first, "other" last)."""
+    names, counts = np.unique(np.asarray(target_categories, dtype=str), return_counts=True)
+    order = [str(n) for n in names[np.lexsort((names, -counts))]]
+    shown = order[:top]
+    labels = np.where(np.isin(np.asarray(target_categories, dtype=str), shown), target_categories, "other").astype(object)
+    return labels, shown + (["other"] if len(order) > top else [])
 
 
 def item_popularity_buckets(popularity: np.ndarray) -> np.ndarray:

@@ -1,8 +1,10 @@
 """KFP shell of the evaluation stage: returns `blessed` for `dsl.If`; everything else is in artifacts.
 
 `summary` (JSON at summary.path) carries export_n, model_version and previous_blessed for export.
-`off_policy` (optional) is the off-policy evaluation stage's report: its estimates go into the report and
-the metrics, and with `gate_on_ope` into the gate.
+`report` is report.html (its URI ends in .html). `off_policy` (optional) is the off-policy evaluation stage's
+report: its estimates go into the report and the metrics, and with `gate_on_ope` into the gate.
+`baseline_ranking_model` (optional, the DIN baseline) is scored beside the candidate for the report, never gated;
+`extracted` (optional) gives the report the source and window.
 """
 from typing import Optional
 
@@ -32,13 +34,18 @@ def evaluation(
     ope_estimator: str = "mrdr",
     ope_margin: float = 0.0,
     off_policy: Optional[Input[Artifact]] = None,
+    baseline_ranking_model: Optional[Input[Model]] = None,
+    extracted: Optional[Input[Dataset]] = None,
 ) -> bool:
     from components.evaluation import kfp_outputs
 
     return kfp_outputs.evaluate_for_pipeline(
-        features.path, retrieval_model.path, ranking_model.path, metrics, classification, report.path, summary.path,
+        features.path, retrieval_model.path, ranking_model.path, metrics, classification,
+        kfp_outputs.report_path(report), summary.path,
         registry_dir=registry_dir, candidates_n=candidates_n, gate_metric=gate_metric, gate_baselines=gate_baselines,
         margin_vs_baseline=margin_vs_baseline, margin_vs_blessed=margin_vs_blessed, model_version=model_version,
         off_policy_dir=off_policy.path if off_policy else None, gate_on_ope=gate_on_ope, ope_estimator=ope_estimator,
         ope_margin=ope_margin,
+        comparison_ranking_dirs=[baseline_ranking_model.path] if baseline_ranking_model else [],
+        extracted_dir=extracted.path if extracted else None,
     )

@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from components import baselines, schema
 from components.experiments.ope import ESTIMATORS
@@ -25,6 +27,9 @@ class TestSplit:
     train: baselines.TrainingSequences
     popularity: np.ndarray  # float64 [num_items]: occurrences in the training sequences
     ranking: dict[str, np.ndarray] | None  # ranking test rows (reader.load_numpy layout), None if absent
+    target_categories: np.ndarray  # object [U]: category id of each test target ("" for reserved)
+    item_categories: np.ndarray  # object [num_items]: category id of every item index
+    user_ids: np.ndarray  # object [U]: the test users' ids
 
     @property
     def num_items(self) -> int:
@@ -57,6 +62,9 @@ def read_test_split(features_dir: str | Path, split: str = "test") -> TestSplit:
         ranking = reader.load_numpy(features_dir, schema.RANKING_DIR, split)
     except schema.SchemaError:
         ranking = None
+    categories = np.asarray([""] * schema.NUM_RESERVED + schema.read_vocab(features_dir, schema.CATEGORY_VOCAB),
+                            dtype=object)
+    users = np.asarray([""] * schema.NUM_RESERVED + schema.read_vocab(features_dir, schema.USER_VOCAB), dtype=object)
     return TestSplit(
         item_ids=item_ids,
         hist_items=examples[schema.HIST_ITEMS],
@@ -66,7 +74,97 @@ def read_test_split(features_dir: str | Path, split: str = "test") -> TestSplit:
         train=train,
         popularity=baselines.item_counts(train),
         ranking=ranking,
+        target_categories=categories[examples[schema.TARGET_CAT].astype(np.int64)],
+        item_categories=categories[_item_category_index(features_dir, spec.num_items)],
+        user_ids=users[examples[schema.USER].astype(np.int64)],
     )
+
+
+def _item_category_index(features_dir: str | Path, num_items: int) -> np.ndarray:
+    """Category index of every item index (reserved indices map to the reserved category 0)."""
+    frame = pd.read_parquet(Path(features_dir, schema.ITEM_FEATURES), columns=["item_index", "category_index"])
+    table = np.zeros(num_items, np.int64)
+    table[frame["item_index"].to_numpy()] = frame["category_index"].to_numpy()
+    return table
+
+
+def read_training_curves(retrieval_dir: str | Path, ranking_dirs: dict[str, str | Path]) -> dict[str, dict]:
+    """Per-epoch training loss and valid metric of retrieval and of each ranker, from what their artifacts
+    recorded: {"retrieval": {"loss": [...], "valid": {"ndcg@20": [...], ...}}, "<ranker>": {...}}. A model whose
+    artifact recorded no curve (one written before curves were kept) is left out."""
+    from components.ranking.export import INFO as RANKER_INFO
+    from components.retrieval.export import TRAINING_HISTORY as RETRIEVAL_HISTORY
+
+    curves = {}
+    path = Path(retrieval_dir, RETRIEVAL_HISTORY)
+    if path.exists():
+        epochs = json.loads(path.read_text())["epochs"]
+        curves["retrieval"] = {"loss": [e["loss"] for e in epochs],
+                               "valid": {m: [e[m] for e in epochs] for m in ("hit@20", "ndcg@20")}}
+    for name, directory in ranking_dirs.items():
+        info = Path(directory, RANKER_INFO)
+        recorded = json.loads(info.read_text()).get("test_metrics", {}) if info.exists() else {}
+        if recorded.get("valid_auc_by_epoch"):
+            curves[name] = {"loss": recorded.get("loss_by_epoch", []), "valid": {"auc": recorded["valid_auc_by_epoch"]}}
+    return curves
+
+
+def read_ranker_info(ranking_dir: str | Path) -> dict:
+    """ranker.json of a ranking artifact: model configuration, train_config and the metrics of its own run."""
+    from components.ranking.export import INFO as RANKER_INFO
+
+    path = Path(ranking_dir, RANKER_INFO)
+    if not path.exists():
+        raise schema.SchemaError(f"{ranking_dir}: no {RANKER_INFO}; is this a ranking model artifact?")
+    return json.loads(path.read_text())
+
+
+def read_run_metadata(features_dir: str | Path, retrieval_dir: str | Path, ranking_dirs: dict[str, str | Path],
+                      extracted_dir: str | Path | None = None) -> dict:
+    """Where the data came from and with which settings each stage ran, as the stages' own outputs recorded it:
+    the extract manifest (source, window, rows), the features stats, retrieval's config and each ranker's
+    train_config. The image tag and the code version say which code ran."""
+    from components import image
+    from components.ranking.export import INFO as RANKER_INFO
+    from components.retrieval.config import CONFIG_FILE as RETRIEVAL_CONFIG
+
+    stats = json.loads(Path(features_dir, schema.STATS).read_text())
+    extract = {}
+    if extracted_dir is not None and Path(extracted_dir, "manifest.json").exists():
+        extract = json.loads(Path(extracted_dir, "manifest.json").read_text())
+    parameters = {"extract": {k: extract[k] for k in ("window_start", "window_end", "event_types",
+                                                      "min_events_per_user") if k in extract},
+                  "features": {k: stats[k] for k in ("max_len", "split", "ranking_task", "seed") if k in stats}}
+    config = Path(retrieval_dir, RETRIEVAL_CONFIG)
+    if config.exists():
+        parameters["retrieval"] = json.loads(config.read_text())
+    for name, directory in ranking_dirs.items():
+        info = Path(directory, RANKER_INFO)
+        if info.exists():
+            recorded = json.loads(info.read_text())
+            parameters[name] = {**recorded.get("train_config", {}),
+                                **{k: v for k, v in recorded.get("model_config", {}).items()}}
+    return {
+        "source": extract.get("source") or stats.get("source"),
+        "rows": extract.get("rows", {}),
+        "counts": {k: stats[k] for k in ("events", "users", "items", "categories", "steps") if k in stats},
+        "parameters": parameters,
+        "image": image.IMAGE,
+        "code_version": {"content_hash": image.content_hash(), "git_commit": _git_commit(image.ROOT)},
+    }
+
+
+def _git_commit(root: Path) -> str | None:
+    """The checkout's commit (with "+changes" when the tree differs from it); None in an image, which has no .git:
+    there the content hash, which is also the image tag, names the code."""
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+changes" if dirty else "")
 
 
 OFF_POLICY_FIGURES = {"ope_estimates": "ope_estimates.png", "bandit_curves": "bandit_curves.png"}

@@ -61,13 +61,21 @@ class Comparison:
     metric: str
     candidate: float
     strict: bool = True  # candidate > required; else candidate >= required
+    # bootstrap over test users (bootstrap.Difference.to_json): the candidate minus the reference, with its interval
+    difference: dict | None = None
 
     @property
     def reason(self) -> str:
         above, below = (">", "<=") if self.strict else (">=", "<")
-        return (f"{'PASS' if self.passed else 'FAIL'}: candidate {self.metric} {self.candidate:.4f} "
+        text = (f"{'PASS' if self.passed else 'FAIL'}: candidate {self.metric} {self.candidate:.4f} "
                 f"{above if self.passed else below} {self.required:.4f} required against {self.against} "
                 f"({self.reference:.4f})")
+        if self.difference:
+            d = self.difference
+            text += (f"; difference {d['mean']:+.4f}, {d['confidence']:.0%} bootstrap interval over test users "
+                     f"[{d['low']:+.4f}, {d['high']:+.4f}]: "
+                     + ("significant" if d["significant"] else "not significant (the interval holds 0)"))
+        return text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,10 +102,11 @@ class GateDecision:
         }
 
 
-def _compare(candidate: float, metric: str, against: str, reference: float, margin: float) -> Comparison:
+def _compare(candidate: float, metric: str, against: str, reference: float, margin: float,
+             difference: dict | None = None) -> Comparison:
     required = reference * (1 + margin)
     return Comparison(against=against, reference=reference, required=required, passed=candidate > required,
-                      metric=metric, candidate=candidate)
+                      metric=metric, candidate=candidate, difference=difference)
 
 
 def _ope_comparison(evidence: OffPolicyEvidence, config: GateConfig) -> Comparison:
@@ -132,9 +141,13 @@ def decide(
     last_blessed: dict[str, float] | None,
     config: GateConfig,
     off_policy: OffPolicyEvidence | None = None,
+    differences: dict[str, dict] | None = None,
 ) -> GateDecision:
     """Blessed iff the candidate's metric strictly exceeds every required value (and, with use_ope and
-    evidence, its OPE estimate reaches the required click rate)."""
+    evidence, its OPE estimate reaches the required click rate). `differences` {baseline name or
+    "last_blessed_funnel": bootstrap difference} puts the interval of each difference beside its comparison; it
+    informs the reader and does not change the decision (a margin does that)."""
+    differences = differences or {}
     if config.metric not in candidate:
         raise ValueError(f"gate metric {config.metric!r} is not among the candidate's metrics {sorted(candidate)}")
     missing = [b for b in config.baselines if b not in baselines]
@@ -143,10 +156,11 @@ def decide(
     strongest = max(config.baselines, key=lambda b: baselines[b][config.metric])
     value = candidate[config.metric]
     comparisons = [_compare(value, config.metric, f"baseline {strongest} (strongest)",
-                            baselines[strongest][config.metric], config.margin_vs_baseline)]
+                            baselines[strongest][config.metric], config.margin_vs_baseline,
+                            differences.get(strongest))]
     if last_blessed is not None:
         comparisons.append(_compare(value, config.metric, "last blessed model", last_blessed[config.metric],
-                                    config.margin_vs_blessed))
+                                    config.margin_vs_blessed, differences.get("last_blessed_funnel")))
     ope_comparisons, notes = _off_policy(off_policy, config)
     comparisons += ope_comparisons
     return GateDecision(

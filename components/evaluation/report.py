@@ -1,237 +1,342 @@
-"""The HTML report: one self-contained page (plots inlined as PNG) that says at a glance whether the
-model was blessed and why, which N the export uses, where each model wins or loses, and what the
-logged impressions say about the new ranker's click rate (off-policy estimates beside the truth)."""
+"""The HTML report: one self-contained page (plots inlined as PNG, each with the numbers it draws as JSON beside
+it) that says at a glance whether the model was blessed and why, how sure that is, how it compares with the
+last blessed model stage by stage, where each model wins or loses, what users are shown, and what the logged
+impressions say (A/B outcomes, off-policy estimates, the bandit study).
+
+Sections follow the questions a shop's ML engineer asks in order: the decision, what ran on which data, the
+evidence behind the decision, the rankers, what users see, where the model is weak, and the experiments.
+"""
 from __future__ import annotations
 
-import base64
 import html
-import io
+import json
 
-import numpy as np
+from components.evaluation.plots import CALIBRATION_CAVEAT, Plot
 
-from components import metrics
-
-CURVE_KS = tuple(range(1, 51))
-MODEL_COLOURS = {
-    "funnel": "#1b9e77", "retrieval": "#7570b3", "item_to_item": "#d95f02",
-    "popularity": "#999999", "last_blessed_funnel": "#e7298a",
-}
 TABLE_METRICS = ("hit@5", "hit@10", "hit@20", "hit@50", "ndcg@5", "ndcg@10", "ndcg@20", "ndcg@50", "mrr")
+STYLE = ("body{font-family:sans-serif;max-width:1150px;margin:auto;padding:0 12px;color:#222}"
+         "table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;"
+         "vertical-align:top}td.n{text-align:right;font-variant-numeric:tabular-nums}.verdict{border:3px solid;padding:4px 16px}"
+         "figure{margin:8px 0}img{max-width:100%}figcaption{font-size:90%;color:#444;max-width:900px}"
+         ".items{margin:0;padding:0;list-style:none}.items li{display:inline-block;margin:1px 6px 1px 0;padding:0 4px;"
+         "border:1px solid #ddd;border-radius:3px;font-size:90%}.items li.hit{border-color:#1b9e77}.note{background:#fff3cd;border-left:4px solid #d9a400;padding:6px 10px}.hit{font-weight:bold;color:#1b9e77}"
+         "table.breakdown td{text-align:right;white-space:nowrap}table.breakdown td:first-child{text-align:left}"
+         "nav a{margin-right:10px}details{margin:6px 0}")
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display in a pipeline container
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _png(fig) -> str:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    _pyplot().close(fig)
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
-def hit_curves(ranks_by_model: dict[str, metrics.Ranks]) -> str:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, ranks in ranks_by_model.items():
-        per_user = metrics.per_user_metrics(ranks, CURVE_KS)
-        ax.plot(CURVE_KS, [per_user[f"hit@{k}"].mean() for k in CURVE_KS], label=name, color=MODEL_COLOURS.get(name))
-    ax.set(xlabel="K (list length)", ylabel="HIT@K (recall of the next item)", title="Recall@K by model")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    return _png(fig)
-
-
-def recall_vs_n(retrieval: metrics.Ranks, funnel_by_n: dict[int, metrics.Ranks], export_n: int) -> str:
-    """Retrieval's recall at depth N (the ceiling of the funnel) and the funnel's HIT@20 at each N."""
-    plt = _pyplot()
-    depths = sorted(funnel_by_n)
-    ns = np.unique(np.linspace(1, max(depths), 60).astype(int))
-    per_user = metrics.per_user_metrics(retrieval, tuple(int(n) for n in ns))
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(ns, [per_user[f"hit@{n}"].mean() for n in ns], label="retrieval HIT@N (candidates hold the target)",
-            color=MODEL_COLOURS["retrieval"])
-    funnel_hit = [metrics.ranking_metrics(funnel_by_n[n], (20,))["hit@20"] for n in depths]
-    ax.plot(depths, funnel_hit, "o-", label="funnel HIT@20 after re-ranking top-N", color=MODEL_COLOURS["funnel"])
-    ax.axvline(export_n, linestyle="--", color="black", label=f"export N = {export_n}")
-    ax.set(xlabel="N (retrieval candidates passed to the ranker)", ylabel="hit rate", title="Recall vs N")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return _png(fig)
-
-
-def roc(labels: np.ndarray, probabilities: np.ndarray, auc: float) -> str:
-    plt = _pyplot()
-    fpr, tpr, _ = metrics.roc_curve(labels, probabilities)
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    ax.plot(fpr, tpr, color=MODEL_COLOURS["funnel"], label=f"ranker (AUC {auc:.3f})")
-    ax.plot([0, 1], [0, 1], linestyle=":", color="grey", label="chance")
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="Ranker ROC (test split)")
-    ax.legend(loc="lower right")
-    return _png(fig)
-
-
-def calibration_table(labels: np.ndarray, probabilities: np.ndarray, bins: int = 10) -> list[dict]:
-    """Mean prediction and observed positive rate per equal-width probability bin (non-empty bins)."""
-    index = np.minimum((np.asarray(probabilities) * bins).astype(int), bins - 1)
-    rows = []
-    for b in range(bins):
-        members = index == b
-        if members.any():
-            rows.append({"bin": b, "count": int(members.sum()), "predicted": float(probabilities[members].mean()),
-                         "observed": float(labels[members].mean())})
-    return rows
-
-
-def calibration(labels: np.ndarray, probabilities: np.ndarray) -> str:
-    plt = _pyplot()
-    table = calibration_table(labels, probabilities)
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(4.5, 5.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-    top.plot([0, 1], [0, 1], linestyle=":", color="grey", label="perfectly calibrated")
-    top.plot([r["predicted"] for r in table], [r["observed"] for r in table], "o-", color=MODEL_COLOURS["funnel"],
-             label="ranker")
-    top.set(ylabel="observed positive rate", title="Ranker calibration")
-    top.legend()
-    bottom.hist(probabilities, bins=20, range=(0, 1), color=MODEL_COLOURS["funnel"])
-    bottom.set(xlabel="predicted probability", ylabel="rows")
-    return _png(fig)
-
-
-def breakdown_bars(table: dict[str, dict], title: str, metric: str = "hit@20") -> str:
-    plt = _pyplot()
-    buckets = list(table)
-    names = [k for k in next(iter(table.values())) if k != "users"] if table else []
-    fig, ax = plt.subplots(figsize=(7, 4))
-    width = 0.8 / max(len(names), 1)
-    for i, name in enumerate(names):
-        ax.bar(np.arange(len(buckets)) + i * width, [table[b][name][metric] for b in buckets], width,
-               label=name, color=MODEL_COLOURS.get(name))
-    ax.set_xticks(np.arange(len(buckets)) + width * (len(names) - 1) / 2,
-                  [f"{b}\n({table[b]['users']} users)" for b in buckets])
-    ax.set(ylabel=metric.upper(), title=title)
-    ax.legend(fontsize=8)
-    return _png(fig)
-
-
-def list_bars(list_stats: dict[str, dict]) -> str:
-    plt = _pyplot()
-    names = list(list_stats)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3.5))
-    colours = [MODEL_COLOURS.get(n, "#444444") for n in names]
-    left.bar(names, [list_stats[n]["coverage@20"] for n in names], color=colours)
-    left.set(title="Catalogue coverage of top-20 lists", ylabel="share of catalogue shown")
-    right.bar(names, [list_stats[n]["tail_share@20"] for n in names], color=colours)
-    right.set(title="Tail items among shown slots", ylabel="share of slots")
-    for ax in (left, right):
-        ax.tick_params(axis="x", rotation=30)
-    return _png(fig)
-
-
-def _table(header: list[str], rows: list[list]) -> str:
-    def cell(v):
-        return f"{v:.4f}" if isinstance(v, float) else html.escape(str(v))
-
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def _figure(name: str, png: str, caption: str) -> str:
-    return (f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{png}">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
-
-
-OFF_POLICY_CAPTIONS = {
-    "ope_estimates": "Each estimator's estimate on every simulated log (dots), mean \u00b1 RMSE (black), and the truth.",
-    "bandit_curves": "Bandit study in the simulator: cumulative clicks of Thompson sampling, exploit, the new ranker's "
-                     "own top K (greedy) and random choice; the dotted line is the shift in user interests.",
+OPE_ROWS = {
+    "logged": "What the shop's current ranker (the logging policy) earned: clicks per shown slot, counted in the "
+              "warehouse's impressions.",
+    "truth": "What the new ranker would earn per slot on the same requests, computed exactly from the simulator's "
+             "known click model: only a simulated shop has this row.",
+    "ips": "Inverse propensity scoring: logged clicks reweighted by how much more often the new ranker would show "
+           "that item in that slot; unbiased, with the largest variance.",
+    "snips": "Self-normalised IPS: IPS divided by the mean weight; slightly biased, much less variance.",
+    "dm": "Direct method: a click model fitted on the logs predicts the new ranker's clicks; low variance, biased "
+          "where that model is wrong.",
+    "dr": "Doubly robust: the direct method corrected by IPS on its errors; unbiased when either the weights or "
+          "the click model is right.",
+    "mrdr": "More robust doubly robust: DR whose click model is fitted to make DR's variance small.",
+}
+BANDIT_ROWS = {
+    "thompson": "The bandit re-ranking retrieval's candidates by Thompson sampling, learning from each round's "
+                "simulated clicks (it explores).",
+    "exploit": "The same bandit ranking by its posterior mean: it learns but never explores.",
+    "greedy": "The new ranker's own top K of retrieval's candidates, fixed, in the bandit simulator's rounds. It is "
+              "not the off-policy estimate above: that one is the ranker's click rate on the logged requests' "
+              "slots (explored with probability epsilon), this one counts whole slates of fresh simulated users, "
+              "before and after their interests shift.",
+    "random": "Random candidates from retrieval's list: the floor every policy should clear.",
 }
 
 
-def off_policy_section(off_policy: dict, figures: dict[str, str]) -> list[str]:
-    """The OPE table (logged click rate, truth, each estimator) and the experiments' figures, or why there are none."""
-    title = "<h2>Off-policy evaluation of the new ranker (logged impressions)</h2>"
+def _cell(v) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return html.escape("" if v is None else str(v))
+
+
+def table(header: list[str], rows: list[list], css: str = "") -> str:
+    """Numbers right-aligned (class n), text left-aligned."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(
+        f"<td class='n'>{_cell(v)}</td>" if isinstance(v, (int, float)) and not isinstance(v, bool)
+        else f"<td>{_cell(v)}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table{f' class={css!r}' if css else ''}><tr>{head}</tr>{body}</table>"
+
+
+def figure(name: str, plot: Plot) -> str:
+    """The image, its caption, and the numbers it draws (JSON, never executed) for checking it."""
+    data = json.dumps(plot.data, allow_nan=False, default=float).replace("</", "<\\/")
+    return (f'<figure id="fig-{html.escape(name)}"><img alt="{html.escape(name)}" src="data:image/png;base64,{plot.png}">'
+            f"<figcaption>{html.escape(plot.caption)}</figcaption>"
+            f'<script type="application/json" class="figure-data" data-figure="{html.escape(name)}">{data}</script>'
+            "</figure>")
+
+
+def _section(anchor: str, title: str, *parts: str) -> str:
+    return f'<section id="{anchor}"><h2>{html.escape(title)}</h2>{"".join(parts)}</section>'
+
+
+def _p(text: str, css: str = "") -> str:
+    return f"<p{f' class={css!r}' if css else ''}>{html.escape(text)}</p>"
+
+
+def _fig(figures: dict[str, Plot], *names: str) -> str:
+    return "".join(figure(n, figures[n]) for n in names if n in figures)
+
+
+def verdict(summary: dict) -> str:
+    gate = summary["gate"]
+    word, colour = ("BLESSED", "#1b9e77") if gate["blessed"] else ("NOT BLESSED", "#d95f02")
+    after = ("Export runs: top lists for every user, A/B arm per user." if gate["blessed"] else
+             "Export is skipped: users keep the last blessed model's lists.")
+    return (f'<div class="verdict" style="border-color:{colour}"><h2 style="color:{colour}">{word}</h2><ul>'
+            + "".join(f"<li>{html.escape(r)}</li>" for r in gate["reasons"]) + "</ul>"
+            + _p(f"Gate metric: funnel {gate['metric']} on {summary['users']} test users (full catalogue of "
+                 f"{summary['items']} items, earlier items masked). {after}") + "</div>")
+
+
+def ab_control_note(summary: dict) -> str:
+    if summary.get("previous_blessed"):
+        return _p(f"A/B: the control arm keeps the lists of the last blessed model "
+                  f"{summary['previous_blessed']['version']}; the treatment arm gets this model's.")
+    return _p("First run: no model was blessed before, so the A/B experiment has no control. If this model is "
+              "exported, both arms get its lists (control = treatment); the A/B comparison becomes meaningful from "
+              "the next blessed model on.", "note")
+
+
+def metadata_section(meta: dict) -> str:
+    params = meta["parameters"]
+    extract = params.get("extract", {})
+    window = (f"{extract.get('window_start') or 'start of data'} to {extract.get('window_end') or 'end of data'}"
+              if extract else "not recorded (no extract output passed)")
+    code = meta["code_version"]
+    rows = [["source", meta["source"]], ["window", window],
+            *[[f"extracted {name} rows", n] for name, n in meta["rows"].items()],
+            *[[name, n] for name, n in meta["counts"].items()],
+            ["image", meta["image"]], ["code (content hash of the image's files)", code["content_hash"]],
+            ["git commit", code["git_commit"] or "none (not a git checkout: the content hash names the code)"]]
+    parameter_rows = [[stage, name, json.dumps(value) if isinstance(value, (list, dict)) else value]
+                      for stage, values in params.items() for name, value in values.items()]
+    return _section("run", "Run", table(["", ""], rows),
+                    "<details><summary>Parameters, as each stage recorded them</summary>"
+                    + table(["stage", "parameter", "value"], parameter_rows) + "</details>")
+
+
+def intervals_section(summary: dict, figures: dict[str, Plot]) -> str:
+    intervals = summary["gate_intervals"]
+    models = intervals["models"]
+    differences = intervals["differences"]
+    rows = [[name, m["mean"], m["low"], m["high"],
+             "" if name == "funnel" else f"{differences[name]['mean']:+.4f}",
+             "" if name == "funnel" else f"[{differences[name]['low']:+.4f}, {differences[name]['high']:+.4f}]",
+             "" if name == "funnel" else ("yes" if differences[name]["significant"] else "no")]
+            for name, m in models.items()]
+    confidence = next(iter(models.values()))["confidence"]
+    return _section(
+        "intervals", f"How sure: {intervals['metric']} with {confidence:.0%} bootstrap intervals",
+        _p(f"{intervals['resamples']} resamples of the {summary['users']} test users, the same resamples for every "
+           "model, so the candidate's differences are paired. A difference is significant when its interval "
+           "excludes 0. The gate decides on the means (and margins); the intervals say how much to trust it."),
+        table(["model", "mean", "low", "high", "funnel minus model", "interval of the difference", "significant"],
+              rows),
+        _fig(figures, "gate_intervals"))
+
+
+def blessed_section(summary: dict) -> str:
+    versus = summary["versus_last_blessed"]
+    if versus is None:
+        return _section("versus-blessed", "Against the last blessed model",
+                        _p("No model has been blessed before this run, so there is nothing to compare with stage by "
+                           "stage; the gate compared with the baselines only."))
+    rows = []
+    for stage_name, keys in (("retrieval", ("hit@20", "ndcg@20", "mrr")), ("funnel", ("hit@20", "ndcg@20", "mrr"))):
+        for key in keys:
+            new, old = versus[stage_name]["candidate"][key], versus[stage_name]["last_blessed"][key]
+            rows.append([stage_name, key, new, old, f"{new - old:+.4f}"])
+    ranker = versus["ranker"]
+    for key in ("auc", "gauc"):
+        new = (ranker["candidate"] or {}).get(key)
+        old = (ranker["last_blessed"] or {}).get(key)
+        rows.append(["ranker", key, new if new is not None else "n/a", old if old is not None else "n/a",
+                     f"{new - old:+.4f}" if new is not None and old is not None else "n/a"])
+    return _section("versus-blessed", f"Against the last blessed model ({versus['version']}), stage by stage",
+                    _p("Both re-scored on today's test split."), table(["stage", "metric", "today", "last blessed",
+                                                                         "change"], rows),
+                    _p(ranker["note"], "note") if ranker["note"] else "")
+
+
+def rankers_section(summary: dict, figures: dict[str, Plot]) -> str:
+    rankers = summary["rankers"]
+    candidate = summary["candidate_ranker"]
+    metrics_by_name = summary["ranking_metrics"]
+    rows = []
+    for name, r in rankers.items():
+        funnel = metrics_by_name.get("funnel" if name == candidate else f"funnel_{name}", {})
+        rows.append([f"{name} (candidate)" if name == candidate else name,
+                     *((r["auc"], "undefined" if r["gauc"] is None else r["gauc"], r["logloss"], r["rows"])
+                       if r else ("n/a",) * 4),
+                     funnel.get("hit@20", "n/a"), funnel.get("ndcg@20", "n/a")])
+    ran = set(rankers)
+    absent = [name for name in ("din", "dien_no_aux") if name not in ran]
+    notes = _p("Not run in this pipeline: " + ", ".join(absent) + " (make bench trains DIEN without its auxiliary "
+               "loss beside DIEN and DIN).") if absent else ""
+    return _section("rankers", "Rankers: the candidate against the rankers trained beside it",
+                    _p("AUC, GAUC (per-user AUC weighted by impressions, as in the DIN paper) and logloss on the "
+                       "ranking test rows; the funnel's HIT@20 and NDCG@20 with each ranker behind the same "
+                       "retrieval. Only the candidate is gated and exported."),
+                    table(["ranker", "AUC", "GAUC", "logloss", "rows", "funnel HIT@20", "funnel NDCG@20"], rows),
+                    notes, _fig(figures, "rankers", "roc"))
+
+
+def examples_section(summary: dict) -> str:
+    def items(entries, mark=False):
+        hit = ' class="hit"'
+        return '<ol class="items">' + "".join(
+            f"<li{hit if mark and e.get('is_next') else ''}>{html.escape(e['item_id'])} "
+            f"<small>{html.escape(e['category'])}</small></li>" for e in entries) + "</ol>"
+
+    rows = "".join(
+        f"<tr><td>{html.escape(e['user_id'])}<br><small>{e['history_length']} earlier items</small></td>"
+        f"<td>{items(e['last_items'])}</td><td>{items(e['recommended'], True)}</td>"
+        f"<td>{html.escape(e['next_item']['item_id'])} <small>{html.escape(e['next_item']['category'])}</small></td></tr>"
+        for e in summary["examples"])
+    return _section("examples", "Example lists",
+                    _p("Test users from short to long histories: their last five items (oldest first), the funnel's "
+                       "top 10 in order (in bold where it holds the user's actual next item), and that next item; each item with "
+                       "its category."),
+                    f'<table class="examples"><tr><th>user</th><th>last items</th><th>recommended</th>'
+                    f"<th>actual next item</th></tr>{rows}</table>")
+
+
+def breakdowns_section(summary: dict, figures: dict[str, Plot]) -> str:
+    parts = []
+    titles = (("segment", "User segments", "breakdown_segment"),
+              ("history_length", "By history length", "breakdown_history"),
+              ("target_popularity", "By target popularity", "breakdown_popularity"),
+              ("target_category", "By target category", "breakdown_category"))
+    for key, title, fig_name in titles:
+        t = summary["breakdowns"][key]
+        names = [k for k in next(iter(t.values())) if k != "users"] if t else []
+        header = ["model: HIT@20 / NDCG@20"] + [f"{b} ({e['users']} users)" for b, e in t.items()]
+        rows = [[n] + [f"{e[n]['hit@20']:.4f} / {e[n]['ndcg@20']:.4f}" for e in t.values()] for n in names]
+        parts.append(f"<h3>{html.escape(title)}</h3>" + table(header, rows, "breakdown") + _fig(figures, fig_name))
+    stats = summary["list_statistics"]
+    parts.append("<h3>Coverage and popularity bias of top-20 lists</h3>"
+                 + table(["model", "coverage@20", "arp@20 (mean train count)", "tail_share@20"],
+                         [[n, s["coverage@20"], s["arp@20"], s["tail_share@20"]] for n, s in stats.items()])
+                 + _p(f"Test targets themselves: mean train count {summary['target_popularity']['arp']:.1f}, "
+                      f"tail share {summary['target_popularity']['tail_share']:.3f}.") + _fig(figures, "coverage"))
+    return _section("breakdowns", "Where models win or lose",
+                    _p("Head, torso and tail items each make a third of training occurrences. Segments: new users "
+                       "have at most 2 earlier items, long histories at least 20."), *parts)
+
+
+def ab_section(summary: dict, figures: dict[str, Plot]) -> str:
+    off_policy = summary["off_policy"]
+    ab = off_policy.get("ab") if not off_policy["unavailable"] else None
+    if not ab:
+        why = off_policy["unavailable"] or "the off-policy evaluation output holds no A/B analysis"
+        return _section("ab", "A/B analysis", _p(f"Not available: {why}."), ab_control_note(summary))
+    rows = [[arm, ab[arm]["users"], ab[arm]["impressions"], ab[arm]["clicks"], ab[arm]["purchases"], ab[arm]["ctr"],
+             f"[{_cell(ab[arm]['ctr_low'])}, {_cell(ab[arm]['ctr_high'])}]", ab[arm]["cvr"],
+             f"[{_cell(ab[arm]['cvr_low'])}, {_cell(ab[arm]['cvr_high'])}]"] for arm in ("control", "treatment")]
+    srm = "a sample-ratio mismatch: the split is broken, distrust the arms' difference" if ab["chi2_p"] < 0.001 \
+        else "no sample-ratio mismatch"
+    tests = table(["", "treatment minus control", "z", "p"],
+                  [[m.upper(), ab[f"{m}_diff"], ab[f"{m}_z"], ab[f"{m}_p"]] for m in ("ctr", "cvr")]
+                  + [["users per arm (SRM chi-square, 1 df)", "", ab["chi2"], ab["chi2_p"]]])
+    return _section(
+        "ab", f"A/B analysis of the logged impressions (experiment {ab['experiment']})",
+        _p(f"Users are hashed into arms as the export does (treatment ratio {ab['treatment_ratio']}); outcomes are the "
+           f"impressions logged in the warehouse before this run, with {ab['confidence']:.0%} intervals (slots of one "
+           f"request are correlated, so the intervals are somewhat narrow). SRM p = {ab['chi2_p']:.3f}: {srm}."),
+        table(["arm", "users", "impressions", "clicks", "purchases", "CTR", "CTR interval", "CVR", "CVR interval"], rows),
+        tests, ab_control_note(summary), _fig(figures, "ab_arms"))
+
+
+def off_policy_section(off_policy: dict, figures: dict[str, str]) -> str:
+    """The OPE table (logged click rate, truth, each estimator) and the bandit study, one sentence per row."""
+    title = "Off-policy evaluation of the new ranker (logged impressions)"
     if off_policy["unavailable"]:
-        return [title, f"<p>Not available: {html.escape(off_policy['unavailable'])}. Without these estimates the "
-                       "gate's off-policy condition is not applied, and there is no bandit study.</p>"]
+        return _section("ope", title, _p(f"Not available: {off_policy['unavailable']}. Without these estimates the "
+                                         "gate's off-policy condition is not applied, and there is no bandit study."))
     setup = off_policy["setup"]
     logged = off_policy["logged"]["click_rate"]
 
     def lift(value: float) -> str:
         return f"{value / logged - 1:+.1%}"
 
-    rows = [["logging policy, observed in the warehouse", logged, "", "", ""],
-            ["new ranker, true value (simulator)", off_policy["truth"], "", "", lift(off_policy["truth"])]]
-    rows += [[name, e["estimate"], f"{e['bias']:+.4f}", e["rmse"], lift(e["estimate"])]
+    rows = [["logging policy, observed in the warehouse", logged, "", "", "", OPE_ROWS["logged"]],
+            ["new ranker, true value (simulator)", off_policy["truth"], "", "", lift(off_policy["truth"]),
+             OPE_ROWS["truth"]]]
+    rows += [[name, e["estimate"], f"{e['bias']:+.4f}", e["rmse"], lift(e["estimate"]), OPE_ROWS.get(name, "")]
              for name, e in off_policy["estimators"].items()]
     parts = [
-        title,
-        f"<p>Click rate per shown slot of the new ranker ({html.escape(str(off_policy['target']))}, explored with "
-        f"probability {setup.get('epsilon')}), estimated by each estimator from {setup.get('repeats')} simulated "
-        f"logs of {setup.get('requests_per_log')} requests each; the logging policy's rate is observed on "
-        f"{off_policy['logged']['impressions']} logged impressions. Bias and RMSE are against the simulator's "
-        "exact value of the new ranker on the same requests.</p>",
-        _table(["", "click rate", "bias", "RMSE", "vs logged"], rows),
+        _p(f"Click rate per shown slot of the new ranker ({off_policy['target']}, explored with probability "
+           f"{setup.get('epsilon')}), estimated by each estimator from {setup.get('repeats')} simulated logs of "
+           f"{setup.get('requests_per_log')} requests each; the logging policy's rate is observed on "
+           f"{off_policy['logged']['impressions']} logged impressions. Bias and RMSE are against the simulator's "
+           "exact value of the new ranker on the same requests."),
+        table(["", "click rate", "bias", "RMSE", "vs logged", "what the row measures"], rows, "ope"),
     ]
     if off_policy.get("weights"):
-        parts += ["<p>Importance weights of the logged slots under the new ranker:</p>",
-                  _table(list(off_policy["weights"]), [list(off_policy["weights"].values())])]
+        parts += [_p("Importance weights of the logged slots under the new ranker:"),
+                  table(list(off_policy["weights"]), [list(off_policy["weights"].values())])]
+    if "ope_estimates" in figures:
+        parts.append(figure("ope_estimates", Plot(figures["ope_estimates"], "Each estimator's estimate on every "
+                                                  "simulated log (dots), mean \u00b1 RMSE (black), and the truth.",
+                                                  {name: e["estimate"] for name, e in off_policy["estimators"].items()})))
     bandit = {policy: v for policy, v in off_policy["bandit"].items() if "cumulative_reward" in v}
     if bandit:
         parts += ["<h3>Bandit re-ranker in the simulator</h3>",
-                  _table(["policy", "cumulative clicks", "clicks after the interest shift"],
-                         [[p, round(v["cumulative_reward"]),
-                           round(v["after_shift_reward"]) if "after_shift_reward" in v else ""]
-                          for p, v in bandit.items()])]
-    parts += [_figure(name, png, OFF_POLICY_CAPTIONS.get(name, name)) for name, png in figures.items()]
-    return parts
+                  table(["policy", "cumulative clicks", "clicks after the interest shift", "what the row measures"],
+                        [[p, round(v["cumulative_reward"]),
+                          round(v["after_shift_reward"]) if "after_shift_reward" in v else "", BANDIT_ROWS.get(p, "")]
+                         for p, v in bandit.items()], "bandit")]
+        if "bandit_curves" in figures:
+            parts.append(figure("bandit_curves", Plot(
+                figures["bandit_curves"], "Cumulative clicks of Thompson sampling, exploit, the new ranker's own top "
+                "K (greedy) and random choice, and each one's gain over random; the dotted line is the shift in "
+                "user interests.", {p: v["cumulative_reward"] for p, v in bandit.items()})))
+    return _section("ope", title, *parts)
 
 
-def render(summary: dict, figures: dict[str, tuple[str, str]], off_policy_figures: dict[str, str] | None = None) -> str:
-    """The page: verdict, export N, metric tables, off-policy estimates, then the figures {name: (png, caption)}.
-    `off_policy_figures` {name: png} come ready-made from the off-policy evaluation stage."""
-    gate = summary["gate"]
-    verdict = "BLESSED" if gate["blessed"] else "NOT BLESSED"
-    colour = "#1b9e77" if gate["blessed"] else "#d95f02"
-    ranking_models = summary["ranking_metrics"]
-    metric_rows = [[name] + [values.get(m, "") for m in TABLE_METRICS] for name, values in ranking_models.items()]
+def calibration_section(figures: dict[str, Plot]) -> str:
+    if "calibration" not in figures:
+        return ""
+    return _section("calibration", "Ranker calibration", _p(CALIBRATION_CAVEAT, "note"), _fig(figures, "calibration"))
+
+
+def render(summary: dict, figures: dict[str, Plot], off_policy_figures: dict[str, str] | None = None) -> str:
+    """The page. `figures` come from plots.report_figures; `off_policy_figures` {name: base64 PNG} come
+    ready-made from the off-policy evaluation stage."""
+    metric_rows = [[name] + [values.get(m, "") for m in TABLE_METRICS] for name, values in summary["ranking_metrics"].items()]
     sections = [
-        f"<h1>Evaluation report: model {html.escape(summary['model_version'])}</h1>",
-        f'<div class="verdict" style="border-color:{colour}"><h2 style="color:{colour}">{verdict}</h2>'
-        + "<ul>" + "".join(f"<li>{html.escape(r)}</li>" for r in gate["reasons"]) + "</ul>"
-        + f"<p>Gate metric: funnel {html.escape(gate['metric'])} on {summary['users']} test users "
-        f"(full catalogue of {summary['items']} items, earlier items masked).</p></div>",
-        f"<h2>Export depth</h2><p>{html.escape(summary['export_n_reason'])}</p>",
-        "<h2>Next-item metrics (test split)</h2>",
-        _table(["model"] + list(TABLE_METRICS), metric_rows),
+        metadata_section(summary["run_metadata"]),
+        _section("export", "Export depth", _p(summary["export_n_reason"])),
+        intervals_section(summary, figures),
+        blessed_section(summary),
+        _section("metrics", "Next-item metrics (test split)",
+                 _p("HIT@K: the next item is in the top K; NDCG@K also rewards placing it high. funnel is the "
+                    "candidate (retrieval then its ranker); funnel_<ranker> the same retrieval with another ranker."),
+                 table(["model"] + list(TABLE_METRICS), metric_rows), _fig(figures, "recall_at_k", "recall_vs_n")),
+        rankers_section(summary, figures),
+        _section("training", "Training curves", _fig(figures, "training_curves")
+                 or _p("No stage recorded per-epoch figures.")),
+        examples_section(summary),
+        breakdowns_section(summary, figures),
+        ab_section(summary, figures),
+        off_policy_section(summary["off_policy"], off_policy_figures or {}),
+        calibration_section(figures),
     ]
-    if summary.get("ranker"):
-        r = summary["ranker"]
-        sections += ["<h2>Ranker</h2>", _table(["AUC", "GAUC", "logloss", "rows"],
-                                               [[r["auc"], "undefined" if r["gauc"] is None else r["gauc"],
-                                                 r["logloss"], r["rows"]]])]
-    sections += off_policy_section(summary["off_policy"], off_policy_figures or {})
-    stats = summary["list_statistics"]
-    sections += [
-        "<h2>Coverage and popularity bias of top-20 lists</h2>",
-        _table(["model", "coverage@20", "arp@20 (mean train count)", "tail_share@20"],
-               [[n, s["coverage@20"], s["arp@20"], s["tail_share@20"]] for n, s in stats.items()]),
-        f"<p>Test targets themselves: mean train count {summary['target_popularity']['arp']:.1f}, "
-        f"tail share {summary['target_popularity']['tail_share']:.3f}.</p>",
-    ]
-    for key, title in (("history_length", "HIT@20 by history length"), ("target_popularity", "HIT@20 by target popularity")):
-        table = summary["breakdowns"][key]
-        names = [k for k in next(iter(table.values())) if k != "users"] if table else []
-        sections += [f"<h2>{title}</h2>",
-                     _table(["bucket", "users"] + names, [[b, e["users"]] + [e[n]["hit@20"] for n in names]
-                                                          for b, e in table.items()])]
-    sections.append("<h2>Plots</h2>" + "".join(_figure(n, png, cap) for n, (png, cap) in figures.items()))
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;margin:8px 0}"
-             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}.verdict{border:3px solid;padding:4px 16px}"
-             "figure{display:inline-block;margin:8px}")
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>Evaluation {html.escape(summary['model_version'])}</title><style>{style}</style></head><body>{''.join(sections)}</body></html>"
+    nav = "<nav>" + "".join(f'<a href="#{a}">{t}</a>' for a, t in (
+        ("run", "run"), ("intervals", "intervals"), ("versus-blessed", "vs blessed"), ("metrics", "metrics"),
+        ("rankers", "rankers"), ("training", "training"), ("examples", "examples"), ("breakdowns", "breakdowns"),
+        ("ab", "A/B"), ("ope", "off-policy"))) + "</nav>"
+    title = html.escape(summary["model_version"])
+    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><link rel='icon' href='data:,'><title>Evaluation {title}</title>"
+            f"<style>{STYLE}</style></head><body><h1>Evaluation report: model {title}</h1>{verdict(summary)}"
+            f"{ab_control_note(summary)}{nav}{''.join(sections)}</body></html>")

@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 
 from components import atomic, baselines, metrics, schema
-from components.evaluation import breakdowns, data, gate, registry, report, scoring
+from components.evaluation import bootstrap, breakdowns, data, gate, plots, registry, report, scoring
 from components.serving import models
 
 SUMMARY_VERSION = 1
@@ -28,6 +28,8 @@ class EvaluationConfig:
     export_tolerance: float = 0.01  # relative
     memory_budget_mb: float = 256.0
     model_version: str = ""  # "" = <UTC time>-<hash of both model artifacts>
+    bootstrap_resamples: int = bootstrap.DEFAULT_RESAMPLES  # over test users, for the gate metric's intervals
+    example_users: int = 5  # example lists shown in the report
 
     def __post_init__(self):
         if self.candidates_n < 20:
@@ -74,10 +76,14 @@ class _Scored:
     scores: scoring.ModelScores
     baselines: dict[str, scoring.BaselineScores]
     previous: registry.BlessedModel | None
+    previous_model: models.ServingModel | None
     previous_scores: scoring.ModelScores | None
+    # rankers trained beside the candidate's (DIN, ...), each in the funnel behind the candidate's retrieval
+    comparisons: dict[str, tuple[models.ServingModel, scoring.ModelScores]] = dataclasses.field(default_factory=dict)
 
     def ranks_by_model(self) -> dict[str, metrics.Ranks]:
         ranks = {"funnel": self.scores.funnel, "retrieval": self.scores.retrieval,
+                 **{f"funnel_{name}": scores.funnel for name, (_, scores) in self.comparisons.items()},
                  **{name: b.ranks for name, b in self.baselines.items()}}
         if self.previous_scores is not None:
             ranks["last_blessed_funnel"] = self.previous_scores.funnel
@@ -92,23 +98,36 @@ def evaluate(
     config: EvaluationConfig = EvaluationConfig(),
     load_models: Callable[..., models.ServingModel] = models.load_serving_model,
     off_policy_dir: str | Path | None = None,
+    comparison_rankers: dict[str, str | Path] | None = None,
+    extracted_dir: str | Path | None = None,
+    candidate_ranker: str = "ranker",
 ) -> EvaluationResult:
     """Everything the stage computes, in memory; `run_evaluation` writes it out.
 
     `load_models(retrieval_dir, ranking_dir, version)` loads a model pair (tests pass small doubles).
-    `off_policy_dir` is the off-policy evaluation stage's output (None: not run).
+    `off_policy_dir` is the off-policy evaluation stage's output (None: not run). `comparison_rankers`
+    {name: ranking artifact} are rankers trained beside the candidate's (`candidate_ranker` names it): each is
+    scored in the funnel behind the candidate's retrieval, for the report, never for the gate. `extracted_dir`
+    (the extract output) gives the report the source and window.
     """
     started = time.perf_counter()
     off_policy = data.read_off_policy(off_policy_dir)
-    scored = _score_everything(features_dir, retrieval_dir, ranking_dir, registry_dir, config, load_models)
+    scored = _score_everything(features_dir, retrieval_dir, ranking_dir, registry_dir, config, load_models,
+                               comparison_rankers or {})
     ranks_by_model = scored.ranks_by_model()
     ranking_metrics = {name: metrics.ranking_metrics(ranks) for name, ranks in ranks_by_model.items()}
+    intervals, differences = _gate_intervals(ranks_by_model, config, scored)
     decision = gate.decide(
         ranking_metrics["funnel"], {b: ranking_metrics[b] for b in scored.baselines},
         ranking_metrics.get("last_blessed_funnel"), config.gate, off_policy=_gate_evidence(off_policy),
+        differences={name: d.to_json() for name, d in differences.items()},
     )
     export_n, by_n = choose_export_n(scored.scores.funnel_by_n, config.export_metric, config.export_tolerance)
-    ranker = _ranker_metrics(scored.candidate.ranker, scored.split.ranking)
+    rankers = {candidate_ranker: _ranker_metrics(scored.candidate.ranker, scored.split.ranking)}
+    rankers.update({name: _ranker_metrics(model.ranker, scored.split.ranking)
+                    for name, (model, _) in scored.comparisons.items()})
+    ranker = rankers[candidate_ranker]
+    ranking_dirs = {candidate_ranker: ranking_dir, **(comparison_rankers or {})}
     summary = {
         "summary_version": SUMMARY_VERSION,
         "model_version": scored.candidate.version,
@@ -127,16 +146,92 @@ def evaluate(
         "items": scored.split.num_items - schema.NUM_RESERVED,
         "ranking_metrics": ranking_metrics,
         "ranker": ranker["metrics"] if ranker else None,
+        "candidate_ranker": candidate_ranker,
+        "rankers": {name: r["metrics"] if r else None for name, r in rankers.items()},
+        "gate_intervals": {"metric": config.gate.metric, "resamples": config.bootstrap_resamples,
+                           "models": {name: i.to_json() for name, i in intervals.items()},
+                           "differences": {name: d.to_json() for name, d in differences.items()}},
+        "versus_last_blessed": _versus_last_blessed(scored, ranking_metrics, rankers),
         "off_policy": off_policy_summary(off_policy),
+        "training_curves": data.read_training_curves(retrieval_dir, ranking_dirs),
+        "run_metadata": data.read_run_metadata(features_dir, retrieval_dir, ranking_dirs, extracted_dir),
+        "examples": _example_lists(scored, config.example_users),
         **_where_models_differ(scored, ranks_by_model),
     }
-    figures = _figures(summary, ranks_by_model, scored.scores, export_n, ranker)
+    summary["run_metadata"]["parameters"]["evaluation"] = {
+        "candidates_n": config.candidates_n, "gate_metric": config.gate.metric,
+        "gate_baselines": ",".join(config.gate.baselines), "margin_vs_baseline": config.gate.margin_vs_baseline,
+        "margin_vs_blessed": config.gate.margin_vs_blessed, "gate_on_ope": config.gate.use_ope,
+        "ope_estimator": config.gate.ope_estimator, "ope_margin": config.gate.ope_margin}
+    figures = plots.report_figures(summary, ranks_by_model, scored.scores, export_n,
+                                   {name: r for name, r in rankers.items() if r})
     summary["evaluation_s"] = round(time.perf_counter() - started, 3)
     return EvaluationResult(
         summary=summary, html=report.render(summary, figures, off_policy.figures), blessed=decision.blessed,
         export_n=export_n,
         ranker_rows=(ranker["labels"], ranker["probabilities"]) if ranker else None,
     )
+
+
+def _gate_intervals(ranks_by_model: dict[str, metrics.Ranks], config: EvaluationConfig, scored: _Scored):
+    """Bootstrap intervals of the gate metric for the candidate funnel, the gate's baselines and the last blessed
+    model, and of the candidate's paired difference with each."""
+    metric = config.gate.metric
+    k = (int(metric.split("@")[1]),) if "@" in metric else (20,)
+    names = ["funnel", *config.gate.baselines, *(["last_blessed_funnel"] if scored.previous_scores else [])]
+    per_user = {name: metrics.per_user_metrics(ranks_by_model[name], k)[metric] for name in names
+                if name in ranks_by_model}
+    return bootstrap.paired_intervals(per_user, "funnel", resamples=config.bootstrap_resamples)
+
+
+def _versus_last_blessed(scored: _Scored, ranking_metrics: dict, rankers: dict) -> dict | None:
+    """Stage by stage, today's candidate beside the last blessed model re-scored on today's test split:
+    retrieval alone, the ranker on the ranking test rows (only when both share today's item vocabulary, as the
+    ranker's rows are in it), and the funnel."""
+    if scored.previous_scores is None:
+        return None
+    previous_ranker = None
+    if models.same_vocabulary(scored.previous_model.item_ids, scored.split.item_ids):
+        found = _ranker_metrics(scored.previous_model.ranker, scored.split.ranking)
+        previous_ranker = found["metrics"] if found else None
+    candidate_ranker = next(iter(rankers.values()))
+    return {
+        "version": scored.previous.version,
+        "retrieval": {"candidate": ranking_metrics["retrieval"],
+                      "last_blessed": metrics.ranking_metrics(scored.previous_scores.retrieval)},
+        "ranker": {"candidate": candidate_ranker["metrics"] if candidate_ranker else None,
+                   "last_blessed": previous_ranker,
+                   "note": "" if previous_ranker else "the item vocabulary changed since: the ranker's test rows are "
+                                                     "in today's vocabulary, so its AUC is not comparable"},
+        "funnel": {"candidate": ranking_metrics["funnel"], "last_blessed": ranking_metrics["last_blessed_funnel"]},
+    }
+
+
+def _example_lists(scored: _Scored, users: int) -> list[dict]:
+    """A few test users (spread over history lengths, fixed choice) with their last items and the candidate
+    funnel's top 10, each item with its category, and whether the list holds the user's next item."""
+    split = scored.split
+    if not len(split) or users < 1:
+        return []
+    order = np.argsort(split.history_lengths, kind="stable")
+    picks = order[np.unique(np.linspace(0, len(order) - 1, min(users, len(order))).astype(int))]
+    out = []
+    for row in picks:
+        history = [int(i) for i in split.hist_items[row][-5:]]
+        recommended = [int(i) for i in scored.scores.funnel_lists[row][:10] if i >= schema.NUM_RESERVED]
+        target = int(split.targets[row])
+        out.append({
+            "user_id": str(split.user_ids[row]),
+            "history_length": int(split.history_lengths[row]),
+            "last_items": [_item(split, i) for i in history],
+            "recommended": [{**_item(split, i), "is_next": i == target} for i in recommended],
+            "next_item": _item(split, target),
+        })
+    return out
+
+
+def _item(split: data.TestSplit, index: int) -> dict:
+    return {"item_id": str(split.item_ids[index]), "category": str(split.item_categories[index])}
 
 
 def _gate_evidence(off_policy: data.OffPolicyOutput) -> gate.OffPolicyEvidence:
@@ -164,10 +259,12 @@ def off_policy_summary(off_policy: data.OffPolicyOutput) -> dict:
         "logged": off_policy.result["logged"],
         "estimators": estimators,
         "bandit": off_policy.result["bandit"],
+        "ab": off_policy.result.get("ab"),
     }
 
 
-def _score_everything(features_dir, retrieval_dir, ranking_dir, registry_dir, config, load_models) -> _Scored:
+def _score_everything(features_dir, retrieval_dir, ranking_dir, registry_dir, config, load_models,
+                      comparison_rankers: dict[str, str | Path]) -> _Scored:
     split = data.read_test_split(features_dir)
     candidate = load_models(retrieval_dir, ranking_dir, config.model_version or model_version(retrieval_dir, ranking_dir))
     if not models.same_vocabulary(candidate.item_ids, split.item_ids):
@@ -175,30 +272,41 @@ def _score_everything(features_dir, retrieval_dir, ranking_dir, registry_dir, co
             f"the candidate models in {retrieval_dir} were not trained on the features in {features_dir}: item vocabularies differ"
         )
     previous = registry.last_blessed(registry_dir) if registry_dir else None
-    previous_scores = None
+    previous_model = previous_scores = None
     if previous is not None:
-        previous_scores = _score(load_models(previous.retrieval_dir, previous.ranking_dir, previous.version), split, config)
+        previous_model = load_models(previous.retrieval_dir, previous.ranking_dir, previous.version)
+        previous_scores = _score(previous_model, split, config)
+    comparisons = {}
+    for name, directory in comparison_rankers.items():
+        model = load_models(retrieval_dir, directory, f"{candidate.version}-{name}")
+        comparisons[name] = (model, _score(model, split, config))
     return _Scored(
         split=split, candidate=candidate, scores=_score(candidate, split, config),
         baselines={
             model.name: scoring.score_baseline(model, split.hist_items, split.seen_items, split.targets)
             for model in (baselines.Popularity(split.train), baselines.ItemToItem(split.train))
         },
-        previous=previous, previous_scores=previous_scores,
+        previous=previous, previous_model=previous_model, previous_scores=previous_scores, comparisons=comparisons,
     )
 
 
 def _where_models_differ(scored: _Scored, ranks_by_model: dict[str, metrics.Ranks]) -> dict:
-    """Breakdowns by history length and target popularity, and coverage / popularity bias of the lists."""
+    """Breakdowns by history length, user segment, target popularity and target category, and coverage /
+    popularity bias of the lists."""
     split = scored.split
     item_bucket = breakdowns.item_popularity_buckets(split.popularity)
     lists = {"funnel": scored.scores.funnel_lists, "retrieval": scored.scores.retrieval_lists,
+             **{f"funnel_{name}": s.funnel_lists for name, (_, s) in scored.comparisons.items()},
              **{name: b.lists for name, b in scored.baselines.items()}}
+    categories, category_order = breakdowns.category_labels(split.target_categories)
     return {
         "breakdowns": {
             "history_length": breakdowns.breakdown(ranks_by_model, breakdowns.history_bucket_labels(split.history_lengths)),
+            "segment": breakdowns.breakdown(ranks_by_model, breakdowns.segment_labels(split.history_lengths),
+                                            order=list(breakdowns.SEGMENTS)),
             "target_popularity": breakdowns.breakdown(
                 ranks_by_model, item_bucket[split.targets], order=list(breakdowns.POPULARITY_BUCKETS)),
+            "target_category": breakdowns.breakdown(ranks_by_model, categories, order=category_order),
         },
         "list_statistics": {n: breakdowns.list_statistics(l, split.popularity, item_bucket) for n, l in lists.items()},
         "target_popularity": {
@@ -233,27 +341,6 @@ def _ranker_metrics(ranker, ranking: dict | None) -> dict | None:
     return {"metrics": values, "labels": labels, "probabilities": probabilities}
 
 
-def _figures(summary, ranks_by_model, cand, export_n, ranker) -> dict[str, tuple[str, str]]:
-    figures = {
-        "recall_at_k": (report.hit_curves(ranks_by_model), "HIT@K for K = 1..50, every model on the same users."),
-        "recall_vs_n": (report.recall_vs_n(cand.retrieval, cand.funnel_by_n, export_n),
-                        "How many retrieval candidates the ranker needs; the dashed line is the export's N."),
-        "breakdown_history": (report.breakdown_bars(summary["breakdowns"]["history_length"], "HIT@20 by history length"),
-                              "Users grouped by the number of earlier items."),
-        "breakdown_popularity": (report.breakdown_bars(summary["breakdowns"]["target_popularity"],
-                                                       "HIT@20 by target popularity"),
-                                 "Head, torso and tail items each make a third of training occurrences."),
-        "coverage": (report.list_bars(summary["list_statistics"]),
-                     "How much of the catalogue the top-20 lists reach, and how much of it is tail."),
-    }
-    if ranker:
-        figures["roc"] = (report.roc(ranker["labels"], ranker["probabilities"], ranker["metrics"]["auc"]),
-                          "Ranker ROC on the ranking test rows.")
-        figures["calibration"] = (report.calibration(ranker["labels"], ranker["probabilities"]),
-                                  "Predicted probability against observed rate, 10 bins.")
-    return figures
-
-
 def run_evaluation(
     features_dir: str | Path,
     retrieval_dir: str | Path,
@@ -264,9 +351,13 @@ def run_evaluation(
     config: EvaluationConfig = EvaluationConfig(),
     load_models: Callable[..., models.ServingModel] = models.load_serving_model,
     off_policy_dir: str | Path | None = None,
+    comparison_rankers: dict[str, str | Path] | None = None,
+    extracted_dir: str | Path | None = None,
+    candidate_ranker: str = "ranker",
 ) -> EvaluationResult:
     """Evaluates, registers the model when blessed, and writes summary JSON and HTML report atomically."""
-    result = evaluate(features_dir, retrieval_dir, ranking_dir, registry_dir, config, load_models, off_policy_dir)
+    result = evaluate(features_dir, retrieval_dir, ranking_dir, registry_dir, config, load_models, off_policy_dir,
+                      comparison_rankers, extracted_dir, candidate_ranker)
     if result.blessed and registry_dir:
         entry = registry.register(registry_dir, result.summary["model_version"], retrieval_dir, ranking_dir,
                                   {"blessed_at": dt.datetime.now(dt.timezone.utc).isoformat(),

@@ -109,10 +109,9 @@ def experiments_bench(warehouse_path: str, data: str = "medium", data_format: st
 
 
 def write_report(directory: Path, ope_result: dict, run) -> None:
-    """bandit_curves.png, ope_estimates.png and experiments.html (the fragment the evaluation report embeds)."""
+    """bandit_curves.png and ope_estimates.png, which the evaluation report embeds."""
     from components.experiments import report
 
     directory.mkdir(parents=True, exist_ok=True)
     report.bandit_figure(run).savefig(directory / "bandit_curves.png", dpi=110)
     report.ope_figure(ope_result).savefig(directory / "ope_estimates.png", dpi=110)
-    (directory / "experiments.html").write_text(report.html_fragment(ope_result, run))

@@ -43,7 +43,7 @@ def off_policy_evaluation(
     ranking_model: Optional[Input[Model]] = None,
 ):
     """IPS/SNIPS/DM/DR/MRDR estimates of the new ranker's click rate beside the simulator's truth, and the
-    bandit's reward curves (ope.json, PNGs, experiments.html); skipped.json for warehouses without impressions.
+    bandit's reward curves (ope.json and PNGs, shown in the evaluation report); skipped.json for warehouses without impressions.
     With features and ranking_model the new policy is the pipeline's ranker, else a linear stand-in."""
     import os
 

@@ -1,12 +1,9 @@
-"""Figures and an HTML fragment the evaluation report embeds: bandit reward curves and OPE estimates vs truth.
+"""Figures the evaluation report embeds: bandit reward curves and OPE estimates vs truth. The evaluation report is
+the one page a reader opens for them; this stage writes the PNGs and ope.json it reads.
 
 Figures are built with matplotlib's object API (no pyplot state), so they are safe inside a pipeline process.
 """
 from __future__ import annotations
-
-import base64
-import html
-import io
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -14,25 +11,32 @@ from matplotlib.figure import Figure
 from components.experiments.ope import ESTIMATORS
 from components.experiments.simulation import BanditRun
 
-POLICY_STYLE = {"thompson": "tab:blue", "exploit": "tab:cyan", "greedy": "tab:orange", "random": "tab:gray"}
+POLICY_STYLE = {"thompson": ("tab:blue", "o"), "exploit": ("tab:cyan", "s"), "greedy": ("tab:orange", "^"),
+                "random": ("tab:gray", "x")}
 
 
 def bandit_figure(run: BanditRun) -> Figure:
-    """Cumulative clicks per policy over rounds (left) and the per-round click rate, smoothed (right)."""
-    fig = Figure(figsize=(10, 3.6))
-    total, rate = fig.subplots(1, 2)
-    rounds = np.arange(1, len(next(iter(run.rewards.values()))) + 1)
-    window = max(1, len(rounds) // 30)
-    for name, curve in run.cumulative().items():
-        total.plot(rounds, curve, label=name, color=POLICY_STYLE.get(name))
-        smooth = np.convolve(run.rewards[name], np.ones(window) / window, mode="valid")
-        rate.plot(rounds[window - 1:], smooth, label=name, color=POLICY_STYLE.get(name))
-    for axis in (total, rate):
+    """Cumulative clicks per policy over rounds (left), and each policy's cumulative clicks minus random's (right):
+    curves that lie on top of each other on the left (Thompson and exploit) come apart on the right."""
+    fig = Figure(figsize=(11, 3.8))
+    total, gain = fig.subplots(1, 2)
+    cumulative = run.cumulative()
+    rounds = np.arange(1, len(next(iter(cumulative.values()))) + 1)
+    every = max(1, len(rounds) // 10)
+    for name, curve in cumulative.items():
+        colour, marker = POLICY_STYLE.get(name, ("k", "."))
+        style = dict(label=name, color=colour, marker=marker, markevery=every, markersize=5)
+        total.plot(rounds, curve, **style)
+        if name != "random" and "random" in cumulative:
+            gain.plot(rounds, curve - cumulative["random"], **style)
+    for axis in (total, gain):
         if run.shift_round is not None:
             axis.axvline(run.shift_round + 1, color="k", linestyle=":", label="interest shift")
         axis.set_xlabel(f"round ({run.batch_size} requests each)")
-    total.set_ylabel("cumulative clicks")
-    rate.set_ylabel(f"clicks per request (moving mean of {window})")
+        axis.grid(alpha=0.3)
+    total.set(ylabel="cumulative clicks", title="Cumulative clicks per policy")
+    gain.set(ylabel="cumulative clicks minus random's", title="Gain over random choice")
+    gain.axhline(0, color="tab:gray", linewidth=1)
     total.legend(fontsize=8)
     fig.tight_layout()
     return fig
@@ -53,26 +57,3 @@ def ope_figure(ope_result: dict) -> Figure:
     axis.legend(fontsize=8)
     fig.tight_layout()
     return fig
-
-
-def png_base64(fig: Figure) -> str:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def html_fragment(ope_result: dict | None, run: BanditRun | None) -> str:
-    """A <section> with the OPE table and figures, for the evaluation report; parts without data are left out."""
-    parts = ["<section class='experiments'><h2>Experiments</h2>"]
-    if ope_result:
-        rows = "".join(
-            f"<tr><td>{name}</td><td>{ope_result[name]['estimate']:.4f}</td><td>{ope_result[name]['bias']:+.4f}</td>"
-            f"<td>{ope_result[name]['rmse']:.4f}</td></tr>" for name in ESTIMATORS)
-        parts.append(f"<h3>Off-policy evaluation (truth {ope_result['truth']:.4f}, {ope_result['repeats']} logs)</h3>"
-                     f"<table><tr><th>estimator</th><th>estimate</th><th>bias</th><th>RMSE</th></tr>{rows}</table>"
-                     f"<img alt='OPE estimates' src='data:image/png;base64,{png_base64(ope_figure(ope_result))}'/>")
-    if run is not None:
-        parts.append("<h3>Bandit re-ranker</h3>"
-                     f"<img alt='{html.escape('cumulative reward')}' src='data:image/png;base64,{png_base64(bandit_figure(run))}'/>")
-    parts.append("</section>")
-    return "".join(parts)

@@ -86,7 +86,7 @@ def run_off_policy_evaluation(warehouse_uri: str, shop_preset: str, output_dir: 
     """OPE estimates beside the truth (and the bandit curves) on the synthetic shop that built the warehouse.
 
     Writes ope.json ({ab, ope, bandit, logged}: `logged` is the logging policy's observed click rate),
-    ope_estimates.png, bandit_curves.png and experiments.html; the evaluation stage reads this directory into its
+    ope_estimates.png and bandit_curves.png; the evaluation stage reads this directory into its
     report and (optionally) its gate. Logs ope_truth, ope_logged_click_rate and ope_<estimator>_{estimate,bias,rmse}.
     A warehouse without impressions gets a `skipped.json` saying so and no metrics."""
     if ab_analysis.impression_count(warehouse_uri) == 0:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import time
 
@@ -22,6 +23,8 @@ from components.ranking.export import export_ranker, item_category_table, load_r
 from components.ranking.fusion import choose_on_split
 from components.ranking.hard_negatives import hard_negative_lists, take_rows
 from components.ranking.reference_gru import ReferenceGRU
+
+log = logging.getLogger(__name__)
 
 MODELS = {"dien": DIEN, "din": DIN, "reference_gru": ReferenceGRU}
 WARMUP_BATCHES = 20  # per epoch, left out of throughput (tracing, dataset start); at most half the epoch
@@ -127,18 +130,19 @@ def make_train_step(model: SequenceRanker, learning_rate: float):
     return step
 
 
-def _run_steps(step, dataset, warmup: int) -> tuple[float, int]:
-    """Runs `step` over a dataset; returns (seconds, examples) of the batches after the first `warmup`."""
-    batches, examples, start = 0, 0, None
+def _run_steps(step, dataset, warmup: int) -> tuple[float, int, float]:
+    """Runs `step` over a dataset; returns (seconds, examples) of the batches after the first `warmup`, and
+    the mean batch loss (kept as tensors until the end, so the steps never wait for the host)."""
+    batches, examples, start, losses = 0, 0, None, []
     for features, labels in dataset:
         if batches == warmup:
             start = time.perf_counter()
-        loss = step(features, labels)
+        losses.append(step(features, labels))
         batches += 1
         if batches > warmup:
             examples += len(labels)
-    loss.numpy()
-    return time.perf_counter() - start, examples
+    mean_loss = float(tf.reduce_mean(tf.stack(losses)).numpy())
+    return time.perf_counter() - start, examples, mean_loss
 
 
 def train(model: SequenceRanker, data: RankingData, config: TrainConfig, validation: RankingData | None = None) -> dict:
@@ -146,8 +150,9 @@ def train(model: SequenceRanker, data: RankingData, config: TrainConfig, validat
     validation AUC (early stopping: on small data both DIN and DIEN overfit after a few epochs).
 
     Returns train_s (wall clock, tracing and validation included), train_examples_per_s (without the first
-    WARMUP_BATCHES batches of each epoch), epochs_run, and with validation best_epoch (1-based), valid_auc
-    and valid_auc_by_epoch (the evidence for choosing `epochs` and `patience`).
+    WARMUP_BATCHES batches of each epoch), epochs_run, loss_by_epoch (mean training loss), and with validation
+    best_epoch (1-based), valid_auc and valid_auc_by_epoch (the evidence for choosing `epochs` and `patience`).
+    Logs one line per epoch with the time left at the pace so far.
     """
     if validation is not None and not _has_both_labels(validation):
         validation = None  # AUC is undefined on it: train all epochs and keep the last
@@ -158,21 +163,30 @@ def train(model: SequenceRanker, data: RankingData, config: TrainConfig, validat
     start = time.perf_counter()
     timed_seconds, timed_examples = 0.0, 0
     best = {"valid_auc": -np.inf}
-    by_epoch = []
+    by_epoch, losses = [], []
     warmup = min(WARMUP_BATCHES, -(-data.size // config.batch_size) // 2)
+    name = type(model).__name__
+    log.info("%s: training on %d rows, %d epochs of batch %d", name, data.size, config.epochs, config.batch_size)
     for epoch in range(1, config.epochs + 1):
-        seconds, examples = _run_steps(step, dataset, warmup)
+        seconds, examples, loss = _run_steps(step, dataset, warmup)
         timed_seconds, timed_examples = timed_seconds + seconds, timed_examples + examples
-        if validation is None:
-            continue
-        probabilities, _ = predict(model, validation, timed=False)
-        by_epoch.append(metrics.auc(validation.scalars[schema.LABEL], probabilities))
-        if by_epoch[-1] > best["valid_auc"]:
-            best = {"valid_auc": by_epoch[-1], "best_epoch": epoch, "weights": model.get_weights()}
-        elif config.patience is not None and epoch - best["best_epoch"] >= config.patience:
+        losses.append(loss)
+        stop = False
+        if validation is not None:
+            probabilities, _ = predict(model, validation, timed=False)
+            by_epoch.append(metrics.auc(validation.scalars[schema.LABEL], probabilities))
+            if by_epoch[-1] > best["valid_auc"]:
+                best = {"valid_auc": by_epoch[-1], "best_epoch": epoch, "weights": model.get_weights()}
+            elif config.patience is not None and epoch - best["best_epoch"] >= config.patience:
+                stop = True
+        elapsed = time.perf_counter() - start
+        log.info("%s epoch %d/%d  loss %.4f%s  %.0f s, about %.0f s left", name, epoch, config.epochs, loss,
+                 f"  valid AUC {by_epoch[-1]:.4f}" if by_epoch else "", elapsed,
+                 0 if stop else elapsed / epoch * (config.epochs - epoch))
+        if stop:
             break
     result = {"train_s": time.perf_counter() - start, "train_examples_per_s": timed_examples / timed_seconds,
-              "epochs_run": epoch}
+              "epochs_run": epoch, "loss_by_epoch": losses}
     if validation is None:
         return result
     model.set_weights(best.pop("weights"))

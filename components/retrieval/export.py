@@ -102,6 +102,9 @@ def item_embedding_table(item_embeddings: np.ndarray, catalogue: Catalogue) -> p
     })
 
 
+TRAINING_HISTORY = "training_history.json"
+
+
 def item_info_table(catalogue: Catalogue) -> pa.Table:
     rows = slice(schema.NUM_RESERVED, None)
     return pa.table({
@@ -113,8 +116,9 @@ def item_info_table(catalogue: Catalogue) -> pa.Table:
 
 
 def export(model: TwoTowerModel, catalogue: Catalogue, config: RetrievalConfig, output_dir: str | Path,
-           k: int = DEFAULT_TOP_K) -> Path:
-    """Writes the whole artifact through atomic.staged_directory, so a crash leaves no half model."""
+           k: int = DEFAULT_TOP_K, history: list[dict] | None = None) -> Path:
+    """Writes the whole artifact through atomic.staged_directory, so a crash leaves no half model.
+    `history` (per-epoch loss and valid metrics) goes to training_history.json for the evaluation report."""
     output_dir = Path(output_dir)
     with atomic.staged_directory(output_dir, last=CONFIG_FILE) as staging:
         item_embeddings = model.item_embeddings()
@@ -126,5 +130,7 @@ def export(model: TwoTowerModel, catalogue: Catalogue, config: RetrievalConfig, 
         pq.write_table(item_embedding_table(item_embeddings, catalogue), staging / ITEM_EMBEDDINGS)
         pq.write_table(item_info_table(catalogue), staging / ITEM_INFO)
         schema.write_vocab(staging, CATEGORY_VOCAB, catalogue.category_ids)
+        if history is not None:
+            atomic.write_json(staging / TRAINING_HISTORY, {"epochs": history})
         config.write(staging)
     return output_dir

@@ -17,7 +17,7 @@ def run(features_dir: str | Path, model_dir: str | Path, **settings) -> dict[str
     artifact to `model_dir`, and returns the selected epoch's valid metrics plus training figures."""
     config = dataclasses.replace(RetrievalConfig(), **settings)
     result = train_from_features(features_dir, config)
-    export.export(result.model, result.catalogue, config, model_dir)
+    export.export(result.model, result.catalogue, config, model_dir, history=result.history)
     log.info("retrieval model written to %s", model_dir)
     return {
         **{f"valid_{name}": value for name, value in result.valid_metrics.items()},

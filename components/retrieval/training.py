@@ -35,6 +35,7 @@ class TrainingResult:
     train_examples: int  # targets per epoch (with every_position, the steps that have one)
     train_s: float  # wall time of the whole training, per-epoch validation included
     fit_s: float  # time inside gradient steps only
+    history: list[dict] = dataclasses.field(default_factory=list)  # per epoch: loss, valid hit@20 / ndcg@20, seconds
 
     @property
     def train_examples_per_s(self) -> float:
@@ -101,21 +102,23 @@ def train(train_set: Examples, valid_set: Examples, catalogue: Catalogue, config
     targets_per_epoch = (int((rows.target_item[: batches * batch_size] != schema.PAD_INDEX).sum())
                          if config.every_position else batches * batch_size)
     best = {"score": -1.0, "epoch": 0, "metrics": {}, "weights": None}
-    started, fit_s, epochs_run = time.perf_counter(), 0.0, 0
+    started, fit_s, epochs_run, history = time.perf_counter(), 0.0, 0, []
     for epoch in range(1, config.epochs + 1):
         dataset = _epoch_dataset(rows, batch_order(lengths, batch_size, rng), batch_size)
         fit_started = time.perf_counter()
-        history = model.fit(dataset, epochs=1, verbose=0)
+        history_of_fit = model.fit(dataset, epochs=1, verbose=0)
         epoch_fit_s = time.perf_counter() - fit_started
         fit_s += epoch_fit_s
         epochs_run = epoch
         valid = evaluate(model, valid_set)
+        history.append({"epoch": epoch, "loss": float(history_of_fit.history["mean_loss"][-1]),
+                        "hit@20": valid["hit@20"], "ndcg@20": valid["ndcg@20"], "seconds": epoch_fit_s})
         improved = valid[SELECTION_METRIC] > best["score"]
         if improved:
             best = {"score": valid[SELECTION_METRIC], "epoch": epoch, "metrics": valid, "weights": model.get_weights()}
         log.info(
             "epoch %d/%d  loss %.4f  valid hit@20 %.4f ndcg@20 %.4f  %.1fs%s",
-            epoch, config.epochs, history.history["mean_loss"][-1], valid["hit@20"], valid["ndcg@20"], epoch_fit_s,
+            epoch, config.epochs, history[-1]["loss"], valid["hit@20"], valid["ndcg@20"], epoch_fit_s,
             "  *best" if improved else "",
         )
         if epoch - best["epoch"] >= config.patience:
@@ -124,7 +127,7 @@ def train(train_set: Examples, valid_set: Examples, catalogue: Catalogue, config
     result = TrainingResult(
         model=model, catalogue=catalogue, config=config, valid_metrics=best["metrics"], best_epoch=best["epoch"],
         epochs_run=epochs_run, train_examples=targets_per_epoch,
-        train_s=time.perf_counter() - started, fit_s=fit_s,
+        train_s=time.perf_counter() - started, fit_s=fit_s, history=history,
     )
     log.info(
         "retrieval trained: %s encoder, %s loss%s, %d epochs (best %d), %d targets per epoch, %.0f s "

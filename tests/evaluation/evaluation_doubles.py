@@ -114,6 +114,10 @@ def write_features(directory: Path, sequences: list[list[int]], seed: int = 0) -
     }), directory / schema.ITEM_FEATURES)
     schema.FeatureSpec(max_len=MAX_LEN, num_items=num_items, num_categories=len(categories) + 2,
                        num_users=len(users) + 2, ranking_task="next_item").write(directory)
+    (directory / schema.STATS).write_text(json.dumps({
+        "users": len(users), "items": len(vocab), "categories": len(categories),
+        "steps": sum(len(s) for s in sequences), "max_len": MAX_LEN, "split": "leave_last_out",
+        "ranking_task": "next_item", "seed": seed, "source": "duckdb:///doubles.duckdb"}))
     return directory
 
 
@@ -184,7 +188,9 @@ def write_model(directory: Path, kind: str, item_ids) -> tuple[Path, Path]:
 
 
 def load_doubles(retrieval_dir, ranking_dir, version) -> ServingModel:
+    """Each part's double from its own model.json, so a ranker of one kind can serve behind another's retriever."""
     spec = json.loads(Path(retrieval_dir, "model.json").read_text())
     item_ids = np.asarray(spec["item_ids"], dtype=object)
-    retriever_cls, ranker_cls = KINDS[spec["kind"]]
+    retriever_cls = KINDS[spec["kind"]][0]
+    ranker_cls = KINDS[json.loads(Path(ranking_dir, "model.json").read_text())["kind"]][1]
     return ServingModel(retriever=retriever_cls(item_ids), ranker=ranker_cls(item_ids), item_ids=item_ids, version=version)

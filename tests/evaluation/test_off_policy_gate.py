@@ -98,11 +98,11 @@ def test_evaluation_stage_reports_logs_and_gates_on_the_estimates(good_model, tm
     blessed, metrics_out, page, summary = evaluate(tmp_path, "off", good_model, off_policy_dir=str(worse))
     assert blessed, "gate_on_ope is off by default"
     assert "Off-policy evaluation of the new ranker" in page and '<img alt="bandit_curves"' in page
-    assert "<td>mrdr</td><td>0.1200</td><td>-0.1900</td>" in page and "-29.4%" in page  # 0.12 / 0.17 - 1
+    assert "<td>mrdr</td><td class='n'>0.1200</td><td>-0.1900</td>" in page and "-29.4%" in page  # 0.12 / 0.17 - 1
     assert metrics_out["ope_mrdr_estimate"] == 0.12 and metrics_out["ope_logged_click_rate"] == 0.17
     assert metrics_out["ope_truth"] == 0.31 and metrics_out["bandit_thompson_cumulative_reward"] == 1200.0
     assert summary["off_policy"]["estimators"]["ips"] == pytest.approx({"estimate": 0.3, "bias": -0.01, "rmse": 0.02})
-    assert "<th>ess_share</th>" in page and "<td>0.0230</td>" in page
+    assert "<th>ess_share</th>" in page and "<td class='n'>0.0230</td>" in page
 
     blessed, _, page, summary = evaluate(tmp_path, "on", good_model, off_policy_dir=str(worse), gate_on_ope=True)
     assert not blessed and "NOT BLESSED" in page
