@@ -36,18 +36,18 @@ IMAGE_TEST_PARAMS ?= --param margin_vs_baseline=-0.99 --param retrieval_epochs=2
 
 .PHONY: images image-tag image-tools base-image image-test
 
-image-tag:
+image-tag: ## print the component image's tag (a content hash of the code and the lock)
 	@echo $(IMAGE_REF)
 
 # buildah and debootstrap are Debian packages; install them when missing (needs root and apt-get).
-image-tools:
+image-tools: ## install buildah and debootstrap from Debian's packages when missing
 	@command -v buildah >/dev/null && command -v debootstrap >/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah debootstrap; }
 
-base-image: image-tools
+base-image: image-tools ## build the local Debian base image with debootstrap (buildah)
 	$(BUILDAH) inspect --type image $(LOCAL_BASE_IMAGE) >/dev/null 2>&1 || BUILDAH="$(BUILDAH)" bash docker/base-image.sh $(LOCAL_BASE_IMAGE)
 
-images: $(if $(filter buildah,$(BUILDER)),image-tools $(if $(filter $(LOCAL_BASE_IMAGE),$(BASE_IMAGE)),base-image,),)
+images: $(if $(filter buildah,$(BUILDER)),image-tools $(if $(filter $(LOCAL_BASE_IMAGE),$(BASE_IMAGE)),base-image,),) ## build (and with REGISTRY= push) the component image (BUILDER=docker|buildah|cloudbuild)
 	@start=$$(date +%s); set -e; \
 	case "$(BUILDER)" in \
 	docker) docker build -f docker/Dockerfile --target $(IMAGE_TARGET) --build-arg BASE_IMAGE=$(BASE_IMAGE) \
@@ -64,7 +64,7 @@ images: $(if $(filter buildah,$(BUILDER)),image-tools $(if $(filter $(LOCAL_BASE
 	echo "built $(IMAGE_REF) with $(BUILDER) in $$(( $$(date +%s) - start ))s"
 	@if [ "$(BUILDER)" = buildah ]; then $(BUILDAH) images --format '{{.Name}}:{{.Tag}} {{.Size}}' $(IMAGE_REF); fi
 
-image-test: venv
+image-test: venv ## build the image with buildah and run every task of the compiled spec inside it
 	rm -rf $(call q,$(IMAGE_TEST_DIR))
 	$(MAKE) images BUILDER=buildah VARIANT=cpu REGISTRY= IMAGE_REF=$(call q,$(IMAGE_REF))
 	RECSYS_IMAGE=$(call q,$(IMAGE_REF)) $(PY) -m pipelines.compile --output $(call q,$(IMAGE_TEST_DIR)/pipeline.yaml)

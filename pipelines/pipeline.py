@@ -41,8 +41,6 @@ def recommender_pipeline(
     event_types: str = "",
     min_events_per_user: int = 3,
     max_len: int = 50,
-    # The funnel re-ranks candidates for the next item, so the ranker learns that task by default;
-    # "cvr" (purchase among viewed items) and "auto" are there for conversion models.
     ranking_task: str = "next_item",
     beam_args: str = "[]",
     seed: int = 0,
@@ -53,8 +51,6 @@ def recommender_pipeline(
     gate_metric: str = "ndcg@20",
     margin_vs_baseline: float = 0.0,
     margin_vs_blessed: float = 0.0,
-    # Also require the new ranker's off-policy click-rate estimate (ope_estimator) to reach the logging policy's
-    # observed click rate less ope_margin (relative); a no-op, stated in the report, on data without impressions.
     gate_on_ope: bool = False,
     ope_estimator: str = "mrdr",
     ope_margin: float = 0.0,
@@ -72,6 +68,37 @@ def recommender_pipeline(
     # pipelines.run sets it for a local or one-off run; empty (a schedule's runs) means the time export runs.
     run_time: str = "",
 ):
+    """The daily run: extract, features, retrieval, DIEN (and the DIN baseline), evaluation, export if blessed.
+
+    Args:
+        warehouse_uri: Where the logs are: duckdb:///path or bigquery://project.dataset.
+        destination: Where recommendations go: duckdb:///path or bigquery://project.dataset.
+        registry_uri: Folder of the blessed models (local); "" compares with no last blessed model.
+        window_start: First event time extracted (ISO date or time, UTC); "" from the first event.
+        window_end: End of the extracted window (exclusive); "" to the last event.
+        event_types: Comma-separated event types to keep (view,cart,purchase,...); "" keeps all.
+        min_events_per_user: Users with fewer events are dropped by the extract.
+        max_len: History length kept per example (the last max_len items).
+        ranking_task: What the ranker learns: next_item (what the funnel re-ranks for), cvr (purchase among viewed items) or auto.
+        beam_args: JSON list of Beam pipeline options for the features job (Dataflow on Vertex).
+        seed: Seed of the split, the models and the synthetic shop's simulator.
+        retrieval_epochs: Most epochs of two-tower training (the best valid epoch is kept).
+        ranking_epochs: Most epochs of DIEN and DIN training (the best valid epoch is kept).
+        candidates_n: Retrieval depth the evaluation scores the funnel at (the export's N is chosen up to it).
+        top_k: Length of each exported recommendation list.
+        gate_metric: Funnel metric the gate compares (hit@K, ndcg@K or mrr).
+        margin_vs_baseline: Relative margin the candidate must beat the strongest baseline by (-0.99 blesses almost anything).
+        margin_vs_blessed: Relative margin the candidate must beat the last blessed model by.
+        gate_on_ope: Also require the off-policy click-rate estimate to reach the logged click rate less ope_margin (a stated no-op without impressions).
+        ope_estimator: Estimator the OPE gate reads: ips, snips, dm, dr or mrdr.
+        ope_margin: Relative shortfall of the OPE estimate below the logged click rate that the gate still accepts.
+        experiment: A/B experiment name, hashed with the user id into an arm.
+        treatment_ratio: Share of users in the treatment arm (the new model's lists).
+        shop_preset: Synthetic shop preset that built the warehouse (gives OPE its true values); "" on real data.
+        enable_bandit: Train the Thompson-sampling bandit re-ranker beside the funnel.
+        gcp_project: Google Cloud project whose Vertex AI Model Registry receives a blessed model; "" skips the upload.
+        gcp_region: Region of that Model Registry.
+    """
     extract_task = extract(
         warehouse_uri=warehouse_uri,
         window_start=window_start,

@@ -98,18 +98,20 @@ def output_lock(output: Path) -> Iterator[None]:
         yield
 
 
-def run_local(output: str | Path, source: str, seed: int = 0, **parameters) -> dict:
-    """Runs the whole DAG with kfp.local, holding OUTPUT's lock, and returns where its outputs are."""
+def run_local(output: str | Path, source: str, seed: int = 0, verbose: bool = True, **parameters) -> dict:
+    """Runs the whole DAG with kfp.local, holding OUTPUT's lock, and returns where its outputs are (only those
+    this run wrote; run_output.outputs). `verbose=False` is the quiet terminal of `make pipeline-run`."""
     output = Path(output).resolve()
     with output_lock(output):
-        return _run_local(output, source, seed, parameters)
+        return _run_local(output, source, seed, parameters, verbose)
 
 
-def _run_local(output: Path, source: str, seed: int, parameters: dict) -> dict:
+def _run_local(output: Path, source: str, seed: int, parameters: dict, verbose: bool) -> dict:
     from kfp import local
 
     from components.warehouse import sources
     from components.warehouse.duckdb_warehouse import ensure_warehouse
+    from pipelines import run_output
     from pipelines.pipeline import recommender_pipeline
 
     warehouse = output / "warehouse.duckdb"
@@ -129,23 +131,11 @@ def _run_local(output: Path, source: str, seed: int, parameters: dict) -> dict:
         **parameters,
     }
     started = time.perf_counter()
-    recommender_pipeline(**arguments)
+    with run_output.console(pipeline_root, verbose):
+        recommender_pipeline(**arguments)
     run_dir = max(pipeline_root.iterdir(), key=lambda p: p.stat().st_mtime)
-    outputs = {
-        "run": str(run_dir),
-        "run_time": arguments["run_time"],
-        "warehouse": str(warehouse),
-        "recommendations": str(output / "recommendations.duckdb"),
-        "registry": str(output / "registry"),
-        "seconds": round(time.perf_counter() - started, 1),
-    }
-    named_outputs = {
-        "report": run_dir / "evaluation" / "report",
-        "summary": run_dir / "evaluation" / "summary",
-        "experiments_report": run_dir / "off-policy-evaluation" / "report" / "experiments.html",
-    }
-    outputs.update({name: str(path) for name, path in named_outputs.items() if path.exists()})
-    return outputs
+    outputs = run_output.outputs(output, run_dir, warehouse, round(time.perf_counter() - started, 1))
+    return {**outputs, "run_time": arguments["run_time"]}
 
 
 def check_kfp_uris(warehouse_uri: str, destination: str) -> None:
@@ -181,6 +171,9 @@ def main() -> None:
                         "bigquery://project.dataset or a GA4 export's bigquery://project.analytics_<property>")
     parser.add_argument("--destination", default="", help="KFP target: e.g. bigquery://project.recommendations")
     parser.add_argument("--schedule", default=None, help="cron, e.g. '0 3 * * *' for a daily Vertex run")
+    parser.add_argument("--verbose", action="store_true",
+                        help="print everything kfp.local and the stages print (default: one line per task start "
+                             "and end, the stages' progress lines, and a summary)")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                         help="a pipeline parameter, typed by the DAG's signature (repeatable), e.g. gate_on_ope=true")
     args = parser.parse_args()
@@ -205,10 +198,14 @@ def main() -> None:
         from components.warehouse.duckdb_warehouse import SourceMismatch
 
         try:
-            outputs = run_local(args.output, args.source or f"synthetic:{args.shop}", seed=args.seed, **parameters)
+            outputs = run_local(args.output, args.source or f"synthetic:{args.shop}", seed=args.seed,
+                                verbose=args.verbose, **parameters)
         except (RunRefused, SourceMismatch) as err:
             sys.exit(f"pipelines.run: {err}")
-        print("pipeline finished; outputs:\n" + json.dumps(outputs, indent=2))
+        from pipelines.run_output import describe
+
+        print("\n".join(describe(outputs, Path(args.output).resolve())))
+        print("outputs: " + json.dumps(outputs, indent=2))
         return
 
     from pipelines import submit

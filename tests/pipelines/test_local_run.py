@@ -39,13 +39,13 @@ def test_report_and_experiment_figures(local_run):
     assert report.count("<img") >= 3
     summary = json.loads(Path(local_run["summary"]).read_text())
     assert summary["blessed"] is True
-    ope = json.loads((Path(local_run["experiments_report"]).parent / "ope.json").read_text())
+    ope = json.loads((Path(local_run["run"]) / "off-policy-evaluation" / "report" / "ope.json").read_text())
     assert 0 < ope["ope"]["truth"] < 1
 
 
 def test_evaluation_reports_and_gates_on_the_off_policy_estimates(local_run):
     summary = json.loads(Path(local_run["summary"]).read_text())
-    ope = json.loads((Path(local_run["experiments_report"]).parent / "ope.json").read_text())
+    ope = json.loads((Path(local_run["run"]) / "off-policy-evaluation" / "report" / "ope.json").read_text())
     assert summary["off_policy"]["estimators"]["snips"]["estimate"] == ope["ope"]["snips"]["estimate"]
     assert summary["off_policy"]["logged"] == ope["logged"]
     ope_check = summary["gate"]["comparisons"][-1]
