@@ -7,13 +7,19 @@ as the warehouse holds. Data without impressions (Amazon, Taobao) returns {} and
 """
 from __future__ import annotations
 
+import logging
 import math
+import time
 from pathlib import Path
 
 import numpy as np
 
+from components import progress
 from components.experiments import ab_analysis, ope, shop
 from components.experiments.simulation import simulate_bandit
+
+_log = logging.getLogger(__name__)  # `log` names a logged impression set below
+
 
 def ope_study(world, history, repeats: int, requests_per_log: int, epsilon: float, seed: int = 0,
               ranker: shop.LinearRanker | shop.FunnelRanker | None = None):
@@ -24,6 +30,7 @@ def ope_study(world, history, repeats: int, requests_per_log: int, epsilon: floa
         ranker = shop.LinearRanker.train(history, shop.log_requests(world, requests_per_log, np.random.default_rng([seed, 99])))
     estimates = {name: [] for name in ope.ESTIMATORS}
     truths, weights = [], []
+    started = time.perf_counter()
     for repeat in range(repeats):
         logged = shop.log_requests(world, requests_per_log, np.random.default_rng([seed, repeat]))
         log = logged.log
@@ -32,6 +39,10 @@ def ope_study(world, history, repeats: int, requests_per_log: int, epsilon: floa
         weights.append(ope.weight_diagnostics(log, policy.prob(log.request, log.item, log.position)))
         for name, value in ope.evaluate(log, policy, shop.ope_features(history, logged.users)).items():
             estimates[name].append(value)
+        elapsed = time.perf_counter() - started
+        _log.info("OPE log %d/%d (%d requests): truth %.4f, mrdr %.4f, snips %.4f  %.0f s, %s", repeat + 1, repeats,
+                  requests_per_log, truths[-1], estimates["mrdr"][-1], estimates["snips"][-1], elapsed,
+                  progress.time_left(elapsed, repeat + 1, repeats))
     truth = np.asarray(truths)
     result: dict = {"truth": float(truth.mean()), "repeats": repeats, "requests_per_log": requests_per_log,
                     "epsilon": epsilon, "target": type(ranker).__name__}
@@ -48,6 +59,7 @@ def bandit_study(world, history, ranker, rounds: int, batch: int, shift_fraction
     """Thompson vs exploit vs the ranker's own top K (greedy) vs random, with `shift_fraction` of the users'
     interests shifted at one third of the rounds."""
     start = shop.at_session_start(world, np.zeros(0, np.int64), np.random.default_rng(seed))
+    _log.info("bandit study: %d rounds of %d requests, four policies", rounds, batch)
     return simulate_bandit(start, shop.ShopProposer(ranker, history), rounds=rounds, batch_size=batch,
                            slate_size=world.config.slate_size, seed=seed,
                            shift=lambda w, rng: w.shift_interests(shift_fraction, rng), shift_round=rounds // 3)

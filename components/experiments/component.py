@@ -47,8 +47,10 @@ def off_policy_evaluation(
     With features and ranking_model the new policy is the pipeline's ranker, else a linear stand-in."""
     import os
 
+    from components import progress
     from components.experiments.stage import run_off_policy_evaluation
 
+    progress.configure()
     os.makedirs(os.path.dirname(report.path) or ".", exist_ok=True)
     run_off_policy_evaluation(warehouse_uri, shop_preset, report.path, metrics.log_metric, shop_seed, repeats,
                               requests_per_log, epsilon, bandit_rounds,

@@ -12,12 +12,11 @@ def ranking(features: Input[Dataset], model_type: str, epochs: int, seed: int,
             model: Output[Model], metrics: Output[Metrics], retrieval_model: Optional[Input[Model]] = None):
     """Trains `model_type` ('dien' | 'din'), writes the ranking model artifact, logs test auc/gauc/logloss.
     With `retrieval_model`, trains on its candidates as hard negatives and stores the funnel's fusion weight."""
-    import logging
-
+    from components import progress
     from components.kfp_metrics import log_metrics
     from components.ranking.training import run_stage
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    progress.configure()
 
     retrieval_dir = retrieval_model.path if retrieval_model is not None else None
     log_metrics(metrics.log_metric, run_stage(features.path, model.path, model_type, epochs, seed, retrieval_dir))

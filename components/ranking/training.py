@@ -10,7 +10,7 @@ import components  # noqa: F401
 import numpy as np
 import tensorflow as tf
 
-from components import metrics, schema
+from components import metrics, progress, schema
 from components.features.sequences import PopularitySampler
 from components.ranking.base import NEGATIVE_CATS, NEGATIVE_ITEMS, ModelConfig, SequenceRanker
 from components.ranking.context import FEATURES as CONTEXT_FEATURES
@@ -180,9 +180,9 @@ def train(model: SequenceRanker, data: RankingData, config: TrainConfig, validat
             elif config.patience is not None and epoch - best["best_epoch"] >= config.patience:
                 stop = True
         elapsed = time.perf_counter() - start
-        log.info("%s epoch %d/%d  loss %.4f%s  %.0f s, about %.0f s left", name, epoch, config.epochs, loss,
+        log.info("%s epoch %d/%d  loss %.4f%s  %.0f s, %s", name, epoch, config.epochs, loss,
                  f"  valid AUC {by_epoch[-1]:.4f}" if by_epoch else "", elapsed,
-                 0 if stop else elapsed / epoch * (config.epochs - epoch))
+                 progress.time_left(elapsed, config.epochs if stop else epoch, config.epochs))
         if stop:
             break
     result = {"train_s": time.perf_counter() - start, "train_examples_per_s": timed_examples / timed_seconds,

@@ -15,11 +15,10 @@ def retrieval(
     seed: int = 0,
 ):
     """Trains the two-tower model on the features output, selects it on valid, exports it to `model`."""
-    import logging
-
+    from components import progress
     from components.kfp_metrics import log_metrics
     from components.retrieval import stage
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    progress.configure()
     results = stage.run(features.path, model.path, epochs=epochs, embedding_dim=embedding_dim, seed=seed)
     log_metrics(metrics.log_metric, results)
