@@ -51,7 +51,7 @@ compile: venv ## write the KFP v2 spec for Vertex AI or Kubeflow (PIPELINE_SPEC=
 # TARGET=local (kfp.local) | vertex (PROJECT, REGION, BUCKET[, SERVICE_ACCOUNT, SCHEDULE])
 # | kfp (HOST, WAREHOUSE_URI, DESTINATION[, SCHEDULE]); PARAMS="name=value ..." sets pipeline parameters on any target.
 pipeline-run: venv ## run the pipeline (TARGET=local|vertex|kfp, SHOP=, SOURCE=, OUTPUT=, PARAMS="name=value ...", VERBOSE=1)
-	$(PY) -m pipelines.run $(if $(VERBOSE),--verbose) --target $(call q,$(TARGET)) --output $(call q,$(OUTPUT)) --shop $(call q,$(SHOP)) \
+	@$(PY) -m pipelines.run $(if $(VERBOSE),--verbose) --target $(call q,$(TARGET)) --output $(call q,$(OUTPUT)) --shop $(call q,$(SHOP)) \
 	  $(if $(SOURCE),--source $(call q,$(SOURCE))) $(if $(PROJECT),--project $(call q,$(PROJECT))) \
 	  $(if $(REGION),--region $(call q,$(REGION))) $(if $(BUCKET),--bucket $(call q,$(BUCKET))) \
 	  $(if $(SERVICE_ACCOUNT),--service-account $(call q,$(SERVICE_ACCOUNT))) $(if $(HOST),--host $(call q,$(HOST))) \

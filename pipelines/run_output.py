@@ -39,7 +39,7 @@ NOISE = (
 # Python warnings of kfp.local that are true of every local task and harmless: resources and the image only
 # apply in a container, and the subprocess runs the same code the image holds.
 QUIET_WARNINGS = (
-    (UserWarning, r"Task '.*': settings \[.*\] have no effect in the current runner"),
+    (UserWarning, r"Task '.*': settings \[.*\] have no effect in the current"),
     (RuntimeWarning, r"You may be attemping to run a task that uses custom or non-Python base image"),
 )
 # The figures a task's end line shows, the first ones present in the metrics it logged.

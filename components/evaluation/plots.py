@@ -201,7 +201,8 @@ def training_curves(curves: dict[str, dict]) -> Plot:
             ax.xaxis.get_major_locator().set_params(integer=True)
     fig.tight_layout()
     return Plot(_png(fig), "Training curves as each stage recorded them; retrieval and the rankers keep the weights "
-                "of their best valid epoch.", curves)
+                "of their best valid epoch. DIEN's loss includes its auxiliary loss, so it is not comparable with "
+                "DIN's; retrieval's is the in-batch softmax loss.", curves)
 
 
 def gate_intervals(intervals: dict) -> Plot:
@@ -234,13 +235,16 @@ def ranker_comparison(rankers: dict[str, dict | None], funnels: dict[str, dict])
             "gauc": [rankers[n]["gauc"] for n in names], "funnels": funnels}
     for i, name in enumerate(names):
         values = [rankers[name]["auc"], rankers[name]["gauc"] or 0.0]
-        left.bar(np.arange(2) + i * width, values, width, label=name, color=EXTRA_COLOURS[i])
+        bars = left.bar(np.arange(2) + i * width, values, width, label=name, color=EXTRA_COLOURS[i])
+        left.bar_label(bars, fmt="%.3f", fontsize=7)
         funnel = funnels.get(name)
         if funnel:
-            right.bar(np.arange(2) + i * width, [funnel["hit@20"], funnel["ndcg@20"]], width, label=name,
-                      color=EXTRA_COLOURS[i])
+            bars = right.bar(np.arange(2) + i * width, [funnel["hit@20"], funnel["ndcg@20"]], width, label=name,
+                             color=EXTRA_COLOURS[i])
+            right.bar_label(bars, fmt="%.3f", fontsize=7)
+    left.axhline(0.5, linestyle=":", color="grey", label="chance")
     left.set_xticks(np.arange(2) + width * (len(names) - 1) / 2, ["AUC", "GAUC"])
-    left.set(title="Rankers on the ranking test rows", ylabel="area under the ROC curve", ylim=(0.4, 1.0))
+    left.set(title="Rankers on the ranking test rows", ylabel="area under the ROC curve", ylim=(0.0, 1.05))
     right.set_xticks(np.arange(2) + width * (len(names) - 1) / 2, ["HIT@20", "NDCG@20"])
     right.set(title="Funnel with each ranker (same retrieval)", ylabel="test metric")
     for ax in (left, right):

@@ -252,7 +252,9 @@ def ab_section(summary: dict, figures: dict[str, Plot]) -> str:
         "ab", f"A/B analysis of the logged impressions (experiment {ab['experiment']})",
         _p(f"Users are hashed into arms as the export does (treatment ratio {ab['treatment_ratio']}); outcomes are the "
            f"impressions logged in the warehouse before this run, with {ab['confidence']:.0%} intervals (slots of one "
-           f"request are correlated, so the intervals are somewhat narrow). SRM p = {ab['chi2_p']:.3f}: {srm}."),
+           f"request are correlated, so the intervals are somewhat narrow). SRM p = {ab['chi2_p']:.3f}: {srm}. On the "
+           "synthetic shop (the only source with this study) one logging policy served both arms, so this is an A/A "
+           "check: an arm difference here is noise or a broken split, not a model effect."),
         table(["arm", "users", "impressions", "clicks", "purchases", "CTR", "CTR interval", "CVR", "CVR interval"], rows),
         tests, ab_control_note(summary), _fig(figures, "ab_arms"))
 

@@ -16,10 +16,11 @@ POLICY_STYLE = {"thompson": ("tab:blue", "o"), "exploit": ("tab:cyan", "s"), "gr
 
 
 def bandit_figure(run: BanditRun) -> Figure:
-    """Cumulative clicks per policy over rounds (left), and each policy's cumulative clicks minus random's (right):
-    curves that lie on top of each other on the left (Thompson and exploit) come apart on the right."""
-    fig = Figure(figsize=(11, 3.8))
-    total, gain = fig.subplots(1, 2)
+    """Cumulative clicks per policy over rounds (left), each policy's cumulative clicks minus random's (middle), and
+    Thompson minus exploit (right): the two bandits differ by a fraction of a percent, so their curves lie on top of
+    each other in the first two panels and only the third tells them apart."""
+    fig = Figure(figsize=(14, 3.8))
+    total, gain, explore = fig.subplots(1, 3)
     cumulative = run.cumulative()
     rounds = np.arange(1, len(next(iter(cumulative.values()))) + 1)
     every = max(1, len(rounds) // 10)
@@ -29,7 +30,12 @@ def bandit_figure(run: BanditRun) -> Figure:
         total.plot(rounds, curve, **style)
         if name != "random" and "random" in cumulative:
             gain.plot(rounds, curve - cumulative["random"], **style)
-    for axis in (total, gain):
+    if "thompson" in cumulative and "exploit" in cumulative:
+        explore.plot(rounds, cumulative["thompson"] - cumulative["exploit"], color=POLICY_STYLE["thompson"][0],
+                     marker="o", markevery=every, markersize=5, label="thompson minus exploit")
+        explore.axhline(0, color=POLICY_STYLE["exploit"][0], linewidth=1)
+    explore.set(ylabel="cumulative clicks, thompson minus exploit", title="What exploring adds")
+    for axis in (total, gain, explore):
         if run.shift_round is not None:
             axis.axvline(run.shift_round + 1, color="k", linestyle=":", label="interest shift")
         axis.set_xlabel(f"round ({run.batch_size} requests each)")

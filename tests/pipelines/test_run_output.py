@@ -141,3 +141,16 @@ def test_make_help_lists_every_target():
 def test_key_figures_show_the_blessing_of_evaluation(value):
     assert run_output.key_figures({"Output": value, "funnel_ndcg_at_20": 0.5, "export_n": 30.0}) == \
         f"blessed {'yes' if value else 'no'}, funnel_ndcg_at_20 0.5000, export_n 30"
+
+
+def test_known_kfp_warnings_are_silenced_and_others_are_not(tmp_path, capsys):
+    import warnings
+
+    with run_output.console(tmp_path, verbose=False):
+        warnings.warn("Task 'extract': settings ['cpu_limit'] have no effect in the current local runner and will be "
+                      "ignored.", UserWarning)
+        warnings.warn('You may be attemping to run a task that uses custom or non-Python base image "x"',
+                      RuntimeWarning)
+        warnings.warn("something new", UserWarning)
+    err = capsys.readouterr().err
+    assert "something new" in err and "no effect" not in err and "base image" not in err
