@@ -55,12 +55,14 @@ def read_executor_output(task_dir: Path) -> dict:
 
 
 def task_metrics(task_dir: Path) -> dict[str, float]:
-    """The scalars a task logged (its Metrics artifacts' metadata) and its returned parameters."""
+    """The scalars a task logged (its Metrics artifacts' metadata, `@` spelled `_at_` as in the console) and its
+    returned parameters."""
     output = read_executor_output(task_dir)
     values = dict(output.get("parameterValues", {}))
     for artifacts in output.get("artifacts", {}).values():
         for artifact in artifacts.get("artifacts", []):
-            values.update({k: v for k, v in artifact.get("metadata", {}).items() if isinstance(v, (int, float))})
+            values.update({k.replace("@", "_at_"): v for k, v in artifact.get("metadata", {}).items()
+                           if isinstance(v, (int, float))})
     return values
 
 

@@ -109,16 +109,6 @@ def read_training_curves(retrieval_dir: str | Path, ranking_dirs: dict[str, str 
     return curves
 
 
-def read_ranker_info(ranking_dir: str | Path) -> dict:
-    """ranker.json of a ranking artifact: model configuration, train_config and the metrics of its own run."""
-    from components.ranking.export import INFO as RANKER_INFO
-
-    path = Path(ranking_dir, RANKER_INFO)
-    if not path.exists():
-        raise schema.SchemaError(f"{ranking_dir}: no {RANKER_INFO}; is this a ranking model artifact?")
-    return json.loads(path.read_text())
-
-
 def read_run_metadata(features_dir: str | Path, retrieval_dir: str | Path, ranking_dirs: dict[str, str | Path],
                       extracted_dir: str | Path | None = None) -> dict:
     """Where the data came from and with which settings each stage ran, as the stages' own outputs recorded it:
