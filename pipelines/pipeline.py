@@ -60,12 +60,8 @@ def recommender_pipeline(
     enable_bandit: bool = True,
     gcp_project: str = "",
     gcp_region: str = "",
-    # The Vertex AI endpoint the blessed serving model is deployed to, and the share of its traffic the new model
-    # gets (below 100: a canary beside the model that served before).
     endpoint_name: str = "shop-recsys",
     endpoint_traffic_percentage: int = 100,
-    # The run's own time (ISO-8601, UTC): fixes the export's day partition, so a retry replaces its own rows.
-    # pipelines.run sets it for a local or one-off run; empty (a schedule's runs) means the time export runs.
     run_time: str = "",
 ):
     """The daily run: extract, features, retrieval, DIEN (and the DIN baseline), evaluation, export if blessed.
@@ -98,6 +94,9 @@ def recommender_pipeline(
         enable_bandit: Train the Thompson-sampling bandit re-ranker beside the funnel.
         gcp_project: Google Cloud project whose Vertex AI Model Registry receives a blessed model; "" skips the upload.
         gcp_region: Region of that Model Registry.
+        endpoint_name: The Vertex AI endpoint the blessed serving model is deployed to.
+        endpoint_traffic_percentage: Share of the endpoint's traffic the new model gets (below 100: a canary beside the model that served before).
+        run_time: The run's own time (ISO-8601, UTC): fixes the export's day partition, so a retry replaces its own rows; pipelines.run sets it for a local or one-off run, empty (a schedule's runs) means the time export runs.
     """
     extract_task = extract(
         warehouse_uri=warehouse_uri,
