@@ -10,6 +10,7 @@ a failed run never leaves a directory that looks like a finished output.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import logging
 import os
@@ -17,6 +18,8 @@ import shutil
 import uuid
 
 import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.parquetio import ReadFromParquetBatched
@@ -49,23 +52,27 @@ def run_features(
     beam_args: list[str] | None = None,
     split: str = "leave_last_out",
     max_examples_per_user: int = DEFAULT_MAX_EXAMPLES_PER_USER,
+    split_cut: str | None = None,
+    split_window_days: float = 1.0,
 ) -> dict:
     """Builds the features output (layout in components/schema.py) and returns its stats.
 
     max_examples_per_user caps the train targets of one user (each one retrieval example and its ranking
     rows) at their most recent ones; 0 means no cap. Capped users and targets are counted in stats.json
-    under "capped", and a warning says so."""
+    under "capped", and a warning says so. split="time" (sequences.TimeSplit) cuts at `split_cut` (ISO time; by
+    default the test window is the last whole `split_window_days` ending with the latest event's UTC day)."""
     if max_len < 1:
         raise ValueError(f"max_len must be >= 1, got {max_len}")
     if ranking_task != "auto" and ranking_task not in schema.RANKING_TASKS:
         raise ValueError(f"unknown ranking_task {ranking_task!r}; expected auto or one of {schema.RANKING_TASKS}")
-    splitter = split_fn(split, max_examples_per_user)
     extracted_dir, output_dir = beam_path(str(extracted_dir)), beam_path(str(output_dir))
     manifest = read_manifest(extracted_dir)
     events_path = FileSystems.join(extracted_dir, EVENTS_FILE)
     items_path = FileSystems.join(extracted_dir, ITEMS_FILE)
     check_parquet(events_path, schema.EVENTS, "events")
     check_parquet(items_path, schema.ITEMS, "items")
+    split_params = _split_params(split, split_cut, split_window_days, events_path)
+    splitter = split_fn(split, max_examples_per_user, **split_params)
     _check_output_free(output_dir)
 
     work_dir = f"{output_dir.rstrip('/')}.tmp-{uuid.uuid4().hex[:8]}"
@@ -75,8 +82,9 @@ def run_features(
         pipeline = beam.Pipeline(runner=None if named else local_runner(options), options=options)
         _build(pipeline, events_path, items_path, work_dir, ranking_task, max_len, seed, splitter)
         pipeline.run().wait_until_finish()
+        window = {"cut": _iso(split_params["cut_us"]), "window_days": split_window_days} if split_params else None
         stats = _finish(work_dir, manifest, ranking_task=ranking_task, max_len=max_len, seed=seed, split=split,
-                        max_examples_per_user=max_examples_per_user)
+                        max_examples_per_user=max_examples_per_user, split_window=window)
         _publish(work_dir, output_dir)
     except BaseException as err:
         _remove(work_dir)
@@ -86,6 +94,33 @@ def run_features(
         raise
     log.info("features: %s", json.dumps(stats))
     return stats
+
+
+_DAY_US = 86_400 * 10**6
+
+
+def _split_params(split: str, cut: str | None, window_days: float, events_path: str) -> dict:
+    """split_fn's keyword arguments: none for leave-last-out, the cut and window in microseconds for "time"."""
+    if split != "time":
+        return {}
+    if window_days <= 0:
+        raise ValueError(f"split_window_days must be positive, got {window_days}")
+    window_us = round(window_days * _DAY_US)
+    if cut is not None:
+        try:
+            when = dt.datetime.fromisoformat(cut)
+        except ValueError as err:
+            raise ValueError(f"split_cut {cut!r} is not an ISO date or time") from err
+        when = when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+        return {"cut_us": round(when.timestamp() * 10**6), "window_us": window_us}
+    with FileSystems.open(events_path) as handle:
+        latest = pc.max(pq.read_table(handle, columns=["event_ts"]).column(0)).cast(pa.int64()).as_py()
+    end_of_day = (latest // _DAY_US + 1) * _DAY_US
+    return {"cut_us": end_of_day - 2 * window_us, "window_us": window_us}
+
+
+def _iso(us: int) -> str:
+    return dt.datetime.fromtimestamp(us / 10**6, dt.timezone.utc).isoformat()
 
 
 def beam_path(path: str) -> str:
@@ -198,8 +233,9 @@ def first_damaged_parquet(paths: list[str]) -> str | None:
 
 
 def _finish(work_dir: str, manifest: dict, *, ranking_task: str, max_len: int, seed: int, split: str,
-            max_examples_per_user: int) -> dict:
-    """Turns the pipeline's summed counts into stats.json and feature_spec.json."""
+            max_examples_per_user: int, split_window: dict | None = None) -> dict:
+    """Turns the pipeline's summed counts into stats.json (with the time split's cut and window) and
+    feature_spec.json."""
     counts_path = FileSystems.join(work_dir, _COUNTS_FILE)
     with FileSystems.open(counts_path) as handle:
         counts = json.loads(handle.read())
@@ -224,6 +260,8 @@ def _finish(work_dir: str, manifest: dict, *, ranking_task: str, max_len: int, s
         max_examples_per_user=max_examples_per_user,
         source=manifest.get("source"),
     )
+    if split_window:
+        stats["split_window"] = split_window
     spec = schema.FeatureSpec(
         max_len=max_len,
         num_items=stats["items"] + schema.NUM_RESERVED,

@@ -7,6 +7,7 @@ split function picks which steps are the targets of which split.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable, Iterable
 
@@ -73,21 +74,47 @@ def leave_last_out(steps: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-# A temporal split (train up to a day, test on the next) would be another SplitFn reading
-# steps["ts"]; registering it here makes it selectable by name in run_features.
-SPLITS: dict[str, SplitFn] = {"leave_last_out": leave_last_out}
+@dataclasses.dataclass(frozen=True)
+class TimeSplit:
+    """Train = steps before `cut_us`, valid = [cut, cut + window), test = [cut + window, cut + 2 window);
+    later steps are history of nothing. Times are event_ts in microseconds (a step's time is its first
+    event's). Unlike leave-last-out, valid and test hold every step of a window, so a cvr label (bought
+    later in the same split) can be 1 there even when a purchase is a step of its own, as on Taobao."""
+
+    cut_us: int
+    window_us: int
+
+    def __post_init__(self):
+        if self.window_us <= 0:
+            raise ValueError(f"the time split's window must be positive, got {self.window_us} us")
+
+    def __call__(self, steps: np.ndarray) -> dict[str, np.ndarray]:
+        ts = steps["ts"][1:]  # position 0 has no history: never a target
+        bounds = np.searchsorted(ts, [self.cut_us, self.cut_us + self.window_us, self.cut_us + 2 * self.window_us])
+        positions = np.arange(1, len(steps))
+        return {"train": positions[: bounds[0]], "valid": positions[bounds[0] : bounds[1]],
+                "test": positions[bounds[1] : bounds[2]]}
+
+
+SPLITS = ("leave_last_out", "time")
 CAPPED = "capped"  # the train targets a cap left out, when there are any
 
 
-def split_fn(name: str, max_train_per_user: int = 0) -> SplitFn:
-    """The named split, keeping at most `max_train_per_user` train targets per user, the most recent ones
-    (0: no cap). Why: one user with 100,000 events would otherwise be most of the training set. The
-    targets left out are listed under CAPPED, so that the features job can count them."""
+def split_fn(name: str, max_train_per_user: int = 0, cut_us: int | None = None,
+             window_us: int | None = None) -> SplitFn:
+    """The named split ("time" needs `cut_us` and `window_us`), keeping at most `max_train_per_user` train
+    targets per user, the most recent ones (0: no cap). Why: one user with 100,000 events would otherwise be
+    most of the training set. The targets left out are listed under CAPPED, so that the features job can count them."""
     if name not in SPLITS:
         raise ValueError(f"unknown split {name!r}; expected one of {sorted(SPLITS)}")
     if max_train_per_user < 0:
         raise ValueError(f"max_train_per_user must be >= 0 (0: no cap), got {max_train_per_user}")
-    split = SPLITS[name]
+    if name == "leave_last_out":
+        split = leave_last_out
+    elif cut_us is None or window_us is None:
+        raise ValueError("the time split needs a cut and a window")
+    else:
+        split = TimeSplit(int(cut_us), int(window_us))
     if not max_train_per_user:
         return split
 

@@ -39,6 +39,34 @@ def test_leave_last_out_targets():
         S.split_fn("temporal_by_magic")
 
 
+def test_time_split_windows_and_their_boundaries():
+    steps = np.zeros(7, S.STEP_DTYPE)
+    steps["ts"] = [5, 8, 10, 12, 20, 29, 30]  # cut 10, window 10: valid [10, 20), test [20, 30)
+    positions = S.split_fn("time", cut_us=10, window_us=10)(steps)
+    assert positions["train"].tolist() == [1]  # position 0 is history only
+    assert positions["valid"].tolist() == [2, 3]  # a step at exactly the cut is valid, not train
+    assert positions["test"].tolist() == [4, 5]  # one at cut + 2 windows is no target
+    late = S.split_fn("time", cut_us=10, window_us=10)(steps[3:])  # a user with no step before the cut
+    assert late["train"].tolist() == [] and late["valid"].tolist() == [] and late["test"].tolist() == [1, 2]
+    with pytest.raises(ValueError, match="needs a cut"):
+        S.split_fn("time")
+    with pytest.raises(ValueError, match="window must be positive"):
+        S.split_fn("time", cut_us=10, window_us=0)
+
+
+def test_time_split_gives_cvr_positives_where_a_purchase_is_its_own_step():
+    """Taobao's pattern: view A, view B, purchase A. Leave-last-out's one-step test holds no positive."""
+    steps = np.zeros(5, S.STEP_DTYPE)
+    steps["item"] = [9, 7, 8, 7, 6]
+    steps["flags"] = [S.VIEW, S.VIEW, S.VIEW, S.PURCHASE, S.VIEW]
+    steps["ts"] = [0, 10, 11, 12, 13]
+    test = S.split_fn("time", cut_us=5, window_us=5)(steps)["test"]
+    # positions 1-4; the purchase step (3) is no ranking row, as it holds no view
+    assert S.cvr_labels(steps["item"], steps["flags"], test).tolist() == [1.0, 0.0, 1.0, 0.0]
+    last = S.leave_last_out(steps)["test"]
+    assert S.cvr_labels(steps["item"], steps["flags"], last).tolist() == [0.0]
+
+
 def test_user_rng_is_stable_and_depends_on_seed_and_user():
     draw = lambda seed, user: S.user_rng(seed, user).random(3).tolist()  # noqa: E731
     assert draw(0, "u1") == draw(0, "u1")
