@@ -8,6 +8,7 @@ export -> experiments. Each is timed (timing.stages.<stage>); timing.total_s, pe
 process or any child, e.g. Beam workers), events/users/items and every stage's keys go into the
 JSON. A stage that cannot run is listed under `skipped` with the reason, one that crashed under
 `failed` (and the exit code is 1); neither leaves guessed keys behind.
+--ablations dien_no_aux also trains DIEN without its auxiliary loss in the ranking stage.
 With --seeds n the model stages (retrieval, ranking, evaluation) run once per seed 0..n-1 and each
 metric is the median, with `per_seed` and `spread` beside it.
 """
@@ -81,18 +82,19 @@ def run_stage(ctx: stages.Context, stage: str, result: dict) -> None:
     log(f"{stage}: done in {elapsed:.1f}s")
 
 
-def run_bench(data: str, data_format: str, seeds: int, work: Path, only: tuple[str, ...] = ALL_STAGES) -> dict:
+def run_bench(data: str, data_format: str, seeds: int, work: Path, only: tuple[str, ...] = ALL_STAGES,
+              ablations: tuple[str, ...] = ()) -> dict:
     if seeds < 1:
         raise ValueError(f"--seeds must be at least 1, got {seeds}")
     stages.warehouse_source(data, data_format)  # bad --data/--format fail before any work
     result = {
-        "data": data, "format": data_format, "seeds": seeds,
+        "data": data, "format": data_format, "seeds": seeds, "ablations": list(ablations),
         "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "load_average_at_start": round(os.getloadavg()[0], 2)},
         "timing": {"stages": {}}, "skipped": [], "failed": [],
     }
-    ctx = stages.Context(data=data, data_format=data_format, seeds=seeds, work=work)
+    ctx = stages.Context(data=data, data_format=data_format, seeds=seeds, work=work, ablations=ablations)
     started = time.perf_counter()
     for stage in ALL_STAGES:
         if stage in only:
@@ -115,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=1, help="runs of the model stages, seeds 0..n-1")
     parser.add_argument("--stages", default=",".join(ALL_STAGES),
                         help="comma-separated subset of the stages, in any order (default: all)")
+    parser.add_argument("--ablations", default="",
+                        help="comma-separated model ablations to train as well (known: dien_no_aux)")
     parser.add_argument("--work-dir", type=Path, help="keep the intermediate outputs here instead of a temp dir")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")  # stages' progress lines
@@ -123,12 +127,18 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(only) - set(ALL_STAGES))
     if unknown:
         parser.error(f"unknown stage(s) {unknown}; known: {', '.join(ALL_STAGES)}")
+    ablations = tuple(a.strip() for a in args.ablations.split(",") if a.strip())
+    from components.ranking.bench import ABLATIONS  # after parsing: --help need not load TensorFlow
+
+    unknown = sorted(set(ablations) - set(ABLATIONS))
+    if unknown:
+        parser.error(f"unknown ablation(s) {unknown}; known: {', '.join(ABLATIONS)}")
     if args.work_dir:
         args.work_dir.mkdir(parents=True, exist_ok=True)
-        result = run_bench(args.data, args.format, args.seeds, args.work_dir, only)
+        result = run_bench(args.data, args.format, args.seeds, args.work_dir, only, ablations)
     else:
         with tempfile.TemporaryDirectory(prefix="bench-") as work:
-            result = run_bench(args.data, args.format, args.seeds, Path(work), only)
+            result = run_bench(args.data, args.format, args.seeds, Path(work), only, ablations)
     write_json(args.out, result)
     log(f"wrote {args.out}: total {result['timing']['total_s']}s, peak {result['peak_rss_mb']} MiB, "
         f"skipped {[s['stage'] for s in result['skipped']]}, failed {[f['stage'] for f in result['failed']]}")

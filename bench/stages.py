@@ -4,7 +4,7 @@ Stage bench functions (owned by each stage) are found by name: `<stage>_bench` i
 `components.<stage>.bench`, else in `components.<stage>`. The harness calls them with the keyword
 arguments their signature asks for, out of: features_dir, extracted_dir, warehouse_path, model_dir
 (= output_dir, where a model stage writes its KFP-layout artifact), retrieval_dir, ranking_dir,
-evaluation_summary, work_dir, seed, seeds, data, data_format. They return bench keys with their
+evaluation_summary, work_dir, seed, seeds, data, data_format, ablations (names from --ablations). They return bench keys with their
 top-level names (`{"retrieval": {...}}`); a flat dict is filed under the stage's name.
 
 Seeds: a model stage (retrieval, ranking) whose function takes `seeds` gets the tuple (0..n-1), is
@@ -40,6 +40,11 @@ STAGE_KEYS = {
     "experiments": ("ope", "bandit", "ab"),
 }
 
+# Taobao's buy-or-not needs a time split: a purchase there is a step of its own, never the viewed step it converts,
+# so leave-last-out's one-step valid and test splits hold no positive (the cvr label of a viewed step is a purchase
+# of its item later in the same split). The time split's valid and test are the data's last two days.
+FEATURE_SPLITS = {"amazon": "leave_last_out", "synthetic": "leave_last_out", "taobao": "time"}
+
 
 @dataclasses.dataclass
 class Context:
@@ -47,6 +52,7 @@ class Context:
     data_format: str
     seeds: int
     work: Path
+    ablations: tuple[str, ...] = ()
     warehouse_path: Path | None = None
     extracted_dir: Path | None = None
     features_dir: Path | None = None
@@ -134,7 +140,7 @@ def _available(ctx: Context, seed: int, stage_dir: Path, seeds_as_tuple: bool = 
         "ranking_dir": str(ctx.ranking_dirs[seed]) if seed in ctx.ranking_dirs else None,
         "evaluation_summary": str(ctx.evaluation_summary) if ctx.evaluation_summary else None,
         "seed": seed, "seeds": tuple(range(ctx.seeds)) if seeds_as_tuple else ctx.seeds,
-        "data": ctx.data, "data_format": ctx.data_format,
+        "data": ctx.data, "data_format": ctx.data_format, "ablations": ctx.ablations,
     }
 
 
@@ -163,7 +169,7 @@ def run_features(ctx: Context) -> dict:
     module = _import("components.features.pipeline")
     out = ctx.work / "features"
     started = time.perf_counter()
-    stats = module.run_features(str(ctx.extracted_dir), str(out), seed=0)
+    stats = module.run_features(str(ctx.extracted_dir), str(out), seed=0, split=FEATURE_SPLITS[ctx.data_format])
     elapsed = time.perf_counter() - started
     ctx.features_dir = out
     events = stats.get("events_read", stats.get("events", 0))

@@ -285,3 +285,69 @@ def roc_curve(labels, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         np.r_[0.0, tp / positives],
         np.r_[np.inf, s[last_of_threshold]],
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Uncertainty: a bootstrap over users (rows of one user are not independent)
+# ---------------------------------------------------------------------------------------------
+def user_bootstrap(users, resamples: int = 1000, seed: int = 0, chunk: int = 100):
+    """A function that gives, for any rows keyed by user, their weight in each resample of the users.
+
+    Users are drawn with replacement, as many as there are; a row's weight is its user's count in the draw. The
+    same `users` and seed give the same resamples for every model, so differences between models are paired.
+    Returns `weights(row_users) -> iterator of [<= chunk, rows] arrays`, `resamples` rows in all.
+    """
+    universe = np.unique(np.asarray(users))
+
+    def weights(row_users):
+        index = np.searchsorted(universe, np.asarray(row_users))
+        if (index >= len(universe)).any() or (universe[np.minimum(index, len(universe) - 1)] != row_users).any():
+            raise ValueError("user_bootstrap: rows of a user outside the resampled users")
+        rng = np.random.default_rng(seed)
+        for start in range(0, resamples, chunk):
+            counts = rng.multinomial(len(universe), np.full(len(universe), 1.0 / len(universe)),
+                                     size=min(chunk, resamples - start))
+            yield counts[:, index].astype(np.float64)
+
+    return weights
+
+
+def bootstrap_auc(labels, scores, weights) -> np.ndarray:
+    """AUC (ties count one half) under each row weighting of `weights` (an iterator of [r, rows] arrays)."""
+    labels, scores = _check_binary(labels, scores)
+    order = np.argsort(scores, kind="stable")
+    s, y = scores[order], labels[order]
+    tie_starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+    out = []
+    for w in weights:
+        w = w[:, order]
+        positive = np.add.reduceat(w * y, tie_starts, axis=1)
+        negative = np.add.reduceat(w * (1 - y), tie_starts, axis=1)
+        below = np.cumsum(negative, axis=1) - negative
+        pairs = positive.sum(axis=1) * negative.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out.append((positive * (below + 0.5 * negative)).sum(axis=1) / pairs)
+    return np.concatenate(out)
+
+
+def bootstrap_gauc(labels, scores, groups, weights) -> np.ndarray:
+    """GAUC (as `gauc`) under each user weighting of `weights` (an iterator of [r, rows] arrays over the rows)."""
+    labels, scores = _check_binary(labels, scores)
+    groups = np.asarray(groups).ravel()
+    _, group_ids = np.unique(groups, return_inverse=True)
+    order, ranks = _average_ranks(group_ids, scores)
+    g, y = group_ids[order], labels[order]
+    size = np.bincount(g).astype(np.float64)
+    positives = np.bincount(g, weights=y, minlength=len(size))
+    negatives = size - positives
+    valid = (positives > 0) & (negatives > 0)
+    rank_sum = np.bincount(g, weights=ranks * y, minlength=len(size))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        user_auc = np.where(valid, (rank_sum - positives * (positives + 1) / 2) / (positives * negatives), 0.0)
+    first_row = np.unique(group_ids, return_index=True)[1]  # a user's weight is that of any of its rows
+    out = []
+    for w in weights:
+        user_weight = w[:, first_row] * (size * valid)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out.append(user_weight @ user_auc / user_weight.sum(axis=1))
+    return np.concatenate(out)

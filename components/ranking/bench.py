@@ -1,81 +1,164 @@
-"""`ranking_bench`: the ranking keys of the bench JSON (DESIGN.md), DIEN against DIN, the no-aux ablation and
-the speed reference, trained in one run on the same batches."""
+"""`ranking_bench`: the ranking keys of the bench JSON (DESIGN.md): DIEN against DIN (and, on the cvr task, the
+trees probe), the speed reference, and on request the ablations, trained in one run on the same batches.
+
+Each model's test AUC and GAUC come with 95% intervals from a bootstrap over test users (a user's rows are not
+independent), and DIEN's differences to the others with paired intervals from the same resamples: the seed spread
+shows training noise only, the intervals the test set's.
+"""
 from __future__ import annotations
 
+import dataclasses
 import statistics
+import time
+from typing import Callable
 
 import components  # noqa: F401
+import numpy as np
 import tensorflow as tf
 
-from components import schema
+from components import metrics, schema
+from components.ranking import probe
 from components.ranking.base import ModelConfig
-from components.ranking.data import load_split
+from components.ranking.data import epoch_plan, load_split, planned_dataset
 from components.ranking.export import export_ranker
-from components.ranking.training import (TrainConfig, artifact_info, build_model, compare_training_speed, evaluate,
-                                         fit_fusion, train, training_set)
+from components.ranking.training import (TrainConfig, artifact_info, build_model, evaluate, fit_fusion,
+                                         make_train_step, predict, train, training_set)
 
-VARIANTS = {
-    "dien": ModelConfig(model_type="dien"),
-    "din": ModelConfig(model_type="din"),
-    "dien_no_aux": ModelConfig(model_type="dien", aux_weight=0.0),
-}
-METRICS = ("auc", "gauc", "logloss", "train_examples_per_s", "infer_examples_per_s", "train_s", "valid_auc",
-           "best_epoch", "epochs_run")
+VARIANTS = {"dien": ModelConfig(model_type="dien"), "din": ModelConfig(model_type="din")}
+# Only with `ablations` (make bench ABLATIONS=dien_no_aux): what DIEN's parts are worth, at the cost of a model.
+ABLATIONS = {"dien_no_aux": ModelConfig(model_type="dien", aux_weight=0.0)}
+TREES = "trees"
+BOOTSTRAP_RESAMPLES = 1000
+SPEED_ROUNDS, SPEED_BATCHES = 7, 60
 
 
 def _summarize(runs: list[dict]) -> dict:
-    """One seed: its values. Several: the median of each metric, plus per_seed and spread (max - min)."""
+    """One seed: its values. Several: the median of each numeric value, plus per_seed and spread (max - min)."""
     if len(runs) == 1:
         return dict(runs[0])
-    summary = {name: statistics.median(run[name] for run in runs) for name in METRICS}
-    summary["per_seed"] = {name: [run[name] for run in runs] for name in METRICS}
-    summary["spread"] = {name: max(run[name] for run in runs) - min(run[name] for run in runs) for name in METRICS}
+    names = [name for name, value in runs[0].items() if isinstance(value, (int, float))]
+    summary = {name: statistics.median(run[name] for run in runs) for name in names}
+    summary["per_seed"] = {name: [run[name] for run in runs] for name in names}
+    summary["spread"] = {name: max(run[name] for run in runs) - min(run[name] for run in runs) for name in names}
     return summary
 
 
-def speed_against_reference(train_data, num_items, num_categories, train_config: TrainConfig) -> dict:
-    """DIEN (auxiliary loss included) and the two-GRU reference, fresh models timed on the same batches."""
-    models = {}
+def interleaved_seconds(runs: dict[str, Callable[[], None]], rounds: int) -> dict[str, list[float]]:
+    """Seconds of each run in each round, the runs called in turn (a, b, a, b, ...) so that a burst of load from
+    other processes falls on neighbours alike. One untimed round first (tracing, caches)."""
+    seconds = {name: [] for name in runs}
+    for round_index in range(rounds + 1):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            if round_index:
+                seconds[name].append(time.perf_counter() - start)
+    return seconds
+
+
+def speed_against_reference(train_data, num_items, num_categories, train_config: TrainConfig,
+                            rounds: int = SPEED_ROUNDS, batches: int = SPEED_BATCHES, statistics_=None) -> dict:
+    """DIEN (auxiliary loss included) against the two-GRU reference: fresh models trained on the same prepared
+    batches, interleaved round by round. The ratio is the median over rounds of the reference's seconds over
+    DIEN's in the same round, so both saw the same load."""
+    train_data = dataclasses.replace(train_data, lists={})  # the pointwise step on the rows' targets
+    plan = epoch_plan(train_data, train_config.batch_size, train_config.seed, 0)[:batches]
+    prepared = list(planned_dataset(train_data, lambda: iter(plan)))
+    examples = sum(len(rows) for rows in plan)
+    runs = {}
     for name, config in (("dien", VARIANTS["dien"]), ("reference_gru", ModelConfig(model_type="reference_gru"))):
         tf.keras.utils.set_random_seed(train_config.seed)
-        models[name] = build_model(config, num_items, num_categories)
-    speeds = compare_training_speed(models, train_data, train_config.batch_size, train_config.seed,
-                                    train_config.learning_rate)
-    return {"dien.speed_vs_reference": speeds["dien"] / speeds["reference_gru"],
-            "reference_gru.train_examples_per_s": speeds["reference_gru"],
-            "dien.train_examples_per_s_same_batches": speeds["dien"]}
+        step = make_train_step(build_model(config, num_items, num_categories, statistics_), train_config.learning_rate)
+
+        def run(step=step):
+            for features, labels in prepared:
+                loss = step(features, labels)
+            loss.numpy()
+
+        runs[name] = run
+    seconds = interleaved_seconds(runs, rounds)
+    ratios = [ref / dien for dien, ref in zip(seconds["dien"], seconds["reference_gru"])]
+    return {"dien.speed_vs_reference": statistics.median(ratios),
+            "dien.speed_vs_reference_per_round": ratios,
+            "reference_gru.train_examples_per_s": examples / statistics.median(seconds["reference_gru"]),
+            "dien.train_examples_per_s_same_batches": examples / statistics.median(seconds["dien"])}
+
+
+def _interval(values: np.ndarray) -> tuple[float, float]:
+    low, high = np.nanpercentile(values, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def add_intervals(runs: dict[str, dict], labels: dict, scores: dict, users: dict, seed: int = 0) -> None:
+    """Adds auc_ci95 / gauc_ci95 bounds to each model's run and DIEN's paired differences to the others."""
+    weights = metrics.user_bootstrap(np.concatenate(list(users.values())), BOOTSTRAP_RESAMPLES, seed)
+    samples = {}
+    for name in scores:
+        if not 0 < labels[name].sum() < len(labels[name]):
+            continue  # AUC undefined on this split
+        samples[name] = {"auc": metrics.bootstrap_auc(labels[name], scores[name], weights(users[name])),
+                         "gauc": metrics.bootstrap_gauc(labels[name], scores[name], users[name], weights(users[name]))}
+        for metric, values in samples[name].items():
+            runs[name][f"{metric}_ci95_low"], runs[name][f"{metric}_ci95_high"] = _interval(values)
+    for other in sorted(samples.keys() - {"dien"}) if "dien" in samples else ():
+        for metric in ("auc", "gauc"):
+            runs["dien"][f"{metric}_minus_{other}"] = runs["dien"][metric] - runs[other][metric]
+            low, high = _interval(samples["dien"][metric] - samples[other][metric])
+            runs["dien"][f"{metric}_minus_{other}_ci95_low"], runs["dien"][f"{metric}_minus_{other}_ci95_high"] = low, high
 
 
 def ranking_bench(features_dir: str, seeds=(0,), model_dir: str | None = None,
-                  epochs: int = TrainConfig.epochs, retrieval_dir: str | None = None) -> dict:
-    """{"ranking": {"dien": {...}, "din": {...}, "dien_no_aux": {...}, "reference_gru": {...}}} on the test split.
+                  epochs: int = TrainConfig.epochs, retrieval_dir: str | None = None,
+                  extracted_dir: str | None = None, ablations: tuple[str, ...] = ()) -> dict:
+    """{"ranking": {"dien": {...}, "din": {...}, "reference_gru": {...}, ["trees"], [ablations]}} on the test split.
 
     With `model_dir`, the DIEN model of the first seed is exported there (the ranking model artifact), so
     evaluation and export use the model that was measured. With `retrieval_dir`, every variant trains with
     hard negatives from that retrieval model and the exported model gets its funnel fusion weight (chosen
-    on valid), as in the pipeline.
+    on valid), as in the pipeline. On the cvr task with `extracted_dir` (its events), the trees probe runs
+    beside them on the same rows.
     """
+    unknown = sorted(set(ablations) - set(ABLATIONS))
+    if unknown:
+        raise ValueError(f"unknown ablation(s) {unknown}; known: {', '.join(ABLATIONS)}")
+    variants = {**VARIANTS, **{name: ABLATIONS[name] for name in ablations}}
     spec = schema.FeatureSpec.read(features_dir)
     train_set = training_set(features_dir, TrainConfig(seed=seeds[0]), retrieval_dir)
+    train_data = train_set.data
     valid_data, test_data = (load_split(features_dir, split) for split in ("valid", "test"))
-    runs = {name: [] for name in VARIANTS}
+    user_ids = np.asarray(schema.read_vocab(features_dir, schema.USER_VOCAB))
+    test_users = user_ids[test_data.scalars[schema.USER] - schema.NUM_RESERVED]
+    probe_rows = (probe.build_rows(extracted_dir, features_dir)
+                  if spec.ranking_task == "cvr" and extracted_dir else None)
+    runs = {name: [] for name in [*variants, *([TREES] if probe_rows else [])]}
     for seed in seeds:
         train_config = TrainConfig(epochs=epochs, seed=seed)
-        for name, config in VARIANTS.items():
+        labels, scores, users, seed_runs = {}, {}, {}, {}
+        for name, config in variants.items():
             tf.keras.utils.set_random_seed(seed)
             model = build_model(config, spec.num_items, spec.num_categories, train_set.statistics)
-            runs[name].append({**train(model, train_set.data, train_config, valid_data), **evaluate(model, test_data)})
+            seed_runs[name] = {**train(model, train_data, train_config, valid_data), **evaluate(model, test_data)}
+            labels[name], users[name] = test_data.scalars[schema.LABEL], test_users
+            scores[name] = predict(model, test_data, timed=False)[0]
             if model_dir and name == "dien" and seed == seeds[0]:
                 export_ranker(model, features_dir, model_dir,
-                              artifact_info(spec, train_config, retrieval_dir, runs[name][-1]))
+                              artifact_info(spec, train_config, retrieval_dir, seed_runs[name]))
                 if retrieval_dir:
-                    runs[name][-1]["retrieval_weight"] = fit_fusion(features_dir, model_dir, retrieval_dir)[
+                    seed_runs[name]["retrieval_weight"] = fit_fusion(features_dir, model_dir, retrieval_dir)[
                         "retrieval_weight"]
             tf.keras.backend.clear_session()
+        if probe_rows:
+            seed_runs[TREES] = probe.run_probe(probe_rows, seed)
+            scores[TREES] = seed_runs[TREES].pop("test_scores")
+            labels[TREES], users[TREES] = probe_rows["test"].labels, probe_rows["test"].users
+        add_intervals(seed_runs, labels, scores, users)
+        for name, run in seed_runs.items():
+            runs[name].append(run)
     result = {name: _summarize(values) for name, values in runs.items()}
-    speed = speed_against_reference(train_set.data, spec.num_items, spec.num_categories,
-                                    TrainConfig(epochs=epochs, seed=seeds[0]))
+    speed = speed_against_reference(train_data, spec.num_items, spec.num_categories,
+                                    TrainConfig(epochs=epochs, seed=seeds[0]), statistics_=train_set.statistics)
     result["dien"]["speed_vs_reference"] = speed["dien.speed_vs_reference"]
+    result["dien"]["speed_vs_reference_per_round"] = speed["dien.speed_vs_reference_per_round"]
     result["dien"]["train_examples_per_s_same_batches"] = speed["dien.train_examples_per_s_same_batches"]
     result["reference_gru"] = {"train_examples_per_s": speed["reference_gru.train_examples_per_s"]}
     return {"ranking": result}

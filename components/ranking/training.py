@@ -193,28 +193,6 @@ def train(model: SequenceRanker, data: RankingData, config: TrainConfig, validat
     return {**result, **best, "valid_auc_by_epoch": by_epoch}
 
 
-def compare_training_speed(models: dict[str, SequenceRanker], data: RankingData, batch_size: int, seed: int,
-                           learning_rate: float = 1e-3, batches: int = 150, rounds: int = 5) -> dict[str, float]:
-    """Training examples/s of each model on the same fixed batches (tensors prepared beforehand), the models
-    interleaved round by round so that load from other processes hits them alike. The first round traces
-    and is not timed; the result is the best timed round, the least disturbed by other processes."""
-    data = dataclasses.replace(data, lists={})  # the pointwise step on the rows' targets
-    plan = epoch_plan(data, batch_size, seed, 0)[:batches]
-    prepared = list(planned_dataset(data, lambda: iter(plan)))
-    examples = sum(len(rows) for rows in plan)
-    steps = {name: make_train_step(model, learning_rate) for name, model in models.items()}
-    speeds = {name: [] for name in models}
-    for round_index in range(rounds + 1):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            for features, labels in prepared:
-                loss = step(features, labels)
-            loss.numpy()
-            if round_index:
-                speeds[name].append(examples / (time.perf_counter() - start))
-    return {name: max(values) for name, values in speeds.items()}
-
-
 def predict(model: SequenceRanker, data: RankingData, batch_size: int = 1024,
             timed: bool = True) -> tuple[np.ndarray, float]:
     """P(label = 1) for every row in row order, and (`timed`) inference examples/s of a second pass over
