@@ -12,6 +12,9 @@ import components  # noqa: F401
 import tensorflow as tf
 
 
+_LABELS = tf.constant([1.0, 0.0])[:, None, None]  # clicked, no-click
+
+
 class AuxiliaryLoss(tf.keras.layers.Layer):
     """scorer="mlp": the authors' code, an MLP (100-50, sigmoid) on [h_t, e]; scorer="dot": the paper's
     sigmoid of the inner product <h_t, e> (needs the GRU width to equal the embedding width)."""
@@ -34,15 +37,17 @@ class AuxiliaryLoss(tf.keras.layers.Layer):
         return hidden[..., 0]
 
     def call(self, inputs, mask):
-        """inputs = (states [B, T, H], clicked [B, T, D], noclick [B, T, D]); mask [B, T]. Returns a scalar."""
+        """inputs = (states [B, T, H], clicked [B, T, D], noclick [B, T, D]); mask [B, T]. Returns a scalar.
+
+        The clicked and no-click items are scored in one pass, stacked on a leading axis of 2 (labels 1 and 0).
+        """
         states, clicked, noclick = inputs
         mask = tf.cast(mask, states.dtype)
         pair_mask = mask[:, :-1] * mask[:, 1:]
-        states = states[:, :-1]
-        click_logits = self.logits(states, clicked[:, 1:])
-        noclick_logits = self.logits(states, noclick[:, 1:])
-        losses = tf.nn.sigmoid_cross_entropy_with_logits(tf.ones_like(click_logits), click_logits)
-        losses += tf.nn.sigmoid_cross_entropy_with_logits(tf.zeros_like(noclick_logits), noclick_logits)
+        items = tf.stack([clicked[:, 1:], noclick[:, 1:]])
+        logits = self.logits(tf.broadcast_to(states[None, :, :-1], tf.shape(items)) if self.scorer == "mlp"
+                             else states[None, :, :-1], items)
+        losses = tf.nn.sigmoid_cross_entropy_with_logits(tf.broadcast_to(_LABELS, tf.shape(logits)), logits)
         return tf.math.divide_no_nan(tf.reduce_sum(losses * pair_mask), tf.reduce_sum(pair_mask))
 
     def get_config(self):

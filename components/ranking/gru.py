@@ -21,52 +21,80 @@ import tensorflow as tf
 
 # Let the loop-invariant reads of later steps run ahead of the sequential chain, as Keras' RNN loop does.
 LOOP_OPTIONS = {"parallel_iterations": 32}
+# Steps per loop iteration. The cell is a few dozen tiny ops on [B, H] tensors, so the loop's own control ops
+# (several per loop variable and iteration) cost as much as the cell; two steps per iteration halve them. The time
+# axis is padded with gate-0 steps, which leave the state unchanged, to a multiple of this.
+UNROLL = 2
 
 
-def _split_gates(projected: tf.Tensor, units: int) -> tuple[tf.Tensor, tf.Tensor]:
-    return projected[..., : 2 * units], projected[..., 2 * units:]
+def _split_gates(projected: tf.Tensor, units: int) -> list[tf.Tensor]:
+    return tf.split(projected, [2 * units, units], axis=-1)
 
 
-def _forward(x_zr, x_h, gate, kernel, bias, repeats=None, keep_states: bool = True):
-    """The recurrence over time-major inputs: x_zr [T, B, 2H], x_h [T, B, H], gate [T, B * repeats, 1].
+def _pad_steps(tensor: tf.Tensor, steps: tf.Tensor) -> tf.Tensor:
+    """Zero steps appended to a time-major tensor so that UNROLL divides its length."""
+    padding = [[0, (-steps) % UNROLL]] + [[0, 0]] * (len(tensor.shape) - 1)
+    return tf.pad(tensor, padding)
+
+
+def _chunks(tensor: tf.Tensor) -> tf.TensorArray:
+    """A padded time-major tensor [T, ...] as a TensorArray of [UNROLL, ...] chunks."""
+    chunked = tf.reshape(tensor, tf.concat([[-1, UNROLL], tf.shape(tensor)[1:]], axis=0))
+    return tf.TensorArray(tensor.dtype, size=tf.shape(chunked)[0]).unstack(chunked)
+
+
+def _unchunk(chunks: tf.Tensor, steps: tf.Tensor) -> tf.Tensor:
+    """[T / UNROLL, UNROLL, ...] back to the first `steps` steps [steps, ...]."""
+    return tf.reshape(chunks, tf.concat([[-1], tf.shape(chunks)[2:]], axis=0))[:steps]
+
+
+def _step(state, x, gate, kernel, bias, units, repeats):
+    """One cell step: state [B * repeats, H], x [B, 3H] (W x_t + b), gate [B * repeats, 1]."""
+    hidden = tf.nn.bias_add(tf.matmul(state, kernel), bias)
+    if repeats is not None:
+        hidden = tf.reshape(hidden, [-1, repeats, 3 * units])
+        x = x[:, None, :]
+    x_zr, x_h = _split_gates(x, units)
+    hidden_zr, hidden_h = _split_gates(hidden, units)
+    update, reset = tf.split(tf.sigmoid(x_zr + hidden_zr), 2, axis=-1)
+    candidate = tf.tanh(x_h + reset * hidden_h)
+    if repeats is not None:
+        update, candidate = tf.reshape(update, [-1, units]), tf.reshape(candidate, [-1, units])
+    return state + (gate * update) * (candidate - state)
+
+
+def _forward(x, gate, kernel, bias, repeats=None, keep_states: bool = True):
+    """The recurrence over time-major inputs: x [T, B, 3H], gate [T, B * repeats, 1].
 
     Returns all states [T, B * repeats, H] (keep_states) or the final state [B * repeats, H].
     `repeats` (a scalar tensor) runs that many states per input row, sharing the row's inputs.
     """
     units = kernel.shape[0]
     steps = tf.shape(gate)[0]
-    x_zr_ta = tf.TensorArray(x_zr.dtype, size=steps).unstack(x_zr)
-    x_h_ta = tf.TensorArray(x_h.dtype, size=steps).unstack(x_h)
-    gate_ta = tf.TensorArray(gate.dtype, size=steps).unstack(gate)
-    states_ta = tf.TensorArray(x_zr.dtype, size=steps if keep_states else 0, dynamic_size=not keep_states)
+    x_ta, gate_ta = _chunks(_pad_steps(x, steps)), _chunks(_pad_steps(gate, steps))
+    iterations = x_ta.size()
+    states_ta = tf.TensorArray(x.dtype, size=iterations if keep_states else 0, dynamic_size=not keep_states)
 
-    def body(t, state, states):
-        hidden = tf.matmul(state, kernel) + bias
-        xzr, xh = x_zr_ta.read(t), x_h_ta.read(t)
-        if repeats is not None:
-            hidden = tf.reshape(hidden, [-1, repeats, 3 * units])
-            xzr, xh = xzr[:, None, :], xh[:, None, :]
-        hidden_zr, hidden_h = _split_gates(hidden, units)
-        zr = tf.sigmoid(xzr + hidden_zr)
-        candidate = tf.tanh(xh + zr[..., units:] * hidden_h)
-        update = zr[..., :units]
-        if repeats is not None:
-            update, candidate = tf.reshape(update, [-1, units]), tf.reshape(candidate, [-1, units])
-        state = state + gate_ta.read(t) * update * (candidate - state)
-        return t + 1, state, (states.write(t, state) if keep_states else states)
+    def body(i, state, states):
+        xs, gates = tf.unstack(x_ta.read(i), num=UNROLL), tf.unstack(gate_ta.read(i), num=UNROLL)
+        outputs = []
+        for k in range(UNROLL):
+            state = _step(state, xs[k], gates[k], kernel, bias, units, repeats)
+            outputs.append(state)
+        return i + 1, state, (states.write(i, tf.stack(outputs)) if keep_states else states)
 
-    initial = tf.zeros([tf.shape(gate)[1], units], x_zr.dtype)
-    _, final, states = tf.while_loop(lambda t, *_: t < steps, body, (0, initial, states_ta), **LOOP_OPTIONS)
-    return states.stack() if keep_states else final
+    initial = tf.zeros([tf.shape(gate)[1], units], x.dtype)
+    _, final, states = tf.while_loop(lambda i, *_: i < iterations, body, (0, initial, states_ta), **LOOP_OPTIONS)
+    return _unchunk(states.stack(), steps) if keep_states else final
 
 
-def _backward(d_states, x_zr, x_h, gate, kernel, bias, states):
+def _backward(d_states, x, gate, kernel, bias, states):
     """Gradients of the recurrence (time-major tensors) for the upstream gradient d_states [T, B, H]."""
     units = kernel.shape[0]
+    x_zr, x_h = _split_gates(x, units)
     previous = tf.concat([tf.zeros_like(states[:1]), states[:-1]], axis=0)
-    hidden_zr, hidden_h = _split_gates(tf.matmul(previous, kernel) + bias, units)
-    zr = tf.sigmoid(x_zr + hidden_zr)
-    update, reset = zr[..., :units], zr[..., units:]
+    hidden_zr, hidden_h = _split_gates(tf.nn.bias_add(tf.matmul(previous, kernel), bias), units)
+    update, reset = tf.split(tf.sigmoid(x_zr + hidden_zr), 2, axis=-1)
     candidate = tf.tanh(x_h + reset * hidden_h)
     gated_update = gate * update
     change = candidate - previous
@@ -78,37 +106,42 @@ def _backward(d_states, x_zr, x_h, gate, kernel, bias, states):
     keep = 1.0 - gated_update
     kernel_t = tf.transpose(kernel)
 
+    # One read per iteration: [upstream (H), coefficients (3H), keep (H)] of UNROLL steps. Padded steps come
+    # first in this backward loop with zero upstream, so they pass back zero.
     steps = tf.shape(states)[0]
-    upstream_ta = tf.TensorArray(states.dtype, size=steps).unstack(d_states)
-    coefficients_ta = tf.TensorArray(states.dtype, size=steps).unstack(coefficients)
-    keep_ta = tf.TensorArray(states.dtype, size=steps).unstack(keep)
-    d_state_ta = tf.TensorArray(states.dtype, size=steps)
+    per_step_ta = _chunks(_pad_steps(tf.concat([d_states, coefficients, keep], axis=-1), steps))
+    iterations = per_step_ta.size()
+    d_state_ta = tf.TensorArray(states.dtype, size=iterations)
 
-    def body(t, carried, d_states_out):
-        # d_state = d(loss)/d(h_t) in full: the upstream gradient plus what step t + 1 passed back.
-        d_state = upstream_ta.read(t) + carried
-        d_hidden = tf.tile(d_state, [1, 3]) * coefficients_ta.read(t)
-        carried = d_state * keep_ta.read(t) + tf.matmul(d_hidden, kernel_t)
-        return t - 1, carried, d_states_out.write(t, d_state)
+    def body(i, carried, d_states_out):
+        chunk = tf.unstack(per_step_ta.read(i), num=UNROLL)
+        outputs = [None] * UNROLL
+        for k in reversed(range(UNROLL)):
+            upstream, coefficient, keep_k = tf.split(chunk[k], [units, 3 * units, units], axis=-1)
+            # d_state = d(loss)/d(h_t) in full: the upstream gradient plus what step t + 1 passed back.
+            d_state = upstream + carried
+            carried = d_state * keep_k + tf.matmul(tf.tile(d_state, [1, 3]) * coefficient, kernel_t)
+            outputs[k] = d_state
+        return i - 1, carried, d_states_out.write(i, tf.stack(outputs))
 
     initial = tf.zeros_like(states[0])
-    _, _, d_state_ta = tf.while_loop(lambda t, *_: t >= 0, body, (steps - 1, initial, d_state_ta), **LOOP_OPTIONS)
-    d_full = d_state_ta.stack()
+    _, _, d_state_ta = tf.while_loop(lambda i, *_: i >= 0, body, (iterations - 1, initial, d_state_ta),
+                                     **LOOP_OPTIONS)
+    d_full = _unchunk(d_state_ta.stack(), steps)
     d_hidden = tf.tile(d_full, [1, 1, 3]) * coefficients
-    d_x_zr = d_hidden[..., : 2 * units]
-    d_x_h = d_full * d_pre_candidate
+    d_x = tf.concat([d_hidden[..., : 2 * units], d_full * d_pre_candidate], axis=-1)
     d_gate = tf.reduce_sum(d_full * change * update, axis=-1, keepdims=True)
     d_kernel = tf.einsum("tbh,tbk->hk", previous, d_hidden)
     d_bias = tf.reduce_sum(d_hidden, axis=[0, 1])
-    return d_x_zr, d_x_h, d_gate, d_kernel, d_bias
+    return d_x, d_gate, d_kernel, d_bias
 
 
 @tf.custom_gradient
-def _recurrence(x_zr, x_h, gate, kernel, bias):
-    states = _forward(x_zr, x_h, gate, kernel, bias)
+def _recurrence(x, gate, kernel, bias):
+    states = _forward(x, gate, kernel, bias)
 
     def gradient(d_states):
-        return _backward(d_states, x_zr, x_h, gate, kernel, bias, states)
+        return _backward(d_states, x, gate, kernel, bias, states)
 
     return states, gradient
 
@@ -141,14 +174,14 @@ class GatedGRU(tf.keras.layers.Layer):
         item with rows grouped by user, sharing the user's projected inputs without copying them.
         Returns the final state [B * repeats, H], or all states [B, T, H] (not with `repeats`).
         """
-        x_zr, x_h = _split_gates(tf.transpose(projected, [1, 0, 2]), self.units)
+        x = tf.transpose(projected, [1, 0, 2])
         gate = tf.transpose(gate)[..., None]
         kernel, bias = tf.convert_to_tensor(self.recurrent_kernel), tf.convert_to_tensor(self.recurrent_bias)
         if repeats is not None:
             if return_sequences:
                 raise ValueError("return_sequences is not supported with repeats")
-            return _forward(x_zr, x_h, gate, kernel, bias, repeats=repeats, keep_states=False)
-        states = _recurrence(x_zr, x_h, gate, kernel, bias)
+            return _forward(x, gate, kernel, bias, repeats=repeats, keep_states=False)
+        states = _recurrence(x, gate, kernel, bias)
         return tf.transpose(states, [1, 0, 2]) if return_sequences else states[-1]
 
     def call(self, inputs, gate, return_sequences: bool = True):

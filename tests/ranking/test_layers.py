@@ -53,15 +53,16 @@ def test_augru_matches_numpy_reference(augru):
     np.testing.assert_allclose(augru(inputs, attention, return_sequences=False).numpy(), expected[:, -1], atol=1e-5)
 
 
-def test_augru_gradient_matches_automatic_differentiation(augru):
+@pytest.mark.parametrize("steps", [6, 5, 1])  # odd lengths: padded to whole loop iterations
+def test_augru_gradient_matches_automatic_differentiation(augru, steps):
     """The hand-written backward pass against TensorFlow's autodiff of the same forward loop."""
     from components.ranking import gru
 
     rng = np.random.default_rng(1)
-    args = [tf.constant(rng.normal(size=s), tf.float32) for s in ((6, 3, 8), (6, 3, 4))]
-    args += [tf.constant(rng.uniform(size=(6, 3, 1)), tf.float32),
+    args = [tf.constant(rng.normal(size=(steps, 3, 12)), tf.float32)]
+    args += [tf.constant(rng.uniform(size=(steps, 3, 1)), tf.float32),
              tf.constant(augru.recurrent_kernel.numpy()), tf.constant(augru.recurrent_bias.numpy())]
-    weights = tf.constant(rng.normal(size=(6, 3, 4)), tf.float32)
+    weights = tf.constant(rng.normal(size=(steps, 3, 4)), tf.float32)
 
     def gradients(function):
         with tf.GradientTape() as tape:
@@ -100,6 +101,20 @@ def test_auxiliary_loss_on_a_hand_made_case():
     second = -np.log(sigmoid(6.0)) - np.log(1.0 - sigmoid(14.0))
     loss = AuxiliaryLoss("dot")((states, clicked, noclick), np.ones_like(mask))
     assert float(loss) == pytest.approx((expected + second) / 2, rel=1e-5)
+
+
+def test_auxiliary_loss_mlp_scorer_scores_clicked_and_noclick_items_alike():
+    """The stacked single pass equals scoring the clicked and the no-click items one after the other."""
+    rng = np.random.default_rng(3)
+    states, clicked, noclick = (tf.constant(rng.normal(size=(3, 5, 4)), tf.float32) for _ in range(3))
+    mask = tf.constant((rng.random((3, 5)) < 0.8).astype(np.float32))
+    layer = AuxiliaryLoss("mlp")
+    loss = float(layer((states, clicked, noclick), mask))
+    pairs = (mask[:, :-1] * mask[:, 1:]).numpy()
+    click = layer.logits(states[:, :-1], clicked[:, 1:]).numpy()
+    other = layer.logits(states[:, :-1], noclick[:, 1:]).numpy()
+    expected = (-np.log(sigmoid(click)) - np.log(1.0 - sigmoid(other))) * pairs
+    assert loss == pytest.approx(expected.sum() / pairs.sum(), rel=1e-5)
 
 
 def test_attention_ignores_padding_and_normalizes_over_real_steps():
