@@ -14,6 +14,7 @@ DATA ?= default
 FORMAT ?= synthetic
 OUT ?= bench/results/bench.json
 SEEDS ?= 1
+ABLATIONS ?=
 TARGET ?= local
 PIPELINE_SPEC ?= pipeline.yaml
 PARAMS ?=
@@ -64,8 +65,9 @@ report-check: venv ## open the evaluation report in headless Chromium; fail on c
 	@command -v chromium >/dev/null || { echo "report-check needs Debian's chromium: apt-get install chromium" >&2; exit 2; }
 	$(PY) -m pipelines.report_check $(if $(REPORT),$(call q,$(REPORT))) --output $(call q,$(OUTPUT))
 
-bench: venv ## benchmark JSON of one dataset (DATA=, FORMAT=amazon|taobao|synthetic, OUT=, SEEDS=)
-	$(PY) -m bench.run --data $(call q,$(DATA)) --format $(call q,$(FORMAT)) --out $(call q,$(OUT)) --seeds $(call q,$(SEEDS))
+bench: venv ## benchmark JSON of one dataset (DATA=, FORMAT=amazon|taobao|synthetic, OUT=, SEEDS=, ABLATIONS=dien_no_aux)
+	$(PY) -m bench.run --data $(call q,$(DATA)) --format $(call q,$(FORMAT)) --out $(call q,$(OUT)) --seeds $(call q,$(SEEDS)) \
+	  --ablations $(call q,$(ABLATIONS))
 
 # The last blessed model of a local run (OUTPUT) on PORT, in the foreground; LOG_LEVEL=debug logs every request.
 serve: venv ## serve the last blessed model on PORT in the foreground (MODEL=, PORT=, LOG_LEVEL=)

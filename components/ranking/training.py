@@ -15,7 +15,7 @@ from components.features.sequences import PopularitySampler
 from components.ranking.base import NEGATIVE_CATS, NEGATIVE_ITEMS, ModelConfig, SequenceRanker
 from components.ranking.context import FEATURES as CONTEXT_FEATURES
 from components.ranking.context import ItemStatistics, item_brands
-from components.ranking.data import (SEQUENCES, RankingData, bucketed_dataset, epoch_plan, load_split, planned_dataset,
+from components.ranking.data import (SEQUENCES, RankingData, bucketed_dataset, load_split,
                                      rows_in_order)
 from components.ranking.dien import DIEN
 from components.ranking.din import DIN
