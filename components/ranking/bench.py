@@ -157,8 +157,7 @@ def ranking_bench(features_dir: str, seeds=(0,), model_dir: str | None = None,
     result = {name: _summarize(values) for name, values in runs.items()}
     speed = speed_against_reference(train_data, spec.num_items, spec.num_categories,
                                     TrainConfig(epochs=epochs, seed=seeds[0]), statistics_=train_set.statistics)
-    result["dien"]["speed_vs_reference"] = speed["dien.speed_vs_reference"]
-    result["dien"]["speed_vs_reference_per_round"] = speed["dien.speed_vs_reference_per_round"]
-    result["dien"]["train_examples_per_s_same_batches"] = speed["dien.train_examples_per_s_same_batches"]
-    result["reference_gru"] = {"train_examples_per_s": speed["reference_gru.train_examples_per_s"]}
+    for key, value in speed.items():  # "dien.speed_vs_reference" -> result["dien"]["speed_vs_reference"]
+        model, name = key.split(".", 1)
+        result.setdefault(model, {})[name] = value
     return {"ranking": result}
