@@ -57,7 +57,8 @@ def interleaved_seconds(runs: dict[str, Callable[[], None]], rounds: int) -> dic
 
 
 def speed_against_reference(train_data, num_items, num_categories, train_config: TrainConfig,
-                            rounds: int = SPEED_ROUNDS, batches: int = SPEED_BATCHES, statistics_=None) -> dict:
+                            item_statistics=None, rounds: int = SPEED_ROUNDS,
+                            batches: int = SPEED_BATCHES) -> dict:
     """DIEN (auxiliary loss included) against the two-GRU reference: fresh models trained on the same prepared
     batches, interleaved round by round. The ratio is the median over rounds of the reference's seconds over
     DIEN's in the same round, so both saw the same load."""
@@ -68,7 +69,7 @@ def speed_against_reference(train_data, num_items, num_categories, train_config:
     runs = {}
     for name, config in (("dien", VARIANTS["dien"]), ("reference_gru", ModelConfig(model_type="reference_gru"))):
         tf.keras.utils.set_random_seed(train_config.seed)
-        step = make_train_step(build_model(config, num_items, num_categories, statistics_), train_config.learning_rate)
+        step = make_train_step(build_model(config, num_items, num_categories, item_statistics), train_config.learning_rate)
 
         def run(step=step):
             for features, labels in prepared:
@@ -156,7 +157,7 @@ def ranking_bench(features_dir: str, seeds=(0,), model_dir: str | None = None,
             runs[name].append(run)
     result = {name: _summarize(values) for name, values in runs.items()}
     speed = speed_against_reference(train_data, spec.num_items, spec.num_categories,
-                                    TrainConfig(epochs=epochs, seed=seeds[0]), statistics_=train_set.statistics)
+                                    TrainConfig(epochs=epochs, seed=seeds[0]), train_set.statistics)
     for key, value in speed.items():  # "dien.speed_vs_reference" -> result["dien"]["speed_vs_reference"]
         model, name = key.split(".", 1)
         result.setdefault(model, {})[name] = value

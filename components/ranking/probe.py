@@ -103,11 +103,11 @@ def history_features(events: np.ndarray, category_of: np.ndarray, split: SplitFn
 def _splitter(features_dir: str | Path) -> SplitFn:
     """The split that the features job used, from its stats.json."""
     stats = json.loads(Path(features_dir, schema.STATS).read_text())
-    window = stats.get("split_window")
+    window, cap = stats.get("split_window"), stats.get("max_examples_per_user", 0)
     if not window:
-        return split_fn(stats["split"])
+        return split_fn(stats["split"], cap)
     cut = dt.datetime.fromisoformat(window["cut"])
-    return split_fn(stats["split"], cut_us=round(cut.timestamp() * 10**6),
+    return split_fn(stats["split"], cap, cut_us=round(cut.timestamp() * 10**6),
                     window_us=round(window["window_days"] * 86_400 * 10**6))
 
 

@@ -1,5 +1,7 @@
 """The ranking bench: medians over seeds with per-seed values and spreads (DESIGN.md's bench contract), the
 interleaving of the speed comparison, and the paired intervals."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -22,6 +24,11 @@ def test_several_seeds_report_median_per_seed_and_spread():
     assert "valid_auc_by_epoch" not in summary  # lists have no median
 
 
+@dataclasses.dataclass
+class Rows:
+    lists: dict = dataclasses.field(default_factory=dict)
+
+
 def test_speed_runs_alternate_round_by_round_after_an_untimed_round():
     calls = []
     seconds = bench.interleaved_seconds({"dien": lambda: calls.append("dien"),
@@ -36,10 +43,10 @@ def test_speed_ratio_is_the_median_of_same_round_ratios(monkeypatch):
     monkeypatch.setattr(bench, "interleaved_seconds",
                         lambda runs, rounds: {name: [next(timings[name]) for _ in range(rounds)] for name in runs})
     monkeypatch.setattr(bench, "make_train_step", lambda model, rate: None)
-    monkeypatch.setattr(bench, "build_model", lambda config, items, cats: None)
+    monkeypatch.setattr(bench, "build_model", lambda *args: None)
     monkeypatch.setattr(bench, "planned_dataset", lambda data, plans: [])
     monkeypatch.setattr(bench, "epoch_plan", lambda data, size, seed, epoch: [np.arange(4)] * 10)
-    result = bench.speed_against_reference(None, 10, 3, bench.TrainConfig(), rounds=4, batches=2)
+    result = bench.speed_against_reference(Rows(), 10, 3, bench.TrainConfig(), rounds=4, batches=2)
     assert result["dien.speed_vs_reference_per_round"] == [1.0, 2.0, 2.0, 1.0]
     assert result["dien.speed_vs_reference"] == 1.5
     assert result["reference_gru.train_examples_per_s"] == pytest.approx(8 / 4.0)  # 2 batches of 4, median 4 s
