@@ -101,7 +101,6 @@ def write_features(directory: Path, sequences: list[list[int]], seed: int = 0) -
             for row in rows:
                 writer.write(_example(row))
     counts = {kind: {split: len(rows) for (k, split), rows in examples.items() if k == kind} for kind, _ in examples}
-    (directory / schema.STATS).write_text(json.dumps({"examples": counts}))
     pq.write_table(pa.table({
         "item_index": np.arange(schema.NUM_RESERVED, num_items),
         "item_id": [item_id(n) for n in vocab],
@@ -117,7 +116,7 @@ def write_features(directory: Path, sequences: list[list[int]], seed: int = 0) -
     (directory / schema.STATS).write_text(json.dumps({
         "users": len(users), "items": len(vocab), "categories": len(categories),
         "steps": sum(len(s) for s in sequences), "max_len": MAX_LEN, "split": "leave_last_out",
-        "ranking_task": "next_item", "seed": seed, "source": "duckdb:///doubles.duckdb"}))
+        "ranking_task": "next_item", "seed": seed, "source": "duckdb:///doubles.duckdb", "examples": counts}))
     return directory
 
 

@@ -10,7 +10,7 @@ import pytest
 from evaluation_doubles import load_doubles, write_model
 from test_off_policy_gate import write_off_policy
 
-from components.evaluation import breakdowns, data, plots, stage
+from components.evaluation import breakdowns, data, plots, registry, stage
 from pipelines import report_check
 
 AB = {
@@ -92,6 +92,10 @@ def runs(tiny_features, today_item_ids, tmp_path_factory):
             registry_dir=root / "registry", config=stage.EvaluationConfig(candidates_n=30), load_models=load_doubles,
             off_policy_dir=off_policy, comparison_rankers={"din": din}, candidate_ranker="dien")
         out[name] = (result, (root / name / "report.html").read_text())
+        # Export promotes a blessed model once its lists are written; the second run is gated against the first.
+        registered = json.loads((root / name / "summary.json").read_text()).get("registered")
+        if registered:
+            registry.promote(root / "registry", registered["version"])
     return out
 
 
