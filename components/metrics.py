@@ -244,6 +244,14 @@ def gauc(labels, scores, groups) -> float:
     user has both (e.g. one row per user), GAUC is undefined and the result is NaN, not an error:
     a tiny split must not crash a training run over a metric it cannot support.
     """
+    _, size, valid, user_auc = _group_aucs(labels, scores, groups)
+    if not valid.any():
+        return float("nan")
+    return float(np.average(user_auc[valid], weights=size[valid]))
+
+
+def _group_aucs(labels, scores, groups):
+    """Per-group rows, AUC-defined flags and AUCs (0 where undefined), shared by `gauc` and `bootstrap_gauc`."""
     labels, scores = _check_binary(labels, scores)
     groups = np.asarray(groups).ravel()
     if groups.shape != labels.shape:
@@ -256,10 +264,9 @@ def gauc(labels, scores, groups) -> float:
     negatives = size - positives
     rank_sum = np.bincount(g, weights=ranks * y, minlength=len(size))
     valid = (positives > 0) & (negatives > 0)
-    if not valid.any():
-        return float("nan")
-    user_auc = (rank_sum[valid] - positives[valid] * (positives[valid] + 1) / 2) / (positives[valid] * negatives[valid])
-    return float(np.average(user_auc, weights=size[valid]))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        user_auc = np.where(valid, (rank_sum - positives * (positives + 1) / 2) / (positives * negatives), 0.0)
+    return group_ids, size, valid, user_auc
 
 
 def logloss(labels, probabilities, eps: float = 1e-7) -> float:
@@ -332,18 +339,7 @@ def bootstrap_auc(labels, scores, weights) -> np.ndarray:
 
 def bootstrap_gauc(labels, scores, groups, weights) -> np.ndarray:
     """GAUC (as `gauc`) under each user weighting of `weights` (an iterator of [r, rows] arrays over the rows)."""
-    labels, scores = _check_binary(labels, scores)
-    groups = np.asarray(groups).ravel()
-    _, group_ids = np.unique(groups, return_inverse=True)
-    order, ranks = _average_ranks(group_ids, scores)
-    g, y = group_ids[order], labels[order]
-    size = np.bincount(g).astype(np.float64)
-    positives = np.bincount(g, weights=y, minlength=len(size))
-    negatives = size - positives
-    valid = (positives > 0) & (negatives > 0)
-    rank_sum = np.bincount(g, weights=ranks * y, minlength=len(size))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        user_auc = np.where(valid, (rank_sum - positives * (positives + 1) / 2) / (positives * negatives), 0.0)
+    group_ids, size, valid, user_auc = _group_aucs(labels, scores, groups)
     first_row = np.unique(group_ids, return_index=True)[1]  # a user's weight is that of any of its rows
     out = []
     for w in weights:
