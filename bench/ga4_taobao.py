@@ -11,6 +11,7 @@ count of each stage (Taobao rows, GA4 export rows, warehouse rows, extract, and 
 evaluation and export of a local kfp run) and the GA4 load's seconds per million export rows. Files stay in --work
 (never in git).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,8 +50,10 @@ def stage_counts(run_dir: Path) -> dict:
     """Rows per stage of a local pipeline run: features' stats.json, the evaluation's blessing, the export's rows."""
     stats = json.loads(next(run_dir.glob("features/*/stats.json")).read_text())
     summary = json.loads((run_dir / "evaluation" / "summary").read_text())
-    out = {"features": {k: v for k, v in stats.items() if isinstance(v, (int, dict))},
-           "evaluation": {"blessed": summary["blessed"]}}
+    out = {
+        "features": {k: v for k, v in stats.items() if isinstance(v, (int, dict))},
+        "evaluation": {"blessed": summary["blessed"]},
+    }
     export = run_dir / "export" / "executor_output.json"
     if export.exists():
         out["export"] = json.loads(export.read_text()).get("parameterValues", {})
@@ -79,13 +82,20 @@ def main(argv: list[str] | None = None) -> None:
     manifest = run_extract(f"duckdb://{work / 'warehouse.duckdb'}", work / "extract")
     extract_s = time.perf_counter() - started
     result = {
-        "taobao_rows": events.num_rows, "repeat": args.repeat, "format": args.format,
-        "ga4_export": written, "warehouse": loaded,
+        "taobao_rows": events.num_rows,
+        "repeat": args.repeat,
+        "format": args.format,
+        "ga4_export": written,
+        "warehouse": loaded,
         "extract": {"rows": manifest["rows"], "dropped": manifest["dropped"], "ga4": manifest["ga4"]},
-        "timing": {"write_s": round(write_s, 2), "load_s": round(load_s, 2), "extract_s": round(extract_s, 2),
-                   "load_s_per_million_rows": round(load_s / loaded[ga4.TABLE] * 1e6, 2),
-                   "extract_s_per_million_rows": round(extract_s / loaded[ga4.TABLE] * 1e6, 2),
-                   "load_average": os.getloadavg()[0]},
+        "timing": {
+            "write_s": round(write_s, 2),
+            "load_s": round(load_s, 2),
+            "extract_s": round(extract_s, 2),
+            "load_s_per_million_rows": round(load_s / loaded[ga4.TABLE] * 1e6, 2),
+            "extract_s_per_million_rows": round(extract_s / loaded[ga4.TABLE] * 1e6, 2),
+            "load_average": os.getloadavg()[0],
+        },
     }
     if args.pipeline:
         from pipelines.run import run_local

@@ -8,6 +8,7 @@ it trains (selecting its epoch on valid NDCG@20), and only then is scored on tes
 valid and test metrics, train_s and train_examples_per_s per row and seed; the Markdown table
 printed at the end holds the medians over seeds.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,9 +57,16 @@ def run_row(features_dir: str, overrides: dict, seed: int) -> dict:
     config = dataclasses.replace(RetrievalConfig(), seed=seed, **overrides)
     result = training.train_from_features(features_dir, config)
     test = training.evaluate(result.model, load_examples(features_dir, "test", config.max_len))
-    return {"config": dataclasses.asdict(config), "valid": result.valid_metrics, "test": test,
-            "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "train_s": result.train_s,
-            "train_examples_per_s": result.train_examples_per_s, "load_average": os.getloadavg()[0]}
+    return {
+        "config": dataclasses.asdict(config),
+        "valid": result.valid_metrics,
+        "test": test,
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "train_s": result.train_s,
+        "train_examples_per_s": result.train_examples_per_s,
+        "load_average": os.getloadavg()[0],
+    }
 
 
 def table(results: dict[str, list[dict]]) -> str:
@@ -77,8 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {', '.join(ROWS)}")
     parser.add_argument("--seeds", type=int, default=1)
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        help="override a RetrievalConfig field in every row (repeatable), e.g. --set epochs=4")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a RetrievalConfig field in every row (repeatable), e.g. --set epochs=4",
+    )
     args = parser.parse_args(argv)
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     unknown = sorted(set(rows) - set(ROWS))

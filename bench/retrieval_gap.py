@@ -10,6 +10,7 @@ Each figure is valid vs test HIT@20 / NDCG@20 on one slice or variant of the que
   (what the logQ correction, used in training only, shifts);
 - the baselines (popularity, item-to-item) on valid and test, which no model selection touches.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,13 @@ POPULARITY_EDGES = (1, 5, 20, 100)  # train-count buckets of the target: 0, 1-4,
 
 def _by_user(examples: Examples) -> Examples:
     order = np.argsort(examples.user, kind="stable")
-    return Examples(examples.hist_items[order], examples.hist_cats[order], examples.target_item[order],
-                    examples.user[order], examples.seen_items[order])
+    return Examples(
+        examples.hist_items[order],
+        examples.hist_cats[order],
+        examples.target_item[order],
+        examples.user[order],
+        examples.seen_items[order],
+    )
 
 
 def _summary(ranks: metrics.Ranks) -> dict:
@@ -72,10 +78,14 @@ def gap_report(features_dir: str, extracted_dir: str, config: RetrievalConfig) -
     test_from_valid_query = evaluation.target_ranks(valid_queries, items, test.target_item, test.seen_items)
 
     lengths = {n: (s.hist_items != schema.PAD_INDEX).sum(axis=1) for n, s in (("valid", valid), ("test", test))}
-    full_lengths = {n: (load_examples(features_dir, n, 10_000).hist_items != schema.PAD_INDEX).sum(axis=1)
-                    for n in ("valid", "test")}
-    repeat = {n: np.array([t in set(seen.tolist()) for t, seen in zip(s.target_item, s.seen_items)])
-              for n, s in (("valid", valid), ("test", test))}
+    full_lengths = {
+        n: (load_examples(features_dir, n, 10_000).hist_items != schema.PAD_INDEX).sum(axis=1)
+        for n in ("valid", "test")
+    }
+    repeat = {
+        n: np.array([t in set(seen.tolist()) for t, seen in zip(s.target_item, s.seen_items)])
+        for n, s in (("valid", valid), ("test", test))
+    }
     tied = np.isin(test.user, same_day_users(extracted_dir, features_dir))
     count = {n: catalogue.train_count[s.target_item] for n, s in (("valid", valid), ("test", test))}
     bucket = {n: np.searchsorted(POPULARITY_EDGES, c, side="right") for n, c in count.items()}
@@ -85,7 +95,8 @@ def gap_report(features_dir: str, extracted_dir: str, config: RetrievalConfig) -
         return {n: _summary(ranks[n].subset(select[n])) for n in ("valid", "test")}
 
     report = {
-        "config": dataclasses.asdict(config), "best_epoch": result.best_epoch,
+        "config": dataclasses.asdict(config),
+        "best_epoch": result.best_epoch,
         "all": both({"valid": slice(None), "test": slice(None)}),
         "test_with_the_valid_query": _summary(test_from_valid_query),
         "history_fills_max_len": both({n: lengths[n] >= config.max_len for n in lengths}),
@@ -98,8 +109,10 @@ def gap_report(features_dir: str, extracted_dir: str, config: RetrievalConfig) -
         "share_same_day": float(tied.mean()),
         "target_train_count_median": {n: float(np.median(c)) for n, c in count.items()},
         "by_target_train_count": {
-            label: {**both({n: bucket[n] == b for n in bucket}),
-                    "share": {n: float((bucket[n] == b).mean()) for n in bucket}}
+            label: {
+                **both({n: bucket[n] == b for n in bucket}),
+                "share": {n: float((bucket[n] == b).mean()) for n in bucket},
+            }
             for b, label in enumerate(labels)
         },
     }
@@ -107,7 +120,8 @@ def gap_report(features_dir: str, extracted_dir: str, config: RetrievalConfig) -
     for baseline in (baselines.Popularity(sequences), baselines.ItemToItem(sequences)):
         report[f"baseline_{baseline.name}"] = {
             n: _summary(baselines.evaluate(baseline, [r[r > 0] for r in s.hist_items], s.target_item, s.seen_items))
-            for n, s in (("valid", valid), ("test", test))}
+            for n, s in (("valid", valid), ("test", test))
+        }
     return report
 
 

@@ -12,6 +12,7 @@ JSON. A stage that cannot run is listed under `skipped` with the reason, one tha
 With --seeds n the model stages (retrieval, ranking, evaluation) run once per seed 0..n-1 and each
 metric is the median, with `per_seed` and `spread` beside it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,8 +51,12 @@ def _stage_calls(ctx: stages.Context, stage: str) -> list[Callable[[], dict]]:
     """One call per seed for the model stages, one call otherwise."""
     seeds = range(ctx.seeds)
     single = {
-        "warehouse": stages.run_warehouse, "extract": stages.run_extract, "features": stages.run_features,
-        "baselines": stages.run_baselines, "export": stages.run_export, "experiments": stages.run_experiments,
+        "warehouse": stages.run_warehouse,
+        "extract": stages.run_extract,
+        "features": stages.run_features,
+        "baselines": stages.run_baselines,
+        "export": stages.run_export,
+        "experiments": stages.run_experiments,
     }
     if stage in single:
         return [lambda: single[stage](ctx)]
@@ -82,17 +87,31 @@ def run_stage(ctx: stages.Context, stage: str, result: dict) -> None:
     log(f"{stage}: done in {elapsed:.1f}s")
 
 
-def run_bench(data: str, data_format: str, seeds: int, work: Path, only: tuple[str, ...] = ALL_STAGES,
-              ablations: tuple[str, ...] = ()) -> dict:
+def run_bench(
+    data: str,
+    data_format: str,
+    seeds: int,
+    work: Path,
+    only: tuple[str, ...] = ALL_STAGES,
+    ablations: tuple[str, ...] = (),
+) -> dict:
     if seeds < 1:
         raise ValueError(f"--seeds must be at least 1, got {seeds}")
     stages.warehouse_source(data, data_format)  # bad --data/--format fail before any work
     result = {
-        "data": data, "format": data_format, "seeds": seeds, "ablations": list(ablations),
+        "data": data,
+        "format": data_format,
+        "seeds": seeds,
+        "ablations": list(ablations),
         "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "load_average_at_start": round(os.getloadavg()[0], 2)},
-        "timing": {"stages": {}}, "skipped": [], "failed": [],
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average_at_start": round(os.getloadavg()[0], 2),
+        },
+        "timing": {"stages": {}},
+        "skipped": [],
+        "failed": [],
     }
     ctx = stages.Context(data=data, data_format=data_format, seeds=seeds, work=work, ablations=ablations)
     started = time.perf_counter()
@@ -115,10 +134,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", required=True, choices=stages.FORMATS)
     parser.add_argument("--out", required=True, type=Path, help="the JSON to write")
     parser.add_argument("--seeds", type=int, default=1, help="runs of the model stages, seeds 0..n-1")
-    parser.add_argument("--stages", default=",".join(ALL_STAGES),
-                        help="comma-separated subset of the stages, in any order (default: all)")
-    parser.add_argument("--ablations", default="",
-                        help="comma-separated model ablations to train as well (known: dien_no_aux)")
+    parser.add_argument(
+        "--stages",
+        default=",".join(ALL_STAGES),
+        help="comma-separated subset of the stages, in any order (default: all)",
+    )
+    parser.add_argument(
+        "--ablations", default="", help="comma-separated model ablations to train as well (known: dien_no_aux)"
+    )
     parser.add_argument("--work-dir", type=Path, help="keep the intermediate outputs here instead of a temp dir")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")  # stages' progress lines
@@ -140,8 +163,10 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="bench-") as work:
             result = run_bench(args.data, args.format, args.seeds, Path(work), only, ablations)
     write_json(args.out, result)
-    log(f"wrote {args.out}: total {result['timing']['total_s']}s, peak {result['peak_rss_mb']} MiB, "
-        f"skipped {[s['stage'] for s in result['skipped']]}, failed {[f['stage'] for f in result['failed']]}")
+    log(
+        f"wrote {args.out}: total {result['timing']['total_s']}s, peak {result['peak_rss_mb']} MiB, "
+        f"skipped {[s['stage'] for s in result['skipped']]}, failed {[f['stage'] for f in result['failed']]}"
+    )
     return 1 if result["failed"] else 0
 
 

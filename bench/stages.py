@@ -15,6 +15,7 @@ A stage whose code has not landed, or that cannot run on the data (no impression
 is skipped and its keys stay out of the JSON: the harness raises StageSkipped itself, and a stage
 bench function says so by returning an empty dict.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -113,7 +114,9 @@ def call_with_context(function: Callable, available: dict) -> dict:
         if parameter.name in available and available[parameter.name] is not None:
             kwargs[parameter.name] = available[parameter.name]
         elif parameter.default is inspect.Parameter.empty:
-            raise StageSkipped(f"{function.__module__}.{function.__name__} needs {parameter.name!r}, which the bench cannot give")
+            raise StageSkipped(
+                f"{function.__module__}.{function.__name__} needs {parameter.name!r}, which the bench cannot give"
+            )
     result = function(**kwargs)
     if not isinstance(result, dict):
         raise TypeError(f"{function.__module__}.{function.__name__} returned {type(result).__name__}, expected a dict")
@@ -135,12 +138,17 @@ def _available(ctx: Context, seed: int, stage_dir: Path, seeds_as_tuple: bool = 
         "features_dir": str(ctx.features_dir) if ctx.features_dir else None,
         "extracted_dir": str(ctx.extracted_dir) if ctx.extracted_dir else None,
         "warehouse_path": str(ctx.warehouse_path) if ctx.warehouse_path else None,
-        "model_dir": str(stage_dir), "output_dir": str(stage_dir), "work_dir": str(stage_dir),
+        "model_dir": str(stage_dir),
+        "output_dir": str(stage_dir),
+        "work_dir": str(stage_dir),
         "retrieval_dir": str(ctx.retrieval_dirs[seed]) if seed in ctx.retrieval_dirs else None,
         "ranking_dir": str(ctx.ranking_dirs[seed]) if seed in ctx.ranking_dirs else None,
         "evaluation_summary": str(ctx.evaluation_summary) if ctx.evaluation_summary else None,
-        "seed": seed, "seeds": tuple(range(ctx.seeds)) if seeds_as_tuple else ctx.seeds,
-        "data": ctx.data, "data_format": ctx.data_format, "ablations": ctx.ablations,
+        "seed": seed,
+        "seeds": tuple(range(ctx.seeds)) if seeds_as_tuple else ctx.seeds,
+        "data": ctx.data,
+        "data_format": ctx.data_format,
+        "ablations": ctx.ablations,
     }
 
 
@@ -198,7 +206,7 @@ def run_model_stage(stage: str, ctx: Context, seed: int | None) -> dict:
     if not (model_dir.is_dir() and any(model_dir.iterdir())):
         train_artifact(stage, ctx, seed or 0, model_dir)
     dirs = ctx.retrieval_dirs if stage == "retrieval" else ctx.ranking_dirs
-    for s in ([seed] if seed is not None else range(ctx.seeds)):
+    for s in [seed] if seed is not None else range(ctx.seeds):
         dirs[s] = model_dir
     return file_keys(stage, result)
 
@@ -212,9 +220,11 @@ def train_artifact(stage: str, ctx: Context, seed: int, model_dir: Path) -> None
     else:
         training = _import("components.ranking.training")
         training.run_stage(str(ctx.features_dir), str(model_dir), "dien", training.TrainConfig.epochs, seed)
-    ctx.notes.append(f"{stage}_bench wrote no model_dir: the {stage} artifact for evaluation/export was trained "
-                     f"again through the stage's pipeline entry (seed {seed}, {time.perf_counter() - started:.1f}s, "
-                     f"included in timing.stages.{stage})")
+    ctx.notes.append(
+        f"{stage}_bench wrote no model_dir: the {stage} artifact for evaluation/export was trained "
+        f"again through the stage's pipeline entry (seed {seed}, {time.perf_counter() - started:.1f}s, "
+        f"included in timing.stages.{stage})"
+    )
 
 
 def run_evaluation(ctx: Context, seed: int) -> dict:
@@ -239,25 +249,44 @@ def run_export(ctx: Context) -> dict:
     if seed is None:
         raise StageSkipped("needs a retrieval and a ranking model artifact from this run")
     try:
-        return file_keys("export", call_with_context(find_stage_function("export"),
-                                                     _available(ctx, seed, ctx.work / "export")))
+        return file_keys(
+            "export", call_with_context(find_stage_function("export"), _available(ctx, seed, ctx.work / "export"))
+        )
     except StageSkipped:
         pass
     module = _import("components.export.export")
-    export_n = json.loads(ctx.evaluation_summary.read_text())["export_n"] if ctx.evaluation_summary else module.DEFAULT_CANDIDATES_N
-    params = module.ExportParams(
-        top_k=20, candidates_n=int(export_n), experiment="bench", treatment_ratio=0.5, model_version="bench",
-        run_id="bench", generated_at=dt.datetime.now(dt.timezone.utc),
+    export_n = (
+        json.loads(ctx.evaluation_summary.read_text())["export_n"]
+        if ctx.evaluation_summary
+        else module.DEFAULT_CANDIDATES_N
     )
-    manifest = module.run_export(ctx.features_dir, ctx.retrieval_dirs[seed], ctx.ranking_dirs[seed],
-                                 f"duckdb://{(ctx.work / 'export' / 'recommendations.duckdb').resolve()}",
-                                 ctx.work / "export" / "artifact", params)
-    return {"export": {"users_per_s": manifest["timing"]["users_per_s"], "candidates_n": params.candidates_n,
-                       "users": manifest["users"]}}
+    params = module.ExportParams(
+        top_k=20,
+        candidates_n=int(export_n),
+        experiment="bench",
+        treatment_ratio=0.5,
+        model_version="bench",
+        run_id="bench",
+        generated_at=dt.datetime.now(dt.timezone.utc),
+    )
+    manifest = module.run_export(
+        ctx.features_dir,
+        ctx.retrieval_dirs[seed],
+        ctx.ranking_dirs[seed],
+        f"duckdb://{(ctx.work / 'export' / 'recommendations.duckdb').resolve()}",
+        ctx.work / "export" / "artifact",
+        params,
+    )
+    return {
+        "export": {
+            "users_per_s": manifest["timing"]["users_per_s"],
+            "candidates_n": params.candidates_n,
+            "users": manifest["users"],
+        }
+    }
 
 
 def run_experiments(ctx: Context) -> dict:
     function = find_stage_function("experiments")
     seed = min(ctx.retrieval_dirs.keys() & ctx.ranking_dirs.keys(), default=0)
     return file_keys("experiments", call_with_context(function, _available(ctx, seed, ctx.work / "experiments")))
-

@@ -4,6 +4,7 @@ TensorFlow Recommenders needs the Keras 2 API (tf-keras). The switch must be set
 TensorFlow is first imported, and every stage imports this package first, so this is the one
 place that sets it.
 """
+
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")

@@ -12,6 +12,7 @@ A writer that is killed (SIGKILL, or a SIGTERM the process does not handle) cann
 the next write of the same target (a retry) does, and a SIGTERM during the block ends it as an exception, so the
 staging folder goes with it. Each artifact has one writer, so a staging folder of its target is a dead one's.
 """
+
 from __future__ import annotations
 
 import glob

@@ -4,6 +4,7 @@ Both are fitted on the training sequences only and score the full catalogue for 
 histories, exactly like a model, so they go through the same `metrics` code and protocol.
 On Amazon data item-to-item is strong; a deep model must beat it to earn its cost (DESIGN.md).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,7 +30,9 @@ class TrainingSequences:
     num_items: int
 
     @classmethod
-    def from_examples(cls, hist_items: Sequence[np.ndarray], targets: np.ndarray, num_items: int) -> "TrainingSequences":
+    def from_examples(
+        cls, hist_items: Sequence[np.ndarray], targets: np.ndarray, num_items: int
+    ) -> "TrainingSequences":
         """From train retrieval examples (history oldest first). An example with a history of one item
         is a user's first step, so its history item is the sequence's first occurrence."""
         targets = np.asarray(targets, dtype=np.int64)

@@ -3,6 +3,7 @@
 The tag is a content hash of the code and the lock file, so the compiled spec pins exactly the
 image that holds this code. `RECSYS_IMAGE` overrides it (for example a pushed registry path).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -11,8 +12,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE_REPOSITORY = os.environ.get("RECSYS_IMAGE_REPOSITORY", "recsys-pipeline")
-HASHED_PATHS = ("requirements.lock", "pyproject.toml", "components", "pipelines", "docker/Dockerfile",
-                "docker/Dockerfile.serving")
+HASHED_PATHS = (
+    "requirements.lock",
+    "pyproject.toml",
+    "components",
+    "pipelines",
+    "docker/Dockerfile",
+    "docker/Dockerfile.serving",
+)
 
 
 def content_hash() -> str:

@@ -4,6 +4,7 @@ KFP serialises metrics as protobuf `Value`s, which cannot hold NaN or infinity; 
 (GAUC when no user has both labels, say) is left out, as the bench JSON leaves it out, instead of
 failing the task after its work is done.
 """
+
 from __future__ import annotations
 
 import math

@@ -14,6 +14,7 @@ HIT/NDCG/MRR; with many ties (a popularity count of 0, an item-to-item score of 
 rewards the target for a tie (the optimistic rule) nor punishes it (the pessimistic rule), and it
 is deterministic, so runs compare exactly.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -136,7 +137,9 @@ def ranks_in_chunks(
         stop = min(start + step, len(targets))
         chunk = score_chunk(start, stop)
         if chunk.shape != (stop - start, num_items):
-            raise ValueError(f"score_chunk({start}, {stop}) returned {chunk.shape}, expected {(stop - start, num_items)}")
+            raise ValueError(
+                f"score_chunk({start}, {stop}) returned {chunk.shape}, expected {(stop - start, num_items)}"
+            )
         parts.append(target_ranks(chunk, targets[start:stop], None if seen is None else seen[start:stop]))
     return Ranks.concatenate(parts)
 
@@ -312,8 +315,9 @@ def user_bootstrap(users, resamples: int = 1000, seed: int = 0, chunk: int = 100
             raise ValueError("user_bootstrap: rows of a user outside the resampled users")
         rng = np.random.default_rng(seed)
         for start in range(0, resamples, chunk):
-            counts = rng.multinomial(len(universe), np.full(len(universe), 1.0 / len(universe)),
-                                     size=min(chunk, resamples - start))
+            counts = rng.multinomial(
+                len(universe), np.full(len(universe), 1.0 / len(universe)), size=min(chunk, resamples - start)
+            )
             yield counts[:, index].astype(np.float64)
 
     return weights

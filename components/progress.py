@@ -1,6 +1,7 @@
 """Progress lines of the stages (per-epoch training, per-log OPE): the `components.*` loggers print one line each
 to stdout, whatever the task process configured for the root logger. kfp's executor configures the root logger
 before a component's code runs, so a component's own logging.basicConfig would do nothing."""
+
 from __future__ import annotations
 
 import logging

@@ -5,6 +5,7 @@ remote one (a retry of a run keeps its parameters). The job's creation time plac
 runs, but kfp.local cannot resolve it (kfp 2.17 fails on it), so the DAG does not use it: a run without run_time
 (a schedule's) takes the time its stage runs.
 """
+
 from __future__ import annotations
 
 import datetime as dt

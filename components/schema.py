@@ -3,6 +3,7 @@
 Every stage imports its column names, Arrow schemas, reserved vocabulary indices and feature
 names from here, so a contract changes in exactly one place.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -104,9 +105,7 @@ def validate_table(table: pa.Table, schema: pa.Schema, name: str) -> pa.Table:
     # Nulls first: Arrow's cast to a non-nullable field fails with a message that names no column.
     for field in schema:
         if not field.nullable and table.column(field.name).null_count:
-            raise SchemaError(
-                f"{name}: column {field.name!r} has {table.column(field.name).null_count} null value(s)"
-            )
+            raise SchemaError(f"{name}: column {field.name!r} has {table.column(field.name).null_count} null value(s)")
     try:
         return table.cast(schema, safe=True)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:

@@ -1,4 +1,5 @@
 """Compiles the DAG to a KFP v2 YAML spec for Vertex AI Pipelines or Kubeflow (`make compile`)."""
+
 from __future__ import annotations
 
 import argparse

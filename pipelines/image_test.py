@@ -8,6 +8,7 @@ Docker daemon answers here. Then every output artifact and the recommendations t
 
     python -m pipelines.image_test --spec runs/image-test/pipeline.yaml --image recsys-pipeline:TAG
 """
+
 from __future__ import annotations
 
 import argparse
@@ -74,13 +75,17 @@ class BuildahTaskHandler:
         from kfp.local import status
 
         started = time.perf_counter()
-        container = subprocess.run([*BUILDAH, "from", "--quiet", local_image_name(self.image)],
-                                   check=True, capture_output=True, text=True).stdout.strip()
+        container = subprocess.run(
+            [*BUILDAH, "from", "--quiet", local_image_name(self.image)], check=True, capture_output=True, text=True
+        ).stdout.strip()
         try:
-            volumes = [arg for path in _outermost({self.pipeline_root, *self.mounts}) for arg in ("-v", f"{path}:{path}")]
+            volumes = [
+                arg for path in _outermost({self.pipeline_root, *self.mounts}) for arg in ("-v", f"{path}:{path}")
+            ]
             env = [arg for key, value in self.env_vars.items() for arg in ("--env", f"{key}={value}")]
-            code = subprocess.run([*BUILDAH, "run", "--isolation", "chroot", *volumes, *env, container, "--",
-                                   *self.full_command]).returncode
+            code = subprocess.run(
+                [*BUILDAH, "run", "--isolation", "chroot", *volumes, *env, container, "--", *self.full_command]
+            ).returncode
         finally:
             subprocess.run([*BUILDAH, "rm", container], check=False, capture_output=True)
         task = _task_name(self.full_command)
@@ -119,8 +124,10 @@ def buildah_runner(pipeline_root: Path, mounts: list[Path]):
     BuildahTaskHandler.timings = {}
     local.init(runner=local.DockerRunner(), pipeline_root=str(pipeline_root), raise_on_error=True)
     handler_module = mock.Mock(DockerTaskHandler=BuildahTaskHandler)
-    with mock.patch.object(task_dispatcher, "_DOCKER_AVAILABLE", True), \
-            mock.patch.object(task_dispatcher, "docker_task_handler", handler_module):
+    with (
+        mock.patch.object(task_dispatcher, "_DOCKER_AVAILABLE", True),
+        mock.patch.object(task_dispatcher, "docker_task_handler", handler_module),
+    ):
         yield
 
 
@@ -154,8 +161,11 @@ def check_outputs(spec, run_dir: Path) -> dict[str, list[str]]:
                     raise AssertionError(f"task {task_name}: metrics artifact {name} is not in its executor output")
                 continue
             path = task_dir / name
-            if not path.exists() or (path.is_dir() and not any(path.iterdir())) or \
-                    (path.is_file() and path.stat().st_size == 0):
+            if (
+                not path.exists()
+                or (path.is_dir() and not any(path.iterdir()))
+                or (path.is_file() and path.stat().st_size == 0)
+            ):
                 raise AssertionError(f"task {task_name}: output artifact {name} is missing or empty at {path}")
         checked[task_name] = sorted(outputs)
     if not checked:
@@ -181,6 +191,7 @@ def _artifact_metadata(task_dir: Path, name: str) -> dict | None:
 
 def _all_tasks(spec):
     """(task name, component name) of every container task, including those inside condition groups."""
+
     def walk(dag):
         for name, task in dag.tasks.items():
             component = spec.components[task.component_ref.name]
@@ -188,6 +199,7 @@ def _all_tasks(spec):
                 yield from walk(component.dag)
             else:
                 yield name, task.component_ref.name
+
     yield from walk(spec.root.dag)
 
 
@@ -205,8 +217,14 @@ def check_recommendations(destination: Path, table: str = "recommendations") -> 
     return rows
 
 
-def run_image_test(spec_path: str | Path, image: str, workdir: str | Path, shop: str = "tiny",
-                   arguments: dict | None = None, expect_recommendations: bool = True) -> dict:
+def run_image_test(
+    spec_path: str | Path,
+    image: str,
+    workdir: str | Path,
+    shop: str = "tiny",
+    arguments: dict | None = None,
+    expect_recommendations: bool = True,
+) -> dict:
     """Builds the warehouse, runs the spec's tasks in the image, checks outputs; returns a summary."""
     from kfp.local import pipeline_orchestrator
 
@@ -259,15 +277,24 @@ def main() -> None:
     parser.add_argument("--image", required=True, help="the image every executor must pin")
     parser.add_argument("--workdir", default="runs/image-test")
     parser.add_argument("--shop", default="tiny")
-    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                        help="pipeline argument (VALUE parsed as JSON when it is JSON), e.g. margin_vs_baseline=-1.0")
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="pipeline argument (VALUE parsed as JSON when it is JSON), e.g. margin_vs_baseline=-1.0",
+    )
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    summary = run_image_test(args.spec, args.image, args.workdir, shop=args.shop,
-                             arguments=dict(parse_param(p) for p in args.param))
+    summary = run_image_test(
+        args.spec, args.image, args.workdir, shop=args.shop, arguments=dict(parse_param(p) for p in args.param)
+    )
     print(json.dumps(summary, indent=2))
-    print(f"image-test passed: all {len(summary['artifacts'])} tasks ran in {args.image}, every output artifact "
-          f"checked, {summary.get('recommendation_rows', 0)} recommendation rows", file=sys.stderr)
+    print(
+        f"image-test passed: all {len(summary['artifacts'])} tasks ran in {args.image}, every output artifact "
+        f"checked, {summary.get('recommendation_rows', 0)} recommendation rows",
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ descriptions KFP compiles into the spec, which the Vertex AI console shows besid
 `python -m pipelines.parameters_doc` rewrites the table between the README's markers; a test fails when the
 README and the signature differ.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -26,7 +27,9 @@ def parameters() -> list[tuple[str, str, str, str]]:
     rows = []
     for name, parameter in inspect.signature(function).parameters.items():
         if name not in described:
-            raise ValueError(f"pipeline parameter {name} has no description in recommender_pipeline's docstring (Args:)")
+            raise ValueError(
+                f"pipeline parameter {name} has no description in recommender_pipeline's docstring (Args:)"
+            )
         default = "required" if parameter.default is inspect.Parameter.empty else _default(parameter.default)
         rows.append((name, _TYPES.get(parameter.annotation, str(parameter.annotation)), default, described[name]))
     return rows
@@ -40,8 +43,10 @@ def _default(value) -> str:
 
 def markdown() -> str:
     lines = ["| parameter | type | default | what it does |", "|---|---|---|---|"]
-    lines += [f"| `{name}` | {kind} | {default} | {text.replace('|', '&#124;')} |"
-              for name, kind, default, text in parameters()]
+    lines += [
+        f"| `{name}` | {kind} | {default} | {text.replace('|', '&#124;')} |"
+        for name, kind, default, text in parameters()
+    ]
     return "\n".join(lines)
 
 

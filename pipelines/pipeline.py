@@ -15,6 +15,7 @@ the serving model (the folder the prediction server loads), registers it once th
 deploys it to an endpoint (no-ops without a project, where the local registry is what `make serve` follows). Every task runs in the pinned
 component image with per-stage resources, which Vertex AI and Kubeflow read and kfp.local ignores.
 """
+
 from kfp import dsl
 
 from components.cloud.component import deploy_model, register_models
@@ -121,13 +122,19 @@ def recommender_pipeline(
     apply_resources(retrieval_task.set_display_name("retrieval"), "retrieval")
 
     dien_task = ranking(
-        features=feature_data, retrieval_model=retrieval_task.outputs["model"], model_type="dien",
-        epochs=ranking_epochs, seed=seed,
+        features=feature_data,
+        retrieval_model=retrieval_task.outputs["model"],
+        model_type="dien",
+        epochs=ranking_epochs,
+        seed=seed,
     )
     apply_resources(dien_task.set_display_name("ranking-dien"), "ranking")
     din_task = ranking(
-        features=feature_data, retrieval_model=retrieval_task.outputs["model"], model_type="din",
-        epochs=ranking_epochs, seed=seed,
+        features=feature_data,
+        retrieval_model=retrieval_task.outputs["model"],
+        model_type="din",
+        epochs=ranking_epochs,
+        seed=seed,
     )
     apply_resources(din_task.set_display_name("ranking-din-baseline"), "ranking")
 

@@ -4,6 +4,7 @@ would meet: a console error, a page error, or an image that did not load. Writes
 `make report-check` runs it on the last run's report. Chromium is driven over the DevTools protocol on a
 loopback port it picks itself, with a fresh profile, no network services and no sandbox (we run as root).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,8 +17,15 @@ import tempfile
 import time
 from pathlib import Path
 
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+)
 WIDTH = 1200
 SHOT_HEIGHT = 1600  # one screenshot per this many CSS pixels of the page
 TIMEOUT_S = 60.0
@@ -68,9 +76,19 @@ class _DevTools:
 
 
 def _start(chromium: str, profile: Path) -> tuple[subprocess.Popen, str]:
-    process = subprocess.Popen([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--remote-debugging-port=0",
-                                "--remote-debugging-address=127.0.0.1", f"--window-size={WIDTH},{SHOT_HEIGHT}",
-                                "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [
+            chromium,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            "--remote-debugging-port=0",
+            "--remote-debugging-address=127.0.0.1",
+            f"--window-size={WIDTH},{SHOT_HEIGHT}",
+            "about:blank",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     port_file = profile / "DevToolsActivePort"
     deadline = time.monotonic() + TIMEOUT_S
     while not (port_file.exists() and len(port_file.read_text().split()) >= 2):
@@ -103,12 +121,14 @@ def check_report(report: str | Path, screenshots: str | Path | None = None, chro
             tools = _DevTools(url)
             for domain in ("Page", "Runtime", "Log"):
                 tools.call(f"{domain}.enable")
-            tools.call("Emulation.setDeviceMetricsOverride", width=WIDTH, height=SHOT_HEIGHT, deviceScaleFactor=1,
-                       mobile=False)
+            tools.call(
+                "Emulation.setDeviceMetricsOverride", width=WIDTH, height=SHOT_HEIGHT, deviceScaleFactor=1, mobile=False
+            )
             tools.call("Page.navigate", url=report.as_uri())
             tools.wait_for("Page.loadEventFired")
-            page = json.loads(tools.call("Runtime.evaluate", expression=PAGE_CHECKS, returnByValue=True)
-                              ["result"]["value"])
+            page = json.loads(
+                tools.call("Runtime.evaluate", expression=PAGE_CHECKS, returnByValue=True)["result"]["value"]
+            )
             paths = _screenshots(tools, page["height"], Path(screenshots)) if screenshots else []
             problems = _problems(tools.events, page)
             tools.close()
@@ -126,8 +146,10 @@ def _problems(events: list[dict], page: dict) -> list[str]:
     for event in events:
         method, params = event.get("method"), event.get("params", {})
         if method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
-            problems.append("console error: " + " ".join(str(a.get("value", a.get("description", "")))
-                                                        for a in params.get("args", [])))
+            problems.append(
+                "console error: "
+                + " ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", []))
+            )
         elif method == "Runtime.exceptionThrown":
             problems.append("page error: " + params.get("exceptionDetails", {}).get("text", ""))
         elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
@@ -167,8 +189,10 @@ def main() -> None:
     args = parser.parse_args()
     report = Path(args.report) if args.report else latest_report(args.output)
     result = check_report(report, args.screenshots)
-    print(f"report-check: {report}: {result['images']} images, {len(result['screenshots'])} screenshots in "
-          f"{args.screenshots}")
+    print(
+        f"report-check: {report}: {result['images']} images, {len(result['screenshots'])} screenshots in "
+        f"{args.screenshots}"
+    )
     for problem in result["problems"]:
         print(f"  {problem}")
     if result["problems"]:

@@ -4,6 +4,7 @@
 a DuckDB warehouse under the output folder, because a real shop's warehouse exists before the
 pipeline does; then every stage runs as a KFP task in a subprocess of this Python.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,11 +25,22 @@ from components import run_time
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a finite number", bool: "true or false"}
 # Parameters each target derives from its own flags; a --param for one of them is refused, naming the flag.
 DERIVED = {
-    "local": {"warehouse_uri": "--source/--shop", "destination": "--output", "registry_uri": "--output",
-              "seed": "--seed", "shop_preset": "--shop"},
-    "vertex": {"warehouse_uri": "--project (or --warehouse-uri)", "destination": "--project", "registry_uri": "--bucket",
-               "gcp_project": "--project", "gcp_region": "--region", "beam_args": "--project/--region/--bucket",
-               "seed": "--seed"},
+    "local": {
+        "warehouse_uri": "--source/--shop",
+        "destination": "--output",
+        "registry_uri": "--output",
+        "seed": "--seed",
+        "shop_preset": "--shop",
+    },
+    "vertex": {
+        "warehouse_uri": "--project (or --warehouse-uri)",
+        "destination": "--project",
+        "registry_uri": "--bucket",
+        "gcp_project": "--project",
+        "gcp_region": "--region",
+        "beam_args": "--project/--region/--bucket",
+        "seed": "--seed",
+    },
     "kfp": {"warehouse_uri": "--warehouse-uri", "destination": "--destination", "seed": "--seed"},
 }
 
@@ -90,8 +102,10 @@ def output_lock(output: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             lock.seek(0)
-            raise RunRefused(f"{output} is in use by another run ({lock.read().strip() or 'unknown process'}); "
-                             "wait for it to finish or choose another output folder") from None
+            raise RunRefused(
+                f"{output} is in use by another run ({lock.read().strip() or 'unknown process'}); "
+                "wait for it to finish or choose another output folder"
+            ) from None
         lock.truncate(0)
         lock.write(f"pid {os.getpid()} since {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC\n")
         lock.flush()
@@ -158,8 +172,11 @@ def main() -> None:
     parser.add_argument("--target", choices=("local", "vertex", "kfp"), default="local")
     parser.add_argument("--output", default="runs/local", help="local pipeline root and warehouse folder")
     parser.add_argument("--shop", default="default", help="synthetic shop preset (tiny|default|medium|large)")
-    parser.add_argument("--source", default=None, help="warehouse source (components.warehouse.sources), e.g. "
-                        "ga4:<folder>; overrides --shop")
+    parser.add_argument(
+        "--source",
+        default=None,
+        help="warehouse source (components.warehouse.sources), e.g. ga4:<folder>; overrides --shop",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--spec", default="pipeline.yaml", help="compiled spec for remote targets")
     parser.add_argument("--project")
@@ -167,15 +184,27 @@ def main() -> None:
     parser.add_argument("--bucket")
     parser.add_argument("--service-account")
     parser.add_argument("--host")
-    parser.add_argument("--warehouse-uri", default="", help="KFP target, or Vertex instead of PROJECT.warehouse: e.g. "
-                        "bigquery://project.dataset or a GA4 export's bigquery://project.analytics_<property>")
+    parser.add_argument(
+        "--warehouse-uri",
+        default="",
+        help="KFP target, or Vertex instead of PROJECT.warehouse: e.g. "
+        "bigquery://project.dataset or a GA4 export's bigquery://project.analytics_<property>",
+    )
     parser.add_argument("--destination", default="", help="KFP target: e.g. bigquery://project.recommendations")
     parser.add_argument("--schedule", default=None, help="cron, e.g. '0 3 * * *' for a daily Vertex run")
-    parser.add_argument("--verbose", action="store_true",
-                        help="print everything kfp.local and the stages print (default: one line per task start "
-                             "and end, the stages' progress lines, and a summary)")
-    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                        help="a pipeline parameter, typed by the DAG's signature (repeatable), e.g. gate_on_ope=true")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="print everything kfp.local and the stages print (default: one line per task start "
+        "and end, the stages' progress lines, and a summary)",
+    )
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a pipeline parameter, typed by the DAG's signature (repeatable), e.g. gate_on_ope=true",
+    )
     args = parser.parse_args()
     try:
         parameters = parse_params(args.param, args.target)
@@ -198,8 +227,9 @@ def main() -> None:
         from components.warehouse.duckdb_warehouse import SourceMismatch
 
         try:
-            outputs = run_local(args.output, args.source or f"synthetic:{args.shop}", seed=args.seed,
-                                verbose=args.verbose, **parameters)
+            outputs = run_local(
+                args.output, args.source or f"synthetic:{args.shop}", seed=args.seed, verbose=args.verbose, **parameters
+            )
         except (RunRefused, SourceMismatch) as err:
             sys.exit(f"pipelines.run: {err}")
         from pipelines.run_output import describe
@@ -222,17 +252,24 @@ def main() -> None:
             bucket=args.bucket,
             service_account=args.service_account,
             schedule_cron=args.schedule,
-            parameter_values={**submit.production_parameters(spec, args.project, args.region, args.bucket),
-                              **({"warehouse_uri": args.warehouse_uri} if args.warehouse_uri else {}),
-                              "seed": args.seed, **parameters},
+            parameter_values={
+                **submit.production_parameters(spec, args.project, args.region, args.bucket),
+                **({"warehouse_uri": args.warehouse_uri} if args.warehouse_uri else {}),
+                "seed": args.seed,
+                **parameters,
+            },
         )
     else:
         job = submit.submit_kfp(
             spec_path=spec,
             host=args.host,
             schedule_cron=args.schedule,
-            parameter_values={"warehouse_uri": args.warehouse_uri, "destination": args.destination,
-                              "seed": args.seed, **parameters},
+            parameter_values={
+                "warehouse_uri": args.warehouse_uri,
+                "destination": args.destination,
+                "seed": args.seed,
+                **parameters,
+            },
         )
     print(f"submitted: {job}")
 

@@ -10,6 +10,7 @@ CUDA probing lines TensorFlow writes before its logging starts on a machine with
 
 The summary names only what exists: a run that does not bless says so, why, and that export was skipped.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -43,9 +44,24 @@ QUIET_WARNINGS = (
     (RuntimeWarning, r"You may be attemping to run a task that uses custom or non-Python base image"),
 )
 # The figures a task's end line shows, the first ones present in the metrics it logged.
-KEY_FIGURES = ("events", "users", "items", "examples_retrieval_train", "valid_ndcg_at_20", "valid_hit_at_20",
-               "auc", "gauc", "funnel_ndcg_at_20", "export_n", "rows", "recommendation_rows",
-               "ope_truth", "ope_mrdr_estimate", "bandit_feedback_rows", "ab_chi2_p")
+KEY_FIGURES = (
+    "events",
+    "users",
+    "items",
+    "examples_retrieval_train",
+    "valid_ndcg_at_20",
+    "valid_hit_at_20",
+    "auc",
+    "gauc",
+    "funnel_ndcg_at_20",
+    "export_n",
+    "rows",
+    "recommendation_rows",
+    "ope_truth",
+    "ope_mrdr_estimate",
+    "bandit_feedback_rows",
+    "ab_chi2_p",
+)
 MAX_FIGURES = 3
 
 
@@ -61,8 +77,13 @@ def task_metrics(task_dir: Path) -> dict[str, float]:
     values = dict(output.get("parameterValues", {}))
     for artifacts in output.get("artifacts", {}).values():
         for artifact in artifacts.get("artifacts", []):
-            values.update({k.replace("@", "_at_"): v for k, v in artifact.get("metadata", {}).items()
-                           if isinstance(v, (int, float))})
+            values.update(
+                {
+                    k.replace("@", "_at_"): v
+                    for k, v in artifact.get("metadata", {}).items()
+                    if isinstance(v, (int, float))
+                }
+            )
     return values
 
 
@@ -183,8 +204,13 @@ def outputs(output: Path, run_dir: Path, warehouse: Path, seconds: float) -> dic
     summary_path = run_dir / "evaluation" / "summary"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     exported = (run_dir / "export" / "executor_output.json").exists()
-    result = {"run": str(run_dir), "warehouse": str(warehouse), "seconds": seconds,
-              "blessed": bool(summary.get("blessed")), "exported": exported}
+    result = {
+        "run": str(run_dir),
+        "warehouse": str(warehouse),
+        "seconds": seconds,
+        "blessed": bool(summary.get("blessed")),
+        "exported": exported,
+    }
     named = {"report": run_dir / "evaluation" / "report.html", "summary": summary_path}
     if exported:
         named["recommendations"] = output / "recommendations.duckdb"
@@ -203,21 +229,32 @@ def describe(result: dict, output: Path) -> list[str]:
     if summary is None:
         return lines + ["evaluation wrote no summary, so nothing was decided or exported"]
     gate = summary["gate"]
-    lines.append(f"{'BLESSED' if summary['blessed'] else 'NOT BLESSED'}: funnel {gate['metric']} "
-                 f"{gate['candidate']:.4f} on {summary['users']} test users. Why:")
+    lines.append(
+        f"{'BLESSED' if summary['blessed'] else 'NOT BLESSED'}: funnel {gate['metric']} "
+        f"{gate['candidate']:.4f} on {summary['users']} test users. Why:"
+    )
     lines += [f"  {reason}" for reason in gate["reasons"]]
     if result["exported"]:
         export = task_metrics(run_dir / "export")
-        counts = ", ".join(f"{name} {_number(value)}" for name, value in export.items()
-                           if isinstance(value, (int, float)) and not isinstance(value, bool))
-        lines.append(f"exported to {result.get('recommendations', '(destination)')}" + (f": {counts}" if counts else ""))
+        counts = ", ".join(
+            f"{name} {_number(value)}"
+            for name, value in export.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool)
+        )
+        lines.append(
+            f"exported to {result.get('recommendations', '(destination)')}" + (f": {counts}" if counts else "")
+        )
         if "registry" in result:
-            lines.append(f"registered {summary['registered'].get('version', summary['model_version'])} in "
-                         f"{result['registry']}")
+            lines.append(
+                f"registered {summary['registered'].get('version', summary['model_version'])} in {result['registry']}"
+            )
     else:
         previous = output / "recommendations.duckdb"
-        kept = (f"{previous} still holds the last blessed model's lists" if previous.exists()
-                else "no recommendations table exists yet")
+        kept = (
+            f"{previous} still holds the last blessed model's lists"
+            if previous.exists()
+            else "no recommendations table exists yet"
+        )
         lines.append(f"export skipped (not blessed): nothing was written for users; {kept}")
     lines.append(f"report: {result['report']}" if "report" in result else "no report was written")
     return lines

@@ -4,6 +4,7 @@ Credentials come only from Application Default Credentials (or the job's service
 Vertex); nothing secret is read here or written into the spec. `submit=False` builds the real
 client objects without sending anything, which is how the tests check them offline.
 """
+
 from __future__ import annotations
 
 import json
@@ -79,10 +80,17 @@ def production_parameters(
     }
     if use_dataflow:
         image = pinned_image(spec_path)
-        values["beam_args"] = json.dumps(dataflow.features_beam_args(
-            project, region, f"gs://{bucket_name}/dataflow/tmp", image, machine_type, max_num_workers,
-            service_account_email=dataflow_service_account,
-        ))
+        values["beam_args"] = json.dumps(
+            dataflow.features_beam_args(
+                project,
+                region,
+                f"gs://{bucket_name}/dataflow/tmp",
+                image,
+                machine_type,
+                max_num_workers,
+                service_account_email=dataflow_service_account,
+            )
+        )
     accepted = set(yaml.safe_load(Path(spec_path).read_text())["root"]["inputDefinitions"]["parameters"])
     missing = sorted(set(values) - accepted)
     if missing:
@@ -143,12 +151,19 @@ def submit_vertex(
     )
     if schedule_cron:
         schedule = aiplatform.PipelineJobSchedule(
-            pipeline_job=job, display_name=f"{display_name}-daily", credentials=credentials,
-            project=project, location=region,
+            pipeline_job=job,
+            display_name=f"{display_name}-daily",
+            credentials=credentials,
+            project=project,
+            location=region,
         )
         if submit:
-            schedule.create(cron=check_cron(schedule_cron), max_concurrent_run_count=1,
-                            service_account=service_account, network=network)
+            schedule.create(
+                cron=check_cron(schedule_cron),
+                max_concurrent_run_count=1,
+                service_account=service_account,
+                network=network,
+            )
         else:
             check_cron(schedule_cron)
         return schedule

@@ -70,7 +70,10 @@ def test_on_gcs_fuse_files_move_one_by_one_with_the_marker_last(tmp_path, monkey
         (staging / "model" / "variables" / "v.index").write_text("v")
     assert renamed == ["b.parquet", "v.index", "manifest.json"]
     assert sorted(str(p.relative_to(target)) for p in target.rglob("*") if p.is_file()) == [
-        "b.parquet", "manifest.json", "model/variables/v.index"]
+        "b.parquet",
+        "manifest.json",
+        "model/variables/v.index",
+    ]
     assert [p.name for p in tmp_path.iterdir()] == ["artifact"]
 
 

@@ -1,4 +1,5 @@
 """README's "Use your own data" tables say what components/schema.py enforces: columns, order, types, null rules."""
+
 import re
 import sys
 from pathlib import Path
@@ -8,8 +9,13 @@ import pyarrow as pa
 from components import schema
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-TYPES = {pa.string(): "STRING", pa.int64(): "INT64", pa.float64(): "FLOAT64", pa.bool_(): "BOOL",
-         pa.timestamp("us", tz="UTC"): "TIMESTAMP"}
+TYPES = {
+    pa.string(): "STRING",
+    pa.int64(): "INT64",
+    pa.float64(): "FLOAT64",
+    pa.bool_(): "BOOL",
+    pa.timestamp("us", tz="UTC"): "TIMESTAMP",
+}
 
 
 def documented_tables() -> dict[str, list[tuple[str, str, str]]]:
@@ -30,8 +36,10 @@ def documented_tables() -> dict[str, list[tuple[str, str, str]]]:
 
 
 def test_readme_documents_every_contract_table_as_schema_py_defines_it():
-    expected = {name: [(f.name, TYPES[f.type], "optional" if f.nullable else "required") for f in table_schema]
-                for name, table_schema in schema.TABLES.items()}
+    expected = {
+        name: [(f.name, TYPES[f.type], "optional" if f.nullable else "required") for f in table_schema]
+        for name, table_schema in schema.TABLES.items()
+    }
     assert documented_tables() == expected
 
 

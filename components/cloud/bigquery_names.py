@@ -6,6 +6,7 @@ of letters, marks, numbers, connectors (underscore), dashes and spaces (Unicode 
 Legacy domain-scoped project ids (example.com:project) are not accepted: `bigquery://project.dataset` cannot
 hold them unambiguously.
 """
+
 from __future__ import annotations
 
 import re
@@ -20,8 +21,10 @@ _TABLE_BYTES = 1024
 
 def validate_project(project: str) -> str:
     if not _PROJECT.fullmatch(project):
-        raise ValueError(f"BigQuery project id {project!r} must be 6-30 lower-case letters, digits or hyphens, "
-                         "start with a letter and not end with a hyphen")
+        raise ValueError(
+            f"BigQuery project id {project!r} must be 6-30 lower-case letters, digits or hyphens, "
+            "start with a letter and not end with a hyphen"
+        )
     return project
 
 
@@ -32,16 +35,21 @@ def validate_dataset(dataset: str) -> str:
 
 
 def validate_table(table: str) -> str:
-    if not table or len(table.encode()) > _TABLE_BYTES or not all(
-            unicodedata.category(c).startswith(_TABLE_CATEGORIES) for c in table):
-        raise ValueError(f"BigQuery table name {table!r} must be 1-1024 bytes of letters, marks, numbers, "
-                         "underscores, dashes or spaces")
+    if (
+        not table
+        or len(table.encode()) > _TABLE_BYTES
+        or not all(unicodedata.category(c).startswith(_TABLE_CATEGORIES) for c in table)
+    ):
+        raise ValueError(
+            f"BigQuery table name {table!r} must be 1-1024 bytes of letters, marks, numbers, "
+            "underscores, dashes or spaces"
+        )
     return table
 
 
 def parse_dataset_uri(uri: str) -> tuple[str, str]:
     """(project, dataset) of `bigquery://project.dataset`, both checked."""
-    project, sep, dataset = uri[len(URI_PREFIX):].partition(".") if uri.startswith(URI_PREFIX) else ("", "", "")
+    project, sep, dataset = uri[len(URI_PREFIX) :].partition(".") if uri.startswith(URI_PREFIX) else ("", "", "")
     if not sep:
         raise ValueError(f"{uri!r} must be bigquery://project.dataset")
     return validate_project(project), validate_dataset(dataset)

@@ -1,4 +1,5 @@
 """KFP shells of the serving model's registration and deployment; the DAG runs them only for a blessed model."""
+
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Model, Output
 
@@ -36,6 +37,14 @@ def deploy_model(
     its traffic (a canary below 100); a no-op, said in deployed.json, when nothing was uploaded."""
     from components.cloud.endpoint import deploy_registered
 
-    deploy_registered(registered.path, project, region, deployed.path, endpoint_name=endpoint_name,
-                      traffic_percentage=traffic_percentage, machine_type=machine_type, min_replicas=min_replicas,
-                      max_replicas=max_replicas)
+    deploy_registered(
+        registered.path,
+        project,
+        region,
+        deployed.path,
+        endpoint_name=endpoint_name,
+        traffic_percentage=traffic_percentage,
+        machine_type=machine_type,
+        min_replicas=min_replicas,
+        max_replicas=max_replicas,
+    )

@@ -5,6 +5,7 @@ parameters. Workers run the component image itself (`--sdk_container_image`), so
 project's code and exactly the locked dependencies; the image's production target carries Beam's
 worker boot for that. Every list returned here has passed Beam's own PipelineOptionsValidator.
 """
+
 from __future__ import annotations
 
 import re
@@ -32,8 +33,15 @@ def features_beam_args(
     if not project:
         return []
     if not region or not temp_location or not sdk_container_image:
-        missing = [n for n, v in (("region", region), ("temp_location", temp_location),
-                                  ("sdk_container_image", sdk_container_image)) if not v]
+        missing = [
+            n
+            for n, v in (
+                ("region", region),
+                ("temp_location", temp_location),
+                ("sdk_container_image", sdk_container_image),
+            )
+            if not v
+        ]
         raise ValueError(f"Dataflow needs {', '.join(missing)} besides project {project!r}")
     if "/" not in sdk_container_image.split(":")[0]:
         raise ValueError(

@@ -8,6 +8,7 @@ AIP_STORAGE_URI. The bare SavedModels stay pipeline artifacts.
 Locally (no project) the folder is published to the local registry (`<registry>/serving/<version>`, LATEST.json),
 which `make serve` follows.
 """
+
 from __future__ import annotations
 
 import re
@@ -48,8 +49,10 @@ def upload_serving_model(
     if not artifact_uri.startswith("gs://"):
         raise ValueError(f"the Model Registry reads models from GCS; got {artifact_uri!r}")
     if "/" not in serving_image.split(":")[0]:
-        raise ValueError(f"serving image {serving_image!r} is a local name; Vertex AI pulls from a registry "
-                         "(build with `make images REGISTRY=REGION-docker.pkg.dev/PROJECT/REPO`)")
+        raise ValueError(
+            f"serving image {serving_image!r} is a local name; Vertex AI pulls from a registry "
+            "(build with `make images REGISTRY=REGION-docker.pkg.dev/PROJECT/REPO`)"
+        )
     parent = f"projects/{project}/locations/{region}/models/{model_id}"
     try:
         aiplatform.Model(parent, project=project, location=region, credentials=credentials)
@@ -95,13 +98,22 @@ def register_serving_model(
     if project:
         if not region:
             raise ValueError("the Model Registry upload needs a region besides the project")
-        model = upload_serving_model(model_uri, project, region, serving_image or default_serving_image(),
-                                     labels={"model-version": _label(version), **(labels or {})})
+        model = upload_serving_model(
+            model_uri,
+            project,
+            region,
+            serving_image or default_serving_image(),
+            labels={"model-version": _label(version), **(labels or {})},
+        )
         record = {"uploaded": True, "model_version": version, "model": asdict(model)}
     elif registry_dir:
         published = bundle.publish(model_path, registry_dir, version)
-        record = {"uploaded": False, "model_version": version, "local": str(published),
-                  "reason": "no project: published to the local registry, which `make serve` follows"}
+        record = {
+            "uploaded": False,
+            "model_version": version,
+            "local": str(published),
+            "reason": "no project: published to the local registry, which `make serve` follows",
+        }
     else:
         record = {"uploaded": False, "model_version": version, "reason": "no project and no registry folder"}
     atomic.write_json(Path(output_dir, REGISTERED_FILE), record)

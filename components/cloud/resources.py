@@ -3,6 +3,7 @@
 Vertex AI picks each task's machine type from the limits; Kubeflow schedules pods by the requests.
 `kfp.local` ignores both, so local runs are unaffected.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -5,6 +5,7 @@ users (the same resampled users for every model, so differences are paired) give
 interval of the candidate's difference with each reference: a difference is significant when that interval
 excludes 0.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -49,9 +50,13 @@ def _interval(samples: np.ndarray, mean: float, confidence: float) -> Interval:
     return Interval(float(mean), float(low), float(high), confidence)
 
 
-def paired_intervals(per_user: dict[str, np.ndarray], candidate: str, resamples: int = DEFAULT_RESAMPLES,
-                     confidence: float = DEFAULT_CONFIDENCE, seed: int = 0
-                     ) -> tuple[dict[str, Interval], dict[str, Difference]]:
+def paired_intervals(
+    per_user: dict[str, np.ndarray],
+    candidate: str,
+    resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = DEFAULT_CONFIDENCE,
+    seed: int = 0,
+) -> tuple[dict[str, Interval], dict[str, Difference]]:
     """Percentile intervals of each model's mean, and of `candidate` minus each other model, over `resamples`
     resamples of the users (rows of every array, which must be the same users in the same order)."""
     sizes = {len(v) for v in per_user.values()}
@@ -74,8 +79,15 @@ def paired_intervals(per_user: dict[str, np.ndarray], candidate: str, resamples:
     means = dict(zip(names, np.concatenate(chunks).T))
     intervals = {name: _interval(means[name], float(np.mean(per_user[name])), confidence) for name in per_user}
     differences = {
-        name: Difference(name, _interval(means[candidate] - means[name],
-                                         float(np.mean(per_user[candidate]) - np.mean(per_user[name])), confidence))
-        for name in per_user if name != candidate
+        name: Difference(
+            name,
+            _interval(
+                means[candidate] - means[name],
+                float(np.mean(per_user[candidate]) - np.mean(per_user[name])),
+                confidence,
+            ),
+        )
+        for name in per_user
+        if name != candidate
     }
     return intervals, differences

@@ -1,5 +1,6 @@
 """Where a model wins or loses: metrics by history length and by target popularity, coverage and
 popularity bias of the lists it shows."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -36,7 +37,9 @@ def category_labels(target_categories: np.ndarray, top: int = TOP_CATEGORIES) ->
     names, counts = np.unique(np.asarray(target_categories, dtype=str), return_counts=True)
     order = [str(n) for n in names[np.lexsort((names, -counts))]]
     shown = order[:top]
-    labels = np.where(np.isin(np.asarray(target_categories, dtype=str), shown), target_categories, "other").astype(object)
+    labels = np.where(np.isin(np.asarray(target_categories, dtype=str), shown), target_categories, "other").astype(
+        object
+    )
     return labels, shown + (["other"] if len(order) > top else [])
 
 
@@ -78,7 +81,9 @@ def _bucket_sort_key(label: str):
     return (0, int(head)) if head.isdigit() else (1, label)
 
 
-def list_statistics(lists: np.ndarray, popularity: np.ndarray, item_bucket: np.ndarray, k: int = 20) -> dict[str, float]:
+def list_statistics(
+    lists: np.ndarray, popularity: np.ndarray, item_bucket: np.ndarray, k: int = 20
+) -> dict[str, float]:
     """Catalogue coverage and popularity bias of the top-k lists.
 
     coverage@k: share of the catalogue shown to at least one user. arp@k: average training

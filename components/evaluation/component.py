@@ -6,6 +6,7 @@ report: its estimates go into the report and the metrics, and with `gate_on_ope`
 `baseline_ranking_model` (optional, the DIN baseline) is scored beside the candidate for the report, never gated;
 `extracted` (optional) gives the report the source and window.
 """
+
 from typing import Optional
 
 from kfp import dsl
@@ -40,11 +41,23 @@ def evaluation(
     from components.evaluation import kfp_outputs
 
     return kfp_outputs.evaluate_for_pipeline(
-        features.path, retrieval_model.path, ranking_model.path, metrics, classification,
-        kfp_outputs.report_path(report), summary.path,
-        registry_dir=registry_dir, candidates_n=candidates_n, gate_metric=gate_metric, gate_baselines=gate_baselines,
-        margin_vs_baseline=margin_vs_baseline, margin_vs_blessed=margin_vs_blessed, model_version=model_version,
-        off_policy_dir=off_policy.path if off_policy else None, gate_on_ope=gate_on_ope, ope_estimator=ope_estimator,
+        features.path,
+        retrieval_model.path,
+        ranking_model.path,
+        metrics,
+        classification,
+        kfp_outputs.report_path(report),
+        summary.path,
+        registry_dir=registry_dir,
+        candidates_n=candidates_n,
+        gate_metric=gate_metric,
+        gate_baselines=gate_baselines,
+        margin_vs_baseline=margin_vs_baseline,
+        margin_vs_blessed=margin_vs_blessed,
+        model_version=model_version,
+        off_policy_dir=off_policy.path if off_policy else None,
+        gate_on_ope=gate_on_ope,
+        ope_estimator=ope_estimator,
         ope_margin=ope_margin,
         comparison_ranking_dirs=[baseline_ranking_model.path] if baseline_ranking_model else [],
         extracted_dir=extracted.path if extracted else None,

@@ -1,5 +1,6 @@
 """Evaluation's inputs: today's test split and training popularity, read once from the features output, and
 the off-policy evaluation stage's output when the pipeline ran it."""
+
 from __future__ import annotations
 
 import base64
@@ -62,8 +63,9 @@ def read_test_split(features_dir: str | Path, split: str = "test") -> TestSplit:
         ranking = reader.load_numpy(features_dir, schema.RANKING_DIR, split)
     except schema.SchemaError:
         ranking = None
-    categories = np.asarray([""] * schema.NUM_RESERVED + schema.read_vocab(features_dir, schema.CATEGORY_VOCAB),
-                            dtype=object)
+    categories = np.asarray(
+        [""] * schema.NUM_RESERVED + schema.read_vocab(features_dir, schema.CATEGORY_VOCAB), dtype=object
+    )
     users = np.asarray([""] * schema.NUM_RESERVED + schema.read_vocab(features_dir, schema.USER_VOCAB), dtype=object)
     return TestSplit(
         item_ids=item_ids,
@@ -99,8 +101,10 @@ def read_training_curves(retrieval_dir: str | Path, ranking_dirs: dict[str, str 
     path = Path(retrieval_dir, RETRIEVAL_HISTORY)
     if path.exists():
         epochs = json.loads(path.read_text())["epochs"]
-        curves["retrieval"] = {"loss": [e["loss"] for e in epochs],
-                               "valid": {m: [e[m] for e in epochs] for m in ("hit@20", "ndcg@20")}}
+        curves["retrieval"] = {
+            "loss": [e["loss"] for e in epochs],
+            "valid": {m: [e[m] for e in epochs] for m in ("hit@20", "ndcg@20")},
+        }
     for name, directory in ranking_dirs.items():
         info = Path(directory, RANKER_INFO)
         recorded = json.loads(info.read_text()).get("test_metrics", {}) if info.exists() else {}
@@ -109,8 +113,12 @@ def read_training_curves(retrieval_dir: str | Path, ranking_dirs: dict[str, str 
     return curves
 
 
-def read_run_metadata(features_dir: str | Path, retrieval_dir: str | Path, ranking_dirs: dict[str, str | Path],
-                      extracted_dir: str | Path | None = None) -> dict:
+def read_run_metadata(
+    features_dir: str | Path,
+    retrieval_dir: str | Path,
+    ranking_dirs: dict[str, str | Path],
+    extracted_dir: str | Path | None = None,
+) -> dict:
     """Where the data came from and with which settings each stage ran, as the stages' own outputs recorded it:
     the extract manifest (source, window, rows), the features stats, retrieval's config and each ranker's
     train_config. The image tag and the code version say which code ran."""
@@ -122,9 +130,12 @@ def read_run_metadata(features_dir: str | Path, retrieval_dir: str | Path, ranki
     extract = {}
     if extracted_dir is not None and Path(extracted_dir, "manifest.json").exists():
         extract = json.loads(Path(extracted_dir, "manifest.json").read_text())
-    parameters = {"extract": {k: extract[k] for k in ("window_start", "window_end", "event_types",
-                                                      "min_events_per_user") if k in extract},
-                  "features": {k: stats[k] for k in ("max_len", "split", "ranking_task", "seed") if k in stats}}
+    parameters = {
+        "extract": {
+            k: extract[k] for k in ("window_start", "window_end", "event_types", "min_events_per_user") if k in extract
+        },
+        "features": {k: stats[k] for k in ("max_len", "split", "ranking_task", "seed") if k in stats},
+    }
     config = Path(retrieval_dir, RETRIEVAL_CONFIG)
     if config.exists():
         parameters["retrieval"] = json.loads(config.read_text())
@@ -132,8 +143,10 @@ def read_run_metadata(features_dir: str | Path, retrieval_dir: str | Path, ranki
         info = Path(directory, RANKER_INFO)
         if info.exists():
             recorded = json.loads(info.read_text())
-            parameters[name] = {**recorded.get("train_config", {}),
-                                **{k: v for k, v in recorded.get("model_config", {}).items()}}
+            parameters[name] = {
+                **recorded.get("train_config", {}),
+                **{k: v for k, v in recorded.get("model_config", {}).items()},
+            }
     return {
         "source": extract.get("source") or stats.get("source"),
         "rows": extract.get("rows", {}),
@@ -148,10 +161,20 @@ def _git_commit(root: Path) -> str | None:
     """The checkout's commit (with "+changes" when the tree differs from it); None in an image, which has no .git:
     there the content hash, which is also the image tag, names the code."""
     try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
-                                text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return commit + ("+changes" if dirty else "")
@@ -182,10 +205,14 @@ def read_off_policy(directory: str | Path | None) -> OffPolicyOutput:
         missing += [f"ope.{key}" for key in ("truth", *ESTIMATORS) if key not in result.get("ope", {})]
         if missing:
             raise schema.SchemaError(f"{directory}/ope.json lacks {missing}: not an off-policy evaluation output")
-        figures = {name: base64.b64encode((directory / file).read_bytes()).decode("ascii")
-                   for name, file in OFF_POLICY_FIGURES.items() if (directory / file).exists()}
+        figures = {
+            name: base64.b64encode((directory / file).read_bytes()).decode("ascii")
+            for name, file in OFF_POLICY_FIGURES.items()
+            if (directory / file).exists()
+        }
         return OffPolicyOutput(result, "", figures)
     if (directory / "skipped.json").exists():
         return OffPolicyOutput(None, json.loads((directory / "skipped.json").read_text())["skipped"])
-    raise schema.SchemaError(f"{directory}: an off-policy evaluation output holds ope.json or skipped.json; "
-                             "found neither")
+    raise schema.SchemaError(
+        f"{directory}: an off-policy evaluation output holds ope.json or skipped.json; found neither"
+    )

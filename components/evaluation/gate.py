@@ -7,6 +7,7 @@ click rate per shown slot must not fall below the logging policy's observed clic
 the shop earns from. Data without impressions has no estimate: the condition is then not applied, and
 the decision says so instead of failing.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -67,14 +68,18 @@ class Comparison:
     @property
     def reason(self) -> str:
         above, below = (">", "<=") if self.strict else (">=", "<")
-        text = (f"{'PASS' if self.passed else 'FAIL'}: candidate {self.metric} {self.candidate:.4f} "
-                f"{above if self.passed else below} {self.required:.4f} required against {self.against} "
-                f"({self.reference:.4f})")
+        text = (
+            f"{'PASS' if self.passed else 'FAIL'}: candidate {self.metric} {self.candidate:.4f} "
+            f"{above if self.passed else below} {self.required:.4f} required against {self.against} "
+            f"({self.reference:.4f})"
+        )
         if self.difference:
             d = self.difference
-            text += (f"; difference {d['mean']:+.4f}, {d['confidence']:.0%} bootstrap interval over test users "
-                     f"[{d['low']:+.4f}, {d['high']:+.4f}]: "
-                     + ("significant" if d["significant"] else "not significant (the interval holds 0)"))
+            text += (
+                f"; difference {d['mean']:+.4f}, {d['confidence']:.0%} bootstrap interval over test users "
+                f"[{d['low']:+.4f}, {d['high']:+.4f}]: "
+                + ("significant" if d["significant"] else "not significant (the interval holds 0)")
+            )
         return text
 
 
@@ -102,24 +107,39 @@ class GateDecision:
         }
 
 
-def _compare(candidate: float, metric: str, against: str, reference: float, margin: float,
-             difference: dict | None = None) -> Comparison:
+def _compare(
+    candidate: float, metric: str, against: str, reference: float, margin: float, difference: dict | None = None
+) -> Comparison:
     required = reference * (1 + margin)
-    return Comparison(against=against, reference=reference, required=required, passed=candidate > required,
-                      metric=metric, candidate=candidate, difference=difference)
+    return Comparison(
+        against=against,
+        reference=reference,
+        required=required,
+        passed=candidate > required,
+        metric=metric,
+        candidate=candidate,
+        difference=difference,
+    )
 
 
 def _ope_comparison(evidence: OffPolicyEvidence, config: GateConfig) -> Comparison:
     if config.ope_estimator not in evidence.estimates:
-        raise ValueError(f"off-policy evaluation has no {config.ope_estimator!r} estimate; "
-                         f"it has {sorted(evidence.estimates)}")
+        raise ValueError(
+            f"off-policy evaluation has no {config.ope_estimator!r} estimate; it has {sorted(evidence.estimates)}"
+        )
     if evidence.logged_click_rate is None:
         raise ValueError("off-policy evaluation ran but reports no logged click rate to compare with")
     estimate = evidence.estimates[config.ope_estimator]
     required = evidence.logged_click_rate * (1 - config.ope_margin)
-    return Comparison(against="the logging policy's observed click rate", reference=evidence.logged_click_rate,
-                      required=required, passed=estimate >= required, metric=f"click rate ({config.ope_estimator} OPE)",
-                      candidate=estimate, strict=False)
+    return Comparison(
+        against="the logging policy's observed click rate",
+        reference=evidence.logged_click_rate,
+        required=required,
+        passed=estimate >= required,
+        metric=f"click rate ({config.ope_estimator} OPE)",
+        candidate=estimate,
+        strict=False,
+    )
 
 
 def _off_policy(evidence: OffPolicyEvidence | None, config: GateConfig) -> tuple[list[Comparison], list[str]]:
@@ -155,15 +175,33 @@ def decide(
         raise ValueError(f"gate baseline(s) {missing} were not evaluated; have {sorted(baselines)}")
     strongest = max(config.baselines, key=lambda b: baselines[b][config.metric])
     value = candidate[config.metric]
-    comparisons = [_compare(value, config.metric, f"baseline {strongest} (strongest)",
-                            baselines[strongest][config.metric], config.margin_vs_baseline,
-                            differences.get(strongest))]
+    comparisons = [
+        _compare(
+            value,
+            config.metric,
+            f"baseline {strongest} (strongest)",
+            baselines[strongest][config.metric],
+            config.margin_vs_baseline,
+            differences.get(strongest),
+        )
+    ]
     if last_blessed is not None:
-        comparisons.append(_compare(value, config.metric, "last blessed model", last_blessed[config.metric],
-                                    config.margin_vs_blessed, differences.get("last_blessed_funnel")))
+        comparisons.append(
+            _compare(
+                value,
+                config.metric,
+                "last blessed model",
+                last_blessed[config.metric],
+                config.margin_vs_blessed,
+                differences.get("last_blessed_funnel"),
+            )
+        )
     ope_comparisons, notes = _off_policy(off_policy, config)
     comparisons += ope_comparisons
     return GateDecision(
-        blessed=all(c.passed for c in comparisons), metric=config.metric, candidate=value,
-        comparisons=tuple(comparisons), notes=tuple(notes),
+        blessed=all(c.passed for c in comparisons),
+        metric=config.metric,
+        candidate=value,
+        comparisons=tuple(comparisons),
+        notes=tuple(notes),
     )

@@ -7,6 +7,7 @@ previous model current, and the next run's gate and control arm read that one. E
 components.atomic (metadata.json last), so a crash never leaves a half-copied model marked as blessed.
 In production the Vertex AI Model Registry plays this part.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -62,8 +63,9 @@ def last_blessed(registry_dir: str | Path) -> BlessedModel | None:
     return model
 
 
-def register(registry_dir: str | Path, version: str, retrieval_dir: str | Path, ranking_dir: str | Path,
-             metadata: dict) -> BlessedModel:
+def register(
+    registry_dir: str | Path, version: str, retrieval_dir: str | Path, ranking_dir: str | Path, metadata: dict
+) -> BlessedModel:
     """Copies both model artifacts into the registry as a pending version; `promote` makes it the last blessed one."""
     _check_version(version)
     root = Path(registry_dir, BLESSED)
@@ -87,7 +89,6 @@ def promote(registry_dir: str | Path, version: str) -> BlessedModel:
         raise RegistryError(f"cannot promote {version!r}: {model.path} holds no registered model")
     atomic.write_text(root / LATEST, json.dumps({"version": version}))
     return model
-
 
 
 def _check_version(version: str) -> None:

@@ -9,6 +9,7 @@ One pass at the largest N gives the funnel at every smaller N as well: the ranke
 candidate on its own, so re-ranking the first N' retrieval candidates keeps the relative order
 that the full re-ranked list gives them.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -97,8 +98,9 @@ def score_model(
         target = vocab.model(targets[rows])
         known = target >= schema.NUM_RESERVED
         parts["retrieval"].append(_retrieval_ranks(model.retriever, hist, cats, seen, target, known))
-        cands, reranked = _funnel_lists(model, hist, cats, seen, np.where(known, target, schema.PAD_INDEX), allowed,
-                                        model_popularity, candidates_n)
+        cands, reranked = _funnel_lists(
+            model, hist, cats, seen, np.where(known, target, schema.PAD_INDEX), allowed, model_popularity, candidates_n
+        )
         for n, ranks in _funnel_ranks_by_n(cands, reranked, target, known, grid).items():
             parts[n].append(ranks)
         parts["retrieval_lists"].append(vocab.today(cands[:, :LIST_K]))
@@ -122,8 +124,9 @@ def _funnel_lists(model, hist, cats, seen, target, allowed, popularity, candidat
     """(retrieval top-N, the same N re-ranked) as serving makes them, except that the target is never masked
     as seen (the protocol retrieval alone and the baselines are scored by); users without a known
     history item get the popularity list for both, as the serving fallback does."""
-    cands, valid, cand_scores = funnel.retrieve_candidates(model.retriever, hist, cats, seen, allowed, candidates_n,
-                                                           keep=target)
+    cands, valid, cand_scores = funnel.retrieve_candidates(
+        model.retriever, hist, cats, seen, allowed, candidates_n, keep=target
+    )
     reranked, _ = funnel.rerank(model.ranker, hist, cats, cands, valid, k=cands.shape[1], candidate_scores=cand_scores)
     fallback = funnel.needs_fallback(hist)
     if fallback.any():
@@ -167,9 +170,11 @@ def _funnel_ranks_by_n(cands, reranked, target, known, grid) -> dict[int, metric
 
 def _stack_lists(parts: list[np.ndarray]) -> np.ndarray:
     width = max((p.shape[1] for p in parts), default=0)
-    return np.concatenate(
-        [np.pad(p, ((0, 0), (0, width - p.shape[1])), constant_values=schema.PAD_INDEX) for p in parts]
-    ) if parts else np.zeros((0, 0), np.int64)
+    return (
+        np.concatenate([np.pad(p, ((0, 0), (0, width - p.shape[1])), constant_values=schema.PAD_INDEX) for p in parts])
+        if parts
+        else np.zeros((0, 0), np.int64)
+    )
 
 
 def score_baseline(baseline, hist_items: Sequence[np.ndarray], seen_items, targets: np.ndarray) -> BaselineScores:
@@ -240,6 +245,8 @@ def ranker_probabilities(ranker, ranking: dict[str, np.ndarray], batch_size: int
         rows = slice(start, start + batch_size)
         target = ranking[schema.TARGET_ITEM][rows].astype(np.int64)[:, None]
         target_cat = ranking[schema.TARGET_CAT][rows].astype(np.int64)[:, None]
-        scores = ranker.score(reader.pad_left(hist[rows], length), reader.pad_left(cats[rows], length), target, target_cat)
+        scores = ranker.score(
+            reader.pad_left(hist[rows], length), reader.pad_left(cats[rows], length), target, target_cat
+        )
         out.append(np.asarray(scores, dtype=np.float64).reshape(-1))
     return np.concatenate(out) if out else np.zeros(0)

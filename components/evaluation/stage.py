@@ -2,6 +2,7 @@
 blessed model on today's test split, reads the off-policy estimates of the new ranker's click rate
 (when the pipeline ran that stage), decides the blessing, registers a blessed model and writes the
 summary (read by export) and the HTML report."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -58,7 +59,9 @@ def model_version(retrieval_dir: str | Path, ranking_dir: str | Path, now: dt.da
     return f"{now:%Y%m%dT%H%M%SZ}-{digest.hexdigest()[:8]}"
 
 
-def choose_export_n(funnel_by_n: dict[int, metrics.Ranks], metric: str, tolerance: float) -> tuple[int, dict[int, float]]:
+def choose_export_n(
+    funnel_by_n: dict[int, metrics.Ranks], metric: str, tolerance: float
+) -> tuple[int, dict[int, float]]:
     """The smallest N whose funnel metric is within `tolerance` (relative) of the deepest N."""
     k = int(metric.split("@")[1]) if "@" in metric else 20
     values = {n: metrics.ranking_metrics(ranks, (k,))[metric] for n, ranks in sorted(funnel_by_n.items())}
@@ -82,9 +85,12 @@ class _Scored:
     comparisons: dict[str, tuple[models.ServingModel, scoring.ModelScores]] = dataclasses.field(default_factory=dict)
 
     def ranks_by_model(self) -> dict[str, metrics.Ranks]:
-        ranks = {"funnel": self.scores.funnel, "retrieval": self.scores.retrieval,
-                 **{f"funnel_{name}": scores.funnel for name, (_, scores) in self.comparisons.items()},
-                 **{name: b.ranks for name, b in self.baselines.items()}}
+        ranks = {
+            "funnel": self.scores.funnel,
+            "retrieval": self.scores.retrieval,
+            **{f"funnel_{name}": scores.funnel for name, (_, scores) in self.comparisons.items()},
+            **{name: b.ranks for name, b in self.baselines.items()},
+        }
         if self.previous_scores is not None:
             ranks["last_blessed_funnel"] = self.previous_scores.funnel
         return ranks
@@ -112,20 +118,25 @@ def evaluate(
     """
     started = time.perf_counter()
     off_policy = data.read_off_policy(off_policy_dir)
-    scored = _score_everything(features_dir, retrieval_dir, ranking_dir, registry_dir, config, load_models,
-                               comparison_rankers or {})
+    scored = _score_everything(
+        features_dir, retrieval_dir, ranking_dir, registry_dir, config, load_models, comparison_rankers or {}
+    )
     ranks_by_model = scored.ranks_by_model()
     ranking_metrics = {name: metrics.ranking_metrics(ranks) for name, ranks in ranks_by_model.items()}
     intervals, differences = _gate_intervals(ranks_by_model, config, scored)
     decision = gate.decide(
-        ranking_metrics["funnel"], {b: ranking_metrics[b] for b in scored.baselines},
-        ranking_metrics.get("last_blessed_funnel"), config.gate, off_policy=_gate_evidence(off_policy),
+        ranking_metrics["funnel"],
+        {b: ranking_metrics[b] for b in scored.baselines},
+        ranking_metrics.get("last_blessed_funnel"),
+        config.gate,
+        off_policy=_gate_evidence(off_policy),
         differences={name: d.to_json() for name, d in differences.items()},
     )
     export_n, by_n = choose_export_n(scored.scores.funnel_by_n, config.export_metric, config.export_tolerance)
     rankers = {candidate_ranker: _ranker_metrics(scored.candidate.ranker, scored.split.ranking)}
-    rankers.update({name: _ranker_metrics(model.ranker, scored.split.ranking)
-                    for name, (model, _) in scored.comparisons.items()})
+    rankers.update(
+        {name: _ranker_metrics(model.ranker, scored.split.ranking) for name, (model, _) in scored.comparisons.items()}
+    )
     ranker = rankers[candidate_ranker]
     ranking_dirs = {candidate_ranker: ranking_dir, **(comparison_rankers or {})}
     summary = {
@@ -148,9 +159,12 @@ def evaluate(
         "ranker": ranker["metrics"] if ranker else None,
         "candidate_ranker": candidate_ranker,
         "rankers": {name: r["metrics"] if r else None for name, r in rankers.items()},
-        "gate_intervals": {"metric": config.gate.metric, "resamples": config.bootstrap_resamples,
-                           "models": {name: i.to_json() for name, i in intervals.items()},
-                           "differences": {name: d.to_json() for name, d in differences.items()}},
+        "gate_intervals": {
+            "metric": config.gate.metric,
+            "resamples": config.bootstrap_resamples,
+            "models": {name: i.to_json() for name, i in intervals.items()},
+            "differences": {name: d.to_json() for name, d in differences.items()},
+        },
         "versus_last_blessed": _versus_last_blessed(scored, ranking_metrics, rankers),
         "off_policy": off_policy_summary(off_policy),
         "training_curves": data.read_training_curves(retrieval_dir, ranking_dirs),
@@ -159,15 +173,23 @@ def evaluate(
         **_where_models_differ(scored, ranks_by_model),
     }
     summary["run_metadata"]["parameters"]["evaluation"] = {
-        "candidates_n": config.candidates_n, "gate_metric": config.gate.metric,
-        "gate_baselines": ",".join(config.gate.baselines), "margin_vs_baseline": config.gate.margin_vs_baseline,
-        "margin_vs_blessed": config.gate.margin_vs_blessed, "gate_on_ope": config.gate.use_ope,
-        "ope_estimator": config.gate.ope_estimator, "ope_margin": config.gate.ope_margin}
-    figures = plots.report_figures(summary, ranks_by_model, scored.scores, export_n,
-                                   {name: r for name, r in rankers.items() if r})
+        "candidates_n": config.candidates_n,
+        "gate_metric": config.gate.metric,
+        "gate_baselines": ",".join(config.gate.baselines),
+        "margin_vs_baseline": config.gate.margin_vs_baseline,
+        "margin_vs_blessed": config.gate.margin_vs_blessed,
+        "gate_on_ope": config.gate.use_ope,
+        "ope_estimator": config.gate.ope_estimator,
+        "ope_margin": config.gate.ope_margin,
+    }
+    figures = plots.report_figures(
+        summary, ranks_by_model, scored.scores, export_n, {name: r for name, r in rankers.items() if r}
+    )
     summary["evaluation_s"] = round(time.perf_counter() - started, 3)
     return EvaluationResult(
-        summary=summary, html=report.render(summary, figures, off_policy.figures), blessed=decision.blessed,
+        summary=summary,
+        html=report.render(summary, figures, off_policy.figures),
+        blessed=decision.blessed,
         export_n=export_n,
         ranker_rows=(ranker["labels"], ranker["probabilities"]) if ranker else None,
     )
@@ -179,8 +201,9 @@ def _gate_intervals(ranks_by_model: dict[str, metrics.Ranks], config: Evaluation
     metric = config.gate.metric
     k = (int(metric.split("@")[1]),) if "@" in metric else (20,)
     names = ["funnel", *config.gate.baselines, *(["last_blessed_funnel"] if scored.previous_scores else [])]
-    per_user = {name: metrics.per_user_metrics(ranks_by_model[name], k)[metric] for name in names
-                if name in ranks_by_model}
+    per_user = {
+        name: metrics.per_user_metrics(ranks_by_model[name], k)[metric] for name in names if name in ranks_by_model
+    }
     return bootstrap.paired_intervals(per_user, "funnel", resamples=config.bootstrap_resamples)
 
 
@@ -197,12 +220,18 @@ def _versus_last_blessed(scored: _Scored, ranking_metrics: dict, rankers: dict) 
     candidate_ranker = next(iter(rankers.values()))
     return {
         "version": scored.previous.version,
-        "retrieval": {"candidate": ranking_metrics["retrieval"],
-                      "last_blessed": metrics.ranking_metrics(scored.previous_scores.retrieval)},
-        "ranker": {"candidate": candidate_ranker["metrics"] if candidate_ranker else None,
-                   "last_blessed": previous_ranker,
-                   "note": "" if previous_ranker else "the item vocabulary changed since: the ranker's test rows are "
-                                                     "in today's vocabulary, so its AUC is not comparable"},
+        "retrieval": {
+            "candidate": ranking_metrics["retrieval"],
+            "last_blessed": metrics.ranking_metrics(scored.previous_scores.retrieval),
+        },
+        "ranker": {
+            "candidate": candidate_ranker["metrics"] if candidate_ranker else None,
+            "last_blessed": previous_ranker,
+            "note": ""
+            if previous_ranker
+            else "the item vocabulary changed since: the ranker's test rows are "
+            "in today's vocabulary, so its AUC is not comparable",
+        },
         "funnel": {"candidate": ranking_metrics["funnel"], "last_blessed": ranking_metrics["last_blessed_funnel"]},
     }
 
@@ -220,13 +249,15 @@ def _example_lists(scored: _Scored, users: int) -> list[dict]:
         history = [int(i) for i in split.hist_items[row][-5:]]
         recommended = [int(i) for i in scored.scores.funnel_lists[row][:10] if i >= schema.NUM_RESERVED]
         target = int(split.targets[row])
-        out.append({
-            "user_id": str(split.user_ids[row]),
-            "history_length": int(split.history_lengths[row]),
-            "last_items": [_item(split, i) for i in history],
-            "recommended": [{**_item(split, i), "is_next": i == target} for i in recommended],
-            "next_item": _item(split, target),
-        })
+        out.append(
+            {
+                "user_id": str(split.user_ids[row]),
+                "history_length": int(split.history_lengths[row]),
+                "last_items": [_item(split, i) for i in history],
+                "recommended": [{**_item(split, i), "is_next": i == target} for i in recommended],
+                "next_item": _item(split, target),
+            }
+        )
     return out
 
 
@@ -238,8 +269,10 @@ def _gate_evidence(off_policy: data.OffPolicyOutput) -> gate.OffPolicyEvidence:
     if off_policy.result is None:
         return gate.OffPolicyEvidence(unavailable=off_policy.unavailable)
     ope = off_policy.result["ope"]
-    return gate.OffPolicyEvidence(estimates={name: ope[name]["estimate"] for name in gate.OPE_ESTIMATORS},
-                                  logged_click_rate=off_policy.result["logged"]["click_rate"])
+    return gate.OffPolicyEvidence(
+        estimates={name: ope[name]["estimate"] for name in gate.OPE_ESTIMATORS},
+        logged_click_rate=off_policy.result["logged"]["click_rate"],
+    )
 
 
 def off_policy_summary(off_policy: data.OffPolicyOutput) -> dict:
@@ -263,10 +296,19 @@ def off_policy_summary(off_policy: data.OffPolicyOutput) -> dict:
     }
 
 
-def _score_everything(features_dir, retrieval_dir, ranking_dir, registry_dir, config, load_models,
-                      comparison_rankers: dict[str, str | Path]) -> _Scored:
+def _score_everything(
+    features_dir,
+    retrieval_dir,
+    ranking_dir,
+    registry_dir,
+    config,
+    load_models,
+    comparison_rankers: dict[str, str | Path],
+) -> _Scored:
     split = data.read_test_split(features_dir)
-    candidate = load_models(retrieval_dir, ranking_dir, config.model_version or model_version(retrieval_dir, ranking_dir))
+    candidate = load_models(
+        retrieval_dir, ranking_dir, config.model_version or model_version(retrieval_dir, ranking_dir)
+    )
     if not models.same_vocabulary(candidate.item_ids, split.item_ids):
         raise schema.SchemaError(
             f"the candidate models in {retrieval_dir} were not trained on the features in {features_dir}: item vocabularies differ"
@@ -281,12 +323,17 @@ def _score_everything(features_dir, retrieval_dir, ranking_dir, registry_dir, co
         model = load_models(retrieval_dir, directory, f"{candidate.version}-{name}")
         comparisons[name] = (model, _score(model, split, config))
     return _Scored(
-        split=split, candidate=candidate, scores=_score(candidate, split, config),
+        split=split,
+        candidate=candidate,
+        scores=_score(candidate, split, config),
         baselines={
             model.name: scoring.score_baseline(model, split.hist_items, split.seen_items, split.targets)
             for model in (baselines.Popularity(split.train), baselines.ItemToItem(split.train))
         },
-        previous=previous, previous_model=previous_model, previous_scores=previous_scores, comparisons=comparisons,
+        previous=previous,
+        previous_model=previous_model,
+        previous_scores=previous_scores,
+        comparisons=comparisons,
     )
 
 
@@ -295,17 +342,24 @@ def _where_models_differ(scored: _Scored, ranks_by_model: dict[str, metrics.Rank
     popularity bias of the lists."""
     split = scored.split
     item_bucket = breakdowns.item_popularity_buckets(split.popularity)
-    lists = {"funnel": scored.scores.funnel_lists, "retrieval": scored.scores.retrieval_lists,
-             **{f"funnel_{name}": s.funnel_lists for name, (_, s) in scored.comparisons.items()},
-             **{name: b.lists for name, b in scored.baselines.items()}}
+    lists = {
+        "funnel": scored.scores.funnel_lists,
+        "retrieval": scored.scores.retrieval_lists,
+        **{f"funnel_{name}": s.funnel_lists for name, (_, s) in scored.comparisons.items()},
+        **{name: b.lists for name, b in scored.baselines.items()},
+    }
     categories, category_order = breakdowns.category_labels(split.target_categories)
     return {
         "breakdowns": {
-            "history_length": breakdowns.breakdown(ranks_by_model, breakdowns.history_bucket_labels(split.history_lengths)),
-            "segment": breakdowns.breakdown(ranks_by_model, breakdowns.segment_labels(split.history_lengths),
-                                            order=list(breakdowns.SEGMENTS)),
+            "history_length": breakdowns.breakdown(
+                ranks_by_model, breakdowns.history_bucket_labels(split.history_lengths)
+            ),
+            "segment": breakdowns.breakdown(
+                ranks_by_model, breakdowns.segment_labels(split.history_lengths), order=list(breakdowns.SEGMENTS)
+            ),
             "target_popularity": breakdowns.breakdown(
-                ranks_by_model, item_bucket[split.targets], order=list(breakdowns.POPULARITY_BUCKETS)),
+                ranks_by_model, item_bucket[split.targets], order=list(breakdowns.POPULARITY_BUCKETS)
+            ),
             "target_category": breakdowns.breakdown(ranks_by_model, categories, order=category_order),
         },
         "list_statistics": {n: breakdowns.list_statistics(l, split.popularity, item_bucket) for n, l in lists.items()},
@@ -318,8 +372,14 @@ def _where_models_differ(scored: _Scored, ranks_by_model: dict[str, metrics.Rank
 
 def _score(model: models.ServingModel, split: data.TestSplit, config: EvaluationConfig) -> scoring.ModelScores:
     return scoring.score_model(
-        model, split.hist_matrix, split.seen_items, split.targets, split.item_ids, split.popularity,
-        config.candidates_n, config.memory_budget_mb,
+        model,
+        split.hist_matrix,
+        split.seen_items,
+        split.targets,
+        split.item_ids,
+        split.popularity,
+        config.candidates_n,
+        config.memory_budget_mb,
     )
 
 
@@ -356,12 +416,30 @@ def run_evaluation(
     candidate_ranker: str = "ranker",
 ) -> EvaluationResult:
     """Evaluates, registers the model when blessed, and writes summary JSON and HTML report atomically."""
-    result = evaluate(features_dir, retrieval_dir, ranking_dir, registry_dir, config, load_models, off_policy_dir,
-                      comparison_rankers, extracted_dir, candidate_ranker)
+    result = evaluate(
+        features_dir,
+        retrieval_dir,
+        ranking_dir,
+        registry_dir,
+        config,
+        load_models,
+        off_policy_dir,
+        comparison_rankers,
+        extracted_dir,
+        candidate_ranker,
+    )
     if result.blessed and registry_dir:
-        entry = registry.register(registry_dir, result.summary["model_version"], retrieval_dir, ranking_dir,
-                                  {"blessed_at": dt.datetime.now(dt.timezone.utc).isoformat(),
-                                   "gate": result.summary["gate"], "ranking_metrics": result.summary["ranking_metrics"]})
+        entry = registry.register(
+            registry_dir,
+            result.summary["model_version"],
+            retrieval_dir,
+            ranking_dir,
+            {
+                "blessed_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+                "gate": result.summary["gate"],
+                "ranking_metrics": result.summary["ranking_metrics"],
+            },
+        )
         result.summary["registered"] = entry.to_json()
     atomic.write_text(report_path, result.html)
     atomic.write_json(summary_path, result.summary)
@@ -375,7 +453,9 @@ def kfp_metric_name(group: str, metric: str) -> str:
 
 def flat_metrics(summary: dict) -> dict[str, float]:
     """The scalars logged as KFP Metrics."""
-    out = {kfp_metric_name(model, m): v for model, values in summary["ranking_metrics"].items() for m, v in values.items()}
+    out = {
+        kfp_metric_name(model, m): v for model, values in summary["ranking_metrics"].items() for m, v in values.items()
+    }
     if summary.get("ranker"):
         out.update({f"ranker_{k}": float(v) for k, v in summary["ranker"].items() if k != "rows" and v is not None})
     for model, stats in summary["list_statistics"].items():
@@ -393,19 +473,38 @@ def _off_policy_metrics(off_policy: dict) -> dict[str, float]:
     out = {"ope_truth": off_policy["truth"], "ope_logged_click_rate": off_policy["logged"]["click_rate"]}
     for name, figures in off_policy["estimators"].items():
         out.update({f"ope_{name}_{key}": figures[key] for key in ("estimate", "bias", "rmse")})
-    out.update({f"bandit_{policy}_cumulative_reward": values["cumulative_reward"]
-                for policy, values in off_policy["bandit"].items() if "cumulative_reward" in values})
+    out.update(
+        {
+            f"bandit_{policy}_cumulative_reward": values["cumulative_reward"]
+            for policy, values in off_policy["bandit"].items()
+            if "cumulative_reward" in values
+        }
+    )
     return out
 
 
-def evaluation_bench(features_dir, retrieval_dir, ranking_dir, out_dir, config: EvaluationConfig = EvaluationConfig()) -> dict:
+def evaluation_bench(
+    features_dir, retrieval_dir, ranking_dir, out_dir, config: EvaluationConfig = EvaluationConfig()
+) -> dict:
     """The bench keys of this stage: `funnel`, `baselines.*` and the gate, from one evaluation run."""
-    result = run_evaluation(features_dir, retrieval_dir, ranking_dir, Path(out_dir, "summary.json"),
-                            Path(out_dir, "report.html"), registry_dir=None, config=config)
+    result = run_evaluation(
+        features_dir,
+        retrieval_dir,
+        ranking_dir,
+        Path(out_dir, "summary.json"),
+        Path(out_dir, "report.html"),
+        registry_dir=None,
+        config=config,
+    )
     s = result.summary
     return {
         "funnel": s["ranking_metrics"]["funnel"],
         "baselines": {name: s["ranking_metrics"][name] for name in ("popularity", "item_to_item")},
-        "evaluation": {"blessed": s["blessed"], "export_n": s["export_n"], "retrieval": s["ranking_metrics"]["retrieval"],
-                       "coverage@20": s["list_statistics"]["funnel"]["coverage@20"], "evaluation_s": s["evaluation_s"]},
+        "evaluation": {
+            "blessed": s["blessed"],
+            "export_n": s["export_n"],
+            "retrieval": s["ranking_metrics"]["retrieval"],
+            "coverage@20": s["list_statistics"]["funnel"]["coverage@20"],
+            "evaluation_s": s["evaluation_s"],
+        },
     }

@@ -6,6 +6,7 @@ experiments split users independently, and a user is in treatment iff bucket < r
 only moves control users into treatment. 56 bits fit a signed INT64, so BigQuery can recompute the bucket as
 CAST(CONCAT('0x', SUBSTR(TO_HEX(SHA256(CONCAT(experiment, ':', user_id))), 1, 14)) AS INT64) / POW(2, 56).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -39,14 +40,13 @@ def buckets(user_ids: Iterable[str], experiment: str) -> np.ndarray:
     prefix = f"{experiment}:".encode("utf-8")
     scale = float(1 << _BUCKET_BITS)
     values = [
-        int(hashlib.sha256(prefix + str(uid).encode("utf-8")).hexdigest()[:_HEX_DIGITS], 16) / scale
-        for uid in user_ids
+        int(hashlib.sha256(prefix + str(uid).encode("utf-8")).hexdigest()[:_HEX_DIGITS], 16) / scale for uid in user_ids
     ]
     return np.asarray(values, dtype=np.float64)
 
 
 def assign(user_id: str, experiment: str, ratio: float) -> str:
-    """"treatment" for a `ratio` share of users, "control" for the rest; stable across runs and machines."""
+    """ "treatment" for a `ratio` share of users, "control" for the rest; stable across runs and machines."""
     _check(experiment, ratio)
     if user_id is None or user_id == "":
         raise ValueError("user_id must be a non-empty string")

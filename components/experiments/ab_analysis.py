@@ -5,6 +5,7 @@ renderer (sqlglot), on DuckDB, so the local run and production run the same quer
 (user_id, variant) is the export's recommendations table in production; on a local warehouse without one, every
 user with impressions is bucketed with ab.assign_many, exactly as the export does.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,7 +16,9 @@ from components.experiments import ab, stats
 from components.extract import runner
 
 QUERY = Path(__file__).resolve().parent / "queries" / "ab_outcomes.sql"
-ASSIGNMENTS = pa.schema([pa.field("user_id", pa.string(), nullable=False), pa.field("variant", pa.string(), nullable=False)])
+ASSIGNMENTS = pa.schema(
+    [pa.field("user_id", pa.string(), nullable=False), pa.field("variant", pa.string(), nullable=False)]
+)
 LOCAL_ASSIGNMENTS = "ab_assignments"
 DEFAULT_EXPERIMENT = "ranker"  # the export's default experiment name
 COUNTS = ("users", "requests", "impressions", "clicks", "purchases")
@@ -40,8 +43,14 @@ def impression_count(warehouse: str | Path) -> int:
         backend.close()
 
 
-def analyse(warehouse: str | Path, experiment: str = DEFAULT_EXPERIMENT, treatment_ratio: float = 0.5,
-            assignments_table: str = "", confidence: float = 0.95, assignments: pa.Table | None = None) -> dict:
+def analyse(
+    warehouse: str | Path,
+    experiment: str = DEFAULT_EXPERIMENT,
+    treatment_ratio: float = 0.5,
+    assignments_table: str = "",
+    confidence: float = 0.95,
+    assignments: pa.Table | None = None,
+) -> dict:
     """CTR and CVR per arm with intervals, the treatment-minus-control z-tests and the sample-ratio-mismatch
     chi-square (p-value `chi2_p`). Variants come from `assignments_table` (e.g. the export's predictions table),
     else from `assignments`, else (DuckDB only) from bucketing every user with impressions."""
@@ -74,7 +83,10 @@ def _register_local_assignments(backend, experiment: str, treatment_ratio: float
     if not isinstance(backend, runner.DuckDBBackend):
         raise ValueError("on BigQuery pass assignments_table (the export's predictions table with user_id, variant)")
     if assignments is None:
-        users = [row[0] for row in backend.con.execute("SELECT DISTINCT user_id FROM impressions ORDER BY user_id").fetchall()]
+        users = [
+            row[0]
+            for row in backend.con.execute("SELECT DISTINCT user_id FROM impressions ORDER BY user_id").fetchall()
+        ]
         if not users:
             raise ValueError("the impressions table is empty")
         variants = ab.assign_many(users, experiment, treatment_ratio).tolist()
@@ -89,12 +101,19 @@ def summarise(rows: list[dict]) -> dict:
     if set(arms) != set(ab.VARIANTS):
         raise ValueError(f"need impressions in both arms {ab.VARIANTS}, found {sorted(arms)}")
     first = rows[0]
-    result: dict = {name: {**{key: int(row[key]) for key in COUNTS}, **{key: _float(row[key]) for key in RATES}}
-                    for name, row in arms.items()}
+    result: dict = {
+        name: {**{key: int(row[key]) for key in COUNTS}, **{key: _float(row[key]) for key in RATES}}
+        for name, row in arms.items()
+    }
     for metric in ("ctr", "cvr"):
         z = _float(first[f"{metric}_z"])
-        result.update({f"{metric}_diff": _float(first[f"{metric}_diff"]), f"{metric}_z": z,
-                       f"{metric}_p": None if z is None else 2.0 * stats.normal_sf(abs(z))})
+        result.update(
+            {
+                f"{metric}_diff": _float(first[f"{metric}_diff"]),
+                f"{metric}_z": z,
+                f"{metric}_p": None if z is None else 2.0 * stats.normal_sf(abs(z)),
+            }
+        )
     result["chi2"] = float(first["srm_chi2"])
     result["chi2_p"] = stats.chi2_sf(result["chi2"], 1)
     return result

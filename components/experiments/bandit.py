@@ -12,6 +12,7 @@ and the funnel's score s (prior weight `score_prior` so the untrained bandit ran
 Feedback rows also carry a one-hot of the position shown, so position bias is learnt apart from relevance;
 candidates are scored with those position features at zero.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -46,8 +47,15 @@ class BayesianLinearBandit:
     exploration: float = 1.0
 
     @classmethod
-    def create(cls, context_dim: int, num_positions: int, prior_precision: float = 1.0, noise_variance: float = 0.25,
-               score_prior: float = 1.0, exploration: float = 1.0) -> "BayesianLinearBandit":
+    def create(
+        cls,
+        context_dim: int,
+        num_positions: int,
+        prior_precision: float = 1.0,
+        noise_variance: float = 0.25,
+        score_prior: float = 1.0,
+        exploration: float = 1.0,
+    ) -> "BayesianLinearBandit":
         """A fresh posterior (= the prior); the score feature (second to last of phi) has prior mean score_prior."""
         if prior_precision <= 0 or noise_variance <= 0:
             raise ValueError("prior_precision and noise_variance must be positive")
@@ -84,7 +92,11 @@ class BayesianLinearBandit:
         positions = np.asarray(positions)
         if contexts.ndim != 2 or contexts.shape[1] != self.context_dim:
             raise ValueError(f"contexts must be [n, {self.context_dim}], got {contexts.shape}")
-        if positions.shape != (contexts.shape[0],) or positions.min(initial=0) < 0 or positions.max(initial=0) >= self.num_positions:
+        if (
+            positions.shape != (contexts.shape[0],)
+            or positions.min(initial=0) < 0
+            or positions.max(initial=0) >= self.num_positions
+        ):
             raise ValueError(f"positions must be [n] in [0, {self.num_positions})")
         return np.hstack([contexts, np.eye(self.num_positions)[positions]])
 
@@ -97,7 +109,9 @@ class BayesianLinearBandit:
         noise = np.linalg.solve(chol.T, rng.standard_normal((self.dim, num))).T
         return (mean + self.exploration * noise)[:, : self.context_dim]
 
-    def rank(self, contexts: np.ndarray, k: int, rng: np.random.Generator, valid: np.ndarray | None = None) -> np.ndarray:
+    def rank(
+        self, contexts: np.ndarray, k: int, rng: np.random.Generator, valid: np.ndarray | None = None
+    ) -> np.ndarray:
         """Top-k candidate indices per request under a Thompson draw: contexts [B, N, context_dim] -> [B, k].
         Candidates where `valid` [B, N] is False are never chosen."""
         if contexts.ndim != 3 or contexts.shape[2] != self.context_dim or contexts.shape[1] < k:
@@ -118,9 +132,13 @@ class BayesianLinearBandit:
                 _export_saved_model(self, staging / SAVED_MODEL_DIR)
             for name, text in (extra_files or {}).items():
                 (staging / name).write_text(text)
-            config = {"noise_variance": self.noise_variance, "num_positions": self.num_positions,
-                      "exploration": self.exploration, "context_dim": self.context_dim,
-                      "features": "[query*item, item, funnel score, 1] (reranker_features)"}
+            config = {
+                "noise_variance": self.noise_variance,
+                "num_positions": self.num_positions,
+                "exploration": self.exploration,
+                "context_dim": self.context_dim,
+                "features": "[query*item, item, funnel score, 1] (reranker_features)",
+            }
             atomic.write_json(staging / CONFIG_FILE, config)
 
     @classmethod
@@ -155,11 +173,13 @@ def _export_saved_model(bandit: BayesianLinearBandit, path: Path) -> None:
             self.mean = tf.constant(mean, tf.float32)
             self.root = tf.constant(root * bandit.exploration, tf.float32)
 
-        @tf.function(input_signature=[
-            tf.TensorSpec([None, embed_dim], tf.float32, name="query"),
-            tf.TensorSpec([None, None, embed_dim], tf.float32, name="items"),
-            tf.TensorSpec([None, None], tf.float32, name="scores"),
-        ])
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([None, embed_dim], tf.float32, name="query"),
+                tf.TensorSpec([None, None, embed_dim], tf.float32, name="items"),
+                tf.TensorSpec([None, None], tf.float32, name="scores"),
+            ]
+        )
         def serve(self, query, items, scores):
             ones = tf.ones_like(scores)[..., None]
             phi = tf.concat([query[:, None, :] * items, items, scores[..., None], ones], axis=-1)

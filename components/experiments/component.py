@@ -1,4 +1,5 @@
 """KFP shells of the experiments; the logic lives in components.experiments.stage."""
+
 from typing import Optional
 
 from kfp import dsl
@@ -52,9 +53,19 @@ def off_policy_evaluation(
 
     progress.configure()
     os.makedirs(os.path.dirname(report.path) or ".", exist_ok=True)
-    run_off_policy_evaluation(warehouse_uri, shop_preset, report.path, metrics.log_metric, shop_seed, repeats,
-                              requests_per_log, epsilon, bandit_rounds,
-                              features.path if features else None, ranking_model.path if ranking_model else None)
+    run_off_policy_evaluation(
+        warehouse_uri,
+        shop_preset,
+        report.path,
+        metrics.log_metric,
+        shop_seed,
+        repeats,
+        requests_per_log,
+        epsilon,
+        bandit_rounds,
+        features.path if features else None,
+        ranking_model.path if ranking_model else None,
+    )
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -75,5 +86,13 @@ def bandit_reranker(
     from components.experiments.stage import run_bandit_stage
 
     os.makedirs(os.path.dirname(bandit_model.path) or ".", exist_ok=True)
-    run_bandit_stage(features.path, extracted.path, retrieval_model.path, bandit_model.path, metrics.log_metric,
-                     noise_variance, prior_precision, exploration)
+    run_bandit_stage(
+        features.path,
+        extracted.path,
+        retrieval_model.path,
+        bandit_model.path,
+        metrics.log_metric,
+        noise_variance,
+        prior_precision,
+        exploration,
+    )

@@ -1,4 +1,5 @@
 """Users' latest histories from an event log, as vocabulary indices, the way the features stage builds them."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,8 +8,9 @@ import pandas as pd
 from components import schema
 
 
-def user_histories(events: pd.DataFrame, item_index: dict[str, int], item_category: np.ndarray, max_len: int
-                   ) -> tuple[dict[str, int], np.ndarray, np.ndarray]:
+def user_histories(
+    events: pd.DataFrame, item_index: dict[str, int], item_category: np.ndarray, max_len: int
+) -> tuple[dict[str, int], np.ndarray, np.ndarray]:
     """Each user's last max_len steps (consecutive repeats collapsed, as the features stage does), as vocabulary
     indices left-padded with PAD: (row of each user, items [U, L], categories [U, L])."""
     items = events["item_id"].map(item_index).fillna(schema.OOV_INDEX).astype(np.int64).to_numpy()

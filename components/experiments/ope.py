@@ -20,6 +20,7 @@ DM is biased by the reward model's error.
 Estimators take plain arrays (LoggedSlates, a target policy and reward predictions), so they are tested on
 hand-made logs independently of any shop.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -63,10 +64,15 @@ def _validate(log: LoggedSlates) -> None:
     p = log.propensity
     missing = np.isnan(p)
     if missing.any():
-        raise LogError(f"{int(missing.sum())} impression(s) have a missing propensity (first row {int(np.argmax(missing))})")
+        raise LogError(
+            f"{int(missing.sum())} impression(s) have a missing propensity (first row {int(np.argmax(missing))})"
+        )
     floor = f"propensity below the floor {schema.MIN_PROPENSITY:g} (schema.MIN_PROPENSITY)"
-    for bad, what in ((p <= 0, "zero or negative propensity"), ((p > 0) & (p < schema.MIN_PROPENSITY), floor),
-                      (p > 1, "propensity above one")):
+    for bad, what in (
+        (p <= 0, "zero or negative propensity"),
+        ((p > 0) & (p < schema.MIN_PROPENSITY), floor),
+        (p > 1, "propensity above one"),
+    ):
         if bad.any():
             first = int(np.argmax(bad))
             raise LogError(f"{int(bad.sum())} impression(s) have a {what} (first row {first}: {p[first]})")
@@ -83,7 +89,9 @@ def _validate(log: LoggedSlates) -> None:
         raise LogError("a (request, position) slot appears more than once")
 
 
-def from_impressions(table: pa.Table, item_index: Mapping[str, int], first_position: int = 0) -> tuple[LoggedSlates, np.ndarray, np.ndarray]:
+def from_impressions(
+    table: pa.Table, item_index: Mapping[str, int], first_position: int = 0
+) -> tuple[LoggedSlates, np.ndarray, np.ndarray]:
     """LoggedSlates from a schema.IMPRESSIONS table, plus the request ids and user ids (one per request).
 
     Items must all be in `item_index` (the target policy cannot score an item it does not know), and a
@@ -99,8 +107,12 @@ def from_impressions(table: pa.Table, item_index: Mapping[str, int], first_posit
     unknown = item < 0
     if unknown.any():
         examples = sorted(set(items[unknown]))[:5]
-        raise LogError(f"{int(unknown.sum())} impression(s) show item(s) unknown to the item vocabulary, e.g. {examples}")
-    request_ids, request = np.unique(np.asarray(table.column("request_id").to_pylist(), dtype=object), return_inverse=True)
+        raise LogError(
+            f"{int(unknown.sum())} impression(s) show item(s) unknown to the item vocabulary, e.g. {examples}"
+        )
+    request_ids, request = np.unique(
+        np.asarray(table.column("request_id").to_pylist(), dtype=object), return_inverse=True
+    )
     users = np.asarray(table.column("user_id").to_pylist(), dtype=object)
     user_of_request = np.empty(request_ids.size, dtype=object)
     user_of_request[request] = users
@@ -242,8 +254,17 @@ class RewardModel:
     position_bias: np.ndarray
 
     @classmethod
-    def fit(cls, features: np.ndarray, position: np.ndarray, click: np.ndarray, slate_size: int,
-            sample_weight: np.ndarray | None = None, loss: str = "log", l2: float = 1.0, iterations: int = 25) -> "RewardModel":
+    def fit(
+        cls,
+        features: np.ndarray,
+        position: np.ndarray,
+        click: np.ndarray,
+        slate_size: int,
+        sample_weight: np.ndarray | None = None,
+        loss: str = "log",
+        l2: float = 1.0,
+        iterations: int = 25,
+    ) -> "RewardModel":
         if loss not in ("log", "squared"):
             raise ValueError(f"loss must be 'log' or 'squared', got {loss!r}")
         x = np.hstack([features, np.eye(slate_size)[position]])
@@ -252,7 +273,7 @@ class RewardModel:
         x, y, sw = x[keep], click[keep], sw[keep]
         base = np.clip(np.average(y, weights=sw), 1e-4, 1 - 1e-4)
         theta = np.zeros(x.shape[1])
-        theta[features.shape[1]:] = np.log(base / (1 - base))
+        theta[features.shape[1] :] = np.log(base / (1 - base))
         penalty = l2 * np.eye(x.shape[1])
         for _ in range(iterations):
             p = _sigmoid(x @ theta)
@@ -268,7 +289,7 @@ class RewardModel:
             theta -= step
             if np.max(np.abs(step)) < 1e-8:
                 break
-        return cls(weights=theta[: features.shape[1]], position_bias=theta[features.shape[1]:])
+        return cls(weights=theta[: features.shape[1]], position_bias=theta[features.shape[1] :])
 
     def predict(self, features: np.ndarray, position: np.ndarray) -> np.ndarray:
         """qhat for rows with the given features and 0-based positions."""
@@ -294,8 +315,15 @@ def evaluate(log: LoggedSlates, policy: SlatePolicy, features: FeatureFn, l2: fl
     estimates = {"ips": ips(log, target_prob), "snips": snips(log, target_prob)}
     fits = {
         "dm": RewardModel.fit(logged_features, log.position, log.click, log.slate_size, l2=l2),
-        "mrdr": RewardModel.fit(logged_features, log.position, log.click, log.slate_size,
-                                sample_weight=mrdr_weights(log, target_prob), loss="squared", l2=l2),
+        "mrdr": RewardModel.fit(
+            logged_features,
+            log.position,
+            log.click,
+            log.slate_size,
+            sample_weight=mrdr_weights(log, target_prob),
+            loss="squared",
+            l2=l2,
+        ),
     }
     values = {
         name: policy.expected_reward(lambda req, items, m=model: m.predict_all_positions(features(req, items)))

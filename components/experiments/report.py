@@ -3,6 +3,7 @@ the one page a reader opens for them; this stage writes the PNGs and ope.json it
 
 Figures are built with matplotlib's object API (no pyplot state), so they are safe inside a pipeline process.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,8 +12,12 @@ from matplotlib.figure import Figure
 from components.experiments.ope import ESTIMATORS
 from components.experiments.simulation import BanditRun
 
-POLICY_STYLE = {"thompson": ("tab:blue", "o"), "exploit": ("tab:cyan", "s"), "greedy": ("tab:orange", "^"),
-                "random": ("tab:gray", "x")}
+POLICY_STYLE = {
+    "thompson": ("tab:blue", "o"),
+    "exploit": ("tab:cyan", "s"),
+    "greedy": ("tab:orange", "^"),
+    "random": ("tab:gray", "x"),
+}
 
 
 def bandit_figure(run: BanditRun) -> Figure:
@@ -31,8 +36,15 @@ def bandit_figure(run: BanditRun) -> Figure:
         if name != "random" and "random" in cumulative:
             gain.plot(rounds, curve - cumulative["random"], **style)
     if "thompson" in cumulative and "exploit" in cumulative:
-        explore.plot(rounds, cumulative["thompson"] - cumulative["exploit"], color=POLICY_STYLE["thompson"][0],
-                     marker="o", markevery=every, markersize=5, label="thompson minus exploit")
+        explore.plot(
+            rounds,
+            cumulative["thompson"] - cumulative["exploit"],
+            color=POLICY_STYLE["thompson"][0],
+            marker="o",
+            markevery=every,
+            markersize=5,
+            label="thompson minus exploit",
+        )
         explore.axhline(0, color=POLICY_STYLE["exploit"][0], linewidth=1)
     explore.set(ylabel="cumulative clicks, thompson minus exploit", title="What exploring adds")
     for axis in (total, gain, explore):

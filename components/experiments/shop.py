@@ -11,6 +11,7 @@ item's category to its category (interest drifts along a category chain), the us
 category, its purchases per view (a quality signal) and its within-category price z-score. The bandit adds a one-hot of the item's category, so it can learn that some
 categories trend after an interest shift.
 """
+
 from __future__ import annotations
 
 import copy
@@ -26,8 +27,15 @@ from components.experiments.histories import user_histories
 from components.experiments.simulation import Proposal
 from components.warehouse import synthetic
 
-FEATURE_NAMES = ("log_views", "log_transitions", "same_category_as_last", "log_category_transition",
-                 "user_category_share", "purchase_rate", "price_z")
+FEATURE_NAMES = (
+    "log_views",
+    "log_transitions",
+    "same_category_as_last",
+    "log_category_transition",
+    "user_category_share",
+    "purchase_rate",
+    "price_z",
+)
 PRIOR_VIEWS = 20.0  # purchases per view are shrunk toward the shop's rate with this many pseudo-views
 
 
@@ -73,10 +81,23 @@ class ObservedHistory:
         shop_rate = purchases.sum() / max(item_views.sum(), 1.0)
         purchase_rate = (purchases + PRIOR_VIEWS * shop_rate) / (item_views + PRIOR_VIEWS) / max(shop_rate, 1e-9)
         log_price = np.log(world.item_price)
-        cat_mean = np.bincount(world.item_category, log_price, n_cats) / np.maximum(np.bincount(world.item_category, minlength=n_cats), 1)
-        price_z = (log_price - cat_mean[world.item_category]) / max(np.std(log_price - cat_mean[world.item_category]), 1e-9)
-        return cls(item_views, transition_keys, transition_counts.astype(np.float64), category_transition, share,
-                   purchase_rate, last, world.item_category, price_z)
+        cat_mean = np.bincount(world.item_category, log_price, n_cats) / np.maximum(
+            np.bincount(world.item_category, minlength=n_cats), 1
+        )
+        price_z = (log_price - cat_mean[world.item_category]) / max(
+            np.std(log_price - cat_mean[world.item_category]), 1e-9
+        )
+        return cls(
+            item_views,
+            transition_keys,
+            transition_counts.astype(np.float64),
+            category_transition,
+            share,
+            purchase_rate,
+            last,
+            world.item_category,
+            price_z,
+        )
 
     def transitions(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
         keys = prev.astype(np.int64) * len(self.item_views) + nxt
@@ -93,8 +114,18 @@ class ObservedHistory:
         same = (cats == last_cats) & has_last
         category_move = np.where(has_last, self.category_transition[last_cats, cats], 0.0)
         share = np.take_along_axis(self.user_category_share[users], cats, axis=1)
-        return np.stack([np.log1p(self.item_views[items]) / 5.0, np.log1p(self.transitions(last, items)), same,
-                         category_move / 5.0, share, self.purchase_rate[items], self.price_z[items]], axis=-1)
+        return np.stack(
+            [
+                np.log1p(self.item_views[items]) / 5.0,
+                np.log1p(self.transitions(last, items)),
+                same,
+                category_move / 5.0,
+                share,
+                self.purchase_rate[items],
+                self.price_z[items],
+            ],
+            axis=-1,
+        )
 
 
 def replay(preset: str, seed: int) -> tuple[synthetic.ShopWorld, pa.Table, int]:
@@ -139,9 +170,14 @@ def log_requests(world: synthetic.ShopWorld, num_requests: int, rng: np.random.G
     slates = pool[rows, picks]
     clicked, _ = world.simulate(users, slates, rng)
     log = ope.LoggedSlates(
-        request=np.repeat(np.arange(num_requests), size), position=np.tile(np.arange(size), num_requests),
-        item=slates.ravel(), propensity=propensity.ravel(), click=clicked.ravel().astype(np.float64),
-        num_requests=num_requests, slate_size=size)
+        request=np.repeat(np.arange(num_requests), size),
+        position=np.tile(np.arange(size), num_requests),
+        item=slates.ravel(),
+        propensity=propensity.ravel(),
+        click=clicked.ravel().astype(np.float64),
+        num_requests=num_requests,
+        slate_size=size,
+    )
     return SimulatedLog(world, users, np.where(valid, pool, -1), log)
 
 
@@ -189,7 +225,9 @@ class FunnelRanker:
         self._values = np.zeros(0, np.float64)
 
     @classmethod
-    def build(cls, ranker, world: synthetic.ShopWorld, events: pa.Table, item_vocab: list[str], max_len: int) -> "FunnelRanker":
+    def build(
+        cls, ranker, world: synthetic.ShopWorld, events: pa.Table, item_vocab: list[str], max_len: int
+    ) -> "FunnelRanker":
         index = {item: i + schema.NUM_RESERVED for i, item in enumerate(item_vocab)}
         frame = events.select(["user_id", "item_id"]).to_pandas()
         rows, items, cats = user_histories(frame, index, ranker.item_category, max_len)
@@ -225,8 +263,9 @@ class FunnelRanker:
         table[np.repeat(np.arange(len(starts)), counts), slot] = items
         cand = self.vocab_index[table]
         row_users = users[starts]
-        scored = self.ranker.score(self.hist_items[row_users], self.hist_cats[row_users], cand,
-                                   self.ranker.item_category[cand]).astype(np.float64)
+        scored = self.ranker.score(
+            self.hist_items[row_users], self.hist_cats[row_users], cand, self.ranker.item_category[cand]
+        ).astype(np.float64)
         return scored[np.repeat(np.arange(len(starts)), counts), slot]
 
     def rank(self, users: np.ndarray, pool: np.ndarray) -> np.ndarray:
@@ -259,6 +298,7 @@ class ShopProposer:
         candidates = np.where(valid, pool, -1)
         scores = self.ranker.scores(users, candidates)
         onehot = np.eye(world.config.n_categories)[self.history.item_category[pool]]
-        contexts = np.concatenate([self.history.features(users, pool), onehot, scores[..., None],
-                                   np.ones(scores.shape + (1,))], axis=-1)
+        contexts = np.concatenate(
+            [self.history.features(users, pool), onehot, scores[..., None], np.ones(scores.shape + (1,))], axis=-1
+        )
         return Proposal(candidates, contexts, scores)

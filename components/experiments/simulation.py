@@ -8,6 +8,7 @@ Policies see only what a deployed re-ranker sees, given by a `propose(world, use
 each request's candidates, their context features and the funnel's scores. An interest shift replaces the
 world mid-run (`shift(world, rng)`); the funnel is not retrained, so its scores go stale.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -76,9 +77,19 @@ def top_k(scores: np.ndarray, valid: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-np.where(valid, scores, -np.inf), axis=1, kind="stable")[:, :k]
 
 
-def simulate_bandit(world: World, propose: Propose, rounds: int, batch_size: int, slate_size: int, seed: int,
-                    shift: Callable[[World, np.random.Generator], World] | None = None, shift_round: int | None = None,
-                    noise_variance: float = 0.25, prior_precision: float = 1.0, score_prior: float = 1.0) -> BanditRun:
+def simulate_bandit(
+    world: World,
+    propose: Propose,
+    rounds: int,
+    batch_size: int,
+    slate_size: int,
+    seed: int,
+    shift: Callable[[World, np.random.Generator], World] | None = None,
+    shift_round: int | None = None,
+    noise_variance: float = 0.25,
+    prior_precision: float = 1.0,
+    score_prior: float = 1.0,
+) -> BanditRun:
     """Runs every policy on the same requests and the same click draws, round after round.
 
     thompson: the Bayesian bandit with Thompson sampling; exploit: the same model ranking by its posterior mean
@@ -98,9 +109,12 @@ def simulate_bandit(world: World, propose: Propose, rounds: int, batch_size: int
         batch = propose(world, users, rng)
         if not bandits:
             dim = batch.contexts.shape[2]
-            bandits = {name: BayesianLinearBandit.create(dim, slate_size, prior_precision, noise_variance, score_prior,
-                                                         exploration)
-                       for name, exploration in (("thompson", 1.0), ("exploit", 0.0))}
+            bandits = {
+                name: BayesianLinearBandit.create(
+                    dim, slate_size, prior_precision, noise_variance, score_prior, exploration
+                )
+                for name, exploration in (("thompson", 1.0), ("exploit", 0.0))
+            }
         draws = rng.random((batch_size, slate_size))
         choices = {
             "thompson": bandits["thompson"].rank(batch.contexts, slate_size, rng, batch.valid),
@@ -113,6 +127,8 @@ def simulate_bandit(world: World, propose: Propose, rounds: int, batch_size: int
             clicks = (draws < world.click_probability(users, shown)).astype(np.float64)
             rewards[name][t] = clicks.sum(axis=1).mean()
             if name in bandits:
-                rows = np.take_along_axis(batch.contexts, chosen[..., None], axis=1).reshape(-1, batch.contexts.shape[2])
+                rows = np.take_along_axis(batch.contexts, chosen[..., None], axis=1).reshape(
+                    -1, batch.contexts.shape[2]
+                )
                 bandits[name].update(rows, np.tile(np.arange(slate_size), batch_size), clicks.reshape(-1))
     return BanditRun(rewards, shift_round, batch_size)

@@ -3,6 +3,7 @@
 Each writes its artifact directory through a temporary sibling and a rename, so a failed run leaves nothing that
 looks complete, and logs its figures as KFP metrics.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,14 @@ def _ab_skip_reason(warehouse_uri: str, treatment_ratio: float) -> str:
     return ""
 
 
-def run_ab_analysis(warehouse_uri: str, output_dir: str, log_metric: LogMetric, experiment: str,
-                    treatment_ratio: float, assignments_table: str = "") -> dict:
+def run_ab_analysis(
+    warehouse_uri: str,
+    output_dir: str,
+    log_metric: LogMetric,
+    experiment: str,
+    treatment_ratio: float,
+    assignments_table: str = "",
+) -> dict:
     """analysis.json with the per-arm outcomes and tests; metrics ab_<arm>_ctr/cvr, ab_ctr_p, ab_cvr_p, ab_chi2_p.
     Without impressions, or with every user in one arm (ratio 0 or 1), there is nothing to compare: skipped.json
     says why and no metric is logged."""
@@ -79,10 +86,19 @@ def logged_click_rate(warehouse_uri: str) -> dict:
     return {"impressions": impressions, "clicks": clicks, "click_rate": clicks / impressions}
 
 
-def run_off_policy_evaluation(warehouse_uri: str, shop_preset: str, output_dir: str, log_metric: LogMetric,
-                              shop_seed: int = 0, repeats: int = 5, requests_per_log: int = 20_000,
-                              epsilon: float = 0.1, bandit_rounds: int = 120, features_dir: str | None = None,
-                              ranking_dir: str | None = None) -> dict:
+def run_off_policy_evaluation(
+    warehouse_uri: str,
+    shop_preset: str,
+    output_dir: str,
+    log_metric: LogMetric,
+    shop_seed: int = 0,
+    repeats: int = 5,
+    requests_per_log: int = 20_000,
+    epsilon: float = 0.1,
+    bandit_rounds: int = 120,
+    features_dir: str | None = None,
+    ranking_dir: str | None = None,
+) -> dict:
     """OPE estimates beside the truth (and the bandit curves) on the synthetic shop that built the warehouse.
 
     Writes ope.json ({ab, ope, bandit, logged}: `logged` is the logging policy's observed click rate),
@@ -90,8 +106,10 @@ def run_off_policy_evaluation(warehouse_uri: str, shop_preset: str, output_dir: 
     report and (optionally) its gate. Logs ope_truth, ope_logged_click_rate and ope_<estimator>_{estimate,bias,rmse}.
     A warehouse without impressions gets a `skipped.json` saying so and no metrics."""
     if ab_analysis.impression_count(warehouse_uri) == 0:
-        reason = ("the warehouse has no impressions (public data; a GA4 export logs no propensities): "
-                  "no off-policy evaluation")
+        reason = (
+            "the warehouse has no impressions (public data; a GA4 export logs no propensities): "
+            "no off-policy evaluation"
+        )
     elif not shop_preset:
         reason = "no shop_preset: the true value needs the synthetic shop's world, so no off-policy evaluation"
     else:
@@ -99,9 +117,19 @@ def run_off_policy_evaluation(warehouse_uri: str, shop_preset: str, output_dir: 
     if reason:
         _write_skipped(output_dir, reason)
         return {"skipped": reason}
-    result, run = bench.run_studies(warehouse_uri, shop_preset, shop_seed, repeats, requests_per_log, epsilon,
-                                    bandit_rounds, bandit_batch=256, shift_fraction=0.5, ranking_dir=ranking_dir,
-                                    features_dir=features_dir)
+    result, run = bench.run_studies(
+        warehouse_uri,
+        shop_preset,
+        shop_seed,
+        repeats,
+        requests_per_log,
+        epsilon,
+        bandit_rounds,
+        bandit_batch=256,
+        shift_fraction=0.5,
+        ranking_dir=ranking_dir,
+        features_dir=features_dir,
+    )
     result["logged"] = logged_click_rate(warehouse_uri)
 
     with atomic.staged_directory(output_dir) as staging:
@@ -118,9 +146,16 @@ def run_off_policy_evaluation(warehouse_uri: str, shop_preset: str, output_dir: 
 
 
 # ---- the bandit re-ranker stage --------------------------------------------------------------------------------
-def fit_bandit_from_logs(retriever, impressions: pd.DataFrame, events: pd.DataFrame, item_index: dict[str, int],
-                         max_len: int, noise_variance: float, prior_precision: float, exploration: float
-                         ) -> tuple[BayesianLinearBandit, int]:
+def fit_bandit_from_logs(
+    retriever,
+    impressions: pd.DataFrame,
+    events: pd.DataFrame,
+    item_index: dict[str, int],
+    max_len: int,
+    noise_variance: float,
+    prior_precision: float,
+    exploration: float,
+) -> tuple[BayesianLinearBandit, int]:
     """A posterior warm-started from the logged impressions (click = reward), one batch update per chunk.
 
     The context of a logged slot is reranker_features(query of the user's history, item embedding, retrieval
@@ -128,15 +163,16 @@ def fit_bandit_from_logs(retriever, impressions: pd.DataFrame, events: pd.DataFr
     rows, hist_items, hist_cats = user_histories(events, item_index, retriever.item_category, max_len)
     dim = 2 * retriever.item_embeddings.shape[1] + 2
     positions = impressions["position"].to_numpy().astype(np.int64)
-    bandit = BayesianLinearBandit.create(dim, int(positions.max()) + 1 if len(positions) else 1, prior_precision,
-                                         noise_variance, exploration=exploration)
+    bandit = BayesianLinearBandit.create(
+        dim, int(positions.max()) + 1 if len(positions) else 1, prior_precision, noise_variance, exploration=exploration
+    )
     user_row = impressions["user_id"].map(rows).to_numpy()
     known = ~pd.isna(user_row)
     item = impressions["item_id"].map(item_index).fillna(schema.OOV_INDEX).astype(np.int64).to_numpy()
     clicks = impressions["clicked"].to_numpy().astype(np.float64)
     used = np.nonzero(known)[0]
     for start in range(0, len(used), FEEDBACK_CHUNK):
-        chunk = used[start:start + FEEDBACK_CHUNK]
+        chunk = used[start : start + FEEDBACK_CHUNK]
         user = user_row[chunk].astype(np.int64)
         query = retriever.encode(hist_items[user], hist_cats[user])
         embedded = retriever.item_embeddings[item[chunk]][:, None, :]
@@ -145,23 +181,41 @@ def fit_bandit_from_logs(retriever, impressions: pd.DataFrame, events: pd.DataFr
     return bandit, len(used)
 
 
-def run_bandit_stage(features_dir: str, extracted_dir: str, retrieval_dir: str, output_dir: str, log_metric: LogMetric,
-                     noise_variance: float = 0.25, prior_precision: float = 1.0, exploration: float = 1.0) -> dict:
+def run_bandit_stage(
+    features_dir: str,
+    extracted_dir: str,
+    retrieval_dir: str,
+    output_dir: str,
+    log_metric: LogMetric,
+    noise_variance: float = 0.25,
+    prior_precision: float = 1.0,
+    exploration: float = 1.0,
+) -> dict:
     """The re-ranker's model directory: posterior.npz + bandit.json + saved_model/ (see bandit.py), fitted on the
     extracted impressions; without impressions the prior alone (the stage still yields a servable model)."""
     from components.retrieval.model_io import load_retriever
 
     retriever = load_retriever(retrieval_dir)
     spec = schema.FeatureSpec.read(features_dir)
-    item_index = {item: i + schema.NUM_RESERVED for i, item in enumerate(schema.read_vocab(features_dir, schema.ITEM_VOCAB))}
+    item_index = {
+        item: i + schema.NUM_RESERVED for i, item in enumerate(schema.read_vocab(features_dir, schema.ITEM_VOCAB))
+    }
     impressions_path = Path(extracted_dir, "impressions.parquet")
-    impressions = (pq.read_table(impressions_path).to_pandas() if impressions_path.exists()
-                   else pd.DataFrame({c: [] for c in schema.IMPRESSIONS.names}))
+    impressions = (
+        pq.read_table(impressions_path).to_pandas()
+        if impressions_path.exists()
+        else pd.DataFrame({c: [] for c in schema.IMPRESSIONS.names})
+    )
     events = pq.read_table(Path(extracted_dir, "events.parquet"), columns=["user_id", "item_id"]).to_pandas()
-    bandit, rows = fit_bandit_from_logs(retriever, impressions, events, item_index, spec.max_len, noise_variance,
-                                        prior_precision, exploration)
-    summary = {"feedback_rows": rows, "impressions": len(impressions), "context_dim": bandit.context_dim,
-               "num_positions": bandit.num_positions}
+    bandit, rows = fit_bandit_from_logs(
+        retriever, impressions, events, item_index, spec.max_len, noise_variance, prior_precision, exploration
+    )
+    summary = {
+        "feedback_rows": rows,
+        "impressions": len(impressions),
+        "context_dim": bandit.context_dim,
+        "num_positions": bandit.num_positions,
+    }
     bandit.save(output_dir, extra_files={"summary.json": json.dumps(summary, indent=2)})
     log_metric("bandit_feedback_rows", float(rows))
     return summary

@@ -4,6 +4,7 @@ chi2_sf uses the regularised upper incomplete gamma function Q(df/2, x/2), compu
 below a+1 and by Lentz's continued fraction above (Numerical Recipes, 6.2): both converge to 1e-14 in
 well under 200 terms for the df and statistics seen here.
 """
+
 from __future__ import annotations
 
 import math

@@ -4,6 +4,7 @@ The treatment arm gets the new model's lists; the control arm keeps the last ble
 re-scored on today's histories (through item ids, because its vocabulary is older). Without a
 blessed model both arms get the new model, and `model_version` on each row says which model served it.
 """
+
 from __future__ import annotations
 
 import datetime as dt

@@ -1,4 +1,5 @@
 """The bench harness's export entry: the whole export on real artifacts, timed, into a scratch DuckDB."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -27,13 +28,23 @@ def export_bench(
         summary = read_evaluation_summary(evaluation_summary) if evaluation_summary else {}
         candidates_n = int(summary.get("export_n") or DEFAULT_CANDIDATES_N)
     params = ExportParams(
-        top_k=top_k, candidates_n=candidates_n, experiment="bench", treatment_ratio=1.0, model_version="bench",
-        run_id="bench", generated_at=dt.datetime.now(dt.timezone.utc), memory_budget_mb=memory_budget_mb,
+        top_k=top_k,
+        candidates_n=candidates_n,
+        experiment="bench",
+        treatment_ratio=1.0,
+        model_version="bench",
+        run_id="bench",
+        generated_at=dt.datetime.now(dt.timezone.utc),
+        memory_budget_mb=memory_budget_mb,
     )
     with tempfile.TemporaryDirectory(prefix="export-bench-") as scratch:
         manifest = run_export(
-            features_dir, retrieval_dir, ranking_dir, f"duckdb://{Path(scratch, 'bench.duckdb')}",
-            Path(scratch, "out"), params,
+            features_dir,
+            retrieval_dir,
+            ranking_dir,
+            f"duckdb://{Path(scratch, 'bench.duckdb')}",
+            Path(scratch, "out"),
+            params,
         )
     timing = manifest["timing"]
     return {

@@ -1,4 +1,5 @@
 """KFP shell of the export stage; the logic lives in components.export.export."""
+
 from typing import Optional
 
 from kfp import dsl
@@ -37,9 +38,20 @@ def export(
     from components.export.export import export_from_component
 
     export_from_component(
-        features.path, retrieval_model.path, ranking_model.path, recommendations.path, metrics,
-        destination=destination, top_k=top_k, candidates_n=candidates_n, experiment=experiment,
-        treatment_ratio=treatment_ratio, model_version=model_version, run_id=run_id, run_time=run_time,
-        similar_k=similar_k, registry_dir=registry_dir,
+        features.path,
+        retrieval_model.path,
+        ranking_model.path,
+        recommendations.path,
+        metrics,
+        destination=destination,
+        top_k=top_k,
+        candidates_n=candidates_n,
+        experiment=experiment,
+        treatment_ratio=treatment_ratio,
+        model_version=model_version,
+        run_id=run_id,
+        run_time=run_time,
+        similar_k=similar_k,
+        registry_dir=registry_dir,
         evaluation_summary=evaluation_summary.path if evaluation_summary else None,
     )

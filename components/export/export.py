@@ -8,6 +8,7 @@ Output artifact layout (a directory, written whole or not at all):
   similar_items.parquet     schema.SIMILAR_ITEMS, sorted by item_id, rank
   manifest.json             counts, parameters, timings (users_per_s) and the destination
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -87,13 +88,19 @@ def run_export(
     with atomic.staged_directory(output_dir, last=MANIFEST_FILE) as staging:
         for name, table in tables.items():
             pq.write_table(table, staging / name)
-        target.write({"recommendations": staging / RECOMMENDATIONS_FILE, "similar_items": staging / SIMILAR_ITEMS_FILE},
-                     params.generated_at.date())
+        target.write(
+            {"recommendations": staging / RECOMMENDATIONS_FILE, "similar_items": staging / SIMILAR_ITEMS_FILE},
+            params.generated_at.date(),
+        )
         if registry_dir and registered_version:
             manifest["blessed"] = registry.promote(registry_dir, registered_version).to_json()
         finished = time.perf_counter()
-        manifest["timing"].update(read_s=round(read_s, 3), load_models_s=round(load_s, 3),
-                                  write_s=round(finished - writing, 3), total_s=round(finished - started, 3))
+        manifest["timing"].update(
+            read_s=round(read_s, 3),
+            load_models_s=round(load_s, 3),
+            write_s=round(finished - writing, 3),
+            total_s=round(finished - started, 3),
+        )
         atomic.write_json(staging / MANIFEST_FILE, manifest)
     return manifest
 
@@ -129,25 +136,40 @@ def export_from_component(
         candidates_n = int(summary.get("export_n") or DEFAULT_CANDIDATES_N)
     previous = summary.get("previous_blessed") or {}
     params = ExportParams(
-        top_k=top_k, candidates_n=candidates_n, experiment=experiment, treatment_ratio=treatment_ratio,
-        model_version=model_version or summary.get("model_version") or run_id, run_id=run_id,
-        generated_at=resolve_run_time(run_time), similar_k=similar_k,
+        top_k=top_k,
+        candidates_n=candidates_n,
+        experiment=experiment,
+        treatment_ratio=treatment_ratio,
+        model_version=model_version or summary.get("model_version") or run_id,
+        run_id=run_id,
+        generated_at=resolve_run_time(run_time),
+        similar_k=similar_k,
     )
     manifest = run_export(
-        features, retrieval_model, ranking_model, destination, recommendations, params,
-        blessed_retrieval_dir=previous.get("retrieval_dir"), blessed_ranking_dir=previous.get("ranking_dir"),
+        features,
+        retrieval_model,
+        ranking_model,
+        destination,
+        recommendations,
+        params,
+        blessed_retrieval_dir=previous.get("retrieval_dir"),
+        blessed_ranking_dir=previous.get("ranking_dir"),
         blessed_model_version=previous.get("version", ""),
-        registry_dir=registry_dir or None, registered_version=(summary.get("registered") or {}).get("version", ""),
+        registry_dir=registry_dir or None,
+        registered_version=(summary.get("registered") or {}).get("version", ""),
     )
-    log_metrics(metrics.log_metric, {
-        "users": manifest["users"],
-        "recommendation_rows": manifest["rows"]["recommendations"],
-        "similar_item_rows": manifest["rows"]["similar_items"],
-        "fallback_users": manifest["fallback_users"],
-        "treatment_users": manifest["variants"][ab.TREATMENT],
-        "candidates_n": manifest["candidates_n"],
-        "users_per_s": manifest["timing"]["users_per_s"],
-    })
+    log_metrics(
+        metrics.log_metric,
+        {
+            "users": manifest["users"],
+            "recommendation_rows": manifest["rows"]["recommendations"],
+            "similar_item_rows": manifest["rows"]["similar_items"],
+            "fallback_users": manifest["fallback_users"],
+            "treatment_users": manifest["variants"][ab.TREATMENT],
+            "candidates_n": manifest["candidates_n"],
+            "users_per_s": manifest["timing"]["users_per_s"],
+        },
+    )
     return manifest
 
 
@@ -176,14 +198,25 @@ def build_tables(
         if not len(rows):
             continue
         result = batch.score_users(
-            model, inputs, rows, candidates_n=params.candidates_n, top_k=params.top_k,
+            model,
+            inputs,
+            rows,
+            candidates_n=params.candidates_n,
+            top_k=params.top_k,
             memory_budget_mb=params.memory_budget_mb,
         )
         fallback_users += int(result.fallback.sum())
-        parts.append(batch.recommendation_table(
-            inputs.user_ids[rows], result, model.item_ids, variant=variants[rows],
-            model_version=model.version, run_id=params.run_id, generated_at=params.generated_at,
-        ))
+        parts.append(
+            batch.recommendation_table(
+                inputs.user_ids[rows],
+                result,
+                model.item_ids,
+                variant=variants[rows],
+                model_version=model.version,
+                run_id=params.run_id,
+                generated_at=params.generated_at,
+            )
+        )
     score_s, score_cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
     recommendations = pa.concat_tables(parts).sort_by([("user_id", "ascending"), ("rank", "ascending")])
     similar_started = time.perf_counter()
@@ -220,9 +253,11 @@ def build_similar_items(inputs: ServingInputs, model: ServingModel, params: Expo
         model.retriever.item_embeddings, available, params.similar_k, params.memory_budget_mb
     )
     table = batch.similar_items_table(
-        neighbours, scores, model.item_ids, model_version=model.version, run_id=params.run_id,
+        neighbours,
+        scores,
+        model.item_ids,
+        model_version=model.version,
+        run_id=params.run_id,
         generated_at=params.generated_at,
     )
     return table.sort_by([("item_id", "ascending"), ("rank", "ascending")])
-
-

@@ -4,6 +4,7 @@ Serving is for tomorrow, so a user's history is the full latest one: the test ex
 plus its target (the last step), trimmed to max_len. Every item the user ever had is masked.
 Users in the user vocabulary without a test example get an empty history (the popularity fallback).
 """
+
 from __future__ import annotations
 
 import dataclasses

@@ -3,6 +3,7 @@
 Used for out-of-stock replacement and "more like this", so every item gets a list (unavailable ones
 too: they are the ones that need a replacement), but only available items are ever suggested.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -7,6 +7,7 @@ partition, from the Parquet files the export wrote first:
 - BigQuery: a load job per table from Parquet into `table$YYYYMMDD` with WRITE_TRUNCATE, on a table
   partitioned by day on `generated_at`. A load job is atomic: the partition is replaced whole or not at all.
 """
+
 from __future__ import annotations
 
 import dataclasses

@@ -24,5 +24,6 @@ def extract(
     """
     from components.extract.runner import run_extract
 
-    run_extract(warehouse_uri, extracted.path, window_start, window_end, event_types, min_events_per_user,
-                run_time=run_time)
+    run_extract(
+        warehouse_uri, extracted.path, window_start, window_end, event_types, min_events_per_user, run_time=run_time
+    )

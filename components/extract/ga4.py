@@ -6,6 +6,7 @@ catalogue are derived from it (the SQL says how) and the counts of what was read
 which GA4 column identifies a user before any stage runs. Impressions are not extracted: GA4 logs which items a
 list showed (`view_item_list`, counted), never the probability of showing them, which off-policy evaluation needs.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -16,10 +17,11 @@ from components.extract import runner
 from components.warehouse.ga4 import USER_KEYS
 
 TABLE = "ga4_events"  # the name the queries use; BigQueryBackend maps it onto `dataset.events_*`
-REQUIRED_COLUMNS = ("event_date", "event_timestamp", "event_name", "event_params", "user_id", "user_pseudo_id",
-                    "items")
-NO_PROPENSITIES = ("not extracted: GA4 logs the items a list showed (view_item_list, view_promotion) but not the "
-                   "probability of showing them (the propensity), so off-policy evaluation cannot run")
+REQUIRED_COLUMNS = ("event_date", "event_timestamp", "event_name", "event_params", "user_id", "user_pseudo_id", "items")
+NO_PROPENSITIES = (
+    "not extracted: GA4 logs the items a list showed (view_item_list, view_promotion) but not the "
+    "probability of showing them (the propensity), so off-policy evaluation cannot run"
+)
 
 
 def split_uri(warehouse_uri: str) -> tuple[str, str | None]:
@@ -30,8 +32,10 @@ def split_uri(warehouse_uri: str) -> tuple[str, str | None]:
     options = parse_qs(query, keep_blank_values=True, strict_parsing=False)
     unknown = sorted(set(options) - {"user_key"})
     if unknown or len(options.get("user_key", [])) != 1:
-        raise runner.ExtractError(f"{warehouse_uri!r}: the only URI option is user_key=user_id|user_pseudo_id "
-                                  f"(once), for GA4 exports; got {sorted(options) or query!r}")
+        raise runner.ExtractError(
+            f"{warehouse_uri!r}: the only URI option is user_key=user_id|user_pseudo_id "
+            f"(once), for GA4 exports; got {sorted(options) or query!r}"
+        )
     (user_key,) = options["user_key"]
     if user_key not in USER_KEYS:
         raise runner.ExtractError(f"user_key={user_key!r}: expected one of {list(USER_KEYS)}")
@@ -43,8 +47,10 @@ def suffix_bounds(params: runner.ExtractParams) -> dict[str, str]:
     past each UTC bound (a daily run reads three tables, not the history). Open bounds take every daily table and
     no `intraday_` one ('intraday_...' sorts after '99999999')."""
     day = dt.timedelta(days=1)
-    return {"suffix_start": (params.window_start - day).strftime("%Y%m%d") if params.window_start else "00000000",
-            "suffix_end": (params.window_end + day).strftime("%Y%m%d") if params.window_end else "99999999"}
+    return {
+        "suffix_start": (params.window_start - day).strftime("%Y%m%d") if params.window_start else "00000000",
+        "suffix_end": (params.window_end + day).strftime("%Y%m%d") if params.window_end else "99999999",
+    }
 
 
 def is_ga4(backend: runner.Backend) -> bool:
@@ -56,8 +62,12 @@ def check_columns(backend: runner.Backend) -> None:
     present = backend.columns(TABLE) or set()
     missing = [c for c in REQUIRED_COLUMNS if c not in present]
     if missing:
-        what = ("; without `items` the export names no product, so there is nothing to recommend "
-                "(is ecommerce tracking on?)" if "items" in missing else "")
+        what = (
+            "; without `items` the export names no product, so there is nothing to recommend "
+            "(is ecommerce tracking on?)"
+            if "items" in missing
+            else ""
+        )
         raise runner.ExtractError(f"GA4 table {backend.tables[TABLE]} lacks column(s) {missing}{what}")
 
 
@@ -80,8 +90,11 @@ def extract_into(backend: runner.Backend, params: runner.ExtractParams, out: Pat
 
     def prepare(name: str) -> runner.QueryRun:
         source = runner.load_query(name)
-        return runner.QueryRun(name, runner.render(source, backend.tables, backend.dialect),
-                               {p: values[p] for p in runner.query_parameters(source)})
+        return runner.QueryRun(
+            name,
+            runner.render(source, backend.tables, backend.dialect),
+            {p: values[p] for p in runner.query_parameters(source)},
+        )
 
     runs = {"events": prepare("ga4_events"), "items": prepare("ga4_items")}
     counts = drop_counts(backend, prepare("ga4_drops"))
@@ -89,14 +102,15 @@ def extract_into(backend: runner.Backend, params: runner.ExtractParams, out: Pat
     rows: dict[str, int] = {}
     rows["events"], rows["users"] = runner.write_parquet(backend, runs["events"], "events", out / "events.parquet")
     if rows["events"] == 0:
-        names = {r[len("event_name:"):]: n for r, n in counts["rows"].items() if r.startswith("event_name:")}
+        names = {r[len("event_name:") :]: n for r, n in counts["rows"].items() if r.startswith("event_name:")}
         top = ", ".join(f"{name} {n}" for name, n in sorted(names.items(), key=lambda kv: -kv[1])[:5])
         raise runner.ExtractError(
             f"no ecommerce events to extract from {backend.tables[TABLE]} in window [{params.window_start}, "
             f"{params.window_end}): {scanned} export row(s) there"
             + (f", by event name: {top}" if top else "")
             + f"; dropped rows {counts['rows']}, items {counts['items']}. The pipeline needs view_item, add_to_cart, "
-            "add_to_wishlist or purchase events with items (GA4 ecommerce tracking)")
+            "add_to_wishlist or purchase events with items (GA4 ecommerce tracking)"
+        )
     rows["items"], _ = runner.write_parquet(backend, runs["items"], "items", out / "items.parquet")
     return {
         "window_start": params.window_start.isoformat() if params.window_start else "",

@@ -13,6 +13,7 @@ defaults extract everything up to now. Exact duplicate event rows and events aft
 counted by reason (event_drops.sql), like nulls and unknown event types. Event types: a list or a comma-separated string; empty means all of
 schema.EVENT_TYPES.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -51,8 +52,10 @@ class ExtractError(ValueError):
 
 def validate_table_name(name: str) -> str:
     if not isinstance(name, str) or not TABLE_NAME.match(name):
-        raise ExtractError(f"invalid table name {name!r}: expected [project.]dataset.table or table, "
-                           "letters, digits and underscores (dashes in the project id)")
+        raise ExtractError(
+            f"invalid table name {name!r}: expected [project.]dataset.table or table, "
+            "letters, digits and underscores (dashes in the project id)"
+        )
     return name
 
 
@@ -83,8 +86,9 @@ def render(sql: str, tables: dict[str, str], dialect: str) -> str:
     for table in list(tree.find_all(exp.Table)):
         if not table.args.get("db") and table.name in tables:
             parts = validate_table_name(tables[table.name]).split(".")
-            replacement = exp.table_(parts[-1], db=(parts[-2:-1] or [None])[0], catalog=(parts[-3:-2] or [None])[0],
-                                     quoted=True)
+            replacement = exp.table_(
+                parts[-1], db=(parts[-2:-1] or [None])[0], catalog=(parts[-3:-2] or [None])[0], quoted=True
+            )
             if table.alias:
                 replacement.set("alias", table.args["alias"])
             table.replace(replacement)
@@ -132,8 +136,14 @@ class ExtractParams:
     def parse(cls, window_start, window_end, event_types, min_events_per_user, run_time=None) -> "ExtractParams":
         start, end = parse_bound(window_start, "window_start"), parse_bound(window_end, "window_end")
         if start is not None and end is not None and start >= end:
-            raise ExtractError(f"empty window: window_start {start.isoformat()} is not before window_end {end.isoformat()}")
-        if isinstance(min_events_per_user, bool) or int(min_events_per_user) != min_events_per_user or min_events_per_user < 1:
+            raise ExtractError(
+                f"empty window: window_start {start.isoformat()} is not before window_end {end.isoformat()}"
+            )
+        if (
+            isinstance(min_events_per_user, bool)
+            or int(min_events_per_user) != min_events_per_user
+            or min_events_per_user < 1
+        ):
             raise ExtractError(f"min_events_per_user must be an integer >= 1, got {min_events_per_user!r}")
         now = parse_bound(run_time, "run_time") or dt.datetime.now(dt.timezone.utc)
         return cls(start, end, parse_event_types(event_types), int(min_events_per_user), now)
@@ -209,11 +219,16 @@ class BigQueryBackend:
 
         try:
             if table == "ga4_events":  # a wildcard table has the schema of its newest daily table
-                daily = sorted(t.table_id for t in self.client.list_tables(f"{self.project}.{self.dataset}")
-                               if re.fullmatch(r"events_\d{8}", t.table_id))
+                daily = sorted(
+                    t.table_id
+                    for t in self.client.list_tables(f"{self.project}.{self.dataset}")
+                    if re.fullmatch(r"events_\d{8}", t.table_id)
+                )
                 if not daily:
                     return None
-                return {field.name for field in self.client.get_table(f"{self.project}.{self.dataset}.{daily[-1]}").schema}
+                return {
+                    field.name for field in self.client.get_table(f"{self.project}.{self.dataset}.{daily[-1]}").schema
+                }
             return {field.name for field in self.client.get_table(self.tables[table]).schema}
         except NotFound:
             return None
@@ -266,12 +281,14 @@ def open_backend(warehouse_uri: str) -> Backend:
             raise ExtractError(f"no DuckDB warehouse at {path} (from {warehouse_uri!r})")
         return DuckDBBackend(path)
     if warehouse_uri.startswith("bigquery://"):
-        project, sep, dataset = warehouse_uri[len("bigquery://"):].partition(".")
+        project, sep, dataset = warehouse_uri[len("bigquery://") :].partition(".")
         if not sep:
             raise ExtractError(f"{warehouse_uri!r}: expected bigquery://project.dataset")
         validate_table_name(f"{project}.{dataset}.events")
         return BigQueryBackend(project, dataset)
-    raise ExtractError(f"unsupported warehouse URI {warehouse_uri!r}: expected duckdb:///path or bigquery://project.dataset")
+    raise ExtractError(
+        f"unsupported warehouse URI {warehouse_uri!r}: expected duckdb:///path or bigquery://project.dataset"
+    )
 
 
 # ---- running ------------------------------------------------------------------------------------
@@ -289,7 +306,9 @@ class QueryRun:
 def prepare(name: str, backend: Backend, params: ExtractParams) -> QueryRun:
     source = load_query(name)
     values = params.values()
-    return QueryRun(name, render(source, backend.tables, backend.dialect), {p: values[p] for p in query_parameters(source)})
+    return QueryRun(
+        name, render(source, backend.tables, backend.dialect), {p: values[p] for p in query_parameters(source)}
+    )
 
 
 def check_columns(backend: Backend, table: str) -> bool:
@@ -299,7 +318,9 @@ def check_columns(backend: Backend, table: str) -> bool:
         return False
     missing = [c for c in schema.TABLES[table].names if c not in present]
     if missing:
-        raise ExtractError(f"table {backend.tables[table]} lacks column(s) {missing}; contract: {schema.TABLES[table].names}")
+        raise ExtractError(
+            f"table {backend.tables[table]} lacks column(s) {missing}; contract: {schema.TABLES[table].names}"
+        )
     return True
 
 
@@ -359,13 +380,17 @@ def run_extract(
         if ga4.is_ga4(backend):
             extract = lambda staging: ga4.extract_into(backend, params, staging, user_key)  # noqa: E731
         elif user_key is not None:
-            raise ExtractError(f"{warehouse_uri!r}: user_key applies to GA4 exports only, and this warehouse has "
-                               f"a contract events table")
+            raise ExtractError(
+                f"{warehouse_uri!r}: user_key applies to GA4 exports only, and this warehouse has "
+                f"a contract events table"
+            )
         else:
             for table in ("events", "items"):
                 if not check_columns(backend, table):
-                    raise ExtractError(f"warehouse {warehouse_uri} has no table {backend.tables[table]} "
-                                       "(nor GA4 export tables events_*)")
+                    raise ExtractError(
+                        f"warehouse {warehouse_uri} has no table {backend.tables[table]} "
+                        "(nor GA4 export tables events_*)"
+                    )
             with_impressions = check_columns(backend, "impressions")
             extract = lambda staging: extract_into(backend, params, staging, with_impressions)  # noqa: E731
         with atomic.staged_directory(output_dir, last=MANIFEST) as staging:

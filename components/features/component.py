@@ -26,6 +26,13 @@ def features(
     """
     from components.features.pipeline import log_metrics, parse_beam_args, run_features
 
-    stats = run_features(extracted.path, features.path, max_len, seed, ranking_task, parse_beam_args(beam_args),
-                         max_examples_per_user=max_examples_per_user)
+    stats = run_features(
+        extracted.path,
+        features.path,
+        max_len,
+        seed,
+        ranking_task,
+        parse_beam_args(beam_args),
+        max_examples_per_user=max_examples_per_user,
+    )
     log_metrics(stats, metrics.log_metric)

@@ -1,4 +1,5 @@
 """Turns one user's steps into serialised retrieval and ranking examples for every split."""
+
 from __future__ import annotations
 
 import itertools
@@ -104,8 +105,8 @@ def user_examples(
         retrieval, ranking = [], []
         for t in positions[name].tolist():
             start = max(0, t - max_len)
-            history = user + _HIST_ITEMS.entry(hist_items.window(start, t)) + _HIST_CATS.entry(
-                hist_cats.window(start, t)
+            history = (
+                user + _HIST_ITEMS.entry(hist_items.window(start, t)) + _HIST_CATS.entry(hist_cats.window(start, t))
             )
             target = targets(item_list[t])
             if name == "train":
@@ -115,8 +116,10 @@ def user_examples(
                 retrieval.append(tfx.example(history, target, _SEEN_ITEMS.entry(seen)))
             if labels is not None and t not in labels:
                 continue  # cvr: only viewed steps are ranking rows
-            shared = history + _NOCLICK_ITEMS.entry(noclick_items.window(start, t)) + _NOCLICK_CATS.entry(
-                noclick_cats.window(start, t)
+            shared = (
+                history
+                + _NOCLICK_ITEMS.entry(noclick_items.window(start, t))
+                + _NOCLICK_CATS.entry(noclick_cats.window(start, t))
             )
             if negatives is not None:
                 ranking.append(tfx.example(shared, target, _LABEL[1.0]))

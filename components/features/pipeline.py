@@ -7,6 +7,7 @@ and written as gs://.
 The job writes into a temporary directory beside `output_dir` and renames it when complete, so
 a failed run never leaves a directory that looks like a finished output.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -83,8 +84,16 @@ def run_features(
         _build(pipeline, events_path, items_path, work_dir, ranking_task, max_len, seed, splitter)
         pipeline.run().wait_until_finish()
         window = {"cut": _iso(split_params["cut_us"]), "window_days": split_window_days} if split_params else None
-        stats = _finish(work_dir, manifest, ranking_task=ranking_task, max_len=max_len, seed=seed, split=split,
-                        max_examples_per_user=max_examples_per_user, split_window=window)
+        stats = _finish(
+            work_dir,
+            manifest,
+            ranking_task=ranking_task,
+            max_len=max_len,
+            seed=seed,
+            split=split,
+            max_examples_per_user=max_examples_per_user,
+            split_window=window,
+        )
         _publish(work_dir, output_dir)
     except BaseException as err:
         _remove(work_dir)
@@ -125,7 +134,7 @@ def _iso(us: int) -> str:
 
 def beam_path(path: str) -> str:
     """Vertex AI mounts GCS at /gcs/<bucket>; Beam IO (and Dataflow workers) need gs://<bucket>."""
-    return "gs://" + path[len("/gcs/"):] if path.startswith("/gcs/") else path
+    return "gs://" + path[len("/gcs/") :] if path.startswith("/gcs/") else path
 
 
 def pipeline_options(beam_args: list[str] | None) -> PipelineOptions:
@@ -149,8 +158,9 @@ def local_runner(options: PipelineOptions):
     from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
     encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
-    return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(
-        beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
+    return fn_runner.FnApiRunner(
+        provision_info=fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
+    )
 
 
 def _build(pipeline, events_path, items_path, work_dir, ranking_task, max_len, seed, splitter) -> None:
@@ -232,8 +242,17 @@ def first_damaged_parquet(paths: list[str]) -> str | None:
     return None
 
 
-def _finish(work_dir: str, manifest: dict, *, ranking_task: str, max_len: int, seed: int, split: str,
-            max_examples_per_user: int, split_window: dict | None = None) -> dict:
+def _finish(
+    work_dir: str,
+    manifest: dict,
+    *,
+    ranking_task: str,
+    max_len: int,
+    seed: int,
+    split: str,
+    max_examples_per_user: int,
+    split_window: dict | None = None,
+) -> dict:
     """Turns the pipeline's summed counts into stats.json (with the time split's cut and window) and
     feature_spec.json."""
     counts_path = FileSystems.join(work_dir, _COUNTS_FILE)
@@ -248,9 +267,13 @@ def _finish(work_dir: str, manifest: dict, *, ranking_task: str, max_len: int, s
     capped.setdefault("users", 0)
     capped.setdefault("train_targets", 0)
     if capped["users"]:
-        log.warning("features: %d user(s) have more than %d train examples; their %d oldest train targets were "
-                    "left out (max_examples_per_user)", capped["users"], max_examples_per_user,
-                    capped["train_targets"])
+        log.warning(
+            "features: %d user(s) have more than %d train examples; their %d oldest train targets were "
+            "left out (max_examples_per_user)",
+            capped["users"],
+            max_examples_per_user,
+            capped["train_targets"],
+        )
     check_complete(stats, split)
     stats.update(
         ranking_task=resolve_ranking_task(ranking_task, stats.get("events_by_type", {})),
@@ -317,7 +340,7 @@ def _publish(work_dir: str, output_dir: str) -> None:
         return
     sources = [m.path for m in FileSystems.match([FileSystems.join(work_dir, "**")])[0].metadata_list]
     sources.sort(key=lambda path: path.endswith(schema.STATS))
-    targets = [output_dir.rstrip("/") + path[len(work_dir.rstrip("/")):] for path in sources]
+    targets = [output_dir.rstrip("/") + path[len(work_dir.rstrip("/")) :] for path in sources]
     for source, target in zip(sources, targets):
         FileSystems.rename([source], [target])
     _remove(work_dir)
@@ -368,8 +391,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ranking_task", default="auto")
     parser.add_argument("--max_examples_per_user", type=int, default=DEFAULT_MAX_EXAMPLES_PER_USER)
     args, beam_args = parser.parse_known_args(argv)
-    stats = run_features(args.extracted, args.output, args.max_len, args.seed, args.ranking_task, beam_args,
-                         max_examples_per_user=args.max_examples_per_user)
+    stats = run_features(
+        args.extracted,
+        args.output,
+        args.max_len,
+        args.seed,
+        args.ranking_task,
+        beam_args,
+        max_examples_per_user=args.max_examples_per_user,
+    )
     print(json.dumps(stats, indent=2))
 
 

@@ -1,4 +1,5 @@
 """Reads the features output back: the one reader that retrieval, ranking, evaluation and export share."""
+
 from __future__ import annotations
 
 import json
@@ -42,14 +43,16 @@ def tfrecord_files(features_dir: str | Path, kind: str, split: str) -> list[str]
     missing = [f"{split}-{i:05d}-of-{total:05d}.tfrecord" for i in range(total) if i not in shards]
     if missing or max(shards) >= total:
         what = f"{len(missing)} of {total} shard(s) missing" if missing else f"a shard beyond {total}"
-        raise schema.SchemaError(f"{directory / (missing or [found[-1].name])[0]}: {what}; the {kind} {split} "
-                                 "examples are incomplete")
+        raise schema.SchemaError(
+            f"{directory / (missing or [found[-1].name])[0]}: {what}; the {kind} {split} examples are incomplete"
+        )
     files = [str(shards[i]) for i in range(total)]
     expected = _manifest_count(features_dir, kind, split)
     got = sum(_count_records(path) for path in files)
     if got != expected:
-        raise schema.SchemaError(f"{directory}: the {split} shards hold {got} records, the features manifest "
-                                 f"{schema.STATS} says {expected}")
+        raise schema.SchemaError(
+            f"{directory}: the {split} shards hold {got} records, the features manifest {schema.STATS} says {expected}"
+        )
     return files
 
 
@@ -129,5 +132,5 @@ def pad_left(sequences, length: int | None = None) -> np.ndarray:
     for row, seq in enumerate(sequences):
         seq = np.asarray(seq[-length:], dtype=np.int64)
         if len(seq):
-            out[row, length - len(seq):] = seq
+            out[row, length - len(seq) :] = seq
     return out

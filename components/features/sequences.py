@@ -5,6 +5,7 @@ type as its index in schema.EVENT_TYPES). They are ordered by (event_ts, event_s
 events on the same item collapse into one step whose flags remember every event type in it, and a
 split function picks which steps are the targets of which split.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -92,16 +93,20 @@ class TimeSplit:
         ts = steps["ts"][1:]  # position 0 has no history: never a target
         bounds = np.searchsorted(ts, [self.cut_us, self.cut_us + self.window_us, self.cut_us + 2 * self.window_us])
         positions = np.arange(1, len(steps))
-        return {"train": positions[: bounds[0]], "valid": positions[bounds[0] : bounds[1]],
-                "test": positions[bounds[1] : bounds[2]]}
+        return {
+            "train": positions[: bounds[0]],
+            "valid": positions[bounds[0] : bounds[1]],
+            "test": positions[bounds[1] : bounds[2]],
+        }
 
 
 SPLITS = ("leave_last_out", "time")
 CAPPED = "capped"  # the train targets a cap left out, when there are any
 
 
-def split_fn(name: str, max_train_per_user: int = 0, cut_us: int | None = None,
-             window_us: int | None = None) -> SplitFn:
+def split_fn(
+    name: str, max_train_per_user: int = 0, cut_us: int | None = None, window_us: int | None = None
+) -> SplitFn:
     """The named split ("time" needs `cut_us` and `window_us`), keeping at most `max_train_per_user` train
     targets per user, the most recent ones (0: no cap). Why: one user with 100,000 events would otherwise be
     most of the training set. The targets left out are listed under CAPPED, so that the features job can count them."""

@@ -13,6 +13,7 @@ Wire format used (all length-delimited fields):
   Feature  { FloatList float_list = 2; Int64List int64_list = 3 }
   Int64List/FloatList { repeated value = 1 [packed] }
 """
+
 from __future__ import annotations
 
 import struct
@@ -77,9 +78,7 @@ class Int64ListKey:
         feature_len = 1 + len(v_list) + list_len
         v_feature = _VARINTS[feature_len]
         body_len = self._key_len + len(v_feature) + feature_len
-        return b"".join(
-            (b"\x0a", _VARINTS[body_len], self._key_part, v_feature, b"\x1a", v_list, b"\x0a", v_n, packed)
-        )
+        return b"".join((b"\x0a", _VARINTS[body_len], self._key_part, v_feature, b"\x1a", v_list, b"\x0a", v_n, packed))
 
     def scalar(self, value: int) -> bytes:
         return self.entry(varint(value))

@@ -10,6 +10,7 @@ Counts for stats.json travel as data on a `stats` output (dicts of flat "a/b" ke
 SumCounts), which makes them exact on every runner. DoFns count per bundle and emit one dict in
 finish_bundle.
 """
+
 from __future__ import annotations
 
 import collections
@@ -72,7 +73,7 @@ def validate_batch(table: pa.Table, expected: pa.Schema, name: str) -> pa.Table:
 
 
 def check_ids(column: pa.ChunkedArray, what: str) -> None:
-    """"" means padding to the serving signatures, so an id may not be empty. Any other string is an
+    """ "" means padding to the serving signatures, so an id may not be empty. Any other string is an
     id: the vocabulary files store each one as a JSON string (schema.encode_vocab)."""
     bad = pc.sum(pc.equal(pc.utf8_length(column), 0).cast(pa.int64())).as_py() or 0
     if bad:
@@ -350,7 +351,9 @@ class BuildExamples(beam.PTransform):
         self._fn = _ExamplesFn(max_len, seed, split)
 
     def expand(self, sequences):
-        tags = [output_tag(kind, split) for kind in (schema.RETRIEVAL_DIR, schema.RANKING_DIR) for split in schema.SPLITS]
+        tags = [
+            output_tag(kind, split) for kind in (schema.RETRIEVAL_DIR, schema.RANKING_DIR) for split in schema.SPLITS
+        ]
         out = sequences | "Build" >> beam.ParDo(
             self._fn, beam.pvalue.AsSingleton(self._vocab), beam.pvalue.AsSingleton(self._ranking_task)
         ).with_outputs(STATS, *tags)

@@ -4,6 +4,7 @@ Items and categories are ranked by how many steps they occur in, users by their 
 ties go by id, so the files are identical across runs and runners. Index = position + 2, because
 0 (padding) and 1 (out of vocabulary) are reserved in every model.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -157,11 +158,11 @@ def item_features_table(vocab: Vocabulary, catalogue: pa.Table) -> pa.Table:
         {
             "item_index": pa.array(np.arange(len(vocab.items)) + schema.NUM_RESERVED, pa.int64()),
             "item_id": picked.column("item_id"),
-            "category_index": pa.array(vocab.item_category[schema.NUM_RESERVED:], pa.int64()),
+            "category_index": pa.array(vocab.item_category[schema.NUM_RESERVED :], pa.int64()),
             "category": picked.column("category"),
             "brand": brand,
             "price": price,
             "available": picked.column("available"),
-            "train_count": pa.array(vocab.train_count[schema.NUM_RESERVED:], pa.int64()),
+            "train_count": pa.array(vocab.train_count[schema.NUM_RESERVED :], pa.int64()),
         }
     ).select(list(schema.ITEM_FEATURE_COLUMNS))

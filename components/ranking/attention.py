@@ -4,6 +4,7 @@ Both score every (candidate, step) pair, so one layer serves training (one candi
 re-ranking (N candidates per user, history encoded once). Shapes: queries [B, N, Dq], keys [B, T, Dk],
 mask [B, T] -> weights [B, N, T], zero on padded steps.
 """
+
 from __future__ import annotations
 
 import components  # noqa: F401
@@ -80,5 +81,9 @@ class TargetAttention(tf.keras.layers.Layer):
         return self.weights_from_prepared(queries, keys, self.prepare_keys(keys), mask)
 
     def get_config(self):
-        return {**super().get_config(), "scorer": self.scorer, "normalize": self.normalize,
-                "hidden_units": self.hidden_units}
+        return {
+            **super().get_config(),
+            "scorer": self.scorer,
+            "normalize": self.normalize,
+            "hidden_units": self.hidden_units,
+        }

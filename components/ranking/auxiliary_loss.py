@@ -6,6 +6,7 @@ next, e_{t+1}, from the sampled no-click item at that step, ê_{t+1}.
 A pair counts only when both step t and step t + 1 are real (not padding). It is computed for all steps
 in one vectorised pass after the GRU, so it adds no work inside the recurrence.
 """
+
 from __future__ import annotations
 
 import components  # noqa: F401
@@ -45,8 +46,10 @@ class AuxiliaryLoss(tf.keras.layers.Layer):
         mask = tf.cast(mask, states.dtype)
         pair_mask = mask[:, :-1] * mask[:, 1:]
         items = tf.stack([clicked[:, 1:], noclick[:, 1:]])
-        logits = self.logits(tf.broadcast_to(states[None, :, :-1], tf.shape(items)) if self.scorer == "mlp"
-                             else states[None, :, :-1], items)
+        logits = self.logits(
+            tf.broadcast_to(states[None, :, :-1], tf.shape(items)) if self.scorer == "mlp" else states[None, :, :-1],
+            items,
+        )
         losses = tf.nn.sigmoid_cross_entropy_with_logits(tf.broadcast_to(_LABELS, tf.shape(logits)), logits)
         return tf.math.divide_no_nan(tf.reduce_sum(losses * pair_mask), tf.reduce_sum(pair_mask))
 

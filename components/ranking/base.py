@@ -4,6 +4,7 @@ encoding a user's history once and scoring candidates against it.
 Training calls the same two steps with one candidate per user, so the served score is the trained
 function, not a re-implementation of it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -62,8 +63,14 @@ class SequenceRanker(tf.keras.Model):
     linear term beside it (wide and deep), so DIN and DIEN see the same evidence.
     """
 
-    def __init__(self, num_items: int, num_categories: int, config: ModelConfig,
-                 statistics: ItemStatistics | None = None, **kwargs):
+    def __init__(
+        self,
+        num_items: int,
+        num_categories: int,
+        config: ModelConfig,
+        statistics: ItemStatistics | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.config = config
         self.embedding = ItemCategoryEmbedding(num_items, num_categories, config.embedding_dim)
@@ -81,8 +88,9 @@ class SequenceRanker(tf.keras.Model):
     def embed_history(self, hist_items, hist_cats) -> tuple[tf.Tensor, tf.Tensor]:
         return self.embedding((hist_items, hist_cats)), history_mask(hist_items)
 
-    def candidate_logits(self, user: dict, candidates: tf.Tensor, context: tf.Tensor | None = None,
-                         training=None) -> tf.Tensor:
+    def candidate_logits(
+        self, user: dict, candidates: tf.Tensor, context: tf.Tensor | None = None, training=None
+    ) -> tf.Tensor:
         """Logits [B, N] of candidates [B, N, D] for users encoded by `encode_user`.
 
         Head input as in the authors' code: [target, interest, history mean, target * history mean], plus the

@@ -5,6 +5,7 @@ Each model's test AUC and GAUC come with 95% intervals from a bootstrap over tes
 independent), and DIEN's differences to the others with paired intervals from the same resamples: the seed spread
 shows training noise only, the intervals the test set's.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,8 +22,17 @@ from components.ranking import probe
 from components.ranking.base import ModelConfig
 from components.ranking.data import epoch_plan, load_split, planned_dataset
 from components.ranking.export import export_ranker
-from components.ranking.training import (TrainConfig, artifact_info, build_model, evaluate, fit_fusion,
-                                         make_train_step, predict, train, training_set)
+from components.ranking.training import (
+    TrainConfig,
+    artifact_info,
+    build_model,
+    evaluate,
+    fit_fusion,
+    make_train_step,
+    predict,
+    train,
+    training_set,
+)
 
 VARIANTS = {"dien": ModelConfig(model_type="dien"), "din": ModelConfig(model_type="din")}
 # Only with `ablations` (make bench ABLATIONS=dien_no_aux): what DIEN's parts are worth, at the cost of a model.
@@ -56,9 +66,15 @@ def interleaved_seconds(runs: dict[str, Callable[[], None]], rounds: int) -> dic
     return seconds
 
 
-def speed_against_reference(train_data, num_items, num_categories, train_config: TrainConfig,
-                            item_statistics=None, rounds: int = SPEED_ROUNDS,
-                            batches: int = SPEED_BATCHES) -> dict:
+def speed_against_reference(
+    train_data,
+    num_items,
+    num_categories,
+    train_config: TrainConfig,
+    item_statistics=None,
+    rounds: int = SPEED_ROUNDS,
+    batches: int = SPEED_BATCHES,
+) -> dict:
     """DIEN (auxiliary loss included) against the two-GRU reference: fresh models trained on the same prepared
     batches, interleaved round by round. The ratio is the median over rounds of the reference's seconds over
     DIEN's in the same round, so both saw the same load."""
@@ -69,7 +85,9 @@ def speed_against_reference(train_data, num_items, num_categories, train_config:
     runs = {}
     for name, config in (("dien", VARIANTS["dien"]), ("reference_gru", ModelConfig(model_type="reference_gru"))):
         tf.keras.utils.set_random_seed(train_config.seed)
-        step = make_train_step(build_model(config, num_items, num_categories, item_statistics), train_config.learning_rate)
+        step = make_train_step(
+            build_model(config, num_items, num_categories, item_statistics), train_config.learning_rate
+        )
 
         def run(step=step):
             for features, labels in prepared:
@@ -79,10 +97,12 @@ def speed_against_reference(train_data, num_items, num_categories, train_config:
         runs[name] = run
     seconds = interleaved_seconds(runs, rounds)
     ratios = [ref / dien for dien, ref in zip(seconds["dien"], seconds["reference_gru"])]
-    return {"dien.speed_vs_reference": statistics.median(ratios),
-            "dien.speed_vs_reference_per_round": ratios,
-            "reference_gru.train_examples_per_s": examples / statistics.median(seconds["reference_gru"]),
-            "dien.train_examples_per_s_same_batches": examples / statistics.median(seconds["dien"])}
+    return {
+        "dien.speed_vs_reference": statistics.median(ratios),
+        "dien.speed_vs_reference_per_round": ratios,
+        "reference_gru.train_examples_per_s": examples / statistics.median(seconds["reference_gru"]),
+        "dien.train_examples_per_s_same_batches": examples / statistics.median(seconds["dien"]),
+    }
 
 
 def _interval(values: np.ndarray) -> tuple[float, float]:
@@ -97,20 +117,31 @@ def add_intervals(runs: dict[str, dict], labels: dict, scores: dict, users: dict
     for name in scores:
         if not 0 < labels[name].sum() < len(labels[name]):
             continue  # AUC undefined on this split
-        samples[name] = {"auc": metrics.bootstrap_auc(labels[name], scores[name], weights(users[name])),
-                         "gauc": metrics.bootstrap_gauc(labels[name], scores[name], users[name], weights(users[name]))}
+        samples[name] = {
+            "auc": metrics.bootstrap_auc(labels[name], scores[name], weights(users[name])),
+            "gauc": metrics.bootstrap_gauc(labels[name], scores[name], users[name], weights(users[name])),
+        }
         for metric, values in samples[name].items():
             runs[name][f"{metric}_ci95_low"], runs[name][f"{metric}_ci95_high"] = _interval(values)
     for other in sorted(samples.keys() - {"dien"}) if "dien" in samples else ():
         for metric in ("auc", "gauc"):
             runs["dien"][f"{metric}_minus_{other}"] = runs["dien"][metric] - runs[other][metric]
             low, high = _interval(samples["dien"][metric] - samples[other][metric])
-            runs["dien"][f"{metric}_minus_{other}_ci95_low"], runs["dien"][f"{metric}_minus_{other}_ci95_high"] = low, high
+            runs["dien"][f"{metric}_minus_{other}_ci95_low"], runs["dien"][f"{metric}_minus_{other}_ci95_high"] = (
+                low,
+                high,
+            )
 
 
-def ranking_bench(features_dir: str, seeds=(0,), model_dir: str | None = None,
-                  epochs: int = TrainConfig.epochs, retrieval_dir: str | None = None,
-                  extracted_dir: str | None = None, ablations: tuple[str, ...] = ()) -> dict:
+def ranking_bench(
+    features_dir: str,
+    seeds=(0,),
+    model_dir: str | None = None,
+    epochs: int = TrainConfig.epochs,
+    retrieval_dir: str | None = None,
+    extracted_dir: str | None = None,
+    ablations: tuple[str, ...] = (),
+) -> dict:
     """{"ranking": {"dien": {...}, "din": {...}, "reference_gru": {...}, ["trees"], [ablations]}} on the test split.
 
     With `model_dir`, the DIEN model of the first seed is exported there (the ranking model artifact), so
@@ -129,8 +160,7 @@ def ranking_bench(features_dir: str, seeds=(0,), model_dir: str | None = None,
     valid_data, test_data = (load_split(features_dir, split) for split in ("valid", "test"))
     user_ids = np.asarray(schema.read_vocab(features_dir, schema.USER_VOCAB))
     test_users = user_ids[test_data.scalars[schema.USER] - schema.NUM_RESERVED]
-    probe_rows = (probe.build_rows(extracted_dir, features_dir)
-                  if spec.ranking_task == "cvr" and extracted_dir else None)
+    probe_rows = probe.build_rows(extracted_dir, features_dir) if spec.ranking_task == "cvr" and extracted_dir else None
     runs = {name: [] for name in [*variants, *([TREES] if probe_rows else [])]}
     for seed in seeds:
         train_config = TrainConfig(epochs=epochs, seed=seed)
@@ -142,11 +172,13 @@ def ranking_bench(features_dir: str, seeds=(0,), model_dir: str | None = None,
             labels[name], users[name] = test_data.scalars[schema.LABEL], test_users
             scores[name] = predict(model, test_data, timed=False)[0]
             if model_dir and name == "dien" and seed == seeds[0]:
-                export_ranker(model, features_dir, model_dir,
-                              artifact_info(spec, train_config, retrieval_dir, seed_runs[name]))
+                export_ranker(
+                    model, features_dir, model_dir, artifact_info(spec, train_config, retrieval_dir, seed_runs[name])
+                )
                 if retrieval_dir:
                     seed_runs[name]["retrieval_weight"] = fit_fusion(features_dir, model_dir, retrieval_dir)[
-                        "retrieval_weight"]
+                        "retrieval_weight"
+                    ]
             tf.keras.backend.clear_session()
         if probe_rows:
             seed_runs[TREES] = probe.run_probe(probe_rows, seed)
@@ -156,8 +188,9 @@ def ranking_bench(features_dir: str, seeds=(0,), model_dir: str | None = None,
         for name, run in seed_runs.items():
             runs[name].append(run)
     result = {name: _summarize(values) for name, values in runs.items()}
-    speed = speed_against_reference(train_data, spec.num_items, spec.num_categories,
-                                    TrainConfig(epochs=epochs, seed=seeds[0]), train_set.statistics)
+    speed = speed_against_reference(
+        train_data, spec.num_items, spec.num_categories, TrainConfig(epochs=epochs, seed=seeds[0]), train_set.statistics
+    )
     for key, value in speed.items():  # "dien.speed_vs_reference" -> result["dien"]["speed_vs_reference"]
         model, name = key.split(".", 1)
         result.setdefault(model, {})[name] = value

@@ -1,4 +1,5 @@
 """KFP shell of the ranking stage: trains DIN or DIEN on the features output and exports the ranking model."""
+
 from typing import Optional
 
 from kfp import dsl
@@ -8,8 +9,15 @@ from components.image import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def ranking(features: Input[Dataset], model_type: str, epochs: int, seed: int,
-            model: Output[Model], metrics: Output[Metrics], retrieval_model: Optional[Input[Model]] = None):
+def ranking(
+    features: Input[Dataset],
+    model_type: str,
+    epochs: int,
+    seed: int,
+    model: Output[Model],
+    metrics: Output[Metrics],
+    retrieval_model: Optional[Input[Model]] = None,
+):
     """Trains `model_type` ('dien' | 'din'), writes the ranking model artifact, logs test auc/gauc/logloss.
     With `retrieval_model`, trains on its candidates as hard negatives and stores the funnel's fusion weight."""
     from components import progress

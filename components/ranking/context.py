@@ -17,6 +17,7 @@ and popularity count and the ranker would learn to trust a signal that held-out 
 The retrieval score and rank stay out of the model for the same reason (the retriever was fitted on the train
 targets); the funnel adds the retrieval score with a weight chosen on valid (fusion.py).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,8 +30,15 @@ import tensorflow as tf
 
 from components import schema
 
-FEATURES = ("transition", "has_transition", "reverse_transition", "log_popularity", "category_share",
-            "same_category", "brand_share")
+FEATURES = (
+    "transition",
+    "has_transition",
+    "reverse_transition",
+    "log_popularity",
+    "category_share",
+    "same_category",
+    "brand_share",
+)
 WINDOW, DECAY = 5, 0.6  # as the item-to-item baseline (components/baselines.py)
 POPULARITY_SCALE = 5.0
 
@@ -60,9 +68,13 @@ class ItemStatistics:
             if len(values) and (values.min() < 0 or values.max() >= num_items):
                 raise ValueError(f"{name} item index outside the vocabulary [0, {num_items})")
         keys, counts = np.unique(previous * num_items + targets, return_counts=True)
-        return cls(keys, counts.astype(np.float32),
-                   np.bincount(previous, minlength=num_items).astype(np.float32),
-                   np.bincount(targets, minlength=num_items).astype(np.float32), np.asarray(brand, np.int64))
+        return cls(
+            keys,
+            counts.astype(np.float32),
+            np.bincount(previous, minlength=num_items).astype(np.float32),
+            np.bincount(targets, minlength=num_items).astype(np.float32),
+            np.asarray(brand, np.int64),
+        )
 
 
 def item_brands(features_dir: str | Path, num_items: int) -> np.ndarray:
@@ -91,8 +103,9 @@ class CandidateContext(tf.keras.layers.Layer):
         self.num_items = statistics.num_items
 
         def constant(name, values, dtype):
-            return self.add_weight(name=name, shape=values.shape, dtype=dtype, trainable=False,
-                                   initializer=tf.constant_initializer(values))
+            return self.add_weight(
+                name=name, shape=values.shape, dtype=dtype, trainable=False, initializer=tf.constant_initializer(values)
+            )
 
         # A sentinel key past every real one keeps searchsorted inside the table.
         sentinel = np.int64(self.num_items) * self.num_items
@@ -117,23 +130,40 @@ class CandidateContext(tf.keras.layers.Layer):
         popularity = tf.gather(self.target_counts, candidates)
         if leave_out is not None:
             # the row's own step is (most recent history item -> its target): take it out of both counts
-            own = leave_out[:, :, None] * tf.cast(
-                tf.equal(tf.cumsum(mask, axis=1, reverse=True, exclusive=True), 0.0) & (mask > 0), tf.float32
-            )[:, None, :]
+            own = (
+                leave_out[:, :, None]
+                * tf.cast(
+                    tf.equal(tf.cumsum(mask, axis=1, reverse=True, exclusive=True), 0.0) & (mask > 0), tf.float32
+                )[:, None, :]
+            )
             counts, degree = counts - own, degree - own
             popularity = popularity - leave_out
         transition = tf.reduce_sum(weights * tf.math.divide_no_nan(counts, degree), axis=2)
-        reverse = tf.reduce_sum(weights * tf.math.divide_no_nan(
-            self.pair_count(cands, hist), tf.gather(self.out_degree, candidates)[:, :, None]), axis=2)
+        reverse = tf.reduce_sum(
+            weights
+            * tf.math.divide_no_nan(self.pair_count(cands, hist), tf.gather(self.out_degree, candidates)[:, :, None]),
+            axis=2,
+        )
         real = tf.reduce_sum(mask, axis=1, keepdims=True)  # [B, 1]
         same_category = tf.cast(tf.equal(hist_cats[:, None, :], candidate_cats[:, :, None]), tf.float32) * mask[:, None]
         category_share = tf.math.divide_no_nan(tf.reduce_sum(same_category, axis=2), real)
         last = tf.cast(tf.equal(tf.cumsum(mask, axis=1, reverse=True, exclusive=True), 0.0), tf.float32) * mask
         same_as_last = tf.reduce_sum(same_category * last[:, None, :], axis=2)
         hist_brand, cand_brand = tf.gather(self.brand, hist_items), tf.gather(self.brand, candidates)
-        same_brand = tf.cast(tf.equal(hist_brand[:, None, :], cand_brand[:, :, None]) & (cand_brand[:, :, None] > 0),
-                             tf.float32) * mask[:, None]
+        same_brand = (
+            tf.cast(tf.equal(hist_brand[:, None, :], cand_brand[:, :, None]) & (cand_brand[:, :, None] > 0), tf.float32)
+            * mask[:, None]
+        )
         brand_share = tf.math.divide_no_nan(tf.reduce_sum(same_brand, axis=2), real)
-        return tf.stack([transition, tf.cast(transition > 0, tf.float32), reverse,
-                         tf.math.log1p(tf.maximum(popularity, 0.0)) / POPULARITY_SCALE, category_share, same_as_last,
-                         brand_share], axis=-1)
+        return tf.stack(
+            [
+                transition,
+                tf.cast(transition > 0, tf.float32),
+                reverse,
+                tf.math.log1p(tf.maximum(popularity, 0.0)) / POPULARITY_SCALE,
+                category_share,
+                same_as_last,
+                brand_share,
+            ],
+            axis=-1,
+        )

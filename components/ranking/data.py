@@ -5,6 +5,7 @@ history length (random order within a length), cut into batches and the batches 
 is padded only to its own longest history. The per-batch gather and padding run in parallel tf.data maps;
 Python only hands out the row indices of each batch.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -82,7 +83,7 @@ def batch_plan(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | 
     else:
         shuffled = rng.permutation(len(lengths))
         order = shuffled[np.argsort(lengths[shuffled], kind="stable")]
-    batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
     if rng is not None:
         batches = [batches[i] for i in rng.permutation(len(batches))]
     return batches
@@ -136,9 +137,7 @@ def bucketed_dataset(data: RankingData, batch_size: int, seed: int | None = None
 def planned_dataset(data: RankingData, plans) -> tf.data.Dataset:
     """Batches for the row indices that the generator function `plans` yields, gathered and padded in parallel."""
     rows = tf.data.Dataset.from_generator(plans, output_signature=tf.TensorSpec([None], tf.int64))
-    return rows.map(_gatherer(data), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(
-        tf.data.AUTOTUNE
-    )
+    return rows.map(_gatherer(data), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
 
 
 def rows_in_order(data: RankingData, batch_size: int) -> np.ndarray:

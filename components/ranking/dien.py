@@ -4,6 +4,7 @@ evolution driven by attention to the target.
 Per user (once): embeddings -> GRU states h_t -> the AUGRU's input projections and the attention keys.
 Per candidate: attention weights a_t over h_t -> AUGRU recurrence -> final interest -> MLP.
 """
+
 from __future__ import annotations
 
 import components  # noqa: F401
@@ -21,8 +22,9 @@ class DIEN(SequenceRanker):
         super().__init__(num_items, num_categories, config, **kwargs)
         self.extractor = GatedGRU(config.hidden_units, name="interest_extractor")
         self.evolution = GatedGRU(config.hidden_units, name="interest_evolution")
-        self.attention = TargetAttention(config.dien_attention, normalize="softmax",
-                                         hidden_units=config.din_attention_units)
+        self.attention = TargetAttention(
+            config.dien_attention, normalize="softmax", hidden_units=config.din_attention_units
+        )
         self.auxiliary = AuxiliaryLoss(config.aux_scorer) if config.aux_weight > 0 else None
 
     def encode_user(self, hist_items, hist_cats, training=None) -> dict:
@@ -32,10 +34,14 @@ class DIEN(SequenceRanker):
             self.attention.build([history.shape, states.shape])
         if not self.evolution.built:
             self.evolution.build(states.shape)
-        return {"history": history, "mask": mask, "states": states,
-                "keys": self.attention.prepare_keys(states),
-                "evolution_inputs": self.evolution.project_inputs(states),
-                "history_mean": masked_mean(history, mask)}
+        return {
+            "history": history,
+            "mask": mask,
+            "states": states,
+            "keys": self.attention.prepare_keys(states),
+            "evolution_inputs": self.evolution.project_inputs(states),
+            "history_mean": masked_mean(history, mask),
+        }
 
     def interest(self, user: dict, candidates: tf.Tensor, training=None) -> tf.Tensor:
         weights = self.attention.weights_from_prepared(candidates, user["states"], user["keys"], user["mask"])

@@ -1,4 +1,5 @@
 """DIN (Zhou et al., KDD 2018): the history pooled by attention to the target, no recurrence."""
+
 from __future__ import annotations
 
 import components  # noqa: F401
@@ -18,8 +19,12 @@ class DIN(SequenceRanker):
         history, mask = self.embed_history(hist_items, hist_cats)
         if not self.attention.built:
             self.attention.build([history.shape, history.shape])
-        return {"history": history, "mask": mask, "keys": self.attention.prepare_keys(history),
-                "history_mean": masked_mean(history, mask)}
+        return {
+            "history": history,
+            "mask": mask,
+            "keys": self.attention.prepare_keys(history),
+            "history_mean": masked_mean(history, mask),
+        }
 
     def interest(self, user: dict, candidates: tf.Tensor, training=None) -> tf.Tensor:
         weights = self.attention.weights_from_prepared(candidates, user["history"], user["keys"], user["mask"])

@@ -1,4 +1,5 @@
 """Item and category embeddings, concatenated: the input representation shared by DIN, DIEN and the reference."""
+
 from __future__ import annotations
 
 import components  # noqa: F401
@@ -23,5 +24,9 @@ class ItemCategoryEmbedding(tf.keras.layers.Layer):
         return tf.concat([self.items(items), self.categories(categories)], axis=-1)
 
     def get_config(self):
-        return {**super().get_config(), "num_items": self.num_items, "num_categories": self.num_categories,
-                "dim": self.dim}
+        return {
+            **super().get_config(),
+            "num_items": self.num_items,
+            "num_categories": self.num_categories,
+            "dim": self.dim,
+        }

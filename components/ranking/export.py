@@ -11,6 +11,7 @@ Layout of the artifact directory (contracts.md):
                  logit(scores) + fusion.retrieval_weight * retrieval score (components.serving.funnel.fuse);
                  the SavedModel itself returns the ranker's probability only
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -71,8 +72,9 @@ class _Untracked:
 class RankerModule(tf.Module):
     """What the SavedModel holds: the model's variables and functions, the vocabularies, item -> category."""
 
-    def __init__(self, model: SequenceRanker, item_vocab: list[str], category_vocab: list[str],
-                 item_category: np.ndarray):
+    def __init__(
+        self, model: SequenceRanker, item_vocab: list[str], category_vocab: list[str], item_category: np.ndarray
+    ):
         super().__init__()
         self._holder = _Untracked(model)
         self.model_variables = list(model.variables)
@@ -86,10 +88,12 @@ class RankerModule(tf.Module):
     def _score(self, hist_items, hist_cats, candidate_items, candidate_cats):
         model = self._holder.model
         num_items, num_categories = model.embedding.num_items, model.embedding.num_categories
-        scores = model.score_indices(_at_least_one_step(_in_vocab(hist_items, num_items)),
-                                     _at_least_one_step(_in_vocab(hist_cats, num_categories)),
-                                     _in_vocab(candidate_items, num_items),
-                                     _in_vocab(candidate_cats, num_categories))
+        scores = model.score_indices(
+            _at_least_one_step(_in_vocab(hist_items, num_items)),
+            _at_least_one_step(_in_vocab(hist_cats, num_categories)),
+            _in_vocab(candidate_items, num_items),
+            _in_vocab(candidate_cats, num_categories),
+        )
         return {"scores": scores}
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int64)] * 4, autograph=False)
@@ -99,22 +103,31 @@ class RankerModule(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.string)] * 3, autograph=False)
     def serve(self, hist_items, hist_cats, candidate_items):
         candidates = self._indices(candidate_items, self.item_lookup)
-        return self._score(self._indices(hist_items, self.item_lookup),
-                           self._indices(hist_cats, self.category_lookup),
-                           candidates, tf.gather(self.item_category, candidates))
+        return self._score(
+            self._indices(hist_items, self.item_lookup),
+            self._indices(hist_cats, self.category_lookup),
+            candidates,
+            tf.gather(self.item_category, candidates),
+        )
 
 
 def export_ranker(model: SequenceRanker, features_dir: str | Path, output_dir: str | Path, info: dict) -> None:
     """Writes the artifact (saved_model/ and ranker.json) through atomic.staged_directory, so a failed
     export never leaves a half-written model that looks whole."""
     spec = schema.FeatureSpec.read(features_dir)
-    module = RankerModule(model, schema.read_vocab(features_dir, schema.ITEM_VOCAB),
-                          schema.read_vocab(features_dir, schema.CATEGORY_VOCAB),
-                          item_category_table(features_dir, spec.num_items))
+    module = RankerModule(
+        model,
+        schema.read_vocab(features_dir, schema.ITEM_VOCAB),
+        schema.read_vocab(features_dir, schema.CATEGORY_VOCAB),
+        item_category_table(features_dir, spec.num_items),
+    )
     info = {"model_config": dataclasses.asdict(model.config), **info}
     with atomic.staged_directory(output_dir, last=INFO) as staging:
-        tf.saved_model.save(module, str(staging / SAVED_MODEL), signatures={
-            "serving_default": module.serve, "score_indices": module.score_indices})
+        tf.saved_model.save(
+            module,
+            str(staging / SAVED_MODEL),
+            signatures={"serving_default": module.serve, "score_indices": module.score_indices},
+        )
         atomic.write_json(staging / INFO, info)
 
 
@@ -142,16 +155,27 @@ class Ranker:
         """P(buy) [B, N] for histories [B, L] (0 = padding, on either side) and candidates [B, N]."""
         arrays = [np.asarray(a, dtype=np.int64) for a in (hist_items_idx, hist_cats_idx, cand_items_idx, cand_cats_idx)]
         hist_items, hist_cats, cand_items, cand_cats = arrays
-        if hist_items.shape != hist_cats.shape or cand_items.shape != cand_cats.shape or hist_items.ndim != 2 \
-                or cand_items.ndim != 2 or len(hist_items) != len(cand_items):
-            raise ValueError(f"expected histories [B, L] and candidates [B, N] for the same B; got "
-                             f"{hist_items.shape}, {hist_cats.shape}, {cand_items.shape}, {cand_cats.shape}")
+        if (
+            hist_items.shape != hist_cats.shape
+            or cand_items.shape != cand_cats.shape
+            or hist_items.ndim != 2
+            or cand_items.ndim != 2
+            or len(hist_items) != len(cand_items)
+        ):
+            raise ValueError(
+                f"expected histories [B, L] and candidates [B, N] for the same B; got "
+                f"{hist_items.shape}, {hist_cats.shape}, {cand_items.shape}, {cand_cats.shape}"
+            )
         users_per_call = max(1, MAX_ROWS_PER_CALL // max(cand_items.shape[1], 1))
         out = np.empty(cand_items.shape, np.float32)
         for start in range(0, len(hist_items), users_per_call):
             rows = slice(start, start + users_per_call)
-            out[rows] = self._score(tf.constant(hist_items[rows]), tf.constant(hist_cats[rows]),
-                                    tf.constant(cand_items[rows]), tf.constant(cand_cats[rows]))["scores"].numpy()
+            out[rows] = self._score(
+                tf.constant(hist_items[rows]),
+                tf.constant(hist_cats[rows]),
+                tf.constant(cand_items[rows]),
+                tf.constant(cand_cats[rows]),
+            )["scores"].numpy()
         return out
 
 

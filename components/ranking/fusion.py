@@ -5,6 +5,7 @@ w = 0 is the ranker alone; a large w is retrieval's order with the ranker breaki
 on valid (never test), by the funnel's NDCG@10 averaged over several N, and stored in ranker.json so that every
 caller of the funnel (evaluation, export) uses the same final score.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,12 +29,16 @@ def candidate_scores(retriever, ranker, hist: np.ndarray, seen, targets: np.ndar
     cats = funnel.history_categories(ranker.item_category, hist)
     allowed = funnel.allowed_items(retriever.item_embeddings.shape[0])
     n = min(n, len(allowed))
-    out = [np.zeros((len(hist), n), np.int64), np.zeros((len(hist), n), np.float32),
-           np.full((len(hist), n), -np.inf, np.float32)]
+    out = [
+        np.zeros((len(hist), n), np.int64),
+        np.zeros((len(hist), n), np.float32),
+        np.full((len(hist), n), -np.inf, np.float32),
+    ]
     for rows, width in funnel.length_batches(hist, np.arange(len(hist)), _USERS_PER_BATCH):
         h, c = hist[rows, -width:], cats[rows, -width:]
-        cands, valid, scores = funnel.retrieve_candidates(retriever, h, c, [seen[r] for r in rows], allowed, n,
-                                                          keep=targets[rows])
+        cands, valid, scores = funnel.retrieve_candidates(
+            retriever, h, c, [seen[r] for r in rows], allowed, n, keep=targets[rows]
+        )
         probabilities = ranker.score(h, c, cands, ranker.item_category[cands])
         out[0][rows], out[1][rows], out[2][rows] = cands, np.where(valid, probabilities, 0.5), scores
     return tuple(out)
@@ -46,7 +51,9 @@ def target_ranks(fused: np.ndarray, target_column: np.ndarray) -> np.ndarray:
     found = target_column >= 0
     target_score = fused[rows, np.maximum(target_column, 0)][:, None]
     columns = np.arange(fused.shape[1])[None, :]
-    ranks = (fused > target_score).sum(axis=1) + ((fused == target_score) & (columns < target_column[:, None])).sum(axis=1)
+    ranks = (fused > target_score).sum(axis=1) + ((fused == target_score) & (columns < target_column[:, None])).sum(
+        axis=1
+    )
     return np.where(found, ranks, -1)
 
 
@@ -58,9 +65,11 @@ def hit_ndcg(ranks: np.ndarray, k: int = CUTOFF) -> tuple[float, float]:
 def target_moves(ranks: np.ndarray, retrieval_ranks: np.ndarray) -> dict:
     """How often re-ranking moved the target up, down or not at all from its retrieval rank (found targets only)."""
     found = retrieval_ranks >= 0
-    return {"up": int((ranks[found] < retrieval_ranks[found]).sum()),
-            "down": int((ranks[found] > retrieval_ranks[found]).sum()),
-            "same": int((ranks[found] == retrieval_ranks[found]).sum())}
+    return {
+        "up": int((ranks[found] < retrieval_ranks[found]).sum()),
+        "down": int((ranks[found] > retrieval_ranks[found]).sum()),
+        "same": int((ranks[found] == retrieval_ranks[found]).sum()),
+    }
 
 
 def weight_grid(probabilities: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -72,8 +81,13 @@ def weight_grid(probabilities: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return np.asarray(RELATIVE_WEIGHTS) * scale
 
 
-def choose_weight(candidates: np.ndarray, probabilities: np.ndarray, scores: np.ndarray, targets: np.ndarray,
-                  candidates_n=CANDIDATES_N) -> dict:
+def choose_weight(
+    candidates: np.ndarray,
+    probabilities: np.ndarray,
+    scores: np.ndarray,
+    targets: np.ndarray,
+    candidates_n=CANDIDATES_N,
+) -> dict:
     """The weight with the best NDCG@10 averaged over `candidates_n` (ties: the smaller weight), with the
     valid figures of every weight and of retrieval alone."""
     hits = candidates == targets[:, None]
@@ -85,15 +99,21 @@ def choose_weight(candidates: np.ndarray, probabilities: np.ndarray, scores: np.
             fused = funnel.fuse(probabilities[:, :n], np.where(np.isfinite(scores[:, :n]), scores[:, :n], 0.0), weight)
             fused = np.where(np.isfinite(scores[:, :n]), fused, -np.inf)
             ranks = target_ranks(fused, column)
-            row[f"n{n}"] = {**dict(zip((f"hit@{CUTOFF}", f"ndcg@{CUTOFF}"), hit_ndcg(ranks))),
-                            "moves": target_moves(ranks, column)}
+            row[f"n{n}"] = {
+                **dict(zip((f"hit@{CUTOFF}", f"ndcg@{CUTOFF}"), hit_ndcg(ranks))),
+                "moves": target_moves(ranks, column),
+            }
         row["mean_ndcg"] = float(np.mean([row[f"n{n}"][f"ndcg@{CUTOFF}"] for n in candidates_n]))
         table.append(row)
     best = max(table, key=lambda row: (row["mean_ndcg"], -row["retrieval_weight"]))
     first = np.where(hits.any(axis=1), hits.argmax(axis=1), -1)
     retrieval = dict(zip((f"hit@{CUTOFF}", f"ndcg@{CUTOFF}"), hit_ndcg(first)))
-    return {"retrieval_weight": best["retrieval_weight"], "chosen_on": "valid", "valid_retrieval_alone": retrieval,
-            "valid_by_weight": table}
+    return {
+        "retrieval_weight": best["retrieval_weight"],
+        "chosen_on": "valid",
+        "valid_retrieval_alone": retrieval,
+        "valid_by_weight": table,
+    }
 
 
 def choose_on_split(retriever, ranker, features_dir: str, split: str = "valid", candidates_n=CANDIDATES_N) -> dict:
@@ -106,5 +126,7 @@ def choose_on_split(retriever, ranker, features_dir: str, split: str = "valid", 
     known = ~funnel.needs_fallback(hist)
     seen = [examples[schema.SEEN_ITEMS][r] for r in np.flatnonzero(known)]
     targets = examples[schema.TARGET_ITEM][known].astype(np.int64)
-    candidates, probabilities, scores = candidate_scores(retriever, ranker, hist[known], seen, targets, max(candidates_n))
+    candidates, probabilities, scores = candidate_scores(
+        retriever, ranker, hist[known], seen, targets, max(candidates_n)
+    )
     return choose_weight(candidates, probabilities, scores, targets, candidates_n)

@@ -14,6 +14,7 @@ not depend on the incoming gradient (gate derivatives, h~_t - h_{t-1}, ...) is r
 at once from the saved states, so the backward loop is one [B, 3H] x [3H, H] matmul and a few
 element-wise ops per step, and the weight gradients are single matmuls over all steps.
 """
+
 from __future__ import annotations
 
 import components  # noqa: F401  (sets tf-keras before TensorFlow loads)
@@ -101,8 +102,13 @@ def _backward(d_states, x, gate, kernel, bias, states):
     d_pre_candidate = gated_update * (1.0 - candidate * candidate)
     # d(loss)/d(pre-activation of [u, r, recurrent h part]) = d(loss)/d(h_t), tiled 3 times, times this:
     coefficients = tf.concat(
-        [change * gate * update * (1.0 - update), d_pre_candidate * hidden_h * reset * (1.0 - reset),
-         d_pre_candidate * reset], axis=-1)
+        [
+            change * gate * update * (1.0 - update),
+            d_pre_candidate * hidden_h * reset * (1.0 - reset),
+            d_pre_candidate * reset,
+        ],
+        axis=-1,
+    )
     keep = 1.0 - gated_update
     kernel_t = tf.transpose(kernel)
 
@@ -125,8 +131,7 @@ def _backward(d_states, x, gate, kernel, bias, states):
         return i - 1, carried, d_states_out.write(i, tf.stack(outputs))
 
     initial = tf.zeros_like(states[0])
-    _, _, d_state_ta = tf.while_loop(lambda i, *_: i >= 0, body, (iterations - 1, initial, d_state_ta),
-                                     **LOOP_OPTIONS)
+    _, _, d_state_ta = tf.while_loop(lambda i, *_: i >= 0, body, (iterations - 1, initial, d_state_ta), **LOOP_OPTIONS)
     d_full = _unchunk(d_state_ta.stack(), steps)
     d_hidden = tf.tile(d_full, [1, 1, 3]) * coefficients
     d_x = tf.concat([d_hidden[..., : 2 * units], d_full * d_pre_candidate], axis=-1)

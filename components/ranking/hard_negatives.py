@@ -8,6 +8,7 @@ beside its target, negatives drawn from the retriever's top-N for the same histo
 Excluded from the pool: the target, the row's history, and every item the user buys anywhere in the train
 split (a later purchase of the same user is not a negative).
 """
+
 from __future__ import annotations
 
 import logging
@@ -82,8 +83,9 @@ def user_train_items(users: np.ndarray, targets: np.ndarray, num_rows: int, row_
     sorted_users, sorted_targets = users[order], targets[order]
     unique, starts, counts = np.unique(sorted_users, return_index=True, return_counts=True)
     per_user = np.full((len(unique), max(1, int(counts.max(initial=0)))), schema.PAD_INDEX, dtype=np.int64)
-    per_user[np.repeat(np.arange(len(unique)), counts), np.arange(len(sorted_users)) - np.repeat(starts, counts)] = \
+    per_user[np.repeat(np.arange(len(unique)), counts), np.arange(len(sorted_users)) - np.repeat(starts, counts)] = (
         sorted_targets
+    )
     where = np.searchsorted(unique, row_users)
     found = (where < len(unique)) & (unique[np.minimum(where, len(unique) - 1)] == row_users)
     result = np.full((num_rows, per_user.shape[1]), schema.PAD_INDEX, dtype=np.int64)

@@ -1,4 +1,5 @@
 """The prediction MLP (200-80, PReLU or Dice) that turns the interest and the target into a logit."""
+
 from __future__ import annotations
 
 import components  # noqa: F401

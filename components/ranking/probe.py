@@ -10,6 +10,7 @@ category c), from the user's events before step t only:
   - i's popularity (its viewed train rows over all users), i's and c's conversion rate among train rows, smoothed
     toward the global rate; a train row's own label is left out of its rates so that it cannot leak into them.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,21 +25,34 @@ import pyarrow.parquet as pq
 
 from components import metrics, schema
 from components.features.pipeline import EVENTS_FILE, ITEMS_FILE
-from components.features.sequences import (EVENT_DTYPE, MIN_STEPS, VIEW, SplitFn, collapse_repeats, cvr_labels,
-                                           split_fn)
+from components.features.sequences import EVENT_DTYPE, MIN_STEPS, VIEW, SplitFn, collapse_repeats, cvr_labels, split_fn
 
 EVENT_KINDS = schema.EVENT_TYPES  # view, cart, fav, purchase
 FEATURES = (
-    *(f"item_{kind}s" for kind in EVENT_KINDS), *(f"item_s_since_{kind}" for kind in EVENT_KINDS),
-    *(f"cat_{kind}s" for kind in EVENT_KINDS), *(f"cat_s_since_{kind}" for kind in EVENT_KINDS),
-    "history_length", "item_popularity", "item_cvr", "cat_cvr",
+    *(f"item_{kind}s" for kind in EVENT_KINDS),
+    *(f"item_s_since_{kind}" for kind in EVENT_KINDS),
+    *(f"cat_{kind}s" for kind in EVENT_KINDS),
+    *(f"cat_s_since_{kind}" for kind in EVENT_KINDS),
+    "history_length",
+    "item_popularity",
+    "item_cvr",
+    "cat_cvr",
 )
 _HISTORY_FEATURES = len(FEATURES) - 3
 SMOOTHING = 20.0  # pseudo-rows of the global conversion rate in each item's and category's rate
 LIGHTGBM_PARAMS = {
-    "objective": "binary", "metric": "auc", "learning_rate": 0.05, "num_leaves": 31, "min_data_in_leaf": 40,
-    "feature_fraction": 0.8, "bagging_fraction": 0.8, "bagging_freq": 1, "num_threads": 2, "verbose": -1,
-    "deterministic": True, "force_row_wise": True,
+    "objective": "binary",
+    "metric": "auc",
+    "learning_rate": 0.05,
+    "num_leaves": 31,
+    "min_data_in_leaf": 40,
+    "feature_fraction": 0.8,
+    "bagging_fraction": 0.8,
+    "bagging_freq": 1,
+    "num_threads": 2,
+    "verbose": -1,
+    "deterministic": True,
+    "force_row_wise": True,
 }
 MAX_ROUNDS, EARLY_STOPPING = 1000, 50
 
@@ -66,8 +80,10 @@ def history_features(events: np.ndarray, category_of: np.ndarray, split: SplitFn
     labels, row_split = {}, {}
     for name in schema.SPLITS:
         viewed = (steps["flags"][positions[name]] & VIEW) > 0
-        for t, label in zip(positions[name][viewed].tolist(),
-                            cvr_labels(steps["item"], steps["flags"], positions[name])[viewed].tolist()):
+        for t, label in zip(
+            positions[name][viewed].tolist(),
+            cvr_labels(steps["item"], steps["flags"], positions[name])[viewed].tolist(),
+        ):
             labels[t], row_split[t] = label, name
     rows = {name: [] for name in schema.SPLITS}
     kinds = len(EVENT_KINDS)
@@ -80,11 +96,11 @@ def history_features(events: np.ndarray, category_of: np.ndarray, split: SplitFn
         if t in labels:
             features = np.full(_HISTORY_FEATURES, np.nan)
             for offset, state in ((0, by_item.get(item)), (2 * kinds, by_cat.get(category))):
-                features[offset:offset + kinds] = 0.0
+                features[offset : offset + kinds] = 0.0
                 if state is not None:
-                    features[offset:offset + kinds] = state[:kinds]
+                    features[offset : offset + kinds] = state[:kinds]
                     seen = state[:kinds] > 0
-                    features[offset + kinds:offset + 2 * kinds][seen] = (ts - state[kinds:][seen]) / 1e6
+                    features[offset + kinds : offset + 2 * kinds][seen] = (ts - state[kinds:][seen]) / 1e6
             features[-1] = t
             rows[row_split[t]].append((features, item, category, labels[t]))
         for event in events[start:end]:
@@ -107,8 +123,12 @@ def _splitter(features_dir: str | Path) -> SplitFn:
     if not window:
         return split_fn(stats["split"], cap)
     cut = dt.datetime.fromisoformat(window["cut"])
-    return split_fn(stats["split"], cap, cut_us=round(cut.timestamp() * 10**6),
-                    window_us=round(window["window_days"] * 86_400 * 10**6))
+    return split_fn(
+        stats["split"],
+        cap,
+        cut_us=round(cut.timestamp() * 10**6),
+        window_us=round(window["window_days"] * 86_400 * 10**6),
+    )
 
 
 def _user_events(extracted_dir: str | Path):
@@ -116,8 +136,9 @@ def _user_events(extracted_dir: str | Path):
     features job builds them (catalogue sorted by item_id; events of unknown items or types dropped)."""
     items = pq.read_table(Path(extracted_dir, ITEMS_FILE), columns=["item_id", "category"]).sort_by("item_id")
     _, category_of = np.unique(items.column("category").to_numpy(zero_copy_only=False), return_inverse=True)
-    events = pq.read_table(Path(extracted_dir, EVENTS_FILE),
-                           columns=["user_id", "item_id", "event_type", "event_ts", "event_seq"])
+    events = pq.read_table(
+        Path(extracted_dir, EVENTS_FILE), columns=["user_id", "item_id", "event_type", "event_ts", "event_seq"]
+    )
     item_row = pc.index_in(events.column("item_id"), value_set=items.column("item_id").combine_chunks())
     type_code = pc.index_in(events.column("event_type"), value_set=pc.cast(list(EVENT_KINDS), "string"))
     keep = pc.and_(pc.is_valid(item_row), pc.is_valid(type_code))
@@ -151,8 +172,10 @@ def build_rows(extracted_dir: str | Path, features_dir: str | Path) -> dict[str,
         columns = [np.concatenate(column) for column in zip(*split_parts)] if split_parts else []
         rows = len(columns[3]) if columns else 0
         if rows != expected[name]:
-            raise schema.SchemaError(f"trees probe: {rows} {name} rows from the extract, but the features output "
-                                     f"has {expected[name]} ranking examples; are they of the same run?")
+            raise schema.SchemaError(
+                f"trees probe: {rows} {name} rows from the extract, but the features output "
+                f"has {expected[name]} ranking examples; are they of the same run?"
+            )
         if rows:
             out[name] = ProbeRows(*columns)
     return out
@@ -198,13 +221,18 @@ def run_probe(splits: dict[str, ProbeRows], seed: int) -> dict:
         valid = splits["valid"]
         valid_sets = [lightgbm.Dataset(feature_matrix(valid, train, False), valid.labels, reference=train_set)]
         callbacks = [lightgbm.early_stopping(EARLY_STOPPING, verbose=False)]
-    booster = lightgbm.train(params, train_set, MAX_ROUNDS if valid_sets else 200, valid_sets=valid_sets,
-                             callbacks=callbacks)
+    booster = lightgbm.train(
+        params, train_set, MAX_ROUNDS if valid_sets else 200, valid_sets=valid_sets, callbacks=callbacks
+    )
     train_s = time.perf_counter() - started
     test = splits["test"]
     scores = booster.predict(feature_matrix(test, train, False), num_iteration=booster.best_iteration or None)
     both = 0 < test.labels.sum() < len(test.labels)
-    return {"auc": metrics.auc(test.labels, scores) if both else float("nan"),
-            "gauc": metrics.gauc(test.labels, scores, test.users), "logloss": metrics.logloss(test.labels, scores),
-            "train_s": train_s, "best_iteration": int(booster.best_iteration or booster.current_iteration()),
-            "test_scores": scores}
+    return {
+        "auc": metrics.auc(test.labels, scores) if both else float("nan"),
+        "gauc": metrics.gauc(test.labels, scores, test.users),
+        "logloss": metrics.logloss(test.labels, scores),
+        "train_s": train_s,
+        "best_iteration": int(booster.best_iteration or booster.current_iteration()),
+        "test_scores": scores,
+    }

@@ -1,5 +1,6 @@
 """The speed reference: two stacked plain Keras GRUs of DIEN's width, the same embeddings and head,
 no attention and no auxiliary loss. DIEN's training throughput is reported relative to this model."""
+
 from __future__ import annotations
 
 import components  # noqa: F401

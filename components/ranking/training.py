@@ -1,4 +1,5 @@
 """Training, timing, prediction and test metrics of one ranking model."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,8 +16,7 @@ from components.features.sequences import PopularitySampler
 from components.ranking.base import NEGATIVE_CATS, NEGATIVE_ITEMS, ModelConfig, SequenceRanker
 from components.ranking.context import FEATURES as CONTEXT_FEATURES
 from components.ranking.context import ItemStatistics, item_brands
-from components.ranking.data import (SEQUENCES, RankingData, bucketed_dataset, load_split,
-                                     rows_in_order)
+from components.ranking.data import SEQUENCES, RankingData, bucketed_dataset, load_split, rows_in_order
 from components.ranking.dien import DIEN
 from components.ranking.din import DIN
 from components.ranking.export import export_ranker, item_category_table, load_ranker, write_fusion
@@ -56,8 +56,9 @@ class TrainConfig:
             raise ValueError(f"patience must be None or >= 1, got {self.patience}")
 
 
-def build_model(config: ModelConfig, num_items: int, num_categories: int,
-                statistics: ItemStatistics | None = None) -> SequenceRanker:
+def build_model(
+    config: ModelConfig, num_items: int, num_categories: int, statistics: ItemStatistics | None = None
+) -> SequenceRanker:
     return MODELS[config.model_type](num_items, num_categories, config, statistics=statistics)
 
 
@@ -65,16 +66,22 @@ FEATURE_SIGNATURE = {
     **{name: tf.TensorSpec([None, None], tf.int64) for name in SEQUENCES},
     **{name: tf.TensorSpec([None], tf.int64) for name in (schema.USER, schema.TARGET_ITEM, schema.TARGET_CAT)},
 }
-LIST_FEATURE_SIGNATURE = {**FEATURE_SIGNATURE,
-                          **{name: tf.TensorSpec([None, None], tf.int64) for name in (NEGATIVE_ITEMS, NEGATIVE_CATS)}}
+LIST_FEATURE_SIGNATURE = {
+    **FEATURE_SIGNATURE,
+    **{name: tf.TensorSpec([None, None], tf.int64) for name in (NEGATIVE_ITEMS, NEGATIVE_CATS)},
+}
 LABEL_SIGNATURE = tf.TensorSpec([None], tf.float32)
 
 
 def _example_features() -> dict:
     """Two rows of padding-only history: enough to create the model's variables eagerly before tracing."""
     features = {name: tf.zeros([2, 2], tf.int64) for name in SEQUENCES}
-    features.update({name: tf.fill([2], tf.constant(schema.OOV_INDEX, tf.int64))
-                     for name in (schema.USER, schema.TARGET_ITEM, schema.TARGET_CAT)})
+    features.update(
+        {
+            name: tf.fill([2], tf.constant(schema.OOV_INDEX, tf.int64))
+            for name in (schema.USER, schema.TARGET_ITEM, schema.TARGET_CAT)
+        }
+    )
     return features
 
 
@@ -157,8 +164,11 @@ def train(model: SequenceRanker, data: RankingData, config: TrainConfig, validat
     if validation is not None and not _has_both_labels(validation):
         validation = None  # AUC is undefined on it: train all epochs and keep the last
     tf.keras.utils.set_random_seed(config.seed)
-    step = (make_list_step(model, config.learning_rate, config.listwise_weight) if data.lists
-            else make_train_step(model, config.learning_rate))
+    step = (
+        make_list_step(model, config.learning_rate, config.listwise_weight)
+        if data.lists
+        else make_train_step(model, config.learning_rate)
+    )
     dataset = bucketed_dataset(data, config.batch_size, seed=config.seed)
     start = time.perf_counter()
     timed_seconds, timed_examples = 0.0, 0
@@ -180,25 +190,40 @@ def train(model: SequenceRanker, data: RankingData, config: TrainConfig, validat
             elif config.patience is not None and epoch - best["best_epoch"] >= config.patience:
                 stop = True
         elapsed = time.perf_counter() - start
-        log.info("%s epoch %d/%d  loss %.4f%s  %.0f s, %s", name, epoch, config.epochs, loss,
-                 f"  valid AUC {by_epoch[-1]:.4f}" if by_epoch else "", elapsed,
-                 progress.time_left(elapsed, config.epochs if stop else epoch, config.epochs))
+        log.info(
+            "%s epoch %d/%d  loss %.4f%s  %.0f s, %s",
+            name,
+            epoch,
+            config.epochs,
+            loss,
+            f"  valid AUC {by_epoch[-1]:.4f}" if by_epoch else "",
+            elapsed,
+            progress.time_left(elapsed, config.epochs if stop else epoch, config.epochs),
+        )
         if stop:
             break
-    result = {"train_s": time.perf_counter() - start, "train_examples_per_s": timed_examples / timed_seconds,
-              "epochs_run": epoch, "loss_by_epoch": losses}
+    result = {
+        "train_s": time.perf_counter() - start,
+        "train_examples_per_s": timed_examples / timed_seconds,
+        "epochs_run": epoch,
+        "loss_by_epoch": losses,
+    }
     if validation is None:
         return result
     model.set_weights(best.pop("weights"))
     return {**result, **best, "valid_auc_by_epoch": by_epoch}
 
 
-def predict(model: SequenceRanker, data: RankingData, batch_size: int = 1024,
-            timed: bool = True) -> tuple[np.ndarray, float]:
+def predict(
+    model: SequenceRanker, data: RankingData, batch_size: int = 1024, timed: bool = True
+) -> tuple[np.ndarray, float]:
     """P(label = 1) for every row in row order, and (`timed`) inference examples/s of a second pass over
     the same batches (the first pass traces)."""
-    forward = tf.function(lambda features: tf.sigmoid(model(features, training=False)),
-                          input_signature=[FEATURE_SIGNATURE], autograph=False)
+    forward = tf.function(
+        lambda features: tf.sigmoid(model(features, training=False)),
+        input_signature=[FEATURE_SIGNATURE],
+        autograph=False,
+    )
     dataset = bucketed_dataset(data, batch_size).cache()
     outputs = [forward(features).numpy() for features, _ in dataset]
     speed = float("nan")
@@ -222,8 +247,12 @@ def evaluate(model: SequenceRanker, data: RankingData) -> dict:
     probabilities, speed = predict(model, data)
     labels, users = data.scalars[schema.LABEL], data.scalars[schema.USER]
     auc = metrics.auc(labels, probabilities) if _has_both_labels(data) else float("nan")
-    return {"auc": auc, "gauc": metrics.gauc(labels, probabilities, users),
-            "logloss": metrics.logloss(labels, probabilities), "infer_examples_per_s": speed}
+    return {
+        "auc": auc,
+        "gauc": metrics.gauc(labels, probabilities, users),
+        "logloss": metrics.logloss(labels, probabilities),
+        "infer_examples_per_s": speed,
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -257,8 +286,15 @@ def training_set(features_dir: str, train_config: TrainConfig, retrieval_dir: st
     if retrieval_dir and train_config.hard_negatives:
         from components.retrieval.model_io import load_retriever
 
-        parts.append(hard_negative_lists(data, load_retriever(retrieval_dir), train_config.hard_negatives,
-                                         train_config.hard_negative_pool, train_config.seed))
+        parts.append(
+            hard_negative_lists(
+                data,
+                load_retriever(retrieval_dir),
+                train_config.hard_negatives,
+                train_config.hard_negative_pool,
+                train_config.seed,
+            )
+        )
     sampler, rng = PopularitySampler(statistics.target_counts), np.random.default_rng([train_config.seed, 11])
     parts += [sampler.sample_excluding(rng, targets)[:, None] for _ in range(train_config.popularity_negatives)]
     if not parts:
@@ -278,16 +314,26 @@ def fit_fusion(features_dir: str, output_dir: str, retrieval_dir: str) -> dict:
     return fusion
 
 
-def artifact_info(spec: schema.FeatureSpec, train_config: TrainConfig, retrieval_dir: str | None,
-                  test_metrics: dict) -> dict:
+def artifact_info(
+    spec: schema.FeatureSpec, train_config: TrainConfig, retrieval_dir: str | None, test_metrics: dict
+) -> dict:
     """What ranker.json says of the run besides the model configuration."""
-    return {"ranking_task": spec.ranking_task, "train_config": dataclasses.asdict(train_config),
-            "context_features": list(CONTEXT_FEATURES), "hard_negatives_from": retrieval_dir,
-            "test_metrics": test_metrics}
+    return {
+        "ranking_task": spec.ranking_task,
+        "train_config": dataclasses.asdict(train_config),
+        "context_features": list(CONTEXT_FEATURES),
+        "hard_negatives_from": retrieval_dir,
+        "test_metrics": test_metrics,
+    }
 
 
-def train_ranker(features_dir: str, output_dir: str, model_config: ModelConfig, train_config: TrainConfig,
-                 retrieval_dir: str | None = None) -> dict:
+def train_ranker(
+    features_dir: str,
+    output_dir: str,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    retrieval_dir: str | None = None,
+) -> dict:
     """The ranking stage: train on the train split (best epoch on valid), measure on test, export the
     artifact to `output_dir`. With `retrieval_dir` (a retrieval model artifact of the same features), the
     train split gets hard negatives from retrieval's candidates and the funnel's retrieval weight is chosen
@@ -307,8 +353,9 @@ def train_ranker(features_dir: str, output_dir: str, model_config: ModelConfig, 
     return result
 
 
-def run_stage(features_dir: str, output_dir: str, model_type: str, epochs: int, seed: int,
-              retrieval_dir: str | None = None) -> dict:
+def run_stage(
+    features_dir: str, output_dir: str, model_type: str, epochs: int, seed: int, retrieval_dir: str | None = None
+) -> dict:
     """The component's entry point: DIEN or DIN with the paper's defaults; with `retrieval_dir`, trained on
     retrieval's candidates as hard negatives and fused with retrieval's score in the funnel. Returns the
     finite metrics (KFP cannot log NaN; an undefined GAUC, say, stays out)."""
@@ -316,6 +363,11 @@ def run_stage(features_dir: str, output_dir: str, model_type: str, epochs: int, 
         raise ValueError(f"ranking model_type must be 'dien' or 'din', got {model_type!r}")
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
-    result = train_ranker(features_dir, output_dir, ModelConfig(model_type=model_type),
-                          TrainConfig(epochs=epochs, seed=seed), retrieval_dir)
+    result = train_ranker(
+        features_dir,
+        output_dir,
+        ModelConfig(model_type=model_type),
+        TrainConfig(epochs=epochs, seed=seed),
+        retrieval_dir,
+    )
     return {name: value for name, value in result.items() if isinstance(value, (int, float)) and math.isfinite(value)}

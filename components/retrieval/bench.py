@@ -1,4 +1,5 @@
 """The `retrieval` entry of the bench JSON: test metrics, training speed and serving latency."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -58,9 +59,14 @@ def retrieval_bench(features_dir: str | Path, seed: int, model_dir: str | Path |
     with tempfile.TemporaryDirectory(prefix="retrieval-bench-") as tmp:
         written = export.export(result.model, result.catalogue, config, model_dir or Path(tmp) / "model")
         latency = serving_latency(written / export.INDEX, test, result.catalogue, seed)
-    log.info("retrieval test: hit@20 %.4f ndcg@20 %.4f mrr %.4f; latency one user p50 %.1f ms, 1000 users p50 %.1f ms",
-             metrics["hit@20"], metrics["ndcg@20"], metrics["mrr"], latency["one_user"]["p50"],
-             latency["batch_1000"]["p50"])
+    log.info(
+        "retrieval test: hit@20 %.4f ndcg@20 %.4f mrr %.4f; latency one user p50 %.1f ms, 1000 users p50 %.1f ms",
+        metrics["hit@20"],
+        metrics["ndcg@20"],
+        metrics["mrr"],
+        latency["one_user"]["p50"],
+        latency["batch_1000"]["p50"],
+    )
     return {
         **metrics,
         "train_examples_per_s": result.train_examples_per_s,

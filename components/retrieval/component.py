@@ -1,4 +1,5 @@
 """The retrieval KFP component: a thin shell over components.retrieval.stage."""
+
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 

@@ -1,4 +1,5 @@
 """The retrieval stage's settings: one frozen dataclass, written beside the model it trained."""
+
 from __future__ import annotations
 
 import dataclasses

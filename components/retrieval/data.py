@@ -1,4 +1,5 @@
 """The retrieval stage's view of the features output: padded example matrices and the item catalogue."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -91,7 +92,9 @@ def load_catalogue(features_dir: str | Path) -> Catalogue:
     return Catalogue(
         item_ids=np.concatenate([["", "[OOV]"], frame["item_id"].astype(str).to_numpy()]).astype(object),
         category_ids=schema.read_vocab(features_dir, schema.CATEGORY_VOCAB),
-        item_category=np.concatenate([[schema.PAD_INDEX, schema.OOV_INDEX], frame["category_index"].to_numpy(np.int64)]),
+        item_category=np.concatenate(
+            [[schema.PAD_INDEX, schema.OOV_INDEX], frame["category_index"].to_numpy(np.int64)]
+        ),
         item_brand=np.concatenate([reserved, _brand_indices(frame["brand"])]),
         item_price_bucket=np.concatenate([reserved, _price_buckets(frame["price"])]),
         available=np.concatenate([[False, False], frame["available"].to_numpy(bool)]),
@@ -156,12 +159,13 @@ def train_sequences(train: Examples, item_category: np.ndarray) -> Sequences:
     for out, rows in enumerate(by_user.values()):
         windows = {row: train.hist_items[row][train.hist_items[row] != schema.PAD_INDEX] for row in rows}
         starts = {tuple(window) for window in windows.values()}
-        extended = [row for row in rows
-                    if tuple(np.append(windows[row], train.target_item[row])[-max_len:]) not in starts]
+        extended = [
+            row for row in rows if tuple(np.append(windows[row], train.target_item[row])[-max_len:]) not in starts
+        ]
         last = max(extended or rows, key=lambda row: len(windows[row]))
-        items = np.append(windows[last], train.target_item[last])[-(max_len + 1):]
+        items = np.append(windows[last], train.target_item[last])[-(max_len + 1) :]
         steps = len(items) - 1
-        hist_items[out, max_len - steps:] = items[:-1]
-        hist_cats[out, max_len - steps:] = item_category[items[:-1]]
-        targets[out, max_len - steps:] = items[1:]
+        hist_items[out, max_len - steps :] = items[:-1]
+        hist_cats[out, max_len - steps :] = item_category[items[:-1]]
+        targets[out, max_len - steps :] = items[1:]
     return Sequences(hist_items=hist_items, hist_cats=hist_cats, target_item=targets)

@@ -2,6 +2,7 @@
 
 The ranking and metric math is components.metrics; this only supplies the score chunks.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,6 +19,8 @@ def target_ranks(queries: np.ndarray, item_embeddings: np.ndarray, targets: np.n
     )
 
 
-def ranking_report(queries: np.ndarray, item_embeddings: np.ndarray, targets: np.ndarray, seen_items) -> dict[str, float]:
+def ranking_report(
+    queries: np.ndarray, item_embeddings: np.ndarray, targets: np.ndarray, seen_items
+) -> dict[str, float]:
     """HIT@K and NDCG@K (K in 5, 10, 20, 50) and MRR."""
     return metrics.ranking_metrics(target_ranks(queries, item_embeddings, targets, seen_items))

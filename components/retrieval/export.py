@@ -1,6 +1,7 @@
 """Writes the retrieval model artifact (contracts.md): query_encoder/ and index/ SavedModels on raw
 string ids, item_embeddings.parquet, and the config and vocabularies the Python API reads back.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,10 +24,14 @@ ITEM_INFO = "items.parquet"  # item_index, item_id, category_index, available: w
 CATEGORY_VOCAB = "categories.jsonl"
 DEFAULT_TOP_K = 100
 
-STRING_HISTORY = [tf.TensorSpec([None, None], tf.string, name="hist_items"),
-                  tf.TensorSpec([None, None], tf.string, name="hist_cats")]
-INDEX_HISTORY = [tf.TensorSpec([None, None], tf.int64, name="hist_items"),
-                 tf.TensorSpec([None, None], tf.int64, name="hist_cats")]
+STRING_HISTORY = [
+    tf.TensorSpec([None, None], tf.string, name="hist_items"),
+    tf.TensorSpec([None, None], tf.string, name="hist_cats"),
+]
+INDEX_HISTORY = [
+    tf.TensorSpec([None, None], tf.int64, name="hist_items"),
+    tf.TensorSpec([None, None], tf.int64, name="hist_cats"),
+]
 
 
 def left_align(hist_items, hist_cats):
@@ -51,9 +56,11 @@ class QueryEncoder(tf.Module):
         super().__init__()
         self.model = model
         self.item_lookup = tf.keras.layers.StringLookup(
-            vocabulary=list(catalogue.item_ids[schema.NUM_RESERVED:]), mask_token="", num_oov_indices=1)
+            vocabulary=list(catalogue.item_ids[schema.NUM_RESERVED :]), mask_token="", num_oov_indices=1
+        )
         self.category_lookup = tf.keras.layers.StringLookup(
-            vocabulary=catalogue.category_ids, mask_token="", num_oov_indices=1)
+            vocabulary=catalogue.category_ids, mask_token="", num_oov_indices=1
+        )
 
     @tf.function(input_signature=INDEX_HISTORY)
     def encode_indices(self, hist_items, hist_cats):
@@ -88,18 +95,21 @@ class BruteForceIndex(tf.Module):
         seen = tf.where(item_index >= schema.NUM_RESERVED)  # [n, 2] (row, column) of known history items
         seen_cells = tf.stack([seen[:, 0], tf.gather_nd(item_index, seen)], axis=1)
         scores = tf.tensor_scatter_nd_update(
-            scores, seen_cells, tf.fill([tf.shape(seen_cells)[0]], tf.constant(-np.inf, tf.float32)))
+            scores, seen_cells, tf.fill([tf.shape(seen_cells)[0]], tf.constant(-np.inf, tf.float32))
+        )
         top = tf.math.top_k(scores, k=self.k)
         return {"item_ids": tf.gather(self.item_ids, top.indices), "scores": top.values}
 
 
 def item_embedding_table(item_embeddings: np.ndarray, catalogue: Catalogue) -> pa.Table:
     rows = slice(schema.NUM_RESERVED, None)
-    return pa.table({
-        "item_id": pa.array(catalogue.item_ids[rows].astype(str), pa.string()),
-        "item_index": pa.array(np.arange(schema.NUM_RESERVED, catalogue.num_items), pa.int64()),
-        "embedding": pa.array(list(item_embeddings[rows].astype(np.float32)), pa.list_(pa.float32())),
-    })
+    return pa.table(
+        {
+            "item_id": pa.array(catalogue.item_ids[rows].astype(str), pa.string()),
+            "item_index": pa.array(np.arange(schema.NUM_RESERVED, catalogue.num_items), pa.int64()),
+            "embedding": pa.array(list(item_embeddings[rows].astype(np.float32)), pa.list_(pa.float32())),
+        }
+    )
 
 
 TRAINING_HISTORY = "training_history.json"
@@ -107,24 +117,35 @@ TRAINING_HISTORY = "training_history.json"
 
 def item_info_table(catalogue: Catalogue) -> pa.Table:
     rows = slice(schema.NUM_RESERVED, None)
-    return pa.table({
-        "item_index": pa.array(np.arange(schema.NUM_RESERVED, catalogue.num_items), pa.int64()),
-        "item_id": pa.array(catalogue.item_ids[rows].astype(str), pa.string()),
-        "category_index": pa.array(catalogue.item_category[rows], pa.int64()),
-        "available": pa.array(catalogue.available[rows], pa.bool_()),
-    })
+    return pa.table(
+        {
+            "item_index": pa.array(np.arange(schema.NUM_RESERVED, catalogue.num_items), pa.int64()),
+            "item_id": pa.array(catalogue.item_ids[rows].astype(str), pa.string()),
+            "category_index": pa.array(catalogue.item_category[rows], pa.int64()),
+            "available": pa.array(catalogue.available[rows], pa.bool_()),
+        }
+    )
 
 
-def export(model: TwoTowerModel, catalogue: Catalogue, config: RetrievalConfig, output_dir: str | Path,
-           k: int = DEFAULT_TOP_K, history: list[dict] | None = None) -> Path:
+def export(
+    model: TwoTowerModel,
+    catalogue: Catalogue,
+    config: RetrievalConfig,
+    output_dir: str | Path,
+    k: int = DEFAULT_TOP_K,
+    history: list[dict] | None = None,
+) -> Path:
     """Writes the whole artifact through atomic.staged_directory, so a crash leaves no half model.
     `history` (per-epoch loss and valid metrics) goes to training_history.json for the evaluation report."""
     output_dir = Path(output_dir)
     with atomic.staged_directory(output_dir, last=CONFIG_FILE) as staging:
         item_embeddings = model.item_embeddings()
         encoder = QueryEncoder(model, catalogue)
-        tf.saved_model.save(encoder, str(staging / QUERY_ENCODER), signatures={
-            "serving_default": encoder.serve, "encode_indices": encoder.encode_indices})
+        tf.saved_model.save(
+            encoder,
+            str(staging / QUERY_ENCODER),
+            signatures={"serving_default": encoder.serve, "encode_indices": encoder.encode_indices},
+        )
         index = BruteForceIndex(encoder, item_embeddings, catalogue, k)
         tf.saved_model.save(index, str(staging / INDEX), signatures={"serving_default": index.serve})
         pq.write_table(item_embedding_table(item_embeddings, catalogue), staging / ITEM_EMBEDDINGS)

@@ -3,6 +3,7 @@
 The approximate index runs beside the SavedModel through faiss's NumPy API (ScaNN's TensorFlow ops
 need TF 2.20; DESIGN.md). faiss is optional: it is imported only when an HNSW index is built.
 """
+
 from __future__ import annotations
 
 from typing import Protocol, Sequence
@@ -13,8 +14,9 @@ from components import schema
 
 
 class NearestNeighbours(Protocol):
-    def search(self, queries: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(item indices [B, k], scores [B, k]), best first; `exclude[b]` are item indices never returned for row b."""
 
 
@@ -59,8 +61,14 @@ class HNSW:
     shorten the answer below k while the catalogue has enough items.
     """
 
-    def __init__(self, item_embeddings: np.ndarray, available: np.ndarray, m: int = 32,
-                 ef_construction: int = 200, ef_search: int = 128):
+    def __init__(
+        self,
+        item_embeddings: np.ndarray,
+        available: np.ndarray,
+        m: int = 32,
+        ef_construction: int = 200,
+        ef_search: int = 128,
+    ):
         import faiss  # optional dependency; see the module docstring
 
         available = np.asarray(available, dtype=bool).copy()

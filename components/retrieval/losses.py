@@ -13,6 +13,7 @@ mixed: the batch's targets plus items drawn uniformly from the catalogue, shared
     variant trained to the in-batch loss's figures to three decimals.
 Accidental hits, a negative that is the row's own positive item, are no negatives in either.
 """
+
 from __future__ import annotations
 
 import components  # noqa: F401  (tf-keras before TensorFlow)
@@ -44,8 +45,9 @@ def mixture_expected_count(probability, num_rows, num_negatives: int, num_items:
     return tf.cast(num_rows, probability.dtype) * probability + uniform
 
 
-def mixed_negatives_loss(queries, candidates, candidate_ids, negatives, negative_ids, temperature: float,
-                         expected_count=None):
+def mixed_negatives_loss(
+    queries, candidates, candidate_ids, negatives, negative_ids, temperature: float, expected_count=None
+):
     """Mean cross-entropy of row i's positive (candidates[i]) against the other rows' positives and the
     shared uniform negatives.
 

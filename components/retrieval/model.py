@@ -1,5 +1,6 @@
 """The two-tower model as a tfrs.Model: in-batch (logQ), full-catalogue or mixed-negative softmax,
 on the newest step of each prefix or on every step of each user's train sequence."""
+
 from __future__ import annotations
 
 import components  # noqa: F401  (tf-keras before TensorFlow)
@@ -62,7 +63,7 @@ class TwoTowerModel(tfrs.Model):
         if not self.config.every_position:
             return self.query_embedding(*inputs, training=training), tf.cast(features[schema.TARGET_ITEM], tf.int64)
         steps = self.query_tower.sequence(inputs, training=training)
-        targets = tf.cast(features[schema.TARGET_ITEM], tf.int64)[:, -tf.shape(steps)[1]:]
+        targets = tf.cast(features[schema.TARGET_ITEM], tf.int64)[:, -tf.shape(steps)[1] :]
         has_target = tf.not_equal(targets, schema.PAD_INDEX)
         return self._finish(tf.boolean_mask(steps, has_target)), tf.boolean_mask(targets, has_target)
 
@@ -83,8 +84,12 @@ class TwoTowerModel(tfrs.Model):
             count = None
             if self.config.logq_correction:
                 ids = tf.concat([target, negative_ids], axis=0)
-                count = losses.mixture_expected_count(tf.gather(self.sampling_probability, ids), tf.shape(target)[0],
-                                                      self.config.num_negatives, self.num_items)
+                count = losses.mixture_expected_count(
+                    tf.gather(self.sampling_probability, ids),
+                    tf.shape(target)[0],
+                    self.config.num_negatives,
+                    self.num_items,
+                )
             return losses.mixed_negatives_loss(queries, candidates, target, negatives, negative_ids, temperature, count)
         probability = tf.gather(self.sampling_probability, target) if self.config.logq_correction else None
         return self.task(

@@ -1,9 +1,10 @@
 """The Python API over a retrieval model artifact, for evaluation, export and the funnel.
 
-    retriever = load_retriever(model_dir)
-    queries = retriever.encode(hist_items_idx, hist_cats_idx)      # [B, D]
-    items, scores = retriever.top_k(hist_items_idx, hist_cats_idx, k=200)
+retriever = load_retriever(model_dir)
+queries = retriever.encode(hist_items_idx, hist_cats_idx)      # [B, D]
+items, scores = retriever.top_k(hist_items_idx, hist_cats_idx, k=200)
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -47,19 +48,24 @@ class Retriever:
         hist_items_idx = np.asarray(hist_items_idx, dtype=np.int64)
         hist_cats_idx = np.asarray(hist_cats_idx, dtype=np.int64)
         if hist_items_idx.ndim != 2 or hist_items_idx.shape != hist_cats_idx.shape:
-            raise ValueError(f"histories must be two equal [B, L] matrices; got {hist_items_idx.shape}, {hist_cats_idx.shape}")
+            raise ValueError(
+                f"histories must be two equal [B, L] matrices; got {hist_items_idx.shape}, {hist_cats_idx.shape}"
+            )
         if hist_items_idx.size and (hist_items_idx.min() < 0 or hist_items_idx.max() >= self.num_items):
             raise ValueError(f"history item index outside the vocabulary [0, {self.num_items})")
         encode = self._encoder.signatures["encode_indices"]
         parts = [
-            encode(hist_items=tf.constant(hist_items_idx[i : i + batch_size]),
-                   hist_cats=tf.constant(hist_cats_idx[i : i + batch_size]))["embedding"].numpy()
+            encode(
+                hist_items=tf.constant(hist_items_idx[i : i + batch_size]),
+                hist_cats=tf.constant(hist_cats_idx[i : i + batch_size]),
+            )["embedding"].numpy()
             for i in range(0, max(len(hist_items_idx), 1), batch_size)
         ]
         return np.concatenate(parts)[: len(hist_items_idx)]
 
-    def top_k(self, hist_items_idx: np.ndarray, hist_cats_idx: np.ndarray, k: int,
-              exclude_history: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    def top_k(
+        self, hist_items_idx: np.ndarray, hist_cats_idx: np.ndarray, k: int, exclude_history: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(item indices [B, k], scores [B, k]) of the best available items, the history's items excluded."""
         queries = self.encode(hist_items_idx, hist_cats_idx)
         exclude = [row[row >= schema.NUM_RESERVED] for row in np.asarray(hist_items_idx)] if exclude_history else None
@@ -73,7 +79,7 @@ def _read_item_embeddings(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"{path}: item_index must run {schema.NUM_RESERVED}.. in row order")
     vectors = np.stack(table.column("embedding").to_numpy(zero_copy_only=False)).astype(np.float32)
     matrix = np.zeros((len(index) + schema.NUM_RESERVED, vectors.shape[1]), dtype=np.float32)
-    matrix[schema.NUM_RESERVED:] = vectors
+    matrix[schema.NUM_RESERVED :] = vectors
     ids = np.concatenate([["", "[OOV]"], table.column("item_id").to_numpy(zero_copy_only=False)]).astype(object)
     return matrix, ids
 

@@ -1,4 +1,5 @@
 """The retrieval stage end to end: features output in, model artifact out, valid metrics back."""
+
 from __future__ import annotations
 
 import dataclasses

@@ -1,4 +1,5 @@
 """The two towers: a sequence query tower and a feature candidate tower over one shared item table."""
+
 from __future__ import annotations
 
 import components  # noqa: F401  (tf-keras before TensorFlow)
@@ -54,8 +55,9 @@ class CausalFilter(tf.keras.layers.Layer):
     def build(self, input_shape):
         dim = int(input_shape[-1])
         initial = [[1.0 / self.INIT_STEPS if k < self.INIT_STEPS else 0.0] * dim for k in range(self.max_len)]
-        self.taps = self.add_weight(name="taps", shape=[self.max_len, dim],
-                                    initializer=tf.keras.initializers.Constant(initial))
+        self.taps = self.add_weight(
+            name="taps", shape=[self.max_len, dim], initializer=tf.keras.initializers.Constant(initial)
+        )
         super().build(input_shape)
 
     def call(self, x):
@@ -74,8 +76,7 @@ class SelfAttentionBlock(tf.keras.layers.Layer):
     filter_mix * CausalFilter + (1 - filter_mix) * attention.
     """
 
-    def __init__(self, dim: int, num_heads: int, dropout: float, max_len: int, filter_mix: float = 0.0,
-                 **kwargs):
+    def __init__(self, dim: int, num_heads: int, dropout: float, max_len: int, filter_mix: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.attention_norm = tf.keras.layers.LayerNormalization(epsilon=1e-6)
         self.attention = tf.keras.layers.MultiHeadAttention(num_heads, dim // num_heads, dropout=dropout)
@@ -101,8 +102,9 @@ class SelfAttentionEncoder(tf.keras.layers.Layer):
     right-aligned input, so padding changes nothing and a prefix reads the same at every length.
     """
 
-    def __init__(self, dim: int, max_len: int, num_blocks: int, num_heads: int, dropout: float,
-                 filter_mix: float = 0.0, **kwargs):
+    def __init__(
+        self, dim: int, max_len: int, num_blocks: int, num_heads: int, dropout: float, filter_mix: float = 0.0, **kwargs
+    ):
         super().__init__(**kwargs)
         self.position_embedding = tf.keras.layers.Embedding(max_len, dim)
         self.dropout = tf.keras.layers.Dropout(dropout)
@@ -127,8 +129,9 @@ def sequence_encoder(config: RetrievalConfig) -> tf.keras.layers.Layer:
     if config.encoder == "gru":
         return GRUEncoder(config.embedding_dim, config.dropout)
     filter_mix = config.filter_mix if config.encoder == "filter" else 0.0
-    return SelfAttentionEncoder(config.embedding_dim, config.max_len, config.num_blocks, config.num_heads,
-                                config.dropout, filter_mix)
+    return SelfAttentionEncoder(
+        config.embedding_dim, config.max_len, config.num_blocks, config.num_heads, config.dropout, filter_mix
+    )
 
 
 def trim_history(hist_items, hist_cats, max_len: int):
@@ -168,8 +171,9 @@ class QueryTower(tf.keras.Model):
         # right-align for the encoders (stable sort: real steps first, in order) and back afterwards
         order = tf.argsort(tf.cast(tf.logical_not(mask), tf.int32), axis=1, stable=True)
         steps = self.item_embedding(hist_items) + self.category_embedding(hist_cats)
-        encoded = self.encoder(tf.gather(steps, order, batch_dims=1), tf.gather(mask, order, batch_dims=1),
-                               training=training)
+        encoded = self.encoder(
+            tf.gather(steps, order, batch_dims=1), tf.gather(mask, order, batch_dims=1), training=training
+        )
         return self.projection(tf.gather(encoded, tf.argsort(order, axis=1), batch_dims=1))
 
     def call(self, inputs, training=False):
@@ -182,8 +186,7 @@ class CandidateTower(tf.keras.Model):
     Side features let a rarely bought item borrow from its category and brand.
     """
 
-    def __init__(self, item_embedding, category_embedding, catalogue: Catalogue, config: RetrievalConfig,
-                 **kwargs):
+    def __init__(self, item_embedding, category_embedding, catalogue: Catalogue, config: RetrievalConfig, **kwargs):
         super().__init__(**kwargs)
         self.item_embedding = item_embedding
         self.category_embedding = category_embedding
@@ -201,4 +204,3 @@ class CandidateTower(tf.keras.Model):
             + self.brand_embedding(tf.gather(self.item_brand, item_index))
             + self.price_embedding(tf.gather(self.item_price_bucket, item_index))
         )
-

@@ -1,5 +1,6 @@
 """Training: epochs over the train prefixes (or every step of each user's train sequence), model
 selection on valid (full-catalogue NDCG@20)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -99,8 +100,11 @@ def train(train_set: Examples, valid_set: Examples, catalogue: Catalogue, config
     # a shop smaller than one batch still trains (with fewer in-batch negatives)
     batch_size = min(config.batch_size, len(rows))
     batches = len(rows) // batch_size
-    targets_per_epoch = (int((rows.target_item[: batches * batch_size] != schema.PAD_INDEX).sum())
-                         if config.every_position else batches * batch_size)
+    targets_per_epoch = (
+        int((rows.target_item[: batches * batch_size] != schema.PAD_INDEX).sum())
+        if config.every_position
+        else batches * batch_size
+    )
     best = {"score": -1.0, "epoch": 0, "metrics": {}, "weights": None}
     started, fit_s, epochs_run, history = time.perf_counter(), 0.0, 0, []
     for epoch in range(1, config.epochs + 1):
@@ -111,30 +115,57 @@ def train(train_set: Examples, valid_set: Examples, catalogue: Catalogue, config
         fit_s += epoch_fit_s
         epochs_run = epoch
         valid = evaluate(model, valid_set)
-        history.append({"epoch": epoch, "loss": float(history_of_fit.history["mean_loss"][-1]),
-                        "hit@20": valid["hit@20"], "ndcg@20": valid["ndcg@20"], "seconds": epoch_fit_s})
+        history.append(
+            {
+                "epoch": epoch,
+                "loss": float(history_of_fit.history["mean_loss"][-1]),
+                "hit@20": valid["hit@20"],
+                "ndcg@20": valid["ndcg@20"],
+                "seconds": epoch_fit_s,
+            }
+        )
         improved = valid[SELECTION_METRIC] > best["score"]
         if improved:
             best = {"score": valid[SELECTION_METRIC], "epoch": epoch, "metrics": valid, "weights": model.get_weights()}
         log.info(
             "epoch %d/%d  loss %.4f  valid hit@20 %.4f ndcg@20 %.4f  %.1fs%s",
-            epoch, config.epochs, history[-1]["loss"], valid["hit@20"], valid["ndcg@20"], epoch_fit_s,
+            epoch,
+            config.epochs,
+            history[-1]["loss"],
+            valid["hit@20"],
+            valid["ndcg@20"],
+            epoch_fit_s,
             "  *best" if improved else "",
         )
         if epoch - best["epoch"] >= config.patience:
             break
     model.set_weights(best["weights"])
     result = TrainingResult(
-        model=model, catalogue=catalogue, config=config, valid_metrics=best["metrics"], best_epoch=best["epoch"],
-        epochs_run=epochs_run, train_examples=targets_per_epoch,
-        train_s=time.perf_counter() - started, fit_s=fit_s, history=history,
+        model=model,
+        catalogue=catalogue,
+        config=config,
+        valid_metrics=best["metrics"],
+        best_epoch=best["epoch"],
+        epochs_run=epochs_run,
+        train_examples=targets_per_epoch,
+        train_s=time.perf_counter() - started,
+        fit_s=fit_s,
+        history=history,
     )
     log.info(
         "retrieval trained: %s encoder, %s loss%s, %d epochs (best %d), %d targets per epoch, %.0f s "
         "(%.0f examples/s); valid hit@20 %.4f ndcg@20 %.4f mrr %.4f",
-        config.encoder, config.loss, " at every position" if config.every_position else "", epochs_run,
-        result.best_epoch, targets_per_epoch, result.train_s, result.train_examples_per_s,
-        result.valid_metrics["hit@20"], result.valid_metrics["ndcg@20"], result.valid_metrics["mrr"],
+        config.encoder,
+        config.loss,
+        " at every position" if config.every_position else "",
+        epochs_run,
+        result.best_epoch,
+        targets_per_epoch,
+        result.train_s,
+        result.train_examples_per_s,
+        result.valid_metrics["hit@20"],
+        result.valid_metrics["ndcg@20"],
+        result.valid_metrics["mrr"],
     )
     return result
 

@@ -9,6 +9,7 @@ with a fixed seed), one user per request. Writes serving.c<n>.{p50_ms, p95_ms, p
 bench JSON (beside its other keys), and beside them serving.batch.users_per_s: the export's scoring
 (components.export.batch.score_users) over every user of the same model, for comparison.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -82,8 +83,9 @@ def run_level(host: str, port: int, path: str, bodies: list[bytes], concurrency:
     }
 
 
-def wait_healthy(host: str, port: int, path: str, process: subprocess.Popen | None = None,
-                 timeout_s: float = HEALTH_TIMEOUT_S) -> None:
+def wait_healthy(
+    host: str, port: int, path: str, process: subprocess.Popen | None = None, timeout_s: float = HEALTH_TIMEOUT_S
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
@@ -115,14 +117,14 @@ def batch_users_per_s(snapshot: Path) -> dict:
     model = load_serving_model(*serving.model_dirs(bundle.TREATMENT), serving.config.model_version)
     rows = np.arange(len(serving.inputs.user_ids))
     started = time.perf_counter()
-    batch.score_users(model, serving.inputs, rows, candidates_n=serving.config.candidates_n,
-                      top_k=serving.config.top_k)
+    batch.score_users(model, serving.inputs, rows, candidates_n=serving.config.candidates_n, top_k=serving.config.top_k)
     seconds = time.perf_counter() - started
     return {"users_per_s": round(len(rows) / seconds, 1), "users": len(rows), "score_s": round(seconds, 3)}
 
 
-def serve_bench(model_uri: str, *, requests: int = 2000, concurrencies=CONCURRENCIES, url: str | None = None,
-                seed: int = 0) -> dict:
+def serve_bench(
+    model_uri: str, *, requests: int = 2000, concurrencies=CONCURRENCIES, url: str | None = None, seed: int = 0
+) -> dict:
     """{"serving": {...}}: the figures of one run; starts (and stops) a server unless `url` names a running one."""
     from components.serving import bundle, server
     from components.serving.source import ModelSource
@@ -142,16 +144,31 @@ def serve_bench(model_uri: str, *, requests: int = 2000, concurrencies=CONCURREN
         else:
             host, port = "127.0.0.1", free_port()
             process = subprocess.Popen(
-                [sys.executable, "-m", "components.serving.server", "--model", model_uri, "--host", host,
-                 "--port", str(port), "--reload-interval", "0", "--log-level", "warning"])
+                [
+                    sys.executable,
+                    "-m",
+                    "components.serving.server",
+                    "--model",
+                    model_uri,
+                    "--host",
+                    host,
+                    "--port",
+                    str(port),
+                    "--reload-interval",
+                    "0",
+                    "--log-level",
+                    "warning",
+                ]
+            )
         try:
             wait_healthy(host, port, server.HEALTH_ROUTE, process)
             load_before = os.getloadavg()
             figures = {}
             for level in concurrencies:
                 run_level(host, port, server.PREDICT_ROUTE, user_requests(users, WARMUP_REQUESTS, seed + 1), level)
-                figures[f"c{level}"] = run_level(host, port, server.PREDICT_ROUTE,
-                                                 user_requests(users, requests, seed), level)
+                figures[f"c{level}"] = run_level(
+                    host, port, server.PREDICT_ROUTE, user_requests(users, requests, seed), level
+                )
             load_after = os.getloadavg()
         finally:
             if process is not None:
@@ -160,14 +177,16 @@ def serve_bench(model_uri: str, *, requests: int = 2000, concurrencies=CONCURREN
         figures["batch"] = batch_users_per_s(snapshot)
     finally:
         source.close()
-    figures.update({
-        "model_version": serving.config.model_version,
-        "candidates_n": serving.config.candidates_n,
-        "top_k": serving.config.top_k,
-        "users_with_history": int(len(users)),
-        "load_avg_1m": {"before": round(load_before[0], 2), "after": round(load_after[0], 2)},
-        "cpus": os.cpu_count(),
-    })
+    figures.update(
+        {
+            "model_version": serving.config.model_version,
+            "candidates_n": serving.config.candidates_n,
+            "top_k": serving.config.top_k,
+            "users_with_history": int(len(users)),
+            "load_avg_1m": {"before": round(load_before[0], 2), "after": round(load_after[0], 2)},
+            "cpus": os.cpu_count(),
+        }
+    )
     return {"serving": figures}
 
 

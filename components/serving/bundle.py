@@ -15,6 +15,7 @@ fallback) and the settings that make a served list the exported one (top_k, the 
 Locally, the register step keeps each one under `<registry>/serving/<version>/` with `LATEST.json` naming the
 current one (`publish`); `make serve` points the server at that folder and follows LATEST.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -96,8 +97,12 @@ def build_serving_model(
 
     inputs = read_serving_inputs(features_dir)
     config = ServingConfig(
-        model_version=model_version, top_k=int(top_k), candidates_n=int(candidates_n), experiment=experiment,
-        treatment_ratio=float(treatment_ratio), max_len=int(inputs.hist_items.shape[1]),
+        model_version=model_version,
+        top_k=int(top_k),
+        candidates_n=int(candidates_n),
+        experiment=experiment,
+        treatment_ratio=float(treatment_ratio),
+        max_len=int(inputs.hist_items.shape[1]),
         control_version=control["version"] if control else None,
         built_at=dt.datetime.now(dt.timezone.utc).isoformat(),
     )
@@ -114,8 +119,17 @@ def build_serving_model(
 
 
 def serving_model_from_component(
-    features: str, retrieval_model: str, ranking_model: str, output_dir: str, evaluation_summary: str, *,
-    top_k: int, candidates_n: int, experiment: str, treatment_ratio: float, model_version: str,
+    features: str,
+    retrieval_model: str,
+    ranking_model: str,
+    output_dir: str,
+    evaluation_summary: str,
+    *,
+    top_k: int,
+    candidates_n: int,
+    experiment: str,
+    treatment_ratio: float,
+    model_version: str,
 ) -> ServingConfig:
     """The KFP component's one call. The evaluation summary gives what the export takes from it: the depth
     (export_n, when candidates_n is 0), the model version and the last blessed model for the control arm."""
@@ -123,28 +137,46 @@ def serving_model_from_component(
 
     summary = read_evaluation_summary(evaluation_summary)
     return build_serving_model(
-        features, retrieval_model, ranking_model, output_dir,
-        model_version=model_version or summary.get("model_version") or "", top_k=top_k,
+        features,
+        retrieval_model,
+        ranking_model,
+        output_dir,
+        model_version=model_version or summary.get("model_version") or "",
+        top_k=top_k,
         candidates_n=candidates_n if candidates_n > 0 else int(summary.get("export_n") or DEFAULT_CANDIDATES_N),
-        experiment=experiment, treatment_ratio=treatment_ratio, control=summary.get("previous_blessed"),
+        experiment=experiment,
+        treatment_ratio=treatment_ratio,
+        control=summary.get("previous_blessed"),
     )
 
 
 def write_inputs(directory: Path, inputs: ServingInputs) -> None:
     """users.parquet and catalogue.parquet: the export's view of every user and of the catalogue."""
     pad = schema.PAD_INDEX
-    pq.write_table(pa.table({
-        "user_id": pa.array(list(inputs.user_ids), pa.string()),
-        "hist_items": pa.array([row[row != pad].tolist() for row in inputs.hist_items], pa.list_(pa.int64())),
-        "seen_items": pa.array([np.asarray(s, np.int64).tolist() for s in inputs.seen_items], pa.list_(pa.int64())),
-    }), directory / USERS)
+    pq.write_table(
+        pa.table(
+            {
+                "user_id": pa.array(list(inputs.user_ids), pa.string()),
+                "hist_items": pa.array([row[row != pad].tolist() for row in inputs.hist_items], pa.list_(pa.int64())),
+                "seen_items": pa.array(
+                    [np.asarray(s, np.int64).tolist() for s in inputs.seen_items], pa.list_(pa.int64())
+                ),
+            }
+        ),
+        directory / USERS,
+    )
     index = np.arange(schema.NUM_RESERVED, len(inputs.item_ids), dtype=np.int64)
-    pq.write_table(pa.table({
-        "item_index": index,
-        "item_id": pa.array(list(inputs.item_ids[index]), pa.string()),
-        "available": inputs.available[index],
-        "popularity": inputs.popularity[index].astype(np.float64),
-    }), directory / CATALOGUE)
+    pq.write_table(
+        pa.table(
+            {
+                "item_index": index,
+                "item_id": pa.array(list(inputs.item_ids[index]), pa.string()),
+                "available": inputs.available[index],
+                "popularity": inputs.popularity[index].astype(np.float64),
+            }
+        ),
+        directory / CATALOGUE,
+    )
 
 
 def read_serving_model(path: str | Path) -> ServingBundle:
@@ -159,8 +191,9 @@ def read_serving_model(path: str | Path) -> ServingBundle:
     except (json.JSONDecodeError, TypeError, ValueError) as err:
         raise schema.SchemaError(f"{config_path}: {err}") from err
     if config.format_version != FORMAT_VERSION:
-        raise schema.SchemaError(f"{config_path}: format_version {config.format_version}, this server reads "
-                                 f"{FORMAT_VERSION}")
+        raise schema.SchemaError(
+            f"{config_path}: format_version {config.format_version}, this server reads {FORMAT_VERSION}"
+        )
     bundle = ServingBundle(path=path, config=config, inputs=read_inputs(path, config.max_len))
     for arm in (TREATMENT, CONTROL):
         for part in bundle.model_dirs(arm) or ():

@@ -1,4 +1,5 @@
 """KFP shell of the serving model build; the logic lives in components.serving.bundle."""
+
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
@@ -26,7 +27,14 @@ def serving_model(
     from components.serving.bundle import serving_model_from_component
 
     serving_model_from_component(
-        features.path, retrieval_model.path, ranking_model.path, model.path, evaluation_summary.path, top_k=top_k,
-        candidates_n=candidates_n, experiment=experiment, treatment_ratio=treatment_ratio,
+        features.path,
+        retrieval_model.path,
+        ranking_model.path,
+        model.path,
+        evaluation_summary.path,
+        top_k=top_k,
+        candidates_n=candidates_n,
+        experiment=experiment,
+        treatment_ratio=treatment_ratio,
         model_version=model_version,
     )

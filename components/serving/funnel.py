@@ -9,6 +9,7 @@ Models only need the duck-typed APIs of the stage contracts:
   ranker.item_category       int64 [num_items]         ranker.score(hist_items, hist_cats, cands, cand_cats) -> [B, N]
   ranker.retrieval_weight    optional float: when set, the final score is logit(ranker) + weight * retrieval score
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -95,8 +96,9 @@ def batch_size_for(num_items: int, memory_budget_mb: float) -> int:
     return int(np.clip(memory_budget_mb * 2**20 // per_user, 1, _MAX_BATCH))
 
 
-def mask_seen(scores: np.ndarray, hist_items: np.ndarray, seen_items: Sequence[np.ndarray] | None,
-              keep: np.ndarray | None = None) -> None:
+def mask_seen(
+    scores: np.ndarray, hist_items: np.ndarray, seen_items: Sequence[np.ndarray] | None, keep: np.ndarray | None = None
+) -> None:
     """Sets -inf, in place, on every item a user has already had (history and `seen_items`).
 
     keep (int64 [B], optional): one item per user that stays unmasked even if seen. Offline evaluation passes
@@ -191,8 +193,10 @@ def rerank(
     weight = retrieval_weight(ranker)
     if weight:
         if candidate_scores is None or np.shape(candidate_scores) != candidates.shape:
-            raise ValueError("this ranker fuses retrieval scores (retrieval_weight "
-                             f"{weight}): pass candidate_scores of shape {candidates.shape}")
+            raise ValueError(
+                "this ranker fuses retrieval scores (retrieval_weight "
+                f"{weight}): pass candidate_scores of shape {candidates.shape}"
+            )
         scores = fuse(scores, np.where(candidate_valid, candidate_scores, 0.0), weight)
     scores = np.where(candidate_valid, scores, -np.inf)
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
@@ -264,8 +268,9 @@ def run_funnel(
     lists = _Lists(len(hist_items), top_k)
     batch = batch_size_for(num_items, memory_budget_mb)
     known = np.flatnonzero(~fallback)
-    _funnel_lists(lists, retriever, ranker, hist_items, hist_cats, seen_items, known, allowed, candidates_n, batch,
-                  overlap_ranker)
+    _funnel_lists(
+        lists, retriever, ranker, hist_items, hist_cats, seen_items, known, allowed, candidates_n, batch, overlap_ranker
+    )
     for rows in _batches(np.flatnonzero(fallback), batch):
         seen = None if seen_items is None else [seen_items[r] for r in rows]
         lists.put(rows, popularity_lists(popularity, allowed, seen, hist_items[rows], top_k))
@@ -285,8 +290,9 @@ class _Lists:
         self.items[rows, :width], self.scores[rows, :width] = got
 
 
-def _funnel_lists(lists, retriever, ranker, hist_items, hist_cats, seen_items, users, allowed, candidates_n, batch,
-                  overlap_ranker) -> None:
+def _funnel_lists(
+    lists, retriever, ranker, hist_items, hist_cats, seen_items, users, allowed, candidates_n, batch, overlap_ranker
+) -> None:
     """Retrieval then re-ranking for `users`, batched by history length, each batch cut to its longest history.
 
     The ranker (TensorFlow) scores batch i on a worker thread while NumPy retrieves batch i+1 here:

@@ -8,6 +8,7 @@
 `history` and `events` are what the user did after the stored history (not yet in the warehouse), oldest first;
 events are put in time order (ties keep their order in the request), as the warehouse orders a user's events.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -79,8 +80,7 @@ def parse_instance(raw, where: str, max_k: int) -> Instance:
     k = raw.get("k")
     if k is not None and (not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= max_k):
         raise RequestError(f"{where}.k: must be an integer from 1 to {max_k} (the export depth), got {json.dumps(k)}")
-    return Instance(user_id=user_id, recent=recent, k=k,
-                    exclude=_ids(raw.get("exclude", []), f"{where}.exclude"))
+    return Instance(user_id=user_id, recent=recent, k=k, exclude=_ids(raw.get("exclude", []), f"{where}.exclude"))
 
 
 def _ids(values, where: str) -> tuple[str, ...]:
@@ -112,8 +112,9 @@ def _event_items(values, where: str) -> tuple[str, ...]:
         if not isinstance(item_id, str) or not item_id:
             raise RequestError(f"{at}.item_id: must be a non-empty item id string, got {_kind(item_id)}")
         if event_type not in schema.EVENT_TYPES:
-            raise RequestError(f"{at}.event_type: must be one of {', '.join(schema.EVENT_TYPES)}, "
-                               f"got {json.dumps(event_type)}")
+            raise RequestError(
+                f"{at}.event_type: must be one of {', '.join(schema.EVENT_TYPES)}, got {json.dumps(event_type)}"
+            )
         events.append((_timestamp(event_ts, f"{at}.event_ts"), item_id))
     return tuple(item for _, item in sorted(events, key=lambda e: e[0]))  # stable: ties keep request order
 
@@ -131,8 +132,15 @@ def _timestamp(value, where: str) -> dt.datetime:
 
 def _kind(value) -> str:
     """How a wrong value is named in a message: its JSON type, and the value when it is short."""
-    kinds = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number",
-             type(None): "null"}
+    kinds = {
+        dict: "object",
+        list: "array",
+        str: "string",
+        bool: "boolean",
+        int: "number",
+        float: "number",
+        type(None): "null",
+    }
     kind = kinds.get(type(value), type(value).__name__)
     text = json.dumps(value) if not isinstance(value, (dict, list)) else ""
     return f"{kind} {text}" if text and len(text) <= 40 else kind

@@ -4,6 +4,7 @@ The last blessed model was trained on an older features output, so its vocabular
 from today's. Serving it on today's histories goes through item ids: today's index -> item id ->
 the model's index (OOV when the model never saw the item).
 """
+
 from __future__ import annotations
 
 import dataclasses

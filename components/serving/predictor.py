@@ -7,6 +7,7 @@ history the served list is the exported one, item for item.
 
 A Predictor is built whole (models loaded, warmed) before the server swaps it in, and never changes after.
 """
+
 from __future__ import annotations
 
 import collections
@@ -44,8 +45,7 @@ class _History:
 
 
 class Predictor:
-    def __init__(self, serving: bundles.ServingBundle,
-                 load_model: Callable[..., ServingModel] = load_serving_model):
+    def __init__(self, serving: bundles.ServingBundle, load_model: Callable[..., ServingModel] = load_serving_model):
         self.config = serving.config
         self.inputs = serving.inputs
         self._user_row = {user: row for row, user in enumerate(self.inputs.user_ids)}
@@ -123,13 +123,22 @@ class Predictor:
             hist, seen = arm.to_model[hist], [arm.to_model[s] for s in seen]
         candidates_n = min(self.config.candidates_n, arm.model.num_items)
         return funnel.run_funnel(
-            arm.model.retriever, arm.model.ranker, hist, seen, candidates_n=candidates_n,
-            top_k=min(depth, candidates_n), available=arm.available, popularity=arm.popularity,
+            arm.model.retriever,
+            arm.model.ranker,
+            hist,
+            seen,
+            candidates_n=candidates_n,
+            top_k=min(depth, candidates_n),
+            available=arm.available,
+            popularity=arm.popularity,
         )
 
     def _arm(self, model: ServingModel) -> _Arm:
         """The model with today's catalogue in its index space, computed once rather than per request."""
-        to_model = None if same_vocabulary(self.inputs.item_ids, model.item_ids) else index_map(
-            self.inputs.item_ids, model.item_ids)
+        to_model = (
+            None
+            if same_vocabulary(self.inputs.item_ids, model.item_ids)
+            else index_map(self.inputs.item_ids, model.item_ids)
+        )
         available, popularity = batch.catalogue_in_model_space(model, self.inputs)
         return _Arm(model=model, to_model=to_model, available=available, popularity=popularity)

@@ -11,6 +11,7 @@ together in one funnel call, which spreads the models' per-call cost under load 
 A new model (a new LATEST in a local registry) is loaded and warmed beside serving and swapped in whole: each
 request keeps the model it was checked against to the end.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -99,8 +100,13 @@ class ModelHolder:
             self.error = None
             if old:
                 shutil.rmtree(old[1], ignore_errors=True)  # its models are in memory; requests holding it finish
-            logger.info("serving model %s (%s%s), loaded and warmed in %.1f s", version, self.source.uri,
-                        f", replacing {old[0].version}" if old else "", time.perf_counter() - started)
+            logger.info(
+                "serving model %s (%s%s), loaded and warmed in %.1f s",
+                version,
+                self.source.uri,
+                f", replacing {old[0].version}" if old else "",
+                time.perf_counter() - started,
+            )
             return True
 
     def watch(self, interval_s: float, stop: threading.Event) -> None:
@@ -111,8 +117,12 @@ class ModelHolder:
                 self.refresh()
             except Exception as err:  # noqa: BLE001 (a bad new model must not take the server down)
                 self.error = f"{type(err).__name__}: {err}"
-                logger.error("model load from %s failed, %s: %s", self.source.uri,
-                             "still serving " + self.current.version if self.current else "nothing served", self.error)
+                logger.error(
+                    "model load from %s failed, %s: %s",
+                    self.source.uri,
+                    "still serving " + self.current.version if self.current else "nothing served",
+                    self.error,
+                )
             if self.current is not None and interval_s <= 0:
                 return
             stop.wait(interval_s if self.current is not None and interval_s > 0 else LOAD_RETRY_S)
@@ -197,11 +207,17 @@ class _Stats:
     def line(self, model_version: str | None) -> str:
         seconds = time.monotonic() - self.started
         n = len(self.latencies_ms)
-        latency = (f"; latency p50 {np.percentile(self.latencies_ms, 50):.1f} ms, "
-                   f"p99 {np.percentile(self.latencies_ms, 99):.1f} ms" if n else "")
-        return (f"last {seconds:.0f} s: {n} requests ({n / max(seconds, 1e-9):.1f}/s), {self.instances} instances, "
-                f"{self.statuses[4]} refused (4xx), {self.statuses[5]} failed (5xx){latency}; "
-                f"model {model_version or 'not loaded'}")
+        latency = (
+            f"; latency p50 {np.percentile(self.latencies_ms, 50):.1f} ms, "
+            f"p99 {np.percentile(self.latencies_ms, 99):.1f} ms"
+            if n
+            else ""
+        )
+        return (
+            f"last {seconds:.0f} s: {n} requests ({n / max(seconds, 1e-9):.1f}/s), {self.instances} instances, "
+            f"{self.statuses[4]} refused (4xx), {self.statuses[5]} failed (5xx){latency}; "
+            f"model {model_version or 'not loaded'}"
+        )
 
 
 def create_app(settings: Settings, holder: ModelHolder | None = None):
@@ -214,8 +230,9 @@ def create_app(settings: Settings, holder: ModelHolder | None = None):
         stop = threading.Event()
         batcher = Batcher(settings.max_batch_instances)
         app.state.batcher = batcher
-        loader = threading.Thread(target=holder.watch, args=(settings.reload_interval_s, stop), daemon=True,
-                                  name="model-loader")
+        loader = threading.Thread(
+            target=holder.watch, args=(settings.reload_interval_s, stop), daemon=True, name="model-loader"
+        )
         loader.start()
         tasks = [asyncio.create_task(batcher.run()), asyncio.create_task(summaries())]
         try:
@@ -234,8 +251,9 @@ def create_app(settings: Settings, holder: ModelHolder | None = None):
             logger.info(state["stats"].line(holder.current.version if holder.current else None))
             state["stats"] = _Stats()
 
-    app = FastAPI(title="shop-recsys prediction server", lifespan=lifespan, openapi_url=None, docs_url=None,
-                  redoc_url=None)
+    app = FastAPI(
+        title="shop-recsys prediction server", lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None
+    )
     app.state.holder = holder
 
     def json_response(status: int, payload: dict) -> Response:
@@ -267,8 +285,14 @@ def create_app(settings: Settings, holder: ModelHolder | None = None):
         latency_ms = (time.perf_counter() - started) * 1e3
         state["stats"].record(status, latency_ms, len(instances))
         if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("POST %s %d, %d instances, %.1f ms%s", settings.predict_route, status, len(instances),
-                         latency_ms, f": {payload['error']}" if status != 200 else "")
+            logger.debug(
+                "POST %s %d, %d instances, %.1f ms%s",
+                settings.predict_route,
+                status,
+                len(instances),
+                latency_ms,
+                f": {payload['error']}" if status != 200 else "",
+            )
         return json_response(status, payload)
 
     return app
@@ -294,21 +318,36 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", dest="storage_uri", help="serving model folder or registry (AIP_STORAGE_URI)")
     parser.add_argument("--host", help="address to listen on (default 0.0.0.0)")
     parser.add_argument("--port", type=int, help="port (AIP_HTTP_PORT, default 8080)")
-    parser.add_argument("--reload-interval", dest="reload_interval_s", type=float,
-                        help="seconds between checks for a new model version (default 60; 0: never)")
+    parser.add_argument(
+        "--reload-interval",
+        dest="reload_interval_s",
+        type=float,
+        help="seconds between checks for a new model version (default 60; 0: never)",
+    )
     parser.add_argument("--max-instances", dest="max_instances", type=int, help="instances per request (default 64)")
-    parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "info"),
-                        choices=("debug", "info", "warning", "error"), help="debug logs one line per request")
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("LOG_LEVEL", "info"),
+        choices=("debug", "info", "warning", "error"),
+        help="debug logs one line per request",
+    )
     args = vars(parser.parse_args(argv))
     level = args.pop("log_level")
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings.from_env(**args)
     if not settings.storage_uri:
         parser.error("no model: set AIP_STORAGE_URI or --model")
-    logger.info("listening on %s:%d, health %s, predict %s, model %s", settings.host, settings.port,
-                settings.health_route, settings.predict_route, settings.storage_uri)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None, access_log=False,
-                log_level=level)
+    logger.info(
+        "listening on %s:%d, health %s, predict %s, model %s",
+        settings.host,
+        settings.port,
+        settings.health_route,
+        settings.predict_route,
+        settings.storage_uri,
+    )
+    uvicorn.run(
+        create_app(settings), host=settings.host, port=settings.port, log_config=None, access_log=False, log_level=level
+    )
 
 
 if __name__ == "__main__":

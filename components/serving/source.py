@@ -6,6 +6,7 @@ follows). Each version is copied into a private local snapshot before it is load
 schemes, so the folder may change under a running server (a new blessing) without a load ever reading parts of
 two versions.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,10 @@ class ModelSource:
             path = f"{self.uri}/{name}"
             if gfile.exists(path):
                 return _version(path)
-        raise schema.SchemaError(f"{self.uri}: neither {bundle.LATEST} nor {bundle.CONFIG}; not a serving model "
-                                 "folder or registry (is the blessed run finished?)")
+        raise schema.SchemaError(
+            f"{self.uri}: neither {bundle.LATEST} nor {bundle.CONFIG}; not a serving model "
+            "folder or registry (is the blessed run finished?)"
+        )
 
     def fetch(self, version: str) -> Path:
         """A private local copy of `version`'s folder, checked to be that version (and complete: serving.json)."""
@@ -47,8 +50,10 @@ class ModelSource:
             _copy_tree(folder, snapshot)
             got = _version(str(snapshot / bundle.CONFIG)) if (snapshot / bundle.CONFIG).exists() else None
             if got != version:
-                raise schema.SchemaError(f"{folder}: expected a complete serving model {version!r}, copied "
-                                         f"{got!r} (the folder changed during the copy, or lacks {bundle.CONFIG})")
+                raise schema.SchemaError(
+                    f"{folder}: expected a complete serving model {version!r}, copied "
+                    f"{got!r} (the folder changed during the copy, or lacks {bundle.CONFIG})"
+                )
         except BaseException:
             shutil.rmtree(snapshot, ignore_errors=True)
             raise
@@ -73,7 +78,7 @@ def _copy_tree(source: str, target: Path) -> None:
     from tensorflow.io import gfile
 
     for root, _, files in gfile.walk(source):
-        relative = root[len(source):].lstrip("/")
+        relative = root[len(source) :].lstrip("/")
         (target / relative).mkdir(parents=True, exist_ok=True)
         for name in files:
             gfile.copy(f"{root.rstrip('/')}/{name}", str(target / relative / name), overwrite=True)

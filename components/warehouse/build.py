@@ -4,6 +4,7 @@
 
 Prints the row counts as JSON. The file appears only when complete (see duckdb_warehouse.WarehouseWriter).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     started = time.perf_counter()
     counts = build_warehouse(args.source, args.out, args.seed)
-    print(json.dumps({"out": str(Path(args.out).resolve()), "counts": counts,
-                      "seconds": round(time.perf_counter() - started, 2)}))
+    print(
+        json.dumps(
+            {"out": str(Path(args.out).resolve()), "counts": counts, "seconds": round(time.perf_counter() - started, 2)}
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Why atomic: a reader (extract, a benchmark) must never open a half-built warehou
 under a temporary name in the target directory and renamed over the target only when complete.
 Beside a warehouse that is reused (ensure_warehouse), `<name>.source.json` records what it was built from.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,7 +31,7 @@ URI_PREFIX = "duckdb://"
 
 def duckdb_path(uri: str) -> Path:
     """The file of a `duckdb:///abs/path.duckdb` URI (a bare path is accepted too)."""
-    path = uri[len(URI_PREFIX):] if uri.startswith(URI_PREFIX) else uri
+    path = uri[len(URI_PREFIX) :] if uri.startswith(URI_PREFIX) else uri
     if not path:
         raise ValueError(f"warehouse URI {uri!r} names no file; expected duckdb:///abs/path/shop.duckdb")
     return Path(path)
@@ -104,7 +105,11 @@ def table_counts(path: str | Path) -> dict[str, int]:
     con = connect(path)
     try:
         present = {row[0] for row in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-        return {name: con.execute(f'SELECT COUNT(*) FROM "{name}"').fetchone()[0] for name in schema.TABLES if name in present}
+        return {
+            name: con.execute(f'SELECT COUNT(*) FROM "{name}"').fetchone()[0]
+            for name in schema.TABLES
+            if name in present
+        }
     finally:
         con.close()
 
@@ -173,8 +178,11 @@ def source_record(source: str, seed: int = 0) -> dict:
     if missing:
         raise FileNotFoundError(f"source {source!r}: no file {missing[0]}")
     stats = [p.resolve().stat() for p in files]
-    return {"source": sources.resolved(parsed), "size": sum(st.st_size for st in stats),
-            "mtime_ns": max(st.st_mtime_ns for st in stats)}
+    return {
+        "source": sources.resolved(parsed),
+        "size": sum(st.st_size for st in stats),
+        "mtime_ns": max(st.st_mtime_ns for st in stats),
+    }
 
 
 def record_path(out_path: str | Path) -> Path:
@@ -193,15 +201,19 @@ def ensure_warehouse(source: str, out_path: str | Path, seed: int = 0) -> dict[s
         try:
             built = json.loads(record_path(out_path).read_text())
         except (OSError, json.JSONDecodeError):
-            raise SourceMismatch(f"{out_path} has no readable record of its source ({record_path(out_path).name}): "
-                                 f"delete it to build the warehouse of {wanted['source']} there") from None
+            raise SourceMismatch(
+                f"{out_path} has no readable record of its source ({record_path(out_path).name}): "
+                f"delete it to build the warehouse of {wanted['source']} there"
+            ) from None
         if built == wanted:
             return None
         if (built.get("source"), built.get("seed")) != (wanted["source"], wanted.get("seed")):
             was = str(built.get("source")) + (f" (seed {built['seed']})" if "seed" in built else "")
             asked = wanted["source"] + (f" (seed {wanted['seed']})" if "seed" in wanted else "")
-            raise SourceMismatch(f"{out_path} holds the warehouse of {was}, not {asked}: "
-                                 "write to another folder, or delete it to rebuild")
+            raise SourceMismatch(
+                f"{out_path} holds the warehouse of {was}, not {asked}: "
+                "write to another folder, or delete it to rebuild"
+            )
     counts = build_warehouse(source, out_path, seed)
     atomic.write_json(record_path(out_path), wanted)
     return counts

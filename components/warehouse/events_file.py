@@ -7,6 +7,7 @@ from item columns of the events file (`category, brand, price, title, available`
 that is not empty, in file order), else
 from the item ids alone; a missing category is `unknown` and an item is available unless a column says not.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -37,11 +38,18 @@ def read_table(path: str | Path) -> pa.Table:
         else:
             with path.open("rb") as handle:
                 header = handle.readline().decode("utf-8", errors="replace").strip().split(",")
-            table = csv.read_csv(path, convert_options=csv.ConvertOptions(
-                column_types={name.strip('"'): pa.string() for name in header}, strings_can_be_null=True))
+            table = csv.read_csv(
+                path,
+                convert_options=csv.ConvertOptions(
+                    column_types={name.strip('"'): pa.string() for name in header}, strings_can_be_null=True
+                ),
+            )
     except (pa.ArrowInvalid, OSError) as err:
-        raise LoaderError(f"{path}: not a readable {'Parquet' if path.name.endswith('.parquet') else 'CSV'} file: "
-                          f"{err}".splitlines()[0]) from err
+        raise LoaderError(
+            f"{path}: not a readable {'Parquet' if path.name.endswith('.parquet') else 'CSV'} file: {err}".splitlines()[
+                0
+            ]
+        ) from err
     if table.num_rows == 0:
         raise LoaderError(f"{path}: no rows")
     return table
@@ -57,16 +65,31 @@ def _timestamp_sql(con: duckdb.DuckDBPyConnection, column: str, path: Path) -> s
     n_values = con.execute(f'SELECT COUNT("{column}") FROM raw').fetchone()[0]
     if n_numeric == n_values:
         if low < SECONDS_RANGE[0] or high > SECONDS_RANGE[1]:
-            unit = ("milliseconds" if high < SECONDS_RANGE[1] * 1e3 else "microseconds" if high < SECONDS_RANGE[1] * 1e6
-                    else "nanoseconds") if high > SECONDS_RANGE[1] else "seconds before 1990"
-            raise LoaderError(f"{path}: {column} holds numbers from {low:.0f} to {high:.0f}, which look like "
-                              f"{unit}; expected unix seconds (1990-2100) or ISO-8601 text")
+            unit = (
+                (
+                    "milliseconds"
+                    if high < SECONDS_RANGE[1] * 1e3
+                    else "microseconds"
+                    if high < SECONDS_RANGE[1] * 1e6
+                    else "nanoseconds"
+                )
+                if high > SECONDS_RANGE[1]
+                else "seconds before 1990"
+            )
+            raise LoaderError(
+                f"{path}: {column} holds numbers from {low:.0f} to {high:.0f}, which look like "
+                f"{unit}; expected unix seconds (1990-2100) or ISO-8601 text"
+            )
         return f"make_timestamp(CAST(ROUND({numeric} * 1e6) AS BIGINT))"
-    bad = con.execute(f'SELECT "{column}", COUNT(*) FROM raw WHERE "{column}" IS NOT NULL AND '
-                      f'TRY_CAST("{column}" AS TIMESTAMPTZ) IS NULL GROUP BY 1 ORDER BY 2 DESC LIMIT 3').fetchall()
+    bad = con.execute(
+        f'SELECT "{column}", COUNT(*) FROM raw WHERE "{column}" IS NOT NULL AND '
+        f'TRY_CAST("{column}" AS TIMESTAMPTZ) IS NULL GROUP BY 1 ORDER BY 2 DESC LIMIT 3'
+    ).fetchall()
     if bad:
-        raise LoaderError(f"{path}: {column} has value(s) that are neither unix seconds nor ISO-8601, e.g. "
-                          f"{[value for value, _ in bad]}")
+        raise LoaderError(
+            f"{path}: {column} has value(s) that are neither unix seconds nor ISO-8601, e.g. "
+            f"{[value for value, _ in bad]}"
+        )
     return f'CAST("{column}" AS TIMESTAMPTZ)'
 
 
@@ -75,30 +98,40 @@ def _events_sql(con: duckdb.DuckDBPyConnection, columns: list[str], path: Path, 
     if "event_ts" not in columns and "timestamp" not in columns:
         missing.append("event_ts (or timestamp)")
     if missing:
-        raise LoaderError(f"{path}: missing column(s) {missing}; the events contract is user_id,item_id,event_type,"
-                          "event_ts[,event_seq][,session_id] (see README, Use your own data)")
+        raise LoaderError(
+            f"{path}: missing column(s) {missing}; the events contract is user_id,item_id,event_type,"
+            "event_ts[,event_seq][,session_id] (see README, Use your own data)"
+        )
     if "event_ts" in columns and "timestamp" in columns:
         raise LoaderError(f"{path}: has both event_ts and timestamp; keep one")
     for name in ("user_id", "item_id", "event_type", "event_ts" if "event_ts" in columns else "timestamp"):
         nulls = con.execute(f'SELECT COUNT(*) - COUNT("{name}") FROM raw').fetchone()[0]
         if nulls:
             raise LoaderError(f"{path}: column {name!r} has {nulls} empty value(s)")
-    mapping = "CASE CAST(event_type AS VARCHAR) " + " ".join(
-        f"WHEN '{raw.replace(chr(39), chr(39) * 2)}' THEN '{to}'" for raw, to in event_map.items()
-    ) + " ELSE CAST(event_type AS VARCHAR) END" if event_map else "CAST(event_type AS VARCHAR)"
+    mapping = (
+        "CASE CAST(event_type AS VARCHAR) "
+        + " ".join(f"WHEN '{raw.replace(chr(39), chr(39) * 2)}' THEN '{to}'" for raw, to in event_map.items())
+        + " ELSE CAST(event_type AS VARCHAR) END"
+        if event_map
+        else "CAST(event_type AS VARCHAR)"
+    )
     known = ", ".join(f"'{t}'" for t in schema.EVENT_TYPES)
-    unknown = con.execute(f"SELECT {mapping} AS t, COUNT(*) FROM raw WHERE {mapping} NOT IN ({known}) "
-                          "GROUP BY 1 ORDER BY 2 DESC, 1").fetchall()
+    unknown = con.execute(
+        f"SELECT {mapping} AS t, COUNT(*) FROM raw WHERE {mapping} NOT IN ({known}) GROUP BY 1 ORDER BY 2 DESC, 1"
+    ).fetchall()
     if unknown:
         listed = ", ".join(f"{t} {n}" for t, n in unknown[:20])
-        raise LoaderError(f"{path}: unknown event type(s) (with counts) {listed}; map them with "
-                          f"event_map=<type>:<{'|'.join(schema.EVENT_TYPES)}>,... in SOURCE, e.g. "
-                          f"SOURCE=events:{path},event_map={unknown[0][0]}:view")
+        raise LoaderError(
+            f"{path}: unknown event type(s) (with counts) {listed}; map them with "
+            f"event_map=<type>:<{'|'.join(schema.EVENT_TYPES)}>,... in SOURCE, e.g. "
+            f"SOURCE=events:{path},event_map={unknown[0][0]}:view"
+        )
     if "event_seq" in columns:
         seq = con.execute("SELECT COUNT(*) - COUNT(TRY_CAST(event_seq AS BIGINT)) FROM raw").fetchone()[0]
         if seq:
-            raise LoaderError(f"{path}: event_seq has {seq} value(s) that are not integers; drop the column to use "
-                              "the file order")
+            raise LoaderError(
+                f"{path}: event_seq has {seq} value(s) that are not integers; drop the column to use the file order"
+            )
     ts = _timestamp_sql(con, "event_ts" if "event_ts" in columns else "timestamp", path)
     return f"""SELECT CAST(user_id AS VARCHAR) AS user_id, CAST(item_id AS VARCHAR) AS item_id, {mapping} AS event_type,
       {ts} AS event_ts, {"CAST(event_seq AS BIGINT)" if "event_seq" in columns else "_row"} AS event_seq,
@@ -108,6 +141,7 @@ def _events_sql(con: duckdb.DuckDBPyConnection, columns: list[str], path: Path, 
 
 def _items_sql(columns: list[str], source: str, order: str) -> str:
     """One row per item of `source`, the latest non-null value of each item column in `order`."""
+
     def latest(name: str, cast: str) -> str:
         if name not in columns:
             return f"NULL::{cast}"
@@ -121,8 +155,9 @@ def _items_sql(columns: list[str], source: str, order: str) -> str:
     FROM {source} WHERE item_id IS NOT NULL GROUP BY item_id ORDER BY item_id"""
 
 
-def load_events_file(path: str | Path, items_path: str | Path | None = None,
-                     event_map: dict[str, str] | None = None) -> tuple[pa.Table, pa.Table]:
+def load_events_file(
+    path: str | Path, items_path: str | Path | None = None, event_map: dict[str, str] | None = None
+) -> tuple[pa.Table, pa.Table]:
     """(events in schema.EVENTS, items in schema.ITEMS) from a shop's files; LoaderError names what is wrong."""
     path = Path(path)
     raw = read_table(path)
@@ -136,16 +171,19 @@ def load_events_file(path: str | Path, items_path: str | Path | None = None,
             if items_path is not None:
                 items_raw = read_table(items_path)
                 if "item_id" not in items_raw.column_names:
-                    raise LoaderError(f"{items_path}: no item_id column; the items contract is "
-                                      "item_id[,category][,brand][,price][,title][,available]")
+                    raise LoaderError(
+                        f"{items_path}: no item_id column; the items contract is "
+                        "item_id[,category][,brand][,price][,title][,available]"
+                    )
                 items_raw = items_raw.append_column("_row", pa.array(np.arange(items_raw.num_rows, dtype=np.int64)))
                 con.register("items_raw", items_raw)
                 items = con.execute(_items_sql(items_raw.column_names, "items_raw", "_row")).to_arrow_table()
             else:
                 items = con.execute(_items_sql(raw.column_names, "raw", "_row")).to_arrow_table()
         except duckdb.ConversionException as err:
-            raise LoaderError(f"{items_path or path}: a column does not convert to its contract type: "
-                              f"{err}".splitlines()[0]) from err
+            raise LoaderError(
+                f"{items_path or path}: a column does not convert to its contract type: {err}".splitlines()[0]
+            ) from err
     finally:
         con.close()
     return schema.validate_table(events, schema.EVENTS, "events"), schema.validate_table(items, schema.ITEMS, "items")

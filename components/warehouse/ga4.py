@@ -11,6 +11,7 @@ Writing: any contract tables (schema.EVENTS, ITEMS, IMPRESSIONS) become export r
 
     python -m components.warehouse.ga4 --source synthetic:tiny --out runs/ga4-tiny [--format parquet]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,13 +32,42 @@ USER_KEYS = ("user_id", "user_pseudo_id")
 
 _VALUE = "STRUCT(string_value VARCHAR, int_value BIGINT, float_value DOUBLE, double_value DOUBLE)"
 _ITEM_FIELDS = {
-    **{name: "VARCHAR" for name in ("item_id", "item_name", "item_brand", "item_variant", "item_category",
-                                    "item_category2", "item_category3", "item_category4", "item_category5")},
-    "price_in_usd": "DOUBLE", "price": "DOUBLE", "quantity": "BIGINT", "item_revenue_in_usd": "DOUBLE",
-    "item_revenue": "DOUBLE", "item_refund_in_usd": "DOUBLE", "item_refund": "DOUBLE",
-    **{name: "VARCHAR" for name in ("coupon", "affiliation", "location_id", "item_list_id", "item_list_name",
-                                    "item_list_index", "promotion_id", "promotion_name", "creative_name",
-                                    "creative_slot")},
+    **{
+        name: "VARCHAR"
+        for name in (
+            "item_id",
+            "item_name",
+            "item_brand",
+            "item_variant",
+            "item_category",
+            "item_category2",
+            "item_category3",
+            "item_category4",
+            "item_category5",
+        )
+    },
+    "price_in_usd": "DOUBLE",
+    "price": "DOUBLE",
+    "quantity": "BIGINT",
+    "item_revenue_in_usd": "DOUBLE",
+    "item_revenue": "DOUBLE",
+    "item_refund_in_usd": "DOUBLE",
+    "item_refund": "DOUBLE",
+    **{
+        name: "VARCHAR"
+        for name in (
+            "coupon",
+            "affiliation",
+            "location_id",
+            "item_list_id",
+            "item_list_name",
+            "item_list_index",
+            "promotion_id",
+            "promotion_name",
+            "creative_name",
+            "creative_slot",
+        )
+    },
 }
 ITEM_TYPE = "STRUCT(" + ", ".join(f"{name} {kind}" for name, kind in _ITEM_FIELDS.items()) + ")[]"
 # The export's columns that the extract reads, with their BigQuery types in DuckDB's spelling.
@@ -71,8 +101,10 @@ def export_files(path: str | Path) -> tuple[str, list[Path]]:
             raise GA4Error(f"{path}: no events_* files (GA4 daily tables as `bq extract` writes them)")
     else:
         raise GA4Error(f"{path}: no such file or folder")
-    kinds = {"json" if p.name.endswith(JSON_SUFFIXES) else "parquet" if p.name.endswith(PARQUET_SUFFIXES) else None
-             for p in files}
+    kinds = {
+        "json" if p.name.endswith(JSON_SUFFIXES) else "parquet" if p.name.endswith(PARQUET_SUFFIXES) else None
+        for p in files
+    }
     if None in kinds:
         odd = [p.name for p in files if not p.name.endswith(JSON_SUFFIXES + PARQUET_SUFFIXES)][:5]
         raise GA4Error(f"{path}: {odd} are neither newline-delimited JSON ({', '.join(JSON_SUFFIXES)}) nor Parquet")
@@ -110,8 +142,10 @@ def load(con: duckdb.DuckDBPyConnection, path: str | Path) -> int:
         source, select = _reader(kind, files, columns), ", ".join(columns)
     else:  # Parquet keeps BigQuery's types; a cast by name fills struct fields that the file lacks with NULL
         source = _reader(kind, files)
-        select = ", ".join((f"CAST({name} AS {kind_})" if name in present else f"CAST(NULL AS {kind_})")
-                           + f" AS {name}" for name, kind_ in columns.items())
+        select = ", ".join(
+            (f"CAST({name} AS {kind_})" if name in present else f"CAST(NULL AS {kind_})") + f" AS {name}"
+            for name, kind_ in columns.items()
+        )
     try:
         con.execute(f'CREATE TABLE {TABLE} AS SELECT {select}, event_date AS "_TABLE_SUFFIX" FROM {source}')
     except duckdb.Error as err:
@@ -127,14 +161,20 @@ def _export_rows_sql(with_impressions: bool) -> str:
     is one `purchase` with several items; a `page_view` beside every `view_item` (GA4 logs both, and the extract
     must drop it by name); a `view_item_list` per logged slate with `item_list_index` as the 1-based position."""
     name = "CASE e.event_type " + " ".join(f"WHEN '{v}' THEN '{k}'" for k, v in EVENT_NAMES.items()) + " END"
-    item = ("struct_pack(item_id := e.item_id, item_name := i.title, item_brand := i.brand, "
-            "item_category := i.category, price := i.price, quantity := 1, item_list_index := {index})")
-    lists = f"""
+    item = (
+        "struct_pack(item_id := e.item_id, item_name := i.title, item_brand := i.brand, "
+        "item_category := i.category, price := i.price, quantity := 1, item_list_index := {index})"
+    )
+    lists = (
+        f"""
       UNION ALL
       SELECT m.user_id, 'view_item_list' AS event_name, epoch_us(m.event_ts) AS ts, NULL AS session_id,
              list({item.format(index="CAST(m.position + 1 AS VARCHAR)").replace("e.", "m.")} ORDER BY m.position)
       FROM impressions AS m LEFT JOIN items AS i ON i.item_id = m.item_id
-      GROUP BY m.user_id, m.request_id, m.event_ts""" if with_impressions else ""
+      GROUP BY m.user_id, m.request_id, m.event_ts"""
+        if with_impressions
+        else ""
+    )
     return f"""
     WITH grouped AS (
       SELECT e.user_id, {name} AS event_name, epoch_us(e.event_ts) AS ts, MIN(e.session_id) AS session_id,
@@ -170,8 +210,9 @@ def _export_rows_sql(with_impressions: bool) -> str:
     """
 
 
-def write_export(out_dir: str | Path, events: pa.Table, items: pa.Table, impressions: pa.Table | None = None,
-                 fmt: str = "json") -> dict[str, int]:
+def write_export(
+    out_dir: str | Path, events: pa.Table, items: pa.Table, impressions: pa.Table | None = None, fmt: str = "json"
+) -> dict[str, int]:
     """Writes the contract tables as GA4 daily export files `events_YYYYMMDD.{json,parquet}` into out_dir.
 
     A third of the users carry a `user_id` (signed in), every row a `user_pseudo_id`. JSON is written as `bq extract`
@@ -206,8 +247,10 @@ def write_export(out_dir: str | Path, events: pa.Table, items: pa.Table, impress
                 FROM export WHERE event_date = '{day}' ORDER BY event_timestamp"""
                 con.execute(f"COPY ({query}) TO '{target}' (FORMAT JSON)")
             else:
-                con.execute(f"COPY (SELECT * FROM export WHERE event_date = '{day}' ORDER BY event_timestamp) "
-                            f"TO '{target}' (FORMAT PARQUET)")
+                con.execute(
+                    f"COPY (SELECT * FROM export WHERE event_date = '{day}' ORDER BY event_timestamp) "
+                    f"TO '{target}' (FORMAT PARQUET)"
+                )
         rows = con.execute("SELECT COUNT(*) FROM export").fetchone()[0]
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -222,7 +265,9 @@ def main(argv: list[str] | None = None) -> None:
     from components.warehouse.duckdb_warehouse import build_warehouse, connect
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--source", required=True, help="any warehouse source but ga4: synthetic:<preset>, taobao:<path>, ...")
+    parser.add_argument(
+        "--source", required=True, help="any warehouse source but ga4: synthetic:<preset>, taobao:<path>, ..."
+    )
     parser.add_argument("--out", required=True, help="new folder for the events_YYYYMMDD files")
     parser.add_argument("--format", choices=("json", "parquet"), default="json")
     parser.add_argument("--seed", type=int, default=0)
@@ -231,8 +276,10 @@ def main(argv: list[str] | None = None) -> None:
     build_warehouse(args.source, scratch, seed=args.seed)
     try:
         con = connect(scratch)
-        tables = {name: con.execute(f"SELECT * FROM {name}").to_arrow_table()
-                  for (name,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        tables = {
+            name: con.execute(f"SELECT * FROM {name}").to_arrow_table()
+            for (name,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+        }
         con.close()
         counts = write_export(args.out, tables["events"], tables["items"], tables.get("impressions"), args.format)
     finally:

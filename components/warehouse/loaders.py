@@ -3,6 +3,7 @@
 Both formats carry one timestamp per row at coarse resolution, so `event_seq` is the row's position in the file:
 every later sort by (event_ts, event_seq) keeps the file order where timestamps tie, as the data sets intend.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -16,10 +17,20 @@ from pyarrow import csv
 from components import schema
 from components.warehouse import timestamps
 
-AMAZON_COLUMNS = {"user_id": pa.string(), "item_id": pa.string(), "timestamp": pa.int64(), "cate_id": pa.string(),
-                  "attr_ids": pa.string()}
-TAOBAO_COLUMNS = {"user_id": pa.string(), "item_id": pa.string(), "category_id": pa.string(),
-                  "behavior_type": pa.string(), "timestamp": pa.int64()}
+AMAZON_COLUMNS = {
+    "user_id": pa.string(),
+    "item_id": pa.string(),
+    "timestamp": pa.int64(),
+    "cate_id": pa.string(),
+    "attr_ids": pa.string(),
+}
+TAOBAO_COLUMNS = {
+    "user_id": pa.string(),
+    "item_id": pa.string(),
+    "category_id": pa.string(),
+    "behavior_type": pa.string(),
+    "timestamp": pa.int64(),
+}
 TAOBAO_EVENT_TYPES = {"pv": "view", "cart": "cart", "fav": "fav", "buy": "purchase"}
 
 
@@ -34,8 +45,9 @@ def read_csv(path: str | Path, columns: dict[str, pa.DataType], header: bool = T
         raise LoaderError(f"{path}: no such file")
     names = list(columns)
     read_options = csv.ReadOptions(column_names=None if header else names, block_size=1 << 24)
-    convert = csv.ConvertOptions(column_types=columns, include_columns=names, strings_can_be_null=True,
-                                 quoted_strings_can_be_null=True)
+    convert = csv.ConvertOptions(
+        column_types=columns, include_columns=names, strings_can_be_null=True, quoted_strings_can_be_null=True
+    )
     try:
         table = csv.read_csv(path, read_options=read_options, convert_options=convert)
     except (pa.ArrowInvalid, pa.ArrowKeyError, OSError, EOFError) as err:
@@ -79,17 +91,27 @@ def load_amazon(path: str | Path) -> tuple[pa.Table, pa.Table]:
     raw = read_csv(path, AMAZON_COLUMNS)
     n = raw.num_rows
     events = pa.Table.from_arrays(
-        [raw["user_id"], raw["item_id"], pa.array(np.full(n, "purchase", dtype=object), pa.string()),
-         timestamps.from_unix_seconds(raw["timestamp"], f"{path}: column 'timestamp'"),
-         pa.array(np.arange(n, dtype=np.int64)), pa.nulls(n, pa.string())],
+        [
+            raw["user_id"],
+            raw["item_id"],
+            pa.array(np.full(n, "purchase", dtype=object), pa.string()),
+            timestamps.from_unix_seconds(raw["timestamp"], f"{path}: column 'timestamp'"),
+            pa.array(np.arange(n, dtype=np.int64)),
+            pa.nulls(n, pa.string()),
+        ],
         schema=schema.EVENTS,
     )
     # Brands are judged over the whole catalogue, so compute them before keeping one row per item.
     catalogue = first_row_per_item(raw)
     items = pa.Table.from_arrays(
-        [catalogue["item_id"], catalogue["cate_id"], amazon_brands(catalogue["attr_ids"], catalogue["cate_id"]),
-         pa.nulls(catalogue.num_rows, pa.float64()), pa.nulls(catalogue.num_rows, pa.string()),
-         pa.array(np.ones(catalogue.num_rows, dtype=bool))],
+        [
+            catalogue["item_id"],
+            catalogue["cate_id"],
+            amazon_brands(catalogue["attr_ids"], catalogue["cate_id"]),
+            pa.nulls(catalogue.num_rows, pa.float64()),
+            pa.nulls(catalogue.num_rows, pa.string()),
+            pa.array(np.ones(catalogue.num_rows, dtype=bool)),
+        ],
         schema=schema.ITEMS,
     )
     return events, items
@@ -100,23 +122,37 @@ def load_taobao(path: str | Path) -> tuple[pa.Table, pa.Table]:
     release; a header line with these names is accepted too). pv -> view, cart, fav, buy -> purchase."""
     raw = read_csv(path, TAOBAO_COLUMNS, header=has_header(path, "user_id"))
     behaviour = raw["behavior_type"]
-    unknown = pc.unique(pc.filter(behaviour, pc.invert(pc.is_in(behaviour, pa.array(list(TAOBAO_EVENT_TYPES)))))).to_pylist()
+    unknown = pc.unique(
+        pc.filter(behaviour, pc.invert(pc.is_in(behaviour, pa.array(list(TAOBAO_EVENT_TYPES)))))
+    ).to_pylist()
     if unknown:
-        raise LoaderError(f"{path}: unknown behavior_type value(s) {unknown[:10]}; expected {sorted(TAOBAO_EVENT_TYPES)}")
+        raise LoaderError(
+            f"{path}: unknown behavior_type value(s) {unknown[:10]}; expected {sorted(TAOBAO_EVENT_TYPES)}"
+        )
     codes = pc.index_in(behaviour, value_set=pa.array(list(TAOBAO_EVENT_TYPES)))
     event_type = pa.array(list(TAOBAO_EVENT_TYPES.values()), pa.string()).take(codes)
     n = raw.num_rows
     events = pa.Table.from_arrays(
-        [raw["user_id"], raw["item_id"], event_type,
-         timestamps.from_unix_seconds(raw["timestamp"], f"{path}: column 'timestamp'"),
-         pa.array(np.arange(n, dtype=np.int64)), pa.nulls(n, pa.string())],
+        [
+            raw["user_id"],
+            raw["item_id"],
+            event_type,
+            timestamps.from_unix_seconds(raw["timestamp"], f"{path}: column 'timestamp'"),
+            pa.array(np.arange(n, dtype=np.int64)),
+            pa.nulls(n, pa.string()),
+        ],
         schema=schema.EVENTS,
     )
     catalogue = first_row_per_item(raw)
     items = pa.Table.from_arrays(
-        [catalogue["item_id"], catalogue["category_id"], pa.nulls(catalogue.num_rows, pa.string()),
-         pa.nulls(catalogue.num_rows, pa.float64()), pa.nulls(catalogue.num_rows, pa.string()),
-         pa.array(np.ones(catalogue.num_rows, dtype=bool))],
+        [
+            catalogue["item_id"],
+            catalogue["category_id"],
+            pa.nulls(catalogue.num_rows, pa.string()),
+            pa.nulls(catalogue.num_rows, pa.float64()),
+            pa.nulls(catalogue.num_rows, pa.string()),
+            pa.array(np.ones(catalogue.num_rows, dtype=bool)),
+        ],
         schema=schema.ITEMS,
     )
     return events, items

@@ -7,6 +7,7 @@
 Paths cannot contain commas. The GA4 user key travels on the warehouse URI (`?user_key=`), because the extract,
 which reads the export, chooses the user column; see components.extract.ga4.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,8 +17,10 @@ from components import schema
 from components.warehouse.ga4 import USER_KEYS
 
 KINDS = ("synthetic", "amazon", "taobao", "events", "ga4")
-USAGE = ("synthetic:<preset>, amazon:<path>, taobao:<path>, events:<path>[,items:<path>][,event_map=from:to,...] "
-         "or ga4:<file or folder>[,user_key=user_id|user_pseudo_id]")
+USAGE = (
+    "synthetic:<preset>, amazon:<path>, taobao:<path>, events:<path>[,items:<path>][,event_map=from:to,...] "
+    "or ga4:<file or folder>[,user_key=user_id|user_pseudo_id]"
+)
 
 
 class SourceError(ValueError):
@@ -50,7 +53,7 @@ def parse(source: str) -> Source:
     for option in options:
         name, is_key, value = option.partition("=")
         if kind == "events" and option.startswith("items:"):
-            items_path, in_map = option[len("items:"):], False
+            items_path, in_map = option[len("items:") :], False
         elif kind == "events" and is_key and name == "event_map":
             in_map = True
             _add_mapping(event_map, value, source)
@@ -70,8 +73,10 @@ def parse(source: str) -> Source:
 def _add_mapping(event_map: dict[str, str], pair: str, source: str) -> None:
     raw, sep, target = pair.partition(":")
     if not sep or not raw or target not in schema.EVENT_TYPES:
-        raise SourceError(f"source {source!r}: event_map entry {pair!r} must be <type in the file>:<one of "
-                          f"{'|'.join(schema.EVENT_TYPES)}>")
+        raise SourceError(
+            f"source {source!r}: event_map entry {pair!r} must be <type in the file>:<one of "
+            f"{'|'.join(schema.EVENT_TYPES)}>"
+        )
     if raw in event_map and event_map[raw] != target:
         raise SourceError(f"source {source!r}: event_map maps {raw!r} twice ({event_map[raw]}, {target})")
     event_map[raw] = target

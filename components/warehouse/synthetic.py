@@ -51,6 +51,7 @@ shop's size: users `u0001`, items `i0001`, categories `c0001`, brands `b0001`; s
 `r<user>-<n>`. Impression positions are 0-based. Timestamps start at 2025-01-01 UTC; users arrive during the first
 half of `days` and spread their sessions over about half of it.
 """
+
 from __future__ import annotations
 
 import copy
@@ -111,12 +112,14 @@ class ShopConfig:
 
 
 PRESETS = {
-    "tiny": ShopConfig(n_users=150, n_items=80, n_categories=6, n_brands=12, mean_views_per_user=12, days=14,
-                       mean_session_views=3.0),
+    "tiny": ShopConfig(
+        n_users=150, n_items=80, n_categories=6, n_brands=12, mean_views_per_user=12, days=14, mean_session_views=3.0
+    ),
     "default": ShopConfig(n_users=4000, n_items=1500, n_categories=30, n_brands=150, mean_views_per_user=24, days=60),
     "medium": ShopConfig(n_users=32_000, n_items=8000, n_categories=60, n_brands=500, mean_views_per_user=24, days=90),
-    "large": ShopConfig(n_users=360_000, n_items=50_000, n_categories=150, n_brands=2500, mean_views_per_user=24,
-                        days=180),
+    "large": ShopConfig(
+        n_users=360_000, n_items=50_000, n_categories=150, n_brands=2500, mean_views_per_user=24, days=180
+    ),
 }
 
 
@@ -267,11 +270,12 @@ class ShopWorld:
         cats = self.item_category[item_idx]
         in_interest = cats == self.state.category[user_idx][:, None]
         last = self.state.last_item[user_idx]
-        follows = (self.successors[last.clip(min=0)][:, None, :] == item_idx[:, :, None]).any(axis=2) & (
-            last >= 0
-        )[:, None]
+        follows = (self.successors[last.clip(min=0)][:, None, :] == item_idx[:, :, None]).any(axis=2) & (last >= 0)[
+            :, None
+        ]
         taste = (
-            (self.user_fav_categories[user_idx][:, None, :] == cats[:, :, None]) * self.user_fav_weights[user_idx][:, None, :]
+            (self.user_fav_categories[user_idx][:, None, :] == cats[:, :, None])
+            * self.user_fav_weights[user_idx][:, None, :]
         ).sum(axis=2)
         price = self.user_price_sensitivity[user_idx][:, None] * self.item_price_z[item_idx]
         return (
@@ -317,10 +321,14 @@ class ShopWorld:
         n_interest = self.config.n_candidates - NUM_SUCCESSORS - n_best - 1
         last = self.state.last_item[user_idx]
         follows = np.where(last[:, None] >= 0, self.successors[last.clip(min=0)], self.best_sellers[0])
-        interest = self._sampler.sample(np.repeat(self.state.category[user_idx], n_interest), rng).reshape(-1, n_interest)
+        interest = self._sampler.sample(np.repeat(self.state.category[user_idx], n_interest), rng).reshape(
+            -1, n_interest
+        )
         popular = np.searchsorted(self._popular_cdf, rng.random((len(user_idx), 1)) * self._popular_cdf[-1])
         popular = popular.clip(max=len(self.item_ids) - 1)
-        pool = np.concatenate([follows, interest, popular, np.broadcast_to(self.best_sellers, (len(user_idx), n_best))], axis=1)
+        pool = np.concatenate(
+            [follows, interest, popular, np.broadcast_to(self.best_sellers, (len(user_idx), n_best))], axis=1
+        )
         return pool, first_occurrence(pool) & self.item_available[pool]
 
     def logging_scores(self, user_idx: np.ndarray, pool: np.ndarray) -> np.ndarray:
@@ -350,7 +358,9 @@ class ShopWorld:
         u = rng.random(len(user_idx))
         move = user_idx[u < self.config.p_session_drift]
         self.state.category[move] = sample_rows(self._transition_cdf, self.state.category[move], rng)
-        back = user_idx[(u >= self.config.p_session_drift) & (u < self.config.p_session_drift + self.config.p_taste_return)]
+        back = user_idx[
+            (u >= self.config.p_session_drift) & (u < self.config.p_session_drift + self.config.p_taste_return)
+        ]
         favs = sample_rows(self._fav_cdf, back, rng)
         self.state.category[back] = self.user_fav_categories[back, favs]
 
@@ -445,7 +455,9 @@ def make_world(preset_or_config: str | ShopConfig, seed: int = 0) -> ShopWorld:
     brand[rng.random(n_items) < cfg.unknown_brand_fraction] = -1
     log_price = rng.normal(3.0, 0.8, n_cats)[item_category] + rng.normal(0.0, 0.4, n_items)
     price = np.round(np.exp(log_price), 2)
-    cat_mean = np.bincount(item_category, weights=log_price, minlength=n_cats) / np.bincount(item_category, minlength=n_cats)
+    cat_mean = np.bincount(item_category, weights=log_price, minlength=n_cats) / np.bincount(
+        item_category, minlength=n_cats
+    )
     price_z = (log_price - cat_mean[item_category]) / 0.4
 
     best_sellers = np.argsort(rank)[: cfg.slate_size]
@@ -533,7 +545,9 @@ def _timestamps(values: np.ndarray) -> pa.Array:
     return pa.array(values.astype(np.int64), pa.timestamp("us", tz="UTC"))
 
 
-def simulate_users(world: ShopWorld, users: np.ndarray, rng: np.random.Generator, with_impressions: bool = True) -> ShopChunk:
+def simulate_users(
+    world: ShopWorld, users: np.ndarray, rng: np.random.Generator, with_impressions: bool = True
+) -> ShopChunk:
     """Runs the logged history of `users` step by step, vectorised over the users; advances world.state."""
     cfg = world.config
     n, size = len(users), cfg.slate_size
@@ -568,9 +582,15 @@ def simulate_users(world: ShopWorld, users: np.ndarray, rng: np.random.Generator
                 clicked, _ = world.simulate(users[starting], items, rng)
                 rows = n_shown + np.arange(items.size).reshape(items.shape)
                 n_shown += items.size
-                shown.add(user=np.repeat(starting, size), item=items.ravel(), position=np.tile(np.arange(size), len(starting)),
-                          propensity=propensity.ravel(), ts=np.repeat(clock[starting], size), clicked=clicked.ravel(),
-                          session=np.repeat(session[starting], size))
+                shown.add(
+                    user=np.repeat(starting, size),
+                    item=items.ravel(),
+                    position=np.tile(np.arange(size), len(starting)),
+                    propensity=propensity.ravel(),
+                    ts=np.repeat(clock[starting], size),
+                    clicked=clicked.ravel(),
+                    session=np.repeat(session[starting], size),
+                )
                 order = np.argsort(~clicked, axis=1, kind="stable")
                 queue_items[starting] = np.take_along_axis(items, order, axis=1)
                 queue_rows[starting] = np.take_along_axis(rows, order, axis=1)
@@ -595,11 +615,25 @@ def simulate_users(world: ShopWorld, users: np.ndarray, rng: np.random.Generator
         t_view = clock[local]
         t_cart = t_view + rng.uniform(5e6, 120e6, len(local))
         t_buy = t_cart + rng.uniform(10e6, 300e6, len(local))
-        events.add(user=local, item=item, kind=np.zeros(len(local), np.int8), ts=t_view, seq=seq[local], session=session[local])
-        events.add(user=local[cart], item=item[cart], kind=np.ones(cart.sum(), np.int8), ts=t_cart[cart],
-                   seq=seq[local[cart]] + 1, session=session[local[cart]])
-        events.add(user=local[buy], item=item[buy], kind=np.full(buy.sum(), 2, np.int8), ts=t_buy[buy],
-                   seq=seq[local[buy]] + 2, session=session[local[buy]])
+        events.add(
+            user=local, item=item, kind=np.zeros(len(local), np.int8), ts=t_view, seq=seq[local], session=session[local]
+        )
+        events.add(
+            user=local[cart],
+            item=item[cart],
+            kind=np.ones(cart.sum(), np.int8),
+            ts=t_cart[cart],
+            seq=seq[local[cart]] + 1,
+            session=session[local[cart]],
+        )
+        events.add(
+            user=local[buy],
+            item=item[buy],
+            kind=np.full(buy.sum(), 2, np.int8),
+            ts=t_buy[buy],
+            seq=seq[local[buy]] + 2,
+            session=session[local[buy]],
+        )
         seq[local] += 1 + cart + buy
         clock[local] = np.where(buy, t_buy, np.where(cart, t_cart, t_view)) + 5e6 + rng.exponential(60e6, len(local))
         world.advance(users[local], item, moves)
@@ -610,8 +644,13 @@ def simulate_users(world: ShopWorld, users: np.ndarray, rng: np.random.Generator
     user_ids, item_ids = world.arrow_ids
     return ShopChunk(
         events=_events_table(events.arrays(), users, user_ids, item_ids),
-        impressions=_impressions_table(shown.arrays(), np.concatenate(bought_rows) if bought_rows else np.zeros(0, np.int64),
-                                       users, user_ids, item_ids),
+        impressions=_impressions_table(
+            shown.arrays(),
+            np.concatenate(bought_rows) if bought_rows else np.zeros(0, np.int64),
+            users,
+            user_ids,
+            item_ids,
+        ),
     )
 
 
@@ -631,8 +670,9 @@ def _events_table(cols: dict[str, np.ndarray], users: np.ndarray, user_ids: pa.A
     )
 
 
-def _impressions_table(cols: dict[str, np.ndarray], bought_rows: np.ndarray, users: np.ndarray,
-                       user_ids: pa.Array, item_ids: pa.Array) -> pa.Table:
+def _impressions_table(
+    cols: dict[str, np.ndarray], bought_rows: np.ndarray, users: np.ndarray, user_ids: pa.Array, item_ids: pa.Array
+) -> pa.Table:
     purchased = np.zeros(len(cols["user"]), dtype=bool)
     purchased[bought_rows] = True
     order = np.lexsort((cols["position"], cols["session"], cols["user"]))

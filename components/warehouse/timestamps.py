@@ -5,6 +5,7 @@ date thousands of years away, silently. Every loader (Amazon, Taobao, a plain ev
 checks through here, before any arithmetic, and names the first bad row, its value and the unit it
 looks like, so the user can fix the file instead of training on the year 152252 BC.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -28,20 +29,29 @@ def _bounds_s(now: dt.datetime | None) -> tuple[int, int]:
 
 def _refuse(where: str, bad: np.ndarray, shown: str, high_s: int) -> None:
     latest = dt.datetime.fromtimestamp(high_s, dt.timezone.utc)
-    raise TimestampError(f"{where}: {int(bad.sum())} timestamp(s) outside {EARLIEST:%Y-%m-%d} .. "
-                         f"{latest:%Y-%m-%d %H:%M} UTC; first at row {int(np.argmax(bad)) + 1}: {shown}")
+    raise TimestampError(
+        f"{where}: {int(bad.sum())} timestamp(s) outside {EARLIEST:%Y-%m-%d} .. "
+        f"{latest:%Y-%m-%d %H:%M} UTC; first at row {int(np.argmax(bad)) + 1}: {shown}"
+    )
 
 
-def from_unix_seconds(seconds: pa.ChunkedArray | pa.Array | np.ndarray, where: str,
-                      now: dt.datetime | None = None) -> pa.Array:
+def from_unix_seconds(
+    seconds: pa.ChunkedArray | pa.Array | np.ndarray, where: str, now: dt.datetime | None = None
+) -> pa.Array:
     """Integer unix seconds -> timestamp[us, UTC], after the range check (rows count from 1, in file order)."""
     values = np.asarray(seconds.to_numpy() if hasattr(seconds, "to_numpy") else seconds, dtype=np.int64)
     low, high = _bounds_s(now)
     bad = (values < low) | (values > high)
     if bad.any():
         value = int(values[np.argmax(bad)])
-        unit = next((f"; it reads as {name}: {dt.datetime.fromtimestamp(value // per, dt.timezone.utc):%Y-%m-%d}"
-                     for name, per in _UNITS if low <= value // per <= high), "")
+        unit = next(
+            (
+                f"; it reads as {name}: {dt.datetime.fromtimestamp(value // per, dt.timezone.utc):%Y-%m-%d}"
+                for name, per in _UNITS
+                if low <= value // per <= high
+            ),
+            "",
+        )
         _refuse(where, bad, f"{value} unix seconds{unit}", high)
     return pa.array(values * 1_000_000, pa.timestamp("us", tz="UTC"))
 

@@ -1,4 +1,5 @@
 """The bench harness: a real run on the tiny synthetic shop, seeds aggregation, and stage discovery."""
+
 import json
 import sys
 import types
@@ -10,8 +11,18 @@ from bench import aggregate, run, stages
 
 def test_tiny_shop_run_writes_the_contract_keys(tmp_path):
     out = tmp_path / "bench.json"
-    code = run.main(["--data", "tiny", "--format", "synthetic", "--out", str(out),
-                     "--stages", "warehouse,extract,features,baselines"])
+    code = run.main(
+        [
+            "--data",
+            "tiny",
+            "--format",
+            "synthetic",
+            "--out",
+            str(out),
+            "--stages",
+            "warehouse,extract,features,baselines",
+        ]
+    )
     result = json.loads(out.read_text())
     assert code == 0 and result["failed"] == []
     assert result["events"] > 0 and result["users"] > 0 and result["items"] > 0

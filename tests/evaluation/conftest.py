@@ -1,4 +1,5 @@
 """Session fixtures: one tiny features output shared by the evaluation tests."""
+
 from pathlib import Path
 
 import numpy as np

@@ -5,6 +5,7 @@ step, with some random jumps. The "step" double reads the step from the last two
 beats the baselines (item-to-item only sees that both +1 and +2 follow an item); the "random"
 double is a model that learned nothing.
 """
+
 from __future__ import annotations
 
 import json
@@ -80,7 +81,7 @@ def write_features(directory: Path, sequences: list[list[int]], seed: int = 0) -
         cats = [cat_index[n // 10] for n in sequence]
         for t in range(1, len(idx)):
             split = "test" if t == len(idx) - 1 else "valid" if t == len(idx) - 2 else "train"
-            hist, hist_cats = idx[max(0, t - MAX_LEN):t], cats[max(0, t - MAX_LEN):t]
+            hist, hist_cats = idx[max(0, t - MAX_LEN) : t], cats[max(0, t - MAX_LEN) : t]
             base = {schema.USER: user + schema.NUM_RESERVED, schema.HIST_ITEMS: hist, schema.HIST_CATS: hist_cats}
             retrieval = {**base, schema.TARGET_ITEM: idx[t], schema.TARGET_CAT: cats[t]}
             if split == "train":
@@ -90,33 +91,62 @@ def write_features(directory: Path, sequences: list[list[int]], seed: int = 0) -
             examples[("retrieval", split)].append(retrieval)
             negative = int(rng.choice([i for i in range(schema.NUM_RESERVED, num_items) if i != idx[t]]))
             noclick = {schema.NOCLICK_ITEMS: hist, schema.NOCLICK_CATS: hist_cats}
-            examples[("ranking", split)].append({**base, **noclick, schema.TARGET_ITEM: idx[t], schema.TARGET_CAT: cats[t],
-                                                 schema.LABEL: 1.0})
-            examples[("ranking", split)].append({**base, **noclick, schema.TARGET_ITEM: negative,
-                                                 schema.TARGET_CAT: cat_index[vocab[negative - 2] // 10],
-                                                 schema.LABEL: 0.0})
+            examples[("ranking", split)].append(
+                {**base, **noclick, schema.TARGET_ITEM: idx[t], schema.TARGET_CAT: cats[t], schema.LABEL: 1.0}
+            )
+            examples[("ranking", split)].append(
+                {
+                    **base,
+                    **noclick,
+                    schema.TARGET_ITEM: negative,
+                    schema.TARGET_CAT: cat_index[vocab[negative - 2] // 10],
+                    schema.LABEL: 0.0,
+                }
+            )
     for (kind, split), rows in examples.items():
         (directory / kind).mkdir(exist_ok=True)
         with tf.io.TFRecordWriter(str(directory / kind / f"{split}-00000-of-00001.tfrecord")) as writer:
             for row in rows:
                 writer.write(_example(row))
     counts = {kind: {split: len(rows) for (k, split), rows in examples.items() if k == kind} for kind, _ in examples}
-    pq.write_table(pa.table({
-        "item_index": np.arange(schema.NUM_RESERVED, num_items),
-        "item_id": [item_id(n) for n in vocab],
-        "category_index": [cat_index[n // 10] for n in vocab],
-        "category": [f"c{n // 10}" for n in vocab],
-        "brand": [""] * len(vocab),
-        "price": np.full(len(vocab), np.nan),
-        "available": np.ones(len(vocab), bool),
-        "train_count": train_count[schema.NUM_RESERVED:],
-    }), directory / schema.ITEM_FEATURES)
-    schema.FeatureSpec(max_len=MAX_LEN, num_items=num_items, num_categories=len(categories) + 2,
-                       num_users=len(users) + 2, ranking_task="next_item").write(directory)
-    (directory / schema.STATS).write_text(json.dumps({
-        "users": len(users), "items": len(vocab), "categories": len(categories),
-        "steps": sum(len(s) for s in sequences), "max_len": MAX_LEN, "split": "leave_last_out",
-        "ranking_task": "next_item", "seed": seed, "source": "duckdb:///doubles.duckdb", "examples": counts}))
+    pq.write_table(
+        pa.table(
+            {
+                "item_index": np.arange(schema.NUM_RESERVED, num_items),
+                "item_id": [item_id(n) for n in vocab],
+                "category_index": [cat_index[n // 10] for n in vocab],
+                "category": [f"c{n // 10}" for n in vocab],
+                "brand": [""] * len(vocab),
+                "price": np.full(len(vocab), np.nan),
+                "available": np.ones(len(vocab), bool),
+                "train_count": train_count[schema.NUM_RESERVED :],
+            }
+        ),
+        directory / schema.ITEM_FEATURES,
+    )
+    schema.FeatureSpec(
+        max_len=MAX_LEN,
+        num_items=num_items,
+        num_categories=len(categories) + 2,
+        num_users=len(users) + 2,
+        ranking_task="next_item",
+    ).write(directory)
+    (directory / schema.STATS).write_text(
+        json.dumps(
+            {
+                "users": len(users),
+                "items": len(vocab),
+                "categories": len(categories),
+                "steps": sum(len(s) for s in sequences),
+                "max_len": MAX_LEN,
+                "split": "leave_last_out",
+                "ranking_task": "next_item",
+                "seed": seed,
+                "source": "duckdb:///doubles.duckdb",
+                "examples": counts,
+            }
+        )
+    )
     return directory
 
 
@@ -192,4 +222,6 @@ def load_doubles(retrieval_dir, ranking_dir, version) -> ServingModel:
     item_ids = np.asarray(spec["item_ids"], dtype=object)
     retriever_cls = KINDS[spec["kind"]][0]
     ranker_cls = KINDS[json.loads(Path(ranking_dir, "model.json").read_text())["kind"]][1]
-    return ServingModel(retriever=retriever_cls(item_ids), ranker=ranker_cls(item_ids), item_ids=item_ids, version=version)
+    return ServingModel(
+        retriever=retriever_cls(item_ids), ranker=ranker_cls(item_ids), item_ids=item_ids, version=version
+    )

@@ -1,4 +1,5 @@
 """Popularity and item-to-item baselines against hand-computed cases."""
+
 import numpy as np
 import pytest
 

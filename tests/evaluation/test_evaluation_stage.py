@@ -1,5 +1,6 @@
 """The evaluation stage on a tiny features output with model doubles: funnel fidelity, gate both
 ways with a registry, breakdowns, the report and the KFP classification artifact."""
+
 import base64
 import json
 
@@ -19,13 +20,21 @@ def test_funnel_ranks_equal_the_serving_funnel_at_every_n(tiny_features, today_i
     target is never masked as seen (the protocol of retrieval alone), so the funnel can hit it."""
     split = data.read_test_split(tiny_features)
     model = load_doubles(*write_model(tmp_path, "random", today_item_ids), "v")
-    scores = scoring.score_model(model, split.hist_matrix, split.seen_items, split.targets, split.item_ids,
-                                 split.popularity, candidates_n=50)
+    scores = scoring.score_model(
+        model, split.hist_matrix, split.seen_items, split.targets, split.item_ids, split.popularity, candidates_n=50
+    )
     repeated = np.array([t in set(s.tolist()) for t, s in zip(split.targets, split.seen_items)])
     assert sorted(scores.funnel_by_n) == [20, 30, 50] and 0 < repeated.sum() < len(split)
     for n, ranks in scores.funnel_by_n.items():
-        served = funnel.run_funnel(model.retriever, model.ranker, split.hist_matrix, list(split.seen_items),
-                                   candidates_n=n, top_k=n, popularity=split.popularity)
+        served = funnel.run_funnel(
+            model.retriever,
+            model.ranker,
+            split.hist_matrix,
+            list(split.seen_items),
+            candidates_n=n,
+            top_k=n,
+            popularity=split.popularity,
+        )
         hit = served.items == split.targets[:, None]
         expected = np.where(hit.any(axis=1), hit.argmax(axis=1), -1)
         np.testing.assert_array_equal(ranks.higher[~repeated], expected[~repeated])
@@ -59,9 +68,15 @@ def test_gate_decisions_both_ways():
 def test_stage_blesses_good_model_then_rejects_worse_one_against_the_registry(tiny_features, today_item_ids, tmp_path):
     registry_dir = tmp_path / "registry"
     good = write_model(tmp_path / "good", "step", today_item_ids)
-    first = stage.run_evaluation(tiny_features, *good, tmp_path / "out1" / "summary.json", tmp_path / "out1" / "report.html",
-                                 registry_dir=registry_dir, config=stage.EvaluationConfig(candidates_n=30),
-                                 load_models=load_doubles)
+    first = stage.run_evaluation(
+        tiny_features,
+        *good,
+        tmp_path / "out1" / "summary.json",
+        tmp_path / "out1" / "report.html",
+        registry_dir=registry_dir,
+        config=stage.EvaluationConfig(candidates_n=30),
+        load_models=load_doubles,
+    )
     summary = json.loads((tmp_path / "out1" / "summary.json").read_text())
     assert first.blessed and summary["blessed"] and summary["previous_blessed"] is None
     rm = summary["ranking_metrics"]
@@ -72,9 +87,15 @@ def test_stage_blesses_good_model_then_rejects_worse_one_against_the_registry(ti
     assert entry.version == summary["model_version"] and (entry.retrieval_dir / "model.json").exists()
 
     bad = write_model(tmp_path / "bad", "random", today_item_ids)
-    second = stage.run_evaluation(tiny_features, *bad, tmp_path / "out2" / "summary.json", tmp_path / "out2" / "report.html",
-                                  registry_dir=registry_dir, config=stage.EvaluationConfig(candidates_n=30),
-                                  load_models=load_doubles)
+    second = stage.run_evaluation(
+        tiny_features,
+        *bad,
+        tmp_path / "out2" / "summary.json",
+        tmp_path / "out2" / "report.html",
+        registry_dir=registry_dir,
+        config=stage.EvaluationConfig(candidates_n=30),
+        load_models=load_doubles,
+    )
     assert not second.blessed
     assert second.summary["previous_blessed"]["version"] == entry.version
     assert second.summary["ranking_metrics"]["last_blessed_funnel"] == rm["funnel"]  # re-scored on the same split
@@ -85,8 +106,14 @@ def test_stage_blesses_good_model_then_rejects_worse_one_against_the_registry(ti
 
 def test_report_holds_every_plot_as_png(tiny_features, today_item_ids, tmp_path):
     good = write_model(tmp_path / "good", "step", today_item_ids)
-    result = stage.run_evaluation(tiny_features, *good, tmp_path / "summary.json", tmp_path / "report.html",
-                                  config=stage.EvaluationConfig(candidates_n=30), load_models=load_doubles)
+    result = stage.run_evaluation(
+        tiny_features,
+        *good,
+        tmp_path / "summary.json",
+        tmp_path / "report.html",
+        config=stage.EvaluationConfig(candidates_n=30),
+        load_models=load_doubles,
+    )
     page = (tmp_path / "report.html").read_text()
     for name in PLOTS:
         marker = f'<img alt="{name}" src="data:image/png;base64,'
@@ -120,8 +147,11 @@ def test_list_statistics():
 
 
 def test_choose_export_n_is_smallest_within_tolerance():
-    by_n = {20: metrics.Ranks.exact([0] * 900 + [-1] * 100), 50: metrics.Ranks.exact([0] * 955 + [-1] * 45),
-            200: metrics.Ranks.exact([0] * 960 + [-1] * 40)}  # 0.955 >= 0.99 * 0.960 > 0.900
+    by_n = {
+        20: metrics.Ranks.exact([0] * 900 + [-1] * 100),
+        50: metrics.Ranks.exact([0] * 955 + [-1] * 45),
+        200: metrics.Ranks.exact([0] * 960 + [-1] * 40),
+    }  # 0.955 >= 0.99 * 0.960 > 0.900
     assert stage.choose_export_n(by_n, "hit@20", 0.01)[0] == 50
     assert stage.choose_export_n(by_n, "hit@20", 0.0)[0] == 200
 
@@ -170,7 +200,8 @@ def test_popularity_lists_shortcut_equals_the_full_ranking():
 
     rng = np.random.default_rng(5)
     train = baselines.TrainingSequences.from_examples(
-        [np.array([i]) for i in rng.integers(2, 40, 300)], rng.integers(2, 40, 300), num_items=40)
+        [np.array([i]) for i in rng.integers(2, 40, 300)], rng.integers(2, 40, 300), num_items=40
+    )
     model = baselines.Popularity(train)
     hist = np.empty(25, object)
     hist[:] = [rng.integers(2, 40, rng.integers(1, 30)) for _ in range(25)]
@@ -192,14 +223,32 @@ def test_pipeline_entry_logs_kfp_metrics_and_returns_the_gate(tiny_features, tod
     classification = dsl.ClassificationMetrics(name="classification", uri=str(tmp_path / "c"))
     good = write_model(tmp_path / "good", "step", today_item_ids)
     blessed = kfp_outputs.evaluate_for_pipeline(
-        str(tiny_features), *map(str, good), metrics_out, classification, str(tmp_path / "report.html"),
-        str(tmp_path / "summary.json"), registry_dir="", candidates_n=30, gate_metric="hit@20",
-        gate_baselines="popularity", margin_vs_baseline=0.0, margin_vs_blessed=0.0, model_version="v1",
-        load_models=load_doubles)
+        str(tiny_features),
+        *map(str, good),
+        metrics_out,
+        classification,
+        str(tmp_path / "report.html"),
+        str(tmp_path / "summary.json"),
+        registry_dir="",
+        candidates_n=30,
+        gate_metric="hit@20",
+        gate_baselines="popularity",
+        margin_vs_baseline=0.0,
+        margin_vs_blessed=0.0,
+        model_version="v1",
+        load_models=load_doubles,
+    )
     assert blessed is True
     logged = metrics_out.metadata
     assert logged["funnel_hit_at_20"] > logged["popularity_hit_at_20"]
-    assert {"retrieval_ndcg_at_10", "item_to_item_mrr", "ranker_auc", "export_n", "blessed", "funnel_coverage_at_20"} <= set(logged)
+    assert {
+        "retrieval_ndcg_at_10",
+        "item_to_item_mrr",
+        "ranker_auc",
+        "export_n",
+        "blessed",
+        "funnel_coverage_at_20",
+    } <= set(logged)
     assert classification.metadata["confidenceMetrics"] and classification.metadata["confusionMatrix"]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["gate"]["metric"] == "hit@20" and summary["model_version"] == "v1"

@@ -1,4 +1,5 @@
 """Off-policy estimates in the gate (optional), the report and the metrics; a no-op without impressions."""
+
 import json
 
 import pytest
@@ -18,7 +19,9 @@ def evidence(**estimates) -> gate.OffPolicyEvidence:
 def test_ope_condition_blesses_or_rejects_an_otherwise_passing_candidate():
     on = gate.GateConfig(use_ope=True, ope_estimator="snips", ope_margin=0.5)  # required: 0.5 * (1 - 0.5) = 0.25
     at_required = gate.decide(GOOD_FUNNEL, BASELINES, None, on, evidence(snips=0.25, mrdr=0.1))
-    assert at_required.blessed and at_required.reasons[-1].startswith("PASS: candidate click rate (snips OPE) 0.2500 >=")
+    assert at_required.blessed and at_required.reasons[-1].startswith(
+        "PASS: candidate click rate (snips OPE) 0.2500 >="
+    )
     below = gate.decide(GOOD_FUNNEL, BASELINES, None, on, evidence(snips=0.2499, mrdr=0.9))
     assert not below.blessed
     assert [c.passed for c in below.comparisons] == [True, False]
@@ -57,14 +60,27 @@ def write_off_policy(directory, mrdr_estimate: float):
     from matplotlib.figure import Figure
 
     directory.mkdir(parents=True)
-    ope = {"truth": 0.31, "repeats": 2, "requests_per_log": 100, "epsilon": 0.1, "target": "FunnelRanker",
-           "weights": {"ess_share": 0.023, "max_weight": 599.2, "support": 1.0}}
+    ope = {
+        "truth": 0.31,
+        "repeats": 2,
+        "requests_per_log": 100,
+        "epsilon": 0.1,
+        "target": "FunnelRanker",
+        "weights": {"ess_share": 0.023, "max_weight": 599.2, "support": 1.0},
+    }
     for name in gate.OPE_ESTIMATORS:
         estimate = mrdr_estimate if name == "mrdr" else 0.3
-        ope[name] = {"estimate": estimate, "bias": estimate - 0.31, "rmse": abs(estimate - 0.31) + 0.01,
-                     "per_repeat": [estimate - 0.01, estimate + 0.01]}
-    bandit = {"thompson": {"cumulative_reward": 1200.0, "after_shift_reward": 700.0},
-              "greedy": {"cumulative_reward": 1000.0, "after_shift_reward": 550.0}, "setup": {"rounds": 12}}
+        ope[name] = {
+            "estimate": estimate,
+            "bias": estimate - 0.31,
+            "rmse": abs(estimate - 0.31) + 0.01,
+            "per_repeat": [estimate - 0.01, estimate + 0.01],
+        }
+    bandit = {
+        "thompson": {"cumulative_reward": 1200.0, "after_shift_reward": 700.0},
+        "greedy": {"cumulative_reward": 1000.0, "after_shift_reward": 550.0},
+        "setup": {"rounds": 12},
+    }
     logged = {"impressions": 1000, "clicks": 170, "click_rate": 0.17}
     (directory / "ope.json").write_text(json.dumps({"ab": {}, "ope": ope, "bandit": bandit, "logged": logged}))
     Figure(figsize=(1, 1)).savefig(directory / "bandit_curves.png")
@@ -81,10 +97,21 @@ def evaluate(tmp_path, name, model, **options):
 
     out = tmp_path / name
     blessed = kfp_outputs.evaluate_for_pipeline(
-        *map(str, model), Metrics, dsl.ClassificationMetrics(name="c", uri=str(out / "c")), str(out / "report.html"),
-        str(out / "summary.json"), registry_dir="", candidates_n=30, gate_metric="ndcg@20",
-        gate_baselines="popularity,item_to_item", margin_vs_baseline=0.0, margin_vs_blessed=0.0, model_version="v",
-        load_models=load_doubles, **options)
+        *map(str, model),
+        Metrics,
+        dsl.ClassificationMetrics(name="c", uri=str(out / "c")),
+        str(out / "report.html"),
+        str(out / "summary.json"),
+        registry_dir="",
+        candidates_n=30,
+        gate_metric="ndcg@20",
+        gate_baselines="popularity,item_to_item",
+        margin_vs_baseline=0.0,
+        margin_vs_blessed=0.0,
+        model_version="v",
+        load_models=load_doubles,
+        **options,
+    )
     return blessed, metrics_out, (out / "report.html").read_text(), json.loads((out / "summary.json").read_text())
 
 
@@ -115,8 +142,9 @@ def test_evaluation_without_impressions_says_so_and_blesses_on_the_metrics(good_
     skipped = tmp_path / "skipped"
     skipped.mkdir()
     (skipped / "skipped.json").write_text(json.dumps({"skipped": "the warehouse has no impressions (public data)"}))
-    blessed, metrics_out, page, summary = evaluate(tmp_path, "public", good_model, off_policy_dir=str(skipped),
-                                                   gate_on_ope=True)
+    blessed, metrics_out, page, summary = evaluate(
+        tmp_path, "public", good_model, off_policy_dir=str(skipped), gate_on_ope=True
+    )
     assert blessed and not any(name.startswith(("ope_", "bandit_")) for name in metrics_out)
     assert "Not available: the warehouse has no impressions (public data)" in page
     assert "has no estimate, because the warehouse has no impressions" in summary["gate"]["reasons"][-1]

@@ -2,6 +2,7 @@
 evaluation measured (the HTML carries each figure's data as JSON beside the image). A first run (nothing blessed,
 no A/B control) and a second run (against the first, blessed) are rendered with the test doubles; a DIN-like
 ranker is scored beside the candidate. The page is also opened in headless Chromium when it is installed."""
+
 import json
 from html.parser import HTMLParser
 
@@ -14,15 +15,58 @@ from components.evaluation import breakdowns, data, plots, registry, stage
 from pipelines import report_check
 
 AB = {
-    "control": {"users": 50, "requests": 100, "impressions": 1000, "clicks": 170, "purchases": 20, "ctr": 0.17,
-                "ctr_low": 0.15, "ctr_high": 0.19, "cvr": 0.118, "cvr_low": 0.07, "cvr_high": 0.17},
-    "treatment": {"users": 52, "requests": 104, "impressions": 1040, "clicks": 190, "purchases": 25, "ctr": 0.183,
-                  "ctr_low": 0.16, "ctr_high": 0.206, "cvr": 0.13, "cvr_low": 0.08, "cvr_high": 0.18},
-    "ctr_diff": 0.013, "ctr_z": 0.8, "ctr_p": 0.42, "cvr_diff": 0.012, "cvr_z": 0.3, "cvr_p": 0.76, "chi2": 0.04,
-    "chi2_p": 0.84, "experiment": "ranker", "treatment_ratio": 0.5, "confidence": 0.95,
+    "control": {
+        "users": 50,
+        "requests": 100,
+        "impressions": 1000,
+        "clicks": 170,
+        "purchases": 20,
+        "ctr": 0.17,
+        "ctr_low": 0.15,
+        "ctr_high": 0.19,
+        "cvr": 0.118,
+        "cvr_low": 0.07,
+        "cvr_high": 0.17,
+    },
+    "treatment": {
+        "users": 52,
+        "requests": 104,
+        "impressions": 1040,
+        "clicks": 190,
+        "purchases": 25,
+        "ctr": 0.183,
+        "ctr_low": 0.16,
+        "ctr_high": 0.206,
+        "cvr": 0.13,
+        "cvr_low": 0.08,
+        "cvr_high": 0.18,
+    },
+    "ctr_diff": 0.013,
+    "ctr_z": 0.8,
+    "ctr_p": 0.42,
+    "cvr_diff": 0.012,
+    "cvr_z": 0.3,
+    "cvr_p": 0.76,
+    "chi2": 0.04,
+    "chi2_p": 0.84,
+    "experiment": "ranker",
+    "treatment_ratio": 0.5,
+    "confidence": 0.95,
 }
-SECTIONS = ("run", "export", "intervals", "versus-blessed", "metrics", "rankers", "training", "examples",
-            "breakdowns", "ab", "ope", "calibration")
+SECTIONS = (
+    "run",
+    "export",
+    "intervals",
+    "versus-blessed",
+    "metrics",
+    "rankers",
+    "training",
+    "examples",
+    "breakdowns",
+    "ab",
+    "ope",
+    "calibration",
+)
 
 
 class _Page(HTMLParser):
@@ -64,9 +108,15 @@ class _Page(HTMLParser):
 
 
 def _ranking_artifact(directory, model_type, losses, aucs):
-    (directory / "ranker.json").write_text(json.dumps({
-        "model_config": {"model_type": model_type}, "train_config": {"epochs": len(losses), "seed": 0},
-        "test_metrics": {"loss_by_epoch": losses, "valid_auc_by_epoch": aucs}}))
+    (directory / "ranker.json").write_text(
+        json.dumps(
+            {
+                "model_config": {"model_type": model_type},
+                "train_config": {"epochs": len(losses), "seed": 0},
+                "test_metrics": {"loss_by_epoch": losses, "valid_auc_by_epoch": aucs},
+            }
+        )
+    )
 
 
 @pytest.fixture(scope="module")
@@ -85,12 +135,29 @@ def runs(tiny_features, today_item_ids, tmp_path_factory):
     for name in ("first", "second"):
         retrieval_dir, ranking_dir = write_model(root / name, "step", today_item_ids)
         _ranking_artifact(ranking_dir, "dien", [0.6, 0.5, 0.45], [0.7, 0.75, 0.74])
-        (retrieval_dir / "training_history.json").write_text(json.dumps({"epochs": [
-            {"epoch": e, "loss": 5.0 - e, "hit@20": 0.1 * e, "ndcg@20": 0.05 * e, "seconds": 1.0} for e in (1, 2)]}))
+        (retrieval_dir / "training_history.json").write_text(
+            json.dumps(
+                {
+                    "epochs": [
+                        {"epoch": e, "loss": 5.0 - e, "hit@20": 0.1 * e, "ndcg@20": 0.05 * e, "seconds": 1.0}
+                        for e in (1, 2)
+                    ]
+                }
+            )
+        )
         result = stage.run_evaluation(
-            tiny_features, retrieval_dir, ranking_dir, root / name / "summary.json", root / name / "report.html",
-            registry_dir=root / "registry", config=stage.EvaluationConfig(candidates_n=30), load_models=load_doubles,
-            off_policy_dir=off_policy, comparison_rankers={"din": din}, candidate_ranker="dien")
+            tiny_features,
+            retrieval_dir,
+            ranking_dir,
+            root / name / "summary.json",
+            root / name / "report.html",
+            registry_dir=root / "registry",
+            config=stage.EvaluationConfig(candidates_n=30),
+            load_models=load_doubles,
+            off_policy_dir=off_policy,
+            comparison_rankers={"din": din},
+            candidate_ranker="dien",
+        )
         out[name] = (result, (root / name / "report.html").read_text())
         # Export promotes a blessed model once its lists are written; the second run is gated against the first.
         registered = json.loads((root / name / "summary.json").read_text()).get("registered")
@@ -103,9 +170,20 @@ def test_every_section_is_there(runs):
     for result, html in runs.values():
         page = _Page(html)
         assert [s for s in SECTIONS if s not in page.sections] == []
-        assert set(page.images) >= {"gate_intervals", "recall_at_k", "recall_vs_n", "breakdown_segment",
-                                    "breakdown_category", "training_curves", "rankers", "roc", "calibration",
-                                    "ab_arms", "ope_estimates", "bandit_curves"}
+        assert set(page.images) >= {
+            "gate_intervals",
+            "recall_at_k",
+            "recall_vs_n",
+            "breakdown_segment",
+            "breakdown_category",
+            "training_curves",
+            "rankers",
+            "roc",
+            "calibration",
+            "ab_arms",
+            "ope_estimates",
+            "bandit_curves",
+        }
         assert set(page.figures) == set(page.images)  # every image carries its numbers
 
 
@@ -140,8 +218,10 @@ def test_hit_curves_and_breakdowns_draw_the_measured_metrics(runs, tiny_features
         assert curves["hit"][name][49] == pytest.approx(values["hit@50"])
     assert "funnel_din" in curves["hit"]  # the DIN ranker behind the same retrieval
     split = data.read_test_split(tiny_features)
-    for figure, labels in (("breakdown_segment", breakdowns.segment_labels(split.history_lengths)),
-                           ("breakdown_category", breakdowns.category_labels(split.target_categories)[0])):
+    for figure, labels in (
+        ("breakdown_segment", breakdowns.segment_labels(split.history_lengths)),
+        ("breakdown_category", breakdowns.category_labels(split.target_categories)[0]),
+    ):
         drawn = page.figures[figure]
         assert sum(drawn["users"]) == summary["users"]
         for bucket, users in zip(drawn["buckets"], drawn["users"]):
@@ -150,8 +230,10 @@ def test_hit_curves_and_breakdowns_draw_the_measured_metrics(runs, tiny_features
             overall = np.dot(drawn[metric]["funnel"], drawn["users"]) / summary["users"]
             assert overall == pytest.approx(summary["ranking_metrics"]["funnel"][metric])
     table = next(r for r in page.rows if r and r[0] == "funnel" and len(r) == 10)  # the next-item metrics table
-    assert table[1:] == [f"{summary['ranking_metrics']['funnel'][m]:.4f}" for m in
-                         ("hit@5", "hit@10", "hit@20", "hit@50", "ndcg@5", "ndcg@10", "ndcg@20", "ndcg@50", "mrr")]
+    assert table[1:] == [
+        f"{summary['ranking_metrics']['funnel'][m]:.4f}"
+        for m in ("hit@5", "hit@10", "hit@20", "hit@50", "ndcg@5", "ndcg@10", "ndcg@20", "ndcg@50", "mrr")
+    ]
 
 
 def test_rankers_table_and_figure_hold_dien_and_din(runs):
@@ -162,7 +244,10 @@ def test_rankers_table_and_figure_hold_dien_and_din(runs):
     assert drawn["auc"] == [summary["rankers"]["dien"]["auc"], summary["rankers"]["din"]["auc"]]
     assert drawn["auc"][0] > drawn["auc"][1]  # the step ranker beats the random one
     assert drawn["funnels"]["din"] == summary["ranking_metrics"]["funnel_din"]
-    assert next(r for r in page.rows if r and r[0] == "din" and len(r) == 7)[1] == f"{summary['rankers']['din']['auc']:.4f}"
+    assert (
+        next(r for r in page.rows if r and r[0] == "din" and len(r) == 7)[1]
+        == f"{summary['rankers']['din']['auc']:.4f}"
+    )
     assert "dien_no_aux" in " ".join(page.text)  # said not to have run here
 
 
@@ -194,15 +279,18 @@ def test_example_lists_show_history_and_recommendations_with_categories(runs, ti
         assert len(example["recommended"]) == 10
         for entry in example["last_items"] + example["recommended"]:
             assert entry["category"] == "c" + str(int(entry["item_id"][1:]) // 10)  # the doubles' categories
-        assert sum(e["is_next"] for e in example["recommended"]) == (example["next_item"]["item_id"] in
-                                                                     [e["item_id"] for e in example["recommended"]])
+        assert sum(e["is_next"] for e in example["recommended"]) == (
+            example["next_item"]["item_id"] in [e["item_id"] for e in example["recommended"]]
+        )
     assert summary["examples"][0]["user_id"] in runs["first"][1]
 
 
 def test_ab_section_and_one_sentence_per_experiment_row(runs):
     page = _Page(runs["first"][1])
-    assert page.figures["ab_arms"] == {"ctr": {"control": 0.17, "treatment": 0.183},
-                                       "cvr": {"control": 0.118, "treatment": 0.13}}
+    assert page.figures["ab_arms"] == {
+        "ctr": {"control": 0.17, "treatment": 0.183},
+        "cvr": {"control": 0.118, "treatment": 0.13},
+    }
     control = page.row("control")
     assert control[:5] == ["control", "50", "1000", "170", "20"] and control[6] == "[0.1500, 0.1900]"
     assert "no sample-ratio mismatch" in " ".join(page.text)
@@ -239,23 +327,29 @@ def test_bootstrap_differences_are_paired():
         bootstrap.paired_intervals({"a": base, "b": base[:10]}, "a")
 
 
-@pytest.mark.skipif(report_check.find_chromium() is None,
-                    reason="no chromium: apt-get install chromium (Debian) to open the report in a real browser")
+@pytest.mark.skipif(
+    report_check.find_chromium() is None,
+    reason="no chromium: apt-get install chromium (Debian) to open the report in a real browser",
+)
 def test_report_renders_in_headless_chromium(runs, tmp_path):
     for name, (_, html) in runs.items():
         path = tmp_path / f"{name}.html"
         path.write_text(html)
         result = report_check.check_report(path, tmp_path / name)
         assert result["problems"] == [] and result["images"] >= 12
-        assert result["screenshots"] and all(open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n" for p in result["screenshots"])
+        assert result["screenshots"] and all(
+            open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n" for p in result["screenshots"]
+        )
 
 
 def test_report_check_fails_on_a_missing_image_and_a_console_error(tmp_path):
     if report_check.find_chromium() is None:
         pytest.skip("no chromium: apt-get install chromium (Debian) to open the report in a real browser")
     page = tmp_path / "broken.html"
-    page.write_text("<!doctype html><html><head><link rel='icon' href='data:,'></head><body>"
-                    "<img alt='gone' src='missing.png'><script>console.error('boom')</script></body></html>")
+    page.write_text(
+        "<!doctype html><html><head><link rel='icon' href='data:,'></head><body>"
+        "<img alt='gone' src='missing.png'><script>console.error('boom')</script></body></html>"
+    )
     problems = report_check.check_report(page)["problems"]
     assert any("image did not load: gone" in p for p in problems)
     assert any("boom" in p for p in problems)

@@ -1,4 +1,5 @@
 """The A/B SQL on a hand-made warehouse: every figure recomputed by hand."""
+
 import math
 from datetime import datetime, timezone
 
@@ -13,16 +14,35 @@ from components.warehouse.duckdb_warehouse import WarehouseWriter
 def impressions(rows):
     ts = datetime(2026, 1, 1, tzinfo=timezone.utc)
     cols = list(zip(*rows))
-    return pa.table({"request_id": cols[0], "user_id": cols[1], "item_id": ["i1"] * len(rows),
-                     "position": list(range(len(rows))), "propensity": [0.5] * len(rows), "policy": ["p"] * len(rows),
-                     "event_ts": [ts] * len(rows), "clicked": cols[2], "purchased": cols[3]}, schema=schema.IMPRESSIONS)
+    return pa.table(
+        {
+            "request_id": cols[0],
+            "user_id": cols[1],
+            "item_id": ["i1"] * len(rows),
+            "position": list(range(len(rows))),
+            "propensity": [0.5] * len(rows),
+            "policy": ["p"] * len(rows),
+            "event_ts": [ts] * len(rows),
+            "clicked": cols[2],
+            "purchased": cols[3],
+        },
+        schema=schema.IMPRESSIONS,
+    )
 
 
 @pytest.fixture()
 def warehouse(tmp_path):
     # control: users a, b; 4 impressions, 2 clicks, 1 purchase.  treatment: user c; 4 impressions, 3 clicks, 0 purchases.
-    rows = [("r1", "a", True, True), ("r1", "a", False, False), ("r2", "b", True, False), ("r2", "b", False, False),
-            ("r3", "c", True, False), ("r3", "c", True, False), ("r4", "c", True, False), ("r4", "c", False, False)]
+    rows = [
+        ("r1", "a", True, True),
+        ("r1", "a", False, False),
+        ("r2", "b", True, False),
+        ("r2", "b", False, False),
+        ("r3", "c", True, False),
+        ("r3", "c", True, False),
+        ("r4", "c", True, False),
+        ("r4", "c", False, False),
+    ]
     path = tmp_path / "shop.duckdb"
     with WarehouseWriter(path, ("events", "items", "impressions")) as writer:
         writer.append("impressions", impressions(rows))
@@ -36,7 +56,13 @@ ASSIGNED = pa.table({"user_id": ["a", "b", "c"], "variant": ["control", "control
 def test_outcomes_by_hand(warehouse):
     out = ab_analysis.analyse(warehouse, treatment_ratio=0.5, assignments=ASSIGNED)
     control, treatment = out["control"], out["treatment"]
-    assert (control["users"], control["requests"], control["impressions"], control["clicks"], control["purchases"]) == (2, 2, 4, 2, 1)
+    assert (control["users"], control["requests"], control["impressions"], control["clicks"], control["purchases"]) == (
+        2,
+        2,
+        4,
+        2,
+        1,
+    )
     assert (treatment["users"], treatment["impressions"], treatment["clicks"], treatment["purchases"]) == (1, 4, 3, 0)
     assert control["ctr"] == pytest.approx(0.5) and treatment["ctr"] == pytest.approx(0.75)
     assert control["cvr"] == pytest.approx(0.5) and treatment["cvr"] == pytest.approx(0.0)
@@ -76,9 +102,11 @@ def test_assignments_from_a_recommendations_table_count_each_user_once(warehouse
     import duckdb
 
     con = duckdb.connect(str(warehouse))
-    con.execute("CREATE TABLE recommendations AS SELECT * FROM (VALUES ('a', 1, 'control'), ('a', 2, 'control'), "
-                "('b', 1, 'control'), ('c', 1, 'treatment'), ('c', 2, 'treatment'), ('c', 3, 'treatment')) "
-                "AS t(user_id, rank, variant)")
+    con.execute(
+        "CREATE TABLE recommendations AS SELECT * FROM (VALUES ('a', 1, 'control'), ('a', 2, 'control'), "
+        "('b', 1, 'control'), ('c', 1, 'treatment'), ('c', 2, 'treatment'), ('c', 3, 'treatment')) "
+        "AS t(user_id, rank, variant)"
+    )
     con.close()
     out = ab_analysis.analyse(warehouse, assignments_table="recommendations")
     assert out["control"]["impressions"] == 4 and out["treatment"]["impressions"] == 4

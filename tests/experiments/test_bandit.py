@@ -9,7 +9,9 @@ from components.experiments.simulation import EmbeddingFunnel, simulate_bandit
 def test_one_dimensional_update_by_hand():
     """Prior N(0, 1), noise variance 1, rewards 1 at x=1 and 0 at x=2 (no position effect: one position).
     Posterior precision 1 + 1 + 4 = 6 on w; the position weight sees both rows."""
-    b = BayesianLinearBandit.create(context_dim=2, num_positions=1, prior_precision=1.0, noise_variance=1.0, score_prior=0.0)
+    b = BayesianLinearBandit.create(
+        context_dim=2, num_positions=1, prior_precision=1.0, noise_variance=1.0, score_prior=0.0
+    )
     contexts = np.array([[1.0, 0.0], [2.0, 0.0]])  # second column is the "score" slot, zero here
     b.update(contexts, np.array([0, 0]), np.array([1.0, 0.0]))
     x = np.array([[1.0, 0.0, 1.0], [2.0, 0.0, 1.0]])
@@ -21,7 +23,9 @@ def test_one_dimensional_update_by_hand():
 
 def test_batch_update_equals_closed_form_with_prior_mean():
     rng = np.random.default_rng(0)
-    b = BayesianLinearBandit.create(context_dim=4, num_positions=2, prior_precision=2.0, noise_variance=0.5, score_prior=0.7)
+    b = BayesianLinearBandit.create(
+        context_dim=4, num_positions=2, prior_precision=2.0, noise_variance=0.5, score_prior=0.7
+    )
     x, pos, y = rng.normal(size=(30, 4)), rng.integers(0, 2, 30), rng.normal(size=30)
     b.update(x[:10], pos[:10], y[:10])
     b.update(x[10:], pos[10:], y[10:])
@@ -33,7 +37,9 @@ def test_batch_update_equals_closed_form_with_prior_mean():
 
 
 def test_thompson_draws_follow_the_posterior():
-    b = BayesianLinearBandit.create(context_dim=2, num_positions=1, prior_precision=4.0, noise_variance=1.0, score_prior=0.5)
+    b = BayesianLinearBandit.create(
+        context_dim=2, num_positions=1, prior_precision=4.0, noise_variance=1.0, score_prior=0.5
+    )
     draws = b.sample_weights(40000, np.random.default_rng(1))
     np.testing.assert_allclose(draws.mean(axis=0), [0.5, 0.0], atol=0.01)
     np.testing.assert_allclose(draws.var(axis=0), [0.25, 0.25], rtol=0.05)
@@ -69,7 +75,11 @@ def test_saved_model_scores_match_posterior_mean(tmp_path):
     b.save(tmp_path / "bandit")
     query, items, scores = rng.normal(size=(3, dim)), rng.normal(size=(3, 5, dim)), rng.normal(size=(3, 5))
     served = tf.saved_model.load(str(tmp_path / "bandit" / bandit_mod.SAVED_MODEL_DIR)).signatures["serving_default"]
-    out = served(query=tf.constant(query, tf.float32), items=tf.constant(items, tf.float32), scores=tf.constant(scores, tf.float32))
+    out = served(
+        query=tf.constant(query, tf.float32),
+        items=tf.constant(items, tf.float32),
+        scores=tf.constant(scores, tf.float32),
+    )
     expected = bandit_mod.reranker_features(query, items, scores) @ b.mean[: b.context_dim]
     np.testing.assert_allclose(out["mean"].numpy(), expected, rtol=1e-4, atol=1e-5)
     assert out["thompson"].shape == (3, 5)
@@ -101,10 +111,21 @@ def test_thompson_beats_greedy_after_an_interest_shift():
     rng = np.random.default_rng(7)
     users, items = rng.normal(size=(300, 6)), rng.normal(size=(400, 6))
     world = ShiftingWorld(users, items, rng)
-    funnel = EmbeddingFunnel(query=users + 0.3 * rng.normal(size=users.shape), items=items + 0.3 * rng.normal(size=items.shape),
-                    num_candidates=40)
-    run = simulate_bandit(world, funnel, rounds=60, batch_size=64, slate_size=5, seed=7,
-                          shift=lambda w, r: w.shift_interests(r), shift_round=20)
+    funnel = EmbeddingFunnel(
+        query=users + 0.3 * rng.normal(size=users.shape),
+        items=items + 0.3 * rng.normal(size=items.shape),
+        num_candidates=40,
+    )
+    run = simulate_bandit(
+        world,
+        funnel,
+        rounds=60,
+        batch_size=64,
+        slate_size=5,
+        seed=7,
+        shift=lambda w, r: w.shift_interests(r),
+        shift_round=20,
+    )
     total = {name: r.sum() for name, r in run.rewards.items()}
     after = {name: r[20:].sum() for name, r in run.rewards.items()}
     assert total["thompson"] > total["greedy"] > total["random"] * 0.9

@@ -1,4 +1,5 @@
 """Each estimator on a two-request, two-position log whose answer is computed by hand below."""
+
 from datetime import datetime, timezone
 
 import numpy as np
@@ -8,9 +9,15 @@ import pytest
 from components.experiments import ope
 
 # request 0 showed item 0 then item 1, request 1 showed item 2 then item 0; the target ranks 3 candidates.
-LOG = dict(request=np.array([0, 0, 1, 1]), position=np.array([0, 1, 0, 1]), item=np.array([0, 1, 2, 0]),
-           propensity=np.array([0.5, 0.25, 0.5, 0.8]), click=np.array([1.0, 0.0, 0.0, 1.0]),
-           num_requests=2, slate_size=2)
+LOG = dict(
+    request=np.array([0, 0, 1, 1]),
+    position=np.array([0, 1, 0, 1]),
+    item=np.array([0, 1, 2, 0]),
+    propensity=np.array([0.5, 0.25, 0.5, 0.8]),
+    click=np.array([1.0, 0.0, 0.0, 1.0]),
+    num_requests=2,
+    slate_size=2,
+)
 RANKED = np.array([[0, 2, 1], [1, 0, 2]])
 
 
@@ -46,10 +53,12 @@ def test_weight_diagnostics_by_hand():
     stochastic = policy(0.5).prob(LOG["request"], LOG["item"], LOG["position"])  # weights 4/3, 2/3, 1/3, 5/6
     total, squares = 4 / 3 + 2 / 3 + 1 / 3 + 5 / 6, 16 / 9 + 4 / 9 + 1 / 9 + 25 / 36
     assert ope.weight_diagnostics(log(), stochastic) == pytest.approx(
-        {"ess_share": total**2 / squares / 4, "max_weight": 4 / 3, "support": 1.0})
+        {"ess_share": total**2 / squares / 4, "max_weight": 4 / 3, "support": 1.0}
+    )
     deterministic = policy(0.0).prob(LOG["request"], LOG["item"], LOG["position"])  # weights 2, 0, 0, 1.25
     assert ope.weight_diagnostics(log(), deterministic) == pytest.approx(
-        {"ess_share": 3.25**2 / (4 + 1.5625) / 4, "max_weight": 2.0, "support": 0.5})
+        {"ess_share": 3.25**2 / (4 + 1.5625) / 4, "max_weight": 2.0, "support": 0.5}
+    )
 
 
 def test_dm_and_dr_with_a_given_reward_table():
@@ -105,11 +114,14 @@ def test_policy_rejects_short_or_gappy_candidate_lists():
         ope.ranking_policy(np.array([[0, -1, -1]]), slate_size=2, epsilon=0.1)
 
 
-@pytest.mark.parametrize("propensity, message", [
-    ([0.5, 0.0, 0.5, 0.5], "zero or negative propensity"),
-    ([0.5, np.nan, 0.5, 0.5], "missing propensity"),
-    ([0.5, 1.2, 0.5, 0.5], "above one"),
-])
+@pytest.mark.parametrize(
+    "propensity, message",
+    [
+        ([0.5, 0.0, 0.5, 0.5], "zero or negative propensity"),
+        ([0.5, np.nan, 0.5, 0.5], "missing propensity"),
+        ([0.5, 1.2, 0.5, 0.5], "above one"),
+    ],
+)
 def test_bad_propensities_raise(propensity, message):
     with pytest.raises(ope.LogError, match=message):
         ope.LoggedSlates(**{**LOG, "propensity": np.array(propensity)})
@@ -123,11 +135,19 @@ def test_duplicate_slot_raises():
 def impressions(items, propensity):
     n = len(items)
     ts = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    return pa.table({
-        "request_id": ["r0", "r0", "r1", "r1"][:n], "user_id": ["u0", "u0", "u1", "u1"][:n], "item_id": items,
-        "position": [0, 1, 0, 1][:n], "propensity": propensity, "policy": ["logger"] * n, "event_ts": [ts] * n,
-        "clicked": [True, False, False, True][:n], "purchased": [False] * n,
-    })
+    return pa.table(
+        {
+            "request_id": ["r0", "r0", "r1", "r1"][:n],
+            "user_id": ["u0", "u0", "u1", "u1"][:n],
+            "item_id": items,
+            "position": [0, 1, 0, 1][:n],
+            "propensity": propensity,
+            "policy": ["logger"] * n,
+            "event_ts": [ts] * n,
+            "clicked": [True, False, False, True][:n],
+            "purchased": [False] * n,
+        }
+    )
 
 
 def test_from_impressions_maps_ids_and_positions():

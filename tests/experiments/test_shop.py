@@ -1,4 +1,5 @@
 """OPE and the bandit on the synthetic shop's tiny world, against the truth the world knows."""
+
 import numpy as np
 import pytest
 
@@ -28,8 +29,10 @@ def test_truth_equals_running_the_policy_online(tiny):
     logged = shop.log_requests(world, 3000, rng)
     ranked = ranker.rank(logged.users, logged.pool)
     truth = shop.true_value(logged.world, logged.users, ope.ranking_policy(ranked, 4, 0.3))
-    clicks = [logged.world.simulate(logged.users, ope.sample_ranking_policy(ranked, 4, 0.3, rng), rng)[0].mean()
-              for _ in range(40)]
+    clicks = [
+        logged.world.simulate(logged.users, ope.sample_ranking_policy(ranked, 4, 0.3, rng), rng)[0].mean()
+        for _ in range(40)
+    ]
     assert np.mean(clicks) == pytest.approx(truth, abs=4 * np.std(clicks) / np.sqrt(40) + 1e-3)
 
 
@@ -59,15 +62,22 @@ def test_thompson_beats_greedy_in_the_shop_after_a_shift(tiny):
     world, history, _ = tiny
     ranker = shop.LinearRanker.train(history, shop.log_requests(world, 2000, np.random.default_rng(2)))
     run = bench.bandit_study(world, history, ranker, rounds=90, batch=64, shift_fraction=0.8, seed=3)
-    after = {name: r[run.shift_round:].sum() for name, r in run.rewards.items()}
+    after = {name: r[run.shift_round :].sum() for name, r in run.rewards.items()}
     assert after["thompson"] > after["greedy"] > after["random"]
 
 
 def test_bench_on_the_tiny_shop(tmp_path):
     path = tmp_path / "shop.duckdb"
     build_warehouse("synthetic:tiny", path, 0)
-    out = bench.experiments_bench(str(path), data="tiny", min_repeats=3, requests_per_log=1500, bandit_rounds=30,
-                                  bandit_batch=32, work_dir=str(tmp_path / "report"))
+    out = bench.experiments_bench(
+        str(path),
+        data="tiny",
+        min_repeats=3,
+        requests_per_log=1500,
+        bandit_rounds=30,
+        bandit_batch=32,
+        work_dir=str(tmp_path / "report"),
+    )
     assert set(out) == {"ab", "ope", "bandit"}
     assert 0.0 <= out["ab"]["chi2_p"] <= 1.0
     for name in ope.ESTIMATORS:

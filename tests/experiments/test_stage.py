@@ -1,4 +1,5 @@
 """The pipeline entry points: the bandit stage's history and feedback handling, and the KFP shells under kfp.local."""
+
 import json
 from pathlib import Path
 
@@ -38,10 +39,24 @@ class RetrieverDouble:
 def test_fit_from_logs_equals_updating_with_the_logged_contexts():
     retriever = RetrieverDouble()
     events = pd.DataFrame({"user_id": ["a", "b"], "item_id": ["x", "y"]})
-    impressions = pd.DataFrame({"user_id": ["a", "a", "b", "ghost"], "item_id": ["x", "y", "x", "x"],
-                                "position": [0, 1, 0, 0], "clicked": [True, False, False, True]})
-    fitted, rows = stage.fit_bandit_from_logs(retriever, impressions, events, {"x": 2, "y": 3}, max_len=3,
-                                              noise_variance=0.5, prior_precision=2.0, exploration=1.0)
+    impressions = pd.DataFrame(
+        {
+            "user_id": ["a", "a", "b", "ghost"],
+            "item_id": ["x", "y", "x", "x"],
+            "position": [0, 1, 0, 0],
+            "clicked": [True, False, False, True],
+        }
+    )
+    fitted, rows = stage.fit_bandit_from_logs(
+        retriever,
+        impressions,
+        events,
+        {"x": 2, "y": 3},
+        max_len=3,
+        noise_variance=0.5,
+        prior_precision=2.0,
+        exploration=1.0,
+    )
     assert rows == 3  # the user without history is left out
     query = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     items = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])[:, None, :]
@@ -69,8 +84,9 @@ def test_components_run_under_kfp_local(tiny_warehouse, tmp_path):
     @dsl.pipeline
     def experiments(warehouse_uri: str) -> dsl.Artifact:
         ab_analysis(warehouse_uri=warehouse_uri, experiment="exp", treatment_ratio=0.5)
-        task = off_policy_evaluation(warehouse_uri=warehouse_uri, shop_preset="tiny", repeats=2,
-                                     requests_per_log=800, bandit_rounds=12)
+        task = off_policy_evaluation(
+            warehouse_uri=warehouse_uri, shop_preset="tiny", repeats=2, requests_per_log=800, bandit_rounds=12
+        )
         return task.outputs["report"]
 
     report = Path(experiments(warehouse_uri=uri).output.path)
@@ -80,8 +96,13 @@ def test_components_run_under_kfp_local(tiny_warehouse, tmp_path):
     read = evaluation_data.read_off_policy(report)  # the evaluation stage reads this output
     assert read.result == result and set(read.figures) == {"ope_estimates", "bandit_curves"}
     outputs = " ".join(p.read_text() for p in (tmp_path / "root").rglob("executor_output.json"))
-    for metric in ("ope_truth", "ope_logged_click_rate", "ope_mrdr_rmse", "bandit_thompson_cumulative_reward",
-                   "ab_chi2_p"):
+    for metric in (
+        "ope_truth",
+        "ope_logged_click_rate",
+        "ope_mrdr_rmse",
+        "bandit_thompson_cumulative_reward",
+        "ab_chi2_p",
+    ):
         assert f'"{metric}"' in outputs, f"metric {metric} not logged"
 
 
@@ -133,11 +154,14 @@ def test_bandit_stage_writes_a_servable_model(tmp_path, monkeypatch):
     extracted = tmp_path / "extracted"
     extracted.mkdir()
     pq.write_table(pa.table({"user_id": ["a", "b"], "item_id": ["x", "y"]}), extracted / "events.parquet")
-    pq.write_table(pa.table({"user_id": ["a", "b"], "item_id": ["y", "x"], "position": [0, 1],
-                             "clicked": [True, False]}), extracted / "impressions.parquet")
+    pq.write_table(
+        pa.table({"user_id": ["a", "b"], "item_id": ["y", "x"], "position": [0, 1], "clicked": [True, False]}),
+        extracted / "impressions.parquet",
+    )
     logged = {}
-    summary = stage.run_bandit_stage(str(features), str(extracted), "unused", str(tmp_path / "bandit"),
-                                     logged.__setitem__)
+    summary = stage.run_bandit_stage(
+        str(features), str(extracted), "unused", str(tmp_path / "bandit"), logged.__setitem__
+    )
     assert summary["feedback_rows"] == 2 and logged["bandit_feedback_rows"] == 2.0
     model = BayesianLinearBandit.load(tmp_path / "bandit")
     assert model.num_positions == 2 and model.context_dim == 6

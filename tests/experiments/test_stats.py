@@ -8,8 +8,13 @@ from components.experiments import stats
 
 @pytest.mark.parametrize(
     "statistic, df, p",
-    [(3.841458820694124, 1, 0.05), (6.634896601021214, 1, 0.01), (30.14352720564616, 19, 0.05),
-     (2.0, 2, math.exp(-1.0)), (0.5, 3, 0.9188914116)],
+    [
+        (3.841458820694124, 1, 0.05),
+        (6.634896601021214, 1, 0.01),
+        (30.14352720564616, 19, 0.05),
+        (2.0, 2, math.exp(-1.0)),
+        (0.5, 3, 0.9188914116),
+    ],
 )
 def test_chi2_sf_matches_tables(statistic, df, p):
     assert stats.chi2_sf(statistic, df) == pytest.approx(p, rel=1e-6)

@@ -1,4 +1,5 @@
 """A tiny hand-made features output and model doubles for the export tests."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -68,24 +69,33 @@ def write_features(directory: Path) -> Path:
     schema.write_vocab(directory, schema.USER_VOCAB, users)
     n = len(ITEMS)
     pq.write_table(
-        pa.table({
-            "item_index": np.arange(2, n + 2, dtype=np.int64),
-            "item_id": ITEMS,
-            "category_index": [category_index(i) for i in ITEMS],
-            "category": [CATEGORIES[category_index(i) - 2] for i in ITEMS],
-            "brand": [""] * n,
-            "price": [float("nan")] * n,
-            "available": [i not in UNAVAILABLE for i in ITEMS],
-            "train_count": np.array([5, 9, 1, 50, 7, 3, 8, 40, 2, 6, 4, 10], dtype=np.int64),
-        }),
+        pa.table(
+            {
+                "item_index": np.arange(2, n + 2, dtype=np.int64),
+                "item_id": ITEMS,
+                "category_index": [category_index(i) for i in ITEMS],
+                "category": [CATEGORIES[category_index(i) - 2] for i in ITEMS],
+                "brand": [""] * n,
+                "price": [float("nan")] * n,
+                "available": [i not in UNAVAILABLE for i in ITEMS],
+                "train_count": np.array([5, 9, 1, 50, 7, 3, 8, 40, 2, 6, 4, 10], dtype=np.int64),
+            }
+        ),
         directory / schema.ITEM_FEATURES,
     )
-    schema.FeatureSpec(max_len=MAX_LEN, num_items=n + 2, num_categories=len(CATEGORIES) + 2,
-                       num_users=len(users) + 2, ranking_task="next_item").write(directory)
+    schema.FeatureSpec(
+        max_len=MAX_LEN,
+        num_items=n + 2,
+        num_categories=len(CATEGORIES) + 2,
+        num_users=len(users) + 2,
+        ranking_task="next_item",
+    ).write(directory)
     with tf.io.TFRecordWriter(str(directory / schema.RETRIEVAL_DIR / "test-00000-of-00001.tfrecord")) as writer:
         for position, (user, (hist, target, seen)) in enumerate(TEST_EXAMPLES.items()):
             writer.write(_example(users.index(user) + 2, hist, target, seen))
-    (directory / schema.STATS).write_text(json.dumps({"examples": {schema.RETRIEVAL_DIR: {"test": len(TEST_EXAMPLES)}}}))
+    (directory / schema.STATS).write_text(
+        json.dumps({"examples": {schema.RETRIEVAL_DIR: {"test": len(TEST_EXAMPLES)}}})
+    )
     return directory
 
 

@@ -3,6 +3,7 @@
 Nothing leaves the machine: a recording session stands in for the client's HTTP transport and
 answers the way the BigQuery REST API does, so the test sees the exact requests a real run sends.
 """
+
 import datetime as dt
 import json
 
@@ -72,13 +73,33 @@ class RecordingSession:
 def parquet_files(tmp_path):
     generated = dt.datetime(2026, 11, 25, 3, tzinfo=dt.timezone.utc)
     recs = pa.Table.from_pylist(
-        [dict(user_id="u1", rank=1, item_id="i1", score=0.5, source="funnel", variant="control",
-              model_version="v1", run_id="r", generated_at=generated)],
+        [
+            dict(
+                user_id="u1",
+                rank=1,
+                item_id="i1",
+                score=0.5,
+                source="funnel",
+                variant="control",
+                model_version="v1",
+                run_id="r",
+                generated_at=generated,
+            )
+        ],
         schema=schema.RECOMMENDATIONS,
     )
     sims = pa.Table.from_pylist(
-        [dict(item_id="i1", rank=1, similar_item_id="i2", score=0.9, model_version="v1", run_id="r",
-              generated_at=generated)],
+        [
+            dict(
+                item_id="i1",
+                rank=1,
+                similar_item_id="i2",
+                score=0.9,
+                model_version="v1",
+                run_id="r",
+                generated_at=generated,
+            )
+        ],
         schema=schema.SIMILAR_ITEMS,
     )
     files = {"recommendations": tmp_path / "r.parquet", "similar_items": tmp_path / "s.parquet"}
@@ -96,9 +117,14 @@ def test_load_job_config_replaces_one_day_partition():
     assert config.time_partitioning.field == "generated_at"
     fields = {f.name: (f.field_type, f.mode) for f in config.schema}
     assert fields == {
-        "user_id": ("STRING", "REQUIRED"), "rank": ("INT64", "REQUIRED"), "item_id": ("STRING", "REQUIRED"),
-        "score": ("FLOAT64", "REQUIRED"), "source": ("STRING", "REQUIRED"), "variant": ("STRING", "REQUIRED"),
-        "model_version": ("STRING", "REQUIRED"), "run_id": ("STRING", "REQUIRED"),
+        "user_id": ("STRING", "REQUIRED"),
+        "rank": ("INT64", "REQUIRED"),
+        "item_id": ("STRING", "REQUIRED"),
+        "score": ("FLOAT64", "REQUIRED"),
+        "source": ("STRING", "REQUIRED"),
+        "variant": ("STRING", "REQUIRED"),
+        "model_version": ("STRING", "REQUIRED"),
+        "run_id": ("STRING", "REQUIRED"),
         "generated_at": ("TIMESTAMP", "REQUIRED"),
     }
     assert writers.partition_id("p.d.recommendations", DAY) == "p.d.recommendations$20261125"
@@ -118,7 +144,11 @@ def test_write_sends_partitioned_table_and_decorated_truncating_load_jobs(parque
     assert len(jobs) == 2
     for job, name in zip(jobs, ["recommendations", "similar_items"]):
         load = job["configuration"]["load"]
-        assert load["destinationTable"] == {"projectId": "shop-prod", "datasetId": "recs", "tableId": f"{name}$20261125"}
+        assert load["destinationTable"] == {
+            "projectId": "shop-prod",
+            "datasetId": "recs",
+            "tableId": f"{name}$20261125",
+        }
         assert load["writeDisposition"] == "WRITE_TRUNCATE" and load["sourceFormat"] == "PARQUET"
         assert load["createDisposition"] == "CREATE_NEVER"
         assert [f["name"] for f in load["schema"]["fields"]] == writers.TABLE_SCHEMAS[name].names
@@ -161,15 +191,18 @@ def test_bad_destinations_are_refused(uri):
         writers.parse_destination(uri)
 
 
-@pytest.mark.parametrize("uri, message", [
-    ("bigquery://shop-prod.ds; DROP", "dataset name 'ds; DROP'"),
-    ("bigquery://shop-prod.recs-eu", "dataset name 'recs-eu'"),
-    ("bigquery://shop-prod.recs\n", "dataset name 'recs\\\\n'"),
-    ("bigquery://shop.recs", "project id 'shop' must be 6-30"),
-    ("bigquery://Shop-Prod.recs", "project id 'Shop-Prod'"),
-    ("bigquery://shop-prod-.recs", "project id 'shop-prod-'"),
-    ("bigquery://1shop-prod.recs", "project id '1shop-prod'"),
-])
+@pytest.mark.parametrize(
+    "uri, message",
+    [
+        ("bigquery://shop-prod.ds; DROP", "dataset name 'ds; DROP'"),
+        ("bigquery://shop-prod.recs-eu", "dataset name 'recs-eu'"),
+        ("bigquery://shop-prod.recs\n", "dataset name 'recs\\\\n'"),
+        ("bigquery://shop.recs", "project id 'shop' must be 6-30"),
+        ("bigquery://Shop-Prod.recs", "project id 'Shop-Prod'"),
+        ("bigquery://shop-prod-.recs", "project id 'shop-prod-'"),
+        ("bigquery://1shop-prod.recs", "project id '1shop-prod'"),
+    ],
+)
 def test_case13_bigquery_destination_names_are_validated(uri, message):
     with pytest.raises(ValueError, match=f"destination .*BigQuery {message}"):
         writers.parse_destination(uri)
@@ -179,7 +212,8 @@ def test_case13_bigquery_names_follow_bigquerys_rules():
     from components.cloud import bigquery_names
 
     assert writers.parse_destination("bigquery://shop-prod.2026_Recs") == writers.BigQueryDestination(
-        "shop-prod", "2026_Recs")  # a dataset may start with a digit and hold capitals
+        "shop-prod", "2026_Recs"
+    )  # a dataset may start with a digit and hold capitals
     assert bigquery_names.validate_table("Empfehlungen für-heute") == "Empfehlungen für-heute"
     for table in ("recs;", "recs`", "a.b", "", "x" * 1025):
         with pytest.raises(ValueError, match="BigQuery table name"):
@@ -191,12 +225,29 @@ def test_case13_run_entry_refuses_bad_bigquery_names(monkeypatch, capsys, tmp_pa
 
     from pipelines import run, submit
 
-    monkeypatch.setattr(sys, "argv", ["pipelines.run", "--target", "kfp", "--host", "http://127.0.0.1:1",
-                                      "--warehouse-uri", "bigquery://shop-prod.warehouse",
-                                      "--destination", "bigquery://shop-prod.ds; DROP"])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "pipelines.run",
+            "--target",
+            "kfp",
+            "--host",
+            "http://127.0.0.1:1",
+            "--warehouse-uri",
+            "bigquery://shop-prod.warehouse",
+            "--destination",
+            "bigquery://shop-prod.ds; DROP",
+        ],
+    )
     with pytest.raises(SystemExit):
         run.main()
     assert "destination 'bigquery://shop-prod.ds; DROP': BigQuery dataset name" in capsys.readouterr().err
     with pytest.raises(ValueError, match="dataset name 'recs eu'"):
-        submit.production_parameters(tmp_path / "never-read.yaml", "shop-prod", "europe-west1", "shop-prod-pipelines",
-                                     destination_dataset="recs eu")
+        submit.production_parameters(
+            tmp_path / "never-read.yaml",
+            "shop-prod",
+            "europe-west1",
+            "shop-prod-pipelines",
+            destination_dataset="recs eu",
+        )

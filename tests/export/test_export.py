@@ -16,8 +16,14 @@ from .conftest import GENERATED_AT, ITEMS, UNAVAILABLE, USER_WITHOUT_HISTORY, it
 
 def params(**overrides) -> export.ExportParams:
     values = dict(
-        top_k=3, candidates_n=6, experiment="exp-ranker", treatment_ratio=0.5, model_version="v2",
-        run_id="run-1", generated_at=GENERATED_AT, similar_k=3,
+        top_k=3,
+        candidates_n=6,
+        experiment="exp-ranker",
+        treatment_ratio=0.5,
+        model_version="v2",
+        run_id="run-1",
+        generated_at=GENERATED_AT,
+        similar_k=3,
     )
     values.update(overrides)
     return export.ExportParams(**values)
@@ -25,8 +31,12 @@ def params(**overrides) -> export.ExportParams:
 
 def run(tmp_path, features_dir, models, p=None, blessed=False, out="out"):
     return export.run_export(
-        features_dir, tmp_path / "new", tmp_path / "new", f"duckdb://{tmp_path / 'recs.duckdb'}",
-        tmp_path / out, p or params(),
+        features_dir,
+        tmp_path / "new",
+        tmp_path / "new",
+        f"duckdb://{tmp_path / 'recs.duckdb'}",
+        tmp_path / out,
+        p or params(),
         blessed_retrieval_dir=tmp_path / "blessed" if blessed else None,
         blessed_ranking_dir=tmp_path / "blessed" if blessed else None,
     )
@@ -161,8 +171,11 @@ def test_treatment_ratio_one_serves_everyone_the_new_model(tmp_path, features_di
 
 @pytest.mark.parametrize(
     "overrides, message",
-    [({"candidates_n": 2}, "at least top_k"), ({"run_id": ""}, "non-empty"),
-     ({"generated_at": dt.datetime(2026, 1, 1)}, "timezone-aware")],
+    [
+        ({"candidates_n": 2}, "at least top_k"),
+        ({"run_id": ""}, "non-empty"),
+        ({"generated_at": dt.datetime(2026, 1, 1)}, "timezone-aware"),
+    ],
 )
 def test_bad_parameters_are_refused(overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -201,16 +214,34 @@ def test_component_entry_takes_depth_version_and_blessed_model_from_the_evaluati
     tmp_path, features_dir, models
 ):
     summary = tmp_path / "summary.json"
-    summary.write_text(json.dumps({
-        "model_version": "v2", "export_n": 4,
-        "previous_blessed": {"version": "v1", "retrieval_dir": str(tmp_path / "blessed"),
-                             "ranking_dir": str(tmp_path / "blessed")},
-    }))
+    summary.write_text(
+        json.dumps(
+            {
+                "model_version": "v2",
+                "export_n": 4,
+                "previous_blessed": {
+                    "version": "v1",
+                    "retrieval_dir": str(tmp_path / "blessed"),
+                    "ranking_dir": str(tmp_path / "blessed"),
+                },
+            }
+        )
+    )
     metrics = RecordingMetrics()
     manifest = export.export_from_component(
-        str(features_dir), str(tmp_path / "new"), str(tmp_path / "new"), str(tmp_path / "out"), metrics,
-        destination=f"duckdb://{tmp_path / 'recs.duckdb'}", top_k=3, candidates_n=0, experiment="exp-ranker",
-        treatment_ratio=0.5, model_version="", run_id="run-9", run_time="2026-11-25T03:00:00Z",
+        str(features_dir),
+        str(tmp_path / "new"),
+        str(tmp_path / "new"),
+        str(tmp_path / "out"),
+        metrics,
+        destination=f"duckdb://{tmp_path / 'recs.duckdb'}",
+        top_k=3,
+        candidates_n=0,
+        experiment="exp-ranker",
+        treatment_ratio=0.5,
+        model_version="",
+        run_id="run-9",
+        run_time="2026-11-25T03:00:00Z",
         evaluation_summary=str(summary),
     )
     assert manifest["candidates_n"] == 4 and manifest["model_version"] == "v2"
@@ -259,9 +290,19 @@ def test_on_gcs_fuse_the_artifact_is_moved_in_file_by_file_manifest_last(tmp_pat
 def export_run(tmp_path, features_dir, destination, **kwargs):
     """The component's entry, as the DAG calls it (evaluation summary, registry, run time)."""
     return export.export_from_component(
-        str(features_dir), str(tmp_path / "new"), str(tmp_path / "new"), str(tmp_path / "out"), RecordingMetrics(),
-        destination=destination, top_k=3, candidates_n=6, experiment="exp-ranker", treatment_ratio=0.5,
-        model_version="v2", run_id="run-9", **kwargs,
+        str(features_dir),
+        str(tmp_path / "new"),
+        str(tmp_path / "new"),
+        str(tmp_path / "out"),
+        RecordingMetrics(),
+        destination=destination,
+        top_k=3,
+        candidates_n=6,
+        experiment="exp-ranker",
+        treatment_ratio=0.5,
+        model_version="v2",
+        run_id="run-9",
+        **kwargs,
     )
 
 
@@ -280,12 +321,22 @@ def test_case06_registry_moves_only_after_the_lists_are_written(tmp_path, featur
     not_duckdb = tmp_path / "recs.duckdb"
     not_duckdb.write_text("not a database")
     with pytest.raises(duckdb.Error):
-        export_run(tmp_path, features_dir, f"duckdb://{not_duckdb}", evaluation_summary=str(summary),
-                   registry_dir=str(registry_dir))
+        export_run(
+            tmp_path,
+            features_dir,
+            f"duckdb://{not_duckdb}",
+            evaluation_summary=str(summary),
+            registry_dir=str(registry_dir),
+        )
     assert registry.last_blessed(registry_dir).version == "v1"
     not_duckdb.unlink()
-    manifest = export_run(tmp_path, features_dir, f"duckdb://{not_duckdb}", evaluation_summary=str(summary),
-                          registry_dir=str(registry_dir))
+    manifest = export_run(
+        tmp_path,
+        features_dir,
+        f"duckdb://{not_duckdb}",
+        evaluation_summary=str(summary),
+        registry_dir=str(registry_dir),
+    )
     assert registry.last_blessed(registry_dir).version == "v2" == manifest["blessed"]["version"]
     assert table(tmp_path).num_rows == 6 * 3
 
@@ -298,7 +349,8 @@ def test_case07_export_retry_replaces_partition(tmp_path, features_dir, models, 
     rows = table(tmp_path)
     assert first["generated_at"] == retry["generated_at"] == "2026-11-25T23:59:00+00:00"
     assert rows.num_rows == 6 * 3 and {t.date() for t in rows.column("generated_at").to_pylist()} == {
-        dt.date(2026, 11, 25)}
+        dt.date(2026, 11, 25)
+    }
     # The DAG hands export the run's time, the pipeline parameter
     assert spec_inputs["run_time"] == {"componentInputParameter": "pipelinechannel--run_time"}
 

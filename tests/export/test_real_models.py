@@ -1,5 +1,6 @@
 """The export through the real model artifacts: a TFRS two-tower and a DIEN, untrained but exported and
 loaded through their stage APIs, on the tiny features output of conftest.py."""
+
 import components  # noqa: F401
 import duckdb
 import numpy as np
@@ -37,8 +38,9 @@ def real_models(tmp_path_factory):
     two_tower.encode(np.array([[0, 2, 3]]), np.array([[0, 2, 3]]))  # builds the variables
     retrieval_export.export(two_tower, catalogue, config, root / "retrieval", k=5)
     spec = schema.FeatureSpec.read(features)
-    dien = build_model(ModelConfig(model_type="dien", embedding_dim=4, mlp_units=(8,)), spec.num_items,
-                       spec.num_categories)
+    dien = build_model(
+        ModelConfig(model_type="dien", embedding_dim=4, mlp_units=(8,)), spec.num_items, spec.num_categories
+    )
     dien.score_indices(np.array([[0, 2, 3]]), np.array([[0, 2, 3]]), np.array([[4, 5]]), np.array([[2, 3]]))
     export_ranker(dien, features, root / "ranking", {"note": "untrained, for the export test"})
     return features, root / "retrieval", root / "ranking"
@@ -61,22 +63,39 @@ def test_left_padding_does_not_change_the_real_models(real_models):
     cands = np.array([[8, 9, 10], [11, 12, 13]], dtype=np.int64)
     cand_cats = model.ranker.item_category[cands]
     wide = np.concatenate([np.zeros((2, 3), np.int64), hist], axis=1)
-    np.testing.assert_allclose(model.retriever.encode(hist[:, 1:], cats[:, 1:]),
-                               model.retriever.encode(wide, np.where(wide > 0, model.ranker.item_category[wide], 0)),
-                               rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(model.ranker.score(hist[:, 1:], cats[:, 1:], cands, cand_cats),
-                               model.ranker.score(wide, model.ranker.item_category[wide], cands, cand_cats),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        model.retriever.encode(hist[:, 1:], cats[:, 1:]),
+        model.retriever.encode(wide, np.where(wide > 0, model.ranker.item_category[wide], 0)),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    np.testing.assert_allclose(
+        model.ranker.score(hist[:, 1:], cats[:, 1:], cands, cand_cats),
+        model.ranker.score(wide, model.ranker.item_category[wide], cands, cand_cats),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 def test_export_with_real_models_writes_funnel_lists(real_models, tmp_path):
     features, retrieval_dir, ranking_dir = real_models
-    params = export.ExportParams(top_k=3, candidates_n=6, experiment="exp", treatment_ratio=1.0, model_version="v-real",
-                                 run_id="run-real", generated_at=GENERATED_AT, similar_k=2)
-    manifest = export.run_export(features, retrieval_dir, ranking_dir, f"duckdb://{tmp_path / 'r.duckdb'}",
-                                 tmp_path / "out", params)
+    params = export.ExportParams(
+        top_k=3,
+        candidates_n=6,
+        experiment="exp",
+        treatment_ratio=1.0,
+        model_version="v-real",
+        run_id="run-real",
+        generated_at=GENERATED_AT,
+        similar_k=2,
+    )
+    manifest = export.run_export(
+        features, retrieval_dir, ranking_dir, f"duckdb://{tmp_path / 'r.duckdb'}", tmp_path / "out", params
+    )
     with duckdb.connect(str(tmp_path / "r.duckdb"), read_only=True) as con:
-        rows = con.execute("SELECT user_id, rank, item_id, score, source FROM recommendations ORDER BY user_id, rank").fetchall()
+        rows = con.execute(
+            "SELECT user_id, rank, item_id, score, source FROM recommendations ORDER BY user_id, rank"
+        ).fetchall()
     assert manifest["users"] == 6 and len(rows) == 18
     assert not {r[2] for r in rows} & UNAVAILABLE
     funnel_rows = [r for r in rows if r[4] == funnel.SOURCE_FUNNEL]

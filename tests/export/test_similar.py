@@ -7,7 +7,8 @@ from components.export.similar import similar_items
 def test_nearest_by_cosine_excluding_self_reserved_and_unavailable():
     embeddings = np.array(
         [
-            [9, 9], [9, 9],  # reserved rows: never neighbours, no list of their own
+            [9, 9],
+            [9, 9],  # reserved rows: never neighbours, no list of their own
             [1, 0],  # 2
             [10, 1],  # 3: nearly parallel to 2 (length must not matter: cosine)
             [0, 1],  # 4

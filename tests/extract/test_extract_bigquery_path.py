@@ -1,5 +1,6 @@
 """The BigQuery path end to end, with a stand-in client that executes the exact BigQuery text and job config
 on DuckDB: the production query and its typed parameters must give the same output as the local path."""
+
 import types
 
 import pyarrow.parquet as pq
@@ -29,8 +30,9 @@ class DuckDBStandInClient:
         names = [r[0] for r in self.con.execute("SELECT table_name FROM information_schema.tables").fetchall()]
         if "ga4_events" in names:
             names.remove("ga4_events")
-            names += [f"events_{r[0]}" for r in self.con.execute('SELECT DISTINCT "_TABLE_SUFFIX" FROM ga4_events')
-                      .fetchall()]
+            names += [
+                f"events_{r[0]}" for r in self.con.execute('SELECT DISTINCT "_TABLE_SUFFIX" FROM ga4_events').fetchall()
+            ]
         return [types.SimpleNamespace(table_id=name) for name in names]
 
     def get_table(self, name):
@@ -39,8 +41,9 @@ class DuckDBStandInClient:
         table = name.split(".")[-1]
         if table.startswith("events_") and table in {t.table_id for t in self.list_tables("my-project.shop_dw")}:
             table = "ga4_events"
-        columns = self.con.execute("SELECT column_name FROM information_schema.columns WHERE table_name = ?",
-                                   [table]).fetchall()
+        columns = self.con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]
+        ).fetchall()
         if not columns:
             raise NotFound(name)
         return types.SimpleNamespace(schema=[types.SimpleNamespace(name=c[0]) for c in columns])
@@ -53,8 +56,10 @@ class DuckDBStandInClient:
                 assert table.catalog == "my-project" and table.db == "shop_dw"
                 name = "ga4_events" if table.name == "events_*" else table.name
                 table.replace(exp.table_(name, alias=table.alias or None))
-        params = {p.name: getattr(p, "values", None) if hasattr(p, "array_type") else p.value
-                  for p in job_config.query_parameters}
+        params = {
+            p.name: getattr(p, "values", None) if hasattr(p, "array_type") else p.value
+            for p in job_config.query_parameters
+        }
         reader = self.con.execute(tree.sql(dialect="duckdb"), params).fetch_record_batch(1000)
         return types.SimpleNamespace(result=lambda: types.SimpleNamespace(to_arrow_iterable=lambda: iter(reader)))
 
@@ -79,7 +84,8 @@ def test_bigquery_path_matches_the_duckdb_path(warehouse, tmp_path):
     assert bq["rows"]["events"] > 0 and bq["dialect"] == "bigquery"
     for name in ("events", "items", "impressions"):
         assert pq.read_table(tmp_path / "bq" / f"{name}.parquet").equals(
-            pq.read_table(tmp_path / "local" / f"{name}.parquet"))
+            pq.read_table(tmp_path / "local" / f"{name}.parquet")
+        )
     assert bq["query_sha256"] != local["query_sha256"]  # the dialects differ, the meaning does not
     for sql, config in client.queries:
         assert "`my-project`.`shop_dw`." in sql and "2025" not in sql
@@ -105,14 +111,16 @@ def test_ga4_bigquery_path_reads_the_wildcard_table_and_matches_the_duckdb_path(
     client = DuckDBStandInClient(warehouse)
     backend = runner.BigQueryBackend("my-project", "shop_dw", client=client)
     args = ("2024-03-01T12:00:00", "2024-03-03", "", 1)
-    bq = runner.run_extract("bigquery://my-project.shop_dw?user_key=user_pseudo_id", tmp_path / "bq", *args,
-                            backend=backend)
+    bq = runner.run_extract(
+        "bigquery://my-project.shop_dw?user_key=user_pseudo_id", tmp_path / "bq", *args, backend=backend
+    )
     local = runner.run_extract(f"duckdb://{warehouse}?user_key=user_pseudo_id", tmp_path / "local", *args)
     assert bq["rows"] == local["rows"] and bq["dropped"] == local["dropped"] and bq["rows"]["events"] > 0
     assert bq["ga4"]["table"] == "my-project.shop_dw.events_*"
     for name in ("events", "items"):
         assert pq.read_table(tmp_path / "bq" / f"{name}.parquet").equals(
-            pq.read_table(tmp_path / "local" / f"{name}.parquet"))
+            pq.read_table(tmp_path / "local" / f"{name}.parquet")
+        )
     for sql, config in client.queries:
         assert "`my-project`.`shop_dw`.`events_*`" in sql and "_TABLE_SUFFIX" in sql and "2024" not in sql
         assert {p.name for p in config.query_parameters} == set(runner.query_parameters(sql))

@@ -1,5 +1,6 @@
 """The GA4 branch of extract: a hand-written export (tests/extract/ga4_export, rows shaped like Google's public
 sample), the synthetic shop written as GA4 files, and every bad input of the GA4 path with its count or error."""
+
 import datetime as dt
 import json
 import shutil
@@ -35,35 +36,68 @@ def extract(tmp_path, warehouse, out="out", **kwargs):
 
 def test_hand_written_export_gives_the_events_items_and_counts_worked_out_by_hand(tmp_path):
     manifest, events, items = extract(tmp_path, ga4_warehouse(tmp_path))
-    expected = pd.DataFrame([
-        (A, BIKE, "view", 1709251210, 1, "1709251200"), (A, BIKE, "cart", 1709251250, 2, "1709251200"),
-        (A, TEE, "view", 1709251300, 3, "1709251200"), (A, BIKE, "purchase", 1709251400, 4, "1709251200"),
-        (A, TEE, "purchase", 1709251400, 5, "1709251200"), (A, HAT, "view", 1709337700, 6, "1709337690"),
-        (D, TEE, "view", 1709280020, 1, "1709280000"),
-        (B, HAT, "view", 1709262010, 1, "1709262000"), (B, HAT, "fav", 1709262020, 2, "1709262000"),
-        (B, BIKE, "view", 1709262030, 3, "1709262000"),
-        # one instant, two events: the view comes before the cart
-        (B, HAT, "view", 1709262040, 4, "1709262000"), (B, BIKE, "cart", 1709262040, 5, "1709262000"),
-        (B, BIKE, "purchase", 1709337800, 6, "1709337780"), (B, HAT, "purchase", 1709337800, 7, "1709337780"),
-    ], columns=["user_id", "item_id", "event_type", "event_ts", "event_seq", "session_id"])
+    expected = pd.DataFrame(
+        [
+            (A, BIKE, "view", 1709251210, 1, "1709251200"),
+            (A, BIKE, "cart", 1709251250, 2, "1709251200"),
+            (A, TEE, "view", 1709251300, 3, "1709251200"),
+            (A, BIKE, "purchase", 1709251400, 4, "1709251200"),
+            (A, TEE, "purchase", 1709251400, 5, "1709251200"),
+            (A, HAT, "view", 1709337700, 6, "1709337690"),
+            (D, TEE, "view", 1709280020, 1, "1709280000"),
+            (B, HAT, "view", 1709262010, 1, "1709262000"),
+            (B, HAT, "fav", 1709262020, 2, "1709262000"),
+            (B, BIKE, "view", 1709262030, 3, "1709262000"),
+            # one instant, two events: the view comes before the cart
+            (B, HAT, "view", 1709262040, 4, "1709262000"),
+            (B, BIKE, "cart", 1709262040, 5, "1709262000"),
+            (B, BIKE, "purchase", 1709337800, 6, "1709337780"),
+            (B, HAT, "purchase", 1709337800, 7, "1709337780"),
+        ],
+        columns=["user_id", "item_id", "event_type", "event_ts", "event_seq", "session_id"],
+    )
     expected["event_ts"] = expected.event_ts.map(ts)
     expected = expected.sort_values(["user_id", "event_ts", "event_seq"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(events, expected, check_dtype=False)
 
     assert items.to_dict("records") == [
         # the latest price (40 from 1 March evening on) and the category that a later row left empty
-        {"item_id": BIKE, "category": "Bags", "brand": "Google", "price": 40.0, "title": "Google Campus Bike",
-         "available": True},
+        {
+            "item_id": BIKE,
+            "category": "Bags",
+            "brand": "Google",
+            "price": 40.0,
+            "title": "Google Campus Bike",
+            "available": True,
+        },
         # '(not set)' everywhere: the documented unknown category
-        {"item_id": TEE, "category": "unknown", "brand": "Google", "price": 22.0, "title": "Google Woodland Tee",
-         "available": True},
-        {"item_id": HAT, "category": "Hats", "brand": "YouTube", "price": 24.0, "title": "YouTube Leather Strap Hat",
-         "available": True},
+        {
+            "item_id": TEE,
+            "category": "unknown",
+            "brand": "Google",
+            "price": 22.0,
+            "title": "Google Woodland Tee",
+            "available": True,
+        },
+        {
+            "item_id": HAT,
+            "category": "Hats",
+            "brand": "YouTube",
+            "price": 24.0,
+            "title": "YouTube Leather Strap Hat",
+            "available": True,
+        },
     ]
     assert manifest["rows"] == {"events": 14, "users": 3, "items": 3}
     assert manifest["dropped"] == {
-        "ga4_rows": {"event_name:page_view": 3, "event_name:session_start": 2, "event_name:view_item_list": 1,
-                     "event_name:view_promotion": 1, "no_items": 1, "no_user_id": 1},
+        "ga4_rows": {
+            "event_name:page_view": 3,
+            "event_name:session_start": 2,
+            "event_name:view_item_list": 1,
+            "event_name:view_promotion": 1,
+            "no_items": 1,
+            "no_user_id": 1,
+        },
         "ga4_items": {"no_item_id": 1},
     }
     assert manifest["ga4"]["rows_scanned"] == 22
@@ -96,11 +130,13 @@ def test_window_cuts_on_event_timestamp_and_scans_only_the_daily_tables_around_i
 
 
 def test_event_types_and_min_events_are_applied_and_counted(tmp_path):
-    manifest, events, _ = extract(tmp_path, ga4_warehouse(tmp_path), event_types="view,purchase",
-                                  min_events_per_user=2)
+    manifest, events, _ = extract(tmp_path, ga4_warehouse(tmp_path), event_types="view,purchase", min_events_per_user=2)
     assert set(events.event_type) == {"view", "purchase"} and set(events.user_id) == {A, B}
-    assert manifest["dropped"]["ga4_items"] == {"event_type_not_selected": 3, "no_item_id": 1,
-                                                "user_below_min_events": 1}
+    assert manifest["dropped"]["ga4_items"] == {
+        "event_type_not_selected": 3,
+        "no_item_id": 1,
+        "user_below_min_events": 1,
+    }
     assert manifest["rows"]["events"] == 14 - 3 - 1
 
 
@@ -109,8 +145,10 @@ def test_parquet_export_extracts_like_the_json_one(tmp_path):
     parquet_dir = tmp_path / "parquet"
     parquet_dir.mkdir()
     for day in ("20240301", "20240302"):  # as `bq extract --destination_format PARQUET` writes a daily table
-        con.execute(f"COPY (SELECT * EXCLUDE (_TABLE_SUFFIX) FROM ga4_events WHERE event_date = '{day}') "
-                    f"TO '{parquet_dir / f'events_{day}.parquet'}' (FORMAT PARQUET)")
+        con.execute(
+            f"COPY (SELECT * EXCLUDE (_TABLE_SUFFIX) FROM ga4_events WHERE event_date = '{day}') "
+            f"TO '{parquet_dir / f'events_{day}.parquet'}' (FORMAT PARQUET)"
+        )
     con.close()
     from_json = extract(tmp_path, ga4_warehouse(tmp_path, name="again.duckdb"), out="json")
     from_parquet = extract(tmp_path, ga4_warehouse(tmp_path, parquet_dir, "pq.duckdb"), out="pq")
@@ -147,9 +185,15 @@ def write_export(folder: Path, rows: list[dict]) -> Path:
 
 
 def row(name, seconds, items=None, **extra):
-    return {"event_date": "20240301", "event_timestamp": str(seconds * 1_000_000), "event_name": name,
-            "event_params": [], "user_pseudo_id": "42.1709251200", **({"items": items} if items is not None else {}),
-            **extra}
+    return {
+        "event_date": "20240301",
+        "event_timestamp": str(seconds * 1_000_000),
+        "event_name": name,
+        "event_params": [],
+        "user_pseudo_id": "42.1709251200",
+        **({"items": items} if items is not None else {}),
+        **extra,
+    }
 
 
 def test_export_without_items_is_refused_by_name(tmp_path):
@@ -177,8 +221,11 @@ def test_folder_checks(tmp_path):
         ga4.export_files(mixed)
     not_ga4 = tmp_path / "events_other.json"
     not_ga4.write_text('{"user": "u1", "ts": 3}\n')
-    with pytest.raises(ga4.GA4Error, match=r"no column\(s\) \['event_date', 'event_timestamp', 'event_name', "
-                                           r"'user_pseudo_id'\]: not a GA4 export"):
+    with pytest.raises(
+        ga4.GA4Error,
+        match=r"no column\(s\) \['event_date', 'event_timestamp', 'event_name', "
+        r"'user_pseudo_id'\]: not a GA4 export",
+    ):
         ga4_warehouse(tmp_path, not_ga4)
     assert not (tmp_path / "ga4.duckdb").exists()
 
@@ -187,8 +234,13 @@ def test_manifest_window_and_user_key_reach_bigquery_as_typed_parameters(tmp_pat
     """The rendered BigQuery SQL reads the wildcard table and passes @user_key; no value is spliced into the text."""
     backend = _RecordingBigQuery()
     with pytest.raises(runner.ExtractError, match="no ecommerce events"):
-        runner.run_extract("bigquery://my-project.analytics_123456?user_key=user_pseudo_id", tmp_path / "bq",
-                           window_start=dt.datetime(2024, 3, 1), window_end="2024-03-02", backend=backend)
+        runner.run_extract(
+            "bigquery://my-project.analytics_123456?user_key=user_pseudo_id",
+            tmp_path / "bq",
+            window_start=dt.datetime(2024, 3, 1),
+            window_end="2024-03-02",
+            backend=backend,
+        )
     (drops,) = [q for q in backend.queries if "'scanned'" in q[0]]
     assert "`my-project`.`analytics_123456`.`events_*`" in drops[0] and "_TABLE_SUFFIX" in drops[0]
     assert drops[1]["user_key"] == "user_pseudo_id" and "@user_key" in drops[0]
@@ -201,7 +253,10 @@ class _RecordingBigQuery:
     dialect = "bigquery"
 
     def __init__(self):
-        self.tables = {"events": "my-project.analytics_123456.events", "ga4_events": "my-project.analytics_123456.events_*"}
+        self.tables = {
+            "events": "my-project.analytics_123456.events",
+            "ga4_events": "my-project.analytics_123456.events_*",
+        }
         self.queries = []
 
     def columns(self, table):

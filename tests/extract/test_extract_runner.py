@@ -1,4 +1,5 @@
 """run_extract on DuckDB warehouses: results equal an independent pandas computation; bad input fails cleanly."""
+
 import datetime as dt
 import json
 
@@ -46,8 +47,9 @@ def test_events_equal_an_independent_pandas_computation(shop, tmp_path):
     events = frames["events"]
     start = events.event_ts.quantile(0.2)
     end = events.event_ts.quantile(0.8)
-    manifest = runner.run_extract(f"duckdb://{path}", tmp_path / "out", start.isoformat(), end.isoformat(),
-                                  "view,purchase", 4)
+    manifest = runner.run_extract(
+        f"duckdb://{path}", tmp_path / "out", start.isoformat(), end.isoformat(), "view,purchase", 4
+    )
     got = pq.read_table(tmp_path / "out" / "events.parquet").to_pandas()
 
     inside = events[(events.event_ts >= start) & (events.event_ts < end) & events.event_type.isin(["view", "purchase"])]
@@ -56,8 +58,12 @@ def test_events_equal_an_independent_pandas_computation(shop, tmp_path):
     expected = expected.sort_values(["user_id", "event_ts", "event_seq"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(got, expected[got.columns.tolist()], check_dtype=False)
 
-    assert manifest["rows"] == {"events": len(expected), "users": expected.user_id.nunique(),
-                                "items": len(frames["items"]), "impressions": manifest["rows"]["impressions"]}
+    assert manifest["rows"] == {
+        "events": len(expected),
+        "users": expected.user_id.nunique(),
+        "items": len(frames["items"]),
+        "impressions": manifest["rows"]["impressions"],
+    }
     dropped = manifest["dropped"]["events"]
     assert dropped["outside_window"] == int(((events.event_ts < start) | (events.event_ts >= end)).sum())
     assert dropped["user_below_min_events"] == int(sizes[sizes < 4].sum())
@@ -71,8 +77,12 @@ def test_output_layout_and_manifest(shop, tmp_path):
     out = tmp_path / "extracted"
     out.mkdir()  # KFP may create the artifact directory beforehand
     manifest = runner.run_extract(f"duckdb://{path}", out)
-    assert sorted(p.name for p in out.iterdir()) == ["events.parquet", "impressions.parquet", "items.parquet",
-                                                     "manifest.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "events.parquet",
+        "impressions.parquet",
+        "items.parquet",
+        "manifest.json",
+    ]
     assert json.loads((out / "manifest.json").read_text()) == manifest == runner.read_manifest(out)
     assert manifest["window_start"] == manifest["window_end"] == ""
     assert manifest["event_types"] == list(schema.EVENT_TYPES)
@@ -85,21 +95,34 @@ def test_output_layout_and_manifest(shop, tmp_path):
 
 
 def test_bad_rows_are_counted_and_dropped(tmp_path):
-    events = pd.DataFrame({
-        "user_id": ["a", "a", "a", None, "b", "b", "c"],
-        "item_id": ["x", "y", "x", "x", "ghost", "x", "y"],
-        "event_type": ["view", "purchase", "teleport", "view", "view", "view", "view"],
-        "event_ts": [ts(1), ts(2), ts(3), ts(3), ts(4), ts(5), ts(9)],
-        "event_seq": [0, 1, 2, 3, 4, 5, 6],
-        "session_id": [None] * 7,
-    })
-    items = pd.DataFrame({"item_id": ["x", "y", "y", None], "category": ["c1", "c2", "c2", "c3"],
-                          "brand": [None] * 4, "price": [1.0, 2.0, 2.0, 3.0], "title": [None] * 4,
-                          "available": [True, False, False, True]})
+    events = pd.DataFrame(
+        {
+            "user_id": ["a", "a", "a", None, "b", "b", "c"],
+            "item_id": ["x", "y", "x", "x", "ghost", "x", "y"],
+            "event_type": ["view", "purchase", "teleport", "view", "view", "view", "view"],
+            "event_ts": [ts(1), ts(2), ts(3), ts(3), ts(4), ts(5), ts(9)],
+            "event_seq": [0, 1, 2, 3, 4, 5, 6],
+            "session_id": [None] * 7,
+        }
+    )
+    items = pd.DataFrame(
+        {
+            "item_id": ["x", "y", "y", None],
+            "category": ["c1", "c2", "c2", "c3"],
+            "brand": [None] * 4,
+            "price": [1.0, 2.0, 2.0, 3.0],
+            "title": [None] * 4,
+            "available": [True, False, False, True],
+        }
+    )
     uri = raw_warehouse(tmp_path / "bad.duckdb", events, items)
     manifest = runner.run_extract(uri, tmp_path / "out", "", "2024-01-08", "", 1)
-    assert manifest["dropped"]["events"] == {"null_id": 1, "outside_window": 1, "unknown_event_type": 1,
-                                             "unknown_item": 1}
+    assert manifest["dropped"]["events"] == {
+        "null_id": 1,
+        "outside_window": 1,
+        "unknown_event_type": 1,
+        "unknown_item": 1,
+    }
     assert manifest["dropped"]["items"] == {"duplicate_item_id": 1, "null_item_id": 1}
     got = pq.read_table(tmp_path / "out" / "events.parquet").to_pandas()
     assert got[["user_id", "item_id"]].values.tolist() == [["a", "x"], ["a", "y"], ["b", "x"]]
@@ -107,10 +130,19 @@ def test_bad_rows_are_counted_and_dropped(tmp_path):
 
 
 def test_missing_table_and_column(tmp_path):
-    events = pd.DataFrame({"user_id": ["a"], "item_id": ["x"], "event_type": ["view"], "event_ts": [ts(1)],
-                           "event_seq": [0], "session_id": [None]})
-    items = pd.DataFrame({"item_id": ["x"], "category": ["c"], "brand": [None], "price": [1.0], "title": [None],
-                          "available": [True]})
+    events = pd.DataFrame(
+        {
+            "user_id": ["a"],
+            "item_id": ["x"],
+            "event_type": ["view"],
+            "event_ts": [ts(1)],
+            "event_seq": [0],
+            "session_id": [None],
+        }
+    )
+    items = pd.DataFrame(
+        {"item_id": ["x"], "category": ["c"], "brand": [None], "price": [1.0], "title": [None], "available": [True]}
+    )
     no_items = raw_warehouse(tmp_path / "a.duckdb", events, None)
     with pytest.raises(runner.ExtractError, match="no table items"):
         runner.run_extract(no_items, tmp_path / "out")
@@ -161,14 +193,32 @@ def test_existing_nonempty_output_is_refused(shop, tmp_path):
 
 
 def test_bad_propensities_are_dropped(tmp_path):
-    events = pd.DataFrame({"user_id": ["a"], "item_id": ["x"], "event_type": ["view"], "event_ts": [ts(1)],
-                           "event_seq": [0], "session_id": ["s"]})
-    items = pd.DataFrame({"item_id": ["x"], "category": ["c"], "brand": ["b"], "price": [1.0], "title": [None],
-                          "available": [True]})
-    impressions = pd.DataFrame({"request_id": ["r"] * 4, "user_id": ["a"] * 4, "item_id": ["x", "x", "x", "nope"],
-                                "position": [0, 1, 2, 3], "propensity": [0.5, 0.0, 1.5, 0.2], "policy": ["p"] * 4,
-                                "event_ts": [ts(1)] * 4, "clicked": [True, False, False, False],
-                                "purchased": [False] * 4})
+    events = pd.DataFrame(
+        {
+            "user_id": ["a"],
+            "item_id": ["x"],
+            "event_type": ["view"],
+            "event_ts": [ts(1)],
+            "event_seq": [0],
+            "session_id": ["s"],
+        }
+    )
+    items = pd.DataFrame(
+        {"item_id": ["x"], "category": ["c"], "brand": ["b"], "price": [1.0], "title": [None], "available": [True]}
+    )
+    impressions = pd.DataFrame(
+        {
+            "request_id": ["r"] * 4,
+            "user_id": ["a"] * 4,
+            "item_id": ["x", "x", "x", "nope"],
+            "position": [0, 1, 2, 3],
+            "propensity": [0.5, 0.0, 1.5, 0.2],
+            "policy": ["p"] * 4,
+            "event_ts": [ts(1)] * 4,
+            "clicked": [True, False, False, False],
+            "purchased": [False] * 4,
+        }
+    )
     uri = raw_warehouse(tmp_path / "imp.duckdb", events, items, impressions)
     manifest = runner.run_extract(uri, tmp_path / "out")
     assert manifest["dropped"]["impressions"] == {"invalid_propensity": 2, "unknown_item": 1}
@@ -186,8 +236,14 @@ def test_component_signature():
     from components.extract.component import extract
 
     spec = extract.component_spec
-    assert set(spec.inputs) == {"warehouse_uri", "window_start", "window_end", "event_types", "min_events_per_user",
-                                "run_time"}
+    assert set(spec.inputs) == {
+        "warehouse_uri",
+        "window_start",
+        "window_end",
+        "event_types",
+        "min_events_per_user",
+        "run_time",
+    }
     assert spec.inputs["min_events_per_user"].default == 1 and spec.inputs["window_start"].default == ""
     assert set(spec.outputs) == {"extracted"}
 
@@ -198,4 +254,6 @@ def test_small_batches_give_the_same_output(shop, tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "BATCH_ROWS", 7)
     batched = runner.run_extract(f"duckdb://{path}", tmp_path / "batched", run_time="2030-01-01")
     assert batched == whole and whole["rows"]["users"] == frames["events"].user_id.nunique()
-    assert pq.read_table(tmp_path / "batched" / "events.parquet").equals(pq.read_table(tmp_path / "whole" / "events.parquet"))
+    assert pq.read_table(tmp_path / "batched" / "events.parquet").equals(
+        pq.read_table(tmp_path / "whole" / "events.parquet")
+    )

@@ -1,4 +1,5 @@
 """The extract SQL: BigQuery text, its DuckDB transpilation, parameters and table-name validation."""
+
 import datetime as dt
 
 import pytest
@@ -16,8 +17,11 @@ def test_bigquery_text_round_trips_through_the_bigquery_dialect(name):
     rendered = runner.render(runner.load_query(name), BQ_TABLES, "bigquery")
     again = sqlglot.parse_one(rendered, read="bigquery").sql(dialect="bigquery", pretty=True)
     assert again == rendered
-    tables = {".".join(f"`{part.name}`" for part in t.parts)
-              for t in sqlglot.parse_one(rendered, read="bigquery").find_all(exp.Table) if t.catalog}
+    tables = {
+        ".".join(f"`{part.name}`" for part in t.parts)
+        for t in sqlglot.parse_one(rendered, read="bigquery").find_all(exp.Table)
+        if t.catalog
+    }
     assert "`my-project`.`shop_dw`.`items`" in tables
     assert tables <= {f"`my-project`.`shop_dw`.`{t}`" for t in runner.WAREHOUSE_TABLES}
 
@@ -35,6 +39,7 @@ def test_duckdb_transpilation_parses_and_keeps_the_parameters(name):
 def test_the_queries_that_join_the_catalogue_define_it_alike():
     """Each query file stays runnable on its own in BigQuery, so the catalogue CTE is written in four of them;
     this keeps the copies, and items.sql's filter, from drifting apart."""
+
     def catalogue(name):
         ctes = sqlglot.parse_one(runner.load_query(name), read="bigquery").find_all(exp.CTE)
         return next(cte.this for cte in ctes if cte.alias == "catalogue")
@@ -95,8 +100,17 @@ def test_valid_table_names(name):
 
 @pytest.mark.parametrize(
     "name",
-    ["events; DROP TABLE items", "`events`", "a.b.c.d", "shop.events--", "1events", "", "p.d.t OR 1=1",
-     "UPPER-project.d.t", "shop .events"],
+    [
+        "events; DROP TABLE items",
+        "`events`",
+        "a.b.c.d",
+        "shop.events--",
+        "1events",
+        "",
+        "p.d.t OR 1=1",
+        "UPPER-project.d.t",
+        "shop .events",
+    ],
 )
 def test_invalid_table_names_are_rejected(name):
     with pytest.raises(runner.ExtractError, match="invalid table name"):
@@ -131,5 +145,6 @@ def test_parameter_defaults_are_open_and_all_types():
     params = runner.ExtractParams.parse("", "", "", 1)
     assert params.window_start is None and params.window_end is None
     assert params.event_types == ["view", "cart", "fav", "purchase"]
-    assert runner.ExtractParams.parse("2024-01-01T05:00:00+05:00", None, " view , ", 2).window_start == \
-        dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+    assert runner.ExtractParams.parse("2024-01-01T05:00:00+05:00", None, " view , ", 2).window_start == dt.datetime(
+        2024, 1, 1, tzinfo=dt.timezone.utc
+    )

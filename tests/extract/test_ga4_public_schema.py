@@ -1,5 +1,6 @@
 """The GA4 queries hold against the schema of Google's public sample, bigquery-public-data.ga4_obfuscated_sample_ecommerce:
 every column and every struct field they read exists there with the type they expect (sqlglot, BigQuery dialect)."""
+
 import json
 from pathlib import Path
 
@@ -23,15 +24,24 @@ def sample_schema(columns):
 
 
 def typed_tree(sql, columns):
-    tree = qualify(sqlglot.parse_one(sql, read="bigquery"), schema=sample_schema(columns), dialect="bigquery",
-                   validate_qualify_columns=True)
+    tree = qualify(
+        sqlglot.parse_one(sql, read="bigquery"),
+        schema=sample_schema(columns),
+        dialect="bigquery",
+        validate_qualify_columns=True,
+    )
     return annotate_types(tree, schema=sample_schema(columns), dialect="bigquery")
 
 
 def unresolved_fields(tree):
     """Struct field accesses (`it.item_id`, `p.value.int_value`) whose type the schema does not give."""
-    return sorted({dot.sql("bigquery") for dot in tree.find_all(exp.Dot)
-                   if dot.type is None or dot.type.is_type(exp.DataType.Type.UNKNOWN)})
+    return sorted(
+        {
+            dot.sql("bigquery")
+            for dot in tree.find_all(exp.Dot)
+            if dot.type is None or dot.type.is_type(exp.DataType.Type.UNKNOWN)
+        }
+    )
 
 
 @pytest.mark.parametrize("name", QUERIES)
@@ -63,5 +73,7 @@ def test_local_load_types_agree_with_the_sample():
     con = duckdb.connect()
     for name, duck in ga4.COLUMNS.items():
         expected = exp.DataType.build(COLUMNS[name], dialect="bigquery").sql("duckdb")
-        assert con.execute(f"SELECT CAST(NULL AS {duck}) IS NOT DISTINCT FROM CAST(NULL AS {expected}), "
-                           f"typeof(CAST(NULL AS {duck})) = typeof(CAST(NULL AS {expected}))").fetchone() == (True, True), name
+        assert con.execute(
+            f"SELECT CAST(NULL AS {duck}) IS NOT DISTINCT FROM CAST(NULL AS {expected}), "
+            f"typeof(CAST(NULL AS {duck})) = typeof(CAST(NULL AS {expected}))"
+        ).fetchone() == (True, True), name

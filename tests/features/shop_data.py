@@ -1,4 +1,5 @@
 """Hand-made extract directories (events.parquet, items.parquet, manifest.json) for the features tests."""
+
 from __future__ import annotations
 
 import json
@@ -52,7 +53,9 @@ def write_extract(directory: Path, events: pa.Table, items: pa.Table, row_group_
     return directory
 
 
-def random_shop(num_users: int = 40, num_items: int = 25, seed: int = 1, funnel: bool = True) -> tuple[pa.Table, pa.Table]:
+def random_shop(
+    num_users: int = 40, num_items: int = 25, seed: int = 1, funnel: bool = True
+) -> tuple[pa.Table, pa.Table]:
     """A small random shop: Zipf-ish item popularity, view->cart->purchase funnels, repeats and ties."""
     rng = np.random.default_rng(seed)
     item_ids = [f"i{k:03d}" for k in range(num_items)]

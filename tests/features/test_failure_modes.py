@@ -1,4 +1,5 @@
 """Failure modes of the features output (issue 15): each test is named after its case."""
+
 import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
 import json
@@ -54,7 +55,7 @@ def test_case01_a_vocabulary_file_that_is_not_json_lines_is_refused(tmp_path):
     (tmp_path / schema.USER_VOCAB).write_bytes(schema.encode_vocab(["a\u2028b", "c"])[:-1])
     with pytest.raises(schema.SchemaError, match="cut short"):
         schema.read_vocab(tmp_path, schema.USER_VOCAB)
-    ids = ["a\u2028b", "\x85", "\U0001F600", "\x00"]
+    ids = ["a\u2028b", "\x85", "\U0001f600", "\x00"]
     assert schema.decode_vocab(schema.encode_vocab(ids), "x") == ids
 
 
@@ -64,8 +65,12 @@ def two_shard_features(tmp_path_factory):
     root = tmp_path_factory.mktemp("sharded")
     events, items = random_shop(num_users=30, num_items=12)
     extract = write_extract(root / "extract", events, items, row_group_size=40)
-    run_features(str(extract), str(root / "features"), max_len=4,
-                 beam_args=["--runner=FnApiRunner", "--direct_num_workers=2", "--direct_running_mode=multi_threading"])
+    run_features(
+        str(extract),
+        str(root / "features"),
+        max_len=4,
+        beam_args=["--runner=FnApiRunner", "--direct_num_workers=2", "--direct_running_mode=multi_threading"],
+    )
     return root / "features"
 
 
@@ -96,8 +101,9 @@ def test_case02_shards_that_disagree_with_the_manifest_are_refused(two_shard_fea
             writer.write(record)
     stats = json.loads((out / schema.STATS).read_text())
     expected = stats["examples"]["ranking"]["train"]
-    with pytest.raises(schema.SchemaError, match=f"hold {expected - 1} records, the features manifest stats.json "
-                                                 f"says {expected}"):
+    with pytest.raises(
+        schema.SchemaError, match=f"hold {expected - 1} records, the features manifest stats.json says {expected}"
+    ):
         reader.dataset(out, schema.RANKING_DIR, "train", batch_size=8)
     (out / schema.STATS).unlink()
     with pytest.raises(schema.SchemaError, match="no stats.json"):
@@ -128,12 +134,18 @@ def test_case14_a_corrupt_parquet_page_is_named_in_the_last_line(tmp_path):
     events, items = random_shop(num_users=30, num_items=12)
     extract = write_extract(tmp_path / "extract", events, items)
     _corrupt_a_page(extract / "events.parquet")
-    done = subprocess.run([sys.executable, "-m", "components.features.pipeline", str(extract), str(tmp_path / "out"),
-                           *IN_PROCESS], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "components.features.pipeline", str(extract), str(tmp_path / "out"), *IN_PROCESS],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode != 0
     last = done.stderr.strip().splitlines()[-1]
-    assert last == (f"components.schema.SchemaError: {extract / 'events.parquet'} is damaged: "
-                    "OSError: Corrupt snappy compressed data."), last
+    assert last == (
+        f"components.schema.SchemaError: {extract / 'events.parquet'} is damaged: "
+        "OSError: Corrupt snappy compressed data."
+    ), last
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob("out.tmp-*"))
 
 
@@ -143,8 +155,9 @@ def test_case15_one_users_train_examples_are_capped_counted_and_warned(tmp_path,
     items = items_table([f"i{k:02d}" for k in range(40)])
     extract = write_extract(tmp_path / "extract", events_table(heavy + light), items)
     with caplog.at_level(logging.WARNING):
-        stats = run_features(str(extract), str(tmp_path / "capped"), max_len=4, beam_args=IN_PROCESS,
-                             max_examples_per_user=50)
+        stats = run_features(
+            str(extract), str(tmp_path / "capped"), max_len=4, beam_args=IN_PROCESS, max_examples_per_user=50
+        )
     assert stats["capped"] == {"users": 1, "train_targets": 300 - 3 - 50}
     assert stats["max_examples_per_user"] == 50
     assert stats["examples"]["retrieval"]["train"] == 50 + 20 * 3

@@ -1,4 +1,5 @@
 """run_features end to end on hand-made extract directories, read back through reader.py."""
+
 import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import json
 from collections import Counter
@@ -42,7 +43,14 @@ def shop(tmp_path_factory):
     events = pa.concat_tables([events, ghosts])  # an unknown item and an unknown event type
     extract = write_extract(root / "extract", events, items, row_group_size=50)
     stats = run_features(str(extract), str(root / "features"), max_len=MAX_LEN, seed=7)  # multi-process default
-    return {"root": root, "events": events, "items": items, "extract": extract, "out": root / "features", "stats": stats}
+    return {
+        "root": root,
+        "events": events,
+        "items": items,
+        "extract": extract,
+        "out": root / "features",
+        "stats": stats,
+    }
 
 
 def _by_user(out, kind, split):
@@ -83,8 +91,13 @@ def test_outputs_follow_the_contract(shop):
 
     spec = schema.FeatureSpec.read(out)
     assert spec == schema.FeatureSpec(
-        max_len=MAX_LEN, num_items=len(items) + 2, num_categories=len(categories) + 2,
-        num_users=len(users) + 2, ranking_task="cvr", split="leave_last_out", seed=7,
+        max_len=MAX_LEN,
+        num_items=len(items) + 2,
+        num_categories=len(categories) + 2,
+        num_users=len(users) + 2,
+        ranking_task="cvr",
+        split="leave_last_out",
+        seed=7,
     )
     stats = json.loads((out / schema.STATS).read_text())
     assert stats == shop["stats"]
@@ -124,8 +137,10 @@ def test_same_seed_gives_the_same_output_whatever_the_parallelism(shop, tmp_path
     assert _all_records(again) == _all_records(shop["out"])
     for name in (schema.ITEM_VOCAB, schema.CATEGORY_VOCAB, schema.USER_VOCAB, schema.FEATURE_SPEC):
         assert (again / name).read_bytes() == (shop["out"] / name).read_bytes()
-    assert pq.read_table(again / schema.ITEM_FEATURES).to_pandas().equals(
-        pq.read_table(shop["out"] / schema.ITEM_FEATURES).to_pandas()
+    assert (
+        pq.read_table(again / schema.ITEM_FEATURES)
+        .to_pandas()
+        .equals(pq.read_table(shop["out"] / schema.ITEM_FEATURES).to_pandas())
     )
 
 
@@ -134,8 +149,11 @@ def test_same_seed_gives_the_same_output_whatever_the_parallelism(shop, tmp_path
 # ---------------------------------------------------------------------------------------------
 def _small_extract(tmp_path, events=None, items=None) -> Path:
     default_events, default_items = random_shop(num_users=6, num_items=8)
-    return write_extract(tmp_path / "extract", events if events is not None else default_events,
-                         items if items is not None else default_items)
+    return write_extract(
+        tmp_path / "extract",
+        events if events is not None else default_events,
+        items if items is not None else default_items,
+    )
 
 
 def _assert_fails(tmp_path, extract, match, **kwargs):

@@ -1,4 +1,5 @@
 """Per-user logic: ordering, collapsing, splitting, seeded sampling and cvr labels."""
+
 import numpy as np
 import pytest
 

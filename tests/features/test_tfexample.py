@@ -1,4 +1,5 @@
 """The hand-rolled wire format must be exactly what TensorFlow parses."""
+
 import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import pytest
 import tensorflow as tf
@@ -55,8 +56,11 @@ def test_count_frames_checks_both_crcs(tmp_path):
     data = b"".join(tfx.tfrecord_frame(r) for r in records)
     path.write_bytes(data)
     assert tfx.count_frames(str(path)) == 3
-    for position, what in ((3, "corrupted record at 0"), (16 + 10 + 2, "corrupted record at 26"),
-                           (len(data) - 5, "corrupted record at 42")):
+    for position, what in (
+        (3, "corrupted record at 0"),
+        (16 + 10 + 2, "corrupted record at 26"),
+        (len(data) - 5, "corrupted record at 42"),
+    ):
         flipped = bytearray(data)
         flipped[position] ^= 0x01
         path.write_bytes(bytes(flipped))

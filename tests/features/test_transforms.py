@@ -1,4 +1,5 @@
 """Each composite PTransform on hand-made input, with TestPipeline and assert_that."""
+
 import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import apache_beam as beam
 import numpy as np
@@ -139,10 +140,16 @@ def _examples(p, task, max_len=3, seed=0, sequences=SEQUENCES):
     catalogue = _catalogue(p)
     vocab = p | "Seqs" >> beam.Create(sequences) | T.ComputeVocabulary(catalogue, leave_last_out)
     task = p | "Task" >> beam.Create([task])
-    examples = p | "Seqs2" >> beam.Create(sequences) | T.BuildExamples(
-        vocab, task, max_len=max_len, seed=seed, split=leave_last_out
+    examples = (
+        p
+        | "Seqs2" >> beam.Create(sequences)
+        | T.BuildExamples(vocab, task, max_len=max_len, seed=seed, split=leave_last_out)
     )
-    return {tag: pcoll | f"Decode{tag}" >> beam.FlatMap(lambda rs: [_decode(r) for r in rs]) for tag, pcoll in examples.items() if tag != T.STATS}, examples[T.STATS]
+    return {
+        tag: pcoll | f"Decode{tag}" >> beam.FlatMap(lambda rs: [_decode(r) for r in rs])
+        for tag, pcoll in examples.items()
+        if tag != T.STATS
+    }, examples[T.STATS]
 
 
 def _check_next_item_pairs(pairs):
@@ -165,8 +172,10 @@ def test_build_examples_next_item_pairs_each_positive_with_a_different_negative(
         catalogue = _catalogue(p)
         vocab = p | "Seqs" >> beam.Create(sequences) | T.ComputeVocabulary(catalogue, leave_last_out)
         task = p | "Task" >> beam.Create(["next_item"])
-        examples = p | "Seqs2" >> beam.Create(sequences) | T.BuildExamples(
-            vocab, task, max_len=3, seed=0, split=leave_last_out
+        examples = (
+            p
+            | "Seqs2" >> beam.Create(sequences)
+            | T.BuildExamples(vocab, task, max_len=3, seed=0, split=leave_last_out)
         )
         for split in schema.SPLITS:
             pairs = examples[T.output_tag("ranking", split)] | f"Pairs{split}" >> beam.FlatMap(
@@ -174,8 +183,14 @@ def test_build_examples_next_item_pairs_each_positive_with_a_different_negative(
             )
             assert_that(pairs, _check_next_item_pairs, label=f"check_{split}")
         stats = examples[T.STATS]
-        expected = {"examples/retrieval/train": 8, "examples/retrieval/valid": 1, "examples/retrieval/test": 1,
-                    "examples/ranking/train": 16, "examples/ranking/valid": 2, "examples/ranking/test": 2}
+        expected = {
+            "examples/retrieval/train": 8,
+            "examples/retrieval/valid": 1,
+            "examples/retrieval/test": 1,
+            "examples/ranking/train": 16,
+            "examples/ranking/valid": 2,
+            "examples/ranking/test": 2,
+        }
         assert_that(stats | T.SumCounts(), equal_to([expected]), label="counts")
 
 
@@ -203,9 +218,9 @@ def test_build_examples_cvr_rows_are_viewed_steps_labelled_by_later_purchase():
     with fn_api_pipeline() as p:
         decoded, _ = _examples(p, "cvr", sequences=sequences)
         rows = {
-            split: decoded[T.output_tag("ranking", split)] | f"L{split}" >> beam.Map(
-                lambda r: (r["target_item"][0], r["label"][0], len(r["noclick_items"]) == len(r["hist_items"]))
-            )
+            split: decoded[T.output_tag("ranking", split)]
+            | f"L{split}"
+            >> beam.Map(lambda r: (r["target_item"][0], r["label"][0], len(r["noclick_items"]) == len(r["hist_items"])))
             for split in schema.SPLITS
         }
         # vocab: b 2 steps, c 2 steps -> b=2, c=3, a=4, d=5. train positions 1..3 = b c b(purchase)

@@ -1,4 +1,5 @@
 """Hand-computed cases for the one metrics module."""
+
 import math
 
 import numpy as np
@@ -126,11 +127,13 @@ def test_user_bootstrap_resamples_whole_users_and_unit_weights_give_the_plain_me
     ones = [np.ones((2, 8))]
     assert metrics.bootstrap_auc(labels, scores, iter(ones)) == pytest.approx([metrics.auc(labels, scores)] * 2)
     assert metrics.bootstrap_gauc(labels, scores, users, iter(ones)) == pytest.approx(
-        [metrics.gauc(labels, scores, users)] * 2)
+        [metrics.gauc(labels, scores, users)] * 2
+    )
     weights = np.concatenate(list(metrics.user_bootstrap(users, resamples=50, seed=1, chunk=20)(users)))
     assert weights.shape == (50, 8)
     assert (weights[:, :3] == weights[:, :1]).all() and (weights[:, 5:] == weights[:, 5:6]).all()  # whole users
     assert (weights[:, [0, 3, 5]].sum(axis=1) == 3).all() and len(np.unique(weights[:, 0])) > 1
     # user b drawn twice, a once, c never: b's rows count double, c's not at all
     assert metrics.bootstrap_auc(labels, scores, iter([np.array([[1, 1, 1, 2, 2, 0, 0, 0]])])) == pytest.approx(
-        [metrics.auc([1, 0, 0, 1, 1, 0, 0], [0.9, 0.2, 0.2, 0.4, 0.4, 0.5, 0.5])])
+        [metrics.auc([1, 0, 0, 1, 1, 0, 0], [0.9, 0.2, 0.2, 0.4, 0.4, 0.5, 0.5])]
+    )

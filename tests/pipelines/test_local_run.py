@@ -5,6 +5,7 @@ under `dsl.If` runs too; the gate's off-policy condition is on with a 0.99 toler
 the off-policy output reach the gate without deciding it. The gate's own behaviour both ways is tested in
 tests/evaluation.
 """
+
 import json
 from pathlib import Path
 
@@ -20,15 +21,31 @@ pytestmark = pytest.mark.slow
 def local_run(tmp_path_factory):
     output = tmp_path_factory.mktemp("local_run")
     return run_local(
-        output, "synthetic:tiny", seed=0, retrieval_epochs=2, ranking_epochs=1, margin_vs_baseline=-0.99,
-        gate_on_ope=True, ope_estimator="snips", ope_margin=0.99,
+        output,
+        "synthetic:tiny",
+        seed=0,
+        retrieval_epochs=2,
+        ranking_epochs=1,
+        margin_vs_baseline=-0.99,
+        gate_on_ope=True,
+        ope_estimator="snips",
+        ope_margin=0.99,
     )
 
 
 def test_every_stage_writes_its_outputs(local_run):
     run = Path(local_run["run"])
-    for task in ("extract", "features", "retrieval", "ranking", "evaluation", "export", "bandit-reranker",
-                 "off-policy-evaluation", "ab-analysis"):
+    for task in (
+        "extract",
+        "features",
+        "retrieval",
+        "ranking",
+        "evaluation",
+        "export",
+        "bandit-reranker",
+        "off-policy-evaluation",
+        "ab-analysis",
+    ):
         assert (run / task / "executor_output.json").exists(), f"task {task} did not run"
     assert (run / "features" / "features" / "feature_spec.json").exists()
     assert (run / "retrieval" / "model" / "index").is_dir()

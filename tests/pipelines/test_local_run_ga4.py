@@ -4,6 +4,7 @@ SOURCE=ga4:<folder>` as pipelines.run runs it: extract through the GA4 queries, 
 The gate's margin is loosened as in test_local_run (a tiny, briefly trained model); impressions do not survive
 the GA4 shape (no propensities), so the off-policy stages must say so rather than run.
 """
+
 import json
 from pathlib import Path
 
@@ -26,8 +27,9 @@ def ga4_run(tmp_path_factory):
     tables = {t: con.execute(f"SELECT * FROM {t}").to_arrow_table() for t in ("events", "items", "impressions")}
     con.close()
     ga4.write_export(root / "export", tables["events"], tables["items"], tables["impressions"])
-    outputs = run_local(root / "out", f"ga4:{root / 'export'}", seed=0, retrieval_epochs=2, ranking_epochs=1,
-                        margin_vs_baseline=-0.99)
+    outputs = run_local(
+        root / "out", f"ga4:{root / 'export'}", seed=0, retrieval_epochs=2, ranking_epochs=1, margin_vs_baseline=-0.99
+    )
     return outputs, tables
 
 

@@ -1,4 +1,5 @@
 """Pipeline parameters of a run (`--param NAME=VALUE`, `make pipeline-run PARAMS=...`), checked against the DAG."""
+
 import datetime as dt
 import inspect
 import sys
@@ -23,14 +24,17 @@ def test_unknown_parameter_lists_the_known_ones():
         run.parse_params(["gate_on_opee=true"])
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("top_k=5.5", "top_k takes an integer"),
-    ("gate_on_ope=yes", "gate_on_ope takes true or false"),
-    ("ope_margin=nan", "ope_margin takes a finite number"),
-    ("ope_margin=", "ope_margin takes a finite number"),
-    ("top_k", "must be NAME=VALUE"),
-    ("run_time=tomorrow", "run_time 'tomorrow' is not an ISO-8601 time"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("top_k=5.5", "top_k takes an integer"),
+        ("gate_on_ope=yes", "gate_on_ope takes true or false"),
+        ("ope_margin=nan", "ope_margin takes a finite number"),
+        ("ope_margin=", "ope_margin takes a finite number"),
+        ("top_k", "must be NAME=VALUE"),
+        ("run_time=tomorrow", "run_time 'tomorrow' is not an ISO-8601 time"),
+    ],
+)
 def test_mistyped_value_names_the_parameter_and_type(text, expected):
     with pytest.raises(ValueError, match=expected):
         run.parse_params([text])
@@ -55,27 +59,66 @@ def test_command_line_error_is_one_line_and_exits_2(monkeypatch, capsys):
 def test_remote_runs_take_the_same_parameter_values(monkeypatch, tmp_path):
     sent = {}
     monkeypatch.setattr(submit, "submit_kfp", lambda **kwargs: sent.update(kwargs) or "run")
-    monkeypatch.setattr(sys, "argv", [
-        "pipelines.run", "--target", "kfp", "--host", "http://127.0.0.1:1", "--spec", str(tmp_path / "p.yaml"),
-        "--warehouse-uri", "bigquery://shop-prod.warehouse", "--destination", "bigquery://shop-prod.recs",
-        "--param", "top_k=7", "--param", "gate_on_ope=true",
-    ])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "pipelines.run",
+            "--target",
+            "kfp",
+            "--host",
+            "http://127.0.0.1:1",
+            "--spec",
+            str(tmp_path / "p.yaml"),
+            "--warehouse-uri",
+            "bigquery://shop-prod.warehouse",
+            "--destination",
+            "bigquery://shop-prod.recs",
+            "--param",
+            "top_k=7",
+            "--param",
+            "gate_on_ope=true",
+        ],
+    )
     run.main()
     values = sent["parameter_values"]
     assert run_time.parse(values.pop("run_time")) <= dt.datetime.now(dt.timezone.utc)  # a one-off run's own time
-    assert values == {"warehouse_uri": "bigquery://shop-prod.warehouse", "destination": "bigquery://shop-prod.recs",
-                      "seed": 0, "top_k": 7, "gate_on_ope": True}
+    assert values == {
+        "warehouse_uri": "bigquery://shop-prod.warehouse",
+        "destination": "bigquery://shop-prod.recs",
+        "seed": 0,
+        "top_k": 7,
+        "gate_on_ope": True,
+    }
 
 
 def test_vertex_run_takes_the_parameters_over_the_production_ones(monkeypatch, tmp_path):
     sent = {}
     monkeypatch.setattr(submit, "submit_vertex", lambda **kwargs: sent.update(kwargs) or "job")
-    monkeypatch.setattr(submit, "pinned_image", lambda _: "europe-west1-docker.pkg.dev/shop-prod/recsys/recsys-pipeline:t")
-    monkeypatch.setattr(sys, "argv", [
-        "pipelines.run", "--target", "vertex", "--project", "shop-prod", "--region", "europe-west1",
-        "--bucket", "shop-pipelines",
-        "--spec", str(tmp_path / "p.yaml"), "--seed", "3", "--param", "ranking_epochs=1",
-    ])
+    monkeypatch.setattr(
+        submit, "pinned_image", lambda _: "europe-west1-docker.pkg.dev/shop-prod/recsys/recsys-pipeline:t"
+    )
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "pipelines.run",
+            "--target",
+            "vertex",
+            "--project",
+            "shop-prod",
+            "--region",
+            "europe-west1",
+            "--bucket",
+            "shop-pipelines",
+            "--spec",
+            str(tmp_path / "p.yaml"),
+            "--seed",
+            "3",
+            "--param",
+            "ranking_epochs=1",
+        ],
+    )
     monkeypatch.setattr(sys, "argv", sys.argv + ["--schedule", "0 3 * * *"])
     run.main()
     values = sent["parameter_values"]

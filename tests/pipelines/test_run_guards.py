@@ -1,4 +1,5 @@
 """What a local run refuses before it starts: another source's warehouse in OUTPUT (case 9), a busy OUTPUT (case 10)."""
+
 import json
 import os
 import subprocess
@@ -9,8 +10,10 @@ import pytest
 from components.warehouse import duckdb_warehouse as dw
 from pipelines import run
 
-AMAZON = ("user_id,item_id,timestamp,cate_id,attr_ids\n1,10,1400000100,5,90 1 5\n1,11,1400000100,7,1 7\n"
-          "2,11,1400000200,7,1 7\n")
+AMAZON = (
+    "user_id,item_id,timestamp,cate_id,attr_ids\n1,10,1400000100,5,90 1 5\n1,11,1400000100,7,1 7\n"
+    "2,11,1400000200,7,1 7\n"
+)
 
 
 def test_case09_warehouse_of_another_source_is_refused_and_a_changed_file_reloaded(tmp_path):
@@ -21,7 +24,9 @@ def test_case09_warehouse_of_another_source_is_refused_and_a_changed_file_reload
     assert dw.ensure_warehouse("synthetic:tiny", warehouse) is None  # the same source: reused
     csv = tmp_path / "beauty.csv"
     csv.write_text(AMAZON)
-    with pytest.raises(dw.SourceMismatch, match=f"holds the warehouse of synthetic:tiny \\(seed 0\\), not amazon:{csv}"):
+    with pytest.raises(
+        dw.SourceMismatch, match=f"holds the warehouse of synthetic:tiny \\(seed 0\\), not amazon:{csv}"
+    ):
         dw.ensure_warehouse(f"amazon:{csv}", warehouse)
     with pytest.raises(dw.SourceMismatch, match="not synthetic:tiny \\(seed 1\\)"):
         dw.ensure_warehouse("synthetic:tiny", warehouse, seed=1)
@@ -46,9 +51,16 @@ def test_case09_warehouse_without_a_record_is_refused(tmp_path):
 
 def test_case10_second_run_into_a_busy_output_is_refused(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, pathlib; from pipelines.run import output_lock\n"
-         "with output_lock(pathlib.Path(sys.argv[1])):\n print('locked', flush=True); sys.stdin.read()", str(tmp_path)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys, pathlib; from pipelines.run import output_lock\n"
+            "with output_lock(pathlib.Path(sys.argv[1])):\n print('locked', flush=True); sys.stdin.read()",
+            str(tmp_path),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "locked"

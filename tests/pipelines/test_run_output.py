@@ -1,6 +1,7 @@
 """What a local run prints: the quiet terminal keeps task start/end lines, stage progress and errors and drops
 kfp's and TensorFlow's known noise; the closing summary of a run that did not bless names no output it did not
 write. Also: README's parameter table is the DAG's signature, and `make help` lists every target."""
+
 import io
 import json
 import re
@@ -45,8 +46,23 @@ TASK_LOG = """\x1b[1m20:35:23.656 - INFO - Executing task \x1b[96m'retrieval'\x1
 def test_quiet_terminal_keeps_progress_and_errors_and_drops_known_noise(tmp_path):
     run = tmp_path / "root" / "shop-recommender-1"
     (run / "retrieval").mkdir(parents=True)
-    (run / "retrieval" / "executor_output.json").write_text(json.dumps({"artifacts": {"metrics": {"artifacts": [
-        {"name": "metrics", "uri": "/tmp/metrics", "metadata": {"valid_ndcg@20": 0.05, "best_epoch": 1.0}}]}}}))
+    (run / "retrieval" / "executor_output.json").write_text(
+        json.dumps(
+            {
+                "artifacts": {
+                    "metrics": {
+                        "artifacts": [
+                            {
+                                "name": "metrics",
+                                "uri": "/tmp/metrics",
+                                "metadata": {"valid_ndcg@20": 0.05, "best_epoch": 1.0},
+                            }
+                        ]
+                    }
+                }
+            }
+        )
+    )
     shown = io.StringIO()
     stream = run_output.QuietStream(shown, tmp_path / "root")
     for chunk in (TASK_LOG[:100], TASK_LOG[100:]):  # writes need not end at a line
@@ -62,16 +78,22 @@ def test_quiet_terminal_keeps_progress_and_errors_and_drops_known_noise(tmp_path
 def test_a_failed_task_and_a_traceback_stay_visible(tmp_path):
     shown = io.StringIO()
     stream = run_output.QuietStream(shown, tmp_path)
-    stream.write("    Traceback (most recent call last):\n    ValueError: bad input\n"
-                 "20:36:25.266 - ERROR - Task 'features' finished with status FAILURE\n")
+    stream.write(
+        "    Traceback (most recent call last):\n    ValueError: bad input\n"
+        "20:36:25.266 - ERROR - Task 'features' finished with status FAILURE\n"
+    )
     text = shown.getvalue()
     assert "ValueError: bad input" in text and "features: FAILED (FAILURE)" in text
 
 
 def _summary(blessed: bool) -> dict:
     reason = ("PASS" if blessed else "FAIL") + ": candidate ndcg@20 0.4000 ... against baseline item_to_item"
-    summary = {"blessed": blessed, "model_version": "v2", "users": 137,
-               "gate": {"metric": "ndcg@20", "candidate": 0.4, "reasons": [reason]}}
+    summary = {
+        "blessed": blessed,
+        "model_version": "v2",
+        "users": 137,
+        "gate": {"metric": "ndcg@20", "candidate": 0.4, "reasons": [reason]},
+    }
     if blessed:
         summary["registered"] = {"version": "v2"}
     return summary
@@ -86,8 +108,15 @@ def _run_folder(tmp_path, blessed: bool) -> tuple[Path, Path]:
     (output / "warehouse.duckdb").write_text("")
     if blessed:
         (run / "export").mkdir()
-        (run / "export" / "executor_output.json").write_text(json.dumps({"artifacts": {"metrics": {"artifacts": [
-            {"metadata": {"users": 137.0, "recommendation_rows": 2740.0}}]}}}))
+        (run / "export" / "executor_output.json").write_text(
+            json.dumps(
+                {
+                    "artifacts": {
+                        "metrics": {"artifacts": [{"metadata": {"users": 137.0, "recommendation_rows": 2740.0}}]}
+                    }
+                }
+            )
+        )
         (output / "recommendations.duckdb").write_text("")
         (output / "registry").mkdir()
     return output, run
@@ -119,7 +148,9 @@ def test_a_blessed_run_says_what_was_exported_where(tmp_path):
 
 def test_readme_lists_every_pipeline_parameter_with_its_default():
     readme = (ROOT / "README.md").read_text()
-    assert parameters_doc.with_table(readme) == readme, "README's parameter table is stale: python -m pipelines.parameters_doc"
+    assert parameters_doc.with_table(readme) == readme, (
+        "README's parameter table is stale: python -m pipelines.parameters_doc"
+    )
     from pipelines.run import parameter_types
 
     table = readme.split(parameters_doc.START)[1].split(parameters_doc.END)[0]
@@ -130,8 +161,9 @@ def test_readme_lists_every_pipeline_parameter_with_its_default():
 def test_make_help_lists_every_target():
     makefiles = [ROOT / "Makefile", ROOT / "docker" / "images.mk"]
     targets = {m[1] for path in makefiles for m in re.finditer(r"^([a-zA-Z0-9_-]+):(?!=)", path.read_text(), re.M)}
-    shown = subprocess.run(["make", "-s", "--no-print-directory", "help"], cwd=ROOT, capture_output=True, text=True,
-                           check=True).stdout
+    shown = subprocess.run(
+        ["make", "-s", "--no-print-directory", "help"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
     listed = {line.split()[0] for line in shown.splitlines() if line.strip()}
     assert targets == listed, f"targets without a ## description: {targets - listed}"
     assert all(len(line.split(None, 1)) == 2 for line in shown.splitlines() if line.strip())
@@ -139,8 +171,10 @@ def test_make_help_lists_every_target():
 
 @pytest.mark.parametrize("value", [True, False])
 def test_key_figures_show_the_blessing_of_evaluation(value):
-    assert run_output.key_figures({"Output": value, "funnel_ndcg_at_20": 0.5, "export_n": 30.0}) == \
-        f"blessed {'yes' if value else 'no'}, funnel_ndcg_at_20 0.5000, export_n 30"
+    assert (
+        run_output.key_figures({"Output": value, "funnel_ndcg_at_20": 0.5, "export_n": 30.0})
+        == f"blessed {'yes' if value else 'no'}, funnel_ndcg_at_20 0.5000, export_n 30"
+    )
 
 
 def test_known_kfp_warnings_are_silenced_and_others_are_not(tmp_path):
@@ -149,9 +183,13 @@ def test_known_kfp_warnings_are_silenced_and_others_are_not(tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with run_output.console(tmp_path, verbose=False):
-            warnings.warn("Task 'extract': settings ['cpu_limit'] have no effect in the current local runner and "
-                          "will be ignored.", UserWarning)
-            warnings.warn('You may be attemping to run a task that uses custom or non-Python base image "x"',
-                          RuntimeWarning)
+            warnings.warn(
+                "Task 'extract': settings ['cpu_limit'] have no effect in the current local runner and "
+                "will be ignored.",
+                UserWarning,
+            )
+            warnings.warn(
+                'You may be attemping to run a task that uses custom or non-Python base image "x"', RuntimeWarning
+            )
             warnings.warn("something new", UserWarning)
     assert [str(w.message) for w in caught] == ["something new"]

@@ -4,6 +4,7 @@ bqemulator (DuckDB + SQLGlot behind BigQuery's REST API) runs offline once DuckD
 extension comes from the `duckdb-extension-spatial` wheel instead of a download. It comes from the
 test lock (requirements-test.lock), never the image.
 """
+
 import duckdb
 import pyarrow.parquet as pq
 import pytest
@@ -42,8 +43,9 @@ class CommentlessQueries:
     def query(self, sql, *args, **kwargs):
         import sqlglot
 
-        return self._client.query(sqlglot.transpile(sql, read="bigquery", write="bigquery", comments=False)[0],
-                                  *args, **kwargs)
+        return self._client.query(
+            sqlglot.transpile(sql, read="bigquery", write="bigquery", comments=False)[0], *args, **kwargs
+        )
 
     def __getattr__(self, name):
         return getattr(self._client, name)
@@ -75,15 +77,18 @@ def test_bigquery_extract_matches_duckdb_extract(bqemu_client, tmp_path):
     assert loaded["events"] > 0 and loaded["items"] > 0
 
     backend = BigQueryBackend(bqemu_client.project, "shop", client=CommentlessQueries(bqemu_client))
-    from_bigquery = run_extract(f"bigquery://{bqemu_client.project}.shop", tmp_path / "bq", backend=backend,
-                                min_events_per_user=3)
+    from_bigquery = run_extract(
+        f"bigquery://{bqemu_client.project}.shop", tmp_path / "bq", backend=backend, min_events_per_user=3
+    )
     from_duckdb = run_extract(f"duckdb://{warehouse}", tmp_path / "duckdb", min_events_per_user=3)
 
     assert from_bigquery["dialect"] == "bigquery"
     assert from_bigquery["rows"] == from_duckdb["rows"]
     assert from_bigquery["dropped"] == from_duckdb["dropped"]
     for table in ("events.parquet", "items.parquet"):
-        assert pq.read_table(tmp_path / "bq" / table).to_pylist() == pq.read_table(tmp_path / "duckdb" / table).to_pylist()
+        assert (
+            pq.read_table(tmp_path / "bq" / table).to_pylist() == pq.read_table(tmp_path / "duckdb" / table).to_pylist()
+        )
 
 
 def test_ga4_export_extracts_the_same_through_the_emulator(bqemu_client, tmp_path):
@@ -99,8 +104,9 @@ def test_ga4_export_extracts_the_same_through_the_emulator(bqemu_client, tmp_pat
     for path in sorted(export.glob("events_*.json")):
         table_id = f"{bqemu_client.project}.analytics_123456.{path.stem}"
         bqemu_client.create_table(bigquery.Table(table_id, schema=fields))
-        config = bigquery.LoadJobConfig(source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON, schema=fields,
-                                        ignore_unknown_values=True)
+        config = bigquery.LoadJobConfig(
+            source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON, schema=fields, ignore_unknown_values=True
+        )
         with open(path, "rb") as handle:
             bqemu_client.load_table_from_file(handle, table_id, job_config=config).result()
 
@@ -108,13 +114,16 @@ def test_ga4_export_extracts_the_same_through_the_emulator(bqemu_client, tmp_pat
     build_warehouse(f"ga4:{export}", warehouse)
     backend = BigQueryBackend(bqemu_client.project, "analytics_123456", client=CommentlessQueries(bqemu_client))
     args = dict(window_start="2024-03-01T12:00:00", window_end="2024-03-03")
-    from_bigquery = run_extract(f"bigquery://{bqemu_client.project}.analytics_123456", tmp_path / "bq",
-                                backend=backend, **args)
+    from_bigquery = run_extract(
+        f"bigquery://{bqemu_client.project}.analytics_123456", tmp_path / "bq", backend=backend, **args
+    )
     from_duckdb = run_extract(f"duckdb://{warehouse}", tmp_path / "duckdb", **args)
     assert from_bigquery["rows"] == from_duckdb["rows"] and from_bigquery["rows"]["events"] > 0
     assert from_bigquery["dropped"] == from_duckdb["dropped"]
     for table in ("events.parquet", "items.parquet"):
-        assert pq.read_table(tmp_path / "bq" / table).to_pylist() == pq.read_table(tmp_path / "duckdb" / table).to_pylist()
+        assert (
+            pq.read_table(tmp_path / "bq" / table).to_pylist() == pq.read_table(tmp_path / "duckdb" / table).to_pylist()
+        )
 
 
 def _ga4_api_schema(columns: dict[str, str]) -> list[dict]:
@@ -127,8 +136,12 @@ def _ga4_api_schema(columns: dict[str, str]) -> list[dict]:
         if kind.is_type(exp.DataType.Type.ARRAY):
             mode, kind = "REPEATED", kind.expressions[0]
         if kind.is_type(exp.DataType.Type.STRUCT):
-            return {"name": name, "type": "RECORD", "mode": mode,
-                    "fields": [field(c.name, c.args["kind"]) for c in kind.expressions]}
+            return {
+                "name": name,
+                "type": "RECORD",
+                "mode": mode,
+                "fields": [field(c.name, c.args["kind"]) for c in kind.expressions],
+            }
         return {"name": name, "type": kind.sql("bigquery").replace("FLOAT64", "FLOAT"), "mode": mode}
 
     return [field(name, exp.DataType.build(text, dialect="bigquery")) for name, text in columns.items()]

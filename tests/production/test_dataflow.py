@@ -1,4 +1,5 @@
 """Dataflow options for the features stage, parsed and validated by Beam's own PipelineOptions."""
+
 import pytest
 from apache_beam.options.pipeline_options import (
     GoogleCloudOptions,
@@ -10,8 +11,14 @@ from apache_beam.options.pipeline_options import (
 from components.cloud.dataflow import features_beam_args, validate_dataflow_args
 
 IMAGE = "europe-west1-docker.pkg.dev/shop-prod/recsys/recsys-pipeline:0123456789ab"
-GOOD = dict(project="shop-prod", region="europe-west1", temp_location="gs://shop-prod-dataflow/tmp",
-            sdk_container_image=IMAGE, machine_type="n2-standard-8", max_num_workers=25)
+GOOD = dict(
+    project="shop-prod",
+    region="europe-west1",
+    temp_location="gs://shop-prod-dataflow/tmp",
+    sdk_container_image=IMAGE,
+    machine_type="n2-standard-8",
+    max_num_workers=25,
+)
 
 
 def test_no_project_means_the_direct_runner():
@@ -19,8 +26,9 @@ def test_no_project_means_the_direct_runner():
 
 
 def test_dataflow_args_carry_the_component_image_and_pipeline_parameters():
-    args = features_beam_args(**GOOD, service_account_email="features@shop-prod.iam.gserviceaccount.com",
-                              job_name="features-20261125")
+    args = features_beam_args(
+        **GOOD, service_account_email="features@shop-prod.iam.gserviceaccount.com", job_name="features-20261125"
+    )
     options = validate_dataflow_args(args)
     assert options.view_as(StandardOptions).runner == "DataflowRunner"
     cloud = options.view_as(GoogleCloudOptions)
@@ -34,15 +42,18 @@ def test_dataflow_args_carry_the_component_image_and_pipeline_parameters():
     assert "--dry_run=True" not in args
 
 
-@pytest.mark.parametrize("change, message", [
-    (dict(region=""), "needs region"),
-    (dict(sdk_container_image=""), "needs sdk_container_image"),
-    (dict(sdk_container_image="recsys-pipeline:0123456789ab"), "local name"),
-    (dict(temp_location="gs://x/tmp"), "Invalid GCS bucket"),
-    (dict(temp_location="/tmp/local"), "Invalid GCS path"),
-    (dict(project="Shop_Prod"), "Invalid Project ID"),
-    (dict(max_num_workers=0), "max_num_workers"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(region=""), "needs region"),
+        (dict(sdk_container_image=""), "needs sdk_container_image"),
+        (dict(sdk_container_image="recsys-pipeline:0123456789ab"), "local name"),
+        (dict(temp_location="gs://x/tmp"), "Invalid GCS bucket"),
+        (dict(temp_location="/tmp/local"), "Invalid GCS path"),
+        (dict(project="Shop_Prod"), "Invalid Project ID"),
+        (dict(max_num_workers=0), "max_num_workers"),
+    ],
+)
 def test_bad_dataflow_parameters_fail_with_the_reason(change, message):
     with pytest.raises(ValueError, match=message):
         features_beam_args(**{**GOOD, **change})

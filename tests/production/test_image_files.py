@@ -1,4 +1,5 @@
 """The image installs exactly the venv's lock, stays lean, and its tag follows the code."""
+
 import re
 import shutil
 from importlib.metadata import version
@@ -61,8 +62,9 @@ def test_runtime_stage_holds_only_the_venv_and_no_build_secrets():
     runtime = dockerfile_stages(DOCKERFILE)["runtime"]
     copies = re.findall(r"^COPY .*$", runtime, flags=re.M)
     assert copies == ["COPY --from=build /opt/venv /opt/venv"]
-    assert not re.search(r"^(ENV|COPY|ADD).*(PIP_CERT|ca-certificates)", DOCKERFILE, flags=re.M), \
+    assert not re.search(r"^(ENV|COPY|ADD).*(PIP_CERT|ca-certificates)", DOCKERFILE, flags=re.M), (
         "the CA bundle is mounted at build time, never baked in"
+    )
     assert "/opt/venv/bin" in runtime and "TF_USE_LEGACY_KERAS=1" in runtime
 
 
@@ -78,13 +80,26 @@ def dockerignored(path: str, patterns: list[str]) -> bool:
     return ignored
 
 
-@pytest.mark.parametrize("path, kept", [
-    ("requirements.lock", True), ("pyproject.toml", True), ("README.md", True), ("requirements-test.lock", False),
-    ("components/image.py", True), ("pipelines/pipeline.py", True), ("docker/Dockerfile", True),
-    (".venv/bin/python", False), ("tests/production/test_image_files.py", False), ("runs/local/x.duckdb", False),
-    ("bench/results/bench.json", False), ("components/__pycache__/image.cpython-311.pyc", False),
-    ("components/features/out.tfrecord", False), (".git/HEAD", False), ("data/beauty.csv", False),
-])
+@pytest.mark.parametrize(
+    "path, kept",
+    [
+        ("requirements.lock", True),
+        ("pyproject.toml", True),
+        ("README.md", True),
+        ("requirements-test.lock", False),
+        ("components/image.py", True),
+        ("pipelines/pipeline.py", True),
+        ("docker/Dockerfile", True),
+        (".venv/bin/python", False),
+        ("tests/production/test_image_files.py", False),
+        ("runs/local/x.duckdb", False),
+        ("bench/results/bench.json", False),
+        ("components/__pycache__/image.cpython-311.pyc", False),
+        ("components/features/out.tfrecord", False),
+        (".git/HEAD", False),
+        ("data/beauty.csv", False),
+    ],
+)
 def test_dockerignore_keeps_code_and_lock_only(path, kept):
     lines = (ROOT / ".dockerignore").read_text().splitlines()
     patterns = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
@@ -125,15 +140,28 @@ def test_image_names_follow_the_environment(monkeypatch):
 def test_make_images_dry_run_uses_the_lock_dockerfile_and_mounted_ca():
     import subprocess
 
-    out = subprocess.run(["make", "-n", "images", "BUILDER=buildah", "HOST_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt"],
-                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["make", "-n", "images", "BUILDER=buildah", "HOST_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "bud --isolation chroot" in out and "-f docker/Dockerfile" in out and "--target runtime" in out
     assert "-v /etc/ssl/certs/ca-certificates.crt:/run/host-ca.crt:ro --build-arg PIP_CERT=/run/host-ca.crt" in out
     assert 'if [ -n "" ]; then buildah --storage-driver vfs push' in out, "no registry, no push"
-    pushed = subprocess.run(["make", "-n", "images", "BUILDER=docker", "REGISTRY=europe-docker.pkg.dev/p/r"],
-                            cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    pushed = subprocess.run(
+        ["make", "-n", "images", "BUILDER=docker", "REGISTRY=europe-docker.pkg.dev/p/r"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "--target production" in pushed and "--build-arg BASE_IMAGE=python:3.11-slim-bookworm" in pushed
-    assert re.search(r'if \[ -n "europe-docker.pkg.dev/p/r" \]; then docker push europe-docker.pkg.dev/p/r/recsys-pipeline:\w+', pushed)
+    assert re.search(
+        r'if \[ -n "europe-docker.pkg.dev/p/r" \]; then docker push europe-docker.pkg.dev/p/r/recsys-pipeline:\w+',
+        pushed,
+    )
 
 
 def test_cloud_build_builds_the_same_dockerfile_and_pushes_the_tagged_image():

@@ -1,4 +1,5 @@
 """The image-test runner's own logic, without building an image: pinning, mounts, the buildah calls, checks."""
+
 import json
 import os
 import stat
@@ -23,7 +24,9 @@ def test_spec_must_pin_the_image_under_test(tiny_spec):
 
 
 def test_arguments_point_at_local_paths_the_spec_takes(tiny_spec, tmp_path):
-    assert image_test.pipeline_arguments(tiny_spec, tmp_path) == {"destination": f"duckdb://{tmp_path}/recommendations.duckdb"}
+    assert image_test.pipeline_arguments(tiny_spec, tmp_path) == {
+        "destination": f"duckdb://{tmp_path}/recommendations.duckdb"
+    }
     assert image_test.parse_param("margin_vs_baseline=-1.0") == ("margin_vs_baseline", -1.0)
     assert image_test.parse_param("warehouse_uri=duckdb:///x") == ("warehouse_uri", "duckdb:///x")
     with pytest.raises(ValueError, match="NAME=VALUE"):
@@ -36,8 +39,9 @@ def write_outputs(run_dir, epochs_metric=True, model_file=True):
     if model_file:
         (train / "model" / "saved_model.pb").write_bytes(b"x")
     metadata = {"epochs": 1.0} if epochs_metric else {}
-    (train / "executor_output.json").write_text(json.dumps(
-        {"artifacts": {"metrics": {"artifacts": [{"name": "metrics", "metadata": metadata}]}}}))
+    (train / "executor_output.json").write_text(
+        json.dumps({"artifacts": {"metrics": {"artifacts": [{"name": "metrics", "metadata": metadata}]}}})
+    )
     (run_dir / "publish" / "table").mkdir(parents=True)
     (run_dir / "publish" / "table" / "part-0.parquet").write_bytes(b"x")
 
@@ -121,4 +125,6 @@ sys.exit(3 if "run" in args and "fail" in args else 0)
     assert "train" in image_test.BuildahTaskHandler.timings
     failing = image_test.BuildahTaskHandler("localhost/recsys-pipeline:abc", command + ["fail"], str(root), None)
     assert failing.run() == status.Status.FAILURE
-    assert json.loads(log.read_text().splitlines()[-1])[2:] == ["rm", "ctr-1"], "the container is removed on failure too"
+    assert json.loads(log.read_text().splitlines()[-1])[2:] == ["rm", "ctr-1"], (
+        "the container is removed on failure too"
+    )

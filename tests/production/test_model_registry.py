@@ -3,6 +3,7 @@
 Only the generated ModelService / EndpointService methods (the transport boundary) are replaced, by the
 in-memory Vertex of vertex_fake.py, which records the requests the SDK built and keeps the state they change.
 """
+
 import dataclasses
 import json
 
@@ -34,11 +35,27 @@ def write_serving_model(path, version="run-1"):
     for arm in ("treatment/retrieval", "treatment/ranking"):
         (path / arm).mkdir(parents=True)
     items = np.array(["", "", "i1", "i2"], dtype=object)
-    bundle.write_inputs(path, ServingInputs(
-        user_ids=np.array(["u1"], dtype=object), hist_items=np.array([[0, 2]]), seen_items=[np.array([2])],
-        item_ids=items, available=np.array([False, False, True, True]), popularity=np.array([0, 0, 3.0, 1.0])))
-    config = bundle.ServingConfig(model_version=version, top_k=1, candidates_n=2, experiment="e",
-                                  treatment_ratio=0.5, max_len=2, control_version=None, built_at="now")
+    bundle.write_inputs(
+        path,
+        ServingInputs(
+            user_ids=np.array(["u1"], dtype=object),
+            hist_items=np.array([[0, 2]]),
+            seen_items=[np.array([2])],
+            item_ids=items,
+            available=np.array([False, False, True, True]),
+            popularity=np.array([0, 0, 3.0, 1.0]),
+        ),
+    )
+    config = bundle.ServingConfig(
+        model_version=version,
+        top_k=1,
+        candidates_n=2,
+        experiment="e",
+        treatment_ratio=0.5,
+        max_len=2,
+        control_version=None,
+        built_at="now",
+    )
     (path / bundle.CONFIG).write_text(json.dumps(dataclasses.asdict(config)))
     return path
 
@@ -51,8 +68,11 @@ def test_first_upload_creates_the_serving_model_with_its_container_and_routes(ve
     assert request.model.artifact_uri == ARTIFACT
     spec = request.model.container_spec
     assert spec.image_uri == IMAGE
-    assert (spec.predict_route, spec.health_route) == (server.PREDICT_ROUTE, server.HEALTH_ROUTE) == (
-        server.Settings.predict_route, server.Settings.health_route)
+    assert (
+        (spec.predict_route, spec.health_route)
+        == (server.PREDICT_ROUTE, server.HEALTH_ROUTE)
+        == (server.Settings.predict_route, server.Settings.health_route)
+    )
     assert [p.container_port for p in spec.ports] == [server.HTTP_PORT] == [server.Settings.port]
     assert dict(request.model.labels) == {"app": "shop-recsys", "role": "serving"}
     assert "default" in request.model.version_aliases
@@ -61,8 +81,9 @@ def test_first_upload_creates_the_serving_model_with_its_container_and_routes(ve
 
 def test_later_uploads_add_a_default_version(vertex):
     upload_serving_model(ARTIFACT, PROJECT, REGION, IMAGE, credentials=AnonymousCredentials())
-    second = upload_serving_model(ARTIFACT, PROJECT, REGION, IMAGE, labels={"run": "r2"},
-                                  credentials=AnonymousCredentials())
+    second = upload_serving_model(
+        ARTIFACT, PROJECT, REGION, IMAGE, labels={"run": "r2"}, credentials=AnonymousCredentials()
+    )
     request = vertex.uploads[1]
     assert request.parent_model == f"projects/{PROJECT}/locations/{REGION}/models/shop-recsys-serving"
     assert request.model.labels["run"] == "r2" and second.version_id == "2"
@@ -86,10 +107,13 @@ def test_local_runs_publish_to_the_registry_folder_that_make_serve_follows(tmp_p
     assert bundle.read_serving_model(record["local"]).config.model_version == "run-7"
 
 
-@pytest.mark.parametrize("uri, image, message", [
-    ("/local/model", IMAGE, "reads models from GCS"),
-    (ARTIFACT, "recsys-pipeline:abc-serving", "is a local name"),
-])
+@pytest.mark.parametrize(
+    "uri, image, message",
+    [
+        ("/local/model", IMAGE, "reads models from GCS"),
+        (ARTIFACT, "recsys-pipeline:abc-serving", "is a local name"),
+    ],
+)
 def test_bad_model_or_image_locations_are_refused(uri, image, message):
     with pytest.raises(ValueError, match=message):
         upload_serving_model(uri, PROJECT, REGION, image)
@@ -98,8 +122,14 @@ def test_bad_model_or_image_locations_are_refused(uri, image, message):
 def deploy(traffic_percentage=100):
     model = f"projects/{PROJECT}/locations/{REGION}/models/shop-recsys-serving"
     version = upload_serving_model(ARTIFACT, PROJECT, REGION, IMAGE, credentials=AnonymousCredentials()).version_id
-    return endpoint.deploy_serving_model(f"{model}@{version}", PROJECT, REGION, endpoint_name="shop-recsys",
-                                         traffic_percentage=traffic_percentage, credentials=AnonymousCredentials())
+    return endpoint.deploy_serving_model(
+        f"{model}@{version}",
+        PROJECT,
+        REGION,
+        endpoint_name="shop-recsys",
+        traffic_percentage=traffic_percentage,
+        credentials=AnonymousCredentials(),
+    )
 
 
 def test_the_first_deploy_creates_the_endpoint_and_takes_all_traffic(vertex):

@@ -1,4 +1,5 @@
 """Per-stage CPU, memory and accelerator settings land in the compiled spec where Vertex and KFP read them."""
+
 import pytest
 import yaml
 
@@ -37,11 +38,15 @@ def test_bad_stage_or_accelerator_is_refused():
     from .tiny_pipeline import publish, train
 
     with pytest.raises(KeyError, match="known stages"):
+
         @dsl.pipeline(name="bad-stage")
         def bad_stage():
             apply_resources(train(epochs=1), "trainer")
+
     with pytest.raises(ValueError, match="does not use an accelerator"):
+
         @dsl.pipeline(name="bad-accelerator")
         def bad_accelerator():
             apply_resources(publish(model=train(epochs=1).outputs["model"]), "export", accelerator="NVIDIA_TESLA_T4")
+
     assert accelerator_stages() == ["ranking", "retrieval"]

@@ -1,4 +1,5 @@
 """The compiled spec: loads back, pins the image, has the expected DAG, resources, no secrets; matches golden."""
+
 import difflib
 import os
 import re
@@ -12,10 +13,21 @@ from pipelines.image_test import check_pinned, load_pipeline_spec
 
 GOLDEN = Path(__file__).parent / "golden" / "pipeline.yaml"
 # display name -> the resource table's stage
-STAGES = {"extract": "extract", "features": "features", "retrieval": "retrieval", "ranking-dien": "ranking",
-          "ranking-din-baseline": "ranking", "evaluation": "evaluation", "export": "export",
-          "register-models": "register", "off-policy-evaluation": "experiments", "bandit-reranker": "experiments",
-          "ab-analysis": "experiments", "serving-model": "serving", "deploy-model": "register"}
+STAGES = {
+    "extract": "extract",
+    "features": "features",
+    "retrieval": "retrieval",
+    "ranking-dien": "ranking",
+    "ranking-din-baseline": "ranking",
+    "evaluation": "evaluation",
+    "export": "export",
+    "register-models": "register",
+    "off-policy-evaluation": "experiments",
+    "bandit-reranker": "experiments",
+    "ab-analysis": "experiments",
+    "serving-model": "serving",
+    "deploy-model": "register",
+}
 
 
 def all_tasks(spec, dag=None, group="root"):
@@ -59,11 +71,21 @@ def test_every_task_runs_the_pinned_image(spec_path, spec):
 def test_dag_edges_and_conditions(spec):
     tasks = {name: (group, task) for group, name, task in all_tasks(spec)}
     edges = {(producer, name) for name, (_, task) in tasks.items() for producer in upstream(task)}
-    expected = {("extract", "features"), ("features", "retrieval"), ("features", "ranking"), ("features", "ranking-2"),
-                ("features", "evaluation"), ("retrieval", "evaluation"), ("ranking", "evaluation"),
-                ("ranking-2", "evaluation"), ("extract", "evaluation")}  # the DIN baseline reaches the report
+    expected = {
+        ("extract", "features"),
+        ("features", "retrieval"),
+        ("features", "ranking"),
+        ("features", "ranking-2"),
+        ("features", "evaluation"),
+        ("retrieval", "evaluation"),
+        ("ranking", "evaluation"),
+        ("ranking-2", "evaluation"),
+        ("extract", "evaluation"),
+    }  # the DIN baseline reaches the report
     assert expected <= edges, f"missing edges: {expected - edges}"
-    conditions = {task["taskInfo"]["name"]: (name, task) for name, (_, task) in tasks.items() if "triggerPolicy" in task}
+    conditions = {
+        task["taskInfo"]["name"]: (name, task) for name, (_, task) in tasks.items() if "triggerPolicy" in task
+    }
     assert set(conditions) == {"blessed", "bandit-enabled"}
 
     def guarded(condition_name):
@@ -71,13 +93,19 @@ def test_dag_edges_and_conditions(spec):
         return {tasks[name][1]["taskInfo"]["name"] for name, (g, _) in tasks.items() if g == group}
 
     blessed = conditions["blessed"][1]
-    assert blessed["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--evaluation-Output'] == true"
+    assert (
+        blessed["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--evaluation-Output'] == true"
+    )
     assert "evaluation" in upstream(blessed)
-    assert guarded("blessed") == {"export", "ab-analysis", "serving-model", "register-models", "deploy-model"}, \
+    assert guarded("blessed") == {"export", "ab-analysis", "serving-model", "register-models", "deploy-model"}, (
         "only these wait for the blessing"
+    )
     # the serving model is registered (and so served) only after its lists are in the table, then deployed
-    assert {("serving-model", "register-models"), ("export", "register-models"),
-            ("register-models", "deploy-model")} <= edges
+    assert {
+        ("serving-model", "register-models"),
+        ("export", "register-models"),
+        ("register-models", "deploy-model"),
+    } <= edges
     bandit = conditions["bandit-enabled"][1]
     assert bandit["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--enable_bandit'] == true"
     assert guarded("bandit-enabled") == {"bandit-reranker"}
@@ -102,8 +130,15 @@ def test_every_task_has_its_stage_resources(spec):
 
 def test_no_credentials_or_secrets_in_the_spec(spec_path):
     text = spec_path.read_text()
-    for pattern in (r"BEGIN [A-Z ]*PRIVATE KEY", r"private_key", r"GOOGLE_APPLICATION_CREDENTIALS",
-                    r"client_secret", r"\bpassword\s*[:=]", r"AIza[0-9A-Za-z_-]{35}", r"ya29\."):
+    for pattern in (
+        r"BEGIN [A-Z ]*PRIVATE KEY",
+        r"private_key",
+        r"GOOGLE_APPLICATION_CREDENTIALS",
+        r"client_secret",
+        r"\bpassword\s*[:=]",
+        r"AIza[0-9A-Za-z_-]{35}",
+        r"ya29\.",
+    ):
         assert not re.search(pattern, text, flags=re.I), f"spec contains {pattern}"
 
 
@@ -114,8 +149,10 @@ def normalized(spec: dict) -> str:
     for executor in spec["deploymentSpec"]["executors"].values():
         container = executor["container"]
         container["image"] = re.sub(r":[0-9a-f]{12}$", ":<TAG>", container["image"])
-        container["command"] = [re.sub(r"(?s)\ndef .*", "\n<component source>", part) if "\ndef " in part else part
-                                for part in container["command"]]
+        container["command"] = [
+            re.sub(r"(?s)\ndef .*", "\n<component source>", part) if "\ndef " in part else part
+            for part in container["command"]
+        ]
     return yaml.safe_dump(spec, sort_keys=True, width=120)
 
 

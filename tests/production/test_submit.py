@@ -5,6 +5,7 @@ sends, only the generated GAPIC client method (the transport boundary) is replac
 the SDK's check of the pipeline-root bucket (Cloud Storage calls: exists, ownership) is skipped.
 KFP: the real kfp.Client talks HTTP to a small in-process stand-in for the KFP v2beta1 REST API.
 """
+
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -20,8 +21,13 @@ from google.cloud.aiplatform_v1.services.schedule_service import ScheduleService
 from components.image import IMAGE
 from pipelines.submit import kfp_cron, submit_kfp, submit_vertex
 
-VERTEX = dict(project="shop-prod", region="europe-west1", bucket="shop-prod-pipelines",
-              service_account="pipelines@shop-prod.iam.gserviceaccount.com", credentials=AnonymousCredentials())
+VERTEX = dict(
+    project="shop-prod",
+    region="europe-west1",
+    bucket="shop-prod-pipelines",
+    service_account="pipelines@shop-prod.iam.gserviceaccount.com",
+    credentials=AnonymousCredentials(),
+)
 PARAMS = {"warehouse_uri": "bigquery://shop-prod.warehouse", "destination": "bigquery://shop-prod.recs", "top_k": 50}
 
 
@@ -53,8 +59,10 @@ def test_submit_sends_the_job_with_the_service_account(spec_path):
         pipeline_job.name = f"{parent}/pipelineJobs/{pipeline_job_id}"
         return pipeline_job
 
-    with mock.patch.object(PipelineServiceClient, "create_pipeline_job", create_pipeline_job), \
-            mock.patch.object(gcs_utils, "create_gcs_bucket_for_pipeline_artifacts_if_it_does_not_exist"):
+    with (
+        mock.patch.object(PipelineServiceClient, "create_pipeline_job", create_pipeline_job),
+        mock.patch.object(gcs_utils, "create_gcs_bucket_for_pipeline_artifacts_if_it_does_not_exist"),
+    ):
         job = submit_vertex(spec_path, **VERTEX, parameter_values=PARAMS)
     assert sent["parent"] == "projects/shop-prod/locations/europe-west1"
     assert sent["job"].service_account == VERTEX["service_account"]
@@ -80,12 +88,15 @@ def test_daily_schedule(spec_path):
     assert request.pipeline_job.runtime_config.gcs_output_directory == "gs://shop-prod-pipelines/pipeline-root"
 
 
-@pytest.mark.parametrize("change, message", [
-    (dict(bucket=""), "GCS bucket"),
-    (dict(project=""), "project and a region"),
-    (dict(labels={"Team": "x"}), "label Team"),
-    (dict(schedule_cron="daily"), "5 cron fields"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(bucket=""), "GCS bucket"),
+        (dict(project=""), "project and a region"),
+        (dict(labels={"Team": "x"}), "label Team"),
+        (dict(schedule_cron="daily"), "5 cron fields"),
+    ],
+)
 def test_bad_vertex_arguments_fail_before_anything_is_sent(spec_path, change, message):
     with pytest.raises(ValueError, match=message):
         submit_vertex(spec_path, **{**VERTEX, **change}, submit=False)
@@ -166,8 +177,9 @@ def test_production_parameters_send_features_to_dataflow_in_the_pinned_image(spe
     pushed = "europe-west1-docker.pkg.dev/shop-prod/recsys/recsys-pipeline:" + IMAGE.rsplit(":", 1)[1]
     pushed_spec = spec_path.with_name("pushed.yaml")
     pushed_spec.write_text(spec_path.read_text().replace(f"image: {IMAGE}", f"image: {pushed}"))
-    values = production_parameters(pushed_spec, "shop-prod", "europe-west1", "gs://shop-prod-pipelines",
-                                   max_num_workers=20)
+    values = production_parameters(
+        pushed_spec, "shop-prod", "europe-west1", "gs://shop-prod-pipelines", max_num_workers=20
+    )
     assert values["warehouse_uri"] == "bigquery://shop-prod.warehouse"
     assert values["registry_uri"] == "/gcs/shop-prod-pipelines/registry"
     options = PipelineOptions(json.loads(values["beam_args"]))

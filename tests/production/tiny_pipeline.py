@@ -1,4 +1,5 @@
 """A two-stage pipeline with a condition, built like the real DAG, for tests that need a spec of their own."""
+
 from kfp import compiler, dsl
 
 from components.cloud.resources import apply_resources

@@ -4,6 +4,7 @@ The real aiplatform.Model / aiplatform.Endpoint code builds every request; only 
 replaced. The fake keeps the state those calls change (models and versions, endpoints, deployed models and the
 traffic split), so a sequence of runs can be checked as Vertex would see it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -58,8 +59,11 @@ class FakeVertex:
     # EndpointService
     def list_endpoints(self, request, **_):
         wanted = re.fullmatch(r'display_name="(.*)"', request.get("filter", ""))
-        return [_copy(e) for e in self.endpoints.values()
-                if e.name.startswith(request["parent"]) and (not wanted or e.display_name == wanted.group(1))]
+        return [
+            _copy(e)
+            for e in self.endpoints.values()
+            if e.name.startswith(request["parent"]) and (not wanted or e.display_name == wanted.group(1))
+        ]
 
     def create_endpoint(self, parent, endpoint, **_):
         created = _copy(endpoint)
@@ -74,8 +78,14 @@ class FakeVertex:
         stored = self.endpoints[endpoint]
         deployed = _copy(deployed_model)
         deployed.id = f"dm{len(self.deploys) + 1}"
-        self.deploys.append({"endpoint": endpoint, "model": deployed.model, "traffic_split": dict(traffic_split),
-                             "machine_type": deployed.dedicated_resources.machine_spec.machine_type})
+        self.deploys.append(
+            {
+                "endpoint": endpoint,
+                "model": deployed.model,
+                "traffic_split": dict(traffic_split),
+                "machine_type": deployed.dedicated_resources.machine_spec.machine_type,
+            }
+        )
         split = {deployed.id if k == "0" else k: v for k, v in traffic_split.items()}
         assert sum(split.values()) == 100, split
         stored.deployed_models.append(deployed)
@@ -108,11 +118,14 @@ def fake_vertex(monkeypatch):
 
     monkeypatch.setattr(aiplatform.initializer.global_config, "_credentials", AnonymousCredentials())
     fake = FakeVertex()
-    patches = [mock.patch.object(ModelServiceClient, name, lambda self, *a, _n=name, **k: getattr(fake, _n)(*a, **k))
-               for name in ("get_model", "upload_model")]
-    patches += [mock.patch.object(EndpointServiceClient, name,
-                                  lambda self, *a, _n=name, **k: getattr(fake, _n)(*a, **k))
-                for name in ("list_endpoints", "create_endpoint", "get_endpoint", "deploy_model", "undeploy_model")]
+    patches = [
+        mock.patch.object(ModelServiceClient, name, lambda self, *a, _n=name, **k: getattr(fake, _n)(*a, **k))
+        for name in ("get_model", "upload_model")
+    ]
+    patches += [
+        mock.patch.object(EndpointServiceClient, name, lambda self, *a, _n=name, **k: getattr(fake, _n)(*a, **k))
+        for name in ("list_endpoints", "create_endpoint", "get_endpoint", "deploy_model", "undeploy_model")
+    ]
     with contextlib.ExitStack() as stack:
         for patch in patches:
             stack.enter_context(patch)

@@ -1,5 +1,6 @@
 """The ranking bench: medians over seeds with per-seed values and spreads (DESIGN.md's bench contract), the
 interleaving of the speed comparison, and the paired intervals."""
+
 import dataclasses
 
 import numpy as np
@@ -31,8 +32,9 @@ class Rows:
 
 def test_speed_runs_alternate_round_by_round_after_an_untimed_round():
     calls = []
-    seconds = bench.interleaved_seconds({"dien": lambda: calls.append("dien"),
-                                         "reference_gru": lambda: calls.append("reference_gru")}, rounds=3)
+    seconds = bench.interleaved_seconds(
+        {"dien": lambda: calls.append("dien"), "reference_gru": lambda: calls.append("reference_gru")}, rounds=3
+    )
     assert calls == ["dien", "reference_gru"] * 4
     assert [len(values) for values in seconds.values()] == [3, 3]
 
@@ -40,8 +42,11 @@ def test_speed_runs_alternate_round_by_round_after_an_untimed_round():
 def test_speed_ratio_is_the_median_of_same_round_ratios(monkeypatch):
     """A load burst in round 2 slows both models alike: the per-round ratio stays, the median ignores outliers."""
     timings = {"dien": iter([9.0, 1.0, 3.0, 1.0]), "reference_gru": iter([9.0, 2.0, 6.0, 1.0])}
-    monkeypatch.setattr(bench, "interleaved_seconds",
-                        lambda runs, rounds: {name: [next(timings[name]) for _ in range(rounds)] for name in runs})
+    monkeypatch.setattr(
+        bench,
+        "interleaved_seconds",
+        lambda runs, rounds: {name: [next(timings[name]) for _ in range(rounds)] for name in runs},
+    )
     monkeypatch.setattr(bench, "make_train_step", lambda model, rate: None)
     monkeypatch.setattr(bench, "build_model", lambda *args: None)
     monkeypatch.setattr(bench, "planned_dataset", lambda data, plans: [])
@@ -57,11 +62,17 @@ def test_intervals_cover_the_point_value_and_pair_the_difference():
     users = np.repeat(np.arange(60).astype(str), 10)
     labels = (rng.random(600) < 0.3).astype(np.float32)
     good = labels + rng.normal(0, 0.8, 600)
-    runs = {"dien": {"auc": bench.metrics.auc(labels, good), "gauc": bench.metrics.gauc(labels, good, users)},
-            "din": {"auc": bench.metrics.auc(labels, good[::-1]), "gauc": bench.metrics.gauc(labels, good[::-1], users)}}
+    runs = {
+        "dien": {"auc": bench.metrics.auc(labels, good), "gauc": bench.metrics.gauc(labels, good, users)},
+        "din": {"auc": bench.metrics.auc(labels, good[::-1]), "gauc": bench.metrics.gauc(labels, good[::-1], users)},
+    }
     order = np.arange(600)[::-1]  # din's rows in another order: pairing goes by user, not by row
-    bench.add_intervals(runs, {"dien": labels, "din": labels[order]}, {"dien": good, "din": good[::-1][order]},
-                        {"dien": users, "din": users[order]})
+    bench.add_intervals(
+        runs,
+        {"dien": labels, "din": labels[order]},
+        {"dien": good, "din": good[::-1][order]},
+        {"dien": users, "din": users[order]},
+    )
     dien = runs["dien"]
     assert dien["auc_ci95_low"] < dien["auc"] < dien["auc_ci95_high"]
     assert dien["gauc_ci95_low"] < dien["gauc"] < dien["gauc_ci95_high"]

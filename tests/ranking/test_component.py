@@ -1,4 +1,5 @@
 """The KFP shell trains, exports and logs metrics under kfp.local, as the local pipeline runs it."""
+
 import json
 
 from kfp import dsl, local

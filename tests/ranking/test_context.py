@@ -1,4 +1,5 @@
 """The ranker's context features from a hand-made history, the list loss by hand, and the funnel's order with them."""
+
 import math
 
 import numpy as np
@@ -22,8 +23,14 @@ def _features(hist, hist_cats, candidates, candidate_cats, leave_out=None):
     layer = context.CandidateContext(context.ItemStatistics.from_steps(PREVIOUS, TARGETS, BRAND))
     hist = tf.constant(hist, tf.int64)
     mask = tf.cast(hist != schema.PAD_INDEX, tf.float32)
-    out = layer(hist, tf.constant(hist_cats, tf.int64), mask, tf.constant(candidates, tf.int64),
-                tf.constant(candidate_cats, tf.int64), None if leave_out is None else tf.constant(leave_out, tf.float32))
+    out = layer(
+        hist,
+        tf.constant(hist_cats, tf.int64),
+        mask,
+        tf.constant(candidates, tf.int64),
+        tf.constant(candidate_cats, tf.int64),
+        None if leave_out is None else tf.constant(leave_out, tf.float32),
+    )
     return dict(zip(context.FEATURES, np.moveaxis(out.numpy()[0], -1, 0)))
 
 
@@ -98,10 +105,13 @@ def test_the_funnel_orders_candidates_by_the_exported_rankers_context(drifting_f
 
     retriever = MeanRetriever(np.random.default_rng(0).normal(size=(spec.num_items, 6)))
     result = funnel.run_funnel(retriever, ranker, hist, candidates_n=12, top_k=12)
-    candidates, valid, _ = funnel.retrieve_candidates(retriever, hist, cats, None, funnel.allowed_items(spec.num_items), 12)
+    candidates, valid, _ = funnel.retrieve_candidates(
+        retriever, hist, cats, None, funnel.allowed_items(spec.num_items), 12
+    )
     values, offsets = train.data.sequences[schema.HIST_ITEMS]
-    steps = baselines.TrainingSequences(values[offsets[1:] - 1], train.data.scalars[schema.TARGET_ITEM],
-                                        np.zeros(0, np.int64), spec.num_items)
+    steps = baselines.TrainingSequences(
+        values[offsets[1:] - 1], train.data.scalars[schema.TARGET_ITEM], np.zeros(0, np.int64), spec.num_items
+    )
     item_to_item = baselines.ItemToItem(steps, context.WINDOW, context.DECAY)
     scores = item_to_item.score(list(hist)) - item_to_item.tiebreak
     for row in range(len(hist)):

@@ -1,4 +1,5 @@
 """The funnel's retrieval weight is chosen on valid and travels with the ranking artifact."""
+
 import json
 
 import numpy as np
@@ -65,13 +66,19 @@ class CategoryRetriever:
 
 
 def test_train_ranker_with_a_retrieval_model_adds_hard_negatives_and_stores_the_weight(
-        drifting_features, tmp_path, monkeypatch):
+    drifting_features, tmp_path, monkeypatch
+):
     import components.retrieval.model_io as model_io
 
     monkeypatch.setattr(model_io, "load_retriever", lambda path: CategoryRetriever())
     config = TrainConfig(epochs=1, batch_size=64, hard_negatives=1, hard_negative_pool=3)
-    result = train_ranker(str(drifting_features), str(tmp_path / "model"), ModelConfig(model_type="din"), config,
-                          retrieval_dir="retrieval-model")
+    result = train_ranker(
+        str(drifting_features),
+        str(tmp_path / "model"),
+        ModelConfig(model_type="din"),
+        config,
+        retrieval_dir="retrieval-model",
+    )
     info = json.loads((tmp_path / "model" / "ranker.json").read_text())
     assert info["hard_negatives_from"] == "retrieval-model"
     assert info["fusion"]["chosen_on"] == "valid"
@@ -88,11 +95,15 @@ def test_ranking_bench_with_a_retrieval_model_exports_a_fused_ranker(tmp_path, m
     features = write_drifting_features(tmp_path / "features", users=40, seed=2)
     monkeypatch.setattr(model_io, "load_retriever", lambda path: CategoryRetriever())
     monkeypatch.setattr(bench, "TrainConfig", lambda **kw: TrainConfig(**{**kw, "hard_negative_pool": 3}))
-    speed = {"dien.speed_vs_reference": 1.0, "reference_gru.train_examples_per_s": 1.0,
-             "dien.train_examples_per_s_same_batches": 1.0}
+    speed = {
+        "dien.speed_vs_reference": 1.0,
+        "reference_gru.train_examples_per_s": 1.0,
+        "dien.train_examples_per_s_same_batches": 1.0,
+    }
     monkeypatch.setattr(bench, "speed_against_reference", lambda *args: speed)  # timed elsewhere; slow here
-    result = bench.ranking_bench(str(features), model_dir=str(tmp_path / "model"), epochs=1,
-                                 retrieval_dir="retrieval-model")
+    result = bench.ranking_bench(
+        str(features), model_dir=str(tmp_path / "model"), epochs=1, retrieval_dir="retrieval-model"
+    )
     assert result["ranking"]["dien"]["retrieval_weight"] == load_ranker(tmp_path / "model").retrieval_weight
 
 

@@ -1,4 +1,5 @@
 """Hard negatives come from the retriever's top-N and never name the target, the history or the user's buys."""
+
 import numpy as np
 import pytest
 
@@ -21,7 +22,9 @@ class MeanRetriever:
 
 def _ragged(rows):
     lengths = [len(r) for r in rows]
-    return np.asarray([v for r in rows for v in r], np.int64), np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    return np.asarray([v for r in rows for v in r], np.int64), np.concatenate([[0], np.cumsum(lengths)]).astype(
+        np.int64
+    )
 
 
 def _data(rng, num_items, users=30):
@@ -32,21 +35,32 @@ def _data(rng, num_items, users=30):
         for t in range(1, len(sequence)):
             for label, target in ((1.0, sequence[t]), (0.0, rng.integers(2, num_items))):
                 rows["user"].append(user + 2)
-                rows["hist"].append(list(sequence[max(0, t - 4):t]))
+                rows["hist"].append(list(sequence[max(0, t - 4) : t]))
                 rows["target"].append(target)
                 rows["label"].append(label)
     hist = _ragged(rows["hist"])
-    sequences = {name: (hist[0] + offset, hist[1]) for name, offset in (
-        (schema.HIST_ITEMS, 0), (schema.HIST_CATS, 0), (schema.NOCLICK_ITEMS, 1), (schema.NOCLICK_CATS, 1))}
+    sequences = {
+        name: (hist[0] + offset, hist[1])
+        for name, offset in (
+            (schema.HIST_ITEMS, 0),
+            (schema.HIST_CATS, 0),
+            (schema.NOCLICK_ITEMS, 1),
+            (schema.NOCLICK_CATS, 1),
+        )
+    }
     target = np.asarray(rows["target"], np.int64)
-    scalars = {schema.USER: np.asarray(rows["user"], np.int64), schema.TARGET_ITEM: target,
-               schema.TARGET_CAT: target % 5 + 2, schema.LABEL: np.asarray(rows["label"], np.float32)}
+    scalars = {
+        schema.USER: np.asarray(rows["user"], np.int64),
+        schema.TARGET_ITEM: target,
+        schema.TARGET_CAT: target % 5 + 2,
+        schema.LABEL: np.asarray(rows["label"], np.float32),
+    }
     return RankingData(scalars, sequences)
 
 
 def _sequence(data, name, row):
     values, offsets = data.sequences[name]
-    return values[offsets[row]:offsets[row + 1]]
+    return values[offsets[row] : offsets[row + 1]]
 
 
 def test_left_padded_keeps_the_most_recent_item_last():

@@ -1,4 +1,5 @@
 """The layers against hand computations: AUGRU vs NumPy, padding invariance, the auxiliary loss, attention."""
+
 import components  # noqa: F401
 import numpy as np
 import pytest
@@ -25,9 +26,9 @@ def numpy_augru(inputs, attention, layer: GatedGRU):
         x = inputs[:, t] @ kernel + input_bias
         h = state @ recurrent + recurrent_bias
         update = sigmoid(x[:, :units] + h[:, :units])
-        reset = sigmoid(x[:, units:2 * units] + h[:, units:2 * units])
-        candidate = np.tanh(x[:, 2 * units:] + reset * h[:, 2 * units:])
-        gated = attention[:, t:t + 1] * update
+        reset = sigmoid(x[:, units : 2 * units] + h[:, units : 2 * units])
+        candidate = np.tanh(x[:, 2 * units :] + reset * h[:, 2 * units :])
+        gated = attention[:, t : t + 1] * update
         state = (1.0 - gated) * state + gated * candidate
         states.append(state)
     return np.stack(states, axis=1)
@@ -60,8 +61,11 @@ def test_augru_gradient_matches_automatic_differentiation(augru, steps):
 
     rng = np.random.default_rng(1)
     args = [tf.constant(rng.normal(size=(steps, 3, 12)), tf.float32)]
-    args += [tf.constant(rng.uniform(size=(steps, 3, 1)), tf.float32),
-             tf.constant(augru.recurrent_kernel.numpy()), tf.constant(augru.recurrent_bias.numpy())]
+    args += [
+        tf.constant(rng.uniform(size=(steps, 3, 1)), tf.float32),
+        tf.constant(augru.recurrent_kernel.numpy()),
+        tf.constant(augru.recurrent_bias.numpy()),
+    ]
     weights = tf.constant(rng.normal(size=(steps, 3, 4)), tf.float32)
 
     def gradients(function):

@@ -1,4 +1,5 @@
 """DIN, DIEN and the reference: masking, the once-per-user scoring path, the SavedModel, learning a drift."""
+
 import components  # noqa: F401
 import numpy as np
 import pytest
@@ -19,10 +20,14 @@ def untrained(model_type: str, **config):
     model = build_model(ModelConfig(model_type=model_type, **config), NUM_ITEMS, NUM_CATEGORIES)
     rng = np.random.default_rng(0)
     # A few optimizer-free forward passes in training mode move Dice's moving statistics off their init.
-    features = {schema.HIST_ITEMS: rng.integers(2, NUM_ITEMS, (8, 4)), schema.HIST_CATS: rng.integers(2, 6, (8, 4)),
-                schema.NOCLICK_ITEMS: rng.integers(2, NUM_ITEMS, (8, 4)),
-                schema.NOCLICK_CATS: rng.integers(2, 6, (8, 4)),
-                schema.TARGET_ITEM: rng.integers(2, NUM_ITEMS, 8), schema.TARGET_CAT: rng.integers(2, 6, 8)}
+    features = {
+        schema.HIST_ITEMS: rng.integers(2, NUM_ITEMS, (8, 4)),
+        schema.HIST_CATS: rng.integers(2, 6, (8, 4)),
+        schema.NOCLICK_ITEMS: rng.integers(2, NUM_ITEMS, (8, 4)),
+        schema.NOCLICK_CATS: rng.integers(2, 6, (8, 4)),
+        schema.TARGET_ITEM: rng.integers(2, NUM_ITEMS, 8),
+        schema.TARGET_CAT: rng.integers(2, 6, 8),
+    }
     model(features, training=True)
     return model
 
@@ -46,8 +51,12 @@ def test_scoring_many_candidates_equals_scoring_each_as_the_target(model_type):
     model = untrained(model_type)
     scores = model.score_indices(*HISTORY, *CANDIDATES).numpy()[0]
     for n, (item, category) in enumerate(zip(*CANDIDATES)):
-        features = {schema.HIST_ITEMS: HISTORY[0], schema.HIST_CATS: HISTORY[1],
-                    schema.TARGET_ITEM: CANDIDATES[0][:, n], schema.TARGET_CAT: CANDIDATES[1][:, n]}
+        features = {
+            schema.HIST_ITEMS: HISTORY[0],
+            schema.HIST_CATS: HISTORY[1],
+            schema.TARGET_ITEM: CANDIDATES[0][:, n],
+            schema.TARGET_CAT: CANDIDATES[1][:, n],
+        }
         single = tf.sigmoid(model(features, training=False)).numpy()[0]
         assert single == pytest.approx(scores[n], abs=1e-6)
 
@@ -69,19 +78,35 @@ def test_saved_model_round_trip_with_unknown_ids(drifting_features, tmp_path):
     assert ranker.item_category.tolist()[:7] == [0, 1, 2, 2, 2, 2, 3]
 
     serve = tf.saved_model.load(str(tmp_path / "model" / "saved_model")).signatures["serving_default"]
-    served = serve(hist_items=tf.constant([["item1", "item4", "no-such-item"], ["", "", "item2"]]),
-                   hist_cats=tf.constant([["cat0", "cat1", "no-such-cat"], ["", "", "cat0"]]),
-                   candidate_items=tf.constant([["item5", "unknown"], ["item0", ""]]))["scores"].numpy()
-    expected = ranker.score(np.array([[3, 6, 1], [0, 0, 4]]), np.array([[2, 3, 1], [0, 0, 2]]),
-                            np.array([[7, 1], [2, 0]]), np.array([[3, 1], [2, 0]]))
+    served = serve(
+        hist_items=tf.constant([["item1", "item4", "no-such-item"], ["", "", "item2"]]),
+        hist_cats=tf.constant([["cat0", "cat1", "no-such-cat"], ["", "", "cat0"]]),
+        candidate_items=tf.constant([["item5", "unknown"], ["item0", ""]]),
+    )["scores"].numpy()
+    expected = ranker.score(
+        np.array([[3, 6, 1], [0, 0, 4]]),
+        np.array([[2, 3, 1], [0, 0, 2]]),
+        np.array([[7, 1], [2, 0]]),
+        np.array([[3, 1], [2, 0]]),
+    )
     np.testing.assert_allclose(served, expected, atol=1e-6)
-    np.testing.assert_allclose(expected, model.score_indices(
-        np.array([[3, 6, 1], [0, 0, 4]]), np.array([[2, 3, 1], [0, 0, 2]]),
-        np.array([[7, 1], [2, 0]]), np.array([[3, 1], [2, 0]])).numpy(), atol=1e-6)
+    np.testing.assert_allclose(
+        expected,
+        model.score_indices(
+            np.array([[3, 6, 1], [0, 0, 4]]),
+            np.array([[2, 3, 1], [0, 0, 2]]),
+            np.array([[7, 1], [2, 0]]),
+            np.array([[3, 1], [2, 0]]),
+        ).numpy(),
+        atol=1e-6,
+    )
     # Out-of-range indices and empty histories are scored as OOV / no history instead of failing.
-    assert ranker.score(np.array([[10 ** 6]]), np.array([[-5]]), np.array([[7]]), np.array([[3]])).shape == (1, 1)
-    empty = serve(hist_items=tf.zeros([1, 0], tf.string), hist_cats=tf.zeros([1, 0], tf.string),
-                  candidate_items=tf.constant([["item5"]]))["scores"].numpy()
+    assert ranker.score(np.array([[10**6]]), np.array([[-5]]), np.array([[7]]), np.array([[3]])).shape == (1, 1)
+    empty = serve(
+        hist_items=tf.zeros([1, 0], tf.string),
+        hist_cats=tf.zeros([1, 0], tf.string),
+        candidate_items=tf.constant([["item5"]]),
+    )["scores"].numpy()
     assert empty.shape == (1, 1) and np.isfinite(empty).all()
 
 
@@ -111,8 +136,14 @@ def test_training_stops_after_patience_epochs_without_gain_and_keeps_the_best(dr
     monkeypatch.setattr(training.metrics, "auc", lambda labels, scores: next(falling))
     snapshots = []
     original_predict = training.predict
-    monkeypatch.setattr(training, "predict", lambda model, *args, **kwargs: (
-        snapshots.append(model.get_weights()), original_predict(model, *args, **kwargs))[1])
+    monkeypatch.setattr(
+        training,
+        "predict",
+        lambda model, *args, **kwargs: (
+            snapshots.append(model.get_weights()),
+            original_predict(model, *args, **kwargs),
+        )[1],
+    )
     tf.keras.utils.set_random_seed(0)
     model = build_model(ModelConfig(model_type="din"), spec.num_items, spec.num_categories)
     result = train(model, train_data, TrainConfig(epochs=4, batch_size=64, patience=1), valid_data)

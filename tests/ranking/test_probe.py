@@ -1,5 +1,6 @@
 """The trees probe: its hand features on a hand-made history, its rows equal to the ranking examples', and a
 signal it must find."""
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -28,15 +29,25 @@ def taobao_like(tmp_path_factory):
     | 5 i000 view + cart | 6 i001 view | 7 i000 purchase. The default time split cuts at day 1: train = day 0,
     valid = day 1, test = day 2; a second user has steps only on day 0 and day 2.
     """
-    rows = [("u1", "i000", "view", 0, 0), ("u1", "i001", "view", 10, 1), ("u1", "i000", "fav", 20, 2),
-            ("u1", "i002", "view", DAY, 3), ("u1", "i003", "view", 2 * DAY, 4), ("u1", "i000", "view", 2 * DAY + 5, 5),
-            ("u1", "i000", "cart", 2 * DAY + 6, 6), ("u1", "i001", "view", 2 * DAY + 10, 7),
-            ("u1", "i000", "purchase", 2 * DAY + 20, 8),
-            ("u2", "i002", "view", 0, 0), ("u2", "i001", "view", 1, 1), ("u2", "i002", "view", 2 * DAY, 2)]
+    rows = [
+        ("u1", "i000", "view", 0, 0),
+        ("u1", "i001", "view", 10, 1),
+        ("u1", "i000", "fav", 20, 2),
+        ("u1", "i002", "view", DAY, 3),
+        ("u1", "i003", "view", 2 * DAY, 4),
+        ("u1", "i000", "view", 2 * DAY + 5, 5),
+        ("u1", "i000", "cart", 2 * DAY + 6, 6),
+        ("u1", "i001", "view", 2 * DAY + 10, 7),
+        ("u1", "i000", "purchase", 2 * DAY + 20, 8),
+        ("u2", "i002", "view", 0, 0),
+        ("u2", "i001", "view", 1, 1),
+        ("u2", "i002", "view", 2 * DAY, 2),
+    ]
     root = tmp_path_factory.mktemp("taobao_like")
     extract = write_extract(root / "extract", events_table(rows), items_table([f"i{k:03d}" for k in range(4)]))
-    stats = run_features(str(extract), str(root / "features"), max_len=10, ranking_task="cvr", beam_args=IN_PROCESS,
-                         split="time")
+    stats = run_features(
+        str(extract), str(root / "features"), max_len=10, ranking_task="cvr", beam_args=IN_PROCESS, split="time"
+    )
     return extract, root / "features", stats
 
 
@@ -54,9 +65,18 @@ def test_probe_features_of_a_hand_made_history(taobao_like):
     assert test.labels[u1].tolist() == [0.0, 1.0, 0.0]  # i003; i000 (bought at step 7); i001
     history = test.history[u1]
     i000 = history[1]  # step 5; before it: i000 view at minute 0, i000 fav at 20, i003 (same category) view
-    expected = {"item_views": 1, "item_carts": 0, "item_favs": 1, "item_purchases": 0,
-                "item_s_since_view": (2 * DAY + 5) * 60, "item_s_since_fav": (2 * DAY + 5 - 20) * 60,
-                "cat_views": 2, "cat_favs": 1, "cat_s_since_view": 5 * 60, "history_length": 5}
+    expected = {
+        "item_views": 1,
+        "item_carts": 0,
+        "item_favs": 1,
+        "item_purchases": 0,
+        "item_s_since_view": (2 * DAY + 5) * 60,
+        "item_s_since_fav": (2 * DAY + 5 - 20) * 60,
+        "cat_views": 2,
+        "cat_favs": 1,
+        "cat_s_since_view": 5 * 60,
+        "history_length": 5,
+    }
     for name, value in expected.items():
         assert i000[_column(name)] == value, name
     assert np.isnan(i000[_column("item_s_since_cart")]) and np.isnan(i000[_column("cat_s_since_purchase")])
@@ -80,8 +100,9 @@ def test_train_rates_leave_a_rows_own_label_out(taobao_like):
 def test_probe_rows_must_be_the_ranking_examples(taobao_like, tmp_path):
     extract, features, _ = taobao_like
     other = tmp_path / "extract"
-    events = pa.concat_tables([pq.read_table(extract / "events.parquet"),
-                               events_table([("u1", "i003", "view", 2 * DAY + 30, 9)])])
+    events = pa.concat_tables(
+        [pq.read_table(extract / "events.parquet"), events_table([("u1", "i003", "view", 2 * DAY + 30, 9)])]
+    )
     write_extract(other, events, pq.read_table(extract / "items.parquet"))
     with pytest.raises(schema.SchemaError, match="test rows from the extract"):
         probe.build_rows(other, features)
@@ -99,8 +120,10 @@ def test_probe_finds_that_carted_items_get_bought(tmp_path):
                 carted = rng.random() < 0.3
                 for event_type in (["cart"] if carted else []) + ["view", "view"] + (["purchase"] if carted else []):
                     other = f"i{rng.integers(30, 60):03d}"
-                    rows += [(f"u{u}", item, event_type, day * DAY + minute, seq), (f"u{u}", other, "view",
-                                                                                    day * DAY + minute + 1, seq + 1)]
+                    rows += [
+                        (f"u{u}", item, event_type, day * DAY + minute, seq),
+                        (f"u{u}", other, "view", day * DAY + minute + 1, seq + 1),
+                    ]
                     minute, seq = minute + 2, seq + 2
     extract = write_extract(tmp_path / "extract", events_table(rows), items_table([f"i{k:03d}" for k in range(60)]))
     run_features(str(extract), str(tmp_path / "features"), ranking_task="cvr", beam_args=IN_PROCESS, split="time")

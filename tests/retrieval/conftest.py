@@ -1,4 +1,5 @@
 """Small generated features outputs (contracts.md layout) for the retrieval tests."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,9 @@ def _int_feature(values) -> tf.train.Feature:
     return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
 
 
-def sequential_shop(num_users: int, num_categories: int, items_per_category: int, length: int, seed: int,
-                    drift: float = 0.5):
+def sequential_shop(
+    num_users: int, num_categories: int, items_per_category: int, length: int, seed: int, drift: float = 0.5
+):
     """Users move through the categories in a fixed order, one category on with probability `drift`
     at each step, and pick any item of their current category.
 
@@ -55,12 +57,14 @@ def write_features(directory: Path, sequences: list[list[int]], item_category: d
     schema.write_vocab(directory, schema.USER_VOCAB, [f"u{u}" for u in range(len(sequences))])
     train_count = dict.fromkeys(items, 0)
     counts = dict.fromkeys(schema.SPLITS, 0)
-    writers = {s: tf.io.TFRecordWriter(str(directory / schema.RETRIEVAL_DIR / f"{s}-00000-of-00001.tfrecord"))
-               for s in schema.SPLITS}
+    writers = {
+        s: tf.io.TFRecordWriter(str(directory / schema.RETRIEVAL_DIR / f"{s}-00000-of-00001.tfrecord"))
+        for s in schema.SPLITS
+    }
     for user, sequence in enumerate(sequences):
         for t in range(1, len(sequence)):
             split = "test" if t == len(sequence) - 1 else "valid" if t == len(sequence) - 2 else "train"
-            history = sequence[max(0, t - max_len):t]
+            history = sequence[max(0, t - max_len) : t]
             feature = {
                 schema.USER: _int_feature([user + schema.NUM_RESERVED]),
                 schema.HIST_ITEMS: _int_feature(item_index[i] for i in history),
@@ -78,19 +82,25 @@ def write_features(directory: Path, sequences: list[list[int]], item_category: d
     for writer in writers.values():
         writer.close()
     (directory / schema.STATS).write_text(json.dumps({"examples": {schema.RETRIEVAL_DIR: counts}}))
-    pd.DataFrame({
-        "item_index": [item_index[i] for i in items],
-        "item_id": [f"i{i}" for i in items],
-        "category_index": [cat_index[item_category[i]] for i in items],
-        "category": [f"c{item_category[i]}" for i in items],
-        "brand": [f"b{i % 7}" if i % 3 else "" for i in items],
-        "price": [float(1 + i % 50) if i % 4 else np.nan for i in items],
-        "available": [i % 17 != 0 for i in items],
-        "train_count": [train_count[i] for i in items],
-    }).to_parquet(directory / schema.ITEM_FEATURES, index=False)
-    schema.FeatureSpec(max_len=max_len, num_items=len(items) + schema.NUM_RESERVED,
-                       num_categories=len(categories) + schema.NUM_RESERVED, num_users=len(sequences),
-                       ranking_task="next_item").write(directory)
+    pd.DataFrame(
+        {
+            "item_index": [item_index[i] for i in items],
+            "item_id": [f"i{i}" for i in items],
+            "category_index": [cat_index[item_category[i]] for i in items],
+            "category": [f"c{item_category[i]}" for i in items],
+            "brand": [f"b{i % 7}" if i % 3 else "" for i in items],
+            "price": [float(1 + i % 50) if i % 4 else np.nan for i in items],
+            "available": [i % 17 != 0 for i in items],
+            "train_count": [train_count[i] for i in items],
+        }
+    ).to_parquet(directory / schema.ITEM_FEATURES, index=False)
+    schema.FeatureSpec(
+        max_len=max_len,
+        num_items=len(items) + schema.NUM_RESERVED,
+        num_categories=len(categories) + schema.NUM_RESERVED,
+        num_users=len(sequences),
+        ranking_task="next_item",
+    ).write(directory)
     return directory
 
 
@@ -112,5 +122,9 @@ def trained_small(shop_features):
     from components.retrieval.data import load_catalogue, load_examples
 
     config = RetrievalConfig(embedding_dim=32, max_len=10, batch_size=128, epochs=5, patience=2, seed=0)
-    return training.train(load_examples(shop_features, "train", 10), load_examples(shop_features, "valid", 10),
-                          load_catalogue(shop_features), config)
+    return training.train(
+        load_examples(shop_features, "train", 10),
+        load_examples(shop_features, "valid", 10),
+        load_catalogue(shop_features),
+        config,
+    )

@@ -1,4 +1,5 @@
 """Round trip of the model artifact: SavedModels on raw string ids against the in-memory model."""
+
 import json
 
 import components  # noqa: F401
@@ -23,12 +24,25 @@ def trained(request, shop_features, tmp_path_factory):
     if request.param == "shared":
         result = request.getfixturevalue("trained_small")
     else:
-        config = RetrievalConfig(encoder="filter", loss="full_softmax", every_position=True, embedding_dim=32,
-                                 max_len=10, batch_size=64, epochs=2, seed=0)
-        result = training.train(load_examples(shop_features, "train", 10), load_examples(shop_features, "valid", 10),
-                                load_catalogue(shop_features), config)
-    model_dir = export.export(result.model, result.catalogue, result.config,
-                              tmp_path_factory.mktemp("artifact") / "model", k=K)
+        config = RetrievalConfig(
+            encoder="filter",
+            loss="full_softmax",
+            every_position=True,
+            embedding_dim=32,
+            max_len=10,
+            batch_size=64,
+            epochs=2,
+            seed=0,
+        )
+        result = training.train(
+            load_examples(shop_features, "train", 10),
+            load_examples(shop_features, "valid", 10),
+            load_catalogue(shop_features),
+            config,
+        )
+    model_dir = export.export(
+        result.model, result.catalogue, result.config, tmp_path_factory.mktemp("artifact") / "model", k=K
+    )
     return result, model_dir
 
 
@@ -57,13 +71,15 @@ def test_saved_index_matches_the_in_memory_model(trained):
     catalogue = result.catalogue
     items, cats = _requests(catalogue)
     served = tf.saved_model.load(str(model_dir / export.INDEX)).signatures["serving_default"](
-        hist_items=tf.constant(items), hist_cats=tf.constant(cats))
+        hist_items=tf.constant(items), hist_cats=tf.constant(cats)
+    )
     index = {item: n for n, item in enumerate(catalogue.item_ids)}
     hist_idx = np.array([[index[i] for i in row] for row in items])
     cat_idx = np.take(catalogue.item_category, hist_idx)
     queries = result.model.encode(hist_idx, cat_idx).numpy()
     expected, expected_scores = BruteForce(result.model.item_embeddings(), catalogue.available).search(
-        queries, K, [row for row in hist_idx])
+        queries, K, [row for row in hist_idx]
+    )
     assert served["item_ids"].shape == (2, K)
     np.testing.assert_array_equal(served["item_ids"].numpy().astype(str), catalogue.item_ids[expected].astype(str))
     np.testing.assert_allclose(served["scores"].numpy(), expected_scores, rtol=1e-4, atol=1e-5)
@@ -80,28 +96,40 @@ def test_unknown_ids_and_padding(trained):
     left = encoder(hist_items=tf.constant([["", "", *items[0]]]), hist_cats=tf.constant([["", "", *cats[0]]]))
     right = encoder(hist_items=tf.constant([[*items[0], "", ""]]), hist_cats=tf.constant([[*cats[0], "", ""]]))
     np.testing.assert_allclose(left["embedding"].numpy(), right["embedding"].numpy(), atol=1e-5)
-    with_unknown = encoder(hist_items=tf.constant([["no-such-item", *items[0]]]),
-                           hist_cats=tf.constant([["no-such-cat", *cats[0]]]))
+    with_unknown = encoder(
+        hist_items=tf.constant([["no-such-item", *items[0]]]), hist_cats=tf.constant([["no-such-cat", *cats[0]]])
+    )
     assert np.isfinite(with_unknown["embedding"].numpy()).all()
-    only_unknown = index(hist_items=tf.constant([["nope", "nada"], ["", ""]]), hist_cats=tf.constant([["x", ""], ["", ""]]))
+    only_unknown = index(
+        hist_items=tf.constant([["nope", "nada"], ["", ""]]), hist_cats=tf.constant([["x", ""], ["", ""]])
+    )
     assert only_unknown["item_ids"].shape == (2, K)
     assert np.isfinite(only_unknown["scores"].numpy()).all()
     # an unknown id reads as OOV, the same as the OOV index through the Python API
     retriever = load_retriever(model_dir)
     python = retriever.encode(np.array([[schema.OOV_INDEX, schema.OOV_INDEX]]), np.array([[schema.OOV_INDEX, 0]]))
-    np.testing.assert_allclose(python, encoder(hist_items=tf.constant([["nope", "nada"]]),
-                                               hist_cats=tf.constant([["x", ""]]))["embedding"].numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        python,
+        encoder(hist_items=tf.constant([["nope", "nada"]]), hist_cats=tf.constant([["x", ""]]))["embedding"].numpy(),
+        atol=1e-5,
+    )
 
 
 def test_python_api_matches_the_model(trained, shop_features):
     result, model_dir = trained
     retriever = load_retriever(model_dir)
-    np.testing.assert_allclose(retriever.item_embeddings[schema.NUM_RESERVED:],
-                               result.model.item_embeddings()[schema.NUM_RESERVED:], atol=1e-6)
+    np.testing.assert_allclose(
+        retriever.item_embeddings[schema.NUM_RESERVED :],
+        result.model.item_embeddings()[schema.NUM_RESERVED :],
+        atol=1e-6,
+    )
     assert (retriever.item_embeddings[: schema.NUM_RESERVED] == 0).all()
     test = load_examples(shop_features, "test", 10)
-    np.testing.assert_allclose(retriever.encode(test.hist_items[:50], test.hist_cats[:50]),
-                               result.model.encode(test.hist_items[:50], test.hist_cats[:50]).numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        retriever.encode(test.hist_items[:50], test.hist_cats[:50]),
+        result.model.encode(test.hist_items[:50], test.hist_cats[:50]).numpy(),
+        atol=1e-5,
+    )
     top, _ = retriever.top_k(test.hist_items[:5], test.hist_cats[:5], k=K)
     assert top.shape == (5, K) and retriever.available[top].all()
 

@@ -1,4 +1,5 @@
 """The in-batch softmax with logQ correction and accidental-hit removal, against hand computation."""
+
 import math
 
 import components  # noqa: F401
@@ -34,8 +35,14 @@ def test_task_on_a_hand_made_batch():
     ids = [5, 6, 7, 5]  # rows 0 and 3 share their positive item
     probability = [0.4, 0.1, 0.1, 0.4]
     task = retrieval_task(RetrievalConfig(temperature=0.5))
-    loss = task(tf.constant(queries), tf.constant(candidates), candidate_sampling_probability=tf.constant(probability),
-                candidate_ids=tf.constant(ids), compute_metrics=False, compute_batch_metrics=False)
+    loss = task(
+        tf.constant(queries),
+        tf.constant(candidates),
+        candidate_sampling_probability=tf.constant(probability),
+        candidate_ids=tf.constant(ids),
+        compute_metrics=False,
+        compute_batch_metrics=False,
+    )
     assert float(loss) == pytest.approx(hand_loss(queries, candidates, ids, probability, 0.5), rel=1e-5)
     # without the correction and the removal the number differs: both terms are really applied
     uncorrected = hand_loss(queries, candidates, [0, 1, 2, 3], [1.0] * 4, 0.5)
@@ -117,22 +124,40 @@ def test_mixed_negatives_exclude_the_positive_and_correct_by_the_mixture():
     num_items = 10 + schema.NUM_RESERVED  # 10 real items: a uniform draw picks one with probability 0.1
     count = {item: 3 * p + 3 * 0.1 for item, p in popularity.items()}  # 3 rows, 3 uniform draws
     expected_count = losses.mixture_expected_count(
-        tf.constant([popularity[i] for i in ids + negative_ids]), 3, 3, num_items)
+        tf.constant([popularity[i] for i in ids + negative_ids]), 3, 3, num_items
+    )
     np.testing.assert_allclose(expected_count.numpy(), [count[i] for i in ids + negative_ids], rtol=1e-6)
 
     def model_loss(correction):
-        return float(losses.mixed_negatives_loss(
-            tf.constant(queries, tf.float32), tf.constant(candidates, tf.float32), tf.constant(ids),
-            tf.constant(negatives, tf.float32), tf.constant(negative_ids), 0.5, correction))
+        return float(
+            losses.mixed_negatives_loss(
+                tf.constant(queries, tf.float32),
+                tf.constant(candidates, tf.float32),
+                tf.constant(ids),
+                tf.constant(negatives, tf.float32),
+                tf.constant(negative_ids),
+                0.5,
+                correction,
+            )
+        )
 
     loss = model_loss(expected_count)
-    assert loss == pytest.approx(_mixed_hand_loss(queries, candidates, ids, negatives, negative_ids, 0.5, count),
-                                 rel=1e-5)
-    assert model_loss(None) == pytest.approx(_mixed_hand_loss(queries, candidates, ids, negatives, negative_ids, 0.5),
-                                             rel=1e-5)
+    assert loss == pytest.approx(
+        _mixed_hand_loss(queries, candidates, ids, negatives, negative_ids, 0.5, count), rel=1e-5
+    )
+    assert model_loss(None) == pytest.approx(
+        _mixed_hand_loss(queries, candidates, ids, negatives, negative_ids, 0.5), rel=1e-5
+    )
     # keeping the positive among the negatives, or no correction, gives other numbers: both are really applied
-    kept = _mixed_hand_loss(queries, candidates, ids, negatives, [100, 101, 102], 0.5,
-                            {**count, 100: count[6], 101: count[9], 102: count[5]})
+    kept = _mixed_hand_loss(
+        queries,
+        candidates,
+        ids,
+        negatives,
+        [100, 101, 102],
+        0.5,
+        {**count, 100: count[6], 101: count[9], 102: count[5]},
+    )
     assert abs(loss - kept) > 0.05 and abs(loss - model_loss(None)) > 0.05
 
 

@@ -40,8 +40,10 @@ def test_padding_does_not_change_the_query(catalogue, encoder):
     items, cats = np.array([[5, 6, 7]]), np.array([[2, 3, 4]])
     short = model.encode(items, cats).numpy()
     padded = model.encode(np.pad(items, ((0, 0), (6, 0))), np.pad(cats, ((0, 0), (6, 0)))).numpy()
-    batched = model.encode(np.array([[0, 0, 0, 0, 5, 6, 7], [9, 8, 7, 6, 5, 4, 3]]),
-                           np.array([[0, 0, 0, 0, 2, 3, 4], [2, 2, 2, 2, 2, 2, 2]])).numpy()
+    batched = model.encode(
+        np.array([[0, 0, 0, 0, 5, 6, 7], [9, 8, 7, 6, 5, 4, 3]]),
+        np.array([[0, 0, 0, 0, 2, 3, 4], [2, 2, 2, 2, 2, 2, 2]]),
+    ).numpy()
     np.testing.assert_allclose(padded, short, atol=1e-5)
     np.testing.assert_allclose(batched[:1], short, atol=1e-5)
 
@@ -61,8 +63,9 @@ def test_history_longer_than_max_len_reads_the_newest_steps(catalogue):
     model = _model(catalogue, "self_attention")
     newest = np.arange(2, 12)[None]
     longer = np.concatenate([[[40, 41, 42]], newest], axis=1)
-    np.testing.assert_allclose(model.encode(longer, longer % 5 + 2).numpy(),
-                               model.encode(newest, newest % 5 + 2).numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        model.encode(longer, longer % 5 + 2).numpy(), model.encode(newest, newest % 5 + 2).numpy(), atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("encoder", ENCODERS)
@@ -86,7 +89,6 @@ def test_bad_config_is_refused():
         RetrievalConfig(encoder="lstm")
     with pytest.raises(ValueError, match="num_heads"):
         RetrievalConfig(embedding_dim=30, num_heads=4)
-
 
 
 @pytest.mark.parametrize("encoder", ENCODERS)
@@ -123,12 +125,15 @@ def test_filter_is_a_causal_convolution():
 def test_train_sequences_rebuild_each_user_from_shuffled_prefixes():
     """User 7: steps 10 11 12 13 14 15 16 (train targets 11..16), windows of 4; user 8: steps 20 21."""
     sequence = [10, 11, 12, 13, 14, 15, 16]
-    rows = [(7, sequence[max(0, t - 4):t], sequence[t]) for t in range(1, len(sequence))] + [(8, [20], 21)]
+    rows = [(7, sequence[max(0, t - 4) : t], sequence[t]) for t in range(1, len(sequence))] + [(8, [20], 21)]
     rows = [rows[i] for i in (3, 6, 0, 5, 2, 1, 4)]  # file order carries no meaning
     examples = Examples(
         hist_items=reader.pad_left([np.array(h) for _, h, _ in rows], 4),
         hist_cats=reader.pad_left([np.array(h) % 3 + 2 for _, h, _ in rows], 4),
-        target_item=np.array([t for _, _, t in rows]), user=np.array([u for u, _, _ in rows]), seen_items=None)
+        target_item=np.array([t for _, _, t in rows]),
+        user=np.array([u for u, _, _ in rows]),
+        seen_items=None,
+    )
     item_category = np.arange(40) % 3 + 2
     sequences = train_sequences(examples, item_category)
     order = np.argsort([u for u in dict.fromkeys(u for u, _, _ in rows)])

@@ -1,5 +1,6 @@
 """The tiny synthetic shop through the real stages (warehouse, extract, features, retrieval, DIEN and DIN), the
 export's table, and the serving model built from the same artifacts: what parity and the server tests need."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -45,17 +46,41 @@ def tiny_shop(tmp_path_factory) -> TinyShop:
     run_stage(str(root / "features"), str(root / "dien"), "dien", 1, 0, retrieval_dir=str(root / "retrieval"))
     run_stage(str(root / "features"), str(root / "din"), "din", 1, 0, retrieval_dir=str(root / "retrieval"))
     control = {"version": "v0-din", "retrieval_dir": str(root / "retrieval"), "ranking_dir": str(root / "din")}
-    build_serving_model(root / "features", root / "retrieval", root / "dien", root / "serving", model_version="v1-dien",
-                        top_k=TOP_K, candidates_n=CANDIDATES_N, experiment=EXPERIMENT, treatment_ratio=RATIO,
-                        control=control)
-    params = ExportParams(top_k=TOP_K, candidates_n=CANDIDATES_N, experiment=EXPERIMENT, treatment_ratio=RATIO,
-                          model_version="v1-dien", run_id="r1",
-                          generated_at=dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc))
-    run_export(root / "features", root / "retrieval", root / "dien", f"duckdb://{root / 'recs.duckdb'}",
-               root / "export", params, blessed_retrieval_dir=control["retrieval_dir"],
-               blessed_ranking_dir=control["ranking_dir"], blessed_model_version=control["version"])
-    return TinyShop(root / "features", root / "retrieval", root / "dien", root / "din", root / "serving",
-                    root / "export")
+    build_serving_model(
+        root / "features",
+        root / "retrieval",
+        root / "dien",
+        root / "serving",
+        model_version="v1-dien",
+        top_k=TOP_K,
+        candidates_n=CANDIDATES_N,
+        experiment=EXPERIMENT,
+        treatment_ratio=RATIO,
+        control=control,
+    )
+    params = ExportParams(
+        top_k=TOP_K,
+        candidates_n=CANDIDATES_N,
+        experiment=EXPERIMENT,
+        treatment_ratio=RATIO,
+        model_version="v1-dien",
+        run_id="r1",
+        generated_at=dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc),
+    )
+    run_export(
+        root / "features",
+        root / "retrieval",
+        root / "dien",
+        f"duckdb://{root / 'recs.duckdb'}",
+        root / "export",
+        params,
+        blessed_retrieval_dir=control["retrieval_dir"],
+        blessed_ranking_dir=control["ranking_dir"],
+        blessed_model_version=control["version"],
+    )
+    return TinyShop(
+        root / "features", root / "retrieval", root / "dien", root / "din", root / "serving", root / "export"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -64,8 +89,16 @@ def exported_lists(tiny_shop) -> dict[str, dict]:
     table = pq.read_table(tiny_shop.export_dir / "recommendations.parquet").to_pylist()
     lists: dict[str, dict] = {}
     for row in sorted(table, key=lambda r: (r["user_id"], r["rank"])):
-        entry = lists.setdefault(row["user_id"], {"items": [], "scores": [], "source": row["source"],
-                                                   "variant": row["variant"], "model_version": row["model_version"]})
+        entry = lists.setdefault(
+            row["user_id"],
+            {
+                "items": [],
+                "scores": [],
+                "source": row["source"],
+                "variant": row["variant"],
+                "model_version": row["model_version"],
+            },
+        )
         entry["items"].append(row["item_id"])
         entry["scores"].append(row["score"])
     return lists

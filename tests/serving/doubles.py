@@ -1,4 +1,5 @@
 """Small deterministic models that satisfy the retrieval and ranking Python APIs (funnel unit tests only)."""
+
 from __future__ import annotations
 
 import numpy as np

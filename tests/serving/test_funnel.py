@@ -87,8 +87,9 @@ def test_batching_by_memory_budget_gives_the_same_lists(users):
     batched = funnel.run_funnel(retriever, ranker, hist, seen, candidates_n=8, top_k=4, memory_budget_mb=tiny_budget)
     assert retriever.calls[0] == 25 and retriever.calls[1:] == [7, 7, 7, 4]
     assert np.array_equal(whole.items, batched.items) and np.array_equal(whole.scores, batched.scores)
-    sequential = funnel.run_funnel(retriever, ranker, hist, seen, candidates_n=8, top_k=4,
-                                   memory_budget_mb=tiny_budget, overlap_ranker=False)
+    sequential = funnel.run_funnel(
+        retriever, ranker, hist, seen, candidates_n=8, top_k=4, memory_budget_mb=tiny_budget, overlap_ranker=False
+    )
     assert np.array_equal(sequential.items, batched.items) and np.array_equal(sequential.scores, batched.scores)
 
 
@@ -183,6 +184,8 @@ def test_batches_group_users_by_history_length_and_drop_all_padding_columns():
         row[6 - length :] = rng.choice(np.arange(2, NUM_ITEMS), size=length, replace=False)
     whole = funnel.run_funnel(retriever, ranker, hist, candidates_n=6, top_k=3)
     retriever.widths.clear()
-    batched = funnel.run_funnel(retriever, ranker, hist, candidates_n=6, top_k=3, memory_budget_mb=4 * NUM_ITEMS * 16 / 2**20)
+    batched = funnel.run_funnel(
+        retriever, ranker, hist, candidates_n=6, top_k=3, memory_budget_mb=4 * NUM_ITEMS * 16 / 2**20
+    )
     assert retriever.widths == [1, 6]  # four users of length 1, then lengths 2, 2, 6, 6
     assert np.array_equal(whole.items, batched.items)

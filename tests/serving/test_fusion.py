@@ -1,4 +1,5 @@
 """Score fusion: logit(ranker) + w * retrieval score, applied wherever the funnel re-ranks."""
+
 import numpy as np
 import pytest
 

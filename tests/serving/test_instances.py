@@ -1,4 +1,5 @@
 """The request body: what is accepted, and a one-line refusal naming the field for everything else."""
+
 import json
 
 import pytest
@@ -31,41 +32,91 @@ def test_vertex_parameters_are_allowed_beside_instances():
     assert parse({"instances": [{"user_id": "u"}], "parameters": {}})[0].user_id == "u"
 
 
-@pytest.mark.parametrize("payload, message", [
-    (b"{not json", "body: not valid JSON"),
-    (b"", "body: not valid JSON"),
-    (b"\xff\xfe", "body: not valid JSON"),
-    ([1, 2], "body: must be a JSON object"),
-    ({"instance": []}, "body.instance: unknown field"),
-    ({}, "instances: missing"),
-    ({"instances": {"user_id": "u"}}, "instances: must be a list, got object"),
-    ({"instances": []}, "instances: empty"),
-    ({"instances": ["u1"]}, 'instances[0]: must be an object with a user_id, got string "u1"'),
-    ({"instances": [{}]}, "instances[0].user_id: missing"),
-    ({"instances": [{"user_id": 7}]}, "instances[0].user_id: must be a non-empty string, got number 7"),
-    ({"instances": [{"user_id": ""}]}, "instances[0].user_id: must be a non-empty string"),
-    ({"instances": [{"user_id": "u", "histroy": []}]}, "instances[0].histroy: unknown field"),
-    ({"instances": [{"user_id": "u", "history": "i1"}]}, "instances[0].history: must be a list of item id strings"),
-    ({"instances": [{"user_id": "u", "history": ["a", 3]}]}, "instances[0].history[1]: must be a non-empty item id"),
-    ({"instances": [{"user_id": "u", "history": [], "events": []}]}, "instances[0]: give history or events, not both"),
-    ({"instances": [{"user_id": "u", "k": 0}]}, "instances[0].k: must be an integer from 1 to 30 (the export depth), got 0"),
-    ({"instances": [{"user_id": "u", "k": 31}]}, "instances[0].k: must be an integer from 1 to 30"),
-    ({"instances": [{"user_id": "u", "k": "5"}]}, 'instances[0].k: must be an integer from 1 to 30 (the export depth), got "5"'),
-    ({"instances": [{"user_id": "u", "k": True}]}, "instances[0].k: must be an integer"),
-    ({"instances": [{"user_id": "u", "k": 2.0}]}, "instances[0].k: must be an integer"),
-    ({"instances": [{"user_id": "u", "exclude": [None]}]}, "instances[0].exclude[0]: must be a non-empty item id string, got null"),
-    ({"instances": [{"user_id": "u"}, {"user_id": "v", "events": {}}]}, "instances[1].events: must be a list of event objects"),
-    ({"instances": [{"user_id": "u", "events": [{"item_id": "a", "event_type": "view"}]}]},
-     "instances[0].events[0].event_ts: missing"),
-    ({"instances": [{"user_id": "u", "events": [{"item_id": "a", "event_type": "click", "event_ts": "2026-11-30"}]}]},
-     'instances[0].events[0].event_type: must be one of view, cart, fav, purchase, got "click"'),
-    ({"instances": [{"user_id": "u", "events": [{"item_id": "a", "event_type": "view", "event_ts": 1764500000}]}]},
-     "instances[0].events[0].event_ts: must be an ISO-8601 time string"),
-    ({"instances": [{"user_id": "u", "events": [{"item_id": "a", "event_type": "view", "event_ts": "yesterday"}]}]},
-     'instances[0].events[0].event_ts: "yesterday" is not an ISO-8601 time'),
-    ({"instances": [{"user_id": "u", "events": [{"item_id": "a", "event_type": "view", "event_ts": "2026-11-30",
-                                                  "price": 3}]}]}, "instances[0].events[0].price: unknown field"),
-])
+@pytest.mark.parametrize(
+    "payload, message",
+    [
+        (b"{not json", "body: not valid JSON"),
+        (b"", "body: not valid JSON"),
+        (b"\xff\xfe", "body: not valid JSON"),
+        ([1, 2], "body: must be a JSON object"),
+        ({"instance": []}, "body.instance: unknown field"),
+        ({}, "instances: missing"),
+        ({"instances": {"user_id": "u"}}, "instances: must be a list, got object"),
+        ({"instances": []}, "instances: empty"),
+        ({"instances": ["u1"]}, 'instances[0]: must be an object with a user_id, got string "u1"'),
+        ({"instances": [{}]}, "instances[0].user_id: missing"),
+        ({"instances": [{"user_id": 7}]}, "instances[0].user_id: must be a non-empty string, got number 7"),
+        ({"instances": [{"user_id": ""}]}, "instances[0].user_id: must be a non-empty string"),
+        ({"instances": [{"user_id": "u", "histroy": []}]}, "instances[0].histroy: unknown field"),
+        ({"instances": [{"user_id": "u", "history": "i1"}]}, "instances[0].history: must be a list of item id strings"),
+        (
+            {"instances": [{"user_id": "u", "history": ["a", 3]}]},
+            "instances[0].history[1]: must be a non-empty item id",
+        ),
+        (
+            {"instances": [{"user_id": "u", "history": [], "events": []}]},
+            "instances[0]: give history or events, not both",
+        ),
+        (
+            {"instances": [{"user_id": "u", "k": 0}]},
+            "instances[0].k: must be an integer from 1 to 30 (the export depth), got 0",
+        ),
+        ({"instances": [{"user_id": "u", "k": 31}]}, "instances[0].k: must be an integer from 1 to 30"),
+        (
+            {"instances": [{"user_id": "u", "k": "5"}]},
+            'instances[0].k: must be an integer from 1 to 30 (the export depth), got "5"',
+        ),
+        ({"instances": [{"user_id": "u", "k": True}]}, "instances[0].k: must be an integer"),
+        ({"instances": [{"user_id": "u", "k": 2.0}]}, "instances[0].k: must be an integer"),
+        (
+            {"instances": [{"user_id": "u", "exclude": [None]}]},
+            "instances[0].exclude[0]: must be a non-empty item id string, got null",
+        ),
+        (
+            {"instances": [{"user_id": "u"}, {"user_id": "v", "events": {}}]},
+            "instances[1].events: must be a list of event objects",
+        ),
+        (
+            {"instances": [{"user_id": "u", "events": [{"item_id": "a", "event_type": "view"}]}]},
+            "instances[0].events[0].event_ts: missing",
+        ),
+        (
+            {
+                "instances": [
+                    {"user_id": "u", "events": [{"item_id": "a", "event_type": "click", "event_ts": "2026-11-30"}]}
+                ]
+            },
+            'instances[0].events[0].event_type: must be one of view, cart, fav, purchase, got "click"',
+        ),
+        (
+            {
+                "instances": [
+                    {"user_id": "u", "events": [{"item_id": "a", "event_type": "view", "event_ts": 1764500000}]}
+                ]
+            },
+            "instances[0].events[0].event_ts: must be an ISO-8601 time string",
+        ),
+        (
+            {
+                "instances": [
+                    {"user_id": "u", "events": [{"item_id": "a", "event_type": "view", "event_ts": "yesterday"}]}
+                ]
+            },
+            'instances[0].events[0].event_ts: "yesterday" is not an ISO-8601 time',
+        ),
+        (
+            {
+                "instances": [
+                    {
+                        "user_id": "u",
+                        "events": [{"item_id": "a", "event_type": "view", "event_ts": "2026-11-30", "price": 3}],
+                    }
+                ]
+            },
+            "instances[0].events[0].price: unknown field",
+        ),
+    ],
+)
 def test_bad_input_is_refused_naming_the_field(payload, message):
     with pytest.raises(RequestError) as raised:
         parse(payload)

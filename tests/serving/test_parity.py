@@ -1,4 +1,5 @@
 """For the same model and stored history, the server's list is the export's list, item for item (tiny shop)."""
+
 import numpy as np
 import pytest
 
@@ -24,7 +25,10 @@ def test_every_user_gets_the_exported_list(predictor, exported_lists):
         assert got["items"] == want["items"], user
         assert got["scores"] == pytest.approx(want["scores"], rel=1e-5, abs=1e-6), user
         assert (got["source"], got["variant"], got["model_version"]) == (
-            want["source"], want["variant"], want["model_version"]), user
+            want["source"],
+            want["variant"],
+            want["model_version"],
+        ), user
 
 
 def test_one_user_per_call_gives_the_same_lists(predictor, exported_lists):

@@ -1,4 +1,5 @@
 """The prediction server over real HTTP on loopback: Vertex AI's contract (routes, variables, body shapes)."""
+
 import pytest
 
 from components.serving import bundle
@@ -37,8 +38,12 @@ def test_contract_routes_and_shapes(live, exported_lists):
 
 
 def test_routes_and_port_come_from_vertex_variables(registry):
-    env = {"AIP_HTTP_PORT": "9123", "AIP_HEALTH_ROUTE": "/v1/ready", "AIP_PREDICT_ROUTE": "/v1/models/shop:predict",
-           "AIP_STORAGE_URI": str(registry)}
+    env = {
+        "AIP_HTTP_PORT": "9123",
+        "AIP_HEALTH_ROUTE": "/v1/ready",
+        "AIP_PREDICT_ROUTE": "/v1/models/shop:predict",
+        "AIP_STORAGE_URI": str(registry),
+    }
     settings = Settings.from_env(env, reload_interval_s=0)
     assert (settings.port, settings.storage_uri) == (9123, str(registry))
     with LiveServer(settings) as server:

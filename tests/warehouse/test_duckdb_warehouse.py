@@ -1,4 +1,5 @@
 """The DuckDB warehouse: contents match the sources, and a failed build leaves no file."""
+
 import json
 
 import pyarrow as pa
@@ -7,8 +8,10 @@ import pytest
 from components import schema
 from components.warehouse import build, duckdb_warehouse as dw, synthetic
 
-AMAZON = ("user_id,item_id,timestamp,cate_id,attr_ids\n1,10,1400000100,5,90 1 5\n1,11,1400000100,7,1 7\n"
-          "2,11,1400000200,7,1 7\n")
+AMAZON = (
+    "user_id,item_id,timestamp,cate_id,attr_ids\n1,10,1400000100,5,90 1 5\n1,11,1400000100,7,1 7\n"
+    "2,11,1400000200,7,1 7\n"
+)
 
 
 def test_synthetic_build_holds_the_generated_tables(tmp_path):

@@ -1,4 +1,5 @@
 """Loaders on tiny hand-written files (never the shared data)."""
+
 import datetime as dt
 import gzip
 
@@ -102,13 +103,19 @@ def test_missing_and_corrupt_files(tmp_path):
 
 def test_case03_timestamps_outside_the_sane_range_are_refused_with_row_and_value(tmp_path):
     micro = AMAZON.replace("1400000050", "1600000000000000")  # the third data row, in microseconds
-    with pytest.raises(timestamps.TimestampError, match=r"a.csv: column 'timestamp': 1 timestamp\(s\) outside "
-                       r"1990-01-01 .. .*; first at row 3: 1600000000000000 unix seconds; it reads as microseconds: "
-                       r"2020-09-13"):
+    with pytest.raises(
+        timestamps.TimestampError,
+        match=r"a.csv: column 'timestamp': 1 timestamp\(s\) outside "
+        r"1990-01-01 .. .*; first at row 3: 1600000000000000 unix seconds; it reads as microseconds: "
+        r"2020-09-13",
+    ):
         loaders.load_amazon(write(tmp_path, "a.csv", micro))
     milli = TAOBAO.replace("1511000900", "1511000900000")
-    with pytest.raises(timestamps.TimestampError, match=r"row 4: 1511000900000 unix seconds; it reads as "
-                       r"milliseconds: 2017-11-18"):
+    with pytest.raises(
+        timestamps.TimestampError,
+        match=r"row 4: 1511000900000 unix seconds; it reads as "
+        r"milliseconds: 2017-11-18",
+    ):
         loaders.load_taobao(write(tmp_path, "t.csv", milli))
     for value in ("631151999", "-5", "9999999999"):  # 1989-12-31, before the epoch, the year 2286
         with pytest.raises(timestamps.TimestampError, match=f"first at row 1: {value} unix seconds$"):

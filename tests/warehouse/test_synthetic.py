@@ -1,4 +1,5 @@
 """Properties of the synthetic shop: determinism, Zipf-like popularity, funnel, sequential signal, drift, impressions."""
+
 import dataclasses
 import itertools
 
@@ -9,8 +10,15 @@ import pytest
 from components import schema
 from components.warehouse import synthetic
 
-SMALL = dataclasses.replace(synthetic.PRESETS["tiny"], n_users=600, n_items=300, n_categories=12, n_brands=24,
-                            mean_views_per_user=20, users_per_chunk=250)
+SMALL = dataclasses.replace(
+    synthetic.PRESETS["tiny"],
+    n_users=600,
+    n_items=300,
+    n_categories=12,
+    n_brands=24,
+    mean_views_per_user=20,
+    users_per_chunk=250,
+)
 
 
 def generate(config, seed=0):
@@ -88,7 +96,7 @@ def test_next_item_depends_on_the_last_item_beyond_popularity(small):
     views = views_in_order(events)
     index = {item: i for i, item in enumerate(world.item_ids)}
     items = views.item_id.map(index).to_numpy()
-    same_user = (views.user_id.to_numpy()[1:] == views.user_id.to_numpy()[:-1])
+    same_user = views.user_id.to_numpy()[1:] == views.user_id.to_numpy()[:-1]
     prev, nxt = items[:-1][same_user], items[1:][same_user]
     follows = (world.successors[prev] == nxt[:, None]).any(axis=1).mean()
     by_popularity = world.item_popularity[world.successors[prev]].sum(axis=1).mean()
@@ -185,8 +193,10 @@ def test_logged_impressions_are_consistent_with_the_logging_policy_and_events(sm
     clicked = impressions[impressions.clicked][["request_id", "user_id", "item_id", "event_ts"]]
     viewed = events[events.event_type == "view"][["user_id", "item_id", "event_ts"]]
     pairs = clicked.merge(viewed, on=["user_id", "item_id"], suffixes=("_shown", "_viewed"))
-    after = pairs[(pairs.event_ts_viewed > pairs.event_ts_shown)
-                  & (pairs.event_ts_viewed < pairs.event_ts_shown + np.timedelta64(1, "h"))]
+    after = pairs[
+        (pairs.event_ts_viewed > pairs.event_ts_shown)
+        & (pairs.event_ts_viewed < pairs.event_ts_shown + np.timedelta64(1, "h"))
+    ]
     assert after.request_id.nunique() == clicked.request_id.nunique()
     assert len(after.drop_duplicates(["request_id", "item_id"])) == len(clicked)
 
@@ -220,4 +230,3 @@ def test_world_api_for_experiments():
     shifted = world.shift_interests(0.5, np.random.default_rng(2))
     moved = (shifted.state.category != before).mean()
     assert 0.2 < moved < 0.6 and np.array_equal(world.state.category, before)
-
