@@ -80,6 +80,35 @@ SIMILAR_ITEMS = pa.schema(
     ]
 )
 
+# Items bought or carted with an item (components/export/complementary.py); source "cooccurrence" | "embedding".
+COMPLEMENTARY_ITEMS = pa.schema(
+    [
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("rank", pa.int64(), nullable=False),
+        pa.field("complementary_item_id", pa.string(), nullable=False),
+        pa.field("score", pa.float64(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("model_version", pa.string(), nullable=False),
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("generated_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ]
+)
+
+# Campaign audiences (components/export/audiences.py): the top users of a promoted item or category by the
+# funnel's purchase score; target_type "item" | "category".
+AUDIENCES = pa.schema(
+    [
+        pa.field("target_id", pa.string(), nullable=False),
+        pa.field("target_type", pa.string(), nullable=False),
+        pa.field("rank", pa.int64(), nullable=False),
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("score", pa.float64(), nullable=False),
+        pa.field("model_version", pa.string(), nullable=False),
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("generated_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ]
+)
+
 TABLES = {"events": EVENTS, "items": ITEMS, "impressions": IMPRESSIONS}
 
 # The smallest propensity an impression may carry. Below it an importance weight (up to 1e6) lets one row outweigh
