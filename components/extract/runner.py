@@ -43,7 +43,7 @@ BATCH_ROWS = 200_000
 # dashes; dataset and table names here are restricted to letters, digits and underscores.
 _PROJECT = r"[a-z][a-z0-9-]{4,28}[a-z0-9]"
 _NAME = r"[A-Za-z_][A-Za-z0-9_]{0,1023}"
-TABLE_NAME = re.compile(rf"^(?:(?:{_PROJECT})\.)?(?:{_NAME}\.)?{_NAME}\*?$")  # `events_*`: a wildcard table (GA4)
+TABLE_NAME = re.compile(rf"(?:(?:{_PROJECT})\.)?(?:{_NAME}\.)?{_NAME}\*?")  # `events_*`: a wildcard table (GA4)
 
 
 class ExtractError(ValueError):
@@ -51,7 +51,7 @@ class ExtractError(ValueError):
 
 
 def validate_table_name(name: str) -> str:
-    if not isinstance(name, str) or not TABLE_NAME.match(name):
+    if not isinstance(name, str) or not TABLE_NAME.fullmatch(name):  # never match(): `$` passes a "\n"
         raise ExtractError(
             f"invalid table name {name!r}: expected [project.]dataset.table or table, "
             "letters, digits and underscores (dashes in the project id)"

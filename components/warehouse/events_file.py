@@ -19,12 +19,11 @@ import pyarrow.parquet as pq
 from pyarrow import csv
 
 from components import schema
+from components.warehouse import timestamps
 from components.warehouse.loaders import LoaderError
 
 UNKNOWN_CATEGORY = "unknown"
 ITEM_COLUMNS = ("category", "brand", "price", "title", "available")
-# Unix seconds of 1990-01-01 and 2100-01-01: outside them a number is no timestamp in seconds.
-SECONDS_RANGE = (631_152_000, 4_102_444_800)
 
 
 def read_table(path: str | Path) -> pa.Table:
@@ -55,42 +54,30 @@ def read_table(path: str | Path) -> pa.Table:
     return table
 
 
-def _timestamp_sql(con: duckdb.DuckDBPyConnection, column: str, path: Path) -> str:
-    """SQL that turns `raw.<column>` into TIMESTAMPTZ after checking what it holds (numbers must be seconds)."""
+def _event_times(con: duckdb.DuckDBPyConnection, column: str, path: Path) -> pa.Array:
+    """`raw.<column>` as timestamp[us, UTC] in file order: numbers are unix seconds, text is ISO-8601; both go
+    through components.warehouse.timestamps, the loaders' one range check (a number in ms or us is refused there,
+    naming the unit it reads as)."""
+    where = f"{path}: column {column!r}"
     kind = con.execute(f'SELECT typeof("{column}") FROM raw LIMIT 1').fetchone()[0]
-    if kind.startswith(("TIMESTAMP", "DATE")):
-        return f'CAST("{column}" AS TIMESTAMPTZ)'
-    numeric = f'TRY_CAST("{column}" AS DOUBLE)'
-    n_numeric, low, high = con.execute(f"SELECT COUNT({numeric}), MIN({numeric}), MAX({numeric}) FROM raw").fetchone()
-    n_values = con.execute(f'SELECT COUNT("{column}") FROM raw').fetchone()[0]
-    if n_numeric == n_values:
-        if low < SECONDS_RANGE[0] or high > SECONDS_RANGE[1]:
-            unit = (
-                (
-                    "milliseconds"
-                    if high < SECONDS_RANGE[1] * 1e3
-                    else "microseconds"
-                    if high < SECONDS_RANGE[1] * 1e6
-                    else "nanoseconds"
-                )
-                if high > SECONDS_RANGE[1]
-                else "seconds before 1990"
-            )
+    if not kind.startswith(("TIMESTAMP", "DATE")):
+        numeric = f'TRY_CAST("{column}" AS DOUBLE)'
+        n_numeric, n_values = con.execute(f'SELECT COUNT({numeric}), COUNT("{column}") FROM raw').fetchone()
+        if n_numeric == n_values:
+            seconds = con.execute(f"SELECT {numeric} FROM raw ORDER BY _row").fetchnumpy()
+            return timestamps.from_unix_seconds(next(iter(seconds.values())), where)
+        bad = con.execute(
+            f'SELECT "{column}", COUNT(*) FROM raw WHERE "{column}" IS NOT NULL AND '
+            f'TRY_CAST("{column}" AS TIMESTAMPTZ) IS NULL GROUP BY 1 ORDER BY 2 DESC LIMIT 3'
+        ).fetchall()
+        if bad:
             raise LoaderError(
-                f"{path}: {column} holds numbers from {low:.0f} to {high:.0f}, which look like "
-                f"{unit}; expected unix seconds (1990-2100) or ISO-8601 text"
+                f"{path}: {column} has value(s) that are neither unix seconds nor ISO-8601, e.g. "
+                f"{[value for value, _ in bad]}"
             )
-        return f"make_timestamp(CAST(ROUND({numeric} * 1e6) AS BIGINT))"
-    bad = con.execute(
-        f'SELECT "{column}", COUNT(*) FROM raw WHERE "{column}" IS NOT NULL AND '
-        f'TRY_CAST("{column}" AS TIMESTAMPTZ) IS NULL GROUP BY 1 ORDER BY 2 DESC LIMIT 3'
-    ).fetchall()
-    if bad:
-        raise LoaderError(
-            f"{path}: {column} has value(s) that are neither unix seconds nor ISO-8601, e.g. "
-            f"{[value for value, _ in bad]}"
-        )
-    return f'CAST("{column}" AS TIMESTAMPTZ)'
+    times = con.execute(f'SELECT CAST("{column}" AS TIMESTAMPTZ) FROM raw ORDER BY _row').to_arrow_table().column(0)
+    timestamps.check_timestamps(times, where)
+    return times.cast(pa.timestamp("us", tz="UTC")).combine_chunks()
 
 
 def _events_sql(con: duckdb.DuckDBPyConnection, columns: list[str], path: Path, event_map: dict[str, str]) -> str:
@@ -132,11 +119,12 @@ def _events_sql(con: duckdb.DuckDBPyConnection, columns: list[str], path: Path, 
             raise LoaderError(
                 f"{path}: event_seq has {seq} value(s) that are not integers; drop the column to use the file order"
             )
-    ts = _timestamp_sql(con, "event_ts" if "event_ts" in columns else "timestamp", path)
+    times = _event_times(con, "event_ts" if "event_ts" in columns else "timestamp", path)
+    con.register("event_times", pa.table({"_row": pa.array(np.arange(len(times), dtype=np.int64)), "_event_ts": times}))
     return f"""SELECT CAST(user_id AS VARCHAR) AS user_id, CAST(item_id AS VARCHAR) AS item_id, {mapping} AS event_type,
-      {ts} AS event_ts, {"CAST(event_seq AS BIGINT)" if "event_seq" in columns else "_row"} AS event_seq,
+      _event_ts AS event_ts, {"CAST(event_seq AS BIGINT)" if "event_seq" in columns else "_row"} AS event_seq,
       {"CAST(session_id AS VARCHAR)" if "session_id" in columns else "NULL::VARCHAR"} AS session_id
-    FROM raw ORDER BY _row"""
+    FROM raw JOIN event_times USING (_row) ORDER BY _row"""
 
 
 def _items_sql(columns: list[str], source: str, order: str) -> str:

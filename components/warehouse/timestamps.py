@@ -38,12 +38,14 @@ def _refuse(where: str, bad: np.ndarray, shown: str, high_s: int) -> None:
 def from_unix_seconds(
     seconds: pa.ChunkedArray | pa.Array | np.ndarray, where: str, now: dt.datetime | None = None
 ) -> pa.Array:
-    """Integer unix seconds -> timestamp[us, UTC], after the range check (rows count from 1, in file order)."""
-    values = np.asarray(seconds.to_numpy() if hasattr(seconds, "to_numpy") else seconds, dtype=np.int64)
+    """Unix seconds (integers, or floats with a fraction) -> timestamp[us, UTC], after the range check (rows count
+    from 1, in file order)."""
+    values = np.asarray(seconds.to_numpy() if hasattr(seconds, "to_numpy") else seconds)
+    values = values.astype(np.float64 if values.dtype.kind == "f" else np.int64)
     low, high = _bounds_s(now)
     bad = (values < low) | (values > high)
     if bad.any():
-        value = int(values[np.argmax(bad)])
+        value = values[np.argmax(bad)]
         unit = next(
             (
                 f"; it reads as {name}: {dt.datetime.fromtimestamp(value // per, dt.timezone.utc):%Y-%m-%d}"
@@ -52,8 +54,10 @@ def from_unix_seconds(
             ),
             "",
         )
-        _refuse(where, bad, f"{value} unix seconds{unit}", high)
-    return pa.array(values * 1_000_000, pa.timestamp("us", tz="UTC"))
+        shown = int(value) if float(value).is_integer() else float(value)
+        _refuse(where, bad, f"{shown} unix seconds{unit}", high)
+    micros = np.round(values * 1e6).astype(np.int64) if values.dtype.kind == "f" else values * 1_000_000
+    return pa.array(micros, pa.timestamp("us", tz="UTC"))
 
 
 def check_timestamps(timestamps: pa.ChunkedArray | pa.Array, where: str, now: dt.datetime | None = None) -> None:

@@ -110,6 +110,8 @@ def test_valid_table_names(name):
         "p.d.t OR 1=1",
         "UPPER-project.d.t",
         "shop .events",
+        "shop.events\n",  # a `$` anchor lets a trailing newline through (issue 15)
+        "events\n",
     ],
 )
 def test_invalid_table_names_are_rejected(name):

@@ -7,7 +7,7 @@ import pytest
 
 from components import schema
 from components.extract import runner
-from components.warehouse import duckdb_warehouse, sources
+from components.warehouse import duckdb_warehouse, sources, timestamps
 from components.warehouse.events_file import load_events_file
 from components.warehouse.loaders import LoaderError
 
@@ -64,8 +64,46 @@ u1,b,view,1709251260.5,9,s1,bags,,
 @pytest.mark.parametrize("scale,unit", [(1_000, "milliseconds"), (1_000_000, "microseconds")])
 def test_timestamps_in_another_unit_are_refused_naming_it(tmp_path, scale, unit):
     events = write_csv(tmp_path / "events.csv", f"user_id,item_id,event_type,event_ts\nu1,a,view,{1709251200 * scale}")
-    with pytest.raises(LoaderError, match=f"look like {unit}; expected unix seconds"):
+    with pytest.raises(
+        timestamps.TimestampError, match=f"row 1: {1709251200 * scale} unix seconds; it reads as {unit}"
+    ):
         load_events_file(events)
+
+
+@pytest.mark.parametrize(
+    "value,shown",
+    [
+        ("2099-01-01T00:00:00Z", "2099-01-01 00:00:00"),  # ISO text was not range-checked at all
+        ("4070908800", "4070908800 unix seconds"),  # 2099 in seconds passed the file loader's own 1990-2100 check
+        ("1989-12-31", "1989-12-31 00:00:00"),
+    ],
+)
+def test_case03_events_file_times_get_the_loaders_one_range_check(tmp_path, value, shown):
+    first = "1709251200" if value.isdigit() else "2024-03-01"
+    events = write_csv(
+        tmp_path / "events.csv", f"user_id,item_id,event_type,event_ts\nu1,a,view,{first}\nu1,b,view,{value}"
+    )
+    with pytest.raises(
+        timestamps.TimestampError,
+        match=rf"events.csv: column 'event_ts': 1 timestamp\(s\) outside 1990-01-01 .. .* UTC; first at row 2: {shown}",
+    ):
+        load_events_file(events)
+    if value.isdigit():
+        return
+    parquet = tmp_path / "events.parquet"  # a Parquet timestamp column gets the same check
+    pq.write_table(
+        pa.table(
+            {
+                "user_id": ["u1"],
+                "item_id": ["a"],
+                "event_type": ["view"],
+                "event_ts": pa.array([pd.Timestamp(value)], pa.timestamp("us")),
+            }
+        ),
+        parquet,
+    )
+    with pytest.raises(timestamps.TimestampError, match="first at row 1"):
+        load_events_file(parquet)
 
 
 def test_text_that_is_no_timestamp_is_refused_with_examples(tmp_path):
