@@ -1,0 +1,301 @@
+"""Offline evaluation of the campaign outputs on what happens after a cut time (components.export.complementary
+and components.export.audiences).
+
+- Complementary items, on held-out baskets: co-occurrence is counted on the baskets before the cut; every basket
+  after it with at least two items gives one query per item, a hit when one of the basket's other items is in the
+  item's top 10. HIT@10 of the shrunk lift with its fallback against plain counts, raw lift, similar items (cosine
+  of the candidate embeddings) and the retrieval model's next items alone.
+- Audiences, on the time split's test window: the models were trained before the cut, histories end where the
+  window starts, and a target's future buyers are the users who buy it (an item of the category) in the window.
+  precision@K and recall@K at K = 1% and 10% of the scored users, for the ranker's buy-or-not score and the
+  funnel's fused score, against users who bought in the category before (most purchases first, then activity)
+  and the most active users.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from components import schema
+from components.export import audiences, complementary, similar
+from components.serving import funnel
+
+HIT_K = 10
+AUDIENCE_SHARES = {"1%": 0.01, "10%": 0.10}
+_DAY = dt.timedelta(days=1)
+
+
+def _connect():
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET enable_progress_bar = false")
+    return con
+
+
+def quantile_cut(events_path: str | Path, quantile: float = 0.8) -> dt.datetime:
+    """The UTC midnight at or before the `quantile` of the event times: a cut that leaves data after it even
+    where a shop's tail is thin (the synthetic shop's last weeks hold a few users)."""
+    with _connect() as con:
+        (when,) = con.execute(
+            "SELECT to_timestamp(quantile_cont(epoch(event_ts), ?)) FROM read_parquet(?)", [quantile, str(events_path)]
+        ).fetchone()
+    return dt.datetime.combine(when.astimezone(dt.UTC).date(), dt.time(), tzinfo=dt.UTC)
+
+
+# ---- complementary items ----------------------------------------------------------------------------------
+def heldout_baskets(events_path, params: complementary.CooccurrenceParams, start: dt.datetime) -> list[list[str]]:
+    with _connect() as con:
+        complementary.load_baskets(con, events_path, params, start=start, table="heldout")
+        rows = con.execute(
+            "SELECT list(item_id ORDER BY item_id) FROM heldout GROUP BY basket HAVING count(*) >= 2 ORDER BY 1"
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+def hit_rate(lists: np.ndarray, item_ids: np.ndarray, baskets: list[list[str]], k: int = HIT_K) -> float:
+    """Share of (basket, item) queries whose item's top k (rows of `lists`, model indices) holds another item
+    of the basket; an item the model does not know is a miss."""
+    lookup = {item: i for i, item in enumerate(item_ids) if i >= schema.NUM_RESERVED}
+    hits = queries = 0
+    for basket in baskets:
+        indices = [lookup.get(item, -1) for item in basket]
+        for position, row in enumerate(indices):
+            queries += 1
+            if row < 0:
+                continue
+            others = {i for j, i in enumerate(indices) if j != position and i >= 0}
+            hits += bool(others & set(lists[row, :k].tolist()))
+    return hits / max(queries, 1)
+
+
+def evaluate_complementary(
+    events_path: str | Path,
+    cut: dt.datetime,
+    retriever,
+    item_category: np.ndarray,
+    item_ids: np.ndarray,
+    available: np.ndarray,
+    params: complementary.CooccurrenceParams | None = None,
+    min_support: int = 2,
+) -> dict:
+    """{"<method>": {"hit@10": ...}} on the baskets from `cut` on, co-occurrence from before it."""
+    params = params or complementary.CooccurrenceParams()
+    k = max(HIT_K, params.k)
+    allowed = funnel.allowed_items(len(item_ids), available)
+    candidates = [item for item, ok in zip(item_ids, allowed) if ok]
+    baskets = heldout_baskets(events_path, params, cut)
+    result = {"queries": sum(len(b) for b in baskets), "baskets": len(baskets)}
+    if not baskets:
+        return result
+
+    def fallback(rows):
+        return complementary.next_item_neighbours(retriever, item_category, rows, allowed, k)
+
+    lists = {}
+    for method in complementary.METHODS:
+        pairs = complementary.cooccurrence(
+            events_path,
+            candidates,
+            complementary.CooccurrenceParams(**{**_fields(params), "method": method, "k": k}),
+            end=cut,
+        )
+        lists[method] = complementary.complementary_lists(pairs, item_ids, k, min_support=1).items
+        if method == params.method:
+            merged = complementary.complementary_lists(pairs, item_ids, k, min_support=min_support, fallback=fallback)
+            lists["complementary"] = merged.items
+    lists["similar_items"] = similar.similar_items(retriever.item_embeddings, available, k)[0]
+    lists["next_item_embedding"] = fallback(np.arange(len(item_ids)))[0]
+    for name, matrix in lists.items():
+        result[name] = {f"hit@{HIT_K}": round(hit_rate(matrix, item_ids, baskets), 4)}
+    result["method"] = params.method
+    return result
+
+
+def _fields(params) -> dict:
+    return {f: getattr(params, f) for f in params.__dataclass_fields__}
+
+
+# ---- audiences --------------------------------------------------------------------------------------------
+def histories(
+    events_path: str | Path, end: dt.datetime, item_ids: np.ndarray, max_len: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(user ids, left-padded history matrix in the model's indices, event counts) as of `end`: every event
+    before it, consecutive repeats of an item collapsed (as the features job builds steps), the last max_len."""
+    with _connect() as con:
+        rows = con.execute(
+            "SELECT user_id, list(item_id ORDER BY event_ts, event_seq), count(*) FROM read_parquet(?) "
+            "WHERE event_ts < ? GROUP BY user_id ORDER BY user_id",
+            [str(events_path), end],
+        ).fetchall()
+    lookup = {item: i for i, item in enumerate(item_ids) if i >= schema.NUM_RESERVED}
+    users = np.asarray([r[0] for r in rows], dtype=object)
+    hist = np.zeros((len(rows), max_len), dtype=np.int64)
+    for u, (_, items, _) in enumerate(rows):
+        steps = [item for j, item in enumerate(items) if j == 0 or item != items[j - 1]][-max_len:]
+        if steps:
+            hist[u, -len(steps) :] = [lookup.get(item, schema.OOV_INDEX) for item in steps]
+    return users, hist, np.asarray([r[2] for r in rows], dtype=np.int64)
+
+
+def _purchases(events_path, items_path, start, end) -> list[tuple[str, str, str]]:
+    with _connect() as con:
+        return con.execute(
+            "SELECT e.user_id, e.item_id, i.category FROM read_parquet(?) e JOIN read_parquet(?) i USING (item_id) "
+            "WHERE e.event_type = 'purchase' AND (? IS NULL OR e.event_ts >= ?) AND e.event_ts < ?",
+            [str(events_path), str(items_path), start, start, end],
+        ).fetchall()
+
+
+def evaluate_audiences(
+    extracted_dir: str | Path,
+    features_dir: str | Path,
+    retriever,
+    ranker,
+    item_ids: np.ndarray,
+    history_end: dt.datetime,
+    window_end: dt.datetime,
+    targets_spec: str = "",
+    items_per_category: int = 10,
+) -> dict:
+    """{"<method>": {"precision@1%", "recall@1%", "precision@10%", "recall@10%"}, "k": {...}, "targets": [...]}."""
+    from components.export.inputs import read_catalogue
+
+    events_path = Path(extracted_dir, "events.parquet")
+    items_path = Path(extracted_dir, "items.parquet")
+    spec = schema.FeatureSpec.read(features_dir)
+    _, available, popularity = read_catalogue(features_dir, spec.num_items)
+    categories = item_categories(features_dir, spec.num_items)
+    before = _purchases(events_path, items_path, None, history_end)
+    sales: dict[str, float] = {}
+    for _, _, category in before:
+        sales[category] = sales.get(category, 0.0) + 1
+    targets = audiences.resolve_targets(
+        targets_spec, item_ids, categories, popularity, available, sales, items_per_category
+    )
+    users, hist, activity = histories(events_path, history_end, item_ids, spec.max_len)
+    scored = ~funnel.needs_fallback(hist)
+    users, hist, activity = users[scored], hist[scored], activity[scored]
+    position = {u: i for i, u in enumerate(users)}
+    model = audiences.score_targets(retriever, ranker, hist, targets)
+
+    def target_rows(rows):
+        matrix = np.zeros((len(targets), len(users)), dtype=np.float64)
+        for user, item, category in rows:
+            u = position.get(user)
+            if u is None:
+                continue
+            for t, target in enumerate(targets):
+                if (target.kind == "category" and category == target.id) or (
+                    target.kind == "item" and item == target.id
+                ):
+                    matrix[t, u] += 1
+        return matrix
+
+    future = target_rows(_purchases(events_path, items_path, history_end, window_end)) > 0
+    # for an item target, "bought in the category before" counts purchases in the item's category
+    by_category = [
+        audiences.Target("category", categories[t.candidates[0]], t.candidates) if t.kind == "item" else t
+        for t in targets
+    ]
+    bought_before = np.zeros((len(targets), len(users)))
+    for user, _, category in before:
+        u = position.get(user)
+        if u is not None:
+            for t, target in enumerate(by_category):
+                bought_before[t, u] += category == target.id
+    tie_break = activity / (activity.max() + 1.0)
+    methods = {
+        "ranker": model.ranker,
+        "funnel": model.funnel,
+        "bought_category_before": bought_before + tie_break,
+        "most_active": np.broadcast_to(activity.astype(np.float64), (len(targets), len(users))),
+    }
+    ks = {name: max(1, round(share * len(users))) for name, share in AUDIENCE_SHARES.items()}
+    result = {name: audiences.precision_recall(scores, future, ks) for name, scores in methods.items()}
+    result["k"] = ks
+    result["users"] = len(users)
+    result["targets"] = [{"target": f"{t.kind}:{t.id}", "future_buyers": int(b.sum())} for t, b in zip(targets, future)]
+    result["window"] = {"history_end": history_end.isoformat(), "window_end": window_end.isoformat()}
+    return result
+
+
+def item_categories(features_dir: str | Path, num_items: int) -> np.ndarray:
+    """Category string per features item index ("" at reserved indices)."""
+    table = pq.read_table(Path(features_dir, schema.ITEM_FEATURES), columns=["item_index", "category"])
+    categories = np.full(num_items, "", dtype=object)
+    categories[table.column("item_index").to_numpy()] = np.asarray(table.column("category").to_pylist(), object)
+    return categories
+
+
+# ---- bench ------------------------------------------------------------------------------------------------
+SYNTHETIC_WINDOW_DAYS = 7.0  # the synthetic shop's last weeks are thin: a week of buyers per target
+CUT_QUANTILE = 0.8
+
+
+def campaign_bench(
+    extracted_dir: str | Path,
+    features_dir: str | Path | None,
+    work_dir: str | Path,
+    retrieval_dir: str | Path | None = None,
+    ranking_dir: str | Path | None = None,
+    seed: int = 0,
+    ranking_epochs: int = 3,
+) -> dict:
+    """{"complementary_items": ..., "audiences": ...} on a time split. Features built with split=time (Taobao's
+    bench) are used with their models; otherwise a time split is built here (cut at the 80% quantile of the event
+    times, windows of a week) and retrieval and DIEN are trained on it, so no model has seen the window."""
+    import json
+
+    from components.ranking.export import load_ranker
+    from components.retrieval.model_io import load_retriever
+    from components.serving.models import read_model_item_ids
+
+    work_dir = Path(work_dir)
+    events_path = Path(extracted_dir, "events.parquet")
+    spec = schema.FeatureSpec.read(features_dir) if features_dir else None
+    window = json.loads(Path(features_dir, schema.STATS).read_text()).get("split_window") if spec else None
+    notes = []
+    if spec and spec.split == "time" and window and retrieval_dir and ranking_dir:
+        cut = dt.datetime.fromisoformat(window["cut"])
+        days = float(window["window_days"])
+    else:
+        from components.features.pipeline import run_features
+        from components.ranking.training import run_stage
+        from components.retrieval.stage import run as run_retrieval
+
+        cut, days = quantile_cut(events_path, CUT_QUANTILE), SYNTHETIC_WINDOW_DAYS
+        features_dir = work_dir / "features-time"
+        retrieval_dir, ranking_dir = work_dir / "retrieval-time", work_dir / "ranking-time"
+        run_features(
+            str(extracted_dir),
+            str(features_dir),
+            seed=seed,
+            split="time",
+            split_cut=cut.isoformat(),
+            split_window_days=days,
+        )
+        run_retrieval(features_dir, retrieval_dir, seed=seed)
+        run_stage(str(features_dir), str(ranking_dir), "dien", ranking_epochs, seed, retrieval_dir=str(retrieval_dir))
+        notes.append(
+            f"time split built for this stage: cut {cut.isoformat()}, windows of {days:g} days; "
+            "retrieval and DIEN trained on it"
+        )
+    retriever = load_retriever(str(retrieval_dir))
+    ranker = load_ranker(str(ranking_dir))
+    item_ids = read_model_item_ids(retrieval_dir, retriever.item_embeddings.shape[0])
+    comp = evaluate_complementary(events_path, cut, retriever, ranker.item_category, item_ids, retriever.available)
+    comp["cut"] = cut.isoformat()
+    window_days = dt.timedelta(days=days)
+    aud = evaluate_audiences(
+        extracted_dir, features_dir, retriever, ranker, item_ids, cut + window_days, cut + 2 * window_days
+    )
+    result = {"complementary_items": comp, "audiences": aud}
+    if notes:
+        result["campaign_notes"] = notes
+    return result
