@@ -39,10 +39,14 @@ def recommender_pipeline(
     registry_uri: str = "",
     window_start: str = "",
     window_end: str = "",
+    window_days: float = 0.0,
     event_types: str = "",
     min_events_per_user: int = 3,
     max_len: int = 50,
     ranking_task: str = "next_item",
+    split: str = "leave_last_out",
+    split_cut: str = "",
+    split_window_days: float = 1.0,
     beam_args: str = "[]",
     seed: int = 0,
     retrieval_epochs: int = 12,
@@ -73,10 +77,14 @@ def recommender_pipeline(
         registry_uri: Folder of the blessed models (local); "" compares with no last blessed model.
         window_start: First event time extracted (ISO date or time, UTC); "" from the first event.
         window_end: End of the extracted window (exclusive); "" to the last event.
+        window_days: Above 0, extract the last window_days whole UTC days before run_time's day instead (a schedule's window moves one day per run); excludes window_start/window_end.
         event_types: Comma-separated event types to keep (view,cart,purchase,...); "" keeps all.
         min_events_per_user: Users with fewer events are dropped by the extract.
         max_len: History length kept per example (the last max_len items).
         ranking_task: What the ranker learns: next_item (what the funnel re-ranks for), cvr (purchase among viewed items) or auto.
+        split: leave_last_out (the published protocol) or time: train before the cut, valid [cut, cut + d), test [cut + d, cut + 2d).
+        split_cut: The time split's cut T (ISO, UTC); "" puts the test window at the end of the extracted window.
+        split_window_days: The time split's window d in days.
         beam_args: JSON list of Beam pipeline options for the features job (Dataflow on Vertex).
         seed: Seed of the split, the models and the synthetic shop's simulator.
         retrieval_epochs: Most epochs of two-tower training (the best valid epoch is kept).
@@ -97,7 +105,7 @@ def recommender_pipeline(
         gcp_region: Region of that Model Registry.
         endpoint_name: The Vertex AI endpoint the blessed serving model is deployed to.
         endpoint_traffic_percentage: Share of the endpoint's traffic the new model gets (below 100: a canary beside the model that served before).
-        run_time: The run's own time (ISO-8601, UTC): fixes the export's day partition, so a retry replaces its own rows; pipelines.run sets it for a local or one-off run, empty (a schedule's runs) means the time export runs.
+        run_time: The run's own time (ISO-8601, UTC): fixes the export's day partition, so a retry replaces its own rows, and the end of a window_days window; pipelines.run sets it for a local or one-off run, empty (a schedule's runs) means the time the stage runs.
     """
     extract_task = extract(
         warehouse_uri=warehouse_uri,
@@ -105,6 +113,8 @@ def recommender_pipeline(
         window_end=window_end,
         event_types=event_types,
         min_events_per_user=min_events_per_user,
+        run_time=run_time,
+        window_days=window_days,
     )
     apply_resources(extract_task.set_display_name("extract"), "extract")
 
@@ -114,6 +124,9 @@ def recommender_pipeline(
         seed=seed,
         ranking_task=ranking_task,
         beam_args=beam_args,
+        split=split,
+        split_cut=split_cut,
+        split_window_days=split_window_days,
     )
     apply_resources(features_task.set_display_name("features"), "features")
     feature_data = features_task.outputs["features"]

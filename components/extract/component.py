@@ -15,15 +15,24 @@ def extract(
     event_types: str = "",
     min_events_per_user: int = 1,
     run_time: str = "",
+    window_days: float = 0.0,
 ):
     """Extracts events, items (and impressions) of a time window into Parquet plus manifest.json.
 
     warehouse_uri: duckdb:///abs/path/shop.duckdb or bigquery://project.dataset. Window bounds are ISO-8601
     ("" = open), event_types is comma-separated ("" = all), run_time is the run's own time ("" = now; later
-    events are dropped as future_event), as in components.extract.runner.run_extract.
+    events are dropped as future_event), as in components.extract.runner.run_extract. window_days > 0 extracts
+    the last window_days whole UTC days before run_time's day instead of a fixed window.
     """
     from components.extract.runner import run_extract
 
     run_extract(
-        warehouse_uri, extracted.path, window_start, window_end, event_types, min_events_per_user, run_time=run_time
+        warehouse_uri,
+        extracted.path,
+        window_start,
+        window_end,
+        event_types,
+        min_events_per_user,
+        run_time=run_time,
+        window_days=window_days,
     )

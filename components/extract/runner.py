@@ -124,6 +124,20 @@ def parse_event_types(value: str | Sequence[str] | None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def relative_window(
+    window_days: float, run_time: dt.datetime, start: dt.datetime | None = None, end: dt.datetime | None = None
+) -> tuple[dt.datetime, dt.datetime]:
+    """[end - window_days, end) with end the start of the run time's UTC day: the last whole days before the run,
+    so a daily schedule's window moves one day per run and a retry on the same day extracts the same one.
+    A fixed bound beside it is refused rather than silently ignored."""
+    if start is not None or end is not None:
+        raise ExtractError("window_days (a window relative to the run time) excludes window_start and window_end")
+    if window_days < 0:
+        raise ExtractError(f"window_days must be >= 0 (0: the fixed window), got {window_days}")
+    day = run_time.astimezone(dt.timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    return day - dt.timedelta(days=window_days), day
+
+
 @dataclasses.dataclass(frozen=True)
 class ExtractParams:
     window_start: dt.datetime | None
@@ -133,8 +147,13 @@ class ExtractParams:
     run_time: dt.datetime  # events after it are in the future: dropped and counted
 
     @classmethod
-    def parse(cls, window_start, window_end, event_types, min_events_per_user, run_time=None) -> "ExtractParams":
+    def parse(
+        cls, window_start, window_end, event_types, min_events_per_user, run_time=None, window_days: float = 0
+    ) -> "ExtractParams":
         start, end = parse_bound(window_start, "window_start"), parse_bound(window_end, "window_end")
+        now = parse_bound(run_time, "run_time") or dt.datetime.now(dt.timezone.utc)
+        if window_days:
+            start, end = relative_window(window_days, now, start, end)
         if start is not None and end is not None and start >= end:
             raise ExtractError(
                 f"empty window: window_start {start.isoformat()} is not before window_end {end.isoformat()}"
@@ -145,7 +164,6 @@ class ExtractParams:
             or min_events_per_user < 1
         ):
             raise ExtractError(f"min_events_per_user must be an integer >= 1, got {min_events_per_user!r}")
-        now = parse_bound(run_time, "run_time") or dt.datetime.now(dt.timezone.utc)
         return cls(start, end, parse_event_types(event_types), int(min_events_per_user), now)
 
     def values(self) -> dict[str, object]:
@@ -361,15 +379,19 @@ def run_extract(
     min_events_per_user: int = 1,
     backend: Backend | None = None,
     run_time: str | dt.datetime | None = "",
+    window_days: float = 0,
 ) -> dict:
     """Extracts events, items (and impressions) of a warehouse into output_dir; returns the manifest.
+
+    window_days > 0 replaces the fixed window by the last window_days whole UTC days before run_time's day
+    (relative_window).
 
     A warehouse of GA4 export tables instead of contract tables goes through components.extract.ga4.
     run_time ("" = now) is the run's own time: an event after it cannot have happened yet and is dropped as
     `future_event`, whatever the window says."""
     from components.extract import ga4
 
-    params = ExtractParams.parse(window_start, window_end, event_types, min_events_per_user, run_time)
+    params = ExtractParams.parse(window_start, window_end, event_types, min_events_per_user, run_time, window_days)
     _, user_key = ga4.split_uri(warehouse_uri)
     output_dir = Path(output_dir)
     if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):

@@ -16,6 +16,9 @@ def features(
     ranking_task: str = "auto",
     beam_args: str = "[]",
     max_examples_per_user: int = 1000,
+    split: str = "leave_last_out",
+    split_cut: str = "",
+    split_window_days: float = 1.0,
 ):
     """Builds vocabularies, retrieval/ranking TFRecords, item features and stats with Apache Beam.
 
@@ -23,6 +26,9 @@ def features(
     through unchanged ("[]" = the local FnApiRunner in two processes, as the DirectRunner runs it, without
     fetching Prism; DataflowRunner options for the cloud).
     max_examples_per_user: the most train examples one user contributes, their latest (0 = no cap).
+    split: leave_last_out | time. The time split trains before split_cut (ISO; "" = the extract window's end, or
+    the latest event's day's end, less two windows), validates on [cut, cut + split_window_days) and tests on the
+    next window.
     """
     from components.features.pipeline import log_metrics, parse_beam_args, run_features
 
@@ -34,5 +40,8 @@ def features(
         ranking_task,
         parse_beam_args(beam_args),
         max_examples_per_user=max_examples_per_user,
+        split=split,
+        split_cut=split_cut,
+        split_window_days=split_window_days,
     )
     log_metrics(stats, metrics.log_metric)

@@ -29,7 +29,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from components import schema
 from components.features import transforms as T
 from components.features.examples import resolve_ranking_task
-from components.features.sequences import split_fn
+from components.features.sequences import min_steps, split_fn
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,9 @@ def run_features(
     max_examples_per_user caps the train targets of one user (each one retrieval example and its ranking
     rows) at their most recent ones; 0 means no cap. Capped users and targets are counted in stats.json
     under "capped", and a warning says so. split="time" (sequences.TimeSplit) cuts at `split_cut` (ISO time; by
-    default the test window is the last whole `split_window_days` ending with the latest event's UTC day)."""
+    default the test window is the last `split_window_days` of the extract's window, when the extract names its
+    end, else the last whole `split_window_days` ending with the latest event's UTC day); every user with a step in
+    a window and one step before it counts there, with or without train events."""
     if max_len < 1:
         raise ValueError(f"max_len must be >= 1, got {max_len}")
     if ranking_task != "auto" and ranking_task not in schema.RANKING_TASKS:
@@ -72,7 +74,7 @@ def run_features(
     items_path = FileSystems.join(extracted_dir, ITEMS_FILE)
     check_parquet(events_path, schema.EVENTS, "events")
     check_parquet(items_path, schema.ITEMS, "items")
-    split_params = _split_params(split, split_cut, split_window_days, events_path)
+    split_params = _split_params(split, split_cut, split_window_days, events_path, manifest.get("window_end") or "")
     splitter = split_fn(split, max_examples_per_user, **split_params)
     _check_output_free(output_dir)
 
@@ -81,9 +83,18 @@ def run_features(
         options = pipeline_options(beam_args)
         named = options.view_as(StandardOptions).runner
         pipeline = beam.Pipeline(runner=None if named else local_runner(options), options=options)
-        _build(pipeline, events_path, items_path, work_dir, ranking_task, max_len, seed, splitter)
+        _build(pipeline, events_path, items_path, work_dir, ranking_task, max_len, seed, splitter, min_steps(split))
         pipeline.run().wait_until_finish()
-        window = {"cut": _iso(split_params["cut_us"]), "window_days": split_window_days} if split_params else None
+        window = None
+        if split_params:
+            cut_us, window_us = split_params["cut_us"], split_params["window_us"]
+            window = {
+                "cut": _iso(cut_us),
+                "window_days": split_window_days,
+                "train_end": _iso(cut_us),
+                "valid": [_iso(cut_us), _iso(cut_us + window_us)],
+                "test": [_iso(cut_us + window_us), _iso(cut_us + 2 * window_us)],
+            }
         stats = _finish(
             work_dir,
             manifest,
@@ -108,20 +119,27 @@ def run_features(
 _DAY_US = 86_400 * 10**6
 
 
-def _split_params(split: str, cut: str | None, window_days: float, events_path: str) -> dict:
-    """split_fn's keyword arguments: none for leave-last-out, the cut and window in microseconds for "time"."""
+def _split_params(split: str, cut: str | None, window_days: float, events_path: str, window_end: str = "") -> dict:
+    """split_fn's keyword arguments: none for leave-last-out, the cut and window in microseconds for "time".
+
+    Without a cut, the test window ends where the extract's window does (`window_end`, exclusive), or else at the
+    end of the latest event's UTC day."""
     if split != "time":
         return {}
     if window_days <= 0:
         raise ValueError(f"split_window_days must be positive, got {window_days}")
     window_us = round(window_days * _DAY_US)
-    if cut is not None:
+    if cut:
         try:
             when = dt.datetime.fromisoformat(cut)
         except ValueError as err:
             raise ValueError(f"split_cut {cut!r} is not an ISO date or time") from err
         when = when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
         return {"cut_us": round(when.timestamp() * 10**6), "window_us": window_us}
+    if window_end:
+        end = dt.datetime.fromisoformat(window_end)
+        end = end if end.tzinfo else end.replace(tzinfo=dt.timezone.utc)
+        return {"cut_us": round(end.timestamp() * 10**6) - 2 * window_us, "window_us": window_us}
     with FileSystems.open(events_path) as handle:
         latest = pc.max(pq.read_table(handle, columns=["event_ts"]).column(0)).cast(pa.int64()).as_py()
     end_of_day = (latest // _DAY_US + 1) * _DAY_US
@@ -163,7 +181,7 @@ def local_runner(options: PipelineOptions):
     )
 
 
-def _build(pipeline, events_path, items_path, work_dir, ranking_task, max_len, seed, splitter) -> None:
+def _build(pipeline, events_path, items_path, work_dir, ranking_task, max_len, seed, splitter, min_steps) -> None:
     catalogue = (
         pipeline
         | "ReadItems" >> ReadFromParquetBatched(items_path, columns=schema.ITEMS.names)
@@ -171,7 +189,7 @@ def _build(pipeline, events_path, items_path, work_dir, ranking_task, max_len, s
     )
     events = pipeline | "ReadEvents" >> ReadFromParquetBatched(events_path, columns=schema.EVENTS.names)
     grouped = events | "GroupEventsByUser" >> T.GroupEventsByUser(catalogue)
-    sequences = grouped[T.MAIN] | "BuildSequences" >> T.BuildSequences()
+    sequences = grouped[T.MAIN] | "BuildSequences" >> T.BuildSequences(min_steps)
     task = grouped[T.STATS] | "ResolveRankingTask" >> T.ResolveRankingTask(ranking_task)
     vocab = sequences[T.MAIN] | "ComputeVocabulary" >> T.ComputeVocabulary(catalogue, splitter)
     sizes = vocab | "WriteVocabulary" >> T.WriteVocabulary(catalogue, work_dir)
@@ -390,6 +408,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ranking_task", default="auto")
     parser.add_argument("--max_examples_per_user", type=int, default=DEFAULT_MAX_EXAMPLES_PER_USER)
+    parser.add_argument("--split", default="leave_last_out", choices=("leave_last_out", "time"))
+    parser.add_argument("--split_cut", default="")
+    parser.add_argument("--split_window_days", type=float, default=1.0)
     args, beam_args = parser.parse_known_args(argv)
     stats = run_features(
         args.extracted,
@@ -399,6 +420,9 @@ def main(argv: list[str] | None = None) -> None:
         args.ranking_task,
         beam_args,
         max_examples_per_user=args.max_examples_per_user,
+        split=args.split,
+        split_cut=args.split_cut,
+        split_window_days=args.split_window_days,
     )
     print(json.dumps(stats, indent=2))
 

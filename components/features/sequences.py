@@ -22,6 +22,7 @@ STEP_DTYPE = np.dtype([("item", "<i4"), ("flags", "u1"), ("ts", "<i8")])
 _EVENT_ORDER = ["ts", "seq", "item", "type"]
 
 MIN_STEPS = 3  # test target, valid target and at least one step of history
+TIME_SPLIT_MIN_STEPS = 2  # one target and one step of history: the time split counts every user active in a window
 
 
 def event_flag(event_type: str) -> int:
@@ -101,6 +102,17 @@ class TimeSplit:
 
 
 SPLITS = ("leave_last_out", "time")
+
+
+def min_steps(name: str) -> int:
+    """The fewest steps a user needs to take part in the named split.
+
+    Leave-last-out needs a test target, a valid target and a step of history; the time split needs one step of
+    history before any target, so a user whose only two steps are in the test window (no train event at all)
+    still counts there."""
+    return TIME_SPLIT_MIN_STEPS if name == "time" else MIN_STEPS
+
+
 CAPPED = "capped"  # the train targets a cap left out, when there are any
 
 

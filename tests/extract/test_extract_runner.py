@@ -243,6 +243,7 @@ def test_component_signature():
         "event_types",
         "min_events_per_user",
         "run_time",
+        "window_days",
     }
     assert spec.inputs["min_events_per_user"].default == 1 and spec.inputs["window_start"].default == ""
     assert set(spec.outputs) == {"extracted"}
