@@ -63,6 +63,7 @@ def recommender_pipeline(
     treatment_ratio: float = 0.5,
     shop_preset: str = "",
     enable_bandit: bool = True,
+    bandit_reward: str = "click",
     gcp_project: str = "",
     gcp_region: str = "",
     endpoint_name: str = "shop-recsys",
@@ -101,6 +102,7 @@ def recommender_pipeline(
         treatment_ratio: Share of users in the treatment arm (the new model's lists).
         shop_preset: Synthetic shop preset that built the warehouse (gives OPE its true values); "" on real data.
         enable_bandit: Train the Thompson-sampling bandit re-ranker beside the funnel.
+        bandit_reward: What a shown slot earns the bandits and the second OPE study: click (click 1, else 0), score (LINE's: impression 0.5, click 1, mute 0) or impression=<w>,click=<w>,mute=<w>.
         gcp_project: Google Cloud project whose Vertex AI Model Registry receives a blessed model; "" skips the upload.
         gcp_region: Region of that Model Registry.
         endpoint_name: The Vertex AI endpoint the blessed serving model is deployed to.
@@ -157,6 +159,7 @@ def recommender_pipeline(
         shop_seed=seed,
         features=feature_data,
         ranking_model=dien_task.outputs["model"],
+        reward_weighting=bandit_reward,
     )
     apply_resources(ope_task.set_display_name("off-policy-evaluation"), "experiments")
 
@@ -165,6 +168,7 @@ def recommender_pipeline(
             features=feature_data,
             extracted=extract_task.outputs["extracted"],
             retrieval_model=retrieval_task.outputs["model"],
+            reward_weighting=bandit_reward,
         )
         apply_resources(bandit_task.set_display_name("bandit-reranker"), "experiments")
 

@@ -122,6 +122,12 @@ class BayesianLinearBandit:
             scores = np.where(valid, scores, -np.inf)
         return np.argsort(-scores, axis=1, kind="stable")[:, :k]
 
+    def ucb_scores(self, contexts: np.ndarray, alpha: float) -> np.ndarray:
+        """x . mean + alpha sqrt(x' P^-1 x) for contexts [B, N, context_dim] (position features at zero)."""
+        covariance = np.linalg.inv(self.precision)[: self.context_dim, : self.context_dim]
+        width = np.einsum("bni,ij,bnj->bn", contexts, covariance, contexts, optimize=False)
+        return contexts @ self.mean[: self.context_dim] + alpha * np.sqrt(np.maximum(width, 0.0))
+
     # --------------------------------------------------------------------------------------------------------
     def save(self, directory: str | Path, saved_model: bool = True, extra_files: dict[str, str] | None = None) -> None:
         """Writes posterior.npz + bandit.json (+ a SavedModel scoring candidates, + extra text files) through
@@ -189,3 +195,35 @@ def _export_saved_model(bandit: BayesianLinearBandit, path: Path) -> None:
 
     module = Reranker()
     tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+
+
+@dataclasses.dataclass
+class LinUCB:
+    """LinUCB (Li, Chu, Langford & Schapire 2010), the arm LINE started from: ridge regression
+    A = prior_precision I + X'X, b = prior_precision m0 + X'y over [phi, position one-hot] (m0 = score_prior on the
+    funnel score, so it starts ranking like the funnel), and each candidate scored by its upper confidence bound
+    x . A^-1 b + alpha sqrt(x' A^-1 x). The statistics are BayesianLinearBandit's with noise variance 1."""
+
+    model: BayesianLinearBandit
+    alpha: float = 1.0
+
+    @classmethod
+    def create(
+        cls, context_dim: int, num_positions: int, prior_precision: float = 1.0, score_prior: float = 1.0, alpha=1.0
+    ) -> LinUCB:
+        if alpha < 0:
+            raise ValueError(f"alpha must be >= 0, got {alpha}")
+        model = BayesianLinearBandit.create(context_dim, num_positions, prior_precision, 1.0, score_prior, 0.0)
+        return cls(model, alpha)
+
+    def update(self, contexts: np.ndarray, positions: np.ndarray, rewards: np.ndarray) -> None:
+        self.model.update(contexts, positions, rewards)
+
+    def rank(
+        self, contexts: np.ndarray, k: int, rng: np.random.Generator | None = None, valid: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Top-k candidates per request by their upper confidence bound: contexts [B, N, context_dim] -> [B, k]."""
+        scores = self.model.ucb_scores(contexts, self.alpha)
+        if valid is not None:
+            scores = np.where(valid, scores, -np.inf)
+        return np.argsort(-scores, axis=1, kind="stable")[:, :k]

@@ -8,6 +8,7 @@ as the warehouse holds. Data without impressions (Amazon, Taobao) returns {} and
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -17,7 +18,16 @@ import numpy as np
 
 from components import progress
 from components.experiments import ab_analysis, ope, shop
-from components.experiments.simulation import simulate_bandit
+from components.experiments import rewards as reward_weights
+from components.experiments.simulation import BANDIT_POLICIES, BanditConfig, BanditRun, simulate_bandit
+
+BANDIT_SEEDS = (0, 1, 2)  # simulator seeds of the reported bandit study; the defaults were tuned on 100-102
+MEASURES = {  # bench key -> (BanditRun measure, after the shift only)
+    "cumulative_reward": ("clicks", False),
+    "after_shift_reward": ("clicks", True),
+    "cumulative_score": ("score", False),
+    "after_shift_score": ("score", True),
+}
 
 _log = logging.getLogger(__name__)  # `log` names a logged impression set below
 
@@ -30,10 +40,12 @@ def ope_study(
     epsilon: float,
     seed: int = 0,
     ranker: shop.LinearRanker | shop.FunnelRanker | None = None,
+    reward: reward_weights.RewardWeights = reward_weights.CLICK,
 ):
-    """Per repeat, logs fresh requests, estimates the new ranker's (epsilon-explored) click rate per slot with
-    every estimator and computes its exact value on those requests. Without a ranker, a LinearRanker trained
-    on one more simulated log stands in for the funnel's."""
+    """Per repeat, logs fresh requests, estimates the new ranker's (epsilon-explored) reward per slot (the click
+    rate, or the `reward` weighting of click / mute / impression) with every estimator and computes its exact value
+    on those requests. Without a ranker, a LinearRanker trained on one more simulated log stands in for the
+    funnel's (trained on clicks whatever the weighting)."""
     if ranker is None:
         ranker = shop.LinearRanker.train(
             history, shop.log_requests(world, requests_per_log, np.random.default_rng([seed, 99]))
@@ -43,9 +55,9 @@ def ope_study(
     started = time.perf_counter()
     for repeat in range(repeats):
         logged = shop.log_requests(world, requests_per_log, np.random.default_rng([seed, repeat]))
-        log = logged.log
+        log = logged.log.weighted(reward)
         policy = ope.ranking_policy(ranker.rank(logged.users, logged.pool), log.slate_size, epsilon)
-        truths.append(shop.true_value(logged.world, logged.users, policy))
+        truths.append(shop.true_value(logged.world, logged.users, policy, reward))
         weights.append(ope.weight_diagnostics(log, policy.prob(log.request, log.item, log.position)))
         for name, value in ope.evaluate(log, policy, shop.ope_features(history, logged.users)).items():
             estimates[name].append(value)
@@ -68,6 +80,7 @@ def ope_study(
         "requests_per_log": requests_per_log,
         "epsilon": epsilon,
         "target": type(ranker).__name__,
+        "reward_weighting": reward.spec(),
     }
     for name, values in estimates.items():
         err = np.asarray(values) - truth
@@ -82,11 +95,22 @@ def ope_study(
     return result, ranker
 
 
-def bandit_study(world, history, ranker, rounds: int, batch: int, shift_fraction: float, seed: int = 0):
-    """Thompson vs exploit vs the ranker's own top K (greedy) vs random, with `shift_fraction` of the users'
-    interests shifted at one third of the rounds."""
+def bandit_study(
+    world,
+    history,
+    ranker,
+    rounds: int,
+    batch: int,
+    shift_fraction: float,
+    seed: int = 0,
+    config: BanditConfig | None = None,
+    reward: reward_weights.RewardWeights | str = reward_weights.CLICK,
+    policies: tuple[str, ...] = BANDIT_POLICIES,
+) -> BanditRun:
+    """Every bandit policy (simulation.BANDIT_POLICIES) against the ranker's own top K (greedy) and random, with
+    `shift_fraction` of the users' interests shifted at one third of the rounds; the learners learn `reward`."""
     start = shop.at_session_start(world, np.zeros(0, np.int64), np.random.default_rng(seed))
-    _log.info("bandit study: %d rounds of %d requests, four policies", rounds, batch)
+    _log.info("bandit study (seed %d): %d rounds of %d requests, %d policies", seed, rounds, batch, len(policies))
     return simulate_bandit(
         start,
         shop.ShopProposer(ranker, history),
@@ -96,7 +120,38 @@ def bandit_study(world, history, ranker, rounds: int, batch: int, shift_fraction
         seed=seed,
         shift=lambda w, rng: w.shift_interests(shift_fraction, rng),
         shift_round=rounds // 3,
+        config=config or BanditConfig(),
+        reward=reward,
+        policies=policies,
     )
+
+
+def bandit_summary(runs: list[BanditRun]) -> dict:
+    """Bench keys per policy over the seeds' runs: the median of each measure (MEASURES), `per_seed` values and
+    `spread` (max - min); `paired`: per seed, the FM's totals minus each other learner's (same requests, same
+    outcome draws)."""
+    values = {}
+    for run in runs:
+        for key, (measure, after) in MEASURES.items():
+            totals = (
+                run.after_shift(measure) if after else {n: float(c[-1]) for n, c in run.cumulative(measure).items()}
+            )
+            for name, total in totals.items():
+                values.setdefault(name, {}).setdefault(key, []).append(total)
+    out: dict = {}
+    for name, measures in values.items():
+        out[name] = {key: float(np.median(v)) for key, v in measures.items()}
+        out[name]["per_seed"] = measures
+        out[name]["spread"] = {key: float(max(v) - min(v)) for key, v in measures.items()}
+    if "bayesian_fm" in values:
+        out["paired"] = {
+            f"bayesian_fm_minus_{other}": {
+                key: [a - b for a, b in zip(values["bayesian_fm"][key], values[other][key])] for key in MEASURES
+            }
+            for other in ("thompson", "linucb")
+            if other in values
+        }
+    return out
 
 
 def funnel_ranker(ranking_dir: str | None, features_dir: str | None, world, events):
@@ -124,8 +179,16 @@ def run_studies(
     shift_fraction: float,
     ranking_dir: str | None = None,
     features_dir: str | None = None,
+    reward: reward_weights.RewardWeights | str = reward_weights.CLICK,
+    bandit_seeds: tuple[int, ...] = BANDIT_SEEDS,
+    bandit_config: BanditConfig | None = None,
 ):
-    """(keys ab, ope, bandit; the bandit run for the figures) on the synthetic shop that built the warehouse."""
+    """(keys ab, ope, bandit; the bandit runs, one per seed, for the figures) on the synthetic shop that built the
+    warehouse. The OPE estimand is the click rate (the gate compares it with the logged click rate); with a
+    weighting other than click-only, ope.weighted holds the same study of that reward. The bandits learn `reward`;
+    every run measures both clicks and LINE's score."""
+    weights = reward_weights.parse(reward)
+    bandit_config = bandit_config or BanditConfig()
     counts = ab_analysis.impression_count(warehouse_path)
     result = {"ab": ab_analysis.analyse(warehouse_path)}
     world, events, replayed = shop.replay(preset, world_seed)
@@ -137,22 +200,27 @@ def run_studies(
     history = shop.ObservedHistory.from_events(events, world)
     target = funnel_ranker(ranking_dir, features_dir, world, events)
     result["ope"], ranker = ope_study(world, history, repeats, requests_per_log, epsilon, ranker=target)
-    run = bandit_study(world, history, ranker, bandit_rounds, bandit_batch, shift_fraction)
-    result["bandit"] = {
-        name: {
-            "cumulative_reward": float(curve[-1]),
-            "after_shift_reward": float(run.rewards[name][run.shift_round :].sum() * run.batch_size),
-        }
-        for name, curve in run.cumulative().items()
-    }
+    if not weights.is_click_only:
+        result["ope"]["weighted"], _ = ope_study(
+            world, history, repeats, requests_per_log, epsilon, ranker=ranker, reward=weights
+        )
+    runs = [
+        bandit_study(world, history, ranker, bandit_rounds, bandit_batch, shift_fraction, s, bandit_config, weights)
+        for s in bandit_seeds
+    ]
+    result["bandit"] = bandit_summary(runs)
     result["bandit"]["setup"] = {
         "rounds": bandit_rounds,
         "batch": bandit_batch,
-        "shift_round": run.shift_round,
+        "shift_round": runs[0].shift_round,
         "shift_fraction": shift_fraction,
         "slate_size": world.config.slate_size,
+        "seeds": list(bandit_seeds),
+        "learning_reward": weights.spec(),
+        "score_reward": reward_weights.SCORE.spec(),
+        "config": dataclasses.asdict(bandit_config),
     }
-    return result, run
+    return result, runs
 
 
 def experiments_bench(
@@ -170,12 +238,15 @@ def experiments_bench(
     shift_fraction: float = 0.5,
     ranking_dir: str | None = None,
     features_dir: str | None = None,
+    bandit_seeds: tuple[int, ...] = BANDIT_SEEDS,
 ) -> dict:
     """Bench keys ope.*, bandit.*, ab.* for a synthetic warehouse; {} for data without impressions.
 
     OPE: the new ranker's ranking explored with prob. `epsilon`, estimated from max(seeds, min_repeats) fresh
     logs of `requests_per_log` requests each (bias and RMSE need several logs). Bandit: `bandit_rounds` rounds of
-    `bandit_batch` requests, `shift_fraction` of users shifting interest at a third of the rounds. With
+    `bandit_batch` requests, `shift_fraction` of users shifting interest at a third of the rounds, once per seed of
+    `bandit_seeds` (bandit.<policy>: medians, per_seed and spread of clicks and LINE's score, over the run and
+    after the shift; the learners learn clicks). With
     ranking_dir and features_dir (the bench's trained funnel), the new policy is that ranker's ranking; without,
     a linear click model over observable features stands in for it (ope.target says which)."""
     if data_format != "synthetic" or not ab_analysis.impression_count(warehouse_path):
@@ -192,16 +263,17 @@ def experiments_bench(
         shift_fraction,
         ranking_dir,
         features_dir,
+        bandit_seeds=tuple(bandit_seeds),
     )
     if work_dir:
         write_report(Path(work_dir), result["ope"], run)
     return result
 
 
-def write_report(directory: Path, ope_result: dict, run) -> None:
+def write_report(directory: Path, ope_result: dict, runs: list[BanditRun]) -> None:
     """bandit_curves.png and ope_estimates.png, which the evaluation report embeds."""
     from components.experiments import report
 
     directory.mkdir(parents=True, exist_ok=True)
-    report.bandit_figure(run).savefig(directory / "bandit_curves.png", dpi=110)
+    report.bandit_figure(runs).savefig(directory / "bandit_curves.png", dpi=110)
     report.ope_figure(ope_result).savefig(directory / "ope_estimates.png", dpi=110)

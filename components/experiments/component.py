@@ -42,10 +42,13 @@ def off_policy_evaluation(
     bandit_rounds: int = 120,
     features: Optional[Input[Dataset]] = None,
     ranking_model: Optional[Input[Model]] = None,
+    reward_weighting: str = "click",
 ):
     """IPS/SNIPS/DM/DR/MRDR estimates of the new ranker's click rate beside the simulator's truth, and the
     bandit's reward curves (ope.json and PNGs, shown in the evaluation report); skipped.json for warehouses without impressions.
-    With features and ranking_model the new policy is the pipeline's ranker, else a linear stand-in."""
+    With features and ranking_model the new policy is the pipeline's ranker, else a linear stand-in.
+    reward_weighting (components.experiments.rewards: "click", "score" or explicit weights): what the simulated
+    bandits learn, and, other than click, a second OPE study of that reward."""
     import os
 
     from components import progress
@@ -65,6 +68,7 @@ def off_policy_evaluation(
         bandit_rounds,
         features.path if features else None,
         ranking_model.path if ranking_model else None,
+        reward_weighting,
     )
 
 
@@ -78,9 +82,11 @@ def bandit_reranker(
     noise_variance: float = 0.25,
     prior_precision: float = 1.0,
     exploration: float = 1.0,
+    reward_weighting: str = "click",
 ):
     """A Thompson-sampling re-ranker (Bayesian linear over retrieval embeddings) warm-started from the logged
-    impressions: posterior.npz, bandit.json, summary.json and saved_model/ (query, items, scores -> mean, thompson)."""
+    impressions, rewarded by reward_weighting: posterior.npz, bandit.json, summary.json and saved_model/
+    (query, items, scores -> mean, thompson)."""
     import os
 
     from components.experiments.stage import run_bandit_stage
@@ -95,4 +101,5 @@ def bandit_reranker(
         noise_variance,
         prior_precision,
         exploration,
+        reward_weighting,
     )

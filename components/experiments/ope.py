@@ -30,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 
 from components import schema
+from components.experiments import rewards
 
 ESTIMATORS = ("ips", "snips", "dm", "dr", "mrdr")
 
@@ -49,9 +50,24 @@ class LoggedSlates:
     click: np.ndarray  # float64 [M], 0/1
     num_requests: int
     slate_size: int
+    mute: np.ndarray | None = None  # float64 [M], 0/1: the user dismissed the slot (None: not logged)
+    reward: np.ndarray | None = None  # float64 [M], what the estimators average; None = the click
 
     def __post_init__(self) -> None:
         _validate(self)
+
+    @property
+    def outcome(self) -> np.ndarray:
+        """Each slot's reward: `reward` when weighted (see weighted), else the click."""
+        return self.click if self.reward is None else self.reward
+
+    def weighted(self, weights: rewards.RewardWeights) -> LoggedSlates:
+        """The same log whose estimand is the per-slot reward under `weights` (click-only keeps the clicks)."""
+        if weights.needs_mutes and self.mute is None:
+            raise LogError(f"reward weighting {weights.spec()} needs mutes, and this log has none")
+        if weights.is_click_only:
+            return dataclasses.replace(self, reward=None)
+        return dataclasses.replace(self, reward=weights.of(self.click, self.mute))
 
 
 def _validate(log: LoggedSlates) -> None:
@@ -84,6 +100,12 @@ def _validate(log: LoggedSlates) -> None:
         raise LogError(f"request indices must lie in [0, {log.num_requests})")
     if not np.isin(log.click, (0.0, 1.0)).all():
         raise LogError("clicks must be 0 or 1")
+    for name in ("mute", "reward"):
+        values = getattr(log, name)
+        if values is not None and (values.shape != (m,) or not np.all(np.isfinite(values))):
+            raise LogError(f"column {name!r} must be finite with shape ({m},)")
+    if log.mute is not None and (not np.isin(log.mute, (0.0, 1.0)).all() or np.any((log.mute > 0) & (log.click > 0))):
+        raise LogError("mutes must be 0 or 1, and a clicked slot is never muted")
     slot = log.request * log.slate_size + log.position
     if np.unique(slot).size != m:
         raise LogError("a (request, position) slot appears more than once")
@@ -206,7 +228,7 @@ def weight_diagnostics(log: LoggedSlates, target_prob: np.ndarray) -> dict[str, 
 
 
 def ips(log: LoggedSlates, target_prob: np.ndarray) -> float:
-    return float(np.sum(target_prob / log.propensity * log.click) / (log.num_requests * log.slate_size))
+    return float(np.sum(target_prob / log.propensity * log.outcome) / (log.num_requests * log.slate_size))
 
 
 def snips(log: LoggedSlates, target_prob: np.ndarray) -> float:
@@ -217,7 +239,7 @@ def snips(log: LoggedSlates, target_prob: np.ndarray) -> float:
         total = w[at_k].sum()
         if total <= 0:
             raise LogError(f"no logged impression at position {k} has positive target probability: SNIPS undefined")
-        per_position.append(np.sum(w[at_k] * log.click[at_k]) / total)
+        per_position.append(np.sum(w[at_k] * log.outcome[at_k]) / total)
     return float(np.mean(per_position))
 
 
@@ -227,7 +249,7 @@ def dm(log: LoggedSlates, target_value: np.ndarray) -> float:
 
 
 def dr(log: LoggedSlates, target_prob: np.ndarray, target_value: np.ndarray, qhat_logged: np.ndarray) -> float:
-    correction = np.sum(target_prob / log.propensity * (log.click - qhat_logged))
+    correction = np.sum(target_prob / log.propensity * (log.outcome - qhat_logged))
     return dm(log, target_value) + float(correction / (log.num_requests * log.slate_size))
 
 
@@ -309,16 +331,20 @@ FeatureFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 def evaluate(log: LoggedSlates, policy: SlatePolicy, features: FeatureFn, l2: float = 1.0) -> dict[str, float]:
-    """All five estimates of policy's click rate per slot from the log (keys = ESTIMATORS)."""
+    """All five estimates of policy's reward per slot from the log (keys = ESTIMATORS): the click rate, or the
+    weighted reward of a `log.weighted(...)` log. The reward model is logistic, so rewards outside [0, 1] are
+    mapped into it (y - low) / (high - low) for the fit and its predictions mapped back."""
     target_prob = policy.prob(log.request, log.item, log.position)
     logged_features = features(log.request, log.item[:, None])[:, 0, :]
     estimates = {"ips": ips(log, target_prob), "snips": snips(log, target_prob)}
+    low, high = min(0.0, float(log.outcome.min())), max(1.0, float(log.outcome.max()))
+    unit = (log.outcome - low) / (high - low)
     fits = {
-        "dm": RewardModel.fit(logged_features, log.position, log.click, log.slate_size, l2=l2),
+        "dm": RewardModel.fit(logged_features, log.position, unit, log.slate_size, l2=l2),
         "mrdr": RewardModel.fit(
             logged_features,
             log.position,
-            log.click,
+            unit,
             log.slate_size,
             sample_weight=mrdr_weights(log, target_prob),
             loss="squared",
@@ -326,10 +352,13 @@ def evaluate(log: LoggedSlates, policy: SlatePolicy, features: FeatureFn, l2: fl
         ),
     }
     values = {
-        name: policy.expected_reward(lambda req, items, m=model: m.predict_all_positions(features(req, items)))
+        name: low * log.slate_size
+        + (high - low)
+        * policy.expected_reward(lambda req, items, m=model: m.predict_all_positions(features(req, items)))
         for name, model in fits.items()
     }
+    logged = {name: low + (high - low) * model.predict(logged_features, log.position) for name, model in fits.items()}
     estimates["dm"] = dm(log, values["dm"])
-    estimates["dr"] = dr(log, target_prob, values["dm"], fits["dm"].predict(logged_features, log.position))
-    estimates["mrdr"] = dr(log, target_prob, values["mrdr"], fits["mrdr"].predict(logged_features, log.position))
+    estimates["dr"] = dr(log, target_prob, values["dm"], logged["dm"])
+    estimates["mrdr"] = dr(log, target_prob, values["mrdr"], logged["mrdr"])
     return estimates

@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 
 from components import schema
-from components.experiments import ope
+from components.experiments import ope, rewards
 from components.experiments.histories import user_histories
 from components.experiments.simulation import Proposal
 from components.warehouse import synthetic
@@ -169,6 +169,7 @@ def log_requests(world: synthetic.ShopWorld, num_requests: int, rng: np.random.G
     propensity = synthetic.plackett_luce_marginals(weights, size)[rows, picks, np.arange(size)[None, :]]
     slates = pool[rows, picks]
     clicked, _ = world.simulate(users, slates, rng)
+    muted = world.simulate_mutes(users, slates, clicked, rng)
     log = ope.LoggedSlates(
         request=np.repeat(np.arange(num_requests), size),
         position=np.tile(np.arange(size), num_requests),
@@ -177,6 +178,7 @@ def log_requests(world: synthetic.ShopWorld, num_requests: int, rng: np.random.G
         click=clicked.ravel().astype(np.float64),
         num_requests=num_requests,
         slate_size=size,
+        mute=muted.ravel().astype(np.float64),
     )
     return SimulatedLog(world, users, np.where(valid, pool, -1), log)
 
@@ -272,11 +274,19 @@ class FunnelRanker:
         return rank_pool(self.scores(users, pool), pool)
 
 
-def true_value(world: synthetic.ShopWorld, users: np.ndarray, policy: ope.SlatePolicy) -> float:
-    """The policy's exact click rate per slot on these requests: sum_k sum_i pi(i at k) P(click | i at k) / K."""
+def true_value(
+    world: synthetic.ShopWorld,
+    users: np.ndarray,
+    policy: ope.SlatePolicy,
+    weights: rewards.RewardWeights = rewards.CLICK,
+) -> float:
+    """The policy's exact reward per slot on these requests: sum_k sum_i pi(i at k) E[reward | i at k] / K (the
+    click rate for click-only weights)."""
     items = policy.candidates.clip(min=0)
-    click = world.relevance(users, items)[:, :, None] * world.examination[: policy.slate_size]
-    return float(np.sum(policy.marginals * click) / (len(users) * policy.slate_size))
+    examined = world.examination[: policy.slate_size]
+    click = world.relevance(users, items)[:, :, None] * examined
+    mute = world.dismissal(users, items)[:, :, None] * examined if weights.needs_mutes else np.zeros_like(click)
+    return float(np.sum(policy.marginals * weights.expected(click, mute)) / (len(users) * policy.slate_size))
 
 
 def ope_features(history: ObservedHistory, users: np.ndarray) -> ope.FeatureFn:
@@ -287,7 +297,9 @@ def ope_features(history: ObservedHistory, users: np.ndarray) -> ope.FeatureFn:
 @dataclasses.dataclass(frozen=True)
 class ShopProposer:
     """Bandit proposals in the shop: the shop's candidate pool, contexts = [features, category one-hot, ranker
-    score, 1] and the ranker's scores (the greedy policy). Requests start a session (interest drifts)."""
+    score, 1] and the ranker's scores (the greedy policy). Requests start a session (interest drifts). The FM's
+    categorical fields (beside user and item id): the item's category, the user's most viewed category in the
+    logged history (a user feature) and the category of the user's last logged view (context)."""
 
     ranker: LinearRanker | FunnelRanker
     history: ObservedHistory
@@ -301,4 +313,16 @@ class ShopProposer:
         contexts = np.concatenate(
             [self.history.features(users, pool), onehot, scores[..., None], np.ones(scores.shape + (1,))], axis=-1
         )
-        return Proposal(candidates, contexts, scores)
+        n_cats = world.config.n_categories
+        top = self.history.user_category_share[users].argmax(axis=1)
+        last = self.history.last_item[users]
+        last_cat = np.where(last >= 0, self.history.item_category[last.clip(min=0)], n_cats)  # n_cats = none
+        fields = np.stack(
+            [
+                self.history.item_category[pool],
+                np.broadcast_to(top[:, None], pool.shape),
+                np.broadcast_to(last_cat[:, None], pool.shape),
+            ],
+            axis=-1,
+        )
+        return Proposal(candidates, contexts, scores, fields)

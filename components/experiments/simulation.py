@@ -17,14 +17,20 @@ from typing import Protocol
 
 import numpy as np
 
-from components.experiments.bandit import BayesianLinearBandit, reranker_features
+from components.experiments import rewards as reward_weights
+from components.experiments.bandit import BayesianLinearBandit, LinUCB, reranker_features
+from components.experiments.bayesian_fm import BayesianFM
 
-BANDIT_POLICIES = ("thompson", "exploit", "greedy", "random")
+BANDIT_POLICIES = ("bayesian_fm", "thompson", "linucb", "exploit", "greedy", "random")
 
 
 class World(Protocol):
     def click_probability(self, users: np.ndarray, items: np.ndarray) -> np.ndarray: ...
     def sample_requests(self, n: int, rng: np.random.Generator) -> np.ndarray: ...
+
+
+# A world may also have mute_probability(users int[B], items int[B, K]) -> float[B, K], P(mute) of items[b, k]
+# shown at position k (never on a click); without it nothing is ever muted.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +40,7 @@ class Proposal:
     candidates: np.ndarray  # int64 [B, N]
     contexts: np.ndarray  # float64 [B, N, d]  (second to last feature = funnel score, last = 1)
     scores: np.ndarray  # float64 [B, N]  the funnel's scores
+    fields: np.ndarray | None = None  # int64 [B, N, F] >= 0: categorical features for the FM beyond user and item
 
     @property
     def valid(self) -> np.ndarray:
@@ -61,15 +68,142 @@ class EmbeddingFunnel:
 
 @dataclasses.dataclass(frozen=True)
 class BanditRun:
-    """Per-round mean clicks per request for each policy, and the round at which interests shifted."""
+    """Per-round mean clicks (`rewards`) and mean LINE score (`scores`: impression 0.5, click 1, mute 0) per request
+    for each policy, the round at which interests shifted, and the weighting the bandits learnt from."""
 
     rewards: dict[str, np.ndarray]
     shift_round: int | None
     batch_size: int
+    scores: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    learning_reward: str = reward_weights.CLICK.spec()
+    seed: int = 0
 
-    def cumulative(self) -> dict[str, np.ndarray]:
-        """Cumulative clicks over rounds (total, not per request)."""
-        return {name: np.cumsum(r) * self.batch_size for name, r in self.rewards.items()}
+    def cumulative(self, measure: str = "clicks") -> dict[str, np.ndarray]:
+        """Cumulative clicks ("clicks") or score ("score") over rounds (total, not per request)."""
+        per_round = {"clicks": self.rewards, "score": self.scores}[measure]
+        return {name: np.cumsum(r) * self.batch_size for name, r in per_round.items()}
+
+    def after_shift(self, measure: str = "clicks") -> dict[str, float]:
+        """Total clicks or score from the shift's round on (the whole run without a shift)."""
+        per_round = {"clicks": self.rewards, "score": self.scores}[measure]
+        start = self.shift_round or 0
+        return {name: float(r[start:].sum() * self.batch_size) for name, r in per_round.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class BanditConfig:
+    """Hyper-parameters of the learning policies. The defaults were chosen on simulator seeds 100-102 of the medium
+    shop (bench seeds are 0-2); see the issue-26 notes."""
+
+    noise_variance: float = 0.25  # linear Thompson
+    prior_precision: float = 1.0  # linear Thompson, exploit and LinUCB (ridge), FM dense weights
+    score_prior: float = 1.0  # prior mean of the funnel score's weight (all learners start ranking like the funnel)
+    linucb_alpha: float = 0.3
+    fm_dim: int = 4
+    fm_bias_precision: float = 1.0
+    fm_factor_precision: float = 4.0
+    fm_init_scale: float = 0.1
+    fm_exploration: float = 1.0
+    fm_sweeps: int = 3
+    fm_time_rounds: int = 10  # the FM's time field: rounds per time bucket (a "day" of the simulation)
+
+
+class _Learner:
+    """A learning policy in the simulator: rank(...) -> chosen [B, k]; update(...) with the per-slot rewards."""
+
+    def rank(self, batch: Proposal, users: np.ndarray, t: int, k: int, rng: np.random.Generator) -> np.ndarray:
+        raise NotImplementedError
+
+    def update(self, batch: Proposal, users: np.ndarray, t: int, chosen: np.ndarray, reward: np.ndarray) -> None:
+        raise NotImplementedError
+
+
+def _shown_rows(batch: Proposal, chosen: np.ndarray) -> np.ndarray:
+    return np.take_along_axis(batch.contexts, chosen[..., None], axis=1).reshape(-1, batch.contexts.shape[2])
+
+
+class _Linear(_Learner):
+    def __init__(self, model: BayesianLinearBandit | LinUCB):
+        self.model = model
+
+    def rank(self, batch, users, t, k, rng):
+        return self.model.rank(batch.contexts, k, rng, batch.valid)
+
+    def update(self, batch, users, t, chosen, reward):
+        k = chosen.shape[1]
+        self.model.update(_shown_rows(batch, chosen), np.tile(np.arange(k), len(chosen)), reward.reshape(-1))
+
+
+class _FM(_Learner):
+    """The Bayesian FM over fields [user, item, time bucket, *proposal.fields]; rewards mapped into [0, 1]."""
+
+    def __init__(self, model: BayesianFM, weights: reward_weights.RewardWeights, time_rounds: int):
+        self.model, self.time_rounds = model, time_rounds
+        self.low = min(weights.impression, weights.click, weights.mute)
+        self.span = max(weights.impression, weights.click, weights.mute) - self.low
+        if self.span <= 0:
+            raise ValueError(f"reward weighting {weights.spec()} gives every slot the same reward: nothing to learn")
+
+    def values(self, batch: Proposal, users: np.ndarray, t: int) -> np.ndarray:
+        shape = batch.candidates.shape
+        columns = [
+            np.broadcast_to(users[:, None], shape),
+            batch.candidates.clip(min=0),
+            np.full(shape, t // self.time_rounds),
+        ]
+        extra = [] if batch.fields is None else [batch.fields[..., f] for f in range(batch.fields.shape[2])]
+        return np.stack(columns + extra, axis=-1).astype(np.int64)
+
+    def rank(self, batch, users, t, k, rng):
+        scores = self.model.sample_scores(batch.contexts, self.values(batch, users, t), rng)
+        return top_k(scores, batch.valid, k)
+
+    def update(self, batch, users, t, chosen, reward):
+        values = np.take_along_axis(self.values(batch, users, t), chosen[..., None], axis=1)
+        y = (reward.reshape(-1) - self.low) / self.span
+        positions = np.tile(np.arange(chosen.shape[1]), len(chosen))
+        self.model.update(_shown_rows(batch, chosen), values.reshape(-1, values.shape[2]), positions, y)
+
+
+def _learners(
+    policies, batch: Proposal, slate_size: int, config: BanditConfig, weights, seed: int
+) -> dict[str, _Learner]:
+    dim = batch.contexts.shape[2]
+    num_fields = 3 + (0 if batch.fields is None else batch.fields.shape[2])
+    make = {
+        "thompson": lambda: _Linear(
+            BayesianLinearBandit.create(
+                dim, slate_size, config.prior_precision, config.noise_variance, config.score_prior, 1.0
+            )
+        ),
+        "exploit": lambda: _Linear(
+            BayesianLinearBandit.create(
+                dim, slate_size, config.prior_precision, config.noise_variance, config.score_prior, 0.0
+            )
+        ),
+        "linucb": lambda: _Linear(
+            LinUCB.create(dim, slate_size, config.prior_precision, config.score_prior, config.linucb_alpha)
+        ),
+        "bayesian_fm": lambda: _FM(
+            BayesianFM.create(
+                dim,
+                num_fields,
+                slate_size,
+                config.fm_dim,
+                config.prior_precision,
+                config.fm_bias_precision,
+                config.fm_factor_precision,
+                config.fm_init_scale,
+                config.score_prior,
+                config.fm_exploration,
+                config.fm_sweeps,
+                seed,
+            ),
+            weights,
+            config.fm_time_rounds,
+        ),
+    }
+    return {name: make[name]() for name in policies if name in make}
 
 
 def top_k(scores: np.ndarray, valid: np.ndarray, k: int) -> np.ndarray:
@@ -86,49 +220,55 @@ def simulate_bandit(
     seed: int,
     shift: Callable[[World, np.random.Generator], World] | None = None,
     shift_round: int | None = None,
-    noise_variance: float = 0.25,
-    prior_precision: float = 1.0,
-    score_prior: float = 1.0,
+    config: BanditConfig = BanditConfig(),
+    reward: reward_weights.RewardWeights | str = reward_weights.CLICK,
+    policies: tuple[str, ...] = BANDIT_POLICIES,
 ) -> BanditRun:
-    """Runs every policy on the same requests and the same click draws, round after round.
+    """Runs every policy on the same requests and the same outcome draws, round after round.
 
-    thompson: the Bayesian bandit with Thompson sampling; exploit: the same model ranking by its posterior mean
-    (learns, never explores); greedy: the funnel's own top K (static); random: K valid candidates at random.
-    Both bandits start from the prior (ranking like the funnel) and update after each round from the clicks
-    on what they showed.
+    bayesian_fm: the Bayesian factorization machine with Thompson sampling (bayesian_fm.py); thompson: the
+    Bayesian linear bandit with Thompson sampling; linucb: LinUCB over the same features; exploit: the linear
+    model ranking by its posterior mean (learns, never explores); greedy: the funnel's own top K (static);
+    random: K valid candidates at random. The learners start from their priors (ranking like the funnel) and update
+    after each round from the rewards (`reward`, a weighting of click / mute / plain impression) of what they
+    showed. Each slot's outcome comes from one uniform draw u per (request, position), shared by the policies:
+    click if u < P(click), mute if P(click) <= u < P(click) + P(mute).
     """
     if (shift is None) != (shift_round is None):
         raise ValueError("give both shift and shift_round, or neither")
+    unknown = set(policies) - set(BANDIT_POLICIES)
+    if unknown:
+        raise ValueError(f"unknown bandit policies {sorted(unknown)}; choose among {BANDIT_POLICIES}")
+    weights = reward_weights.parse(reward)
     rng = np.random.default_rng(seed)
-    bandits: dict[str, BayesianLinearBandit] = {}
-    rewards = {name: np.zeros(rounds) for name in BANDIT_POLICIES}
+    learners: dict[str, _Learner] = {}
+    clicks_per_round = {name: np.zeros(rounds) for name in policies}
+    score_per_round = {name: np.zeros(rounds) for name in policies}
     for t in range(rounds):
         if shift is not None and t == shift_round:
             world = shift(world, rng)
         users = world.sample_requests(batch_size, rng)
         batch = propose(world, users, rng)
-        if not bandits:
-            dim = batch.contexts.shape[2]
-            bandits = {
-                name: BayesianLinearBandit.create(
-                    dim, slate_size, prior_precision, noise_variance, score_prior, exploration
-                )
-                for name, exploration in (("thompson", 1.0), ("exploit", 0.0))
-            }
+        if not learners:
+            learners = _learners(policies, batch, slate_size, config, weights, seed)
         draws = rng.random((batch_size, slate_size))
-        choices = {
-            "thompson": bandits["thompson"].rank(batch.contexts, slate_size, rng, batch.valid),
-            "exploit": bandits["exploit"].rank(batch.contexts, slate_size, rng, batch.valid),
-            "greedy": top_k(batch.scores, batch.valid, slate_size),
-            "random": top_k(rng.random(batch.scores.shape), batch.valid, slate_size),
-        }
+        choices = {}
+        for name in policies:  # one generator for every policy's choices keeps the outcome draws common
+            if name in learners:
+                choices[name] = learners[name].rank(batch, users, t, slate_size, rng)
+            elif name == "greedy":
+                choices[name] = top_k(batch.scores, batch.valid, slate_size)
+            else:
+                choices[name] = top_k(rng.random(batch.scores.shape), batch.valid, slate_size)
         for name, chosen in choices.items():
             shown = np.take_along_axis(batch.candidates, chosen, axis=1)
-            clicks = (draws < world.click_probability(users, shown)).astype(np.float64)
-            rewards[name][t] = clicks.sum(axis=1).mean()
-            if name in bandits:
-                rows = np.take_along_axis(batch.contexts, chosen[..., None], axis=1).reshape(
-                    -1, batch.contexts.shape[2]
-                )
-                bandits[name].update(rows, np.tile(np.arange(slate_size), batch_size), clicks.reshape(-1))
-    return BanditRun(rewards, shift_round, batch_size)
+            p_click = world.click_probability(users, shown)
+            clicks = draws < p_click
+            mutes = np.zeros_like(clicks)
+            if hasattr(world, "mute_probability"):
+                mutes = ~clicks & (draws < p_click + world.mute_probability(users, shown))
+            clicks_per_round[name][t] = clicks.sum(axis=1).mean()
+            score_per_round[name][t] = reward_weights.SCORE.of(clicks, mutes).sum(axis=1).mean()
+            if name in learners:
+                learners[name].update(batch, users, t, chosen, weights.of(clicks, mutes))
+    return BanditRun(clicks_per_round, shift_round, batch_size, score_per_round, weights.spec(), seed)

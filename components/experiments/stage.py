@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from components import atomic, schema
-from components.experiments import ab_analysis, bench, ope
+from components.experiments import ab_analysis, bench, ope, rewards
 from components.experiments.bandit import BayesianLinearBandit, reranker_features
 from components.experiments.histories import user_histories
 from components.extract import runner
@@ -98,8 +98,11 @@ def run_off_policy_evaluation(
     bandit_rounds: int = 120,
     features_dir: str | None = None,
     ranking_dir: str | None = None,
+    reward_weighting: str = "click",
 ) -> dict:
     """OPE estimates beside the truth (and the bandit curves) on the synthetic shop that built the warehouse.
+    The bandits learn `reward_weighting` (rewards.parse); with one other than click-only, ope.weighted holds the
+    OPE study of that reward beside the click rate's.
 
     Writes ope.json ({ab, ope, bandit, logged}: `logged` is the logging policy's observed click rate),
     ope_estimates.png and bandit_curves.png; the evaluation stage reads this directory into its
@@ -129,6 +132,7 @@ def run_off_policy_evaluation(
         shift_fraction=0.5,
         ranking_dir=ranking_dir,
         features_dir=features_dir,
+        reward=rewards.parse(reward_weighting),
     )
     result["logged"] = logged_click_rate(warehouse_uri)
 
@@ -140,8 +144,10 @@ def run_off_policy_evaluation(
     for name in ope.ESTIMATORS:
         for field in ("estimate", "bias", "rmse"):
             log_metric(f"ope_{name}_{field}", result["ope"][name][field])
-    for policy in ("thompson", "greedy", "random"):
-        log_metric(f"bandit_{policy}_cumulative_reward", result["bandit"][policy]["cumulative_reward"])
+    for policy, values in result["bandit"].items():
+        for key in ("cumulative_reward", "cumulative_score"):
+            if key in values:
+                log_metric(f"bandit_{policy}_{key}", values[key])
     return result
 
 
@@ -155,8 +161,10 @@ def fit_bandit_from_logs(
     noise_variance: float,
     prior_precision: float,
     exploration: float,
+    weights: rewards.RewardWeights = rewards.CLICK,
 ) -> tuple[BayesianLinearBandit, int]:
-    """A posterior warm-started from the logged impressions (click = reward), one batch update per chunk.
+    """A posterior warm-started from the logged impressions (reward = `weights` of click or plain impression: the
+    warehouse's impressions log no mutes), one batch update per chunk.
 
     The context of a logged slot is reranker_features(query of the user's history, item embedding, retrieval
     score); histories are the users' latest (the extract window's end), an approximation for older requests."""
@@ -169,7 +177,7 @@ def fit_bandit_from_logs(
     user_row = impressions["user_id"].map(rows).to_numpy()
     known = ~pd.isna(user_row)
     item = impressions["item_id"].map(item_index).fillna(schema.OOV_INDEX).astype(np.int64).to_numpy()
-    clicks = impressions["clicked"].to_numpy().astype(np.float64)
+    clicks = weights.of(impressions["clicked"].to_numpy().astype(bool))
     used = np.nonzero(known)[0]
     for start in range(0, len(used), FEEDBACK_CHUNK):
         chunk = used[start : start + FEEDBACK_CHUNK]
@@ -190,6 +198,7 @@ def run_bandit_stage(
     noise_variance: float = 0.25,
     prior_precision: float = 1.0,
     exploration: float = 1.0,
+    reward_weighting: str = "click",
 ) -> dict:
     """The re-ranker's model directory: posterior.npz + bandit.json + saved_model/ (see bandit.py), fitted on the
     extracted impressions; without impressions the prior alone (the stage still yields a servable model)."""
@@ -207,11 +216,13 @@ def run_bandit_stage(
         else pd.DataFrame({c: [] for c in schema.IMPRESSIONS.names})
     )
     events = pq.read_table(Path(extracted_dir, "events.parquet"), columns=["user_id", "item_id"]).to_pandas()
+    weights = rewards.parse(reward_weighting)
     bandit, rows = fit_bandit_from_logs(
-        retriever, impressions, events, item_index, spec.max_len, noise_variance, prior_precision, exploration
+        retriever, impressions, events, item_index, spec.max_len, noise_variance, prior_precision, exploration, weights
     )
     summary = {
         "feedback_rows": rows,
+        "reward_weighting": weights.spec(),
         "impressions": len(impressions),
         "context_dim": bandit.context_dim,
         "num_positions": bandit.num_positions,
