@@ -69,6 +69,9 @@ def recommender_pipeline(
     endpoint_name: str = "shop-recsys",
     endpoint_traffic_percentage: int = 100,
     run_time: str = "",
+    campaign_outputs: str = "complementary_items,audiences",
+    audience_targets: str = "",
+    audience_size: int = 1000,
 ):
     """The daily run: extract, features, retrieval, DIEN (and the DIN baseline), evaluation, export if blessed.
 
@@ -108,6 +111,9 @@ def recommender_pipeline(
         endpoint_name: The Vertex AI endpoint the blessed serving model is deployed to.
         endpoint_traffic_percentage: Share of the endpoint's traffic the new model gets (below 100: a canary beside the model that served before).
         run_time: The run's own time (ISO-8601, UTC): fixes the export's day partition, so a retry replaces its own rows, and the end of a window_days window; pipelines.run sets it for a local or one-off run, empty (a schedule's runs) means the time the stage runs.
+        campaign_outputs: Tables the export writes beside recommendations and similar_items, comma-separated: complementary_items (bought or carted together), audiences (top users per promoted target); "" writes neither.
+        audience_targets: Promoted targets of the audiences, comma-separated category:<id> or item:<id>; "" (or top:<n>) the 5 (n) best-selling categories.
+        audience_size: Users per audience (the top by the ranker's buy-or-not score).
     """
     extract_task = extract(
         warehouse_uri=warehouse_uri,
@@ -205,6 +211,10 @@ def recommender_pipeline(
             top_k=top_k,
             experiment=experiment,
             treatment_ratio=treatment_ratio,
+            extracted=extract_task.outputs["extracted"],
+            campaign_outputs=campaign_outputs,
+            audience_targets=audience_targets,
+            audience_size=audience_size,
         )
         apply_resources(export_task.set_display_name("export"), "export")
         ab_task = ab_analysis(

@@ -18,7 +18,6 @@ import datetime as dt
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from components import schema
 from components.export import audiences, complementary, similar
@@ -170,11 +169,9 @@ def evaluate_audiences(
     items_path = Path(extracted_dir, "items.parquet")
     spec = schema.FeatureSpec.read(features_dir)
     _, available, popularity = read_catalogue(features_dir, spec.num_items)
-    categories = item_categories(features_dir, spec.num_items)
+    categories = audiences.item_categories(features_dir, spec.num_items)
     before = _purchases(events_path, items_path, None, history_end)
-    sales: dict[str, float] = {}
-    for _, _, category in before:
-        sales[category] = sales.get(category, 0.0) + 1
+    sales = audiences.category_sales(extracted_dir, history_end)
     targets = audiences.resolve_targets(
         targets_spec, item_ids, categories, popularity, available, sales, items_per_category
     )
@@ -223,14 +220,6 @@ def evaluate_audiences(
     result["targets"] = [{"target": f"{t.kind}:{t.id}", "future_buyers": int(b.sum())} for t, b in zip(targets, future)]
     result["window"] = {"history_end": history_end.isoformat(), "window_end": window_end.isoformat()}
     return result
-
-
-def item_categories(features_dir: str | Path, num_items: int) -> np.ndarray:
-    """Category string per features item index ("" at reserved indices)."""
-    table = pq.read_table(Path(features_dir, schema.ITEM_FEATURES), columns=["item_index", "category"])
-    categories = np.full(num_items, "", dtype=object)
-    categories[table.column("item_index").to_numpy()] = np.asarray(table.column("category").to_pylist(), object)
-    return categories
 
 
 # ---- bench ------------------------------------------------------------------------------------------------

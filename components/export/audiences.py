@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from components import schema
 from components.serving import funnel
@@ -177,3 +179,25 @@ def precision_recall(scores: np.ndarray, buyers: np.ndarray, ks: dict[str, int])
         result[f"precision@{name}"] = round(float((hits.sum(axis=1) / k).mean()), 4)
         result[f"recall@{name}"] = round(float((hits.sum(axis=1) / buyers[has_buyers].sum(axis=1)).mean()), 4)
     return result
+
+
+def item_categories(features_dir: str | Path, num_items: int) -> np.ndarray:
+    """Category string per features item index ("" at reserved indices)."""
+    table = pq.read_table(Path(features_dir, schema.ITEM_FEATURES), columns=["item_index", "category"])
+    categories = np.full(num_items, "", dtype=object)
+    categories[table.column("item_index").to_numpy()] = np.asarray(table.column("category").to_pylist(), object)
+    return categories
+
+
+def category_sales(extracted_dir: str | Path, end: dt.datetime | None = None) -> dict[str, float]:
+    """Purchases per category in the extract's events (before `end`): what "top-selling" orders by."""
+    import duckdb
+
+    with duckdb.connect() as con:
+        con.execute("SET TimeZone = 'UTC'")
+        rows = con.execute(
+            "SELECT i.category, count(*) FROM read_parquet(?) e JOIN read_parquet(?) i USING (item_id) "
+            "WHERE e.event_type = 'purchase' AND (? IS NULL OR e.event_ts < ?) GROUP BY 1",
+            [str(Path(extracted_dir, "events.parquet")), str(Path(extracted_dir, "items.parquet")), end, end],
+        ).fetchall()
+    return {category: float(n) for category, n in rows}

@@ -18,6 +18,7 @@ def export(
     destination: str,
     run_id: str,
     evaluation_summary: Optional[Input[Artifact]] = None,
+    extracted: Optional[Input[Dataset]] = None,
     top_k: int = 20,
     candidates_n: int = 0,
     experiment: str = "ranker",
@@ -26,6 +27,9 @@ def export(
     run_time: str = "",
     similar_k: int = 20,
     registry_dir: str = "",
+    campaign_outputs: str = "",
+    audience_targets: str = "",
+    audience_size: int = 1000,
 ):
     """Scores every user, writes recommendations and similar items to `destination` (replacing the run day's
     partition), then makes the model the evaluation registered the last blessed one in `registry_dir`.
@@ -33,7 +37,9 @@ def export(
     destination: duckdb:///abs/path/file.duckdb or bigquery://project.dataset. candidates_n 0 takes the
     evaluation summary's export_n (else 200); the summary's previous_blessed model serves the control arm.
     run_time (ISO, the run's own time; empty means now) fixes generated_at and so the partition day: a retry
-    of the run replaces its own partition.
+    of the run replaces its own partition. campaign_outputs (comma-separated: complementary_items, audiences) adds
+    those tables, built from the extract's events (`extracted`), to the same day's write; audience_targets
+    (category:<id>, item:<id>, or "" / top:<n> for the best-selling categories), audience_size users each.
     """
     from components.export.export import export_from_component
 
@@ -54,4 +60,8 @@ def export(
         similar_k=similar_k,
         registry_dir=registry_dir,
         evaluation_summary=evaluation_summary.path if evaluation_summary else None,
+        extracted=extracted.path if extracted else None,
+        campaign_outputs=campaign_outputs,
+        audience_targets=audience_targets,
+        audience_size=audience_size,
     )

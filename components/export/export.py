@@ -6,6 +6,8 @@ step leaves no artifact and the registry's last blessed model as it was: a model
 Output artifact layout (a directory, written whole or not at all):
   recommendations.parquet   schema.RECOMMENDATIONS, sorted by user_id, rank
   similar_items.parquet     schema.SIMILAR_ITEMS, sorted by item_id, rank
+  complementary_items.parquet  schema.COMPLEMENTARY_ITEMS (with campaign_outputs naming it), sorted by item_id, rank
+  audiences.parquet         schema.AUDIENCES (with campaign_outputs naming it), by target, rank
   manifest.json             counts, parameters, timings (users_per_s) and the destination
 """
 
@@ -24,14 +26,19 @@ import pyarrow.parquet as pq
 from components import atomic
 from components.evaluation import registry
 from components.experiments import ab
-from components.export import batch, similar, writers
+from components.export import audiences, batch, complementary, similar, writers
 from components.export.inputs import ServingInputs, read_serving_inputs
 from components.kfp_metrics import log_metrics
 from components.run_time import resolve as resolve_run_time
-from components.serving.models import ServingModel, load_serving_model
+from components.serving import funnel
+from components.serving.models import ServingModel, index_map, load_serving_model, same_vocabulary
 
 RECOMMENDATIONS_FILE = "recommendations.parquet"
 SIMILAR_ITEMS_FILE = "similar_items.parquet"
+COMPLEMENTARY_ITEMS_FILE = "complementary_items.parquet"
+AUDIENCES_FILE = "audiences.parquet"
+CAMPAIGN_OUTPUTS = ("complementary_items", "audiences")
+EVENTS_FILE = "events.parquet"  # in the extract's output
 MANIFEST_FILE = "manifest.json"
 DEFAULT_CANDIDATES_N = 200  # the evaluation's largest depth; its summary's export_n is usually smaller
 
@@ -47,8 +54,17 @@ class ExportParams:
     generated_at: dt.datetime
     similar_k: int = 20
     memory_budget_mb: float = 256.0
+    campaign_outputs: tuple[str, ...] = ()  # any of CAMPAIGN_OUTPUTS
+    audience_targets: str = ""  # components.export.audiences.parse_targets; "" the top-selling categories
+    audience_size: int = 1000
 
     def __post_init__(self):
+        unknown = sorted(set(self.campaign_outputs) - set(CAMPAIGN_OUTPUTS))
+        if unknown:
+            raise ValueError(f"unknown campaign output(s) {unknown}; expected any of {CAMPAIGN_OUTPUTS}")
+        if self.audience_size < 1:
+            raise ValueError(f"audience_size must be positive, got {self.audience_size}")
+        audiences.parse_targets(self.audience_targets)  # a malformed spec fails before any scoring
         if self.top_k < 1 or self.similar_k < 1:
             raise ValueError(f"top_k ({self.top_k}) and similar_k ({self.similar_k}) must be positive")
         if self.candidates_n < self.top_k:
@@ -71,10 +87,16 @@ def run_export(
     blessed_model_version: str = "",
     registry_dir: str | Path | None = None,
     registered_version: str = "",
+    extracted_dir: str | Path | None = None,
 ) -> dict:
     """Loads the models, scores every user, writes the destination tables and, with `registry_dir`, makes
-    `registered_version` (registered by the evaluation) the last blessed model; the artifact appears last."""
+    `registered_version` (registered by the evaluation) the last blessed model; the artifact appears last.
+
+    The campaign outputs (params.campaign_outputs) read the extract's events (`extracted_dir`): complementary
+    items count baskets in them, audiences take the top-selling categories from their purchases."""
     target = writers.parse_destination(destination)
+    if "complementary_items" in params.campaign_outputs and not extracted_dir:
+        raise ValueError("complementary_items needs the extract's output (extracted_dir) for its baskets")
     started = time.perf_counter()
     inputs = read_serving_inputs(features_dir)
     read_s = time.perf_counter() - started
@@ -84,14 +106,19 @@ def run_export(
         blessed = load_serving_model(blessed_retrieval_dir, blessed_ranking_dir, blessed_model_version or "blessed")
     load_s = time.perf_counter() - started - read_s
     tables, manifest = build_tables(inputs, new_model, blessed, params)
+    campaign_started = time.perf_counter()
+    campaign = build_campaign_tables(features_dir, extracted_dir, inputs, new_model, params)
+    if campaign:
+        tables.update(campaign)
+        manifest["rows"].update({name.removesuffix(".parquet"): t.num_rows for name, t in campaign.items()})
+        manifest["campaign_outputs"] = list(params.campaign_outputs)
+        manifest["timing"]["campaign_s"] = round(time.perf_counter() - campaign_started, 3)
     writing = time.perf_counter()
     with atomic.staged_directory(output_dir, last=MANIFEST_FILE) as staging:
         for name, table in tables.items():
             pq.write_table(table, staging / name)
-        target.write(
-            {"recommendations": staging / RECOMMENDATIONS_FILE, "similar_items": staging / SIMILAR_ITEMS_FILE},
-            params.generated_at.date(),
-        )
+        # every table's partition of the day in one transaction (DuckDB) or one load job each (BigQuery)
+        target.write({name.removesuffix(".parquet"): staging / name for name in tables}, params.generated_at.date())
         if registry_dir and registered_version:
             manifest["blessed"] = registry.promote(registry_dir, registered_version).to_json()
         finished = time.perf_counter()
@@ -123,6 +150,10 @@ def export_from_component(
     similar_k: int = 20,
     evaluation_summary: str | None = None,
     registry_dir: str = "",
+    extracted: str | None = None,
+    campaign_outputs: str = "",
+    audience_targets: str = "",
+    audience_size: int = 1000,
 ) -> dict:
     """The KFP component's one call: artifact paths and parameters in, manifest out, metrics logged.
 
@@ -144,6 +175,9 @@ def export_from_component(
         run_id=run_id,
         generated_at=resolve_run_time(run_time),
         similar_k=similar_k,
+        campaign_outputs=parse_campaign_outputs(campaign_outputs),
+        audience_targets=audience_targets,
+        audience_size=audience_size,
     )
     manifest = run_export(
         features,
@@ -157,6 +191,7 @@ def export_from_component(
         blessed_model_version=previous.get("version", ""),
         registry_dir=registry_dir or None,
         registered_version=(summary.get("registered") or {}).get("version", ""),
+        extracted_dir=extracted,
     )
     log_metrics(
         metrics.log_metric,
@@ -168,9 +203,19 @@ def export_from_component(
             "treatment_users": manifest["variants"][ab.TREATMENT],
             "candidates_n": manifest["candidates_n"],
             "users_per_s": manifest["timing"]["users_per_s"],
+            **{f"{name}_rows": manifest["rows"][name] for name in manifest.get("campaign_outputs", [])},
         },
     )
     return manifest
+
+
+def parse_campaign_outputs(value: str) -> tuple[str, ...]:
+    """The pipeline parameter: comma-separated names out of CAMPAIGN_OUTPUTS ("" writes neither)."""
+    names = tuple(dict.fromkeys(n.strip() for n in (value or "").split(",") if n.strip()))
+    unknown = sorted(set(names) - set(CAMPAIGN_OUTPUTS))
+    if unknown:
+        raise ValueError(f"campaign_outputs {value!r}: unknown {unknown}; expected any of {CAMPAIGN_OUTPUTS}")
+    return names
 
 
 def read_evaluation_summary(path: str | Path) -> dict:
@@ -261,3 +306,46 @@ def build_similar_items(inputs: ServingInputs, model: ServingModel, params: Expo
         generated_at=params.generated_at,
     )
     return table.sort_by([("item_id", "ascending"), ("rank", "ascending")])
+
+
+def build_campaign_tables(
+    features_dir, extracted_dir, inputs: ServingInputs, model: ServingModel, params: ExportParams
+) -> dict[str, pa.Table]:
+    """The tables params.campaign_outputs names, by the new model (the treatment arm's)."""
+    tables = {}
+    run_columns = {"model_version": model.version, "run_id": params.run_id, "generated_at": params.generated_at}
+    available, popularity = batch.catalogue_in_model_space(model, inputs)
+    events = Path(extracted_dir, EVENTS_FILE) if extracted_dir else None
+    if "complementary_items" in params.campaign_outputs:
+        allowed = funnel.allowed_items(model.num_items, available)
+        pairs = complementary.cooccurrence(
+            events, model.item_ids[allowed], complementary.CooccurrenceParams(k=params.similar_k)
+        )
+
+        def fallback(rows):
+            return complementary.next_item_neighbours(
+                model.retriever, model.ranker.item_category, rows, allowed, params.similar_k, params.memory_budget_mb
+            )
+
+        lists = complementary.complementary_lists(pairs, model.item_ids, params.similar_k, fallback=fallback)
+        tables[COMPLEMENTARY_ITEMS_FILE] = complementary.complementary_table(lists, model.item_ids, **run_columns)
+    if "audiences" in params.campaign_outputs:
+        hist = inputs.hist_items
+        if not same_vocabulary(inputs.item_ids, model.item_ids):
+            hist = index_map(inputs.item_ids, model.item_ids)[hist]
+        categories = audiences.item_categories(features_dir, len(inputs.item_ids))
+        if not same_vocabulary(inputs.item_ids, model.item_ids):
+            categories = categories[index_map(model.item_ids, inputs.item_ids)]
+        targets = audiences.resolve_targets(
+            params.audience_targets,
+            model.item_ids,
+            categories,
+            popularity,
+            available,
+            audiences.category_sales(extracted_dir) if extracted_dir else None,
+        )
+        scores = audiences.score_targets(model.retriever, model.ranker, hist, targets)
+        tables[AUDIENCES_FILE] = audiences.audience_table(
+            targets, inputs.user_ids, scores.ranker, params.audience_size, **run_columns
+        )
+    return tables

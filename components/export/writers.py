@@ -21,7 +21,12 @@ from components.cloud import bigquery_names
 from components.warehouse.duckdb_warehouse import create_table_sql
 
 PARTITION_COLUMN = "generated_at"
-TABLE_SCHEMAS = {"recommendations": schema.RECOMMENDATIONS, "similar_items": schema.SIMILAR_ITEMS}
+TABLE_SCHEMAS = {
+    "recommendations": schema.RECOMMENDATIONS,
+    "similar_items": schema.SIMILAR_ITEMS,
+    "complementary_items": schema.COMPLEMENTARY_ITEMS,
+    "audiences": schema.AUDIENCES,
+}
 _BIGQUERY_TYPES = {
     pa.string(): "STRING",
     pa.int64(): "INT64",

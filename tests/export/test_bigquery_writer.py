@@ -251,3 +251,13 @@ def test_case13_run_entry_refuses_bad_bigquery_names(monkeypatch, capsys, tmp_pa
             "shop-prod-pipelines",
             destination_dataset="recs eu",
         )
+
+
+def test_campaign_tables_are_day_partitioned_and_clustered_by_their_key():
+    destination = writers.BigQueryDestination("my-project", "recs")
+    for name, key in (("complementary_items", "item_id"), ("audiences", "target_id")):
+        definition = destination.table(name)
+        assert definition.time_partitioning.field == writers.PARTITION_COLUMN
+        assert definition.clustering_fields == [key]
+        assert [f.name for f in definition.schema] == writers.TABLE_SCHEMAS[name].names
+        assert writers.load_job_config(writers.TABLE_SCHEMAS[name]).write_disposition == "WRITE_TRUNCATE"
