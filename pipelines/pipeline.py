@@ -104,7 +104,7 @@ def recommender_pipeline(
         experiment: A/B experiment name, hashed with the user id into an arm.
         treatment_ratio: Share of users in the treatment arm (the new model's lists).
         shop_preset: Synthetic shop preset that built the warehouse (gives OPE its true values); "" on real data.
-        enable_bandit: Train the Thompson-sampling bandit re-ranker beside the funnel.
+        enable_bandit: Train the bandit re-rankers (Bayesian linear Thompson, Bayesian FM) beside the funnel, and run the simulated bandit study.
         bandit_reward: What a shown slot earns the bandits and the second OPE study: click (click 1, else 0), score (LINE's: impression 0.5, click 1, mute 0) or impression=<w>,click=<w>,mute=<w>.
         gcp_project: Google Cloud project whose Vertex AI Model Registry receives a blessed model; "" skips the upload.
         gcp_region: Region of that Model Registry.
@@ -166,6 +166,7 @@ def recommender_pipeline(
         features=feature_data,
         ranking_model=dien_task.outputs["model"],
         reward_weighting=bandit_reward,
+        bandit_study=enable_bandit,
     )
     apply_resources(ope_task.set_display_name("off-policy-evaluation"), "experiments")
 

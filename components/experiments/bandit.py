@@ -129,11 +129,19 @@ class BayesianLinearBandit:
         return contexts @ self.mean[: self.context_dim] + alpha * np.sqrt(np.maximum(width, 0.0))
 
     # --------------------------------------------------------------------------------------------------------
-    def save(self, directory: str | Path, saved_model: bool = True, extra_files: dict[str, str] | None = None) -> None:
-        """Writes posterior.npz + bandit.json (+ a SavedModel scoring candidates, + extra text files) through
-        atomic.staged_directory, bandit.json last."""
+    def save(
+        self,
+        directory: str | Path,
+        saved_model: bool = True,
+        extra_files: dict[str, str] | None = None,
+        extra_arrays: dict[str, dict[str, np.ndarray]] | None = None,
+    ) -> None:
+        """Writes posterior.npz + bandit.json (+ a SavedModel scoring candidates, + extra text files and .npz
+        files of arrays) through atomic.staged_directory, bandit.json last."""
         with atomic.staged_directory(directory, last=CONFIG_FILE) as staging:
             np.savez(staging / POSTERIOR_FILE, precision=self.precision, precision_mean=self.precision_mean)
+            for name, arrays in (extra_arrays or {}).items():
+                np.savez(staging / name, **arrays)
             if saved_model:
                 _export_saved_model(self, staging / SAVED_MODEL_DIR)
             for name, text in (extra_files or {}).items():

@@ -35,8 +35,11 @@ scales the draws' spread (0: rank by the posterior mean).
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
+
+CONFIG_KEYS = ("dim", "num_positions", "bias_precision", "factor_precision", "init_scale", "exploration", "sweeps")
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -278,6 +281,35 @@ class BayesianFM:
             theta = np.zeros((len(used), self.dim + 1))
             theta[slot] = blocks[:, f]
             self.fields[f].mean[used] = theta
+
+    # ---- persistence -------------------------------------------------------------------------------------------
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The posterior as named arrays (np.savez), with the configuration as JSON text under "config"."""
+        out = {"dense_mean": self.dense_mean, "dense_precision": self.dense_precision}
+        for f, table in enumerate(self.fields):
+            seen = np.nonzero(table.seen)[0]
+            out |= {f"field{f}_values": seen, f"field{f}_mean": table.mean[seen]}
+            out |= {f"field{f}_precision": table.precision[seen], f"field{f}_prior_mean": table.prior_mean[seen]}
+        config = {key: getattr(self, key) for key in CONFIG_KEYS} | {"num_fields": len(self.fields), "seed": self.seed}
+        return out | {"config": np.array(json.dumps(config))}
+
+    @classmethod
+    def from_arrays(cls, arrays) -> BayesianFM:
+        config = json.loads(str(arrays["config"]))
+        dense_dim = len(arrays["dense_mean"]) - config["num_positions"]
+        kwargs = {key: config[key] for key in CONFIG_KEYS if key != "num_positions"}
+        fm = cls.create(dense_dim, config["num_fields"], config["num_positions"], seed=config["seed"], **kwargs)
+        fm.dense_mean, fm.dense_precision = np.array(arrays["dense_mean"]), np.array(arrays["dense_precision"])
+        for f, table in enumerate(fm.fields):
+            values = np.asarray(arrays[f"field{f}_values"], dtype=np.int64)
+            size = int(values.max(initial=-1)) + 1
+            table.mean = np.zeros((size, fm.dim + 1))
+            table.prior_mean = np.zeros((size, fm.dim + 1))
+            table.precision = np.zeros((size, fm.dim + 1, fm.dim + 1))
+            table.seen = np.zeros(size, bool)
+            table.mean[values], table.prior_mean[values] = arrays[f"field{f}_mean"], arrays[f"field{f}_prior_mean"]
+            table.precision[values], table.seen[values] = arrays[f"field{f}_precision"], True
+        return fm
 
     # ---- the objective (tests compare the Laplace precisions with its numeric Hessian) ----------------------
     def negative_log_posterior(

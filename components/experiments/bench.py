@@ -208,6 +208,9 @@ def run_studies(
         bandit_study(world, history, ranker, bandit_rounds, bandit_batch, shift_fraction, s, bandit_config, weights)
         for s in bandit_seeds
     ]
+    if not runs:
+        result["bandit"] = {"skipped": "no bandit seeds (the pipeline's enable_bandit is false)"}
+        return result, runs
     result["bandit"] = bandit_summary(runs)
     result["bandit"]["setup"] = {
         "rounds": bandit_rounds,
@@ -275,5 +278,6 @@ def write_report(directory: Path, ope_result: dict, runs: list[BanditRun]) -> No
     from components.experiments import report
 
     directory.mkdir(parents=True, exist_ok=True)
-    report.bandit_figure(runs).savefig(directory / "bandit_curves.png", dpi=110)
+    if runs:
+        report.bandit_figure(runs).savefig(directory / "bandit_curves.png", dpi=110)
     report.ope_figure(ope_result).savefig(directory / "ope_estimates.png", dpi=110)

@@ -43,12 +43,14 @@ def off_policy_evaluation(
     features: Optional[Input[Dataset]] = None,
     ranking_model: Optional[Input[Model]] = None,
     reward_weighting: str = "click",
+    bandit_study: bool = True,
 ):
     """IPS/SNIPS/DM/DR/MRDR estimates of the new ranker's click rate beside the simulator's truth, and the
     bandit's reward curves (ope.json and PNGs, shown in the evaluation report); skipped.json for warehouses without impressions.
     With features and ranking_model the new policy is the pipeline's ranker, else a linear stand-in.
     reward_weighting (components.experiments.rewards: "click", "score" or explicit weights): what the simulated
-    bandits learn, and, other than click, a second OPE study of that reward."""
+    bandits learn, and, other than click, a second OPE study of that reward. bandit_study: run the simulated
+    bandit study (3 seeds; the pipeline passes enable_bandit)."""
     import os
 
     from components import progress
@@ -69,6 +71,7 @@ def off_policy_evaluation(
         features.path if features else None,
         ranking_model.path if ranking_model else None,
         reward_weighting,
+        bandit_study,
     )
 
 

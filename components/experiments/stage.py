@@ -19,11 +19,14 @@ import pyarrow.parquet as pq
 from components import atomic, schema
 from components.experiments import ab_analysis, bench, ope, rewards
 from components.experiments.bandit import BayesianLinearBandit, reranker_features
+from components.experiments.bayesian_fm import BayesianFM
 from components.experiments.histories import user_histories
 from components.extract import runner
 
 LogMetric = Callable[[str, float], None]
 FEEDBACK_CHUNK = 50_000
+FM_FILE = "fm_posterior.npz"
+FM_FIELDS = ("user", "item", "item_category", "hour_of_day")  # the logged impression's time: its UTC hour
 
 
 def _write_skipped(output_dir: str, reason: str) -> None:
@@ -99,8 +102,10 @@ def run_off_policy_evaluation(
     features_dir: str | None = None,
     ranking_dir: str | None = None,
     reward_weighting: str = "click",
+    bandit_study: bool = True,
 ) -> dict:
-    """OPE estimates beside the truth (and the bandit curves) on the synthetic shop that built the warehouse.
+    """OPE estimates beside the truth (and the bandit curves, unless bandit_study is false: then ope.json's bandit
+    says it was skipped) on the synthetic shop that built the warehouse.
     The bandits learn `reward_weighting` (rewards.parse); with one other than click-only, ope.weighted holds the
     OPE study of that reward beside the click rate's.
 
@@ -133,6 +138,7 @@ def run_off_policy_evaluation(
         ranking_dir=ranking_dir,
         features_dir=features_dir,
         reward=rewards.parse(reward_weighting),
+        bandit_seeds=bench.BANDIT_SEEDS if bandit_study else (),
     )
     result["logged"] = logged_click_rate(warehouse_uri)
 
@@ -146,7 +152,7 @@ def run_off_policy_evaluation(
             log_metric(f"ope_{name}_{field}", result["ope"][name][field])
     for policy, values in result["bandit"].items():
         for key in ("cumulative_reward", "cumulative_score"):
-            if key in values:
+            if isinstance(values, dict) and key in values:
                 log_metric(f"bandit_{policy}_{key}", values[key])
     return result
 
@@ -162,9 +168,11 @@ def fit_bandit_from_logs(
     prior_precision: float,
     exploration: float,
     weights: rewards.RewardWeights = rewards.CLICK,
+    fm: BayesianFM | None = None,
 ) -> tuple[BayesianLinearBandit, int]:
     """A posterior warm-started from the logged impressions (reward = `weights` of click or plain impression: the
-    warehouse's impressions log no mutes), one batch update per chunk.
+    warehouse's impressions log no mutes), one batch update per chunk; `fm` (FM_FIELDS) is updated in the same
+    pass, with the rewards mapped into [0, 1].
 
     The context of a logged slot is reranker_features(query of the user's history, item embedding, retrieval
     score); histories are the users' latest (the extract window's end), an approximation for older requests."""
@@ -178,6 +186,12 @@ def fit_bandit_from_logs(
     known = ~pd.isna(user_row)
     item = impressions["item_id"].map(item_index).fillna(schema.OOV_INDEX).astype(np.int64).to_numpy()
     clicks = weights.of(impressions["clicked"].to_numpy().astype(bool))
+    low, high = min(weights.impression, weights.click), max(weights.impression, weights.click)
+    hour = (
+        pd.to_datetime(impressions["event_ts"], utc=True).dt.hour.to_numpy().astype(np.int64)
+        if "event_ts" in impressions and len(impressions)
+        else np.zeros(len(impressions), np.int64)
+    )
     used = np.nonzero(known)[0]
     for start in range(0, len(used), FEEDBACK_CHUNK):
         chunk = used[start : start + FEEDBACK_CHUNK]
@@ -185,7 +199,11 @@ def fit_bandit_from_logs(
         query = retriever.encode(hist_items[user], hist_cats[user])
         embedded = retriever.item_embeddings[item[chunk]][:, None, :]
         score = np.einsum("bd,bnd->bn", query, embedded)
-        bandit.update(reranker_features(query, embedded, score)[:, 0, :], positions[chunk], clicks[chunk])
+        contexts = reranker_features(query, embedded, score)[:, 0, :]
+        bandit.update(contexts, positions[chunk], clicks[chunk])
+        if fm is not None:
+            values = np.stack([user, item[chunk], retriever.item_category[item[chunk]], hour[chunk]], axis=1)
+            fm.update(contexts, values, positions[chunk], (clicks[chunk] - low) / max(high - low, 1e-12))
     return bandit, len(used)
 
 
@@ -200,7 +218,8 @@ def run_bandit_stage(
     exploration: float = 1.0,
     reward_weighting: str = "click",
 ) -> dict:
-    """The re-ranker's model directory: posterior.npz + bandit.json + saved_model/ (see bandit.py), fitted on the
+    """The re-ranker's model directory: posterior.npz + bandit.json + saved_model/ (see bandit.py) and the Bayesian
+    FM's posterior fm_posterior.npz (BayesianFM.from_arrays(np.load(...)); fields FM_FIELDS), fitted on the
     extracted impressions; without impressions the prior alone (the stage still yields a servable model)."""
     from components.retrieval.model_io import load_retriever
 
@@ -217,8 +236,20 @@ def run_bandit_stage(
     )
     events = pq.read_table(Path(extracted_dir, "events.parquet"), columns=["user_id", "item_id"]).to_pandas()
     weights = rewards.parse(reward_weighting)
+    dim = 2 * retriever.item_embeddings.shape[1] + 2
+    positions = int(impressions["position"].max()) + 1 if len(impressions) else 1
+    fm = BayesianFM.create(dim, len(FM_FIELDS), positions, prior_precision=prior_precision, exploration=exploration)
     bandit, rows = fit_bandit_from_logs(
-        retriever, impressions, events, item_index, spec.max_len, noise_variance, prior_precision, exploration, weights
+        retriever,
+        impressions,
+        events,
+        item_index,
+        spec.max_len,
+        noise_variance,
+        prior_precision,
+        exploration,
+        weights,
+        fm,
     )
     summary = {
         "feedback_rows": rows,
@@ -227,6 +258,9 @@ def run_bandit_stage(
         "context_dim": bandit.context_dim,
         "num_positions": bandit.num_positions,
     }
-    bandit.save(output_dir, extra_files={"summary.json": json.dumps(summary, indent=2)})
+    summary["fm"] = {"file": FM_FILE, "fields": list(FM_FIELDS), "factor_dim": fm.dim}
+    bandit.save(
+        output_dir, extra_files={"summary.json": json.dumps(summary, indent=2)}, extra_arrays={FM_FILE: fm.arrays()}
+    )
     log_metric("bandit_feedback_rows", float(rows))
     return summary

@@ -95,6 +95,15 @@ def test_an_update_without_data_leaves_the_prior():
     assert not np.array_equal(fm.fields[0].mean[0], before.fields[0].mean[0])
 
 
+def test_posterior_round_trips_through_arrays(tmp_path):
+    fm, _, (dense, values, positions, _) = fitted(sweeps=3)
+    np.savez(tmp_path / "fm.npz", **fm.arrays())
+    with np.load(tmp_path / "fm.npz") as arrays:
+        loaded = BayesianFM.from_arrays(arrays)
+    np.testing.assert_allclose(loaded.predict(dense, values, positions), fm.predict(dense, values, positions))
+    assert (loaded.dim, loaded.factor_precision, loaded.num_positions) == (fm.dim, fm.factor_precision, 2)
+
+
 def test_thompson_draws_follow_the_laplace_posterior():
     fm, _, _ = fitted(sweeps=10)
     draws = 20000

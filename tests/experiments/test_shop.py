@@ -82,7 +82,13 @@ def test_bench_on_the_tiny_shop(tmp_path):
     assert 0.0 <= out["ab"]["chi2_p"] <= 1.0
     for name in ope.ESTIMATORS:
         assert {"estimate", "bias", "rmse"} <= set(out["ope"][name])
-    assert all(out["bandit"][p]["cumulative_reward"] > 0 for p in ("thompson", "greedy", "random"))
+    policies = ("bayesian_fm", "thompson", "linucb", "greedy", "random")
+    for key in ("cumulative_reward", "after_shift_reward", "cumulative_score", "after_shift_score"):
+        assert all(len(out["bandit"][p]["per_seed"][key]) == 3 for p in policies)
+        assert all(out["bandit"][p][key] > 0 and out["bandit"][p]["spread"][key] >= 0 for p in policies)
+    assert all(out["bandit"][p]["cumulative_score"] > out["bandit"][p]["cumulative_reward"] for p in policies)
+    assert len(out["bandit"]["paired"]["bayesian_fm_minus_linucb"]["after_shift_score"]) == 3
+    assert out["bandit"]["setup"]["seeds"] == [0, 1, 2]
     assert (tmp_path / "report" / "bandit_curves.png").stat().st_size > 1000
     assert (tmp_path / "report" / "ope_estimates.png").stat().st_size > 1000
     assert not (tmp_path / "report" / "experiments.html").exists()  # the evaluation report shows both

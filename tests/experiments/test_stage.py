@@ -10,6 +10,7 @@ import pytest
 from components.evaluation import data as evaluation_data
 from components.experiments import histories, stage
 from components.experiments.bandit import BayesianLinearBandit, reranker_features
+from components.experiments.bayesian_fm import BayesianFM
 from components.warehouse.build import build_warehouse
 
 
@@ -166,4 +167,10 @@ def test_bandit_stage_writes_a_servable_model(tmp_path, monkeypatch):
     model = BayesianLinearBandit.load(tmp_path / "bandit")
     assert model.num_positions == 2 and model.context_dim == 6
     assert (tmp_path / "bandit" / "saved_model" / "saved_model.pb").exists()
-    assert json.loads((tmp_path / "bandit" / "summary.json").read_text())["impressions"] == 2
+    summary = json.loads((tmp_path / "bandit" / "summary.json").read_text())
+    assert summary["impressions"] == 2 and summary["fm"]["fields"] == list(stage.FM_FIELDS)
+    with np.load(tmp_path / "bandit" / stage.FM_FILE) as arrays:
+        fm = BayesianFM.from_arrays(arrays)
+    assert fm.num_positions == 2 and fm.dense_dim == 6
+    np.testing.assert_array_equal(fm.fields[0].seen, [True, True])  # both logged users' blocks were updated
+    assert not np.array_equal(fm.fields[0].precision[0], fm.prior_block_precision)
