@@ -24,7 +24,7 @@ import duckdb
 import pyarrow as pa
 
 from components import atomic
-from components.extract.runner import run_extract
+from components.extract.stage import run as run_extract
 from components.warehouse import duckdb_warehouse, ga4, loaders
 
 

@@ -19,7 +19,6 @@ import statistics
 import sys
 from pathlib import Path
 
-import components  # noqa: F401  (tf-keras before TensorFlow)
 from components.atomic import write_json
 from components.retrieval import training
 from components.retrieval.config import RetrievalConfig

@@ -19,7 +19,6 @@ import logging
 import sys
 from pathlib import Path
 
-import components  # noqa: F401  (tf-keras before TensorFlow)
 import numpy as np
 import pandas as pd
 

@@ -28,7 +28,6 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
-import components  # noqa: F401  (sets the Keras switch before any stage imports TensorFlow)
 from bench import aggregate, stages
 from components.atomic import write_json
 

@@ -164,9 +164,9 @@ def run_warehouse(ctx: Context) -> dict:
 
 def run_extract(ctx: Context) -> dict:
     ctx.require("warehouse_path")
-    module = _import("components.extract.runner")
+    module = _import("components.extract.stage")
     out = ctx.work / "extract"
-    manifest = module.run_extract(f"duckdb://{ctx.warehouse_path.resolve()}", out)
+    manifest = module.run(f"duckdb://{ctx.warehouse_path.resolve()}", out)
     ctx.extracted_dir = out
     rows = manifest["rows"]
     return {"events": rows["events"], "users": rows["users"], "items": rows["items"]}

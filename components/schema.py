@@ -116,6 +116,10 @@ TABLES = {"events": EVENTS, "items": ITEMS, "impressions": IMPRESSIONS}
 # the off-policy estimators refuse them. The synthetic shops' smallest is 2.3e-4 (medium preset).
 MIN_PROPENSITY = 1e-6
 
+# The off-policy estimators, in the order the report lists them: the keys of the off-policy evaluation output
+# (experiments) that evaluation reads into its report and its gate.
+OPE_ESTIMATORS = ("ips", "snips", "dm", "dr", "mrdr")
+
 
 class SchemaError(ValueError):
     """Input that breaks a contract: names the table, the column and what is wrong."""

@@ -154,7 +154,7 @@ def _run_local(output: Path, source: str, seed: int, parameters: dict, verbose: 
 
 def check_kfp_uris(warehouse_uri: str, destination: str) -> None:
     """Both URIs of a KFP run, checked here (BigQuery names by BigQuery's rules) rather than by a task later."""
-    from components.cloud import bigquery_names
+    from components.warehouse import bigquery_names
     from components.export.writers import parse_destination
 
     if warehouse_uri.startswith(bigquery_names.URI_PREFIX):

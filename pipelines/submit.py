@@ -14,7 +14,8 @@ from typing import Any
 
 import yaml
 
-from components.cloud import bigquery_names, dataflow
+from components.cloud import dataflow
+from components.warehouse import bigquery_names
 
 DEFAULT_LABELS = {"app": "shop-recsys"}
 _LABEL_KEY = re.compile(r"[a-z][a-z0-9_-]{0,62}")

@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 
 from components import baselines, schema
-from components.experiments.ope import ESTIMATORS
 
 
 @dataclasses.dataclass
@@ -202,7 +201,7 @@ def read_off_policy(directory: str | Path | None) -> OffPolicyOutput:
     if (directory / "ope.json").exists():
         result = json.loads((directory / "ope.json").read_text())
         missing = [key for key in ("ope", "bandit", "logged") if key not in result]
-        missing += [f"ope.{key}" for key in ("truth", *ESTIMATORS) if key not in result.get("ope", {})]
+        missing += [f"ope.{key}" for key in ("truth", *schema.OPE_ESTIMATORS) if key not in result.get("ope", {})]
         if missing:
             raise schema.SchemaError(f"{directory}/ope.json lacks {missing}: not an off-policy evaluation output")
         figures = {

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from components.experiments.ope import ESTIMATORS as OPE_ESTIMATORS
+from components.schema import OPE_ESTIMATORS
 
 DEFAULT_BASELINES = ("popularity", "item_to_item")
 # RMSE against the simulator's truth, 20 logs each (MRDR / SNIPS / DR / IPS): medium preset, linear stand-in ranker

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from components.experiments import ab, stats
-from components.extract import runner
+from components import ab
+from components.experiments import stats
+from components.warehouse import engines
 
 QUERY = Path(__file__).resolve().parent / "queries" / "ab_outcomes.sql"
 ASSIGNMENTS = pa.schema(
@@ -33,11 +34,11 @@ def warehouse_uri(warehouse: str | Path) -> str:
 
 def impression_count(warehouse: str | Path) -> int:
     """Rows of the warehouse's impressions table; 0 when it has none (public data sets)."""
-    backend = runner.open_backend(warehouse_uri(warehouse))
+    backend = engines.open_backend(warehouse_uri(warehouse))
     try:
         if backend.columns("impressions") is None:
             return 0
-        sql = runner.render("SELECT COUNT(*) AS n FROM impressions", backend.tables, backend.dialect)
+        sql = engines.render("SELECT COUNT(*) AS n FROM impressions", backend.tables, backend.dialect)
         return int(sum(batch.column("n")[0].as_py() for batch in backend.batches(sql, {}) if batch.num_rows))
     finally:
         backend.close()
@@ -58,19 +59,19 @@ def analyse(
         raise ValueError(f"treatment_ratio must be in (0, 1) for an A/B comparison, got {treatment_ratio}")
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    backend = runner.open_backend(warehouse_uri(warehouse))
+    backend = engines.open_backend(warehouse_uri(warehouse))
     try:
         if backend.columns("impressions") is None:
             raise ValueError(f"{warehouse}: no impressions table, so there are no outcomes to compare")
         tables = {"impressions": backend.tables["impressions"]}
         if assignments_table:
-            tables["assignments"] = runner.validate_table_name(assignments_table)
+            tables["assignments"] = engines.validate_table_name(assignments_table)
         else:
             tables["assignments"] = _register_local_assignments(backend, experiment, treatment_ratio, assignments)
         source = QUERY.read_text()
         values = {"z": stats.normal_quantile(0.5 + confidence / 2), "treatment_ratio": float(treatment_ratio)}
-        sql = runner.render(source, tables, backend.dialect)
-        params = {name: values[name] for name in runner.query_parameters(source)}
+        sql = engines.render(source, tables, backend.dialect)
+        params = {name: values[name] for name in engines.query_parameters(source)}
         rows = [row for batch in backend.batches(sql, params) for row in batch.to_pylist()]
     finally:
         backend.close()
@@ -80,7 +81,7 @@ def analyse(
 
 
 def _register_local_assignments(backend, experiment: str, treatment_ratio: float, assignments: pa.Table | None) -> str:
-    if not isinstance(backend, runner.DuckDBBackend):
+    if not isinstance(backend, engines.DuckDBBackend):
         raise ValueError("on BigQuery pass assignments_table (the export's predictions table with user_id, variant)")
     if assignments is None:
         users = [

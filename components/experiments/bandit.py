@@ -171,7 +171,6 @@ class BayesianLinearBandit:
 
 def _export_saved_model(bandit: BayesianLinearBandit, path: Path) -> None:
     """serving_default(query [B, D], items [B, N, D], scores [B, N]) -> {"mean": [B, N], "thompson": [B, N]}."""
-    import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
     import tensorflow as tf
 
     context_dim = bandit.context_dim

@@ -32,7 +32,7 @@ import pyarrow as pa
 from components import schema
 from components.experiments import rewards
 
-ESTIMATORS = ("ips", "snips", "dm", "dr", "mrdr")
+ESTIMATORS = schema.OPE_ESTIMATORS
 
 
 class LogError(ValueError):

@@ -22,6 +22,7 @@ from components.experiments.bandit import BayesianLinearBandit, reranker_feature
 from components.experiments.bayesian_fm import BayesianFM
 from components.experiments.histories import user_histories
 from components.extract import runner
+from components.warehouse import engines
 
 LogMetric = Callable[[str, float], None]
 FEEDBACK_CHUNK = 50_000
@@ -75,7 +76,7 @@ def logged_click_rate(warehouse_uri: str) -> dict:
     same per-slot estimand) is compared with. Counted over the rows extract's impressions query keeps (valid
     propensities at or above schema.MIN_PROPENSITY, known items, complete fields), the rows the estimators may
     use, not over every raw row of the table."""
-    backend = runner.open_backend(ab_analysis.warehouse_uri(warehouse_uri))
+    backend = engines.open_backend(ab_analysis.warehouse_uri(warehouse_uri))
     try:
         query = runner.prepare("impressions", backend, runner.ExtractParams.parse("", "", "", 1))
         impressions = clicks = 0

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from components import schema
-from components.experiments import ab
+from components import ab
 from components.export.inputs import ServingInputs
 from components.serving import funnel
 from components.serving.models import ServingModel, index_map, same_vocabulary

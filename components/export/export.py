@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from components import atomic
 from components.evaluation import registry
-from components.experiments import ab
+from components import ab
 from components.export import audiences, batch, complementary, similar, writers
 from components.export.inputs import ServingInputs, read_serving_inputs
 from components.kfp_metrics import log_metrics

@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from components import schema
-from components.cloud import bigquery_names
+from components.warehouse import bigquery_names
 from components.warehouse.duckdb_warehouse import create_table_sql
 
 PARTITION_COLUMN = "generated_at"

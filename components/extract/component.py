@@ -1,4 +1,4 @@
-"""KFP shell of the extract stage; the logic lives in components.extract.runner."""
+"""KFP shell of the extract stage; the logic lives in components.extract.stage (queries in runner and ga4)."""
 
 from kfp import dsl
 from kfp.dsl import Dataset, Output
@@ -21,12 +21,12 @@ def extract(
 
     warehouse_uri: duckdb:///abs/path/shop.duckdb or bigquery://project.dataset. Window bounds are ISO-8601
     ("" = open), event_types is comma-separated ("" = all), run_time is the run's own time ("" = now; later
-    events are dropped as future_event), as in components.extract.runner.run_extract. window_days > 0 extracts
+    events are dropped as future_event), as in components.extract.stage.run. window_days > 0 extracts
     the last window_days whole UTC days before run_time's day instead of a fixed window.
     """
-    from components.extract.runner import run_extract
+    from components.extract import stage
 
-    run_extract(
+    stage.run(
         warehouse_uri,
         extracted.path,
         window_start,

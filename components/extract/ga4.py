@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 from components.extract import runner
-from components.warehouse.ga4 import USER_KEYS
+from components.warehouse import engines
 
 TABLE = "ga4_events"  # the name the queries use; BigQueryBackend maps it onto `dataset.events_*`
 REQUIRED_COLUMNS = ("event_date", "event_timestamp", "event_name", "event_params", "user_id", "user_pseudo_id", "items")
@@ -22,24 +21,6 @@ NO_PROPENSITIES = (
     "not extracted: GA4 logs the items a list showed (view_item_list, view_promotion) but not the "
     "probability of showing them (the propensity), so off-policy evaluation cannot run"
 )
-
-
-def split_uri(warehouse_uri: str) -> tuple[str, str | None]:
-    """(the URI without its query, the `user_key` option or None); any other option is an error."""
-    base, sep, query = warehouse_uri.partition("?")
-    if not sep:
-        return warehouse_uri, None
-    options = parse_qs(query, keep_blank_values=True, strict_parsing=False)
-    unknown = sorted(set(options) - {"user_key"})
-    if unknown or len(options.get("user_key", [])) != 1:
-        raise runner.ExtractError(
-            f"{warehouse_uri!r}: the only URI option is user_key=user_id|user_pseudo_id "
-            f"(once), for GA4 exports; got {sorted(options) or query!r}"
-        )
-    (user_key,) = options["user_key"]
-    if user_key not in USER_KEYS:
-        raise runner.ExtractError(f"user_key={user_key!r}: expected one of {list(USER_KEYS)}")
-    return base, user_key
 
 
 def suffix_bounds(params: runner.ExtractParams) -> dict[str, str]:
@@ -53,12 +34,12 @@ def suffix_bounds(params: runner.ExtractParams) -> dict[str, str]:
     }
 
 
-def is_ga4(backend: runner.Backend) -> bool:
+def is_ga4(backend: engines.Backend) -> bool:
     """A warehouse without a contract `events` table whose dataset holds GA4 daily tables."""
     return backend.columns("events") is None and backend.columns(TABLE) is not None
 
 
-def check_columns(backend: runner.Backend) -> None:
+def check_columns(backend: engines.Backend) -> None:
     present = backend.columns(TABLE) or set()
     missing = [c for c in REQUIRED_COLUMNS if c not in present]
     if missing:
@@ -71,7 +52,7 @@ def check_columns(backend: runner.Backend) -> None:
         raise runner.ExtractError(f"GA4 table {backend.tables[TABLE]} lacks column(s) {missing}{what}")
 
 
-def drop_counts(backend: runner.Backend, run: runner.QueryRun) -> dict[str, dict[str, int]]:
+def drop_counts(backend: engines.Backend, run: runner.QueryRun) -> dict[str, dict[str, int]]:
     """{"rows", "items", "noted"}: reason -> n; a dropped event name counts in "rows" as `event_name:<name>`."""
     counts: dict[str, dict[str, int]] = {"rows": {}, "items": {}, "noted": {}}
     for batch in backend.batches(run.sql, run.params):
@@ -83,7 +64,7 @@ def drop_counts(backend: runner.Backend, run: runner.QueryRun) -> dict[str, dict
     return {kind: dict(sorted(values.items())) for kind, values in counts.items()}
 
 
-def extract_into(backend: runner.Backend, params: runner.ExtractParams, out: Path, user_key: str | None) -> dict:
+def extract_into(backend: engines.Backend, params: runner.ExtractParams, out: Path, user_key: str | None) -> dict:
     """events.parquet and items.parquet from the export; returns the manifest without source and dialect."""
     check_columns(backend)
     values = {**params.values(), **suffix_bounds(params), "user_key": user_key or "user_id"}
@@ -92,8 +73,8 @@ def extract_into(backend: runner.Backend, params: runner.ExtractParams, out: Pat
         source = runner.load_query(name)
         return runner.QueryRun(
             name,
-            runner.render(source, backend.tables, backend.dialect),
-            {p: values[p] for p in runner.query_parameters(source)},
+            engines.render(source, backend.tables, backend.dialect),
+            {p: values[p] for p in engines.query_parameters(source)},
         )
 
     runs = {"events": prepare("ga4_events"), "items": prepare("ga4_items")}

@@ -7,7 +7,6 @@ mask [B, T] -> weights [B, N, T], zero on padded steps.
 
 from __future__ import annotations
 
-import components  # noqa: F401
 import tensorflow as tf
 
 NEG_INF = -1e9

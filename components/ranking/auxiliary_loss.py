@@ -9,7 +9,6 @@ in one vectorised pass after the GRU, so it adds no work inside the recurrence.
 
 from __future__ import annotations
 
-import components  # noqa: F401
 import tensorflow as tf
 
 

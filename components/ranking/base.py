@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import components  # noqa: F401
 import tensorflow as tf
 
 from components import schema

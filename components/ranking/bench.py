@@ -13,7 +13,6 @@ import statistics
 import time
 from typing import Callable
 
-import components  # noqa: F401
 import numpy as np
 import tensorflow as tf
 

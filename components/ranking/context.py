@@ -15,7 +15,7 @@ Counts come from the train rows' own (last history item -> target) steps. Scorin
 row's step is left out of the counts (`leave_out`): otherwise every train positive would carry its own transition
 and popularity count and the ranker would learn to trust a signal that held-out targets never have.
 The retrieval score and rank stay out of the model for the same reason (the retriever was fitted on the train
-targets); the funnel adds the retrieval score with a weight chosen on valid (fusion.py).
+targets); the funnel adds the retrieval score with a weight chosen on valid (serving/fusion.py).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import components  # noqa: F401
 import numpy as np
 import pandas as pd
 import tensorflow as tf

@@ -12,7 +12,6 @@ import dataclasses
 import itertools
 from pathlib import Path
 
-import components  # noqa: F401
 import numpy as np
 import tensorflow as tf
 

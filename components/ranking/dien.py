@@ -7,7 +7,6 @@ Per candidate: attention weights a_t over h_t -> AUGRU recurrence -> final inter
 
 from __future__ import annotations
 
-import components  # noqa: F401
 import tensorflow as tf
 
 from components import schema

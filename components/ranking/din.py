@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import components  # noqa: F401
 import tensorflow as tf
 
 from components.ranking.attention import TargetAttention

@@ -18,7 +18,6 @@ import dataclasses
 import json
 from pathlib import Path
 
-import components  # noqa: F401
 import numpy as np
 import pandas as pd
 import tensorflow as tf

@@ -17,7 +17,6 @@ element-wise ops per step, and the weight gradients are single matmuls over all 
 
 from __future__ import annotations
 
-import components  # noqa: F401  (sets tf-keras before TensorFlow loads)
 import tensorflow as tf
 
 # Let the loop-invariant reads of later steps run ahead of the sequential chain, as Keras' RNN loop does.

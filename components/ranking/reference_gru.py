@@ -3,7 +3,6 @@ no attention and no auxiliary loss. DIEN's training throughput is reported relat
 
 from __future__ import annotations
 
-import components  # noqa: F401
 import tensorflow as tf
 
 from components.ranking.base import ModelConfig, SequenceRanker, masked_mean

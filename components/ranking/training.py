@@ -7,7 +7,6 @@ import logging
 import math
 import time
 
-import components  # noqa: F401
 import numpy as np
 import tensorflow as tf
 
@@ -20,7 +19,7 @@ from components.ranking.data import SEQUENCES, RankingData, bucketed_dataset, lo
 from components.ranking.dien import DIEN
 from components.ranking.din import DIN
 from components.ranking.export import export_ranker, item_category_table, load_ranker, write_fusion
-from components.ranking.fusion import choose_on_split
+from components.serving.fusion import choose_on_split
 from components.ranking.hard_negatives import hard_negative_lists, take_rows
 from components.ranking.reference_gru import ReferenceGRU
 
@@ -337,7 +336,7 @@ def train_ranker(
     """The ranking stage: train on the train split (best epoch on valid), measure on test, export the
     artifact to `output_dir`. With `retrieval_dir` (a retrieval model artifact of the same features), the
     train split gets hard negatives from retrieval's candidates and the funnel's retrieval weight is chosen
-    on valid (fusion.py).
+    on valid (serving/fusion.py).
 
     Returns the metrics (auc, gauc, logloss, throughput, train_s, ...) that are also written to ranker.json.
     """

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import components  # noqa: F401  (tf-keras before TensorFlow)
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq

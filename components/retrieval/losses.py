@@ -16,7 +16,6 @@ Accidental hits, a negative that is the row's own positive item, are no negative
 
 from __future__ import annotations
 
-import components  # noqa: F401  (tf-keras before TensorFlow)
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 

@@ -3,7 +3,6 @@ on the newest step of each prefix or on every step of each user's train sequence
 
 from __future__ import annotations
 
-import components  # noqa: F401  (tf-keras before TensorFlow)
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import components  # noqa: F401  (tf-keras before TensorFlow)
 import numpy as np
 import pyarrow.parquet as pq
 import tensorflow as tf

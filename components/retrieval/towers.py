@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import components  # noqa: F401  (tf-keras before TensorFlow)
 import tensorflow as tf
 
 from components import schema

@@ -8,7 +8,6 @@ import logging
 import time
 from pathlib import Path
 
-import components  # noqa: F401  (tf-keras before TensorFlow)
 import numpy as np
 import tensorflow as tf
 

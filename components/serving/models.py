@@ -14,14 +14,17 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from components import schema
+from components.serving.funnel import Ranker, Retriever
 
 ITEM_EMBEDDINGS = "item_embeddings.parquet"
 
 
 @dataclasses.dataclass
 class ServingModel:
-    retriever: object  # components.serving.funnel.Retriever
-    ranker: object  # components.serving.funnel.Ranker
+    """The two stage models that answer together, with the item ids of the vocabulary they were trained on."""
+
+    retriever: Retriever
+    ranker: Ranker
     item_ids: np.ndarray  # str [num_items]: the model's index -> item id ("" at reserved indices)
     version: str
 

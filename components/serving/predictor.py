@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from components import schema
-from components.experiments import ab
+from components import ab
 from components.export import batch
 from components.features.reader import pad_left
 from components.serving import bundle as bundles

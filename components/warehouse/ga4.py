@@ -7,15 +7,12 @@ the extract's BigQuery SQL over `events_*` runs unchanged (components/extract/qu
 that SQL reads are loaded; the rest of an export row (device, geo, traffic_source, ...) is not needed.
 
 Writing: any contract tables (schema.EVENTS, ITEMS, IMPRESSIONS) become export rows, one file per day as
-`bq extract` names them, so the synthetic shop and the Taobao bench can be run through the GA4 path:
-
-    python -m components.warehouse.ga4 --source synthetic:tiny --out runs/ga4-tiny [--format parquet]
+`bq extract` names them, so the synthetic shop and the Taobao bench can be run through the GA4 path
+(`python -m components.warehouse.ga4_export`).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import shutil
 import uuid
@@ -259,33 +256,3 @@ def write_export(
         con.close()
     os.replace(staging, out_dir)
     return {"files": len(days), "rows": rows}
-
-
-def main(argv: list[str] | None = None) -> None:
-    from components.warehouse.duckdb_warehouse import build_warehouse, connect
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--source", required=True, help="any warehouse source but ga4: synthetic:<preset>, taobao:<path>, ..."
-    )
-    parser.add_argument("--out", required=True, help="new folder for the events_YYYYMMDD files")
-    parser.add_argument("--format", choices=("json", "parquet"), default="json")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    scratch = Path(args.out).with_name(f".{Path(args.out).name}.warehouse.duckdb")
-    build_warehouse(args.source, scratch, seed=args.seed)
-    try:
-        con = connect(scratch)
-        tables = {
-            name: con.execute(f"SELECT * FROM {name}").to_arrow_table()
-            for (name,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
-        }
-        con.close()
-        counts = write_export(args.out, tables["events"], tables["items"], tables.get("impressions"), args.format)
-    finally:
-        scratch.unlink(missing_ok=True)
-    print(json.dumps({"out": str(Path(args.out).resolve()), **counts}))
-
-
-if __name__ == "__main__":
-    main()

@@ -15,7 +15,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-import components  # noqa: F401  (sets the Keras switch before TensorFlow loads)
 from components import schema
 from components.serving.models import ServingModel
 

@@ -7,7 +7,8 @@ import pyarrow as pa
 import pytest
 
 from components import schema
-from components.experiments import ab, ab_analysis, stats
+from components import ab
+from components.experiments import ab_analysis, stats
 from components.warehouse.duckdb_warehouse import WarehouseWriter
 
 

@@ -6,7 +6,6 @@ import datetime as dt
 import json
 from pathlib import Path
 
-import components  # noqa: F401  (sets the Keras switch before TensorFlow loads)
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq

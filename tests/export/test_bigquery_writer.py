@@ -209,7 +209,7 @@ def test_case13_bigquery_destination_names_are_validated(uri, message):
 
 
 def test_case13_bigquery_names_follow_bigquerys_rules():
-    from components.cloud import bigquery_names
+    from components.warehouse import bigquery_names
 
     assert writers.parse_destination("bigquery://shop-prod.2026_Recs") == writers.BigQueryDestination(
         "shop-prod", "2026_Recs"

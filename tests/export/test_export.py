@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from components import run_time, schema
-from components.experiments import ab
+from components import ab
 from components.export import export, writers
 from components.export.inputs import read_serving_inputs
 

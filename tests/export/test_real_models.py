@@ -1,7 +1,6 @@
 """The export through the real model artifacts: a TFRS two-tower and a DIEN, untrained but exported and
 loaded through their stage APIs, on the tiny features output of conftest.py."""
 
-import components  # noqa: F401
 import duckdb
 import numpy as np
 import pytest

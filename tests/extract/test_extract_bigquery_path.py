@@ -9,6 +9,8 @@ import sqlglot
 from sqlglot import exp
 
 from components.extract import runner
+from components.extract import stage as extract_stage
+from components.warehouse import engines
 from components.warehouse import duckdb_warehouse
 
 
@@ -76,10 +78,10 @@ def warehouse(tmp_path_factory):
 
 def test_bigquery_path_matches_the_duckdb_path(warehouse, tmp_path):
     client = DuckDBStandInClient(warehouse)
-    backend = runner.BigQueryBackend("my-project", "shop_dw", client=client)
+    backend = engines.BigQueryBackend("my-project", "shop_dw", client=client)
     args = ("2025-01-03", "2025-01-10T12:00:00", "view,cart", 2)
-    bq = runner.run_extract("bigquery://my-project.shop_dw", tmp_path / "bq", *args, backend=backend)
-    local = runner.run_extract(f"duckdb://{warehouse}", tmp_path / "local", *args)
+    bq = extract_stage.run("bigquery://my-project.shop_dw", tmp_path / "bq", *args, backend=backend)
+    local = extract_stage.run(f"duckdb://{warehouse}", tmp_path / "local", *args)
     assert bq["rows"] == local["rows"] and bq["dropped"] == local["dropped"]
     assert bq["rows"]["events"] > 0 and bq["dialect"] == "bigquery"
     for name in ("events", "items", "impressions"):
@@ -89,7 +91,7 @@ def test_bigquery_path_matches_the_duckdb_path(warehouse, tmp_path):
     assert bq["query_sha256"] != local["query_sha256"]  # the dialects differ, the meaning does not
     for sql, config in client.queries:
         assert "`my-project`.`shop_dw`." in sql and "2025" not in sql
-        assert {p.name for p in config.query_parameters} == set(runner.query_parameters(sql))
+        assert {p.name for p in config.query_parameters} == set(engines.query_parameters(sql))
     client.close()
 
 
@@ -98,9 +100,9 @@ def test_missing_bigquery_table_is_named(tmp_path):
 
     empty = tmp_path / "empty.duckdb"
     duckdb.connect(str(empty)).close()
-    backend = runner.BigQueryBackend("my-project", "shop_dw", client=DuckDBStandInClient(empty))
+    backend = engines.BigQueryBackend("my-project", "shop_dw", client=DuckDBStandInClient(empty))
     with pytest.raises(runner.ExtractError, match="no table my-project.shop_dw.events"):
-        runner.run_extract("bigquery://my-project.shop_dw", tmp_path / "out", backend=backend)
+        extract_stage.run("bigquery://my-project.shop_dw", tmp_path / "out", backend=backend)
 
 
 def test_ga4_bigquery_path_reads_the_wildcard_table_and_matches_the_duckdb_path(tmp_path):
@@ -109,12 +111,12 @@ def test_ga4_bigquery_path_reads_the_wildcard_table_and_matches_the_duckdb_path(
     warehouse = tmp_path / "ga4.duckdb"
     duckdb_warehouse.build_warehouse(f"ga4:{Path(__file__).parent / 'ga4_export'}", warehouse)
     client = DuckDBStandInClient(warehouse)
-    backend = runner.BigQueryBackend("my-project", "shop_dw", client=client)
+    backend = engines.BigQueryBackend("my-project", "shop_dw", client=client)
     args = ("2024-03-01T12:00:00", "2024-03-03", "", 1)
-    bq = runner.run_extract(
+    bq = extract_stage.run(
         "bigquery://my-project.shop_dw?user_key=user_pseudo_id", tmp_path / "bq", *args, backend=backend
     )
-    local = runner.run_extract(f"duckdb://{warehouse}?user_key=user_pseudo_id", tmp_path / "local", *args)
+    local = extract_stage.run(f"duckdb://{warehouse}?user_key=user_pseudo_id", tmp_path / "local", *args)
     assert bq["rows"] == local["rows"] and bq["dropped"] == local["dropped"] and bq["rows"]["events"] > 0
     assert bq["ga4"]["table"] == "my-project.shop_dw.events_*"
     for name in ("events", "items"):
@@ -123,5 +125,5 @@ def test_ga4_bigquery_path_reads_the_wildcard_table_and_matches_the_duckdb_path(
         )
     for sql, config in client.queries:
         assert "`my-project`.`shop_dw`.`events_*`" in sql and "_TABLE_SUFFIX" in sql and "2024" not in sql
-        assert {p.name for p in config.query_parameters} == set(runner.query_parameters(sql))
+        assert {p.name for p in config.query_parameters} == set(engines.query_parameters(sql))
     client.close()

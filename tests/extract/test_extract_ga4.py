@@ -11,7 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from components.extract import runner
-from components.warehouse import duckdb_warehouse, ga4
+from components.extract import stage as extract_stage
+from components.warehouse import duckdb_warehouse, engines, ga4
 
 FIXTURE = Path(__file__).parent / "ga4_export"
 A, B, D = "1736170421.1709251200", "cust-1042", "777301254.1709280000"
@@ -29,7 +30,7 @@ def ga4_warehouse(tmp_path, export=FIXTURE, name="ga4.duckdb"):
 
 
 def extract(tmp_path, warehouse, out="out", **kwargs):
-    manifest = runner.run_extract(f"duckdb://{warehouse}", tmp_path / out, **kwargs)
+    manifest = extract_stage.run(f"duckdb://{warehouse}", tmp_path / out, **kwargs)
     read = lambda name: pq.read_table(tmp_path / out / name).to_pandas()  # noqa: E731
     return manifest, read("events.parquet"), read("items.parquet")
 
@@ -109,12 +110,12 @@ def test_hand_written_export_gives_the_events_items_and_counts_worked_out_by_han
 
 def test_user_key_option_takes_the_pseudo_id_even_for_signed_in_users(tmp_path):
     warehouse = ga4_warehouse(tmp_path)
-    manifest = runner.run_extract(f"duckdb://{warehouse}?user_key=user_pseudo_id", tmp_path / "out")
+    manifest = extract_stage.run(f"duckdb://{warehouse}?user_key=user_pseudo_id", tmp_path / "out")
     users = set(pq.read_table(tmp_path / "out" / "events.parquet").column("user_id").to_pylist())
     assert users == {A, D, "920571395.1709262000"}
     assert manifest["ga4"]["user_key"] == "user_pseudo_id"
-    with pytest.raises(runner.ExtractError, match="user_key"):
-        runner.run_extract(f"duckdb://{warehouse}?user_key=email", tmp_path / "bad")
+    with pytest.raises(engines.WarehouseError, match="user_key"):
+        extract_stage.run(f"duckdb://{warehouse}?user_key=email", tmp_path / "bad")
 
 
 def test_window_cuts_on_event_timestamp_and_scans_only_the_daily_tables_around_it(tmp_path):
@@ -234,7 +235,7 @@ def test_manifest_window_and_user_key_reach_bigquery_as_typed_parameters(tmp_pat
     """The rendered BigQuery SQL reads the wildcard table and passes @user_key; no value is spliced into the text."""
     backend = _RecordingBigQuery()
     with pytest.raises(runner.ExtractError, match="no ecommerce events"):
-        runner.run_extract(
+        extract_stage.run(
             "bigquery://my-project.analytics_123456?user_key=user_pseudo_id",
             tmp_path / "bq",
             window_start=dt.datetime(2024, 3, 1),

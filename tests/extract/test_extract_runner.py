@@ -1,4 +1,4 @@
-"""run_extract on DuckDB warehouses: results equal an independent pandas computation; bad input fails cleanly."""
+"""The extract stage on DuckDB warehouses: results equal an independent pandas computation; bad input fails cleanly."""
 
 import datetime as dt
 import json
@@ -10,7 +10,8 @@ import pytest
 
 from components import schema
 from components.extract import runner
-from components.warehouse import duckdb_warehouse
+from components.extract import stage as extract_stage
+from components.warehouse import duckdb_warehouse, engines
 
 UTC = dt.timezone.utc
 
@@ -47,7 +48,7 @@ def test_events_equal_an_independent_pandas_computation(shop, tmp_path):
     events = frames["events"]
     start = events.event_ts.quantile(0.2)
     end = events.event_ts.quantile(0.8)
-    manifest = runner.run_extract(
+    manifest = extract_stage.run(
         f"duckdb://{path}", tmp_path / "out", start.isoformat(), end.isoformat(), "view,purchase", 4
     )
     got = pq.read_table(tmp_path / "out" / "events.parquet").to_pandas()
@@ -76,7 +77,7 @@ def test_output_layout_and_manifest(shop, tmp_path):
     path, frames = shop
     out = tmp_path / "extracted"
     out.mkdir()  # KFP may create the artifact directory beforehand
-    manifest = runner.run_extract(f"duckdb://{path}", out)
+    manifest = extract_stage.run(f"duckdb://{path}", out)
     assert sorted(p.name for p in out.iterdir()) == [
         "events.parquet",
         "impressions.parquet",
@@ -116,7 +117,7 @@ def test_bad_rows_are_counted_and_dropped(tmp_path):
         }
     )
     uri = raw_warehouse(tmp_path / "bad.duckdb", events, items)
-    manifest = runner.run_extract(uri, tmp_path / "out", "", "2024-01-08", "", 1)
+    manifest = extract_stage.run(uri, tmp_path / "out", "", "2024-01-08", "", 1)
     assert manifest["dropped"]["events"] == {
         "null_id": 1,
         "outside_window": 1,
@@ -145,21 +146,21 @@ def test_missing_table_and_column(tmp_path):
     )
     no_items = raw_warehouse(tmp_path / "a.duckdb", events, None)
     with pytest.raises(runner.ExtractError, match="no table items"):
-        runner.run_extract(no_items, tmp_path / "out")
+        extract_stage.run(no_items, tmp_path / "out")
     no_seq = raw_warehouse(tmp_path / "b.duckdb", events.drop(columns=["event_seq"]), items)
     with pytest.raises(runner.ExtractError, match=r"lacks column\(s\) \['event_seq'\]"):
-        runner.run_extract(no_seq, tmp_path / "out")
-    with pytest.raises(runner.ExtractError, match="no DuckDB warehouse"):
-        runner.run_extract(f"duckdb://{tmp_path}/absent.duckdb", tmp_path / "out")
+        extract_stage.run(no_seq, tmp_path / "out")
+    with pytest.raises(engines.WarehouseError, match="no DuckDB warehouse"):
+        extract_stage.run(f"duckdb://{tmp_path}/absent.duckdb", tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
 def test_empty_window_fails_without_output(shop, tmp_path):
     path, _ = shop
     with pytest.raises(runner.ExtractError, match="no events to extract.*outside_window"):
-        runner.run_extract(f"duckdb://{path}", tmp_path / "out", "2000-01-01", "2000-02-01")
+        extract_stage.run(f"duckdb://{path}", tmp_path / "out", "2000-01-01", "2000-02-01")
     with pytest.raises(runner.ExtractError, match="empty window"):
-        runner.run_extract(f"duckdb://{path}", tmp_path / "out", "2025-02-01", "2025-01-01")
+        extract_stage.run(f"duckdb://{path}", tmp_path / "out", "2025-02-01", "2025-01-01")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -180,7 +181,7 @@ def test_failure_mid_write_leaves_no_output(shop, tmp_path, monkeypatch):
 
     monkeypatch.setattr(runner, "write_parquet", fail_on_items)
     with pytest.raises(OSError, match="disk full"):
-        runner.run_extract(f"duckdb://{path}", tmp_path / "out")
+        extract_stage.run(f"duckdb://{path}", tmp_path / "out")
     assert calls == ["events", "items"] and list(tmp_path.iterdir()) == []
 
 
@@ -189,7 +190,7 @@ def test_existing_nonempty_output_is_refused(shop, tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "old.txt").write_text("x")
     with pytest.raises(runner.ExtractError, match="not an empty directory"):
-        runner.run_extract(f"duckdb://{path}", tmp_path / "out")
+        extract_stage.run(f"duckdb://{path}", tmp_path / "out")
 
 
 def test_bad_propensities_are_dropped(tmp_path):
@@ -220,16 +221,16 @@ def test_bad_propensities_are_dropped(tmp_path):
         }
     )
     uri = raw_warehouse(tmp_path / "imp.duckdb", events, items, impressions)
-    manifest = runner.run_extract(uri, tmp_path / "out")
+    manifest = extract_stage.run(uri, tmp_path / "out")
     assert manifest["dropped"]["impressions"] == {"invalid_propensity": 2, "unknown_item": 1}
     assert manifest["rows"]["impressions"] == 1
 
 
 def test_unsupported_uris(tmp_path):
-    with pytest.raises(runner.ExtractError, match="unsupported warehouse URI"):
-        runner.run_extract("postgres://x", tmp_path / "out")
-    with pytest.raises(runner.ExtractError, match="bigquery://project.dataset"):
-        runner.run_extract("bigquery://justaproject", tmp_path / "out")
+    with pytest.raises(engines.WarehouseError, match="unsupported warehouse URI"):
+        extract_stage.run("postgres://x", tmp_path / "out")
+    with pytest.raises(engines.WarehouseError, match="bigquery://project.dataset"):
+        extract_stage.run("bigquery://justaproject", tmp_path / "out")
 
 
 def test_component_signature():
@@ -251,9 +252,9 @@ def test_component_signature():
 
 def test_small_batches_give_the_same_output(shop, tmp_path, monkeypatch):
     path, frames = shop
-    whole = runner.run_extract(f"duckdb://{path}", tmp_path / "whole", run_time="2030-01-01")
-    monkeypatch.setattr(runner, "BATCH_ROWS", 7)
-    batched = runner.run_extract(f"duckdb://{path}", tmp_path / "batched", run_time="2030-01-01")
+    whole = extract_stage.run(f"duckdb://{path}", tmp_path / "whole", run_time="2030-01-01")
+    monkeypatch.setattr(engines, "BATCH_ROWS", 7)
+    batched = extract_stage.run(f"duckdb://{path}", tmp_path / "batched", run_time="2030-01-01")
     assert batched == whole and whole["rows"]["users"] == frames["events"].user_id.nunique()
     assert pq.read_table(tmp_path / "batched" / "events.parquet").equals(
         pq.read_table(tmp_path / "whole" / "events.parquet")

@@ -7,14 +7,15 @@ import sqlglot
 from sqlglot import exp
 
 from components.extract import runner
+from components.warehouse import engines
 
 QUERIES = ["events", "event_drops", "items", "item_drops", "impressions", "impression_drops"]
-BQ_TABLES = {name: f"my-project.shop_dw.{name}" for name in runner.WAREHOUSE_TABLES}
+BQ_TABLES = {name: f"my-project.shop_dw.{name}" for name in engines.WAREHOUSE_TABLES}
 
 
 @pytest.mark.parametrize("name", QUERIES)
 def test_bigquery_text_round_trips_through_the_bigquery_dialect(name):
-    rendered = runner.render(runner.load_query(name), BQ_TABLES, "bigquery")
+    rendered = engines.render(runner.load_query(name), BQ_TABLES, "bigquery")
     again = sqlglot.parse_one(rendered, read="bigquery").sql(dialect="bigquery", pretty=True)
     assert again == rendered
     tables = {
@@ -23,16 +24,16 @@ def test_bigquery_text_round_trips_through_the_bigquery_dialect(name):
         if t.catalog
     }
     assert "`my-project`.`shop_dw`.`items`" in tables
-    assert tables <= {f"`my-project`.`shop_dw`.`{t}`" for t in runner.WAREHOUSE_TABLES}
+    assert tables <= {f"`my-project`.`shop_dw`.`{t}`" for t in engines.WAREHOUSE_TABLES}
 
 
 @pytest.mark.parametrize("name", QUERIES)
 def test_duckdb_transpilation_parses_and_keeps_the_parameters(name):
     source = runner.load_query(name)
-    duck = runner.render(source, {t: t for t in runner.WAREHOUSE_TABLES}, "duckdb")
+    duck = engines.render(source, {t: t for t in engines.WAREHOUSE_TABLES}, "duckdb")
     tree = sqlglot.parse_one(duck, read="duckdb")
     placeholders = {node.name for node in tree.find_all(exp.Placeholder)}
-    assert placeholders == set(runner.query_parameters(source))
+    assert placeholders == set(engines.query_parameters(source))
     assert not list(tree.find_all(exp.Parameter))
 
 
@@ -74,7 +75,7 @@ def test_bigquery_job_config_carries_typed_parameters():
     from google.cloud import bigquery
 
     params = runner.ExtractParams.parse("2024-01-01", "", "cart", 3).values()
-    config = runner.bigquery_job_config(params)
+    config = engines.bigquery_job_config(params)
     by_name = {p.name: p for p in config.query_parameters}
     assert isinstance(by_name["window_start"], bigquery.ScalarQueryParameter)
     assert by_name["window_start"].type_ == "TIMESTAMP"
@@ -87,15 +88,15 @@ def test_bigquery_job_config_carries_typed_parameters():
 
 
 def test_bigquery_job_config_types_floats_and_refuses_the_rest():
-    config = runner.bigquery_job_config({"treatment_ratio": 0.25})
+    config = engines.bigquery_job_config({"treatment_ratio": 0.25})
     assert config.query_parameters[0].type_ == "FLOAT64" and config.query_parameters[0].value == 0.25
-    with pytest.raises(runner.ExtractError, match="unsupported type"):
-        runner.bigquery_job_config({"flag": {"a": 1}})
+    with pytest.raises(engines.WarehouseError, match="unsupported type"):
+        engines.bigquery_job_config({"flag": {"a": 1}})
 
 
 @pytest.mark.parametrize("name", ["events", "shop.events", "my-project.shop_dw.events", "_t1"])
 def test_valid_table_names(name):
-    assert runner.validate_table_name(name) == name
+    assert engines.validate_table_name(name) == name
 
 
 @pytest.mark.parametrize(
@@ -115,16 +116,16 @@ def test_valid_table_names(name):
     ],
 )
 def test_invalid_table_names_are_rejected(name):
-    with pytest.raises(runner.ExtractError, match="invalid table name"):
-        runner.validate_table_name(name)
+    with pytest.raises(engines.WarehouseError, match="invalid table name"):
+        engines.validate_table_name(name)
 
 
 def test_render_puts_validated_names_as_identifiers_only():
-    rendered = runner.render("SELECT e.user_id FROM events AS e JOIN items USING (item_id)", BQ_TABLES, "bigquery")
+    rendered = engines.render("SELECT e.user_id FROM events AS e JOIN items USING (item_id)", BQ_TABLES, "bigquery")
     assert "FROM `my-project`.`shop_dw`.`events` AS e" in rendered
     assert "JOIN `my-project`.`shop_dw`.`items`" in rendered
-    with pytest.raises(runner.ExtractError):
-        runner.render("SELECT 1 FROM events", {"events": "x; DROP TABLE y"}, "bigquery")
+    with pytest.raises(engines.WarehouseError):
+        engines.render("SELECT 1 FROM events", {"events": "x; DROP TABLE y"}, "bigquery")
 
 
 @pytest.mark.parametrize(

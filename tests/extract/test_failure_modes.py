@@ -7,7 +7,7 @@ import pytest
 
 from components import schema
 from components.experiments import ope, stage
-from components.extract import runner
+from components.extract import stage as extract_stage
 
 from .test_extract_runner import raw_warehouse, ts
 
@@ -43,7 +43,7 @@ def test_case04_duplicate_rows_and_future_events_are_counted_and_dropped(tmp_pat
         ]
     )
     uri = raw_warehouse(tmp_path / "wh.duckdb", events, ITEMS)
-    manifest = runner.run_extract(uri, tmp_path / "out", run_time="2024-01-20T12:00:00")
+    manifest = extract_stage.run(uri, tmp_path / "out", run_time="2024-01-20T12:00:00")
     assert manifest["dropped"]["events"] == {"duplicate_row": 3, "future_event": 2}
     assert manifest["run_time"] == "2024-01-20T12:00:00+00:00"
     got = pq.read_table(tmp_path / "out" / "events.parquet").to_pandas()
@@ -57,7 +57,7 @@ def test_case04_duplicate_rows_and_future_events_are_counted_and_dropped(tmp_pat
     assert manifest["rows"]["events"] == len(got) == len(events) - sum(manifest["dropped"]["events"].values())
 
     # the window's end does not make a future event "outside_window": it is counted as what it is
-    again = runner.run_extract(uri, tmp_path / "again", "", "2024-01-10", run_time="2024-01-20T12:00:00")
+    again = extract_stage.run(uri, tmp_path / "again", "", "2024-01-10", run_time="2024-01-20T12:00:00")
     assert again["dropped"]["events"] == {"duplicate_row": 3, "future_event": 2}
 
 
@@ -83,7 +83,7 @@ def test_case05_propensities_below_the_floor_are_dropped_and_the_click_rate_uses
     impressions = _impressions(propensities)
     events = _events([("a", "x", "view", ts(1), 0, None)])
     uri = raw_warehouse(tmp_path / "wh.duckdb", events, ITEMS, impressions)
-    manifest = runner.run_extract(uri, tmp_path / "out")
+    manifest = extract_stage.run(uri, tmp_path / "out")
     assert manifest["dropped"]["impressions"] == {"invalid_propensity": 1, "propensity_below_floor": 2}
     kept = pq.read_table(tmp_path / "out" / "impressions.parquet").to_pandas()
     assert sorted(kept.propensity) == sorted(p for p in propensities if p >= schema.MIN_PROPENSITY)

@@ -11,6 +11,7 @@ from sqlglot.optimizer.annotate_types import annotate_types
 from sqlglot.optimizer.qualify import qualify
 
 from components.extract import runner
+from components.warehouse import engines
 from components.warehouse import ga4
 
 SAMPLE = "bigquery-public-data.ga4_obfuscated_sample_ecommerce.events_*"
@@ -46,7 +47,7 @@ def unresolved_fields(tree):
 
 @pytest.mark.parametrize("name", QUERIES)
 def test_query_reads_only_columns_and_fields_of_the_public_sample(name):
-    sql = runner.render(runner.load_query(name), {"ga4_events": SAMPLE}, "bigquery")
+    sql = engines.render(runner.load_query(name), {"ga4_events": SAMPLE}, "bigquery")
     assert "`bigquery-public-data`.`ga4_obfuscated_sample_ecommerce`.`events_*`" in sql
     tree = typed_tree(sql, COLUMNS)
     assert unresolved_fields(tree) == []
@@ -59,11 +60,11 @@ def test_query_reads_only_columns_and_fields_of_the_public_sample(name):
 
 def test_the_check_catches_a_field_or_column_the_sample_lacks():
     items = COLUMNS["items"].replace("item_brand STRING, ", "")
-    sql = runner.render(runner.load_query("ga4_items"), {"ga4_events": SAMPLE}, "bigquery")
+    sql = engines.render(runner.load_query("ga4_items"), {"ga4_events": SAMPLE}, "bigquery")
     assert unresolved_fields(typed_tree(sql, {**COLUMNS, "items": items})) == ["`_0`.`it`.`item_brand`"]
     without_user = {k: v for k, v in COLUMNS.items() if k != "user_pseudo_id"}
     with pytest.raises(sqlglot.errors.OptimizeError, match="user_pseudo_id"):
-        typed_tree(runner.render(runner.load_query("ga4_events"), {"ga4_events": SAMPLE}, "bigquery"), without_user)
+        typed_tree(engines.render(runner.load_query("ga4_events"), {"ga4_events": SAMPLE}, "bigquery"), without_user)
 
 
 def test_local_load_types_agree_with_the_sample():

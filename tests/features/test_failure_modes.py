@@ -1,7 +1,5 @@
 """Failure modes of the features output (issue 15): each test is named after its case."""
 
-import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-
 import json
 import logging
 import shutil

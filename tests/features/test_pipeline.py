@@ -1,6 +1,5 @@
 """run_features end to end on hand-made extract directories, read back through reader.py."""
 
-import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import json
 from collections import Counter
 from pathlib import Path

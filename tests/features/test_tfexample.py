@@ -1,6 +1,5 @@
 """The hand-rolled wire format must be exactly what TensorFlow parses."""
 
-import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import pytest
 import tensorflow as tf
 

@@ -2,7 +2,6 @@
 
 import json
 
-import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from components import schema
 from components.features import reader
 from components.features.pipeline import run_features

@@ -1,6 +1,5 @@
 """Each composite PTransform on hand-made input, with TestPipeline and assert_that."""
 
-import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import apache_beam as beam
 import numpy as np
 import pytest

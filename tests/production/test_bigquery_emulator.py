@@ -15,7 +15,8 @@ from google.cloud import bigquery  # noqa: E402
 
 from components import schema  # noqa: E402
 from components.export.writers import bigquery_schema  # noqa: E402
-from components.extract.runner import BigQueryBackend, run_extract  # noqa: E402
+from components.extract.stage import run as run_extract  # noqa: E402
+from components.warehouse.engines import BigQueryBackend  # noqa: E402
 from components.warehouse.duckdb_warehouse import build_warehouse  # noqa: E402
 
 WAREHOUSE_TABLES = {"events": schema.EVENTS, "items": schema.ITEMS, "impressions": schema.IMPRESSIONS}

@@ -1,6 +1,5 @@
 """Length-bucketed input: each batch padded to its own longest history, every row once per epoch."""
 
-import components  # noqa: F401
 import json
 
 import numpy as np

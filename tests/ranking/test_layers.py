@@ -1,6 +1,5 @@
 """The layers against hand computations: AUGRU vs NumPy, padding invariance, the auxiliary loss, attention."""
 
-import components  # noqa: F401
 import numpy as np
 import pytest
 import tensorflow as tf

@@ -1,6 +1,5 @@
 """DIN, DIEN and the reference: masking, the once-per-user scoring path, the SavedModel, learning a drift."""
 
-import components  # noqa: F401
 import numpy as np
 import pytest
 import tensorflow as tf

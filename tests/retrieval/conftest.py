@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import components  # noqa: F401  (tf-keras before TensorFlow)
 import numpy as np
 import pandas as pd
 import pytest

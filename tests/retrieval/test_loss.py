@@ -2,7 +2,6 @@
 
 import math
 
-import components  # noqa: F401
 import numpy as np
 import pytest
 import tensorflow as tf

@@ -1,6 +1,5 @@
 """A small model must beat popularity and item-to-item on data with real sequential signal."""
 
-import components  # noqa: F401
 import numpy as np
 
 from components import baselines, metrics

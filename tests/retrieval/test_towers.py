@@ -1,4 +1,3 @@
-import components  # noqa: F401
 import numpy as np
 import pytest
 import tensorflow as tf

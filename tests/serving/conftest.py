@@ -10,7 +10,6 @@ import threading
 import time
 from pathlib import Path
 
-import components  # noqa: F401  (tf-keras before TensorFlow)
 import pyarrow.parquet as pq
 import pytest
 
@@ -31,7 +30,7 @@ class TinyShop:
 @pytest.fixture(scope="session")
 def tiny_shop(tmp_path_factory) -> TinyShop:
     from components.export.export import ExportParams, run_export
-    from components.extract.runner import run_extract
+    from components.extract.stage import run as run_extract
     from components.features.pipeline import run_features
     from components.ranking.training import run_stage
     from components.retrieval import stage as retrieval_stage

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from components.serving import funnel
+from components.serving import funnel, fusion
 from serving.doubles import BiasRanker, MeanRetriever
 
 
@@ -46,3 +46,45 @@ def test_a_fusing_ranker_without_candidate_scores_is_refused():
     candidates = np.array([[2, 3]])
     with pytest.raises(ValueError, match="pass candidate_scores"):
         funnel.rerank(ranker, np.array([[6]]), np.array([[2]]), candidates, np.ones_like(candidates, bool), k=2)
+
+
+def _candidates(rng, users=300, n=20):
+    """Retrieval order = column order; the target sits at a random column."""
+    candidates = np.stack([rng.permutation(np.arange(2, 2 + n)) for _ in range(users)])
+    target_column = rng.integers(0, n, users)
+    targets = candidates[np.arange(users), target_column]
+    scores = np.tile(np.linspace(1.0, 0.0, n, dtype=np.float32), (users, 1))
+    return candidates, targets, target_column, scores
+
+
+def test_target_ranks_counts_better_scores_and_ties_before_the_target():
+    fused = np.array([[0.1, 0.5, 0.5, 0.9], [1.0, 0.0, 0.0, 0.0]])
+    assert fusion.target_ranks(fused, np.array([2, -1])).tolist() == [2, -1]
+
+
+def test_a_ranker_that_knows_the_target_gets_weight_zero():
+    rng = np.random.default_rng(0)
+    candidates, targets, target_column, scores = _candidates(rng)
+    probabilities = np.full(candidates.shape, 0.1, np.float32)
+    probabilities[np.arange(len(targets)), target_column] = 0.9
+    probabilities += rng.uniform(0, 0.01, candidates.shape).astype(np.float32)
+    chosen = fusion.choose_weight(candidates, probabilities, scores, targets, candidates_n=(10, 20))
+    assert chosen["retrieval_weight"] == 0.0
+    assert chosen["valid_by_weight"][0]["n20"]["hit@10"] == 1.0
+
+
+def test_a_noise_ranker_over_a_good_retriever_gets_a_large_weight():
+    rng = np.random.default_rng(1)
+    candidates, targets, _, scores = _candidates(rng)
+    candidates[:, [0, 1]] = candidates[:, [1, 0]]
+    targets = candidates[:, 0]  # retrieval ranks the target first for everyone
+    probabilities = rng.uniform(0.05, 0.95, candidates.shape).astype(np.float32)
+    chosen = fusion.choose_weight(candidates, probabilities, scores, targets, candidates_n=(10, 20))
+    assert chosen["retrieval_weight"] > 0
+    best = max(chosen["valid_by_weight"], key=lambda row: row["mean_ndcg"])
+    assert best["n20"]["ndcg@10"] == pytest.approx(chosen["valid_retrieval_alone"]["ndcg@10"]) == 1.0
+
+
+def test_target_moves_counts_up_down_and_same_among_found_targets():
+    moves = fusion.target_moves(np.array([0, 3, 5, -1]), np.array([2, 3, 1, -1]))
+    assert moves == {"up": 1, "down": 1, "same": 1}

@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from components import schema
-from components.extract import runner
+from components.extract import stage as extract_stage
 from components.warehouse import duckdb_warehouse, sources, timestamps
 from components.warehouse.events_file import load_events_file
 from components.warehouse.loaders import LoaderError
@@ -188,7 +188,7 @@ u1,zz,order,1709251400
     source = f"events:{events},items:{tmp_path / 'items.csv'},event_map=page_view:view,order:purchase"
     warehouse = tmp_path / "wh.duckdb"
     assert duckdb_warehouse.build_warehouse(source, warehouse) == {"events": 3, "items": 2}
-    manifest = runner.run_extract(sources.parse(source).warehouse_uri(warehouse), tmp_path / "out")
+    manifest = extract_stage.run(sources.parse(source).warehouse_uri(warehouse), tmp_path / "out")
     assert manifest["rows"]["events"] == 2 and manifest["dropped"]["events"] == {"unknown_item": 1}
 
 

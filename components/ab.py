@@ -1,5 +1,8 @@
 """A/B bucketing: a user's arm is a pure function of (experiment, user_id, ratio).
 
+Shared beside the schema because three stages must agree on it: export writes each list's variant, serving
+answers a request with its arm's model, and experiments' A/B analysis recomputes the arm in SQL.
+
 The bucket is the first 56 bits of SHA-256("<experiment>:<user_id>") scaled to [0, 1). SHA-256 is the same on
 every machine and process (Python's hash() is salted per process), the experiment name salts it so two
 experiments split users independently, and a user is in treatment iff bucket < ratio, so raising the ratio

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from components.experiments import stats
 
-from components.experiments import ab
+from components import ab
 
 IDS = [f"user-{i}" for i in range(100_000)]
 
@@ -29,7 +29,7 @@ def test_scalar_and_vector_agree():
 
 def test_stable_across_processes_with_other_hash_seed():
     code = (
-        "from components.experiments import ab;"
+        "from components import ab;"
         "print(''.join('1' if ab.assign(f'user-{i}', 'exp-a', 0.5) == 'treatment' else '0' for i in range(300)))"
     )
     env = dict(os.environ, PYTHONHASHSEED="12345")

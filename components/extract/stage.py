@@ -1,0 +1,72 @@
+"""The extract stage's entry: the window of a warehouse's contract tables, or of its GA4 export, as Parquet files.
+
+Output directory: events.parquet (sorted by user_id, event_ts, event_seq), items.parquet, impressions.parquet when
+the warehouse has that table, and manifest.json, written through atomic.staged_directory (manifest.json last), so a
+failed run leaves nothing that looks complete. The queries and their checks are in runner (contract tables) and
+ga4 (a GA4 export); the SQL engines in components.warehouse.engines.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from pathlib import Path
+
+from components import atomic
+from components.extract import ga4, runner
+from components.warehouse import engines
+
+
+def run(
+    warehouse_uri: str,
+    output_dir: str | Path,
+    window_start: str | dt.datetime | None = "",
+    window_end: str | dt.datetime | None = "",
+    event_types: str | Sequence[str] = "",
+    min_events_per_user: int = 1,
+    backend: engines.Backend | None = None,
+    run_time: str | dt.datetime | None = "",
+    window_days: float = 0,
+) -> dict:
+    """Extracts events, items (and impressions) of a warehouse into output_dir; returns the manifest.
+
+    window_days > 0 replaces the fixed window by the last window_days whole UTC days before run_time's day
+    (runner.relative_window).
+
+    A warehouse of GA4 export tables instead of contract tables goes through components.extract.ga4.
+    run_time ("" = now) is the run's own time: an event after it cannot have happened yet and is dropped as
+    `future_event`, whatever the window says."""
+    params = runner.ExtractParams.parse(
+        window_start, window_end, event_types, min_events_per_user, run_time, window_days
+    )
+    _, user_key = engines.split_uri(warehouse_uri)
+    output_dir = Path(output_dir)
+    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
+        raise runner.ExtractError(f"output {output_dir} exists and is not an empty directory")
+    owned = backend is None
+    backend = backend or engines.open_backend(warehouse_uri)
+    try:
+        if ga4.is_ga4(backend):
+            extract = lambda staging: ga4.extract_into(backend, params, staging, user_key)  # noqa: E731
+        elif user_key is not None:
+            raise runner.ExtractError(
+                f"{warehouse_uri!r}: user_key applies to GA4 exports only, and this warehouse has "
+                f"a contract events table"
+            )
+        else:
+            for table in ("events", "items"):
+                if not runner.check_columns(backend, table):
+                    raise runner.ExtractError(
+                        f"warehouse {warehouse_uri} has no table {backend.tables[table]} "
+                        "(nor GA4 export tables events_*)"
+                    )
+            with_impressions = runner.check_columns(backend, "impressions")
+            extract = lambda staging: runner.extract_into(backend, params, staging, with_impressions)  # noqa: E731
+        with atomic.staged_directory(output_dir, last=runner.MANIFEST) as staging:
+            manifest = extract(staging)
+            manifest = {"source": warehouse_uri, "dialect": backend.dialect, **manifest}
+            atomic.write_json(staging / runner.MANIFEST, manifest)
+        return manifest
+    finally:
+        if owned:
+            backend.close()
