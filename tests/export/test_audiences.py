@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from components import schema
-from components.evaluation import campaign
+from components.export import campaign_eval as campaign
 from components.export import audiences
 
 CUT = dt.datetime(2025, 3, 10, tzinfo=dt.UTC)
