@@ -23,6 +23,9 @@ from unittest import mock
 
 import yaml
 
+from components import run_time
+from pipelines.run import local_job_time
+
 BUILDAH = ("buildah", "--storage-driver", "vfs")
 
 
@@ -241,7 +244,7 @@ def run_image_test(
     args.update(arguments or {})
     pipeline_root = workdir / "pipeline_root"
     started = time.perf_counter()
-    with buildah_runner(pipeline_root, mounts=[workdir]):
+    with buildah_runner(pipeline_root, mounts=[workdir]), local_job_time(args.get("run_time") or run_time.now_iso()):
         pipeline_orchestrator.run_local_pipeline(spec, args)
     total = time.perf_counter() - started
     run_dir = max((p for p in pipeline_root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)

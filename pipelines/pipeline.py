@@ -110,7 +110,7 @@ def recommender_pipeline(
         gcp_region: Region of that Model Registry.
         endpoint_name: The Vertex AI endpoint the blessed serving model is deployed to.
         endpoint_traffic_percentage: Share of the endpoint's traffic the new model gets (below 100: a canary beside the model that served before).
-        run_time: The run's own time (ISO-8601, UTC): fixes the export's day partition, so a retry replaces its own rows, and the end of a window_days window; pipelines.run sets it for a local or one-off run, empty (a schedule's runs) means the time the stage runs.
+        run_time: The run's own time (ISO-8601, UTC): the extract's "now", the end of a window_days window and the export's day partition, so a retry replaces its own rows; pipelines.run sets it for a local or one-off run, empty (a schedule's runs) means the pipeline job's creation time, which every retry of the job keeps.
         campaign_outputs: Tables the export writes beside recommendations and similar_items, comma-separated: complementary_items (bought or carted together), audiences (top users per promoted target); "" writes neither.
         audience_targets: Promoted targets of the audiences, comma-separated category:<id> or item:<id>; "" (or top:<n>) the 5 (n) best-selling categories.
         audience_size: Users per audience (the top by the ranker's buy-or-not score).
@@ -123,6 +123,7 @@ def recommender_pipeline(
         min_events_per_user=min_events_per_user,
         run_time=run_time,
         window_days=window_days,
+        job_create_time=dsl.PIPELINE_JOB_CREATE_TIME_UTC_PLACEHOLDER,
     )
     apply_resources(extract_task.set_display_name("extract"), "extract")
 
@@ -208,6 +209,7 @@ def recommender_pipeline(
             run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
             model_version=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
             run_time=run_time,
+            job_create_time=dsl.PIPELINE_JOB_CREATE_TIME_UTC_PLACEHOLDER,
             registry_dir=registry_uri,
             top_k=top_k,
             experiment=experiment,

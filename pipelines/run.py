@@ -112,6 +112,32 @@ def output_lock(output: Path) -> Iterator[None]:
         yield
 
 
+@contextmanager
+def local_job_time(value: str) -> Iterator[None]:
+    """kfp.local (2.17) resolves no job-time placeholder (it fails on the DAG's job_create_time input): while this
+    is open, the creation-time and schedule-time placeholders resolve to `value`, the local run's run_time, as
+    Vertex AI or a KFP host resolve them to the job's."""
+    from kfp import dsl
+    from kfp.local import placeholder_utils
+
+    original = placeholder_utils.resolve_individual_placeholder
+
+    def resolve(element, *args, **kwargs):
+        if isinstance(element, str):
+            for placeholder in (
+                dsl.PIPELINE_JOB_CREATE_TIME_UTC_PLACEHOLDER,
+                dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER,
+            ):
+                element = element.replace(placeholder, value)
+        return original(element, *args, **kwargs)
+
+    placeholder_utils.resolve_individual_placeholder = resolve
+    try:
+        yield
+    finally:
+        placeholder_utils.resolve_individual_placeholder = original
+
+
 def run_local(output: str | Path, source: str, seed: int = 0, verbose: bool = True, **parameters) -> dict:
     """Runs the whole DAG with kfp.local, holding OUTPUT's lock, and returns where its outputs are (only those
     this run wrote; run_output.outputs). `verbose=False` is the quiet terminal of `make pipeline-run`."""
@@ -145,26 +171,29 @@ def _run_local(output: Path, source: str, seed: int, parameters: dict, verbose: 
         **parameters,
     }
     started = time.perf_counter()
-    with run_output.console(pipeline_root, verbose):
+    with run_output.console(pipeline_root, verbose), local_job_time(arguments["run_time"]):
         recommender_pipeline(**arguments)
     run_dir = max(pipeline_root.iterdir(), key=lambda p: p.stat().st_mtime)
     outputs = run_output.outputs(output, run_dir, warehouse, round(time.perf_counter() - started, 1))
     return {**outputs, "run_time": arguments["run_time"]}
 
 
-def check_kfp_uris(warehouse_uri: str, destination: str) -> None:
-    """Both URIs of a KFP run, checked here (BigQuery names by BigQuery's rules) rather than by a task later."""
-    from components.warehouse import bigquery_names
+def check_remote_uris(warehouse_uri: str, destination: str) -> None:
+    """The URIs of a Vertex AI or KFP run, checked here by the stages' own parsers (BigQuery names by BigQuery's
+    rules, the GA4 `?user_key=` option), so a bad value fails before anything is compiled or submitted, naming
+    itself. An empty one is not checked (Vertex derives both from --project)."""
     from components.export.writers import parse_destination
+    from components.warehouse.engines import parse_warehouse_uri
 
-    if warehouse_uri.startswith(bigquery_names.URI_PREFIX):
-        try:
-            bigquery_names.parse_dataset_uri(warehouse_uri)
-        except ValueError as err:
-            raise ValueError(f"--warehouse-uri {warehouse_uri!r}: {err}") from None
-    elif not warehouse_uri.startswith("duckdb:///"):
-        raise ValueError(f"--warehouse-uri {warehouse_uri!r} must be bigquery://project.dataset or duckdb:///path")
-    parse_destination(destination)
+    for flag, value, parse in (
+        ("--warehouse-uri", warehouse_uri, parse_warehouse_uri),
+        ("--destination", destination, parse_destination),
+    ):
+        if value:
+            try:
+                parse(value)
+            except ValueError as err:
+                raise ValueError(f"{flag} {value!r}: {err}") from None
 
 
 def main() -> None:
@@ -217,9 +246,9 @@ def main() -> None:
         flags = ", ".join("--" + name.replace("_", "-") for name in missing)
         make = ", ".join(name.upper() + "=" for name in missing)
         parser.error(f"--target {args.target} needs {flags} ({make} in make)")
-    if args.target == "kfp":
+    if args.target != "local":
         try:
-            check_kfp_uris(args.warehouse_uri, args.destination)
+            check_remote_uris(args.warehouse_uri, args.destination)
         except ValueError as err:
             parser.error(str(err))
 

@@ -25,6 +25,7 @@ def export(
     treatment_ratio: float = 1.0,
     model_version: str = "",
     run_time: str = "",
+    job_create_time: str = "",
     similar_k: int = 20,
     registry_dir: str = "",
     campaign_outputs: str = "",
@@ -36,12 +37,14 @@ def export(
 
     destination: duckdb:///abs/path/file.duckdb or bigquery://project.dataset. candidates_n 0 takes the
     evaluation summary's export_n (else 200); the summary's previous_blessed model serves the control arm.
-    run_time (ISO, the run's own time; empty means now) fixes generated_at and so the partition day: a retry
-    of the run replaces its own partition. campaign_outputs (comma-separated: complementary_items, audiences) adds
+    run_time (ISO, the run's own time), else job_create_time (the pipeline job's, for a schedule's runs; see
+    components.run_time.of_run), else now, fixes generated_at and so the partition day: a retry of the run
+    replaces its own partition. campaign_outputs (comma-separated: complementary_items, audiences) adds
     those tables, built from the extract's events (`extracted`), to the same day's write; audience_targets
     (category:<id>, item:<id>, or "" / top:<n> for the best-selling categories), audience_size users each.
     """
     from components.export.export import export_from_component
+    from components.run_time import of_run
 
     export_from_component(
         features.path,
@@ -56,7 +59,7 @@ def export(
         treatment_ratio=treatment_ratio,
         model_version=model_version,
         run_id=run_id,
-        run_time=run_time,
+        run_time=of_run(run_time, job_create_time),
         similar_k=similar_k,
         registry_dir=registry_dir,
         evaluation_summary=evaluation_summary.path if evaluation_summary else None,

@@ -16,15 +16,18 @@ def extract(
     min_events_per_user: int = 1,
     run_time: str = "",
     window_days: float = 0.0,
+    job_create_time: str = "",
 ):
     """Extracts events, items (and impressions) of a time window into Parquet plus manifest.json.
 
     warehouse_uri: duckdb:///abs/path/shop.duckdb or bigquery://project.dataset. Window bounds are ISO-8601
-    ("" = open), event_types is comma-separated ("" = all), run_time is the run's own time ("" = now; later
-    events are dropped as future_event), as in components.extract.stage.run. window_days > 0 extracts
-    the last window_days whole UTC days before run_time's day instead of a fixed window.
+    ("" = open), event_types is comma-separated ("" = all), run_time is the run's own time, else the pipeline
+    job's creation time (components.run_time.of_run; neither = now): later events are dropped as future_event, as
+    in components.extract.stage.run. window_days > 0 extracts the last window_days whole UTC days before that
+    time's day instead of a fixed window.
     """
     from components.extract import stage
+    from components.run_time import of_run
 
     stage.run(
         warehouse_uri,
@@ -33,6 +36,6 @@ def extract(
         window_end,
         event_types,
         min_events_per_user,
-        run_time=run_time,
+        run_time=of_run(run_time, job_create_time),
         window_days=window_days,
     )

@@ -9,6 +9,7 @@ identifier pattern and put into the parsed query as identifiers, never spliced i
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 from collections.abc import Iterator
@@ -28,8 +29,9 @@ BATCH_ROWS = 200_000
 # A BigQuery table path: [project.]dataset.table, or a bare table name (DuckDB). Project ids are lower case with
 # dashes; dataset and table names here are restricted to letters, digits and underscores.
 _PROJECT = r"[a-z][a-z0-9-]{4,28}[a-z0-9]"
+_DATASET = r"[A-Za-z0-9_]{1,1024}"  # BigQuery's rule, as components.warehouse.bigquery_names checks it
 _NAME = r"[A-Za-z_][A-Za-z0-9_]{0,1023}"
-TABLE_NAME = re.compile(rf"(?:(?:{_PROJECT})\.)?(?:{_NAME}\.)?{_NAME}\*?")  # `events_*`: a wildcard table (GA4)
+TABLE_NAME = re.compile(rf"(?:(?:{_PROJECT})\.)?(?:{_DATASET}\.)?{_NAME}\*?")  # `events_*`: a wildcard table (GA4)
 
 
 class WarehouseError(ValueError):
@@ -199,22 +201,46 @@ def bigquery_job_config(params: dict[str, object]):
     return bigquery.QueryJobConfig(query_parameters=query_parameters)
 
 
-def open_backend(warehouse_uri: str) -> Backend:
-    """The backend of a warehouse URI; its `?user_key=` option (GA4) is read by the extract stage, not here."""
-    warehouse_uri, _ = split_uri(warehouse_uri)
-    if warehouse_uri.startswith("duckdb://"):
+@dataclasses.dataclass(frozen=True)
+class WarehouseURI:
+    """A parsed warehouse URI: `duckdb:///path` or `bigquery://project.dataset`, with the GA4 `?user_key=` option."""
+
+    scheme: str  # "duckdb" or "bigquery"
+    path: Path | None = None
+    project: str = ""
+    dataset: str = ""
+    user_key: str | None = None
+
+
+def parse_warehouse_uri(warehouse_uri: str) -> WarehouseURI:
+    """The one parser of warehouse URIs: open_backend reads them with it, and pipelines.run checks a remote run's
+    before submitting it. BigQuery names follow BigQuery's rules (components.warehouse.bigquery_names)."""
+    from components.warehouse import bigquery_names
+
+    base, user_key = split_uri(warehouse_uri)
+    if base.startswith("duckdb://"):
         from components.warehouse.duckdb_warehouse import duckdb_path
 
-        path = duckdb_path(warehouse_uri)
-        if not path.is_file():
-            raise WarehouseError(f"no DuckDB warehouse at {path} (from {warehouse_uri!r})")
-        return DuckDBBackend(path)
-    if warehouse_uri.startswith("bigquery://"):
-        project, sep, dataset = warehouse_uri[len("bigquery://") :].partition(".")
-        if not sep:
-            raise WarehouseError(f"{warehouse_uri!r}: expected bigquery://project.dataset")
-        validate_table_name(f"{project}.{dataset}.events")
-        return BigQueryBackend(project, dataset)
+        try:
+            return WarehouseURI("duckdb", path=duckdb_path(base), user_key=user_key)
+        except ValueError as err:
+            raise WarehouseError(str(err)) from None
+    if base.startswith(bigquery_names.URI_PREFIX):
+        try:
+            project, dataset = bigquery_names.parse_dataset_uri(base)
+        except ValueError as err:
+            raise WarehouseError(f"warehouse {base!r}: {err}") from None
+        return WarehouseURI("bigquery", project=project, dataset=dataset, user_key=user_key)
     raise WarehouseError(
         f"unsupported warehouse URI {warehouse_uri!r}: expected duckdb:///path or bigquery://project.dataset"
     )
+
+
+def open_backend(warehouse_uri: str) -> Backend:
+    """The backend of a warehouse URI; its `?user_key=` option (GA4) is read by the extract stage, not here."""
+    uri = parse_warehouse_uri(warehouse_uri)
+    if uri.scheme == "duckdb":
+        if not uri.path.is_file():
+            raise WarehouseError(f"no DuckDB warehouse at {uri.path} (from {warehouse_uri!r})")
+        return DuckDBBackend(uri.path)
+    return BigQueryBackend(uri.project, uri.dataset)

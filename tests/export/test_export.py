@@ -355,6 +355,64 @@ def test_case07_export_retry_replaces_partition(tmp_path, features_dir, models, 
     assert spec_inputs["run_time"] == {"componentInputParameter": "pipelinechannel--run_time"}
 
 
+def test_case07_a_scheduled_runs_retry_after_midnight_replaces_its_partition(
+    tmp_path, features_dir, models, spec_inputs, monkeypatch
+):
+    """A schedule's run has no run_time parameter: the export takes the job's creation time, which Vertex AI and
+    KFP resolve the same for every retry of the job, not the clock of the attempt."""
+    from kfp import dsl
+
+    from components.export.component import export as export_component
+
+    destination = f"duckdb://{tmp_path / 'recs.duckdb'}"
+    created = "2026-11-25T23:59:00.123456789Z"  # RFC 3339 with nanoseconds, as a backend may resolve it
+
+    def attempt(clock: dt.datetime, out: str) -> None:
+        monkeypatch.setattr(run_time, "dt", _Clock(clock))
+        export_component.python_func(
+            features=dsl.Dataset(uri=str(features_dir)),
+            retrieval_model=dsl.Model(uri=str(tmp_path / "new")),
+            ranking_model=dsl.Model(uri=str(tmp_path / "new")),
+            recommendations=dsl.Dataset(uri=str(tmp_path / out)),
+            metrics=dsl.Metrics(uri=str(tmp_path / f"{out}-metrics")),
+            destination=destination,
+            run_id="shop-recommender-20261125",
+            top_k=3,
+            candidates_n=6,
+            run_time="",
+            job_create_time=created,
+        )
+
+    attempt(dt.datetime(2026, 11, 25, 23, 59, 30, tzinfo=dt.timezone.utc), "first")
+    attempt(dt.datetime(2026, 11, 26, 0, 20, tzinfo=dt.timezone.utc), "retry")  # the retry, after midnight
+    rows = table(tmp_path)
+    assert rows.num_rows == 6 * 3 and {t.date() for t in rows.column("generated_at").to_pylist()} == {
+        dt.date(2026, 11, 25)
+    }
+    # The DAG hands export the job's creation time beside the run_time parameter
+    assert spec_inputs["job_create_time"] == {"runtimeValue": {"constant": "{{$.pipeline_job_create_time_utc}}"}}
+
+
+class _Clock:
+    """components.run_time's `dt` with a fixed now (the attempt's clock)."""
+
+    def __init__(self, now: dt.datetime):
+        self._now = now
+        self.timezone = dt.timezone
+        self.timedelta = dt.timedelta
+
+    @property
+    def datetime(self):
+        now = self._now
+
+        class _DateTime(dt.datetime):
+            @classmethod
+            def now(cls, tz=None):
+                return now
+
+        return _DateTime
+
+
 def test_case08_failed_export_leaves_no_artifact(tmp_path, features_dir, models):
     not_duckdb = tmp_path / "recs.duckdb"
     not_duckdb.mkdir()

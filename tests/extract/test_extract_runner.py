@@ -245,6 +245,7 @@ def test_component_signature():
         "min_events_per_user",
         "run_time",
         "window_days",
+        "job_create_time",
     }
     assert spec.inputs["min_events_per_user"].default == 1 and spec.inputs["window_start"].default == ""
     assert set(spec.outputs) == {"extracted"}

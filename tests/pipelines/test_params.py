@@ -125,3 +125,56 @@ def test_vertex_run_takes_the_parameters_over_the_production_ones(monkeypatch, t
     assert "run_time" not in values  # each scheduled run takes its job's creation time
     assert values["warehouse_uri"] == "bigquery://shop-prod.warehouse" and values["gcp_region"] == "europe-west1"
     assert (values["seed"], values["ranking_epochs"]) == (3, 1)
+
+
+def _remote_main(monkeypatch, tmp_path, target, *flags):
+    """pipelines.run.main for a remote target with submission and compilation stubbed; returns what was sent."""
+    from pipelines import compile as compile_module
+
+    sent = {}
+    monkeypatch.setattr(submit, f"submit_{target}", lambda **kwargs: sent.update(kwargs) or "run")
+    monkeypatch.setattr(submit, "production_parameters", lambda *args: {})
+    monkeypatch.setattr(compile_module, "compile_pipeline", lambda path: sent.setdefault("compiled", path))
+    common = {
+        "kfp": ["--host", "http://127.0.0.1:1", "--destination", "bigquery://shop-prod.recs"],
+        "vertex": ["--project", "shop-prod", "--region", "europe-west1", "--bucket", "shop-pipelines"],
+    }[target]
+    monkeypatch.setattr(sys, "argv", ["pipelines.run", "--target", target, "--spec", str(tmp_path / "p.yaml")])
+    monkeypatch.setattr(sys, "argv", sys.argv + common + list(flags))
+    run.main()
+    return sent
+
+
+@pytest.mark.parametrize("target", ["vertex", "kfp"])
+@pytest.mark.parametrize(
+    "uri, expected",
+    [
+        ("bigquery://shop-prod.ds; DROP", "BigQuery dataset name 'ds; DROP'"),
+        ("bigquery://Shop.warehouse", "BigQuery project id 'Shop'"),
+        ("bigquery://shop-prod.analytics_1?user_key=email", "user_key='email'"),
+        ("gs://bucket/warehouse", "unsupported warehouse URI"),
+    ],
+)
+def test_case13_a_remote_runs_warehouse_uri_is_checked_before_anything_is_submitted(
+    monkeypatch, tmp_path, capsys, target, uri, expected
+):
+    with pytest.raises(SystemExit) as exit_info:
+        _remote_main(monkeypatch, tmp_path, target, "--warehouse-uri", uri)
+    assert exit_info.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"--warehouse-uri {uri!r}: " in last and expected in last, last
+
+
+@pytest.mark.parametrize("target", ["vertex", "kfp"])
+def test_case13_a_ga4_warehouse_uri_with_its_user_key_option_is_accepted(monkeypatch, tmp_path, target):
+    uri = "bigquery://shop-prod.analytics_123456?user_key=user_pseudo_id"
+    sent = _remote_main(monkeypatch, tmp_path, target, "--warehouse-uri", uri)
+    assert sent["parameter_values"]["warehouse_uri"] == uri
+
+
+def test_case13_a_kfp_runs_destination_is_checked_naming_it(monkeypatch, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        _remote_main(
+            monkeypatch, tmp_path, "kfp", "--warehouse-uri", "bigquery://shop-prod.wh", "--destination", "s3://x"
+        )
+    assert "--destination 's3://x': unknown destination" in capsys.readouterr().err

@@ -111,6 +111,18 @@ def test_dag_edges_and_conditions(spec):
     assert guarded("bandit-enabled") == {"bandit-reranker"}
 
 
+def test_case07_extract_and_export_take_the_run_time_and_the_jobs_creation_time(spec):
+    """run_time (set by pipelines.run for local and one-off runs) and, for a schedule's runs without it, the job's
+    creation time, which Vertex AI and KFP resolve the same for every retry of the job (components.run_time.of_run)."""
+    tasks = {task["taskInfo"]["name"]: task for _, _, task in all_tasks(spec)}
+    for name in ("extract", "export"):
+        inputs = tasks[name]["inputs"]["parameters"]
+        assert inputs["run_time"] == {"componentInputParameter": "pipelinechannel--run_time"} or inputs["run_time"] == {
+            "componentInputParameter": "run_time"
+        }, name
+        assert inputs["job_create_time"] == {"runtimeValue": {"constant": "{{$.pipeline_job_create_time_utc}}"}}, name
+
+
 def test_every_task_has_its_stage_resources(spec):
     executors = spec["deploymentSpec"]["executors"]
     components = spec["components"]
