@@ -96,14 +96,15 @@ class BanditConfig:
     shop (bench seeds are 0-2); see the issue-26 notes."""
 
     noise_variance: float = 0.25  # linear Thompson
+    thompson_exploration: float = 1.0  # linear Thompson: scale of its draws' deviation from the mean
     prior_precision: float = 1.0  # linear Thompson, exploit and LinUCB (ridge), FM dense weights
     score_prior: float = 1.0  # prior mean of the funnel score's weight (all learners start ranking like the funnel)
     linucb_alpha: float = 0.3
     fm_dim: int = 4
-    fm_bias_precision: float = 1.0
-    fm_factor_precision: float = 4.0
+    fm_bias_precision: float = 100.0
+    fm_factor_precision: float = 100.0
     fm_init_scale: float = 0.1
-    fm_exploration: float = 1.0
+    fm_exploration: float = 0.3
     fm_sweeps: int = 3
     fm_time_rounds: int = 10  # the FM's time field: rounds per time bucket (a "day" of the simulation)
 
@@ -173,7 +174,12 @@ def _learners(
     make = {
         "thompson": lambda: _Linear(
             BayesianLinearBandit.create(
-                dim, slate_size, config.prior_precision, config.noise_variance, config.score_prior, 1.0
+                dim,
+                slate_size,
+                config.prior_precision,
+                config.noise_variance,
+                config.score_prior,
+                config.thompson_exploration,
             )
         ),
         "exploit": lambda: _Linear(
@@ -232,7 +238,9 @@ def simulate_bandit(
     random: K valid candidates at random. The learners start from their priors (ranking like the funnel) and update
     after each round from the rewards (`reward`, a weighting of click / mute / plain impression) of what they
     showed. Each slot's outcome comes from one uniform draw u per (request, position), shared by the policies:
-    click if u < P(click), mute if P(click) <= u < P(click) + P(mute).
+    click if u < P(click), mute if P(click) <= u < P(click) + P(mute). The world's draws (requests, candidates,
+    shift, outcomes) come from one generator and each policy's from its own, so a policy's run does not depend on
+    which other policies run beside it.
     """
     if (shift is None) != (shift_round is None):
         raise ValueError("give both shift and shift_round, or neither")
@@ -240,7 +248,9 @@ def simulate_bandit(
     if unknown:
         raise ValueError(f"unknown bandit policies {sorted(unknown)}; choose among {BANDIT_POLICIES}")
     weights = reward_weights.parse(reward)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng([seed, 0])  # the world: requests, proposals, the shift and the outcome draws
+    # each policy's own choices draw from its own generator, so the world's stream is the same whichever policies run
+    policy_rng = {name: np.random.default_rng([seed, 1, BANDIT_POLICIES.index(name)]) for name in policies}
     learners: dict[str, _Learner] = {}
     clicks_per_round = {name: np.zeros(rounds) for name in policies}
     score_per_round = {name: np.zeros(rounds) for name in policies}
@@ -253,13 +263,13 @@ def simulate_bandit(
             learners = _learners(policies, batch, slate_size, config, weights, seed)
         draws = rng.random((batch_size, slate_size))
         choices = {}
-        for name in policies:  # one generator for every policy's choices keeps the outcome draws common
+        for name in policies:
             if name in learners:
-                choices[name] = learners[name].rank(batch, users, t, slate_size, rng)
+                choices[name] = learners[name].rank(batch, users, t, slate_size, policy_rng[name])
             elif name == "greedy":
                 choices[name] = top_k(batch.scores, batch.valid, slate_size)
             else:
-                choices[name] = top_k(rng.random(batch.scores.shape), batch.valid, slate_size)
+                choices[name] = top_k(policy_rng[name].random(batch.scores.shape), batch.valid, slate_size)
         for name, chosen in choices.items():
             shown = np.take_along_axis(batch.candidates, chosen, axis=1)
             p_click = world.click_probability(users, shown)
