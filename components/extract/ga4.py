@@ -65,20 +65,25 @@ def drop_counts(backend: engines.Backend, run: runner.QueryRun) -> dict[str, dic
 
 
 def extract_into(backend: engines.Backend, params: runner.ExtractParams, out: Path, user_key: str | None) -> dict:
-    """events.parquet and items.parquet from the export; returns the manifest without source and dialect."""
+    """events.parquet and items.parquet from the export; returns the manifest without source and dialect.
+
+    The events are the contract queries (events.sql, event_drops.sql) over the export's derived events
+    (ga4_events.sql), so the contract's rules and drop reasons (future_event, duplicate_row, ...) are the same as for
+    any warehouse. The catalogue is a contract `items` table beside the export when there is one (its rows checked
+    and counted as items.sql and item_drops.sql do), else derived from the export (ga4_items.sql)."""
     check_columns(backend)
-    values = {**params.values(), **suffix_bounds(params), "user_key": user_key or "user_id"}
+    values = {**suffix_bounds(params), "user_key": user_key or "user_id"}
+    catalogue = runner.check_columns(backend, "items")
+    relations = {"events": "ga4_events"} | ({} if catalogue else {"items": "ga4_items"})
 
-    def prepare(name: str) -> runner.QueryRun:
-        source = runner.load_query(name)
-        return runner.QueryRun(
-            name,
-            engines.render(source, backend.tables, backend.dialect),
-            {p: values[p] for p in engines.query_parameters(source)},
-        )
+    def prepare(name: str, relations: dict[str, str] | None = None) -> runner.QueryRun:
+        return runner.prepare(name, backend, params, relations, values)
 
-    runs = {"events": prepare("ga4_events"), "items": prepare("ga4_items")}
+    runs = {"events": prepare("events", relations), "items": prepare("items" if catalogue else "ga4_items")}
     counts = drop_counts(backend, prepare("ga4_drops"))
+    dropped = {"events": runner.drop_counts(backend, prepare("event_drops", relations))}
+    if catalogue:
+        dropped["items"] = runner.drop_counts(backend, prepare("item_drops"))
     scanned = counts["rows"].pop("scanned", 0)
     rows: dict[str, int] = {}
     rows["events"], rows["users"] = runner.write_parquet(backend, runs["events"], "events", out / "events.parquet")
@@ -89,8 +94,8 @@ def extract_into(backend: engines.Backend, params: runner.ExtractParams, out: Pa
             f"no ecommerce events to extract from {backend.tables[TABLE]} in window [{params.window_start}, "
             f"{params.window_end}): {scanned} export row(s) there"
             + (f", by event name: {top}" if top else "")
-            + f"; dropped rows {counts['rows']}, items {counts['items']}. The pipeline needs view_item, add_to_cart, "
-            "add_to_wishlist or purchase events with items (GA4 ecommerce tracking)"
+            + f"; dropped rows {counts['rows']}, items {counts['items']}, events {dropped['events']}. The pipeline "
+            "needs view_item, add_to_cart, add_to_wishlist or purchase events with items (GA4 ecommerce tracking)"
         )
     rows["items"], _ = runner.write_parquet(backend, runs["items"], "items", out / "items.parquet")
     return {
@@ -98,11 +103,13 @@ def extract_into(backend: engines.Backend, params: runner.ExtractParams, out: Pa
         "window_end": params.window_end.isoformat() if params.window_end else "",
         "event_types": params.event_types,
         "min_events_per_user": params.min_events_per_user,
+        "run_time": params.run_time.isoformat(),
         "rows": rows,
         "query_sha256": {run.name: run.sha256 for run in runs.values()},
-        "dropped": {"ga4_rows": counts["rows"], "ga4_items": counts["items"]},
+        "dropped": {**dropped, "ga4_rows": counts["rows"], "ga4_items": counts["items"]},
         "ga4": {
             "table": backend.tables[TABLE],
+            "catalogue": backend.tables["items"] if catalogue else "derived from the export's items (ga4_items.sql)",
             "user_key": values["user_key"],
             "rows_scanned": scanned,
             "kept_rows_sharing_user_timestamp": counts["noted"].get("same_user_timestamp", 0),

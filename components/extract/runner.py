@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from components import schema
-from components.warehouse.engines import Backend, WarehouseError, query_parameters, render
+from components.warehouse.engines import Backend, WarehouseError, compose, query_parameters, render
 
 QUERY_DIR = Path(__file__).resolve().parent / "queries"
 DROP_QUERIES = {"events": "event_drops", "items": "item_drops", "impressions": "impression_drops"}
@@ -137,9 +137,19 @@ class QueryRun:
         return sha256(self.sql)
 
 
-def prepare(name: str, backend: Backend, params: ExtractParams) -> QueryRun:
+def prepare(
+    name: str,
+    backend: Backend,
+    params: ExtractParams,
+    relations: dict[str, str] | None = None,
+    values: dict[str, object] | None = None,
+) -> QueryRun:
+    """The query `name` for `backend`, with the tables of `relations` (table -> query name) read from those
+    queries (compose) and its @parameters bound from params, then `values`."""
     source = load_query(name)
-    values = params.values()
+    if relations:
+        source = compose(source, {table: load_query(query) for table, query in relations.items()})
+    values = {**params.values(), **(values or {})}
     return QueryRun(
         name, render(source, backend.tables, backend.dialect), {p: values[p] for p in query_parameters(source)}
     )

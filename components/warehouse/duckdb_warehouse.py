@@ -123,7 +123,7 @@ def build_warehouse(source: str, out_path: str | Path, seed: int = 0) -> dict[st
     parsed = sources.parse(source)
     kind, arg = parsed.kind, parsed.path
     if kind == "ga4":
-        return write_ga4_warehouse(arg, out_path)
+        return write_ga4_warehouse(arg, out_path, parsed.items_path)
     if kind == "synthetic":
         world = synthetic.make_world(arg, seed)
         with WarehouseWriter(out_path, ("events", "items", "impressions")) as writer:
@@ -142,23 +142,14 @@ def build_warehouse(source: str, out_path: str | Path, seed: int = 0) -> dict[st
         return writer.commit()
 
 
-def write_ga4_warehouse(export_path: str | Path, out_path: str | Path) -> dict[str, int]:
-    """A warehouse holding the GA4 export as loaded by ga4.load, under the same write-then-rename rule."""
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = out_path.with_name(f".{out_path.name}.{uuid.uuid4().hex}.tmp")
-    con = connect(tmp_path, read_only=False)
-    try:
-        rows = ga4.load(con, export_path)
-        con.execute("CHECKPOINT")
-        con.close()
-        os.replace(tmp_path, out_path)
-    except BaseException:
-        con.close()
-        for path in (tmp_path, tmp_path.with_name(tmp_path.name + ".wal")):
-            path.unlink(missing_ok=True)
-        raise
-    return {ga4.TABLE: rows}
+def write_ga4_warehouse(export_path: str | Path, out_path: str | Path, items_path: str | Path | None = None) -> dict:
+    """A warehouse holding the GA4 export as loaded by ga4.load, and a catalogue file (if given) as the contract's
+    `items` table, which the GA4 extract then reads instead of deriving the catalogue; same write-then-rename rule."""
+    with WarehouseWriter(out_path, ("items",) if items_path else ()) as writer:
+        rows = ga4.load(writer.con, export_path)
+        if items_path:
+            writer.append("items", events_file.load_items_file(items_path))
+        return {ga4.TABLE: rows, **writer.commit()}
 
 
 class SourceMismatch(ValueError):
@@ -172,8 +163,8 @@ def source_record(source: str, seed: int = 0) -> dict:
     if parsed.kind == "synthetic":
         return {"source": source, "seed": seed}
     files = [Path(parsed.path)] + ([Path(parsed.items_path)] if parsed.items_path else [])
-    if parsed.kind == "ga4":
-        files = ga4.export_files(parsed.path)[1]  # a folder of daily files counts file by file
+    if parsed.kind == "ga4":  # a folder of daily files counts file by file
+        files = ga4.export_files(parsed.path)[1] + ([Path(parsed.items_path)] if parsed.items_path else [])
     missing = [str(p) for p in files if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"source {source!r}: no file {missing[0]}")

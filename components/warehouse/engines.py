@@ -76,6 +76,18 @@ def render(sql: str, tables: dict[str, str], dialect: str) -> str:
     return tree.sql(dialect=dialect, pretty=True, comments=False)
 
 
+def compose(sql: str, relations: dict[str, str]) -> str:
+    """`sql` (BigQuery) with each table that `relations` names read from that query instead (a subquery under the
+    table's alias): how the GA4 extract runs the contract queries over the export's derived events and catalogue."""
+    tree = sqlglot.parse_one(sql, read="bigquery")
+    for table in list(tree.find_all(exp.Table)):
+        if not table.args.get("db") and table.name in relations:
+            relation = sqlglot.parse_one(relations[table.name], read="bigquery")
+            relation.set("order", None)  # a table has no order; the outer query sorts
+            table.replace(relation.subquery(table.alias_or_name))
+    return tree.sql(dialect="bigquery")
+
+
 def split_uri(warehouse_uri: str) -> tuple[str, str | None]:
     """(the URI without its query, the `user_key` option or None); any other option is an error."""
     base, sep, query = warehouse_uri.partition("?")

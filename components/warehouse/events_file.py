@@ -1,4 +1,5 @@
-"""A shop's own events file (CSV or Parquet, the contract's columns) and optional items file as warehouse tables.
+"""A shop's own events file (CSV or Parquet, the contract's columns) and optional items file as warehouse tables
+(an items file also serves as the catalogue beside a GA4 export: SOURCE=ga4:<folder>,items:<file>).
 
 Events: `user_id, item_id, event_type, event_ts` (`timestamp` is accepted for `event_ts`: ISO-8601, naive = UTC, or
 unix seconds), optionally `event_seq` (else the file order) and `session_id`. Event types other than
@@ -156,22 +157,35 @@ def load_events_file(
         con.register("raw", raw)
         try:
             events = con.execute(_events_sql(con, raw.column_names, path, event_map or {})).to_arrow_table()
-            if items_path is not None:
-                items_raw = read_table(items_path)
-                if "item_id" not in items_raw.column_names:
-                    raise LoaderError(
-                        f"{items_path}: no item_id column; the items contract is "
-                        "item_id[,category][,brand][,price][,title][,available]"
-                    )
-                items_raw = items_raw.append_column("_row", pa.array(np.arange(items_raw.num_rows, dtype=np.int64)))
-                con.register("items_raw", items_raw)
-                items = con.execute(_items_sql(items_raw.column_names, "items_raw", "_row")).to_arrow_table()
-            else:
+            if items_path is None:
                 items = con.execute(_items_sql(raw.column_names, "raw", "_row")).to_arrow_table()
         except duckdb.ConversionException as err:
-            raise LoaderError(
-                f"{items_path or path}: a column does not convert to its contract type: {err}".splitlines()[0]
-            ) from err
+            raise LoaderError(f"{path}: a column does not convert to its contract type: {err}".splitlines()[0]) from err
     finally:
         con.close()
+    if items_path is not None:
+        return schema.validate_table(events, schema.EVENTS, "events"), load_items_file(items_path)
     return schema.validate_table(events, schema.EVENTS, "events"), schema.validate_table(items, schema.ITEMS, "items")
+
+
+def load_items_file(items_path: str | Path) -> pa.Table:
+    """A catalogue file (CSV or Parquet: `item_id` and any of category, brand, price, title, available) as
+    schema.ITEMS, one row per item with its last value set (file order); beside an events file or a GA4 export."""
+    items_raw = read_table(items_path)
+    if "item_id" not in items_raw.column_names:
+        raise LoaderError(
+            f"{items_path}: no item_id column; the items contract is "
+            "item_id[,category][,brand][,price][,title][,available]"
+        )
+    items_raw = items_raw.append_column("_row", pa.array(np.arange(items_raw.num_rows, dtype=np.int64)))
+    con = duckdb.connect()
+    try:
+        con.register("items_raw", items_raw)
+        items = con.execute(_items_sql(items_raw.column_names, "items_raw", "_row")).to_arrow_table()
+    except duckdb.ConversionException as err:
+        raise LoaderError(
+            f"{items_path}: a column does not convert to its contract type: {err}".splitlines()[0]
+        ) from err
+    finally:
+        con.close()
+    return schema.validate_table(items, schema.ITEMS, "items")

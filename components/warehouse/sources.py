@@ -2,7 +2,7 @@
 
     synthetic:<preset> | amazon:<csv> | taobao:<csv>
     events:<csv or parquet>[,items:<csv or parquet>][,event_map=<from>:<to>[,<from>:<to>...]]
-    ga4:<file or folder>[,user_key=user_id|user_pseudo_id]
+    ga4:<file or folder>[,items:<csv or parquet>][,user_key=user_id|user_pseudo_id]
 
 Paths cannot contain commas. The GA4 user key travels on the warehouse URI (`?user_key=`), because the extract,
 which reads the export, chooses the user column; see components.extract.ga4.
@@ -19,7 +19,7 @@ from components.warehouse.ga4 import USER_KEYS
 KINDS = ("synthetic", "amazon", "taobao", "events", "ga4")
 USAGE = (
     "synthetic:<preset>, amazon:<path>, taobao:<path>, events:<path>[,items:<path>][,event_map=from:to,...] "
-    "or ga4:<file or folder>[,user_key=user_id|user_pseudo_id]"
+    "or ga4:<file or folder>[,items:<path>][,user_key=user_id|user_pseudo_id]"
 )
 
 
@@ -52,7 +52,7 @@ def parse(source: str) -> Source:
     items_path, event_map, user_key, in_map = None, {}, None, False
     for option in options:
         name, is_key, value = option.partition("=")
-        if kind == "events" and option.startswith("items:"):
+        if option.startswith("items:"):
             items_path, in_map = option[len("items:") :], False
         elif kind == "events" and is_key and name == "event_map":
             in_map = True
@@ -65,7 +65,7 @@ def parse(source: str) -> Source:
             user_key = value
         else:
             raise SourceError(f"source {source!r}: unexpected option {option!r}; expected {USAGE}")
-    if kind == "events" and items_path == "":
+    if items_path == "":
         raise SourceError(f"source {source!r}: items: names no file")
     return Source(kind, path, items_path, event_map, user_key)
 

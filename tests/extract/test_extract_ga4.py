@@ -91,6 +91,7 @@ def test_hand_written_export_gives_the_events_items_and_counts_worked_out_by_han
     ]
     assert manifest["rows"] == {"events": 14, "users": 3, "items": 3}
     assert manifest["dropped"] == {
+        "events": {},  # the contract's reasons, as for any warehouse: nothing here
         "ga4_rows": {
             "event_name:page_view": 3,
             "event_name:session_start": 2,
@@ -133,11 +134,8 @@ def test_window_cuts_on_event_timestamp_and_scans_only_the_daily_tables_around_i
 def test_event_types_and_min_events_are_applied_and_counted(tmp_path):
     manifest, events, _ = extract(tmp_path, ga4_warehouse(tmp_path), event_types="view,purchase", min_events_per_user=2)
     assert set(events.event_type) == {"view", "purchase"} and set(events.user_id) == {A, B}
-    assert manifest["dropped"]["ga4_items"] == {
-        "event_type_not_selected": 3,
-        "no_item_id": 1,
-        "user_below_min_events": 1,
-    }
+    assert manifest["dropped"]["ga4_items"] == {"no_item_id": 1}
+    assert manifest["dropped"]["events"] == {"event_type_not_selected": 3, "user_below_min_events": 1}
     assert manifest["rows"]["events"] == 14 - 3 - 1
 
 
@@ -272,3 +270,45 @@ class _RecordingBigQuery:
 
     def close(self):
         pass
+
+
+def test_case04_ga4_duplicate_rows_and_future_events_are_dropped_and_counted_as_for_any_warehouse(tmp_path):
+    """The GA4 branch runs the contract queries over the export's events, so their drops are the same."""
+    sku = [{"item_id": "SKU-1", "item_category": "Shoes"}]
+    rows = [
+        row("view_item", 1709251200, sku),
+        row("view_item", 1709251200, sku),  # GA4 exports an event twice now and then: an exact duplicate
+        row("add_to_cart", 1709251200, sku),  # the same instant, another event: kept
+        row("purchase", 1709251300, sku),
+        row("view_item", 4070908800, sku),  # 2099, after the run time: would have been the test target
+    ]
+    export = write_export(tmp_path / "export", rows)
+    manifest, events, _ = extract(tmp_path, ga4_warehouse(tmp_path, export), run_time="2024-03-02T00:00:00Z")
+    assert manifest["dropped"]["events"] == {"duplicate_row": 1, "future_event": 1}
+    assert manifest["run_time"] == "2024-03-02T00:00:00+00:00"
+    assert events[["event_type", "event_seq"]].values.tolist() == [["view", 1], ["cart", 2], ["purchase", 3]]
+
+
+def test_ga4_with_a_catalogue_file_reads_the_items_from_it(tmp_path):
+    """SOURCE=ga4:<folder>,items:<file>: the catalogue (category, availability) comes from the shop's table, and
+    events on items it lacks are dropped as unknown_item, as for any warehouse."""
+    catalogue = tmp_path / "catalogue.csv"
+    catalogue.write_text(
+        "item_id,category,brand,price,available\n"
+        f"{BIKE},Bikes,Google,45.0,false\n{TEE},Tops,,22.0,\nGGOE-NEVER-SEEN,Mugs,,5.0,true\n"
+    )
+    warehouse = tmp_path / "ga4.duckdb"
+    counts = duckdb_warehouse.build_warehouse(f"ga4:{FIXTURE},items:{catalogue}", warehouse)
+    assert counts == {"ga4_events": 22, "items": 3}
+    manifest, events, items = extract(tmp_path, warehouse)
+    assert HAT not in set(events.item_id) and len(events) == 14 - 5  # the hat's five events: not in the catalogue
+    assert manifest["dropped"]["events"] == {"unknown_item": 5}
+    assert manifest["ga4"]["catalogue"] == "items"
+    assert items[["item_id", "category", "price", "available"]].values.tolist() == [
+        ["GGOE-NEVER-SEEN", "Mugs", 5.0, True],
+        [BIKE, "Bikes", 45.0, False],
+        [TEE, "Tops", 22.0, True],
+    ]
+    assert "items" in manifest["dropped"]  # the catalogue's own rows are checked as items.sql does
+    record = duckdb_warehouse.source_record(f"ga4:{FIXTURE},items:{catalogue}")
+    assert str(catalogue.resolve()) in record["source"]  # a changed catalogue file reloads the warehouse

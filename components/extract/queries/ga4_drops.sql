@@ -4,7 +4,8 @@
 -- type, by name (names go in a column of their own rather than into a concatenated reason, which the BigQuery
 -- emulator's string rewrite mishandles over a wildcard table).
 -- kind 'items': elements of `items` of the remaining rows dropped (no item_id: GA4 allows item_name alone, and a
--- name is no stable id; an event type not selected; a user below @min_events_per_user).
+-- name is no stable id). What the contract queries drop after (event types not selected, future events, exact
+-- duplicates, users below @min_events_per_user) event_drops.sql counts, as for any warehouse.
 -- kind 'noted' (nothing dropped): 'same_user_timestamp' counts kept rows that share user and event_timestamp with another one
 -- (kept, in the order ga4_events.sql gives them); 'list_items' counts items of view_item_list / view_promotion rows
 -- (impressions without propensities). Keep the filters identical to ga4_events.sql.
@@ -31,26 +32,13 @@ classified_rows AS (
       WHEN items IS NULL OR ARRAY_LENGTH(items) = 0 THEN 'no_items'
       WHEN user_id IS NULL THEN 'no_user_id'
       ELSE 'kept'
-    END AS reason,
-    CASE event_name WHEN 'view_item' THEN 'view' WHEN 'add_to_cart' THEN 'cart' WHEN 'add_to_wishlist' THEN 'fav'
-      ELSE 'purchase' END AS event_type
+    END AS reason
   FROM scanned
 ),
 classified_items AS (
-  SELECT
-    r.user_id,
-    CASE
-      WHEN NULLIF(NULLIF(it.item_id, ''), '(not set)') IS NULL THEN 'no_item_id'
-      WHEN r.event_type NOT IN UNNEST(@event_types) THEN 'event_type_not_selected'
-      ELSE 'kept'
-    END AS reason
-  FROM (SELECT user_id, event_type, items FROM classified_rows WHERE reason = 'kept') AS r, UNNEST(r.items) AS it
-),
-kept_per_user AS (
-  SELECT user_id, COUNT(*) AS n
-  FROM classified_items
-  WHERE reason = 'kept'
-  GROUP BY user_id
+  SELECT 'no_item_id' AS reason
+  FROM (SELECT items FROM classified_rows WHERE reason = 'kept') AS r, UNNEST(r.items) AS it
+  WHERE NULLIF(NULLIF(it.item_id, ''), '(not set)') IS NULL
 ),
 same_instant AS (
   SELECT COUNT(*) AS n
@@ -74,12 +62,7 @@ GROUP BY event_name
 UNION ALL
 SELECT 'items' AS kind, reason, COUNT(*) AS n
 FROM classified_items
-WHERE reason != 'kept'
 GROUP BY reason
-UNION ALL
-SELECT 'items' AS kind, 'user_below_min_events' AS reason, COALESCE(SUM(n), 0) AS n
-FROM kept_per_user
-WHERE n < @min_events_per_user
 UNION ALL
 SELECT 'noted' AS kind, 'same_user_timestamp' AS reason, COALESCE(SUM(n), 0) AS n
 FROM same_instant
