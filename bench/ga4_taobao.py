@@ -7,9 +7,9 @@ Taobao's behaviour rows become GA4 daily export files (components.warehouse.ga4.
 page_view, cart -> add_to_cart, fav -> add_to_wishlist, buy -> purchase). Its timestamps are whole seconds and a real
 GA4 tag logs microseconds, so a user's events inside one second are spread by their file order, one microsecond
 apart. --repeat N copies every user N times under new ids, to time the load on more rows. The JSON holds the row
-count of each stage (Taobao rows, GA4 export rows, warehouse rows, extract, and with --pipeline the features,
-evaluation and export of a local kfp run) and the GA4 load's seconds per million export rows. Files stay in --work
-(never in git).
+count of each stage (Taobao rows, GA4 export rows, warehouse rows, extract, and with --pipeline the features'
+examples, users and items, retrieval's metrics, the evaluation's gate and the export of a local kfp run) and the
+GA4 load's seconds per million export rows. Files stay in --work (never in git).
 """
 
 from __future__ import annotations
@@ -47,13 +47,33 @@ def taobao_as_contract(path: str, repeat: int) -> tuple[pa.Table, pa.Table]:
 
 
 def stage_counts(run_dir: Path) -> dict:
-    """Rows per stage of a local pipeline run: features' stats.json, the evaluation's blessing, the export's rows."""
+    """Rows and figures per stage of a local pipeline run: the extract's manifest, the features' stats.json
+    (examples, users, items), retrieval's validation metrics, the evaluation's blessing with its gate and funnel
+    figures, and the export's rows (absent when not blessed)."""
     stats = json.loads(next(run_dir.glob("features/*/stats.json")).read_text())
-    summary = json.loads((run_dir / "evaluation" / "summary").read_text())
+    manifest = json.loads(next(run_dir.glob("extract/*/manifest.json")).read_text())
     out = {
+        "extract": {"rows": manifest["rows"], "dropped": manifest["dropped"]},
         "features": {k: v for k, v in stats.items() if isinstance(v, (int, dict))},
-        "evaluation": {"blessed": summary["blessed"]},
     }
+    retrieval = run_dir / "retrieval" / "executor_output.json"
+    if retrieval.exists():
+        (metrics,) = json.loads(retrieval.read_text())["artifacts"]["metrics"]["artifacts"]
+        out["retrieval"] = metrics["metadata"]
+    summary_path = run_dir / "evaluation" / "summary"
+    if summary_path.exists():
+        summary = json.loads(summary_path.read_text())
+        gate = summary.get("gate", {})
+        out["evaluation"] = {
+            "blessed": summary["blessed"],
+            "users": summary.get("users"),
+            "items": summary.get("items"),
+            "gate_metric": gate.get("metric"),
+            "candidate": gate.get("candidate"),
+            "reasons": gate.get("reasons", []),
+            "export_n": summary.get("export_n"),
+            "ranking_metrics": summary.get("ranking_metrics"),
+        }
     export = run_dir / "export" / "executor_output.json"
     if export.exists():
         out["export"] = json.loads(export.read_text()).get("parameterValues", {})
