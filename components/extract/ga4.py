@@ -1,8 +1,9 @@
 """The extract of a GA4 export: queries/ga4_*.sql over `events_*` on BigQuery, or over the local `ga4_events` table.
 
-Why a branch of its own: the export holds no contract tables, only one nested row per event, so the events and the
-catalogue are derived from it (the SQL says how) and the counts of what was read and left out go to the manifest's
-`ga4` section. The user key is a choice of the warehouse URI (`?user_key=user_pseudo_id`), because it decides
+Why a branch of its own: the export holds no contract tables, only one nested row per event, so the events (and,
+without a catalogue table beside the export, the catalogue) are derived from it (ga4_events.sql, ga4_items.sql);
+the contract's own events.sql and event_drops.sql then read the derived events, so the contract's rules and drop
+reasons hold as for any warehouse, and what only GA4 leaves out is counted by ga4_drops.sql. The user key is a choice of the warehouse URI (`?user_key=user_pseudo_id`), because it decides
 which GA4 column identifies a user before any stage runs. Impressions are not extracted: GA4 logs which items a
 list showed (`view_item_list`, counted), never the probability of showing them, which off-policy evaluation needs.
 """
