@@ -126,6 +126,31 @@ def test_ga4_export_extracts_the_same_through_the_emulator(bqemu_client, tmp_pat
             pq.read_table(tmp_path / "bq" / table).to_pylist() == pq.read_table(tmp_path / "duckdb" / table).to_pylist()
         )
 
+    # The shop's catalogue beside the export: a table `items` in the dataset, as SOURCE=ga4:<folder>,items:<file>
+    from components.warehouse.events_file import load_items_file
+
+    catalogue = tmp_path / "catalogue.csv"
+    catalogue.write_text("item_id,category,price,available\nGGOEGAAX0104,Bikes,45.0,false\nGGOEGDHC018299,Tops,,\n")
+    table_id = f"{bqemu_client.project}.analytics_123456.items"
+    bqemu_client.create_table(bigquery.Table(table_id, schema=bigquery_schema(schema.ITEMS)))
+    pq.write_table(load_items_file(catalogue), tmp_path / "items.parquet")
+    with open(tmp_path / "items.parquet", "rb") as handle:
+        config = bigquery.LoadJobConfig(source_format=bigquery.SourceFormat.PARQUET)
+        bqemu_client.load_table_from_file(handle, table_id, job_config=config).result()
+    build_warehouse(f"ga4:{export},items:{catalogue}", tmp_path / "ga4-catalogue.duckdb")
+    from_bigquery = run_extract(
+        f"bigquery://{bqemu_client.project}.analytics_123456", tmp_path / "bq-catalogue", backend=backend, **args
+    )
+    from_duckdb = run_extract(f"duckdb://{tmp_path / 'ga4-catalogue.duckdb'}", tmp_path / "duckdb-catalogue", **args)
+    assert from_bigquery["ga4"]["catalogue"].endswith("analytics_123456.items")
+    assert from_bigquery["rows"] == from_duckdb["rows"] and from_bigquery["rows"]["items"] == 2
+    assert from_bigquery["dropped"] == from_duckdb["dropped"] and from_bigquery["dropped"]["events"]["unknown_item"] > 0
+    for table in ("events.parquet", "items.parquet"):
+        assert (
+            pq.read_table(tmp_path / "bq-catalogue" / table).to_pylist()
+            == pq.read_table(tmp_path / "duckdb-catalogue" / table).to_pylist()
+        )
+
 
 def _ga4_api_schema(columns: dict[str, str]) -> list[dict]:
     """BigQuery API schema fields from the fixture's Standard SQL types (ARRAY<STRUCT<...>> is a REPEATED RECORD)."""
