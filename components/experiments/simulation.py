@@ -92,11 +92,11 @@ class BanditRun:
 
 @dataclasses.dataclass(frozen=True)
 class BanditConfig:
-    """Hyper-parameters of the learning policies. The defaults were chosen on simulator seeds 100-102 of the medium
-    shop (bench seeds are 0-2); see the issue-26 notes."""
+    """Hyper-parameters of the learning policies. The defaults were chosen on simulator seed 100 of the medium
+    shop (bench seeds are 0-2), each learner on the same footing; see the issue-26 notes."""
 
     noise_variance: float = 0.25  # linear Thompson
-    thompson_exploration: float = 1.0  # linear Thompson: scale of its draws' deviation from the mean
+    thompson_exploration: float = 0.5  # linear Thompson: scale of its draws' deviation from the mean
     prior_precision: float = 1.0  # linear Thompson, exploit and LinUCB (ridge), FM dense weights
     score_prior: float = 1.0  # prior mean of the funnel score's weight (all learners start ranking like the funnel)
     linucb_alpha: float = 0.3
