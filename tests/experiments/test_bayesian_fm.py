@@ -9,6 +9,7 @@ import pytest
 from components.experiments.bandit import LinUCB
 from components.experiments.bayesian_fm import BayesianFM
 from components.experiments.simulation import BANDIT_POLICIES, BanditConfig, EmbeddingFunnel, simulate_bandit
+from tests.experiments.test_bandit import ShiftingWorld
 
 
 def tiny_problem(seed=0, rows=40):
@@ -149,22 +150,14 @@ def test_linucb_by_hand():
         LinUCB.create(2, 1, alpha=-1.0)
 
 
-class MutingWorld:
-    """P(click) = examination(k) * sigmoid(u.v - 2); P(mute) = examination(k) * 0.1 (never on a click)."""
+class MutingWorld(ShiftingWorld):
+    """test_bandit's latent-factor world, plus P(mute) = examination(k) * 0.1 (never on a click)."""
 
     def __init__(self, users, items):
-        self.users, self.items = users, items
-        self.examination = 1.0 / (1.0 + np.arange(10)) ** 0.5
-
-    def click_probability(self, users, items):
-        logits = np.einsum("bd,bkd->bk", self.users[users], self.items[items]) - 2.0
-        return self.examination[: items.shape[1]] / (1.0 + np.exp(-logits))
+        super().__init__(users, items, None)
 
     def mute_probability(self, users, items):
         return np.broadcast_to(0.1 * self.examination[: items.shape[1]], items.shape)
-
-    def sample_requests(self, n, rng):
-        return rng.integers(0, len(self.users), n)
 
 
 def test_simulator_runs_every_policy_with_both_rewards():
