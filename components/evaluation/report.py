@@ -447,6 +447,21 @@ def off_policy_section(off_policy: dict, figures: dict[str, str]) -> str:
         ),
         table(["", "click rate", "bias", "RMSE", "vs logged", "what the row measures"], rows, "ope"),
     ]
+    weighted = off_policy.get("weighted")
+    if weighted:
+        parts += [
+            _p(
+                f"The same estimators of the reward per slot under the weighting {weighted['reward_weighting']} "
+                "(LINE's score when bandit_reward=score: a mute is worth less than a plain impression), against the "
+                "simulator's truth under that weighting:"
+            ),
+            table(
+                ["", "reward per slot", "bias", "RMSE"],
+                [["new ranker, true value (simulator)", weighted["truth"], "", ""]]
+                + [[n, e["estimate"], f"{e['bias']:+.4f}", e["rmse"]] for n, e in weighted["estimators"].items()],
+                "ope-weighted",
+            ),
+        ]
     if off_policy.get("weights"):
         parts += [
             _p("Importance weights of the logged slots under the new ranker:"),

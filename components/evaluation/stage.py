@@ -278,7 +278,8 @@ def _gate_evidence(off_policy: data.OffPolicyOutput) -> gate.OffPolicyEvidence:
 def off_policy_summary(off_policy: data.OffPolicyOutput) -> dict:
     """The OPE figures the report and the metrics show: per estimator its mean estimate over the simulated logs
     and, against the simulator's truth, its bias and RMSE; the importance weights' effective sample share when
-    the study reports it; the logged click rate; the bandit's rewards."""
+    the study reports it; the logged click rate; the bandit's rewards; the same estimates of the bandit_reward
+    weighting's reward when it is not click-only."""
     if off_policy.result is None:
         return {"unavailable": off_policy.unavailable}
     ope = off_policy.result["ope"]
@@ -293,6 +294,20 @@ def off_policy_summary(off_policy: data.OffPolicyOutput) -> dict:
         "estimators": estimators,
         "bandit": off_policy.result["bandit"],
         "ab": off_policy.result.get("ab"),
+        "weighted": _weighted_ope(ope.get("weighted")),
+    }
+
+
+def _weighted_ope(weighted: dict | None) -> dict | None:
+    """The OPE study of the bandit_reward weighting (ope.json's ope.weighted), when it is not click-only."""
+    if not weighted:
+        return None
+    return {
+        "reward_weighting": weighted.get("reward_weighting"),
+        "truth": weighted["truth"],
+        "estimators": {
+            name: {key: weighted[name][key] for key in ("estimate", "bias", "rmse")} for name in gate.OPE_ESTIMATORS
+        },
     }
 
 

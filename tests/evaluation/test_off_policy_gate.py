@@ -76,7 +76,15 @@ def write_off_policy(directory, mrdr_estimate: float):
             "rmse": abs(estimate - 0.31) + 0.01,
             "per_repeat": [estimate - 0.01, estimate + 0.01],
         }
+    ope["weighted"] = {"reward_weighting": "impression=0.5,click=1,mute=0", "truth": 0.62}
+    ope["weighted"] |= {name: {"estimate": 0.61, "bias": -0.01, "rmse": 0.02} for name in gate.OPE_ESTIMATORS}
     bandit = {
+        "bayesian_fm": {
+            "cumulative_reward": 1300.0,
+            "after_shift_reward": 760.0,
+            "cumulative_score": 2900.0,
+            "spread": {"cumulative_reward": 40.0},
+        },
         "thompson": {"cumulative_reward": 1200.0, "after_shift_reward": 700.0},
         "greedy": {"cumulative_reward": 1000.0, "after_shift_reward": 550.0},
         "setup": {"rounds": 12},
@@ -130,6 +138,8 @@ def test_evaluation_stage_reports_logs_and_gates_on_the_estimates(good_model, tm
     assert metrics_out["ope_truth"] == 0.31 and metrics_out["bandit_thompson_cumulative_reward"] == 1200.0
     assert summary["off_policy"]["estimators"]["ips"] == pytest.approx({"estimate": 0.3, "bias": -0.01, "rmse": 0.02})
     assert "<th>ess_share</th>" in page and "<td class='n'>0.0230</td>" in page
+    assert "under the weighting impression=0.5,click=1,mute=0" in page and "<td class='n'>0.6200</td>" in page
+    assert "<td>bayesian_fm</td><td>1300 \u00b120</td>" in page and "<td>2900</td>" in page
 
     blessed, _, page, summary = evaluate(tmp_path, "on", good_model, off_policy_dir=str(worse), gate_on_ope=True)
     assert not blessed and "NOT BLESSED" in page
