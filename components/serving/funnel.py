@@ -296,22 +296,31 @@ def _funnel_lists(
     """Retrieval then re-ranking for `users`, batched by history length, each batch cut to its longest history.
 
     The ranker (TensorFlow) scores batch i on a worker thread while NumPy retrieves batch i+1 here:
-    both release the GIL, so two cores work at once. The lists do not depend on the overlap.
+    both release the GIL, so two cores work at once. The lists do not depend on the overlap. A call of one batch
+    (every online request) has nothing to overlap and runs on the calling thread, with no thread to start.
     """
+    retrieved = _retrieved_batches(retriever, hist_items, hist_cats, seen_items, users, allowed, candidates_n, batch)
+    if not overlap_ranker or len(users) <= batch:
+        for rows, inputs, cand_scores in retrieved:
+            lists.put(rows, rerank(ranker, *inputs, lists.k, cand_scores))
+        return
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as ranker_thread:
         pending = None
-        for rows, width in length_batches(hist_items, users, batch):
-            hist, cats = hist_items[rows, -width:], hist_cats[rows, -width:]
-            seen = None if seen_items is None else [seen_items[r] for r in rows]
-            candidates, valid, cand_scores = retrieve_candidates(retriever, hist, cats, seen, allowed, candidates_n)
+        for rows, inputs, cand_scores in retrieved:  # retrieved while the ranker scores the batch before
             if pending is not None:
                 lists.put(pending[0], pending[1].result())
-            pending = (rows, ranker_thread.submit(rerank, ranker, hist, cats, candidates, valid, lists.k, cand_scores))
-            if not overlap_ranker:
-                lists.put(pending[0], pending[1].result())
-                pending = None
+            pending = (rows, ranker_thread.submit(rerank, ranker, *inputs, lists.k, cand_scores))
         if pending is not None:
             lists.put(pending[0], pending[1].result())
+
+
+def _retrieved_batches(retriever, hist_items, hist_cats, seen_items, users, allowed, candidates_n, batch):
+    """Yields (rows, (hist, cats, candidates, valid), candidate_scores) per length batch: rerank's inputs."""
+    for rows, width in length_batches(hist_items, users, batch):
+        hist, cats = hist_items[rows, -width:], hist_cats[rows, -width:]
+        seen = None if seen_items is None else [seen_items[r] for r in rows]
+        candidates, valid, cand_scores = retrieve_candidates(retriever, hist, cats, seen, allowed, candidates_n)
+        yield rows, (hist, cats, candidates, valid), cand_scores
 
 
 def _batches(rows: np.ndarray, size: int):

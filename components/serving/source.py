@@ -24,6 +24,7 @@ class ModelSource:
             raise ValueError("no model: set AIP_STORAGE_URI (or --model) to a serving model folder or a registry")
         self.uri = uri.rstrip("/")
         self._cache = Path(cache_dir or tempfile.mkdtemp(prefix="serving-models-"))
+        self._cache.mkdir(parents=True, exist_ok=True)
 
     def current_version(self) -> str:
         """The version the URI serves now: LATEST.json's, else serving.json's; cheap enough to poll."""

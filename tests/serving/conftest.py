@@ -13,6 +13,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+import components  # noqa: F401  (tf-keras before TensorFlow)
+
 TOP_K, CANDIDATES_N = 10, 30
 EXPERIMENT, RATIO = "ranker", 0.5
 
@@ -64,7 +66,7 @@ def tiny_shop(tmp_path_factory) -> TinyShop:
         treatment_ratio=RATIO,
         model_version="v1-dien",
         run_id="r1",
-        generated_at=dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc),
+        generated_at=dt.datetime(2026, 12, 1, tzinfo=dt.UTC),
     )
     run_export(
         root / "features",
@@ -80,6 +82,46 @@ def tiny_shop(tmp_path_factory) -> TinyShop:
     return TinyShop(
         root / "features", root / "retrieval", root / "dien", root / "din", root / "serving", root / "export"
     )
+
+
+@pytest.fixture(scope="session")
+def predictor(tiny_shop):
+    """The tiny shop's serving model, loaded once for the session (parity, and the models the swap tests reuse)."""
+    from components.serving.predictor import Predictor
+
+    return Predictor.load(tiny_shop.serving_model)
+
+
+@pytest.fixture(scope="session")
+def reuse_models(predictor):
+    """A Predictor loader for ModelHolder that reads the snapshot's serving folder (settings, users, catalogue) but
+    takes both arms' TensorFlow models from the session's predictor instead of loading them again (seconds each),
+    under the snapshot's versions. The real load path is the `live` server's."""
+    from components.serving import bundle
+    from components.serving.predictor import Predictor
+
+    def load_model(retrieval_dir, ranking_dir, version):
+        arm = Path(retrieval_dir).parent.name  # treatment/ or control/
+        return dataclasses.replace(predictor._arms[arm].model, version=version)
+
+    def load(snapshot):
+        return Predictor(bundle.read_serving_model(snapshot), load_model=load_model)
+
+    return load
+
+
+def publish_version(tiny_shop, registry: Path, version: str, scratch: Path) -> None:
+    """Publishes the tiny shop's serving model into `registry` under another version (its serving.json says so)."""
+    import json
+    import shutil
+
+    from components.serving import bundle
+
+    copy = scratch / version
+    shutil.copytree(tiny_shop.serving_model, copy)
+    config = json.loads((copy / bundle.CONFIG).read_text())
+    (copy / bundle.CONFIG).write_text(json.dumps({**config, "model_version": version}))
+    bundle.publish(copy, registry, version)
 
 
 @pytest.fixture(scope="session")

@@ -93,6 +93,29 @@ def test_batching_by_memory_budget_gives_the_same_lists(users):
     assert np.array_equal(sequential.items, batched.items) and np.array_equal(sequential.scores, batched.scores)
 
 
+def test_one_batch_runs_on_the_calling_thread_and_more_overlap_on_a_worker(users, monkeypatch):
+    """An online request is one batch: no thread pool is started for it (the overhead was per request)."""
+    import threading
+
+    hist, seen = users
+    retriever, ranker = random_models(NUM_ITEMS, seed=5)
+    threads = []
+    score = ranker.score
+
+    def recording_score(*args):
+        threads.append(threading.current_thread())
+        return score(*args)
+
+    monkeypatch.setattr(ranker, "score", recording_score)
+    funnel.run_funnel(retriever, ranker, hist, seen, candidates_n=8, top_k=4)
+    assert threads == [threading.current_thread()]
+    threads.clear()
+    funnel.run_funnel(
+        retriever, ranker, hist, seen, candidates_n=8, top_k=4, memory_budget_mb=7 * NUM_ITEMS * 16 / 2**20
+    )
+    assert len(threads) == 4 and threading.current_thread() not in threads
+
+
 def test_ranker_sees_every_user_once_with_all_candidates(users):
     hist, seen = users
     retriever, ranker = random_models(NUM_ITEMS, seed=6)

@@ -1,17 +1,10 @@
 """For the same model and stored history, the server's list is the export's list, item for item (tiny shop)."""
 
-import numpy as np
 import pytest
 
-from components.serving.predictor import Predictor
 from components.serving.instances import Instance
 
 from .conftest import TOP_K
-
-
-@pytest.fixture(scope="module")
-def predictor(tiny_shop):
-    return Predictor.load(tiny_shop.serving_model)
 
 
 def test_every_user_gets_the_exported_list(predictor, exported_lists):
@@ -39,7 +32,7 @@ def test_one_user_per_call_gives_the_same_lists(predictor, exported_lists):
 
 
 def test_shorter_lists_are_prefixes_of_the_exported_one(predictor, exported_lists):
-    user = sorted(exported_lists)[0]
+    user = min(exported_lists)
     got = predictor.predict([Instance(user_id=user, k=3), Instance(user_id=user, k=TOP_K + 5)])
     assert got[0]["items"] == exported_lists[user]["items"][:3]
     assert got[1]["items"][:TOP_K] == exported_lists[user]["items"] and len(got[1]["items"]) == TOP_K + 5
