@@ -10,7 +10,7 @@ import types
 
 import pytest
 
-from components.experiments import ab
+from components import ab
 from components.serving import bundle, server
 from components.serving.server import ModelHolder, Settings
 from components.serving.source import ModelSource
