@@ -66,8 +66,10 @@ def _cell(v) -> str:
 
 
 def table(header: list[str], rows: list[list], css: str = "") -> str:
-    """Numbers right-aligned (class n), text left-aligned."""
+    """Numbers right-aligned (class n), text left-aligned; no header row when every header is empty (a
+    key-value table), which a browser draws as an empty row."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    head = f"<tr>{head}</tr>" if any(header) else ""
     body = "".join(
         "<tr>"
         + "".join(
@@ -79,7 +81,7 @@ def table(header: list[str], rows: list[list], css: str = "") -> str:
         + "</tr>"
         for row in rows
     )
-    return f"<table{f' class={css!r}' if css else ''}><tr>{head}</tr>{body}</table>"
+    return f"<table{f' class={css!r}' if css else ''}>{head}{body}</table>"
 
 
 def figure(name: str, plot: Plot) -> str:

@@ -311,6 +311,9 @@ def test_run_metadata(runs):
     assert meta["parameters"]["dien"]["epochs"] == 3 and meta["parameters"]["din"]["epochs"] == 2
     assert meta["parameters"]["evaluation"]["candidates_n"] == 30
     assert meta["image"].split(":")[-1] == meta["code_version"]["content_hash"]
+    html_text = runs["first"][1]
+    run_section = html_text[html_text.index('<section id="run">') :]
+    assert run_section.index("<table><tr><td>source</td>") < run_section.index("</table>"), "no empty header row"
 
 
 def test_bootstrap_differences_are_paired():
