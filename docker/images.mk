@@ -34,7 +34,7 @@ IMAGE_TEST_DIR ?= runs/image-test
 # so that export, A/B analysis and registration run too.
 IMAGE_TEST_PARAMS ?= --param margin_vs_baseline=-0.99 --param retrieval_epochs=2 --param ranking_epochs=1
 
-.PHONY: images image-tag image-tools base-image image-test
+.PHONY: images image-tag image-tools base-image image-test serve-image serve-image-test
 
 image-tag: ## print the component image's tag (a content hash of the code and the lock)
 	@echo $(IMAGE_REF)
@@ -70,3 +70,23 @@ image-test: venv ## build the image with buildah and run every task of the compi
 	RECSYS_IMAGE=$(call q,$(IMAGE_REF)) $(PY) -m pipelines.compile --output $(call q,$(IMAGE_TEST_DIR)/pipeline.yaml)
 	time $(PY) -m pipelines.image_test --spec $(call q,$(IMAGE_TEST_DIR)/pipeline.yaml) --image $(call q,$(IMAGE_REF)) \
 	  --workdir $(call q,$(IMAGE_TEST_DIR)) $(IMAGE_TEST_PARAMS)
+
+# The serving image: docker/Dockerfile.serving on top of the component image (the prediction server as entry point).
+SERVING_IMAGE_REF := $(IMAGE_REF)-serving
+SERVE_IMAGE_REQUESTS ?= 200
+
+serve-image: ## build the serving image (docker/Dockerfile.serving on the component image; BUILDER=docker|buildah)
+	$(MAKE) images BUILDER=$(BUILDER) VARIANT=cpu IMAGE_REF=$(call q,$(IMAGE_REF))
+	case "$(BUILDER)" in \
+	docker) docker build -f docker/Dockerfile.serving --build-arg COMPONENT_IMAGE=$(IMAGE_REF) -t $(SERVING_IMAGE_REF) . ; \
+	        if [ -n "$(REGISTRY)" ]; then docker push $(SERVING_IMAGE_REF); fi ;; \
+	buildah) $(BUILDAH) bud --isolation chroot --layers=false -f docker/Dockerfile.serving \
+	          --build-arg COMPONENT_IMAGE=$(IMAGE_REF) -t $(SERVING_IMAGE_REF) . ; \
+	        if [ -n "$(REGISTRY)" ]; then $(BUILDAH) push $(SERVING_IMAGE_REF) docker://$(SERVING_IMAGE_REF); fi ;; \
+	*) echo "serve-image builds with BUILDER=docker or buildah, not $(BUILDER)" >&2; exit 2 ;; \
+	esac
+
+serve-image-test: venv ## build the serving image with buildah, start it on loopback and send it real requests (MODEL=)
+	$(MAKE) serve-image BUILDER=buildah REGISTRY= IMAGE_REF=$(call q,$(IMAGE_REF))
+	$(PY) -m pipelines.serve_image_test --image $(call q,$(SERVING_IMAGE_REF)) --model $(call q,$(MODEL)) \
+	  --requests $(call q,$(SERVE_IMAGE_REQUESTS))

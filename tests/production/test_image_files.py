@@ -1,5 +1,6 @@
 """The image installs exactly the venv's lock, stays lean, and its tag follows the code."""
 
+import json
 import re
 import shutil
 from importlib.metadata import version
@@ -174,3 +175,40 @@ def test_cloud_build_builds_the_same_dockerfile_and_pushes_the_tagged_image():
     assert config["images"] == ["${_IMAGE}"]
     assert config["substitutions"]["_TARGET"] == "production"
     assert config["steps"][1]["name"] == "${_IMAGE}", "the pushed image is smoke-tested first"
+
+
+SERVING_DOCKERFILE = (ROOT / "docker" / "Dockerfile.serving").read_text()
+
+
+def test_serving_image_is_the_component_image_with_the_server_as_entry_point():
+    from components.serving import server
+
+    assert re.search(r"^ARG COMPONENT_IMAGE\nFROM \$\{COMPONENT_IMAGE\}$", SERVING_DOCKERFILE, flags=re.MULTILINE)
+    entrypoint = json.loads(re.search(r"^ENTRYPOINT (\[.*\])$", SERVING_DOCKERFILE, flags=re.MULTILINE).group(1))
+    assert entrypoint == ["python", "-m", server.__name__], "Vertex AI starts the image's entry point"
+    assert re.search(rf"^EXPOSE {server.HTTP_PORT}$", SERVING_DOCKERFILE, flags=re.MULTILINE)
+    assert not re.search(r"^(COPY|ADD|RUN) ", SERVING_DOCKERFILE, flags=re.MULTILINE), (
+        "no second install: the same code"
+    )
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_serve_image_builds_the_tag_the_registry_step_registers(monkeypatch):
+    import subprocess
+
+    monkeypatch.delenv("RECSYS_SERVING_IMAGE", raising=False)
+    out = subprocess.run(
+        ["make", "-n", "serve-image-test", "BUILDER=buildah"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    serving = image.serving_image(f"recsys-pipeline:{image.content_hash()}")
+    assert f"-f docker/Dockerfile.serving --build-arg COMPONENT_IMAGE={serving.removesuffix('-serving')}" in out
+    assert f"-t {serving} ." in out
+    assert f"-m pipelines.serve_image_test --image '{serving}' --model 'runs/local/registry/serving'" in out
+    pushed = subprocess.run(
+        ["make", "-n", "serve-image", "BUILDER=docker", "REGISTRY=europe-docker.pkg.dev/p/r"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert re.search(r"docker push europe-docker.pkg.dev/p/r/recsys-pipeline:\w+-serving", pushed)

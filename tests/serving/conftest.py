@@ -174,11 +174,16 @@ class LiveServer:
         self.thread.join(timeout=60)
         self.sock.close()
 
-    def wait_ready(self, path: str = "/health", timeout_s: float = 120.0) -> None:
+    def wait_ready(self, path: str = "/health", timeout_s: float = 900.0) -> None:
+        """Until health answers 200 (loading and warming both arms takes minutes on a loaded machine); a failed
+        load fails at once with its error."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self.request("GET", path)[0] == 200:
+            status, answer = self.request("GET", path)
+            if status == 200:
                 return
+            if isinstance(answer, dict) and answer.get("error"):
+                raise RuntimeError(f"{path}: the model did not load: {answer['error']}")
             time.sleep(0.1)
         raise TimeoutError(f"{path} not 200 after {timeout_s} s")
 

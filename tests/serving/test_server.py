@@ -4,6 +4,8 @@ LATEST.json, and a health route that stays 503 until a model is loaded and warme
 
 import http.client
 import json
+import logging
+import re
 import threading
 import time
 import types
@@ -351,3 +353,27 @@ def test_concurrent_requests_are_scored_together_each_getting_its_own_answer():
             status, body = answers[i]
             assert status == 200 and [p["items"] for p in body["predictions"]] == [[f"for-u{i}"], [f"for-u{i}b"]]
         assert sum(predictor.calls) == 16 and len(predictor.calls) < 8, predictor.calls
+
+
+def test_debug_logs_a_line_per_request_and_info_a_summary_per_interval(caplog):
+    holder = ModelHolder(_FixedSource(), load=lambda snapshot: _FakePredictor())
+    settings = Settings(storage_uri="memory://fake", reload_interval_s=0, summary_interval_s=0.3)
+    with caplog.at_level(logging.DEBUG, logger="components.serving"), LiveServer(settings, holder) as running:
+        running.wait_ready(timeout_s=30)
+        running.predict({"instances": [{"user_id": "u"}, {"user_id": "v"}]})
+        running.request("POST", "/predict", b"{}")
+        deadline = time.monotonic() + 30
+        while sum(_summaries(caplog, r"(\d+) requests")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    lines = [r.getMessage() for r in caplog.records if r.name == "components.serving"]
+    assert any(re.fullmatch(r"POST /predict 200, 2 instances, [\d.]+ ms", line) for line in lines), lines
+    assert "POST /predict 400, 0 instances" in caplog.text and ": instances: missing" in caplog.text
+    assert sum(_summaries(caplog, r"(\d+) requests")) == 2
+    assert sum(_summaries(caplog, r"(\d+) refused \(4xx\)")) == 1
+    assert all(line.endswith("model fake-1") for line in lines if line.startswith("last "))
+
+
+def _summaries(caplog, pattern: str) -> list[int]:
+    """The numbers `pattern` picks from the summary lines logged so far."""
+    lines = [r.getMessage() for r in caplog.records if r.name == "components.serving"]
+    return [int(m.group(1)) for line in lines if line.startswith("last ") for m in [re.search(pattern, line)] if m]
