@@ -87,9 +87,10 @@ def bandit_reranker(
     exploration: float = 1.0,
     reward_weighting: str = "click",
 ):
-    """A Thompson-sampling re-ranker (Bayesian linear over retrieval embeddings) warm-started from the logged
-    impressions, rewarded by reward_weighting: posterior.npz, bandit.json, summary.json and saved_model/
-    (query, items, scores -> mean, thompson)."""
+    """A Thompson-sampling re-ranker (Bayesian linear over retrieval embeddings) and a Bayesian factorization
+    machine (user, item, category, hour of day; Laplace posterior) warm-started from the logged impressions,
+    rewarded by reward_weighting: posterior.npz, fm_posterior.npz, bandit.json, summary.json and saved_model/
+    (the linear one: query, items, scores -> mean, thompson)."""
     import os
 
     from components.experiments.stage import run_bandit_stage
