@@ -80,7 +80,12 @@ def extract_into(backend: engines.Backend, params: runner.ExtractParams, out: Pa
     def prepare(name: str, relations: dict[str, str] | None = None) -> runner.QueryRun:
         return runner.prepare(name, backend, params, relations, values)
 
-    runs = {"events": prepare("events", relations), "items": prepare("items" if catalogue else "ga4_items")}
+    if hasattr(backend, "derive"):  # DuckDB: derive the export's events (and catalogue) once for all queries below
+        for table, query in relations.items():
+            run = prepare(query)
+            backend.tables[table] = backend.derive(table, run.sql, run.params)
+        relations = {}
+    runs = {"events": prepare("events", relations), "items": prepare("items", relations)}
     counts = drop_counts(backend, prepare("ga4_drops"))
     dropped = {"events": runner.drop_counts(backend, prepare("event_drops", relations))}
     if catalogue:

@@ -142,6 +142,18 @@ class DuckDBBackend:
         except duckdb.Error as err:
             raise WarehouseError(f"DuckDB query failed on {self.path}: {err}") from err
 
+    def derive(self, name: str, sql: str, params: dict[str, object]) -> str:
+        """Keeps a query's rows as a temporary table for this connection (a read-only file allows them) and returns
+        its name, so that several queries read one derivation instead of each deriving it again."""
+        import duckdb
+
+        table = validate_table_name(f"derived_{name}")
+        try:
+            self.con.execute(f'CREATE OR REPLACE TEMP TABLE "{table}" AS {sql}', params)
+        except duckdb.Error as err:
+            raise WarehouseError(f"DuckDB query failed on {self.path}: {err}") from err
+        return table
+
     def close(self) -> None:
         self.con.close()
 
