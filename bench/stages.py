@@ -174,11 +174,12 @@ def run_extract(ctx: Context) -> dict:
 
 def run_features(ctx: Context) -> dict:
     ctx.require("extracted_dir")
-    module = _import("components.features.pipeline")
+    module = _import("components.features.stage")
     out = ctx.work / "features"
     started = time.perf_counter()
-    stats = module.run_features(str(ctx.extracted_dir), str(out), seed=0, split=FEATURE_SPLITS[ctx.data_format])
+    module.run(str(ctx.extracted_dir), str(out), seed=0, split=FEATURE_SPLITS[ctx.data_format])
     elapsed = time.perf_counter() - started
+    stats = json.loads((out / "stats.json").read_text())
     ctx.features_dir = out
     events = stats.get("events_read", stats.get("events", 0))
     return {"features": {"events_per_s": round(events / max(elapsed, 1e-9), 1), "stats": stats}}
@@ -218,8 +219,8 @@ def train_artifact(stage: str, ctx: Context, seed: int, model_dir: Path) -> None
     if stage == "retrieval":
         _import("components.retrieval.stage").run(ctx.features_dir, model_dir, seed=seed)
     else:
-        training = _import("components.ranking.training")
-        training.run_stage(str(ctx.features_dir), str(model_dir), "dien", training.TrainConfig.epochs, seed)
+        epochs = _import("components.ranking.training").TrainConfig.epochs
+        _import("components.ranking.stage").run(str(ctx.features_dir), str(model_dir), "dien", epochs, seed)
     ctx.notes.append(
         f"{stage}_bench wrote no model_dir: the {stage} artifact for evaluation/export was trained "
         f"again through the stage's pipeline entry (seed {seed}, {time.perf_counter() - started:.1f}s, "

@@ -16,9 +16,10 @@ def register_models(
 ):
     """Registers the serving model as the entry endpoints deploy: in the Vertex AI Model Registry with the serving
     container and its routes, or without a project in the local registry folder that `make serve` follows."""
-    from components.cloud.model_registry import register_serving_model
+    from components import kfp_metrics
+    from components.cloud import stage
 
-    register_serving_model(serving_model.uri, serving_model.path, project, region, registry_dir, registered.path)
+    stage.run_register_models(**kfp_metrics.task_arguments(locals(), uris=("serving_model",)))
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -35,16 +36,7 @@ def deploy_model(
 ):
     """Deploys the registered serving model to the endpoint (created on the first run) with traffic_percentage of
     its traffic (a canary below 100); a no-op, said in deployed.json, when nothing was uploaded."""
-    from components.cloud.endpoint import deploy_registered
+    from components import kfp_metrics
+    from components.cloud import stage
 
-    deploy_registered(
-        registered.path,
-        project,
-        region,
-        deployed.path,
-        endpoint_name=endpoint_name,
-        traffic_percentage=traffic_percentage,
-        machine_type=machine_type,
-        min_replicas=min_replicas,
-        max_replicas=max_replicas,
-    )
+    stage.run_deploy_model(**kfp_metrics.task_arguments(locals()))

@@ -38,27 +38,9 @@ def evaluation(
     baseline_ranking_model: Optional[Input[Model]] = None,
     extracted: Optional[Input[Dataset]] = None,
 ) -> bool:
-    from components.evaluation import kfp_outputs
+    from components import kfp_metrics
+    from components.evaluation import stage
 
-    return kfp_outputs.evaluate_for_pipeline(
-        features.path,
-        retrieval_model.path,
-        ranking_model.path,
-        metrics,
-        classification,
-        kfp_outputs.report_path(report),
-        summary.path,
-        registry_dir=registry_dir,
-        candidates_n=candidates_n,
-        gate_metric=gate_metric,
-        gate_baselines=gate_baselines,
-        margin_vs_baseline=margin_vs_baseline,
-        margin_vs_blessed=margin_vs_blessed,
-        model_version=model_version,
-        off_policy_dir=off_policy.path if off_policy else None,
-        gate_on_ope=gate_on_ope,
-        ope_estimator=ope_estimator,
-        ope_margin=ope_margin,
-        comparison_ranking_dirs=[baseline_ranking_model.path] if baseline_ranking_model else [],
-        extracted_dir=extracted.path if extracted else None,
-    )
+    figures = stage.run(**kfp_metrics.task_arguments(locals()))
+    kfp_metrics.log_metrics(metrics.log_metric, figures, classification)
+    return figures["blessed"] == 1.0

@@ -8,13 +8,14 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import json
 import time
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from components import atomic, baselines, metrics, schema
+from components import atomic, baselines, kfp_metrics, metrics, schema
 from components.evaluation import bootstrap, breakdowns, data, gate, plots, registry, report, scoring
 from components.serving import models
 
@@ -459,6 +460,109 @@ def run_evaluation(
     atomic.write_text(report_path, result.html)
     atomic.write_json(summary_path, result.summary)
     return result
+
+
+def run(
+    features: str,
+    retrieval_model: str,
+    ranking_model: str,
+    report: str,
+    summary: str,
+    registry_dir: str = "",
+    candidates_n: int = 200,
+    gate_metric: str = "ndcg@20",
+    gate_baselines: str = "popularity,item_to_item",
+    margin_vs_baseline: float = 0.0,
+    margin_vs_blessed: float = 0.0,
+    model_version: str = "",
+    gate_on_ope: bool = False,
+    ope_estimator: str = gate.DEFAULT_OPE_ESTIMATOR,
+    ope_margin: float = 0.0,
+    off_policy: str | None = None,
+    baseline_ranking_model: str | None = None,
+    extracted: str | None = None,
+    load_models: Callable[..., models.ServingModel] | None = None,
+) -> dict:
+    """The evaluation stage's entry: writes `summary` (JSON) and `report` (HTML), registers a blessed model in
+    `registry_dir`, and returns the figures: the KFP scalars of flat_metrics (with `blessed` 0/1), plus the ranker's
+    ROC curve and confusion matrix at 0.5 for a classification view. `baseline_ranking_model` (the DIN baseline) is
+    scored beside the candidate for the report, never gated; `load_models` replaces the artifact loader in tests."""
+    config = EvaluationConfig(
+        candidates_n=candidates_n,
+        gate=gate.GateConfig(
+            metric=gate_metric,
+            baselines=tuple(b.strip() for b in gate_baselines.split(",") if b.strip()),
+            margin_vs_baseline=margin_vs_baseline,
+            margin_vs_blessed=margin_vs_blessed,
+            use_ope=gate_on_ope,
+            ope_estimator=ope_estimator,
+            ope_margin=ope_margin,
+        ),
+        model_version=model_version,
+    )
+    candidate = ranker_name(ranking_model, "ranker")
+    comparisons = {}
+    for index, directory in enumerate([baseline_ranking_model] if baseline_ranking_model else []):
+        name = ranker_name(directory, f"ranker_{index + 2}")
+        comparisons[name if name not in comparisons and name != candidate else f"{name}_{index + 2}"] = directory
+    result = run_evaluation(
+        features,
+        retrieval_model,
+        ranking_model,
+        summary,
+        report,
+        registry_dir=registry_dir or None,
+        config=config,
+        off_policy_dir=off_policy,
+        comparison_rankers=comparisons,
+        extracted_dir=extracted,
+        candidate_ranker=candidate,
+        **({"load_models": load_models} if load_models else {}),
+    )
+    figures: dict = flat_metrics(result.summary)
+    if result.ranker_rows is not None:
+        figures.update(classification_figures(*result.ranker_rows))
+    done = result.summary
+    print(
+        f"evaluation: {'BLESSED' if result.blessed else 'NOT BLESSED'}: funnel {done['gate']['metric']} "
+        f"{done['gate']['candidate']:.4f} on {done['users']} test users"
+    )
+    print("\n".join(done["gate"]["reasons"]))
+    print(done["export_n_reason"])
+    return figures
+
+
+def ranker_name(ranking_dir: str | Path, fallback: str) -> str:
+    """The model type a ranking artifact recorded (dien, din, ...), so the report names rankers as trained."""
+    info = Path(ranking_dir, "ranker.json")
+    if not info.exists():
+        return fallback
+    return json.loads(info.read_text()).get("model_config", {}).get("model_type") or fallback
+
+
+ROC_POINTS = 200  # the console draws a curve, not every threshold
+
+
+def classification_figures(labels: np.ndarray, probabilities: np.ndarray) -> dict:
+    """The ranker's ROC curve (at most ROC_POINTS points, finite thresholds) and confusion matrix at 0.5, under
+    the keys kfp_metrics.log_metrics gives a ClassificationMetrics artifact."""
+    fpr, tpr, thresholds = metrics.roc_curve(labels, probabilities)
+    keep = np.unique(np.linspace(0, len(fpr) - 1, min(ROC_POINTS, len(fpr))).astype(int))
+    finite = np.where(np.isfinite(thresholds), thresholds, 1.0 + float(np.max(probabilities, initial=0.0)))
+    predicted = probabilities >= 0.5
+    positive = labels == 1
+    matrix = [
+        [int((~positive & ~predicted).sum()), int((~positive & predicted).sum())],
+        [int((positive & ~predicted).sum()), int((positive & predicted).sum())],
+    ]
+    return {
+        kfp_metrics.ROC_CURVE: {
+            "fpr": fpr[keep].tolist(),
+            "tpr": tpr[keep].tolist(),
+            "thresholds": finite[keep].tolist(),
+        },
+        kfp_metrics.CONFUSION_MATRIX: {"categories": ["no purchase", "purchase"], "matrix": matrix},
+    }
 
 
 def kfp_metric_name(group: str, metric: str) -> str:

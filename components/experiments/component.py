@@ -21,12 +21,11 @@ def ab_analysis(
 
     assignments_table: a table with user_id, variant (the export's predictions table); "" buckets every user
     with impressions as the export does (local DuckDB only)."""
-    import os
+    from components import kfp_metrics
+    from components.experiments import stage
 
-    from components.experiments.stage import run_ab_analysis
-
-    os.makedirs(os.path.dirname(analysis.path) or ".", exist_ok=True)
-    run_ab_analysis(warehouse_uri, analysis.path, metrics.log_metric, experiment, treatment_ratio, assignments_table)
+    figures = stage.run_ab_analysis(**kfp_metrics.task_arguments(locals()))
+    kfp_metrics.log_metrics(metrics.log_metric, figures)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -51,28 +50,11 @@ def off_policy_evaluation(
     reward_weighting (components.experiments.rewards: "click", "score" or explicit weights): what the simulated
     bandits learn, and, other than click, a second OPE study of that reward. bandit_study: run the simulated
     bandit study (3 seeds; the pipeline passes enable_bandit)."""
-    import os
+    from components import kfp_metrics
+    from components.experiments import stage
 
-    from components import progress
-    from components.experiments.stage import run_off_policy_evaluation
-
-    progress.configure()
-    os.makedirs(os.path.dirname(report.path) or ".", exist_ok=True)
-    run_off_policy_evaluation(
-        warehouse_uri,
-        shop_preset,
-        report.path,
-        metrics.log_metric,
-        shop_seed,
-        repeats,
-        requests_per_log,
-        epsilon,
-        bandit_rounds,
-        features.path if features else None,
-        ranking_model.path if ranking_model else None,
-        reward_weighting,
-        bandit_study,
-    )
+    figures = stage.run_off_policy_evaluation(**kfp_metrics.task_arguments(locals()))
+    kfp_metrics.log_metrics(metrics.log_metric, figures)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -91,19 +73,8 @@ def bandit_reranker(
     machine (user, item, category, hour of day; Laplace posterior) warm-started from the logged impressions,
     rewarded by reward_weighting: posterior.npz, fm_posterior.npz, bandit.json, summary.json and saved_model/
     (the linear one: query, items, scores -> mean, thompson)."""
-    import os
+    from components import kfp_metrics
+    from components.experiments import stage
 
-    from components.experiments.stage import run_bandit_stage
-
-    os.makedirs(os.path.dirname(bandit_model.path) or ".", exist_ok=True)
-    run_bandit_stage(
-        features.path,
-        extracted.path,
-        retrieval_model.path,
-        bandit_model.path,
-        metrics.log_metric,
-        noise_variance,
-        prior_precision,
-        exploration,
-        reward_weighting,
-    )
+    figures = stage.run_bandit_reranker(**kfp_metrics.task_arguments(locals()))
+    kfp_metrics.log_metrics(metrics.log_metric, figures)

@@ -7,7 +7,6 @@ looks complete, and logs its figures as KFP metrics.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,6 @@ from components.experiments.histories import user_histories
 from components.extract import runner
 from components.warehouse import engines
 
-LogMetric = Callable[[str, float], None]
 FEEDBACK_CHUNK = 50_000
 FM_FILE = "fm_posterior.npz"
 FM_FIELDS = ("user", "item", "item_category", "hour_of_day")  # the logged impression's time: its UTC hour
@@ -45,30 +43,29 @@ def _ab_skip_reason(warehouse_uri: str, treatment_ratio: float) -> str:
 
 def run_ab_analysis(
     warehouse_uri: str,
-    output_dir: str,
-    log_metric: LogMetric,
-    experiment: str,
-    treatment_ratio: float,
+    analysis: str,
+    experiment: str = "ranker",
+    treatment_ratio: float = 0.5,
     assignments_table: str = "",
 ) -> dict:
-    """analysis.json with the per-arm outcomes and tests; metrics ab_<arm>_ctr/cvr, ab_ctr_p, ab_cvr_p, ab_chi2_p.
-    Without impressions, or with every user in one arm (ratio 0 or 1), there is nothing to compare: skipped.json
-    says why and no metric is logged."""
+    """The A/B analysis task's entry: `analysis`/analysis.json with the per-arm outcomes and tests; figures
+    ab_<arm>_ctr/cvr, ab_ctr_p, ab_cvr_p, ab_chi2_p. Without impressions, or with every user in one arm (ratio 0
+    or 1), there is nothing to compare: skipped.json says why, and the figures are only that reason."""
     reason = _ab_skip_reason(warehouse_uri, treatment_ratio)
     if reason:
-        _write_skipped(output_dir, reason)
+        _write_skipped(analysis, reason)
         return {"skipped": reason}
     result = ab_analysis.analyse(warehouse_uri, experiment, treatment_ratio, assignments_table)
-    with atomic.staged_directory(output_dir) as staging:
+    with atomic.staged_directory(analysis) as staging:
         (staging / "analysis.json").write_text(json.dumps(result, indent=2))
-    for arm in ("control", "treatment"):
-        for metric in ("ctr", "cvr"):
-            if result[arm][metric] is not None:
-                log_metric(f"ab_{arm}_{metric}", result[arm][metric])
-    for key in ("ctr_p", "cvr_p", "chi2_p"):
-        if result[key] is not None:
-            log_metric(f"ab_{key}", result[key])
-    return result
+    figures = {
+        f"ab_{arm}_{metric}": result[arm][metric]
+        for arm in ("control", "treatment")
+        for metric in ("ctr", "cvr")
+        if result[arm][metric] is not None
+    }
+    figures.update({f"ab_{key}": result[key] for key in ("ctr_p", "cvr_p", "chi2_p") if result[key] is not None})
+    return figures
 
 
 def logged_click_rate(warehouse_uri: str) -> dict:
@@ -93,15 +90,14 @@ def logged_click_rate(warehouse_uri: str) -> dict:
 def run_off_policy_evaluation(
     warehouse_uri: str,
     shop_preset: str,
-    output_dir: str,
-    log_metric: LogMetric,
+    report: str,
     shop_seed: int = 0,
     repeats: int = 5,
     requests_per_log: int = 20_000,
     epsilon: float = 0.1,
     bandit_rounds: int = 120,
-    features_dir: str | None = None,
-    ranking_dir: str | None = None,
+    features: str | None = None,
+    ranking_model: str | None = None,
     reward_weighting: str = "click",
     bandit_study: bool = True,
 ) -> dict:
@@ -111,9 +107,10 @@ def run_off_policy_evaluation(
     OPE study of that reward beside the click rate's.
 
     Writes ope.json ({ab, ope, bandit, logged}: `logged` is the logging policy's observed click rate),
-    ope_estimates.png and bandit_curves.png; the evaluation stage reads this directory into its
-    report and (optionally) its gate. Logs ope_truth, ope_logged_click_rate and ope_<estimator>_{estimate,bias,rmse}.
-    A warehouse without impressions gets a `skipped.json` saying so and no metrics."""
+    ope_estimates.png and bandit_curves.png into `report`; the evaluation stage reads this directory into its
+    report and (optionally) its gate. Figures: ope_truth, ope_logged_click_rate, ope_<estimator>_{estimate,bias,rmse}
+    and bandit_<policy>_cumulative_{reward,score}. A warehouse without impressions gets a `skipped.json` saying so,
+    and the figures are only that reason."""
     if ab_analysis.impression_count(warehouse_uri) == 0:
         reason = (
             "the warehouse has no impressions (public data; a GA4 export logs no propensities): "
@@ -124,7 +121,7 @@ def run_off_policy_evaluation(
     else:
         reason = ""
     if reason:
-        _write_skipped(output_dir, reason)
+        _write_skipped(report, reason)
         return {"skipped": reason}
     result, run = bench.run_studies(
         warehouse_uri,
@@ -136,26 +133,25 @@ def run_off_policy_evaluation(
         bandit_rounds,
         bandit_batch=256,
         shift_fraction=0.5,
-        ranking_dir=ranking_dir,
-        features_dir=features_dir,
+        ranking_dir=ranking_model,
+        features_dir=features,
         reward=rewards.parse(reward_weighting),
         bandit_seeds=bench.BANDIT_SEEDS if bandit_study else (),
     )
     result["logged"] = logged_click_rate(warehouse_uri)
 
-    with atomic.staged_directory(output_dir) as staging:
+    with atomic.staged_directory(report) as staging:
         (staging / "ope.json").write_text(json.dumps(result, indent=2))
         bench.write_report(staging, result["ope"], run)
-    log_metric("ope_truth", result["ope"]["truth"])
-    log_metric("ope_logged_click_rate", result["logged"]["click_rate"])
+    figures = {"ope_truth": result["ope"]["truth"], "ope_logged_click_rate": result["logged"]["click_rate"]}
     for name in ope.ESTIMATORS:
         for field in ("estimate", "bias", "rmse"):
-            log_metric(f"ope_{name}_{field}", result["ope"][name][field])
+            figures[f"ope_{name}_{field}"] = result["ope"][name][field]
     for policy, values in result["bandit"].items():
         for key in ("cumulative_reward", "cumulative_score"):
             if isinstance(values, dict) and key in values:
-                log_metric(f"bandit_{policy}_{key}", values[key])
-    return result
+                figures[f"bandit_{policy}_{key}"] = values[key]
+    return figures
 
 
 # ---- the bandit re-ranker stage --------------------------------------------------------------------------------
@@ -208,34 +204,33 @@ def fit_bandit_from_logs(
     return bandit, len(used)
 
 
-def run_bandit_stage(
-    features_dir: str,
-    extracted_dir: str,
-    retrieval_dir: str,
-    output_dir: str,
-    log_metric: LogMetric,
+def run_bandit_reranker(
+    features: str,
+    extracted: str,
+    retrieval_model: str,
+    bandit_model: str,
     noise_variance: float = 0.25,
     prior_precision: float = 1.0,
     exploration: float = 1.0,
     reward_weighting: str = "click",
 ) -> dict:
-    """The re-ranker's model directory: posterior.npz + bandit.json + saved_model/ (see bandit.py) and the Bayesian
-    FM's posterior fm_posterior.npz (BayesianFM.from_arrays(np.load(...)); fields FM_FIELDS), fitted on the
+    """The bandit re-ranker task's entry: writes the re-ranker's model directory `bandit_model`: posterior.npz, bandit.json,
+    saved_model/ (see bandit.py) and the Bayesian FM's posterior fm_posterior.npz (BayesianFM.from_arrays(np.load(...)); fields FM_FIELDS), fitted on the
     extracted impressions; without impressions the prior alone (the stage still yields a servable model)."""
     from components.retrieval.model_io import load_retriever
 
-    retriever = load_retriever(retrieval_dir)
-    spec = schema.FeatureSpec.read(features_dir)
+    retriever = load_retriever(retrieval_model)
+    spec = schema.FeatureSpec.read(features)
     item_index = {
-        item: i + schema.NUM_RESERVED for i, item in enumerate(schema.read_vocab(features_dir, schema.ITEM_VOCAB))
+        item: i + schema.NUM_RESERVED for i, item in enumerate(schema.read_vocab(features, schema.ITEM_VOCAB))
     }
-    impressions_path = Path(extracted_dir, "impressions.parquet")
+    impressions_path = Path(extracted, "impressions.parquet")
     impressions = (
         pq.read_table(impressions_path).to_pandas()
         if impressions_path.exists()
         else pd.DataFrame({c: [] for c in schema.IMPRESSIONS.names})
     )
-    events = pq.read_table(Path(extracted_dir, "events.parquet"), columns=["user_id", "item_id"]).to_pandas()
+    events = pq.read_table(Path(extracted, "events.parquet"), columns=["user_id", "item_id"]).to_pandas()
     weights = rewards.parse(reward_weighting)
     dim = 2 * retriever.item_embeddings.shape[1] + 2
     positions = int(impressions["position"].max()) + 1 if len(impressions) else 1
@@ -261,7 +256,6 @@ def run_bandit_stage(
     }
     summary["fm"] = {"file": FM_FILE, "fields": list(FM_FIELDS), "factor_dim": fm.dim}
     bandit.save(
-        output_dir, extra_files={"summary.json": json.dumps(summary, indent=2)}, extra_arrays={FM_FILE: fm.arrays()}
+        bandit_model, extra_files={"summary.json": json.dumps(summary, indent=2)}, extra_arrays={FM_FILE: fm.arrays()}
     )
-    log_metric("bandit_feedback_rows", float(rows))
-    return summary
+    return {"bandit_feedback_rows": float(rows)}

@@ -255,7 +255,7 @@ def campaign_bench(
         days = float(window["window_days"])
     else:
         from components.features.pipeline import run_features
-        from components.ranking.training import run_stage
+        from components.ranking import stage as ranking_stage
         from components.retrieval.stage import run as run_retrieval
 
         cut, days = quantile_cut(events_path, CUT_QUANTILE), SYNTHETIC_WINDOW_DAYS
@@ -270,7 +270,9 @@ def campaign_bench(
             split_window_days=days,
         )
         run_retrieval(features_dir, retrieval_dir, seed=seed)
-        run_stage(str(features_dir), str(ranking_dir), "dien", ranking_epochs, seed, retrieval_dir=str(retrieval_dir))
+        ranking_stage.run(
+            str(features_dir), str(ranking_dir), "dien", ranking_epochs, seed, retrieval_model=str(retrieval_dir)
+        )
         notes.append(
             f"time split built for this stage: cut {cut.isoformat()}, windows of {days:g} days; "
             "retrieval and DIEN trained on it"

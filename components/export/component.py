@@ -43,28 +43,8 @@ def export(
     those tables, built from the extract's events (`extracted`), to the same day's write; audience_targets
     (category:<id>, item:<id>, or "" / top:<n> for the best-selling categories), audience_size users each.
     """
-    from components.export.export import export_from_component
-    from components.run_time import of_run
+    from components import kfp_metrics
+    from components.export import stage
 
-    export_from_component(
-        features.path,
-        retrieval_model.path,
-        ranking_model.path,
-        recommendations.path,
-        metrics,
-        destination=destination,
-        top_k=top_k,
-        candidates_n=candidates_n,
-        experiment=experiment,
-        treatment_ratio=treatment_ratio,
-        model_version=model_version,
-        run_id=run_id,
-        run_time=of_run(run_time, job_create_time),
-        similar_k=similar_k,
-        registry_dir=registry_dir,
-        evaluation_summary=evaluation_summary.path if evaluation_summary else None,
-        extracted=extracted.path if extracted else None,
-        campaign_outputs=campaign_outputs,
-        audience_targets=audience_targets,
-        audience_size=audience_size,
-    )
+    figures = stage.run(**kfp_metrics.task_arguments(locals()))
+    kfp_metrics.log_metrics(metrics.log_metric, figures)

@@ -28,8 +28,6 @@ from components.evaluation import registry
 from components import ab
 from components.export import audiences, batch, complementary, similar, writers
 from components.export.inputs import ServingInputs, read_serving_inputs
-from components.kfp_metrics import log_metrics
-from components.run_time import resolve as resolve_run_time
 from components.serving import funnel
 from components.serving.models import ServingModel, index_map, load_serving_model, same_vocabulary
 
@@ -129,83 +127,6 @@ def run_export(
             total_s=round(finished - started, 3),
         )
         atomic.write_json(staging / MANIFEST_FILE, manifest)
-    return manifest
-
-
-def export_from_component(
-    features: str,
-    retrieval_model: str,
-    ranking_model: str,
-    recommendations: str,
-    metrics,
-    *,
-    destination: str,
-    top_k: int,
-    candidates_n: int,
-    experiment: str,
-    treatment_ratio: float,
-    model_version: str,
-    run_id: str,
-    run_time: str = "",
-    similar_k: int = 20,
-    evaluation_summary: str | None = None,
-    registry_dir: str = "",
-    extracted: str | None = None,
-    campaign_outputs: str = "",
-    audience_targets: str = "",
-    audience_size: int = 1000,
-) -> dict:
-    """The KFP component's one call: artifact paths and parameters in, manifest out, metrics logged.
-
-    The evaluation summary (optional) supplies what the parameters leave open: the retrieval depth
-    (`export_n`, when candidates_n is 0), the model version, the last blessed model for the control arm, and the
-    version it registered, which becomes the last blessed one in `registry_dir` once the lists are written.
-    The run's time (components.run_time) fixes generated_at, so a retry of the run replaces its own partition.
-    """
-    summary = read_evaluation_summary(evaluation_summary) if evaluation_summary else {}
-    if candidates_n <= 0:
-        candidates_n = int(summary.get("export_n") or DEFAULT_CANDIDATES_N)
-    previous = summary.get("previous_blessed") or {}
-    params = ExportParams(
-        top_k=top_k,
-        candidates_n=candidates_n,
-        experiment=experiment,
-        treatment_ratio=treatment_ratio,
-        model_version=model_version or summary.get("model_version") or run_id,
-        run_id=run_id,
-        generated_at=resolve_run_time(run_time),
-        similar_k=similar_k,
-        campaign_outputs=parse_campaign_outputs(campaign_outputs),
-        audience_targets=audience_targets,
-        audience_size=audience_size,
-    )
-    manifest = run_export(
-        features,
-        retrieval_model,
-        ranking_model,
-        destination,
-        recommendations,
-        params,
-        blessed_retrieval_dir=previous.get("retrieval_dir"),
-        blessed_ranking_dir=previous.get("ranking_dir"),
-        blessed_model_version=previous.get("version", ""),
-        registry_dir=registry_dir or None,
-        registered_version=(summary.get("registered") or {}).get("version", ""),
-        extracted_dir=extracted,
-    )
-    log_metrics(
-        metrics.log_metric,
-        {
-            "users": manifest["users"],
-            "recommendation_rows": manifest["rows"]["recommendations"],
-            "similar_item_rows": manifest["rows"]["similar_items"],
-            "fallback_users": manifest["fallback_users"],
-            "treatment_users": manifest["variants"][ab.TREATMENT],
-            "candidates_n": manifest["candidates_n"],
-            "users_per_s": manifest["timing"]["users_per_s"],
-            **{f"{name}_rows": manifest["rows"][name] for name in manifest.get("campaign_outputs", [])},
-        },
-    )
     return manifest
 
 

@@ -26,16 +26,7 @@ def extract(
     in components.extract.stage.run. window_days > 0 extracts the last window_days whole UTC days before that
     time's day instead of a fixed window.
     """
+    from components import kfp_metrics
     from components.extract import stage
-    from components.run_time import of_run
 
-    stage.run(
-        warehouse_uri,
-        extracted.path,
-        window_start,
-        window_end,
-        event_types,
-        min_events_per_user,
-        run_time=of_run(run_time, job_create_time),
-        window_days=window_days,
-    )
+    stage.run(**kfp_metrics.task_arguments(locals()))

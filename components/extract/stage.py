@@ -14,12 +14,13 @@ from pathlib import Path
 
 from components import atomic
 from components.extract import ga4, runner
+from components.run_time import of_run
 from components.warehouse import engines
 
 
 def run(
     warehouse_uri: str,
-    output_dir: str | Path,
+    extracted: str | Path,
     window_start: str | dt.datetime | None = "",
     window_end: str | dt.datetime | None = "",
     event_types: str | Sequence[str] = "",
@@ -27,20 +28,23 @@ def run(
     backend: engines.Backend | None = None,
     run_time: str | dt.datetime | None = "",
     window_days: float = 0,
+    job_create_time: str = "",
 ) -> dict:
-    """Extracts events, items (and impressions) of a warehouse into output_dir; returns the manifest.
+    """Extracts events, items (and impressions) of a warehouse into `extracted` (a new folder); returns the manifest.
 
     window_days > 0 replaces the fixed window by the last window_days whole UTC days before run_time's day
     (runner.relative_window).
 
     A warehouse of GA4 export tables instead of contract tables goes through components.extract.ga4.
-    run_time ("" = now) is the run's own time: an event after it cannot have happened yet and is dropped as
-    `future_event`, whatever the window says."""
+    run_time is the run's own time, else the pipeline job's creation time (components.run_time.of_run; neither =
+    now): an event after it cannot have happened yet and is dropped as `future_event`, whatever the window says."""
+    if job_create_time and not isinstance(run_time, dt.datetime):
+        run_time = of_run(run_time or "", job_create_time)
     params = runner.ExtractParams.parse(
         window_start, window_end, event_types, min_events_per_user, run_time, window_days
     )
     _, user_key = engines.split_uri(warehouse_uri)
-    output_dir = Path(output_dir)
+    output_dir = Path(extracted)
     if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
         raise runner.ExtractError(f"output {output_dir} exists and is not an empty directory")
     owned = backend is None

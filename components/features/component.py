@@ -1,4 +1,4 @@
-"""KFP shell of the features stage; the logic lives in components.features.pipeline."""
+"""KFP shell of the features stage; the entry is components.features.stage.run (the Beam job: pipeline.py)."""
 
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Output
@@ -30,18 +30,8 @@ def features(
     the latest event's day's end, less two windows), validates on [cut, cut + split_window_days) and tests on the
     next window.
     """
-    from components.features.pipeline import log_metrics, parse_beam_args, run_features
+    from components import kfp_metrics
+    from components.features import stage
 
-    stats = run_features(
-        extracted.path,
-        features.path,
-        max_len,
-        seed,
-        ranking_task,
-        parse_beam_args(beam_args),
-        max_examples_per_user=max_examples_per_user,
-        split=split,
-        split_cut=split_cut,
-        split_window_days=split_window_days,
-    )
-    log_metrics(stats, metrics.log_metric)
+    figures = stage.run(**kfp_metrics.task_arguments(locals()))
+    kfp_metrics.log_metrics(metrics.log_metric, figures)

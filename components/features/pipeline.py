@@ -382,18 +382,18 @@ def parse_beam_args(beam_args: str) -> list[str]:
     return args
 
 
-def log_metrics(stats: dict, log_metric) -> None:
-    """The headline counts of stats.json as KFP metrics (name, float)."""
-    for name in ("events_read", "events", "users", "items", "categories", "steps"):
-        log_metric(name, float(stats[name]))
+def headline_figures(stats: dict) -> dict[str, float]:
+    """The headline counts of stats.json, flat (name -> float): what the features task logs as KFP metrics."""
+    figures = {name: float(stats[name]) for name in ("events_read", "events", "users", "items", "categories", "steps")}
     for kind, splits in stats["examples"].items():
         for split, n in splits.items():
-            log_metric(f"examples_{kind}_{split}", float(n))
+            figures[f"examples_{kind}_{split}"] = float(n)
     for reason, n in stats.get("dropped_events", {}).items():
-        log_metric(f"dropped_events_{reason}", float(n))
+        figures[f"dropped_events_{reason}"] = float(n)
     for reason, n in stats.get("dropped_users", {}).items():
-        log_metric(f"dropped_users_{reason}", float(n))
-    log_metric("capped_train_targets", float(stats["capped"]["train_targets"]))
+        figures[f"dropped_users_{reason}"] = float(n)
+    figures["capped_train_targets"] = float(stats["capped"]["train_targets"])
+    return figures
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,11 +20,8 @@ def ranking(
 ):
     """Trains `model_type` ('dien' | 'din'), writes the ranking model artifact, logs test auc/gauc/logloss.
     With `retrieval_model`, trains on its candidates as hard negatives and stores the funnel's fusion weight."""
-    from components import progress
-    from components.kfp_metrics import log_metrics
-    from components.ranking.training import run_stage
+    from components import kfp_metrics
+    from components.ranking import stage
 
-    progress.configure()
-
-    retrieval_dir = retrieval_model.path if retrieval_model is not None else None
-    log_metrics(metrics.log_metric, run_stage(features.path, model.path, model_type, epochs, seed, retrieval_dir))
+    figures = stage.run(**kfp_metrics.task_arguments(locals()))
+    kfp_metrics.log_metrics(metrics.log_metric, figures)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time
 
 import numpy as np
@@ -350,23 +349,3 @@ def train_ranker(
     if retrieval_dir:
         result["retrieval_weight"] = fit_fusion(features_dir, output_dir, retrieval_dir)["retrieval_weight"]
     return result
-
-
-def run_stage(
-    features_dir: str, output_dir: str, model_type: str, epochs: int, seed: int, retrieval_dir: str | None = None
-) -> dict:
-    """The component's entry point: DIEN or DIN with the paper's defaults; with `retrieval_dir`, trained on
-    retrieval's candidates as hard negatives and fused with retrieval's score in the funnel. Returns the
-    finite metrics (KFP cannot log NaN; an undefined GAUC, say, stays out)."""
-    if model_type not in ("dien", "din"):
-        raise ValueError(f"ranking model_type must be 'dien' or 'din', got {model_type!r}")
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
-    result = train_ranker(
-        features_dir,
-        output_dir,
-        ModelConfig(model_type=model_type),
-        TrainConfig(epochs=epochs, seed=seed),
-        retrieval_dir,
-    )
-    return {name: value for name, value in result.items() if isinstance(value, (int, float)) and math.isfinite(value)}

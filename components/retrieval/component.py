@@ -16,10 +16,8 @@ def retrieval(
     seed: int = 0,
 ):
     """Trains the two-tower model on the features output, selects it on valid, exports it to `model`."""
-    from components import progress
-    from components.kfp_metrics import log_metrics
+    from components import kfp_metrics
     from components.retrieval import stage
 
-    progress.configure()
-    results = stage.run(features.path, model.path, epochs=epochs, embedding_dim=embedding_dim, seed=seed)
-    log_metrics(metrics.log_metric, results)
+    figures = stage.run(**kfp_metrics.task_arguments(locals()))
+    kfp_metrics.log_metrics(metrics.log_metric, figures)

@@ -13,13 +13,13 @@ from components.retrieval.training import train_from_features
 log = logging.getLogger(__name__)
 
 
-def run(features_dir: str | Path, model_dir: str | Path, **settings) -> dict[str, float]:
+def run(features: str | Path, model: str | Path, **settings) -> dict[str, float]:
     """Trains with the shipped defaults overridden by `settings` (RetrievalConfig fields), exports the
-    artifact to `model_dir`, and returns the selected epoch's valid metrics plus training figures."""
+    artifact to `model`, and returns the selected epoch's valid metrics plus training figures."""
     config = dataclasses.replace(RetrievalConfig(), **settings)
-    result = train_from_features(features_dir, config)
-    export.export(result.model, result.catalogue, config, model_dir, history=result.history)
-    log.info("retrieval model written to %s", model_dir)
+    result = train_from_features(features, config)
+    export.export(result.model, result.catalogue, config, model, history=result.history)
+    log.info("retrieval model written to %s", model)
     return {
         **{f"valid_{name}": value for name, value in result.valid_metrics.items()},
         "best_epoch": float(result.best_epoch),

@@ -118,38 +118,6 @@ def build_serving_model(
     return config
 
 
-def serving_model_from_component(
-    features: str,
-    retrieval_model: str,
-    ranking_model: str,
-    output_dir: str,
-    evaluation_summary: str,
-    *,
-    top_k: int,
-    candidates_n: int,
-    experiment: str,
-    treatment_ratio: float,
-    model_version: str,
-) -> ServingConfig:
-    """The KFP component's one call. The evaluation summary gives what the export takes from it: the depth
-    (export_n, when candidates_n is 0), the model version and the last blessed model for the control arm."""
-    from components.export.export import DEFAULT_CANDIDATES_N, read_evaluation_summary
-
-    summary = read_evaluation_summary(evaluation_summary)
-    return build_serving_model(
-        features,
-        retrieval_model,
-        ranking_model,
-        output_dir,
-        model_version=model_version or summary.get("model_version") or "",
-        top_k=top_k,
-        candidates_n=candidates_n if candidates_n > 0 else int(summary.get("export_n") or DEFAULT_CANDIDATES_N),
-        experiment=experiment,
-        treatment_ratio=treatment_ratio,
-        control=summary.get("previous_blessed"),
-    )
-
-
 def write_inputs(directory: Path, inputs: ServingInputs) -> None:
     """users.parquet and catalogue.parquet: the export's view of every user and of the catalogue."""
     pad = schema.PAD_INDEX

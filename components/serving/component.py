@@ -24,17 +24,7 @@ def serving_model(
     Takes the export's parameters, so that a served list is the exported one; candidates_n 0 takes the evaluation
     summary's export_n, and its previous_blessed model serves the control arm.
     """
-    from components.serving.bundle import serving_model_from_component
+    from components import kfp_metrics
+    from components.serving import stage
 
-    serving_model_from_component(
-        features.path,
-        retrieval_model.path,
-        ranking_model.path,
-        model.path,
-        evaluation_summary.path,
-        top_k=top_k,
-        candidates_n=candidates_n,
-        experiment=experiment,
-        treatment_ratio=treatment_ratio,
-        model_version=model_version,
-    )
+    stage.run(**kfp_metrics.task_arguments(locals()))

@@ -9,7 +9,8 @@ import pytest
 from evaluation_doubles import load_doubles, write_model
 
 from components import metrics
-from components.evaluation import breakdowns, data, gate, kfp_outputs, registry, scoring, stage
+from components.evaluation import breakdowns, data, gate, registry, scoring, stage
+from components.kfp_metrics import log_metrics
 from components.serving import funnel
 
 PLOTS = ("recall_at_k", "recall_vs_n", "breakdown_history", "breakdown_popularity", "coverage", "roc", "calibration")
@@ -177,7 +178,7 @@ def test_classification_metrics_artifact():
     artifact = dsl.ClassificationMetrics(name="c", uri="/tmp/unused")
     labels = np.array([1, 0, 1, 0, 1.0])
     probs = np.array([0.9, 0.2, 0.4, 0.6, 0.8])
-    kfp_outputs.log_classification(artifact, labels, probs)
+    log_metrics({}.__setitem__, stage.classification_figures(labels, probs), artifact)
     roc = artifact.metadata["confidenceMetrics"]
     assert all(np.isfinite(p["confidenceThreshold"]) for p in roc)
     matrix = artifact.metadata["confusionMatrix"]["rows"]
@@ -216,17 +217,15 @@ def test_popularity_lists_shortcut_equals_the_full_ranking():
     assert (got[:, :5] >= 2).all()
 
 
-def test_pipeline_entry_logs_kfp_metrics_and_returns_the_gate(tiny_features, today_item_ids, tmp_path):
+def test_stage_entry_returns_kfp_figures_and_the_gate(tiny_features, today_item_ids, tmp_path):
     from kfp import dsl
 
     metrics_out = dsl.Metrics(name="metrics", uri=str(tmp_path / "m"))
     classification = dsl.ClassificationMetrics(name="classification", uri=str(tmp_path / "c"))
     good = write_model(tmp_path / "good", "step", today_item_ids)
-    blessed = kfp_outputs.evaluate_for_pipeline(
+    figures = stage.run(
         str(tiny_features),
         *map(str, good),
-        metrics_out,
-        classification,
         str(tmp_path / "report.html"),
         str(tmp_path / "summary.json"),
         registry_dir="",
@@ -238,6 +237,8 @@ def test_pipeline_entry_logs_kfp_metrics_and_returns_the_gate(tiny_features, tod
         model_version="v1",
         load_models=load_doubles,
     )
+    log_metrics(metrics_out.log_metric, figures, classification)
+    blessed = figures["blessed"] == 1.0
     assert blessed is True
     logged = metrics_out.metadata
     assert logged["funnel_hit_at_20"] > logged["popularity_hit_at_20"]

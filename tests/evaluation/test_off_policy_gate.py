@@ -6,7 +6,8 @@ import pytest
 from evaluation_doubles import load_doubles, write_model
 
 from components import schema
-from components.evaluation import data, gate, kfp_outputs
+from components.evaluation import data, gate, stage
+from components.kfp_metrics import log_metrics
 
 BASELINES = {"popularity": {"ndcg@20": 0.01}, "item_to_item": {"ndcg@20": 0.05}}
 GOOD_FUNNEL = {"ndcg@20": 0.06}  # beats both baselines: only the OPE condition can refuse it
@@ -104,10 +105,8 @@ def evaluate(tmp_path, name, model, **options):
     from kfp import dsl
 
     out = tmp_path / name
-    blessed = kfp_outputs.evaluate_for_pipeline(
+    figures = stage.run(
         *map(str, model),
-        Metrics,
-        dsl.ClassificationMetrics(name="c", uri=str(out / "c")),
         str(out / "report.html"),
         str(out / "summary.json"),
         registry_dir="",
@@ -120,6 +119,8 @@ def evaluate(tmp_path, name, model, **options):
         load_models=load_doubles,
         **options,
     )
+    log_metrics(Metrics.log_metric, figures, dsl.ClassificationMetrics(name="c", uri=str(out / "c")))
+    blessed = figures["blessed"] == 1.0
     return blessed, metrics_out, (out / "report.html").read_text(), json.loads((out / "summary.json").read_text())
 
 
@@ -130,7 +131,7 @@ def good_model(tiny_features, today_item_ids, tmp_path_factory):
 
 def test_evaluation_stage_reports_logs_and_gates_on_the_estimates(good_model, tmp_path):
     worse = write_off_policy(tmp_path / "worse", mrdr_estimate=0.12)
-    blessed, metrics_out, page, summary = evaluate(tmp_path, "off", good_model, off_policy_dir=str(worse))
+    blessed, metrics_out, page, summary = evaluate(tmp_path, "off", good_model, off_policy=str(worse))
     assert blessed, "gate_on_ope is off by default"
     assert "Off-policy evaluation of the new ranker" in page and '<img alt="bandit_curves"' in page
     assert "<td>mrdr</td><td class='n'>0.1200</td><td>-0.1900</td>" in page and "-29.4%" in page  # 0.12 / 0.17 - 1
@@ -141,11 +142,11 @@ def test_evaluation_stage_reports_logs_and_gates_on_the_estimates(good_model, tm
     assert "under the weighting impression=0.5,click=1,mute=0" in page and "<td class='n'>0.6200</td>" in page
     assert "<td>bayesian_fm</td><td>1300 \u00b120</td>" in page and "<td>2900</td>" in page
 
-    blessed, _, page, summary = evaluate(tmp_path, "on", good_model, off_policy_dir=str(worse), gate_on_ope=True)
+    blessed, _, page, summary = evaluate(tmp_path, "on", good_model, off_policy=str(worse), gate_on_ope=True)
     assert not blessed and "NOT BLESSED" in page
     assert summary["gate"]["reasons"][-1].startswith("FAIL: candidate click rate (mrdr OPE) 0.1200 < 0.1700")
     better = write_off_policy(tmp_path / "better", mrdr_estimate=0.2)
-    assert evaluate(tmp_path, "on-better", good_model, off_policy_dir=str(better), gate_on_ope=True)[0]
+    assert evaluate(tmp_path, "on-better", good_model, off_policy=str(better), gate_on_ope=True)[0]
 
 
 def test_evaluation_without_impressions_says_so_and_blesses_on_the_metrics(good_model, tmp_path):
@@ -153,7 +154,7 @@ def test_evaluation_without_impressions_says_so_and_blesses_on_the_metrics(good_
     skipped.mkdir()
     (skipped / "skipped.json").write_text(json.dumps({"skipped": "the warehouse has no impressions (public data)"}))
     blessed, metrics_out, page, summary = evaluate(
-        tmp_path, "public", good_model, off_policy_dir=str(skipped), gate_on_ope=True
+        tmp_path, "public", good_model, off_policy=str(skipped), gate_on_ope=True
     )
     assert blessed and not any(name.startswith(("ope_", "bandit_")) for name in metrics_out)
     assert "Not available: the warehouse has no impressions (public data)" in page

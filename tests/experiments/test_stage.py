@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from components.evaluation import data as evaluation_data
+from components.kfp_metrics import finite_metrics
 from components.experiments import histories, stage
 from components.experiments.bandit import BayesianLinearBandit, reranker_features
 from components.experiments.bayesian_fm import BayesianFM
@@ -122,21 +123,19 @@ def test_off_policy_evaluation_skips_without_impressions(tmp_path):
     path = tmp_path / "public.duckdb"
     with WarehouseWriter(path, ("events", "items")) as writer:
         writer.commit()
-    logged = {}
-    out = stage.run_off_policy_evaluation(str(path), "tiny", str(tmp_path / "ope"), logged.__setitem__)
-    assert "no impressions" in out["skipped"] and not logged
+    out = stage.run_off_policy_evaluation(str(path), "tiny", str(tmp_path / "ope"))
+    assert "no impressions" in out["skipped"] and not finite_metrics(out)
     assert json.loads((tmp_path / "ope" / "skipped.json").read_text())["skipped"] == out["skipped"]
     assert evaluation_data.read_off_policy(tmp_path / "ope").unavailable == out["skipped"]  # the gate's no-op reason
-    out = stage.run_ab_analysis(str(path), str(tmp_path / "ab"), logged.__setitem__, "exp", 0.5)
-    assert "no impressions" in out["skipped"] and not logged
+    out = stage.run_ab_analysis(str(path), str(tmp_path / "ab"), "exp", 0.5)
+    assert "no impressions" in out["skipped"] and not finite_metrics(out)
 
 
 def test_stages_skip_what_they_cannot_compute(tiny_warehouse, tmp_path):
-    logged = {}
-    out = stage.run_off_policy_evaluation(str(tiny_warehouse), "", str(tmp_path / "ope"), logged.__setitem__)
+    out = stage.run_off_policy_evaluation(str(tiny_warehouse), "", str(tmp_path / "ope"))
     assert "no shop_preset" in out["skipped"]
-    out = stage.run_ab_analysis(str(tiny_warehouse), str(tmp_path / "ab"), logged.__setitem__, "exp", 1.0)
-    assert "one arm" in out["skipped"] and not logged
+    out = stage.run_ab_analysis(str(tiny_warehouse), str(tmp_path / "ab"), "exp", 1.0)
+    assert "one arm" in out["skipped"] and not finite_metrics(out)
     assert (tmp_path / "ab" / "skipped.json").exists()
 
 
@@ -159,11 +158,8 @@ def test_bandit_stage_writes_a_servable_model(tmp_path, monkeypatch):
         pa.table({"user_id": ["a", "b"], "item_id": ["y", "x"], "position": [0, 1], "clicked": [True, False]}),
         extracted / "impressions.parquet",
     )
-    logged = {}
-    summary = stage.run_bandit_stage(
-        str(features), str(extracted), "unused", str(tmp_path / "bandit"), logged.__setitem__
-    )
-    assert summary["feedback_rows"] == 2 and logged["bandit_feedback_rows"] == 2.0
+    figures = stage.run_bandit_reranker(str(features), str(extracted), "unused", str(tmp_path / "bandit"))
+    assert figures == {"bandit_feedback_rows": 2.0}
     model = BayesianLinearBandit.load(tmp_path / "bandit")
     assert model.num_positions == 2 and model.context_dim == 6
     assert (tmp_path / "bandit" / "saved_model" / "saved_model.pb").exists()

@@ -9,6 +9,8 @@ import pytest
 from components import run_time, schema
 from components import ab
 from components.export import export, writers
+from components.export import stage as export_stage
+from components.kfp_metrics import log_metrics
 from components.export.inputs import read_serving_inputs
 
 from .conftest import GENERATED_AT, ITEMS, UNAVAILABLE, USER_WITHOUT_HISTORY, item_index
@@ -228,12 +230,11 @@ def test_component_entry_takes_depth_version_and_blessed_model_from_the_evaluati
         )
     )
     metrics = RecordingMetrics()
-    manifest = export.export_from_component(
+    figures = export_stage.run(
         str(features_dir),
         str(tmp_path / "new"),
         str(tmp_path / "new"),
         str(tmp_path / "out"),
-        metrics,
         destination=f"duckdb://{tmp_path / 'recs.duckdb'}",
         top_k=3,
         candidates_n=0,
@@ -244,6 +245,8 @@ def test_component_entry_takes_depth_version_and_blessed_model_from_the_evaluati
         run_time="2026-11-25T03:00:00Z",
         evaluation_summary=str(summary),
     )
+    log_metrics(metrics.log_metric, figures)
+    manifest = json.loads((tmp_path / "out" / export.MANIFEST_FILE).read_text())
     assert manifest["candidates_n"] == 4 and manifest["model_version"] == "v2"
     assert manifest["control_model_version"] == "v1"
     assert metrics.logged["users"] == 6.0 and metrics.logged["candidates_n"] == 4.0
@@ -288,13 +291,12 @@ def test_on_gcs_fuse_the_artifact_is_moved_in_file_by_file_manifest_last(tmp_pat
 
 
 def export_run(tmp_path, features_dir, destination, **kwargs):
-    """The component's entry, as the DAG calls it (evaluation summary, registry, run time)."""
-    return export.export_from_component(
+    """The stage's entry, as the DAG calls it (evaluation summary, registry, run time); returns the manifest."""
+    export_stage.run(
         str(features_dir),
         str(tmp_path / "new"),
         str(tmp_path / "new"),
         str(tmp_path / "out"),
-        RecordingMetrics(),
         destination=destination,
         top_k=3,
         candidates_n=6,
@@ -304,6 +306,7 @@ def export_run(tmp_path, features_dir, destination, **kwargs):
         run_id="run-9",
         **kwargs,
     )
+    return json.loads((tmp_path / "out" / export.MANIFEST_FILE).read_text())
 
 
 def test_case06_registry_moves_only_after_the_lists_are_written(tmp_path, features_dir, models):

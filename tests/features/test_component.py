@@ -2,7 +2,7 @@
 
 import pytest
 
-from components.features.pipeline import log_metrics, parse_beam_args
+from components.features.pipeline import headline_figures, parse_beam_args
 
 
 def test_parse_beam_args():
@@ -17,7 +17,7 @@ def test_parse_beam_args():
         parse_beam_args("--runner=DirectRunner")
 
 
-def test_log_metrics_flattens_the_headline_counts():
+def test_headline_figures_flatten_the_headline_counts():
     stats = {
         "events_read": 10,
         "events": 9,
@@ -29,8 +29,7 @@ def test_log_metrics_flattens_the_headline_counts():
         "dropped_events": {"unknown_item": 1},
         "capped": {"users": 1, "train_targets": 4},
     }
-    logged = {}
-    log_metrics(stats, lambda name, value: logged.__setitem__(name, value))
+    logged = headline_figures(stats)
     assert logged["examples_retrieval_train"] == 3.0 and logged["dropped_events_unknown_item"] == 1.0
     assert logged["capped_train_targets"] == 4.0
     assert logged["users"] == 2.0 and all(isinstance(v, float) for v in logged.values())

@@ -9,7 +9,8 @@ from components.ranking.base import ModelConfig
 from components.ranking.export import export_ranker, load_ranker
 from components.ranking.data import load_split
 from components.ranking import training
-from components.ranking.training import TrainConfig, build_model, evaluate, run_stage, train
+from components.ranking import stage
+from components.ranking.training import TrainConfig, build_model, evaluate, train
 
 NUM_ITEMS, NUM_CATEGORIES = 30, 6
 
@@ -154,8 +155,8 @@ def test_training_stops_after_patience_epochs_without_gain_and_keeps_the_best(dr
         TrainConfig(patience=0)
 
 
-def test_run_stage_rejects_bad_arguments(drifting_features, tmp_path):
+def test_stage_run_rejects_bad_arguments(drifting_features, tmp_path):
     with pytest.raises(ValueError, match="model_type"):
-        run_stage(str(drifting_features), str(tmp_path), "sasrec", 1, 0)
+        stage.run(str(drifting_features), str(tmp_path), "sasrec", 1, 0)
     with pytest.raises(ValueError, match="epochs"):
-        run_stage(str(drifting_features), str(tmp_path), "dien", 0, 0)
+        stage.run(str(drifting_features), str(tmp_path), "dien", 0, 0)

@@ -34,7 +34,7 @@ def tiny_shop(tmp_path_factory) -> TinyShop:
     from components.export.export import ExportParams, run_export
     from components.extract.stage import run as run_extract
     from components.features.pipeline import run_features
-    from components.ranking.training import run_stage
+    from components.ranking import stage as ranking_stage
     from components.retrieval import stage as retrieval_stage
     from components.serving.bundle import build_serving_model
     from components.warehouse.duckdb_warehouse import build_warehouse
@@ -44,8 +44,8 @@ def tiny_shop(tmp_path_factory) -> TinyShop:
     run_extract(f"duckdb://{root / 'shop.duckdb'}", root / "extract", min_events_per_user=3)
     run_features(str(root / "extract"), str(root / "features"), seed=0)
     retrieval_stage.run(root / "features", root / "retrieval", epochs=1)
-    run_stage(str(root / "features"), str(root / "dien"), "dien", 1, 0, retrieval_dir=str(root / "retrieval"))
-    run_stage(str(root / "features"), str(root / "din"), "din", 1, 0, retrieval_dir=str(root / "retrieval"))
+    ranking_stage.run(str(root / "features"), str(root / "dien"), "dien", 1, 0, retrieval_model=str(root / "retrieval"))
+    ranking_stage.run(str(root / "features"), str(root / "din"), "din", 1, 0, retrieval_model=str(root / "retrieval"))
     control = {"version": "v0-din", "retrieval_dir": str(root / "retrieval"), "ranking_dir": str(root / "din")}
     build_serving_model(
         root / "features",

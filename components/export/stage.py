@@ -1,0 +1,84 @@
+"""The export stage's entry: every user's top-K through the funnel, similar items and the campaign tables, written
+to the destination in one day's partition; then the model becomes the last blessed one. The work is in export.py."""
+
+from __future__ import annotations
+
+from components import ab
+from components.export import export
+from components.run_time import of_run
+from components.run_time import resolve as resolve_run_time
+
+
+def run(
+    features: str,
+    retrieval_model: str,
+    ranking_model: str,
+    recommendations: str,
+    *,
+    destination: str,
+    top_k: int,
+    candidates_n: int,
+    experiment: str,
+    treatment_ratio: float,
+    model_version: str,
+    run_id: str,
+    run_time: str = "",
+    similar_k: int = 20,
+    evaluation_summary: str | None = None,
+    registry_dir: str = "",
+    extracted: str | None = None,
+    campaign_outputs: str = "",
+    audience_targets: str = "",
+    audience_size: int = 1000,
+    job_create_time: str = "",
+) -> dict[str, float]:
+    """The export stage's entry: artifact paths and parameters in, the lists written, figures out (the manifest is
+    in `recommendations`).
+
+    The evaluation summary (optional) supplies what the parameters leave open: the retrieval depth
+    (`export_n`, when candidates_n is 0), the model version, the last blessed model for the control arm, and the
+    version it registered, which becomes the last blessed one in `registry_dir` once the lists are written.
+    The run's time (run_time, else job_create_time, the pipeline job's: components.run_time.of_run; neither = now)
+    fixes generated_at, so a retry of the run replaces its own partition.
+    """
+    summary = export.read_evaluation_summary(evaluation_summary) if evaluation_summary else {}
+    if candidates_n <= 0:
+        candidates_n = int(summary.get("export_n") or export.DEFAULT_CANDIDATES_N)
+    previous = summary.get("previous_blessed") or {}
+    params = export.ExportParams(
+        top_k=top_k,
+        candidates_n=candidates_n,
+        experiment=experiment,
+        treatment_ratio=treatment_ratio,
+        model_version=model_version or summary.get("model_version") or run_id,
+        run_id=run_id,
+        generated_at=resolve_run_time(of_run(run_time, job_create_time)),
+        similar_k=similar_k,
+        campaign_outputs=export.parse_campaign_outputs(campaign_outputs),
+        audience_targets=audience_targets,
+        audience_size=audience_size,
+    )
+    manifest = export.run_export(
+        features,
+        retrieval_model,
+        ranking_model,
+        destination,
+        recommendations,
+        params,
+        blessed_retrieval_dir=previous.get("retrieval_dir"),
+        blessed_ranking_dir=previous.get("ranking_dir"),
+        blessed_model_version=previous.get("version", ""),
+        registry_dir=registry_dir or None,
+        registered_version=(summary.get("registered") or {}).get("version", ""),
+        extracted_dir=extracted,
+    )
+    return {
+        "users": manifest["users"],
+        "recommendation_rows": manifest["rows"]["recommendations"],
+        "similar_item_rows": manifest["rows"]["similar_items"],
+        "fallback_users": manifest["fallback_users"],
+        "treatment_users": manifest["variants"][ab.TREATMENT],
+        "candidates_n": manifest["candidates_n"],
+        "users_per_s": manifest["timing"]["users_per_s"],
+        **{f"{name}_rows": manifest["rows"][name] for name in manifest.get("campaign_outputs", [])},
+    }
