@@ -257,7 +257,7 @@ def run_export(ctx: Context) -> dict:
         pass
     module = _import("components.export.export")
     export_n = (
-        json.loads(ctx.evaluation_summary.read_text())["export_n"]
+        _import("components.schema").EvaluationSummary.read(ctx.evaluation_summary).export_n
         if ctx.evaluation_summary
         else module.DEFAULT_CANDIDATES_N
     )

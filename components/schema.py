@@ -261,3 +261,88 @@ def read_vocab(directory: str | Path, relative: str) -> list[str]:
     if not path.is_file():
         raise SchemaError(f"{directory}: no {relative}; is this a features output directory?")
     return decode_vocab(path.read_bytes(), str(path))
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation summary: the contract between evaluation and the stages after it (export, serving, the bench)
+# ---------------------------------------------------------------------------------------------
+SUMMARY_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelRef:
+    """A model in the blessed-model registry: its version and the two stage artifacts it was trained as."""
+
+    version: str
+    retrieval_dir: str
+    ranking_dir: str
+
+    @classmethod
+    def from_json(cls, payload: dict, where: str) -> ModelRef:
+        missing = [key for key in ("version", "retrieval_dir", "ranking_dir") if key not in payload]
+        if missing:
+            raise SchemaError(f"{where}: lacks {'/'.join(missing)}")
+        return cls(str(payload["version"]), str(payload["retrieval_dir"]), str(payload["ranking_dir"]))
+
+    def to_json(self) -> dict:
+        return {"version": self.version, "retrieval_dir": self.retrieval_dir, "ranking_dir": self.ranking_dir}
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationSummary:
+    """The evaluation stage's summary JSON. Export and serving read the typed fields (the depth export_n, the
+    model version, the last blessed model for the control arm, the version registered for promotion); `details`
+    holds the rest (gate, metrics, intervals, ...), which the report and the bench read as the JSON it is."""
+
+    model_version: str
+    blessed: bool
+    export_n: int
+    previous_blessed: ModelRef | None = None
+    registered: ModelRef | None = None
+    details: dict = dataclasses.field(default_factory=dict)
+    summary_version: int = SUMMARY_VERSION
+
+    def to_json(self) -> dict:
+        return {
+            "summary_version": self.summary_version,
+            "model_version": self.model_version,
+            "blessed": self.blessed,
+            "export_n": self.export_n,
+            "previous_blessed": self.previous_blessed.to_json() if self.previous_blessed else None,
+            **self.details,
+            **({"registered": self.registered.to_json()} if self.registered else {}),
+        }
+
+    @classmethod
+    def from_json(cls, payload: dict, where: str = "evaluation summary") -> EvaluationSummary:
+        """Refuses a summary_version other than SUMMARY_VERSION (a summary from other code) and missing fields."""
+        version = payload.get("summary_version")
+        if version != SUMMARY_VERSION:
+            raise SchemaError(f"{where}: summary_version {version!r}, this code reads {SUMMARY_VERSION}")
+        missing = [key for key in ("model_version", "blessed", "export_n") if key not in payload]
+        if missing:
+            raise SchemaError(f"{where}: lacks {missing}")
+        typed = {"summary_version", "model_version", "blessed", "export_n", "previous_blessed", "registered"}
+        previous, registered = payload.get("previous_blessed"), payload.get("registered")
+        return cls(
+            model_version=str(payload["model_version"]),
+            blessed=bool(payload["blessed"]),
+            export_n=int(payload["export_n"]),
+            previous_blessed=ModelRef.from_json(previous, f"{where}: previous_blessed") if previous else None,
+            registered=ModelRef.from_json(registered, f"{where}: registered") if registered else None,
+            details={key: value for key, value in payload.items() if key not in typed},
+        )
+
+    def write(self, path: str | Path) -> None:
+        """Atomically: a reader never sees half a summary."""
+        from components import atomic
+
+        atomic.write_json(path, self.to_json())
+
+    @classmethod
+    def read(cls, path: str | Path) -> EvaluationSummary:
+        try:
+            payload = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise SchemaError(f"evaluation summary {path}: unreadable ({err})") from err
+        return cls.from_json(payload, f"evaluation summary {path}")

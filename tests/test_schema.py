@@ -1,4 +1,5 @@
 import datetime as dt
+import json
 
 import pyarrow as pa
 import pytest
@@ -34,3 +35,15 @@ def test_missing_columns_and_wrong_types_are_named():
         schema.validate_table(_events().drop(["event_seq"]), schema.EVENTS, "events")
     with pytest.raises(schema.SchemaError, match="types do not match"):
         schema.validate_table(_events(event_seq=["a", "b"]), schema.EVENTS, "events")
+
+
+def test_a_summary_of_an_unknown_version_is_refused(tmp_path):
+    summary = schema.EvaluationSummary("v1", True, 5, details={"gate": {"metric": "ndcg@20"}})
+    summary.write(tmp_path / "summary.json")
+    assert schema.EvaluationSummary.read(tmp_path / "summary.json") == summary
+    (tmp_path / "summary.json").write_text(json.dumps({**summary.to_json(), "summary_version": 2}))
+    with pytest.raises(schema.SchemaError, match="summary_version 2, this code reads 1"):
+        schema.EvaluationSummary.read(tmp_path / "summary.json")
+    (tmp_path / "summary.json").write_text(json.dumps({"export_n": 5}))
+    with pytest.raises(schema.SchemaError, match="summary_version None"):
+        schema.EvaluationSummary.read(tmp_path / "summary.json")

@@ -19,8 +19,6 @@ from components import atomic, baselines, kfp_metrics, metrics, schema
 from components.evaluation import bootstrap, breakdowns, data, gate, plots, registry, report, scoring
 from components.serving import models
 
-SUMMARY_VERSION = 1
-
 
 @dataclasses.dataclass(frozen=True)
 class EvaluationConfig:
@@ -141,7 +139,7 @@ def evaluate(
     ranker = rankers[candidate_ranker]
     ranking_dirs = {candidate_ranker: ranking_dir, **(comparison_rankers or {})}
     summary = {
-        "summary_version": SUMMARY_VERSION,
+        "summary_version": schema.SUMMARY_VERSION,
         "model_version": scored.candidate.version,
         "blessed": decision.blessed,
         "export_n": export_n,
@@ -458,7 +456,7 @@ def run_evaluation(
         )
         result.summary["registered"] = entry.to_json()
     atomic.write_text(report_path, result.html)
-    atomic.write_json(summary_path, result.summary)
+    schema.EvaluationSummary.from_json(result.summary).write(summary_path)
     return result
 
 

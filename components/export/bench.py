@@ -6,7 +6,8 @@ import datetime as dt
 import tempfile
 from pathlib import Path
 
-from components.export.export import DEFAULT_CANDIDATES_N, ExportParams, read_evaluation_summary, run_export
+from components import schema
+from components.export.export import DEFAULT_CANDIDATES_N, ExportParams, run_export
 
 
 def export_bench(
@@ -25,8 +26,8 @@ def export_bench(
     candidates_n 0 takes the evaluation summary's export_n (the depth the pipeline would export with).
     """
     if candidates_n <= 0:
-        summary = read_evaluation_summary(evaluation_summary) if evaluation_summary else {}
-        candidates_n = int(summary.get("export_n") or DEFAULT_CANDIDATES_N)
+        export_n = schema.EvaluationSummary.read(evaluation_summary).export_n if evaluation_summary else 0
+        candidates_n = export_n or DEFAULT_CANDIDATES_N
     params = ExportParams(
         top_k=top_k,
         candidates_n=candidates_n,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import time
 from pathlib import Path
 
@@ -137,18 +136,6 @@ def parse_campaign_outputs(value: str) -> tuple[str, ...]:
     if unknown:
         raise ValueError(f"campaign_outputs {value!r}: unknown {unknown}; expected any of {CAMPAIGN_OUTPUTS}")
     return names
-
-
-def read_evaluation_summary(path: str | Path) -> dict:
-    """The evaluation stage's summary JSON; only export_n, model_version and previous_blessed are used."""
-    try:
-        summary = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"evaluation summary {path}: unreadable ({err})") from err
-    previous = summary.get("previous_blessed")
-    if previous and not {"version", "retrieval_dir", "ranking_dir"} <= set(previous):
-        raise ValueError(f"evaluation summary {path}: previous_blessed lacks version/retrieval_dir/ranking_dir")
-    return summary
 
 
 def build_tables(

@@ -3,7 +3,7 @@ to the destination in one day's partition; then the model becomes the last bless
 
 from __future__ import annotations
 
-from components import ab
+from components import ab, schema
 from components.export import export
 from components.run_time import of_run
 from components.run_time import resolve as resolve_run_time
@@ -41,16 +41,16 @@ def run(
     The run's time (run_time, else job_create_time, the pipeline job's: components.run_time.of_run; neither = now)
     fixes generated_at, so a retry of the run replaces its own partition.
     """
-    summary = export.read_evaluation_summary(evaluation_summary) if evaluation_summary else {}
+    summary = schema.EvaluationSummary.read(evaluation_summary) if evaluation_summary else None
     if candidates_n <= 0:
-        candidates_n = int(summary.get("export_n") or export.DEFAULT_CANDIDATES_N)
-    previous = summary.get("previous_blessed") or {}
+        candidates_n = (summary.export_n if summary else 0) or export.DEFAULT_CANDIDATES_N
+    previous = summary.previous_blessed if summary else None
     params = export.ExportParams(
         top_k=top_k,
         candidates_n=candidates_n,
         experiment=experiment,
         treatment_ratio=treatment_ratio,
-        model_version=model_version or summary.get("model_version") or run_id,
+        model_version=model_version or (summary.model_version if summary else "") or run_id,
         run_id=run_id,
         generated_at=resolve_run_time(of_run(run_time, job_create_time)),
         similar_k=similar_k,
@@ -65,11 +65,11 @@ def run(
         destination,
         recommendations,
         params,
-        blessed_retrieval_dir=previous.get("retrieval_dir"),
-        blessed_ranking_dir=previous.get("ranking_dir"),
-        blessed_model_version=previous.get("version", ""),
+        blessed_retrieval_dir=previous.retrieval_dir if previous else None,
+        blessed_ranking_dir=previous.ranking_dir if previous else None,
+        blessed_model_version=previous.version if previous else "",
         registry_dir=registry_dir or None,
-        registered_version=(summary.get("registered") or {}).get("version", ""),
+        registered_version=summary.registered.version if summary and summary.registered else "",
         extracted_dir=extracted,
     )
     return {

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from components.export.export import DEFAULT_CANDIDATES_N, read_evaluation_summary
+from components import schema
+from components.export.export import DEFAULT_CANDIDATES_N
 from components.serving import bundle
 
 
@@ -24,17 +25,17 @@ def run(
     """Writes the serving model to `model` and returns its configuration. The evaluation summary gives what the
     export takes from it: the depth (export_n, when candidates_n is 0), the model version and the last blessed
     model for the control arm."""
-    summary = read_evaluation_summary(evaluation_summary)
+    summary = schema.EvaluationSummary.read(evaluation_summary)
     config = bundle.build_serving_model(
         features,
         retrieval_model,
         ranking_model,
         model,
-        model_version=model_version or summary.get("model_version") or "",
+        model_version=model_version or summary.model_version,
         top_k=top_k,
-        candidates_n=candidates_n if candidates_n > 0 else int(summary.get("export_n") or DEFAULT_CANDIDATES_N),
+        candidates_n=candidates_n if candidates_n > 0 else summary.export_n or DEFAULT_CANDIDATES_N,
         experiment=experiment,
         treatment_ratio=treatment_ratio,
-        control=summary.get("previous_blessed"),
+        control=summary.previous_blessed.to_json() if summary.previous_blessed else None,
     )
     return dataclasses.asdict(config)

@@ -216,19 +216,8 @@ def test_component_entry_takes_depth_version_and_blessed_model_from_the_evaluati
     tmp_path, features_dir, models
 ):
     summary = tmp_path / "summary.json"
-    summary.write_text(
-        json.dumps(
-            {
-                "model_version": "v2",
-                "export_n": 4,
-                "previous_blessed": {
-                    "version": "v1",
-                    "retrieval_dir": str(tmp_path / "blessed"),
-                    "ranking_dir": str(tmp_path / "blessed"),
-                },
-            }
-        )
-    )
+    blessed = str(tmp_path / "blessed")
+    schema.EvaluationSummary("v2", True, 4, previous_blessed=schema.ModelRef("v1", blessed, blessed)).write(summary)
     metrics = RecordingMetrics()
     figures = export_stage.run(
         str(features_dir),
@@ -257,14 +246,14 @@ def test_component_entry_takes_depth_version_and_blessed_model_from_the_evaluati
 def test_unreadable_evaluation_summary_is_named(tmp_path):
     (tmp_path / "summary.json").write_text("{not json")
     with pytest.raises(ValueError, match="evaluation summary .*unreadable"):
-        export.read_evaluation_summary(tmp_path / "summary.json")
+        schema.EvaluationSummary.read(tmp_path / "summary.json")
 
 
 def test_export_bench_reports_throughput(features_dir, models, tmp_path):
     from components.export.bench import export_bench
 
     summary = tmp_path / "summary.json"
-    summary.write_text(json.dumps({"export_n": 5}))
+    schema.EvaluationSummary("v1", True, 5).write(summary)
     result = export_bench(features_dir, tmp_path / "new", tmp_path / "new", summary, top_k=3)
     assert set(result) == {"export"} and result["export"]["candidates_n"] == 5
     assert result["export"]["users"] == 6 and result["export"]["users_per_s"] > 0
@@ -320,7 +309,8 @@ def test_case06_registry_moves_only_after_the_lists_are_written(tmp_path, featur
     entry = registry.register(registry_dir, "v2", tmp_path / "new", tmp_path / "new", {})  # as evaluation does
     assert registry.last_blessed(registry_dir).version == "v1"  # registered, not yet the last blessed
     summary = tmp_path / "summary.json"
-    summary.write_text(json.dumps({"model_version": "v2", "registered": entry.to_json()}))
+    registered = schema.ModelRef.from_json(entry.to_json(), "entry")
+    schema.EvaluationSummary("v2", True, 0, registered=registered).write(summary)
     not_duckdb = tmp_path / "recs.duckdb"
     not_duckdb.write_text("not a database")
     with pytest.raises(duckdb.Error):
