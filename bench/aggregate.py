@@ -1,5 +1,5 @@
 """SEEDS=n: a model's entry holds the median of each metric, plus `per_seed` (the values) and `spread`
-(max minus min), as DESIGN.md's benchmark contract says."""
+(max minus min), as the bench contract (docs/architecture.md) says."""
 
 from __future__ import annotations
 

@@ -24,8 +24,8 @@ import importlib
 import inspect
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 
 class StageSkipped(Exception):
@@ -33,7 +33,7 @@ class StageSkipped(Exception):
 
 
 FORMATS = ("amazon", "taobao", "synthetic")
-# Top-level bench keys each discovered stage may set (contract: DESIGN.md "The benchmark contract").
+# Top-level bench keys each discovered stage may set (contract: docs/architecture.md, "The bench contract").
 STAGE_KEYS = {
     "retrieval": ("retrieval",),
     "ranking": ("ranking",),

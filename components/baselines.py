@@ -2,7 +2,7 @@
 
 Both are fitted on the training sequences only and score the full catalogue for a batch of
 histories, exactly like a model, so they go through the same `metrics` code and protocol.
-On Amazon data item-to-item is strong; a deep model must beat it to earn its cost (DESIGN.md).
+On Amazon data item-to-item is strong; a deep model must beat it to earn its cost (docs/architecture.md).
 """
 
 from __future__ import annotations

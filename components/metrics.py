@@ -3,7 +3,7 @@
 Used by the baselines, every model stage, evaluation and the bench, so a number means the same
 thing wherever it is printed.
 
-Ranking protocol (DESIGN.md): for each user, every catalogue item is scored; the user's earlier
+Ranking protocol (docs/architecture.md): for each user, every catalogue item is scored; the user's earlier
 items (`seen`) and the reserved indices PAD/OOV are masked; the target's 0-based rank is the
 number of unmasked items that score strictly higher than it. The target itself is never masked,
 so a repeat purchase counts when the model ranks it.

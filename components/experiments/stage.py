@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from components import atomic, schema
-from components.experiments import ab_analysis, bench, ope, rewards
+from components.experiments import ab_analysis, ope, rewards, studies
 from components.experiments.bandit import BayesianLinearBandit, reranker_features
 from components.experiments.bayesian_fm import BayesianFM
 from components.experiments.histories import user_histories
@@ -123,7 +123,7 @@ def run_off_policy_evaluation(
     if reason:
         _write_skipped(report, reason)
         return {"skipped": reason}
-    result, run = bench.run_studies(
+    result, run = studies.run_studies(
         warehouse_uri,
         shop_preset,
         shop_seed,
@@ -136,13 +136,13 @@ def run_off_policy_evaluation(
         ranking_dir=ranking_model,
         features_dir=features,
         reward=rewards.parse(reward_weighting),
-        bandit_seeds=bench.BANDIT_SEEDS if bandit_study else (),
+        bandit_seeds=studies.BANDIT_SEEDS if bandit_study else (),
     )
     result["logged"] = logged_click_rate(warehouse_uri)
 
     with atomic.staged_directory(report) as staging:
         (staging / "ope.json").write_text(json.dumps(result, indent=2))
-        bench.write_report(staging, result["ope"], run)
+        studies.write_report(staging, result["ope"], run)
     figures = {"ope_truth": result["ope"]["truth"], "ope_logged_click_rate": result["logged"]["click_rate"]}
     for name in ope.ESTIMATORS:
         for field in ("estimate", "bias", "rmse"):

@@ -205,7 +205,7 @@ def _build(pipeline, events_path, items_path, work_dir, ranking_task, max_len, s
         (grouped[T.STATS], sequences[T.STATS], examples[T.STATS], sizes)
         | "FlattenCounts" >> beam.Flatten()
         | "SumCounts" >> T.SumCounts()
-        | "WriteCounts" >> beam.Map(T.write_json, FileSystems.join(work_dir, _COUNTS_FILE))
+        | "WriteCounts" >> beam.Map(T.dump_json, FileSystems.join(work_dir, _COUNTS_FILE))
     )
 
 
@@ -312,8 +312,8 @@ def _finish(
         split=split,
         seed=seed,
     )
-    T.write_json(stats, FileSystems.join(work_dir, schema.STATS))
-    T.write_json(dataclasses.asdict(spec), FileSystems.join(work_dir, schema.FEATURE_SPEC))
+    T.dump_json(stats, FileSystems.join(work_dir, schema.STATS))
+    T.dump_json(dataclasses.asdict(spec), FileSystems.join(work_dir, schema.FEATURE_SPEC))
     return stats
 
 

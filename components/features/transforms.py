@@ -435,6 +435,8 @@ def nested(flat: dict[str, int]) -> dict:
     return out
 
 
-def write_json(value, path: str) -> None:
+def dump_json(value, path: str) -> None:
+    """Writes `value` as JSON to a Beam FileSystems path (local or gs://). Value first, so that beam.Map(dump_json,
+    path) writes a PCollection's element; not atomic.write_json(path, payload), which is local and atomic."""
     with FileSystems.create(path) as handle:
         handle.write(json.dumps(value, indent=2, sort_keys=True).encode())

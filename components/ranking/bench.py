@@ -1,4 +1,4 @@
-"""`ranking_bench`: the ranking keys of the bench JSON (DESIGN.md): DIEN against DIN (and, on the cvr task, the
+"""`ranking_bench`: the ranking keys of the bench JSON (docs/architecture.md): DIEN against DIN (and, on the cvr task, the
 trees probe), the speed reference, and on request the ablations, trained in one run on the same batches.
 
 Each model's test AUC and GAUC come with 95% intervals from a bootstrap over test users (a user's rows are not

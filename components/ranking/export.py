@@ -1,6 +1,6 @@
 """The ranking model artifact: a SavedModel on raw string ids, and the Python `Ranker` that loads it.
 
-Layout of the artifact directory (contracts.md):
+Layout of the artifact directory (docs/architecture.md, contracts):
   saved_model/   signatures
                    serving_default(hist_items, hist_cats: string [B, L], candidate_items: string [B, N]) -> {"scores": [B, N]}
                    score_indices(hist_items, hist_cats, candidate_items, candidate_cats: int64) -> {"scores": [B, N]}

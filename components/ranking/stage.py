@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import math
-
+from components.kfp_metrics import finite_metrics
 from components.ranking.base import ModelConfig
 from components.ranking.training import TrainConfig, train_ranker
 
@@ -21,4 +20,4 @@ def run(
     result = train_ranker(
         features, model, ModelConfig(model_type=model_type), TrainConfig(epochs=epochs, seed=seed), retrieval_model
     )
-    return {name: value for name, value in result.items() if isinstance(value, (int, float)) and math.isfinite(value)}
+    return finite_metrics(result)

@@ -1,4 +1,4 @@
-"""Full-catalogue evaluation (DESIGN.md protocol) of query embeddings against the item embeddings.
+"""Full-catalogue evaluation (docs/architecture.md, evaluation protocol) of query embeddings against the item embeddings.
 
 The ranking and metric math is components.metrics; this only supplies the score chunks.
 """

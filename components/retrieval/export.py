@@ -1,4 +1,4 @@
-"""Writes the retrieval model artifact (contracts.md): query_encoder/ and index/ SavedModels on raw
+"""Writes the retrieval model artifact (docs/architecture.md, contracts): query_encoder/ and index/ SavedModels on raw
 string ids, item_embeddings.parquet, and the config and vocabularies the Python API reads back.
 """
 

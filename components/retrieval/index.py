@@ -1,7 +1,7 @@
 """Top-K search over the item embeddings: exact brute force (default) or an approximate HNSW index.
 
 The approximate index runs beside the SavedModel through faiss's NumPy API (ScaNN's TensorFlow ops
-need TF 2.20; DESIGN.md). faiss is optional: it is imported only when an HNSW index is built.
+need TF 2.20; docs/architecture.md). faiss is optional: it is imported only when an HNSW index is built.
 """
 
 from __future__ import annotations

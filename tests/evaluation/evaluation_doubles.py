@@ -55,7 +55,7 @@ def _example(features: dict) -> bytes:
 
 
 def write_features(directory: Path, sequences: list[list[int]], seed: int = 0) -> Path:
-    """Writes the features-output layout of contracts.md for these sequences (item numbers)."""
+    """Writes the features-output layout of components/schema.py for these sequences (item numbers)."""
     import tensorflow as tf
 
     rng = np.random.default_rng(seed)

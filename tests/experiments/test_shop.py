@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from components.experiments import bench, ope, shop
+from components.experiments import bench, ope, shop, studies
 from components.warehouse.build import build_warehouse
 from components.warehouse.duckdb_warehouse import WarehouseWriter
 
@@ -50,7 +50,7 @@ def test_logged_propensities_match_the_logging_frequencies(tiny):
 def test_estimators_against_truth_and_dr_beats_ips(tiny):
     """Importance weights are heavy-tailed (mean w^2 ~ 25 here), so RMSE needs ~20 logs to rank the estimators."""
     world, history, _ = tiny
-    result, _ = bench.ope_study(world, history, repeats=20, requests_per_log=3000, epsilon=0.1)
+    result, _ = studies.ope_study(world, history, repeats=20, requests_per_log=3000, epsilon=0.1)
     truth = result["truth"]
     for name in ("ips", "snips", "dr", "mrdr"):
         assert abs(result[name]["bias"]) < 0.1 * truth, (name, result[name])
@@ -61,7 +61,7 @@ def test_estimators_against_truth_and_dr_beats_ips(tiny):
 def test_thompson_beats_greedy_in_the_shop_after_a_shift(tiny):
     world, history, _ = tiny
     ranker = shop.LinearRanker.train(history, shop.log_requests(world, 2000, np.random.default_rng(2)))
-    run = bench.bandit_study(world, history, ranker, rounds=90, batch=64, shift_fraction=0.8, seed=3)
+    run = studies.bandit_study(world, history, ranker, rounds=90, batch=64, shift_fraction=0.8, seed=3)
     after = {name: r[run.shift_round :].sum() for name, r in run.rewards.items()}
     assert after["thompson"] > after["greedy"] > after["random"]
 

@@ -1,4 +1,4 @@
-"""A tiny features output (contracts.md layout) whose users' interests drift: each step moves to the next
+"""A tiny features output (the layout of components/schema.py) whose users' interests drift: each step moves to the next
 category or the one after, so the category of the next purchase follows from the *latest* steps only.
 Order-aware DIEN can learn this; order-blind DIN pooling cannot fully."""
 

@@ -1,4 +1,4 @@
-"""The ranking bench: medians over seeds with per-seed values and spreads (DESIGN.md's bench contract), the
+"""The ranking bench: medians over seeds with per-seed values and spreads (docs/architecture.md, the bench contract), the
 interleaving of the speed comparison, and the paired intervals."""
 
 import dataclasses

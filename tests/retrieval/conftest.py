@@ -1,4 +1,4 @@
-"""Small generated features outputs (contracts.md layout) for the retrieval tests."""
+"""Small generated features outputs (the layout of components/schema.py) for the retrieval tests."""
 
 from __future__ import annotations
 
