@@ -87,16 +87,18 @@ class BayesianFM:
         num_positions: int,
         dim: int = 4,
         prior_precision: float = 1.0,
-        bias_precision: float = 1.0,
-        factor_precision: float = 4.0,
+        bias_precision: float = 100.0,
+        factor_precision: float = 100.0,
         init_scale: float = 0.1,
         score_prior: float = 1.0,
-        exploration: float = 1.0,
+        exploration: float = 0.3,
         sweeps: int = 3,
         seed: int = 0,
     ) -> BayesianFM:
         """The prior: dense weights N(m0, I / prior_precision) with m0 = score_prior on the funnel score (the
-        second to last dense feature, as in the linear bandit), so the untrained FM ranks like the funnel."""
+        second to last dense feature, as in the linear bandit), so the untrained FM ranks like the funnel. The
+        defaults are the simulator's (simulation.BanditConfig, tuned on the medium shop): weak priors on 6
+        fields' biases and embeddings make Thompson's draws noise that swamps the funnel's score."""
         if min(prior_precision, bias_precision, factor_precision) <= 0 or dim < 1 or init_scale < 0:
             raise ValueError("precisions must be positive, dim >= 1 and init_scale >= 0")
         total = dense_dim + num_positions

@@ -234,7 +234,7 @@ def run_bandit_reranker(
     weights = rewards.parse(reward_weighting)
     dim = 2 * retriever.item_embeddings.shape[1] + 2
     positions = int(impressions["position"].max()) + 1 if len(impressions) else 1
-    fm = BayesianFM.create(dim, len(FM_FIELDS), positions, prior_precision=prior_precision, exploration=exploration)
+    fm = BayesianFM.create(dim, len(FM_FIELDS), positions, prior_precision=prior_precision)
     bandit, rows = fit_bandit_from_logs(
         retriever,
         impressions,

@@ -23,7 +23,18 @@ def tiny_problem(seed=0, rows=40):
 
 
 def fitted(sweeps=60, init_scale=0.5):
-    fm = BayesianFM.create(3, 2, 2, dim=2, factor_precision=2.0, init_scale=init_scale, sweeps=sweeps, seed=1)
+    fm = BayesianFM.create(
+        3,
+        2,
+        2,
+        dim=2,
+        bias_precision=1.0,
+        factor_precision=2.0,
+        init_scale=init_scale,
+        exploration=1.0,
+        sweeps=sweeps,
+        seed=1,
+    )
     dense, values, positions, rewards = tiny_problem()
     fm._ensure(values)
     prior = copy.deepcopy(fm)
