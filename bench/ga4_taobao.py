@@ -1,7 +1,8 @@
 """The Taobao sample in GA4's export shape, through the GA4 path: a bench, not a test (tests use the project's shop).
 
     python -m bench.ga4_taobao --data ../shared/data/taobao-userbehavior-sample/UserBehavior.csv.gz \
-        --work /tmp/ga4-taobao [--format json|parquet] [--repeat N] [--pipeline] --out ga4_taobao.json
+        --work /tmp/ga4-taobao [--format json|parquet] [--repeat N] [--pipeline [--param NAME=VALUE ...]] \
+        --out ga4_taobao.json
 
 Taobao's behaviour rows become GA4 daily export files (components.warehouse.ga4.write_export: pv -> view_item beside a
 page_view, cart -> add_to_cart, fav -> add_to_wishlist, buy -> purchase). Its timestamps are whole seconds and a real
@@ -87,8 +88,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--format", choices=("json", "parquet"), default="json")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--pipeline", action="store_true", help="also run the whole DAG locally on the export")
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a pipeline parameter of the --pipeline run, as pipelines.run takes it (e.g. ranking_epochs=1 on a "
+        "shared machine)",
+    )
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
+    from pipelines.run import parse_params
+
+    parameters = parse_params(args.param)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=False)
     events, items = taobao_as_contract(args.data, args.repeat)
@@ -120,8 +132,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.pipeline:
         from pipelines.run import run_local
 
-        outputs = run_local(work / "run", f"ga4:{work / 'export'}")
-        result["pipeline"] = {"seconds": outputs["seconds"], **stage_counts(Path(outputs["run"]))}
+        outputs = run_local(work / "run", f"ga4:{work / 'export'}", **parameters)
+        result["pipeline"] = {
+            "parameters": parameters,
+            "seconds": outputs["seconds"],
+            **stage_counts(Path(outputs["run"])),
+        }
     atomic.write_json(Path(args.out), result)
     print(json.dumps(result, indent=2))
 
