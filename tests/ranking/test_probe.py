@@ -53,7 +53,10 @@ def taobao_like(tmp_path_factory):
 
 def test_time_split_cut_defaults_to_the_last_two_days(taobao_like):
     _, _, stats = taobao_like
-    assert stats["split_window"] == {"cut": "2024-01-02T00:00:00+00:00", "window_days": 1.0}
+    window = stats["split_window"]
+    assert (window["cut"], window["window_days"]) == ("2024-01-02T00:00:00+00:00", 1.0)
+    assert window["valid"] == ["2024-01-02T00:00:00+00:00", "2024-01-03T00:00:00+00:00"]
+    assert window["test"] == ["2024-01-03T00:00:00+00:00", "2024-01-04T00:00:00+00:00"]
     assert stats["examples"]["ranking"] == {"train": 2, "valid": 1, "test": 4}
 
 
