@@ -4,7 +4,7 @@
 
 Stages run in DAG order as plain Python calls (bench/stages.py), in a temporary directory:
 warehouse -> extract -> features -> baselines -> retrieval -> ranking -> evaluation (funnel) ->
-export -> experiments. Each is timed (timing.stages.<stage>); timing.total_s, peak_rss_mb (this
+export -> campaign (complementary items, audiences) -> experiments. Each is timed (timing.stages.<stage>); timing.total_s, peak_rss_mb (this
 process or any child, e.g. Beam workers), events/users/items and every stage's keys go into the
 JSON. A stage that cannot run is listed under `skipped` with the reason, one that crashed under
 `failed` (and the exit code is 1); neither leaves guessed keys behind.
@@ -32,7 +32,7 @@ from bench import aggregate, stages
 from components.atomic import write_json
 
 SEEDED_STAGES = ("retrieval", "ranking", "evaluation")
-ALL_STAGES = ("warehouse", "extract", "features", "baselines", *SEEDED_STAGES, "export", "experiments")
+ALL_STAGES = ("warehouse", "extract", "features", "baselines", *SEEDED_STAGES, "export", "campaign", "experiments")
 
 
 def log(message: str) -> None:
@@ -55,6 +55,7 @@ def _stage_calls(ctx: stages.Context, stage: str) -> list[Callable[[], dict]]:
         "features": stages.run_features,
         "baselines": stages.run_baselines,
         "export": stages.run_export,
+        "campaign": stages.run_campaign,
         "experiments": stages.run_experiments,
     }
     if stage in single:

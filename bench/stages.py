@@ -287,6 +287,23 @@ def run_export(ctx: Context) -> dict:
     }
 
 
+def run_campaign(ctx: Context) -> dict:
+    """complementary_items and audiences on a time split (components.export.campaign_eval.campaign_bench): the
+    run's own models where its features are time-split (Taobao), else a time split and models of their own."""
+    ctx.require("extracted_dir", "features_dir")
+    module = _import("components.export.campaign_eval")
+    seed = min(ctx.retrieval_dirs.keys() & ctx.ranking_dirs.keys(), default=None)
+    result = module.campaign_bench(
+        ctx.extracted_dir,
+        ctx.features_dir,
+        ctx.work / "campaign",
+        ctx.retrieval_dirs.get(seed),
+        ctx.ranking_dirs.get(seed),
+    )
+    ctx.notes.extend(result.pop("notes", []))
+    return result
+
+
 def run_experiments(ctx: Context) -> dict:
     function = find_stage_function("experiments")
     seed = min(ctx.retrieval_dirs.keys() & ctx.ranking_dirs.keys(), default=0)

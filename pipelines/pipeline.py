@@ -7,7 +7,8 @@ data puts ranking after retrieval. The DIN baseline trains beside DIEN on the sa
 in the funnel for the report (never for the gate), so it runs before evaluation, not after export. Off-policy
 evaluation estimates the new ranker's click rate from the logged impressions (skipping, with a reason, on data
 without them); evaluation reads its output into the report and the metrics, and with `gate_on_ope` also into
-the gate, so it runs after it. Export runs
+the gate, so it runs after it. Campaign evaluation measures complementary items and audiences on held-out
+data (with `campaign_outputs`) and hands evaluation a file, as off-policy evaluation does. Export runs
 only inside `dsl.If(blessed)`: a model that loses to the baselines or to the last blessed model
 never reaches users; export also makes the model the last blessed one, once its lists are written. An optional Thompson-sampling bandit learns to re-rank retrieval's candidates, and the
 A/B analysis reads the outcomes per variant once the export has written them. The blessed branch also builds
@@ -22,7 +23,7 @@ from components.cloud.component import deploy_model, register_models
 from components.cloud.resources import apply_resources
 from components.evaluation.component import evaluation
 from components.experiments.component import ab_analysis, bandit_reranker, off_policy_evaluation
-from components.export.component import export
+from components.export.component import campaign_evaluation, export
 from components.extract.component import extract
 from components.features.component import features
 from components.ranking.component import ranking
@@ -180,6 +181,17 @@ def recommender_pipeline(
         )
         apply_resources(bandit_task.set_display_name("bandit-reranker"), "experiments")
 
+    # Held-out figures of complementary items and audiences, read by evaluation into its report (a file: evaluation
+    # runs before export, whose outputs these are).
+    campaign_task = campaign_evaluation(
+        features=feature_data,
+        extracted=extract_task.outputs["extracted"],
+        retrieval_model=retrieval_task.outputs["model"],
+        ranking_model=dien_task.outputs["model"],
+        campaign_outputs=campaign_outputs,
+    )
+    apply_resources(campaign_task.set_display_name("campaign-evaluation"), "evaluation")
+
     evaluation_task = evaluation(
         features=feature_data,
         retrieval_model=retrieval_task.outputs["model"],
@@ -196,6 +208,7 @@ def recommender_pipeline(
         off_policy=ope_task.outputs["report"],
         baseline_ranking_model=din_task.outputs["model"],
         extracted=extract_task.outputs["extracted"],
+        campaign=campaign_task.outputs["report"],
     )
     apply_resources(evaluation_task.set_display_name("evaluation"), "evaluation")
 

@@ -4,7 +4,8 @@
 `report` is report.html (its URI ends in .html). `off_policy` (optional) is the off-policy evaluation stage's
 report: its estimates go into the report and the metrics, and with `gate_on_ope` into the gate.
 `baseline_ranking_model` (optional, the DIN baseline) is scored beside the candidate for the report, never gated;
-`extracted` (optional) gives the report the source and window.
+`extracted` (optional) gives the report the source and window; `campaign` (optional) is the campaign evaluation's
+folder: complementary items' and audiences' held-out figures (components.export.campaign_eval).
 """
 
 from typing import Optional
@@ -37,6 +38,7 @@ def evaluation(
     off_policy: Optional[Input[Artifact]] = None,
     baseline_ranking_model: Optional[Input[Model]] = None,
     extracted: Optional[Input[Dataset]] = None,
+    campaign: Optional[Input[Artifact]] = None,
 ) -> bool:
     from components import kfp_metrics
     from components.evaluation import stage

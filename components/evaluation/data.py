@@ -215,3 +215,20 @@ def read_off_policy(directory: str | Path | None) -> OffPolicyOutput:
     raise schema.SchemaError(
         f"{directory}: an off-policy evaluation output holds ope.json or skipped.json; found neither"
     )
+
+
+CAMPAIGN_FILE = "campaign.json"  # in the campaign evaluation's artifact folder (export.campaign_eval.CAMPAIGN_FILE)
+
+
+def read_campaign(path: str | Path | None) -> dict | None:
+    """The campaign evaluation's JSON (components.export.campaign_eval writes it before this stage runs: a file, so
+    evaluation does not import export); None when the stage was not wired in."""
+    if path is None:
+        return None
+    path = Path(path)
+    if path.is_dir():  # the task's artifact is a folder holding campaign.json
+        path = path / CAMPAIGN_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise schema.SchemaError(f"campaign evaluation output {path}: unreadable ({err})") from err

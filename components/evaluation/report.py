@@ -527,6 +527,50 @@ def off_policy_section(off_policy: dict, figures: dict[str, str]) -> str:
     return _section("ope", title, *parts)
 
 
+def campaign_section(campaign: dict | None) -> str:
+    """Complementary items (HIT@10 on held-out baskets) and audiences (precision and recall at 1% and 10% of the
+    users, on the time split's test window): the campaign evaluation task's file (components.export.campaign_eval)."""
+    if not campaign:
+        return _section(
+            "campaign",
+            "Campaign outputs: complementary items and audiences",
+            _p("Not evaluated: the run names no campaign_outputs, or the evaluation had no extract to read."),
+        )
+    parts = [_p(f"Split {campaign['split']}, cut {campaign['cut']}. " + campaign.get("caveat", ""))]
+    comp = campaign.get("complementary_items")
+    if comp:
+        methods = [m for m, v in comp.items() if isinstance(v, dict)]
+        parts.append(
+            _p(
+                f"Complementary items: {comp['queries']} queries from {comp['baskets']} held-out baskets (cart and "
+                "purchase events of one session, or one day without sessions); a hit when another item of the "
+                f"basket is in the item's top 10. Output = complementary ({comp.get('method')} with the retrieval "
+                "model's next items for rare items); count, lift: co-occurrence alone; similar_items: the "
+                "candidate embeddings' cosine; next_item_embedding: the fallback alone."
+            )
+        )
+        parts.append(table(["method", "HIT@10"], [[m, comp[m]["hit@10"]] for m in methods]))
+    aud = campaign.get("audiences")
+    if aud:
+        shares = list(aud["k"])
+        methods = [m for m, v in aud.items() if isinstance(v, dict) and m not in ("k", "window")]
+        targets = ", ".join(f"{t['target']} ({t['future_buyers']} buyers)" for t in aud["targets"])
+        parts.append(
+            _p(
+                f"Audiences: {aud['users']} scored users, histories up to {aud['window']['history_end']}, future "
+                f"buyers until {aud['window']['window_end']}; targets {targets}. K = "
+                + ", ".join(f"{k} ({aud['k'][k]} users)" for k in shares)
+                + ". ranker: DIEN's buy-or-not probability; funnel: fused with the retrieval score."
+            )
+        )
+        header = ["method"] + [f"{m}@{k}" for k in shares for m in ("precision", "recall")]
+        rows = [[m] + [aud[m].get(f"{x}@{k}", "") for k in shares for x in ("precision", "recall")] for m in methods]
+        parts.append(table(header, rows))
+    elif campaign.get("audiences_skipped"):
+        parts.append(_p("Audiences: " + campaign["audiences_skipped"]))
+    return _section("campaign", "Campaign outputs: complementary items and audiences", *parts)
+
+
 def calibration_section(figures: dict[str, Plot]) -> str:
     if "calibration" not in figures:
         return ""
@@ -564,6 +608,7 @@ def render(summary: dict, figures: dict[str, Plot], off_policy_figures: dict[str
         breakdowns_section(summary, figures),
         ab_section(summary, figures),
         off_policy_section(summary["off_policy"], off_policy_figures or {}),
+        campaign_section(summary.get("campaign")),
         calibration_section(figures),
     ]
     nav = (
@@ -581,6 +626,7 @@ def render(summary: dict, figures: dict[str, Plot], off_policy_figures: dict[str
                 ("breakdowns", "breakdowns"),
                 ("ab", "A/B"),
                 ("ope", "off-policy"),
+                ("campaign", "campaign"),
             )
         )
         + "</nav>"

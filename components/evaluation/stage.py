@@ -106,6 +106,7 @@ def evaluate(
     comparison_rankers: dict[str, str | Path] | None = None,
     extracted_dir: str | Path | None = None,
     candidate_ranker: str = "ranker",
+    campaign_path: str | Path | None = None,
 ) -> EvaluationResult:
     """Everything the stage computes, in memory; `run_evaluation` writes it out.
 
@@ -113,7 +114,8 @@ def evaluate(
     `off_policy_dir` is the off-policy evaluation stage's output (None: not run). `comparison_rankers`
     {name: ranking artifact} are rankers trained beside the candidate's (`candidate_ranker` names it): each is
     scored in the funnel behind the candidate's retrieval, for the report, never for the gate. `extracted_dir`
-    (the extract output) gives the report the source and window.
+    (the extract output) gives the report the source and window. `campaign_path` is the campaign evaluation's
+    JSON (complementary items and audiences, components.export.campaign_eval), shown in the report.
     """
     started = time.perf_counter()
     off_policy = data.read_off_policy(off_policy_dir)
@@ -184,6 +186,7 @@ def evaluate(
     figures = plots.report_figures(
         summary, ranks_by_model, scored.scores, export_n, {name: r for name, r in rankers.items() if r}
     )
+    summary["campaign"] = data.read_campaign(campaign_path)
     summary["evaluation_s"] = round(time.perf_counter() - started, 3)
     return EvaluationResult(
         summary=summary,
@@ -428,6 +431,7 @@ def run_evaluation(
     comparison_rankers: dict[str, str | Path] | None = None,
     extracted_dir: str | Path | None = None,
     candidate_ranker: str = "ranker",
+    campaign_path: str | Path | None = None,
 ) -> EvaluationResult:
     """Evaluates, registers the model when blessed, and writes summary JSON and HTML report atomically."""
     result = evaluate(
@@ -441,6 +445,7 @@ def run_evaluation(
         comparison_rankers,
         extracted_dir,
         candidate_ranker,
+        campaign_path,
     )
     if result.blessed and registry_dir:
         entry = registry.register(
@@ -479,12 +484,14 @@ def run(
     off_policy: str | None = None,
     baseline_ranking_model: str | None = None,
     extracted: str | None = None,
+    campaign: str | None = None,
     load_models: Callable[..., models.ServingModel] | None = None,
 ) -> dict:
     """The evaluation stage's entry: writes `summary` (JSON) and `report` (HTML), registers a blessed model in
     `registry_dir`, and returns the figures: the KFP scalars of flat_metrics (with `blessed` 0/1), plus the ranker's
     ROC curve and confusion matrix at 0.5 for a classification view. `baseline_ranking_model` (the DIN baseline) is
-    scored beside the candidate for the report, never gated; `load_models` replaces the artifact loader in tests."""
+    scored beside the candidate for the report, never gated; `campaign` (the campaign evaluation's folder) goes into
+    the report; `load_models` replaces the artifact loader in tests."""
     config = EvaluationConfig(
         candidates_n=candidates_n,
         gate=gate.GateConfig(
@@ -515,6 +522,7 @@ def run(
         comparison_rankers=comparisons,
         extracted_dir=extracted,
         candidate_ranker=candidate,
+        campaign_path=campaign,
         **({"load_models": load_models} if load_models else {}),
     )
     figures: dict = flat_metrics(result.summary)

@@ -191,10 +191,9 @@ def item_categories(features_dir: str | Path, num_items: int) -> np.ndarray:
 
 def category_sales(extracted_dir: str | Path, end: dt.datetime | None = None) -> dict[str, float]:
     """Purchases per category in the extract's events (before `end`): what "top-selling" orders by."""
-    import duckdb
+    from components.export.complementary import connect
 
-    with duckdb.connect() as con:
-        con.execute("SET TimeZone = 'UTC'")
+    with connect() as con:
         rows = con.execute(
             "SELECT i.category, count(*) FROM read_parquet(?) e JOIN read_parquet(?) i USING (item_id) "
             "WHERE e.event_type = 'purchase' AND (? IS NULL OR e.event_ts < ?) GROUP BY 1",

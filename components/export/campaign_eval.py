@@ -28,13 +28,7 @@ AUDIENCE_SHARES = {"1%": 0.01, "10%": 0.10}
 _DAY = dt.timedelta(days=1)
 
 
-def _connect():
-    import duckdb
-
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    con.execute("SET enable_progress_bar = false")
-    return con
+_connect = complementary.connect
 
 
 def quantile_cut(events_path: str | Path, quantile: float = 0.8) -> dt.datetime:
@@ -222,6 +216,81 @@ def evaluate_audiences(
     return result
 
 
+# ---- in the pipeline ----------------------------------------------------------------------------------------
+def evaluate_run(features_dir, extracted_dir, model, outputs) -> dict:
+    """The evaluation stage's campaign figures, by the candidate model (a ServingModel on the features' vocabulary).
+
+    On a time split, with its cut and windows. Under leave-last-out audiences need a future the model has not seen,
+    so they are left out with the reason; complementary items are measured on the baskets after the 80% quantile
+    of the event times, with the caveat that the retrieval model (the fallback's and similar items') saw them."""
+    import json
+
+    spec = schema.FeatureSpec.read(features_dir)
+    window = json.loads(Path(features_dir, schema.STATS).read_text()).get("split_window")
+    events_path = Path(extracted_dir, "events.parquet")
+    result = {"split": spec.split}
+    if spec.split == "time" and window:
+        cut, days = dt.datetime.fromisoformat(window["cut"]), dt.timedelta(days=float(window["window_days"]))
+    else:
+        cut, days = quantile_cut(events_path, CUT_QUANTILE), None
+        result["caveat"] = (
+            "leave-last-out split: co-occurrence counts only baskets before the cut, but the retrieval model behind "
+            "the fallback and similar items trained on the held-out period too"
+        )
+    result["cut"] = cut.isoformat()
+    retriever, ranker, item_ids = model.retriever, model.ranker, model.item_ids
+    if "complementary_items" in outputs:
+        available = getattr(retriever, "available", None)
+        if available is None:
+            available = np.ones(len(item_ids), dtype=bool)
+        result["complementary_items"] = evaluate_complementary(
+            events_path, cut, retriever, ranker.item_category, item_ids, available
+        )
+    if "audiences" in outputs:
+        if days is None:
+            result["audiences_skipped"] = "audiences are measured on a time split (split=time): future buyers"
+        else:
+            result["audiences"] = evaluate_audiences(
+                extracted_dir, features_dir, retriever, ranker, item_ids, cut + days, cut + 2 * days
+            )
+    return result
+
+
+CAMPAIGN_FILE = "campaign.json"
+
+
+def run(
+    features: str,
+    extracted: str,
+    retrieval_model: str,
+    ranking_model: str,
+    report: str,
+    campaign_outputs: str = "complementary_items,audiences",
+) -> dict[str, float]:
+    """The campaign evaluation task's entry: loads the candidate models, writes campaign.json into the folder
+    `report` (atomically; evaluation reads it into its report) and returns the headline figures."""
+    from components import atomic
+    from components.serving.models import load_serving_model
+
+    names = tuple(n.strip() for n in (campaign_outputs or "").split(",") if n.strip())
+    if names:
+        model = load_serving_model(retrieval_model, ranking_model, "candidate")
+        result = evaluate_run(features, extracted, model, names)
+    else:
+        result = {"skipped": "campaign_outputs is empty: no complementary items or audiences this run"}
+    with atomic.staged_directory(report, last=CAMPAIGN_FILE) as staging:
+        atomic.write_json(staging / CAMPAIGN_FILE, result)
+    figures = {}
+    for method, values in (result.get("complementary_items") or {}).items():
+        if isinstance(values, dict):
+            figures[f"complementary_{method}_hit_at_10"] = values[f"hit@{HIT_K}"]
+    for method, values in (result.get("audiences") or {}).items():
+        if isinstance(values, dict) and method not in ("k", "window"):
+            for key, value in values.items():
+                figures[f"audiences_{method}_{key.replace('@', '_at_').replace('%', 'pct')}"] = value
+    return figures
+
+
 # ---- bench ------------------------------------------------------------------------------------------------
 SYNTHETIC_WINDOW_DAYS = 7.0  # the synthetic shop's last weeks are thin: a week of buyers per target
 CUT_QUANTILE = 0.8
@@ -235,10 +304,13 @@ def campaign_bench(
     ranking_dir: str | Path | None = None,
     seed: int = 0,
     ranking_epochs: int = 3,
+    split_cut: str | None = None,
+    window_days: float = SYNTHETIC_WINDOW_DAYS,
 ) -> dict:
     """{"complementary_items": ..., "audiences": ...} on a time split. Features built with split=time (Taobao's
-    bench) are used with their models; otherwise a time split is built here (cut at the 80% quantile of the event
-    times, windows of a week) and retrieval and DIEN are trained on it, so no model has seen the window."""
+    bench) are used with their models; otherwise a time split is built here and retrieval and DIEN are trained on
+    it, so no model has seen the window: cut at `split_cut` ("" the features job's default, the last two windows;
+    None the 80% quantile of the event times), windows of `window_days`."""
     import json
 
     from components.ranking.export import load_ranker
@@ -258,17 +330,18 @@ def campaign_bench(
         from components.ranking import stage as ranking_stage
         from components.retrieval.stage import run as run_retrieval
 
-        cut, days = quantile_cut(events_path, CUT_QUANTILE), SYNTHETIC_WINDOW_DAYS
+        days = window_days
         features_dir = work_dir / "features-time"
         retrieval_dir, ranking_dir = work_dir / "retrieval-time", work_dir / "ranking-time"
-        run_features(
+        stats = run_features(
             str(extracted_dir),
             str(features_dir),
             seed=seed,
             split="time",
-            split_cut=cut.isoformat(),
+            split_cut=quantile_cut(events_path, CUT_QUANTILE).isoformat() if split_cut is None else split_cut,
             split_window_days=days,
         )
+        cut = dt.datetime.fromisoformat(stats["split_window"]["cut"])
         run_retrieval(features_dir, retrieval_dir, seed=seed)
         ranking_stage.run(
             str(features_dir), str(ranking_dir), "dien", ranking_epochs, seed, retrieval_model=str(retrieval_dir)
@@ -288,5 +361,5 @@ def campaign_bench(
     )
     result = {"complementary_items": comp, "audiences": aud}
     if notes:
-        result["campaign_notes"] = notes
+        result["notes"] = notes
     return result

@@ -52,7 +52,8 @@ class CooccurrenceParams:
             raise ValueError("event_types must name at least one event type")
 
 
-def _connect():
+def connect():
+    """An in-memory DuckDB connection in UTC (baskets' days are UTC days), no progress bar in logs."""
     import duckdb
 
     con = duckdb.connect()
@@ -94,7 +95,7 @@ def cooccurrence(
     """Top-k partners per item: item_id, other_id, score, together, item_baskets, other_baskets, expected, rank.
 
     `candidate_ids` are the items that may be suggested (the available catalogue); events in [start, end)."""
-    with _connect() as con:
+    with connect() as con:
         load_baskets(con, events, params, start, end)
         con.register("candidate_items", pa.table({"item_id": pa.array(list(candidate_ids), pa.string())}))
         return con.execute(

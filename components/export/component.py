@@ -48,3 +48,23 @@ def export(
 
     figures = stage.run(**kfp_metrics.task_arguments(locals()))
     kfp_metrics.log_metrics(metrics.log_metric, figures)
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def campaign_evaluation(
+    features: Input[Dataset],
+    extracted: Input[Dataset],
+    retrieval_model: Input[Model],
+    ranking_model: Input[Model],
+    report: Output[Artifact],
+    metrics: Output[Metrics],
+    campaign_outputs: str = "complementary_items,audiences",
+):
+    """Held-out figures of the campaign outputs by the candidate models: complementary items' HIT@10 on the baskets
+    after the cut, audiences' precision and recall at 1% and 10% of the users on a time split's test window.
+    `report` is a folder holding campaign.json, which the evaluation stage reads into its report."""
+    from components import kfp_metrics
+    from components.export import campaign_eval
+
+    figures = campaign_eval.run(**kfp_metrics.task_arguments(locals()))
+    kfp_metrics.log_metrics(metrics.log_metric, figures)

@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from components import schema
-from components.export import campaign_eval as campaign
 from components.export import audiences
+from components.export import campaign_eval as campaign
 
 CUT = dt.datetime(2025, 3, 10, tzinfo=dt.UTC)
 # items by model index: 2 A (c1), 3 B (c1), 4 C (c2), 5 D (c2)
@@ -152,3 +152,40 @@ def test_histories_collapse_repeats_and_stop_at_the_cut(shop):
     assert users.tolist() == ["u1", "u2", "u3", "u4"]
     assert hist[0].tolist() == [0, 2, 5, 4, 5]  # A, D, C, D: no event after the cut
     assert activity.tolist() == [4, 4, 8, 1]
+
+
+class NextRetriever(Retriever):
+    available = np.array([False, False, True, True, True, True])
+
+    def encode(self, hist, cats):
+        return self.item_embeddings[hist[:, -1]]
+
+
+def test_the_evaluation_stage_figures_and_report_section(shop):
+    from types import SimpleNamespace
+
+    from components.evaluation import report
+
+    extracted, features = shop
+    (features / schema.STATS).write_text(
+        json.dumps({"split_window": {"cut": (CUT - dt.timedelta(days=1)).isoformat(), "window_days": 1.0}})
+    )
+    model = SimpleNamespace(retriever=NextRetriever(), ranker=Ranker(), item_ids=ITEM_IDS)
+    result = campaign.evaluate_run(features, extracted, model, ("complementary_items", "audiences"))
+    assert result["audiences"]["window"]["history_end"] == CUT.isoformat()
+    assert result["audiences"]["ranker"]["precision@1%"] == 1.0  # the default target: c1, bought by u2 in the window
+    assert result["complementary_items"]["baskets"] == 0  # no basket after the cut holds two items
+    out = features.parent / "campaign"
+    assert campaign.run(features, extracted, "r", "m", str(out), campaign_outputs="") == {}
+    from components.evaluation import data
+
+    written = data.read_campaign(out)
+    assert "skipped" in written and written == data.read_campaign(out / campaign.CAMPAIGN_FILE)
+    assert data.CAMPAIGN_FILE == campaign.CAMPAIGN_FILE
+    html = report.campaign_section(result)
+    assert "precision@1%" in html and "bought_category_before" in html
+    assert "Not evaluated" in report.campaign_section(None)
+    (features / schema.STATS).write_text("{}")
+    schema.FeatureSpec(max_len=5, num_items=6, num_categories=4, num_users=4, ranking_task="cvr").write(features)
+    loo = campaign.evaluate_run(features, extracted, model, ("audiences",))
+    assert "audiences" not in loo and "time split" in loo["audiences_skipped"]

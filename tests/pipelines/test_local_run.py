@@ -96,3 +96,18 @@ def test_blessed_model_is_registered(local_run):
     blessed = last_blessed(local_run["registry"])
     assert blessed is not None and blessed.version == Path(local_run["run"]).name
     assert blessed.retrieval_dir.is_dir() and blessed.ranking_dir.is_dir()
+
+
+def test_campaign_outputs_reach_the_tables_and_the_report(local_run):
+    import duckdb
+
+    run = Path(local_run["run"])
+    campaign = json.loads((run / "campaign-evaluation" / "report" / "campaign.json").read_text())
+    assert 0 <= campaign["complementary_items"]["complementary"]["hit@10"] <= 1
+    assert "time split" in campaign["audiences_skipped"]  # the default split is leave-last-out
+    summary = json.loads(Path(local_run["summary"]).read_text())
+    assert summary["campaign"] == campaign
+    assert "Campaign outputs: complementary items and audiences" in Path(local_run["report"]).read_text()
+    with duckdb.connect(local_run["recommendations"], read_only=True) as con:
+        for name in ("complementary_items", "audiences"):
+            assert con.execute(f"SELECT count(*) FROM latest_{name}").fetchone()[0] > 0, name

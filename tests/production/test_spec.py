@@ -20,6 +20,7 @@ STAGES = {
     "ranking-dien": "ranking",
     "ranking-din-baseline": "ranking",
     "evaluation": "evaluation",
+    "campaign-evaluation": "evaluation",
     "export": "export",
     "register-models": "register",
     "off-policy-evaluation": "experiments",
