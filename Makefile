@@ -29,19 +29,24 @@ REPORT ?=
 # $(call q,VALUE) is VALUE as one single-quoted shell word, so no variable can split or inject a command.
 q = '$(subst ','\'',$(1))'
 
-.PHONY: help venv test compile pipeline-run report-check bench serve serve-bench lock clean
+.PHONY: help venv lint test compile pipeline-run report-check bench serve serve-bench lock lock-hashes clean
 
 help: ## list every target with its one-line description (this list)
 	@awk 'BEGIN {FS = ":[^#]*## "} /^[a-zA-Z0-9_.-]+:[^=]*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(VENV)/.installed: requirements.lock requirements-test.lock pyproject.toml
+$(VENV)/.installed: requirements.lock requirements-test.lock requirements-dev.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip==26.3
-	$(PY) -m pip install --quiet -r requirements.lock -r requirements-test.lock
+	$(PY) -m pip install --quiet --require-hashes -r requirements.lock -r requirements-test.lock -r requirements-dev.lock
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
 venv: $(VENV)/.installed ## create .venv from the lock files (every target does this when it is missing)
+
+lint: venv ## ruff (lint and format check) and mypy (the files in pyproject's [tool.mypy]); CI runs it before test
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 test: venv ## run the tests in tests/ (the whole DAG end to end on the tiny shop included)
 	$(PY) -m pytest -q tests
@@ -78,13 +83,23 @@ serve: venv ## serve the last blessed model on PORT in the foreground (MODEL=, P
 serve-bench: venv ## latency/throughput of that server on loopback from 1, 8 and 32 clients (OUT=, REQUESTS=)
 	$(PY) -m components.serving.bench --model $(call q,$(MODEL)) --out $(call q,$(OUT)) --requests $(call q,$(REQUESTS))
 
-# Re-pins the runtime tree (what the image installs) and, separately, the test-only tree on top of it.
-lock: venv ## re-pin requirements.lock and requirements-test.lock from the venv
+# Re-pins the runtime tree (what the image installs) and, separately, the test-only and the lint-only trees on top of
+# it (names as in requirements-test.lock and requirements-dev.lock), then hashes every pin.
+lock: venv ## re-pin requirements.lock, requirements-test.lock and requirements-dev.lock from the venv, with hashes
 	$(PY) -m pip freeze --all --exclude-editable | grep -vi shop-recsys > .lock.all
-	grep -v '^#' requirements-test.lock | cut -d= -f1 > .lock.test-names
-	( head -2 requirements.lock; awk -F'==' 'NR==FNR {t[tolower($$1)]; next} !(tolower($$1) in t)' .lock.test-names .lock.all ) > .lock.run
-	( head -2 requirements-test.lock; awk -F'==' 'NR==FNR {t[tolower($$1)]; next} (tolower($$1) in t)' .lock.test-names .lock.all ) > .lock.test
-	mv .lock.run requirements.lock && mv .lock.test requirements-test.lock && rm .lock.all .lock.test-names
+	grep -hE '^[A-Za-z0-9]' requirements-test.lock | cut -d= -f1 > .lock.test-names
+	grep -hE '^[A-Za-z0-9]' requirements-dev.lock | cut -d= -f1 > .lock.dev-names
+	pick() { awk -F'==' 'NR==FNR {t[tolower($$1)]; next} (tolower($$1) in t) == keep' keep=$$1 $$2 .lock.all; }; \
+	( head -2 requirements.lock; cat .lock.test-names .lock.dev-names > .lock.other-names; pick 0 .lock.other-names ) > .lock.run; \
+	( head -2 requirements-test.lock; pick 1 .lock.test-names ) > .lock.test; \
+	( head -2 requirements-dev.lock; pick 1 .lock.dev-names ) > .lock.dev
+	mv .lock.run requirements.lock && mv .lock.test requirements-test.lock && mv .lock.dev requirements-dev.lock
+	rm .lock.all .lock.test-names .lock.dev-names .lock.other-names
+	$(MAKE) lock-hashes
+
+# The image, CI and `make venv` install with --require-hashes, so every pin carries the sha256 of its file.
+lock-hashes: ## add each pin's sha256 (from the package index, as pip would install it here) to every lock file
+	$(PY) tools/hash_locks.py requirements.lock requirements-test.lock requirements-dev.lock docker/requirements-gpu.lock
 
 clean: ## remove .venv, runs/ and build outputs
 	rm -rf $(VENV) runs build *.egg-info

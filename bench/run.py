@@ -25,8 +25,8 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from bench import aggregate, stages
 from components.atomic import write_json
@@ -77,7 +77,7 @@ def run_stage(ctx: stages.Context, stage: str, result: dict) -> None:
         log(f"{stage}: skipped ({skipped})")
         result["skipped"].append({"stage": stage, "reason": str(skipped)})
         return
-    except Exception as error:  # a crash in one stage must not lose the others' figures
+    except Exception as error:  # noqa: BLE001 (a crash in one stage must not lose the others' figures)
         log(f"{stage}: FAILED\n{traceback.format_exc()}")
         result["failed"].append({"stage": stage, "error": f"{type(error).__name__}: {error}"})
         return

@@ -33,14 +33,14 @@ def _check(experiment: str, ratio: float) -> None:
 
 def bucket(user_id: str, experiment: str) -> float:
     """The user's position in [0, 1) for this experiment."""
-    digest = hashlib.sha256(f"{experiment}:{user_id}".encode("utf-8")).hexdigest()
+    digest = hashlib.sha256(f"{experiment}:{user_id}".encode()).hexdigest()
     return int(digest[:_HEX_DIGITS], 16) / float(1 << _BUCKET_BITS)
 
 
 def buckets(user_ids: Iterable[str], experiment: str) -> np.ndarray:
     """bucket() for many users at once, float64 array in input order."""
     _check(experiment, 0.0)
-    prefix = f"{experiment}:".encode("utf-8")
+    prefix = f"{experiment}:".encode()
     scale = float(1 << _BUCKET_BITS)
     values = [
         int(hashlib.sha256(prefix + str(uid).encode("utf-8")).hexdigest()[:_HEX_DIGITS], 16) / scale for uid in user_ids

@@ -23,9 +23,9 @@ import shutil
 import signal
 import tempfile
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 GCS_FUSE_ROOT = ("/", "gcs")
 

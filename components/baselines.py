@@ -8,8 +8,8 @@ On Amazon data item-to-item is strong; a deep model must beat it to earn its cos
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -30,9 +30,7 @@ class TrainingSequences:
     num_items: int
 
     @classmethod
-    def from_examples(
-        cls, hist_items: Sequence[np.ndarray], targets: np.ndarray, num_items: int
-    ) -> "TrainingSequences":
+    def from_examples(cls, hist_items: Sequence[np.ndarray], targets: np.ndarray, num_items: int) -> TrainingSequences:
         """From train retrieval examples (history oldest first). An example with a history of one item
         is a user's first step, so its history item is the sequence's first occurrence."""
         targets = np.asarray(targets, dtype=np.int64)

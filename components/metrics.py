@@ -18,7 +18,7 @@ is deterministic, so runs compare exactly.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -48,17 +48,17 @@ class Ranks:
     def __len__(self) -> int:
         return len(self.higher)
 
-    def subset(self, selector) -> "Ranks":
+    def subset(self, selector) -> Ranks:
         return Ranks(self.higher[selector], self.ties[selector])
 
     @classmethod
-    def concatenate(cls, parts: Sequence["Ranks"]) -> "Ranks":
+    def concatenate(cls, parts: Sequence[Ranks]) -> Ranks:
         if not parts:
             return cls(np.zeros(0, np.int64), np.zeros(0, np.int64))
         return cls(np.concatenate([p.higher for p in parts]), np.concatenate([p.ties for p in parts]))
 
     @classmethod
-    def exact(cls, ranks) -> "Ranks":
+    def exact(cls, ranks) -> Ranks:
         """Ranks without ties, e.g. from a model that already produced a sorted list."""
         ranks = np.asarray(ranks, dtype=np.int64)
         return cls(ranks, np.zeros_like(ranks))

@@ -15,7 +15,7 @@ def configure(level: int = logging.INFO) -> None:
     logger = logging.getLogger("components")
     if not any(getattr(handler, "recsys_progress", False) for handler in logger.handlers):
         handler = logging.StreamHandler(sys.stdout)
-        handler.recsys_progress = True
+        setattr(handler, "recsys_progress", True)  # noqa: B010 (a marker attribute StreamHandler does not declare)
         handler.setFormatter(logging.Formatter(FORMAT, "%H:%M:%S"))
         logger.addHandler(handler)
     logger.setLevel(level)

@@ -214,7 +214,7 @@ class FeatureSpec:
         Path(directory, FEATURE_SPEC).write_text(json.dumps(dataclasses.asdict(self), indent=2))
 
     @classmethod
-    def read(cls, directory: str | Path) -> "FeatureSpec":
+    def read(cls, directory: str | Path) -> FeatureSpec:
         path = Path(directory, FEATURE_SPEC)
         if not path.exists():
             raise SchemaError(f"{directory}: no {FEATURE_SPEC}; is this a features output directory?")

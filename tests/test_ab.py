@@ -4,9 +4,9 @@ import sys
 
 import numpy as np
 import pytest
-from components.experiments import stats
 
 from components import ab
+from components.experiments import stats
 
 IDS = [f"user-{i}" for i in range(100_000)]
 

@@ -13,7 +13,7 @@ that the full re-ranked list gives them.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

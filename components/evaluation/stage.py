@@ -10,8 +10,8 @@ import datetime as dt
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -379,7 +379,9 @@ def _where_models_differ(scored: _Scored, ranks_by_model: dict[str, metrics.Rank
             ),
             "target_category": breakdowns.breakdown(ranks_by_model, categories, order=category_order),
         },
-        "list_statistics": {n: breakdowns.list_statistics(l, split.popularity, item_bucket) for n, l in lists.items()},
+        "list_statistics": {
+            n: breakdowns.list_statistics(top, split.popularity, item_bucket) for n, top in lists.items()
+        },
         "target_popularity": {
             "arp": float(split.popularity[split.targets].mean()),
             "tail_share": float(np.mean(item_bucket[split.targets] == "tail")),

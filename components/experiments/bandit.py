@@ -55,7 +55,7 @@ class BayesianLinearBandit:
         noise_variance: float = 0.25,
         score_prior: float = 1.0,
         exploration: float = 1.0,
-    ) -> "BayesianLinearBandit":
+    ) -> BayesianLinearBandit:
         """A fresh posterior (= the prior); the score feature (second to last of phi) has prior mean score_prior."""
         if prior_precision <= 0 or noise_variance <= 0:
             raise ValueError("prior_precision and noise_variance must be positive")
@@ -156,7 +156,7 @@ class BayesianLinearBandit:
             atomic.write_json(staging / CONFIG_FILE, config)
 
     @classmethod
-    def load(cls, directory: str | Path) -> "BayesianLinearBandit":
+    def load(cls, directory: str | Path) -> BayesianLinearBandit:
         directory = Path(directory)
         for name in (POSTERIOR_FILE, CONFIG_FILE):
             if not (directory / name).exists():

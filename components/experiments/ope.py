@@ -286,7 +286,7 @@ class RewardModel:
         loss: str = "log",
         l2: float = 1.0,
         iterations: int = 25,
-    ) -> "RewardModel":
+    ) -> RewardModel:
         if loss not in ("log", "squared"):
             raise ValueError(f"loss must be 'log' or 'squared', got {loss!r}")
         x = np.hstack([features, np.eye(slate_size)[position]])

@@ -54,7 +54,7 @@ class ObservedHistory:
     price_z: np.ndarray  # [I]
 
     @classmethod
-    def from_events(cls, events: pa.Table, world: synthetic.ShopWorld) -> "ObservedHistory":
+    def from_events(cls, events: pa.Table, world: synthetic.ShopWorld) -> ObservedHistory:
         """From schema.EVENTS rows sorted by user, event_ts, event_seq (as the shop writes them)."""
         frame = events.select(["user_id", "item_id", "event_type"]).to_pandas()
         views = frame[frame["event_type"] == "view"]
@@ -198,7 +198,7 @@ class LinearRanker:
     model: ope.RewardModel
 
     @classmethod
-    def train(cls, history: ObservedHistory, logged: SimulatedLog) -> "LinearRanker":
+    def train(cls, history: ObservedHistory, logged: SimulatedLog) -> LinearRanker:
         log = logged.log
         features = history.features(logged.users[log.request], log.item[:, None])[:, 0, :]
         return cls(history, ope.RewardModel.fit(features, log.position, log.click, log.slate_size))
@@ -229,7 +229,7 @@ class FunnelRanker:
     @classmethod
     def build(
         cls, ranker, world: synthetic.ShopWorld, events: pa.Table, item_vocab: list[str], max_len: int
-    ) -> "FunnelRanker":
+    ) -> FunnelRanker:
         index = {item: i + schema.NUM_RESERVED for i, item in enumerate(item_vocab)}
         frame = events.select(["user_id", "item_id"]).to_pandas()
         rows, items, cats = user_histories(frame, index, ranker.item_category, max_len)

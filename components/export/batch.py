@@ -12,8 +12,7 @@ import datetime as dt
 import numpy as np
 import pyarrow as pa
 
-from components import schema
-from components import ab
+from components import ab, schema
 from components.export.inputs import ServingInputs
 from components.serving import funnel
 from components.serving.models import ServingModel, index_map, same_vocabulary

@@ -160,7 +160,7 @@ def complementary_lists(
     from_embedding = np.zeros((num_items, k), dtype=bool)
     filled = np.zeros(num_items, dtype=np.int64)
     columns = pairs.select(["item_id", "other_id", "score", "item_baskets", "rank"]).to_pydict()
-    for item, other, score, support, rank in zip(*columns.values()):
+    for item, other, score, support, _rank in zip(*columns.values()):
         row, col = lookup.get(item), lookup.get(other)
         if row is None or col is None or support < min_support or filled[row] >= k:
             continue

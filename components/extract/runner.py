@@ -96,7 +96,7 @@ class ExtractParams:
     @classmethod
     def parse(
         cls, window_start, window_end, event_types, min_events_per_user, run_time=None, window_days: float = 0
-    ) -> "ExtractParams":
+    ) -> ExtractParams:
         start, end = parse_bound(window_start, "window_start"), parse_bound(window_end, "window_end")
         now = parse_bound(run_time, "run_time") or dt.datetime.now(dt.timezone.utc)
         if window_days:

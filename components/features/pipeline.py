@@ -255,7 +255,7 @@ def first_damaged_parquet(paths: list[str]) -> str | None:
             with FileSystems.open(path) as handle:
                 for _ in pq.ParquetFile(handle).iter_batches():
                     pass
-        except Exception as err:  # pyarrow raises OSError, ArrowInvalid, ... for a damaged page
+        except Exception as err:  # noqa: BLE001 (pyarrow raises OSError, ArrowInvalid, ... for a damaged page)
             return f"{path} is damaged: {type(err).__name__}: {err}"
     return None
 

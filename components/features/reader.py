@@ -12,7 +12,6 @@ import tensorflow as tf
 from components import schema
 from components.features import tfexample
 
-
 _SHARD = re.compile(r"(?P<split>[a-z]+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.tfrecord")
 
 

@@ -25,7 +25,7 @@ class VocabCounts:
     user_steps: list[tuple[str, int]]
 
     @classmethod
-    def empty(cls) -> "VocabCounts":
+    def empty(cls) -> VocabCounts:
         return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), [])
 
     def add_user(self, user_id: str, items: np.ndarray, train_items: np.ndarray) -> None:
@@ -38,7 +38,7 @@ class VocabCounts:
         np.add.at(self.item_train_targets, train_items, 1)
         self.user_steps.append((user_id, len(items)))
 
-    def merge(self, other: "VocabCounts") -> None:
+    def merge(self, other: VocabCounts) -> None:
         self.item_steps = _add_counts(self.item_steps, other.item_steps)
         self.item_train_targets = _add_counts(self.item_train_targets, other.item_train_targets)
         self.user_steps.extend(other.user_steps)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-
 _LABELS = tf.constant([1.0, 0.0])[:, None, None]  # clicked, no-click
 
 

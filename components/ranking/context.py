@@ -58,7 +58,7 @@ class ItemStatistics:
         return len(self.brand)
 
     @classmethod
-    def from_steps(cls, previous: np.ndarray, targets: np.ndarray, brand: np.ndarray) -> "ItemStatistics":
+    def from_steps(cls, previous: np.ndarray, targets: np.ndarray, brand: np.ndarray) -> ItemStatistics:
         num_items = len(brand)
         previous, targets = np.asarray(previous, np.int64), np.asarray(targets, np.int64)
         if previous.shape != targets.shape:

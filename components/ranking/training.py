@@ -18,9 +18,9 @@ from components.ranking.data import SEQUENCES, RankingData, bucketed_dataset, lo
 from components.ranking.dien import DIEN
 from components.ranking.din import DIN
 from components.ranking.export import export_ranker, item_category_table, load_ranker, write_fusion
-from components.serving.fusion import choose_on_split
 from components.ranking.hard_negatives import hard_negative_lists, take_rows
 from components.ranking.reference_gru import ReferenceGRU
+from components.serving.fusion import choose_on_split
 
 log = logging.getLogger(__name__)
 

@@ -53,5 +53,5 @@ class RetrievalConfig:
         Path(directory, CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(self), indent=2))
 
     @classmethod
-    def read(cls, directory: str | Path) -> "RetrievalConfig":
+    def read(cls, directory: str | Path) -> RetrievalConfig:
         return cls(**json.loads(Path(directory, CONFIG_FILE).read_text()))

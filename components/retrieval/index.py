@@ -6,7 +6,8 @@ need TF 2.20; docs/architecture.md). faiss is optional: it is imported only when
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 

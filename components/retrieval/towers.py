@@ -8,7 +8,6 @@ from components import schema
 from components.retrieval.config import RetrievalConfig
 from components.retrieval.data import NUM_PRICE_BUCKETS, Catalogue
 
-
 # Every encoder maps steps [B, T, D] with their mask [B, T], right-aligned (oldest step in column 0,
 # padding after the newest), to one output per step [B, T, D] that depends on that step and the
 # earlier ones only: a causal encoder, so a loss at every step never lets a step see its future, and

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 

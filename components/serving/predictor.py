@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
-from components import schema
-from components import ab
+from components import ab, schema
 from components.export import batch
 from components.features.reader import pad_left
 from components.serving import bundle as bundles
@@ -56,7 +55,7 @@ class Predictor:
         self._arms = {ab.TREATMENT: treatment, ab.CONTROL: control}
 
     @classmethod
-    def load(cls, path: str | Path) -> "Predictor":
+    def load(cls, path: str | Path) -> Predictor:
         return cls(bundles.read_serving_model(path))
 
     @property

@@ -26,8 +26,8 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from fastapi import FastAPI, Request, Response
@@ -55,7 +55,7 @@ class Settings:
     summary_interval_s: float = 60.0
 
     @classmethod
-    def from_env(cls, env=os.environ, **overrides) -> "Settings":
+    def from_env(cls, env=os.environ, **overrides) -> Settings:
         """Vertex AI's variables, then `overrides` (command-line values) where they are given."""
         values = {
             "storage_uri": env.get("AIP_STORAGE_URI", ""),
@@ -279,7 +279,7 @@ def create_app(settings: Settings, holder: ModelHolder | None = None):
             status, payload = 200, {"predictions": predictions}
         except RequestError as err:
             status, payload = err.status, {"error": str(err)}
-        except Exception as err:  # noqa: BLE001 (the server never dies on a request)
+        except Exception as err:
             logger.exception("prediction failed")
             status, payload = 500, {"error": f"internal error: {type(err).__name__}: {err}"}
         latency_ms = (time.perf_counter() - started) * 1e3

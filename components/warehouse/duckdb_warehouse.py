@@ -92,7 +92,7 @@ class WarehouseWriter:
         for path in (self.tmp_path, self.tmp_path.with_name(self.tmp_path.name + ".wal")):
             path.unlink(missing_ok=True)
 
-    def __enter__(self) -> "WarehouseWriter":
+    def __enter__(self) -> WarehouseWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -114,6 +114,8 @@ class Backend(Protocol):
 
     def batches(self, sql: str, params: dict[str, object]) -> Iterator[pa.RecordBatch]: ...
 
+    def close(self) -> None: ...
+
 
 class DuckDBBackend:
     """A local DuckDB warehouse file, opened read-only; queries run transpiled to DuckDB's dialect."""

@@ -150,7 +150,7 @@ class UserState:
     category: np.ndarray
     last_item: np.ndarray
 
-    def copy(self) -> "UserState":
+    def copy(self) -> UserState:
         return UserState(self.category.copy(), self.last_item.copy())
 
 
@@ -423,7 +423,7 @@ class ShopWorld:
         items[repeat] = self._sampler.sample(self.state.category[user_idx[repeat]], rng)
         return items, ~((revisit | explore) & ~repeat)
 
-    def shift_interests(self, fraction: float, rng: np.random.Generator) -> "ShopWorld":
+    def shift_interests(self, fraction: float, rng: np.random.Generator) -> ShopWorld:
         """A copy of the world where `fraction` of users turn to a few trending categories."""
         shifted = copy.deepcopy(self)
         n_trending = max(1, self.config.n_categories // 10)

@@ -167,7 +167,7 @@ def runs(tiny_features, today_item_ids, tmp_path_factory):
 
 
 def test_every_section_is_there(runs):
-    for result, html in runs.values():
+    for _result, html in runs.values():
         page = _Page(html)
         assert [s for s in SECTIONS if s not in page.sections] == []
         assert set(page.images) >= {

@@ -6,8 +6,7 @@ from datetime import datetime, timezone
 import pyarrow as pa
 import pytest
 
-from components import schema
-from components import ab
+from components import ab, schema
 from components.experiments import ab_analysis, stats
 from components.warehouse.duckdb_warehouse import WarehouseWriter
 

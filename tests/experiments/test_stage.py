@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 
 from components.evaluation import data as evaluation_data
-from components.kfp_metrics import finite_metrics
 from components.experiments import histories, stage
 from components.experiments.bandit import BayesianLinearBandit, reranker_features
 from components.experiments.bayesian_fm import BayesianFM
+from components.kfp_metrics import finite_metrics
 from components.warehouse.build import build_warehouse
 
 

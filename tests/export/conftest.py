@@ -10,11 +10,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from serving.doubles import BiasRanker, MeanRetriever
 
 from components import schema
 from components.export import export as export_module
 from components.serving.models import ServingModel
-from serving.doubles import BiasRanker, MeanRetriever
 
 ITEMS = [f"i{n:02d}" for n in range(12)]  # vocabulary order: index = position + 2
 CATEGORIES = ["c0", "c1", "c2"]
@@ -90,7 +90,7 @@ def write_features(directory: Path) -> Path:
         ranking_task="next_item",
     ).write(directory)
     with tf.io.TFRecordWriter(str(directory / schema.RETRIEVAL_DIR / "test-00000-of-00001.tfrecord")) as writer:
-        for position, (user, (hist, target, seen)) in enumerate(TEST_EXAMPLES.items()):
+        for user, (hist, target, seen) in TEST_EXAMPLES.items():
             writer.write(_example(users.index(user) + 2, hist, target, seen))
     (directory / schema.STATS).write_text(
         json.dumps({"examples": {schema.RETRIEVAL_DIR: {"test": len(TEST_EXAMPLES)}}})

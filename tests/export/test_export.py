@@ -6,12 +6,11 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from components import run_time, schema
-from components import ab
+from components import ab, run_time, schema
 from components.export import export, writers
 from components.export import stage as export_stage
-from components.kfp_metrics import log_metrics
 from components.export.inputs import read_serving_inputs
+from components.kfp_metrics import log_metrics
 
 from .conftest import GENERATED_AT, ITEMS, UNAVAILABLE, USER_WITHOUT_HISTORY, item_index
 

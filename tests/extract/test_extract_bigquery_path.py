@@ -10,8 +10,7 @@ from sqlglot import exp
 
 from components.extract import runner
 from components.extract import stage as extract_stage
-from components.warehouse import engines
-from components.warehouse import duckdb_warehouse
+from components.warehouse import duckdb_warehouse, engines
 
 
 class DuckDBStandInClient:

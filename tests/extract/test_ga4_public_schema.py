@@ -11,8 +11,7 @@ from sqlglot.optimizer.annotate_types import annotate_types
 from sqlglot.optimizer.qualify import qualify
 
 from components.extract import runner
-from components.warehouse import engines
-from components.warehouse import ga4
+from components.warehouse import engines, ga4
 
 SAMPLE = "bigquery-public-data.ga4_obfuscated_sample_ecommerce.events_*"
 COLUMNS = json.loads((Path(__file__).parent / "ga4_obfuscated_sample_schema.json").read_text())["columns"]

@@ -14,7 +14,7 @@ from components import schema
 from components.features import reader
 from components.features.pipeline import run_features
 
-from .shop_data import events_table, items_table, random_shop, write_extract
+from .shop_data import events_table, random_shop, write_extract
 
 IN_PROCESS = ["--runner=FnApiRunner"]  # one in-process worker: faster to start for small runs
 MAX_LEN = 4

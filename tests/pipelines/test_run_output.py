@@ -187,9 +187,12 @@ def test_known_kfp_warnings_are_silenced_and_others_are_not(tmp_path):
                 "Task 'extract': settings ['cpu_limit'] have no effect in the current local runner and "
                 "will be ignored.",
                 UserWarning,
+                stacklevel=1,
             )
             warnings.warn(
-                'You may be attemping to run a task that uses custom or non-Python base image "x"', RuntimeWarning
+                'You may be attemping to run a task that uses custom or non-Python base image "x"',
+                RuntimeWarning,
+                stacklevel=1,
             )
-            warnings.warn("something new", UserWarning)
+            warnings.warn("something new", UserWarning, stacklevel=1)
     assert [str(w.message) for w in caught] == ["something new"]

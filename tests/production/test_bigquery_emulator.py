@@ -11,13 +11,13 @@ import pytest
 
 pytest.importorskip("bqemulator", reason="bqemulator comes from requirements-test.lock")
 
-from google.cloud import bigquery  # noqa: E402
+from google.cloud import bigquery
 
-from components import schema  # noqa: E402
-from components.export.writers import bigquery_schema  # noqa: E402
-from components.extract.stage import run as run_extract  # noqa: E402
-from components.warehouse.engines import BigQueryBackend  # noqa: E402
-from components.warehouse.duckdb_warehouse import build_warehouse  # noqa: E402
+from components import schema
+from components.export.writers import bigquery_schema
+from components.extract.stage import run as run_extract
+from components.warehouse.duckdb_warehouse import build_warehouse
+from components.warehouse.engines import BigQueryBackend
 
 WAREHOUSE_TABLES = {"events": schema.EVENTS, "items": schema.ITEMS, "impressions": schema.IMPRESSIONS}
 
@@ -154,7 +154,6 @@ def test_ga4_export_extracts_the_same_through_the_emulator(bqemu_client, tmp_pat
 
 def _ga4_api_schema(columns: dict[str, str]) -> list[dict]:
     """BigQuery API schema fields from the fixture's Standard SQL types (ARRAY<STRUCT<...>> is a REPEATED RECORD)."""
-    import sqlglot
     from sqlglot import exp
 
     def field(name: str, kind: exp.DataType) -> dict:

@@ -15,12 +15,17 @@ DOCKERFILE = (ROOT / "docker" / "Dockerfile").read_text()
 
 
 def lock_pins(path: Path) -> dict[str, str]:
+    """name -> version of every pin; each pin must carry its sha256 (the installs use --require-hashes)."""
     pins = {}
-    for line in path.read_text().splitlines():
+    lines = path.read_text().splitlines()
+    for number, line in enumerate(lines):
         line = line.strip()
-        if not line or line.startswith("#"):
+        if not line or line.startswith("#") or line.startswith("--hash="):
             continue
-        name, sep, pinned = line.partition("==")
+        assert line.endswith(" \\") and lines[number + 1].strip().startswith("--hash=sha256:"), (
+            f"{path.name}: no hash for {line!r}"
+        )
+        name, sep, pinned = line.removesuffix(" \\").partition("==")
         assert sep and pinned and not re.search(r"[<>~!;\s]", pinned), f"{path.name}: not an exact pin: {line!r}"
         pins[name.lower().replace("_", "-")] = pinned
     return pins
@@ -36,7 +41,9 @@ def test_dockerfile_installs_the_lock_file_then_the_project_without_deps():
     build = dockerfile_stages(DOCKERFILE)["build"]
     assert "COPY requirements.lock ./" in build
     install = re.search(r"/opt/venv/bin/pip install (.*?);", build)
-    assert install and install.group(1).startswith("-r requirements.lock"), "the venv must be installed from the lock"
+    assert install and install.group(1).startswith("--require-hashes -r requirements.lock"), (
+        "the venv must be installed from the lock, every file checked against its hash"
+    )
     assert "--upgrade" not in build and " -U " not in build
     assert re.search(r"pip install --no-deps \.", build), "the project goes in without re-resolving dependencies"
     assert "pip check" in build
@@ -47,7 +54,7 @@ def test_dockerfile_pip_matches_the_makefile_venv():
     assert re.search(rf"ARG PIP_VERSION={re.escape(makefile_pip)}\n", DOCKERFILE)
 
 
-def test_lock_is_fully_pinned_and_is_what_the_venv_has():
+def test_lock_is_fully_pinned_and_hashed_and_is_what_the_venv_has():
     pins = lock_pins(ROOT / "requirements.lock")
     mismatched = {name: (pinned, version(name)) for name, pinned in pins.items() if version(name) != pinned}
     assert not mismatched, f"venv differs from requirements.lock: {mismatched}"

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from components import schema
+from components.ranking.base import ModelConfig
 from components.ranking.export import load_ranker
 from components.ranking.training import TrainConfig, train_ranker
-from components.ranking.base import ModelConfig
 
-from .synthetic import NUM_CATEGORIES, ITEMS_PER_CATEGORY
+from .synthetic import ITEMS_PER_CATEGORY, NUM_CATEGORIES
 
 
 class CategoryRetriever:

@@ -5,11 +5,10 @@ import pytest
 import tensorflow as tf
 
 from components import schema
+from components.ranking import stage, training
 from components.ranking.base import ModelConfig
-from components.ranking.export import export_ranker, load_ranker
 from components.ranking.data import load_split
-from components.ranking import training
-from components.ranking import stage
+from components.ranking.export import export_ranker, load_ranker
 from components.ranking.training import TrainConfig, build_model, evaluate, train
 
 NUM_ITEMS, NUM_CATEGORIES = 30, 6
@@ -50,7 +49,7 @@ def test_scoring_many_candidates_equals_scoring_each_as_the_target(model_type):
     """The re-ranking path (history encoded once, N candidates) computes what training computes per target."""
     model = untrained(model_type)
     scores = model.score_indices(*HISTORY, *CANDIDATES).numpy()[0]
-    for n, (item, category) in enumerate(zip(*CANDIDATES)):
+    for n in range(len(CANDIDATES[0])):
         features = {
             schema.HIST_ITEMS: HISTORY[0],
             schema.HIST_CATS: HISTORY[1],

@@ -5,12 +5,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from features.shop_data import events_table, items_table, write_extract
 
 from components import schema
 from components.features.pipeline import run_features
 from components.ranking import probe
-
-from features.shop_data import events_table, items_table, write_extract
 
 IN_PROCESS = ["--runner=FnApiRunner"]
 DAY = 1440  # minutes

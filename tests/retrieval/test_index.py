@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from components.retrieval.index import BruteForce, HNSW, recall_at_k
+from components.retrieval.index import HNSW, BruteForce, recall_at_k
 
 
 def _catalogue(seed=0, items=400, dim=8):

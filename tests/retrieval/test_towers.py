@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components.retrieval.config import ENCODERS, RetrievalConfig
 from components.features import reader
+from components.retrieval.config import ENCODERS, RetrievalConfig
 from components.retrieval.data import Examples, load_catalogue, train_sequences
 from components.retrieval.model import TwoTowerModel
 from components.retrieval.towers import CausalFilter

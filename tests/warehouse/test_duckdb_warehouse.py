@@ -6,7 +6,8 @@ import pyarrow as pa
 import pytest
 
 from components import schema
-from components.warehouse import build, duckdb_warehouse as dw, synthetic
+from components.warehouse import build, synthetic
+from components.warehouse import duckdb_warehouse as dw
 
 AMAZON = (
     "user_id,item_id,timestamp,cate_id,attr_ids\n1,10,1400000100,5,90 1 5\n1,11,1400000100,7,1 7\n"
