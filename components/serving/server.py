@@ -279,7 +279,7 @@ def create_app(settings: Settings, holder: ModelHolder | None = None):
             status, payload = 200, {"predictions": predictions}
         except RequestError as err:
             status, payload = err.status, {"error": str(err)}
-        except Exception as err:
+        except Exception as err:  # the server never dies on a request; logged with its traceback
             logger.exception("prediction failed")
             status, payload = 500, {"error": f"internal error: {type(err).__name__}: {err}"}
         latency_ms = (time.perf_counter() - started) * 1e3
