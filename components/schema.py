@@ -211,10 +211,12 @@ class FeatureSpec:
     seed: int = 0
 
     def write(self, directory: str | Path) -> None:
+        """feature_spec.json in a features output: what both trainers size their models by."""
         Path(directory, FEATURE_SPEC).write_text(json.dumps(dataclasses.asdict(self), indent=2))
 
     @classmethod
     def read(cls, directory: str | Path) -> FeatureSpec:
+        """The spec of a features output; a folder without one is not a features output (SchemaError)."""
         path = Path(directory, FEATURE_SPEC)
         if not path.exists():
             raise SchemaError(f"{directory}: no {FEATURE_SPEC}; is this a features output directory?")
@@ -248,6 +250,7 @@ def decode_vocab(data: bytes, where: str) -> list[str]:
 
 
 def write_vocab(directory: str | Path, relative: str, ids: Iterable[str]) -> None:
+    """A vocabulary file (encode_vocab's bytes) at `relative` under `directory`, folders created."""
     path = Path(directory, relative)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(encode_vocab(ids))
@@ -279,12 +282,14 @@ class ModelRef:
 
     @classmethod
     def from_json(cls, payload: dict, where: str) -> ModelRef:
+        """From the registry's JSON form; a missing field is a SchemaError naming `where`."""
         missing = [key for key in ("version", "retrieval_dir", "ranking_dir") if key not in payload]
         if missing:
             raise SchemaError(f"{where}: lacks {'/'.join(missing)}")
         return cls(str(payload["version"]), str(payload["retrieval_dir"]), str(payload["ranking_dir"]))
 
     def to_json(self) -> dict:
+        """The registry's JSON form (registry.BlessedModel.to_json has the same keys)."""
         return {"version": self.version, "retrieval_dir": self.retrieval_dir, "ranking_dir": self.ranking_dir}
 
 
@@ -303,6 +308,7 @@ class EvaluationSummary:
     summary_version: int = SUMMARY_VERSION
 
     def to_json(self) -> dict:
+        """summary.json's payload: the typed fields first, then the details, then `registered` when set."""
         return {
             "summary_version": self.summary_version,
             "model_version": self.model_version,
@@ -341,6 +347,7 @@ class EvaluationSummary:
 
     @classmethod
     def read(cls, path: str | Path) -> EvaluationSummary:
+        """summary.json as written by the evaluation stage; unreadable or of another version: SchemaError."""
         try:
             payload = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as err:

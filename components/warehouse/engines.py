@@ -39,6 +39,8 @@ class WarehouseError(ValueError):
 
 
 def validate_table_name(name: str) -> str:
+    """`name` if it is [project.]dataset.table or a bare table; else a WarehouseError (it goes into SQL as an
+    identifier, so nothing else may pass)."""
     if not isinstance(name, str) or not TABLE_NAME.fullmatch(name):  # never match(): `$` passes a "\n"
         raise WarehouseError(
             f"invalid table name {name!r}: expected [project.]dataset.table or table, "
