@@ -72,7 +72,10 @@ def recommendation_table(
     """schema.RECOMMENDATIONS rows for one model's lists; empty slots (PAD) are left out."""
     users, k = len(user_ids), result.items.shape[1]
     keep = (result.items >= schema.NUM_RESERVED).ravel()
-    repeat = lambda values: np.repeat(np.asarray(values, dtype=object), k)[keep]  # noqa: E731
+
+    def repeat(values) -> np.ndarray:
+        return np.repeat(np.asarray(values, dtype=object), k)[keep]
+
     columns = {
         "user_id": repeat(user_ids),
         "rank": np.tile(np.arange(1, k + 1, dtype=np.int64), users)[keep],

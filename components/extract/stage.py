@@ -9,6 +9,7 @@ ga4 (a GA4 export); the SQL engines in components.warehouse.engines.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -51,7 +52,7 @@ def run(
     backend = backend or engines.open_backend(warehouse_uri)
     try:
         if ga4.is_ga4(backend):
-            extract = lambda staging: ga4.extract_into(backend, params, staging, user_key)  # noqa: E731
+            extract = functools.partial(ga4.extract_into, backend, params, user_key=user_key)
         elif user_key is not None:
             raise runner.ExtractError(
                 f"{warehouse_uri!r}: user_key applies to GA4 exports only, and this warehouse has "
@@ -65,7 +66,7 @@ def run(
                         "(nor GA4 export tables events_*)"
                     )
             with_impressions = runner.check_columns(backend, "impressions")
-            extract = lambda staging: runner.extract_into(backend, params, staging, with_impressions)  # noqa: E731
+            extract = functools.partial(runner.extract_into, backend, params, with_impressions=with_impressions)
         with atomic.staged_directory(output_dir, last=runner.MANIFEST) as staging:
             manifest = extract(staging)
             manifest = {"source": warehouse_uri, "dialect": backend.dialect, **manifest}

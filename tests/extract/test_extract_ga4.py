@@ -31,7 +31,10 @@ def ga4_warehouse(tmp_path, export=FIXTURE, name="ga4.duckdb"):
 
 def extract(tmp_path, warehouse, out="out", **kwargs):
     manifest = extract_stage.run(f"duckdb://{warehouse}", tmp_path / out, **kwargs)
-    read = lambda name: pq.read_table(tmp_path / out / name).to_pandas()  # noqa: E731
+
+    def read(name):
+        return pq.read_table(tmp_path / out / name).to_pandas()
+
     return manifest, read("events.parquet"), read("items.parquet")
 
 

@@ -56,7 +56,10 @@ def _by_user(out, kind, split):
     data = reader.load_numpy(out, kind, split)
     users = schema.read_vocab(out, schema.USER_VOCAB)
     items = schema.read_vocab(out, schema.ITEM_VOCAB)
-    name = lambda i: items[i - schema.NUM_RESERVED]  # noqa: E731
+
+    def name(i):
+        return items[i - schema.NUM_RESERVED]
+
     return data, users, items, name
 
 

@@ -69,7 +69,9 @@ def test_time_split_gives_cvr_positives_where_a_purchase_is_its_own_step():
 
 
 def test_user_rng_is_stable_and_depends_on_seed_and_user():
-    draw = lambda seed, user: S.user_rng(seed, user).random(3).tolist()  # noqa: E731
+    def draw(seed, user):
+        return S.user_rng(seed, user).random(3).tolist()
+
     assert draw(0, "u1") == draw(0, "u1")
     assert draw(0, "u1") != draw(1, "u1") and draw(0, "u1") != draw(0, "u2")
 

@@ -26,7 +26,7 @@ def build(accelerator: str | None = None):
     @dsl.pipeline(name="tiny-production")
     def tiny(epochs: int = 1, destination: str = "duckdb:///tmp/x.duckdb"):
         trained = apply_resources(train(epochs=epochs).set_display_name("ranking"), "ranking", accelerator=accelerator)
-        with dsl.If(trained.outputs["Output"] == True, name="blessed"):  # noqa: E712
+        with dsl.If(trained.outputs["Output"] == True, name="blessed"):  # noqa: E712 (KFP condition syntax)
             apply_resources(publish(model=trained.outputs["model"]), "export")
 
     return tiny

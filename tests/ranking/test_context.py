@@ -77,7 +77,10 @@ def test_item_statistics_reject_indices_outside_the_vocabulary():
 
 def test_list_loss_against_a_hand_computed_case():
     logits, labels = tf.constant([[2.0, 0.0, 1.0]]), tf.constant([1.0])
-    sigmoid = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+
+    def sigmoid(x):
+        return 1 / (1 + math.exp(-x))
+
     pointwise = (-math.log(sigmoid(2.0)) - math.log(1 - sigmoid(0.0)) - math.log(1 - sigmoid(1.0))) / 3
     listwise = -(2.0 - math.log(math.exp(2.0) + math.exp(0.0) + math.exp(1.0)))
     assert float(list_loss(logits, labels, 0.0)) == pytest.approx(pointwise, rel=1e-5)

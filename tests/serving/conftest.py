@@ -13,8 +13,6 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-import components  # noqa: F401  (tf-keras before TensorFlow)
-
 TOP_K, CANDIDATES_N = 10, 30
 EXPERIMENT, RATIO = "ranker", 0.5
 
