@@ -1,5 +1,8 @@
 """DIN, DIEN and the reference: masking, the once-per-user scoring path, the SavedModel, learning a drift."""
 
+import logging
+import re
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -114,17 +117,21 @@ def test_load_ranker_names_a_wrong_directory(tmp_path):
         load_ranker(tmp_path)
 
 
-def test_dien_beats_din_when_interests_drift(drifting_features):
-    """The next purchase's category follows the latest steps; DIN's order-blind pooling cannot see that."""
+def test_dien_beats_din_when_interests_drift(drifting_features, caplog):
+    """The next purchase's category follows the latest steps; DIN's order-blind pooling cannot see that.
+    Training and scoring print no AutoGraph or retracing warning (each step and forward pass traces once, unconverted)."""
     spec = schema.FeatureSpec.read(drifting_features)
     train_data, test_data = load_split(drifting_features, "train"), load_split(drifting_features, "test")
     auc = {}
-    for model_type in ("dien", "din"):
-        tf.keras.utils.set_random_seed(0)
-        model = build_model(ModelConfig(model_type=model_type), spec.num_items, spec.num_categories)
-        train(model, train_data, TrainConfig(epochs=3, batch_size=64, seed=0))
-        auc[model_type] = evaluate(model, test_data)["auc"]
+    with caplog.at_level(logging.WARNING, logger="tensorflow"):
+        for model_type in ("dien", "din"):
+            tf.keras.utils.set_random_seed(0)
+            model = build_model(ModelConfig(model_type=model_type), spec.num_items, spec.num_categories)
+            train(model, train_data, TrainConfig(epochs=3, batch_size=64, seed=0))
+            auc[model_type] = evaluate(model, test_data)["auc"]
     assert auc["dien"] > auc["din"] + 0.05, auc
+    noise = [r.getMessage() for r in caplog.records if re.search(r"AutoGraph|retracing", r.getMessage())]
+    assert not noise, noise
 
 
 def test_training_stops_after_patience_epochs_without_gain_and_keeps_the_best(drifting_features, monkeypatch):
