@@ -29,7 +29,7 @@ REPORT ?=
 # $(call q,VALUE) is VALUE as one single-quoted shell word, so no variable can split or inject a command.
 q = '$(subst ','\'',$(1))'
 
-.PHONY: help venv lint test compile pipeline-run report-check bench serve serve-bench lock lock-hashes clean
+.PHONY: help venv lint test compile pipeline-run report-check bench lifecycle-bench serve serve-bench lock lock-hashes clean
 
 help: ## list every target with its one-line description (this list)
 	@awk 'BEGIN {FS = ":[^#]*## "} /^[a-zA-Z0-9_.-]+:[^=]*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -73,6 +73,11 @@ report-check: venv ## open the evaluation report in headless Chromium; fail on c
 bench: venv ## benchmark JSON of one dataset (DATA=, FORMAT=amazon|taobao|synthetic, OUT=, SEEDS=, ABLATIONS=dien_no_aux)
 	$(PY) -m bench.run --data $(call q,$(DATA)) --format $(call q,$(FORMAT)) --out $(call q,$(OUT)) --seeds $(call q,$(SEEDS)) \
 	  --ablations $(call q,$(ABLATIONS))
+
+# A week of daily runs on a small synthetic shop (new items each day, some retired, day 5 broken upstream), cold vs
+# warm-started retrieval, SEEDS seeds (default 3): the `lifecycle` keys of the bench JSON OUT. About 15-30 minutes.
+lifecycle-bench: venv ## week simulation, cold vs warm start, new items, drift check (OUT=, SEEDS= default 3)
+	nice -n 10 $(PY) -m bench.lifecycle --out $(call q,$(OUT)) $(if $(filter command line environment,$(origin SEEDS)),--seeds $(call q,$(SEEDS)))
 
 # The last blessed model of a local run (OUTPUT) on PORT, in the foreground; LOG_LEVEL=debug logs every request.
 serve: venv ## serve the last blessed model on PORT in the foreground (MODEL=, PORT=, LOG_LEVEL=)

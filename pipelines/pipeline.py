@@ -51,6 +51,8 @@ def recommender_pipeline(
     beam_args: str = "[]",
     seed: int = 0,
     retrieval_epochs: int = 12,
+    warm_start: bool = False,
+    warm_start_epochs: int = 4,
     ranking_epochs: int = 3,
     candidates_n: int = 200,
     top_k: int = 20,
@@ -60,6 +62,9 @@ def recommender_pipeline(
     gate_on_ope: bool = False,
     ope_estimator: str = "mrdr",
     ope_margin: float = 0.0,
+    gate_on_drift: bool = False,
+    drift_psi_threshold: float = 0.2,
+    drift_js_threshold: float = 0.1,
     experiment: str = "ranker",
     treatment_ratio: float = 0.5,
     shop_preset: str = "",
@@ -93,6 +98,8 @@ def recommender_pipeline(
         beam_args: JSON list of Beam pipeline options for the features job (Dataflow on Vertex).
         seed: Seed of the split, the models and the synthetic shop's simulator.
         retrieval_epochs: Most epochs of two-tower training (the best valid epoch is kept).
+        warm_start: Start retrieval from the last blessed model (item rows carried by id, new items from their features) for warm_start_epochs; from scratch without one.
+        warm_start_epochs: Most epochs of a warm-started retrieval training.
         ranking_epochs: Most epochs of DIEN and DIN training (the best valid epoch is kept).
         candidates_n: Retrieval depth the evaluation scores the funnel at (the export's N is chosen up to it).
         top_k: Length of each exported recommendation list.
@@ -102,6 +109,9 @@ def recommender_pipeline(
         gate_on_ope: Also require the off-policy click-rate estimate to reach the logged click rate less ope_margin (a stated no-op without impressions).
         ope_estimator: Estimator the OPE gate reads: ips, snips, dm, dr or mrdr.
         ope_margin: Relative shortfall of the OPE estimate below the logged click rate that the gate still accepts.
+        gate_on_drift: Also refuse the blessing when the extract's distributions drifted from the last blessed run's (always a warning in the report).
+        drift_psi_threshold: Population stability index above which a distribution of the extract (event types, categories, history lengths, item popularity) has drifted.
+        drift_js_threshold: Jensen-Shannon distance (base 2) above which a distribution has drifted.
         experiment: A/B experiment name, hashed with the user id into an arm.
         treatment_ratio: Share of users in the treatment arm (the new model's lists).
         shop_preset: Synthetic shop preset that built the warehouse (gives OPE its true values); "" on real data.
@@ -137,11 +147,21 @@ def recommender_pipeline(
         split=split,
         split_cut=split_cut,
         split_window_days=split_window_days,
+        registry_dir=registry_uri,
+        drift_psi_threshold=drift_psi_threshold,
+        drift_js_threshold=drift_js_threshold,
     )
     apply_resources(features_task.set_display_name("features"), "features")
     feature_data = features_task.outputs["features"]
 
-    retrieval_task = retrieval(features=feature_data, epochs=retrieval_epochs, seed=seed)
+    retrieval_task = retrieval(
+        features=feature_data,
+        epochs=retrieval_epochs,
+        seed=seed,
+        warm_start=warm_start,
+        registry_dir=registry_uri,
+        warm_start_epochs=warm_start_epochs,
+    )
     apply_resources(retrieval_task.set_display_name("retrieval"), "retrieval")
 
     dien_task = ranking(
@@ -209,6 +229,7 @@ def recommender_pipeline(
         baseline_ranking_model=din_task.outputs["model"],
         extracted=extract_task.outputs["extracted"],
         campaign=campaign_task.outputs["report"],
+        gate_on_drift=gate_on_drift,
     )
     apply_resources(evaluation_task.set_display_name("evaluation"), "evaluation")
 

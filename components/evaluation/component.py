@@ -39,6 +39,7 @@ def evaluation(
     baseline_ranking_model: Optional[Input[Model]] = None,
     extracted: Optional[Input[Dataset]] = None,
     campaign: Optional[Input[Artifact]] = None,
+    gate_on_drift: bool = False,
 ) -> bool:
     from components import kfp_metrics
     from components.evaluation import stage

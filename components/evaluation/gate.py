@@ -31,6 +31,7 @@ class GateConfig:
     use_ope: bool = False  # also require the OPE condition (when the data has impressions)
     ope_estimator: str = DEFAULT_OPE_ESTIMATOR
     ope_margin: float = 0.0  # relative: estimate >= logged click rate * (1 - margin)
+    use_drift: bool = False  # also require no data drift against the last blessed run (features' data checks)
 
     def __post_init__(self):
         if not self.baselines:
@@ -162,11 +163,13 @@ def decide(
     config: GateConfig,
     off_policy: OffPolicyEvidence | None = None,
     differences: dict[str, dict] | None = None,
+    drift_warnings: list[str] | None = None,
 ) -> GateDecision:
     """Blessed iff the candidate's metric strictly exceeds every required value (and, with use_ope and
     evidence, its OPE estimate reaches the required click rate). `differences` {baseline name or
     "last_blessed_funnel": bootstrap difference} puts the interval of each difference beside its comparison; it
-    informs the reader and does not change the decision (a margin does that)."""
+    informs the reader and does not change the decision (a margin does that). `drift_warnings` (the data checks'
+    drift against the last blessed run) refuse the blessing with use_drift, and are a warning note without."""
     differences = differences or {}
     if config.metric not in candidate:
         raise ValueError(f"gate metric {config.metric!r} is not among the candidate's metrics {sorted(candidate)}")
@@ -198,8 +201,14 @@ def decide(
         )
     ope_comparisons, notes = _off_policy(off_policy, config)
     comparisons += ope_comparisons
+    drifted = bool(drift_warnings)
+    for warning in drift_warnings or []:
+        if config.use_drift:
+            notes.append(f"FAIL (gate_on_drift): data {warning}.")
+        else:
+            notes.append(f"WARNING (gate_on_drift is off, so not applied): data {warning}.")
     return GateDecision(
-        blessed=all(c.passed for c in comparisons),
+        blessed=all(c.passed for c in comparisons) and not (config.use_drift and drifted),
         metric=config.metric,
         candidate=value,
         comparisons=tuple(comparisons),

@@ -174,6 +174,68 @@ def metadata_section(meta: dict) -> str:
     )
 
 
+def lineage_section(summary: dict) -> str:
+    """Data window, parent model, new items and the data checks against the last blessed run (issue 23)."""
+    lineage = summary.get("lineage")
+    if not lineage:
+        return ""
+    window = lineage["data_window"]
+    split_window = window.get("split_window") or {}
+    parent = lineage.get("parent_model")
+    rows = [
+        [
+            "extract window",
+            f"{window.get('window_start') or 'start of data'} to {window.get('window_end') or 'end of data'}",
+        ],
+        ["run time", window.get("run_time") or ""],
+        ["split", window.get("split") or ""],
+    ]
+    if split_window:
+        rows.append(["train before", split_window.get("cut", "")])
+        rows += [[name, " to ".join(split_window[name])] for name in ("valid", "test") if name in split_window]
+    rows.append(
+        [
+            "parent model (warm start)",
+            f"{parent.get('parent_version')} ({parent.get('carried_items')} items carried)"
+            if parent
+            else "none: trained from scratch",
+        ]
+    )
+    rows.append(["compared with", lineage.get("compared_with") or "no last blessed model"])
+    parts = [table(["", ""], rows)]
+    checks = summary.get("data_checks")
+    if checks is None:
+        parts.append(_p("No data checks were recorded by the features stage."))
+    elif not checks.get("reference"):
+        parts.append(_p(checks.get("note", "No last blessed run to compare the data with.")))
+    else:
+        drift_rows = [
+            [name, d["psi"], d["js"], "DRIFT" if d["drift"] else "ok"] for name, d in checks["distributions"].items()
+        ]
+        thresholds = checks["thresholds"]
+        parts.append(
+            _p(
+                f"The extract's distributions against those of the last blessed run "
+                f"({checks.get('reference_version') or 'unnamed'}); drift above PSI {thresholds['psi']} or "
+                f"Jensen-Shannon distance {thresholds['js']}."
+            )
+        )
+        parts.append(table(["distribution", "PSI", "JS distance", ""], drift_rows))
+        change_rows = [[k, v["current"], v["reference"]] for k, v in checks.get("changes", {}).items()]
+        parts.append(table(["", "this run", "last blessed run"], change_rows))
+        for warning in checks.get("warnings", []):
+            parts.append(_p(f"Warning: {warning}.", "note"))
+    new_items = summary.get("new_items")
+    if new_items:
+        parts.append(
+            _p(
+                f"New items (no train events): {new_items['targets']} test targets; HIT@20 {new_items['hit@20']:.4f} "
+                f"for the model against {new_items['baseline_hit@20']:.4f} for popularity within the item's category."
+            )
+        )
+    return _section("lineage", "Data window, lineage and data checks", *parts)
+
+
 def intervals_section(summary: dict, figures: dict[str, Plot]) -> str:
     intervals = summary["gate_intervals"]
     models = intervals["models"]
@@ -585,6 +647,7 @@ def render(summary: dict, figures: dict[str, Plot], off_policy_figures: dict[str
     ]
     sections = [
         metadata_section(summary["run_metadata"]),
+        lineage_section(summary),
         _section("export", "Export depth", _p(summary["export_n_reason"])),
         intervals_section(summary, figures),
         blessed_section(summary),
@@ -617,6 +680,7 @@ def render(summary: dict, figures: dict[str, Plot], off_policy_figures: dict[str
             f'<a href="#{a}">{t}</a>'
             for a, t in (
                 ("run", "run"),
+                ("lineage", "data"),
                 ("intervals", "intervals"),
                 ("versus-blessed", "vs blessed"),
                 ("metrics", "metrics"),

@@ -17,6 +17,7 @@ import numpy as np
 
 from components import atomic, baselines, kfp_metrics, metrics, schema
 from components.evaluation import bootstrap, breakdowns, data, gate, plots, registry, report, scoring
+from components.features import data_checks
 from components.serving import models
 
 
@@ -125,6 +126,7 @@ def evaluate(
     ranks_by_model = scored.ranks_by_model()
     ranking_metrics = {name: metrics.ranking_metrics(ranks) for name, ranks in ranks_by_model.items()}
     intervals, differences = _gate_intervals(ranks_by_model, config, scored)
+    checks = data_checks.read_checks(features_dir)
     decision = gate.decide(
         ranking_metrics["funnel"],
         {b: ranking_metrics[b] for b in scored.baselines},
@@ -132,6 +134,7 @@ def evaluate(
         config.gate,
         off_policy=_gate_evidence(off_policy),
         differences={name: d.to_json() for name, d in differences.items()},
+        drift_warnings=(checks or {}).get("warnings"),
     )
     export_n, by_n = choose_export_n(scored.scores.funnel_by_n, config.export_metric, config.export_tolerance)
     rankers = {candidate_ranker: _ranker_metrics(scored.candidate.ranker, scored.split.ranking)}
@@ -168,6 +171,8 @@ def evaluate(
         },
         "versus_last_blessed": _versus_last_blessed(scored, ranking_metrics, rankers),
         "off_policy": off_policy_summary(off_policy),
+        "data_checks": checks,
+        "lineage": lineage(features_dir, retrieval_dir, extracted_dir, scored.previous, checks),
         "training_curves": data.read_training_curves(retrieval_dir, ranking_dirs),
         "run_metadata": data.read_run_metadata(features_dir, retrieval_dir, ranking_dirs, extracted_dir),
         "examples": _example_lists(scored, config.example_users),
@@ -180,6 +185,7 @@ def evaluate(
         "margin_vs_baseline": config.gate.margin_vs_baseline,
         "margin_vs_blessed": config.gate.margin_vs_blessed,
         "gate_on_ope": config.gate.use_ope,
+        "gate_on_drift": config.gate.use_drift,
         "ope_estimator": config.gate.ope_estimator,
         "ope_margin": config.gate.ope_margin,
     }
@@ -195,6 +201,36 @@ def evaluate(
         export_n=export_n,
         ranker_rows=(ranker["labels"], ranker["probabilities"]) if ranker else None,
     )
+
+
+def lineage(features_dir, retrieval_dir, extracted_dir, previous: registry.BlessedModel | None, checks) -> dict:
+    """Where the model came from: the data window (extract window and the split's), the parent model of a warm
+    start (read from the retrieval artifact), the last blessed model it was compared with, and the data checks'
+    comparison with that model's data."""
+    import json
+
+    manifest = {}
+    if extracted_dir is not None and Path(extracted_dir, "manifest.json").exists():
+        manifest = json.loads(Path(extracted_dir, "manifest.json").read_text())
+    stats = json.loads(Path(features_dir, schema.STATS).read_text())
+    warm = Path(retrieval_dir, "warm_start.json")
+    parent = json.loads(warm.read_text()) if warm.exists() else None
+    return {
+        "data_window": {
+            "window_start": manifest.get("window_start", ""),
+            "window_end": manifest.get("window_end", ""),
+            "run_time": manifest.get("run_time", ""),
+            "split": stats.get("split"),
+            "split_window": stats.get("split_window"),
+        },
+        "parent_model": parent,
+        "compared_with": previous.version if previous else None,
+        "data_drift": {
+            "reference_version": (checks or {}).get("reference_version") or None,
+            "distributions": (checks or {}).get("distributions", {}),
+            "warnings": (checks or {}).get("warnings", []),
+        },
+    }
 
 
 def _gate_intervals(ranks_by_model: dict[str, metrics.Ranks], config: EvaluationConfig, scored: _Scored):
@@ -459,6 +495,8 @@ def run_evaluation(
                 "blessed_at": dt.datetime.now(dt.timezone.utc).isoformat(),
                 "gate": result.summary["gate"],
                 "ranking_metrics": result.summary["ranking_metrics"],
+                "lineage": result.summary["lineage"],
+                data_checks.DATA_STATS: data_checks.read_statistics(features_dir),
             },
         )
         result.summary["registered"] = entry.to_json()
@@ -488,6 +526,7 @@ def run(
     extracted: str | None = None,
     campaign: str | None = None,
     load_models: Callable[..., models.ServingModel] | None = None,
+    gate_on_drift: bool = False,
 ) -> dict:
     """The evaluation stage's entry: writes `summary` (JSON) and `report` (HTML), registers a blessed model in
     `registry_dir`, and returns the figures: the KFP scalars of flat_metrics (with `blessed` 0/1), plus the ranker's
@@ -504,6 +543,7 @@ def run(
             use_ope=gate_on_ope,
             ope_estimator=ope_estimator,
             ope_margin=ope_margin,
+            use_drift=gate_on_drift,
         ),
         model_version=model_version,
     )

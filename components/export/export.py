@@ -27,7 +27,7 @@ from components.evaluation import registry
 from components.export import audiences, batch, complementary, similar, writers
 from components.export.inputs import ServingInputs, read_serving_inputs
 from components.serving import funnel
-from components.serving.models import ServingModel, index_map, load_serving_model, same_vocabulary
+from components.serving.models import ServingModel, check_layout, index_map, load_serving_model, same_vocabulary
 
 RECOMMENDATIONS_FILE = "recommendations.parquet"
 SIMILAR_ITEMS_FILE = "similar_items.parquet"
@@ -97,6 +97,7 @@ def run_export(
     inputs = read_serving_inputs(features_dir)
     read_s = time.perf_counter() - started
     new_model = load_serving_model(retrieval_dir, ranking_dir, params.model_version)
+    check_layout(new_model, inputs.item_ids, "export")
     blessed = None
     if blessed_retrieval_dir and blessed_ranking_dir:
         blessed = load_serving_model(blessed_retrieval_dir, blessed_ranking_dir, blessed_model_version or "blessed")

@@ -19,6 +19,9 @@ def features(
     split: str = "leave_last_out",
     split_cut: str = "",
     split_window_days: float = 1.0,
+    registry_dir: str = "",
+    drift_psi_threshold: float = 0.2,
+    drift_js_threshold: float = 0.1,
 ):
     """Builds vocabularies, retrieval/ranking TFRecords, item features and stats with Apache Beam.
 
@@ -28,7 +31,8 @@ def features(
     max_examples_per_user: the most train examples one user contributes, their latest (0 = no cap).
     split: leave_last_out | time. The time split trains before split_cut (ISO; "" = the extract window's end, or
     the latest event's day's end, less two windows), validates on [cut, cut + split_window_days) and tests on the
-    next window.
+    next window. registry_dir: the blessed models; the extract's statistics are compared with the last one's
+    (a schema change or an empty table fails; PSI or Jensen-Shannon distance above its threshold is drift).
     """
     from components import kfp_metrics
     from components.features import stage

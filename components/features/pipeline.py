@@ -27,6 +27,7 @@ from apache_beam.io.parquetio import ReadFromParquetBatched
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from components import schema
+from components.features import data_checks
 from components.features import transforms as T
 from components.features.examples import resolve_ranking_task
 from components.features.sequences import min_steps, split_fn
@@ -55,6 +56,8 @@ def run_features(
     max_examples_per_user: int = DEFAULT_MAX_EXAMPLES_PER_USER,
     split_cut: str | None = None,
     split_window_days: float = 1.0,
+    registry_dir: str = "",
+    drift_thresholds: data_checks.DriftThresholds = data_checks.DriftThresholds(),
 ) -> dict:
     """Builds the features output (layout in components/schema.py) and returns its stats.
 
@@ -63,17 +66,24 @@ def run_features(
     under "capped", and a warning says so. split="time" (sequences.TimeSplit) cuts at `split_cut` (ISO time; by
     default the test window is the last `split_window_days` of the extract's window, when the extract names its
     end, else the last whole `split_window_days` ending with the latest event's UTC day); every user with a step in
-    a window and one step before it counts there, with or without train events."""
+    a window and one step before it counts there, with or without train events, and the item vocabulary also holds
+    the available catalogue items without events (new items, which retrieval scores by their features). Before the job, the extract's
+    statistics are checked against the last blessed model's in `registry_dir` (data_checks: a schema change or an
+    empty table fails here; drift is written to data_checks.json beside the statistics)."""
     if max_len < 1:
         raise ValueError(f"max_len must be >= 1, got {max_len}")
     if ranking_task != "auto" and ranking_task not in schema.RANKING_TASKS:
         raise ValueError(f"unknown ranking_task {ranking_task!r}; expected auto or one of {schema.RANKING_TASKS}")
+    local_extract = extracted_dir
     extracted_dir, output_dir = beam_path(str(extracted_dir)), beam_path(str(output_dir))
     manifest = read_manifest(extracted_dir)
     events_path = FileSystems.join(extracted_dir, EVENTS_FILE)
     items_path = FileSystems.join(extracted_dir, ITEMS_FILE)
     check_parquet(events_path, schema.EVENTS, "events")
     check_parquet(items_path, schema.ITEMS, "items")
+    data_stats, checks = data_checks.run_checks(local_extract, registry_dir or None, drift_thresholds)
+    for warning in checks["warnings"]:
+        log.warning("features: data check: %s", warning)
     split_params = _split_params(split, split_cut, split_window_days, events_path, manifest.get("window_end") or "")
     splitter = split_fn(split, max_examples_per_user, **split_params)
     _check_output_free(output_dir)
@@ -83,7 +93,18 @@ def run_features(
         options = pipeline_options(beam_args)
         named = options.view_as(StandardOptions).runner
         pipeline = beam.Pipeline(runner=None if named else local_runner(options), options=options)
-        _build(pipeline, events_path, items_path, work_dir, ranking_task, max_len, seed, splitter, min_steps(split))
+        _build(
+            pipeline,
+            events_path,
+            items_path,
+            work_dir,
+            ranking_task,
+            max_len,
+            seed,
+            splitter,
+            min_steps(split),
+            catalogue_items=split == "time",
+        )
         pipeline.run().wait_until_finish()
         window = None
         if split_params:
@@ -105,6 +126,8 @@ def run_features(
             max_examples_per_user=max_examples_per_user,
             split_window=window,
         )
+        T.write_json(data_stats, FileSystems.join(work_dir, data_checks.STATS_FILE))
+        T.write_json(checks, FileSystems.join(work_dir, data_checks.CHECKS_FILE))
         _publish(work_dir, output_dir)
     except BaseException as err:
         _remove(work_dir)
@@ -181,7 +204,9 @@ def local_runner(options: PipelineOptions):
     )
 
 
-def _build(pipeline, events_path, items_path, work_dir, ranking_task, max_len, seed, splitter, min_steps) -> None:
+def _build(
+    pipeline, events_path, items_path, work_dir, ranking_task, max_len, seed, splitter, min_steps, catalogue_items=False
+) -> None:
     catalogue = (
         pipeline
         | "ReadItems" >> ReadFromParquetBatched(items_path, columns=schema.ITEMS.names)
@@ -191,7 +216,7 @@ def _build(pipeline, events_path, items_path, work_dir, ranking_task, max_len, s
     grouped = events | "GroupEventsByUser" >> T.GroupEventsByUser(catalogue)
     sequences = grouped[T.MAIN] | "BuildSequences" >> T.BuildSequences(min_steps)
     task = grouped[T.STATS] | "ResolveRankingTask" >> T.ResolveRankingTask(ranking_task)
-    vocab = sequences[T.MAIN] | "ComputeVocabulary" >> T.ComputeVocabulary(catalogue, splitter)
+    vocab = sequences[T.MAIN] | "ComputeVocabulary" >> T.ComputeVocabulary(catalogue, splitter, catalogue_items)
     sizes = vocab | "WriteVocabulary" >> T.WriteVocabulary(catalogue, work_dir)
     examples = sequences[T.MAIN] | "BuildExamples" >> T.BuildExamples(
         vocab, task, max_len=max_len, seed=seed, split=splitter

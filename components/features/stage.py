@@ -3,7 +3,7 @@ counts back. The Beam pipeline itself is in pipeline.py."""
 
 from __future__ import annotations
 
-from components.features import pipeline
+from components.features import data_checks, pipeline
 
 
 def run(
@@ -17,6 +17,9 @@ def run(
     split: str = "leave_last_out",
     split_cut: str = "",
     split_window_days: float = 1.0,
+    registry_dir: str = "",
+    drift_psi_threshold: float = 0.2,
+    drift_js_threshold: float = 0.1,
 ) -> dict[str, float]:
     """Runs the Beam job (beam_args: a JSON list of Beam options, "[]" = local) and returns stats.json's headline
     counts (events, users, examples per split, drops by reason); the whole stats.json is in `features`."""
@@ -31,5 +34,7 @@ def run(
         split=split,
         split_cut=split_cut,
         split_window_days=split_window_days,
+        registry_dir=registry_dir,
+        drift_thresholds=data_checks.DriftThresholds(drift_psi_threshold, drift_js_threshold),
     )
     return pipeline.headline_figures(stats)

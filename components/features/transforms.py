@@ -255,16 +255,17 @@ class ComputeVocabulary(beam.PTransform):
     """(user_id, steps) -> a singleton Vocabulary (ranked ids plus lookups), sized by the number
     of items and users, never by the number of events."""
 
-    def __init__(self, catalogue, split: SplitFn):
+    def __init__(self, catalogue, split: SplitFn, catalogue_items: bool = False):
         super().__init__()
         self._catalogue = catalogue
         self._split = split
+        self._catalogue_items = catalogue_items
 
     def expand(self, sequences):
         return (
             sequences
             | "Count" >> beam.CombineGlobally(_VocabCountsFn(self._split))
-            | "Rank" >> beam.Map(build_vocabulary, beam.pvalue.AsSingleton(self._catalogue))
+            | "Rank" >> beam.Map(build_vocabulary, beam.pvalue.AsSingleton(self._catalogue), self._catalogue_items)
         )
 
 
@@ -284,7 +285,8 @@ def write_vocabulary_files(vocab: Vocabulary, catalogue: pa.Table, output_dir: s
         "items": len(vocab.items),
         "categories": len(vocab.categories),
         "catalogue_items": catalogue.num_rows,
-        "catalogue_items_without_events": catalogue.num_rows - len(vocab.items),
+        "catalogue_items_without_events": catalogue.num_rows - int((vocab.item_steps[schema.NUM_RESERVED :] > 0).sum()),
+        "new_items_in_vocabulary": int((vocab.item_steps[schema.NUM_RESERVED :] == 0).sum()),
     }
 
 

@@ -103,8 +103,11 @@ class Vocabulary:
         return PopularitySampler(popularity)
 
 
-def build_vocabulary(counts: VocabCounts, catalogue: pa.Table) -> Vocabulary:
-    """Ranks items, categories and users; `catalogue` is the sorted, validated items table."""
+def build_vocabulary(counts: VocabCounts, catalogue: pa.Table, catalogue_items: bool = False) -> Vocabulary:
+    """Ranks items, categories and users; `catalogue` is the sorted, validated items table.
+
+    With `catalogue_items` (the time split's daily runs), available catalogue items without any step follow the
+    ranked ones (by id), with their categories: new items, retrievable through their features from the first day."""
     item_steps = _fit(counts.item_steps, catalogue.num_rows)
     train_targets = _fit(counts.item_train_targets, catalogue.num_rows)
     if not counts.user_steps:
@@ -117,6 +120,10 @@ def build_vocabulary(counts: VocabCounts, catalogue: pa.Table) -> Vocabulary:
         raise schema.SchemaError(f"events cover {len(seen_rows)} item(s); at least 2 are needed")
     order = _by_count_then_id([ids[r] for r in seen_rows], item_steps[seen_rows].tolist())
     rows = seen_rows[order]
+    if catalogue_items:
+        available = np.asarray(catalogue.column("available").to_numpy(zero_copy_only=False), bool)
+        unseen = np.flatnonzero((item_steps == 0) & available)  # catalogue rows are sorted by id
+        rows = np.concatenate([rows, unseen])
     item_of_row = np.full(catalogue.num_rows, schema.OOV_INDEX, np.int64)
     item_of_row[rows] = np.arange(len(rows)) + schema.NUM_RESERVED
 
@@ -124,6 +131,7 @@ def build_vocabulary(counts: VocabCounts, catalogue: pa.Table) -> Vocabulary:
     category_steps: dict[str, int] = {}
     for r in rows:
         category_steps[row_category[r]] = category_steps.get(row_category[r], 0) + int(item_steps[r])
+    # ties (a new item's category without steps: 0) go by id, like every ranking here
     category_ids = list(category_steps)
     categories = [category_ids[i] for i in _by_count_then_id(category_ids, list(category_steps.values()))]
     category_index = {c: i + schema.NUM_RESERVED for i, c in enumerate(categories)}

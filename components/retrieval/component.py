@@ -14,8 +14,14 @@ def retrieval(
     epochs: int = 12,
     embedding_dim: int = 64,
     seed: int = 0,
+    warm_start: bool = False,
+    registry_dir: str = "",
+    warm_start_epochs: int = 4,
 ):
-    """Trains the two-tower model on the features output, selects it on valid, exports it to `model`."""
+    """Trains the two-tower model on the features output, selects it on valid, exports it to `model`.
+
+    warm_start: start from the last blessed model in registry_dir (items by id, new items from their features)
+    for at most warm_start_epochs; without a usable parent it trains from scratch and says so."""
     from components import kfp_metrics
     from components.retrieval import stage
 

@@ -37,6 +37,8 @@ class RetrievalConfig:
     temperature: float = 0.1  # softmax temperature over the scores
     logq_correction: bool = True  # Yi et al. 2019: subtract log sampling probability from logits
     seed: int = 0
+    # an item without a train target (a new item) is scored by its features alone, not by its untrained id row
+    features_only_unseen: bool = True
 
     def __post_init__(self):
         if self.encoder not in ENCODERS:

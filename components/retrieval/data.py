@@ -39,6 +39,7 @@ class Catalogue:
     item_price_bucket: np.ndarray  # int64 [num_items]: 0 unknown, else 1..NUM_PRICE_BUCKETS
     available: np.ndarray  # bool [num_items]; PAD and OOV are never available
     train_count: np.ndarray  # int64 [num_items]: times an item is a train target
+    brand_ids: tuple[str, ...] = ()  # brand index -> name ("" = unknown at 0), to carry brand rows by name
 
     @property
     def num_items(self) -> int:
@@ -89,26 +90,32 @@ def load_catalogue(features_dir: str | Path) -> Catalogue:
         if frame[column].isna().any():
             raise schema.SchemaError(f"{path}: column {column!r} has null values")
     reserved = np.array([0] * schema.NUM_RESERVED, dtype=np.int64)
+    brand_index, brand_ids = _brand_indices(frame["brand"], with_names=True)
     return Catalogue(
         item_ids=np.concatenate([["", "[OOV]"], frame["item_id"].astype(str).to_numpy()]).astype(object),
         category_ids=schema.read_vocab(features_dir, schema.CATEGORY_VOCAB),
         item_category=np.concatenate(
             [[schema.PAD_INDEX, schema.OOV_INDEX], frame["category_index"].to_numpy(np.int64)]
         ),
-        item_brand=np.concatenate([reserved, _brand_indices(frame["brand"])]),
+        item_brand=np.concatenate([reserved, brand_index]),
         item_price_bucket=np.concatenate([reserved, _price_buckets(frame["price"])]),
         available=np.concatenate([[False, False], frame["available"].to_numpy(bool)]),
         train_count=np.concatenate([reserved, frame["train_count"].to_numpy(np.int64)]),
+        brand_ids=brand_ids,
     )
 
 
-def _brand_indices(brands: pd.Series) -> np.ndarray:
-    """Brands by item count (ties by name), 1-based; "" or null is 0 (unknown)."""
+def _brand_indices(brands: pd.Series, with_names: bool = False):
+    """Brands by item count (ties by name), 1-based; "" or null is 0 (unknown). With `with_names`, also the
+    names by index."""
     names = brands.fillna("").astype(str)
     counts = names[names != ""].value_counts()
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     index = {name: rank + 1 for rank, (name, _) in enumerate(ranked)}
-    return names.map(lambda name: index.get(name, 0)).to_numpy(np.int64)
+    indices = names.map(lambda name: index.get(name, 0)).to_numpy(np.int64)
+    if with_names:
+        return indices, ("",) + tuple(name for name, _ in ranked)
+    return indices
 
 
 def _price_buckets(prices: pd.Series) -> np.ndarray:

@@ -133,6 +133,7 @@ def export(
     output_dir: str | Path,
     k: int = DEFAULT_TOP_K,
     history: list[dict] | None = None,
+    warm_start: dict | None = None,
 ) -> Path:
     """Writes the whole artifact through atomic.staged_directory, so a crash leaves no half model.
     `history` (per-epoch loss and valid metrics) goes to training_history.json for the evaluation report."""
@@ -152,5 +153,10 @@ def export(
         schema.write_vocab(staging, CATEGORY_VOCAB, catalogue.category_ids)
         if history is not None:
             atomic.write_json(staging / TRAINING_HISTORY, {"epochs": history})
+        from components.retrieval import warm_start as warm
+
+        warm.save(model, catalogue, staging)
+        if warm_start is not None:
+            atomic.write_json(staging / warm.WARM_START, warm_start)
         config.write(staging)
     return output_dir

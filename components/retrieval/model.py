@@ -27,7 +27,8 @@ def retrieval_task(config: RetrievalConfig) -> tfrs.tasks.Retrieval:
 class TwoTowerModel(tfrs.Model):
     """Query tower over the history, candidate tower over item features, one shared item table."""
 
-    def __init__(self, catalogue: Catalogue, config: RetrievalConfig, **kwargs):
+    def __init__(self, catalogue: Catalogue, config: RetrievalConfig, id_known=None, **kwargs):
+        """`id_known` [num_items] bool: items whose id row counts (default: those with a train target)."""
         super().__init__(**kwargs)
         self.config = config
         self.num_items = catalogue.num_items
@@ -36,7 +37,7 @@ class TwoTowerModel(tfrs.Model):
             catalogue.num_categories, config.embedding_dim, name="category_embedding"
         )
         self.query_tower = QueryTower(item_embedding, category_embedding, config)
-        self.candidate_tower = CandidateTower(item_embedding, category_embedding, catalogue, config)
+        self.candidate_tower = CandidateTower(item_embedding, category_embedding, catalogue, config, id_known)
         self.sampling_probability = tf.constant(catalogue.sampling_probability(), tf.float32)
         self.task = retrieval_task(config)
         self.mean_loss = tf.keras.metrics.Mean(name="mean_loss")  # the epoch's average, for the progress line

@@ -13,12 +13,30 @@ from components.retrieval.training import train_from_features
 log = logging.getLogger(__name__)
 
 
-def run(features: str | Path, model: str | Path, **settings) -> dict[str, float]:
+def run(
+    features: str | Path,
+    model: str | Path,
+    warm_start: bool = False,
+    registry_dir: str = "",
+    warm_start_epochs: int = 4,
+    parent_dir: str | Path | None = None,
+    parent_version: str = "",
+    **settings,
+) -> dict[str, float]:
     """Trains with the shipped defaults overridden by `settings` (RetrievalConfig fields), exports the
-    artifact to `model`, and returns the selected epoch's valid metrics plus training figures."""
+    artifact to `model`, and returns the selected epoch's valid metrics plus training figures.
+    `warm_start` starts from the last blessed model in `registry_dir` (or from `parent_dir`, a retrieval artifact)
+    for at most `warm_start_epochs` (components.retrieval.warm_start); without one it trains from scratch."""
+    from components.retrieval import warm_start as warm
+
+    if warm_start and parent_dir is None:
+        parent_dir, parent_version = warm.parent_of(registry_dir)
+    if parent_dir is not None and warm_start:
+        settings["epochs"] = warm_start_epochs
     config = dataclasses.replace(RetrievalConfig(), **settings)
-    result = train_from_features(features, config)
-    export.export(result.model, result.catalogue, config, model, history=result.history)
+    parent = warm.Parent.load(parent_dir, parent_version) if parent_dir else None
+    result = train_from_features(features, config, parent)
+    export.export(result.model, result.catalogue, config, model, history=result.history, warm_start=result.warm_start)
     log.info("retrieval model written to %s", model)
     return {
         **{f"valid_{name}": value for name, value in result.valid_metrics.items()},

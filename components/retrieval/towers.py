@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 from components import schema
@@ -181,11 +182,26 @@ class QueryTower(tf.keras.Model):
 class CandidateTower(tf.keras.Model):
     """Item index -> candidate embedding [N, D]: the shared item row plus category, brand and price rows.
 
-    Side features let a rarely bought item borrow from its category and brand.
+    Side features let a rarely bought item borrow from its category and brand. An item whose id row was never
+    trained (`id_known` False: no train target, and not carried over by a warm start) is its features alone: a new
+    item's id row is untrained noise, so the feature path carries it (config.features_only_unseen).
     """
 
-    def __init__(self, item_embedding, category_embedding, catalogue: Catalogue, config: RetrievalConfig, **kwargs):
+    def __init__(
+        self,
+        item_embedding,
+        category_embedding,
+        catalogue: Catalogue,
+        config: RetrievalConfig,
+        id_known=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
+        if id_known is None:
+            id_known = catalogue.train_count > 0
+        if not config.features_only_unseen:
+            id_known = np.ones(catalogue.num_items, bool)
+        self.id_weight = tf.constant(np.asarray(id_known, np.float32)[:, None])
         self.item_embedding = item_embedding
         self.category_embedding = category_embedding
         self.brand_embedding = tf.keras.layers.Embedding(catalogue.num_brands, config.embedding_dim)
@@ -197,7 +213,7 @@ class CandidateTower(tf.keras.Model):
     def call(self, item_index, training=False):
         item_index = tf.cast(item_index, tf.int64)
         return (
-            self.item_embedding(item_index)
+            self.item_embedding(item_index) * tf.gather(self.id_weight, item_index)
             + self.category_embedding(tf.gather(self.item_category, item_index))
             + self.brand_embedding(tf.gather(self.item_brand, item_index))
             + self.price_embedding(tf.gather(self.item_price_bucket, item_index))

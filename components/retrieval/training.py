@@ -36,6 +36,7 @@ class TrainingResult:
     train_s: float  # wall time of the whole training, per-epoch validation included
     fit_s: float  # time inside gradient steps only
     history: list[dict] = dataclasses.field(default_factory=list)  # per epoch: loss, valid hit@20 / ndcg@20, seconds
+    warm_start: dict | None = None  # what a warm start carried from its parent (warm_start.initialise)
 
     @property
     def train_examples_per_s(self) -> float:
@@ -88,11 +89,23 @@ def evaluate(model: TwoTowerModel, examples: Examples) -> dict[str, float]:
     return evaluation.ranking_report(queries, model.item_embeddings(), examples.target_item, examples.seen_items)
 
 
-def train(train_set: Examples, valid_set: Examples, catalogue: Catalogue, config: RetrievalConfig) -> TrainingResult:
-    """Trains up to config.epochs, keeps the weights of the best valid epoch, stops after `patience` worse ones."""
+def train(
+    train_set: Examples, valid_set: Examples, catalogue: Catalogue, config: RetrievalConfig, parent=None
+) -> TrainingResult:
+    """Trains up to config.epochs, keeps the weights of the best valid epoch, stops after `patience` worse ones.
+    `parent` (warm_start.Parent) seeds the model from the last blessed one, items by id."""
+    from components.retrieval import warm_start
+
     tf.keras.utils.set_random_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    model = TwoTowerModel(catalogue, config)
+    carried = None
+    if parent is None:
+        model = TwoTowerModel(catalogue, config)
+    else:
+        model = TwoTowerModel(catalogue, config, id_known=(catalogue.train_count > 0) | parent.known(catalogue))
+        warm_start.build(model)
+        carried = warm_start.initialise(model, catalogue, config, parent)
+        log.info("retrieval: warm start from %s: %s", parent.version, carried)
     model.compile(optimizer=tf.keras.optimizers.Adam(config.learning_rate))
     rows = train_sequences(train_set, catalogue.item_category) if config.every_position else train_set
     lengths = (rows.hist_items != schema.PAD_INDEX).sum(axis=1)
@@ -150,6 +163,7 @@ def train(train_set: Examples, valid_set: Examples, catalogue: Catalogue, config
         train_s=time.perf_counter() - started,
         fit_s=fit_s,
         history=history,
+        warm_start=carried,
     )
     log.info(
         "retrieval trained: %s encoder, %s loss%s, %d epochs (best %d), %d targets per epoch, %.0f s "
@@ -169,9 +183,9 @@ def train(train_set: Examples, valid_set: Examples, catalogue: Catalogue, config
     return result
 
 
-def train_from_features(features_dir: str | Path, config: RetrievalConfig) -> TrainingResult:
+def train_from_features(features_dir: str | Path, config: RetrievalConfig, parent=None) -> TrainingResult:
     """Reads the features output (train and valid only; test is never read here) and trains."""
     catalogue = load_catalogue(features_dir)
     train_set = load_examples(features_dir, "train", config.max_len)
     valid_set = load_examples(features_dir, "valid", config.max_len)
-    return train(train_set, valid_set, catalogue, config)
+    return train(train_set, valid_set, catalogue, config, parent)

@@ -79,5 +79,23 @@ def index_map(source_ids: np.ndarray, target_ids: np.ndarray) -> np.ndarray:
     return np.concatenate([np.arange(schema.NUM_RESERVED, dtype=np.int64), mapped])
 
 
+def check_layout(model: ServingModel, item_ids: np.ndarray, reader: str) -> None:
+    """Training-serving skew: the model a run trained must read the item vocabulary (the features output's
+    layout) it was trained on; `reader` (export, server) refuses to serve it from another one. A control model from
+    an earlier run is mapped by id instead (index_map) and is not checked here."""
+    if same_vocabulary(np.asarray(item_ids, dtype=object), np.asarray(model.item_ids, dtype=object)):
+        return
+    ours, theirs = np.asarray(item_ids[schema.NUM_RESERVED :]), np.asarray(model.item_ids[schema.NUM_RESERVED :])
+    if len(ours) != len(theirs):
+        why = f"{len(theirs)} items in the model's vocabulary, {len(ours)} in the one {reader} reads"
+    else:
+        first = int(np.flatnonzero(ours != theirs)[0])
+        why = f"index {first + schema.NUM_RESERVED} is {theirs[first]!r} in the model, {ours[first]!r} in {reader}'s"
+    raise schema.SchemaError(
+        f"training-serving skew: model {model.version} was trained on another feature layout than {reader} reads "
+        f"({why}); {reader} refuses to serve it"
+    )
+
+
 def same_vocabulary(a: np.ndarray, b: np.ndarray) -> bool:
     return len(a) == len(b) and bool(np.all(a[schema.NUM_RESERVED :] == b[schema.NUM_RESERVED :]))

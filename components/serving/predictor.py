@@ -23,7 +23,7 @@ from components.features.reader import pad_left
 from components.serving import bundle as bundles
 from components.serving import funnel
 from components.serving.instances import Instance
-from components.serving.models import ServingModel, index_map, load_serving_model, same_vocabulary
+from components.serving.models import ServingModel, check_layout, index_map, load_serving_model, same_vocabulary
 
 WARM_BATCHES = (1, 8, 32)
 
@@ -49,7 +49,9 @@ class Predictor:
         self.inputs = serving.inputs
         self._user_row = {user: row for row, user in enumerate(self.inputs.user_ids)}
         self._item_index = {item: i for i, item in enumerate(self.inputs.item_ids) if i >= schema.NUM_RESERVED}
-        treatment = self._arm(load_model(*serving.model_dirs(bundles.TREATMENT), self.config.model_version))
+        treatment_model = load_model(*serving.model_dirs(bundles.TREATMENT), self.config.model_version)
+        check_layout(treatment_model, self.inputs.item_ids, "the server")
+        treatment = self._arm(treatment_model)
         control_dirs = serving.model_dirs(bundles.CONTROL)
         control = self._arm(load_model(*control_dirs, self.config.control_version)) if control_dirs else treatment
         self._arms = {ab.TREATMENT: treatment, ab.CONTROL: control}

@@ -1,0 +1,337 @@
+"""make lifecycle-bench: a week of daily runs on the synthetic shop, cold vs warm-started retrieval.
+
+    python -m bench.lifecycle --out bench/results/bench.json [--seeds 3] [--days 7] [--preset lifecycle]
+
+The shop (a small preset, so the week runs in minutes) logs its history once; the week then adds new items each
+day (their events before the launch are removed, so they are unseen until then) and retires some (no events after
+it, unavailable in the catalogue from then on). Day k's run has run_time = the end of its day and extracts the last
+WINDOW_DAYS whole days (the window_days extract); the features use the time split with its default cut (train
+before the last two days, valid the day before the last, test the last), so every run asks "what will they want
+tomorrow". On INJECTED_DAY the upstream breaks: every category is renamed in the items table.
+
+Per day: the data checks against the last blessed run's statistics (the same code the features stage runs), then
+per seed a cold retrieval training (COLD_EPOCHS, early stopping) and a warm one from that seed's last blessed warm
+model (WARM_EPOCHS). A day is blessed when its data checks found no drift (gate_on_drift=true; the bench has no
+ranking and evaluation stages, so the metric gate is not applied); a blessed day registers its data statistics
+(and is the next day's parent). Test NDCG@20 is retrieval's, full catalogue, seen items excluded.
+
+New items: test targets whose item has no train event (launched in the valid or test day). HIT@20 of the cold
+and warm models on those targets against popularity within the category (items of the user's last category first,
+by train count, a new item counting its category's mean count; then everything else by train count).
+
+Writes `lifecycle` into the bench JSON (beside its other keys): days[i].{cold,warm}.{train_s, ndcg@20, per_seed,
+spread}, days[i].{day, run_time, drift, blessed, new_item_targets}, new_items, drift.fired_days, settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from components import atomic, schema
+from components.evaluation import registry
+from components.extract.runner import relative_window
+from components.features import data_checks
+from components.features.pipeline import run_features
+from components.warehouse import synthetic
+
+PRESET = synthetic.ShopConfig(
+    n_users=1500, n_items=400, n_categories=10, n_brands=40, mean_views_per_user=16, days=24, mean_session_views=3.0
+)
+FIRST_RUN_DAY = 10  # day index (from the shop's epoch) whose end is the first run's run_time
+WINDOW_DAYS = 8
+NEW_PER_DAY = 10
+RETIRED_PER_DAY = 4
+INJECTED_DAY = 5  # 1-based day of the week whose upstream breaks
+COLD_EPOCHS = 10
+WARM_EPOCHS = 3
+SETTINGS = dict(embedding_dim=32, max_len=10, batch_size=256, patience=2)
+
+
+def log(message: str) -> None:
+    print(f"[lifecycle {dt.datetime.now(dt.timezone.utc):%H:%M:%S}] {message}", file=sys.stderr, flush=True)
+
+
+@dataclasses.dataclass
+class Shop:
+    events: pa.Table
+    items: pa.Table
+    launch_us: dict[str, int]  # item -> launch time
+    retire_us: dict[str, int]  # item -> retirement time
+
+
+def make_shop(config: synthetic.ShopConfig, days: int, seed: int = 0) -> Shop:
+    """The shop's log, with NEW_PER_DAY items launched and RETIRED_PER_DAY retired on each day of the week and
+    the two days before it (so the first run's valid and test days have new items too)."""
+    world = synthetic.make_world(config, seed)
+    events = pa.concat_tables([c.events for c in synthetic.iter_chunks(world, with_impressions=False)])
+    items = synthetic.items_table(world)
+    rng = np.random.default_rng(seed + 1)
+    ids = np.asarray(items.column("item_id").to_pylist())
+    popularity = np.asarray(world.item_popularity, np.float64)
+    order = rng.choice(len(ids), size=len(ids), replace=False, p=popularity / popularity.sum())
+    launch, retire, k = {}, {}, 0
+    for day in range(FIRST_RUN_DAY - 2, FIRST_RUN_DAY + days):
+        start = synthetic.EPOCH_US + day * synthetic.DAY_US
+        for _ in range(NEW_PER_DAY):
+            launch[ids[order[k]]] = start + int(rng.integers(0, synthetic.DAY_US // 2))
+            k += 1
+        for _ in range(RETIRED_PER_DAY):
+            retire[ids[order[k]]] = start + int(rng.integers(0, synthetic.DAY_US))
+            k += 1
+    ts = events.column("event_ts").cast(pa.int64()).to_numpy()
+    item = np.asarray(events.column("item_id").to_pylist())
+    keep = np.ones(len(ts), bool)
+    for ident, when in launch.items():
+        keep &= ~((item == ident) & (ts < when))
+    for ident, when in retire.items():
+        keep &= ~((item == ident) & (ts >= when))
+    return Shop(events.filter(pa.array(keep)), items, launch, retire)
+
+
+def write_day(shop: Shop, run_time: dt.datetime, out: Path, broken: bool) -> Path:
+    """The extract output of one daily run: window_days window, the catalogue as of run_time."""
+    start, end = relative_window(WINDOW_DAYS, run_time)
+    start_us, end_us = (int(t.timestamp() * 10**6) for t in (start, end))
+    ts = shop.events.column("event_ts").cast(pa.int64())
+    events = shop.events.filter(pc.and_(pc.greater_equal(ts, start_us), pc.less(ts, end_us)))
+    ids = shop.items.column("item_id").to_pylist()
+    listed = [shop.launch_us.get(i, 0) < end_us for i in ids]
+    items = shop.items.filter(pa.array(listed))
+    available = [
+        a and shop.retire_us.get(i, end_us + 1) > end_us
+        for i, a in zip(items.column("item_id").to_pylist(), items.column("available").to_pylist())
+    ]
+    items = items.set_column(
+        items.schema.get_field_index("available"), schema.ITEMS.field("available"), pa.array(available)
+    )
+    if broken:  # the upstream renamed every category
+        renamed = pc.binary_join_element_wise("broken-", items.column("category"), "")
+        items = items.set_column(items.schema.get_field_index("category"), schema.ITEMS.field("category"), renamed)
+    out.mkdir(parents=True)
+    pq.write_table(events.cast(schema.EVENTS), out / "events.parquet")
+    pq.write_table(items.cast(schema.ITEMS), out / "items.parquet")
+    manifest = {
+        "source": "synthetic:lifecycle",
+        "window_start": start.isoformat(),
+        "window_end": end.isoformat(),
+        "run_time": run_time.isoformat(),
+        "rows": {"events": events.num_rows, "items": items.num_rows},
+        "dropped": {},
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out
+
+
+def category_popularity_lists(features_dir: Path, test, k: int = 20) -> np.ndarray:
+    """The baseline's top-k per test row: items of the last history item's category first (by train count, a
+    new item counting its category's mean), then the rest by train count; seen and unavailable items excluded."""
+    from components.retrieval.data import load_catalogue
+
+    catalogue = load_catalogue(features_dir)
+    counts = catalogue.train_count.astype(np.float64)
+    cats = catalogue.item_category
+    estimate = counts.copy()
+    for c in np.unique(cats[schema.NUM_RESERVED :]):
+        members = (cats == c) & (counts > 0)
+        mean = counts[members].mean() if members.any() else 0.0
+        estimate[(cats == c) & (counts == 0)] = mean
+    estimate[: schema.NUM_RESERVED] = -np.inf
+    estimate[~catalogue.available] = -np.inf
+    big = 1e9
+    lists = np.empty((len(test), k), np.int64)
+    for row in range(len(test)):
+        history = test.hist_items[row][test.hist_items[row] != schema.PAD_INDEX]
+        scores = estimate + big * (cats == cats[history[-1]])
+        scores[test.seen_items[row]] = -np.inf
+        lists[row] = np.argpartition(-scores, k)[:k]
+    return lists
+
+
+def model_lists(result_model, test, available: np.ndarray, k: int = 20) -> np.ndarray:
+    from components.retrieval.training import encode_queries
+
+    queries = encode_queries(result_model, test.hist_items, test.hist_cats)
+    scores = queries @ result_model.item_embeddings().T
+    scores[:, : schema.NUM_RESERVED] = -np.inf
+    scores[:, ~available] = -np.inf
+    for row in range(len(test)):
+        scores[row, test.seen_items[row]] = -np.inf
+    return np.argpartition(-scores, k, axis=1)[:, :k]
+
+
+def _median(values: list[float]) -> dict:
+    return {
+        "median": round(float(np.median(values)), 6),
+        "per_seed": [round(v, 6) for v in values],
+        "spread": round(float(max(values) - min(values)), 6),
+    }
+
+
+def run_week(out_json: Path, seeds: int, days: int, work: Path) -> dict:
+    from components.retrieval import export, training, warm_start
+    from components.retrieval.config import RetrievalConfig
+    from components.retrieval.data import load_catalogue, load_examples
+
+    started = time.perf_counter()
+    shop = make_shop(PRESET, days)
+    log(
+        f"shop: {shop.events.num_rows} events, {shop.items.num_rows} items, {len(shop.launch_us)} launched, "
+        f"{len(shop.retire_us)} retired during the week"
+    )
+    registry_dir = work / "registry"
+    empty = work / "empty"
+    empty.mkdir(parents=True)
+    parents: dict[int, tuple[Path, str]] = {}
+    table, drift_days = [], []
+    new_hits = {"cold": [], "warm": [], "baseline": []}
+    new_targets_total = 0
+    recommended_unavailable = 0
+    for day in range(1, days + 1):
+        run_time = dt.datetime.fromtimestamp(
+            (synthetic.EPOCH_US + (FIRST_RUN_DAY + day) * synthetic.DAY_US) / 10**6, dt.timezone.utc
+        ) + dt.timedelta(hours=3)  # 03:00 on the day after: the window ends at that day's midnight
+        extract = write_day(shop, run_time, work / f"day{day}" / "extract", broken=day == INJECTED_DAY)
+        features = work / f"day{day}" / "features"
+        run_features(
+            str(extract),
+            str(features),
+            max_len=SETTINGS["max_len"],
+            split="time",
+            beam_args=["--runner=FnApiRunner"],
+            registry_dir=str(registry_dir),
+        )
+        stats, checks = data_checks.read_statistics(features), data_checks.read_checks(features)
+        drifted = bool(checks["warnings"])
+        if drifted:
+            drift_days.append(day)
+        test = load_examples(features, "test", SETTINGS["max_len"])
+        catalogue = load_catalogue(features)
+        new_rows = np.flatnonzero(catalogue.train_count[test.target_item] == 0)
+        new_rows = new_rows[[catalogue.item_ids[test.target_item[r]] in shop.launch_us for r in new_rows]]
+        new_targets_total += len(new_rows)
+        baseline = category_popularity_lists(features, test)
+        new_hits["baseline"] += [int(test.target_item[r] in baseline[r]) for r in new_rows]
+        entry = {
+            "day": day,
+            "run_time": run_time.isoformat(),
+            "drift": checks.get("distributions", {}),
+            "drift_warnings": checks["warnings"],
+            "blessed": not drifted,
+            "new_item_targets": int(len(new_rows)),
+            "test_examples": len(test),
+        }
+        for arm in ("cold", "warm"):
+            seconds, ndcgs, epochs = [], [], []
+            for seed in range(seeds):
+                parent = parents.get(seed) if arm == "warm" else None
+                model_dir = work / f"day{day}" / f"{arm}-{seed}"
+                config = dataclasses.replace(
+                    RetrievalConfig(), **SETTINGS, seed=seed, epochs=WARM_EPOCHS if parent else COLD_EPOCHS
+                )
+                loaded = warm_start.Parent.load(*parent) if parent else None
+                result = training.train_from_features(features, config, loaded)
+                metrics = training.evaluate(result.model, test)
+                seconds.append(result.train_s)
+                ndcgs.append(metrics["ndcg@20"])
+                epochs.append(result.epochs_run)
+                lists = model_lists(result.model, test, catalogue.available)
+                recommended_unavailable += int((~catalogue.available[lists]).sum())
+                new_hits[arm] += [int(test.target_item[r] in lists[r]) for r in new_rows]
+                export.export(result.model, result.catalogue, config, model_dir, warm_start=result.warm_start)
+                if arm == "warm" and not drifted:
+                    parents[seed] = (model_dir, f"day{day}")
+                log(
+                    f"day {day} {arm} seed {seed}: {result.epochs_run} epochs, {result.train_s:.1f} s, "
+                    f"test ndcg@20 {metrics['ndcg@20']:.4f}" + (f" (warm from {parent[1]})" if parent else "")
+                )
+                if arm == "cold" and seed == 0:
+                    cold_dir = model_dir
+            entry[arm] = {"train_s": _median(seconds), "ndcg@20": _median(ndcgs), "epochs": epochs}
+        if not drifted:
+            version = f"day{day}"
+            registry.register(registry_dir, version, cold_dir, empty, {data_checks.DATA_STATS: stats})
+            registry.promote(registry_dir, version)
+        table.append(entry)
+        _write(
+            out_json, _summary(table, new_hits, new_targets_total, drift_days, recommended_unavailable, seeds, started)
+        )
+        log(
+            f"day {day}: drift {'FIRED: ' + '; '.join(checks['warnings']) if drifted else 'none'}; "
+            f"new-item targets {len(new_rows)}"
+        )
+    result = _summary(table, new_hits, new_targets_total, drift_days, recommended_unavailable, seeds, started)
+    _write(out_json, result)
+    return result
+
+
+def _write(out_json: Path, result: dict) -> None:
+    current = json.loads(out_json.read_text()) if out_json.exists() else {}
+    current["lifecycle"] = result
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    atomic.write_json(out_json, current)
+
+
+def _summary(table, new_hits, new_targets_total, drift_days, recommended_unavailable, seeds, started) -> dict:
+    hit = {arm: round(float(np.mean(v)), 6) if v else None for arm, v in new_hits.items()}
+    return {
+        "days": table,
+        "new_items": {
+            "targets": new_targets_total,
+            "hit@20": {"cold": hit["cold"], "warm": hit["warm"], "category_popularity": hit["baseline"]},
+            "note": "targets whose item has no train event (launched in the valid or test day); cold and warm "
+            "pooled over seeds",
+        },
+        "drift": {
+            "injected_day": INJECTED_DAY,
+            "injection": "every category renamed in the items table",
+            "fired_days": drift_days,
+        },
+        "unavailable_recommended": recommended_unavailable,
+        "settings": {
+            "preset": dataclasses.asdict(PRESET),
+            "window_days": WINDOW_DAYS,
+            "seeds": seeds,
+            "cold_epochs": COLD_EPOCHS,
+            "warm_epochs": WARM_EPOCHS,
+            **SETTINGS,
+            "new_per_day": NEW_PER_DAY,
+            "retired_per_day": RETIRED_PER_DAY,
+        },
+        "total_s": round(time.perf_counter() - started, 1),
+        "complete_days": len(table),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="bench/results/bench.json")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--days", type=int, default=7)
+    parser.add_argument("--work", default="", help="keep the runs' folders here (default: a temporary folder)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="lifecycle-"))
+    try:
+        result = run_week(Path(args.out), args.seeds, args.days, work)
+    finally:
+        if not args.work:
+            shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps({k: result[k] for k in ("new_items", "drift", "unavailable_recommended", "total_s")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""Warm start: a new two-tower model that starts from the last blessed one, items matched by id.
+
+The export writes WEIGHTS beside the SavedModels: the raw rows of the id tables (items, categories, brands, price
+buckets) with the ids they belong to, and every other weight in the model's order. A warm start builds today's
+model on today's vocabulary, then
+
+- copies the row of every item (category, brand) id that the parent knew, wherever today's vocabulary puts it;
+- starts a new id's row at zero, so its candidate embedding is its features' (category + brand + price) and its
+  first gradient steps move it from there (the feature-based start of a new item);
+- copies the towers' other weights (encoder, projection) unchanged, which needs the same architecture (config);
+- marks every id the parent trained as known (`id_known`), so an item with no train target today keeps its
+  carried row instead of falling back to features alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from components import schema
+from components.retrieval.config import RetrievalConfig
+from components.retrieval.data import Catalogue
+
+WEIGHTS = "weights.npz"
+WARM_START = "warm_start.json"  # in a warm-started artifact: the parent and what was carried
+# fields of the config that shape the weights: a parent must agree on them
+ARCHITECTURE = ("encoder", "embedding_dim", "max_len", "num_blocks", "num_heads", "filter_mix")
+
+
+class WarmStartError(ValueError):
+    """The parent model cannot seed this one (another architecture, no weights file)."""
+
+
+def _tables(model) -> dict[str, tf.Variable]:
+    tower = model.candidate_tower
+    return {
+        "item": tower.item_embedding.embeddings,
+        "category": tower.category_embedding.embeddings,
+        "brand": tower.brand_embedding.embeddings,
+        "price": tower.price_embedding.embeddings,
+    }
+
+
+def build(model) -> None:
+    """Creates every weight of a TwoTowerModel (Keras creates them lazily at the first call)."""
+    items = tf.constant([[schema.NUM_RESERVED]], tf.int64)
+    model.query_embedding(items, items)
+    model.candidate_embedding(tf.constant([schema.NUM_RESERVED], tf.int64))
+
+
+def _others(model) -> list[tf.Variable]:
+    tables = {id(v) for v in _tables(model).values()}
+    return [w for w in model.weights if id(w) not in tables]
+
+
+def save(model, catalogue: Catalogue, directory: str | Path) -> None:
+    """WEIGHTS: id tables with their ids, then the other weights in model order."""
+    tables = _tables(model)
+    arrays = {f"table_{name}": var.numpy() for name, var in tables.items()}
+    arrays["ids_item"] = np.asarray(catalogue.item_ids, dtype=str)
+    arrays["ids_category"] = np.asarray(["", "[OOV]"] + list(catalogue.category_ids), dtype=str)
+    arrays["ids_brand"] = np.asarray(catalogue.brand_ids, dtype=str)
+    arrays["id_known"] = np.asarray(model.candidate_tower.id_weight.numpy()[:, 0] > 0)
+    for k, weight in enumerate(_others(model)):
+        arrays[f"other_{k:04d}"] = weight.numpy()
+    with open(Path(directory, WEIGHTS), "wb") as handle:
+        np.savez(handle, **arrays)
+
+
+@dataclasses.dataclass(frozen=True)
+class Parent:
+    version: str
+    arrays: dict[str, np.ndarray]
+    config: dict
+
+    @classmethod
+    def load(cls, retrieval_dir: str | Path, version: str = "") -> Parent:
+        path = Path(retrieval_dir, WEIGHTS)
+        if not path.exists():
+            raise WarmStartError(f"{retrieval_dir} has no {WEIGHTS}: the parent model predates warm starts")
+        with np.load(path) as data:
+            arrays = {k: data[k] for k in data.files}
+        config = json.loads(Path(retrieval_dir, "config.json").read_text())
+        return cls(version or Path(retrieval_dir).parent.name, arrays, config)
+
+    def known(self, catalogue: Catalogue) -> np.ndarray:
+        """[num_items] bool: today's items whose id row the parent trained."""
+        trained = set(self.arrays["ids_item"][self.arrays["id_known"]].tolist())
+        return np.array([i in trained for i in catalogue.item_ids.astype(str)], bool)
+
+
+def _carry(target: tf.Variable, source: np.ndarray, target_ids, source_ids, reserved: int) -> int:
+    """Copies rows by id (reserved rows by position); other rows start at zero. Returns the rows carried."""
+    values = np.zeros(target.shape, np.float32)
+    values[:reserved] = source[:reserved]
+    where = {str(i): k for k, i in enumerate(source_ids)}
+    carried = 0
+    for row, ident in enumerate(target_ids):
+        if row < reserved:
+            continue
+        k = where.get(str(ident))
+        if k is not None and k >= reserved:
+            values[row] = source[k]
+            carried += 1
+    target.assign(values)
+    return carried
+
+
+def initialise(model, catalogue: Catalogue, config: RetrievalConfig, parent: Parent) -> dict:
+    """Seeds a built `model` from `parent`; returns what was carried (written as WARM_START)."""
+    for name in ARCHITECTURE:
+        if parent.config.get(name) != getattr(config, name):
+            raise WarmStartError(
+                f"warm start: the parent's {name} is {parent.config.get(name)!r}, this run's {getattr(config, name)!r}"
+            )
+    tables = _tables(model)
+    a = parent.arrays
+    carried = _carry(tables["item"], a["table_item"], catalogue.item_ids, a["ids_item"], schema.NUM_RESERVED)
+    categories = ["", "[OOV]"] + list(catalogue.category_ids)
+    _carry(tables["category"], a["table_category"], categories, a["ids_category"], schema.NUM_RESERVED)
+    _carry(tables["brand"], a["table_brand"], catalogue.brand_ids, a["ids_brand"], 1)
+    price = a["table_price"]
+    if price.shape == tuple(tables["price"].shape):
+        tables["price"].assign(price)
+    others = _others(model)
+    saved = sorted(k for k in a if k.startswith("other_"))
+    if len(saved) != len(others) or any(a[k].shape != tuple(w.shape) for k, w in zip(saved, others)):
+        raise WarmStartError("warm start: the parent's tower weights do not match this model's layout")
+    for key, weight in zip(saved, others):
+        weight.assign(a[key])
+    new_items = int(catalogue.num_items - schema.NUM_RESERVED - carried)
+    return {"parent_version": parent.version, "carried_items": carried, "new_items": new_items}
+
+
+def parent_of(registry_dir: str | Path | None) -> tuple[str | None, str]:
+    """(retrieval artifact, version) of the last blessed model that can seed a warm start, else (None, "") with a
+    warning saying why the run trains from scratch."""
+    import logging
+
+    from components.evaluation import registry
+
+    log = logging.getLogger(__name__)
+    blessed = registry.last_blessed(registry_dir) if registry_dir else None
+    if blessed is None:
+        log.warning(
+            "warm start: no last blessed model%s; training from scratch", "" if registry_dir else " (no registry)"
+        )
+        return None, ""
+    if not Path(blessed.retrieval_dir, WEIGHTS).exists():
+        log.warning("warm start: blessed %s has no %s (older export); training from scratch", blessed.version, WEIGHTS)
+        return None, ""
+    return str(blessed.retrieval_dir), blessed.version
