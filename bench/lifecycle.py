@@ -42,23 +42,23 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from components import atomic, schema
-from components.evaluation import registry
+from components import registry
 from components.extract.runner import relative_window
 from components.features import data_checks
 from components.features.pipeline import run_features
 from components.warehouse import synthetic
 
 PRESET = synthetic.ShopConfig(
-    n_users=1500, n_items=400, n_categories=10, n_brands=40, mean_views_per_user=16, days=24, mean_session_views=3.0
+    n_users=900, n_items=240, n_categories=8, n_brands=24, mean_views_per_user=16, days=24, mean_session_views=3.0
 )
 FIRST_RUN_DAY = 10  # day index (from the shop's epoch) whose end is the first run's run_time
 WINDOW_DAYS = 8
-NEW_PER_DAY = 10
-RETIRED_PER_DAY = 4
+NEW_PER_DAY = 6
+RETIRED_PER_DAY = 3
 INJECTED_DAY = 5  # 1-based day of the week whose upstream breaks
-COLD_EPOCHS = 10
-WARM_EPOCHS = 3
-SETTINGS = dict(embedding_dim=32, max_len=10, batch_size=256, patience=2)
+COLD_EPOCHS = 8
+WARM_EPOCHS = 2
+SETTINGS = dict(embedding_dim=16, max_len=8, batch_size=256, patience=2)
 
 
 def log(message: str) -> None:
@@ -137,28 +137,15 @@ def write_day(shop: Shop, run_time: dt.datetime, out: Path, broken: bool) -> Pat
 
 
 def category_popularity_lists(features_dir: Path, test, k: int = 20) -> np.ndarray:
-    """The baseline's top-k per test row: items of the last history item's category first (by train count, a
-    new item counting its category's mean), then the rest by train count; seen and unavailable items excluded."""
+    """baselines.category_popularity_top_k on one day's test examples."""
+    from components.baselines import category_popularity_top_k
     from components.retrieval.data import load_catalogue
 
     catalogue = load_catalogue(features_dir)
-    counts = catalogue.train_count.astype(np.float64)
-    cats = catalogue.item_category
-    estimate = counts.copy()
-    for c in np.unique(cats[schema.NUM_RESERVED :]):
-        members = (cats == c) & (counts > 0)
-        mean = counts[members].mean() if members.any() else 0.0
-        estimate[(cats == c) & (counts == 0)] = mean
-    estimate[: schema.NUM_RESERVED] = -np.inf
-    estimate[~catalogue.available] = -np.inf
-    big = 1e9
-    lists = np.empty((len(test), k), np.int64)
-    for row in range(len(test)):
-        history = test.hist_items[row][test.hist_items[row] != schema.PAD_INDEX]
-        scores = estimate + big * (cats == cats[history[-1]])
-        scores[test.seen_items[row]] = -np.inf
-        lists[row] = np.argpartition(-scores, k)[:k]
-    return lists
+    last = np.array([h[h != schema.PAD_INDEX][-1] for h in test.hist_items])
+    return category_popularity_top_k(
+        last, test.seen_items, catalogue.item_category, catalogue.train_count, catalogue.available, k
+    )
 
 
 def model_lists(result_model, test, available: np.ndarray, k: int = 20) -> np.ndarray:
@@ -171,6 +158,16 @@ def model_lists(result_model, test, available: np.ndarray, k: int = 20) -> np.nd
     for row in range(len(test)):
         scores[row, test.seen_items[row]] = -np.inf
     return np.argpartition(-scores, k, axis=1)[:, :k]
+
+
+def arm_entry(metrics: dict[str, dict], epochs: list[int]) -> dict:
+    """DESIGN.md's seeded layout: the median of each metric, then per_seed and spread beside them."""
+    return {
+        **{name: m["median"] for name, m in metrics.items()},
+        "per_seed": {name: m["per_seed"] for name, m in metrics.items()},
+        "spread": {name: m["spread"] for name, m in metrics.items()},
+        "epochs": epochs,
+    }
 
 
 def _median(values: list[float]) -> dict:
@@ -234,11 +231,21 @@ def run_week(out_json: Path, seeds: int, days: int, work: Path) -> dict:
             "new_item_targets": int(len(new_rows)),
             "test_examples": len(test),
         }
+        cold_runs, new_hits_by_seed = {}, {}
         for arm in ("cold", "warm"):
             seconds, ndcgs, epochs = [], [], []
             for seed in range(seeds):
                 parent = parents.get(seed) if arm == "warm" else None
                 model_dir = work / f"day{day}" / f"{arm}-{seed}"
+                if arm == "warm" and parent is None:  # no blessed parent yet: the warm arm is the cold run
+                    run_s, run_ndcg, run_epochs, cold_dir_seed = cold_runs[seed]
+                    seconds.append(run_s)
+                    ndcgs.append(run_ndcg)
+                    epochs.append(run_epochs)
+                    new_hits["warm"] += new_hits_by_seed[seed]
+                    if not drifted:
+                        parents[seed] = (cold_dir_seed, f"day{day}")
+                    continue
                 config = dataclasses.replace(
                     RetrievalConfig(), **SETTINGS, seed=seed, epochs=WARM_EPOCHS if parent else COLD_EPOCHS
                 )
@@ -250,8 +257,12 @@ def run_week(out_json: Path, seeds: int, days: int, work: Path) -> dict:
                 epochs.append(result.epochs_run)
                 lists = model_lists(result.model, test, catalogue.available)
                 recommended_unavailable += int((~catalogue.available[lists]).sum())
-                new_hits[arm] += [int(test.target_item[r] in lists[r]) for r in new_rows]
+                hits = [int(test.target_item[r] in lists[r]) for r in new_rows]
+                new_hits[arm] += hits
                 export.export(result.model, result.catalogue, config, model_dir, warm_start=result.warm_start)
+                if arm == "cold":
+                    cold_runs[seed] = (result.train_s, metrics["ndcg@20"], result.epochs_run, model_dir)
+                    new_hits_by_seed[seed] = hits
                 if arm == "warm" and not drifted:
                     parents[seed] = (model_dir, f"day{day}")
                 log(
@@ -260,7 +271,7 @@ def run_week(out_json: Path, seeds: int, days: int, work: Path) -> dict:
                 )
                 if arm == "cold" and seed == 0:
                     cold_dir = model_dir
-            entry[arm] = {"train_s": _median(seconds), "ndcg@20": _median(ndcgs), "epochs": epochs}
+            entry[arm] = arm_entry({"train_s": _median(seconds), "ndcg@20": _median(ndcgs)}, epochs)
         if not drifted:
             version = f"day{day}"
             registry.register(registry_dir, version, cold_dir, empty, {data_checks.DATA_STATS: stats})
@@ -316,15 +327,58 @@ def _summary(table, new_hits, new_targets_total, drift_days, recommended_unavail
     }
 
 
+def drift_week(days: int, work: Path) -> dict:
+    """The data checks alone over the week (no training): which days fire, against which blessed day."""
+    shop = make_shop(PRESET, days)
+    registry_dir, empty = work / "registry", work / "empty"
+    empty.mkdir(parents=True)
+    out = []
+    for day in range(1, days + 1):
+        run_time = dt.datetime.fromtimestamp(
+            (synthetic.EPOCH_US + (FIRST_RUN_DAY + day) * synthetic.DAY_US) / 10**6, dt.timezone.utc
+        ) + dt.timedelta(hours=3)
+        extract = write_day(shop, run_time, work / f"day{day}" / "extract", broken=day == INJECTED_DAY)
+        stats, checks = data_checks.run_checks(extract, registry_dir)
+        if not checks["warnings"]:
+            registry.register(registry_dir, f"day{day}", empty, empty, {data_checks.DATA_STATS: stats})
+            registry.promote(registry_dir, f"day{day}")
+        out.append(
+            {
+                "day": day,
+                "compared_with": checks.get("reference_version") or None,
+                "distributions": checks.get("distributions", {}),
+                "warnings": checks["warnings"],
+                "new_item_share": stats["new_item_share"],
+            }
+        )
+        log(f"day {day}: {'FIRED ' + '; '.join(checks['warnings']) if checks['warnings'] else 'clean'}")
+    return {
+        "injected_day": INJECTED_DAY,
+        "injection": "every category renamed in the items table",
+        "fired_days": [d["day"] for d in out if d["warnings"]],
+        "days": out,
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="bench/results/bench.json")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--days", type=int, default=7)
     parser.add_argument("--work", default="", help="keep the runs' folders here (default: a temporary folder)")
+    parser.add_argument("--drift-only", action="store_true", help="the data checks over the week, no training")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="lifecycle-"))
+    if args.drift_only:
+        try:
+            result = drift_week(args.days, work)
+        finally:
+            if not args.work:
+                shutil.rmtree(work, ignore_errors=True)
+        _write(Path(args.out), {"drift": result})
+        print(json.dumps(result["fired_days"]))
+        return
     try:
         result = run_week(Path(args.out), args.seeds, args.days, work)
     finally:

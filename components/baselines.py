@@ -139,3 +139,33 @@ def baseline_metrics(features_dir: str | Path, split: str = "test") -> dict[str,
         ranks = evaluate(model, data[schema.HIST_ITEMS], data[schema.TARGET_ITEM], data[schema.SEEN_ITEMS])
         out[model.name] = metrics.ranking_metrics(ranks)
     return out
+
+
+def category_popularity_top_k(
+    last_items: np.ndarray,
+    seen: Sequence[np.ndarray],
+    item_category: np.ndarray,
+    counts: np.ndarray,
+    available: np.ndarray,
+    k: int = 20,
+) -> np.ndarray:
+    """The cold-start baseline for new items, popularity within the category: per row, the items of the last
+    history item's category first, by train count, an item without one counting its category's mean count;
+    then every other item by train count. Seen, unavailable and reserved items are left out. [n, k] indices."""
+    counts = np.asarray(counts, np.float64)
+    estimate = counts.copy()
+    for category in np.unique(item_category[schema.NUM_RESERVED :]):
+        members = item_category == category
+        known = members & (counts > 0)
+        estimate[members & (counts == 0)] = counts[known].mean() if known.any() else 0.0
+    estimate[: schema.NUM_RESERVED] = -np.inf
+    estimate[~np.asarray(available, bool)] = -np.inf
+    top = max(estimate[np.isfinite(estimate)].max(initial=0.0), 0.0) + 1.0
+    k = min(k, len(counts) - schema.NUM_RESERVED)
+    lists = np.empty((len(last_items), k), np.int64)
+    for row, last in enumerate(last_items):
+        scores = estimate + top * (item_category == item_category[last])
+        scores[np.asarray(seen[row], np.int64)] = -np.inf
+        pick = np.argpartition(-scores, k - 1)[:k]
+        lists[row] = pick[np.argsort(-scores[pick], kind="stable")]
+    return lists

@@ -28,6 +28,8 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
             "components.progress",
             "components.run_time",
             "components.image",
+            # the last blessed model: read by features (data checks), retrieval (warm start), evaluation, export
+            "components.registry",
         ),
     ),
     # The warehouse: the shop's tables and the SQL engines that every stage queries it through.

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from components import atomic, baselines, kfp_metrics, metrics, schema
-from components.evaluation import bootstrap, breakdowns, data, gate, plots, registry, report, scoring
+from components import atomic, baselines, kfp_metrics, metrics, registry, schema
+from components.evaluation import bootstrap, breakdowns, data, gate, plots, report, scoring
 from components.features import data_checks
 from components.serving import models
 
@@ -172,6 +172,7 @@ def evaluate(
         "versus_last_blessed": _versus_last_blessed(scored, ranking_metrics, rankers),
         "off_policy": off_policy_summary(off_policy),
         "data_checks": checks,
+        "new_items": new_item_summary(features_dir, scored.split, ranks_by_model["funnel"]),
         "lineage": lineage(features_dir, retrieval_dir, extracted_dir, scored.previous, checks),
         "training_curves": data.read_training_curves(retrieval_dir, ranking_dirs),
         "run_metadata": data.read_run_metadata(features_dir, retrieval_dir, ranking_dirs, extracted_dir),
@@ -201,6 +202,36 @@ def evaluate(
         export_n=export_n,
         ranker_rows=(ranker["labels"], ranker["probabilities"]) if ranker else None,
     )
+
+
+def new_item_summary(features_dir, split: data.TestSplit, funnel: metrics.Ranks, k: int = 20) -> dict | None:
+    """HIT@k of the funnel on test targets that are new items (no train target: launched after the cut, or never
+    bought before) against popularity within the category (baselines.category_popularity_top_k); None without."""
+    import pandas as pd
+
+    frame = pd.read_parquet(
+        Path(features_dir, schema.ITEM_FEATURES), columns=["item_index", "category_index", "available", "train_count"]
+    )
+    size = split.num_items
+    counts, category, available = np.zeros(size), np.zeros(size, np.int64), np.zeros(size, bool)
+    index = frame["item_index"].to_numpy()
+    counts[index], category[index] = frame["train_count"].to_numpy(), frame["category_index"].to_numpy()
+    available[index] = frame["available"].to_numpy(bool)
+    rows = np.flatnonzero(counts[split.targets] == 0)
+    rows = rows[[len(split.hist_items[r]) > 0 for r in rows]]
+    if not len(rows):
+        return None
+    last = np.array([split.hist_items[r][-1] for r in rows])
+    lists = baselines.category_popularity_top_k(
+        last, [split.seen_items[r] for r in rows], category, counts, available, k
+    )
+    higher = funnel.higher[rows]
+    return {
+        "targets": int(len(rows)),
+        f"hit@{k}": float(np.mean((higher >= 0) & (higher < k))),
+        f"baseline_hit@{k}": float(np.mean([split.targets[r] in lists[i] for i, r in enumerate(rows)])),
+        "baseline": "popularity within the category of the user's last item (a new item counts its category's mean)",
+    }
 
 
 def lineage(features_dir, retrieval_dir, extracted_dir, previous: registry.BlessedModel | None, checks) -> dict:

@@ -22,8 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from components import ab, atomic
-from components.evaluation import registry
+from components import ab, atomic, registry
 from components.export import audiences, batch, complementary, similar, writers
 from components.export.inputs import ServingInputs, read_serving_inputs
 from components.serving import funnel

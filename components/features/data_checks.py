@@ -199,7 +199,7 @@ def reference_statistics(registry_dir: str | Path | None) -> tuple[dict | None, 
     """(statistics stored with the last blessed model, its version), or (None, "") without one."""
     if not registry_dir:
         return None, ""
-    from components.evaluation import registry
+    from components import registry
 
     blessed = registry.last_blessed(registry_dir)
     if blessed is None:

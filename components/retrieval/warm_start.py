@@ -141,7 +141,7 @@ def parent_of(registry_dir: str | Path | None) -> tuple[str | None, str]:
     warning saying why the run trains from scratch."""
     import logging
 
-    from components.evaluation import registry
+    from components import registry
 
     log = logging.getLogger(__name__)
     blessed = registry.last_blessed(registry_dir) if registry_dir else None

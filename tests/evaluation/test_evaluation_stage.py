@@ -9,7 +9,8 @@ import pytest
 from evaluation_doubles import load_doubles, write_model
 
 from components import metrics
-from components.evaluation import breakdowns, data, gate, registry, scoring, stage
+from components import registry
+from components.evaluation import breakdowns, data, gate, scoring, stage
 from components.kfp_metrics import log_metrics
 from components.serving import funnel
 

@@ -11,7 +11,8 @@ import pytest
 from evaluation_doubles import load_doubles, write_model
 from test_off_policy_gate import write_off_policy
 
-from components.evaluation import breakdowns, data, plots, registry, stage
+from components import registry
+from components.evaluation import breakdowns, data, plots, stage
 from pipelines import report_check
 
 AB = {

@@ -298,7 +298,7 @@ def export_run(tmp_path, features_dir, destination, **kwargs):
 
 
 def test_case06_registry_moves_only_after_the_lists_are_written(tmp_path, features_dir, models):
-    from components.evaluation import registry
+    from components import registry
 
     (tmp_path / "new").mkdir()
     (tmp_path / "new" / "model.json").write_text("{}")

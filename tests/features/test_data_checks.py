@@ -7,7 +7,8 @@ import pyarrow.compute as pc
 import pytest
 
 from components import schema
-from components.evaluation import gate, registry
+from components import registry
+from components.evaluation import gate
 from components.features import data_checks as C
 
 from .shop_data import random_shop, write_extract

@@ -91,7 +91,7 @@ def test_recommendations_table_is_complete(local_run):
 
 
 def test_blessed_model_is_registered(local_run):
-    from components.evaluation.registry import last_blessed
+    from components.registry import last_blessed
 
     blessed = last_blessed(local_run["registry"])
     assert blessed is not None and blessed.version == Path(local_run["run"]).name
