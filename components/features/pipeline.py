@@ -126,8 +126,8 @@ def run_features(
             max_examples_per_user=max_examples_per_user,
             split_window=window,
         )
-        T.write_json(data_stats, FileSystems.join(work_dir, data_checks.STATS_FILE))
-        T.write_json(checks, FileSystems.join(work_dir, data_checks.CHECKS_FILE))
+        T.dump_json(data_stats, FileSystems.join(work_dir, data_checks.STATS_FILE))
+        T.dump_json(checks, FileSystems.join(work_dir, data_checks.CHECKS_FILE))
         _publish(work_dir, output_dir)
     except BaseException as err:
         _remove(work_dir)
