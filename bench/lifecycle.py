@@ -41,8 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from components import atomic, schema
-from components import registry
+from components import atomic, registry, schema
 from components.extract.runner import relative_window
 from components.features import data_checks
 from components.features.pipeline import run_features

@@ -165,8 +165,9 @@ def check_tables(current: dict, reference: dict | None = None) -> None:
             raise schema.SchemaError(f"data check: table {table!r} has a new column {column!r} ({now[column]})")
 
 
-def compare(current: dict, reference: dict | None, thresholds: DriftThresholds = DriftThresholds()) -> dict:
+def compare(current: dict, reference: dict | None, thresholds: DriftThresholds | None = None) -> dict:
     """{"reference": bool, "distributions": {name: {psi, js, drift}}, "changes": {...}, "warnings": [...]}."""
+    thresholds = thresholds or DriftThresholds()
     out: dict = {"reference": reference is not None, "thresholds": dataclasses.asdict(thresholds), "warnings": []}
     if reference is None:
         out["note"] = "no last blessed run with data statistics: nothing to compare with"
@@ -208,7 +209,7 @@ def reference_statistics(registry_dir: str | Path | None) -> tuple[dict | None, 
 
 
 def run_checks(
-    extracted_dir: str | Path, registry_dir: str | Path | None = None, thresholds: DriftThresholds = DriftThresholds()
+    extracted_dir: str | Path, registry_dir: str | Path | None = None, thresholds: DriftThresholds | None = None
 ) -> tuple[dict, dict]:
     """(statistics, checks): fails (SchemaError) on an empty table or a schema change, else the comparison."""
     current = extract_statistics(extracted_dir)

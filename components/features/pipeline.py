@@ -57,7 +57,7 @@ def run_features(
     split_cut: str | None = None,
     split_window_days: float = 1.0,
     registry_dir: str = "",
-    drift_thresholds: data_checks.DriftThresholds = data_checks.DriftThresholds(),
+    drift_thresholds: data_checks.DriftThresholds | None = None,
 ) -> dict:
     """Builds the features output (layout in components/schema.py) and returns its stats.
 
@@ -81,7 +81,8 @@ def run_features(
     items_path = FileSystems.join(extracted_dir, ITEMS_FILE)
     check_parquet(events_path, schema.EVENTS, "events")
     check_parquet(items_path, schema.ITEMS, "items")
-    data_stats, checks = data_checks.run_checks(local_extract, registry_dir or None, drift_thresholds)
+    thresholds = drift_thresholds or data_checks.DriftThresholds()
+    data_stats, checks = data_checks.run_checks(local_extract, registry_dir or None, thresholds)
     for warning in checks["warnings"]:
         log.warning("features: data check: %s", warning)
     split_params = _split_params(split, split_cut, split_window_days, events_path, manifest.get("window_end") or "")

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from evaluation_doubles import load_doubles, write_model
 
-from components import metrics
-from components import registry
+from components import metrics, registry
 from components.evaluation import breakdowns, data, gate, scoring, stage
 from components.kfp_metrics import log_metrics
 from components.serving import funnel

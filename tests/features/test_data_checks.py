@@ -6,8 +6,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from components import schema
-from components import registry
+from components import registry, schema
 from components.evaluation import gate
 from components.features import data_checks as C
 

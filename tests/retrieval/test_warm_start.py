@@ -11,7 +11,6 @@ from components.retrieval import stage, warm_start
 from components.retrieval.config import RetrievalConfig
 from components.retrieval.data import load_catalogue
 from components.retrieval.model import TwoTowerModel
-
 from tests.retrieval.conftest import sequential_shop, write_features
 
 pytestmark = pytest.mark.slow  # four small trainings
