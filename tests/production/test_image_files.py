@@ -37,6 +37,13 @@ def dockerfile_stages(text: str) -> dict[str, str]:
     return dict(zip(parts[1::2], parts[2::2]))
 
 
+def make_dry_run(*args: str) -> str:
+    """What `make -n ARGS` would run, in the repository."""
+    import subprocess
+
+    return subprocess.run(["make", "-n", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+
+
 def test_dockerfile_installs_the_lock_file_then_the_project_without_deps():
     build = dockerfile_stages(DOCKERFILE)["build"]
     assert "COPY requirements.lock ./" in build
@@ -146,25 +153,11 @@ def test_image_names_follow_the_environment(monkeypatch):
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 def test_make_images_dry_run_uses_the_lock_dockerfile_and_mounted_ca():
-    import subprocess
-
-    out = subprocess.run(
-        ["make", "-n", "images", "BUILDER=buildah", "HOST_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    out = make_dry_run("images", "BUILDER=buildah", "HOST_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt")
     assert "bud --isolation chroot" in out and "-f docker/Dockerfile" in out and "--target runtime" in out
     assert "-v /etc/ssl/certs/ca-certificates.crt:/run/host-ca.crt:ro --build-arg PIP_CERT=/run/host-ca.crt" in out
     assert 'if [ -n "" ]; then buildah --storage-driver vfs push' in out, "no registry, no push"
-    pushed = subprocess.run(
-        ["make", "-n", "images", "BUILDER=docker", "REGISTRY=europe-docker.pkg.dev/p/r"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    pushed = make_dry_run("images", "BUILDER=docker", "REGISTRY=europe-docker.pkg.dev/p/r")
     assert "--target production" in pushed and "--build-arg BASE_IMAGE=python:3.11-slim-bookworm" in pushed
     assert re.search(
         r'if \[ -n "europe-docker.pkg.dev/p/r" \]; then docker push europe-docker.pkg.dev/p/r/recsys-pipeline:\w+',
@@ -201,21 +194,11 @@ def test_serving_image_is_the_component_image_with_the_server_as_entry_point():
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 def test_make_serve_image_builds_the_tag_the_registry_step_registers(monkeypatch):
-    import subprocess
-
     monkeypatch.delenv("RECSYS_SERVING_IMAGE", raising=False)
-    out = subprocess.run(
-        ["make", "-n", "serve-image-test", "BUILDER=buildah"], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout
+    out = make_dry_run("serve-image-test", "BUILDER=buildah")
     serving = image.serving_image(f"recsys-pipeline:{image.content_hash()}")
     assert f"-f docker/Dockerfile.serving --build-arg COMPONENT_IMAGE={serving.removesuffix('-serving')}" in out
     assert f"-t {serving} ." in out
     assert f"-m pipelines.serve_image_test --image '{serving}' --model 'runs/local/registry/serving'" in out
-    pushed = subprocess.run(
-        ["make", "-n", "serve-image", "BUILDER=docker", "REGISTRY=europe-docker.pkg.dev/p/r"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    pushed = make_dry_run("serve-image", "BUILDER=docker", "REGISTRY=europe-docker.pkg.dev/p/r")
     assert re.search(r"docker push europe-docker.pkg.dev/p/r/recsys-pipeline:\w+-serving", pushed)
