@@ -29,7 +29,7 @@ REPORT ?=
 # $(call q,VALUE) is VALUE as one single-quoted shell word, so no variable can split or inject a command.
 q = '$(subst ','\'',$(1))'
 
-.PHONY: help venv lint test compile pipeline-run report-check bench lifecycle-bench serve serve-bench lock lock-hashes clean
+.PHONY: help venv lint test compile pipeline-run report-tools report-check bench lifecycle-bench serve serve-bench lock lock-hashes clean
 
 help: ## list every target with its one-line description (this list)
 	@awk 'BEGIN {FS = ":[^#]*## "} /^[a-zA-Z0-9_.-]+:[^=]*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -66,6 +66,10 @@ pipeline-run: venv ## run the pipeline (TARGET=local|vertex|kfp, SHOP=, SOURCE=,
 
 # Opens the report in headless Chromium (Debian's chromium package), fails on a console error or an image that
 # did not load, and writes screenshots to runs/report-check/. REPORT= a report.html; default: OUTPUT's newest run.
+report-tools: ## install Debian's chromium when missing (apt-get, with sudo unless root; CI runs it so the browser tests run)
+	@command -v chromium >/dev/null || { sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); $$sudo apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium >/dev/null; }
+
 report-check: venv ## open the evaluation report in headless Chromium; fail on console errors or missing images
 	@command -v chromium >/dev/null || { echo "report-check needs Debian's chromium: apt-get install chromium" >&2; exit 2; }
 	$(PY) -m pipelines.report_check $(if $(REPORT),$(call q,$(REPORT))) --output $(call q,$(OUTPUT))

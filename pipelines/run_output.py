@@ -6,7 +6,8 @@ and anything not known to be noise. Known-harmless noise is silenced where it st
 (Python warnings of kfp.local about settings and images that only matter in a container) and otherwise dropped
 from the stream kfp.local prints each task's output through, by pattern: kfp's executor bookkeeping and its
 executor-input JSON, the task-outputs listing (which holds a 23,000-character ClassificationMetrics line), and the
-CUDA probing lines TensorFlow writes before its logging starts on a machine without a GPU. Verbose prints all.
+CUDA probing lines TensorFlow writes before its logging starts on a machine without a GPU, and oneDNN's notes
+on a CPU without AVX-512. Verbose prints all.
 
 The summary names only what exists: a run that does not bless says so, why, and that export was skipped.
 """
@@ -34,6 +35,9 @@ NOISE = (
     re.compile(r"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$"),
     re.compile(r"^[IW]\d{4} [\d:.]+ +\d+ cudart_stub\.cc:\d+\] Could not find cuda drivers"),
     re.compile(r"^E\d{4} [\d:.]+ +\d+ cuda_(platform|executor|diagnostics)\.cc:\d+\] failed call to cuInit"),
+    # oneDNN's start-up notes on a CPU without AVX-512: the numerics and the fallback are expected, not errors.
+    re.compile(r"^I\d{4} [\d:.]+ +\d+ port\.cc:\d+\] oneDNN custom operations are on\."),
+    re.compile(r"^E\d{4} [\d:.]+ +\d+ util\.cc:\d+\] oneDNN supports DT_\w+ only on platforms with AVX-512\."),
     re.compile(r"^Unable to fetch remote prism binary at "),  # Beam probes for Prism; the local run uses FnApiRunner
     re.compile(r"^-{20,}$"),
     re.compile(r"^Streamed logs:$"),

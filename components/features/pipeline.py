@@ -136,8 +136,19 @@ def run_features(
         if damaged:
             raise schema.SchemaError(damaged) from err
         raise
-    log.info("features: %s", json.dumps(stats))
+    log.info("features: %s (all counts in %s)", summary_line(stats), schema.STATS)
     return stats
+
+
+def summary_line(stats: dict) -> str:
+    """The few figures a person watching the run wants; the whole stats dict (1,000 characters and more) is in the
+    output's stats file and the task's metrics."""
+    examples = stats["examples"][schema.RETRIEVAL_DIR]
+    return (
+        f"{stats.get('events', 0):,} events of {stats.get('users', 0):,} users on {stats.get('items', 0):,} items; "
+        f"retrieval examples train {examples['train']:,} / valid {examples['valid']:,} / test {examples['test']:,}; "
+        f"{sum(stats.get('dropped_events', {}).values()):,} events dropped"
+    )
 
 
 _DAY_US = 86_400 * 10**6

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from components import schema
 from components.features import reader
-from components.features.pipeline import run_features
+from components.features.pipeline import run_features, summary_line
 
 from .shop_data import events_table, random_shop, write_extract
 
@@ -113,6 +113,16 @@ def test_outputs_follow_the_contract(shop):
             assert stats["examples"][kind][split] == n
     assert stats["examples"]["retrieval"]["train"] == sum(len(s) - 3 for s in expected.values())
     assert not list(shop["root"].glob("*.tmp-*"))
+
+
+def test_progress_line_gives_the_key_counts_in_one_short_line(shop):
+    stats, line = shop["stats"], summary_line(shop["stats"])
+    examples = stats["examples"][schema.RETRIEVAL_DIR]
+    assert len(line) < 200 and "\n" not in line
+    assert f"{stats['events']:,} events of {stats['users']:,} users on {stats['items']:,} items" in line
+    assert f"train {examples['train']:,} / valid {examples['valid']:,} / test {examples['test']:,}" in line
+    assert f"{sum(stats['dropped_events'].values()):,} events dropped" in line
+    assert sum(stats["dropped_events"].values()) >= 2  # the ghost item and the unknown event type
 
 
 def test_cvr_ranking_rows_and_noclick_histories(shop):

@@ -29,6 +29,8 @@ TASK_LOG = """\x1b[1m20:35:23.656 - INFO - Executing task \x1b[96m'retrieval'\x1
     WARNING: All log messages before absl::InitializeLog() is called are written to STDERR
     I0000 00:00:1796157529.396475    6666 cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will not be used.
     E0000 00:00:1796157569.778401    6666 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)
+    I0000 00:00:1796197835.709219   12887 port.cc:153] oneDNN custom operations are on. You may see slightly different numerical results due to floating-point round-off errors from different computation orders. To turn them off, set the environment variable `TF_ENABLE_ONEDNN_OPTS=0`.
+    E0000 00:00:1796197842.613292   12887 util.cc:131] oneDNN supports DT_INT64 only on platforms with AVX-512. Falling back to the default Eigen-based implementation if present.
     2026-12-01 20:36:00,001 components.retrieval.training epoch 1/12  loss 5.1234  valid hit@20 0.1000 ndcg@20 0.0500  3.0s  *best
     E0000 00:00:1796157569.778401    6666 some_op.cc:12] a real TensorFlow error
     [KFP Executor 2026-12-01 20:36:24,436 INFO]: Wrote executor output file to /tmp/executor_output.json.
