@@ -374,7 +374,8 @@ def examples_section(summary: dict) -> str:
         _p(
             "Test users from short to long histories: their last five items (oldest first), the funnel's "
             "top 10 in order (in bold where it holds the user's actual next item), and that next item; each item with "
-            "its category."
+            "its category. As evaluation scores it, items the user already had are hidden except the actual next item "
+            "(a re-view can be hit), so a bold item may also be among the last items; served lists hide them all."
         ),
         f'<table class="examples"><tr><th>user</th><th>last items</th><th>recommended</th>'
         f"<th>actual next item</th></tr>{rows}</table>",
