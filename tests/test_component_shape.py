@@ -7,7 +7,8 @@
     kfp_metrics.log_metrics(metrics.log_metric, figures)
 
 At most 5 lines after the docstring. The first statement imports from `components`, so the package's __init__
-sets the Keras switch before anything imports TensorFlow. Read with `ast`: no KFP compile needed.
+sets the Keras switch before anything imports TensorFlow. Read with `ast`: no KFP compile needed. A default the
+component repeats is the stage entry's (or its settings dataclass's), so a pipeline run and a direct call agree.
 """
 
 from __future__ import annotations
@@ -67,3 +68,57 @@ def test_component_body_is_the_entry_call(name, function):
         )
         rest = rest[1:]
     assert all(line.startswith("return ") for line in rest), f"{name}: nothing after the logging but a return"
+
+
+def entry_of(path: str, function: ast.FunctionDef):
+    """The stage entry a component calls, e.g. components.evaluation.stage.run, imported."""
+    import importlib
+
+    statements = body(function)
+    modules = {
+        alias.asname or alias.name: f"{s.module}.{alias.name}"
+        for s in statements
+        if isinstance(s, ast.ImportFrom)
+        for alias in s.names
+    }
+    call = next(s for s in statements if not isinstance(s, ast.ImportFrom)).value
+    owner, name = call.func.value.id, call.func.attr
+    return getattr(importlib.import_module(modules[owner]), name)
+
+
+# Entries that take `**settings` for a config dataclass: the component's extra defaults must be the dataclass's.
+SETTINGS_OF = {"components.retrieval.stage": "components.retrieval.config:RetrievalConfig"}
+
+
+def entry_defaults(entry) -> dict:
+    """The defaults a direct call of the entry uses, those of its `**settings` dataclass included."""
+    import dataclasses
+    import importlib
+    import inspect
+
+    defaults = {}
+    if entry.__module__ in SETTINGS_OF:
+        module, name = SETTINGS_OF[entry.__module__].split(":")
+        defaults = {f.name: f.default for f in dataclasses.fields(getattr(importlib.import_module(module), name))}
+    for argument, parameter in inspect.signature(entry).parameters.items():
+        if parameter.default is not inspect.Parameter.empty:
+            defaults[argument] = parameter.default
+    return defaults
+
+
+@pytest.mark.parametrize("name,function", component_functions(), ids=[name for name, _ in component_functions()])
+def test_component_defaults_are_the_stage_entrys(name, function):
+    """A default written twice drifts: what a pipeline run gets must be what a direct call of the stage gets."""
+    import inspect
+
+    entry = entry_of(name, function)
+    expected, required = entry_defaults(entry), set(inspect.signature(entry).parameters)
+    written = dict(zip([a.arg for a in function.args.args][-len(function.args.defaults) :], function.args.defaults))
+    for argument, node in written.items():
+        value = ast.literal_eval(node)
+        if value is None or (argument in required and argument not in expected):
+            continue  # an optional input artifact (None on both sides), or one the entry requires: one default
+        assert argument in expected, f"{name}: {argument} has a default in the component only"
+        assert value == expected[argument], (
+            f"{name}: {argument}={value!r} in the component, {expected[argument]!r} in {entry.__module__}"
+        )
