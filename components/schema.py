@@ -198,9 +198,37 @@ SEQUENCE_FEATURES = (HIST_ITEMS, HIST_CATS, NOCLICK_ITEMS, NOCLICK_CATS, SEEN_IT
 RANKING_TASKS = ("next_item", "cvr")
 
 
+# The versions of the files below. A file written before its version field existed has the version-1 layout, so
+# one without the field reads as version 1 (the features outputs and model artifacts already on disk stay readable);
+# any other version is a file of other code, refused with a SchemaError.
+FEATURE_SPEC_VERSION = 1
+FEATURES_MANIFEST_VERSION = 1
+
+
+def _check_version(payload: dict, key: str, known: int, where: str) -> None:
+    """Refuses a `key` other than `known` (absent reads as 1: the layout before the field was written)."""
+    version = payload.get(key, 1)
+    if version != known:
+        raise SchemaError(f"{where}: {key} {version!r}, this code reads {known}")
+
+
+def _read_json(path: Path, what: str) -> dict:
+    """A contract file's JSON object; a missing or unreadable file is a SchemaError naming `what`."""
+    if not path.is_file():
+        raise SchemaError(f"{path.parent}: no {path.name}; is this {what}?")
+    try:
+        payload = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise SchemaError(f"{path}: unreadable ({err})") from err
+    if not isinstance(payload, dict):
+        raise SchemaError(f"{path}: holds {type(payload).__name__}, not a JSON object")
+    return payload
+
+
 @dataclasses.dataclass(frozen=True)
 class FeatureSpec:
-    """What the features job built, written as feature_spec.json beside its outputs."""
+    """What the features job built, written as feature_spec.json beside its outputs: what both trainers size
+    their models by, and what evaluation and export read the split from."""
 
     max_len: int
     num_items: int  # vocabulary size including the reserved indices
@@ -209,18 +237,94 @@ class FeatureSpec:
     ranking_task: str
     split: str = "leave_last_out"
     seed: int = 0
+    spec_version: int = FEATURE_SPEC_VERSION
+
+    def to_json(self) -> dict:
+        """feature_spec.json's payload: the fields by name."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, payload: dict, where: str = FEATURE_SPEC) -> FeatureSpec:
+        """Refuses a spec_version other than FEATURE_SPEC_VERSION, missing sizes and fields it does not know."""
+        _check_version(payload, "spec_version", FEATURE_SPEC_VERSION, where)
+        required = ("max_len", "num_items", "num_categories", "num_users", "ranking_task")
+        missing = [key for key in required if key not in payload]
+        if missing:
+            raise SchemaError(f"{where}: lacks {missing}")
+        unknown = sorted(set(payload) - {field.name for field in dataclasses.fields(cls)})
+        if unknown:
+            raise SchemaError(f"{where}: has fields this code does not know: {unknown}")
+        return cls(**payload)
 
     def write(self, directory: str | Path) -> None:
-        """feature_spec.json in a features output: what both trainers size their models by."""
-        Path(directory, FEATURE_SPEC).write_text(json.dumps(dataclasses.asdict(self), indent=2))
+        """feature_spec.json in a features output (the Beam job writes the same payload through its FileSystems)."""
+        Path(directory, FEATURE_SPEC).write_text(json.dumps(self.to_json(), indent=2))
 
     @classmethod
     def read(cls, directory: str | Path) -> FeatureSpec:
         """The spec of a features output; a folder without one is not a features output (SchemaError)."""
         path = Path(directory, FEATURE_SPEC)
-        if not path.exists():
-            raise SchemaError(f"{directory}: no {FEATURE_SPEC}; is this a features output directory?")
-        return cls(**json.loads(path.read_text()))
+        return cls.from_json(_read_json(path, "a features output directory"), str(path))
+
+
+@dataclasses.dataclass(frozen=True)
+class FeaturesManifest:
+    """stats.json, the features manifest the Beam job publishes last: the example count of every kind and split
+    (the reader checks the shards against them), the split with the time split's window (the ranking probe, the
+    campaign evaluation and evaluation's lineage repeat it), and in `details` the rest of the counts (events,
+    users, items, drops, ...), which the report and the bench read as the JSON they are."""
+
+    examples: dict  # {kind: {split: count}}, kind in (RETRIEVAL_DIR, RANKING_DIR), split in SPLITS
+    split: str = "leave_last_out"
+    max_examples_per_user: int = 0  # the cap on a user's train examples (0: none)
+    split_window: dict | None = None  # the time split's {"cut", "window_days", ...}; None under leave-last-out
+    details: dict = dataclasses.field(default_factory=dict)
+    manifest_version: int = FEATURES_MANIFEST_VERSION
+
+    def example_count(self, kind: str, split: str) -> int:
+        """The records the `kind` shards of `split` hold; a count the manifest lacks is a SchemaError."""
+        try:
+            return int(self.examples[kind][split])
+        except (ValueError, KeyError, TypeError) as err:
+            raise SchemaError(f"{STATS}: no example count for {kind}/{split}: {err!r}") from err
+
+    def to_json(self) -> dict:
+        """stats.json's payload: the version, the typed fields (split_window when set), then the details."""
+        return {
+            "manifest_version": self.manifest_version,
+            "split": self.split,
+            "max_examples_per_user": self.max_examples_per_user,
+            "examples": self.examples,
+            **({"split_window": self.split_window} if self.split_window else {}),
+            **self.details,
+        }
+
+    @classmethod
+    def from_json(cls, payload: dict, where: str = STATS) -> FeaturesManifest:
+        """Refuses a manifest_version other than FEATURES_MANIFEST_VERSION and a manifest without example counts."""
+        _check_version(payload, "manifest_version", FEATURES_MANIFEST_VERSION, where)
+        if not isinstance(payload.get("examples"), dict):
+            raise SchemaError(f"{where}: lacks the example counts ('examples')")
+        typed = {"manifest_version", "split", "max_examples_per_user", "examples", "split_window"}
+        return cls(
+            examples=payload["examples"],
+            split=str(payload.get("split", "leave_last_out")),
+            max_examples_per_user=int(payload.get("max_examples_per_user") or 0),
+            split_window=payload.get("split_window") or None,
+            details={key: value for key, value in payload.items() if key not in typed},
+        )
+
+    def write(self, directory: str | Path) -> None:
+        """stats.json in a features output (the Beam job writes the same payload through its FileSystems)."""
+        Path(directory, STATS).write_text(json.dumps(self.to_json(), indent=2))
+
+    @classmethod
+    def read(cls, directory: str | Path) -> FeaturesManifest:
+        """The manifest of a features output; without one the output is not complete (SchemaError)."""
+        path = Path(directory, STATS)
+        if not path.is_file():
+            raise SchemaError(f"{directory}: no {STATS}; a features output is complete only with it")
+        return cls.from_json(_read_json(path, "a features output directory"), str(path))
 
 
 def encode_vocab(ids: Iterable[str]) -> bytes:
@@ -353,3 +457,108 @@ class EvaluationSummary:
         except (OSError, json.JSONDecodeError) as err:
             raise SchemaError(f"evaluation summary {path}: unreadable ({err})") from err
         return cls.from_json(payload, f"evaluation summary {path}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Model artifacts' metadata: what the stages after training (evaluation, export, serving, experiments) read of a
+# retrieval or ranking artifact besides its SavedModels
+# ---------------------------------------------------------------------------------------------
+RETRIEVAL_CONFIG_FILE = "config.json"  # in a retrieval model artifact, written last (its completion marker)
+RANKER_INFO_FILE = "ranker.json"  # in a ranking model artifact, written last (its completion marker)
+RETRIEVAL_CONFIG_VERSION = 1
+RANKER_INFO_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrievalModelConfig:
+    """config.json of a retrieval model artifact: the settings it was trained with (components.retrieval.config's
+    RetrievalConfig as a dict: retrieval reads it back into that class, the warm start compares a parent's with
+    this run's, evaluation reports them), beside the file's version."""
+
+    config: dict
+    config_version: int = RETRIEVAL_CONFIG_VERSION
+
+    def to_json(self) -> dict:
+        """config.json's payload: the version, then the settings by name (the layout stays flat)."""
+        return {"config_version": self.config_version, **self.config}
+
+    @classmethod
+    def from_json(cls, payload: dict, where: str = RETRIEVAL_CONFIG_FILE) -> RetrievalModelConfig:
+        """Refuses a config_version other than RETRIEVAL_CONFIG_VERSION (an artifact of other code)."""
+        _check_version(payload, "config_version", RETRIEVAL_CONFIG_VERSION, where)
+        return cls({key: value for key, value in payload.items() if key != "config_version"})
+
+    def write(self, directory: str | Path) -> None:
+        """Atomically: config.json marks a retrieval artifact complete, so a reader never sees half of it."""
+        from components import atomic
+
+        atomic.write_json(Path(directory, RETRIEVAL_CONFIG_FILE), self.to_json())
+
+    @classmethod
+    def read(cls, directory: str | Path) -> RetrievalModelConfig:
+        """config.json of the retrieval artifact in `directory`; missing, unreadable or of another version: SchemaError."""
+        path = Path(directory, RETRIEVAL_CONFIG_FILE)
+        return cls.from_json(_read_json(path, "a retrieval model artifact"), str(path))
+
+
+@dataclasses.dataclass(frozen=True)
+class RankerInfo:
+    """ranker.json of a ranking model artifact: the model's configuration (model_type, sizes), the training
+    settings, the metrics of the run that produced it (with the per-epoch curves the report draws) and, once the
+    ranker was fitted against a retrieval model, the funnel's `fusion` settings (retrieval_weight: the funnel adds
+    that times the retrieval score to the ranker's logit). `details` holds the rest (ranking_task, ...)."""
+
+    model_config: dict
+    train_config: dict = dataclasses.field(default_factory=dict)
+    test_metrics: dict = dataclasses.field(default_factory=dict)
+    fusion: dict | None = None
+    details: dict = dataclasses.field(default_factory=dict)
+    info_version: int = RANKER_INFO_VERSION
+
+    @property
+    def model_type(self) -> str:
+        """The model the artifact holds (dien, din, ...); "" when the artifact did not record it."""
+        return str(self.model_config.get("model_type") or "")
+
+    @property
+    def retrieval_weight(self) -> float:
+        """The funnel's weight of the retrieval score beside the ranker's logit; 0 without fusion (ranker alone)."""
+        return float((self.fusion or {}).get("retrieval_weight") or 0.0)
+
+    def to_json(self) -> dict:
+        """ranker.json's payload: the version, model_config first, then the details, the rest and `fusion` when set."""
+        return {
+            "info_version": self.info_version,
+            "model_config": self.model_config,
+            **self.details,
+            "train_config": self.train_config,
+            "test_metrics": self.test_metrics,
+            **({"fusion": self.fusion} if self.fusion is not None else {}),
+        }
+
+    @classmethod
+    def from_json(cls, payload: dict, where: str = RANKER_INFO_FILE) -> RankerInfo:
+        """Refuses an info_version other than RANKER_INFO_VERSION and an info without the model configuration."""
+        _check_version(payload, "info_version", RANKER_INFO_VERSION, where)
+        if not isinstance(payload.get("model_config"), dict):
+            raise SchemaError(f"{where}: lacks the model configuration ('model_config')")
+        typed = {"info_version", "model_config", "train_config", "test_metrics", "fusion"}
+        return cls(
+            model_config=payload["model_config"],
+            train_config=payload.get("train_config") or {},
+            test_metrics=payload.get("test_metrics") or {},
+            fusion=payload.get("fusion"),
+            details={key: value for key, value in payload.items() if key not in typed},
+        )
+
+    def write(self, directory: str | Path) -> None:
+        """Atomically: ranker.json marks a ranking artifact complete, so a reader never sees half of it."""
+        from components import atomic
+
+        atomic.write_json(Path(directory, RANKER_INFO_FILE), self.to_json())
+
+    @classmethod
+    def read(cls, directory: str | Path) -> RankerInfo:
+        """ranker.json of the ranking artifact in `directory`; missing, unreadable or of another version: SchemaError."""
+        path = Path(directory, RANKER_INFO_FILE)
+        return cls.from_json(_read_json(path, "a ranking model artifact"), str(path))

@@ -93,7 +93,6 @@ def read_training_curves(retrieval_dir: str | Path, ranking_dirs: dict[str, str 
     """Per-epoch training loss and valid metric of retrieval and of each ranker, from what their artifacts
     recorded: {"retrieval": {"loss": [...], "valid": {"ndcg@20": [...], ...}}, "<ranker>": {...}}. A model whose
     artifact recorded no curve (one written before curves were kept) is left out."""
-    from components.ranking.export import INFO as RANKER_INFO
     from components.retrieval.export import TRAINING_HISTORY as RETRIEVAL_HISTORY
 
     curves = {}
@@ -105,8 +104,8 @@ def read_training_curves(retrieval_dir: str | Path, ranking_dirs: dict[str, str 
             "valid": {m: [e[m] for e in epochs] for m in ("hit@20", "ndcg@20")},
         }
     for name, directory in ranking_dirs.items():
-        info = Path(directory, RANKER_INFO)
-        recorded = json.loads(info.read_text()).get("test_metrics", {}) if info.exists() else {}
+        exists = Path(directory, schema.RANKER_INFO_FILE).exists()
+        recorded = schema.RankerInfo.read(directory).test_metrics if exists else {}
         if recorded.get("valid_auc_by_epoch"):
             curves[name] = {"loss": recorded.get("loss_by_epoch", []), "valid": {"auc": recorded["valid_auc_by_epoch"]}}
     return curves
@@ -122,10 +121,8 @@ def read_run_metadata(
     the extract manifest (source, window, rows), the features stats, retrieval's config and each ranker's
     train_config. The image tag and the code version say which code ran."""
     from components import image
-    from components.ranking.export import INFO as RANKER_INFO
-    from components.retrieval.config import CONFIG_FILE as RETRIEVAL_CONFIG
 
-    stats = json.loads(Path(features_dir, schema.STATS).read_text())
+    stats = schema.FeaturesManifest.read(features_dir).to_json()
     extract = {}
     if extracted_dir is not None and Path(extracted_dir, "manifest.json").exists():
         extract = json.loads(Path(extracted_dir, "manifest.json").read_text())
@@ -135,17 +132,12 @@ def read_run_metadata(
         },
         "features": {k: stats[k] for k in ("max_len", "split", "ranking_task", "seed") if k in stats},
     }
-    config = Path(retrieval_dir, RETRIEVAL_CONFIG)
-    if config.exists():
-        parameters["retrieval"] = json.loads(config.read_text())
+    if Path(retrieval_dir, schema.RETRIEVAL_CONFIG_FILE).exists():
+        parameters["retrieval"] = schema.RetrievalModelConfig.read(retrieval_dir).config
     for name, directory in ranking_dirs.items():
-        info = Path(directory, RANKER_INFO)
-        if info.exists():
-            recorded = json.loads(info.read_text())
-            parameters[name] = {
-                **recorded.get("train_config", {}),
-                **{k: v for k, v in recorded.get("model_config", {}).items()},
-            }
+        if Path(directory, schema.RANKER_INFO_FILE).exists():
+            recorded = schema.RankerInfo.read(directory)
+            parameters[name] = {**recorded.train_config, **recorded.model_config}
     return {
         "source": extract.get("source") or stats.get("source"),
         "rows": extract.get("rows", {}),

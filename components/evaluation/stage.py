@@ -238,12 +238,11 @@ def lineage(features_dir, retrieval_dir, extracted_dir, previous: registry.Bless
     """Where the model came from: the data window (extract window and the split's), the parent model of a warm
     start (read from the retrieval artifact), the last blessed model it was compared with, and the data checks'
     comparison with that model's data."""
-    import json
 
     manifest = {}
     if extracted_dir is not None and Path(extracted_dir, "manifest.json").exists():
         manifest = json.loads(Path(extracted_dir, "manifest.json").read_text())
-    stats = json.loads(Path(features_dir, schema.STATS).read_text())
+    features = schema.FeaturesManifest.read(features_dir)
     warm = Path(retrieval_dir, "warm_start.json")
     parent = json.loads(warm.read_text()) if warm.exists() else None
     return {
@@ -251,8 +250,8 @@ def lineage(features_dir, retrieval_dir, extracted_dir, previous: registry.Bless
             "window_start": manifest.get("window_start", ""),
             "window_end": manifest.get("window_end", ""),
             "run_time": manifest.get("run_time", ""),
-            "split": stats.get("split"),
-            "split_window": stats.get("split_window"),
+            "split": features.split,
+            "split_window": features.split_window,
         },
         "parent_model": parent,
         "compared_with": previous.version if previous else None,
@@ -613,10 +612,9 @@ def run(
 
 def ranker_name(ranking_dir: str | Path, fallback: str) -> str:
     """The model type a ranking artifact recorded (dien, din, ...), so the report names rankers as trained."""
-    info = Path(ranking_dir, "ranker.json")
-    if not info.exists():
+    if not Path(ranking_dir, schema.RANKER_INFO_FILE).exists():
         return fallback
-    return json.loads(info.read_text()).get("model_config", {}).get("model_type") or fallback
+    return schema.RankerInfo.read(ranking_dir).model_type or fallback
 
 
 ROC_POINTS = 200  # the console draws a curve, not every threshold

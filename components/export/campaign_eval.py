@@ -223,10 +223,9 @@ def evaluate_run(features_dir, extracted_dir, model, outputs) -> dict:
     On a time split, with its cut and windows. Under leave-last-out audiences need a future the model has not seen,
     so they are left out with the reason; complementary items are measured on the baskets after the 80% quantile
     of the event times, with the caveat that the retrieval model (the fallback's and similar items') saw them."""
-    import json
 
     spec = schema.FeatureSpec.read(features_dir)
-    window = json.loads(Path(features_dir, schema.STATS).read_text()).get("split_window")
+    window = schema.FeaturesManifest.read(features_dir).split_window
     events_path = Path(extracted_dir, "events.parquet")
     result = {"split": spec.split}
     if spec.split == "time" and window:
@@ -311,7 +310,6 @@ def campaign_bench(
     bench) are used with their models; otherwise a time split is built here and retrieval and DIEN are trained on
     it, so no model has seen the window: cut at `split_cut` ("" the features job's default, the last two windows;
     None the 80% quantile of the event times), windows of `window_days`."""
-    import json
 
     from components.ranking.export import load_ranker
     from components.retrieval.model_io import load_retriever
@@ -320,7 +318,7 @@ def campaign_bench(
     work_dir = Path(work_dir)
     events_path = Path(extracted_dir, "events.parquet")
     spec = schema.FeatureSpec.read(features_dir) if features_dir else None
-    window = json.loads(Path(features_dir, schema.STATS).read_text()).get("split_window") if spec else None
+    window = schema.FeaturesManifest.read(features_dir).split_window if spec else None
     notes = []
     if spec and spec.split == "time" and window and retrieval_dir and ranking_dir:
         cut = dt.datetime.fromisoformat(window["cut"])

@@ -10,7 +10,6 @@ a failed run never leaves a directory that looks like a finished output.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 import logging
@@ -349,8 +348,8 @@ def _finish(
         split=split,
         seed=seed,
     )
-    T.dump_json(stats, FileSystems.join(work_dir, schema.STATS))
-    T.dump_json(dataclasses.asdict(spec), FileSystems.join(work_dir, schema.FEATURE_SPEC))
+    T.dump_json(schema.FeaturesManifest.from_json(stats).to_json(), FileSystems.join(work_dir, schema.STATS))
+    T.dump_json(spec.to_json(), FileSystems.join(work_dir, schema.FEATURE_SPEC))
     return stats
 
 

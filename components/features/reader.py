@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -56,13 +55,7 @@ def tfrecord_files(features_dir: str | Path, kind: str, split: str) -> list[str]
 
 
 def _manifest_count(features_dir: str | Path, kind: str, split: str) -> int:
-    path = Path(features_dir, schema.STATS)
-    if not path.is_file():
-        raise schema.SchemaError(f"{features_dir}: no {schema.STATS}; a features output is complete only with it")
-    try:
-        return int(json.loads(path.read_text())["examples"][kind][split])
-    except (ValueError, KeyError, TypeError) as err:
-        raise schema.SchemaError(f"{path}: no example count for {kind}/{split}: {err!r}") from err
+    return schema.FeaturesManifest.read(features_dir).example_count(kind, split)
 
 
 def _count_records(path: str) -> int:

@@ -15,7 +15,6 @@ Layout of the artifact directory (docs/architecture.md, contracts):
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ from components import atomic, schema
 from components.ranking.base import SequenceRanker
 
 SAVED_MODEL = "saved_model"
-INFO = "ranker.json"
+INFO = schema.RANKER_INFO_FILE  # schema.RankerInfo
 MAX_ROWS_PER_CALL = 16384  # users x candidates per call of the model in Ranker.score: bounds memory
 
 
@@ -120,22 +119,19 @@ def export_ranker(model: SequenceRanker, features_dir: str | Path, output_dir: s
         schema.read_vocab(features_dir, schema.CATEGORY_VOCAB),
         item_category_table(features_dir, spec.num_items),
     )
-    info = {"model_config": dataclasses.asdict(model.config), **info}
+    recorded = schema.RankerInfo.from_json({"model_config": dataclasses.asdict(model.config), **info})
     with atomic.staged_directory(output_dir, last=INFO) as staging:
         tf.saved_model.save(
             module,
             str(staging / SAVED_MODEL),
             signatures={"serving_default": module.serve, "score_indices": module.score_indices},
         )
-        atomic.write_json(staging / INFO, info)
+        recorded.write(staging)
 
 
 def write_fusion(output_dir: str | Path, fusion: dict) -> None:
     """Adds the funnel's fusion settings to ranker.json (replaced atomically)."""
-    path = Path(output_dir, INFO)
-    info = json.loads(path.read_text())
-    info["fusion"] = fusion
-    atomic.write_json(path, info)
+    dataclasses.replace(schema.RankerInfo.read(output_dir), fusion=fusion).write(output_dir)
 
 
 class Ranker:
@@ -182,6 +178,5 @@ def load_ranker(model_dir: str | Path) -> Ranker:
     path = Path(model_dir, SAVED_MODEL)
     if not path.is_dir():
         raise FileNotFoundError(f"{model_dir}: no {SAVED_MODEL}/; is this a ranking model artifact?")
-    info_path = Path(model_dir, INFO)
-    fusion = (json.loads(info_path.read_text()).get("fusion") or {}) if info_path.is_file() else {}
-    return Ranker(tf.saved_model.load(str(path)), fusion.get("retrieval_weight") or 0.0)
+    weight = schema.RankerInfo.read(model_dir).retrieval_weight if Path(model_dir, INFO).is_file() else 0.0
+    return Ranker(tf.saved_model.load(str(path)), weight)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import time
 from pathlib import Path
 
@@ -118,13 +117,13 @@ def history_features(events: np.ndarray, category_of: np.ndarray, split: SplitFn
 
 def _splitter(features_dir: str | Path) -> SplitFn:
     """The split that the features job used, from its stats.json."""
-    stats = json.loads(Path(features_dir, schema.STATS).read_text())
-    window, cap = stats.get("split_window"), stats.get("max_examples_per_user", 0)
+    manifest = schema.FeaturesManifest.read(features_dir)
+    window, cap = manifest.split_window, manifest.max_examples_per_user
     if not window:
-        return split_fn(stats["split"], cap)
+        return split_fn(manifest.split, cap)
     cut = dt.datetime.fromisoformat(window["cut"])
     return split_fn(
-        stats["split"],
+        manifest.split,
         cap,
         cut_us=round(cut.timestamp() * 10**6),
         window_us=round(window["window_days"] * 86_400 * 10**6),
@@ -166,7 +165,8 @@ def build_rows(extracted_dir: str | Path, features_dir: str | Path) -> dict[str,
             continue  # the features job drops these users too
         for name, (history, items, categories, labels) in history_features(events, category_of, split).items():
             parts[name].append((history, items, categories, labels, np.full(len(labels), str(user_id))))
-    expected = json.loads(Path(features_dir, schema.STATS).read_text())["examples"][schema.RANKING_DIR]
+    manifest = schema.FeaturesManifest.read(features_dir)
+    expected = {name: manifest.example_count(schema.RANKING_DIR, name) for name in schema.SPLITS}
     out = {}
     for name, split_parts in parts.items():
         columns = [np.concatenate(column) for column in zip(*split_parts)] if split_parts else []

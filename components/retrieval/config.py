@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
+
+from components import schema
 
 ENCODERS = ("self_attention", "gru", "mean", "filter")
 LOSSES = ("in_batch", "full_softmax", "mixed")
-CONFIG_FILE = "config.json"
+CONFIG_FILE = schema.RETRIEVAL_CONFIG_FILE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,8 +53,10 @@ class RetrievalConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
 
     def write(self, directory: str | Path) -> None:
-        Path(directory, CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(self), indent=2))
+        """config.json of a retrieval artifact (schema.RetrievalModelConfig, the contract the later stages read)."""
+        schema.RetrievalModelConfig(dataclasses.asdict(self)).write(directory)
 
     @classmethod
     def read(cls, directory: str | Path) -> RetrievalConfig:
-        return cls(**json.loads(Path(directory, CONFIG_FILE).read_text()))
+        """The settings a retrieval artifact was trained with; another config_version is a SchemaError."""
+        return cls(**schema.RetrievalModelConfig.read(directory).config)

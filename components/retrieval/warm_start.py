@@ -15,7 +15,6 @@ model on today's vocabulary, then
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
@@ -84,7 +83,7 @@ class Parent:
             raise WarmStartError(f"{retrieval_dir} has no {WEIGHTS}: the parent model predates warm starts")
         with np.load(path) as data:
             arrays = {k: data[k] for k in data.files}
-        config = json.loads(Path(retrieval_dir, "config.json").read_text())
+        config = schema.RetrievalModelConfig.read(retrieval_dir).config
         return cls(version or Path(retrieval_dir).parent.name, arrays, config)
 
     def known(self, catalogue: Catalogue) -> np.ndarray:

@@ -102,7 +102,7 @@ def test_outputs_follow_the_contract(shop):
         seed=7,
     )
     stats = json.loads((out / schema.STATS).read_text())
-    assert stats == shop["stats"]
+    assert stats == {"manifest_version": schema.FEATURES_MANIFEST_VERSION, **shop["stats"]}  # the counts, versioned
     assert stats["users"] == len(expected) and stats["steps"] == sum(map(len, expected.values()))
     assert stats["dropped_users"]["too_few_steps"] == shop["events"].to_pandas().user_id.nunique() - len(expected)
     assert stats["dropped_events"]["unknown_item"] == 1 and stats["dropped_events"]["unknown_event_type"] == 1
