@@ -29,7 +29,7 @@ REPORT ?=
 # $(call q,VALUE) is VALUE as one single-quoted shell word, so no variable can split or inject a command.
 q = '$(subst ','\'',$(1))'
 
-.PHONY: help venv lint test compile pipeline-run report-tools report-check bench lifecycle-bench serve serve-bench lock lock-hashes clean
+.PHONY: help venv lint test compile pipeline-run report-tools report-check bench scale-bench lifecycle-bench serve serve-bench lock lock-hashes clean
 
 help: ## list every target with its one-line description (this list)
 	@awk 'BEGIN {FS = ":[^#]*## "} /^[a-zA-Z0-9_.-]+:[^=]*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -80,6 +80,11 @@ bench: venv ## benchmark JSON of one dataset (DATA=, FORMAT=amazon|taobao|synthe
 
 # A week of daily runs on a small synthetic shop (new items each day, some retired, day 5 broken upstream), cold vs
 # warm-started retrieval, SEEDS seeds (default 3): the `lifecycle` keys of the bench JSON OUT. About 15-30 minutes.
+PRESETS ?= tiny,default,medium,large
+OUT_DIR ?= runs/scale
+scale-bench: venv ## the bench on several shop sizes: per-stage wall/CPU/memory against events, log-log fit (PRESETS=, OUT_DIR=)
+	nice -n 10 $(PY) -m bench.scale --presets $(call q,$(PRESETS)) --out-dir $(call q,$(OUT_DIR))
+
 lifecycle-bench: venv ## week simulation, cold vs warm start, new items, drift check (OUT=, SEEDS= default 3)
 	nice -n 10 $(PY) -m bench.lifecycle --out $(call q,$(OUT)) $(if $(filter command line environment,$(origin SEEDS)),--seeds $(call q,$(SEEDS)))
 

@@ -4,9 +4,10 @@
 
 Stages run in DAG order as plain Python calls (bench/stages.py), in a temporary directory:
 warehouse -> extract -> features -> baselines -> retrieval -> ranking -> evaluation (funnel) ->
-export -> campaign (complementary items, audiences) -> experiments. Each is timed (timing.stages.<stage>); timing.total_s, peak_rss_mb (this
-process or any child, e.g. Beam workers), events/users/items and every stage's keys go into the
-JSON. A stage that cannot run is listed under `skipped` with the reason, one that crashed under
+export -> campaign (complementary items, audiences) -> experiments. Each is timed: wall seconds (timing.stages.<stage>),
+CPU seconds (timing.cpu_s.<stage>) and peak memory of the process tree (timing.peak_rss_mb.<stage>, Beam's workers
+included: bench/resources.py); timing.total_s, peak_rss_mb (this process or its largest child), events/users/items
+and every stage's keys go into the JSON. A stage that cannot run is listed under `skipped` with the reason, one that crashed under
 `failed` (and the exit code is 1); neither leaves guessed keys behind.
 --ablations dien_no_aux also trains DIEN without its auxiliary loss in the ranking stage.
 With --seeds n the model stages (retrieval, ranking, evaluation) run once per seed 0..n-1 and each
@@ -28,7 +29,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import aggregate, stages
+from bench import aggregate, resources, stages
 from components.atomic import write_json
 
 SEEDED_STAGES = ("retrieval", "ranking", "evaluation")
@@ -68,11 +69,12 @@ def _stage_calls(ctx: stages.Context, stage: str) -> list[Callable[[], dict]]:
 
 
 def run_stage(ctx: stages.Context, stage: str, result: dict) -> None:
-    started = time.perf_counter()
+    """Runs one stage (once per seed for the model stages) and files its keys, wall and CPU seconds and peak memory."""
     runs = []
     try:
-        for call in _stage_calls(ctx, stage):
-            runs.append(call())
+        with resources.StageMeter() as usage:
+            for call in _stage_calls(ctx, stage):
+                runs.append(call())
     except stages.StageSkipped as skipped:
         log(f"{stage}: skipped ({skipped})")
         result["skipped"].append({"stage": stage, "reason": str(skipped)})
@@ -81,10 +83,11 @@ def run_stage(ctx: stages.Context, stage: str, result: dict) -> None:
         log(f"{stage}: FAILED\n{traceback.format_exc()}")
         result["failed"].append({"stage": stage, "error": f"{type(error).__name__}: {error}"})
         return
-    elapsed = time.perf_counter() - started
-    result["timing"]["stages"][stage] = round(elapsed, 3)
+    result["timing"]["stages"][stage] = round(usage.wall_s, 3)
+    result["timing"].setdefault("cpu_s", {})[stage] = round(usage.cpu_s, 3)
+    result["timing"].setdefault("peak_rss_mb", {})[stage] = round(usage.peak_rss_mb, 1)
     aggregate.deep_update(result, aggregate.merge_seeds(runs))
-    log(f"{stage}: done in {elapsed:.1f}s")
+    log(f"{stage}: done in {usage.wall_s:.1f}s ({usage.cpu_s:.1f} CPU s, peak {usage.peak_rss_mb:.0f} MiB)")
 
 
 def run_bench(
@@ -109,7 +112,7 @@ def run_bench(
             "python": platform.python_version(),
             "load_average_at_start": round(os.getloadavg()[0], 2),
         },
-        "timing": {"stages": {}},
+        "timing": {"stages": {}, "cpu_s": {}, "peak_rss_mb": {}},
         "skipped": [],
         "failed": [],
     }
