@@ -41,6 +41,18 @@ def quantile_cut(events_path: str | Path, quantile: float = 0.8) -> dt.datetime:
     return dt.datetime.combine(when.astimezone(dt.UTC).date(), dt.time(), tzinfo=dt.UTC)
 
 
+def fitted_window_days(events_path: str | Path, cut: dt.datetime, window_days: float) -> float:
+    """`window_days`, or less when the data after `cut` holds fewer than two such windows (valid, then test): the
+    whole days of half what is left, else half of it (Taobao's sample ends two days after its 80% cut)."""
+    with _connect() as con:
+        (last,) = con.execute("SELECT max(event_ts) FROM read_parquet(?)", [str(events_path)]).fetchone()
+    left_days = (last.astimezone(dt.UTC) - cut).total_seconds() / 86_400
+    if left_days >= 2 * window_days:
+        return window_days
+    half = left_days / 2
+    return float(int(half)) if half >= 1 else half
+
+
 # ---- complementary items ----------------------------------------------------------------------------------
 def heldout_baskets(events_path, params: complementary.CooccurrenceParams, start: dt.datetime) -> list[list[str]]:
     with _connect() as con:
@@ -329,15 +341,13 @@ def campaign_bench(
         from components.retrieval.stage import run as run_retrieval
 
         days = window_days
+        if split_cut is None:
+            split_cut = quantile_cut(events_path, CUT_QUANTILE).isoformat()
+            days = fitted_window_days(events_path, dt.datetime.fromisoformat(split_cut), window_days)
         features_dir = work_dir / "features-time"
         retrieval_dir, ranking_dir = work_dir / "retrieval-time", work_dir / "ranking-time"
         stats = run_features(
-            str(extracted_dir),
-            str(features_dir),
-            seed=seed,
-            split="time",
-            split_cut=quantile_cut(events_path, CUT_QUANTILE).isoformat() if split_cut is None else split_cut,
-            split_window_days=days,
+            str(extracted_dir), str(features_dir), seed=seed, split="time", split_cut=split_cut, split_window_days=days
         )
         cut = dt.datetime.fromisoformat(stats["split_window"]["cut"])
         run_retrieval(features_dir, retrieval_dir, seed=seed)
