@@ -4,7 +4,7 @@
 
 Each preset runs `bench.run` in a process of its own (so one preset's memory does not count in the next one's),
 writing <out-dir>/<preset>.json. Then, per stage, wall seconds, CPU seconds and peak memory are fitted against the
-number of events as a power law (least squares on log-log), and <out-dir>/scale.json and scale.html hold the table,
+number of events as a power law (least squares on log-log, over every size and between the two largest), and <out-dir>/scale.json and scale.html hold the table,
 the fitted exponents and log-log plots. An exponent above 1.15 is flagged: that stage grows worse than linearly.
 A preset that fails keeps its JSON (bench.run's `failed`) and drops out of the fit of the stages it did not finish.
 """
@@ -63,18 +63,20 @@ def exponent(points: list[tuple[float, float]]) -> float | None:
     return sum((x - mean_x) * (y - mean_y) for x, y in points) / spread
 
 
-def fits(table: list[dict]) -> dict[str, dict[str, float | None]]:
-    """stage -> measure -> fitted exponent against events."""
+def fits(table: list[dict], largest: int | None = None) -> dict[str, dict[str, float | None]]:
+    """stage -> measure -> fitted exponent against events, over every size or over the `largest` few: fixed costs
+    (imports, Beam's start) flatten the small sizes, so the slope between the two largest is what a shop grows by."""
     out: dict[str, dict[str, float | None]] = {}
     for stage in dict.fromkeys(row["stage"] for row in table):
-        mine = [row for row in table if row["stage"] == stage]
+        mine = sorted((row for row in table if row["stage"] == stage), key=lambda row: row["events"])
+        mine = mine[-largest:] if largest else mine
         out[stage] = {m: exponent([(row["events"], row[m]) for row in mine]) for m in MEASURES}
     return out
 
 
-def findings(exponents: dict[str, dict[str, float | None]]) -> list[str]:
+def findings(exponents: dict[str, dict[str, float | None]], where: str) -> list[str]:
     return [
-        f"{stage}: {measure} grows as events^{value:.2f} (above {SUPERLINEAR})"
+        f"{stage}: {measure} grows as events^{value:.2f} {where} (above {SUPERLINEAR})"
         for stage, measures in exponents.items()
         for measure, value in measures.items()
         if value is not None and value > SUPERLINEAR
@@ -101,7 +103,7 @@ def _plot(table: list[dict], measure: str, title: str) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def report_html(table: list[dict], exponents: dict, flagged: list[str]) -> str:
+def report_html(table: list[dict], exponents: dict, top: dict, flagged: list[str]) -> str:
     def cell(value) -> str:
         if value is None:
             return ""
@@ -115,8 +117,10 @@ def report_html(table: list[dict], exponents: dict, flagged: list[str]) -> str:
         for row in table
     )
     fitted = "".join(
-        f"<tr><td>{html.escape(stage)}</td>" + "".join(f"<td>{cell(v)}</td>" for v in measures.values()) + "</tr>"
-        for stage, measures in exponents.items()
+        f"<tr><td>{html.escape(stage)}</td>"
+        + "".join(f"<td>{cell(exponents[stage][m])}</td><td>{cell(top[stage][m])}</td>" for m in MEASURES)
+        + "</tr>"
+        for stage in exponents
     )
     plots = "".join(
         f'<figure><img alt="{m} against events" src="data:image/png;base64,{_plot(table, m, f"{m} against events")}">'
@@ -129,19 +133,27 @@ def report_html(table: list[dict], exponents: dict, flagged: list[str]) -> str:
         "<link rel='icon' href='data:,'><style>body{font-family:sans-serif;margin:2em}"
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}</style>"
         f"</head><body><h1>Scaling curve</h1><h2>Findings (exponent above {SUPERLINEAR})</h2><ul>{notes}</ul>"
-        "<h2>Fitted exponent against events</h2><table><tr><th>stage</th><th>wall s</th><th>CPU s</th>"
-        f"<th>peak MiB</th></tr>{fitted}</table>{plots}<h2>Per preset</h2><table><tr>{head}</tr>{body}</table>"
+        "<h2>Fitted exponent against events</h2><p>Over every size, and between the two largest sizes (where fixed "
+        "costs no longer flatten the curve).</p><table><tr><th>stage</th><th>wall s, all</th><th>wall s, largest</th>"
+        "<th>CPU s, all</th><th>CPU s, largest</th><th>peak MiB, all</th><th>peak MiB, largest</th></tr>"
+        f"{fitted}</table>{plots}<h2>Per preset</h2><table><tr>{head}</tr>{body}</table>"
         "</body></html>"
     )
 
 
 def summarize(results: dict[str, dict], out_dir: Path) -> dict:
     table = rows(results)
-    exponents = fits(table)
-    flagged = findings(exponents)
-    summary = {"presets": list(results), "rows": table, "exponents": exponents, "findings": flagged}
+    exponents, top = fits(table), fits(table, largest=2)
+    flagged = findings(exponents, "over every size") + findings(top, "between the two largest sizes")
+    summary = {
+        "presets": list(results),
+        "rows": table,
+        "exponents": exponents,
+        "exponents_largest_two": top,
+        "findings": flagged,
+    }
     write_json(out_dir / "scale.json", summary)
-    write_text(out_dir / "scale.html", report_html(table, exponents, flagged))
+    write_text(out_dir / "scale.html", report_html(table, exponents, top, flagged))
     return summary
 
 

@@ -57,9 +57,12 @@ def test_summary_flags_the_stage_that_grows_faster_than_linearly(tmp_path):
     assert summary["exponents"]["features"]["wall_s"] == pytest.approx(1.0)
     assert summary["exponents"]["features"]["peak_rss_mb"] == pytest.approx(0.0)
     assert summary["exponents"]["ranking"]["cpu_s"] == pytest.approx(1.5)
+    assert summary["exponents_largest_two"]["ranking"]["wall_s"] == pytest.approx(1.5)
     assert summary["findings"] == [
-        "ranking: wall_s grows as events^1.50 (above 1.15)",
-        "ranking: cpu_s grows as events^1.50 (above 1.15)",
+        "ranking: wall_s grows as events^1.50 over every size (above 1.15)",
+        "ranking: cpu_s grows as events^1.50 over every size (above 1.15)",
+        "ranking: wall_s grows as events^1.50 between the two largest sizes (above 1.15)",
+        "ranking: cpu_s grows as events^1.50 between the two largest sizes (above 1.15)",
     ]
     assert json.loads((tmp_path / "scale.json").read_text())["rows"][0] == {
         "preset": "tiny",
@@ -83,7 +86,17 @@ def test_summary_flags_the_stage_that_grows_faster_than_linearly(tmp_path):
     page = Page()
     page.feed((tmp_path / "scale.html").read_text())
     assert page.images == 3  # wall, CPU and memory, each log-log
-    assert "ranking: wall_s grows as events^1.50 (above 1.15)" in page.cells and "1.50" in page.cells
+    assert "ranking: wall_s grows as events^1.50 over every size (above 1.15)" in page.cells and "1.50" in page.cells
+
+
+def test_a_stage_flat_at_small_sizes_is_flagged_by_its_largest_two():
+    """Fixed costs hide the growth over every size; the two largest sizes show it."""
+    results = {
+        name: bench_result(n, features_s=10 + 1e-8 * n**1.6, ranking_s=1.0)
+        for name, n in (("tiny", 1_000), ("default", 100_000), ("medium", 1_000_000), ("large", 10_000_000))
+    }
+    exponents, top = scale.fits(scale.rows(results)), scale.fits(scale.rows(results), largest=2)
+    assert exponents["features"]["wall_s"] < 1.15 < top["features"]["wall_s"]
 
 
 def test_cli_refuses_one_preset_and_unknown_ones(capsys):
