@@ -14,12 +14,27 @@ harness merges the runs. Experiments get `seeds` as the count n.
 A stage whose code has not landed, or that cannot run on the data (no impressions in Amazon data),
 is skipped and its keys stay out of the JSON: the harness raises StageSkipped itself, and a stage
 bench function says so by returning an empty dict.
+
+The same entries as the pipeline: extract, features, evaluation, export and experiments run through the
+functions their KFP components call (`components/<stage>/stage.py` `run`; experiments' `run_off_policy_evaluation`,
+through experiments_bench, and export's through export_bench, which read the files the entry wrote), with the
+entries' defaults. Where the bench cannot, the reason is the measurement:
+- retrieval and ranking: retrieval_bench and ranking_bench measure the trained model in memory on test, and ranking
+  trains DIEN, DIN (and ablations) for every seed on one training set, with bootstrap intervals over test users from
+  the test scores and the speed reference; the stage entry trains one model and returns only its valid (retrieval)
+  or finite (ranking) figures. They train through the stage's own code (retrieval.training.train_from_features;
+  ranking.training's training_set, train, evaluate and export_ranker, as train_ranker does), and a bench function
+  that kept no artifact gets one from the stage entry (train_artifact).
+- campaign: campaign_bench measures on a time split it builds when the run's features are not one (the models
+  trained through the features, retrieval and ranking entries), where the campaign-evaluation entry
+  (export/campaign_eval.run) would leave the audiences out.
+- warehouse and baselines have no pipeline entry: the pipeline reads an existing warehouse, and evaluation computes
+  the baselines inside its run (the bench reports them on their own, from the same components.baselines).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import importlib
 import inspect
 import time
@@ -233,13 +248,21 @@ def run_evaluation(ctx: Context, seed: int) -> dict:
     ctx.require("features_dir")
     if seed not in ctx.retrieval_dirs or seed not in ctx.ranking_dirs:
         raise StageSkipped("needs both a retrieval and a ranking model artifact (model_dir) from this run")
+    from components import schema
     from components.evaluation import stage
 
     out = ctx.work / f"evaluation-seed{seed}"
-    try:
-        keys = stage.evaluation_bench(ctx.features_dir, ctx.retrieval_dirs[seed], ctx.ranking_dirs[seed], out)
+    try:  # the pipeline's entry with its defaults, no registry: the summary and report it writes are the bench's
+        stage.run(
+            str(ctx.features_dir),
+            str(ctx.retrieval_dirs[seed]),
+            str(ctx.ranking_dirs[seed]),
+            report=str(out / "report.html"),
+            summary=str(out / "summary.json"),
+        )
     except ModuleNotFoundError as err:  # a model loader of the serving API has not landed
         raise StageSkipped(f"cannot load the models: {err}") from err
+    keys = stage.bench_keys(schema.EvaluationSummary.read(out / "summary.json"))
     if ctx.evaluation_summary is None:
         ctx.evaluation_summary = out / "summary.json"
     keys.pop("baselines", None)  # the baselines stage reports them, on the same split and code
@@ -247,45 +270,14 @@ def run_evaluation(ctx: Context, seed: int) -> dict:
 
 
 def run_export(ctx: Context) -> dict:
+    """components.export.bench.export_bench: the export stage's entry (components/export/stage.py `run`) on the
+    run's first pair of models into a scratch DuckDB, timed from the manifest the entry wrote."""
     seed = min(ctx.retrieval_dirs.keys() & ctx.ranking_dirs.keys(), default=None)
     if seed is None:
         raise StageSkipped("needs a retrieval and a ranking model artifact from this run")
-    try:
-        return file_keys(
-            "export", call_with_context(find_stage_function("export"), _available(ctx, seed, ctx.work / "export"))
-        )
-    except StageSkipped:
-        pass
-    module = _import("components.export.export")
-    export_n = (
-        _import("components.schema").EvaluationSummary.read(ctx.evaluation_summary).export_n
-        if ctx.evaluation_summary
-        else module.DEFAULT_CANDIDATES_N
+    return file_keys(
+        "export", call_with_context(find_stage_function("export"), _available(ctx, seed, ctx.work / "export"))
     )
-    params = module.ExportParams(
-        top_k=20,
-        candidates_n=int(export_n),
-        experiment="bench",
-        treatment_ratio=0.5,
-        model_version="bench",
-        run_id="bench",
-        generated_at=dt.datetime.now(dt.timezone.utc),
-    )
-    manifest = module.run_export(
-        ctx.features_dir,
-        ctx.retrieval_dirs[seed],
-        ctx.ranking_dirs[seed],
-        f"duckdb://{(ctx.work / 'export' / 'recommendations.duckdb').resolve()}",
-        ctx.work / "export" / "artifact",
-        params,
-    )
-    return {
-        "export": {
-            "users_per_s": manifest["timing"]["users_per_s"],
-            "candidates_n": params.candidates_n,
-            "users": manifest["users"],
-        }
-    }
 
 
 def run_campaign(ctx: Context) -> dict:

@@ -679,20 +679,10 @@ def _off_policy_metrics(off_policy: dict) -> dict[str, float]:
     return out
 
 
-def evaluation_bench(
-    features_dir, retrieval_dir, ranking_dir, out_dir, config: EvaluationConfig = EvaluationConfig()
-) -> dict:
-    """The bench keys of this stage: `funnel`, `baselines.*` and the gate, from one evaluation run."""
-    result = run_evaluation(
-        features_dir,
-        retrieval_dir,
-        ranking_dir,
-        Path(out_dir, "summary.json"),
-        Path(out_dir, "report.html"),
-        registry_dir=None,
-        config=config,
-    )
-    s = result.summary
+def bench_keys(summary: schema.EvaluationSummary) -> dict:
+    """The bench keys of this stage (`funnel`, `baselines.*`, `evaluation.*`: the gate's outcome, the depth and
+    the time) from the summary that `run` wrote; bench/stages.py runs the stage through `run` and reads them."""
+    s = summary.to_json()
     return {
         "funnel": s["ranking_metrics"]["funnel"],
         "baselines": {name: s["ranking_metrics"][name] for name in ("popularity", "item_to_item")},

@@ -1,12 +1,14 @@
 """experiments_bench: OPE estimates against the truth, bandit cumulative rewards and the A/B sample-ratio check,
-as bench keys; the studies themselves are in studies.py, which the off-policy evaluation task runs too."""
+as bench keys, from the off-policy evaluation task's entry (stage.run_off_policy_evaluation), which runs the
+studies (studies.py) and writes ope.json."""
 
 from __future__ import annotations
 
+import json
+import tempfile
 from pathlib import Path
 
-from components.experiments import ab_analysis
-from components.experiments.studies import BANDIT_SEEDS, run_studies, write_report
+from components.experiments import ab_analysis, stage
 
 
 def experiments_bench(
@@ -24,33 +26,34 @@ def experiments_bench(
     shift_fraction: float = 0.5,
     ranking_dir: str | None = None,
     features_dir: str | None = None,
-    bandit_seeds: tuple[int, ...] = BANDIT_SEEDS,
 ) -> dict:
     """Bench keys ope.*, bandit.*, ab.* for a synthetic warehouse; {} for data without impressions.
 
     OPE: the new ranker's ranking explored with prob. `epsilon`, estimated from max(seeds, min_repeats) fresh
     logs of `requests_per_log` requests each (bias and RMSE need several logs). Bandit: `bandit_rounds` rounds of
     `bandit_batch` requests, `shift_fraction` of users shifting interest at a third of the rounds, once per seed of
-    `bandit_seeds` (bandit.<policy>: medians, per_seed and spread of clicks and LINE's score, over the run and
+    studies.BANDIT_SEEDS (bandit.<policy>: medians, per_seed and spread of clicks and LINE's score, over the run and
     after the shift; the learners learn clicks). With
     ranking_dir and features_dir (the bench's trained funnel), the new policy is that ranker's ranking; without,
-    a linear click model over observable features stands in for it (ope.target says which)."""
+    a linear click model over observable features stands in for it (ope.target says which). The task's report
+    (ope.json and the two figures) is written to `work_dir`, or to a temporary folder."""
     if data_format != "synthetic" or not ab_analysis.impression_count(warehouse_path):
         return {}
-    result, run = run_studies(
-        warehouse_path,
-        data,
-        world_seed,
-        max(seeds, min_repeats),
-        requests_per_log,
-        epsilon,
-        bandit_rounds,
-        bandit_batch,
-        shift_fraction,
-        ranking_dir,
-        features_dir,
-        bandit_seeds=tuple(bandit_seeds),
-    )
-    if work_dir:
-        write_report(Path(work_dir), result["ope"], run)
-    return result
+    with tempfile.TemporaryDirectory(prefix="experiments-bench-") as scratch:
+        report = Path(work_dir) if work_dir else Path(scratch, "report")
+        stage.run_off_policy_evaluation(
+            warehouse_path,
+            data,
+            str(report),
+            shop_seed=world_seed,
+            repeats=max(seeds, min_repeats),
+            requests_per_log=requests_per_log,
+            epsilon=epsilon,
+            bandit_rounds=bandit_rounds,
+            features=features_dir,
+            ranking_model=ranking_dir,
+            bandit_batch=bandit_batch,
+            shift_fraction=shift_fraction,
+        )
+        written = json.loads((report / "ope.json").read_text())
+    return {key: written[key] for key in ("ab", "ope", "bandit")}

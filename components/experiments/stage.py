@@ -100,11 +100,15 @@ def run_off_policy_evaluation(
     ranking_model: str | None = None,
     reward_weighting: str = "click",
     bandit_study: bool = True,
+    bandit_batch: int = 256,
+    shift_fraction: float = 0.5,
 ) -> dict:
     """OPE estimates beside the truth (and the bandit curves, unless bandit_study is false: then ope.json's bandit
     says it was skipped) on the synthetic shop that built the warehouse.
     The bandits learn `reward_weighting` (rewards.parse); with one other than click-only, ope.weighted holds the
-    OPE study of that reward beside the click rate's.
+    OPE study of that reward beside the click rate's. Each of the `bandit_rounds` rounds serves `bandit_batch`
+    requests, and `shift_fraction` of the users shift interest at a third of the rounds (the pipeline's task keeps
+    256 and 0.5; the bench's tests ask for smaller studies).
 
     Writes ope.json ({ab, ope, bandit, logged}: `logged` is the logging policy's observed click rate),
     ope_estimates.png and bandit_curves.png into `report`; the evaluation stage reads this directory into its
@@ -131,8 +135,8 @@ def run_off_policy_evaluation(
         requests_per_log,
         epsilon,
         bandit_rounds,
-        bandit_batch=256,
-        shift_fraction=0.5,
+        bandit_batch=bandit_batch,
+        shift_fraction=shift_fraction,
         ranking_dir=ranking_model,
         features_dir=features,
         reward=rewards.parse(reward_weighting),

@@ -1,13 +1,13 @@
-"""The bench harness's export entry: the whole export on real artifacts, timed, into a scratch DuckDB."""
+"""The bench harness's export entry: the export stage's entry (stage.run) on real artifacts, timed, into a scratch
+DuckDB."""
 
 from __future__ import annotations
 
-import datetime as dt
+import json
 import tempfile
 from pathlib import Path
 
-from components import schema
-from components.export.export import DEFAULT_CANDIDATES_N, ExportParams, run_export
+from components.export import export, stage
 
 
 def export_bench(
@@ -18,36 +18,32 @@ def export_bench(
     *,
     candidates_n: int = 0,
     top_k: int = 20,
-    memory_budget_mb: float = 256.0,
 ) -> dict:
     """{"export": {"users_per_s", ...}}: users_per_s is every user through the full funnel (retrieval,
     masking, ranker, top-K) over scoring time; end_to_end also counts reading, loading and writing.
 
-    candidates_n 0 takes the evaluation summary's export_n (the depth the pipeline would export with).
+    The pipeline's entry runs with every user in the treatment arm and no registry; the timings come from the
+    manifest it writes. candidates_n 0 takes the evaluation summary's export_n (the depth the pipeline would
+    export with), as the entry does.
     """
-    if candidates_n <= 0:
-        export_n = schema.EvaluationSummary.read(evaluation_summary).export_n if evaluation_summary else 0
-        candidates_n = export_n or DEFAULT_CANDIDATES_N
-    params = ExportParams(
-        top_k=top_k,
-        candidates_n=candidates_n,
-        experiment="bench",
-        treatment_ratio=1.0,
-        model_version="bench",
-        run_id="bench",
-        generated_at=dt.datetime.now(dt.timezone.utc),
-        memory_budget_mb=memory_budget_mb,
-    )
     with tempfile.TemporaryDirectory(prefix="export-bench-") as scratch:
-        manifest = run_export(
-            features_dir,
-            retrieval_dir,
-            ranking_dir,
-            f"duckdb://{Path(scratch, 'bench.duckdb')}",
-            Path(scratch, "out"),
-            params,
+        stage.run(
+            str(features_dir),
+            str(retrieval_dir),
+            str(ranking_dir),
+            str(Path(scratch, "out")),
+            destination=f"duckdb://{Path(scratch, 'bench.duckdb')}",
+            top_k=top_k,
+            candidates_n=candidates_n,
+            experiment="bench",
+            treatment_ratio=1.0,
+            model_version="bench",
+            run_id="bench",
+            evaluation_summary=str(evaluation_summary) if evaluation_summary else None,
         )
+        manifest = json.loads(Path(scratch, "out", export.MANIFEST_FILE).read_text())
     timing = manifest["timing"]
+    candidates_n = manifest["candidates_n"]
     return {
         "export": {
             "users_per_s": timing["users_per_s"],
