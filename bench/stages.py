@@ -23,8 +23,8 @@ entries' defaults. Where the bench cannot, the reason is the measurement:
   trains DIEN, DIN (and ablations) for every seed on one training set, with bootstrap intervals over test users from
   the test scores and the speed reference; the stage entry trains one model and returns only its valid (retrieval)
   or finite (ranking) figures. They train through the stage's own code (retrieval.training.train_from_features;
-  ranking.training's training_set, train, evaluate and export_ranker, as train_ranker does), and a bench function
-  that kept no artifact gets one from the stage entry (train_artifact).
+  ranking.training.fit_and_measure and write_artifact, of which train_ranker is made), and a bench function that
+  kept no artifact gets one from the stage entry (train_artifact).
 - campaign: campaign_bench measures on a time split it builds when the run's features are not one (the models
   trained through the features, retrieval and ranking entries), where the campaign-evaluation entry
   (export/campaign_eval.run) would leave the audiences out.

@@ -18,6 +18,8 @@ is deterministic, so runs compare exactly.
 from __future__ import annotations
 
 import dataclasses
+import numbers
+import statistics
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
@@ -351,3 +353,38 @@ def bootstrap_gauc(labels, scores, groups, weights) -> np.ndarray:
         with np.errstate(invalid="ignore", divide="ignore"):
             out.append(user_weight @ user_auc / user_weight.sum(axis=1))
     return np.concatenate(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Several seeds of one measurement: the bench's SEEDS=n (bench/aggregate.py) and ranking_bench's own seeds
+# ---------------------------------------------------------------------------------------------
+def _is_number(value) -> bool:
+    """A real number that is no bool (a flag is not a figure to take the median of)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def merge_seeds(runs: list[dict]) -> dict:
+    """Merges the per-seed results of one stage, recursively (the bench's SEEDS=n: docs/architecture.md).
+
+    A dict with numeric values gets the medians in place of the values, and `per_seed` / `spread`
+    for those keys; nested dicts are merged the same way; other values are kept from the first seed.
+    With one seed the result is the run itself.
+    """
+    if len(runs) == 1:
+        return runs[0]
+    first = runs[0]
+    out, per_seed, spread = {}, {}, {}
+    for key, value in first.items():
+        values = [run.get(key) for run in runs]
+        if _is_number(value) and all(_is_number(v) for v in values):
+            out[key] = statistics.median(values)
+            per_seed[key] = values
+            spread[key] = max(values) - min(values)
+        elif isinstance(value, dict) and all(isinstance(v, dict) for v in values):
+            out[key] = merge_seeds(values)
+        else:
+            out[key] = value
+    if per_seed:
+        out["per_seed"] = per_seed
+        out["spread"] = spread
+    return out

@@ -20,17 +20,14 @@ from components import metrics, schema
 from components.ranking import probe
 from components.ranking.base import ModelConfig
 from components.ranking.data import epoch_plan, load_split, planned_dataset
-from components.ranking.export import export_ranker
 from components.ranking.training import (
     TrainConfig,
-    artifact_info,
     build_model,
-    evaluate,
-    fit_fusion,
+    fit_and_measure,
     make_train_step,
     predict,
-    train,
     training_set,
+    write_artifact,
 )
 
 VARIANTS = {"dien": ModelConfig(model_type="dien"), "din": ModelConfig(model_type="din")}
@@ -39,17 +36,6 @@ ABLATIONS = {"dien_no_aux": ModelConfig(model_type="dien", aux_weight=0.0)}
 TREES = "trees"
 BOOTSTRAP_RESAMPLES = 1000
 SPEED_ROUNDS, SPEED_BATCHES = 7, 60
-
-
-def _summarize(runs: list[dict]) -> dict:
-    """One seed: its values. Several: the median of each numeric value, plus per_seed and spread (max - min)."""
-    if len(runs) == 1:
-        return dict(runs[0])
-    names = [name for name, value in runs[0].items() if isinstance(value, (int, float))]
-    summary = {name: statistics.median(run[name] for run in runs) for name in names}
-    summary["per_seed"] = {name: [run[name] for run in runs] for name in names}
-    summary["spread"] = {name: max(run[name] for run in runs) - min(run[name] for run in runs) for name in names}
-    return summary
 
 
 def interleaved_seconds(runs: dict[str, Callable[[], None]], rounds: int) -> dict[str, list[float]]:
@@ -165,19 +151,11 @@ def ranking_bench(
         train_config = TrainConfig(epochs=epochs, seed=seed)
         labels, scores, users, seed_runs = {}, {}, {}, {}
         for name, config in variants.items():
-            tf.keras.utils.set_random_seed(seed)
-            model = build_model(config, spec.num_items, spec.num_categories, train_set.statistics)
-            seed_runs[name] = {**train(model, train_data, train_config, valid_data), **evaluate(model, test_data)}
+            model, seed_runs[name] = fit_and_measure(config, train_config, spec, train_set, valid_data, test_data)
             labels[name], users[name] = test_data.scalars[schema.LABEL], test_users
             scores[name] = predict(model, test_data, timed=False)[0]
             if model_dir and name == "dien" and seed == seeds[0]:
-                export_ranker(
-                    model, features_dir, model_dir, artifact_info(spec, train_config, retrieval_dir, seed_runs[name])
-                )
-                if retrieval_dir:
-                    seed_runs[name]["retrieval_weight"] = fit_fusion(features_dir, model_dir, retrieval_dir)[
-                        "retrieval_weight"
-                    ]
+                write_artifact(model, features_dir, model_dir, spec, train_config, retrieval_dir, seed_runs[name])
             tf.keras.backend.clear_session()
         if probe_rows:
             seed_runs[TREES] = probe.run_probe(probe_rows, seed)
@@ -186,7 +164,7 @@ def ranking_bench(
         add_intervals(seed_runs, labels, scores, users)
         for name, run in seed_runs.items():
             runs[name].append(run)
-    result = {name: _summarize(values) for name, values in runs.items()}
+    result = {name: metrics.merge_seeds(values) for name, values in runs.items()}
     speed = speed_against_reference(
         train_data, spec.num_items, spec.num_categories, TrainConfig(epochs=epochs, seed=seeds[0]), train_set.statistics
     )

@@ -342,9 +342,37 @@ def train_ranker(
     spec = schema.FeatureSpec.read(features_dir)
     train_set = training_set(features_dir, train_config, retrieval_dir)
     splits = {split: load_split(features_dir, split) for split in ("valid", "test")}
+    model, result = fit_and_measure(model_config, train_config, spec, train_set, splits["valid"], splits["test"])
+    return write_artifact(model, features_dir, output_dir, spec, train_config, retrieval_dir, result)
+
+
+def fit_and_measure(
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    spec: schema.FeatureSpec,
+    train_set: TrainingSet,
+    valid: RankingData,
+    test: RankingData,
+) -> tuple[SequenceRanker, dict]:
+    """A `model_config` model trained on `train_set` (the best epoch on `valid`) and measured on `test`: the model and
+    its metrics. train_ranker and the bench's ranking_bench both train through here, so the bench measures the
+    stage's model."""
     tf.keras.utils.set_random_seed(train_config.seed)
     model = build_model(model_config, spec.num_items, spec.num_categories, train_set.statistics)
-    result = {**train(model, train_set.data, train_config, splits["valid"]), **evaluate(model, splits["test"])}
+    return model, {**train(model, train_set.data, train_config, valid), **evaluate(model, test)}
+
+
+def write_artifact(
+    model: SequenceRanker,
+    features_dir: str,
+    output_dir: str,
+    spec: schema.FeatureSpec,
+    train_config: TrainConfig,
+    retrieval_dir: str | None,
+    result: dict,
+) -> dict:
+    """Exports the ranking artifact to `output_dir` (ranker.json records `result`); with `retrieval_dir`, chooses the
+    funnel's fusion weight on valid and adds it to `result` as retrieval_weight. Returns `result`."""
     export_ranker(model, features_dir, output_dir, artifact_info(spec, train_config, retrieval_dir, result))
     if retrieval_dir:
         result["retrieval_weight"] = fit_fusion(features_dir, output_dir, retrieval_dir)["retrieval_weight"]

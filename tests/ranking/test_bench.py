@@ -6,6 +6,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from components import metrics
 from components.ranking import bench
 
 
@@ -14,15 +15,16 @@ def run(value: float) -> dict:
 
 
 def test_one_seed_keeps_its_values():
-    assert bench._summarize([run(0.7)]) == run(0.7)
+    assert metrics.merge_seeds([run(0.7)]) == run(0.7)
 
 
 def test_several_seeds_report_median_per_seed_and_spread():
-    summary = bench._summarize([run(0.70), run(0.74), run(0.71)])
+    # ranking_bench merges its seeds with the harness's merge_seeds: a list has no median, the first seed's is kept
+    summary = metrics.merge_seeds([run(0.70), run(0.74), run(0.71)])
     assert summary["auc"] == pytest.approx(0.71) and summary["gauc"] == pytest.approx(0.355)
     assert summary["per_seed"]["auc"] == [0.70, 0.74, 0.71]
     assert summary["spread"]["auc"] == pytest.approx(0.04)
-    assert "valid_auc_by_epoch" not in summary  # lists have no median
+    assert summary["valid_auc_by_epoch"] == [0.70] and "valid_auc_by_epoch" not in summary["per_seed"]
 
 
 @dataclasses.dataclass
