@@ -68,7 +68,7 @@ image-test: venv ## build the image with buildah and run every task of the compi
 	rm -rf $(call q,$(IMAGE_TEST_DIR))
 	$(MAKE) images BUILDER=buildah VARIANT=cpu REGISTRY= IMAGE_REF=$(call q,$(IMAGE_REF))
 	RECSYS_IMAGE=$(call q,$(IMAGE_REF)) $(PY) -m pipelines.compile --output $(call q,$(IMAGE_TEST_DIR)/pipeline.yaml)
-	time $(PY) -m pipelines.image_test --spec $(call q,$(IMAGE_TEST_DIR)/pipeline.yaml) --image $(call q,$(IMAGE_REF)) \
+	time $(PY) -m tools.image_test --spec $(call q,$(IMAGE_TEST_DIR)/pipeline.yaml) --image $(call q,$(IMAGE_REF)) \
 	  --workdir $(call q,$(IMAGE_TEST_DIR)) $(IMAGE_TEST_PARAMS)
 
 # The serving image: docker/Dockerfile.serving on top of the component image (the prediction server as entry point).

@@ -7,7 +7,7 @@ import stat
 import pytest
 
 from components.image import IMAGE
-from pipelines import image_test
+from tools import image_test
 
 from .tiny_pipeline import compile_tiny
 

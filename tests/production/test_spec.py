@@ -9,7 +9,7 @@ import yaml
 
 from components.cloud.resources import STAGE_RESOURCES
 from components.image import IMAGE
-from pipelines.image_test import check_pinned, load_pipeline_spec
+from tools.image_test import check_pinned, load_pipeline_spec
 
 GOLDEN = Path(__file__).parent / "golden" / "pipeline.yaml"
 # display name -> the resource table's stage
