@@ -82,6 +82,8 @@ def stage_counts(run_dir: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """`python -m bench.ga4_taobao`: Taobao as GA4 export files, loaded and extracted (with --pipeline the whole DAG
+    too)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="Taobao UserBehavior CSV")
     parser.add_argument("--work", required=True, help="new folder for the export, warehouse and run")

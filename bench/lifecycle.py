@@ -61,6 +61,7 @@ SETTINGS = dict(embedding_dim=16, max_len=8, batch_size=256, patience=2)
 
 
 def log(message: str) -> None:
+    """A timestamped progress line on stderr, so the JSON on stdout or in --out stays clean."""
     print(f"[lifecycle {dt.datetime.now(dt.timezone.utc):%H:%M:%S}] {message}", file=sys.stderr, flush=True)
 
 
@@ -148,6 +149,7 @@ def category_popularity_lists(features_dir: Path, test, k: int = 20) -> np.ndarr
 
 
 def model_lists(result_model, test, available: np.ndarray, k: int = 20) -> np.ndarray:
+    """Each test user's top-`k` available items [users, k] from an in-memory retrieval model (reserved ids masked)."""
     from components.retrieval.training import encode_queries
 
     queries = encode_queries(result_model, test.hist_items, test.hist_cats)
@@ -178,6 +180,7 @@ def _median(values: list[float]) -> dict:
 
 
 def run_week(out_json: Path, seeds: int, days: int, work: Path) -> dict:
+    """The lifecycle bench: a week of daily runs, cold against warm start, with the data checks; writes `out_json`."""
     from components.retrieval import export, training, warm_start
     from components.retrieval.config import RetrievalConfig
     from components.retrieval.data import load_catalogue, load_examples
@@ -360,6 +363,7 @@ def drift_week(days: int, work: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """`make lifecycle-bench`: the week of daily runs (or only its data checks with --drift-only) into one JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="bench/results/bench.json")
     parser.add_argument("--seeds", type=int, default=3)

@@ -53,6 +53,7 @@ def parse_overrides(items: list[str]) -> dict:
 
 
 def run_row(features_dir: str, overrides: dict, seed: int) -> dict:
+    """One row of the ablation: retrieval trained with `overrides` on one seed, its valid and test metrics and speed."""
     config = dataclasses.replace(RetrievalConfig(), seed=seed, **overrides)
     result = training.train_from_features(features_dir, config)
     test = training.evaluate(result.model, load_examples(features_dir, "test", config.max_len))
@@ -69,6 +70,7 @@ def run_row(features_dir: str, overrides: dict, seed: int) -> dict:
 
 
 def table(results: dict[str, list[dict]]) -> str:
+    """The ablation as a Markdown table of medians over seeds, one setting per row."""
     header = ["setting", *(f"valid {k}" for k in KEYS), *(f"test {k}" for k in KEYS), "train s", "examples/s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, runs in results.items():
@@ -79,6 +81,7 @@ def table(results: dict[str, list[dict]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m bench.retrieval_ablation`: trains each setting of ROWS and writes the JSON and the table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--features", required=True, help="a features output directory")
     parser.add_argument("--out", required=True, type=Path)

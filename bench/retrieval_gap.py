@@ -62,6 +62,8 @@ def same_day_users(extracted_dir: str | Path, features_dir: str | Path) -> np.nd
 
 
 def gap_report(features_dir: str, extracted_dir: str, config: RetrievalConfig) -> dict:
+    """Why test trails valid: valid against test HIT@20 and NDCG@20 of one trained model, slice by slice (module
+    docstring)."""
     result = training.train_from_features(features_dir, config)
     model, catalogue = result.model, result.catalogue
     valid = _by_user(load_examples(features_dir, "valid", config.max_len))
@@ -125,6 +127,7 @@ def gap_report(features_dir: str, extracted_dir: str, config: RetrievalConfig) -
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m bench.retrieval_gap`: the valid-test gap report of one retrieval configuration as JSON."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--features", required=True)
     parser.add_argument("--extracted", required=True, help="the extract output (events.parquet) of the same run")

@@ -37,6 +37,7 @@ ALL_STAGES = ("warehouse", "extract", "features", "baselines", *SEEDED_STAGES, "
 
 
 def log(message: str) -> None:
+    """A timestamped progress line on stderr, so the bench JSON stays the only output file."""
     print(f"[bench {dt.datetime.now(dt.timezone.utc):%H:%M:%S}] {message}", file=sys.stderr, flush=True)
 
 
@@ -98,6 +99,7 @@ def run_bench(
     only: tuple[str, ...] = ALL_STAGES,
     ablations: tuple[str, ...] = (),
 ) -> dict:
+    """The whole bench on one data set: every stage of `only` in DAG order; returns the bench JSON as a dict."""
     if seeds < 1:
         raise ValueError(f"--seeds must be at least 1, got {seeds}")
     stages.warehouse_source(data, data_format)  # bad --data/--format fail before any work
@@ -132,6 +134,7 @@ def run_bench(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`make bench`: parses the options, runs the bench in a work folder and writes the JSON; 1 if a stage failed."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="a file (amazon, taobao) or a synthetic preset name")
     parser.add_argument("--format", required=True, choices=stages.FORMATS)

@@ -75,6 +75,7 @@ def fits(table: list[dict], largest: int | None = None) -> dict[str, dict[str, f
 
 
 def findings(exponents: dict[str, dict[str, float | None]], where: str) -> list[str]:
+    """One line per stage and measure that grows faster than linearly in events `where` (exponent above SUPERLINEAR)."""
     return [
         f"{stage}: {measure} grows as events^{value:.2f} {where} (above {SUPERLINEAR})"
         for stage, measures in exponents.items()
@@ -104,6 +105,8 @@ def _plot(table: list[dict], measure: str, title: str) -> str:
 
 
 def report_html(table: list[dict], exponents: dict, top: dict, flagged: list[str]) -> str:
+    """scale.html: the findings, the fitted exponents, a log-log plot per measure and the per-preset table."""
+
     def cell(value) -> str:
         if value is None:
             return ""
@@ -142,6 +145,7 @@ def report_html(table: list[dict], exponents: dict, top: dict, flagged: list[str
 
 
 def summarize(results: dict[str, dict], out_dir: Path) -> dict:
+    """Fits every stage's exponents over the presets and writes scale.json and scale.html into `out_dir`."""
     table = rows(results)
     exponents, top = fits(table), fits(table, largest=2)
     flagged = findings(exponents, "over every size") + findings(top, "between the two largest sizes")
@@ -158,6 +162,7 @@ def summarize(results: dict[str, dict], out_dir: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`make scale-bench`: the bench per preset, each in its own process, then the fits; 1 if a stage failed."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", default=",".join(PRESETS), help="comma-separated synthetic shop presets")
     parser.add_argument("--out-dir", type=Path, default=Path("runs/scale"))

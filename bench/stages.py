@@ -77,12 +77,14 @@ class Context:
     notes: list[str] = dataclasses.field(default_factory=list)
 
     def require(self, *names: str) -> None:
+        """Skips the stage (StageSkipped) when an earlier stage's output it needs is missing."""
         missing = [n for n in names if not getattr(self, n)]
         if missing:
             raise StageSkipped(f"needs the output of an earlier stage that did not run: {', '.join(missing)}")
 
 
 def warehouse_source(data: str, data_format: str) -> str:
+    """The warehouse builder's source string for --data/--format; a missing file fails here, before any work."""
     if data_format not in FORMATS:
         raise ValueError(f"unknown format {data_format!r}; expected one of {FORMATS}")
     if data_format == "synthetic":
@@ -168,6 +170,7 @@ def _available(ctx: Context, seed: int, stage_dir: Path, seeds_as_tuple: bool = 
 
 # ---- the stages, in DAG order -------------------------------------------------------------------
 def run_warehouse(ctx: Context) -> dict:
+    """Builds the DuckDB warehouse that the extract stage reads, as the shop's nightly load would."""
     module = _import("components.warehouse.duckdb_warehouse")
     path = ctx.work / "warehouse" / "shop.duckdb"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -177,6 +180,7 @@ def run_warehouse(ctx: Context) -> dict:
 
 
 def run_extract(ctx: Context) -> dict:
+    """The extract stage's entry (extract/stage.py run) on the bench's warehouse; its row counts are the bench's."""
     ctx.require("warehouse_path")
     module = _import("components.extract.stage")
     out = ctx.work / "extract"
@@ -187,6 +191,7 @@ def run_extract(ctx: Context) -> dict:
 
 
 def run_features(ctx: Context) -> dict:
+    """The features stage's entry (features/stage.py run) with the data's split; its events/s and manifest counts."""
     ctx.require("extracted_dir")
     module = _import("components.features.stage")
     out = ctx.work / "features"
@@ -202,6 +207,7 @@ def run_features(ctx: Context) -> dict:
 
 
 def run_baselines(ctx: Context) -> dict:
+    """Popularity and item-to-item on the test split: the figures every model must beat."""
     ctx.require("features_dir")
     from components import baselines
 
@@ -245,6 +251,7 @@ def train_artifact(stage: str, ctx: Context, seed: int, model_dir: Path) -> None
 
 
 def run_evaluation(ctx: Context, seed: int) -> dict:
+    """The evaluation stage's entry on one seed's pair of models; its summary gives the funnel and gate keys."""
     ctx.require("features_dir")
     if seed not in ctx.retrieval_dirs or seed not in ctx.ranking_dirs:
         raise StageSkipped("needs both a retrieval and a ranking model artifact (model_dir) from this run")
@@ -298,6 +305,7 @@ def run_campaign(ctx: Context) -> dict:
 
 
 def run_experiments(ctx: Context) -> dict:
+    """experiments_bench (the off-policy evaluation task's entry) with the run's first pair of models."""
     function = find_stage_function("experiments")
     seed = min(ctx.retrieval_dirs.keys() & ctx.ranking_dirs.keys(), default=0)
     return file_keys("experiments", call_with_context(function, _available(ctx, seed, ctx.work / "experiments")))

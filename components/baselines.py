@@ -60,6 +60,7 @@ class Popularity:
         self.counts = item_counts(train).astype(np.float32)
 
     def score(self, hist_items: Sequence[np.ndarray]) -> np.ndarray:
+        """Scores [users, num_items]: the train counts broadcast to every user (a view, no copy per user)."""
         return np.broadcast_to(self.counts, (len(hist_items), self.num_items))
 
 
@@ -87,6 +88,7 @@ class ItemToItem:
         self.tiebreak = (POPULARITY_TIEBREAK * popularity / max(popularity.max(), 1.0)).astype(np.float32)
 
     def score(self, hist_items: Sequence[np.ndarray]) -> np.ndarray:
+        """Scores [users, num_items]: the weighted transitions out of each user's last `window` history items."""
         users, items, weights = self._recent_items(hist_items)
         starts, ends = self.indptr[items], self.indptr[items + 1]
         lengths = ends - starts

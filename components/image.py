@@ -37,6 +37,7 @@ def content_hash() -> str:
 
 
 def image() -> str:
+    """The component image every task runs in: RECSYS_IMAGE when set, else the repository tagged by the content hash."""
     return os.environ.get("RECSYS_IMAGE") or f"{IMAGE_REPOSITORY}:{content_hash()}"
 
 

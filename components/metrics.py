@@ -51,10 +51,12 @@ class Ranks:
         return len(self.higher)
 
     def subset(self, selector) -> Ranks:
+        """The ranks of the users `selector` picks (a mask or indices), for the breakdowns and the bootstrap."""
         return Ranks(self.higher[selector], self.ties[selector])
 
     @classmethod
     def concatenate(cls, parts: Sequence[Ranks]) -> Ranks:
+        """The ranks of several chunks of users, in order; no parts gives no users."""
         if not parts:
             return cls(np.zeros(0, np.int64), np.zeros(0, np.int64))
         return cls(np.concatenate([p.higher for p in parts]), np.concatenate([p.ties for p in parts]))
@@ -67,6 +69,7 @@ class Ranks:
 
     @property
     def present(self) -> np.ndarray:
+        """bool [n]: the targets inside the list (a funnel's top-N); absent ones count 0 in every metric."""
         return self.higher >= 0
 
 

@@ -33,17 +33,21 @@ class BlessedModel:
 
     @property
     def retrieval_dir(self) -> Path:
+        """The retrieval artifact registered with this model."""
         return self.path / "retrieval"
 
     @property
     def ranking_dir(self) -> Path:
+        """The ranking artifact registered with this model."""
         return self.path / "ranking"
 
     @property
     def metadata(self) -> dict:
+        """What evaluation registered beside the models: gate, metrics, lineage and the data statistics."""
         return json.loads((self.path / METADATA).read_text())
 
     def to_json(self) -> dict:
+        """The model as the evaluation summary's and export manifest's JSON (schema.ModelRef has the same keys)."""
         return {"version": self.version, "retrieval_dir": str(self.retrieval_dir), "ranking_dir": str(self.ranking_dir)}
 
 

@@ -9,6 +9,7 @@ from kfp import compiler
 
 
 def compile_pipeline(output: str | Path) -> Path:
+    """Compiles the DAG into the spec that `make pipeline-run`, Vertex and KFP submit; returns its path."""
     from pipelines.pipeline import recommender_pipeline
 
     output = Path(output)
@@ -18,6 +19,7 @@ def compile_pipeline(output: str | Path) -> Path:
 
 
 def main() -> None:
+    """`python -m pipelines.compile --output pipeline.yaml`: the spec for a pipeline run."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--output", default="pipeline.yaml")
     args = parser.parse_args()

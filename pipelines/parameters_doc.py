@@ -42,6 +42,7 @@ def _default(value) -> str:
 
 
 def markdown() -> str:
+    """The parameters as the README's Markdown table, so the table is generated rather than kept by hand."""
     lines = ["| parameter | type | default | what it does |", "|---|---|---|---|"]
     lines += [
         f"| `{name}` | {kind} | {default} | {text.replace('|', '&#124;')} |"

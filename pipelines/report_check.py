@@ -40,6 +40,7 @@ PAGE_CHECKS = """(() => {
 
 
 def find_chromium() -> str | None:
+    """The headless browser the check drives (Debian's chromium or chromium-browser), None when none is installed."""
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -182,6 +183,7 @@ def latest_report(output: str | Path) -> Path:
 
 
 def main() -> None:
+    """`make report-check`: opens the newest (or the given) report in a browser and saves its screenshots."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("report", nargs="?", help="report.html; default: the newest under --output")
     parser.add_argument("--output", default="runs/local", help="a make pipeline-run OUTPUT folder")

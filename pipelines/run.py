@@ -198,6 +198,7 @@ def check_remote_uris(warehouse_uri: str, destination: str) -> None:
 
 
 def main() -> None:
+    """`make pipeline-run`: parses the run's options and runs, compiles or submits the DAG on the chosen target."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--target", choices=("local", "vertex", "kfp"), default="local")
     parser.add_argument("--output", default="runs/local", help="local pipeline root and warehouse folder")

@@ -71,6 +71,7 @@ MAX_FIGURES = 3
 
 
 def read_executor_output(task_dir: Path) -> dict:
+    """A task's executor_output.json (its output parameters and metrics); {} when the task wrote none."""
     path = task_dir / "executor_output.json"
     return json.loads(path.read_text()) if path.exists() else {}
 
@@ -93,6 +94,7 @@ def task_metrics(task_dir: Path) -> dict[str, float]:
 
 
 def key_figures(values: dict) -> str:
+    """The few figures of a task worth one line in a quiet run (blessed first), as "name value, ..."."""
     shown = [(name, values[name]) for name in KEY_FIGURES if name in values][:MAX_FIGURES]
     if "Output" in values and isinstance(values["Output"], bool):
         shown.insert(0, ("blessed", values["Output"]))
@@ -120,6 +122,7 @@ class QuietStream:
         self.lines = 0
 
     def write(self, text: str) -> int:
+        """Buffers `text` and passes each complete line through the filter; returns len(text) as a stream must."""
         self.pending += text
         *complete, self.pending = self.pending.split("\n")
         for line in complete:
@@ -127,9 +130,12 @@ class QuietStream:
         return len(text)
 
     def flush(self) -> None:
+        """Flushes the wrapped stream (a partial line stays buffered until its end arrives)."""
         self.target.flush()
 
     def isatty(self) -> bool:
+        """Whether the wrapped stream is a terminal, so progress bars behind it behave as they would without the
+        filter."""
         return self.target.isatty()
 
     def _emit(self, text: str) -> None:

@@ -45,6 +45,7 @@ def executor_images(spec) -> dict[str, str]:
 
 
 def check_pinned(spec, image: str) -> None:
+    """Refuses a spec whose container executors do not all pin `image`, so the test runs the image it names."""
     images = executor_images(spec)
     if not images:
         raise ValueError("the spec has no container executors")
@@ -75,6 +76,8 @@ class BuildahTaskHandler:
         self.env_vars = env_vars or {}
 
     def run(self):
+        """Runs the task's command in a fresh container of the image, the run folder mounted; returns kfp.local's
+        status."""
         from kfp.local import status
 
         started = time.perf_counter()
@@ -265,6 +268,7 @@ def run_image_test(
 
 
 def parse_param(text: str) -> tuple[str, object]:
+    """A --param NAME=VALUE as (name, value), the value read as JSON when it parses, else kept as text."""
     name, sep, value = text.partition("=")
     if not sep or not name:
         raise ValueError(f"--param {text!r} must be NAME=VALUE")
@@ -275,6 +279,7 @@ def parse_param(text: str) -> tuple[str, object]:
 
 
 def main() -> None:
+    """`make image-test`'s runner: the compiled spec run task by task in the image, then every output checked."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--spec", required=True)
     parser.add_argument("--image", required=True, help="the image every executor must pin")

@@ -52,4 +52,5 @@ def apply_resources(task, stage: str, accelerator: str | None = None, accelerato
 
 
 def accelerator_stages() -> list[str]:
+    """The stages that may run on an accelerator, for the pipeline's accelerator parameters and their check."""
     return sorted(name for name, r in STAGE_RESOURCES.items() if r.accelerator_allowed)

@@ -25,6 +25,7 @@ class Interval:
     confidence: float
 
     def to_json(self) -> dict:
+        """The interval as the summary's JSON (its fields by name)."""
         return dataclasses.asdict(self)
 
     def __str__(self) -> str:
@@ -38,9 +39,11 @@ class Difference:
 
     @property
     def significant(self) -> bool:
+        """True when the 95% interval of the difference excludes 0, in either direction."""
         return self.interval.low > 0 or self.interval.high < 0
 
     def to_json(self) -> dict:
+        """The difference as the summary's JSON: the model it is against, its interval and whether it is significant."""
         return {"against": self.against, **self.interval.to_json(), "significant": self.significant}
 
 

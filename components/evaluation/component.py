@@ -41,6 +41,7 @@ def evaluation(
     campaign: Optional[Input[Artifact]] = None,
     gate_on_drift: bool = False,
 ) -> bool:
+    """Scores the candidate against the baselines and the last blessed model and returns the gate's `blessed`."""
     from components import kfp_metrics
     from components.evaluation import stage
 

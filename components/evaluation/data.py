@@ -33,10 +33,12 @@ class TestSplit:
 
     @property
     def num_items(self) -> int:
+        """The vocabulary size the scores are over, reserved indices included."""
         return len(self.item_ids)
 
     @property
     def history_lengths(self) -> np.ndarray:
+        """int64 [users]: each test user's history length, for the by-history-length breakdown."""
         return np.fromiter((len(h) for h in self.hist_items), dtype=np.int64, count=len(self.hist_items))
 
     def __len__(self) -> int:

@@ -68,6 +68,7 @@ class Comparison:
 
     @property
     def reason(self) -> str:
+        """The report's line for this comparison: PASS or FAIL, the candidate's value, the bar and what set it."""
         above, below = (">", "<=") if self.strict else (">=", "<")
         text = (
             f"{'PASS' if self.passed else 'FAIL'}: candidate {self.metric} {self.candidate:.4f} "
@@ -98,6 +99,7 @@ class GateDecision:
         return [c.reason for c in self.comparisons] + list(self.notes)
 
     def to_json(self) -> dict:
+        """The gate as the summary's JSON, which the report and the bench read."""
         return {
             "blessed": self.blessed,
             "metric": self.metric,

@@ -41,6 +41,8 @@ class Plot:
 
 
 def colour(name: str, names: list[str] | None = None) -> str:
+    """A model's colour, the same in every figure: the base models have their own, others take the extra ones in
+    order."""
     if name in BASE_COLOURS:
         return BASE_COLOURS[name]
     extra = [n for n in (names or [name]) if n not in BASE_COLOURS]
@@ -143,6 +145,7 @@ def breakdown_bars(table: dict[str, dict], title: str, metrics_shown=("hit@20", 
 
 
 def list_bars(list_stats: dict[str, dict]) -> Plot:
+    """The list-statistics figure: catalogue coverage of each model's top-20 lists beside its share of tail items."""
     names = list(list_stats)
     fig = Figure(figsize=(9, 3.5))
     left, right = fig.subplots(1, 2)
@@ -203,6 +206,7 @@ def calibration_table(labels: np.ndarray, probabilities: np.ndarray, bins: int =
 
 
 def calibration(name: str, labels: np.ndarray, probabilities: np.ndarray) -> Plot:
+    """The ranker's calibration on 1:1 sampled rows: observed against predicted rate, with the rows per bin below."""
     table = calibration_table(labels, probabilities)
     fig = Figure(figsize=(5.5, 6))
     top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})

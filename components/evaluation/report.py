@@ -108,6 +108,7 @@ def _fig(figures: dict[str, Plot], *names: str) -> str:
 
 
 def verdict(summary: dict) -> str:
+    """The report's opening banner: BLESSED or NOT BLESSED and what export does because of it."""
     gate = summary["gate"]
     word, colour = ("BLESSED", "#1b9e77") if gate["blessed"] else ("NOT BLESSED", "#d95f02")
     after = (
@@ -128,6 +129,7 @@ def verdict(summary: dict) -> str:
 
 
 def ab_control_note(summary: dict) -> str:
+    """What the A/B arms get: the control arm's model (the last blessed one), or why there is no control yet."""
     if summary.get("previous_blessed"):
         return _p(
             f"A/B: the control arm keeps the lists of the last blessed model "
@@ -142,6 +144,7 @@ def ab_control_note(summary: dict) -> str:
 
 
 def metadata_section(meta: dict) -> str:
+    """The run's provenance: data source and window, each stage's parameters, the image and the code version."""
     params = meta["parameters"]
     extract = params.get("extract", {})
     window = (
@@ -237,6 +240,7 @@ def lineage_section(summary: dict) -> str:
 
 
 def intervals_section(summary: dict, figures: dict[str, Plot]) -> str:
+    """The gate metric's bootstrap intervals per model and of the candidate's differences to each."""
     intervals = summary["gate_intervals"]
     models = intervals["models"]
     differences = intervals["differences"]
@@ -269,6 +273,7 @@ def intervals_section(summary: dict, figures: dict[str, Plot]) -> str:
 
 
 def blessed_section(summary: dict) -> str:
+    """The candidate against the last blessed model re-scored on today's test split (or why there is none)."""
     versus = summary["versus_last_blessed"]
     if versus is None:
         return _section(
@@ -307,6 +312,7 @@ def blessed_section(summary: dict) -> str:
 
 
 def rankers_section(summary: dict, figures: dict[str, Plot]) -> str:
+    """Each ranker's AUC, GAUC and logloss beside its funnel metrics, the candidate marked, with their curves."""
     rankers = summary["rankers"]
     candidate = summary["candidate_ranker"]
     metrics_by_name = summary["ranking_metrics"]
@@ -350,6 +356,8 @@ def rankers_section(summary: dict, figures: dict[str, Plot]) -> str:
 
 
 def examples_section(summary: dict) -> str:
+    """A few users' histories and the lists each model gives them, the actual next item in bold."""
+
     def items(entries, mark=False):
         hit = ' class="hit"'
         return (
@@ -383,6 +391,7 @@ def examples_section(summary: dict) -> str:
 
 
 def breakdowns_section(summary: dict, figures: dict[str, Plot]) -> str:
+    """The funnel and baselines by user segment, history length, target popularity and target category."""
     parts = []
     titles = (
         ("segment", "User segments", "breakdown_segment"),
@@ -421,6 +430,7 @@ def breakdowns_section(summary: dict, figures: dict[str, Plot]) -> str:
 
 
 def ab_section(summary: dict, figures: dict[str, Plot]) -> str:
+    """The A/B analysis of the logged outcomes per arm (or why it is not available), with the control-arm note."""
     off_policy = summary["off_policy"]
     ab = off_policy.get("ab") if not off_policy["unavailable"] else None
     if not ab:
@@ -635,6 +645,7 @@ def campaign_section(campaign: dict | None) -> str:
 
 
 def calibration_section(figures: dict[str, Plot]) -> str:
+    """The ranker's calibration figure with its caveat; "" when the run measured no calibration."""
     if "calibration" not in figures:
         return ""
     return _section("calibration", "Ranker calibration", _p(CALIBRATION_CAVEAT, "note"), _fig(figures, "calibration"))

@@ -34,6 +34,7 @@ class ModelScores:
 
     @property
     def funnel(self) -> metrics.Ranks:
+        """The funnel's ranks at the deepest retrieval depth measured (the depth the gate compares)."""
         return self.funnel_by_n[max(self.funnel_by_n)]
 
 

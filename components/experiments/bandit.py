@@ -67,14 +67,17 @@ class BayesianLinearBandit:
 
     @property
     def dim(self) -> int:
+        """The length of w: the context features plus one weight per position."""
         return self.precision.shape[0]
 
     @property
     def context_dim(self) -> int:
+        """The length of a slot's context phi (without the position one-hot)."""
         return self.dim - self.num_positions
 
     @property
     def mean(self) -> np.ndarray:
+        """The posterior mean of w [dim]: the precision-weighted solve, not a stored copy that could drift."""
         return np.linalg.solve(self.precision, self.precision_mean)
 
     def update(self, contexts: np.ndarray, positions: np.ndarray, rewards: np.ndarray) -> None:
@@ -157,6 +160,7 @@ class BayesianLinearBandit:
 
     @classmethod
     def load(cls, directory: str | Path) -> BayesianLinearBandit:
+        """The bandit saved in `directory` (posterior.npz and bandit.json), refused when the two disagree."""
         directory = Path(directory)
         for name in (POSTERIOR_FILE, CONFIG_FILE):
             if not (directory / name).exists():
@@ -218,12 +222,14 @@ class LinUCB:
     def create(
         cls, context_dim: int, num_positions: int, prior_precision: float = 1.0, score_prior: float = 1.0, alpha=1.0
     ) -> LinUCB:
+        """A LinUCB arm on a fresh ridge posterior (noise variance 1); `alpha` scales its upper confidence bonus."""
         if alpha < 0:
             raise ValueError(f"alpha must be >= 0, got {alpha}")
         model = BayesianLinearBandit.create(context_dim, num_positions, prior_precision, 1.0, score_prior, 0.0)
         return cls(model, alpha)
 
     def update(self, contexts: np.ndarray, positions: np.ndarray, rewards: np.ndarray) -> None:
+        """Adds a batch of shown slots' contexts [n, d], positions [n] and rewards [n] to the ridge posterior."""
         self.model.update(contexts, positions, rewards)
 
     def rank(

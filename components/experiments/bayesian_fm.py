@@ -127,10 +127,12 @@ class BayesianFM:
 
     @property
     def dense_dim(self) -> int:
+        """The length of the dense context (the dense weights less one per position)."""
         return len(self.dense_mean) - self.num_positions
 
     @property
     def prior_block_precision(self) -> np.ndarray:
+        """The prior precision [1 + dim, 1 + dim] of one field value's bias and factors, where every row starts."""
         return np.diag([self.bias_precision] + [self.factor_precision] * self.dim)
 
     # ---- blocks ----------------------------------------------------------------------------------------------
@@ -297,6 +299,7 @@ class BayesianFM:
 
     @classmethod
     def from_arrays(cls, arrays) -> BayesianFM:
+        """The FM of fm_posterior.npz (np.load of it): its config, dense posterior and every field's rows."""
         config = json.loads(str(arrays["config"]))
         dense_dim = len(arrays["dense_mean"]) - config["num_positions"]
         kwargs = {key: config[key] for key in CONFIG_KEYS if key != "num_positions"}

@@ -173,6 +173,7 @@ class SlatePolicy:
 
     @property
     def slate_size(self) -> int:
+        """The positions of a slate (the marginals' last axis)."""
         return self.marginals.shape[2]
 
     def prob(self, request: np.ndarray, item: np.ndarray, position: np.ndarray) -> np.ndarray:
@@ -228,10 +229,13 @@ def weight_diagnostics(log: LoggedSlates, target_prob: np.ndarray) -> dict[str, 
 
 
 def ips(log: LoggedSlates, target_prob: np.ndarray) -> float:
+    """Inverse propensity scoring: the target's per-slot click rate from the logged slots, unbiased but of high
+    variance."""
     return float(np.sum(target_prob / log.propensity * log.outcome) / (log.num_requests * log.slate_size))
 
 
 def snips(log: LoggedSlates, target_prob: np.ndarray) -> float:
+    """Self-normalised IPS: per position, the weighted outcomes over the sum of weights; biased, of lower variance."""
     w = target_prob / log.propensity
     per_position = []
     for k in range(log.slate_size):
@@ -249,6 +253,7 @@ def dm(log: LoggedSlates, target_value: np.ndarray) -> float:
 
 
 def dr(log: LoggedSlates, target_prob: np.ndarray, target_value: np.ndarray, qhat_logged: np.ndarray) -> float:
+    """Doubly robust: the direct method corrected by IPS on its residuals, unbiased when either part is right."""
     correction = np.sum(target_prob / log.propensity * (log.outcome - qhat_logged))
     return dm(log, target_value) + float(correction / (log.num_requests * log.slate_size))
 
@@ -287,6 +292,7 @@ class RewardModel:
         l2: float = 1.0,
         iterations: int = 25,
     ) -> RewardModel:
+        """qhat fitted on features [n, d] with a per-position bias by Newton steps (log or squared loss, L2 `l2`)."""
         if loss not in ("log", "squared"):
             raise ValueError(f"loss must be 'log' or 'squared', got {loss!r}")
         x = np.hstack([features, np.eye(slate_size)[position]])

@@ -43,13 +43,16 @@ class RewardWeights:
 
     @property
     def needs_mutes(self) -> bool:
+        """True when a mute weighs other than a plain impression, so the logs must record mutes."""
         return self.mute != self.impression
 
     @property
     def is_click_only(self) -> bool:
+        """True for the click-only weighting (the OPE estimand's), where no weighted study is needed."""
         return self == CLICK
 
     def spec(self) -> str:
+        """The weighting as the pipeline parameter's text (rewards.parse reads it back)."""
         return f"impression={self.impression:g},click={self.click:g},mute={self.mute:g}"
 
 

@@ -100,6 +100,7 @@ class ObservedHistory:
         )
 
     def transitions(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
+        """float [shape of prev]: how often item `nxt` followed item `prev` in the log (0 where prev < 0 or unseen)."""
         keys = prev.astype(np.int64) * len(self.item_views) + nxt
         pos = np.searchsorted(self.transition_keys, keys).clip(max=len(self.transition_keys) - 1)
         found = (self.transition_keys[pos] == keys) & (prev >= 0)
@@ -199,14 +200,17 @@ class LinearRanker:
 
     @classmethod
     def train(cls, history: ObservedHistory, logged: SimulatedLog) -> LinearRanker:
+        """The click model fitted on a logged run of the shop: the new policy when no trained ranker is given."""
         log = logged.log
         features = history.features(logged.users[log.request], log.item[:, None])[:, 0, :]
         return cls(history, ope.RewardModel.fit(features, log.position, log.click, log.slate_size))
 
     def scores(self, users: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        """Scores [B, N] of candidates [B, N] for users [B] by the fitted click model (padding -1 scored as item 0)."""
         return self.history.features(users, candidates.clip(min=0)) @ self.model.weights
 
     def rank(self, users: np.ndarray, pool: np.ndarray) -> np.ndarray:
+        """Each user's pool [B, N] ordered by score, best first (rank_pool)."""
         return rank_pool(self.scores(users, pool), pool)
 
 
@@ -230,6 +234,8 @@ class FunnelRanker:
     def build(
         cls, ranker, world: synthetic.ShopWorld, events: pa.Table, item_vocab: list[str], max_len: int
     ) -> FunnelRanker:
+        """The trained ranker on the world's users: their histories from the shop's events in the features
+        vocabulary."""
         index = {item: i + schema.NUM_RESERVED for i, item in enumerate(item_vocab)}
         frame = events.select(["user_id", "item_id"]).to_pandas()
         rows, items, cats = user_histories(frame, index, ranker.item_category, max_len)
@@ -240,6 +246,7 @@ class FunnelRanker:
         return cls(ranker, hist_items, hist_cats, vocab_index)
 
     def scores(self, users: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        """Scores [B, N] of candidates [B, N] for users [B]; each (user, item) pair is scored once and cached."""
         items = candidates.clip(min=0)
         keys = users[:, None].astype(np.int64) * len(self.vocab_index) + items
         missing = np.unique(keys[~self._cached(keys)])
@@ -271,6 +278,7 @@ class FunnelRanker:
         return scored[np.repeat(np.arange(len(starts)), counts), slot]
 
     def rank(self, users: np.ndarray, pool: np.ndarray) -> np.ndarray:
+        """Each user's pool [B, N] ordered by the ranker's score, best first (rank_pool)."""
         return rank_pool(self.scores(users, pool), pool)
 
 

@@ -25,8 +25,13 @@ BANDIT_POLICIES = ("bayesian_fm", "thompson", "linucb", "exploit", "greedy", "ra
 
 
 class World(Protocol):
-    def click_probability(self, users: np.ndarray, items: np.ndarray) -> np.ndarray: ...
-    def sample_requests(self, n: int, rng: np.random.Generator) -> np.ndarray: ...
+    def click_probability(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """float [B, K]: the true P(click) of items[b, k] (int [B, K]) shown to users[b] (int [B]) at position k."""
+        ...
+
+    def sample_requests(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """int [n]: the users of `n` requests, drawn as the shop's traffic arrives."""
+        ...
 
 
 # A world may also have mute_probability(users int[B], items int[B, K]) -> float[B, K], P(mute) of items[b, k]
@@ -44,6 +49,7 @@ class Proposal:
 
     @property
     def valid(self) -> np.ndarray:
+        """bool [B, N]: the real candidates (not the -1 padding)."""
         return self.candidates >= 0
 
 

@@ -56,6 +56,7 @@ def catalogue_in_model_space(model: ServingModel, inputs: ServingInputs) -> tupl
 
 
 def assign_variants(user_ids: np.ndarray, experiment: str, treatment_ratio: float) -> np.ndarray:
+    """Each user's A/B arm, by the same hash as serving and the A/B analysis (components.ab)."""
     return ab.assign_many(user_ids, experiment, treatment_ratio)
 
 

@@ -55,6 +55,7 @@ def fitted_window_days(events_path: str | Path, cut: dt.datetime, window_days: f
 
 # ---- complementary items ----------------------------------------------------------------------------------
 def heldout_baskets(events_path, params: complementary.CooccurrenceParams, start: dt.datetime) -> list[list[str]]:
+    """The held-out baskets (two items or more) from `start` on, each a sorted item list: the campaign test set."""
     with _connect() as con:
         complementary.load_baskets(con, events_path, params, start=start, table="heldout")
         rows = con.execute(

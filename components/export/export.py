@@ -200,6 +200,7 @@ def build_tables(
 
 
 def build_similar_items(inputs: ServingInputs, model: ServingModel, params: ExportParams) -> pa.Table:
+    """The similar-items table: each available item's nearest neighbours in retrieval's embedding space."""
     available, _ = batch.catalogue_in_model_space(model, inputs)
     neighbours, scores = similar.similar_items(
         model.retriever.item_embeddings, available, params.similar_k, params.memory_budget_mb

@@ -37,6 +37,7 @@ _BIGQUERY_TYPES = {
 
 
 def partition_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    """The UTC day [start, end) of a partition: what a retry of the day's export replaces."""
     start = dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc)
     return start, start + dt.timedelta(days=1)
 
@@ -99,6 +100,7 @@ class BigQueryDestination:
             job.result()
 
     def table_id(self, name: str) -> str:
+        """The fully qualified BigQuery id (project.dataset.name) of one output table."""
         return f"{self.project}.{self.dataset}.{name}"
 
     def table(self, name: str):
@@ -127,6 +129,7 @@ def partition_id(table_id: str, day: dt.date) -> str:
 
 
 def bigquery_schema(table_schema: pa.Schema) -> list:
+    """The BigQuery schema of an Arrow schema: the same columns, types and REQUIRED where the contract says non-null."""
     from google.cloud import bigquery
 
     return [

@@ -36,6 +36,7 @@ class ExtractError(WarehouseError):
 
 
 def load_query(name: str) -> str:
+    """The SQL of one named query in queries/ (the dialect-neutral source the engines transpile)."""
     path = QUERY_DIR / f"{name}.sql"
     if not path.is_file():
         raise ExtractError(f"no query {name!r} in {QUERY_DIR}")
@@ -43,11 +44,13 @@ def load_query(name: str) -> str:
 
 
 def sha256(text: str) -> str:
+    """The hex SHA-256 of a query's text, recorded in the manifest so a run names the exact SQL it ran."""
     return hashlib.sha256(text.encode()).hexdigest()
 
 
 # ---- parameters ---------------------------------------------------------------------------------
 def parse_bound(value: str | dt.datetime | None, name: str) -> dt.datetime | None:
+    """A window bound as an aware UTC datetime ("" or None: open), refused when it does not parse."""
     if value is None or value == "":
         return None
     if isinstance(value, dt.datetime):
@@ -61,6 +64,8 @@ def parse_bound(value: str | dt.datetime | None, name: str) -> dt.datetime | Non
 
 
 def parse_event_types(value: str | Sequence[str] | None) -> list[str]:
+    """The event types to extract (comma-separated text or a list; empty: all of schema.EVENT_TYPES), unknown
+    refused."""
     names = [v.strip() for v in (value.split(",") if isinstance(value, str) else value or [])]
     names = [n for n in names if n]
     if not names:
@@ -97,6 +102,7 @@ class ExtractParams:
     def parse(
         cls, window_start, window_end, event_types, min_events_per_user, run_time=None, window_days: float = 0
     ) -> ExtractParams:
+        """The extract's parameters from the task's plain values, checked: bounds parsed, a relative window resolved."""
         start, end = parse_bound(window_start, "window_start"), parse_bound(window_end, "window_end")
         now = parse_bound(run_time, "run_time") or dt.datetime.now(dt.timezone.utc)
         if window_days:
@@ -114,6 +120,7 @@ class ExtractParams:
         return cls(start, end, parse_event_types(event_types), int(min_events_per_user), now)
 
     def values(self) -> dict[str, object]:
+        """The named query parameters every extract query may bind (window, event types, propensity floor, ...)."""
         return {
             "window_start": self.window_start,
             "window_end": self.window_end,
@@ -134,6 +141,7 @@ class QueryRun:
 
     @property
     def sha256(self) -> str:
+        """The SHA-256 of the SQL that runs, as the manifest records it."""
         return sha256(self.sql)
 
 
@@ -169,6 +177,7 @@ def check_columns(backend: Backend, table: str) -> bool:
 
 
 def drop_counts(backend: Backend, run: QueryRun) -> dict[str, int]:
+    """The rows a drop query counts per reason (reasons with none left out), sorted for a stable manifest."""
     counts: dict[str, int] = {}
     for batch in backend.batches(run.sql, run.params):
         for reason, n in zip(batch.column("reason").to_pylist(), batch.column("n").to_pylist()):
@@ -197,6 +206,7 @@ def write_parquet(backend: Backend, run: QueryRun, table: str, path: Path) -> tu
 
 
 def extract_into(backend: Backend, params: ExtractParams, out: Path, with_impressions: bool) -> dict:
+    """Runs every table's query into Parquet files under `out`; returns the manifest (window, rows, drops, hashes)."""
     tables = ["events", "items"] + (["impressions"] if with_impressions else [])
     runs = {t: prepare(t, backend, params) for t in tables}
     drops = {t: drop_counts(backend, prepare(DROP_QUERIES[t], backend, params)) for t in tables}
@@ -223,6 +233,7 @@ def extract_into(backend: Backend, params: ExtractParams, out: Path, with_impres
 
 
 def read_manifest(directory: str | Path) -> dict:
+    """The manifest.json of an extract output; a folder without one is refused."""
     path = Path(directory, MANIFEST)
     if not path.is_file():
         raise ExtractError(f"{directory}: no {MANIFEST}; is this an extract output?")

@@ -121,6 +121,7 @@ def _distribution(counts: dict[str, int], bins: list[str]) -> np.ndarray:
 
 
 def psi(current: dict[str, int], reference: dict[str, int]) -> float:
+    """Population stability index of two histograms over the union of their bins (empty bins smoothed); 0 = same."""
     bins = sorted(set(current) | set(reference))
     if not bins:
         return 0.0
@@ -129,6 +130,7 @@ def psi(current: dict[str, int], reference: dict[str, int]) -> float:
 
 
 def js_distance(current: dict[str, int], reference: dict[str, int]) -> float:
+    """Jensen-Shannon distance (base 2, in [0, 1]) of two histograms over the union of their bins; 0 = same."""
     bins = sorted(set(current) | set(reference))
     if not bins:
         return 0.0
@@ -221,10 +223,13 @@ def run_checks(
 
 
 def read_checks(features_dir: str | Path) -> dict | None:
+    """The data checks the features stage wrote beside its output, for evaluation's report and gate; None without."""
     path = Path(features_dir, CHECKS_FILE)
     return json.loads(path.read_text()) if path.exists() else None
 
 
 def read_statistics(features_dir: str | Path) -> dict | None:
+    """The extract's statistics the features stage wrote, which evaluation registers with a blessed model; None
+    without."""
     path = Path(features_dir, STATS_FILE)
     return json.loads(path.read_text()) if path.exists() else None

@@ -246,6 +246,7 @@ def _build(
 
 
 def read_manifest(extracted_dir: str) -> dict:
+    """The extract's manifest.json through Beam's FileSystems (local or GCS); a folder without one is refused."""
     path = FileSystems.join(extracted_dir, MANIFEST_FILE)
     if not FileSystems.exists(path):
         raise schema.SchemaError(f"{extracted_dir}: no {MANIFEST_FILE}; is this an extract output directory?")

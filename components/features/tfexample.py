@@ -65,6 +65,8 @@ class Int64ListKey:
         self._key_len = len(self._key_part)
 
     def entry(self, packed: bytes) -> bytes:
+        """The map entry of this key for an already varint-packed int64 list (`packed`), as tf.train.Example encodes
+        it."""
         n = len(packed)
         if n == 0:
             return _entry_body(self._key_part + b"\x02\x1a\x00")
@@ -81,6 +83,7 @@ class Int64ListKey:
         return b"".join((b"\x0a", _VARINTS[body_len], self._key_part, v_feature, b"\x1a", v_list, b"\x0a", v_n, packed))
 
     def scalar(self, value: int) -> bytes:
+        """The map entry of this key holding one int64."""
         return self.entry(varint(value))
 
 
@@ -89,6 +92,7 @@ def _entry_body(body: bytes) -> bytes:
 
 
 def float_entry(key: str, value: float) -> bytes:
+    """The Features map entry of `key` holding one float32, as tf.train.Example encodes it."""
     float_list = _length_delimited(b"\x0a", struct.pack("<f", value))
     feature = _length_delimited(b"\x12", float_list)
     return _entry_body(_length_delimited(b"\x0a", key.encode()) + _length_delimited(b"\x12", feature))

@@ -114,6 +114,7 @@ class BuildCatalogue(beam.PTransform):
     compact item ids until the vocabulary exists."""
 
     def expand(self, batches):
+        """Combines every batch of items into the one sorted catalogue table the other steps read as a side input."""
         return batches | "Concatenate" >> beam.CombineGlobally(_CatalogueFn())
 
 
@@ -182,6 +183,7 @@ class GroupEventsByUser(beam.PTransform):
         self._catalogue = catalogue
 
     def expand(self, batches):
+        """Groups the events by user (drops counted on the stats output); {MAIN: per-user events, STATS: counts}."""
         grouped = batches | "GroupInBatch" >> beam.ParDo(
             _GroupBatchByUser(), beam.pvalue.AsSingleton(self._catalogue)
         ).with_outputs(STATS, main=MAIN)
@@ -220,6 +222,7 @@ class BuildSequences(beam.PTransform):
         self._min_steps = min_steps
 
     def expand(self, events):
+        """Collapses each user's repeats into steps; {MAIN: (user_id, steps), STATS: drop counts}."""
         out = events | "Collapse" >> beam.ParDo(_StepsFn(self._min_steps)).with_outputs(STATS, main=MAIN)
         return {MAIN: out[MAIN], STATS: out[STATS]}
 
@@ -262,6 +265,7 @@ class ComputeVocabulary(beam.PTransform):
         self._catalogue_items = catalogue_items
 
     def expand(self, sequences):
+        """Counts the steps over all users and ranks them into the singleton Vocabulary."""
         return (
             sequences
             | "Count" >> beam.CombineGlobally(_VocabCountsFn(self._split))
@@ -299,6 +303,7 @@ class WriteVocabulary(beam.PTransform):
         self._output_dir = output_dir
 
     def expand(self, vocab):
+        """Writes the vocabulary files and item_features.parquet once; emits their sizes."""
         return vocab | "Write" >> beam.Map(
             write_vocabulary_files, beam.pvalue.AsSingleton(self._catalogue), self._output_dir
         )
@@ -353,6 +358,7 @@ class BuildExamples(beam.PTransform):
         self._fn = _ExamplesFn(max_len, seed, split)
 
     def expand(self, sequences):
+        """Every user's examples under one tag per (kind, split), plus their counts under STATS."""
         tags = [
             output_tag(kind, split) for kind in (schema.RETRIEVAL_DIR, schema.RANKING_DIR) for split in schema.SPLITS
         ]
@@ -370,6 +376,7 @@ class ResolveRankingTask(beam.PTransform):
         self._requested = requested
 
     def expand(self, counts):
+        """Sums the event-type counts and resolves the requested ranking task against them (auto picks by the data)."""
         requested = self._requested
         return (
             counts
@@ -405,6 +412,7 @@ class WriteTFRecordLists(beam.PTransform):
         self._prefix = file_path_prefix
 
     def expand(self, record_lists):
+        """Writes the record lists as TFRecord shards under the prefix, one shard per bundle."""
         return record_lists | "Write" >> beam.io.Write(_TFRecordListSink(self._prefix))
 
 
@@ -422,6 +430,7 @@ class SumCounts(beam.PTransform):
     """Dicts of counts -> one dict with every key summed (an empty dict for no input)."""
 
     def expand(self, counts):
+        """Sums every count dict into one (CombineGlobally), so the stats hold totals over all workers."""
         return counts | "Sum" >> beam.CombineGlobally(_sum_counts)
 
 

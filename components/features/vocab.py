@@ -26,6 +26,7 @@ class VocabCounts:
 
     @classmethod
     def empty(cls) -> VocabCounts:
+        """The counts of no user: the CombineFn's accumulator to start from."""
         return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), [])
 
     def add_user(self, user_id: str, items: np.ndarray, train_items: np.ndarray) -> None:
@@ -39,6 +40,7 @@ class VocabCounts:
         self.user_steps.append((user_id, len(items)))
 
     def merge(self, other: VocabCounts) -> None:
+        """Adds `other`'s counts into these (in place), as the CombineFn merges accumulators."""
         self.item_steps = _add_counts(self.item_steps, other.item_steps)
         self.item_train_targets = _add_counts(self.item_train_targets, other.item_train_targets)
         self.user_steps.extend(other.user_steps)
@@ -86,14 +88,17 @@ class Vocabulary:
 
     @property
     def num_items(self) -> int:
+        """The item vocabulary size including the reserved indices, as the models size their tables."""
         return len(self.items) + schema.NUM_RESERVED
 
     @property
     def num_categories(self) -> int:
+        """The category vocabulary size including the reserved indices."""
         return len(self.categories) + schema.NUM_RESERVED
 
     @property
     def num_users(self) -> int:
+        """The user vocabulary size including the reserved indices."""
         return len(self.users) + schema.NUM_RESERVED
 
     def sampler(self) -> PopularitySampler:

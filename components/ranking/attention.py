@@ -32,6 +32,7 @@ class TargetAttention(tf.keras.layers.Layer):
         self.scorer, self.normalize, self.hidden_units = scorer, normalize, tuple(hidden_units)
 
     def build(self, input_shape):
+        """Creates the scorer's weights from the query [..., Dq] and key [..., Dk] sizes (MLP needs them equal)."""
         query_dim, key_dim = int(input_shape[0][-1]), int(input_shape[1][-1])
         if self.scorer == "bilinear":
             self.bilinear = self.add_weight(name="bilinear", shape=(key_dim, query_dim), initializer="glorot_uniform")
@@ -66,6 +67,8 @@ class TargetAttention(tf.keras.layers.Layer):
         return self.out(hidden)[..., 0]
 
     def weights_from_prepared(self, queries, keys, prepared_keys, mask) -> tf.Tensor:
+        """Weights [B, N, T] of history steps (keys [B, T, D], mask [B, T]) for candidates [B, N, D]; keys prepared once
+        per user."""
         scores = self.scores(queries, keys, prepared_keys)
         valid = tf.cast(mask, tf.bool)[:, None, :]
         if self.normalize == "softmax":
@@ -80,6 +83,7 @@ class TargetAttention(tf.keras.layers.Layer):
         return self.weights_from_prepared(queries, keys, self.prepare_keys(keys), mask)
 
     def get_config(self):
+        """The layer's settings, so Keras can rebuild it."""
         return {
             **super().get_config(),
             "scorer": self.scorer,

@@ -28,6 +28,7 @@ class AuxiliaryLoss(tf.keras.layers.Layer):
             self.net.append(tf.keras.layers.Dense(1))
 
     def logits(self, states: tf.Tensor, items: tf.Tensor) -> tf.Tensor:
+        """Logits [B, T] that the next step's item [B, T, D] follows the interest state [B, T, H]."""
         if self.scorer == "dot":
             return tf.reduce_sum(states * items, axis=-1)
         hidden = tf.concat([states, items], axis=-1)
@@ -52,4 +53,5 @@ class AuxiliaryLoss(tf.keras.layers.Layer):
         return tf.math.divide_no_nan(tf.reduce_sum(losses * pair_mask), tf.reduce_sum(pair_mask))
 
     def get_config(self):
+        """The layer's settings, so Keras can rebuild it."""
         return {**super().get_config(), "scorer": self.scorer, "hidden_units": self.hidden_units}

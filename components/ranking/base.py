@@ -41,6 +41,7 @@ class ModelConfig:
 
     @property
     def hidden_units(self) -> int:
+        """The GRU and attention width: twice the embedding size, the size of an item and category vector together."""
         return 2 * self.embedding_dim
 
 
@@ -50,6 +51,7 @@ def history_mask(hist_items: tf.Tensor) -> tf.Tensor:
 
 
 def masked_mean(values: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    """The mean [B, D] of values [B, T, D] over the real steps (mask [B, T]); 0 for an empty history."""
     total = tf.reduce_sum(values * mask[..., None], axis=1)
     return tf.math.divide_no_nan(total, tf.reduce_sum(mask, axis=1, keepdims=True))
 
@@ -78,6 +80,8 @@ class SequenceRanker(tf.keras.Model):
         self.wide = tf.keras.layers.Dense(1, name="context_wide") if statistics is not None else None
 
     def encode_user(self, hist_items, hist_cats, training=None) -> dict:
+        """What a user's history [B, T] gives every candidate (states, masks, ...); subclasses compute it once per
+        user."""
         raise NotImplementedError
 
     def interest(self, user: dict, candidates: tf.Tensor, training=None) -> tf.Tensor:
@@ -85,6 +89,7 @@ class SequenceRanker(tf.keras.Model):
         raise NotImplementedError
 
     def embed_history(self, hist_items, hist_cats) -> tuple[tf.Tensor, tf.Tensor]:
+        """The history's item and category vectors [B, T, 2 * dim] and its mask [B, T] (1 = a real step)."""
         return self.embedding((hist_items, hist_cats)), history_mask(hist_items)
 
     def candidate_logits(

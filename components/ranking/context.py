@@ -55,10 +55,13 @@ class ItemStatistics:
 
     @property
     def num_items(self) -> int:
+        """The item vocabulary size the statistics are indexed by."""
         return len(self.brand)
 
     @classmethod
     def from_steps(cls, previous: np.ndarray, targets: np.ndarray, brand: np.ndarray) -> ItemStatistics:
+        """The counts of train steps (previous item [n] -> target [n]) and each item's brand, checked against the
+        vocabulary."""
         num_items = len(brand)
         previous, targets = np.asarray(previous, np.int64), np.asarray(targets, np.int64)
         if previous.shape != targets.shape:
@@ -115,6 +118,7 @@ class CandidateContext(tf.keras.layers.Layer):
         self.brand = constant("brand", statistics.brand, tf.int64)
 
     def pair_count(self, previous: tf.Tensor, following: tf.Tensor) -> tf.Tensor:
+        """The train count [shape of keys] of each (previous, following) item pair; 0 for a pair never seen."""
         keys = previous * self.num_items + following
         flat = tf.reshape(keys, [1, -1])
         position = tf.searchsorted(self.pair_keys[None, :], flat)[0]
@@ -122,6 +126,7 @@ class CandidateContext(tf.keras.layers.Layer):
         return tf.reshape(tf.where(found, tf.gather(self.pair_counts, position), 0.0), tf.shape(keys))
 
     def call(self, hist_items, hist_cats, mask, candidates, candidate_cats, leave_out=None):
+        """The candidates' context features [B, N, 7] from the history [B, T] (a step left out where leave_out says)."""
         weights = recency_weights(mask)[:, None, :]  # [B, 1, T]
         hist, cands = hist_items[:, None, :], candidates[:, :, None]  # [B, 1, T], [B, N, 1]
         counts = self.pair_count(hist, cands)  # [B, N, T]

@@ -33,10 +33,12 @@ class RankingData:
 
     @property
     def size(self) -> int:
+        """The rows of the split."""
         return len(self.scalars[schema.LABEL])
 
     @property
     def lengths(self) -> np.ndarray:
+        """int64 [rows]: each row's history length."""
         return np.diff(self.sequences[schema.HIST_ITEMS][1])
 
 

@@ -27,6 +27,8 @@ class DIEN(SequenceRanker):
         self.auxiliary = AuxiliaryLoss(config.aux_scorer) if config.aux_weight > 0 else None
 
     def encode_user(self, hist_items, hist_cats, training=None) -> dict:
+        """The interest-extractor states [B, T, H] of the history [B, T], with what the evolution layer reuses per
+        candidate."""
         history, mask = self.embed_history(hist_items, hist_cats)
         states = self.extractor(history, mask)
         if not self.attention.built:
@@ -43,6 +45,8 @@ class DIEN(SequenceRanker):
         }
 
     def interest(self, user: dict, candidates: tf.Tensor, training=None) -> tf.Tensor:
+        """The evolved interest [B, N, H] for each candidate [B, N, D]: the AUGRU over the states, gated by its
+        attention."""
         weights = self.attention.weights_from_prepared(candidates, user["states"], user["keys"], user["mask"])
         if candidates.shape[1] == 1:
             final = self.evolution.run(user["evolution_inputs"], weights[:, 0, :])
@@ -53,6 +57,7 @@ class DIEN(SequenceRanker):
         return tf.reshape(final, [tf.shape(candidates)[0], per_user, self.config.hidden_units])
 
     def add_auxiliary_loss(self, user: dict, features: dict) -> None:
+        """Adds the auxiliary loss (next clicked step against a sampled no-click step) in training, when configured."""
         if self.auxiliary is None:
             return
         noclick = self.embedding((features[schema.NOCLICK_ITEMS], features[schema.NOCLICK_CATS]))

@@ -15,6 +15,7 @@ class DIN(SequenceRanker):
         self.attention = TargetAttention("mlp", normalize="none", hidden_units=config.din_attention_units)
 
     def encode_user(self, hist_items, hist_cats, training=None) -> dict:
+        """The history's vectors [B, T, D] and mask [B, T], with its attention keys prepared once per user."""
         history, mask = self.embed_history(hist_items, hist_cats)
         if not self.attention.built:
             self.attention.build([history.shape, history.shape])
@@ -26,5 +27,6 @@ class DIN(SequenceRanker):
         }
 
     def interest(self, user: dict, candidates: tf.Tensor, training=None) -> tf.Tensor:
+        """The attention-weighted sum [B, N, D] of the history's vectors for each candidate [B, N, D]."""
         weights = self.attention.weights_from_prepared(candidates, user["history"], user["keys"], user["mask"])
         return tf.matmul(weights, user["history"])

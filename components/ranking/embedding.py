@@ -16,13 +16,16 @@ class ItemCategoryEmbedding(tf.keras.layers.Layer):
 
     @property
     def output_dim(self) -> int:
+        """The size of one step's vector: an item vector and a category vector side by side."""
         return 2 * self.dim
 
     def call(self, inputs):
+        """(items, categories) int [...] -> [..., 2 * dim], item vector then category vector."""
         items, categories = inputs
         return tf.concat([self.items(items), self.categories(categories)], axis=-1)
 
     def get_config(self):
+        """The layer's settings, so Keras can rebuild it."""
         return {
             **super().get_config(),
             "num_items": self.num_items,

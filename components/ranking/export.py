@@ -96,10 +96,14 @@ class RankerModule(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int64)] * 4, autograph=False)
     def score_indices(self, hist_items, hist_cats, candidate_items, candidate_cats):
+        """P(buy) {"scores": [B, N]} for vocabulary indices: histories [B, L] and candidates with their categories [B,
+        N]."""
         return self._score(hist_items, hist_cats, candidate_items, candidate_cats)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.string)] * 3, autograph=False)
     def serve(self, hist_items, hist_cats, candidate_items):
+        """The serving signature: P(buy) {"scores": [B, N]} for raw string ids, histories [B, L] and candidates [B,
+        N]."""
         candidates = self._indices(candidate_items, self.item_lookup)
         return self._score(
             self._indices(hist_items, self.item_lookup),
@@ -175,6 +179,8 @@ class Ranker:
 
 
 def load_ranker(model_dir: str | Path) -> Ranker:
+    """The ranking artifact in `model_dir` as a Ranker, with the funnel's fusion weight ranker.json recorded (0
+    without)."""
     path = Path(model_dir, SAVED_MODEL)
     if not path.is_dir():
         raise FileNotFoundError(f"{model_dir}: no {SAVED_MODEL}/; is this a ranking model artifact?")

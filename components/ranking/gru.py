@@ -158,6 +158,7 @@ class GatedGRU(tf.keras.layers.Layer):
         self.units = units
 
     def build(self, input_shape):
+        """Creates the input and recurrent kernels (3 gates of `units`) from the step size of inputs [B, T, D]."""
         dim = int(input_shape[-1])
         self.kernel = self.add_weight(name="kernel", shape=(dim, 3 * self.units), initializer="glorot_uniform")
         self.recurrent_kernel = self.add_weight(
@@ -189,7 +190,10 @@ class GatedGRU(tf.keras.layers.Layer):
         return tf.transpose(states, [1, 0, 2]) if return_sequences else states[-1]
 
     def call(self, inputs, gate, return_sequences: bool = True):
+        """The states [B, T, units] (or the last [B, units]) of inputs [B, T, D], the update gate scaled by gate [B,
+        T]."""
         return self.run(self.project_inputs(inputs), gate, return_sequences=return_sequences)
 
     def get_config(self):
+        """The layer's settings, so Keras can rebuild it."""
         return {**super().get_config(), "units": self.units}

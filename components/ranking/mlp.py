@@ -18,18 +18,22 @@ class Dice(tf.keras.layers.Layer):
         self.norm = tf.keras.layers.BatchNormalization(center=False, scale=False, epsilon=epsilon)
 
     def build(self, input_shape):
+        """Creates alpha, one per feature of inputs [..., D]."""
         self.alpha = self.add_weight(name="alpha", shape=(int(input_shape[-1]),), initializer="zeros")
         super().build(input_shape)
 
     def call(self, inputs, training=None):
+        """Dice of inputs [..., D], the same shape: the batch-normalised gate mixes s and alpha * s."""
         probability = tf.sigmoid(self.norm(inputs, training=training))
         return probability * inputs + (1.0 - probability) * self.alpha * inputs
 
     def get_config(self):
+        """The layer's settings, so Keras can rebuild it."""
         return {**super().get_config(), "epsilon": self.epsilon}
 
 
 def activation_layer(name: str) -> tf.keras.layers.Layer:
+    """The MLP's activation by name: DIN's Dice or PReLU."""
     if name == "dice":
         return Dice()
     if name == "prelu":
@@ -48,10 +52,12 @@ class PredictionMLP(tf.keras.layers.Layer):
         self.out = tf.keras.layers.Dense(1)
 
     def call(self, inputs, training=None):
+        """Logits [...] of inputs [..., D] through the hidden layers."""
         hidden = inputs
         for dense, act in zip(self.dense, self.activations):
             hidden = act(dense(hidden), training=training) if isinstance(act, Dice) else act(dense(hidden))
         return self.out(hidden)[..., 0]
 
     def get_config(self):
+        """The layer's settings, so Keras can rebuild it."""
         return {**super().get_config(), "units": self.units, "activation": self.activation}

@@ -15,6 +15,7 @@ class ReferenceGRU(SequenceRanker):
         self.second = tf.keras.layers.GRU(config.hidden_units)
 
     def encode_user(self, hist_items, hist_cats, training=None) -> dict:
+        """The two stacked Keras GRUs' final state [B, H] of the history [B, T], and the history's mean vector."""
         history, mask = self.embed_history(hist_items, hist_cats)
         keras_mask = tf.cast(mask, tf.bool)
         states = self.first(history, mask=keras_mask, training=training)
@@ -22,4 +23,5 @@ class ReferenceGRU(SequenceRanker):
         return {"final": final, "history_mean": masked_mean(history, mask)}
 
     def interest(self, user: dict, candidates: tf.Tensor, training=None) -> tf.Tensor:
+        """The user's final state repeated for every candidate: [B, N, H] (no attention: the speed reference)."""
         return tf.tile(user["final"][:, None, :], [1, tf.shape(candidates)[1], 1])

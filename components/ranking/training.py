@@ -57,6 +57,7 @@ class TrainConfig:
 def build_model(
     config: ModelConfig, num_items: int, num_categories: int, statistics: ItemStatistics | None = None
 ) -> SequenceRanker:
+    """A fresh ranker of config.model_type sized to the vocabularies (with the train statistics its context reads)."""
     return MODELS[config.model_type](num_items, num_categories, config, statistics=statistics)
 
 

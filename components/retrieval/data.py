@@ -43,14 +43,17 @@ class Catalogue:
 
     @property
     def num_items(self) -> int:
+        """The item vocabulary size, reserved rows included (the models' table size)."""
         return len(self.item_ids)
 
     @property
     def num_categories(self) -> int:
+        """The category vocabulary size, reserved indices included."""
         return len(self.category_ids) + schema.NUM_RESERVED
 
     @property
     def num_brands(self) -> int:
+        """The brand table size: the largest brand index plus one."""
         return int(self.item_brand.max()) + 1
 
     def sampling_probability(self) -> np.ndarray:
@@ -63,6 +66,7 @@ class Catalogue:
 
 
 def load_examples(features_dir: str | Path, split: str, max_len: int) -> Examples:
+    """One split's retrieval examples, histories left-padded to `max_len` [n, max_len]; an empty split is refused."""
     columns = reader.load_numpy(features_dir, schema.RETRIEVAL_DIR, split)
     if not len(columns.get(schema.TARGET_ITEM, ())):
         raise schema.SchemaError(f"{features_dir}: the {split} split has no retrieval examples")
@@ -76,6 +80,8 @@ def load_examples(features_dir: str | Path, split: str, max_len: int) -> Example
 
 
 def load_catalogue(features_dir: str | Path) -> Catalogue:
+    """The catalogue of item_features.parquet (ids, categories, brands, prices, availability), checked against the
+    contract."""
     path = Path(features_dir, schema.ITEM_FEATURES)
     if not path.exists():
         raise schema.SchemaError(f"{features_dir}: no {schema.ITEM_FEATURES}")
@@ -144,6 +150,7 @@ class Sequences:
 
     @property
     def num_targets(self) -> int:
+        """The real (non-padding) targets of every position: what an epoch's loss is summed over."""
         return int((self.target_item != schema.PAD_INDEX).sum())
 
 

@@ -63,14 +63,17 @@ class QueryEncoder(tf.Module):
 
     @tf.function(input_signature=INDEX_HISTORY)
     def encode_indices(self, hist_items, hist_cats):
+        """{"embedding": [B, D]}: the query of histories of vocabulary indices [B, L] (padding on either side)."""
         return {"embedding": self.model.query_embedding(*left_align(hist_items, hist_cats))}
 
     @tf.function(input_signature=STRING_HISTORY)
     def indices(self, hist_items, hist_cats):
+        """The vocabulary indices [B, L] of raw string ids [B, L] ("" padding, unknown ids OOV)."""
         return self.item_lookup(hist_items), self.category_lookup(hist_cats)
 
     @tf.function(input_signature=STRING_HISTORY)
     def serve(self, hist_items, hist_cats):
+        """The serving signature: {"embedding": [B, D]} for histories of raw string ids [B, L]."""
         return self.encode_indices(*self.indices(hist_items, hist_cats))
 
 
@@ -87,6 +90,8 @@ class BruteForceIndex(tf.Module):
 
     @tf.function(input_signature=STRING_HISTORY)
     def serve(self, hist_items, hist_cats):
+        """The serving signature: {"item_ids", "scores": [B, K]}, the top-K available items of histories [B, L] (raw
+        ids), the history's items excluded."""
         item_index, cat_index = self.encoder.indices(hist_items, hist_cats)
         queries = self.encoder.encode_indices(item_index, cat_index)["embedding"]
         scores = tf.matmul(queries, self.item_embeddings, transpose_b=True)
@@ -101,6 +106,7 @@ class BruteForceIndex(tf.Module):
 
 
 def item_embedding_table(item_embeddings: np.ndarray, catalogue: Catalogue) -> pa.Table:
+    """item_embeddings.parquet: each vocabulary item's id, index and embedding (reserved rows left out)."""
     rows = slice(schema.NUM_RESERVED, None)
     return pa.table(
         {
@@ -115,6 +121,7 @@ TRAINING_HISTORY = "training_history.json"
 
 
 def item_info_table(catalogue: Catalogue) -> pa.Table:
+    """item_info.parquet: each vocabulary item's index, id, category index and availability, for the loaders."""
     rows = slice(schema.NUM_RESERVED, None)
     return pa.table(
         {

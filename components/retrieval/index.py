@@ -39,6 +39,7 @@ class BruteForce:
         self.chunk = chunk
 
     def search(self, queries, k, exclude=None):
+        """The top-`k` available items [n, k] of queries [n, D] and their scores, exact, chunked to bound memory."""
         k = min(k, int((~self.unavailable).sum()))
         indices, scores = [], []
         for start in range(0, len(queries), self.chunk):
@@ -81,6 +82,7 @@ class HNSW:
         self.index.add(np.ascontiguousarray(item_embeddings[self.item_index], dtype=np.float32))
 
     def search(self, queries, k, exclude=None):
+        """The approximate top-`k` available items [n, k] of queries [n, D] and their scores; -1 where fewer exist."""
         k = min(k, len(self.item_index))
         extra = max((len(e) for e in exclude), default=0) if exclude is not None else 0
         fetch = min(k + extra, len(self.item_index))

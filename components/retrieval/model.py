@@ -46,6 +46,7 @@ class TwoTowerModel(tfrs.Model):
         return tf.math.l2_normalize(embeddings, axis=-1) if self.config.normalize else embeddings
 
     def query_embedding(self, hist_items, hist_cats, training=False):
+        """The query embedding [B, D] of histories [B, T] (normalised when the config says so)."""
         return self._finish(self.query_tower((hist_items, hist_cats), training=training))
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int64)] * 2, reduce_retracing=True)
@@ -54,6 +55,7 @@ class TwoTowerModel(tfrs.Model):
         return self.query_embedding(hist_items, hist_cats)
 
     def candidate_embedding(self, item_index, training=False):
+        """The candidate embedding [N, D] of item indices [N] (normalised when the config says so)."""
         return self._finish(self.candidate_tower(item_index, training=training))
 
     def _queries_and_targets(self, features, training):
@@ -68,6 +70,7 @@ class TwoTowerModel(tfrs.Model):
         return self._finish(tf.boolean_mask(steps, has_target)), tf.boolean_mask(targets, has_target)
 
     def compute_loss(self, features, training=False):
+        """The configured softmax loss of one batch, also tracked as the epoch's mean loss."""
         loss = self._loss(*self._queries_and_targets(features, training), training)
         self.mean_loss.update_state(loss)
         return loss

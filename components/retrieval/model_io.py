@@ -40,6 +40,7 @@ class Retriever:
 
     @property
     def num_items(self) -> int:
+        """The item vocabulary size, reserved rows included (rows of item_embeddings)."""
         return len(self.item_ids)
 
     def encode(self, hist_items_idx: np.ndarray, hist_cats_idx: np.ndarray, batch_size: int = 4096) -> np.ndarray:
@@ -84,4 +85,5 @@ def _read_item_embeddings(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_retriever(model_dir: str | Path, nearest_neighbours: NearestNeighbours | None = None) -> Retriever:
+    """The retrieval artifact in `model_dir` as a Retriever (exact search unless `nearest_neighbours` is given)."""
     return Retriever(model_dir, nearest_neighbours)

@@ -19,6 +19,7 @@ class MeanPoolingEncoder(tf.keras.layers.Layer):
     """Running average of the steps so far: the order-free reference point."""
 
     def call(self, steps, mask, training=None):
+        """The running mean [B, T, D] of steps [B, T, D] over the real steps (mask [B, T]) so far."""
         weights = tf.cast(mask, steps.dtype)[..., tf.newaxis]
         return tf.cumsum(steps * weights, axis=1) / tf.maximum(tf.cumsum(weights, axis=1), 1.0)
 
@@ -32,6 +33,7 @@ class GRUEncoder(tf.keras.layers.Layer):
         self.gru = tf.keras.layers.GRU(dim, return_sequences=True)
 
     def call(self, steps, mask, training=None):
+        """The GRU state [B, T, D] after each of steps [B, T, D], the padded ones (mask [B, T]) skipped."""
         return self.gru(self.dropout(steps, training=training), mask=mask, training=training)
 
 
@@ -52,6 +54,7 @@ class CausalFilter(tf.keras.layers.Layer):
         self.max_len = max_len
 
     def build(self, input_shape):
+        """Creates the filter taps [max_len, D], starting as a short moving average."""
         dim = int(input_shape[-1])
         initial = [[1.0 / self.INIT_STEPS if k < self.INIT_STEPS else 0.0] * dim for k in range(self.max_len)]
         self.taps = self.add_weight(
@@ -60,6 +63,7 @@ class CausalFilter(tf.keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, x):
+        """x [B, T, D] filtered causally per channel (step t sees steps up to t), by FFT over a doubled length."""
         length = tf.shape(x)[1]
         fft_length = [2 * length]
         signal = tf.transpose(x, [0, 2, 1])  # [B, D, T]: the FFT runs over the last axis
@@ -86,6 +90,8 @@ class SelfAttentionBlock(tf.keras.layers.Layer):
         self.dropout = tf.keras.layers.Dropout(dropout)
 
     def call(self, x, attention_mask, training=None):
+        """One block over x [B, T, D] with attention_mask [B, T, T]: attention (mixed with the filter), then the
+        feed-forward net."""
         normed = self.attention_norm(x)
         mixed = self.attention(normed, normed, attention_mask=attention_mask, training=training)
         if self.filter is not None:
@@ -111,6 +117,7 @@ class SelfAttentionEncoder(tf.keras.layers.Layer):
         self.final_norm = tf.keras.layers.LayerNormalization(epsilon=1e-6)
 
     def call(self, steps, mask, training=None):
+        """The encoded steps [B, T, D] of steps [B, T, D] (mask [B, T]): positions added, causal blocks applied."""
         length = tf.shape(steps)[1]
         steps = steps + self.position_embedding(tf.range(length))[tf.newaxis]
         keep = tf.cast(mask, steps.dtype)[..., tf.newaxis]
@@ -123,6 +130,7 @@ class SelfAttentionEncoder(tf.keras.layers.Layer):
 
 
 def sequence_encoder(config: RetrievalConfig) -> tf.keras.layers.Layer:
+    """The query tower's sequence encoder the config names: mean, GRU, self-attention or self-attention with filter."""
     if config.encoder == "mean":
         return MeanPoolingEncoder()
     if config.encoder == "gru":
@@ -176,6 +184,7 @@ class QueryTower(tf.keras.Model):
         return self.projection(tf.gather(encoded, tf.argsort(order, axis=1), batch_dims=1))
 
     def call(self, inputs, training=False):
+        """The query embedding [B, D]: the encoder's output at the newest step of the history [B, T]."""
         return self.sequence(inputs, training=training)[:, -1]
 
 
@@ -211,6 +220,7 @@ class CandidateTower(tf.keras.Model):
         self.item_price_bucket = tf.constant(catalogue.item_price_bucket, tf.int64)
 
     def call(self, item_index, training=False):
+        """The candidate embedding [N, D] of item indices [N]: id row (weighted) plus category, brand and price rows."""
         item_index = tf.cast(item_index, tf.int64)
         return (
             self.item_embedding(item_index) * tf.gather(self.id_weight, item_index)

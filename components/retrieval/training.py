@@ -40,6 +40,7 @@ class TrainingResult:
 
     @property
     def train_examples_per_s(self) -> float:
+        """Training speed: examples per second of fitting over every epoch run."""
         return self.train_examples * self.epochs_run / max(self.fit_s, 1e-9)
 
 

@@ -78,6 +78,8 @@ class Parent:
 
     @classmethod
     def load(cls, retrieval_dir: str | Path, version: str = "") -> Parent:
+        """The parent retrieval artifact's weights and settings; one from before warm starts (no weights.npz) is
+        refused."""
         path = Path(retrieval_dir, WEIGHTS)
         if not path.exists():
             raise WarmStartError(f"{retrieval_dir} has no {WEIGHTS}: the parent model predates warm starts")

@@ -20,6 +20,7 @@ _TABLE_BYTES = 1024
 
 
 def validate_project(project: str) -> str:
+    """The project id if BigQuery would accept it; refused here with the rule, before any query is sent."""
     if not _PROJECT.fullmatch(project):
         raise ValueError(
             f"BigQuery project id {project!r} must be 6-30 lower-case letters, digits or hyphens, "
@@ -29,12 +30,14 @@ def validate_project(project: str) -> str:
 
 
 def validate_dataset(dataset: str) -> str:
+    """The dataset name if BigQuery would accept it; refused here with the rule, before any query is sent."""
     if not _DATASET.fullmatch(dataset):
         raise ValueError(f"BigQuery dataset name {dataset!r} must be 1-1024 letters, digits or underscores")
     return dataset
 
 
 def validate_table(table: str) -> str:
+    """The table name if BigQuery would accept it (length in bytes, allowed Unicode categories); refused otherwise."""
     if (
         not table
         or len(table.encode()) > _TABLE_BYTES

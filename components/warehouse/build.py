@@ -16,6 +16,8 @@ from components.warehouse.duckdb_warehouse import build_warehouse
 
 
 def main(argv: list[str] | None = None) -> None:
+    """`python -m components.warehouse.build`: builds a DuckDB warehouse from a SOURCE and records where it came
+    from."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", required=True, help="a SOURCE of components.warehouse.sources")
     parser.add_argument("--seed", type=int, default=0)

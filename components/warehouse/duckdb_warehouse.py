@@ -68,6 +68,7 @@ class WarehouseWriter:
             self.con.execute(create_table_sql(name, schema.TABLES[name]))
 
     def append(self, name: str, table: pa.Table) -> None:
+        """Appends a chunk to a declared table, checked against its contract first (schema.validate_table)."""
         if name not in self.tables:
             raise ValueError(f"table {name!r} was not declared; declared: {self.tables}")
         chunk = schema.validate_table(table, schema.TABLES[name], name)
@@ -78,9 +79,12 @@ class WarehouseWriter:
             self.con.unregister("_chunk")
 
     def counts(self) -> dict[str, int]:
+        """The rows of every declared table so far."""
         return {name: self.con.execute(f'SELECT COUNT(*) FROM "{name}"').fetchone()[0] for name in self.tables}
 
     def commit(self) -> dict[str, int]:
+        """Checkpoints the temporary file and renames it into place, so readers see a whole warehouse; returns the
+        counts."""
         counts = self.counts()
         self.con.execute("CHECKPOINT")
         self.con.close()
@@ -88,6 +92,7 @@ class WarehouseWriter:
         return counts
 
     def abort(self) -> None:
+        """Drops the temporary file (and its WAL): a failed build leaves no warehouse that looks whole."""
         self.con.close()
         for path in (self.tmp_path, self.tmp_path.with_name(self.tmp_path.name + ".wal")):
             path.unlink(missing_ok=True)
@@ -177,6 +182,7 @@ def source_record(source: str, seed: int = 0) -> dict:
 
 
 def record_path(out_path: str | Path) -> Path:
+    """Where the warehouse's source record goes: beside it, as <name>.source.json."""
     return Path(out_path).with_suffix(".source.json")
 
 

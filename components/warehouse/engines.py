@@ -112,11 +112,17 @@ class Backend(Protocol):
     dialect: str
     tables: dict[str, str]
 
-    def columns(self, table: str) -> set[str] | None: ...
+    def columns(self, table: str) -> set[str] | None:
+        """The columns of `table` in the warehouse, or None when there is no such table."""
+        ...
 
-    def batches(self, sql: str, params: dict[str, object]) -> Iterator[pa.RecordBatch]: ...
+    def batches(self, sql: str, params: dict[str, object]) -> Iterator[pa.RecordBatch]:
+        """The result of `sql` with its named parameters bound, as Arrow record batches."""
+        ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Releases the connection or client."""
+        ...
 
 
 class DuckDBBackend:
@@ -132,12 +138,14 @@ class DuckDBBackend:
         self.tables = {name: name for name in (*WAREHOUSE_TABLES, "ga4_events")}
 
     def columns(self, table: str) -> set[str] | None:
+        """The columns of `table` in the file's main schema, or None when there is no such table."""
         rows = self.con.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_name = ? AND table_schema = 'main'", [table]
         ).fetchall()
         return {row[0] for row in rows} or None
 
     def batches(self, sql: str, params: dict[str, object]) -> Iterator[pa.RecordBatch]:
+        """The result of `sql` as record batches of BATCH_ROWS rows; a DuckDB error names the query."""
         import duckdb
 
         try:
@@ -159,6 +167,7 @@ class DuckDBBackend:
         return table
 
     def close(self) -> None:
+        """Closes the read-only connection."""
         self.con.close()
 
 
@@ -176,6 +185,7 @@ class BigQueryBackend:
         self.client = client or bigquery.Client(project=project, location=location)
 
     def columns(self, table: str) -> set[str] | None:
+        """The columns of `table` (ga4_events: its newest daily table), or None when there is no such table."""
         from google.api_core.exceptions import NotFound
 
         try:
@@ -195,6 +205,7 @@ class BigQueryBackend:
             return None
 
     def batches(self, sql: str, params: dict[str, object]) -> Iterator[pa.RecordBatch]:
+        """The result of `sql` with typed query parameters, as Arrow batches; an API error names the query."""
         from google.api_core.exceptions import GoogleAPIError
 
         try:
@@ -204,6 +215,7 @@ class BigQueryBackend:
             raise WarehouseError(f"BigQuery query failed on {self.project}.{self.dataset}: {err}") from err
 
     def close(self) -> None:
+        """Closes the BigQuery client."""
         self.client.close()
 
 

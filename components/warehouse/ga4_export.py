@@ -17,6 +17,7 @@ from components.warehouse.ga4 import write_export
 
 
 def main(argv: list[str] | None = None) -> None:
+    """`python -m components.warehouse.ga4_export`: writes a source's events as GA4 daily export files."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--source", required=True, help="any warehouse source but ga4: synthetic:<preset>, taobao:<path>, ..."

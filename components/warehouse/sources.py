@@ -41,6 +41,7 @@ class Source:
 
 
 def parse(source: str) -> Source:
+    """The Source a SOURCE string names (kind, path and options), refused with the usage when malformed."""
     kind, sep, rest = source.partition(":")
     if not sep or kind not in KINDS or not rest:
         raise SourceError(f"source {source!r} must be one of {USAGE}")

@@ -134,12 +134,14 @@ PRESETS = {
 
 
 def preset(name: str) -> ShopConfig:
+    """The ShopConfig of a named preset (tiny, default, medium, large); an unknown name is refused with the choices."""
     if name not in PRESETS:
         raise ValueError(f"unknown synthetic preset {name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[name]
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-x)), elementwise: the response model's link from fit to probability."""
     return 1.0 / (1.0 + np.exp(-x))
 
 
@@ -151,6 +153,7 @@ class UserState:
     last_item: np.ndarray
 
     def copy(self) -> UserState:
+        """An independent copy, so a simulation can advance users without touching the world's state."""
         return UserState(self.category.copy(), self.last_item.copy())
 
 
@@ -174,6 +177,7 @@ class CategorySampler:
         self._items = order
 
     def sample(self, categories: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Items [shape of categories] drawn within each given category in proportion to popularity."""
         u = categories + rng.random(np.shape(categories)) * (1 - 1e-12)
         return self._items[np.searchsorted(self._cdf, u, side="right").clip(max=len(self._items) - 1)]
 
@@ -275,6 +279,7 @@ class ShopWorld:
 
     # ---- response model -----------------------------------------------------------------
     def fit(self, user_idx: np.ndarray, item_idx: np.ndarray) -> np.ndarray:
+        """fit [B, N] of items [B, N] for users [B]: interest, successor, taste and price terms (module docstring)."""
         user_idx = np.asarray(user_idx)
         item_idx = np.asarray(item_idx)
         cats = self.item_category[item_idx]
@@ -306,6 +311,7 @@ class ShopWorld:
         return sigmoid(CART_BIAS + fit) * sigmoid(BUY_BIAS + fit)
 
     def click_probability(self, user_idx: np.ndarray, item_idx: np.ndarray) -> np.ndarray:
+        """P(click) [B, K] of items [B, K] shown to users [B] at positions 0..K-1: examination times relevance."""
         item_idx = np.asarray(item_idx)
         return self.examination[: item_idx.shape[1]] * self.relevance(user_idx, item_idx)
 
@@ -328,22 +334,27 @@ class ShopWorld:
         return ~clicked & (rng.random(np.shape(slates)) < p_mute / np.maximum(1.0 - p_click, 1e-12))
 
     def purchase_probability(self, user_idx: np.ndarray, item_idx: np.ndarray) -> np.ndarray:
+        """The unconditional P(purchase) [B, K] of each shown slot: P(click) times P(purchase | click)."""
         return self.click_probability(user_idx, item_idx) * self.conversion(user_idx, item_idx)
 
     def expected_clicks(self, user_idx: np.ndarray, slates: np.ndarray) -> np.ndarray:
+        """The true expected clicks [B] of each request's slate [B, K], without sampling noise."""
         return self.click_probability(user_idx, slates).sum(axis=1)
 
     def simulate(self, user_idx: np.ndarray, slates: np.ndarray, rng: np.random.Generator):
+        """Sampled responses (clicked [B, K], purchased [B, K]) of users [B] to any policy's slates [B, K]."""
         clicked = rng.random(slates.shape) < self.click_probability(user_idx, slates)
         purchased = clicked & (rng.random(slates.shape) < self.conversion(user_idx, slates))
         return clicked, purchased
 
     # ---- requests and the logging policy ------------------------------------------------
     def sample_requests(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """The users [n] of `n` requests, drawn in proportion to user activity."""
         cdf = np.cumsum(self.user_activity / self.user_activity.sum())
         return np.searchsorted(cdf, rng.random(n) * cdf[-1], side="right").clip(max=len(cdf) - 1)
 
     def candidates(self, user_idx: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """The shop's candidate pool (item_idx [B, M], valid [B, M]) of users [B] (module docstring)."""
         user_idx = np.asarray(user_idx)
         n_best = len(self.best_sellers)
         n_interest = self.config.n_candidates - NUM_SUCCESSORS - n_best - 1
@@ -366,6 +377,8 @@ class ShopWorld:
         return 0.8 * np.log(self.item_popularity[pool] * len(self.item_ids)) + 1.0 * same
 
     def logging_policy(self, user_idx: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """The logging ranker's slates (item_idx [B, S], propensity [B, S]): a Plackett-Luce draw with exact
+        marginals."""
         pool, valid = self.candidates(user_idx, rng)
         weights = np.exp(self.logging_scores(user_idx, pool) / self.config.logging_temperature) * valid
         size = self.config.slate_size
@@ -377,6 +390,8 @@ class ShopWorld:
 
     # ---- dynamics -------------------------------------------------------------------------
     def advance(self, user_idx: np.ndarray, item_idx: np.ndarray, moves_interest: np.ndarray | None = None) -> None:
+        """Records that users [B] viewed items [B]: the last item always moves, the interest where moves_interest
+        says."""
         moves = slice(None) if moves_interest is None else moves_interest
         self.state.category[user_idx[moves]] = self.item_category[item_idx[moves]]
         self.state.last_item[user_idx] = item_idx
@@ -456,6 +471,7 @@ def distinct_draw(sampler: CategorySampler, item_category: np.ndarray, rng: np.r
 
 
 def zero_padded(prefix: str, n: int) -> np.ndarray:
+    """Ids prefix0001..prefixN, zero-padded to the shop's size (at least 4 digits) so they sort in creation order."""
     width = max(len(str(n)), 4)
     return np.array([f"{prefix}{i:0{width}d}" for i in range(1, n + 1)], dtype=object)
 
