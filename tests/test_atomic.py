@@ -107,7 +107,6 @@ with staged_directory(sys.argv[1]) as staging:
 
 
 def _killed_writer(target, signum) -> int:
-    import signal  # noqa: F401  (signum comes from it)
     import subprocess
     import sys
 
