@@ -94,7 +94,8 @@ def load_numpy(features_dir: str | Path, kind: str, split: str) -> dict[str, np.
     """The whole split in memory: scalars as 1-D arrays, sequences as object arrays of int64 arrays.
 
     Evaluation and the baselines need every example at once (one per user on valid/test), so this
-    trades generality for simple NumPy code.
+    trades generality for simple NumPy code. Rows come in one canonical order whatever shard Beam wrote each to
+    (canonical_order): the trainers' batches, and so their models, then depend on the examples and the seed only.
     """
     columns: dict[str, list] = {}
     for batch in dataset(features_dir, kind, split, batch_size=4096):
@@ -111,7 +112,19 @@ def load_numpy(features_dir: str | Path, kind: str, split: str) -> dict[str, np.
             out[name] = arr
         else:
             out[name] = np.asarray(values)
-    return out
+    order = canonical_order(out)
+    return {name: values[order] for name, values in out.items()}
+
+
+def canonical_order(columns: dict[str, np.ndarray]) -> np.ndarray:
+    """Rows by user index, each user's rows in the order the features job wrote them (one list per user, so
+    together and in time order): a function of the rows alone. Beam assigns those lists to shards as its workers
+    happen to run, so file order differs run to run (on Beauty the same 131,413 train examples in other shards
+    gave another model from the same seed)."""
+    users = columns.get(schema.USER)
+    if users is None:
+        return np.arange(len(next(iter(columns.values()), ())))
+    return np.argsort(users, kind="stable")
 
 
 def pad_left(sequences, length: int | None = None) -> np.ndarray:

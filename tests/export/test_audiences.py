@@ -167,9 +167,8 @@ def test_the_evaluation_stage_figures_and_report_section(shop):
     from components.evaluation import report
 
     extracted, features = shop
-    (features / schema.STATS).write_text(
-        json.dumps({"split_window": {"cut": (CUT - dt.timedelta(days=1)).isoformat(), "window_days": 1.0}})
-    )
+    window = {"cut": (CUT - dt.timedelta(days=1)).isoformat(), "window_days": 1.0}
+    schema.FeaturesManifest(examples={}, split="time", split_window=window).write(features)
     model = SimpleNamespace(retriever=NextRetriever(), ranker=Ranker(), item_ids=ITEM_IDS)
     result = campaign.evaluate_run(features, extracted, model, ("complementary_items", "audiences"))
     assert result["audiences"]["window"]["history_end"] == CUT.isoformat()
@@ -185,7 +184,7 @@ def test_the_evaluation_stage_figures_and_report_section(shop):
     html = report.campaign_section(result)
     assert "precision@1%" in html and "bought_category_before" in html
     assert "Not evaluated" in report.campaign_section(None)
-    (features / schema.STATS).write_text("{}")
+    schema.FeaturesManifest(examples={}).write(features)
     schema.FeatureSpec(max_len=5, num_items=6, num_categories=4, num_users=4, ranking_task="cvr").write(features)
     loo = campaign.evaluate_run(features, extracted, model, ("audiences",))
     assert "audiences" not in loo and "time split" in loo["audiences_skipped"]

@@ -220,3 +220,30 @@ def test_bad_parameters_and_occupied_output(tmp_path):
     with pytest.raises(FileExistsError):
         run_features(str(extract), str(tmp_path / "out"))
     assert (tmp_path / "out" / "keep.txt").exists()
+
+
+def test_rows_load_in_one_order_whatever_shard_beam_wrote_them_to(shop, tmp_path):
+    """Beam writes each user's list of examples whole, to a shard its workers happen to pick: the same lists in
+    other shards and another order load identically, so a trainer's batches (and its model) depend on the examples
+    and the seed only."""
+    import shutil
+
+    copy = tmp_path / "features"
+    shutil.copytree(shop["out"], copy)
+    for kind in (schema.RETRIEVAL_DIR, schema.RANKING_DIR):
+        files = reader.tfrecord_files(copy, kind, "train")
+        records = [[r.numpy() for r in tf.data.TFRecordDataset(f)] for f in files]
+        lists: dict[int, list[bytes]] = {}  # user -> that user's records, in the job's order
+        for record in (r for shard in records for r in shard):
+            user = tf.train.Example.FromString(record).features.feature[schema.USER].int64_list.value[0]
+            lists.setdefault(user, []).append(record)
+        moved_lists = list(lists.values())[::-1]  # other users first, and into other shards
+        half = len(moved_lists) // 2
+        for path, part in zip(files, (moved_lists[:half], moved_lists[half:]), strict=True):
+            with tf.io.TFRecordWriter(path) as writer:
+                for record in (r for user_records in part for r in user_records):
+                    writer.write(record)
+        assert [[r.numpy() for r in tf.data.TFRecordDataset(f)] for f in files] != records  # the files did change
+        original, moved = reader.load_numpy(shop["out"], kind, "train"), reader.load_numpy(copy, kind, "train")
+        for name, values in original.items():
+            assert all(np.array_equal(a, b) for a, b in zip(values, moved[name], strict=True)), (kind, name)
