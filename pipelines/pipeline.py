@@ -98,8 +98,8 @@ def recommender_pipeline(
         beam_args: JSON list of Beam pipeline options for the features job (Dataflow on Vertex).
         seed: Seed of the split, the models and the synthetic shop's simulator.
         retrieval_epochs: Most epochs of two-tower training (the best valid epoch is kept).
-        warm_start: Start retrieval from the last blessed model (item rows carried by id, new items from their features) for warm_start_epochs; from scratch without one.
-        warm_start_epochs: Most epochs of a warm-started retrieval training.
+        warm_start: Start retrieval and the DIEN ranker from the last blessed model (item rows carried by id, new items from their features) for warm_start_epochs; from scratch without one (DIN, a baseline the registry does not bless, trains from scratch).
+        warm_start_epochs: Most epochs of a warm-started retrieval training (and of ranking, at most ranking_epochs).
         ranking_epochs: Most epochs of DIEN and DIN training (the best valid epoch is kept).
         candidates_n: Retrieval depth the evaluation scores the funnel at (the export's N is chosen up to it).
         top_k: Length of each exported recommendation list.
@@ -170,6 +170,9 @@ def recommender_pipeline(
         model_type="dien",
         epochs=ranking_epochs,
         seed=seed,
+        warm_start=warm_start,
+        registry_dir=registry_uri,
+        warm_start_epochs=warm_start_epochs,
     )
     apply_resources(dien_task.set_display_name("ranking-dien"), "ranking")
     din_task = ranking(
@@ -178,6 +181,9 @@ def recommender_pipeline(
         model_type="din",
         epochs=ranking_epochs,
         seed=seed,
+        warm_start=warm_start,
+        registry_dir=registry_uri,
+        warm_start_epochs=warm_start_epochs,
     )
     apply_resources(din_task.set_display_name("ranking-din-baseline"), "ranking")
 

@@ -30,6 +30,8 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
             "components.image",
             # the last blessed model: read by features (data checks), retrieval (warm start), evaluation, export
             "components.registry",
+            # what the retrieval and ranking warm starts share (the weights file, rows carried by id)
+            "components.warm_start",
         ),
     ),
     # The warehouse: the shop's tables and the SQL engines that every stage queries it through.

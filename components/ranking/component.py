@@ -17,9 +17,14 @@ def ranking(
     model: Output[Model],
     metrics: Output[Metrics],
     retrieval_model: Optional[Input[Model]] = None,
+    warm_start: bool = False,
+    registry_dir: str = "",
+    warm_start_epochs: int = 4,
 ):
     """Trains `model_type` ('dien' | 'din'), writes the ranking model artifact, logs test auc/gauc/logloss.
-    With `retrieval_model`, trains on its candidates as hard negatives and stores the funnel's fusion weight."""
+    With `retrieval_model`, trains on its candidates as hard negatives and stores the funnel's fusion weight.
+    warm_start: start from the last blessed ranker in registry_dir when it is a model_type (items by id) for at
+    most min(epochs, warm_start_epochs); without a usable parent it trains from scratch and says so."""
     from components import kfp_metrics
     from components.ranking import stage
 

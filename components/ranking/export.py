@@ -6,6 +6,7 @@ Layout of the artifact directory (docs/architecture.md, contracts):
                    score_indices(hist_items, hist_cats, candidate_items, candidate_cats: int64) -> {"scores": [B, N]}
                  "" is padding; unknown ids map to OOV. Candidate categories come from the item -> category
                  table inside the model (OOV for unknown items).
+  weights.npz    the id tables with their ids and the other learned weights (ranking/warm_start.py)
   ranker.json    model configuration and the metrics of the run that produced it; with "fusion" (when the ranker
                  was trained against a retrieval model) the funnel's final score is
                  logit(scores) + fusion.retrieval_weight * retrieval score (components.serving.funnel.fuse);
@@ -22,6 +23,7 @@ import pandas as pd
 import tensorflow as tf
 
 from components import atomic, schema
+from components.ranking import warm_start
 from components.ranking.base import SequenceRanker
 
 SAVED_MODEL = "saved_model"
@@ -130,6 +132,7 @@ def export_ranker(model: SequenceRanker, features_dir: str | Path, output_dir: s
             str(staging / SAVED_MODEL),
             signatures={"serving_default": module.serve, "score_indices": module.score_indices},
         )
+        warm_start.save(model, features_dir, staging)  # WEIGHTS: what a warm start tomorrow carries over
         recorded.write(staging)
 
 

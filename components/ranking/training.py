@@ -332,19 +332,23 @@ def train_ranker(
     model_config: ModelConfig,
     train_config: TrainConfig,
     retrieval_dir: str | None = None,
+    parent=None,
 ) -> dict:
     """The ranking stage: train on the train split (best epoch on valid), measure on test, export the
     artifact to `output_dir`. With `retrieval_dir` (a retrieval model artifact of the same features), the
     train split gets hard negatives from retrieval's candidates and the funnel's retrieval weight is chosen
-    on valid (serving/fusion.py).
+    on valid (serving/fusion.py). `parent` (ranking.warm_start.Parent) seeds the model from the last blessed
+    ranker, items by id; ranker.json's warm_start then says what was carried.
 
     Returns the metrics (auc, gauc, logloss, throughput, train_s, ...) that are also written to ranker.json.
     """
     spec = schema.FeatureSpec.read(features_dir)
     train_set = training_set(features_dir, train_config, retrieval_dir)
     splits = {split: load_split(features_dir, split) for split in ("valid", "test")}
-    model, result = fit_and_measure(model_config, train_config, spec, train_set, splits["valid"], splits["test"])
-    return write_artifact(model, features_dir, output_dir, spec, train_config, retrieval_dir, result)
+    warm = (parent, features_dir) if parent is not None else None
+    model, result = fit_and_measure(model_config, train_config, spec, train_set, splits["valid"], splits["test"], warm)
+    carried = result.pop("warm_start", None)
+    return write_artifact(model, features_dir, output_dir, spec, train_config, retrieval_dir, result, carried)
 
 
 def fit_and_measure(
@@ -354,13 +358,23 @@ def fit_and_measure(
     train_set: TrainingSet,
     valid: RankingData,
     test: RankingData,
+    warm: tuple | None = None,
 ) -> tuple[SequenceRanker, dict]:
     """A `model_config` model trained on `train_set` (the best epoch on `valid`) and measured on `test`: the model and
     its metrics. train_ranker and the bench's ranking_bench both train through here, so the bench measures the
-    stage's model."""
+    stage's model. `warm` = (ranking.warm_start.Parent, today's features folder) seeds the model from the parent
+    before training, items by id; the metrics then hold `warm_start` (what was carried)."""
     tf.keras.utils.set_random_seed(train_config.seed)
     model = build_model(model_config, spec.num_items, spec.num_categories, train_set.statistics)
-    return model, {**train(model, train_set.data, train_config, valid), **evaluate(model, test)}
+    carried = {}
+    if warm is not None:
+        from components.ranking import warm_start
+
+        parent, features_dir = warm
+        model(_example_features(), training=False)  # creates the variables
+        carried = {"warm_start": warm_start.initialise(model, features_dir, parent)}
+        log.info("ranking: warm start from %s: %s", parent.version, carried["warm_start"])
+    return model, {**train(model, train_set.data, train_config, valid), **evaluate(model, test), **carried}
 
 
 def write_artifact(
@@ -371,10 +385,15 @@ def write_artifact(
     train_config: TrainConfig,
     retrieval_dir: str | None,
     result: dict,
+    warm_start: dict | None = None,
 ) -> dict:
-    """Exports the ranking artifact to `output_dir` (ranker.json records `result`); with `retrieval_dir`, chooses the
-    funnel's fusion weight on valid and adds it to `result` as retrieval_weight. Returns `result`."""
-    export_ranker(model, features_dir, output_dir, artifact_info(spec, train_config, retrieval_dir, result))
+    """Exports the ranking artifact to `output_dir` (ranker.json records `result`, and `warm_start`: what a warm start
+    carried from its parent); with `retrieval_dir`, chooses the funnel's fusion weight on valid and adds it to
+    `result` as retrieval_weight. Returns `result`."""
+    info = artifact_info(spec, train_config, retrieval_dir, result)
+    if warm_start is not None:
+        info["warm_start"] = warm_start
+    export_ranker(model, features_dir, output_dir, info)
     if retrieval_dir:
         result["retrieval_weight"] = fit_fusion(features_dir, output_dir, retrieval_dir)["retrieval_weight"]
     return result

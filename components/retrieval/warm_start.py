@@ -23,15 +23,21 @@ import tensorflow as tf
 from components import schema
 from components.retrieval.config import RetrievalConfig
 from components.retrieval.data import Catalogue
+from components.warm_start import (
+    WARM_START,
+    WEIGHTS,
+    WarmStartError,
+    assign_others,
+    carry_rows,
+    check_architecture,
+    load_arrays,
+    others_arrays,
+    save_arrays,
+)
 
-WEIGHTS = "weights.npz"
-WARM_START = "warm_start.json"  # in a warm-started artifact: the parent and what was carried
+__all__ = ["WARM_START", "WEIGHTS", "Parent", "WarmStartError", "build", "initialise", "parent_of", "save"]
 # fields of the config that shape the weights: a parent must agree on them
 ARCHITECTURE = ("encoder", "embedding_dim", "max_len", "num_blocks", "num_heads", "filter_mix")
-
-
-class WarmStartError(ValueError):
-    """The parent model cannot seed this one (another architecture, no weights file)."""
 
 
 def _tables(model) -> dict[str, tf.Variable]:
@@ -64,10 +70,8 @@ def save(model, catalogue: Catalogue, directory: str | Path) -> None:
     arrays["ids_category"] = np.asarray(["", "[OOV]"] + list(catalogue.category_ids), dtype=str)
     arrays["ids_brand"] = np.asarray(catalogue.brand_ids, dtype=str)
     arrays["id_known"] = np.asarray(model.candidate_tower.id_weight.numpy()[:, 0] > 0)
-    for k, weight in enumerate(_others(model)):
-        arrays[f"other_{k:04d}"] = weight.numpy()
-    with open(Path(directory, WEIGHTS), "wb") as handle:
-        np.savez(handle, **arrays)
+    arrays.update(others_arrays(_others(model)))
+    save_arrays(directory, arrays)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,11 +84,7 @@ class Parent:
     def load(cls, retrieval_dir: str | Path, version: str = "") -> Parent:
         """The parent retrieval artifact's weights and settings; one from before warm starts (no weights.npz) is
         refused."""
-        path = Path(retrieval_dir, WEIGHTS)
-        if not path.exists():
-            raise WarmStartError(f"{retrieval_dir} has no {WEIGHTS}: the parent model predates warm starts")
-        with np.load(path) as data:
-            arrays = {k: data[k] for k in data.files}
+        arrays = load_arrays(retrieval_dir)
         config = schema.RetrievalModelConfig.read(retrieval_dir).config
         return cls(version or Path(retrieval_dir).parent.name, arrays, config)
 
@@ -94,45 +94,19 @@ class Parent:
         return np.array([i in trained for i in catalogue.item_ids.astype(str)], bool)
 
 
-def _carry(target: tf.Variable, source: np.ndarray, target_ids, source_ids, reserved: int) -> int:
-    """Copies rows by id (reserved rows by position); other rows start at zero. Returns the rows carried."""
-    values = np.zeros(target.shape, np.float32)
-    values[:reserved] = source[:reserved]
-    where = {str(i): k for k, i in enumerate(source_ids)}
-    carried = 0
-    for row, ident in enumerate(target_ids):
-        if row < reserved:
-            continue
-        k = where.get(str(ident))
-        if k is not None and k >= reserved:
-            values[row] = source[k]
-            carried += 1
-    target.assign(values)
-    return carried
-
-
 def initialise(model, catalogue: Catalogue, config: RetrievalConfig, parent: Parent) -> dict:
     """Seeds a built `model` from `parent`; returns what was carried (written as WARM_START)."""
-    for name in ARCHITECTURE:
-        if parent.config.get(name) != getattr(config, name):
-            raise WarmStartError(
-                f"warm start: the parent's {name} is {parent.config.get(name)!r}, this run's {getattr(config, name)!r}"
-            )
+    check_architecture(parent.config, dataclasses.asdict(config), ARCHITECTURE)
     tables = _tables(model)
     a = parent.arrays
-    carried = _carry(tables["item"], a["table_item"], catalogue.item_ids, a["ids_item"], schema.NUM_RESERVED)
+    carried = carry_rows(tables["item"], a["table_item"], catalogue.item_ids, a["ids_item"], schema.NUM_RESERVED)
     categories = ["", "[OOV]"] + list(catalogue.category_ids)
-    _carry(tables["category"], a["table_category"], categories, a["ids_category"], schema.NUM_RESERVED)
-    _carry(tables["brand"], a["table_brand"], catalogue.brand_ids, a["ids_brand"], 1)
+    carry_rows(tables["category"], a["table_category"], categories, a["ids_category"], schema.NUM_RESERVED)
+    carry_rows(tables["brand"], a["table_brand"], catalogue.brand_ids, a["ids_brand"], 1)
     price = a["table_price"]
     if price.shape == tuple(tables["price"].shape):
         tables["price"].assign(price)
-    others = _others(model)
-    saved = sorted(k for k in a if k.startswith("other_"))
-    if len(saved) != len(others) or any(a[k].shape != tuple(w.shape) for k, w in zip(saved, others)):
-        raise WarmStartError("warm start: the parent's tower weights do not match this model's layout")
-    for key, weight in zip(saved, others):
-        weight.assign(a[key])
+    assign_others(_others(model), a, "tower")
     new_items = int(catalogue.num_items - schema.NUM_RESERVED - carried)
     return {"parent_version": parent.version, "carried_items": carried, "new_items": new_items}
 
@@ -140,18 +114,6 @@ def initialise(model, catalogue: Catalogue, config: RetrievalConfig, parent: Par
 def parent_of(registry_dir: str | Path | None) -> tuple[str | None, str]:
     """(retrieval artifact, version) of the last blessed model that can seed a warm start, else (None, "") with a
     warning saying why the run trains from scratch."""
-    import logging
+    from components import warm_start
 
-    from components import registry
-
-    log = logging.getLogger(__name__)
-    blessed = registry.last_blessed(registry_dir) if registry_dir else None
-    if blessed is None:
-        log.warning(
-            "warm start: no last blessed model%s; training from scratch", "" if registry_dir else " (no registry)"
-        )
-        return None, ""
-    if not Path(blessed.retrieval_dir, WEIGHTS).exists():
-        log.warning("warm start: blessed %s has no %s (older export); training from scratch", blessed.version, WEIGHTS)
-        return None, ""
-    return str(blessed.retrieval_dir), blessed.version
+    return warm_start.parent_of(registry_dir, "retrieval")
