@@ -35,6 +35,7 @@ class TrainingResult:
     train_examples: int  # targets per epoch (with every_position, the steps that have one)
     train_s: float  # wall time of the whole training, per-epoch validation included
     fit_s: float  # time inside gradient steps only
+    train_cpu_s: float = 0.0  # process CPU time (all threads) over train_s's span: steadier on a shared machine
     history: list[dict] = dataclasses.field(default_factory=list)  # per epoch: loss, valid hit@20 / ndcg@20, seconds
     warm_start: dict | None = None  # what a warm start carried from its parent (warm_start.initialise)
 
@@ -119,7 +120,7 @@ def train(
         else batches * batch_size
     )
     best = {"score": -1.0, "epoch": 0, "metrics": {}, "weights": None}
-    started, fit_s, epochs_run, history = time.perf_counter(), 0.0, 0, []
+    started, cpu_started, fit_s, epochs_run, history = time.perf_counter(), time.process_time(), 0.0, 0, []
     for epoch in range(1, config.epochs + 1):
         dataset = _epoch_dataset(rows, batch_order(lengths, batch_size, rng), batch_size)
         fit_started = time.perf_counter()
@@ -163,6 +164,7 @@ def train(
         train_examples=targets_per_epoch,
         train_s=time.perf_counter() - started,
         fit_s=fit_s,
+        train_cpu_s=time.process_time() - cpu_started,
         history=history,
         warm_start=carried,
     )
