@@ -11,6 +11,9 @@ reweighted dot product), the item embedding (trends shared by all users, which i
 and the funnel's score s (prior weight `score_prior` so the untrained bandit ranks like the funnel).
 Feedback rows also carry a one-hot of the position shown, so position bias is learnt apart from relevance;
 candidates are scored with those position features at zero.
+Forgetting (`forgetting` = lambda < 1, for a shifting world): each update first discounts the evidence so far
+toward the prior, P <- lambda P + (1 - lambda) P0 and P m <- lambda P m + (1 - lambda) P0 m0 (discounted ridge
+regression, as D-LinUCB), so a row seen t updates ago weighs lambda^t; lambda = 1 keeps everything.
 """
 
 from __future__ import annotations
@@ -45,6 +48,9 @@ class BayesianLinearBandit:
     noise_variance: float
     num_positions: int
     exploration: float = 1.0
+    forgetting: float = 1.0  # lambda: evidence from t updates ago weighs lambda^t
+    prior_precision0: np.ndarray | None = None  # P0 and P0 m0, what forgetting shrinks toward (None: no forgetting)
+    prior_precision_mean0: np.ndarray | None = None
 
     @classmethod
     def create(
@@ -55,15 +61,28 @@ class BayesianLinearBandit:
         noise_variance: float = 0.25,
         score_prior: float = 1.0,
         exploration: float = 1.0,
+        forgetting: float = 1.0,
     ) -> BayesianLinearBandit:
-        """A fresh posterior (= the prior); the score feature (second to last of phi) has prior mean score_prior."""
+        """A fresh posterior (= the prior); the score feature (second to last of phi) has prior mean score_prior;
+        forgetting in (0, 1] discounts old evidence per update (module docstring)."""
         if prior_precision <= 0 or noise_variance <= 0:
             raise ValueError("prior_precision and noise_variance must be positive")
+        if not 0 < forgetting <= 1:
+            raise ValueError(f"forgetting must lie in (0, 1], got {forgetting}")
         dim = context_dim + num_positions
         prior_mean = np.zeros(dim)
         prior_mean[context_dim - 2] = score_prior
         precision = prior_precision * np.eye(dim)
-        return cls(precision, precision @ prior_mean, noise_variance, num_positions, exploration)
+        return cls(
+            precision,
+            precision @ prior_mean,
+            noise_variance,
+            num_positions,
+            exploration,
+            forgetting,
+            precision.copy(),
+            precision @ prior_mean,
+        )
 
     @property
     def dim(self) -> int:
@@ -86,6 +105,10 @@ class BayesianLinearBandit:
         y = np.asarray(rewards, dtype=np.float64)
         if y.shape != (x.shape[0],) or not np.all(np.isfinite(y)):
             raise ValueError(f"rewards must be finite with shape ({x.shape[0]},), got {y.shape}")
+        if self.forgetting < 1 and len(y):
+            lam = self.forgetting
+            self.precision = lam * self.precision + (1 - lam) * self.prior_precision0
+            self.precision_mean = lam * self.precision_mean + (1 - lam) * self.prior_precision_mean0
         # einsum, not BLAS: a multi-threaded BLAS on these small products stalls when the cores are shared
         self.precision = self.precision + np.einsum("ni,nj->ij", x, x, optimize=False) / self.noise_variance
         self.precision_mean = self.precision_mean + np.einsum("ni,n->i", x, y, optimize=False) / self.noise_variance
@@ -142,7 +165,10 @@ class BayesianLinearBandit:
         """Writes posterior.npz + bandit.json (+ a SavedModel scoring candidates, + extra text files and .npz
         files of arrays) through atomic.staged_directory, bandit.json last."""
         with atomic.staged_directory(directory, last=CONFIG_FILE) as staging:
-            np.savez(staging / POSTERIOR_FILE, precision=self.precision, precision_mean=self.precision_mean)
+            prior = {}
+            if self.prior_precision0 is not None:
+                prior = {"prior_precision": self.prior_precision0, "prior_precision_mean": self.prior_precision_mean0}
+            np.savez(staging / POSTERIOR_FILE, precision=self.precision, precision_mean=self.precision_mean, **prior)
             for name, arrays in (extra_arrays or {}).items():
                 np.savez(staging / name, **arrays)
             if saved_model:
@@ -153,6 +179,7 @@ class BayesianLinearBandit:
                 "noise_variance": self.noise_variance,
                 "num_positions": self.num_positions,
                 "exploration": self.exploration,
+                "forgetting": self.forgetting,
                 "context_dim": self.context_dim,
                 "features": "[query*item, item, funnel score, 1] (reranker_features)",
             }
@@ -168,9 +195,18 @@ class BayesianLinearBandit:
         config = json.loads((directory / CONFIG_FILE).read_text())
         with np.load(directory / POSTERIOR_FILE) as arrays:
             precision, precision_mean = arrays["precision"], arrays["precision_mean"]
+            prior = [arrays[key] if key in arrays else None for key in ("prior_precision", "prior_precision_mean")]
         if precision.shape != (config["context_dim"] + config["num_positions"],) * 2:
             raise ValueError(f"{directory}: posterior shape {precision.shape} does not match {CONFIG_FILE}")
-        return cls(precision, precision_mean, config["noise_variance"], config["num_positions"], config["exploration"])
+        return cls(
+            precision,
+            precision_mean,
+            config["noise_variance"],
+            config["num_positions"],
+            config["exploration"],
+            config.get("forgetting", 1.0),
+            *prior,
+        )
 
 
 def _export_saved_model(bandit: BayesianLinearBandit, path: Path) -> None:
@@ -220,12 +256,21 @@ class LinUCB:
 
     @classmethod
     def create(
-        cls, context_dim: int, num_positions: int, prior_precision: float = 1.0, score_prior: float = 1.0, alpha=1.0
+        cls,
+        context_dim: int,
+        num_positions: int,
+        prior_precision: float = 1.0,
+        score_prior: float = 1.0,
+        alpha=1.0,
+        forgetting: float = 1.0,
     ) -> LinUCB:
-        """A LinUCB arm on a fresh ridge posterior (noise variance 1); `alpha` scales its upper confidence bonus."""
+        """A LinUCB arm on a fresh ridge posterior (noise variance 1); `alpha` scales its upper confidence bonus;
+        forgetting < 1 discounts old rows (BayesianLinearBandit)."""
         if alpha < 0:
             raise ValueError(f"alpha must be >= 0, got {alpha}")
-        model = BayesianLinearBandit.create(context_dim, num_positions, prior_precision, 1.0, score_prior, 0.0)
+        model = BayesianLinearBandit.create(
+            context_dim, num_positions, prior_precision, 1.0, score_prior, 0.0, forgetting
+        )
         return cls(model, alpha)
 
     def update(self, contexts: np.ndarray, positions: np.ndarray, rewards: np.ndarray) -> None:

@@ -27,6 +27,12 @@ Online updates (assumed density filtering): each mini-batch's prior is the previ
 `sweeps` block-Newton sweeps from the previous means, then each touched block's precision becomes
 P_b + sum_rows p (1 - p) a a' at the new MAP. Blocks no row touches keep their prior; an empty batch changes
 nothing.
+Forgetting (for a shifting world): with `forgetting` = lambda < 1, every update first discounts the evidence
+already in the posterior, P <- lambda P + (1 - lambda) P_prior (stabilised forgetting: the precision shrinks toward
+the prior's, the means stay until data moves them), so a row seen t updates ago weighs about lambda^t and the
+posterior widens again where no new data arrives. The dense block is discounted at every update; a field value's
+block lazily, by lambda^age with age = the updates since it was last written (the same recursion unrolled over
+the updates that did not touch it), also when Thompson draws it. lambda = 1 keeps all evidence (the ADF above).
 Thompson sampling: one draw of every block a request needs (its user, each candidate's item, the categories among
 its candidates, ...), once per request and value, so candidates sharing a value share its draw; `exploration`
 scales the draws' spread (0: rank by the posterior mean).
@@ -39,7 +45,17 @@ import json
 
 import numpy as np
 
-CONFIG_KEYS = ("dim", "num_positions", "bias_precision", "factor_precision", "init_scale", "exploration", "sweeps")
+CONFIG_KEYS = (
+    "dim",
+    "num_positions",
+    "prior_precision",
+    "bias_precision",
+    "factor_precision",
+    "init_scale",
+    "exploration",
+    "sweeps",
+    "forgetting",
+)
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -61,6 +77,11 @@ class FieldTable:
     precision: np.ndarray
     prior_mean: np.ndarray
     seen: np.ndarray  # [n] bool: values created so far (the others are created on first use)
+    stamp: np.ndarray | None = None  # [n] int: the update that last wrote the block (forgetting's age)
+
+    def __post_init__(self) -> None:
+        if self.stamp is None:
+            self.stamp = np.zeros(len(self.seen), np.int64)
 
 
 @dataclasses.dataclass
@@ -78,6 +99,9 @@ class BayesianFM:
     exploration: float = 1.0
     sweeps: int = 3
     seed: int = 0
+    prior_precision: float = 1.0  # the dense weights' prior precision (what forgetting shrinks toward)
+    forgetting: float = 1.0  # lambda: evidence from t updates ago weighs lambda^t (1: never forgotten)
+    step: int = 0  # updates with data so far
 
     @classmethod
     def create(
@@ -94,13 +118,17 @@ class BayesianFM:
         exploration: float = 0.3,
         sweeps: int = 3,
         seed: int = 0,
+        forgetting: float = 1.0,
     ) -> BayesianFM:
         """The prior: dense weights N(m0, I / prior_precision) with m0 = score_prior on the funnel score (the
         second to last dense feature, as in the linear bandit), so the untrained FM ranks like the funnel. The
         defaults are the simulator's (simulation.BanditConfig, tuned on the medium shop): weak priors on 6
-        fields' biases and embeddings make Thompson's draws noise that swamps the funnel's score."""
+        fields' biases and embeddings make Thompson's draws noise that swamps the funnel's score. forgetting:
+        lambda in (0, 1], the discount of old evidence per update (module docstring)."""
         if min(prior_precision, bias_precision, factor_precision) <= 0 or dim < 1 or init_scale < 0:
             raise ValueError("precisions must be positive, dim >= 1 and init_scale >= 0")
+        if not 0 < forgetting <= 1:
+            raise ValueError(f"forgetting must lie in (0, 1], got {forgetting}")
         total = dense_dim + num_positions
         mean = np.zeros(total)
         if dense_dim >= 2:
@@ -123,6 +151,8 @@ class BayesianFM:
             exploration,
             sweeps,
             seed,
+            prior_precision,
+            forgetting,
         )
 
     @property
@@ -134,6 +164,22 @@ class BayesianFM:
     def prior_block_precision(self) -> np.ndarray:
         """The prior precision [1 + dim, 1 + dim] of one field value's bias and factors, where every row starts."""
         return np.diag([self.bias_precision] + [self.factor_precision] * self.dim)
+
+    def block_precision(self, f: int, values: np.ndarray, ahead: int = 0) -> np.ndarray:
+        """The precisions [n, 1 + k, 1 + k] of field f's blocks `values` [n] as of `ahead` updates from now:
+        lambda^age P + (1 - lambda^age) P_prior, age = updates since the block was written (+ ahead)."""
+        table = self.fields[f]
+        if self.forgetting == 1:
+            return table.precision[values]
+        keep = self.forgetting ** (self.step + ahead - table.stamp[values])[:, None, None]
+        return keep * table.precision[values] + (1 - keep) * self.prior_block_precision
+
+    def dense_prior_precision(self) -> np.ndarray:
+        """The dense block's precision as the next update's prior: lambda P + (1 - lambda) prior_precision I."""
+        if self.forgetting == 1:
+            return self.dense_precision.copy()
+        eye = self.prior_precision * np.eye(len(self.dense_mean))
+        return self.forgetting * self.dense_precision + (1 - self.forgetting) * eye
 
     # ---- blocks ----------------------------------------------------------------------------------------------
     def _ensure(self, values: np.ndarray) -> None:
@@ -150,6 +196,7 @@ class BayesianFM:
                 table.prior_mean = np.vstack([table.prior_mean, np.zeros((grow, self.dim + 1))])
                 table.precision = np.concatenate([table.precision, np.zeros((grow, self.dim + 1, self.dim + 1))])
                 table.seen = np.concatenate([table.seen, np.zeros(grow, bool)])
+                table.stamp = np.concatenate([table.stamp, np.zeros(grow, np.int64)])
             new = np.unique(values[:, f])
             new = new[~table.seen[new]]
             if len(new):
@@ -160,6 +207,7 @@ class BayesianFM:
                 table.prior_mean[new, 1:] = start
                 table.mean[new] = table.prior_mean[new]
                 table.precision[new] = self.prior_block_precision
+                table.stamp[new] = self.step
                 table.seen[new] = True
 
     def _dense_rows(self, dense: np.ndarray, positions: np.ndarray | None) -> np.ndarray:
@@ -205,7 +253,7 @@ class BayesianFM:
         for f, table in enumerate(self.fields):
             keys, inverse = np.unique(request * len(table.seen) + values[..., f].ravel(), return_inverse=True)
             value = keys % len(table.seen)
-            root = np.linalg.cholesky(table.precision[value])
+            root = np.linalg.cholesky(self.block_precision(f, value))
             z = rng.standard_normal((len(keys), self.dim + 1, 1))
             draw = table.mean[value] + self.exploration * np.linalg.solve(np.swapaxes(root, 1, 2), z)[..., 0]
             blocks[:, :, f] = draw[inverse.ravel()].reshape(batch, n, -1)
@@ -232,11 +280,12 @@ class BayesianFM:
             raise ValueError("dense, values and rewards must have one row per slot")
         self._ensure(values)
         x = self._dense_rows(dense, positions)
-        prior_dense = (self.dense_mean.copy(), self.dense_precision.copy())
+        prior_dense = (self.dense_mean.copy(), self.dense_prior_precision())
         prior_blocks = []
         for f, table in enumerate(self.fields):
             used = np.unique(values[:, f])
-            prior_blocks.append((used, table.mean[used].copy(), table.precision[used].copy()))
+            prior_blocks.append((used, table.mean[used].copy(), self.block_precision(f, used, ahead=1)))
+        self.step += 1
         w = self.dense_mean.copy()
         blocks = np.stack([t.mean[values[:, f]] for f, t in enumerate(self.fields)], axis=1)  # [n, F, 1 + k]
         for _ in range(self.sweeps):
@@ -282,6 +331,7 @@ class BayesianFM:
             a, _ = self._gradient_rows(x, w, blocks, f)
             outer = curvature[:, None, None] * a[:, :, None] * a[:, None, :]
             self.fields[f].precision[used] = precision0 + _segment_sum(outer, slot, len(used))
+            self.fields[f].stamp[used] = self.step
             theta = np.zeros((len(used), self.dim + 1))
             theta[slot] = blocks[:, f]
             self.fields[f].mean[used] = theta
@@ -294,15 +344,16 @@ class BayesianFM:
             seen = np.nonzero(table.seen)[0]
             out |= {f"field{f}_values": seen, f"field{f}_mean": table.mean[seen]}
             out |= {f"field{f}_precision": table.precision[seen], f"field{f}_prior_mean": table.prior_mean[seen]}
+            out |= {f"field{f}_stamp": table.stamp[seen]}
         config = {key: getattr(self, key) for key in CONFIG_KEYS} | {"num_fields": len(self.fields), "seed": self.seed}
-        return out | {"config": np.array(json.dumps(config))}
+        return out | {"config": np.array(json.dumps(config)), "step": np.array(self.step)}
 
     @classmethod
     def from_arrays(cls, arrays) -> BayesianFM:
         """The FM of fm_posterior.npz (np.load of it): its config, dense posterior and every field's rows."""
         config = json.loads(str(arrays["config"]))
         dense_dim = len(arrays["dense_mean"]) - config["num_positions"]
-        kwargs = {key: config[key] for key in CONFIG_KEYS if key != "num_positions"}
+        kwargs = {key: config[key] for key in CONFIG_KEYS if key != "num_positions" and key in config}
         fm = cls.create(dense_dim, config["num_fields"], config["num_positions"], seed=config["seed"], **kwargs)
         fm.dense_mean, fm.dense_precision = np.array(arrays["dense_mean"]), np.array(arrays["dense_precision"])
         for f, table in enumerate(fm.fields):
@@ -312,8 +363,12 @@ class BayesianFM:
             table.prior_mean = np.zeros((size, fm.dim + 1))
             table.precision = np.zeros((size, fm.dim + 1, fm.dim + 1))
             table.seen = np.zeros(size, bool)
+            table.stamp = np.zeros(size, np.int64)
             table.mean[values], table.prior_mean[values] = arrays[f"field{f}_mean"], arrays[f"field{f}_prior_mean"]
             table.precision[values], table.seen[values] = arrays[f"field{f}_precision"], True
+            if f"field{f}_stamp" in arrays:  # written before forgetting: every block as of step 0
+                table.stamp[values] = arrays[f"field{f}_stamp"]
+        fm.step = int(arrays["step"]) if "step" in arrays else 0
         return fm
 
     # ---- the objective (tests compare the Laplace precisions with its numeric Hessian) ----------------------
@@ -327,9 +382,10 @@ class BayesianFM:
         y = np.asarray(rewards, dtype=np.float64)
         loss = -np.sum(y * np.log(p) + (1 - y) * np.log(1 - p))
         diff = self.dense_mean - prior.dense_mean
-        loss += 0.5 * diff @ prior.dense_precision @ diff
+        loss += 0.5 * diff @ prior.dense_prior_precision() @ diff
         for f, (table, before) in enumerate(zip(self.fields, prior.fields)):
-            for v in np.unique(values[:, f]):
+            used = np.unique(values[:, f])
+            for v, precision in zip(used, prior.block_precision(f, used, ahead=1)):
                 d = table.mean[v] - before.mean[v]
-                loss += 0.5 * d @ before.precision[v] @ d
+                loss += 0.5 * d @ precision @ d
         return float(loss)

@@ -131,3 +131,24 @@ def test_thompson_beats_greedy_after_an_interest_shift():
     assert total["thompson"] > total["greedy"] > total["random"] * 0.9
     assert after["thompson"] > 1.1 * after["greedy"]
     assert after["thompson"] > after["random"]
+
+
+def test_forgetting_discounts_old_rows_toward_the_prior(tmp_path):
+    """lambda < 1: P = lambda P_old + (1 - lambda) P0 + X'X / sigma^2 (and P m likewise), so the same data again
+    and again is the discounted sum; saved and loaded with the prior it shrinks toward."""
+    lam = 0.5
+    bandit = BayesianLinearBandit.create(3, 1, prior_precision=2.0, noise_variance=1.0, forgetting=lam)
+    p0, b0 = bandit.precision.copy(), bandit.precision_mean.copy()
+    x = np.array([[1.0, 0.5, 1.0]])
+    xp = np.hstack([x, [[1.0]]])
+    for _ in range(30):
+        bandit.update(x, np.array([0]), np.array([1.0]))
+    # fixed point: P = lam P + (1 - lam) P0 + xx'  ->  P = P0 + xx' / (1 - lam)
+    np.testing.assert_allclose(bandit.precision, p0 + xp.T @ xp / (1 - lam), rtol=1e-6)
+    np.testing.assert_allclose(bandit.precision_mean, b0 + xp[0] / (1 - lam), rtol=1e-6)
+    bandit.save(tmp_path / "b", saved_model=False)
+    loaded = BayesianLinearBandit.load(tmp_path / "b")
+    loaded.update(x, np.array([0]), np.array([0.0]))
+    bandit.update(x, np.array([0]), np.array([0.0]))
+    np.testing.assert_allclose(loaded.precision, bandit.precision)
+    np.testing.assert_allclose(loaded.precision_mean, bandit.precision_mean)

@@ -190,3 +190,72 @@ def test_simulator_runs_every_policy_with_both_rewards():
     np.testing.assert_array_equal(again.scores["bayesian_fm"], run.scores["bayesian_fm"])
     with pytest.raises(ValueError, match="unknown bandit policies"):
         simulate_bandit(world, funnel, rounds=1, batch_size=4, slate_size=3, seed=1, policies=("ucb2",))
+
+
+def test_forgetting_shrinks_old_evidence_toward_the_prior():
+    """With lambda < 1 a block's precision decays as lambda^age P + (1 - lambda^age) P_prior over the updates that
+    do not touch it (also when Thompson draws it), the dense block by lambda per update; lambda = 1 keeps it."""
+    lam = 0.8
+    dense, values, positions, rewards = tiny_problem()
+    fms = {f: BayesianFM.create(3, 2, 2, dim=2, exploration=1.0, seed=1, forgetting=f) for f in (1.0, lam)}
+    for fm in fms.values():
+        fm.update(dense, values, positions, rewards)
+    fm = fms[lam]
+    written = fm.fields[1].precision[2].copy()
+    dense_before = fm.dense_precision.copy()
+    other = np.zeros((4, 2), np.int64)  # rows with user 0 and item 0: item 2's block is not touched
+    fm.update(dense[:4], other, positions[:4], rewards[:4])
+    assert fm.step == 2
+    np.testing.assert_array_equal(fm.fields[1].precision[2], written)  # stored lazily ...
+    prior = fm.prior_block_precision
+    np.testing.assert_allclose(fm.block_precision(1, np.array([2]))[0], lam * written + (1 - lam) * prior)
+    x = fm._dense_rows(dense[:4], positions[:4])
+    blocks = np.stack([t.mean[other[:, f]] for f, t in enumerate(fm.fields)], axis=1)
+    p = 1 / (1 + np.exp(-fm.logit(fm.dense_mean, x, blocks)))
+    expected = lam * dense_before + (1 - lam) * np.eye(len(fm.dense_mean)) + (x * (p * (1 - p))[:, None]).T @ x
+    np.testing.assert_allclose(fm.dense_precision, expected)
+    for _ in range(60):
+        fm.update(dense[:4], other, positions[:4], rewards[:4])
+    np.testing.assert_allclose(fm.block_precision(1, np.array([2]))[0], prior, atol=1e-4)  # ... back to the prior
+    draws = 20000
+    _, sampled = fm.sample_parameters(np.tile(np.array([[[1, 2]]]), (draws, 1, 1)), np.random.default_rng(3))
+    np.testing.assert_allclose(np.cov(sampled[:, 0, 1].T), np.linalg.inv(prior), atol=0.1 * np.linalg.inv(prior).max())
+    # without forgetting the same rows leave item 2's evidence where it was
+    keep = fms[1.0]
+    kept = keep.fields[1].precision[2].copy()
+    for _ in range(3):
+        keep.update(dense[:4], other, positions[:4], rewards[:4])
+    np.testing.assert_array_equal(keep.block_precision(1, np.array([2]))[0], kept)
+    with pytest.raises(ValueError, match="forgetting"):
+        BayesianFM.create(3, 2, 2, forgetting=0.0)
+
+
+def test_laplace_with_forgetting_is_the_numeric_hessian_of_the_discounted_posterior():
+    """A second update's precisions are the Hessian of the log-posterior whose prior is the discounted first
+    posterior, and round-trip through arrays with the blocks' ages."""
+    fm = BayesianFM.create(3, 2, 2, dim=2, bias_precision=1.0, factor_precision=2.0, init_scale=0.5, sweeps=60,
+                           seed=1, forgetting=0.7)  # fmt: skip
+    dense, values, positions, rewards = tiny_problem()
+    fm.update(dense[:20], values[:20], positions[:20], rewards[:20])
+    prior = copy.deepcopy(fm)
+    batch = (dense[20:], values[20:], positions[20:], rewards[20:])
+    fm.update(*batch)
+    value = int(batch[1][0, 1])
+    fun = block_objective(fm, prior, batch, 1, value)
+    theta = fm.fields[1].mean[value].copy()
+    np.testing.assert_allclose(fm.fields[1].precision[value], numeric_hessian(fun, theta), rtol=1e-4, atol=1e-4)
+
+    def dense_fun(w):
+        trial = copy.deepcopy(fm)
+        trial.dense_mean = w
+        return trial.negative_log_posterior(*batch, prior)
+
+    np.testing.assert_allclose(
+        fm.dense_precision, numeric_hessian(dense_fun, fm.dense_mean.copy()), rtol=1e-4, atol=1e-4
+    )
+    arrays = fm.arrays()
+    loaded = BayesianFM.from_arrays(arrays)
+    assert (loaded.step, loaded.forgetting) == (2, 0.7)
+    for f in range(2):
+        used = np.unique(values[:, f])
+        np.testing.assert_allclose(loaded.block_precision(f, used, ahead=3), fm.block_precision(f, used, ahead=3))
