@@ -81,6 +81,28 @@ def test_top_candidates_is_the_exact_top_n_without_excluded_items():
         assert set(got[row]) == set(np.argsort(-scores)[:5])
 
 
+def test_top_candidates_matches_the_unbuffered_selection_entry_for_entry(monkeypatch):
+    """The reused, in-place negated score buffer gives the same candidates in the same order as a fresh array per
+    batch (the order matters: sample_columns draws by position), over several batches and a shorter last one."""
+    rng = np.random.default_rng(1)
+    embeddings = rng.normal(size=(300, 8)).astype(np.float32)
+    queries = rng.normal(size=(23, 8)).astype(np.float32)
+    exclude = rng.integers(0, 300, size=(23, 7))
+    expected = []
+    for row in range(23):
+        scores = queries[row : row + 1] @ embeddings.T
+        scores[:, :2] = -np.inf
+        np.put_along_axis(scores, exclude[row : row + 1], -np.inf, axis=1)
+        expected.append(np.argpartition(-scores, 19, axis=1)[:, :20])
+    monkeypatch.setattr(hard_negatives, "_MATMUL_ROWS", 1)
+    np.testing.assert_array_equal(
+        hard_negatives.top_candidates(queries, embeddings, exclude, 20), np.concatenate(expected)
+    )
+    monkeypatch.setattr(hard_negatives, "_MATMUL_ROWS", 5)
+    got = hard_negatives.top_candidates(queries, embeddings, exclude, 20)
+    assert [set(r) for r in got] == [set(r) for r in np.concatenate(expected)]
+
+
 def test_top_candidates_refuses_a_pool_larger_than_what_is_left():
     embeddings = np.eye(6, dtype=np.float32)
     with pytest.raises(ValueError, match="exceeds the items left"):
