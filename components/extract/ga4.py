@@ -4,7 +4,9 @@ Why a branch of its own: the export holds no contract tables, only one nested ro
 without a catalogue table beside the export, the catalogue) are derived from it (ga4_events.sql, ga4_items.sql);
 the contract's own events.sql and event_drops.sql then read the derived events, so the contract's rules and drop
 reasons hold as for any warehouse, and what only GA4 leaves out is counted by ga4_drops.sql. The user key is a choice of the warehouse URI (`?user_key=user_pseudo_id`), because it decides
-which GA4 column identifies a user before any stage runs. Impressions are not extracted: GA4 logs which items a
+which GA4 column identifies a user before any stage runs. GA4 sets `user_id` only on the events after a sign-in, so
+the rows of a `user_pseudo_id` without it take the one user_id that pseudo id carries in the window (stitched):
+otherwise a shopper's browsing before the sign-in and the purchase after it would be two users. Impressions are not extracted: GA4 logs which items a
 list showed (`view_item_list`, counted), never the probability of showing them, which off-policy evaluation needs.
 """
 
@@ -119,6 +121,8 @@ def extract_into(backend: engines.Backend, params: runner.ExtractParams, out: Pa
             "user_key": values["user_key"],
             "rows_scanned": scanned,
             "kept_rows_sharing_user_timestamp": counts["noted"].get("same_user_timestamp", 0),
+            "kept_rows_stitched_to_user_id": counts["noted"].get("stitched", 0),
+            "kept_rows_of_pseudo_ids_with_several_user_ids": counts["noted"].get("several_user_ids", 0),
             "list_impressions": counts["noted"].get("list_items", 0),
             "impressions": NO_PROPENSITIES,
         },

@@ -315,3 +315,47 @@ def test_ga4_with_a_catalogue_file_reads_the_items_from_it(tmp_path):
     assert "items" in manifest["dropped"]  # the catalogue's own rows are checked as items.sql does
     record = duckdb_warehouse.source_record(f"ga4:{FIXTURE},items:{catalogue}")
     assert str(catalogue.resolve()) in record["source"]  # a changed catalogue file reloads the warehouse
+
+
+def test_rows_before_a_sign_in_join_the_user_id_their_pseudo_id_signs_in_with(tmp_path):
+    """GA4 sets user_id only on the events after setUserId, so a shopper browses under the pseudo id and buys under
+    the user id: the pseudo id's rows without user_id take its one user_id, or the purchase would be a user of its
+    own (below min_events_per_user, dropped) and the browsing one without it. A browser that two user ids signed
+    in on (a shared computer) keeps its anonymous rows under the pseudo id; one that never signed in is unchanged."""
+    sku = [{"item_id": f"SKU-{i}"} for i in range(4)]
+    rows = [
+        # 11.1: views anonymously, signs in at checkout, buys
+        row("view_item", 1709251200, sku[0:1], user_pseudo_id="11.1"),
+        row("view_item", 1709251210, sku[1:2], user_pseudo_id="11.1"),
+        row("login", 1709251220, [], user_pseudo_id="11.1", user_id="cust-7"),
+        row("add_to_cart", 1709251230, sku[1:2], user_pseudo_id="11.1", user_id="cust-7"),
+        row("purchase", 1709251240, sku[1:2], user_pseudo_id="11.1", user_id="cust-7"),
+        # 22.2: cust-8 and cust-9 both sign in on it; its anonymous views stay under 22.2
+        row("view_item", 1709251300, sku[2:3], user_pseudo_id="22.2"),
+        row("view_item", 1709251310, sku[3:4], user_pseudo_id="22.2"),
+        row("view_item", 1709251320, sku[0:1], user_pseudo_id="22.2"),
+        row("view_item", 1709251330, sku[2:3], user_pseudo_id="22.2", user_id="cust-8"),
+        row("view_item", 1709251340, sku[3:4], user_pseudo_id="22.2", user_id="cust-9"),
+        # 33.3: never signs in
+        row("view_item", 1709251400, sku[0:1], user_pseudo_id="33.3"),
+    ]
+    export = write_export(tmp_path / "export", rows)
+    warehouse = ga4_warehouse(tmp_path, export)
+    manifest, events, _ = extract(tmp_path, warehouse, min_events_per_user=1)
+    by_user = events.groupby("user_id").event_type.apply(list).to_dict()
+    assert by_user == {
+        "cust-7": ["view", "view", "cart", "purchase"],
+        "22.2": ["view", "view", "view"],
+        "cust-8": ["view"],
+        "cust-9": ["view"],
+        "33.3": ["view"],
+    }
+    assert events[events.user_id == "cust-7"].event_seq.tolist() == [1, 2, 3, 4]
+    assert manifest["ga4"]["kept_rows_stitched_to_user_id"] == 2
+    assert manifest["ga4"]["kept_rows_of_pseudo_ids_with_several_user_ids"] == 3
+    assert manifest["dropped"]["ga4_rows"] == {"event_name:login": 1}
+
+    manifest = extract_stage.run(f"duckdb://{warehouse}?user_key=user_pseudo_id", tmp_path / "pseudo")
+    users = set(pq.read_table(tmp_path / "pseudo" / "events.parquet").column("user_id").to_pylist())
+    assert users == {"11.1", "22.2", "33.3"}
+    assert manifest["ga4"]["kept_rows_stitched_to_user_id"] == 0
