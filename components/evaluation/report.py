@@ -603,12 +603,9 @@ def off_policy_section(off_policy: dict, figures: dict[str, str]) -> str:
 def campaign_section(campaign: dict | None) -> str:
     """Complementary items (HIT@10 on held-out baskets) and audiences (precision and recall at 1% and 10% of the
     users, on the time split's test window): the campaign evaluation task's file (components.export.campaign_eval)."""
-    if not campaign:
-        return _section(
-            "campaign",
-            "Campaign outputs: complementary items and audiences",
-            _p("Not evaluated: the run names no campaign_outputs, or the evaluation had no extract to read."),
-        )
+    if not campaign or "skipped" in campaign:  # the task writes {"skipped": why} when campaign_outputs is ""
+        why = campaign["skipped"] if campaign else "the run names no campaign_outputs, or the evaluation had no extract"
+        return _section("campaign", "Campaign outputs: complementary items and audiences", _p(f"Not evaluated: {why}."))
     parts = [_p(f"Split {campaign['split']}, cut {campaign['cut']}. " + campaign.get("caveat", ""))]
     comp = campaign.get("complementary_items")
     if comp:

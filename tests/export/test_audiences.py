@@ -184,6 +184,8 @@ def test_the_evaluation_stage_figures_and_report_section(shop):
     html = report.campaign_section(result)
     assert "precision@1%" in html and "bought_category_before" in html
     assert "Not evaluated" in report.campaign_section(None)
+    # what the task wrote for campaign_outputs="" (a documented value): the report says so instead of failing the run
+    assert "Not evaluated: campaign_outputs is empty" in report.campaign_section(written)
     schema.FeaturesManifest(examples={}).write(features)
     schema.FeatureSpec(max_len=5, num_items=6, num_categories=4, num_users=4, ranking_task="cvr").write(features)
     loo = campaign.evaluate_run(features, extracted, model, ("audiences",))
