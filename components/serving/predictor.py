@@ -66,18 +66,19 @@ class Predictor:
 
     def predict(self, instances: Sequence[Instance]) -> list[dict]:
         """One prediction per instance, in order: {"items", "scores", "source", "variant", "model_version",
-        "ignored_items"}. Instances of one arm and list length are scored in one funnel call."""
+        "ignored_items"}. Instances served by the same model at the same depth are scored in one funnel call: both
+        variants together when the control arm is the treatment model (no earlier blessed model)."""
         config = self.config
         histories = [self._history(instance) for instance in instances]
         lengths = [instance.k or config.top_k for instance in instances]
+        variants = [ab.assign(instance.user_id, config.experiment, config.treatment_ratio) for instance in instances]
         groups = collections.defaultdict(list)
-        for i, instance in enumerate(instances):
-            variant = ab.assign(instance.user_id, config.experiment, config.treatment_ratio)
+        for i, variant in enumerate(variants):
             # Lists shorter than the export's are its prefixes: the funnel always runs at top_k or more.
-            groups[variant, max(lengths[i], config.top_k)].append(i)
+            groups[id(self._arms[variant]), max(lengths[i], config.top_k)].append(i)
         predictions: list[dict] = [{}] * len(instances)
-        for (variant, depth), members in groups.items():
-            arm = self._arms[variant]
+        for (_, depth), members in groups.items():
+            arm = self._arms[variants[members[0]]]
             result = self._funnel(arm, [histories[i] for i in members], depth)
             sources = result.sources
             for row, i in enumerate(members):
@@ -87,7 +88,7 @@ class Predictor:
                     "items": arm.model.item_ids[items[shown]].tolist(),
                     "scores": scores[shown].astype(float).tolist(),
                     "source": str(sources[row]),
-                    "variant": variant,
+                    "variant": variants[i],
                     "model_version": arm.model.version,
                     "ignored_items": histories[i].ignored,
                 }
