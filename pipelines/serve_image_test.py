@@ -26,15 +26,14 @@ HEALTH_ROUTE, PREDICT_ROUTE = "/v1/health", "/v1/models/shop-recsys:predict"
 
 
 def entrypoint(image: str) -> list[str]:
-    """The image's ENTRYPOINT + CMD, as a container runtime (and Vertex AI) starts it."""
-    config = json.loads(
+    """The image's ENTRYPOINT + CMD, as a container runtime (and Vertex AI) starts it. Read from `buildah inspect`'s
+    whole JSON: Debian bookworm's buildah (1.28) has no `json` function for --format templates."""
+    inspected = json.loads(
         subprocess.run(
-            [*BUILDAH, "inspect", "--type", "image", "--format", "{{json .OCIv1.Config}}", image],
-            check=True,
-            capture_output=True,
-            text=True,
+            [*BUILDAH, "inspect", "--type", "image", image], check=True, capture_output=True, text=True
         ).stdout
     )
+    config = (inspected.get("OCIv1") or {}).get("config") or {}
     command = list(config.get("Entrypoint") or []) + list(config.get("Cmd") or [])
     if not command:
         raise ValueError(f"{image} has no entry point")

@@ -24,8 +24,9 @@ with open({log!r}, "a") as log:
 while args and args[0].startswith("--storage-driver"):
     args = args[2:]
 if args[0] == "inspect":
-    if "--format" in args:
-        print(json.dumps({{"Entrypoint": {entrypoint!r}, "Cmd": None}}))
+    if "--format" in args:  # as Debian bookworm's buildah 1.28 answers a template with json in it
+        sys.exit('Error: Template parsing error: template: format:1: function "json" not defined')
+    print(json.dumps({{"Type": "buildah 0.0.1", "OCIv1": {{"config": {{"Entrypoint": {entrypoint!r}, "Cmd": None}}}}}}))
 elif args[0] == "from":
     print("serving-container-1")
 elif args[0] == "run":
