@@ -100,8 +100,8 @@ class BanditRun:
 class BanditConfig:
     """Hyper-parameters of the learning policies. The defaults were chosen on simulator seed 100 of the medium
     shop (bench seeds are 0-2), each learner on the same footing; forgetting (0.98 of 1, 0.98, 0.95, 0.9 for every
-    learner) and the FM's exploration and bias precision on tuning seeds 100-102 (mean clicks over the run); see
-    /work/notes/26-h26.md."""
+    learner) and the FM's exploration and bias precision on tuning seeds 100-102 (mean clicks over the run); the
+    figures are in README's bandit study paragraph and issue 26's note."""
 
     noise_variance: float = 0.25  # linear Thompson
     thompson_exploration: float = 0.5  # linear Thompson: scale of its draws' deviation from the mean
