@@ -88,5 +88,5 @@ serve-image: ## build the serving image (docker/Dockerfile.serving on the compon
 
 serve-image-test: venv ## build the serving image with buildah, start it on loopback and send it real requests (MODEL=)
 	$(MAKE) serve-image BUILDER=buildah REGISTRY= IMAGE_REF=$(call q,$(IMAGE_REF))
-	$(PY) -m pipelines.serve_image_test --image $(call q,$(SERVING_IMAGE_REF)) --model $(call q,$(MODEL)) \
+	$(PY) -m tools.serve_image_test --image $(call q,$(SERVING_IMAGE_REF)) --model $(call q,$(MODEL)) \
 	  --requests $(call q,$(SERVE_IMAGE_REQUESTS))

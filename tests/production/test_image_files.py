@@ -199,6 +199,6 @@ def test_make_serve_image_builds_the_tag_the_registry_step_registers(monkeypatch
     serving = image.serving_image(f"recsys-pipeline:{image.content_hash()}")
     assert f"-f docker/Dockerfile.serving --build-arg COMPONENT_IMAGE={serving.removesuffix('-serving')}" in out
     assert f"-t {serving} ." in out
-    assert f"-m pipelines.serve_image_test --image '{serving}' --model 'runs/local/registry/serving'" in out
+    assert f"-m tools.serve_image_test --image '{serving}' --model 'runs/local/registry/serving'" in out
     pushed = make_dry_run("serve-image", "BUILDER=docker", "REGISTRY=europe-docker.pkg.dev/p/r")
     assert re.search(r"docker push europe-docker.pkg.dev/p/r/recsys-pipeline:\w+-serving", pushed)

@@ -1,4 +1,4 @@
-"""`make serve-image-test`'s runner (pipelines.serve_image_test) without an image: a stand-in `buildah` on PATH
+"""`make serve-image-test`'s runner (tools.serve_image_test) without an image: a stand-in `buildah` on PATH
 answers `inspect` with docker/Dockerfile.serving's ENTRYPOINT and runs `buildah run`'s command on this machine
 with the container's variables and mounts, so the server the image would start answers real requests on loopback."""
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from components.serving import bundle
-from pipelines import serve_image_test
+from tools import serve_image_test
 
 ROOT = Path(__file__).resolve().parents[2]
 

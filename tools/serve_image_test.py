@@ -8,7 +8,7 @@ AIP_PREDICT_ROUTE (not the defaults, so the routes are shown to come from them).
 checks one prediction's shape and a refusal, then sends `requests` requests from 1 and 8 clients (the serve-bench
 code, components.serving.bench) and fails on any error.
 
-    python -m pipelines.serve_image_test --image recsys-pipeline:TAG-serving --model runs/local/registry/serving
+    python -m tools.serve_image_test --image recsys-pipeline:TAG-serving --model runs/local/registry/serving
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipelines.image_test import BUILDAH, local_image_name
+from tools.image_test import BUILDAH, local_image_name
 
 MOUNT = "/models"
 HEALTH_ROUTE, PREDICT_ROUTE = "/v1/health", "/v1/models/shop-recsys:predict"
