@@ -190,10 +190,43 @@ TARGET_ITEM = "target_item"  # int64 scalar
 TARGET_CAT = "target_cat"  # int64 scalar
 LABEL = "label"  # float scalar: 1 bought/next item, 0 sampled negative or not bought
 SEEN_ITEMS = "seen_items"  # int64 list: every distinct item before the target (masking), valid/test only
+# Per-step behaviour, aligned step by step with hist_items (spec_version 2), in retrieval and ranking examples:
+HIST_TYPES = "hist_types"  # int64 list: the step's event-type flags, bit i set when EVENT_TYPES[i] is in the step
+HIST_GAPS = "hist_gaps"  # int64 list: seconds from the previous step to this one; NO_GAP for the user's first step
+TARGET_GAP = "target_gap"  # int64 scalar: seconds from the last history step to the target (the request time)
+# Retrieval valid/test only, what the export appends to the stored history; never a model input (the target's own
+# behaviour is known only after the fact: for cvr it is the label):
+TARGET_TYPE = "target_type"  # int64 scalar: the target step's event-type flags
+TARGET_TS = "target_ts"  # int64 scalar: the target step's time, seconds since the epoch (UTC)
+NO_GAP = -1  # a gap that does not exist (no earlier step) or is unknown
+NUM_TYPE_CODES = 1 << len(EVENT_TYPES)  # hist_types values are 1..NUM_TYPE_CODES - 1; 0 = unknown or padding
 
-RETRIEVAL_FEATURES = (USER, HIST_ITEMS, HIST_CATS, TARGET_ITEM, TARGET_CAT, SEEN_ITEMS)
-RANKING_FEATURES = (USER, HIST_ITEMS, HIST_CATS, NOCLICK_ITEMS, NOCLICK_CATS, TARGET_ITEM, TARGET_CAT, LABEL)
-SEQUENCE_FEATURES = (HIST_ITEMS, HIST_CATS, NOCLICK_ITEMS, NOCLICK_CATS, SEEN_ITEMS)
+RETRIEVAL_FEATURES = (
+    USER,
+    HIST_ITEMS,
+    HIST_CATS,
+    HIST_TYPES,
+    HIST_GAPS,
+    TARGET_ITEM,
+    TARGET_CAT,
+    TARGET_GAP,
+    SEEN_ITEMS,
+)
+HELD_OUT_FEATURES = (TARGET_TYPE, TARGET_TS)  # retrieval valid/test examples only
+RANKING_FEATURES = (
+    USER,
+    HIST_ITEMS,
+    HIST_CATS,
+    HIST_TYPES,
+    HIST_GAPS,
+    NOCLICK_ITEMS,
+    NOCLICK_CATS,
+    TARGET_ITEM,
+    TARGET_CAT,
+    TARGET_GAP,
+    LABEL,
+)
+SEQUENCE_FEATURES = (HIST_ITEMS, HIST_CATS, HIST_TYPES, HIST_GAPS, NOCLICK_ITEMS, NOCLICK_CATS, SEEN_ITEMS)
 
 RANKING_TASKS = ("next_item", "cvr")
 
@@ -201,15 +234,18 @@ RANKING_TASKS = ("next_item", "cvr")
 # The versions of the files below. A file written before its version field existed has the version-1 layout, so
 # one without the field reads as version 1 (the features outputs and model artifacts already on disk stay readable);
 # any other version is a file of other code, refused with a SchemaError.
-FEATURE_SPEC_VERSION = 1
+# Feature spec 2: examples carry the per-step behaviour (HIST_TYPES, HIST_GAPS, TARGET_GAP; TARGET_TYPE, TARGET_TS);
+# an output of spec 1 lacks them and is refused (re-run the features stage).
+FEATURE_SPEC_VERSION = 2
 FEATURES_MANIFEST_VERSION = 1
 
 
-def _check_version(payload: dict, key: str, known: int, where: str) -> None:
-    """Refuses a `key` other than `known` (absent reads as 1: the layout before the field was written)."""
+def _check_version(payload: dict, key: str, known: int, where: str, hint: str = "") -> None:
+    """Refuses a `key` other than `known` (absent reads as 1: the layout before the field was written); `hint` says
+    what to do about it."""
     version = payload.get(key, 1)
     if version != known:
-        raise SchemaError(f"{where}: {key} {version!r}, this code reads {known}")
+        raise SchemaError(f"{where}: {key} {version!r}, this code reads {known}{hint}")
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -246,7 +282,15 @@ class FeatureSpec:
     @classmethod
     def from_json(cls, payload: dict, where: str = FEATURE_SPEC) -> FeatureSpec:
         """Refuses a spec_version other than FEATURE_SPEC_VERSION, missing sizes and fields it does not know."""
-        _check_version(payload, "spec_version", FEATURE_SPEC_VERSION, where)
+        _check_version(
+            payload,
+            "spec_version",
+            FEATURE_SPEC_VERSION,
+            where,
+            " (version 1 was written before the examples carried event types and gaps: re-run the features stage)"
+            if payload.get("spec_version", 1) == 1
+            else "",
+        )
         required = ("max_len", "num_items", "num_categories", "num_users", "ranking_task")
         missing = [key for key in required if key not in payload]
         if missing:

@@ -56,11 +56,14 @@ def test_a_feature_spec_reads_itself_and_refuses_other_versions(tmp_path):
     assert schema.FeatureSpec.read(tmp_path) == spec
     written = json.loads((tmp_path / schema.FEATURE_SPEC).read_text())
     assert written["spec_version"] == schema.FEATURE_SPEC_VERSION
-    # a features output written before the version field was: the same layout, read as version 1
-    (tmp_path / schema.FEATURE_SPEC).write_text(json.dumps({k: v for k, v in written.items() if k != "spec_version"}))
-    assert schema.FeatureSpec.read(tmp_path) == spec
-    (tmp_path / schema.FEATURE_SPEC).write_text(json.dumps({**written, "spec_version": 2}))
-    with pytest.raises(schema.SchemaError, match="spec_version 2, this code reads 1"):
+    # a features output written before the version field was, or of version 1: examples without event types and
+    # gaps, refused with what to do
+    for old in ({k: v for k, v in written.items() if k != "spec_version"}, {**written, "spec_version": 1}):
+        (tmp_path / schema.FEATURE_SPEC).write_text(json.dumps(old))
+        with pytest.raises(schema.SchemaError, match="spec_version 1, this code reads 2 .*re-run the features stage"):
+            schema.FeatureSpec.read(tmp_path)
+    (tmp_path / schema.FEATURE_SPEC).write_text(json.dumps({**written, "spec_version": 3}))
+    with pytest.raises(schema.SchemaError, match=r"spec_version 3, this code reads 2$"):
         schema.FeatureSpec.read(tmp_path)
     (tmp_path / schema.FEATURE_SPEC).write_text(json.dumps({**written, "vocab_size": 3}))
     with pytest.raises(schema.SchemaError, match=r"does not know: \['vocab_size'\]"):

@@ -17,8 +17,8 @@ _LABEL = {1.0: tfx.float_entry(schema.LABEL, 1.0), 0.0: tfx.float_entry(schema.L
 class _EncodedSequence:
     """A sequence's varints concatenated once, so any window [a, t) is one bytes slice."""
 
-    def __init__(self, values: list[int]):
-        encoded = tfx.packed_varints(values)
+    def __init__(self, values: list[int], signed: bool = False):
+        encoded = tfx.packed_signed_varints(values) if signed else tfx.packed_varints(values)
         self._data = b"".join(encoded)
         self._offsets = list(itertools.accumulate(map(len, encoded), initial=0))
 
@@ -42,6 +42,11 @@ def resolve_ranking_task(requested: str, events_by_type: dict[str, int]) -> str:
 
 _HIST_ITEMS = tfx.Int64ListKey(schema.HIST_ITEMS)
 _HIST_CATS = tfx.Int64ListKey(schema.HIST_CATS)
+_HIST_TYPES = tfx.Int64ListKey(schema.HIST_TYPES)
+_HIST_GAPS = tfx.Int64ListKey(schema.HIST_GAPS)
+_TARGET_GAP = tfx.Int64ListKey(schema.TARGET_GAP)
+_TARGET_TYPE = tfx.Int64ListKey(schema.TARGET_TYPE)
+_TARGET_TS = tfx.Int64ListKey(schema.TARGET_TS)
 _NOCLICK_ITEMS = tfx.Int64ListKey(schema.NOCLICK_ITEMS)
 _NOCLICK_CATS = tfx.Int64ListKey(schema.NOCLICK_CATS)
 _SEEN_ITEMS = tfx.Int64ListKey(schema.SEEN_ITEMS)
@@ -65,6 +70,19 @@ class TargetEntries:
         return entry
 
 
+US_PER_SECOND = 1_000_000
+
+
+def step_behaviour(steps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per step: its event-type flags, the seconds since the step before (schema.NO_GAP for the first) and its
+    time in seconds since the epoch. Step t's values depend on steps t-1 and t only: no step sees its future."""
+    ts = steps["ts"].astype(np.int64)
+    gaps = np.empty(len(steps), np.int64)
+    gaps[:1] = schema.NO_GAP
+    gaps[1:] = np.diff(ts) // US_PER_SECOND
+    return steps["flags"].astype(np.int64), gaps, ts // US_PER_SECOND
+
+
 def user_examples(
     user_id: str,
     steps: np.ndarray,
@@ -80,7 +98,9 @@ def user_examples(
     """{(kind, split): serialised tf.Examples} for one user (kind: retrieval or ranking).
 
     Random draws happen in a fixed order from the user's own generator: first the no-click item
-    of every step, then one negative per next-item target in split order.
+    of every step, then one negative per next-item target in split order. Every example carries the history's
+    event types and gaps step by step, and the gap from its last step to the target (the request); the next-item
+    negative shares its positive's, as it shares its history.
     """
     targets = targets or TargetEntries(vocab.item_category)
     rng = user_rng(seed, user_id)
@@ -91,6 +111,9 @@ def user_examples(
     hist_cats = _EncodedSequence(vocab.item_category[items].tolist())
     noclick_items = _EncodedSequence(noclick.tolist())
     noclick_cats = _EncodedSequence(vocab.item_category[noclick].tolist())
+    types, gaps, seconds = step_behaviour(steps)
+    hist_types = _EncodedSequence(types.tolist())
+    hist_gaps = _EncodedSequence(gaps.tolist(), signed=True)
     user = _USER.scalar(vocab.user_index[user_id])
     positions = split(steps)
     if ranking_task == "next_item":
@@ -105,15 +128,23 @@ def user_examples(
         retrieval, ranking = [], []
         for t in positions[name].tolist():
             start = max(0, t - max_len)
-            history = (
-                user + _HIST_ITEMS.entry(hist_items.window(start, t)) + _HIST_CATS.entry(hist_cats.window(start, t))
+            history = b"".join(
+                (
+                    user,
+                    _HIST_ITEMS.entry(hist_items.window(start, t)),
+                    _HIST_CATS.entry(hist_cats.window(start, t)),
+                    _HIST_TYPES.entry(hist_types.window(start, t)),
+                    _HIST_GAPS.entry(hist_gaps.window(start, t)),
+                    _TARGET_GAP.scalar(int(gaps[t])),
+                )
             )
             target = targets(item_list[t])
             if name == "train":
                 retrieval.append(tfx.example(history, target))
             else:
                 seen = b"".join(tfx.varint(i) for i in dict.fromkeys(item_list[:t]))
-                retrieval.append(tfx.example(history, target, _SEEN_ITEMS.entry(seen)))
+                held_out = _TARGET_TYPE.scalar(int(types[t])) + _TARGET_TS.scalar(int(seconds[t]))
+                retrieval.append(tfx.example(history, target, _SEEN_ITEMS.entry(seen), held_out))
             if labels is not None and t not in labels:
                 continue  # cvr: only viewed steps are ranking rows
             shared = (

@@ -66,8 +66,10 @@ def _count_records(path: str) -> int:
         raise schema.SchemaError(f"{path} is damaged: {err}") from err
 
 
-def _parse_spec(kind: str) -> dict:
-    names = schema.RETRIEVAL_FEATURES if kind == schema.RETRIEVAL_DIR else schema.RANKING_FEATURES
+def _parse_spec(kind: str, split: str) -> dict:
+    names: tuple[str, ...] = schema.RETRIEVAL_FEATURES if kind == schema.RETRIEVAL_DIR else schema.RANKING_FEATURES
+    if kind == schema.RETRIEVAL_DIR and split != "train":
+        names += schema.HELD_OUT_FEATURES
     spec = {}
     for name in names:
         if name in schema.SEQUENCE_FEATURES:
@@ -81,7 +83,7 @@ def _parse_spec(kind: str) -> dict:
 
 def dataset(features_dir: str | Path, kind: str, split: str, batch_size: int) -> tf.data.Dataset:
     """Batches of parsed examples; sequence features are `tf.RaggedTensor`s, right-ragged, oldest first."""
-    spec = _parse_spec(kind)
+    spec = _parse_spec(kind, split)
     files = tfrecord_files(features_dir, kind, split)
     return (
         tf.data.TFRecordDataset(files, num_parallel_reads=tf.data.AUTOTUNE)
@@ -127,13 +129,13 @@ def canonical_order(columns: dict[str, np.ndarray]) -> np.ndarray:
     return np.argsort(users, kind="stable")
 
 
-def pad_left(sequences, length: int | None = None) -> np.ndarray:
-    """Stacks int sequences into a [n, length] matrix, padded with PAD_INDEX on the left.
+def pad_left(sequences, length: int | None = None, fill: int = schema.PAD_INDEX) -> np.ndarray:
+    """Stacks int sequences into a [n, length] matrix, padded with `fill` (PAD_INDEX; NO_GAP for gaps) on the left.
 
     Left padding keeps the most recent item in the last column for every row.
     """
     length = length or max((len(s) for s in sequences), default=1) or 1
-    out = np.full((len(sequences), length), schema.PAD_INDEX, dtype=np.int64)
+    out = np.full((len(sequences), length), fill, dtype=np.int64)
     for row, seq in enumerate(sequences):
         seq = np.asarray(seq[-length:], dtype=np.int64)
         if len(seq):

@@ -48,6 +48,16 @@ def packed_varints(values: Iterable[int]) -> list[bytes]:
     return [varint(v) for v in values]
 
 
+def signed_varint(value: int) -> bytes:
+    """An int64 as protobuf encodes it: a negative value is its two's complement, ten bytes (gaps use -1)."""
+    return varint(value) if value >= 0 else _encode_varint(value & 0xFFFFFFFFFFFFFFFF)
+
+
+def packed_signed_varints(values: Iterable[int]) -> list[bytes]:
+    """packed_varints for int64 values that may be negative."""
+    return [signed_varint(v) for v in values]
+
+
 def _length_delimited(tag: bytes, payload: bytes) -> bytes:
     return tag + varint(len(payload)) + payload
 
@@ -84,7 +94,7 @@ class Int64ListKey:
 
     def scalar(self, value: int) -> bytes:
         """The map entry of this key holding one int64."""
-        return self.entry(varint(value))
+        return self.entry(signed_varint(value))
 
 
 def _entry_body(body: bytes) -> bytes:

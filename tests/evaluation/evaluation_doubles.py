@@ -19,6 +19,7 @@ from components import schema
 from components.serving.models import ServingModel
 
 NUM_CATALOGUE = 60
+VIEW, DAY = 1 << schema.EVENT_TYPES.index("view"), 86_400
 MAX_LEN = 8
 
 
@@ -81,12 +82,20 @@ def write_features(directory: Path, sequences: list[list[int]], seed: int = 0) -
         for t in range(1, len(idx)):
             split = "test" if t == len(idx) - 1 else "valid" if t == len(idx) - 2 else "train"
             hist, hist_cats = idx[max(0, t - MAX_LEN) : t], cats[max(0, t - MAX_LEN) : t]
-            base = {schema.USER: user + schema.NUM_RESERVED, schema.HIST_ITEMS: hist, schema.HIST_CATS: hist_cats}
+            base = {
+                schema.USER: user + schema.NUM_RESERVED,
+                schema.HIST_ITEMS: hist,
+                schema.HIST_CATS: hist_cats,
+                schema.HIST_TYPES: [VIEW] * len(hist),  # one view a day
+                schema.HIST_GAPS: [DAY] * len(hist),
+                schema.TARGET_GAP: DAY,
+            }
             retrieval = {**base, schema.TARGET_ITEM: idx[t], schema.TARGET_CAT: cats[t]}
             if split == "train":
                 train_count[idx[t]] += 1
             else:
                 retrieval[schema.SEEN_ITEMS] = sorted(set(idx[:t]))
+                retrieval[schema.TARGET_TYPE], retrieval[schema.TARGET_TS] = VIEW, DAY * t
             examples[("retrieval", split)].append(retrieval)
             negative = int(rng.choice([i for i in range(schema.NUM_RESERVED, num_items) if i != idx[t]]))
             noclick = {schema.NOCLICK_ITEMS: hist, schema.NOCLICK_CATS: hist_cats}

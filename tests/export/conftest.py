@@ -30,6 +30,8 @@ TEST_EXAMPLES = {
 USER_WITHOUT_HISTORY = "u6"
 MAX_LEN = 3
 GENERATED_AT = dt.datetime(2026, 11, 25, 3, 0, tzinfo=dt.timezone.utc)
+VIEW, DAY = 1 << schema.EVENT_TYPES.index("view"), 86_400
+TARGET_TS = int(dt.datetime(2026, 11, 24, tzinfo=dt.timezone.utc).timestamp())  # every test target's time
 
 
 def item_index(item_id: str) -> int:
@@ -50,9 +52,14 @@ def _example(user_index: int, hist: list[str], target: str, seen: list[str]):
         schema.USER: ints([user_index]),
         schema.HIST_ITEMS: ints([item_index(i) for i in hist]),
         schema.HIST_CATS: ints([category_index(i) for i in hist]),
+        schema.HIST_TYPES: ints([VIEW] * len(hist)),  # one view a day
+        schema.HIST_GAPS: ints([DAY] * len(hist)),
+        schema.TARGET_GAP: ints([DAY]),
         schema.TARGET_ITEM: ints([item_index(target)]),
         schema.TARGET_CAT: ints([category_index(target)]),
         schema.SEEN_ITEMS: ints(sorted({item_index(i) for i in hist + seen})),
+        schema.TARGET_TYPE: ints([VIEW]),
+        schema.TARGET_TS: ints([TARGET_TS]),
     }
     return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
 

@@ -115,6 +115,43 @@ def test_outputs_follow_the_contract(shop):
     assert not list(shop["root"].glob("*.tmp-*"))
 
 
+def _expected_steps(events: pa.Table, known_items: set[str]) -> dict[str, list[tuple[int, int]]]:
+    """Each kept user's steps as (event-type flags, time in seconds), computed independently with pandas."""
+    df = events.to_pandas()
+    df = df[df.event_type.isin(schema.EVENT_TYPES) & df.item_id.isin(known_items)]
+    df = df.sort_values(["user_id", "event_ts", "event_seq"])
+    out = {}
+    for user, group in df.groupby("user_id"):
+        steps = []
+        for item, event_type, ts in zip(group.item_id, group.event_type, group.event_ts):
+            flag = 1 << schema.EVENT_TYPES.index(event_type)
+            if steps and item == steps[-1][0]:
+                steps[-1][1] |= flag
+            else:
+                steps.append([item, flag, int(ts.timestamp())])
+        if len(steps) >= 3:
+            out[user] = [(flags, seconds) for _, flags, seconds in steps]
+    return out
+
+
+def test_examples_carry_the_steps_event_types_and_gaps_from_the_events(shop):
+    expected = _expected_steps(shop["events"], set(shop["items"].column("item_id").to_pylist()))
+    assert len({flags for steps in expected.values() for flags, _ in steps}) > 1  # the shop has several event kinds
+    data, users, _, _ = _by_user(shop["out"], "retrieval", "test")
+    for row, user in enumerate(data["user"]):
+        steps = expected[users[user - 2]]
+        gaps = [schema.NO_GAP] + [b - a for (_, a), (_, b) in zip(steps, steps[1:])]
+        window = slice(max(0, len(steps) - 1 - MAX_LEN), len(steps) - 1)
+        assert data["hist_types"][row].tolist() == [flags for flags, _ in steps[window]]
+        assert data["hist_gaps"][row].tolist() == gaps[window]
+        assert data["target_gap"][row] == gaps[-1] >= 0
+        assert (data["target_type"][row], data["target_ts"][row]) == steps[-1]
+    ranking = reader.load_numpy(shop["out"], "ranking", "test")
+    for name in ("hist_types", "hist_gaps"):
+        assert [len(v) for v in ranking[name]] == [len(v) for v in ranking["hist_items"]]
+    assert "target_ts" not in ranking and "target_type" not in ranking
+
+
 def test_progress_line_gives_the_key_counts_in_one_short_line(shop):
     stats, line = shop["stats"], summary_line(shop["stats"])
     examples = stats["examples"][schema.RETRIEVAL_DIR]

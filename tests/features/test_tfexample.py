@@ -36,6 +36,15 @@ def test_tfrecord_frames_are_read_by_tf_data(tmp_path):
     assert [r.numpy() for r in tf.data.TFRecordDataset(str(path))] == records
 
 
+def test_signed_values_parse_as_tensorflow_writes_them():
+    values = [-1, 0, 5, -(2**40), 2**62]
+    record = tfx.example(
+        tfx.Int64ListKey("gaps").entry(b"".join(tfx.packed_signed_varints(values))),
+        tfx.Int64ListKey("gap").scalar(-1),
+    )
+    assert tf.train.Example.FromString(record) == _reference({"gaps": values, "gap": [-1]})
+
+
 def test_varint_rejects_negative_values():
     import pytest
 

@@ -157,9 +157,12 @@ def _check_next_item_pairs(pairs):
     for positive, negative in pairs:
         assert positive["label"] == [1.0] and negative["label"] == [0.0]
         assert negative["target_item"] != positive["target_item"]
-        for key in ("user", "hist_items", "hist_cats", "noclick_items", "noclick_cats"):
+        for key in ("user", "hist_items", "hist_cats", "hist_types", "hist_gaps", "target_gap"):
             assert negative[key] == positive[key]
-        assert len(positive["noclick_items"]) == len(positive["hist_items"]) == len(positive["noclick_cats"])
+        for key in ("noclick_items", "noclick_cats"):
+            assert negative[key] == positive[key]
+        for key in ("noclick_items", "noclick_cats", "hist_types", "hist_gaps"):
+            assert len(positive[key]) == len(positive["hist_items"])
         assert all(n != h for n, h in zip(positive["noclick_items"], positive["hist_items"]))
         assert 1 <= len(positive["hist_items"]) <= 3
 
@@ -210,6 +213,46 @@ def test_build_examples_retrieval_histories_targets_and_seen_items():
             lambda r: (r["user"][0], r["hist_items"], r["target_item"][0], r.get("seen_items", []))
         )
         assert_that(train, equal_to([(2, [4], 2, []), (2, [4, 2], 3, []), (3, [3], 2, [])]), label="train")
+
+
+CART, FAV = 1 << schema.EVENT_TYPES.index("cart"), 1 << schema.EVENT_TYPES.index("fav")
+
+
+def test_build_examples_carry_each_steps_event_types_and_gaps_and_the_gap_to_the_target():
+    # a b c b d at 0 s, 60 s, 60 s, 1 h 1 min, 1 day 1 min: gaps -, 60, 0, 3600, 86400 s
+    seconds = [0, 60, 60, 3660, 90060]
+    flags = [VIEW, VIEW | CART, VIEW | FAV, PURCHASE, VIEW]
+    steps = np.zeros(5, STEP_DTYPE)
+    steps["item"], steps["flags"], steps["ts"] = [0, 1, 2, 1, 3], flags, np.multiply(seconds, 1_000_000)
+    with fn_api_pipeline() as p:
+        decoded, _ = _examples(p, "next_item", sequences=[("u1", steps)])
+
+        def behaviour(r):
+            held_out = (r["target_type"][0], r["target_ts"][0]) if "target_ts" in r else None
+            return r["target_item"][0], r["hist_types"], r["hist_gaps"], r["target_gap"][0], held_out
+
+        # items by step count: b=2, then a c d by id = 3 4 5; max_len 3 keeps the window's first step's real gap
+        expected = {
+            "train": [(2, [VIEW], [-1], 60, None), (4, [VIEW, VIEW | CART], [-1, 60], 0, None)],
+            "valid": [(2, [VIEW, VIEW | CART, VIEW | FAV], [-1, 60, 0], 3600, (PURCHASE, 3660))],
+            "test": [(5, [VIEW | CART, VIEW | FAV, PURCHASE], [60, 0, 3600], 86400, (VIEW, 90060))],
+        }
+        for split, rows in expected.items():
+            got = decoded[T.output_tag("retrieval", split)] | f"B{split}" >> beam.Map(behaviour)
+            assert_that(got, equal_to(rows), label=f"retrieval_{split}")
+            # the ranking rows carry the same history and request gap, never the target's own type or time
+            ranking = decoded[T.output_tag("ranking", split)] | f"R{split}" >> beam.Filter(
+                lambda r: r["label"] == [1.0]
+            )
+            assert_that(
+                ranking | f"RB{split}" >> beam.Map(behaviour),
+                equal_to(rows_without_held_out(rows)),
+                label=f"ranking_{split}",
+            )
+
+
+def rows_without_held_out(rows):
+    return [row[:-1] + (None,) for row in rows]
 
 
 def test_build_examples_cvr_rows_are_viewed_steps_labelled_by_later_purchase():

@@ -21,11 +21,25 @@ def _ints(values) -> tf.train.Feature:
     return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in np.atleast_1d(values)]))
 
 
+DAY = 86_400
+VIEW = 1 << schema.EVENT_TYPES.index("view")
+
+
+def _behaviour(hist) -> dict:
+    """One view a day: every step of type view, a day after the step before."""
+    return {
+        schema.HIST_TYPES: _ints([VIEW] * len(hist)),
+        schema.HIST_GAPS: _ints([DAY] * len(hist)),
+        schema.TARGET_GAP: _ints(DAY),
+    }
+
+
 def _example(user, hist, hist_cats, noclick, noclick_cats, target, target_cat, label) -> bytes:
     features = {
         schema.USER: _ints(user),
         schema.HIST_ITEMS: _ints(hist),
         schema.HIST_CATS: _ints(hist_cats),
+        **_behaviour(hist),
         schema.NOCLICK_ITEMS: _ints(noclick),
         schema.NOCLICK_CATS: _ints(noclick_cats),
         schema.TARGET_ITEM: _ints(target),
@@ -40,9 +54,12 @@ def _retrieval_example(user, hist, hist_cats, target, target_cat, seen) -> bytes
         schema.USER: _ints(user),
         schema.HIST_ITEMS: _ints(hist),
         schema.HIST_CATS: _ints(hist_cats),
+        **_behaviour(hist),
         schema.TARGET_ITEM: _ints(target),
         schema.TARGET_CAT: _ints(target_cat),
         schema.SEEN_ITEMS: _ints(seen),
+        schema.TARGET_TYPE: _ints(VIEW),
+        schema.TARGET_TS: _ints(DAY * len(seen)),
     }
     return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
 

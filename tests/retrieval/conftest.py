@@ -68,6 +68,9 @@ def write_features(directory: Path, sequences: list[list[int]], item_category: d
                 schema.USER: _int_feature([user + schema.NUM_RESERVED]),
                 schema.HIST_ITEMS: _int_feature(item_index[i] for i in history),
                 schema.HIST_CATS: _int_feature(cat_index[item_category[i]] for i in history),
+                schema.HIST_TYPES: _int_feature([1] * len(history)),  # one view a day
+                schema.HIST_GAPS: _int_feature([86_400] * len(history)),
+                schema.TARGET_GAP: _int_feature([86_400]),
                 schema.TARGET_ITEM: _int_feature([item_index[sequence[t]]]),
                 schema.TARGET_CAT: _int_feature([cat_index[item_category[sequence[t]]]]),
             }
@@ -75,6 +78,7 @@ def write_features(directory: Path, sequences: list[list[int]], item_category: d
                 train_count[sequence[t]] += 1
             else:
                 feature[schema.SEEN_ITEMS] = _int_feature(sorted({item_index[i] for i in sequence[:t]}))
+                feature[schema.TARGET_TYPE], feature[schema.TARGET_TS] = _int_feature([1]), _int_feature([86_400 * t])
             example = tf.train.Example(features=tf.train.Features(feature=feature))
             writers[split].write(example.SerializeToString())
             counts[split] += 1
