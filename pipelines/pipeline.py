@@ -49,6 +49,7 @@ def recommender_pipeline(
     split_cut: str = "",
     split_window_days: float = 1.0,
     beam_args: str = "[]",
+    user_scoring: str = "in_process",
     seed: int = 0,
     retrieval_epochs: int = 12,
     warm_start: bool = False,
@@ -95,7 +96,8 @@ def recommender_pipeline(
         split: leave_last_out (the published protocol) or time: train before the cut, valid [cut, cut + d), test [cut + d, cut + 2d).
         split_cut: The time split's cut T (ISO, UTC); "" puts the test window at the end of the extracted window.
         split_window_days: The time split's window d in days.
-        beam_args: JSON list of Beam pipeline options for the features job (Dataflow on Vertex).
+        beam_args: JSON list of Beam pipeline options for the features job (Dataflow on Vertex), and for evaluation's and export's user scoring when user_scoring is beam.
+        user_scoring: How evaluation and export score the users: in_process (one Python process, for a small shop) or beam (shards of users on Beam workers with beam_args: two local processes, or Dataflow); both give the same lists and figures.
         seed: Seed of the split, the models and the synthetic shop's simulator.
         retrieval_epochs: Most epochs of two-tower training (the best valid epoch is kept).
         warm_start: Start retrieval and the DIEN ranker from the last blessed model (item rows carried by id, new items from their features) for warm_start_epochs; from scratch without one (DIN, a baseline the registry does not bless, trains from scratch).
@@ -236,6 +238,8 @@ def recommender_pipeline(
         extracted=extract_task.outputs["extracted"],
         campaign=campaign_task.outputs["report"],
         gate_on_drift=gate_on_drift,
+        user_scoring=user_scoring,
+        beam_args=beam_args,
     )
     apply_resources(evaluation_task.set_display_name("evaluation"), "evaluation")
 
@@ -258,6 +262,8 @@ def recommender_pipeline(
             campaign_outputs=campaign_outputs,
             audience_targets=audience_targets,
             audience_size=audience_size,
+            user_scoring=user_scoring,
+            beam_args=beam_args,
         )
         apply_resources(export_task.set_display_name("export"), "export")
         ab_task = ab_analysis(

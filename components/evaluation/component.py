@@ -5,7 +5,8 @@
 report: its estimates go into the report and the metrics, and with `gate_on_ope` into the gate.
 `baseline_ranking_model` (optional, the DIN baseline) is scored beside the candidate for the report, never gated;
 `extracted` (optional) gives the report the source and window; `campaign` (optional) is the campaign evaluation's
-folder: complementary items' and audiences' held-out figures (components.export.campaign_eval).
+folder: complementary items' and audiences' held-out figures (components.export.campaign_eval). `user_scoring`
+"beam" scores the users in shards on Beam with `beam_args` (the features stage's: Dataflow in production).
 """
 
 from typing import Optional
@@ -40,6 +41,8 @@ def evaluation(
     extracted: Optional[Input[Dataset]] = None,
     campaign: Optional[Input[Artifact]] = None,
     gate_on_drift: bool = False,
+    user_scoring: str = "in_process",
+    beam_args: str = "[]",
 ) -> bool:
     """Scores the candidate against the baselines and the last blessed model and returns the gate's `blessed`."""
     from components import kfp_metrics

@@ -109,8 +109,8 @@ def score_model(
     return ModelScores(
         retrieval=metrics.Ranks.concatenate(parts["retrieval"]),
         funnel_by_n={n: metrics.Ranks.concatenate(parts[n]) for n in grid},
-        retrieval_lists=_stack_lists(parts["retrieval_lists"]),
-        funnel_lists=_stack_lists(parts["funnel_lists"]),
+        retrieval_lists=stack_lists(parts["retrieval_lists"]),
+        funnel_lists=stack_lists(parts["funnel_lists"]),
     )
 
 
@@ -169,7 +169,8 @@ def _funnel_ranks_by_n(cands, reranked, target, known, grid) -> dict[int, metric
     return out
 
 
-def _stack_lists(parts: list[np.ndarray]) -> np.ndarray:
+def stack_lists(parts: list[np.ndarray]) -> np.ndarray:
+    """Chunks of top lists as one [U, width] matrix, a narrower chunk padded with PAD on the right."""
     width = max((p.shape[1] for p in parts), default=0)
     return (
         np.concatenate([np.pad(p, ((0, 0), (0, width - p.shape[1])), constant_values=schema.PAD_INDEX) for p in parts])
@@ -193,7 +194,7 @@ def score_baseline(baseline, hist_items: Sequence[np.ndarray], seen_items, targe
         hist = np.zeros((len(scores), 1), np.int64)  # mask_seen masks a history too; seen already holds it
         funnel.mask_seen(scores, hist, list(seen_items[rows]))
         lists.append(top_lists(scores, LIST_K))
-    return BaselineScores(ranks=metrics.Ranks.concatenate(ranks), lists=_stack_lists(lists))
+    return BaselineScores(ranks=metrics.Ranks.concatenate(ranks), lists=stack_lists(lists))
 
 
 def _shared_score_lists(item_scores: np.ndarray, seen_items: Sequence[np.ndarray], k: int) -> np.ndarray:

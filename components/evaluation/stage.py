@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from components import atomic, baselines, kfp_metrics, metrics, registry, schema
-from components.evaluation import bootstrap, breakdowns, data, gate, plots, report, scoring
+from components.evaluation import beam_scoring, bootstrap, breakdowns, data, gate, plots, report, scoring
 from components.features import data_checks
+from components.features.pipeline import parse_beam_args
 from components.serving import models
 
 
@@ -31,12 +32,15 @@ class EvaluationConfig:
     model_version: str = ""  # "" = <UTC time>-<hash of both model artifacts>
     bootstrap_resamples: int = bootstrap.DEFAULT_RESAMPLES  # over test users, for the gate metric's intervals
     example_users: int = 5  # example lists shown in the report
+    user_scoring: str = "in_process"  # or "beam": the models and baselines score user shards on Beam workers
+    beam_args: tuple[str, ...] = ()  # Beam options of that job (the features stage's); () = two local workers
 
     def __post_init__(self):
         if self.candidates_n < 20:
             raise ValueError(f"candidates_n must be at least 20 (the top-K of the gate), got {self.candidates_n}")
         if not 0 <= self.export_tolerance < 1:
             raise ValueError(f"export_tolerance must be in [0, 1), got {self.export_tolerance}")
+        beam_scoring.check_mode(self.user_scoring)
 
 
 @dataclasses.dataclass
@@ -397,26 +401,42 @@ def _score_everything(
             f"the candidate models in {retrieval_dir} were not trained on the features in {features_dir}: item vocabularies differ"
         )
     previous = registry.last_blessed(registry_dir) if registry_dir else None
-    previous_model = previous_scores = None
+    specs = {"candidate": (str(retrieval_dir), str(ranking_dir), candidate.version)}
+    loaded = {"candidate": candidate}
     if previous is not None:
-        previous_model = load_models(previous.retrieval_dir, previous.ranking_dir, previous.version)
-        previous_scores = _score(previous_model, split, config)
-    comparisons = {}
+        specs["previous"] = (str(previous.retrieval_dir), str(previous.ranking_dir), previous.version)
+        loaded["previous"] = load_models(*specs["previous"])
     for name, directory in comparison_rankers.items():
-        model = load_models(retrieval_dir, directory, f"{candidate.version}-{name}")
-        comparisons[name] = (model, _score(model, split, config))
+        specs[f"comparison.{name}"] = (str(retrieval_dir), str(directory), f"{candidate.version}-{name}")
+        loaded[f"comparison.{name}"] = load_models(*specs[f"comparison.{name}"])
+    baseline_models = {
+        model.name: model for model in (baselines.Popularity(split.train), baselines.ItemToItem(split.train))
+    }
+    if config.user_scoring == "beam":
+        scores, baseline_scores = beam_scoring.score_split(
+            split,
+            specs,
+            baseline_models,
+            config.candidates_n,
+            config.memory_budget_mb,
+            load_models,
+            list(config.beam_args),
+        )
+    else:
+        scores = {name: _score(model, split, config) for name, model in loaded.items()}
+        baseline_scores = {
+            name: scoring.score_baseline(model, split.hist_items, split.seen_items, split.targets)
+            for name, model in baseline_models.items()
+        }
     return _Scored(
         split=split,
         candidate=candidate,
-        scores=_score(candidate, split, config),
-        baselines={
-            model.name: scoring.score_baseline(model, split.hist_items, split.seen_items, split.targets)
-            for model in (baselines.Popularity(split.train), baselines.ItemToItem(split.train))
-        },
+        scores=scores["candidate"],
+        baselines=baseline_scores,
         previous=previous,
-        previous_model=previous_model,
-        previous_scores=previous_scores,
-        comparisons=comparisons,
+        previous_model=loaded.get("previous"),
+        previous_scores=scores.get("previous"),
+        comparisons={name: (loaded[f"comparison.{name}"], scores[f"comparison.{name}"]) for name in comparison_rankers},
     )
 
 
@@ -557,12 +577,15 @@ def run(
     campaign: str | None = None,
     load_models: Callable[..., models.ServingModel] | None = None,
     gate_on_drift: bool = False,
+    user_scoring: str = "in_process",
+    beam_args: str = "[]",
 ) -> dict:
     """The evaluation stage's entry: writes `summary` (JSON) and `report` (HTML), registers a blessed model in
     `registry_dir`, and returns the figures: the KFP scalars of flat_metrics (with `blessed` 0/1), plus the ranker's
     ROC curve and confusion matrix at 0.5 for a classification view. `baseline_ranking_model` (the DIN baseline) is
     scored beside the candidate for the report, never gated; `campaign` (the campaign evaluation's folder) goes into
-    the report; `load_models` replaces the artifact loader in tests."""
+    the report; `load_models` replaces the artifact loader in tests. `user_scoring` "beam" scores the models and
+    baselines over user shards on Beam (`beam_args`: the features stage's JSON list; "[]" = two local workers)."""
     config = EvaluationConfig(
         candidates_n=candidates_n,
         gate=gate.GateConfig(
@@ -576,6 +599,8 @@ def run(
             use_drift=gate_on_drift,
         ),
         model_version=model_version,
+        user_scoring=user_scoring,
+        beam_args=tuple(parse_beam_args(beam_args)),
     )
     candidate = ranker_name(ranking_model, "ranker")
     comparisons = {}

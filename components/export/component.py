@@ -31,6 +31,8 @@ def export(
     campaign_outputs: str = "",
     audience_targets: str = "",
     audience_size: int = 1000,
+    user_scoring: str = "in_process",
+    beam_args: str = "[]",
 ):
     """Scores every user, writes recommendations and similar items to `destination` (replacing the run day's
     partition), then makes the model the evaluation registered the last blessed one in `registry_dir`.
@@ -42,6 +44,7 @@ def export(
     replaces its own partition. campaign_outputs (comma-separated: complementary_items, audiences) adds
     those tables, built from the extract's events (`extracted`), to the same day's write; audience_targets
     (category:<id>, item:<id>, or "" / top:<n> for the best-selling categories), audience_size users each.
+    user_scoring "beam" scores the users in shards on Beam with `beam_args` (the features stage's: Dataflow).
     """
     from components import kfp_metrics
     from components.export import stage

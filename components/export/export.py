@@ -23,7 +23,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from components import ab, atomic, registry
+from components.evaluation import beam_scoring
 from components.export import audiences, batch, complementary, similar, writers
+from components.export import beam_scoring as export_beam
 from components.export.inputs import ServingInputs, read_serving_inputs
 from components.serving import funnel
 from components.serving.models import ServingModel, check_layout, index_map, load_serving_model, same_vocabulary
@@ -52,8 +54,11 @@ class ExportParams:
     campaign_outputs: tuple[str, ...] = ()  # any of CAMPAIGN_OUTPUTS
     audience_targets: str = ""  # components.export.audiences.parse_targets; "" the top-selling categories
     audience_size: int = 1000
+    user_scoring: str = "in_process"  # or "beam": the arms' funnels over user shards on Beam workers
+    beam_args: tuple[str, ...] = ()  # that job's Beam options (the features stage's); () = two local workers
 
     def __post_init__(self):
+        beam_scoring.check_mode(self.user_scoring)
         unknown = sorted(set(self.campaign_outputs) - set(CAMPAIGN_OUTPUTS))
         if unknown:
             raise ValueError(f"unknown campaign output(s) {unknown}; expected any of {CAMPAIGN_OUTPUTS}")
@@ -101,7 +106,11 @@ def run_export(
     if blessed_retrieval_dir and blessed_ranking_dir:
         blessed = load_serving_model(blessed_retrieval_dir, blessed_ranking_dir, blessed_model_version or "blessed")
     load_s = time.perf_counter() - started - read_s
-    tables, manifest = build_tables(inputs, new_model, blessed, params)
+    folders = (
+        (str(retrieval_dir), str(ranking_dir), new_model.version),
+        (str(blessed_retrieval_dir), str(blessed_ranking_dir), blessed.version) if blessed else None,
+    )
+    tables, manifest = build_tables(inputs, new_model, blessed, params, folders=folders)
     campaign_started = time.perf_counter()
     campaign = build_campaign_tables(features_dir, extracted_dir, inputs, new_model, params)
     if campaign:
@@ -138,25 +147,23 @@ def parse_campaign_outputs(value: str) -> tuple[str, ...]:
 
 
 def build_tables(
-    inputs: ServingInputs, new_model: ServingModel, blessed: ServingModel | None, params: ExportParams
+    inputs: ServingInputs,
+    new_model: ServingModel,
+    blessed: ServingModel | None,
+    params: ExportParams,
+    folders: tuple[beam_scoring.ModelSpec, beam_scoring.ModelSpec | None] | None = None,
 ) -> tuple[dict[str, pa.Table], dict]:
-    """Scores both arms and builds the two tables plus a manifest of what was done."""
+    """Scores both arms and builds the two tables plus a manifest of what was done. Beam scoring
+    (params.user_scoring) loads the models on its workers from `folders`: (the new model's, the blessed one's)."""
     variants = batch.assign_variants(inputs.user_ids, params.experiment, params.treatment_ratio)
-    arms = [(new_model, np.flatnonzero(variants == ab.TREATMENT))]
-    arms.append((blessed or new_model, np.flatnonzero(variants == ab.CONTROL)))
+    new_folders, blessed_folders = folders or (None, None)
+    arms = [(new_model, new_folders, np.flatnonzero(variants == ab.TREATMENT))]
+    arms.append((blessed or new_model, blessed_folders or new_folders, np.flatnonzero(variants == ab.CONTROL)))
+    arms = [arm for arm in arms if len(arm[2])]
     started, cpu_started = time.perf_counter(), time.process_time()
+    results = _score_arms(inputs, arms, params)
     parts, fallback_users = [], 0
-    for model, rows in arms:
-        if not len(rows):
-            continue
-        result = batch.score_users(
-            model,
-            inputs,
-            rows,
-            candidates_n=params.candidates_n,
-            top_k=params.top_k,
-            memory_budget_mb=params.memory_budget_mb,
-        )
+    for (model, _, rows), result in zip(arms, results):
         fallback_users += int(result.fallback.sum())
         parts.append(
             batch.recommendation_table(
@@ -197,6 +204,32 @@ def build_tables(
         },
     }
     return {RECOMMENDATIONS_FILE: recommendations, SIMILAR_ITEMS_FILE: similar_table}, manifest
+
+
+def _score_arms(inputs, arms, params: ExportParams) -> list[funnel.FunnelResult]:
+    """batch.score_users of each (model, its folders, rows) arm, in this process or over user shards on Beam."""
+    if params.user_scoring == "beam":
+        if any(folders is None for _, folders, _ in arms):
+            raise ValueError("Beam scoring loads the models on its workers: build_tables needs their folders")
+        return export_beam.score_arms(
+            inputs,
+            [(folders, rows) for _, folders, rows in arms],
+            candidates_n=params.candidates_n,
+            top_k=params.top_k,
+            memory_budget_mb=params.memory_budget_mb,
+            beam_args=list(params.beam_args),
+        )
+    return [
+        batch.score_users(
+            model,
+            inputs,
+            rows,
+            candidates_n=params.candidates_n,
+            top_k=params.top_k,
+            memory_budget_mb=params.memory_budget_mb,
+        )
+        for model, _, rows in arms
+    ]
 
 
 def build_similar_items(inputs: ServingInputs, model: ServingModel, params: ExportParams) -> pa.Table:

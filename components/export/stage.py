@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from components import ab, schema
 from components.export import export
+from components.features.pipeline import parse_beam_args
 from components.run_time import of_run
 from components.run_time import resolve as resolve_run_time
 
@@ -31,6 +32,8 @@ def run(
     audience_targets: str = "",
     audience_size: int = 1000,
     job_create_time: str = "",
+    user_scoring: str = "in_process",
+    beam_args: str = "[]",
 ) -> dict[str, float]:
     """The export stage's entry: artifact paths and parameters in, the lists written, figures out (the manifest is
     in `recommendations`).
@@ -39,7 +42,8 @@ def run(
     (`export_n`, when candidates_n is 0), the model version, the last blessed model for the control arm, and the
     version it registered, which becomes the last blessed one in `registry_dir` once the lists are written.
     The run's time (run_time, else job_create_time, the pipeline job's: components.run_time.of_run; neither = now)
-    fixes generated_at, so a retry of the run replaces its own partition.
+    fixes generated_at, so a retry of the run replaces its own partition. `user_scoring` "beam" scores the users in
+    shards on Beam with `beam_args` (the features stage's JSON list: Dataflow in production; "[]" two local workers).
     """
     summary = schema.EvaluationSummary.read(evaluation_summary) if evaluation_summary else None
     if candidates_n <= 0:
@@ -57,6 +61,8 @@ def run(
         campaign_outputs=export.parse_campaign_outputs(campaign_outputs),
         audience_targets=audience_targets,
         audience_size=audience_size,
+        user_scoring=user_scoring,
+        beam_args=tuple(parse_beam_args(beam_args)),
     )
     manifest = export.run_export(
         features,
