@@ -14,13 +14,14 @@ never reaches users; export also makes the model the last blessed one, once its 
 A/B analysis reads the outcomes per variant once the export has written them. The blessed branch also builds
 the serving model (the folder the prediction server loads), registers it once the export has succeeded, and
 deploys it to an endpoint (no-ops without a project, where the local registry is what `make serve` follows). Every task runs in the pinned
-component image with per-stage resources, which Vertex AI and Kubeflow read and kfp.local ignores.
+component image with per-stage resources, which Vertex AI and Kubeflow read and kfp.local ignores; the two trainers
+run on the training machine named by RECSYS_TRAINING_MACHINE when the DAG is compiled (components/cloud/resources.py).
 """
 
 from kfp import dsl
 
 from components.cloud.component import deploy_model, register_models
-from components.cloud.resources import apply_resources
+from components.cloud.resources import apply_resources, apply_training_machine, training_machine
 from components.evaluation.component import evaluation
 from components.experiments.component import ab_analysis, bandit_reranker, off_policy_evaluation
 from components.export.component import campaign_evaluation, export
@@ -164,7 +165,8 @@ def recommender_pipeline(
         registry_dir=registry_uri,
         warm_start_epochs=warm_start_epochs,
     )
-    apply_resources(retrieval_task.set_display_name("retrieval"), "retrieval")
+    trainer = training_machine()  # RECSYS_TRAINING_MACHINE at compile time; "cpu" by default
+    apply_training_machine(retrieval_task.set_display_name("retrieval"), "retrieval", trainer)
 
     dien_task = ranking(
         features=feature_data,
@@ -176,7 +178,7 @@ def recommender_pipeline(
         registry_dir=registry_uri,
         warm_start_epochs=warm_start_epochs,
     )
-    apply_resources(dien_task.set_display_name("ranking-dien"), "ranking")
+    apply_training_machine(dien_task.set_display_name("ranking-dien"), "ranking", trainer)
     din_task = ranking(
         features=feature_data,
         retrieval_model=retrieval_task.outputs["model"],
@@ -187,7 +189,7 @@ def recommender_pipeline(
         registry_dir=registry_uri,
         warm_start_epochs=warm_start_epochs,
     )
-    apply_resources(din_task.set_display_name("ranking-din-baseline"), "ranking")
+    apply_training_machine(din_task.set_display_name("ranking-din-baseline"), "ranking", trainer)
 
     ope_task = off_policy_evaluation(
         warehouse_uri=warehouse_uri,

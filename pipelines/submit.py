@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from components.cloud import dataflow
+from components.cloud import dataflow, resources
 from components.warehouse import bigquery_names
 
 DEFAULT_LABELS = {"app": "shop-recsys"}
@@ -109,6 +109,56 @@ def pinned_image(spec_path: str | Path) -> str:
     return cpu.pop()
 
 
+TRAINER_EXECUTORS = ("exec-retrieval", "exec-ranking", "exec-ranking-2")  # retrieval, DIEN, the DIN baseline
+
+
+def trainer_custom_jobs(
+    spec_path: str | Path,
+    project: str,
+    region: str,
+    bucket: str,
+    machine: resources.TrainingMachine | None = None,
+    credentials=None,
+) -> dict:
+    """The Vertex AI custom job each trainer task of the compiled spec runs as on `machine` (default: the one
+    RECSYS_TRAINING_MACHINE names, which the spec was compiled for): {executor: aiplatform.CustomJob}, built with
+    the SDK and never submitted, so a run can show what it asks for (machine type, GPUs, replicas) before it does."""
+    from google.cloud import aiplatform
+
+    machine = machine or resources.training_machine()
+    executors = yaml.safe_load(Path(spec_path).read_text())["deploymentSpec"]["executors"]
+    missing = [name for name in TRAINER_EXECUTORS if name not in executors]
+    if missing:
+        raise ValueError(f"{spec_path}: no trainer executor(s) {missing}; recompile with the current DAG")
+    for name in TRAINER_EXECUTORS:
+        limits = executors[name]["container"].get("resources", {})
+        accelerator = limits.get("accelerator", {}).get("resourceType", "")
+        if accelerator != machine.accelerator_type:
+            raise ValueError(
+                f"{spec_path}: {name} was compiled for accelerator {accelerator or 'none'!r}, not the "
+                f"{machine.machine_type}'s {machine.accelerator_type or 'none'!r}; compile with {resources.TRAINING_MACHINE_ENV}"
+            )
+    return {
+        name: aiplatform.CustomJob(
+            display_name=f"shop-recsys-{name.removeprefix('exec-')}",
+            worker_pool_specs=resources.worker_pool_specs(executors[name]["container"], machine),
+            staging_bucket=pipeline_root(bucket),
+            project=project,
+            location=region,
+            credentials=credentials,
+        )
+        for name in TRAINER_EXECUTORS
+    }
+
+
+def describe_custom_job(job) -> str:
+    """'a2-highgpu-2g + 2 x NVIDIA_TESLA_A100, 1 replica': a custom job's first worker pool, as a run prints it."""
+    pool = job.job_spec.worker_pool_specs[0]
+    gpus = pool.machine_spec.accelerator_count
+    accelerator = f" + {gpus} x {pool.machine_spec.accelerator_type.name}" if gpus else ""
+    return f"{pool.machine_spec.machine_type}{accelerator}, {pool.replica_count} replica(s)"
+
+
 def check_cron(schedule_cron: str, fields: int = _CRON_FIELDS) -> str:
     """Refuses a schedule without exactly `fields` cron fields before Vertex does, with an example; returns it."""
     if len(schedule_cron.split()) != fields:
@@ -140,6 +190,8 @@ def submit_vertex(
 
     if not project or not region:
         raise ValueError("Vertex AI needs a project and a region")
+    for name, trainer in trainer_custom_jobs(spec_path, project, region, bucket, credentials=credentials).items():
+        print(f"vertex: {name.removeprefix('exec-')} runs as {describe_custom_job(trainer)}")
     job = aiplatform.PipelineJob(
         display_name=display_name,
         template_path=str(spec_path),

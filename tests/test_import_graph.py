@@ -32,6 +32,8 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
             "components.registry",
             # what the retrieval and ranking warm starts share (the weights file, rows carried by id)
             "components.warm_start",
+            # the tf.distribute strategy both trainers build under (set by the machine: cloud/resources.py)
+            "components.distribution",
         ),
     ),
     # The warehouse: the shop's tables and the SQL engines that every stage queries it through.

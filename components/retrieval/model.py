@@ -14,11 +14,10 @@ from components.retrieval.towers import CandidateTower, QueryTower
 
 
 def retrieval_task(config: RetrievalConfig) -> tfrs.tasks.Retrieval:
-    """In-batch softmax; accidental hits (the same item as another row's positive) are not negatives."""
+    """In-batch softmax; accidental hits (the same item as another row's positive) are not negatives. The task
+    returns each row's loss (the model averages them): Keras refuses a reducing loss under a tf.distribute strategy."""
     return tfrs.tasks.Retrieval(
-        loss=tf.keras.losses.CategoricalCrossentropy(
-            from_logits=True, reduction=tf.keras.losses.Reduction.SUM_OVER_BATCH_SIZE
-        ),
+        loss=tf.keras.losses.CategoricalCrossentropy(from_logits=True, reduction=tf.keras.losses.Reduction.NONE),
         temperature=config.temperature,
         remove_accidental_hits=True,
     )
@@ -73,7 +72,8 @@ class TwoTowerModel(tfrs.Model):
         """The configured softmax loss of one batch, also tracked as the epoch's mean loss."""
         loss = self._loss(*self._queries_and_targets(features, training), training)
         self.mean_loss.update_state(loss)
-        return loss
+        # under MirroredStrategy the replicas' gradients are summed: each replica contributes its share of the mean
+        return loss / tf.distribute.get_strategy().num_replicas_in_sync
 
     def _loss(self, queries, target, training):
         temperature = self.config.temperature
@@ -95,13 +95,15 @@ class TwoTowerModel(tfrs.Model):
                 )
             return losses.mixed_negatives_loss(queries, candidates, target, negatives, negative_ids, temperature, count)
         probability = tf.gather(self.sampling_probability, target) if self.config.logq_correction else None
-        return self.task(
-            queries,
-            candidates,
-            candidate_sampling_probability=probability,
-            candidate_ids=target,
-            compute_metrics=False,
-            compute_batch_metrics=False,
+        return tf.reduce_mean(
+            self.task(
+                queries,
+                candidates,
+                candidate_sampling_probability=probability,
+                candidate_ids=target,
+                compute_metrics=False,
+                compute_batch_metrics=False,
+            )
         )
 
     def item_embeddings(self):

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from components import schema
+from components import distribution, schema
 from components.retrieval import evaluation
 from components.retrieval.config import RetrievalConfig
 from components.retrieval.data import Catalogue, Examples, Sequences, load_catalogue, load_examples, train_sequences
@@ -106,17 +106,18 @@ def train(
     tf.keras.utils.set_random_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     carried = None
-    id_known = None if parent is None else (catalogue.train_count > 0) | parent.known(catalogue)
-    model = TwoTowerModel(catalogue, config, id_known=id_known)
-    warm_start.build(model)
-    if parent is not None:
-        carried = warm_start.initialise(model, catalogue, config, parent)
-        log.info("retrieval: warm start from %s: %s", parent.version, carried)
-    # every variable (the model's and Adam's slots) exists before fit traces its step: a tf.function that creates
-    # variables on its first call traces twice (it did: ~1.5 CPU s of each run on the lifecycle shop)
-    optimizer = tf.keras.optimizers.Adam(config.learning_rate)
-    optimizer.build(model.trainable_variables)
-    model.compile(optimizer=optimizer)
+    with distribution.strategy().scope():  # MirroredStrategy on a multi-GPU machine: variables made here are mirrored
+        id_known = None if parent is None else (catalogue.train_count > 0) | parent.known(catalogue)
+        model = TwoTowerModel(catalogue, config, id_known=id_known)
+        warm_start.build(model)
+        if parent is not None:
+            carried = warm_start.initialise(model, catalogue, config, parent)
+            log.info("retrieval: warm start from %s: %s", parent.version, carried)
+        # every variable (the model's and Adam's slots) exists before fit traces its step: a tf.function that creates
+        # variables on its first call traces twice (it did: ~1.5 CPU s of each run on the lifecycle shop)
+        optimizer = tf.keras.optimizers.Adam(config.learning_rate)
+        optimizer.build(model.trainable_variables)
+        model.compile(optimizer=optimizer)
     rows = train_sequences(train_set, catalogue.item_category) if config.every_position else train_set
     lengths = (rows.hist_items != schema.PAD_INDEX).sum(axis=1)
     # a shop smaller than one batch still trains (with fewer in-batch negatives)
