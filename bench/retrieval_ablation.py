@@ -24,6 +24,17 @@ from components.retrieval import training
 from components.retrieval.config import RetrievalConfig
 from components.retrieval.data import load_examples
 
+FULL_SIZE = dict(
+    loss="mixed",
+    num_negatives=2048,
+    every_position=True,
+    max_len=50,
+    dropout=0.3,
+    batch_size=64,
+    learning_rate=2e-3,
+    epochs=30,
+    patience=3,
+)
 # name: RetrievalConfig overrides, in the order the issue asked the questions
 ROWS: dict[str, dict] = {
     "seed_gru_in_batch": dict(encoder="gru", loss="in_batch", every_position=False, max_len=20),
@@ -35,6 +46,10 @@ ROWS: dict[str, dict] = {
     "self_attention_full_every_position": dict(encoder="self_attention", loss="full_softmax", every_position=True),
     "filter_full_every_position": dict(encoder="filter", loss="full_softmax", every_position=True),
     "mean_full_every_position": dict(encoder="mean", loss="full_softmax", every_position=True),
+    # full size (issue 16's untried rows): 50 steps, 2,048 uniform negatives, small batches of user sequences
+    "self_attention_mixed_every_position_50": dict(FULL_SIZE, encoder="self_attention"),
+    "self_attention_lag_mixed_every_position_50": dict(FULL_SIZE, encoder="self_attention", positions="lag"),
+    "filter_lag_mixed_every_position_50": dict(FULL_SIZE, encoder="filter", positions="lag"),
 }
 KEYS = ("hit@10", "ndcg@10", "hit@20", "ndcg@20")
 

@@ -9,6 +9,7 @@ from components import schema
 
 ENCODERS = ("self_attention", "gru", "mean", "filter")
 LOSSES = ("in_batch", "full_softmax", "mixed")
+POSITIONS = ("absolute", "lag")
 CONFIG_FILE = schema.RETRIEVAL_CONFIG_FILE
 
 
@@ -28,6 +29,9 @@ class RetrievalConfig:
     max_len: int = 20  # history steps the query tower reads (the most recent ones)
     num_blocks: int = 2  # self-attention blocks
     num_heads: int = 2
+    # self-attention / filter: "absolute" position embeddings from the oldest step, or "lag": a learned attention
+    # bias per head and steps back, which tells each step how recent the others are (see towers.RecencyAttention)
+    positions: str = "absolute"
     filter_mix: float = 0.7  # filter encoder: weight of the causal filter beside attention (BSARec's Beauty alpha)
     dropout: float = 0.3
     batch_size: int = 1024  # examples per batch: also the in-batch candidates of each query
@@ -46,6 +50,8 @@ class RetrievalConfig:
             raise ValueError(f"unknown encoder {self.encoder!r}; expected one of {ENCODERS}")
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; expected one of {LOSSES}")
+        if self.positions not in POSITIONS:
+            raise ValueError(f"unknown positions {self.positions!r}; expected one of {POSITIONS}")
         if self.embedding_dim % self.num_heads:
             raise ValueError(f"embedding_dim {self.embedding_dim} is not divisible by num_heads {self.num_heads}")
         for name in ("embedding_dim", "max_len", "batch_size", "epochs", "patience", "num_negatives"):

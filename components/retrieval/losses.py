@@ -12,6 +12,9 @@ mixed: the batch's targets plus items drawn uniformly from the catalogue, shared
     about +9 to those logits on Beauty and none to the uniform ones, which then weigh nothing: that
     variant trained to the in-batch loss's figures to three decimals.
 Accidental hits, a negative that is the row's own positive item, are no negatives in either.
+Trained at every position, the in-batch part also leaves out the other steps of the row's own
+sequence: they are the items that user bought before and after, the ones most like the query, and
+as negatives they teach the model to push a user's own future items away (sequence_ids).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from components import schema
+
+_NO_CANDIDATE = -1e9  # the logit of a column that is no candidate of its row (its softmax weight is 0)
 
 
 def full_softmax_loss(queries, item_embeddings, targets, temperature: float):
@@ -45,15 +50,28 @@ def mixture_expected_count(probability, num_rows, num_negatives: int, num_items:
 
 
 def mixed_negatives_loss(
-    queries, candidates, candidate_ids, negatives, negative_ids, temperature: float, expected_count=None
+    queries,
+    candidates,
+    candidate_ids,
+    negatives,
+    negative_ids,
+    temperature: float,
+    expected_count=None,
+    sequence_ids=None,
 ):
     """Mean cross-entropy of row i's positive (candidates[i]) against the other rows' positives and the
     shared uniform negatives.
 
-    queries, candidates [N, D]; candidate_ids [N]; negatives [S, D]; negative_ids [S]; expected_count
-    [N + S], the logQ correction of each column (in-batch ones first; mixture_expected_count), or None.
+    queries, candidates [N, D]; candidate_ids [N]; negatives [S, D] (S may be 0); negative_ids [S];
+    expected_count [N + S], the logQ correction of each column (in-batch ones first;
+    mixture_expected_count), or None; sequence_ids [N], the user sequence each row is a step of
+    (every_position), or None: another row of the same sequence is no negative.
     """
     in_batch = tf.matmul(queries, candidates, transpose_b=True) / temperature
+    if sequence_ids is not None:
+        same = tf.equal(sequence_ids[:, tf.newaxis], sequence_ids[tf.newaxis, :])
+        other_step = tf.logical_and(same, tf.logical_not(tf.eye(tf.shape(queries)[0], dtype=tf.bool)))
+        in_batch = tf.where(other_step, tf.constant(_NO_CANDIDATE, in_batch.dtype), in_batch)
     sampled = tf.matmul(queries, negatives, transpose_b=True) / temperature
     logits = tf.concat([in_batch, sampled], axis=1)
     if expected_count is not None:

@@ -58,15 +58,22 @@ class TwoTowerModel(tfrs.Model):
         return self._finish(self.candidate_tower(item_index, training=training))
 
     def _queries_and_targets(self, features, training):
-        """(queries [N, D], target items [N]): one per prefix example, or with every_position one per
-        step of each sequence that has a target (features[TARGET_ITEM] [B, T], PAD = no target)."""
+        """(queries [N, D], target items [N], sequence of each row [N] or None): one per prefix example, or
+        with every_position one per step of each sequence that has a target (features[TARGET_ITEM] [B, T],
+        PAD = no target), with the batch row of its sequence."""
         inputs = (features[schema.HIST_ITEMS], features[schema.HIST_CATS])
         if not self.config.every_position:
-            return self.query_embedding(*inputs, training=training), tf.cast(features[schema.TARGET_ITEM], tf.int64)
+            query = self.query_embedding(*inputs, training=training)
+            return query, tf.cast(features[schema.TARGET_ITEM], tf.int64), None
         steps = self.query_tower.sequence(inputs, training=training)
         targets = tf.cast(features[schema.TARGET_ITEM], tf.int64)[:, -tf.shape(steps)[1] :]
         has_target = tf.not_equal(targets, schema.PAD_INDEX)
-        return self._finish(tf.boolean_mask(steps, has_target)), tf.boolean_mask(targets, has_target)
+        sequence = tf.broadcast_to(tf.range(tf.shape(targets)[0])[:, tf.newaxis], tf.shape(targets))
+        return (
+            self._finish(tf.boolean_mask(steps, has_target)),
+            tf.boolean_mask(targets, has_target),
+            tf.boolean_mask(sequence, has_target),
+        )
 
     def compute_loss(self, features, training=False):
         """The configured softmax loss of one batch, also tracked as the epoch's mean loss."""
@@ -75,25 +82,30 @@ class TwoTowerModel(tfrs.Model):
         # under MirroredStrategy the replicas' gradients are summed: each replica contributes its share of the mean
         return loss / tf.distribute.get_strategy().num_replicas_in_sync
 
-    def _loss(self, queries, target, training):
+    def _loss(self, queries, target, sequence, training):
         temperature = self.config.temperature
         if self.config.loss == "full_softmax":
             items = self.candidate_embedding(tf.range(self.num_items, dtype=tf.int64), training=training)
             return losses.full_softmax_loss(queries, items, target, temperature)
         candidates = self.candidate_embedding(target, training=training)
-        if self.config.loss == "mixed":
-            negative_ids = losses.uniform_negatives(self.config.num_negatives, self.num_items)
+        if self.config.loss == "mixed" or sequence is not None:
+            # at every position the in-batch loss is the mixed one without uniform negatives, so that it leaves out
+            # the row's own sequence too (losses module docstring); its per-draw logQ differs from the mixture's
+            # B * p by log B in every column, which the softmax does not see
+            num_negatives = self.config.num_negatives if self.config.loss == "mixed" else 0
+            negative_ids = losses.uniform_negatives(num_negatives, self.num_items)
             negatives = self.candidate_embedding(negative_ids, training=training)
             count = None
             if self.config.logq_correction:
-                ids = tf.concat([target, negative_ids], axis=0)
                 count = losses.mixture_expected_count(
-                    tf.gather(self.sampling_probability, ids),
+                    tf.gather(self.sampling_probability, tf.concat([target, negative_ids], axis=0)),
                     tf.shape(target)[0],
-                    self.config.num_negatives,
+                    num_negatives,
                     self.num_items,
                 )
-            return losses.mixed_negatives_loss(queries, candidates, target, negatives, negative_ids, temperature, count)
+            return losses.mixed_negatives_loss(
+                queries, candidates, target, negatives, negative_ids, temperature, count, sequence
+            )
         probability = tf.gather(self.sampling_probability, target) if self.config.logq_correction else None
         return tf.reduce_mean(
             self.task(

@@ -72,6 +72,46 @@ class CausalFilter(tf.keras.layers.Layer):
         return tf.transpose(tf.signal.irfft(spectrum, fft_length)[:, :, :length], [0, 2, 1])
 
 
+class RecencyAttention(tf.keras.layers.Layer):
+    """Multi-head causal attention whose logits carry a learned bias per head and lag (step t to step t - k).
+
+    With a loss at every step, each step is the newest of its own history, so absolute positions
+    (counted from the oldest step) cannot say how recent a step is; a bias on the lag can, which is
+    what SASRec's left-padded positions give a model that only reads the last step. Lags past
+    max_len - 1 share the last bias.
+    """
+
+    def __init__(self, dim: int, num_heads: int, dropout: float, max_len: int, **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads, self.head_dim, self.max_len = num_heads, dim // num_heads, max_len
+        self.query = tf.keras.layers.Dense(dim)
+        self.key = tf.keras.layers.Dense(dim)
+        self.value = tf.keras.layers.Dense(dim)
+        self.output_dense = tf.keras.layers.Dense(dim)
+        self.dropout = tf.keras.layers.Dropout(dropout)
+
+    def build(self, input_shape):
+        """Creates the lag biases [num_heads, max_len], all zero at the start (plain attention)."""
+        self.lag_bias = self.add_weight(name="lag_bias", shape=[self.num_heads, self.max_len], initializer="zeros")
+        super().build(input_shape)
+
+    def _heads(self, x):
+        batch, length = tf.shape(x)[0], tf.shape(x)[1]
+        return tf.transpose(tf.reshape(x, [batch, length, self.num_heads, self.head_dim]), [0, 2, 1, 3])
+
+    def call(self, x, attention_mask, training=None):
+        """x [B, T, D], attention_mask [B, T, T] (True where step t may read step s) -> [B, T, D]."""
+        q, k, v = self._heads(self.query(x)), self._heads(self.key(x)), self._heads(self.value(x))
+        logits = tf.matmul(q, k, transpose_b=True) / tf.sqrt(tf.cast(self.head_dim, x.dtype))  # [B, H, T, T]
+        steps = tf.range(tf.shape(x)[1])
+        lag = tf.clip_by_value(steps[:, tf.newaxis] - steps[tf.newaxis, :], 0, self.max_len - 1)
+        logits += tf.gather(self.lag_bias, lag, axis=1)[tf.newaxis]
+        logits = tf.where(attention_mask[:, tf.newaxis], logits, tf.constant(-1e9, x.dtype))
+        weights = self.dropout(tf.nn.softmax(logits, axis=-1), training=training)
+        out = tf.transpose(tf.matmul(weights, v), [0, 2, 1, 3])
+        return self.output_dense(tf.reshape(out, tf.shape(x)))
+
+
 class SelfAttentionBlock(tf.keras.layers.Layer):
     """Pre-norm transformer block (SASRec): causal attention over the real steps, then a feed-forward net.
 
@@ -79,10 +119,23 @@ class SelfAttentionBlock(tf.keras.layers.Layer):
     filter_mix * CausalFilter + (1 - filter_mix) * attention.
     """
 
-    def __init__(self, dim: int, num_heads: int, dropout: float, max_len: int, filter_mix: float = 0.0, **kwargs):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        dropout: float,
+        max_len: int,
+        filter_mix: float = 0.0,
+        recency_bias: bool = False,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.attention_norm = tf.keras.layers.LayerNormalization(epsilon=1e-6)
-        self.attention = tf.keras.layers.MultiHeadAttention(num_heads, dim // num_heads, dropout=dropout)
+        self.recency_bias = recency_bias
+        if recency_bias:
+            self.attention = RecencyAttention(dim, num_heads, dropout, max_len)
+        else:
+            self.attention = tf.keras.layers.MultiHeadAttention(num_heads, dim // num_heads, dropout=dropout)
         self.filter_mix = filter_mix
         self.filter = CausalFilter(max_len) if filter_mix > 0 else None
         self.ffn_norm = tf.keras.layers.LayerNormalization(epsilon=1e-6)
@@ -93,7 +146,10 @@ class SelfAttentionBlock(tf.keras.layers.Layer):
         """One block over x [B, T, D] with attention_mask [B, T, T]: attention (mixed with the filter), then the
         feed-forward net."""
         normed = self.attention_norm(x)
-        mixed = self.attention(normed, normed, attention_mask=attention_mask, training=training)
+        if self.recency_bias:
+            mixed = self.attention(normed, attention_mask, training=training)
+        else:
+            mixed = self.attention(normed, normed, attention_mask=attention_mask, training=training)
         if self.filter is not None:
             mixed = self.filter_mix * self.filter(normed) + (1.0 - self.filter_mix) * mixed
         x = x + self.dropout(mixed, training=training)
@@ -103,23 +159,38 @@ class SelfAttentionBlock(tf.keras.layers.Layer):
 class SelfAttentionEncoder(tf.keras.layers.Layer):
     """SASRec-style causal encoder: step t attends to the real steps up to t.
 
-    Positions count from the oldest step of the (max_len) window, which is column 0 of the
-    right-aligned input, so padding changes nothing and a prefix reads the same at every length.
+    positions "absolute": position embeddings counted from the oldest step of the (max_len) window,
+    which is column 0 of the right-aligned input, so padding changes nothing and a prefix reads the
+    same at every length. "lag": no position embeddings; each attention logit carries a learned
+    bias for how many steps back the key is (RecencyAttention), also the same at every length.
     """
 
     def __init__(
-        self, dim: int, max_len: int, num_blocks: int, num_heads: int, dropout: float, filter_mix: float = 0.0, **kwargs
+        self,
+        dim: int,
+        max_len: int,
+        num_blocks: int,
+        num_heads: int,
+        dropout: float,
+        filter_mix: float = 0.0,
+        positions: str = "absolute",
+        **kwargs,
     ):
         super().__init__(**kwargs)
-        self.position_embedding = tf.keras.layers.Embedding(max_len, dim)
+        lag = positions == "lag"
+        self.position_embedding = None if lag else tf.keras.layers.Embedding(max_len, dim)
         self.dropout = tf.keras.layers.Dropout(dropout)
-        self.blocks = [SelfAttentionBlock(dim, num_heads, dropout, max_len, filter_mix) for _ in range(num_blocks)]
+        self.blocks = [
+            SelfAttentionBlock(dim, num_heads, dropout, max_len, filter_mix, recency_bias=lag)
+            for _ in range(num_blocks)
+        ]
         self.final_norm = tf.keras.layers.LayerNormalization(epsilon=1e-6)
 
     def call(self, steps, mask, training=None):
         """The encoded steps [B, T, D] of steps [B, T, D] (mask [B, T]): positions added, causal blocks applied."""
         length = tf.shape(steps)[1]
-        steps = steps + self.position_embedding(tf.range(length))[tf.newaxis]
+        if self.position_embedding is not None:
+            steps = steps + self.position_embedding(tf.range(length))[tf.newaxis]
         keep = tf.cast(mask, steps.dtype)[..., tf.newaxis]
         x = self.dropout(steps, training=training) * keep
         causal = tf.linalg.band_part(tf.ones([length, length], tf.bool), -1, 0)
@@ -137,7 +208,13 @@ def sequence_encoder(config: RetrievalConfig) -> tf.keras.layers.Layer:
         return GRUEncoder(config.embedding_dim, config.dropout)
     filter_mix = config.filter_mix if config.encoder == "filter" else 0.0
     return SelfAttentionEncoder(
-        config.embedding_dim, config.max_len, config.num_blocks, config.num_heads, config.dropout, filter_mix
+        config.embedding_dim,
+        config.max_len,
+        config.num_blocks,
+        config.num_heads,
+        config.dropout,
+        filter_mix,
+        config.positions,
     )
 
 

@@ -37,7 +37,7 @@ from components.warm_start import (
 
 __all__ = ["WARM_START", "WEIGHTS", "Parent", "WarmStartError", "build", "initialise", "parent_of", "save"]
 # fields of the config that shape the weights: a parent must agree on them
-ARCHITECTURE = ("encoder", "embedding_dim", "max_len", "num_blocks", "num_heads", "filter_mix")
+ARCHITECTURE = ("encoder", "embedding_dim", "max_len", "num_blocks", "num_heads", "filter_mix", "positions")
 
 
 def _tables(model) -> dict[str, tf.Variable]:
@@ -96,7 +96,8 @@ class Parent:
 
 def initialise(model, catalogue: Catalogue, config: RetrievalConfig, parent: Parent) -> dict:
     """Seeds a built `model` from `parent`; returns what was carried (written as WARM_START)."""
-    check_architecture(parent.config, dataclasses.asdict(config), ARCHITECTURE)
+    # a config written before `positions` existed had absolute positions
+    check_architecture({"positions": "absolute", **parent.config}, dataclasses.asdict(config), ARCHITECTURE)
     tables = _tables(model)
     a = parent.arrays
     carried = carry_rows(tables["item"], a["table_item"], catalogue.item_ids, a["ids_item"], schema.NUM_RESERVED)

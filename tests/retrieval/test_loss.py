@@ -95,15 +95,16 @@ def test_full_softmax_on_a_hand_made_batch():
     assert float(loss) == pytest.approx(expected / 2, rel=1e-6)
 
 
-def _mixed_hand_loss(queries, candidates, ids, negatives, negative_ids, temperature, count=None):
+def _mixed_hand_loss(queries, candidates, ids, negatives, negative_ids, temperature, count=None, sequences=None):
     """Logits less log count[item] on both parts (count: item -> expected count, None = no correction);
-    a candidate with the row's own item (but the positive) dropped."""
+    a candidate with the row's own item (but the positive) dropped, and with `sequences` any other row of the
+    row's own sequence."""
     correction = (lambda item: math.log(count[item])) if count else (lambda item: 0.0)
     total = 0.0
     for i, query in enumerate(queries):
         logits = {}
         for j, (candidate, item) in enumerate(zip(candidates, ids)):
-            if j != i and item == ids[i]:
+            if j != i and (item == ids[i] or (sequences is not None and sequences[j] == sequences[i])):
                 continue
             logits[("batch", j)] = np.dot(query, candidate) / temperature - correction(item)
         for j, (negative, item) in enumerate(zip(negatives, negative_ids)):
@@ -165,3 +166,40 @@ def test_uniform_negatives_are_real_items():
     drawn = losses.uniform_negatives(5000, 7).numpy()
     assert drawn.min() >= schema.NUM_RESERVED and drawn.max() == 6
     assert set(drawn.tolist()) == set(range(schema.NUM_RESERVED, 7))
+
+
+def test_every_position_leaves_the_own_sequence_out_of_the_negatives():
+    """Rows 0 and 1 are two steps of one user's sequence, row 2 another user's: row 0's negatives are row 2's
+    positive and the uniform ones, not row 1's (that user's next purchase)."""
+    queries = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    candidates = np.array([[1.0, 0.0], [0.3, 0.9], [0.8, 0.6]])
+    ids, sequences = [5, 6, 7], [0, 0, 1]
+    negatives, negative_ids = np.array([[0.1, 0.9], [0.7, -0.7]]), [8, 9]
+
+    def model_loss(sequence_ids):
+        return float(
+            losses.mixed_negatives_loss(
+                tf.constant(queries, tf.float32),
+                tf.constant(candidates, tf.float32),
+                tf.constant(ids),
+                tf.constant(negatives, tf.float32),
+                tf.constant(negative_ids),
+                0.5,
+                sequence_ids=sequence_ids,
+            )
+        )
+
+    expected = _mixed_hand_loss(queries, candidates, ids, negatives, negative_ids, 0.5, sequences=sequences)
+    assert model_loss(tf.constant(sequences)) == pytest.approx(expected, rel=1e-5)
+    assert abs(model_loss(None) - expected) > 0.05  # without sequence ids row 1 is row 0's negative
+    # no uniform negatives at all (the in-batch loss at every position) is a valid call
+    alone = losses.mixed_negatives_loss(
+        tf.constant(queries, tf.float32),
+        tf.constant(candidates, tf.float32),
+        tf.constant(ids),
+        tf.zeros([0, 2]),
+        tf.zeros([0], tf.int64),
+        0.5,
+        sequence_ids=tf.constant(sequences),
+    )
+    assert float(alone) == pytest.approx(_mixed_hand_loss(queries, candidates, ids, [], [], 0.5, sequences=sequences))

@@ -6,7 +6,10 @@ from components.features import reader
 from components.retrieval.config import ENCODERS, RetrievalConfig
 from components.retrieval.data import Examples, load_catalogue, train_sequences
 from components.retrieval.model import TwoTowerModel
-from components.retrieval.towers import CausalFilter
+from components.retrieval.towers import CausalFilter, RecencyAttention
+
+# every encoder, and the attention ones also with lag biases instead of absolute positions ("+lag")
+VARIANTS = [*ENCODERS, "self_attention+lag", "filter+lag"]
 
 
 @pytest.fixture(scope="module")
@@ -17,14 +20,16 @@ def catalogue(shop_features):
 _MODELS = {}
 
 
-def _model(catalogue, encoder):
-    """One model per encoder for the whole module: building and tracing dominate these tests' time."""
-    if encoder not in _MODELS:
-        _MODELS[encoder] = TwoTowerModel(catalogue, RetrievalConfig(encoder=encoder, embedding_dim=16, max_len=10))
-    return _MODELS[encoder]
+def _model(catalogue, variant):
+    """One model per variant for the whole module: building and tracing dominate these tests' time."""
+    if variant not in _MODELS:
+        encoder, _, positions = variant.partition("+")
+        config = RetrievalConfig(encoder=encoder, positions=positions or "absolute", embedding_dim=16, max_len=10)
+        _MODELS[variant] = TwoTowerModel(catalogue, config)
+    return _MODELS[variant]
 
 
-@pytest.mark.parametrize("encoder", ENCODERS)
+@pytest.mark.parametrize("encoder", VARIANTS)
 def test_query_and_candidate_shapes(catalogue, encoder):
     model = _model(catalogue, encoder)
     hist = np.array([[0, 0, 5, 6], [7, 8, 9, 10]])
@@ -33,7 +38,7 @@ def test_query_and_candidate_shapes(catalogue, encoder):
     assert model.item_embeddings().shape == (catalogue.num_items, 16)
 
 
-@pytest.mark.parametrize("encoder", ENCODERS)
+@pytest.mark.parametrize("encoder", VARIANTS)
 def test_padding_does_not_change_the_query(catalogue, encoder):
     model = _model(catalogue, encoder)
     items, cats = np.array([[5, 6, 7]]), np.array([[2, 3, 4]])
@@ -47,7 +52,7 @@ def test_padding_does_not_change_the_query(catalogue, encoder):
     np.testing.assert_allclose(batched[:1], short, atol=1e-5)
 
 
-@pytest.mark.parametrize("encoder", ENCODERS)
+@pytest.mark.parametrize("encoder", VARIANTS)
 def test_history_order_and_content_matter(catalogue, encoder):
     model = _model(catalogue, encoder)
     base = model.encode(np.array([[5, 6, 7]]), np.array([[2, 3, 4]])).numpy()
@@ -67,7 +72,7 @@ def test_history_longer_than_max_len_reads_the_newest_steps(catalogue):
     )
 
 
-@pytest.mark.parametrize("encoder", ENCODERS)
+@pytest.mark.parametrize("encoder", VARIANTS)
 def test_empty_history_still_gets_a_finite_query(catalogue, encoder):
     model = _model(catalogue, encoder)
     query = model.encode(np.zeros((2, 4), np.int64), np.zeros((2, 4), np.int64)).numpy()
@@ -88,9 +93,11 @@ def test_bad_config_is_refused():
         RetrievalConfig(encoder="lstm")
     with pytest.raises(ValueError, match="num_heads"):
         RetrievalConfig(embedding_dim=30, num_heads=4)
+    with pytest.raises(ValueError, match="positions"):
+        RetrievalConfig(positions="relative")
 
 
-@pytest.mark.parametrize("encoder", ENCODERS)
+@pytest.mark.parametrize("encoder", VARIANTS)
 def test_no_step_sees_its_future(catalogue, encoder):
     """Step t's output is the query of the history that ends at t, whatever comes after it."""
     model = _model(catalogue, encoder)
@@ -105,6 +112,29 @@ def test_no_step_sees_its_future(catalogue, encoder):
     for t in range(items.shape[1]):
         prefix = model.query_tower((tf.constant(items[:1, : t + 1]), tf.constant(cats[:1, : t + 1]))).numpy()
         np.testing.assert_allclose(steps[0, t], prefix[0], atol=1e-5)
+
+
+def test_recency_attention_weighs_steps_by_their_lag():
+    """With query and key at zero the logits are the lag biases alone: step t averages the value of steps s <= t
+    with weights softmax(bias[t - s]); lags past max_len - 1 take the last bias; masked steps get no weight."""
+    dim, max_len = 2, 3
+    layer = RecencyAttention(dim, num_heads=1, dropout=0.0, max_len=max_len)
+    x = np.array([[[1.0, 0.0], [0.0, 1.0], [2.0, 2.0], [4.0, 0.0]]], np.float32)  # [1, 4, 2]
+    mask = np.tril(np.ones((4, 4), bool))[np.newaxis]
+    mask[0, :, 1] = False  # step 1 is no key for anyone (as padding would be)
+    layer(tf.constant(x), tf.constant(mask))
+    for dense in (layer.query, layer.key):
+        dense.kernel.assign(np.zeros((dim, dim), np.float32))
+    for dense in (layer.value, layer.output_dense):
+        dense.kernel.assign(np.eye(dim, dtype=np.float32))
+        dense.bias.assign(np.zeros(dim, np.float32))
+    bias = np.array([0.0, np.log(2.0), np.log(3.0)], np.float32)  # lag 0, 1, 2 (and 3: clipped to 2)
+    layer.lag_bias.assign(bias[np.newaxis])
+    out = layer(tf.constant(x), tf.constant(mask)).numpy()[0]
+    # step 3 reads steps 0 (lag 3 -> weight 3), 2 (lag 1 -> 2) and 3 (lag 0 -> 1); step 1 is masked
+    np.testing.assert_allclose(out[3], (3 * x[0, 0] + 2 * x[0, 2] + 1 * x[0, 3]) / 6, atol=1e-5)
+    np.testing.assert_allclose(out[2], (3 * x[0, 0] + 1 * x[0, 2]) / 4, atol=1e-5)
+    np.testing.assert_allclose(out[0], x[0, 0], atol=1e-5)
 
 
 def test_filter_is_a_causal_convolution():
