@@ -1,6 +1,6 @@
-"""make lifecycle-bench: a week of daily runs on the synthetic shop, cold vs warm-started retrieval.
+"""make lifecycle-bench: a week of daily runs on the synthetic shop, cold vs warm-started retrieval and DIEN.
 
-    python -m bench.lifecycle --out bench/results/bench.json [--seeds 3] [--days 7] [--preset lifecycle]
+    python -m bench.lifecycle --out bench/results/bench.json [--seeds 3] [--days 7]
 
 The shop (a small preset, so the week runs in minutes) logs its history once; the week then adds new items each
 day (their events before the launch are removed, so they are unseen until then) and retires some (no events after
@@ -10,17 +10,27 @@ before the last two days, valid the day before the last, test the last), so ever
 tomorrow". On INJECTED_DAY the upstream breaks: every category is renamed in the items table.
 
 Per day: the data checks against the last blessed run's statistics (the same code the features stage runs), then
-per seed a cold retrieval training (COLD_EPOCHS, early stopping) and a warm one from that seed's last blessed warm
-model (WARM_EPOCHS). A day is blessed when its data checks found no drift (gate_on_drift=true; the bench has no
-ranking and evaluation stages, so the metric gate is not applied); a blessed day registers its data statistics
-(and is the next day's parent). Test NDCG@20 is retrieval's, full catalogue, seen items excluded.
+per seed a cold run and a warm one from that seed's last blessed warm run: retrieval (COLD_EPOCHS, early stopping;
+warm WARM_EPOCHS) and then DIEN on hard negatives from that arm's retrieval model (RANKING_EPOCHS; warm
+min(RANKING_EPOCHS, WARM_EPOCHS), the pipeline's rule). A day is blessed when its data checks found no drift
+(gate_on_drift=true; the bench has no evaluation stage, so the metric gate is not applied); a blessed day registers
+its data statistics (and is the next day's parent). Test NDCG@20 is retrieval's, full catalogue, seen items
+excluded; the ranker's figure is its test AUC. The models stay in memory: a run writes only what tomorrow's warm
+start reads (weights.npz and the configuration), not the SavedModels (the export is no part of training time).
+
+Time: train_s (wall) and train_cpu_s (process CPU, steadier on a shared machine) of the whole training; for
+retrieval also startup_cpu_s (model build, warm-start initialisation and graph tracing before the first epoch,
+which every run pays whatever its epochs) and epochs_cpu_s = train_cpu_s - startup_cpu_s (the epochs with their
+validation). warm_over_cold gives both ratios per day, the target being 1/3.
 
 New items: test targets whose item has no train event (launched in the valid or test day). HIT@20 of the cold
 and warm models on those targets against popularity within the category (items of the user's last category first,
 by train count, a new item counting its category's mean count; then everything else by train count).
 
-Writes `lifecycle` into the bench JSON (beside its other keys): days[i].{cold,warm}.{train_s, train_cpu_s, ndcg@20, per_seed,
-spread}, days[i].{day, run_time, drift, blessed, new_item_targets}, new_items, drift.fired_days, settings.
+Writes `lifecycle` into the bench JSON (beside its other keys): days[i].{cold,warm}.{train_s, train_cpu_s,
+startup_cpu_s, epochs_cpu_s, ndcg@20, per_seed, spread, epochs}, days[i].ranker.{cold,warm}.{train_s, train_cpu_s,
+auc, ...}, days[i].warm_over_cold, days[i].{day, run_time, drift, blessed, new_item_targets}, new_items,
+drift.fired_days, settings.
 """
 
 from __future__ import annotations
@@ -41,6 +51,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from bench import new_items
 from components import atomic, registry, schema
 from components.extract.runner import relative_window
 from components.features import data_checks
@@ -59,6 +70,7 @@ INJECTED_DAY = 5  # 1-based day of the week whose upstream breaks
 # 1 or 2 epochs, or at learning rate 1e-3, stayed below the cold run's VALID NDCG@20 on most days, 4 epochs reached it
 COLD_EPOCHS = 12
 WARM_EPOCHS = 4
+RANKING_EPOCHS = 3  # the pipeline's ranking_epochs; a warm DIEN runs min(RANKING_EPOCHS, WARM_EPOCHS)
 SETTINGS = dict(embedding_dim=16, max_len=8, batch_size=256, patience=2)
 
 
@@ -138,29 +150,18 @@ def write_day(shop: Shop, run_time: dt.datetime, out: Path, broken: bool) -> Pat
     return out
 
 
-def category_popularity_lists(features_dir: Path, test, k: int = 20) -> np.ndarray:
-    """baselines.category_popularity_top_k on one day's test examples."""
-    from components.baselines import category_popularity_top_k
-    from components.retrieval.data import load_catalogue
+class InMemoryRetriever:
+    """A trained retrieval model as the ranker's hard-negative source (ranking.training.training_set), unexported."""
 
-    catalogue = load_catalogue(features_dir)
-    last = np.array([h[h != schema.PAD_INDEX][-1] for h in test.hist_items])
-    return category_popularity_top_k(
-        last, test.seen_items, catalogue.item_category, catalogue.train_count, catalogue.available, k
-    )
+    def __init__(self, model):
+        self.model = model
+        self.item_embeddings = model.item_embeddings()
 
+    def encode(self, hist_items: np.ndarray, hist_cats: np.ndarray) -> np.ndarray:
+        """Query embeddings [B, D] of index histories, as model_io.Retriever.encode."""
+        from components.retrieval.training import encode_queries
 
-def model_lists(result_model, test, available: np.ndarray, k: int = 20) -> np.ndarray:
-    """Each test user's top-`k` available items [users, k] from an in-memory retrieval model (reserved ids masked)."""
-    from components.retrieval.training import encode_queries
-
-    queries = encode_queries(result_model, test.hist_items, test.hist_cats)
-    scores = queries @ result_model.item_embeddings().T
-    scores[:, : schema.NUM_RESERVED] = -np.inf
-    scores[:, ~available] = -np.inf
-    for row in range(len(test)):
-        scores[row, test.seen_items[row]] = -np.inf
-    return np.argpartition(-scores, k, axis=1)[:, :k]
+        return encode_queries(self.model, hist_items, hist_cats)
 
 
 def arm_entry(metrics: dict[str, dict], epochs: list[int]) -> dict:
@@ -181,10 +182,73 @@ def _median(values: list[float]) -> dict:
     }
 
 
+@dataclasses.dataclass
+class Run:
+    """One seed's day in one arm: retrieval and DIEN figures, and what tomorrow's warm start reads."""
+
+    retrieval: dict  # train_s, train_cpu_s, startup_cpu_s, epochs_cpu_s, ndcg@20, epochs
+    ranker: dict  # train_s, train_cpu_s, auc, epochs
+    new_hits: list[int]
+    retrieval_dir: Path  # weights.npz + config.json
+    ranker_parent: object  # ranking.warm_start.Parent of this run's DIEN
+
+
+def run_day_seed(features: Path, test, catalogue, seed: int, out: Path, parent, version: str) -> tuple[Run, np.ndarray]:
+    """Retrieval, then DIEN on its hard negatives, cold (parent None) or warm from parent = (retrieval artifact,
+    ranking Parent, version); returns the run and the retrieval model's test lists."""
+    from components import warm_start as shared
+    from components.ranking import warm_start as ranking_warm
+    from components.ranking.base import ModelConfig
+    from components.ranking.data import load_split
+    from components.ranking.training import TrainConfig, fit_and_measure, training_set
+    from components.retrieval import training, warm_start
+    from components.retrieval.config import RetrievalConfig
+
+    config = dataclasses.replace(
+        RetrievalConfig(), **SETTINGS, seed=seed, epochs=WARM_EPOCHS if parent else COLD_EPOCHS
+    )
+    loaded = warm_start.Parent.load(parent[0], parent[2]) if parent else None
+    result = training.train_from_features(features, config, loaded)
+    metrics = training.evaluate(result.model, test)
+    queries = training.encode_queries(result.model, test.hist_items, test.hist_cats)
+    lists = new_items.top_lists(queries, result.model.item_embeddings(), test.seen_items, catalogue.available)
+    out.mkdir(parents=True)
+    warm_start.save(result.model, result.catalogue, out)  # what a warm start reads: weights.npz, config.json
+    config.write(out)
+    retrieval = {
+        "train_s": result.train_s,
+        "train_cpu_s": result.train_cpu_s,
+        "startup_cpu_s": result.startup_cpu_s,
+        "epochs_cpu_s": result.train_cpu_s - result.startup_cpu_s,
+        "ndcg@20": metrics["ndcg@20"],
+        "epochs": result.epochs_run,
+    }
+    spec = schema.FeatureSpec.read(features)
+    model_config = ModelConfig(model_type="dien")
+    train_config = TrainConfig(epochs=min(RANKING_EPOCHS, WARM_EPOCHS) if parent else RANKING_EPOCHS, seed=seed)
+    ranking_set = training_set(str(features), train_config, None, InMemoryRetriever(result.model))
+    warm = (parent[1], str(features)) if parent else None
+    ranker, ranked = fit_and_measure(
+        model_config, train_config, spec, ranking_set, load_split(features, "valid"), load_split(features, "test"), warm
+    )
+    ranking_dir = out / "ranking"
+    ranking_dir.mkdir()
+    ranking_warm.save(ranker, features, ranking_dir)
+    model_json = json.loads(json.dumps(dataclasses.asdict(model_config)))  # as ranker.json holds it
+    ranker_parent = ranking_warm.Parent(version, shared.load_arrays(ranking_dir), model_json)
+    ranker_entry = {k: float(ranked[k]) for k in ("train_s", "train_cpu_s", "auc", "epochs_run")}
+    ranker_entry["epochs"] = int(ranker_entry.pop("epochs_run"))
+    log(
+        f"{out.name}: retrieval {result.epochs_run} epochs, {result.train_s:.1f} s ({result.train_cpu_s:.1f} CPU s, "
+        f"{result.startup_cpu_s:.1f} of them start-up), test ndcg@20 {metrics['ndcg@20']:.4f}; DIEN "
+        f"{ranker_entry['epochs']} epochs, {ranked['train_s']:.1f} s ({ranked['train_cpu_s']:.1f} CPU s), "
+        f"test AUC {ranked['auc']:.4f}" + (f" (warm from {parent[2]})" if parent else "")
+    )
+    return Run(retrieval, ranker_entry, [], out, ranker_parent), lists
+
+
 def run_week(out_json: Path, seeds: int, days: int, work: Path) -> dict:
     """The lifecycle bench: a week of daily runs, cold against warm start, with the data checks; writes `out_json`."""
-    from components.retrieval import export, training, warm_start
-    from components.retrieval.config import RetrievalConfig
     from components.retrieval.data import load_catalogue, load_examples
 
     started = time.perf_counter()
@@ -196,9 +260,9 @@ def run_week(out_json: Path, seeds: int, days: int, work: Path) -> dict:
     registry_dir = work / "registry"
     empty = work / "empty"
     empty.mkdir(parents=True)
-    parents: dict[int, tuple[Path, str]] = {}
+    parents: dict[int, tuple[Path, object, str]] = {}
     table, drift_days = [], []
-    new_hits = {"cold": [], "warm": [], "baseline": []}
+    new_hits: dict[str, list[int]] = {"cold": [], "warm": [], "baseline": []}
     new_targets_total = 0
     recommended_unavailable = 0
     for day in range(1, days + 1):
@@ -221,12 +285,13 @@ def run_week(out_json: Path, seeds: int, days: int, work: Path) -> dict:
             drift_days.append(day)
         test = load_examples(features, "test", SETTINGS["max_len"])
         catalogue = load_catalogue(features)
-        new_rows = np.flatnonzero(catalogue.train_count[test.target_item] == 0)
+        new_rows = new_items.new_item_rows(test, catalogue)
         new_rows = new_rows[[catalogue.item_ids[test.target_item[r]] in shop.launch_us for r in new_rows]]
         new_targets_total += len(new_rows)
-        baseline = category_popularity_lists(features, test)
-        new_hits["baseline"] += [int(test.target_item[r] in baseline[r]) for r in new_rows]
-        entry = {
+        new_hits["baseline"] += new_items.hits(
+            new_items.category_popularity_lists(catalogue, test, new_rows), test.target_item[new_rows]
+        )
+        entry: dict = {
             "day": day,
             "run_time": run_time.isoformat(),
             "drift": checks.get("distributions", {}),
@@ -235,69 +300,53 @@ def run_week(out_json: Path, seeds: int, days: int, work: Path) -> dict:
             "new_item_targets": int(len(new_rows)),
             "test_examples": len(test),
         }
-        cold_runs, new_hits_by_seed = {}, {}
+        runs: dict[str, list[Run]] = {"cold": [], "warm": []}
         for arm in ("cold", "warm"):
-            seconds, cpus, ndcgs, epochs = [], [], [], []
             for seed in range(seeds):
                 parent = parents.get(seed) if arm == "warm" else None
-                model_dir = work / f"day{day}" / f"{arm}-{seed}"
                 if arm == "warm" and parent is None:  # no blessed parent yet: the warm arm is the cold run
-                    run_s, run_cpu, run_ndcg, run_epochs, cold_dir_seed = cold_runs[seed]
-                    seconds.append(run_s)
-                    cpus.append(run_cpu)
-                    ndcgs.append(run_ndcg)
-                    epochs.append(run_epochs)
-                    new_hits["warm"] += new_hits_by_seed[seed]
-                    if not drifted:
-                        parents[seed] = (cold_dir_seed, f"day{day}")
+                    runs["warm"].append(runs["cold"][seed])
                     continue
-                config = dataclasses.replace(
-                    RetrievalConfig(), **SETTINGS, seed=seed, epochs=WARM_EPOCHS if parent else COLD_EPOCHS
-                )
-                loaded = warm_start.Parent.load(*parent) if parent else None
-                result = training.train_from_features(features, config, loaded)
-                metrics = training.evaluate(result.model, test)
-                seconds.append(result.train_s)
-                cpus.append(result.train_cpu_s)
-                ndcgs.append(metrics["ndcg@20"])
-                epochs.append(result.epochs_run)
-                lists = model_lists(result.model, test, catalogue.available)
+                out = work / f"day{day}" / f"{arm}-{seed}"
+                run, lists = run_day_seed(features, test, catalogue, seed, out, parent, f"day{day}")
                 recommended_unavailable += int((~catalogue.available[lists]).sum())
-                hits = [int(test.target_item[r] in lists[r]) for r in new_rows]
-                new_hits[arm] += hits
-                export.export(result.model, result.catalogue, config, model_dir, warm_start=result.warm_start)
-                if arm == "cold":
-                    cold_runs[seed] = (
-                        result.train_s,
-                        result.train_cpu_s,
-                        metrics["ndcg@20"],
-                        result.epochs_run,
-                        model_dir,
-                    )
-                    new_hits_by_seed[seed] = hits
-                if arm == "warm" and not drifted:
-                    parents[seed] = (model_dir, f"day{day}")
-                log(
-                    f"day {day} {arm} seed {seed}: {result.epochs_run} epochs, {result.train_s:.1f} s "
-                    f"({result.train_cpu_s:.1f} s CPU), "
-                    f"test ndcg@20 {metrics['ndcg@20']:.4f}" + (f" (warm from {parent[1]})" if parent else "")
-                )
-                if arm == "cold" and seed == 0:
-                    cold_dir = model_dir
-            entry[arm] = arm_entry(
-                {"train_s": _median(seconds), "train_cpu_s": _median(cpus), "ndcg@20": _median(ndcgs)}, epochs
+                run.new_hits = [int(test.target_item[r] in lists[r]) for r in new_rows]
+                runs[arm].append(run)
+        for arm in ("cold", "warm"):
+            retrieval = {
+                k: _median([r.retrieval[k] for r in runs[arm]]) for k in runs[arm][0].retrieval if k != "epochs"
+            }
+            entry[arm] = arm_entry(retrieval, [r.retrieval["epochs"] for r in runs[arm]])
+            new_hits[arm] += [h for r in runs[arm] for h in r.new_hits]
+        entry["ranker"] = {
+            arm: arm_entry(
+                {k: _median([r.ranker[k] for r in runs[arm]]) for k in ("train_s", "train_cpu_s", "auc")},
+                [r.ranker["epochs"] for r in runs[arm]],
             )
+            for arm in ("cold", "warm")
+        }
+        entry["warm_over_cold"] = {
+            f"retrieval_{k}": round(entry["warm"][k] / entry["cold"][k], 3) for k in ("train_cpu_s", "epochs_cpu_s")
+        } | {
+            "ranker_train_cpu_s": round(
+                entry["ranker"]["warm"]["train_cpu_s"] / entry["ranker"]["cold"]["train_cpu_s"], 3
+            )
+        }
         if not drifted:
             version = f"day{day}"
-            registry.register(registry_dir, version, cold_dir, empty, {data_checks.DATA_STATS: stats})
+            registry.register(
+                registry_dir, version, runs["cold"][0].retrieval_dir, empty, {data_checks.DATA_STATS: stats}
+            )
             registry.promote(registry_dir, version)
+            for seed, run in enumerate(runs["warm"]):
+                parents[seed] = (run.retrieval_dir, run.ranker_parent, version)
         table.append(entry)
         _write(
             out_json, _summary(table, new_hits, new_targets_total, drift_days, recommended_unavailable, seeds, started)
         )
         log(
             f"day {day}: drift {'FIRED: ' + '; '.join(checks['warnings']) if drifted else 'none'}; "
-            f"new-item targets {len(new_rows)}"
+            f"new-item targets {len(new_rows)}; warm/cold {entry['warm_over_cold']}"
         )
     result = _summary(table, new_hits, new_targets_total, drift_days, recommended_unavailable, seeds, started)
     _write(out_json, result)
@@ -333,6 +382,8 @@ def _summary(table, new_hits, new_targets_total, drift_days, recommended_unavail
             "seeds": seeds,
             "cold_epochs": COLD_EPOCHS,
             "warm_epochs": WARM_EPOCHS,
+            "ranking_epochs": RANKING_EPOCHS,
+            "ranking_warm_epochs": min(RANKING_EPOCHS, WARM_EPOCHS),
             **SETTINGS,
             "new_per_day": NEW_PER_DAY,
             "retired_per_day": RETIRED_PER_DAY,

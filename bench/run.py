@@ -10,6 +10,10 @@ included: bench/resources.py); timing.total_s, peak_rss_mb (this process or its 
 and every stage's keys go into the JSON. A stage that cannot run is listed under `skipped` with the reason, one that crashed under
 `failed` (and the exit code is 1); neither leaves guessed keys behind.
 --ablations dien_no_aux also trains DIEN without its auxiliary loss in the ranking stage.
+--split time [--split-cut ISO] [--split-window-days d] builds the features on the time split instead of the data's
+(leave_last_out for Amazon and synthetic): train before the cut, valid and test the next two windows of d days, and
+the items first seen after the cut are new items (retrieval.new_items: their HIT@20 against popularity within the
+category).
 With --seeds n the model stages (retrieval, ranking, evaluation) run once per seed 0..n-1 and each
 metric is the median, with `per_seed` and `spread` beside it.
 """
@@ -98,6 +102,7 @@ def run_bench(
     work: Path,
     only: tuple[str, ...] = ALL_STAGES,
     ablations: tuple[str, ...] = (),
+    split: dict | None = None,
 ) -> dict:
     """The whole bench on one data set: every stage of `only` in DAG order; returns the bench JSON as a dict."""
     if seeds < 1:
@@ -118,7 +123,14 @@ def run_bench(
         "skipped": [],
         "failed": [],
     }
-    ctx = stages.Context(data=data, data_format=data_format, seeds=seeds, work=work, ablations=ablations)
+    ctx = stages.Context(
+        data=data, data_format=data_format, seeds=seeds, work=work, ablations=ablations, **(split or {})
+    )
+    result["split"] = {
+        "split": ctx.feature_split,
+        "split_cut": ctx.split_cut,
+        "split_window_days": ctx.split_window_days,
+    }
     started = time.perf_counter()
     for stage in ALL_STAGES:
         if stage in only:
@@ -149,7 +161,15 @@ def main(argv: list[str] | None = None) -> int:
         "--ablations", default="", help="comma-separated model ablations to train as well (known: dien_no_aux)"
     )
     parser.add_argument("--work-dir", type=Path, help="keep the intermediate outputs here instead of a temp dir")
+    parser.add_argument(
+        "--split", default="", choices=("", "leave_last_out", "time"), help="the features' split (default: the data's)"
+    )
+    parser.add_argument("--split-cut", default="", help="time split: the cut T, ISO time (default: end less 2 windows)")
+    parser.add_argument("--split-window-days", type=float, default=1.0, help="time split: valid and test window, days")
     args = parser.parse_args(argv)
+    if (args.split_cut or args.split_window_days != 1.0) and args.split != "time":
+        parser.error("--split-cut and --split-window-days need --split time")
+    split = {"split": args.split, "split_cut": args.split_cut, "split_window_days": args.split_window_days}
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")  # stages' progress lines
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
     only = tuple(s.strip() for s in args.stages.split(",") if s.strip())
@@ -164,10 +184,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown ablation(s) {unknown}; known: {', '.join(ABLATIONS)}")
     if args.work_dir:
         args.work_dir.mkdir(parents=True, exist_ok=True)
-        result = run_bench(args.data, args.format, args.seeds, args.work_dir, only, ablations)
+        result = run_bench(args.data, args.format, args.seeds, args.work_dir, only, ablations, split)
     else:
         with tempfile.TemporaryDirectory(prefix="bench-") as work:
-            result = run_bench(args.data, args.format, args.seeds, Path(work), only, ablations)
+            result = run_bench(args.data, args.format, args.seeds, Path(work), only, ablations, split)
     write_json(args.out, result)
     log(
         f"wrote {args.out}: total {result['timing']['total_s']}s, peak {result['peak_rss_mb']} MiB, "

@@ -75,6 +75,16 @@ class Context:
     ranking_dirs: dict[int, Path] = dataclasses.field(default_factory=dict)
     evaluation_summary: Path | None = None
     notes: list[str] = dataclasses.field(default_factory=list)
+    # the features' split: "" = the data's (FEATURE_SPLITS), else "leave_last_out" or "time" with its cut (ISO time,
+    # "" = the data's end less 2 windows) and window in days (the features stage's split_cut, split_window_days)
+    split: str = ""
+    split_cut: str = ""
+    split_window_days: float = 1.0
+
+    @property
+    def feature_split(self) -> str:
+        """The split the features stage builds: --split, else the data format's."""
+        return self.split or FEATURE_SPLITS[self.data_format]
 
     def require(self, *names: str) -> None:
         """Skips the stage (StageSkipped) when an earlier stage's output it needs is missing."""
@@ -191,12 +201,20 @@ def run_extract(ctx: Context) -> dict:
 
 
 def run_features(ctx: Context) -> dict:
-    """The features stage's entry (features/stage.py run) with the data's split; its events/s and manifest counts."""
+    """The features stage's entry (features/stage.py run) with the run's split (--split, else the data's); its events/s
+    and manifest counts."""
     ctx.require("extracted_dir")
     module = _import("components.features.stage")
     out = ctx.work / "features"
     started = time.perf_counter()
-    module.run(str(ctx.extracted_dir), str(out), seed=0, split=FEATURE_SPLITS[ctx.data_format])
+    module.run(
+        str(ctx.extracted_dir),
+        str(out),
+        seed=0,
+        split=ctx.feature_split,
+        split_cut=ctx.split_cut,
+        split_window_days=ctx.split_window_days,
+    )
     elapsed = time.perf_counter() - started
     # the bench's features.stats: the manifest's counts as the JSON they are (its version is the file's, not a count)
     manifest = _import("components.schema").FeaturesManifest.read(out)
@@ -231,7 +249,12 @@ def run_model_stage(stage: str, ctx: Context, seed: int | None) -> dict:
     dirs = ctx.retrieval_dirs if stage == "retrieval" else ctx.ranking_dirs
     for s in [seed] if seed is not None else range(ctx.seeds):
         dirs[s] = model_dir
-    return file_keys(stage, result)
+    keys = file_keys(stage, result)
+    if stage == "retrieval" and ctx.feature_split == "time" and "retrieval" in keys:
+        from bench import new_items  # items first seen after the cut: HIT@20 against category popularity
+
+        keys["retrieval"]["new_items"] = new_items.retrieval_report(ctx.features_dir, model_dir)
+    return keys
 
 
 def train_artifact(stage: str, ctx: Context, seed: int, model_dir: Path) -> None:

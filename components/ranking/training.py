@@ -169,7 +169,7 @@ def train(model: SequenceRanker, data: RankingData, config: TrainConfig, validat
         else make_train_step(model, config.learning_rate)
     )
     dataset = bucketed_dataset(data, config.batch_size, seed=config.seed)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     timed_seconds, timed_examples = 0.0, 0
     best = {"valid_auc": -np.inf}
     by_epoch, losses = [], []
@@ -203,6 +203,7 @@ def train(model: SequenceRanker, data: RankingData, config: TrainConfig, validat
             break
     result = {
         "train_s": time.perf_counter() - start,
+        "train_cpu_s": time.process_time() - cpu_start,  # process CPU (all threads): steadier on a shared machine
         "train_examples_per_s": timed_examples / timed_seconds,
         "epochs_run": epoch,
         "loss_by_epoch": losses,
@@ -270,9 +271,13 @@ def own_steps(data: RankingData, ranking_task: str) -> np.ndarray:
     return np.ones(data.size, dtype=bool)
 
 
-def training_set(features_dir: str, train_config: TrainConfig, retrieval_dir: str | None) -> TrainingSet:
+def training_set(
+    features_dir: str, train_config: TrainConfig, retrieval_dir: str | None, retriever=None
+) -> TrainingSet:
     """The train split's real steps with their lists: hard negatives from the retriever's candidates when a
-    retrieval model is given (hard_negatives.py), and popularity negatives drawn by the steps' target counts."""
+    retrieval model is given (hard_negatives.py), and popularity negatives drawn by the steps' target counts.
+    `retriever` (anything with encode(hist, cats) and item_embeddings) stands for a model not exported to
+    `retrieval_dir`: the lifecycle bench's in-memory models."""
     spec = schema.FeatureSpec.read(features_dir)
     data = load_split(features_dir, "train")
     data = take_rows(data, np.flatnonzero(own_steps(data, spec.ranking_task)))
@@ -282,13 +287,13 @@ def training_set(features_dir: str, train_config: TrainConfig, retrieval_dir: st
     targets = data.scalars[schema.TARGET_ITEM]
     statistics = ItemStatistics.from_steps(values[offsets[1:] - 1], targets, item_brands(features_dir, spec.num_items))
     parts = []
-    if retrieval_dir and train_config.hard_negatives:
+    if (retrieval_dir or retriever is not None) and train_config.hard_negatives:
         from components.retrieval.model_io import load_retriever
 
         parts.append(
             hard_negative_lists(
                 data,
-                load_retriever(retrieval_dir),
+                retriever if retriever is not None else load_retriever(retrieval_dir),
                 train_config.hard_negatives,
                 train_config.hard_negative_pool,
                 train_config.seed,

@@ -149,3 +149,31 @@ def test_bench_function_without_model_dir_gets_its_artifact_from_the_stage_entry
 def test_json_is_strict_nan_becomes_null(tmp_path):
     run.write_json(tmp_path / "x.json", {"ranking": {"gauc": float("nan"), "auc": 0.7, "l": [float("inf")]}})
     assert json.loads((tmp_path / "x.json").read_text()) == {"ranking": {"gauc": None, "auc": 0.7, "l": [None]}}
+
+
+def test_split_option_reaches_the_features_stage_and_needs_time_for_its_cut(tmp_path, monkeypatch):
+    called = {}
+    module = types.ModuleType("components.features.stage")
+
+    def features_run(extracted, features, seed, split, split_cut, split_window_days):
+        called.update(split=split, split_cut=split_cut, split_window_days=split_window_days)
+        raise RuntimeError("stop after the call")
+
+    module.run = features_run
+    monkeypatch.setitem(sys.modules, "components.features.stage", module)
+    ctx = stages.Context(
+        data="x",
+        data_format="amazon",
+        seeds=1,
+        work=tmp_path,
+        extracted_dir=tmp_path,
+        split="time",
+        split_cut="2014-07-01T00:00:00+00:00",
+        split_window_days=7.0,
+    )
+    with pytest.raises(RuntimeError, match="stop after the call"):
+        stages.run_features(ctx)
+    assert called == {"split": "time", "split_cut": "2014-07-01T00:00:00+00:00", "split_window_days": 7.0}
+    assert stages.Context(data="x", data_format="amazon", seeds=1, work=tmp_path).feature_split == "leave_last_out"
+    with pytest.raises(SystemExit):
+        run.main(["--data", "x", "--format", "amazon", "--out", str(tmp_path / "o.json"), "--split-cut", "2014"])

@@ -1,0 +1,67 @@
+"""New items (cold start) in the benches: HIT@20 on test targets whose item has no train target, against
+popularity within the item's category (components.baselines.category_popularity_top_k), for the lifecycle week
+(bench/lifecycle.py) and for bench.run --split time (retrieval.new_items)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from components import schema
+
+
+def new_item_rows(test, catalogue) -> np.ndarray:
+    """Rows of `test` (retrieval Examples) whose target item has no train target and whose history is not empty."""
+    rows = np.flatnonzero(catalogue.train_count[test.target_item] == 0)
+    return rows[(test.hist_items[rows] != schema.PAD_INDEX).any(axis=1)]
+
+
+def top_lists(queries: np.ndarray, item_embeddings: np.ndarray, seen, available: np.ndarray, k: int = 20):
+    """Each query's top-`k` available items [n, k] by dot product, reserved ids and the row's `seen` items masked."""
+    scores = queries @ item_embeddings.T
+    scores[:, : schema.NUM_RESERVED] = -np.inf
+    scores[:, ~available] = -np.inf
+    for row in range(len(queries)):
+        scores[row, np.asarray(seen[row], np.int64)] = -np.inf
+    return np.argpartition(-scores, k, axis=1)[:, :k]
+
+
+def category_popularity_lists(catalogue, test, rows: np.ndarray, k: int = 20) -> np.ndarray:
+    """The baseline's top-`k` [len(rows), k] for the test `rows`: the last history item's category first."""
+    from components.baselines import category_popularity_top_k
+
+    last = np.array([h[h != schema.PAD_INDEX][-1] for h in test.hist_items[rows]], np.int64)
+    seen = [test.seen_items[r] for r in rows]
+    return category_popularity_top_k(last, seen, catalogue.item_category, catalogue.train_count, catalogue.available, k)
+
+
+def hits(lists: np.ndarray, targets: np.ndarray) -> list[int]:
+    """1 where a row's target is in its list, else 0."""
+    return [int(t in row) for row, t in zip(lists, targets)]
+
+
+def retrieval_report(features_dir: str | Path, retrieval_dir: str | Path, k: int = 20) -> dict:
+    """retrieval.new_items of bench.run on a time split: the exported retrieval model's HIT@k on test targets that
+    are new items (first seen after the cut) and the category-popularity baseline's on the same targets."""
+    from components.retrieval.config import RetrievalConfig
+    from components.retrieval.data import load_catalogue, load_examples
+    from components.retrieval.model_io import load_retriever
+
+    catalogue = load_catalogue(features_dir)
+    retriever = load_retriever(retrieval_dir)
+    test = load_examples(features_dir, "test", RetrievalConfig.read(retrieval_dir).max_len)
+    rows = new_item_rows(test, catalogue)
+    if not len(rows):
+        return {"targets": 0}
+    queries = retriever.encode(test.hist_items[rows], test.hist_cats[rows])
+    seen = [test.seen_items[r] for r in rows]
+    model = top_lists(queries, np.asarray(retriever.item_embeddings, np.float32), seen, catalogue.available, k)
+    baseline = category_popularity_lists(catalogue, test, rows, k)
+    targets = test.target_item[rows]
+    return {
+        "targets": int(len(rows)),
+        f"hit@{k}": float(np.mean(hits(model, targets))),
+        f"category_popularity_hit@{k}": float(np.mean(hits(baseline, targets))),
+        "new_items_in_test": int(len(np.unique(targets))),
+    }
