@@ -510,7 +510,10 @@ class EvaluationSummary:
 RETRIEVAL_CONFIG_FILE = "config.json"  # in a retrieval model artifact, written last (its completion marker)
 RANKER_INFO_FILE = "ranker.json"  # in a ranking model artifact, written last (its completion marker)
 RETRIEVAL_CONFIG_VERSION = 1
-RANKER_INFO_VERSION = 1
+# ranker.json 2: the SavedModel's signatures also take the history's event types and gaps and the request's gap.
+# Version 1 artifacts (the last blessed ranker of an older run) still load and are scored on items and categories.
+RANKER_INFO_VERSION = 2
+BEHAVIOUR_RANKER_INFO_VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -582,8 +585,10 @@ class RankerInfo:
 
     @classmethod
     def from_json(cls, payload: dict, where: str = RANKER_INFO_FILE) -> RankerInfo:
-        """Refuses an info_version other than RANKER_INFO_VERSION and an info without the model configuration."""
-        _check_version(payload, "info_version", RANKER_INFO_VERSION, where)
+        """Refuses an info_version other than 1 or RANKER_INFO_VERSION and an info without the model configuration."""
+        version = payload.get("info_version", 1)
+        if version not in (1, RANKER_INFO_VERSION):
+            raise SchemaError(f"{where}: info_version {version!r}, this code reads 1 and {RANKER_INFO_VERSION}")
         if not isinstance(payload.get("model_config"), dict):
             raise SchemaError(f"{where}: lacks the model configuration ('model_config')")
         typed = {"info_version", "model_config", "train_config", "test_metrics", "fusion"}
@@ -593,6 +598,7 @@ class RankerInfo:
             test_metrics=payload.get("test_metrics") or {},
             fusion=payload.get("fusion"),
             details={key: value for key, value in payload.items() if key not in typed},
+            info_version=version,
         )
 
     def write(self, directory: str | Path) -> None:

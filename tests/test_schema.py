@@ -129,13 +129,13 @@ def test_ranker_info_reads_itself_and_refuses_other_versions(tmp_path):
     fused.write(tmp_path)
     assert schema.RankerInfo.read(tmp_path).retrieval_weight == 0.5
     written = json.loads((tmp_path / schema.RANKER_INFO_FILE).read_text())
-    assert written["info_version"] == 1 and written["ranking_task"] == "cvr" and written["fusion"] == fused.fusion
-    (tmp_path / schema.RANKER_INFO_FILE).write_text(
-        json.dumps({k: v for k, v in written.items() if k != "info_version"})
-    )
-    assert schema.RankerInfo.read(tmp_path) == fused  # a ranking artifact of older code
-    (tmp_path / schema.RANKER_INFO_FILE).write_text(json.dumps({**written, "info_version": 2}))
-    with pytest.raises(schema.SchemaError, match="info_version 2, this code reads 1"):
+    assert written["info_version"] == 2 and written["ranking_task"] == "cvr" and written["fusion"] == fused.fusion
+    # a ranking artifact of older code (no version, or 1: a SavedModel without the behaviour inputs) still reads
+    for old in ({k: v for k, v in written.items() if k != "info_version"}, {**written, "info_version": 1}):
+        (tmp_path / schema.RANKER_INFO_FILE).write_text(json.dumps(old))
+        assert schema.RankerInfo.read(tmp_path) == dataclasses.replace(fused, info_version=1)
+    (tmp_path / schema.RANKER_INFO_FILE).write_text(json.dumps({**written, "info_version": 3}))
+    with pytest.raises(schema.SchemaError, match="info_version 3, this code reads 1 and 2"):
         schema.RankerInfo.read(tmp_path)
     (tmp_path / schema.RANKER_INFO_FILE).write_text(json.dumps({"train_config": {}}))
     with pytest.raises(schema.SchemaError, match="lacks the model configuration"):

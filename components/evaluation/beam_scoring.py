@@ -31,7 +31,7 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, StandardOpt
 from components import metrics
 from components.evaluation import scoring
 from components.features import pipeline as features_pipeline
-from components.serving import models
+from components.serving import funnel, models
 
 SCORING_MODES = ("in_process", "beam")  # the pipeline's user_scoring parameter
 USERS_PER_SHARD = 10_000
@@ -180,6 +180,7 @@ class ScoreEvaluationShard(ShardDoFn):
                 self.popularity,
                 self.candidates_n,
                 self.memory_budget_mb,
+                funnel.Behaviour(arrays["hist_types"], arrays["hist_gaps"], arrays["request_gap"]),
             )
             out.update(model_arrays(name, scores))
         for name, baseline in self.baselines.items():
@@ -240,6 +241,9 @@ def score_split(
         shards.append(
             {
                 "hist_matrix": split.hist_matrix[rows],
+                "hist_types": split.behaviour.types[rows],
+                "hist_gaps": split.behaviour.gaps[rows],
+                "request_gap": split.behaviour.request_gap[rows],
                 "targets": split.targets[rows],
                 **pack_ragged("hist_items", split.hist_items[rows]),
                 **pack_ragged("seen_items", split.seen_items[rows]),

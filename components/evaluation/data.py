@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from components import baselines, schema
+from components.serving.funnel import Behaviour
 
 
 @dataclasses.dataclass
@@ -30,6 +31,7 @@ class TestSplit:
     target_categories: np.ndarray  # object [U]: category id of each test target ("" for reserved)
     item_categories: np.ndarray  # object [num_items]: category id of every item index
     user_ids: np.ndarray  # object [U]: the test users' ids
+    behaviour: Behaviour  # the histories' event types and gaps, aligned with hist_matrix
 
     @property
     def num_items(self) -> int:
@@ -80,6 +82,7 @@ def read_test_split(features_dir: str | Path, split: str = "test") -> TestSplit:
         target_categories=categories[examples[schema.TARGET_CAT].astype(np.int64)],
         item_categories=categories[_item_category_index(features_dir, spec.num_items)],
         user_ids=users[examples[schema.USER].astype(np.int64)],
+        behaviour=Behaviour.of_examples(examples, spec.max_len),
     )
 
 

@@ -76,8 +76,10 @@ def score_model(
     popularity: np.ndarray,
     candidates_n: int,
     memory_budget_mb: float = 256.0,
+    behaviour: funnel.Behaviour | None = None,
 ) -> ModelScores:
-    """Retrieval and funnel ranks of every test target, batch by batch.
+    """Retrieval and funnel ranks of every test target, batch by batch (`behaviour`: the histories' event types and
+    gaps for the ranker, aligned with hist_matrix).
 
     Works for today's candidate and for the last blessed model, whose vocabulary may differ:
     histories map into the model's vocabulary by item id, and a target the model never saw is a miss.
@@ -99,8 +101,17 @@ def score_model(
         target = vocab.model(targets[rows])
         known = target >= schema.NUM_RESERVED
         parts["retrieval"].append(_retrieval_ranks(model.retriever, hist, cats, seen, target, known))
+        steps = None if behaviour is None else behaviour.take(rows)
         cands, reranked = _funnel_lists(
-            model, hist, cats, seen, np.where(known, target, schema.PAD_INDEX), allowed, model_popularity, candidates_n
+            model,
+            hist,
+            cats,
+            seen,
+            np.where(known, target, schema.PAD_INDEX),
+            allowed,
+            model_popularity,
+            candidates_n,
+            steps,
         )
         for n, ranks in _funnel_ranks_by_n(cands, reranked, target, known, grid).items():
             parts[n].append(ranks)
@@ -121,14 +132,18 @@ def _retrieval_ranks(retriever, hist, cats, seen, target, known) -> metrics.Rank
     return metrics.Ranks(np.where(known, ranks.higher, -1), np.where(known, ranks.ties, 0))
 
 
-def _funnel_lists(model, hist, cats, seen, target, allowed, popularity, candidates_n) -> tuple[np.ndarray, np.ndarray]:
+def _funnel_lists(
+    model, hist, cats, seen, target, allowed, popularity, candidates_n, behaviour=None
+) -> tuple[np.ndarray, np.ndarray]:
     """(retrieval top-N, the same N re-ranked) as serving makes them, except that the target is never masked
     as seen (the protocol retrieval alone and the baselines are scored by); users without a known
     history item get the popularity list for both, as the serving fallback does."""
     cands, valid, cand_scores = funnel.retrieve_candidates(
         model.retriever, hist, cats, seen, allowed, candidates_n, keep=target
     )
-    reranked, _ = funnel.rerank(model.ranker, hist, cats, cands, valid, k=cands.shape[1], candidate_scores=cand_scores)
+    reranked, _ = funnel.rerank(
+        model.ranker, hist, cats, cands, valid, k=cands.shape[1], candidate_scores=cand_scores, behaviour=behaviour
+    )
     fallback = funnel.needs_fallback(hist)
     if fallback.any():
         rows = np.flatnonzero(fallback)
@@ -242,13 +257,15 @@ def ranker_probabilities(ranker, ranking: dict[str, np.ndarray], batch_size: int
 
     hist, cats = ranking[schema.HIST_ITEMS], ranking[schema.HIST_CATS]
     length = max((len(h) for h in hist), default=1) or 1
+    behaviour = funnel.Behaviour.of_examples(ranking, length) if schema.HIST_TYPES in ranking else None
     out = []
     for start in range(0, len(hist), batch_size):
         rows = slice(start, start + batch_size)
         target = ranking[schema.TARGET_ITEM][rows].astype(np.int64)[:, None]
         target_cat = ranking[schema.TARGET_CAT][rows].astype(np.int64)[:, None]
-        scores = ranker.score(
-            reader.pad_left(hist[rows], length), reader.pad_left(cats[rows], length), target, target_cat
+        steps = None if behaviour is None else behaviour.take(rows)
+        scores = funnel.ranker_scores(
+            ranker, reader.pad_left(hist[rows], length), reader.pad_left(cats[rows], length), target, target_cat, steps
         )
         out.append(np.asarray(scores, dtype=np.float64).reshape(-1))
     return np.concatenate(out) if out else np.zeros(0)

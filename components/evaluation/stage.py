@@ -485,6 +485,7 @@ def _score(model: models.ServingModel, split: data.TestSplit, config: Evaluation
         split.popularity,
         config.candidates_n,
         config.memory_budget_mb,
+        split.behaviour,
     )
 
 

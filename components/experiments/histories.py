@@ -26,3 +26,40 @@ def user_histories(
     hist = np.zeros((len(rows), max_len), dtype=np.int64)
     hist[user_row, max_len - length[user_row] + position] = steps["item"].to_numpy()
     return rows, hist, np.where(hist > 0, item_category[hist], schema.PAD_INDEX)
+
+
+def user_behaviour(events: pd.DataFrame, item_index: dict[str, int], rows: dict[str, int], max_len: int):
+    """The behaviour of user_histories' steps (its `rows`), from the events' event_type and event_ts: each step's
+    event-type flags (its events' OR, as the features stage merges repeats) and seconds since the step before, and
+    the request's gap at the log's last event (as the export's as_of). A serving.funnel.Behaviour [U, L]."""
+    from components.serving.funnel import Behaviour
+
+    items = events["item_id"].map(item_index).fillna(schema.OOV_INDEX).astype(np.int64).to_numpy()
+    users = events["user_id"].to_numpy()
+    kinds = {kind: 1 << i for i, kind in enumerate(schema.EVENT_TYPES)}
+    flags = events["event_type"].map(kinds).fillna(0).astype(np.int64).to_numpy()
+    stamps = pd.to_datetime(events["event_ts"], utc=True)
+    seconds = ((stamps - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)).to_numpy(np.int64)
+    start = np.ones(len(items), dtype=bool)
+    start[1:] = (users[1:] != users[:-1]) | (items[1:] != items[:-1])
+    starts = np.flatnonzero(start)
+    steps = pd.DataFrame(
+        {
+            "user": users[starts],
+            "flags": np.bitwise_or.reduceat(flags, starts) if len(starts) else flags[:0],
+            "ts": seconds[starts],
+        }
+    )
+    steps["gap"] = steps.groupby("user", sort=False)["ts"].diff().fillna(schema.NO_GAP).astype(np.int64)
+    steps = steps.groupby("user", sort=True).tail(max_len)
+    user_row = steps["user"].map(rows).to_numpy()
+    position = steps.groupby("user", sort=False).cumcount().to_numpy()
+    length = np.bincount(user_row, minlength=len(rows))
+    types = np.zeros((len(rows), max_len), dtype=np.int64)
+    gaps = np.full((len(rows), max_len), schema.NO_GAP, dtype=np.int64)
+    column = max_len - length[user_row] + position
+    types[user_row, column], gaps[user_row, column] = steps["flags"].to_numpy(), steps["gap"].to_numpy()
+    last_ts = steps.groupby("user", sort=False)["ts"].last()
+    last = np.zeros(len(rows), dtype=np.int64)
+    last[last_ts.index.map(rows).to_numpy()] = last_ts.to_numpy()
+    return Behaviour(types, gaps, np.maximum(seconds.max(initial=0) - last, 0))

@@ -23,8 +23,9 @@ import pyarrow as pa
 
 from components import schema
 from components.experiments import ope, rewards
-from components.experiments.histories import user_histories
+from components.experiments.histories import user_behaviour, user_histories
 from components.experiments.simulation import Proposal
+from components.serving import funnel
 from components.warehouse import synthetic
 
 FEATURE_NAMES = (
@@ -135,7 +136,7 @@ def replay(preset: str, seed: int) -> tuple[synthetic.ShopWorld, pa.Table, int]:
     world = synthetic.make_world(preset, seed)
     events, impressions = [], 0
     for chunk in synthetic.iter_chunks(world):
-        events.append(chunk.events.select(["user_id", "item_id", "event_type"]))
+        events.append(chunk.events.select(["user_id", "item_id", "event_type", "event_ts"]))
         impressions += chunk.impressions.num_rows
     return world, pa.concat_tables(events), impressions
 
@@ -219,13 +220,17 @@ class FunnelRanker:
     item from the user's latest history (the last max_len steps of the event log, as the features stage
     builds them). World items map to the features vocabulary; items outside it are OOV.
 
+    With the events' types and times, the ranker also reads each step's event types and gap and the request's gap
+    at the log's end (histories.user_behaviour), as the export serves it.
+
     The histories do not change during a study, so a (user, item) score never changes either: scores are
     cached, and only pairs not seen before go through the model (DIEN's AUGRU runs once per candidate)."""
 
-    def __init__(self, ranker, hist_items: np.ndarray, hist_cats: np.ndarray, vocab_index: np.ndarray):
-        self.ranker = ranker  # .score(hist_items, hist_cats, cand_items, cand_cats) and .item_category
+    def __init__(self, ranker, hist_items: np.ndarray, hist_cats: np.ndarray, vocab_index: np.ndarray, behaviour=None):
+        self.ranker = ranker  # .score(hist_items, hist_cats, cand_items, cand_cats[, behaviour]) and .item_category
         self.hist_items = hist_items  # [U, L] vocabulary indices per world user, left-padded
         self.hist_cats = hist_cats
+        self.behaviour = behaviour  # serving.funnel.Behaviour [U, L] aligned with hist_items, or None (unknown)
         self.vocab_index = vocab_index  # [I] vocabulary index of each world item
         self._keys = np.zeros(0, np.int64)  # sorted user * I + item
         self._values = np.zeros(0, np.float64)
@@ -237,13 +242,23 @@ class FunnelRanker:
         """The trained ranker on the world's users: their histories from the shop's events in the features
         vocabulary."""
         index = {item: i + schema.NUM_RESERVED for i, item in enumerate(item_vocab)}
-        frame = events.select(["user_id", "item_id"]).to_pandas()
+        timed = {"event_type", "event_ts"} <= set(events.column_names)
+        frame = events.select(["user_id", "item_id", *(["event_type", "event_ts"] if timed else [])]).to_pandas()
         rows, items, cats = user_histories(frame, index, ranker.item_category, max_len)
         row_of_user = pd.Index(list(rows)).get_indexer(world.user_ids)
-        hist_items = np.where(row_of_user[:, None] >= 0, items[row_of_user.clip(min=0)], schema.PAD_INDEX)
-        hist_cats = np.where(row_of_user[:, None] >= 0, cats[row_of_user.clip(min=0)], schema.PAD_INDEX)
+        known = row_of_user[:, None] >= 0
+        hist_items = np.where(known, items[row_of_user.clip(min=0)], schema.PAD_INDEX)
+        hist_cats = np.where(known, cats[row_of_user.clip(min=0)], schema.PAD_INDEX)
         vocab_index = np.array([index.get(item, schema.OOV_INDEX) for item in world.item_ids], dtype=np.int64)
-        return cls(ranker, hist_items, hist_cats, vocab_index)
+        behaviour = None
+        if timed:
+            steps = user_behaviour(frame, index, rows, max_len).take(row_of_user.clip(min=0))
+            behaviour = type(steps)(
+                np.where(known, steps.types, 0),
+                np.where(known, steps.gaps, schema.NO_GAP),
+                np.where(known[:, 0], steps.request_gap, schema.NO_GAP),
+            )
+        return cls(ranker, hist_items, hist_cats, vocab_index, behaviour)
 
     def scores(self, users: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         """Scores [B, N] of candidates [B, N] for users [B]; each (user, item) pair is scored once and cached."""
@@ -272,8 +287,13 @@ class FunnelRanker:
         table[np.repeat(np.arange(len(starts)), counts), slot] = items
         cand = self.vocab_index[table]
         row_users = users[starts]
-        scored = self.ranker.score(
-            self.hist_items[row_users], self.hist_cats[row_users], cand, self.ranker.item_category[cand]
+        scored = funnel.ranker_scores(
+            self.ranker,
+            self.hist_items[row_users],
+            self.hist_cats[row_users],
+            cand,
+            self.ranker.item_category[cand],
+            None if self.behaviour is None else self.behaviour.take(row_users),
         ).astype(np.float64)
         return scored[np.repeat(np.arange(len(starts)), counts), slot]
 

@@ -43,6 +43,7 @@ def score_users(
         available=available,
         popularity=popularity,
         memory_budget_mb=memory_budget_mb,
+        behaviour=inputs.behaviour(rows),
     )
 
 

@@ -21,7 +21,7 @@ class ScoreExportShard(beam_scoring.ShardDoFn):
     def __init__(
         self,
         arm_specs: list[beam_scoring.ModelSpec],
-        catalogue: dict[str, np.ndarray],
+        catalogue: dict,
         candidates_n: int,
         top_k: int,
         memory_budget_mb: float,
@@ -47,6 +47,9 @@ class ScoreExportShard(beam_scoring.ShardDoFn):
             user_ids=arrays["user_ids"],
             hist_items=arrays["hist_items"],
             seen_items=list(beam_scoring.unpack_ragged(arrays, "seen_items")),
+            hist_types=arrays["hist_types"],
+            hist_gaps=arrays["hist_gaps"],
+            last_ts=arrays["last_ts"],
             **self.catalogue,
         )
         out = {}
@@ -90,12 +93,20 @@ def score_arms(
         {
             "user_ids": np.asarray(inputs.user_ids[a:b], dtype=str),
             "hist_items": inputs.hist_items[a:b],
+            "hist_types": inputs.hist_types[a:b],
+            "hist_gaps": inputs.hist_gaps[a:b],
+            "last_ts": inputs.last_ts[a:b],
             "arm": arm_of[a:b],
             **beam_scoring.pack_ragged("seen_items", inputs.seen_items[a:b]),
         }
         for a, b in bounds
     ]
-    catalogue = {"item_ids": inputs.item_ids, "available": inputs.available, "popularity": inputs.popularity}
+    catalogue = {
+        "item_ids": inputs.item_ids,
+        "available": inputs.available,
+        "popularity": inputs.popularity,
+        "as_of": inputs.as_of,
+    }
     dofn = ScoreExportShard([spec for spec, _ in arms], catalogue, candidates_n, top_k, memory_budget_mb, load_models)
     parts = beam_scoring.run_shards(shards, dofn, beam_args, "export-scoring")
     results = []

@@ -1,8 +1,11 @@
 """What export serves from: every user's latest history and the catalogue, read from the features output.
 
 Serving is for tomorrow, so a user's history is the full latest one: the test example's history
-plus its target (the last step), trimmed to max_len. Every item the user ever had is masked.
+plus its target (the last step), trimmed to max_len, with each step's event types and gap (the target's own from
+the example's target_type and target_gap). Every item the user ever had is masked.
 Users in the user vocabulary without a test example get an empty history (the popularity fallback).
+The lists' request time is `as_of`, the last step's time over all users (the end of the data), so a request's gap
+is how long the user has been away by then.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from components import schema
+from components.serving.funnel import Behaviour
 
 
 @dataclasses.dataclass
@@ -24,6 +28,16 @@ class ServingInputs:
     item_ids: np.ndarray  # str [num_items]: features index -> item id ("" at reserved indices)
     available: np.ndarray  # bool [num_items]
     popularity: np.ndarray  # float64 [num_items]: train target counts
+    hist_types: np.ndarray  # int64 [U, max_len], aligned with hist_items: event-type flags (0 on padding)
+    hist_gaps: np.ndarray  # int64 [U, max_len]: seconds since the step before (NO_GAP on padding, first steps)
+    last_ts: np.ndarray  # int64 [U]: the last step's time, seconds since the epoch (NO_GAP without a history)
+    as_of: int  # the lists' request time, seconds since the epoch: the latest last_ts
+
+    def behaviour(self, rows) -> Behaviour:
+        """The users at `rows`' behaviour for the funnel, the request at `as_of`."""
+        last = self.last_ts[rows]
+        request_gap = np.where(last == schema.NO_GAP, schema.NO_GAP, np.maximum(self.as_of - last, 0))
+        return Behaviour(self.hist_types[rows], self.hist_gaps[rows], request_gap.astype(np.int64))
 
 
 def read_serving_inputs(features_dir: str | Path) -> ServingInputs:
@@ -38,14 +52,24 @@ def read_serving_inputs(features_dir: str | Path) -> ServingInputs:
         np.append(hist, target)[-spec.max_len :]
         for hist, target in zip(test[schema.HIST_ITEMS], test[schema.TARGET_ITEM])
     ]
+    types = [
+        np.append(hist, target)[-spec.max_len :]
+        for hist, target in zip(test[schema.HIST_TYPES], test[schema.TARGET_TYPE])
+    ]
+    gaps = [
+        np.append(hist, target)[-spec.max_len :]
+        for hist, target in zip(test[schema.HIST_GAPS], test[schema.TARGET_GAP])
+    ]
+    last_ts = np.asarray(test[schema.TARGET_TS], np.int64)
     seen = [
         np.unique(np.concatenate([s, h, [t]]).astype(np.int64))
         for s, h, t in zip(test[schema.SEEN_ITEMS], test[schema.HIST_ITEMS], test[schema.TARGET_ITEM])
     ]
     without_history = sorted(set(schema.read_vocab(features_dir, schema.USER_VOCAB)) - set(users))
     users = np.concatenate([users, np.asarray(without_history, dtype=object)])
-    histories += [np.empty(0, dtype=np.int64)] * len(without_history)
-    seen += [np.empty(0, dtype=np.int64)] * len(without_history)
+    empty = [np.empty(0, dtype=np.int64)] * len(without_history)
+    histories, types, gaps, seen = histories + empty, types + empty, gaps + empty, seen + empty
+    last_ts = np.concatenate([last_ts, np.full(len(without_history), schema.NO_GAP, np.int64)])
     if not len(users):
         raise schema.SchemaError(f"{features_dir}: no users to export (empty test split and user vocabulary)")
     order = np.argsort(users, kind="stable")
@@ -56,6 +80,10 @@ def read_serving_inputs(features_dir: str | Path) -> ServingInputs:
         item_ids=item_ids,
         available=available,
         popularity=popularity,
+        hist_types=reader.pad_left([types[i] for i in order], spec.max_len),
+        hist_gaps=reader.pad_left([gaps[i] for i in order], spec.max_len, fill=schema.NO_GAP),
+        last_ts=last_ts[order],
+        as_of=int(last_ts.max(initial=0)),
     )
 
 

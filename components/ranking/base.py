@@ -12,14 +12,21 @@ import dataclasses
 import tensorflow as tf
 
 from components import schema
+from components.features.behaviour import NUM_GAP_BUCKETS, gap_buckets
 from components.ranking.context import CandidateContext, ItemStatistics
 from components.ranking.embedding import ItemCategoryEmbedding
 from components.ranking.mlp import PredictionMLP
 
 MODEL_TYPES = ("dien", "din", "reference_gru")
+# What the rankers may read of a history's behaviour (schema.HIST_TYPES, HIST_GAPS, TARGET_GAP): each step's event
+# types and its gap from the step before, each added to the step's item vector as a learned vector of the same width
+# (so DIN's attention and DIEN's GRU read them, with the same layers), and the gap from the last step to the request,
+# an input of the head beside the interest.
+BEHAVIOUR = ("event_type", "gap", "request_gap")
 # A train row's negatives [rows, M] beside its target (built by the ranking stage, not by the features job).
 NEGATIVE_ITEMS = "negative_items"
 NEGATIVE_CATS = "negative_cats"
+BEHAVIOUR_INPUTS = (schema.HIST_TYPES, schema.HIST_GAPS, schema.TARGET_GAP)  # what `behaviour` dicts hold
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,10 +41,15 @@ class ModelConfig:
     aux_scorer: str = "dot"  # "dot" (paper eq. 3) | "mlp" (authors' code)
     dien_attention: str = "bilinear"  # "bilinear" (paper eq. 5) | "mlp"
     din_attention_units: tuple = (80, 40)
+    behaviour: tuple = BEHAVIOUR  # which of BEHAVIOUR the model reads
 
     def __post_init__(self):
         if self.model_type not in MODEL_TYPES:
             raise ValueError(f"unknown model_type {self.model_type!r}; expected one of {MODEL_TYPES}")
+        unknown = sorted(set(self.behaviour) - set(BEHAVIOUR))
+        if unknown:
+            raise ValueError(f"unknown behaviour feature(s) {unknown}; expected some of {BEHAVIOUR}")
+        object.__setattr__(self, "behaviour", tuple(name for name in BEHAVIOUR if name in self.behaviour))
 
     @property
     def hidden_units(self) -> int:
@@ -56,12 +68,24 @@ def masked_mean(values: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
     return tf.math.divide_no_nan(total, tf.reduce_sum(mask, axis=1, keepdims=True))
 
 
+def unknown_behaviour(hist_items: tf.Tensor) -> dict:
+    """The behaviour of a history [B, T] whose event types and times nobody gave: type 0 and NO_GAP everywhere."""
+    no_gap = tf.constant(schema.NO_GAP, tf.int64)
+    return {
+        schema.HIST_TYPES: tf.zeros_like(hist_items),
+        schema.HIST_GAPS: tf.fill(tf.shape(hist_items), no_gap),
+        schema.TARGET_GAP: tf.fill(tf.shape(hist_items)[:1], no_gap),
+    }
+
+
 class SequenceRanker(tf.keras.Model):
     """P(buy | history, target). Subclasses define `encode_user` (once per user) and `interest` (per candidate).
 
-    Features: hist_items/hist_cats [B, T] int64 (0 = padding), target_item/target_cat [B]. `call` returns logits [B].
+    Features: hist_items/hist_cats [B, T] int64 (0 = padding), hist_types/hist_gaps [B, T] (schema.py),
+    target_item/target_cat/target_gap [B]. `call` returns logits [B].
     With `statistics`, every candidate also gets the context features of context.py, fed to the head and to a
-    linear term beside it (wide and deep), so DIN and DIEN see the same evidence.
+    linear term beside it (wide and deep), so DIN and DIEN see the same evidence; `config.behaviour` says which
+    behaviour features both read (embed_history, encode).
     """
 
     def __init__(
@@ -78,19 +102,50 @@ class SequenceRanker(tf.keras.Model):
         self.head = PredictionMLP(config.mlp_units, config.activation)
         self.context = CandidateContext(statistics) if statistics is not None else None
         self.wide = tf.keras.layers.Dense(1, name="context_wide") if statistics is not None else None
+        width, reads = self.embedding.output_dim, set(config.behaviour)
+        self.type_vectors = (
+            tf.keras.layers.Embedding(schema.NUM_TYPE_CODES, width, name="event_types")
+            if "event_type" in reads
+            else None
+        )
+        self.gap_vectors = tf.keras.layers.Embedding(NUM_GAP_BUCKETS, width, name="gaps") if "gap" in reads else None
+        self.request_vectors = (
+            tf.keras.layers.Embedding(NUM_GAP_BUCKETS, config.embedding_dim, name="request_gap")
+            if "request_gap" in reads
+            else None
+        )
 
-    def encode_user(self, hist_items, hist_cats, training=None) -> dict:
+    def encode_user(self, hist_items, hist_cats, behaviour: dict, training=None) -> dict:
         """What a user's history [B, T] gives every candidate (states, masks, ...); subclasses compute it once per
-        user."""
+        user. `behaviour` holds the history's HIST_TYPES and HIST_GAPS [B, T] (embed_history reads them)."""
         raise NotImplementedError
+
+    def encode(self, hist_items, hist_cats, behaviour: dict | None = None, training=None) -> dict:
+        """encode_user, plus the request-gap vector [B, dim] the head reads when the model has it. Without
+        `behaviour` (a caller that knows only the items), every step's type and gap are unknown."""
+        behaviour = behaviour or unknown_behaviour(hist_items)
+        user = self.encode_user(hist_items, hist_cats, behaviour, training=training)
+        if self.request_vectors is not None:
+            user["request"] = self.request_vectors(gap_buckets(behaviour[schema.TARGET_GAP]))
+        return user
 
     def interest(self, user: dict, candidates: tf.Tensor, training=None) -> tf.Tensor:
         """The user's interest in each candidate: candidates [B, N, D] -> [B, N, H]."""
         raise NotImplementedError
 
-    def embed_history(self, hist_items, hist_cats) -> tuple[tf.Tensor, tf.Tensor]:
-        """The history's item and category vectors [B, T, 2 * dim] and its mask [B, T] (1 = a real step)."""
-        return self.embedding((hist_items, hist_cats)), history_mask(hist_items)
+    def embed_history(self, hist_items, hist_cats, behaviour: dict) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """The history's steps [B, T, 2 * dim] (item and category vectors plus, as configured, the vectors of the
+        step's event types and gap), the item and category vectors alone [B, T, 2 * dim] (what DIEN's auxiliary loss
+        compares with the no-click items, which have no behaviour) and the mask [B, T] (1 = a real step). Type 0
+        (unknown) adds nothing."""
+        items = self.embedding((hist_items, hist_cats))
+        steps = items
+        if self.type_vectors is not None:
+            types = tf.clip_by_value(behaviour[schema.HIST_TYPES], 0, schema.NUM_TYPE_CODES - 1)
+            steps += self.type_vectors(types) * tf.cast(types > 0, tf.float32)[..., None]
+        if self.gap_vectors is not None:
+            steps += self.gap_vectors(gap_buckets(behaviour[schema.HIST_GAPS]))
+        return steps, items, history_mask(hist_items)
 
     def candidate_logits(
         self, user: dict, candidates: tf.Tensor, context: tf.Tensor | None = None, training=None
@@ -103,6 +158,9 @@ class SequenceRanker(tf.keras.Model):
         interest = self.interest(user, candidates, training=training)
         mean = tf.broadcast_to(user["history_mean"][:, None, :], tf.shape(candidates))
         parts = [candidates, interest, mean, candidates * mean]
+        if "request" in user:
+            shape = tf.concat([tf.shape(candidates)[:2], tf.shape(user["request"])[1:]], axis=0)
+            parts.append(tf.broadcast_to(user["request"][:, None, :], shape))
         if context is None:
             return self.head(tf.concat(parts, axis=-1), training=training)
         return self.head(tf.concat(parts + [context], axis=-1), training=training) + self.wide(context)[..., 0]
@@ -113,9 +171,10 @@ class SequenceRanker(tf.keras.Model):
             return None
         return self.context(hist_items, hist_cats, history_mask(hist_items), cand_items, cand_cats, leave_out)
 
-    def score_indices(self, hist_items, hist_cats, cand_items, cand_cats) -> tf.Tensor:
-        """Probabilities [B, N]: the history is encoded once per user, then every candidate is scored."""
-        user = self.encode_user(hist_items, hist_cats, training=False)
+    def score_indices(self, hist_items, hist_cats, cand_items, cand_cats, behaviour: dict | None = None) -> tf.Tensor:
+        """Probabilities [B, N]: the history is encoded once per user, then every candidate is scored. `behaviour`:
+        HIST_TYPES, HIST_GAPS [B, T] and TARGET_GAP [B] (the request's), or None where they are unknown."""
+        user = self.encode(hist_items, hist_cats, behaviour, training=False)
         candidates = self.embedding((cand_items, cand_cats))
         context = self.candidate_context(hist_items, hist_cats, cand_items, cand_cats)
         return tf.sigmoid(self.candidate_logits(user, candidates, context, training=False))
@@ -134,7 +193,8 @@ class SequenceRanker(tf.keras.Model):
 
     def _logits(self, features, items, cats, leave_out, training):
         hist_items, hist_cats = features[schema.HIST_ITEMS], features[schema.HIST_CATS]
-        user = self.encode_user(hist_items, hist_cats, training=training)
+        behaviour = {name: features[name] for name in BEHAVIOUR_INPUTS} if schema.HIST_TYPES in features else None
+        user = self.encode(hist_items, hist_cats, behaviour, training=training)
         if training:
             self.add_auxiliary_loss(user, features)
         context = self.candidate_context(hist_items, hist_cats, items, cats, leave_out)

@@ -18,8 +18,15 @@ import tensorflow as tf
 from components import schema
 from components.features import reader
 
-SEQUENCES = (schema.HIST_ITEMS, schema.HIST_CATS, schema.NOCLICK_ITEMS, schema.NOCLICK_CATS)
-SCALARS = (schema.USER, schema.TARGET_ITEM, schema.TARGET_CAT, schema.LABEL)
+SEQUENCES = (
+    schema.HIST_ITEMS,
+    schema.HIST_CATS,
+    schema.HIST_TYPES,
+    schema.HIST_GAPS,
+    schema.NOCLICK_ITEMS,
+    schema.NOCLICK_CATS,
+)
+SCALARS = (schema.USER, schema.TARGET_ITEM, schema.TARGET_CAT, schema.TARGET_GAP, schema.LABEL)
 
 
 @dataclasses.dataclass
@@ -98,8 +105,8 @@ def epoch_plan(data: RankingData, batch_size: int, seed: int, epoch: int) -> lis
 def _gatherer(data: RankingData):
     """A tf function: row indices -> (features dict with right-padded [b, T] sequences, labels [b]).
 
-    The four sequences of a row have one length, so they are stacked into one ragged [rows, (T), 4] tensor
-    and gathered and padded once per batch instead of four times (a quarter of the input pipeline's work).
+    The sequences of a row have one length, so they are stacked into one ragged [rows, (T), 6] tensor and gathered
+    and padded once per batch instead of once per sequence (padding is 0 everywhere: padded steps are masked).
     """
     offsets = data.sequences[SEQUENCES[0]][1]
     for name in SEQUENCES[1:]:

@@ -26,17 +26,18 @@ class DIEN(SequenceRanker):
         )
         self.auxiliary = AuxiliaryLoss(config.aux_scorer) if config.aux_weight > 0 else None
 
-    def encode_user(self, hist_items, hist_cats, training=None) -> dict:
+    def encode_user(self, hist_items, hist_cats, behaviour: dict, training=None) -> dict:
         """The interest-extractor states [B, T, H] of the history [B, T], with what the evolution layer reuses per
-        candidate."""
-        history, mask = self.embed_history(hist_items, hist_cats)
+        candidate. The auxiliary loss compares the states with the next step's item vectors alone (`items`): the
+        no-click items it tells them from have no behaviour to give them away."""
+        history, items, mask = self.embed_history(hist_items, hist_cats, behaviour)
         states = self.extractor(history, mask)
         if not self.attention.built:
             self.attention.build([history.shape, states.shape])
         if not self.evolution.built:
             self.evolution.build(states.shape)
         return {
-            "history": history,
+            "items": items,
             "mask": mask,
             "states": states,
             "keys": self.attention.prepare_keys(states),
@@ -63,5 +64,5 @@ class DIEN(SequenceRanker):
         noclick = self.embedding((features[schema.NOCLICK_ITEMS], features[schema.NOCLICK_CATS]))
         # Both the clicked and the no-click step must be real: mask by the history's padding and the no-click's.
         mask = user["mask"] * history_mask(features[schema.NOCLICK_ITEMS])
-        loss = self.auxiliary((user["states"], user["history"], noclick), mask)
+        loss = self.auxiliary((user["states"], user["items"], noclick), mask)
         self.add_loss(self.config.aux_weight * loss)

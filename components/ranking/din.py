@@ -14,9 +14,9 @@ class DIN(SequenceRanker):
         # The DIN paper drops the softmax so the pooled vector keeps the intensity of the interest.
         self.attention = TargetAttention("mlp", normalize="none", hidden_units=config.din_attention_units)
 
-    def encode_user(self, hist_items, hist_cats, training=None) -> dict:
+    def encode_user(self, hist_items, hist_cats, behaviour: dict, training=None) -> dict:
         """The history's vectors [B, T, D] and mask [B, T], with its attention keys prepared once per user."""
-        history, mask = self.embed_history(hist_items, hist_cats)
+        history, _, mask = self.embed_history(hist_items, hist_cats, behaviour)
         if not self.attention.built:
             self.attention.build([history.shape, history.shape])
         return {

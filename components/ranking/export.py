@@ -2,10 +2,16 @@
 
 Layout of the artifact directory (docs/architecture.md, contracts):
   saved_model/   signatures
-                   serving_default(hist_items, hist_cats: string [B, L], candidate_items: string [B, N]) -> {"scores": [B, N]}
-                   score_indices(hist_items, hist_cats, candidate_items, candidate_cats: int64) -> {"scores": [B, N]}
+                   serving_default(hist_items, hist_cats: string [B, L], candidate_items: string [B, N],
+                                   hist_types, hist_gaps: int64 [B, L], request_gap: int64 [B]) -> {"scores": [B, N]}
+                   score_indices(hist_items, hist_cats, candidate_items, candidate_cats, hist_types, hist_gaps: int64
+                                 [B, *], request_gap: int64 [B]) -> {"scores": [B, N]}
                  "" is padding; unknown ids map to OOV. Candidate categories come from the item -> category
-                 table inside the model (OOV for unknown items).
+                 table inside the model (OOV for unknown items). hist_types are each step's event-type flags (0:
+                 unknown), hist_gaps its seconds since the step before, request_gap the seconds from the last step
+                 to the request (schema.NO_GAP: none or unknown). An artifact of ranker.json info_version 1 was
+                 written before these three inputs: its signatures take the first three (four) only, and `Ranker`
+                 calls them so.
   weights.npz    the id tables with their ids and the other learned weights (ranking/warm_start.py)
   ranker.json    model configuration and the metrics of the run that produced it; with "fusion" (when the ranker
                  was trained against a retrieval model) the funnel's final score is
@@ -24,11 +30,12 @@ import tensorflow as tf
 
 from components import atomic, schema
 from components.ranking import warm_start
-from components.ranking.base import SequenceRanker
+from components.ranking.base import BEHAVIOUR_INPUTS, SequenceRanker
 
 SAVED_MODEL = "saved_model"
 INFO = schema.RANKER_INFO_FILE  # schema.RankerInfo
 MAX_ROWS_PER_CALL = 16384  # users x candidates per call of the model in Ranker.score: bounds memory
+_INDICES, _BEHAVIOUR = tf.TensorSpec([None, None], tf.int64), tf.TensorSpec([None], tf.int64)
 
 
 def item_category_table(features_dir: str | Path, num_items: int) -> np.ndarray:
@@ -85,33 +92,43 @@ class RankerModule(tf.Module):
     def _indices(self, ids: tf.Tensor, table: tf.lookup.StaticHashTable) -> tf.Tensor:
         return tf.where(tf.equal(ids, ""), tf.constant(schema.PAD_INDEX, tf.int64), table.lookup(ids))
 
-    def _score(self, hist_items, hist_cats, candidate_items, candidate_cats):
+    def _score(self, hist_items, hist_cats, candidate_items, candidate_cats, hist_types, hist_gaps, request_gap):
         model = self._holder.model
         num_items, num_categories = model.embedding.num_items, model.embedding.num_categories
+        hist_items = _at_least_one_step(_in_vocab(hist_items, num_items))
+        # an empty history's one padding step gets type 0 (unknown) and a gap that no model reads (masked)
+        behaviour = dict(zip(BEHAVIOUR_INPUTS, (_at_least_one_step(hist_types), _at_least_one_step(hist_gaps))))
+        behaviour[BEHAVIOUR_INPUTS[2]] = request_gap
         scores = model.score_indices(
-            _at_least_one_step(_in_vocab(hist_items, num_items)),
+            hist_items,
             _at_least_one_step(_in_vocab(hist_cats, num_categories)),
             _in_vocab(candidate_items, num_items),
             _in_vocab(candidate_cats, num_categories),
+            behaviour,
         )
         return {"scores": scores}
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int64)] * 4, autograph=False)
-    def score_indices(self, hist_items, hist_cats, candidate_items, candidate_cats):
-        """P(buy) {"scores": [B, N]} for vocabulary indices: histories [B, L] and candidates with their categories [B,
-        N]."""
-        return self._score(hist_items, hist_cats, candidate_items, candidate_cats)
+    @tf.function(input_signature=[_INDICES] * 6 + [_BEHAVIOUR], autograph=False)
+    def score_indices(self, hist_items, hist_cats, candidate_items, candidate_cats, hist_types, hist_gaps, request_gap):
+        """P(buy) {"scores": [B, N]} for vocabulary indices: histories [B, L] with their event types and gaps,
+        candidates with their categories [B, N], and the request's gap since the last step [B]."""
+        return self._score(hist_items, hist_cats, candidate_items, candidate_cats, hist_types, hist_gaps, request_gap)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.string)] * 3, autograph=False)
-    def serve(self, hist_items, hist_cats, candidate_items):
-        """The serving signature: P(buy) {"scores": [B, N]} for raw string ids, histories [B, L] and candidates [B,
-        N]."""
+    @tf.function(
+        input_signature=[tf.TensorSpec([None, None], tf.string)] * 3 + [_INDICES] * 2 + [_BEHAVIOUR], autograph=False
+    )
+    def serve(self, hist_items, hist_cats, candidate_items, hist_types, hist_gaps, request_gap):
+        """The serving signature: P(buy) {"scores": [B, N]} for raw string ids, histories [B, L] with their event
+        types and gaps [B, L], candidates [B, N] and the request's gap since the last step [B]."""
         candidates = self._indices(candidate_items, self.item_lookup)
         return self._score(
             self._indices(hist_items, self.item_lookup),
             self._indices(hist_cats, self.category_lookup),
             candidates,
             tf.gather(self.item_category, candidates),
+            hist_types,
+            hist_gaps,
+            request_gap,
         )
 
 
@@ -125,7 +142,9 @@ def export_ranker(model: SequenceRanker, features_dir: str | Path, output_dir: s
         schema.read_vocab(features_dir, schema.CATEGORY_VOCAB),
         item_category_table(features_dir, spec.num_items),
     )
-    recorded = schema.RankerInfo.from_json({"model_config": dataclasses.asdict(model.config), **info})
+    recorded = schema.RankerInfo.from_json(
+        {"info_version": schema.RANKER_INFO_VERSION, "model_config": dataclasses.asdict(model.config), **info}
+    )
     with atomic.staged_directory(output_dir, last=INFO) as staging:
         tf.saved_model.save(
             module,
@@ -145,16 +164,20 @@ class Ranker:
     """Scores candidates for users: the history is encoded once per user, then each candidate is scored.
 
     retrieval_weight: the funnel adds this times the retrieval score to the ranker's logit (0: ranker alone).
+    reads_behaviour: False for an artifact written before the behaviour inputs (ranker.json info_version 1), whose
+    signature takes items and categories only; it is scored without them.
     """
 
-    def __init__(self, module, retrieval_weight: float = 0.0):
+    def __init__(self, module, retrieval_weight: float = 0.0, reads_behaviour: bool = True):
         self._module = module
         self._score = module.score_indices
         self.item_category: np.ndarray = module.item_category.numpy()
         self.retrieval_weight = float(retrieval_weight)
+        self.reads_behaviour = reads_behaviour
 
-    def score(self, hist_items_idx, hist_cats_idx, cand_items_idx, cand_cats_idx) -> np.ndarray:
-        """P(buy) [B, N] for histories [B, L] (0 = padding, on either side) and candidates [B, N]."""
+    def score(self, hist_items_idx, hist_cats_idx, cand_items_idx, cand_cats_idx, behaviour=None) -> np.ndarray:
+        """P(buy) [B, N] for histories [B, L] (0 = padding, on either side) and candidates [B, N]; `behaviour`
+        (serving.funnel.Behaviour, aligned with the histories) or None: every step's type and gap unknown."""
         arrays = [np.asarray(a, dtype=np.int64) for a in (hist_items_idx, hist_cats_idx, cand_items_idx, cand_cats_idx)]
         hist_items, hist_cats, cand_items, cand_cats = arrays
         if (
@@ -168,16 +191,22 @@ class Ranker:
                 f"expected histories [B, L] and candidates [B, N] for the same B; got "
                 f"{hist_items.shape}, {hist_cats.shape}, {cand_items.shape}, {cand_cats.shape}"
             )
+        inputs = [hist_items, hist_cats, cand_items, cand_cats]
+        if self.reads_behaviour:
+            from components.serving.funnel import Behaviour
+
+            behaviour = behaviour if behaviour is not None else Behaviour.unknown(hist_items)
+            if behaviour.types.shape != hist_items.shape or behaviour.request_gap.shape != (len(hist_items),):
+                raise ValueError(
+                    f"behaviour of shapes {behaviour.types.shape}, {behaviour.request_gap.shape} for histories "
+                    f"{hist_items.shape}"
+                )
+            inputs += [behaviour.types, behaviour.gaps, behaviour.request_gap]
         users_per_call = max(1, MAX_ROWS_PER_CALL // max(cand_items.shape[1], 1))
         out = np.empty(cand_items.shape, np.float32)
         for start in range(0, len(hist_items), users_per_call):
             rows = slice(start, start + users_per_call)
-            out[rows] = self._score(
-                tf.constant(hist_items[rows]),
-                tf.constant(hist_cats[rows]),
-                tf.constant(cand_items[rows]),
-                tf.constant(cand_cats[rows]),
-            )["scores"].numpy()
+            out[rows] = self._score(*(tf.constant(np.asarray(a[rows], np.int64)) for a in inputs))["scores"].numpy()
         return out
 
 
@@ -187,5 +216,7 @@ def load_ranker(model_dir: str | Path) -> Ranker:
     path = Path(model_dir, SAVED_MODEL)
     if not path.is_dir():
         raise FileNotFoundError(f"{model_dir}: no {SAVED_MODEL}/; is this a ranking model artifact?")
-    weight = schema.RankerInfo.read(model_dir).retrieval_weight if Path(model_dir, INFO).is_file() else 0.0
-    return Ranker(tf.saved_model.load(str(path)), weight)
+    info = schema.RankerInfo.read(model_dir) if Path(model_dir, INFO).is_file() else None
+    weight = info.retrieval_weight if info is not None else 0.0
+    reads_behaviour = info is not None and info.info_version >= schema.BEHAVIOUR_RANKER_INFO_VERSION
+    return Ranker(tf.saved_model.load(str(path)), weight, reads_behaviour)

@@ -14,9 +14,9 @@ class ReferenceGRU(SequenceRanker):
         self.first = tf.keras.layers.GRU(config.hidden_units, return_sequences=True)
         self.second = tf.keras.layers.GRU(config.hidden_units)
 
-    def encode_user(self, hist_items, hist_cats, training=None) -> dict:
+    def encode_user(self, hist_items, hist_cats, behaviour: dict, training=None) -> dict:
         """The two stacked Keras GRUs' final state [B, H] of the history [B, T], and the history's mean vector."""
-        history, mask = self.embed_history(hist_items, hist_cats)
+        history, _, mask = self.embed_history(hist_items, hist_cats, behaviour)
         keras_mask = tf.cast(mask, tf.bool)
         states = self.first(history, mask=keras_mask, training=training)
         final = self.second(states, mask=keras_mask, training=training)

@@ -63,7 +63,10 @@ def build_model(
 
 FEATURE_SIGNATURE = {
     **{name: tf.TensorSpec([None, None], tf.int64) for name in SEQUENCES},
-    **{name: tf.TensorSpec([None], tf.int64) for name in (schema.USER, schema.TARGET_ITEM, schema.TARGET_CAT)},
+    **{
+        name: tf.TensorSpec([None], tf.int64)
+        for name in (schema.USER, schema.TARGET_ITEM, schema.TARGET_CAT, schema.TARGET_GAP)
+    },
 }
 LIST_FEATURE_SIGNATURE = {
     **FEATURE_SIGNATURE,
@@ -78,7 +81,7 @@ def _example_features() -> dict:
     features.update(
         {
             name: tf.fill([2], tf.constant(schema.OOV_INDEX, tf.int64))
-            for name in (schema.USER, schema.TARGET_ITEM, schema.TARGET_CAT)
+            for name in (schema.USER, schema.TARGET_ITEM, schema.TARGET_CAT, schema.TARGET_GAP)
         }
     )
     return features

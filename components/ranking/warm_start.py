@@ -94,13 +94,24 @@ def initialise(model: SequenceRanker, features_dir: str | Path, parent: Parent) 
 
 
 def parent_of(registry_dir: str | Path | None, model_type: str) -> tuple[str | None, str]:
-    """(ranking artifact, version) of the last blessed ranker when it is a `model_type` with WEIGHTS, else
-    (None, "") with a warning (the registry blesses DIEN, so the DIN baseline trains from scratch)."""
+    """(ranking artifact, version) of the last blessed ranker when it is a `model_type` of the stage's architecture
+    with WEIGHTS, else (None, "") with a warning (the registry blesses DIEN, so the DIN baseline trains from
+    scratch; so does a run after the architecture changed)."""
     from components import warm_start
 
     def usable(artifact: Path) -> str | None:
         info = json.loads(Path(artifact, INFO).read_text())
-        blessed_type = info.get("model_config", {}).get("model_type")
-        return None if blessed_type == model_type else f"is a {blessed_type}, not a {model_type}"
+        blessed = info.get("model_config", {})
+        if blessed.get("model_type") != model_type:
+            return f"is a {blessed.get('model_type')}, not a {model_type}"
+        # the stage trains ModelConfig's defaults: a parent of another architecture (one from before the behaviour
+        # features, say) cannot seed it
+        current = json.loads(json.dumps(dataclasses.asdict(ModelConfig(model_type=model_type))))
+        changed = [name for name in ARCHITECTURE if blessed.get(name) != current.get(name)]
+        return (
+            f"has another {changed[0]} ({blessed.get(changed[0])!r}, this run's {current[changed[0]]!r})"
+            if changed
+            else None
+        )
 
     return warm_start.parent_of(registry_dir, "ranking", usable)

@@ -8,7 +8,8 @@ fallback) and the settings that make a served list the exported one (top_k, the 
   treatment/{retrieval,ranking}/   the blessed model pair (stage artifacts, copied whole)
   control/{retrieval,ranking}/     the last blessed pair before it; absent on a first blessing (both arms serve
                                    treatment, as in the export)
-  users.parquet                    user_id, hist_items, seen_items: item indices of today's vocabulary
+  users.parquet                    user_id, hist_items, seen_items: item indices of today's vocabulary; hist_types,
+                                   hist_gaps beside hist_items, last_ts: the last step's time (schema.py)
   catalogue.parquet                item_index, item_id, available, popularity
   serving.json                     settings and versions; written last, so a folder without it is incomplete
 
@@ -37,7 +38,9 @@ CATALOGUE = "catalogue.parquet"
 TREATMENT, CONTROL = "treatment", "control"
 LATEST = "LATEST.json"
 SERVING = "serving"  # the folder of serving models inside a local registry
-FORMAT_VERSION = 1
+# 2: users.parquet holds each step's event types and gap and the last step's time, serving.json the request time
+# as_of; a folder of version 1 is refused (rebuild it from its run's features and models).
+FORMAT_VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +53,7 @@ class ServingConfig:
     max_len: int  # history steps the models read
     control_version: str | None  # None: no earlier blessed model, both arms serve treatment
     built_at: str
+    as_of: int = 0  # the stored lists' request time, seconds since the epoch (ServingInputs.as_of)
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self):
@@ -105,6 +109,7 @@ def build_serving_model(
         max_len=int(inputs.hist_items.shape[1]),
         control_version=control["version"] if control else None,
         built_at=dt.datetime.now(dt.timezone.utc).isoformat(),
+        as_of=inputs.as_of,
     )
     with atomic.staged_directory(output_dir, last=CONFIG) as staging:
         pairs = [(TREATMENT, retrieval_dir, ranking_dir)]
@@ -129,6 +134,14 @@ def write_inputs(directory: Path, inputs: ServingInputs) -> None:
                 "seen_items": pa.array(
                     [np.asarray(s, np.int64).tolist() for s in inputs.seen_items], pa.list_(pa.int64())
                 ),
+                **{
+                    name: pa.array(
+                        [row[items != pad].tolist() for row, items in zip(values, inputs.hist_items)],
+                        pa.list_(pa.int64()),
+                    )
+                    for name, values in (("hist_types", inputs.hist_types), ("hist_gaps", inputs.hist_gaps))
+                },
+                "last_ts": pa.array(inputs.last_ts, pa.int64()),
             }
         ),
         directory / USERS,
@@ -155,14 +168,17 @@ def read_serving_model(path: str | Path) -> ServingBundle:
         raise schema.SchemaError(f"{path}: no {CONFIG}; is this a serving model folder (or an incomplete one)?")
     try:
         raw = json.loads(config_path.read_text())
-        config = ServingConfig(**raw)
-    except (json.JSONDecodeError, TypeError, ValueError) as err:
+    except json.JSONDecodeError as err:
         raise schema.SchemaError(f"{config_path}: {err}") from err
-    if config.format_version != FORMAT_VERSION:
-        raise schema.SchemaError(
-            f"{config_path}: format_version {config.format_version}, this server reads {FORMAT_VERSION}"
-        )
-    bundle = ServingBundle(path=path, config=config, inputs=read_inputs(path, config.max_len))
+    version = raw.get("format_version", 1) if isinstance(raw, dict) else None
+    if version != FORMAT_VERSION:
+        hint = " (version 1 stores no event types or times: rebuild the serving model)" if version == 1 else ""
+        raise schema.SchemaError(f"{config_path}: format_version {version}, this server reads {FORMAT_VERSION}{hint}")
+    try:
+        config = ServingConfig(**raw)
+    except (TypeError, ValueError) as err:
+        raise schema.SchemaError(f"{config_path}: {err}") from err
+    bundle = ServingBundle(path=path, config=config, inputs=read_inputs(path, config.max_len, config.as_of))
     for arm in (TREATMENT, CONTROL):
         for part in bundle.model_dirs(arm) or ():
             if not part.is_dir():
@@ -170,7 +186,8 @@ def read_serving_model(path: str | Path) -> ServingBundle:
     return bundle
 
 
-def read_inputs(path: Path, max_len: int) -> ServingInputs:
+def read_inputs(path: Path, max_len: int, as_of: int) -> ServingInputs:
+    """users.parquet and catalogue.parquet back into the export's ServingInputs, checked against the catalogue."""
     from components.features.reader import pad_left
 
     for name in (USERS, CATALOGUE):
@@ -193,6 +210,12 @@ def read_inputs(path: Path, max_len: int) -> ServingInputs:
     for name, rows in (("hist_items", histories), ("seen_items", seen)):
         if any(len(r) and (r.min() < 0 or r.max() >= num_items) for r in rows):
             raise schema.SchemaError(f"{path / USERS}: {name} hold indices outside the catalogue [0, {num_items})")
+    steps = {
+        name: [np.asarray(v, np.int64) for v in users.column(name).to_pylist()] for name in ("hist_types", "hist_gaps")
+    }
+    for name, rows in steps.items():
+        if [len(r) for r in rows] != [len(h) for h in histories]:
+            raise schema.SchemaError(f"{path / USERS}: {name} differ in length from hist_items")
     return ServingInputs(
         user_ids=np.asarray(users.column("user_id").to_pylist(), dtype=object),
         hist_items=pad_left(histories, max_len),
@@ -200,6 +223,10 @@ def read_inputs(path: Path, max_len: int) -> ServingInputs:
         item_ids=item_ids,
         available=available,
         popularity=popularity,
+        hist_types=pad_left(steps["hist_types"], max_len),
+        hist_gaps=pad_left(steps["hist_gaps"], max_len, fill=schema.NO_GAP),
+        last_ts=users.column("last_ts").to_numpy().astype(np.int64),
+        as_of=int(as_of),
     )
 
 

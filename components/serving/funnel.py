@@ -8,6 +8,8 @@ Models only need the duck-typed APIs of the stage contracts:
   retriever.item_embeddings  float32 [num_items, D]    retriever.encode(hist_items, hist_cats) -> [B, D]
   ranker.item_category       int64 [num_items]         ranker.score(hist_items, hist_cats, cands, cand_cats) -> [B, N]
   ranker.retrieval_weight    optional float: when set, the final score is logit(ranker) + weight * retrieval score
+A history may come with its `Behaviour` (each step's event types and gap, the request's gap since the last step),
+which the funnel hands to the ranker beside the items: ranker.score(..., behaviour=...).
 """
 
 from __future__ import annotations
@@ -27,6 +29,43 @@ _BYTES_PER_CATALOGUE_CELL = 16  # float32 score + int64 argpartition index + mas
 _MAX_BATCH = 4096
 
 
+@dataclasses.dataclass(frozen=True)
+class Behaviour:
+    """What a history's steps were besides their items, aligned column by column with its [U, L] item matrix
+    (schema.HIST_TYPES, HIST_GAPS, TARGET_GAP): event-type flags (0: unknown or padding), seconds since the step
+    before, and the seconds from the last step to the request (schema.NO_GAP: none or unknown)."""
+
+    types: np.ndarray  # int64 [U, L]
+    gaps: np.ndarray  # int64 [U, L]
+    request_gap: np.ndarray  # int64 [U]
+
+    @classmethod
+    def unknown(cls, hist_items: np.ndarray) -> Behaviour:
+        """The behaviour of histories known by their items only."""
+        shape = np.shape(hist_items)
+        return cls(
+            np.zeros(shape, np.int64),
+            np.full(shape, schema.NO_GAP, np.int64),
+            np.full(shape[0], schema.NO_GAP, np.int64),
+        )
+
+    @classmethod
+    def of_examples(cls, examples: dict, max_len: int) -> Behaviour:
+        """The behaviour of examples as reader.load_numpy reads them, left-padded to max_len as their histories."""
+        from components.features import reader
+
+        return cls(
+            reader.pad_left(examples[schema.HIST_TYPES], max_len),
+            reader.pad_left(examples[schema.HIST_GAPS], max_len, fill=schema.NO_GAP),
+            np.asarray(examples[schema.TARGET_GAP], np.int64),
+        )
+
+    def take(self, rows, width: int | None = None) -> Behaviour:
+        """The users at `rows`, cut to the last `width` steps as their item matrix is (None: all)."""
+        columns = slice(None) if width is None else slice(-width, None)
+        return Behaviour(self.types[rows, columns], self.gaps[rows, columns], self.request_gap[rows])
+
+
 class Retriever(Protocol):
     item_embeddings: np.ndarray
 
@@ -36,7 +75,14 @@ class Retriever(Protocol):
 class Ranker(Protocol):
     item_category: np.ndarray
 
-    def score(self, hist_items_idx, hist_cats_idx, cand_items_idx, cand_cats_idx) -> np.ndarray: ...
+    def score(self, hist_items_idx, hist_cats_idx, cand_items_idx, cand_cats_idx, behaviour=None) -> np.ndarray: ...
+
+
+def ranker_scores(ranker: Ranker, hist_items, hist_cats, candidates, cand_cats, behaviour: Behaviour | None):
+    """ranker.score, handing it the behaviour only when there is one (a ranker may know items only)."""
+    if behaviour is None:
+        return ranker.score(hist_items, hist_cats, candidates, cand_cats)
+    return ranker.score(hist_items, hist_cats, candidates, cand_cats, behaviour=behaviour)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,6 +224,7 @@ def rerank(
     candidate_valid: np.ndarray,
     k: int,
     candidate_scores: np.ndarray | None = None,
+    behaviour: Behaviour | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Scores the candidates with the ranker and keeps the best k; invalid candidates sink to the end.
 
@@ -186,7 +233,7 @@ def rerank(
     scores fall back to the retriever's preference rather than to an arbitrary order.
     """
     cand_cats = ranker.item_category[candidates]
-    scores = np.asarray(ranker.score(hist_items, hist_cats, candidates, cand_cats), dtype=np.float32)
+    scores = np.asarray(ranker_scores(ranker, hist_items, hist_cats, candidates, cand_cats, behaviour), np.float32)
     if scores.shape != candidates.shape:
         raise ValueError(f"ranker returned scores of shape {scores.shape} for candidates {candidates.shape}")
     if not np.isfinite(scores[candidate_valid]).all():
@@ -245,13 +292,14 @@ def run_funnel(
     hist_cats: np.ndarray | None = None,
     memory_budget_mb: float = 256.0,
     overlap_ranker: bool = True,
+    behaviour: Behaviour | None = None,
 ) -> FunnelResult:
     """Top-K lists for every user: retrieval top-N (seen, reserved and unavailable items masked),
     re-ranked by the ranker; users without a known history item get the popularity list instead.
 
     hist_items: int64 [U, L] left-padded model vocabulary indices. seen_items: per user, further
     indices to mask (the history is always masked). hist_cats defaults to the ranker's category of
-    each history item. popularity (float [num_items], e.g. train counts) is needed only when some
+    each history item. behaviour: the histories' event types and gaps for the ranker (None: unknown). popularity (float [num_items], e.g. train counts) is needed only when some
     user falls back. Work is split into batches so the [B, num_items] score matrix fits the budget;
     users are batched by history length and each batch is cut to its longest history, so the sequence
     models do not run over columns of pure padding (left padding must not change a model's output).
@@ -259,6 +307,10 @@ def run_funnel(
     hist_items = np.asarray(hist_items, dtype=np.int64)
     num_items = retriever.item_embeddings.shape[0]
     _check_inputs(hist_items, seen_items, num_items, candidates_n, top_k)
+    if behaviour is not None and (
+        behaviour.types.shape != hist_items.shape or behaviour.gaps.shape != hist_items.shape
+    ):
+        raise ValueError(f"behaviour of shape {behaviour.types.shape} for histories {hist_items.shape}")
     if hist_cats is None:
         hist_cats = history_categories(ranker.item_category, hist_items)
     allowed = allowed_items(num_items, available)
@@ -269,9 +321,8 @@ def run_funnel(
     lists = _Lists(len(hist_items), top_k)
     batch = batch_size_for(num_items, memory_budget_mb)
     known = np.flatnonzero(~fallback)
-    _funnel_lists(
-        lists, retriever, ranker, hist_items, hist_cats, seen_items, known, allowed, candidates_n, batch, overlap_ranker
-    )
+    inputs = (hist_items, hist_cats, behaviour, seen_items)
+    _funnel_lists(lists, retriever, ranker, inputs, known, allowed, candidates_n, batch, overlap_ranker)
     for rows in _batches(np.flatnonzero(fallback), batch):
         seen = None if seen_items is None else [seen_items[r] for r in rows]
         lists.put(rows, popularity_lists(popularity, allowed, seen, hist_items[rows], top_k))
@@ -291,37 +342,41 @@ class _Lists:
         self.items[rows, :width], self.scores[rows, :width] = got
 
 
-def _funnel_lists(
-    lists, retriever, ranker, hist_items, hist_cats, seen_items, users, allowed, candidates_n, batch, overlap_ranker
-) -> None:
+def _funnel_lists(lists, retriever, ranker, inputs, users, allowed, candidates_n, batch, overlap_ranker) -> None:
     """Retrieval then re-ranking for `users`, batched by history length, each batch cut to its longest history.
 
     The ranker (TensorFlow) scores batch i on a worker thread while NumPy retrieves batch i+1 here:
     both release the GIL, so two cores work at once. The lists do not depend on the overlap. A call of one batch
     (every online request) has nothing to overlap and runs on the calling thread, with no thread to start.
     """
-    retrieved = _retrieved_batches(retriever, hist_items, hist_cats, seen_items, users, allowed, candidates_n, batch)
+    retrieved = _retrieved_batches(retriever, *inputs, users, allowed, candidates_n, batch)
     if not overlap_ranker or len(users) <= batch:
-        for rows, inputs, cand_scores in retrieved:
-            lists.put(rows, rerank(ranker, *inputs, lists.k, cand_scores))
+        for rows, ranker_inputs, cand_scores, behaviour in retrieved:
+            lists.put(rows, rerank(ranker, *ranker_inputs, lists.k, cand_scores, behaviour))
         return
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as ranker_thread:
         pending = None
-        for rows, inputs, cand_scores in retrieved:  # retrieved while the ranker scores the batch before
+        for rows, ranker_inputs, cand_scores, behaviour in retrieved:  # retrieved while the ranker scores the last
             if pending is not None:
                 lists.put(pending[0], pending[1].result())
-            pending = (rows, ranker_thread.submit(rerank, ranker, *inputs, lists.k, cand_scores))
+            pending = (rows, ranker_thread.submit(rerank, ranker, *ranker_inputs, lists.k, cand_scores, behaviour))
         if pending is not None:
             lists.put(pending[0], pending[1].result())
 
 
-def _retrieved_batches(retriever, hist_items, hist_cats, seen_items, users, allowed, candidates_n, batch):
-    """Yields (rows, (hist, cats, candidates, valid), candidate_scores) per length batch: rerank's inputs."""
+def _retrieved_batches(retriever, hist_items, hist_cats, behaviour, seen_items, users, allowed, candidates_n, batch):
+    """Yields (rows, (hist, cats, candidates, valid), candidate_scores, behaviour) per length batch: rerank's
+    inputs."""
     for rows, width in length_batches(hist_items, users, batch):
         hist, cats = hist_items[rows, -width:], hist_cats[rows, -width:]
         seen = None if seen_items is None else [seen_items[r] for r in rows]
         candidates, valid, cand_scores = retrieve_candidates(retriever, hist, cats, seen, allowed, candidates_n)
-        yield rows, (hist, cats, candidates, valid), cand_scores
+        yield (
+            rows,
+            (hist, cats, candidates, valid),
+            cand_scores,
+            None if behaviour is None else behaviour.take(rows, width),
+        )
 
 
 def _batches(rows: np.ndarray, size: int):

@@ -22,10 +22,13 @@ CUTOFF = 10
 _USERS_PER_BATCH = 512
 
 
-def candidate_scores(retriever, ranker, hist: np.ndarray, seen, targets: np.ndarray, n: int) -> tuple[np.ndarray, ...]:
+def candidate_scores(
+    retriever, ranker, hist: np.ndarray, seen, targets: np.ndarray, n: int, behaviour: funnel.Behaviour | None = None
+) -> tuple[np.ndarray, ...]:
     """(candidates, ranker probabilities, retrieval scores), each [U, n] (n at most the catalogue), in
     retrieval's order (best first). Users are batched by history length and each batch cut to its longest
-    history, as the funnel does; the target is never masked as seen, as in evaluation's protocol."""
+    history, as the funnel does; the target is never masked as seen, as in evaluation's protocol. `behaviour`:
+    the histories' event types and gaps for the ranker (funnel.Behaviour, None: unknown)."""
     cats = funnel.history_categories(ranker.item_category, hist)
     allowed = funnel.allowed_items(retriever.item_embeddings.shape[0])
     n = min(n, len(allowed))
@@ -39,7 +42,8 @@ def candidate_scores(retriever, ranker, hist: np.ndarray, seen, targets: np.ndar
         cands, valid, scores = funnel.retrieve_candidates(
             retriever, h, c, [seen[r] for r in rows], allowed, n, keep=targets[rows]
         )
-        probabilities = ranker.score(h, c, cands, ranker.item_category[cands])
+        steps = None if behaviour is None else behaviour.take(rows, width)
+        probabilities = funnel.ranker_scores(ranker, h, c, cands, ranker.item_category[cands], steps)
         out[0][rows], out[1][rows], out[2][rows] = cands, np.where(valid, probabilities, 0.5), scores
     return tuple(out)
 
@@ -126,7 +130,8 @@ def choose_on_split(retriever, ranker, features_dir: str, split: str = "valid", 
     known = ~funnel.needs_fallback(hist)
     seen = [examples[schema.SEEN_ITEMS][r] for r in np.flatnonzero(known)]
     targets = examples[schema.TARGET_ITEM][known].astype(np.int64)
+    behaviour = funnel.Behaviour.of_examples(examples, spec.max_len).take(known)
     candidates, probabilities, scores = candidate_scores(
-        retriever, ranker, hist[known], seen, targets, max(candidates_n)
+        retriever, ranker, hist[known], seen, targets, max(candidates_n), behaviour
     )
     return choose_weight(candidates, probabilities, scores, targets, candidates_n)

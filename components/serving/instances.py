@@ -6,7 +6,8 @@
                     "k": 10, "exclude": ["i5"]}]}
 
 `history` and `events` are what the user did after the stored history (not yet in the warehouse), oldest first;
-events are put in time order (ties keep their order in the request), as the warehouse orders a user's events.
+events are put in time order (ties keep their order in the request), as the warehouse orders a user's events, and
+their event types and times reach the ranker (history items have neither: unknown to it).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ class Instance:
     recent: tuple[str, ...] = ()  # item ids after the stored history, oldest first
     k: int | None = None  # None: the model's top_k
     exclude: tuple[str, ...] = ()
+    # given as events: each recent item's (event type, time in seconds since the epoch); empty for `history`
+    recent_events: tuple[tuple[str, int], ...] = ()
 
 
 def parse_body(body: bytes, *, max_instances: int, max_k: int) -> list[Instance]:
@@ -73,14 +76,17 @@ def parse_instance(raw, where: str, max_k: int) -> Instance:
         raise RequestError(f"{where}.user_id: must be a non-empty string, got {_kind(user_id)}")
     if "history" in raw and "events" in raw:
         raise RequestError(f"{where}: give history or events, not both")
+    events: tuple[tuple[str, int], ...] = ()
     if "events" in raw:
-        recent = _event_items(raw["events"], f"{where}.events")
+        ordered = _events(raw["events"], f"{where}.events")
+        recent, events = tuple(item for item, _, _ in ordered), tuple((kind, ts) for _, kind, ts in ordered)
     else:
         recent = _ids(raw.get("history", []), f"{where}.history")
     k = raw.get("k")
     if k is not None and (not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= max_k):
         raise RequestError(f"{where}.k: must be an integer from 1 to {max_k} (the export depth), got {json.dumps(k)}")
-    return Instance(user_id=user_id, recent=recent, k=k, exclude=_ids(raw.get("exclude", []), f"{where}.exclude"))
+    exclude = _ids(raw.get("exclude", []), f"{where}.exclude")
+    return Instance(user_id=user_id, recent=recent, k=k, exclude=exclude, recent_events=events)
 
 
 def _ids(values, where: str) -> tuple[str, ...]:
@@ -92,9 +98,8 @@ def _ids(values, where: str) -> tuple[str, ...]:
     return tuple(values)
 
 
-def _event_items(values, where: str) -> tuple[str, ...]:
-    """The events' item ids in time order. Event types and times are checked here; the ranker does not read them
-    yet (the stored histories hold items only), so only the order they give is used."""
+def _events(values, where: str) -> list[tuple[str, str, int]]:
+    """The events as (item id, event type, time in whole seconds since the epoch), in time order."""
     if not isinstance(values, list):
         raise RequestError(f"{where}: must be a list of event objects, got {_kind(values)}")
     events = []
@@ -115,8 +120,9 @@ def _event_items(values, where: str) -> tuple[str, ...]:
             raise RequestError(
                 f"{at}.event_type: must be one of {', '.join(schema.EVENT_TYPES)}, got {json.dumps(event_type)}"
             )
-        events.append((_timestamp(event_ts, f"{at}.event_ts"), item_id))
-    return tuple(item for _, item in sorted(events, key=lambda e: e[0]))  # stable: ties keep request order
+        events.append((_timestamp(event_ts, f"{at}.event_ts"), item_id, event_type))
+    ordered = sorted(events, key=lambda e: e[0])  # stable: ties keep request order
+    return [(item, kind, int(at.timestamp() // 1)) for at, item, kind in ordered]
 
 
 def _timestamp(value, where: str) -> dt.datetime:

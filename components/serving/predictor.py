@@ -1,7 +1,9 @@
 """The loaded serving model: both A/B arms, the stored histories and the catalogue, ready to answer instances.
 
 A request is scored as the export scores a user (components.export.batch.score_users): the stored history
-(plus what the request adds), every item the user had masked, the arm's model reached through item ids when its
+(plus what the request adds: its events' types and times reach the ranker, merged into steps as the features job
+merges a user's events), the request at the stored lists' time as_of or at its latest event, every item the user
+had masked, the arm's model reached through item ids when its
 vocabulary is older, and funnel.run_funnel with the export's depth and list length. So for the same model and
 history the served list is the exported one, item for item.
 
@@ -20,6 +22,7 @@ import numpy as np
 from components import ab, schema
 from components.export import batch
 from components.features.reader import pad_left
+from components.features.sequences import event_flag
 from components.serving import bundle as bundles
 from components.serving import funnel
 from components.serving.instances import Instance
@@ -39,8 +42,28 @@ class _Arm:
 @dataclasses.dataclass(frozen=True)
 class _History:
     items: np.ndarray  # today's item indices, oldest first, at most max_len
+    types: np.ndarray  # aligned with items: event-type flags (0: unknown)
+    gaps: np.ndarray  # aligned with items: seconds since the step before (NO_GAP: none or unknown)
+    request_gap: int  # seconds from the last step to the request (NO_GAP: unknown)
     seen: np.ndarray  # every item to leave out: what the user had, and the request's exclude
     ignored: int  # request items unknown to today's catalogue
+
+
+def append_events(items, types, gaps, last_ts: int | None, events) -> tuple[list, list, list, int | None]:
+    """The steps after `events` ((item index, event-type flags, time in s), in time order) are appended: an event on
+    the item of the step before joins that step (its flags OR-ed in, its time kept), as the features job collapses a
+    user's repeats; any other starts a step whose gap is the seconds since the step before. Returns the steps and
+    the last step's time (None: unknown)."""
+    items, types, gaps = list(items), list(types), list(gaps)
+    for item, flags, ts in events:
+        if items and items[-1] == item and last_ts is not None:
+            types[-1] |= flags
+            continue
+        items.append(item)
+        types.append(flags)
+        gaps.append(schema.NO_GAP if last_ts is None else max(ts - last_ts, 0))
+        last_ts = ts
+    return items, types, gaps, last_ts
 
 
 class Predictor:
@@ -106,20 +129,58 @@ class Predictor:
 
     def _history(self, instance: Instance) -> _History:
         row = self._user_row.get(instance.user_id)
+        inputs, no_gap = self.inputs, schema.NO_GAP
         if row is None:
-            stored, seen = np.empty(0, np.int64), np.empty(0, np.int64)
+            stored, types, gaps, seen = (np.empty(0, np.int64),) * 4
+            last_ts = None
         else:
-            stored, seen = self.inputs.hist_items[row], self.inputs.seen_items[row]
-            stored = stored[stored != schema.PAD_INDEX]
-        recent = [self._item_index[item] for item in instance.recent if item in self._item_index]
+            real = inputs.hist_items[row] != schema.PAD_INDEX
+            stored, types, gaps = (
+                inputs.hist_items[row][real],
+                inputs.hist_types[row][real],
+                inputs.hist_gaps[row][real],
+            )
+            seen = inputs.seen_items[row]
+            last_ts = None if inputs.last_ts[row] == no_gap else int(inputs.last_ts[row])
+        known = [i for i, item in enumerate(instance.recent) if item in self._item_index]
+        recent = [self._item_index[instance.recent[i]] for i in known]
         exclude = [self._item_index[item] for item in instance.exclude if item in self._item_index]
         if recent or exclude:
             seen = np.concatenate([seen, np.asarray(recent + exclude, np.int64)])
-        items = np.concatenate([stored, np.asarray(recent, np.int64)])[-self.config.max_len :]
-        return _History(items=items, seen=seen, ignored=len(instance.recent) - len(recent))
+        request_ts = self.config.as_of
+        if instance.recent_events:
+            events = [
+                (
+                    self._item_index[instance.recent[i]],
+                    event_flag(instance.recent_events[i][0]),
+                    instance.recent_events[i][1],
+                )
+                for i in known
+            ]
+            steps = append_events(stored, types, gaps, last_ts, events)
+            last_ts = steps[3]
+            if events:
+                request_ts = max(request_ts, events[-1][2])
+        else:  # history items: their types and times are unknown, and so the request's gap once there are any
+            steps = (list(stored) + recent, list(types) + [0] * len(recent), list(gaps) + [no_gap] * len(recent))
+            last_ts = None if recent else last_ts
+        cut = slice(-self.config.max_len, None)
+        return _History(
+            items=np.asarray(steps[0], np.int64)[cut],
+            types=np.asarray(steps[1], np.int64)[cut],
+            gaps=np.asarray(steps[2], np.int64)[cut],
+            request_gap=no_gap if last_ts is None else max(request_ts - last_ts, 0),
+            seen=seen,
+            ignored=len(instance.recent) - len(recent),
+        )
 
     def _funnel(self, arm: _Arm, histories: list[_History], depth: int) -> funnel.FunnelResult:
         hist = pad_left([h.items for h in histories], self.config.max_len)
+        behaviour = funnel.Behaviour(
+            pad_left([h.types for h in histories], self.config.max_len),
+            pad_left([h.gaps for h in histories], self.config.max_len, fill=schema.NO_GAP),
+            np.asarray([h.request_gap for h in histories], np.int64),
+        )
         seen = [h.seen for h in histories]
         if arm.to_model is not None:
             hist, seen = arm.to_model[hist], [arm.to_model[s] for s in seen]
@@ -133,6 +194,7 @@ class Predictor:
             top_k=min(depth, candidates_n),
             available=arm.available,
             popularity=arm.popularity,
+            behaviour=behaviour,
         )
 
     def _arm(self, model: ServingModel) -> _Arm:

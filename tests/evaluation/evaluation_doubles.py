@@ -191,7 +191,8 @@ class StepRanker:
         self.vocab = _Vocab(item_ids)
         self.item_category = np.where(self.vocab.number >= 0, self.vocab.number // 10 + 2, np.arange(len(item_ids)))
 
-    def score(self, hist_items_idx, hist_cats_idx, cand_items_idx, cand_cats_idx):
+    def score(self, hist_items_idx, hist_cats_idx, cand_items_idx, cand_cats_idx, behaviour=None):
+        assert behaviour is None or behaviour.types.shape == behaviour.gaps.shape == np.shape(hist_items_idx)
         predicted = self.vocab.predicted_next(hist_items_idx)[:, None]
         return np.where(cand_items_idx == predicted, 0.9, 0.2).astype(np.float32)
 
@@ -209,7 +210,8 @@ class RandomRanker:
         self.bias = np.random.default_rng(seed).normal(size=len(item_ids))
         self.item_category = np.arange(len(item_ids))
 
-    def score(self, hist_items_idx, hist_cats_idx, cand_items_idx, cand_cats_idx):
+    def score(self, hist_items_idx, hist_cats_idx, cand_items_idx, cand_cats_idx, behaviour=None):
+        assert behaviour is None or behaviour.types.shape == behaviour.gaps.shape == np.shape(hist_items_idx)
         return (1 / (1 + np.exp(-self.bias[cand_items_idx]))).astype(np.float32)
 
 

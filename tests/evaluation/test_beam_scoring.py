@@ -87,7 +87,14 @@ def test_beam_scoring_returns_every_shard_in_order(tiny_features, real_run):
     split = data.read_test_split(tiny_features)
     model = models.load_serving_model(retrieval, ranking, "v")
     expected = scoring.score_model(
-        model, split.hist_matrix, split.seen_items, split.targets, split.item_ids, split.popularity, 30
+        model,
+        split.hist_matrix,
+        split.seen_items,
+        split.targets,
+        split.item_ids,
+        split.popularity,
+        30,
+        behaviour=split.behaviour,
     )
     popularity = baselines.Popularity(split.train)
     scores, found = beam_scoring.score_split(

@@ -114,9 +114,10 @@ class RankerDouble:
     def __init__(self, num_items):
         self.item_category = np.arange(num_items) % 3 + 2
 
-    def score(self, hist_items, hist_cats, cand_items, cand_cats):
-        assert hist_items.shape == hist_cats.shape and cand_items.shape == cand_cats.shape
+    def score(self, hist_items, hist_cats, cand_items, cand_cats, behaviour):
+        assert hist_items.shape == hist_cats.shape == behaviour.types.shape and cand_items.shape == cand_cats.shape
         assert np.array_equal(cand_cats, self.item_category[cand_items])
+        assert np.array_equal(behaviour.types > 0, hist_items > 0)  # the replayed events' types reach the ranker
         return -np.abs(cand_items - (hist_items[:, -1:] + 1)).astype(np.float32)
 
 
@@ -147,5 +148,6 @@ def test_funnel_ranker_cache_returns_the_models_scores(tiny):
         users = rng.integers(0, len(world.user_ids), 50)
         items = rng.integers(0, len(vocab), (50, 6))
         cand = funnel.vocab_index[items]
-        direct = double.score(funnel.hist_items[users], funnel.hist_cats[users], cand, double.item_category[cand])
+        hist, cats, steps = funnel.hist_items[users], funnel.hist_cats[users], funnel.behaviour.take(users)
+        direct = double.score(hist, cats, cand, double.item_category[cand], steps)
         np.testing.assert_array_equal(funnel.scores(users, items), direct)

@@ -27,6 +27,27 @@ def test_user_histories_collapse_repeats_and_left_pad():
     np.testing.assert_array_equal(short, [[3, 1], [0, 3]])
 
 
+def test_user_behaviour_gives_each_steps_event_types_and_gap_and_the_request_gap_at_the_logs_end():
+    seconds = [0, 30, 100, 160, 500]
+    events = pd.DataFrame(
+        {
+            "user_id": ["a", "a", "a", "a", "b"],
+            "item_id": ["x", "x", "y", "zz", "y"],
+            "event_type": ["view", "cart", "view", "purchase", "view"],
+            "event_ts": pd.to_datetime(seconds, unit="s", utc=True),
+        }
+    )
+    index = {"x": 2, "y": 3}
+    rows, _, _ = histories.user_histories(events, index, np.array([0, 1, 5, 6]), max_len=4)
+    got = histories.user_behaviour(events, index, rows, max_len=4)
+    view, cart, purchase = 1, 2, 8  # the bits of schema.EVENT_TYPES
+    np.testing.assert_array_equal(got.types, [[0, view | cart, view, purchase], [0, 0, 0, view]])
+    np.testing.assert_array_equal(got.gaps, [[-1, -1, 100, 60], [-1, -1, -1, -1]])  # a step's time: its first event's
+    np.testing.assert_array_equal(got.request_gap, [500 - 160, 0])
+    short = histories.user_behaviour(events, index, rows, max_len=2)
+    np.testing.assert_array_equal(short.gaps, [[100, 60], [-1, -1]])
+
+
 class RetrieverDouble:
     """The Retriever API the stage uses: item_embeddings, item_category, encode (mean of history embeddings)."""
 

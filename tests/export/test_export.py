@@ -140,7 +140,7 @@ def test_failure_mid_write_leaves_the_previous_tables_intact(tmp_path, features_
 def test_failure_while_scoring_writes_nothing(tmp_path, features_dir, models, monkeypatch):
     run(tmp_path, features_dir, models)
     before = table(tmp_path)
-    monkeypatch.setattr(models["new"].ranker, "score", lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
+    monkeypatch.setattr(models["new"].ranker, "score", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
     with pytest.raises(RuntimeError, match="boom"):
         run(tmp_path, features_dir, models, params(run_id="run-2"), out="out2")
     assert table(tmp_path).equals(before)

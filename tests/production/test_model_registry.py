@@ -44,6 +44,10 @@ def write_serving_model(path, version="run-1"):
             item_ids=items,
             available=np.array([False, False, True, True]),
             popularity=np.array([0, 0, 3.0, 1.0]),
+            hist_types=np.array([[0, 1]]),
+            hist_gaps=np.array([[-1, -1]]),
+            last_ts=np.array([100]),
+            as_of=100,
         ),
     )
     config = bundle.ServingConfig(

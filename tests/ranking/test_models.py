@@ -84,6 +84,9 @@ def test_saved_model_round_trip_with_unknown_ids(drifting_features, tmp_path):
         hist_items=tf.constant([["item1", "item4", "no-such-item"], ["", "", "item2"]]),
         hist_cats=tf.constant([["cat0", "cat1", "no-such-cat"], ["", "", "cat0"]]),
         candidate_items=tf.constant([["item5", "unknown"], ["item0", ""]]),
+        hist_types=tf.zeros([2, 3], tf.int64),  # unknown, as the Ranker scores a history given by its items
+        hist_gaps=tf.fill([2, 3], tf.constant(schema.NO_GAP, tf.int64)),
+        request_gap=tf.fill([2], tf.constant(schema.NO_GAP, tf.int64)),
     )["scores"].numpy()
     expected = ranker.score(
         np.array([[3, 6, 1], [0, 0, 4]]),
@@ -108,6 +111,9 @@ def test_saved_model_round_trip_with_unknown_ids(drifting_features, tmp_path):
         hist_items=tf.zeros([1, 0], tf.string),
         hist_cats=tf.zeros([1, 0], tf.string),
         candidate_items=tf.constant([["item5"]]),
+        hist_types=tf.zeros([1, 0], tf.int64),
+        hist_gaps=tf.zeros([1, 0], tf.int64),
+        request_gap=tf.constant([schema.NO_GAP], tf.int64),
     )["scores"].numpy()
     assert empty.shape == (1, 1) and np.isfinite(empty).all()
 

@@ -79,3 +79,9 @@ def test_the_registry_parent_is_the_blessed_ranker_of_the_same_type(days, tmp_pa
     registry.promote(tmp_path, "v1")
     assert warm_start.parent_of(tmp_path, "dien") == (str(tmp_path / "blessed" / "v1" / "ranking"), "v1")
     assert warm_start.parent_of(tmp_path, "din") == (None, "")  # the DIN baseline trains from scratch
+    # a blessed ranker from before the behaviour features (no behaviour in its configuration) seeds nothing
+    info_path = tmp_path / "blessed" / "v1" / "ranking" / "ranker.json"
+    info = json.loads(info_path.read_text())
+    del info["model_config"]["behaviour"]
+    info_path.write_text(json.dumps(info))
+    assert warm_start.parent_of(tmp_path, "dien") == (None, "")

@@ -30,7 +30,8 @@ class BiasRanker:
         self.item_category = np.asarray(item_category, dtype=np.int64)
         self.calls: list[tuple[int, int]] = []
 
-    def score(self, hist_items_idx, hist_cats_idx, cand_items_idx, cand_cats_idx):
+    def score(self, hist_items_idx, hist_cats_idx, cand_items_idx, cand_cats_idx, behaviour=None):
+        assert behaviour is None or behaviour.types.shape == behaviour.gaps.shape == np.shape(hist_items_idx)
         assert hist_items_idx.shape == hist_cats_idx.shape
         assert np.array_equal(cand_cats_idx, self.item_category[cand_items_idx])
         self.calls.append(cand_items_idx.shape)

@@ -212,3 +212,60 @@ def test_batches_group_users_by_history_length_and_drop_all_padding_columns():
     )
     assert retriever.widths == [1, 6]  # four users of length 1, then lengths 2, 2, 6, 6
     assert np.array_equal(whole.items, batched.items)
+
+
+CART = 2  # the cart bit of schema.EVENT_TYPES
+
+
+class CartRanker:
+    """Reads the behaviour: a candidate scores its bias, plus 10 when it follows (index + 1) the item of the user's
+    most recent step with a cart in it, plus 5 when the request comes within an hour of the last step and the
+    candidate follows that step's item. Scores histories cut to their batch's width, as the funnel hands them."""
+
+    def __init__(self, item_bias, item_category):
+        self.item_bias, self.item_category = item_bias, item_category
+
+    def favourites(self, hist_items, behaviour):
+        carted = np.where(behaviour.types & CART, hist_items, 0)
+        last_cart = np.array([row[row > 0][-1] + 1 if (row > 0).any() else -1 for row in carted])
+        soon = (behaviour.request_gap >= 0) & (behaviour.request_gap < 3_600)
+        return last_cart, np.where(soon, hist_items[:, -1] + 1, -1)
+
+    def score(self, hist_items, hist_cats, cand_items, cand_cats, behaviour=None):
+        assert behaviour.types.shape == behaviour.gaps.shape == hist_items.shape
+        after_cart, after_last = self.favourites(hist_items, behaviour)
+        return (
+            self.item_bias[cand_items]
+            + 10.0 * (cand_items == after_cart[:, None])
+            + 5.0 * (cand_items == after_last[:, None])
+        )
+
+
+def test_the_funnel_hands_each_user_its_own_behaviour_and_orders_by_it(users):
+    """Users of every history length, batched by length: each user's list is the one the ranker gives that user's
+    own behaviour, the item after the last cart first whenever retrieval found it."""
+    hist, seen = users
+    rng = np.random.default_rng(5)
+    retriever, bias_ranker = random_models(NUM_ITEMS)
+    ranker = CartRanker(bias_ranker.item_bias, bias_ranker.item_category)
+    types = np.where(hist > 0, rng.choice([1, 1 | CART], hist.shape), 0)
+    gaps = np.where(hist > 0, rng.integers(0, 10_000, hist.shape), -1)
+    behaviour = funnel.Behaviour(types, gaps, rng.choice([60, 86_400], len(hist)))
+    result = funnel.run_funnel(retriever, ranker, hist, seen, candidates_n=30, top_k=5, behaviour=behaviour)
+    allowed = funnel.allowed_items(NUM_ITEMS)
+    after_cart, after_last = ranker.favourites(hist, behaviour)
+    first_after_cart = 0
+    for u in range(len(hist)):
+        alone = funnel.run_funnel(
+            retriever, ranker, hist[[u]], [seen[u]], candidates_n=30, top_k=5, behaviour=behaviour.take([u])
+        )
+        assert result.items[u].tolist() == alone.items[0].tolist()
+        candidates, _, _ = funnel.retrieve_candidates(retriever, hist[[u]], hist[[u]], [seen[u]], allowed, 30)
+        if after_cart[u] in candidates[0]:
+            assert result.items[u, 0] == after_cart[u]
+            first_after_cart += 1
+        elif after_last[u] in candidates[0]:
+            assert result.items[u, 0] == after_last[u]
+    assert first_after_cart >= 5  # the behaviour decided the top of several lists
+    with pytest.raises(ValueError, match="behaviour of shape"):
+        funnel.run_funnel(retriever, ranker, hist, seen, candidates_n=30, top_k=5, behaviour=behaviour.take([0, 1]))

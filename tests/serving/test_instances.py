@@ -26,6 +26,9 @@ def test_events_are_put_in_time_order_ties_keeping_request_order():
     ]
     got = parse({"instances": [{"user_id": "u", "events": events}]})[0]
     assert got.recent == ("naive", "tie1", "tie2", "late")
+    ten = 1_796_032_800  # 2026-11-30T10:00:00Z in seconds
+    assert got.recent_events == (("fav", ten - 3600), ("view", ten), ("cart", ten), ("purchase", ten + 300))
+    assert parse({"instances": [{"user_id": "u", "history": ["a"]}]})[0].recent_events == ()
 
 
 def test_vertex_parameters_are_allowed_beside_instances():

@@ -2,6 +2,7 @@
 contract (routes, variables, body shapes), every bad input, the fallbacks, the model swap following the registry's
 LATEST.json, and a health route that stays 503 until a model is loaded and warmed."""
 
+import datetime as dt
 import http.client
 import json
 import logging
@@ -10,6 +11,7 @@ import threading
 import time
 import types
 
+import numpy as np
 import pytest
 
 from components import ab
@@ -106,19 +108,56 @@ def test_fallbacks_are_answers_not_errors(live, exported_lists, predictor):
     assert known[0] not in appended["items"] and len(appended["items"]) == TOP_K
 
 
-def test_events_give_the_same_list_as_the_history_they_order(live, exported_lists, predictor):
+def test_events_reach_the_ranker_with_their_types_and_gaps(live, exported_lists, predictor):
+    """Events are the history they order, merged into steps as the features job merges them, with each step's
+    event types and gap and the request at the latest event: the served list is the funnel's on exactly that."""
+    from components import schema
+    from components.serving import funnel
+
     user = sorted(exported_lists)[3]
-    items = [item for item in predictor.inputs.item_ids[2:5]]
+    row = list(predictor.inputs.user_ids).index(user)
+    stored = predictor.inputs.hist_items[row]
+    last_item, last_ts = int(stored[-1]), int(predictor.inputs.last_ts[row])
+    items = [item for item in predictor.inputs.item_ids[2:5] if item != predictor.inputs.item_ids[last_item]][:2]
+    at = dt.datetime.fromtimestamp(last_ts + 3_600, dt.timezone.utc)
     events = [
-        {"item_id": items[2], "event_type": "purchase", "event_ts": "2026-11-30T10:02:00Z"},
-        {"item_id": items[0], "event_type": "view", "event_ts": "2026-11-30T10:00:00Z"},
-        {"item_id": items[1], "event_type": "cart", "event_ts": "2026-11-30T11:01:00+01:00"},
+        {"item_id": items[1], "event_type": "cart", "event_ts": (at + dt.timedelta(seconds=60)).isoformat()},
+        {"item_id": items[0], "event_type": "view", "event_ts": at.isoformat()},
+        {"item_id": items[1], "event_type": "purchase", "event_ts": (at + dt.timedelta(seconds=90)).isoformat()},
     ]
-    status, body = live.predict(
-        {"instances": [{"user_id": user, "events": events}, {"user_id": user, "history": items}]}
-    )
+    status, body = live.predict({"instances": [{"user_id": user, "events": events}]})
     assert status == 200
-    assert body["predictions"][0]["items"] == body["predictions"][1]["items"]
+    got = body["predictions"][0]
+    index = {item: i for i, item in enumerate(predictor.inputs.item_ids)}
+    view, cart, purchase = (1 << schema.EVENT_TYPES.index(t) for t in ("view", "cart", "purchase"))
+    real = stored != schema.PAD_INDEX
+    hist = np.r_[stored[real], index[items[0]], index[items[1]]][-predictor.config.max_len :][None]
+    step_types = np.r_[predictor.inputs.hist_types[row][real], view, cart | purchase][-hist.shape[1] :][None]
+    gaps = np.r_[predictor.inputs.hist_gaps[row][real], 3_600, 60][-hist.shape[1] :][None]
+    request_gap = max(predictor.config.as_of, last_ts + 3_690) - (last_ts + 3_660)
+    arm = predictor._arms[ab.assign(user, predictor.config.experiment, predictor.config.treatment_ratio)]
+    seen = np.concatenate([predictor.inputs.seen_items[row], hist[0, -2:]])
+    expected = funnel.run_funnel(
+        arm.model.retriever,
+        arm.model.ranker,
+        funnel_pad(hist, predictor.config.max_len),
+        [seen],
+        candidates_n=predictor.config.candidates_n,
+        top_k=predictor.config.top_k,
+        available=arm.available,
+        popularity=arm.popularity,
+        behaviour=funnel.Behaviour(
+            funnel_pad(step_types, predictor.config.max_len, 0),
+            funnel_pad(gaps, predictor.config.max_len, schema.NO_GAP),
+            np.array([request_gap]),
+        ),
+    )
+    assert got["items"] == list(arm.model.item_ids[expected.items[0][expected.items[0] >= 2]])
+
+
+def funnel_pad(matrix, width, fill=0):
+    """A [1, L] row left-padded to width."""
+    return np.pad(matrix, ((0, 0), (width - matrix.shape[1], 0)), constant_values=fill)
 
 
 @pytest.mark.parametrize(
