@@ -100,10 +100,17 @@ class AudienceScores:
 
 
 def score_targets(
-    retriever, ranker, hist_items: np.ndarray, targets: list[Target], batch_size: int = 1024
+    retriever,
+    ranker,
+    hist_items: np.ndarray,
+    targets: list[Target],
+    batch_size: int = 1024,
+    behaviour: funnel.Behaviour | None = None,
 ) -> AudienceScores:
     """Every user (rows of hist_items, model indices, left-padded) against every target's items in one ranker
-    call per batch of users: the interest extractor runs once per user, not once per target."""
+    call per batch of users: the interest extractor runs once per user, not once per target. `behaviour` (aligned
+    with hist_items: the steps' event types and gaps, the request's gap) reaches the ranker as in the funnel; None:
+    unknown."""
     users = len(hist_items)
     candidates = np.concatenate([t.candidates for t in targets]).astype(np.int64)
     owner = np.repeat(np.arange(len(targets)), [len(t.candidates) for t in targets])
@@ -116,7 +123,9 @@ def score_targets(
         hist = hist_items[rows, -width:]
         cats = funnel.history_categories(ranker.item_category, hist)
         cands = np.broadcast_to(candidates, (len(rows), len(candidates)))
-        p = np.asarray(ranker.score(hist, cats, cands, np.broadcast_to(cand_cats, cands.shape)), dtype=np.float32)
+        steps = None if behaviour is None else behaviour.take(rows, width)
+        cand_cats_rows = np.broadcast_to(cand_cats, cands.shape)
+        p = np.asarray(funnel.ranker_scores(ranker, hist, cats, cands, cand_cats_rows, steps), dtype=np.float32)
         fused = p
         if weight:
             query = np.asarray(retriever.encode(hist, cats), dtype=np.float32)

@@ -130,23 +130,36 @@ def _fields(params) -> dict:
 # ---- audiences --------------------------------------------------------------------------------------------
 def histories(
     events_path: str | Path, end: dt.datetime, item_ids: np.ndarray, max_len: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(user ids, left-padded history matrix in the model's indices, event counts) as of `end`: every event
-    before it, consecutive repeats of an item collapsed (as the features job builds steps), the last max_len."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, funnel.Behaviour]:
+    """(user ids, left-padded history matrix in the model's indices, event counts, the histories' behaviour) as of
+    `end`: every event before it, merged into steps as the features job merges them (funnel.append_events: an event on
+    the item of the step before joins it, its type flags OR-ed in), the last max_len, each with its type flags and
+    gap; the request at `end`."""
     with _connect() as con:
         rows = con.execute(
-            "SELECT user_id, list(item_id ORDER BY event_ts, event_seq), count(*) FROM read_parquet(?) "
-            "WHERE event_ts < ? GROUP BY user_id ORDER BY user_id",
+            "SELECT user_id, list(item_id ORDER BY event_ts, event_seq), "
+            "list(event_type ORDER BY event_ts, event_seq), list(epoch(event_ts) ORDER BY event_ts, event_seq), "
+            "count(*) FROM read_parquet(?) WHERE event_ts < ? GROUP BY user_id ORDER BY user_id",
             [str(events_path), end],
         ).fetchall()
     lookup = {item: i for i, item in enumerate(item_ids) if i >= schema.NUM_RESERVED}
+    flags = {name: 1 << i for i, name in enumerate(schema.EVENT_TYPES)}
     users = np.asarray([r[0] for r in rows], dtype=object)
     hist = np.zeros((len(rows), max_len), dtype=np.int64)
-    for u, (_, items, _) in enumerate(rows):
-        steps = [item for j, item in enumerate(items) if j == 0 or item != items[j - 1]][-max_len:]
+    types = np.zeros((len(rows), max_len), dtype=np.int64)
+    gaps = np.full((len(rows), max_len), schema.NO_GAP, dtype=np.int64)
+    request_gap = np.full(len(rows), schema.NO_GAP, dtype=np.int64)
+    request_ts = int(end.timestamp())
+    for u, (_, items, kinds, times, _) in enumerate(rows):
+        events = [(item, flags.get(kind, 0), int(ts)) for item, kind, ts in zip(items, kinds, times)]
+        steps, step_types, step_gaps, last_ts = funnel.append_events([], [], [], None, events)
         if steps:
-            hist[u, -len(steps) :] = [lookup.get(item, schema.OOV_INDEX) for item in steps]
-    return users, hist, np.asarray([r[2] for r in rows], dtype=np.int64)
+            n = min(len(steps), max_len)
+            hist[u, -n:] = [lookup.get(item, schema.OOV_INDEX) for item in steps[-n:]]
+            types[u, -n:], gaps[u, -n:] = step_types[-n:], step_gaps[-n:]
+            request_gap[u] = max(request_ts - last_ts, 0)
+    behaviour = funnel.Behaviour(types, gaps, request_gap)
+    return users, hist, np.asarray([r[4] for r in rows], dtype=np.int64), behaviour
 
 
 def _purchases(events_path, items_path, start, end) -> list[tuple[str, str, str]]:
@@ -182,11 +195,11 @@ def evaluate_audiences(
     targets = audiences.resolve_targets(
         targets_spec, item_ids, categories, popularity, available, sales, items_per_category
     )
-    users, hist, activity = histories(events_path, history_end, item_ids, spec.max_len)
+    users, hist, activity, behaviour = histories(events_path, history_end, item_ids, spec.max_len)
     scored = ~funnel.needs_fallback(hist)
-    users, hist, activity = users[scored], hist[scored], activity[scored]
+    users, hist, activity, behaviour = users[scored], hist[scored], activity[scored], behaviour.take(scored)
     position = {u: i for i, u in enumerate(users)}
-    model = audiences.score_targets(retriever, ranker, hist, targets)
+    model = audiences.score_targets(retriever, ranker, hist, targets, behaviour=behaviour)
 
     def target_rows(rows):
         matrix = np.zeros((len(targets), len(users)), dtype=np.float64)

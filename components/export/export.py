@@ -285,7 +285,8 @@ def build_campaign_tables(
             available,
             audiences.category_sales(extracted_dir) if extracted_dir else None,
         )
-        scores = audiences.score_targets(model.retriever, model.ranker, hist, targets)
+        behaviour = inputs.behaviour(np.arange(len(inputs.user_ids)))
+        scores = audiences.score_targets(model.retriever, model.ranker, hist, targets, behaviour=behaviour)
         tables[AUDIENCES_FILE] = audiences.audience_table(
             targets, inputs.user_ids, scores.ranker, params.audience_size, **run_columns
         )

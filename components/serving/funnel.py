@@ -66,6 +66,23 @@ class Behaviour:
         return Behaviour(self.types[rows, columns], self.gaps[rows, columns], self.request_gap[rows])
 
 
+def append_events(items, types, gaps, last_ts: int | None, events) -> tuple[list, list, list, int | None]:
+    """The steps after `events` ((item index, event-type flags, time in s), in time order) are appended: an event on
+    the item of the step before joins that step (its flags OR-ed in, its time kept), as the features job collapses a
+    user's repeats; any other starts a step whose gap is the seconds since the step before. Returns the steps and
+    the last step's time (None: unknown)."""
+    items, types, gaps = list(items), list(types), list(gaps)
+    for item, flags, ts in events:
+        if items and items[-1] == item and last_ts is not None:
+            types[-1] |= flags
+            continue
+        items.append(item)
+        types.append(flags)
+        gaps.append(schema.NO_GAP if last_ts is None else max(ts - last_ts, 0))
+        last_ts = ts
+    return items, types, gaps, last_ts
+
+
 class Retriever(Protocol):
     item_embeddings: np.ndarray
 

@@ -49,23 +49,6 @@ class _History:
     ignored: int  # request items unknown to today's catalogue
 
 
-def append_events(items, types, gaps, last_ts: int | None, events) -> tuple[list, list, list, int | None]:
-    """The steps after `events` ((item index, event-type flags, time in s), in time order) are appended: an event on
-    the item of the step before joins that step (its flags OR-ed in, its time kept), as the features job collapses a
-    user's repeats; any other starts a step whose gap is the seconds since the step before. Returns the steps and
-    the last step's time (None: unknown)."""
-    items, types, gaps = list(items), list(types), list(gaps)
-    for item, flags, ts in events:
-        if items and items[-1] == item and last_ts is not None:
-            types[-1] |= flags
-            continue
-        items.append(item)
-        types.append(flags)
-        gaps.append(schema.NO_GAP if last_ts is None else max(ts - last_ts, 0))
-        last_ts = ts
-    return items, types, gaps, last_ts
-
-
 class Predictor:
     def __init__(self, serving: bundles.ServingBundle, load_model: Callable[..., ServingModel] = load_serving_model):
         self.config = serving.config
@@ -157,7 +140,7 @@ class Predictor:
                 )
                 for i in known
             ]
-            steps = append_events(stored, types, gaps, last_ts, events)
+            steps = funnel.append_events(stored, types, gaps, last_ts, events)
             last_ts = steps[3]
             if events:
                 request_ts = max(request_ts, events[-1][2])

@@ -25,7 +25,7 @@ class Ranker:
     item_category = np.array([0, 1, 2, 2, 3, 3])
     retrieval_weight = 0.0
 
-    def score(self, hist, hist_cats, cands, cand_cats):
+    def score(self, hist, hist_cats, cands, cand_cats, behaviour=None):
         known = (hist >= schema.NUM_RESERVED).sum(axis=1, keepdims=True)
         same = (hist_cats[:, None, :] == cand_cats[:, :, None]).sum(axis=2)
         return 0.05 + 0.9 * same / np.maximum(known, 1)
@@ -148,10 +148,60 @@ def test_audiences_find_the_known_future_buyer_where_the_baselines_do_not(shop):
 
 def test_histories_collapse_repeats_and_stop_at_the_cut(shop):
     extracted, _ = shop
-    users, hist, activity = campaign.histories(extracted / "events.parquet", CUT, ITEM_IDS, 5)
+    users, hist, activity, behaviour = campaign.histories(extracted / "events.parquet", CUT, ITEM_IDS, 5)
     assert users.tolist() == ["u1", "u2", "u3", "u4"]
     assert hist[0].tolist() == [0, 2, 5, 4, 5]  # A, D, C, D: no event after the cut
     assert activity.tolist() == [4, 4, 8, 1]
+    day, no = 86_400, schema.NO_GAP
+    view, purchase = 1 << schema.EVENT_TYPES.index("view"), 1 << schema.EVENT_TYPES.index("purchase")
+    # u1: A bought 9 days before the cut, then D, C, D viewed 5, 4 and 3 days before; the request is at the cut
+    assert behaviour.types[0].tolist() == [0, purchase, view, view, view]
+    assert behaviour.gaps[0].tolist() == [no, no, 4 * day, day, day]
+    # u3: 8 views half a day apart, the last 5 kept; the window's first step keeps its real gap
+    assert hist[2].tolist() == [4, 5, 4, 5, 4] and behaviour.gaps[2].tolist() == [day // 2] * 5
+    assert behaviour.types[3].tolist() == [0, 0, 0, 0, view] and behaviour.gaps[3].tolist() == [no] * 5
+    assert behaviour.request_gap.tolist() == [3 * day, day, day // 2, day]
+
+
+def test_steps_merge_an_event_on_the_item_of_the_step_before(tmp_path):
+    when = CUT - dt.timedelta(hours=1)
+    rows = [
+        {"user_id": "u1", "item_id": item, "event_type": kind, "event_ts": when + dt.timedelta(minutes=m),
+         "event_seq": n, "session_id": None}
+        for n, (item, kind, m) in enumerate([("A", "view", 0), ("A", "cart", 1), ("A", "purchase", 3), ("B", "view", 10)])
+    ]  # fmt: skip
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema.EVENTS), tmp_path / "events.parquet")
+    _, hist, activity, behaviour = campaign.histories(tmp_path / "events.parquet", CUT, ITEM_IDS, 3)
+    flags = {name: 1 << i for i, name in enumerate(schema.EVENT_TYPES)}
+    assert hist.tolist() == [[0, 2, 3]] and activity.tolist() == [4]
+    assert behaviour.types.tolist() == [[0, flags["view"] | flags["cart"] | flags["purchase"], flags["view"]]]
+    assert behaviour.gaps.tolist() == [[schema.NO_GAP, schema.NO_GAP, 600]]  # B 10 minutes after A's first event
+    assert behaviour.request_gap.tolist() == [50 * 60]
+
+
+class GapRanker(Ranker):
+    """Buy-or-not falls with the time since the user's last step, and is 0.5 when the behaviour is unknown."""
+
+    def score(self, hist, hist_cats, cands, cand_cats, behaviour=None):
+        if behaviour is None:
+            return np.full(cands.shape, 0.5)
+        assert behaviour.types.shape == hist.shape
+        return np.broadcast_to(1.0 / (1.0 + behaviour.request_gap[:, None] / 3600.0), cands.shape)
+
+
+def test_scores_read_each_users_own_behaviour_across_length_batches():
+    from components.serving.funnel import Behaviour
+
+    # histories of different lengths, so length batches take the users out of order
+    hist = np.array([[0, 0, 2], [2, 3, 4], [0, 4, 5], [0, 0, 3]])
+    gaps = np.full(hist.shape, 60)
+    request_gap = np.array([7200, 60, 36_000, 600])
+    behaviour = Behaviour(np.where(hist > 0, 1, 0), gaps, request_gap)
+    targets = [audiences.Target("category", "c1", np.array([2, 3]))]
+    scores = audiences.score_targets(Retriever(), GapRanker(), hist, targets, batch_size=1, behaviour=behaviour)
+    np.testing.assert_allclose(scores.ranker[0], 1.0 / (1.0 + request_gap / 3600.0), rtol=1e-6)
+    unknown = audiences.score_targets(Retriever(), GapRanker(), hist, targets, batch_size=1)
+    assert (unknown.ranker == 0.5).all()
 
 
 class NextRetriever(Retriever):

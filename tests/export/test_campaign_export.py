@@ -4,6 +4,7 @@ day's transaction, so a failure mid-write leaves no half table."""
 import datetime as dt
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -81,6 +82,29 @@ def test_campaign_tables_are_written_beside_the_recommendations(tmp_path, featur
     with duckdb.connect(str(tmp_path / "recs.duckdb"), read_only=True) as con:
         views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
     assert {"latest_complementary_items", "latest_audiences"} <= views
+
+
+def test_audiences_score_the_ranker_with_each_users_behaviour(
+    tmp_path, features_dir, models, extracted_dir, monkeypatch
+):
+    from components.export import audiences
+    from components.export.inputs import read_serving_inputs
+
+    calls, score_targets = [], audiences.score_targets
+
+    def recording(retriever, ranker, hist, targets, batch_size=1024, behaviour=None):
+        calls.append((hist, behaviour))
+        return score_targets(retriever, ranker, hist, targets, batch_size, behaviour)
+
+    monkeypatch.setattr(audiences, "score_targets", recording)
+    run(tmp_path, features_dir, extracted_dir, campaign_params())
+    ((hist, behaviour),), inputs = calls, read_serving_inputs(features_dir)
+    # the users' stored steps (one view a day) and the request at the lists' time, row for row with the histories
+    assert np.array_equal(hist, inputs.hist_items) and behaviour is not None
+    expected = inputs.behaviour(np.arange(len(inputs.user_ids)))
+    assert np.array_equal(behaviour.types, expected.types) and np.array_equal(behaviour.gaps, expected.gaps)
+    assert np.array_equal(behaviour.request_gap, expected.request_gap)
+    assert (behaviour.types[hist >= schema.NUM_RESERVED] > 0).all()
 
 
 def test_explicit_targets_and_no_campaign_outputs(tmp_path, features_dir, models, extracted_dir):
