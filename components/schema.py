@@ -51,8 +51,13 @@ IMPRESSIONS = pa.schema(
         pa.field("event_ts", pa.timestamp("us", tz="UTC"), nullable=False),
         pa.field("clicked", pa.bool_(), nullable=False),
         pa.field("purchased", pa.bool_(), nullable=False),
+        pa.field("muted", pa.bool_(), nullable=True),  # dismissed (negative feedback); null: not logged
     ]
 )
+
+# Columns added to a contract after tables were written without them. A reader fills a missing one with nulls
+# (unknown, not false): validate_table does, and the extract reads such a warehouse table as if it had the column.
+LATER_COLUMNS = {"impressions": ("muted",)}
 
 RECOMMENDATIONS = pa.schema(
     [
@@ -131,9 +136,13 @@ def validate_table(table: pa.Table, schema: pa.Schema, name: str) -> pa.Table:
     Stages call this on every input they read, so a bad file fails at the boundary with a message
     naming the problem instead of deep inside a model.
     """
-    missing = [f.name for f in schema if f.name not in table.column_names]
+    later = {column for columns in LATER_COLUMNS.values() for column in columns}
+    missing = [f.name for f in schema if f.name not in table.column_names and f.name not in later]
     if missing:
         raise SchemaError(f"{name}: missing column(s) {missing}; expected {schema.names}")
+    for field in schema:
+        if field.name not in table.column_names:  # a column added later (LATER_COLUMNS): unknown in this table
+            table = table.append_column(field, pa.nulls(table.num_rows, field.type))
     table = table.select(schema.names)
     # Nulls first: Arrow's cast to a non-nullable field fails with a message that names no column.
     for field in schema:

@@ -1,4 +1,5 @@
-"""Off-policy evaluation of a ranking policy's click rate from logged slates.
+"""Off-policy evaluation of a ranking policy's click rate (or another reward weighting: rewards.py) from logged
+slates.
 
 Estimand. V(pi) = E_x[ (1/K) sum_k sum_i pi(i at k | x) q(x, i, k) ], the expected click-through rate per shown
 slot (expected clicks per request divided by the slate size K), where q(x, i, k) = P(click | item i shown at
@@ -118,6 +119,8 @@ def from_impressions(
 
     Items must all be in `item_index` (the target policy cannot score an item it does not know), and a
     request must belong to one user. `first_position` is the top slot's number (the synthetic shop logs 0).
+    The log's mutes are the `muted` column when every row logs one (a table written before the column, or whose
+    logger did not record mutes, has nulls: mute None, and a weighting that needs mutes is refused by weighted()).
     """
     missing_propensity = table.column("propensity").null_count if "propensity" in table.column_names else 0
     if missing_propensity:
@@ -149,8 +152,20 @@ def from_impressions(
         click=table.column("clicked").to_numpy(zero_copy_only=False).astype(np.float64),
         num_requests=int(request_ids.size),
         slate_size=int(position.max()) + 1,
+        mute=_mutes(table.column("muted")),
     )
     return log, request_ids, user_of_request
+
+
+def _mutes(column: pa.ChunkedArray) -> np.ndarray | None:
+    """0/1 mutes of a `muted` column, None when no row logs one; a column logged for some rows only is refused."""
+    if column.null_count == len(column):
+        return None
+    if column.null_count:
+        raise LogError(
+            f"{column.null_count} of {len(column)} impression(s) have no `muted` value: log it for all or none"
+        )
+    return column.to_numpy(zero_copy_only=False).astype(np.float64)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -171,9 +171,10 @@ def fit_bandit_from_logs(
     weights: rewards.RewardWeights = rewards.CLICK,
     fm: BayesianFM | None = None,
 ) -> tuple[BayesianLinearBandit, int]:
-    """A posterior warm-started from the logged impressions (reward = `weights` of click or plain impression: the
-    warehouse's impressions log no mutes), one batch update per chunk; `fm` (FM_FIELDS) is updated in the same
-    pass, with the rewards mapped into [0, 1].
+    """A posterior warm-started from the logged impressions (reward = `weights` of click, mute and plain
+    impression; a table that does not log mutes for every row, `muted` null, counts none: summary.json's
+    mutes_logged says which),
+    one batch update per chunk; `fm` (FM_FIELDS) is updated in the same pass, with the rewards mapped into [0, 1].
 
     The context of a logged slot is reranker_features(query of the user's history, item embedding, retrieval
     score); histories are the users' latest (the extract window's end), an approximation for older requests."""
@@ -186,8 +187,13 @@ def fit_bandit_from_logs(
     user_row = impressions["user_id"].map(rows).to_numpy()
     known = ~pd.isna(user_row)
     item = impressions["item_id"].map(item_index).fillna(schema.OOV_INDEX).astype(np.int64).to_numpy()
-    clicks = weights.of(impressions["clicked"].to_numpy().astype(bool))
-    low, high = min(weights.impression, weights.click), max(weights.impression, weights.click)
+    muted = impressions["muted"] if "muted" in impressions else pd.Series([None] * len(impressions), dtype=object)
+    logged = muted.notna().all() and len(impressions) > 0
+    clicks = weights.of(
+        impressions["clicked"].to_numpy().astype(bool), muted.to_numpy().astype(bool) if logged else None
+    )
+    low = min(weights.impression, weights.click, weights.mute if logged else weights.impression)
+    high = max(weights.impression, weights.click, weights.mute if logged else weights.impression)
     hour = (
         pd.to_datetime(impressions["event_ts"], utc=True).dt.hour.to_numpy().astype(np.int64)
         if "event_ts" in impressions and len(impressions)
@@ -254,6 +260,7 @@ def run_bandit_reranker(
     summary = {
         "feedback_rows": rows,
         "reward_weighting": weights.spec(),
+        "mutes_logged": bool(len(impressions)) and "muted" in impressions and bool(impressions["muted"].notna().all()),
         "impressions": len(impressions),
         "context_dim": bandit.context_dim,
         "num_positions": bandit.num_positions,

@@ -22,6 +22,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import sqlglot
+from sqlglot import exp
 
 from components import schema
 from components.warehouse.engines import Backend, WarehouseError, compose, query_parameters, render
@@ -157,18 +159,43 @@ def prepare(
     source = load_query(name)
     if relations:
         source = compose(source, {table: load_query(query) for table, query in relations.items()})
+    later = later_columns_relations(backend, source)
+    if later:
+        source = compose(source, later)
     values = {**params.values(), **(values or {})}
     return QueryRun(
         name, render(source, backend.tables, backend.dialect), {p: values[p] for p in query_parameters(source)}
     )
 
 
+_BIGQUERY_TYPES = {pa.bool_(): "BOOL", pa.int64(): "INT64", pa.float64(): "FLOAT64", pa.string(): "STRING"}
+
+
+def later_columns_relations(backend: Backend, source: str) -> dict[str, str]:
+    """For each table `source` reads that was written before a column of schema.LATER_COLUMNS (an impressions
+    table without `muted`), a relation that reads it with that column as NULL (unknown), so the contract queries
+    run unchanged on old and new warehouses."""
+    read = {t.name for t in sqlglot.parse_one(source, read="bigquery").find_all(exp.Table) if not t.args.get("db")}
+    relations = {}
+    for table, columns in schema.LATER_COLUMNS.items():
+        present = backend.columns(table) if table in read else None
+        absent = [c for c in columns if present is not None and c not in present]
+        if absent:
+            nulls = ", ".join(
+                f"CAST(NULL AS {_BIGQUERY_TYPES[schema.TABLES[table].field(c).type]}) AS {c}" for c in absent
+            )
+            relations[table] = f"SELECT *, {nulls} FROM {table}"
+    return relations
+
+
 def check_columns(backend: Backend, table: str) -> bool:
-    """False when the table is absent; raises when it lacks contract columns."""
+    """False when the table is absent; raises when it lacks contract columns (those of schema.LATER_COLUMNS may be
+    missing: they read as NULL)."""
     present = backend.columns(table)
     if present is None:
         return False
-    missing = [c for c in schema.TABLES[table].names if c not in present]
+    later = schema.LATER_COLUMNS.get(table, ())
+    missing = [c for c in schema.TABLES[table].names if c not in present and c not in later]
     if missing:
         raise ExtractError(
             f"table {backend.tables[table]} lacks column(s) {missing}; contract: {schema.TABLES[table].names}"

@@ -23,7 +23,7 @@ Negative feedback (mute / dismiss): an examined item that is not clicked is mute
 `sigmoid(MUTE_BIAS - MUTE_FIT * fit)`, so P(mute at k) = examination[k] * (1 - relevance) * that; a slot is never
 both clicked and muted. Under the medium shop's logging policy 4.6% of the shown slots are muted (5.6% of the items
 off the user's current interest, 0.4% of those in it) and 16% clicked. Mutes are drawn by `simulate_mutes` after the clicks, from their own generator
-in the logs, so the click and purchase draws are the same with or without them.
+in the logs, so the click and purchase draws are the same with or without them; impressions.muted marks them.
   - `world.fit(user_idx [B], item_idx [B,N]) -> [B,N]`
   - `world.click_probability(user_idx [B], item_idx [B,K]) -> [B,K]`: P(click | item_idx[b,k] shown at position k).
   - `world.purchase_probability(user_idx [B], item_idx [B,K]) -> [B,K]`: unconditional P(purchase) for that slot.
@@ -607,7 +607,9 @@ def simulate_users(
     queue_len = np.zeros(n, np.int64)
     recent = np.full((n, RECENT_CATEGORIES), -1, np.int64)
     events = _Columns("user", "item", "kind", "ts", "seq", "session")
-    shown = _Columns("user", "item", "position", "propensity", "ts", "clicked", "session")
+    shown = _Columns("user", "item", "position", "propensity", "ts", "clicked", "muted", "session")
+    # mutes from their own stream, so every other draw (and so the whole log but `muted`) is as without them
+    mute_rng = np.random.default_rng([world.seed, 2, int(users[0]) if len(users) else 0])
     bought_rows: list[np.ndarray] = []
     n_shown = 0
     step = -1
@@ -624,6 +626,7 @@ def simulate_users(
             if with_impressions:
                 items, propensity = world.logging_policy(users[starting], rng)
                 clicked, _ = world.simulate(users[starting], items, rng)
+                muted = world.simulate_mutes(users[starting], items, clicked, mute_rng)
                 rows = n_shown + np.arange(items.size).reshape(items.shape)
                 n_shown += items.size
                 shown.add(
@@ -633,6 +636,7 @@ def simulate_users(
                     propensity=propensity.ravel(),
                     ts=np.repeat(clock[starting], size),
                     clicked=clicked.ravel(),
+                    muted=muted.ravel(),
                     session=np.repeat(session[starting], size),
                 )
                 order = np.argsort(~clicked, axis=1, kind="stable")
@@ -732,6 +736,7 @@ def _impressions_table(
             _timestamps(cols["ts"][order]),
             pa.array(cols["clicked"][order].astype(bool)),
             pa.array(purchased[order]),
+            pa.array(cols["muted"][order].astype(bool)),
         ],
         schema=schema.IMPRESSIONS,
     )

@@ -26,7 +26,7 @@ def impressions(rows):
             "clicked": cols[2],
             "purchased": cols[3],
         },
-        schema=schema.IMPRESSIONS,
+        schema=pa.schema([f for f in schema.IMPRESSIONS if f.name != "muted"]),  # written before mutes were logged
     )
 
 

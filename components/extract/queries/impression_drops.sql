@@ -15,6 +15,7 @@ classified AS (
       WHEN i.propensity IS NULL OR i.propensity <= 0 OR i.propensity > 1 THEN 'invalid_propensity'
       WHEN i.propensity < @min_propensity THEN 'propensity_below_floor'
       WHEN c.item_id IS NULL THEN 'unknown_item'
+      WHEN i.clicked AND COALESCE(i.muted, FALSE) THEN 'clicked_and_muted'
       ELSE 'kept'
     END AS reason
   FROM impressions AS i
