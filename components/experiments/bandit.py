@@ -151,7 +151,7 @@ class BayesianLinearBandit:
     def ucb_scores(self, contexts: np.ndarray, alpha: float) -> np.ndarray:
         """x . mean + alpha sqrt(x' P^-1 x) for contexts [B, N, context_dim] (position features at zero)."""
         covariance = np.linalg.inv(self.precision)[: self.context_dim, : self.context_dim]
-        width = np.einsum("bni,ij,bnj->bn", contexts, covariance, contexts, optimize=False)
+        width = np.einsum("bni,bni->bn", contexts @ covariance, contexts, optimize=False)
         return contexts @ self.mean[: self.context_dim] + alpha * np.sqrt(np.maximum(width, 0.0))
 
     # --------------------------------------------------------------------------------------------------------

@@ -37,6 +37,9 @@ FEATURE_NAMES = (
     "purchase_rate",
     "price_z",
 )
+# The features that cross the user's logged history with the item (engineered second-order interactions); the
+# others describe the item alone.
+CROSSES = ("log_transitions", "same_category_as_last", "log_category_transition", "user_category_share")
 PRIOR_VIEWS = 20.0  # purchases per view are shrunk toward the shop's rate with this many pseudo-views
 
 
@@ -322,6 +325,14 @@ def ope_features(history: ObservedHistory, users: np.ndarray) -> ope.FeatureFn:
     return lambda requests, items: history.features(users[requests], items)
 
 
+def category_share(categories: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """float [B, N]: the share of each row's valid candidates in candidate j's category (categories [B, N]). The
+    shop fills part of its pool from the user's current interest, so the pool's make-up is a within-request view
+    of an interest that the logged history no longer shows."""
+    same = (categories[:, :, None] == categories[:, None, :]) & valid[:, None, :]
+    return same.sum(axis=2) / np.maximum(valid.sum(axis=1, keepdims=True), 1)
+
+
 @dataclasses.dataclass(frozen=True)
 class ShopProposer:
     """Bandit proposals in the shop: the shop's candidate pool, contexts = [features, category one-hot, ranker
@@ -331,6 +342,8 @@ class ShopProposer:
 
     ranker: LinearRanker | FunnelRanker
     history: ObservedHistory
+    pool_share: bool = False  # add each candidate's category share among the request's valid candidates
+    crosses: bool = True  # False: leave out the features that cross the user's history with the item (CROSSES)
 
     def __call__(self, world: synthetic.ShopWorld, users: np.ndarray, rng: np.random.Generator) -> Proposal:
         world.drift(np.unique(users), rng)
@@ -338,9 +351,11 @@ class ShopProposer:
         candidates = np.where(valid, pool, -1)
         scores = self.ranker.scores(users, candidates)
         onehot = np.eye(world.config.n_categories)[self.history.item_category[pool]]
-        contexts = np.concatenate(
-            [self.history.features(users, pool), onehot, scores[..., None], np.ones(scores.shape + (1,))], axis=-1
-        )
+        extra = [category_share(self.history.item_category[pool], valid)[..., None]] if self.pool_share else []
+        features = self.history.features(users, pool)
+        if not self.crosses:
+            features = features[..., [i for i, name in enumerate(FEATURE_NAMES) if name not in CROSSES]]
+        contexts = np.concatenate([features, *extra, onehot, scores[..., None], np.ones(scores.shape + (1,))], axis=-1)
         n_cats = world.config.n_categories
         top = self.history.user_category_share[users].argmax(axis=1)
         last = self.history.last_item[users]

@@ -98,13 +98,14 @@ class BanditRun:
 
 @dataclasses.dataclass(frozen=True)
 class BanditConfig:
-    """Hyper-parameters of the learning policies. The defaults were chosen on simulator seed 100 of the medium
-    shop (bench seeds are 0-2), each learner on the same footing; forgetting (0.98 of 1, 0.98, 0.95, 0.9 for every
-    learner) and the FM's exploration and bias precision on tuning seeds 100-102 (mean clicks over the run); the
-    figures are in README's bandit study paragraph and issue 26's note."""
+    """Hyper-parameters of the learning policies and the shop's context features. Chosen on tuning seeds 100-102
+    of the medium shop (report seeds are 0-2), each learner by its mean clicks over the run on its own grid
+    (components/experiments/tuning.py: GRIDS, then SECOND_STAGE around each learner's best): the pool's category
+    share for every learner (+10% clicks for each), forgetting 0.99, Thompson's exploration 0.25, the FM's 0.1; the
+    figures are in README's bandit study paragraph."""
 
     noise_variance: float = 0.25  # linear Thompson
-    thompson_exploration: float = 0.5  # linear Thompson: scale of its draws' deviation from the mean
+    thompson_exploration: float = 0.25  # linear Thompson: scale of its draws' deviation from the mean
     prior_precision: float = 1.0  # linear Thompson, exploit and LinUCB (ridge), FM dense weights
     score_prior: float = 1.0  # prior mean of the funnel score's weight (all learners start ranking like the funnel)
     linucb_alpha: float = 0.3
@@ -112,12 +113,14 @@ class BanditConfig:
     fm_bias_precision: float = 30.0
     fm_factor_precision: float = 100.0
     fm_init_scale: float = 0.1
-    fm_exploration: float = 0.15
+    fm_exploration: float = 0.1
     fm_sweeps: int = 3
     fm_time_rounds: int = 10  # the FM's time field: rounds per time bucket (a "day" of the simulation)
-    fm_forgetting: float = 0.98  # the FM's discount of old evidence per round (1: none; bayesian_fm.py)
-    thompson_forgetting: float = 0.98  # the same for linear Thompson and exploit (bandit.py)
-    linucb_forgetting: float = 0.98
+    fm_forgetting: float = 0.99  # the FM's discount of old evidence per round (1: none; bayesian_fm.py)
+    thompson_forgetting: float = 0.99  # the same for linear Thompson and exploit (bandit.py)
+    linucb_forgetting: float = 0.99
+    pool_share: bool = True  # the shop's proposals add each candidate's category share of the pool (shop.py)
+    crosses: bool = True  # the shop's proposals carry the engineered user-item crosses (shop.CROSSES)
 
 
 class _Learner:

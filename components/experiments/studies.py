@@ -109,19 +109,21 @@ def bandit_study(
     policies: tuple[str, ...] = BANDIT_POLICIES,
 ) -> BanditRun:
     """Every bandit policy (simulation.BANDIT_POLICIES) against the ranker's own top K (greedy) and random, with
-    `shift_fraction` of the users' interests shifted at one third of the rounds; the learners learn `reward`."""
+    `shift_fraction` of the users' interests shifted at one third of the rounds; the learners learn `reward`
+    (config.pool_share: their contexts carry shop.category_share)."""
+    config = config or BanditConfig()
     start = shop.at_session_start(world, np.zeros(0, np.int64), np.random.default_rng(seed))
     _log.info("bandit study (seed %d): %d rounds of %d requests, %d policies", seed, rounds, batch, len(policies))
     return simulate_bandit(
         start,
-        shop.ShopProposer(ranker, history),
+        shop.ShopProposer(ranker, history, config.pool_share, config.crosses),
         rounds=rounds,
         batch_size=batch,
         slate_size=world.config.slate_size,
         seed=seed,
         shift=lambda w, rng: w.shift_interests(shift_fraction, rng),
         shift_round=rounds // 3,
-        config=config or BanditConfig(),
+        config=config,
         reward=reward,
         policies=policies,
     )

@@ -152,3 +152,23 @@ def test_forgetting_discounts_old_rows_toward_the_prior(tmp_path):
     bandit.update(x, np.array([0]), np.array([0.0]))
     np.testing.assert_allclose(loaded.precision, bandit.precision)
     np.testing.assert_allclose(loaded.precision_mean, bandit.precision_mean)
+
+
+@pytest.mark.parametrize("forgetting", [1.0, 0.9])
+def test_updates_without_data_leave_the_posterior(forgetting):
+    """An empty batch changes nothing, not even through forgetting: the prior stays the prior (and LinUCB's ridge
+    statistics, which are the same object's)."""
+    rng = np.random.default_rng(3)
+    b = BayesianLinearBandit.create(context_dim=3, num_positions=2, score_prior=0.4, forgetting=forgetting)
+    prior = (b.precision.copy(), b.mean.copy())
+    b.update(np.zeros((0, 3)), np.zeros(0, np.int64), np.zeros(0))
+    np.testing.assert_array_equal(b.precision, prior[0])
+    np.testing.assert_array_equal(b.mean, prior[1])
+    b.update(rng.normal(size=(5, 3)), rng.integers(0, 2, 5), rng.random(5))
+    after = (b.precision.copy(), b.precision_mean.copy())
+    b.update(np.zeros((0, 3)), np.zeros(0, np.int64), np.zeros(0))
+    np.testing.assert_array_equal(b.precision, after[0])
+    np.testing.assert_array_equal(b.precision_mean, after[1])
+    ucb = bandit_mod.LinUCB.create(3, 2, score_prior=0.4, alpha=0.5, forgetting=forgetting)
+    ucb.update(np.zeros((0, 3)), np.zeros(0, np.int64), np.zeros(0))
+    np.testing.assert_array_equal(ucb.model.precision, np.eye(5))

@@ -151,3 +151,11 @@ def test_funnel_ranker_cache_returns_the_models_scores(tiny):
         hist, cats, steps = funnel.hist_items[users], funnel.hist_cats[users], funnel.behaviour.take(users)
         direct = double.score(hist, cats, cand, double.item_category[cand], steps)
         np.testing.assert_array_equal(funnel.scores(users, items), direct)
+
+
+def test_category_share_of_the_pool_by_hand():
+    categories = np.array([[0, 0, 1, 2], [3, 3, 3, 3]])
+    valid = np.array([[True, True, True, False], [True, True, False, False]])
+    np.testing.assert_allclose(
+        shop.category_share(categories, valid), [[2 / 3, 2 / 3, 1 / 3, 0.0], [1.0, 1.0, 1.0, 1.0]]
+    )
