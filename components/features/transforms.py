@@ -2,10 +2,9 @@
 
 Throughput comes from keeping the element count low: events arrive as Arrow batches (one per
 Parquet row group) and are grouped per user inside each batch before the shuffle, so the
-GroupByKey carries about one element per user and batch instead of one per event. The example
-builder encodes blocks of users at once with NumPy (examples.BlockEncoder) and emits one list per
-(block, kind, split), which a sink writes whole, so the runner's per-element overhead is paid per
-user or block, never per example.
+GroupByKey carries about one element per user and batch instead of one per event. Examples leave
+the builder as one list per (user, kind, split) and a sink writes the list, so the per-element
+overhead of the runner is paid per user, not per example.
 
 Counts for stats.json travel as data on a `stats` output (dicts of flat "a/b" keys, summed by
 SumCounts), which makes them exact on every runner. DoFns count per bundle and emit one dict in
@@ -31,8 +30,9 @@ from apache_beam.transforms.window import GlobalWindows
 
 from components import schema
 from components.features import tfexample
-from components.features.examples import BlockEncoder, resolve_ranking_task
+from components.features.examples import TargetEntries, resolve_ranking_task, user_examples
 from components.features.sequences import (
+    CAPPED,
     EVENT_DTYPE,
     MIN_STEPS,
     SplitFn,
@@ -312,60 +312,39 @@ class WriteVocabulary(beam.PTransform):
 # ---------------------------------------------------------------------------------------------
 # Examples
 # ---------------------------------------------------------------------------------------------
-BLOCK_STEPS = 20_000  # steps of the users that BuildExamples encodes together (examples.BlockEncoder)
-
-
 class _ExamplesFn(_CountingDoFn):
-    """Buffers users until BLOCK_STEPS steps (or the bundle's end) and encodes them as one block: one list of
-    records per (kind, split) and block, each user's records together and in order."""
-
-    def __init__(self, max_len: int, seed: int, split: SplitFn, block_steps: int = BLOCK_STEPS):
+    def __init__(self, max_len: int, seed: int, split: SplitFn):
         self._max_len = max_len
         self._seed = seed
         self._split = split
-        self._block_steps = block_steps
 
     def setup(self):
-        self._key = None
-        self._encoder = None
-
-    def start_bundle(self):
-        super().start_bundle()
-        self._users, self._steps, self._buffered = [], [], 0
+        self._vocab = None
+        self._sampler = None
 
     def process(self, element, vocab, ranking_task):
-        if self._key != (id(vocab), ranking_task):
-            yield from self._flush(lambda tag, value: beam.pvalue.TaggedOutput(tag, value))
-            self._key = (id(vocab), ranking_task)
-            self._encoder = BlockEncoder(
-                vocab,
-                vocab.sampler(),
-                ranking_task=ranking_task,
-                max_len=self._max_len,
-                seed=self._seed,
-                split=self._split,
-            )
+        if vocab is not self._vocab:
+            self._vocab, self._sampler, self._targets = vocab, vocab.sampler(), TargetEntries(vocab.item_category)
         user_id, steps = element
-        self._users.append(user_id)
-        self._steps.append(steps)
-        self._buffered += len(steps)
-        if self._buffered >= self._block_steps:
-            yield from self._flush(lambda tag, value: beam.pvalue.TaggedOutput(tag, value))
-
-    def finish_bundle(self):
-        yield from self._flush(lambda tag, value: beam.pvalue.TaggedOutput(tag, GlobalWindows.windowed_value(value)))
-        yield from super().finish_bundle()
-
-    def _flush(self, output):
-        if not self._users:
-            return
-        examples, capped = self._encoder.encode(self._users, self._steps)
-        self._users, self._steps, self._buffered = [], [], 0
-        self.counts.update({key: n for key, n in capped.items() if n})
+        capped = len(self._split(steps).get(CAPPED, ()))
+        if capped:
+            self.counts["capped/users"] += 1
+            self.counts["capped/train_targets"] += capped
+        examples = user_examples(
+            user_id,
+            steps,
+            vocab,
+            self._sampler,
+            ranking_task=ranking_task,
+            max_len=self._max_len,
+            seed=self._seed,
+            split=self._split,
+            targets=self._targets,
+        )
         for (kind, split), records in examples.items():
             if records:
                 self.counts[f"examples/{kind}/{split}"] += len(records)
-                yield output(output_tag(kind, split), records)
+                yield beam.pvalue.TaggedOutput(output_tag(kind, split), records)
 
 
 class BuildExamples(beam.PTransform):
@@ -421,7 +400,7 @@ class _TFRecordListSink(filebasedsink.FileBasedSink):
         )
 
     def write_record(self, file_handle, value):
-        file_handle.write(tfexample.tfrecord_frames(value))
+        file_handle.write(b"".join(tfexample.tfrecord_frame(record) for record in value))
 
 
 class WriteTFRecordLists(beam.PTransform):
