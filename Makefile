@@ -48,8 +48,12 @@ lint: venv ## ruff (lint and format check) and mypy (the files in pyproject's [t
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
-test: venv ## run the tests in tests/ (the whole DAG end to end on the tiny shop included)
-	$(PY) -m pytest -q tests
+# TEST_WORKERS=2: two pytest-xdist workers (CI's machine has 2 cores), each test module, and each folder that shares a
+# slow session fixture, on one worker whole (tests/conftest.py). 0 (the default until a whole run on 2 workers has
+# passed on an idle machine) runs them in this process, one at a time.
+TEST_WORKERS ?= 0
+test: venv ## run the tests in tests/ (TEST_WORKERS=2: on two processes; the whole DAG end to end on the tiny shop included)
+	$(PY) -m pytest -q tests -n $(call q,$(TEST_WORKERS)) --dist loadgroup --no-loadscope-reorder
 
 compile: venv ## write the KFP v2 spec for Vertex AI or Kubeflow (PIPELINE_SPEC=pipeline.yaml)
 	$(PY) -m pipelines.compile --output $(call q,$(PIPELINE_SPEC))
