@@ -1,29 +1,24 @@
-"""Turns one user's steps into serialised retrieval and ranking examples for every split."""
+"""Turns users' steps into serialised retrieval and ranking examples for every split, a block of users at once.
+
+Python costs about a microsecond per operation, and the features job writes one to two examples per event, each
+a dozen map entries. So the examples of a whole block of users are built with NumPy: every sequence of the block
+(items, categories, event types, gaps, times, no-click items and categories, first-seen items) is varint-encoded
+once into one byte array; an example is then a list of byte ranges (its header, and per entry a header looked up
+by payload length plus the payload, a window of a sequence), and one gather copies every range of a few thousand
+examples at once. Only the per-user random draws (user_rng, so that a user's draws never depend on the block) and
+the slicing of the finished records remain per user or per example in Python.
+"""
 
 from __future__ import annotations
-
-import itertools
 
 import numpy as np
 
 from components import schema
 from components.features import tfexample as tfx
-from components.features.sequences import VIEW, PopularitySampler, SplitFn, cvr_labels, user_rng
+from components.features.sequences import CAPPED, PURCHASE, VIEW, PopularitySampler, SplitFn, user_rng
 from components.features.vocab import Vocabulary
 
 _LABEL = {1.0: tfx.float_entry(schema.LABEL, 1.0), 0.0: tfx.float_entry(schema.LABEL, 0.0)}
-
-
-class _EncodedSequence:
-    """A sequence's varints concatenated once, so any window [a, t) is one bytes slice."""
-
-    def __init__(self, values: list[int], signed: bool = False):
-        encoded = tfx.packed_signed_varints(values) if signed else tfx.packed_varints(values)
-        self._data = b"".join(encoded)
-        self._offsets = list(itertools.accumulate(map(len, encoded), initial=0))
-
-    def window(self, start: int, stop: int) -> bytes:
-        return self._data[self._offsets[start] : self._offsets[stop]]
 
 
 def resolve_ranking_task(requested: str, events_by_type: dict[str, int]) -> str:
@@ -40,47 +35,284 @@ def resolve_ranking_task(requested: str, events_by_type: dict[str, int]) -> str:
     return requested
 
 
-_HIST_ITEMS = tfx.Int64ListKey(schema.HIST_ITEMS)
-_HIST_CATS = tfx.Int64ListKey(schema.HIST_CATS)
-_HIST_TYPES = tfx.Int64ListKey(schema.HIST_TYPES)
-_HIST_GAPS = tfx.Int64ListKey(schema.HIST_GAPS)
-_TARGET_GAP = tfx.Int64ListKey(schema.TARGET_GAP)
-_TARGET_TYPE = tfx.Int64ListKey(schema.TARGET_TYPE)
-_TARGET_TS = tfx.Int64ListKey(schema.TARGET_TS)
-_NOCLICK_ITEMS = tfx.Int64ListKey(schema.NOCLICK_ITEMS)
-_NOCLICK_CATS = tfx.Int64ListKey(schema.NOCLICK_CATS)
-_SEEN_ITEMS = tfx.Int64ListKey(schema.SEEN_ITEMS)
 _USER = tfx.Int64ListKey(schema.USER)
 _TARGET_ITEM = tfx.Int64ListKey(schema.TARGET_ITEM)
 _TARGET_CAT = tfx.Int64ListKey(schema.TARGET_CAT)
-
-
-class TargetEntries:
-    """The target_item + target_cat entries of each item, encoded once per item and reused."""
-
-    def __init__(self, item_category: np.ndarray):
-        self._item_category = item_category
-        self._cache: dict[int, bytes] = {}
-
-    def __call__(self, item: int) -> bytes:
-        entry = self._cache.get(item)
-        if entry is None:
-            entry = _TARGET_ITEM.scalar(item) + _TARGET_CAT.scalar(int(self._item_category[item]))
-            self._cache[item] = entry
-        return entry
-
+_KEY_OF = {
+    "items": schema.HIST_ITEMS,
+    "cats": schema.HIST_CATS,
+    "types": schema.HIST_TYPES,
+    "gaps": schema.HIST_GAPS,
+    "noclick_items": schema.NOCLICK_ITEMS,
+    "noclick_cats": schema.NOCLICK_CATS,
+}
+_LIST_KEYS = (*_KEY_OF.values(), schema.TARGET_GAP, schema.SEEN_ITEMS, schema.TARGET_TYPE, schema.TARGET_TS)
 
 US_PER_SECOND = 1_000_000
+GATHER_RECORDS = 2048  # records per gather: its index arrays stay in cache (a 10x larger gather is 3x slower)
 
 
 def step_behaviour(steps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per step: its event-type flags, the seconds since the step before (schema.NO_GAP for the first) and its
     time in seconds since the epoch. Step t's values depend on steps t-1 and t only: no step sees its future."""
+    return _behaviour(steps, np.zeros(1, np.int64))
+
+
+def _behaviour(steps: np.ndarray, user_starts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """step_behaviour over the concatenated steps of several users (each user's first step at user_starts)."""
     ts = steps["ts"].astype(np.int64)
     gaps = np.empty(len(steps), np.int64)
-    gaps[:1] = schema.NO_GAP
     gaps[1:] = np.diff(ts) // US_PER_SECOND
+    gaps[user_starts[user_starts < len(steps)]] = schema.NO_GAP
     return steps["flags"].astype(np.int64), gaps, ts // US_PER_SECOND
+
+
+class _Source:
+    """Named uint8 arrays laid end to end; a range is (name, offset within it, size)."""
+
+    def __init__(self):
+        self._parts: dict[str, np.ndarray] = {}
+
+    def add(self, name: str, data: np.ndarray) -> None:
+        self._parts[name] = data
+
+    def build(self) -> tuple[np.ndarray, dict[str, int]]:
+        bases, start = {}, 0
+        for name, data in self._parts.items():
+            bases[name] = start
+            start += len(data)
+        return np.concatenate(list(self._parts.values())), bases
+
+
+class _Layout:
+    """The byte ranges of a set of records, part by part: parts[k] = (source name, offsets, sizes)."""
+
+    def __init__(self, count: int):
+        self.count = count
+        self.parts: list[tuple[str, np.ndarray, np.ndarray]] = []
+
+    def add(self, name: str, offsets, sizes) -> None:
+        self.parts.append(
+            (name, np.broadcast_to(np.asarray(offsets, np.int64), self.count), np.broadcast_to(sizes, self.count))
+        )
+
+    def body_sizes(self) -> np.ndarray:
+        return sum((sizes for _, _, sizes in self.parts), np.zeros(self.count, np.int64))
+
+
+class BlockEncoder:
+    """Serialises the examples of blocks of users for one vocabulary and ranking task (see the module's doc).
+
+    encode(users, steps) gives what user_examples gives for each user, concatenated in user order and framed."""
+
+    def __init__(
+        self,
+        vocab: Vocabulary,
+        sampler: PopularitySampler,
+        *,
+        ranking_task: str,
+        max_len: int,
+        seed: int,
+        split: SplitFn,
+    ):
+        self._vocab, self._sampler = vocab, sampler
+        self._task, self._max_len, self._seed, self._split = ranking_task, max_len, seed, split
+        self._headers = {key: tfx.LengthTable(tfx.Int64ListKey(key).header) for key in _LIST_KEYS}
+        self._tables = {"prefix": tfx.LengthTable(tfx.example_prefix), "frame": tfx.LengthTable(tfx.frame_head)}
+        entries = [_target_entry(vocab, item) for item in range(vocab.num_items)]
+        self._targets = np.frombuffer(b"".join(entries), np.uint8)
+        self._target_offsets = np.cumsum([0] + [len(e) for e in entries])
+        self._labels = np.frombuffer(_LABEL[0.0] + _LABEL[1.0], np.uint8)
+        self._label_size = len(_LABEL[0.0])
+
+    def encode(
+        self, users: list[str], steps_list: list[np.ndarray]
+    ) -> tuple[dict[tuple[str, str], tuple[bytes, int]], dict]:
+        """{(kind, split): (the serialised tf.Examples of every user in turn, TFRecord-framed; their number)} and the
+        capped counts of the block."""
+        vocab, sampler = self._vocab, self._sampler
+        sizes = np.array([len(s) for s in steps_list], np.int64)
+        starts = np.concatenate([[0], np.cumsum(sizes)])
+        steps = np.concatenate(steps_list)
+        items = vocab.item_of_row[steps["item"]]
+        noclick = np.empty(len(steps), np.int64)
+        positions: dict[str, list[np.ndarray]] = {name: [] for name in schema.SPLITS}
+        negatives: dict[str, list[np.ndarray]] = {name: [] for name in schema.SPLITS}
+        capped = {"capped/users": 0, "capped/train_targets": 0}
+        for u, user_id in enumerate(users):
+            a, b = int(starts[u]), int(starts[u + 1])
+            rng = user_rng(self._seed, user_id)
+            noclick[a:b] = sampler.sample_excluding(rng, items[a:b])
+            picked = self._split(steps_list[u])
+            if len(picked.get(CAPPED, ())):
+                capped["capped/users"] += 1
+                capped["capped/train_targets"] += len(picked[CAPPED])
+            for name in schema.SPLITS:
+                positions[name].append(picked[name] + a)
+            if self._task == "next_item":
+                drawn = sampler.sample_excluding(rng, np.concatenate([items[picked[n] + a] for n in schema.SPLITS]))
+                cuts = np.cumsum([len(picked[n]) for n in schema.SPLITS])[:-1]
+                for name, part in zip(schema.SPLITS, np.split(drawn, cuts)):
+                    negatives[name].append(part)
+        types, gaps, seconds = _behaviour(steps, starts[:-1])
+        user_of_step = np.repeat(np.arange(len(users)), sizes)
+        firsts = _first_seen(user_of_step, items)
+        source = _Source()
+        seqs = {}
+        for name, values in (
+            ("items", items),
+            ("cats", vocab.item_category[items]),
+            ("types", types),
+            ("gaps", gaps),
+            ("seconds", seconds),
+            ("noclick_items", noclick),
+            ("noclick_cats", vocab.item_category[noclick]),
+            ("seen", items[firsts]),
+        ):
+            data, offsets = tfx.varints(values)
+            source.add(name, data)
+            seqs[name] = offsets
+        user_entries = [_USER.scalar(vocab.user_index[u]) for u in users]
+        source.add("users", np.frombuffer(b"".join(user_entries), np.uint8))
+        user_offsets = np.cumsum([0] + [len(e) for e in user_entries])
+        source.add("targets", self._targets)
+        source.add("labels", self._labels)
+
+        layouts = {}
+        for name in schema.SPLITS:
+            at = np.concatenate(positions[name]) if positions[name] else np.zeros(0, np.int64)
+            at = at.astype(np.int64)
+            user = user_of_step[at]
+            begin = np.maximum(starts[user], at - self._max_len)
+            window = {key: (seqs[key][begin], seqs[key][at]) for key in ("items", "cats", "types", "gaps")}
+            history = [
+                ("users", user_offsets[user], np.diff(user_offsets)[user], None),
+                *((_KEY_OF[key], *_span(*window[key]), key) for key in ("items", "cats", "types", "gaps")),
+                (schema.TARGET_GAP, *_span(seqs["gaps"][at], seqs["gaps"][at + 1]), "gaps"),
+            ]
+            retrieval = list(history)
+            if name != "train":
+                seen_begin = np.searchsorted(firsts, starts[user])
+                seen_end = np.searchsorted(firsts, at)
+                retrieval += [
+                    (schema.SEEN_ITEMS, *_span(seqs["seen"][seen_begin], seqs["seen"][seen_end]), "seen"),
+                    (schema.TARGET_TYPE, *_span(seqs["types"][at], seqs["types"][at + 1]), "types"),
+                    (schema.TARGET_TS, *_span(seqs["seconds"][at], seqs["seconds"][at + 1]), "seconds"),
+                ]
+            target = self._target_ranges(items[at])
+            layouts[(schema.RETRIEVAL_DIR, name)] = self._layout(len(at), retrieval[:6] + [target] + retrieval[6:])
+            noclick_window = [
+                (_KEY_OF[key], *_span(seqs[key][begin], seqs[key][at]), key)
+                for key in ("noclick_items", "noclick_cats")
+            ]
+            shared = history + noclick_window
+            if self._task == "next_item":
+                negative = np.concatenate(negatives[name]) if negatives[name] else np.zeros(0, np.int64)
+                rows = np.repeat(np.arange(len(at)), 2)  # each positive followed by its negative
+                both = np.empty(2 * len(at), np.int64)
+                both[0::2], both[1::2] = items[at], negative
+                label = np.tile([1, 0], len(at))
+            else:
+                label, viewed = _cvr_labels(user, items[at], steps["flags"][at])
+                rows = np.flatnonzero(viewed)
+                both, label = items[at][rows], label[rows]
+            ranking = [(key, offsets[rows], sizes[rows], src) for key, offsets, sizes, src in shared]
+            ranking += [
+                self._target_ranges(both),
+                ("labels", label.astype(np.int64) * self._label_size, self._label_size, None),
+            ]
+            layouts[(schema.RANKING_DIR, name)] = self._layout(len(rows), ranking)
+
+        for layout in layouts.values():
+            longest = int(layout.body_sizes().max(initial=0))
+            self._tables["prefix"].ensure(longest)
+            self._tables["frame"].ensure(longest + 16)  # the prefix of a body of n bytes is at most 11 bytes
+        for key, table in self._headers.items():
+            source.add(f"header:{key}", table.data)
+        for name, table in self._tables.items():
+            source.add(name, table.data)
+        source.add("crc", np.zeros(4, np.uint8))
+        data, bases = source.build()
+        framed = {where: _gather(data, bases, layout, self._tables) for where, layout in layouts.items()}
+        return {where: (framed[where], layout.count) for where, layout in layouts.items()}, capped
+
+    def _target_ranges(self, targets: np.ndarray):
+        offsets = self._target_offsets
+        return ("targets", offsets[targets], offsets[targets + 1] - offsets[targets], None)
+
+    def _layout(self, count: int, parts) -> _Layout:
+        """parts: (source, offsets, sizes, None) for a ready-made range, or (key, offsets, sizes, sequence) for
+        a list entry: its header (by the payload's size) then the payload, a range of that sequence's bytes."""
+        layout = _Layout(count)
+        for key, offsets, sizes, sequence in parts:
+            if sequence is None:
+                layout.add(key, offsets, sizes)
+                continue
+            table = self._headers[key]
+            table.ensure(int(np.max(sizes, initial=0)))
+            sizes = np.broadcast_to(sizes, count)
+            layout.add(f"header:{key}", table.offsets[sizes], np.diff(table.offsets)[sizes])
+            layout.add(sequence, offsets, sizes)
+        return layout
+
+
+def _span(begin: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return begin, end - begin
+
+
+def _target_entry(vocab: Vocabulary, item: int) -> bytes:
+    return _TARGET_ITEM.scalar(item) + _TARGET_CAT.scalar(int(vocab.item_category[item]))
+
+
+def _first_seen(user_of_step: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """The positions (ascending) where a user's item occurs for the first time."""
+    key = user_of_step.astype(np.int64) * (int(items.max(initial=0)) + 1) + items
+    _, first = np.unique(key, return_index=True)
+    return np.sort(first)
+
+
+def _cvr_labels(user: np.ndarray, items: np.ndarray, flags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each target (one split's, by user then position): 1.0 if its item is purchased at this target or a later
+    one of the same user, else 0.0 (sequences.cvr_labels, for many users at once); and whether it was viewed."""
+    bought = (flags & PURCHASE) > 0
+    order = np.lexsort((-np.arange(len(items)), items, user))  # by user, item, then latest target first
+    key_user, key_item = user[order], items[order]
+    new_group = np.r_[True, (key_user[1:] != key_user[:-1]) | (key_item[1:] != key_item[:-1])] if len(order) else []
+    group = np.cumsum(new_group) if len(order) else np.zeros(0, np.int64)
+    running = np.maximum.accumulate(2 * group + bought[order]) if len(order) else group
+    labels = np.empty(len(items), np.float32)
+    labels[order] = running - 2 * group
+    return labels, (flags & VIEW) > 0
+
+
+def _gather(data: np.ndarray, bases: dict[str, int], layout: _Layout, tables: dict[str, tfx.LengthTable]) -> bytes:
+    """The records of a layout, TFRecord-framed: each record's ranges copied in order between its frame head and
+    its CRC, GATHER_RECORDS records at a time (the CRCs are worked out on the copied records, then written in)."""
+    if not layout.count:
+        return b""
+    prefix, frame = tables["prefix"], tables["frame"]
+    body = layout.body_sizes()
+    size = body + np.diff(prefix.offsets)[body]
+    columns = [(bases["frame"] + frame.offsets[size], np.diff(frame.offsets)[size])]
+    columns.append((bases["prefix"] + prefix.offsets[body], np.diff(prefix.offsets)[body]))
+    columns += [(bases[name] + offsets, sizes) for name, offsets, sizes in layout.parts]
+    columns.append((bases["crc"], 4))
+    starts = np.stack([np.broadcast_to(o, layout.count) for o, _ in columns], axis=1)
+    sizes = np.stack([np.broadcast_to(np.asarray(n, np.int64), layout.count) for _, n in columns], axis=1)
+    chunks = []
+    for first in range(0, layout.count, GATHER_RECORDS):
+        chunk_sizes = sizes[first : first + GATHER_RECORDS].ravel()
+        ends = np.cumsum(chunk_sizes)
+        index = np.repeat(starts[first : first + GATHER_RECORDS].ravel() - (ends - chunk_sizes), chunk_sizes)
+        index += np.arange(len(index))
+        out = data[index]
+        record_ends = ends.reshape(-1, sizes.shape[1])[:, -1] - 4
+        record_starts = record_ends - size[first : first + GATHER_RECORDS]
+        copied = out.tobytes()
+        crcs = tfx.masked_crc32c_bytes([copied[a:b] for a, b in zip(record_starts.tolist(), record_ends.tolist())])
+        out[record_ends[:, None] + np.arange(4)] = crcs
+        chunks.append(out.tobytes())
+    return b"".join(chunks)
 
 
 def user_examples(
@@ -93,80 +325,14 @@ def user_examples(
     max_len: int,
     seed: int,
     split: SplitFn,
-    targets: TargetEntries | None = None,
 ) -> dict[tuple[str, str], list[bytes]]:
     """{(kind, split): serialised tf.Examples} for one user (kind: retrieval or ranking).
 
     Random draws happen in a fixed order from the user's own generator: first the no-click item
     of every step, then one negative per next-item target in split order. Every example carries the history's
     event types and gaps step by step, and the gap from its last step to the target (the request); the next-item
-    negative shares its positive's, as it shares its history.
+    negative shares its positive's, as it shares its history. A block of users gives each user's examples in turn
+    (BlockEncoder), which is how the features job builds them.
     """
-    targets = targets or TargetEntries(vocab.item_category)
-    rng = user_rng(seed, user_id)
-    items = vocab.item_of_row[steps["item"]]
-    noclick = sampler.sample_excluding(rng, items)
-    item_list = items.tolist()
-    hist_items = _EncodedSequence(item_list)
-    hist_cats = _EncodedSequence(vocab.item_category[items].tolist())
-    noclick_items = _EncodedSequence(noclick.tolist())
-    noclick_cats = _EncodedSequence(vocab.item_category[noclick].tolist())
-    types, gaps, seconds = step_behaviour(steps)
-    hist_types = _EncodedSequence(types.tolist())
-    hist_gaps = _EncodedSequence(gaps.tolist(), signed=True)
-    user = _USER.scalar(vocab.user_index[user_id])
-    positions = split(steps)
-    if ranking_task == "next_item":
-        all_targets = np.concatenate([items[positions[name]] for name in schema.SPLITS])
-        negatives = iter(sampler.sample_excluding(rng, all_targets).tolist())
-        labels = None
-    else:
-        negatives, labels = None, _cvr_labels_by_position(items, steps["flags"], positions)
-
-    out: dict[tuple[str, str], list[bytes]] = {}
-    for name in schema.SPLITS:
-        retrieval, ranking = [], []
-        for t in positions[name].tolist():
-            start = max(0, t - max_len)
-            history = b"".join(
-                (
-                    user,
-                    _HIST_ITEMS.entry(hist_items.window(start, t)),
-                    _HIST_CATS.entry(hist_cats.window(start, t)),
-                    _HIST_TYPES.entry(hist_types.window(start, t)),
-                    _HIST_GAPS.entry(hist_gaps.window(start, t)),
-                    _TARGET_GAP.scalar(int(gaps[t])),
-                )
-            )
-            target = targets(item_list[t])
-            if name == "train":
-                retrieval.append(tfx.example(history, target))
-            else:
-                seen = b"".join(tfx.varint(i) for i in dict.fromkeys(item_list[:t]))
-                held_out = _TARGET_TYPE.scalar(int(types[t])) + _TARGET_TS.scalar(int(seconds[t]))
-                retrieval.append(tfx.example(history, target, _SEEN_ITEMS.entry(seen), held_out))
-            if labels is not None and t not in labels:
-                continue  # cvr: only viewed steps are ranking rows
-            shared = (
-                history
-                + _NOCLICK_ITEMS.entry(noclick_items.window(start, t))
-                + _NOCLICK_CATS.entry(noclick_cats.window(start, t))
-            )
-            if negatives is not None:
-                ranking.append(tfx.example(shared, target, _LABEL[1.0]))
-                ranking.append(tfx.example(shared, targets(next(negatives)), _LABEL[0.0]))
-            else:
-                ranking.append(tfx.example(shared, target, _LABEL[labels[t]]))
-        out[(schema.RETRIEVAL_DIR, name)] = retrieval
-        out[(schema.RANKING_DIR, name)] = ranking
-    return out
-
-
-def _cvr_labels_by_position(items: np.ndarray, flags: np.ndarray, positions: dict[str, np.ndarray]) -> dict[int, float]:
-    """{position: label} for the viewed target positions of every split."""
-    labels = {}
-    for name in schema.SPLITS:
-        is_view = (flags[positions[name]] & VIEW) > 0
-        viewed = positions[name][is_view].tolist()
-        labels.update(zip(viewed, cvr_labels(items, flags, positions[name])[is_view].tolist()))
-    return labels
+    encoder = BlockEncoder(vocab, sampler, ranking_task=ranking_task, max_len=max_len, seed=seed, split=split)
+    return {where: tfx.records(framed) for where, (framed, _) in encoder.encode([user_id], [steps])[0].items()}

@@ -236,7 +236,7 @@ def _build(
         for name in schema.SPLITS:
             tag = T.output_tag(kind, name)
             prefix = FileSystems.join(work_dir, kind, name)
-            _ = examples[tag] | f"Write/{tag}" >> T.WriteTFRecordLists(prefix)
+            _ = examples[tag] | f"Write/{tag}" >> T.WriteTFRecordBlocks(prefix)
     _ = (
         (grouped[T.STATS], sequences[T.STATS], examples[T.STATS], sizes)
         | "FlattenCounts" >> beam.Flatten()

@@ -2,9 +2,11 @@
 
 Throughput comes from keeping the element count low: events arrive as Arrow batches (one per
 Parquet row group) and are grouped per user inside each batch before the shuffle, so the
-GroupByKey carries about one element per user and batch instead of one per event. Examples leave
-the builder as one list per (user, kind, split) and a sink writes the list, so the per-element
-overhead of the runner is paid per user, not per example.
+GroupByKey carries about one element per user and batch instead of one per event. The example
+builder groups users into blocks by a hash of their id (a GroupByKey, so no DoFn holds elements
+across calls) and encodes each block at once with NumPy (examples.BlockEncoder), emitting one string of
+TFRecord-framed records per (block, kind, split), which a sink writes whole, so the runner's
+per-element overhead is paid per user or block, never per example.
 
 Counts for stats.json travel as data on a `stats` output (dicts of flat "a/b" keys, summed by
 SumCounts), which makes them exact on every runner. DoFns count per bundle and emit one dict in
@@ -14,6 +16,7 @@ finish_bundle.
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 
 import apache_beam as beam
@@ -29,10 +32,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
 
 from components import schema
-from components.features import tfexample
-from components.features.examples import TargetEntries, resolve_ranking_task, user_examples
+from components.features.examples import BlockEncoder, resolve_ranking_task
 from components.features.sequences import (
-    CAPPED,
     EVENT_DTYPE,
     MIN_STEPS,
     SplitFn,
@@ -312,44 +313,65 @@ class WriteVocabulary(beam.PTransform):
 # ---------------------------------------------------------------------------------------------
 # Examples
 # ---------------------------------------------------------------------------------------------
-class _ExamplesFn(_CountingDoFn):
-    def __init__(self, max_len: int, seed: int, split: SplitFn):
+BLOCK_STEPS = 20_000  # at most this many steps of users are encoded together (examples.BlockEncoder)
+NUM_BLOCKS = 512  # users are grouped into this many blocks by a stable hash of their id (the large preset: ~680 each)
+
+
+def block_of(user_id: str) -> int:
+    """The block of a user: a stable hash of the id, the same on every worker and run."""
+    return int.from_bytes(hashlib.blake2b(user_id.encode(), digest_size=8).digest(), "little") % NUM_BLOCKS
+
+
+class _ExamplesFn(beam.DoFn):
+    """(block, its users' (user_id, steps)) -> one string of TFRecord-framed records per (kind, split) and up to
+    BLOCK_STEPS steps of users (sorted by id), each user's records together and in order, and the block's counts.
+    No state is kept from one element to the next (the vocabulary's encoder aside), nothing is emitted from
+    finish_bundle."""
+
+    def __init__(self, max_len: int, seed: int, split: SplitFn, block_steps: int = BLOCK_STEPS):
         self._max_len = max_len
         self._seed = seed
         self._split = split
+        self._block_steps = block_steps
 
     def setup(self):
-        self._vocab = None
-        self._sampler = None
+        self._key = None
+        self._encoder = None
 
     def process(self, element, vocab, ranking_task):
-        if vocab is not self._vocab:
-            self._vocab, self._sampler, self._targets = vocab, vocab.sampler(), TargetEntries(vocab.item_category)
-        user_id, steps = element
-        capped = len(self._split(steps).get(CAPPED, ()))
-        if capped:
-            self.counts["capped/users"] += 1
-            self.counts["capped/train_targets"] += capped
-        examples = user_examples(
-            user_id,
-            steps,
-            vocab,
-            self._sampler,
-            ranking_task=ranking_task,
-            max_len=self._max_len,
-            seed=self._seed,
-            split=self._split,
-            targets=self._targets,
-        )
-        for (kind, split), records in examples.items():
-            if records:
-                self.counts[f"examples/{kind}/{split}"] += len(records)
-                yield beam.pvalue.TaggedOutput(output_tag(kind, split), records)
+        if self._key != (id(vocab), ranking_task):
+            self._key = (id(vocab), ranking_task)
+            self._encoder = BlockEncoder(
+                vocab,
+                vocab.sampler(),
+                ranking_task=ranking_task,
+                max_len=self._max_len,
+                seed=self._seed,
+                split=self._split,
+            )
+        _, members = element
+        members = sorted(members, key=lambda member: member[0])
+        counts = collections.Counter()
+        start = 0
+        while start < len(members):
+            stop, steps = start, 0
+            while stop < len(members) and (stop == start or steps + len(members[stop][1]) <= self._block_steps):
+                steps += len(members[stop][1])
+                stop += 1
+            chunk = members[start:stop]
+            examples, capped = self._encoder.encode([u for u, _ in chunk], [s for _, s in chunk])
+            counts.update({key: n for key, n in capped.items() if n})
+            for (kind, split), (framed, count) in examples.items():
+                if count:
+                    counts[f"examples/{kind}/{split}"] += count
+                    yield beam.pvalue.TaggedOutput(output_tag(kind, split), framed)
+            start = stop
+        yield beam.pvalue.TaggedOutput(STATS, dict(counts))
 
 
 class BuildExamples(beam.PTransform):
-    """(user_id, steps) -> lists of serialised tf.Examples under tags output_tag(kind, split),
-    plus counts under "stats". `vocab` and `ranking_task` are singleton PCollections."""
+    """(user_id, steps) -> blocks of TFRecord-framed tf.Examples (tfexample.records reads them back) under tags
+    output_tag(kind, split), plus counts under "stats". `vocab` and `ranking_task` are singleton PCollections."""
 
     def __init__(self, vocab, ranking_task, *, max_len: int, seed: int, split: SplitFn):
         super().__init__()
@@ -362,9 +384,15 @@ class BuildExamples(beam.PTransform):
         tags = [
             output_tag(kind, split) for kind in (schema.RETRIEVAL_DIR, schema.RANKING_DIR) for split in schema.SPLITS
         ]
-        out = sequences | "Build" >> beam.ParDo(
-            self._fn, beam.pvalue.AsSingleton(self._vocab), beam.pvalue.AsSingleton(self._ranking_task)
-        ).with_outputs(STATS, *tags)
+        out = (
+            sequences
+            | "KeyByBlock" >> beam.Map(lambda element: (block_of(element[0]), element))
+            | "GroupIntoBlocks" >> beam.GroupByKey()
+            | "Build"
+            >> beam.ParDo(
+                self._fn, beam.pvalue.AsSingleton(self._vocab), beam.pvalue.AsSingleton(self._ranking_task)
+            ).with_outputs(STATS, *tags)
+        )
         return {tag: out[tag] for tag in tags + [STATS]}
 
 
@@ -385,8 +413,8 @@ class ResolveRankingTask(beam.PTransform):
         )
 
 
-class _TFRecordListSink(filebasedsink.FileBasedSink):
-    """A TFRecord sink whose elements are lists of serialised records."""
+class _FramedSink(filebasedsink.FileBasedSink):
+    """A TFRecord sink whose elements are TFRecord-framed records (tfexample.tfrecord_frame, one after the other), written as they are."""
 
     def __init__(self, file_path_prefix: str):
         super().__init__(
@@ -400,20 +428,20 @@ class _TFRecordListSink(filebasedsink.FileBasedSink):
         )
 
     def write_record(self, file_handle, value):
-        file_handle.write(b"".join(tfexample.tfrecord_frame(record) for record in value))
+        file_handle.write(value)
 
 
-class WriteTFRecordLists(beam.PTransform):
-    """Lists of serialised records -> {prefix}-SSSSS-of-NNNNN.tfrecord shards, one per bundle
+class WriteTFRecordBlocks(beam.PTransform):
+    """Blocks of TFRecord-framed records -> {prefix}-SSSSS-of-NNNNN.tfrecord shards, one per bundle
     (no shuffle to a fixed shard count)."""
 
     def __init__(self, file_path_prefix: str):
         super().__init__()
         self._prefix = file_path_prefix
 
-    def expand(self, record_lists):
-        """Writes the record lists as TFRecord shards under the prefix, one shard per bundle."""
-        return record_lists | "Write" >> beam.io.Write(_TFRecordListSink(self._prefix))
+    def expand(self, blocks):
+        """Writes the blocks as TFRecord shards under the prefix, one shard per bundle."""
+        return blocks | "Write" >> beam.io.Write(_FramedSink(self._prefix))
 
 
 # ---------------------------------------------------------------------------------------------

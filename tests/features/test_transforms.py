@@ -8,6 +8,7 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from components import schema
+from components.features import tfexample as tfx
 from components.features import transforms as T
 from components.features.sequences import PURCHASE, STEP_DTYPE, VIEW, leave_last_out
 
@@ -145,7 +146,7 @@ def _examples(p, task, max_len=3, seed=0, sequences=SEQUENCES):
         | T.BuildExamples(vocab, task, max_len=max_len, seed=seed, split=leave_last_out)
     )
     return {
-        tag: pcoll | f"Decode{tag}" >> beam.FlatMap(lambda rs: [_decode(r) for r in rs])
+        tag: pcoll | f"Decode{tag}" >> beam.FlatMap(lambda block: [_decode(r) for r in tfx.records(block)])
         for tag, pcoll in examples.items()
         if tag != T.STATS
     }, examples[T.STATS]
@@ -181,7 +182,7 @@ def test_build_examples_next_item_pairs_each_positive_with_a_different_negative(
         )
         for split in schema.SPLITS:
             pairs = examples[T.output_tag("ranking", split)] | f"Pairs{split}" >> beam.FlatMap(
-                lambda rs: zip(map(_decode, rs[0::2]), map(_decode, rs[1::2]))
+                lambda block: zip(map(_decode, tfx.records(block)[0::2]), map(_decode, tfx.records(block)[1::2]))
             )
             assert_that(pairs, _check_next_item_pairs, label=f"check_{split}")
         stats = examples[T.STATS]
@@ -279,10 +280,11 @@ def test_resolve_ranking_task():
         assert_that(bought | "RB" >> T.ResolveRankingTask("auto"), equal_to(["next_item"]), label="bought")
 
 
-def test_write_tfrecord_lists_writes_every_record(tmp_path):
+def test_write_tfrecord_blocks_writes_every_record(tmp_path):
     prefix = str(tmp_path / "train")
+    blocks = [b"".join(map(tfx.tfrecord_frame, block)) for block in ([b"x1", b"x2"], [b"y"])]
     with fn_api_pipeline() as p:
-        _ = p | beam.Create([[b"x1", b"x2"], [b"y"]]) | T.WriteTFRecordLists(prefix)
+        _ = p | beam.Create(blocks) | T.WriteTFRecordBlocks(prefix)
     files = sorted(str(f) for f in tmp_path.glob("train-*-of-*.tfrecord"))
     assert files
     assert sorted(r.numpy() for r in tf.data.TFRecordDataset(files)) == [b"x1", b"x2", b"y"]
