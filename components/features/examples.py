@@ -103,7 +103,10 @@ class _Layout:
 class BlockEncoder:
     """Serialises the examples of blocks of users for one vocabulary and ranking task (see the module's doc).
 
-    encode(users, steps) gives what user_examples gives for each user, concatenated in user order and framed."""
+    Random draws happen in a fixed order from each user's own generator: first the no-click item of every step,
+    then one negative per next-item target in split order. Every example carries the history's event types and
+    gaps step by step, and the gap from its last step to the target (the request); the next-item negative shares
+    its positive's, as it shares its history. encode(users, steps) gives each user's examples in turn, framed."""
 
     def __init__(
         self,
@@ -313,26 +316,3 @@ def _gather(data: np.ndarray, bases: dict[str, int], layout: _Layout, tables: di
         out[record_ends[:, None] + np.arange(4)] = crcs
         chunks.append(out.tobytes())
     return b"".join(chunks)
-
-
-def user_examples(
-    user_id: str,
-    steps: np.ndarray,
-    vocab: Vocabulary,
-    sampler: PopularitySampler,
-    *,
-    ranking_task: str,
-    max_len: int,
-    seed: int,
-    split: SplitFn,
-) -> dict[tuple[str, str], list[bytes]]:
-    """{(kind, split): serialised tf.Examples} for one user (kind: retrieval or ranking).
-
-    Random draws happen in a fixed order from the user's own generator: first the no-click item
-    of every step, then one negative per next-item target in split order. Every example carries the history's
-    event types and gaps step by step, and the gap from its last step to the target (the request); the next-item
-    negative shares its positive's, as it shares its history. A block of users gives each user's examples in turn
-    (BlockEncoder), which is how the features job builds them.
-    """
-    encoder = BlockEncoder(vocab, sampler, ranking_task=ranking_task, max_len=max_len, seed=seed, split=split)
-    return {where: tfx.records(framed) for where, (framed, _) in encoder.encode([user_id], [steps])[0].items()}
