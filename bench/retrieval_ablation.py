@@ -37,7 +37,29 @@ FULL_SIZE = dict(
 )
 # name: RetrievalConfig overrides, in the order the issue asked the questions
 ROWS: dict[str, dict] = {
-    "seed_gru_in_batch": dict(encoder="gru", loss="in_batch", every_position=False, max_len=20),
+    "seed_gru_in_batch": dict(encoder="gru", loss="in_batch", every_position=False, max_len=20, time_gaps=False),
+    # the shipped default since session 7: the seed's with the query tower reading time
+    "gru_in_batch_time_gaps": dict(encoder="gru", loss="in_batch", every_position=False, max_len=20, time_gaps=True),
+    # every position against one example per prefix, all else the seed's: ~1,000 targets per batch as the seed's 1,024
+    "gru_in_batch_every_position_170": dict(
+        encoder="gru", loss="in_batch", every_position=True, max_len=20, batch_size=170, time_gaps=False
+    ),
+    # the literature's recipe (SASRec/gSASRec, BSARec): full softmax at every position on dot products, 50 steps,
+    # dropout 0.5, lr 1e-3, batches of 256 sequences, long patience
+    "gru_full_every_position_dot": dict(
+        encoder="gru",
+        loss="full_softmax",
+        every_position=True,
+        max_len=50,
+        normalize=False,
+        temperature=1.0,
+        dropout=0.5,
+        learning_rate=1e-3,
+        batch_size=256,
+        epochs=40,
+        patience=4,
+        time_gaps=False,
+    ),
     "gru_full_softmax": dict(encoder="gru", loss="full_softmax", every_position=False, max_len=20),
     "gru_mixed": dict(encoder="gru", loss="mixed", every_position=False, max_len=20),
     "gru_full_every_position": dict(encoder="gru", loss="full_softmax", every_position=True),

@@ -100,8 +100,8 @@ def score_model(
         seen = [vocab.model(np.asarray(s, dtype=np.int64)) for s in seen_items[rows]]
         target = vocab.model(targets[rows])
         known = target >= schema.NUM_RESERVED
-        parts["retrieval"].append(_retrieval_ranks(model.retriever, hist, cats, seen, target, known))
         steps = None if behaviour is None else behaviour.take(rows)
+        parts["retrieval"].append(_retrieval_ranks(model.retriever, hist, cats, seen, target, known, steps))
         cands, reranked = _funnel_lists(
             model,
             hist,
@@ -125,8 +125,8 @@ def score_model(
     )
 
 
-def _retrieval_ranks(retriever, hist, cats, seen, target, known) -> metrics.Ranks:
-    query = np.asarray(retriever.encode(hist, cats), dtype=np.float32)
+def _retrieval_ranks(retriever, hist, cats, seen, target, known, behaviour=None) -> metrics.Ranks:
+    query = funnel.retrieval_queries(retriever, hist, cats, behaviour)
     scores = query @ np.asarray(retriever.item_embeddings, dtype=np.float32).T
     ranks = metrics.target_ranks(scores, np.where(known, target, schema.OOV_INDEX), seen)
     return metrics.Ranks(np.where(known, ranks.higher, -1), np.where(known, ranks.ties, 0))
@@ -139,7 +139,7 @@ def _funnel_lists(
     as seen (the protocol retrieval alone and the baselines are scored by); users without a known
     history item get the popularity list for both, as the serving fallback does."""
     cands, valid, cand_scores = funnel.retrieve_candidates(
-        model.retriever, hist, cats, seen, allowed, candidates_n, keep=target
+        model.retriever, hist, cats, seen, allowed, candidates_n, keep=target, behaviour=behaviour
     )
     reranked, _ = funnel.rerank(
         model.ranker, hist, cats, cands, valid, k=cands.shape[1], candidate_scores=cand_scores, behaviour=behaviour

@@ -23,9 +23,19 @@ class Examples:
     target_item: np.ndarray  # int64 [n]
     user: np.ndarray  # int64 [n]
     seen_items: np.ndarray | None  # object [n] of int64 arrays (valid/test only)
+    # seconds from each step's previous step (schema.NO_GAP: none or unknown), aligned with hist_items, and from the
+    # last step to the target (the request); None where the features do not hold them
+    hist_gaps: np.ndarray | None = None  # int64 [n, max_len]
+    target_gap: np.ndarray | None = None  # int64 [n]
 
     def __len__(self) -> int:
         return len(self.target_item)
+
+    def gaps(self) -> tuple[np.ndarray, np.ndarray]:
+        """(hist_gaps [n, max_len], request gap [n]), NO_GAP throughout where the examples have none."""
+        if self.hist_gaps is None or self.target_gap is None:
+            return np.full_like(self.hist_items, schema.NO_GAP), np.full_like(self.target_item, schema.NO_GAP)
+        return self.hist_gaps, self.target_gap
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +86,12 @@ def load_examples(features_dir: str | Path, split: str, max_len: int) -> Example
         target_item=columns[schema.TARGET_ITEM].astype(np.int64),
         user=columns[schema.USER].astype(np.int64),
         seen_items=columns.get(schema.SEEN_ITEMS),
+        hist_gaps=(
+            reader.pad_left(columns[schema.HIST_GAPS], max_len, fill=schema.NO_GAP)
+            if schema.HIST_GAPS in columns
+            else None
+        ),
+        target_gap=columns[schema.TARGET_GAP].astype(np.int64) if schema.TARGET_GAP in columns else None,
     )
 
 
@@ -144,9 +160,19 @@ class Sequences:
     hist_items: np.ndarray  # int64 [users, max_len]
     hist_cats: np.ndarray  # int64 [users, max_len]
     target_item: np.ndarray  # int64 [users, max_len]
+    # each step's gap from the step before (NO_GAP for padding and a user's first step), and the gap from the
+    # sequence's newest step to its last target: step t's request gap is hist_gaps[t + 1], the newest step's this
+    hist_gaps: np.ndarray | None = None  # int64 [users, max_len]
+    target_gap: np.ndarray | None = None  # int64 [users]
 
     def __len__(self) -> int:
         return len(self.hist_items)
+
+    def gaps(self) -> tuple[np.ndarray, np.ndarray]:
+        """(hist_gaps [users, max_len], request gap of the newest step [users]), NO_GAP where unknown."""
+        if self.hist_gaps is None or self.target_gap is None:
+            return np.full_like(self.hist_items, schema.NO_GAP), np.full(len(self), schema.NO_GAP, np.int64)
+        return self.hist_gaps, self.target_gap
 
     @property
     def num_targets(self) -> int:
@@ -170,6 +196,9 @@ def train_sequences(train: Examples, item_category: np.ndarray) -> Sequences:
     hist_items = np.full((len(by_user), max_len), schema.PAD_INDEX, dtype=np.int64)
     hist_cats = np.full_like(hist_items, schema.PAD_INDEX)
     targets = np.full_like(hist_items, schema.PAD_INDEX)
+    example_gaps, example_target_gap = train.gaps()
+    hist_gaps = np.full_like(hist_items, schema.NO_GAP)
+    target_gap = np.full(len(by_user), schema.NO_GAP, np.int64)
     for out, rows in enumerate(by_user.values()):
         windows = {row: train.hist_items[row][train.hist_items[row] != schema.PAD_INDEX] for row in rows}
         starts = {tuple(window) for window in windows.values()}
@@ -182,4 +211,11 @@ def train_sequences(train: Examples, item_category: np.ndarray) -> Sequences:
         hist_items[out, max_len - steps :] = items[:-1]
         hist_cats[out, max_len - steps :] = item_category[items[:-1]]
         targets[out, max_len - steps :] = items[1:]
-    return Sequences(hist_items=hist_items, hist_cats=hist_cats, target_item=targets)
+        # the gaps run with the items: the window's own gaps, then the target's (its gap from the window's newest)
+        real = train.hist_items[last] != schema.PAD_INDEX
+        gaps = np.append(example_gaps[last][real], example_target_gap[last])[-(max_len + 1) :]
+        hist_gaps[out, max_len - steps :] = gaps[:-1]
+        target_gap[out] = gaps[-1]
+    return Sequences(
+        hist_items=hist_items, hist_cats=hist_cats, target_item=targets, hist_gaps=hist_gaps, target_gap=target_gap
+    )

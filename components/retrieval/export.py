@@ -31,13 +31,18 @@ INDEX_HISTORY = [
     tf.TensorSpec([None, None], tf.int64, name="hist_items"),
     tf.TensorSpec([None, None], tf.int64, name="hist_cats"),
 ]
+# the time of a history (config.time_gaps): seconds from each step's previous step, aligned with hist_items
+# (schema.NO_GAP = -1: none or unknown), and from the newest step to the request
+GAPS = [tf.TensorSpec([None, None], tf.int64, name="hist_gaps"), tf.TensorSpec([None], tf.int64, name="request_gap")]
+ENCODE_WITH_GAPS = "encode_with_gaps"  # the query signature on indices and gaps, beside encode_indices
 
 
-def left_align(hist_items, hist_cats):
+def left_align(hist_items, hist_cats, hist_gaps=None):
     """Moves the padding (index 0) of each row to the left, keeping the order of the real steps.
 
     Clients may pad on either side; the query tower reads the newest step in the last column.
     A step whose category is missing reads its category as OOV rather than as padding.
+    `hist_gaps` (or None) moves with the items, a padded step's gap NO_GAP; it is returned third when given.
     """
     present = tf.not_equal(hist_items, schema.PAD_INDEX)
     order = tf.argsort(tf.cast(present, tf.int32), axis=1, stable=True)
@@ -45,7 +50,11 @@ def left_align(hist_items, hist_cats):
     hist_cats = tf.gather(hist_cats, order, batch_dims=1)
     present = tf.gather(present, order, batch_dims=1)
     missing_cat = tf.logical_and(present, tf.equal(hist_cats, schema.PAD_INDEX))
-    return hist_items, tf.where(missing_cat, tf.constant(schema.OOV_INDEX, tf.int64), hist_cats)
+    aligned = hist_items, tf.where(missing_cat, tf.constant(schema.OOV_INDEX, tf.int64), hist_cats)
+    if hist_gaps is None:
+        return aligned
+    hist_gaps = tf.gather(hist_gaps, order, batch_dims=1)
+    return (*aligned, tf.where(present, hist_gaps, tf.constant(schema.NO_GAP, tf.int64)))
 
 
 class QueryEncoder(tf.Module):
@@ -65,6 +74,20 @@ class QueryEncoder(tf.Module):
     def encode_indices(self, hist_items, hist_cats):
         """{"embedding": [B, D]}: the query of histories of vocabulary indices [B, L] (padding on either side)."""
         return {"embedding": self.model.query_embedding(*left_align(hist_items, hist_cats))}
+
+    @tf.function(input_signature=INDEX_HISTORY + GAPS)
+    def encode_with_gaps(self, hist_items, hist_cats, hist_gaps, request_gap):
+        """{"embedding": [B, D]}: `encode_indices` with each step's gap [B, L] and the request gap [B], in seconds
+        (a model without config.time_gaps ignores them)."""
+        hist_items, hist_cats, hist_gaps = left_align(hist_items, hist_cats, hist_gaps)
+        return {
+            "embedding": self.model.query_embedding(hist_items, hist_cats, hist_gaps=hist_gaps, request_gap=request_gap)
+        }
+
+    @tf.function(input_signature=STRING_HISTORY + GAPS)
+    def serve_with_gaps(self, hist_items, hist_cats, hist_gaps, request_gap):
+        """`serve` with each step's gap and the request gap, in seconds: {"embedding": [B, D]}."""
+        return self.encode_with_gaps(*self.indices(hist_items, hist_cats), hist_gaps, request_gap)
 
     @tf.function(input_signature=STRING_HISTORY)
     def indices(self, hist_items, hist_cats):
@@ -151,7 +174,12 @@ def export(
         tf.saved_model.save(
             encoder,
             str(staging / QUERY_ENCODER),
-            signatures={"serving_default": encoder.serve, "encode_indices": encoder.encode_indices},
+            signatures={
+                "serving_default": encoder.serve,
+                "encode_indices": encoder.encode_indices,
+                ENCODE_WITH_GAPS: encoder.encode_with_gaps,
+                "serve_with_gaps": encoder.serve_with_gaps,
+            },
         )
         index = BruteForceIndex(encoder, item_embeddings, catalogue, k)
         tf.saved_model.save(index, str(staging / INDEX), signatures={"serving_default": index.serve})

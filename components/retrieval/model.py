@@ -44,14 +44,26 @@ class TwoTowerModel(tfrs.Model):
     def _finish(self, embeddings):
         return tf.math.l2_normalize(embeddings, axis=-1) if self.config.normalize else embeddings
 
-    def query_embedding(self, hist_items, hist_cats, training=False):
-        """The query embedding [B, D] of histories [B, T] (normalised when the config says so)."""
-        return self._finish(self.query_tower((hist_items, hist_cats), training=training))
+    def query_embedding(self, hist_items, hist_cats, training=False, hist_gaps=None, request_gap=None):
+        """The query embedding [B, D] of histories [B, T] (normalised when the config says so); with
+        config.time_gaps, each step's gap [B, T] and the request gap [B] (None: unknown, read as NO_GAP)."""
+        inputs = (hist_items, hist_cats)
+        if hist_gaps is not None:
+            inputs += (hist_gaps, request_gap)
+        return self._finish(self.query_tower(inputs, training=training))
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int64)] * 2, reduce_retracing=True)
     def encode(self, hist_items, hist_cats):
         """Inference-time query embeddings as one compiled graph (eager attention is ~10x slower)."""
         return self.query_embedding(hist_items, hist_cats)
+
+    @tf.function(
+        input_signature=[tf.TensorSpec([None, None], tf.int64)] * 3 + [tf.TensorSpec([None], tf.int64)],
+        reduce_retracing=True,
+    )
+    def encode_with_gaps(self, hist_items, hist_cats, hist_gaps, request_gap):
+        """`encode` with each step's gap and the request gap, in seconds (config.time_gaps)."""
+        return self.query_embedding(hist_items, hist_cats, hist_gaps=hist_gaps, request_gap=request_gap)
 
     def candidate_embedding(self, item_index, training=False):
         """The candidate embedding [N, D] of item indices [N] (normalised when the config says so)."""
@@ -62,8 +74,10 @@ class TwoTowerModel(tfrs.Model):
         with every_position one per step of each sequence that has a target (features[TARGET_ITEM] [B, T],
         PAD = no target), with the batch row of its sequence."""
         inputs = (features[schema.HIST_ITEMS], features[schema.HIST_CATS])
+        if self.config.time_gaps:
+            inputs += (features[schema.HIST_GAPS], features[schema.TARGET_GAP])
         if not self.config.every_position:
-            query = self.query_embedding(*inputs, training=training)
+            query = self._finish(self.query_tower(inputs, training=training))
             return query, tf.cast(features[schema.TARGET_ITEM], tf.int64), None
         steps = self.query_tower.sequence(inputs, training=training)
         targets = tf.cast(features[schema.TARGET_ITEM], tf.int64)[:, -tf.shape(steps)[1] :]

@@ -43,8 +43,17 @@ class Retriever:
         """The item vocabulary size, reserved rows included (rows of item_embeddings)."""
         return len(self.item_ids)
 
-    def encode(self, hist_items_idx: np.ndarray, hist_cats_idx: np.ndarray, batch_size: int = 4096) -> np.ndarray:
-        """Query embeddings [B, D] for histories of vocabulary indices, left-padded with 0."""
+    @property
+    def reads_gaps(self) -> bool:
+        """Whether the query tower reads the history's time (config.time_gaps): then pass `behaviour` to encode."""
+        return bool(self.config.time_gaps)
+
+    def encode(
+        self, hist_items_idx: np.ndarray, hist_cats_idx: np.ndarray, batch_size: int = 4096, behaviour=None
+    ) -> np.ndarray:
+        """Query embeddings [B, D] for histories of vocabulary indices, left-padded with 0. `behaviour`
+        (serving.funnel.Behaviour aligned with the histories, or None: unknown) gives a model that reads
+        time its steps' gaps and the request gap; a model that does not ignores it."""
         hist_items_idx = np.asarray(hist_items_idx, dtype=np.int64)
         hist_cats_idx = np.asarray(hist_cats_idx, dtype=np.int64)
         if hist_items_idx.ndim != 2 or hist_items_idx.shape != hist_cats_idx.shape:
@@ -53,21 +62,31 @@ class Retriever:
             )
         if hist_items_idx.size and (hist_items_idx.min() < 0 or hist_items_idx.max() >= self.num_items):
             raise ValueError(f"history item index outside the vocabulary [0, {self.num_items})")
-        encode = self._encoder.signatures["encode_indices"]
-        parts = [
-            encode(
-                hist_items=tf.constant(hist_items_idx[i : i + batch_size]),
-                hist_cats=tf.constant(hist_cats_idx[i : i + batch_size]),
-            )["embedding"].numpy()
-            for i in range(0, max(len(hist_items_idx), 1), batch_size)
-        ]
+        gaps = None
+        if behaviour is not None and self.reads_gaps:
+            gaps = np.asarray(behaviour.gaps, np.int64), np.asarray(behaviour.request_gap, np.int64)
+            if gaps[0].shape != hist_items_idx.shape or gaps[1].shape != hist_items_idx.shape[:1]:
+                raise ValueError(f"gaps of shape {gaps[0].shape}, {gaps[1].shape} for histories {hist_items_idx.shape}")
+        encode = self._encoder.signatures[export.ENCODE_WITH_GAPS if gaps else "encode_indices"]
+        parts = []
+        for i in range(0, max(len(hist_items_idx), 1), batch_size):
+            rows = slice(i, i + batch_size)
+            inputs = {"hist_items": tf.constant(hist_items_idx[rows]), "hist_cats": tf.constant(hist_cats_idx[rows])}
+            if gaps:
+                inputs.update(hist_gaps=tf.constant(gaps[0][rows]), request_gap=tf.constant(gaps[1][rows]))
+            parts.append(encode(**inputs)["embedding"].numpy())
         return np.concatenate(parts)[: len(hist_items_idx)]
 
     def top_k(
-        self, hist_items_idx: np.ndarray, hist_cats_idx: np.ndarray, k: int, exclude_history: bool = True
+        self,
+        hist_items_idx: np.ndarray,
+        hist_cats_idx: np.ndarray,
+        k: int,
+        exclude_history: bool = True,
+        behaviour=None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(item indices [B, k], scores [B, k]) of the best available items, the history's items excluded."""
-        queries = self.encode(hist_items_idx, hist_cats_idx)
+        queries = self.encode(hist_items_idx, hist_cats_idx, behaviour=behaviour)
         exclude = [row[row >= schema.NUM_RESERVED] for row in np.asarray(hist_items_idx)] if exclude_history else None
         return self.index.search(queries, k, exclude)
 

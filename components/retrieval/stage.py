@@ -30,7 +30,7 @@ def run(
     from components.retrieval import warm_start as warm
 
     if warm_start and parent_dir is None:
-        parent_dir, parent_version = warm.parent_of(registry_dir)
+        parent_dir, parent_version = warm.parent_of(registry_dir, dataclasses.replace(RetrievalConfig(), **settings))
     if parent_dir is not None and warm_start:
         settings["epochs"] = warm_start_epochs
     config = dataclasses.replace(RetrievalConfig(), **settings)

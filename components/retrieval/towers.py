@@ -6,6 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from components import schema
+from components.features import behaviour
 from components.retrieval.config import RetrievalConfig
 from components.retrieval.data import NUM_PRICE_BUCKETS, Catalogue
 
@@ -218,11 +219,12 @@ def sequence_encoder(config: RetrievalConfig) -> tf.keras.layers.Layer:
     )
 
 
-def trim_history(hist_items, hist_cats, max_len: int):
+def trim_history(hist_items, hist_cats, max_len: int, hist_gaps=None):
     """Cuts left-padded histories to the batch's longest (at most max_len) and gives every row a step.
 
     A row of only padding (a user we know nothing about) reads as one OOV step, so it still gets a
-    query embedding instead of NaNs from an all-masked attention.
+    query embedding instead of NaNs from an all-masked attention. `hist_gaps` [B, L] (or None) is cut
+    with the items, its filled step NO_GAP; it comes back as the fourth value (None if not given).
     """
     hist_items = tf.cast(hist_items[:, -max_len:], tf.int64)
     hist_cats = tf.cast(hist_cats[:, -max_len:], tf.int64)
@@ -234,11 +236,21 @@ def trim_history(hist_items, hist_cats, max_len: int):
     fill = tf.logical_and(empty, newest[tf.newaxis])
     hist_items = tf.where(fill, tf.constant(schema.OOV_INDEX, tf.int64), hist_items)
     hist_cats = tf.where(fill, tf.constant(schema.OOV_INDEX, tf.int64), hist_cats)
-    return hist_items, hist_cats, tf.logical_or(mask, fill)
+    if hist_gaps is not None:
+        hist_gaps = tf.cast(hist_gaps[:, -max_len:], tf.int64)[:, -longest:]
+        hist_gaps = tf.where(fill, tf.constant(schema.NO_GAP, tf.int64), hist_gaps)
+    return hist_items, hist_cats, tf.logical_or(mask, fill), hist_gaps
+
+
+def request_gaps(hist_gaps, request_gap):
+    """Each step's request gap [B, T]: the gap to the step after it, the newest step's `request_gap` [B]
+    (columns of left-padded gaps [B, T]; a padded column's value is never read)."""
+    return tf.concat([hist_gaps[:, 1:], tf.cast(request_gap, tf.int64)[:, tf.newaxis]], axis=1)
 
 
 class QueryTower(tf.keras.Model):
-    """History (item and category indices, left-padded) -> query embedding [B, D] of its newest step."""
+    """History (item and category indices, left-padded; with config.time_gaps also each step's gap and the
+    request gap) -> query embedding [B, D] of its newest step."""
 
     def __init__(self, item_embedding, category_embedding, config: RetrievalConfig, **kwargs):
         super().__init__(**kwargs)
@@ -247,18 +259,45 @@ class QueryTower(tf.keras.Model):
         self.encoder = sequence_encoder(config)
         self.projection = tf.keras.layers.Dense(config.embedding_dim)
         self.max_len = config.max_len
+        self.time_gaps = config.time_gaps
+        if config.time_gaps:
+            # bucket 0 (NO_GAP: unknown, or a user's first step) starts at zero like every bucket
+            self.gap_embedding = tf.keras.layers.Embedding(
+                behaviour.NUM_GAP_BUCKETS, config.embedding_dim, embeddings_initializer="zeros", name="gap_embedding"
+            )
+            self.request_embedding = tf.keras.layers.Embedding(
+                behaviour.NUM_GAP_BUCKETS,
+                config.embedding_dim,
+                embeddings_initializer="zeros",
+                name="request_gap_embedding",
+            )
 
     def sequence(self, inputs, training=False):
         """One query embedding per step [B, T, D], in the columns of the trimmed left-padded input
-        (T = the batch's longest history, at most max_len); step t reads steps up to t only."""
-        hist_items, hist_cats, mask = trim_history(inputs[0], inputs[1], self.max_len)
+        (T = the batch's longest history, at most max_len); step t reads steps up to t only.
+
+        inputs: (hist_items, hist_cats) or (hist_items, hist_cats, hist_gaps [B, L], request_gap [B]); step t's
+        request is then the gap to step t + 1 (the newest step's: request_gap), which is the time a query at
+        that step is asked, never anything the step does not know when it is asked."""
+        gaps = inputs[2] if self.time_gaps and len(inputs) > 2 else None
+        hist_items, hist_cats, mask, gaps = trim_history(inputs[0], inputs[1], self.max_len, gaps)
         # right-align for the encoders (stable sort: real steps first, in order) and back afterwards
         order = tf.argsort(tf.cast(tf.logical_not(mask), tf.int32), axis=1, stable=True)
         steps = self.item_embedding(hist_items) + self.category_embedding(hist_cats)
+        if self.time_gaps:
+            if gaps is None:  # a caller that knows no gaps: every step and request NO_GAP
+                gaps = tf.fill(tf.shape(hist_items), tf.constant(schema.NO_GAP, tf.int64))
+                requests = gaps
+            else:
+                requests = request_gaps(gaps, inputs[3])
+            steps += self.gap_embedding(behaviour.gap_buckets(gaps))
         encoded = self.encoder(
             tf.gather(steps, order, batch_dims=1), tf.gather(mask, order, batch_dims=1), training=training
         )
-        return self.projection(tf.gather(encoded, tf.argsort(order, axis=1), batch_dims=1))
+        encoded = tf.gather(encoded, tf.argsort(order, axis=1), batch_dims=1)
+        if self.time_gaps:
+            encoded += self.request_embedding(behaviour.gap_buckets(requests))
+        return self.projection(encoded)
 
     def call(self, inputs, training=False):
         """The query embedding [B, D]: the encoder's output at the newest step of the history [B, T]."""
@@ -287,6 +326,9 @@ class CandidateTower(tf.keras.Model):
             id_known = catalogue.train_count > 0
         if not config.features_only_unseen:
             id_known = np.ones(catalogue.num_items, bool)
+        self.item_features = config.item_features
+        if not config.item_features:
+            id_known = np.ones(catalogue.num_items, bool)  # the id row is all there is
         self.id_weight = tf.constant(np.asarray(id_known, np.float32)[:, None])
         self.item_embedding = item_embedding
         self.category_embedding = category_embedding
@@ -295,10 +337,15 @@ class CandidateTower(tf.keras.Model):
         self.item_category = tf.constant(catalogue.item_category, tf.int64)
         self.item_brand = tf.constant(catalogue.item_brand, tf.int64)
         self.item_price_bucket = tf.constant(catalogue.item_price_bucket, tf.int64)
+        if not config.item_features:  # unused, but built: the warm start and its files carry every table
+            self.brand_embedding.build((None,))
+            self.price_embedding.build((None,))
 
     def call(self, item_index, training=False):
         """The candidate embedding [N, D] of item indices [N]: id row (weighted) plus category, brand and price rows."""
         item_index = tf.cast(item_index, tf.int64)
+        if not self.item_features:
+            return self.item_embedding(item_index)
         return (
             self.item_embedding(item_index) * tf.gather(self.id_weight, item_index)
             + self.category_embedding(tf.gather(self.item_category, item_index))

@@ -69,29 +69,41 @@ def batch_order(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) 
     return batches[rng.permutation(num_batches)].reshape(-1)
 
 
-def _epoch_dataset(train: Examples | Sequences, order: np.ndarray, batch_size: int) -> tf.data.Dataset:
+def _epoch_dataset(
+    train: Examples | Sequences, order: np.ndarray, batch_size: int, gaps: bool = False
+) -> tf.data.Dataset:
     tensors = {
         schema.HIST_ITEMS: train.hist_items[order],
         schema.HIST_CATS: train.hist_cats[order],
         schema.TARGET_ITEM: train.target_item[order],
     }
+    if gaps:
+        hist_gaps, target_gap = train.gaps()
+        tensors[schema.HIST_GAPS], tensors[schema.TARGET_GAP] = hist_gaps[order], target_gap[order]
     return tf.data.Dataset.from_tensor_slices(tensors).batch(batch_size, drop_remainder=True).prefetch(2)
 
 
-def encode_queries(model: TwoTowerModel, hist_items: np.ndarray, hist_cats: np.ndarray) -> np.ndarray:
+def encode_queries(
+    model: TwoTowerModel, hist_items: np.ndarray, hist_cats: np.ndarray, gaps: tuple | None = None
+) -> np.ndarray:
     """Query embeddings in row order; rows are encoded shortest history first, so most chunks are
-    trimmed to a few steps instead of the longest history of the split."""
+    trimmed to a few steps instead of the longest history of the split. `gaps`: (hist_gaps, request_gap)
+    of a model with config.time_gaps (None: unknown)."""
     order = np.argsort((hist_items != schema.PAD_INDEX).sum(axis=1), kind="stable")
     out = np.empty((len(order), model.config.embedding_dim), dtype=np.float32)
     for start in range(0, len(order), ENCODE_BATCH):
         rows = order[start : start + ENCODE_BATCH]
-        out[rows] = model.encode(tf.constant(hist_items[rows]), tf.constant(hist_cats[rows])).numpy()
+        inputs = [tf.constant(hist_items[rows]), tf.constant(hist_cats[rows])]
+        if gaps is not None and model.config.time_gaps:
+            out[rows] = model.encode_with_gaps(*inputs, tf.constant(gaps[0][rows]), tf.constant(gaps[1][rows])).numpy()
+        else:
+            out[rows] = model.encode(*inputs).numpy()
     return out
 
 
 def evaluate(model: TwoTowerModel, examples: Examples) -> dict[str, float]:
     """Full-catalogue metrics of `model` on a valid or test split."""
-    queries = encode_queries(model, examples.hist_items, examples.hist_cats)
+    queries = encode_queries(model, examples.hist_items, examples.hist_cats, examples.gaps())
     return evaluation.ranking_report(queries, model.item_embeddings(), examples.target_item, examples.seen_items)
 
 
@@ -115,7 +127,11 @@ def train(
             log.info("retrieval: warm start from %s: %s", parent.version, carried)
         # every variable (the model's and Adam's slots) exists before fit traces its step: a tf.function that creates
         # variables on its first call traces twice (it did: ~1.5 CPU s of each run on the lifecycle shop)
-        optimizer = tf.keras.optimizers.Adam(config.learning_rate)
+        optimizer = (
+            tf.keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay)
+            if config.weight_decay
+            else tf.keras.optimizers.Adam(config.learning_rate)
+        )
         optimizer.build(model.trainable_variables)
         model.compile(optimizer=optimizer)
     rows = train_sequences(train_set, catalogue.item_category) if config.every_position else train_set
@@ -131,12 +147,15 @@ def train(
     best = {"score": -1.0, "epoch": 0, "metrics": {}, "weights": None}
     # the train step and the query encoder traced here, before the first epoch: the start-up (model build, warm
     # start, graph tracing) is then measured apart from the epochs; fit and validation reuse both graphs
-    model.make_train_function().get_concrete_function(iter(_epoch_dataset(rows, np.arange(batch_size), batch_size)))
-    model.encode.get_concrete_function()
+    gaps = config.time_gaps
+    model.make_train_function().get_concrete_function(
+        iter(_epoch_dataset(rows, np.arange(batch_size), batch_size, gaps))
+    )
+    (model.encode_with_gaps if gaps else model.encode).get_concrete_function()
     startup_s, startup_cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
     fit_s, epochs_run, history = 0.0, 0, []
     for epoch in range(1, config.epochs + 1):
-        dataset = _epoch_dataset(rows, batch_order(lengths, batch_size, rng), batch_size)
+        dataset = _epoch_dataset(rows, batch_order(lengths, batch_size, rng), batch_size, gaps)
         fit_started = time.perf_counter()
         history_of_fit = model.fit(dataset, epochs=1, verbose=0)
         epoch_fit_s = time.perf_counter() - fit_started

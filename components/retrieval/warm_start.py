@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from components import schema
-from components.retrieval.config import RetrievalConfig
+from components.retrieval.config import UNRECORDED, RetrievalConfig
 from components.retrieval.data import Catalogue
 from components.warm_start import (
     WARM_START,
@@ -37,7 +37,16 @@ from components.warm_start import (
 
 __all__ = ["WARM_START", "WEIGHTS", "Parent", "WarmStartError", "build", "initialise", "parent_of", "save"]
 # fields of the config that shape the weights: a parent must agree on them
-ARCHITECTURE = ("encoder", "embedding_dim", "max_len", "num_blocks", "num_heads", "filter_mix", "positions")
+ARCHITECTURE = (
+    "encoder",
+    "embedding_dim",
+    "max_len",
+    "num_blocks",
+    "num_heads",
+    "filter_mix",
+    "positions",
+    "time_gaps",
+)
 
 
 def _tables(model) -> dict[str, tf.Variable]:
@@ -96,8 +105,8 @@ class Parent:
 
 def initialise(model, catalogue: Catalogue, config: RetrievalConfig, parent: Parent) -> dict:
     """Seeds a built `model` from `parent`; returns what was carried (written as WARM_START)."""
-    # a config written before `positions` existed had absolute positions
-    check_architecture({"positions": "absolute", **parent.config}, dataclasses.asdict(config), ARCHITECTURE)
+    # a config written before `positions` (`time_gaps`) existed had absolute positions (no gaps)
+    check_architecture({**UNRECORDED, **parent.config}, dataclasses.asdict(config), ARCHITECTURE)
     tables = _tables(model)
     a = parent.arrays
     carried = carry_rows(tables["item"], a["table_item"], catalogue.item_ids, a["ids_item"], schema.NUM_RESERVED)
@@ -112,9 +121,20 @@ def initialise(model, catalogue: Catalogue, config: RetrievalConfig, parent: Par
     return {"parent_version": parent.version, "carried_items": carried, "new_items": new_items}
 
 
-def parent_of(registry_dir: str | Path | None) -> tuple[str | None, str]:
-    """(retrieval artifact, version) of the last blessed model that can seed a warm start, else (None, "") with a
-    warning saying why the run trains from scratch."""
+def parent_of(registry_dir: str | Path | None, config: RetrievalConfig | None = None) -> tuple[str | None, str]:
+    """(retrieval artifact, version) of the last blessed model that can seed a warm start of `config` (None: any),
+    else (None, "") with a warning saying why the run trains from scratch (a parent of another architecture: one
+    from before the query tower read time, say)."""
     from components import warm_start
 
-    return warm_start.parent_of(registry_dir, "retrieval")
+    def usable(artifact: Path) -> str | None:
+        if config is None:
+            return None
+        blessed = {**UNRECORDED, **schema.RetrievalModelConfig.read(artifact).config}
+        current = dataclasses.asdict(config)
+        changed = [name for name in ARCHITECTURE if blessed.get(name) != current.get(name)]
+        if not changed:
+            return None
+        return f"has another {changed[0]} ({blessed.get(changed[0])!r}, this run's {current[changed[0]]!r})"
+
+    return warm_start.parent_of(registry_dir, "retrieval", usable)

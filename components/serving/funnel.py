@@ -200,6 +200,14 @@ def top_n(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     return idx, np.take_along_axis(part_scores, order, axis=1)
 
 
+def retrieval_queries(retriever: Retriever, hist_items, hist_cats, behaviour: Behaviour | None = None) -> np.ndarray:
+    """float32 [B, D]: retriever.encode, handing it the behaviour only when there is one and the retriever reads
+    time (reads_gaps: its query tower reads the steps' gaps and the request gap)."""
+    if behaviour is None or not getattr(retriever, "reads_gaps", False):
+        return np.asarray(retriever.encode(hist_items, hist_cats), dtype=np.float32)
+    return np.asarray(retriever.encode(hist_items, hist_cats, behaviour=behaviour), dtype=np.float32)
+
+
 def retrieval_scores(
     retriever: Retriever,
     hist_items: np.ndarray,
@@ -207,10 +215,11 @@ def retrieval_scores(
     seen_items: Sequence[np.ndarray] | None,
     allowed: np.ndarray,
     keep: np.ndarray | None = None,
+    behaviour: Behaviour | None = None,
 ) -> np.ndarray:
     """float32 [B, num_items]: dot products of the query with every item; -inf where not recommendable
     (seen items too, except `keep`: see mask_seen)."""
-    query = np.asarray(retriever.encode(hist_items, hist_cats), dtype=np.float32)
+    query = retrieval_queries(retriever, hist_items, hist_cats, behaviour)
     scores = query @ retriever.item_embeddings.T
     scores += np.where(allowed, np.float32(0), np.float32(-np.inf))
     mask_seen(scores, hist_items, seen_items, keep)
@@ -287,10 +296,10 @@ def popularity_lists(
     return np.where(np.isfinite(top_scores), items, schema.PAD_INDEX), top_scores
 
 
-def retrieve_candidates(retriever, hist_items, hist_cats, seen_items, allowed, candidates_n, keep=None):
+def retrieve_candidates(retriever, hist_items, hist_cats, seen_items, allowed, candidates_n, keep=None, behaviour=None):
     """Retrieval top-N per user, best first: candidate indices (PAD where fewer exist), which slots are real,
     and their retrieval scores (-inf where not real). `keep`: see mask_seen (offline evaluation only)."""
-    scores = retrieval_scores(retriever, hist_items, hist_cats, seen_items, allowed, keep)
+    scores = retrieval_scores(retriever, hist_items, hist_cats, seen_items, allowed, keep, behaviour)
     candidates, cand_scores = top_n(scores, candidates_n)
     valid = np.isfinite(cand_scores)
     return np.where(valid, candidates, schema.PAD_INDEX), valid, cand_scores
@@ -387,13 +396,11 @@ def _retrieved_batches(retriever, hist_items, hist_cats, behaviour, seen_items, 
     for rows, width in length_batches(hist_items, users, batch):
         hist, cats = hist_items[rows, -width:], hist_cats[rows, -width:]
         seen = None if seen_items is None else [seen_items[r] for r in rows]
-        candidates, valid, cand_scores = retrieve_candidates(retriever, hist, cats, seen, allowed, candidates_n)
-        yield (
-            rows,
-            (hist, cats, candidates, valid),
-            cand_scores,
-            None if behaviour is None else behaviour.take(rows, width),
+        steps = None if behaviour is None else behaviour.take(rows, width)
+        candidates, valid, cand_scores = retrieve_candidates(
+            retriever, hist, cats, seen, allowed, candidates_n, behaviour=steps
         )
+        yield rows, (hist, cats, candidates, valid), cand_scores, steps
 
 
 def _batches(rows: np.ndarray, size: int):

@@ -39,10 +39,10 @@ def candidate_scores(
     ]
     for rows, width in funnel.length_batches(hist, np.arange(len(hist)), _USERS_PER_BATCH):
         h, c = hist[rows, -width:], cats[rows, -width:]
-        cands, valid, scores = funnel.retrieve_candidates(
-            retriever, h, c, [seen[r] for r in rows], allowed, n, keep=targets[rows]
-        )
         steps = None if behaviour is None else behaviour.take(rows, width)
+        cands, valid, scores = funnel.retrieve_candidates(
+            retriever, h, c, [seen[r] for r in rows], allowed, n, keep=targets[rows], behaviour=steps
+        )
         probabilities = funnel.ranker_scores(ranker, h, c, cands, ranker.item_category[cands], steps)
         out[0][rows], out[1][rows], out[2][rows] = cands, np.where(valid, probabilities, 0.5), scores
     return tuple(out)

@@ -39,8 +39,15 @@ def sequential_shop(
     return sequences
 
 
-def write_features(directory: Path, sequences: list[list[int]], item_category: dict[int, int], max_len: int) -> Path:
-    """Writes the features layout the way the Beam job does: vocabularies, item features, retrieval TFRecords."""
+def write_features(
+    directory: Path,
+    sequences: list[list[int]],
+    item_category: dict[int, int],
+    max_len: int,
+    gaps: list[list[int]] | None = None,
+) -> Path:
+    """Writes the features layout the way the Beam job does: vocabularies, item features, retrieval TFRecords.
+    `gaps`: each step's seconds since the step before, per sequence (default: a day each)."""
     counts: dict[int, int] = {}
     for sequence in sequences:
         for item in sequence:
@@ -64,13 +71,14 @@ def write_features(directory: Path, sequences: list[list[int]], item_category: d
         for t in range(1, len(sequence)):
             split = "test" if t == len(sequence) - 1 else "valid" if t == len(sequence) - 2 else "train"
             history = sequence[max(0, t - max_len) : t]
+            step_gaps = [86_400] * len(sequence) if gaps is None else gaps[user]
             feature = {
                 schema.USER: _int_feature([user + schema.NUM_RESERVED]),
                 schema.HIST_ITEMS: _int_feature(item_index[i] for i in history),
                 schema.HIST_CATS: _int_feature(cat_index[item_category[i]] for i in history),
                 schema.HIST_TYPES: _int_feature([1] * len(history)),  # one view a day
-                schema.HIST_GAPS: _int_feature([86_400] * len(history)),
-                schema.TARGET_GAP: _int_feature([86_400]),
+                schema.HIST_GAPS: _int_feature(step_gaps[max(0, t - max_len) : t]),
+                schema.TARGET_GAP: _int_feature([step_gaps[t]]),
                 schema.TARGET_ITEM: _int_feature([item_index[sequence[t]]]),
                 schema.TARGET_CAT: _int_feature([cat_index[item_category[sequence[t]]]]),
             }
