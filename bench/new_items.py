@@ -54,7 +54,11 @@ def retrieval_report(features_dir: str | Path, retrieval_dir: str | Path, k: int
     rows = new_item_rows(test, catalogue)
     if not len(rows):
         return {"targets": 0}
-    queries = retriever.encode(test.hist_items[rows], test.hist_cats[rows])
+    from components.serving.funnel import Behaviour
+
+    gaps, request = test.gaps()
+    steps = Behaviour(np.zeros_like(gaps[rows]), gaps[rows], request[rows])
+    queries = retriever.encode(test.hist_items[rows], test.hist_cats[rows], behaviour=steps)
     seen = [test.seen_items[r] for r in rows]
     model = top_lists(queries, np.asarray(retriever.item_embeddings, np.float32), seen, catalogue.available, k)
     baseline = category_popularity_lists(catalogue, test, rows, k)
