@@ -91,7 +91,7 @@ def parse_overrides(items: list[str]) -> dict:
 
 def run_row(features_dir: str, overrides: dict, seed: int) -> dict:
     """One row of the ablation: retrieval trained with `overrides` on one seed, its valid and test metrics and speed."""
-    config = dataclasses.replace(RetrievalConfig(), seed=seed, **overrides)
+    config = dataclasses.replace(RetrievalConfig(), **{"seed": seed, **overrides})  # --set seed=K picks one seed
     result = training.train_from_features(features_dir, config)
     test = training.evaluate(result.model, load_examples(features_dir, "test", config.max_len))
     return {

@@ -128,7 +128,7 @@ def score_targets(
         p = np.asarray(funnel.ranker_scores(ranker, hist, cats, cands, cand_cats_rows, steps), dtype=np.float32)
         fused = p
         if weight:
-            query = np.asarray(retriever.encode(hist, cats), dtype=np.float32)
+            query = funnel.retrieval_queries(retriever, hist, cats, steps)
             fused = funnel.fuse(p, query @ retriever.item_embeddings[candidates].T, weight)
         for t in range(len(targets)):
             ranker_scores[t, rows] = p[:, owner == t].max(axis=1)

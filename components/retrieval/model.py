@@ -74,7 +74,7 @@ class TwoTowerModel(tfrs.Model):
         with every_position one per step of each sequence that has a target (features[TARGET_ITEM] [B, T],
         PAD = no target), with the batch row of its sequence."""
         inputs = (features[schema.HIST_ITEMS], features[schema.HIST_CATS])
-        if self.config.time_gaps:
+        if self.config.time_gaps and schema.HIST_GAPS in features:  # a batch without gaps reads them as unknown
             inputs += (features[schema.HIST_GAPS], features[schema.TARGET_GAP])
         if not self.config.every_position:
             query = self._finish(self.query_tower(inputs, training=training))

@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -88,7 +90,23 @@ def test_towers_share_the_item_table(catalogue):
     assert len(names) == 1, names
 
 
+def test_without_item_features_an_item_is_its_id_row(catalogue):
+    """item_features=False: the candidate is the shared id row alone, an item without train targets included."""
+    config = RetrievalConfig(encoder="mean", embedding_dim=16, max_len=10, item_features=False, normalize=False)
+    model = TwoTowerModel(catalogue, config)
+    model.encode(np.array([[5]]), np.array([[2]]))
+    items = np.arange(catalogue.num_items)
+    np.testing.assert_allclose(model.item_embeddings(), model.candidate_tower.item_embedding(items).numpy())
+    with_features = TwoTowerModel(catalogue, dataclasses.replace(config, item_features=True))
+    with_features.encode(np.array([[5]]), np.array([[2]]))
+    assert not np.allclose(
+        with_features.item_embeddings(), with_features.candidate_tower.item_embedding(items).numpy(), atol=1e-4
+    )
+
+
 def test_bad_config_is_refused():
+    with pytest.raises(ValueError, match="weight_decay"):
+        RetrievalConfig(weight_decay=-0.1)
     with pytest.raises(ValueError, match="encoder"):
         RetrievalConfig(encoder="lstm")
     with pytest.raises(ValueError, match="num_heads"):
