@@ -44,13 +44,20 @@ def others_arrays(weights: Sequence) -> dict[str, np.ndarray]:
     return {f"other_{k:04d}": weight.numpy() for k, weight in enumerate(weights)}
 
 
-def check_architecture(parent: dict, current: dict, fields: Sequence[str]) -> None:
-    """Refuses a parent whose configuration differs on a field that shapes the weights, naming the field."""
+def architecture_change(parent: dict, current: dict, fields: Sequence[str]) -> str | None:
+    """Why a parent cannot seed this run: "has another <field> (<parent's>, this run's <current>)" for the first
+    field that shapes the weights on which the two configurations differ, or None when they agree."""
     for name in fields:
         if parent.get(name) != current.get(name):
-            raise WarmStartError(
-                f"warm start: the parent's {name} is {parent.get(name)!r}, this run's {current.get(name)!r}"
-            )
+            return f"has another {name} ({parent.get(name)!r}, this run's {current.get(name)!r})"
+    return None
+
+
+def check_architecture(parent: dict, current: dict, fields: Sequence[str]) -> None:
+    """Refuses a parent whose configuration differs on a field that shapes the weights, naming the field."""
+    change = architecture_change(parent, current, fields)
+    if change:
+        raise WarmStartError(f"warm start: the parent {change}")
 
 
 def carry_rows(target, source: np.ndarray, target_ids, source_ids, reserved: int) -> int:

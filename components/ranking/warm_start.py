@@ -22,6 +22,7 @@ from components.warm_start import (
     WARM_START,
     WEIGHTS,
     WarmStartError,
+    architecture_change,
     assign_others,
     carry_rows,
     check_architecture,
@@ -107,11 +108,6 @@ def parent_of(registry_dir: str | Path | None, model_type: str) -> tuple[str | N
         # the stage trains ModelConfig's defaults: a parent of another architecture (one from before the behaviour
         # features, say) cannot seed it
         current = json.loads(json.dumps(dataclasses.asdict(ModelConfig(model_type=model_type))))
-        changed = [name for name in ARCHITECTURE if blessed.get(name) != current.get(name)]
-        return (
-            f"has another {changed[0]} ({blessed.get(changed[0])!r}, this run's {current[changed[0]]!r})"
-            if changed
-            else None
-        )
+        return architecture_change(blessed, current, ARCHITECTURE)
 
     return warm_start.parent_of(registry_dir, "ranking", usable)

@@ -27,6 +27,7 @@ from components.warm_start import (
     WARM_START,
     WEIGHTS,
     WarmStartError,
+    architecture_change,
     assign_others,
     carry_rows,
     check_architecture,
@@ -131,10 +132,6 @@ def parent_of(registry_dir: str | Path | None, config: RetrievalConfig | None = 
         if config is None:
             return None
         blessed = {**UNRECORDED, **schema.RetrievalModelConfig.read(artifact).config}
-        current = dataclasses.asdict(config)
-        changed = [name for name in ARCHITECTURE if blessed.get(name) != current.get(name)]
-        if not changed:
-            return None
-        return f"has another {changed[0]} ({blessed.get(changed[0])!r}, this run's {current[changed[0]]!r})"
+        return architecture_change(blessed, dataclasses.asdict(config), ARCHITECTURE)
 
     return warm_start.parent_of(registry_dir, "retrieval", usable)
