@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from components import schema
+from components.features.sequences import event_flag
 
 
 def user_histories(
@@ -36,7 +37,7 @@ def user_behaviour(events: pd.DataFrame, item_index: dict[str, int], rows: dict[
 
     items = events["item_id"].map(item_index).fillna(schema.OOV_INDEX).astype(np.int64).to_numpy()
     users = events["user_id"].to_numpy()
-    kinds = {kind: 1 << i for i, kind in enumerate(schema.EVENT_TYPES)}
+    kinds = {kind: event_flag(kind) for kind in schema.EVENT_TYPES}
     flags = events["event_type"].map(kinds).fillna(0).astype(np.int64).to_numpy()
     stamps = pd.to_datetime(events["event_ts"], utc=True)
     seconds = ((stamps - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)).to_numpy(np.int64)

@@ -21,6 +21,7 @@ import numpy as np
 
 from components import schema
 from components.export import audiences, complementary, similar
+from components.features.sequences import event_flag
 from components.serving import funnel
 
 HIT_K = 10
@@ -143,7 +144,7 @@ def histories(
             [str(events_path), end],
         ).fetchall()
     lookup = {item: i for i, item in enumerate(item_ids) if i >= schema.NUM_RESERVED}
-    flags = {name: 1 << i for i, name in enumerate(schema.EVENT_TYPES)}
+    flags = {name: event_flag(name) for name in schema.EVENT_TYPES}
     users = np.asarray([r[0] for r in rows], dtype=object)
     hist = np.zeros((len(rows), max_len), dtype=np.int64)
     types = np.zeros((len(rows), max_len), dtype=np.int64)
