@@ -322,6 +322,19 @@ def block_of(user_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(user_id.encode(), digest_size=8).digest(), "little") % NUM_BLOCKS
 
 
+def step_chunks(members: list, limit: int):
+    """Consecutive runs of `members` ((user_id, steps) pairs) of at most `limit` steps in all; a user with more
+    steps than that is a run of its own."""
+    start = 0
+    while start < len(members):
+        stop, steps = start, 0
+        while stop < len(members) and (stop == start or steps + len(members[stop][1]) <= limit):
+            steps += len(members[stop][1])
+            stop += 1
+        yield members[start:stop]
+        start = stop
+
+
 class _ExamplesFn(beam.DoFn):
     """(block, its users' (user_id, steps)) -> one string of TFRecord-framed records per (kind, split) and up to
     BLOCK_STEPS steps of users (sorted by id), each user's records together and in order, and the block's counts.
@@ -350,22 +363,14 @@ class _ExamplesFn(beam.DoFn):
                 split=self._split,
             )
         _, members = element
-        members = sorted(members, key=lambda member: member[0])
         counts = collections.Counter()
-        start = 0
-        while start < len(members):
-            stop, steps = start, 0
-            while stop < len(members) and (stop == start or steps + len(members[stop][1]) <= self._block_steps):
-                steps += len(members[stop][1])
-                stop += 1
-            chunk = members[start:stop]
+        for chunk in step_chunks(sorted(members, key=lambda member: member[0]), self._block_steps):
             examples, capped = self._encoder.encode([u for u, _ in chunk], [s for _, s in chunk])
             counts.update({key: n for key, n in capped.items() if n})
             for (kind, split), (framed, count) in examples.items():
                 if count:
                     counts[f"examples/{kind}/{split}"] += count
                     yield beam.pvalue.TaggedOutput(output_tag(kind, split), framed)
-            start = stop
         yield beam.pvalue.TaggedOutput(STATS, dict(counts))
 
 

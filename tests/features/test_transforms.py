@@ -314,3 +314,12 @@ def test_group_events_by_user_rejects_empty_user_ids():
         with fn_api_pipeline() as p:
             batch = events_table([("", "a", "view", 0, 0), ("u1", "a", "view", 0, 0)])
             _ = p | beam.Create([batch]) | T.GroupEventsByUser(_catalogue(p))
+
+
+def test_step_chunks_cap_the_steps_encoded_together():
+    """A block's users go to the encoder in runs of at most `limit` steps, in order, none left out or repeated; a
+    user longer than the limit is a run of its own."""
+    members = [(f"u{i}", np.zeros(n)) for i, n in enumerate([3, 4, 2, 9, 1, 1, 5])]
+    chunks = list(T.step_chunks(members, limit=6))
+    assert [[user for user, _ in chunk] for chunk in chunks] == [["u0"], ["u1", "u2"], ["u3"], ["u4", "u5"], ["u6"]]
+    assert list(T.step_chunks([], limit=6)) == []
