@@ -159,6 +159,12 @@ def run_off_policy_evaluation(
 
 
 # ---- the bandit re-ranker stage --------------------------------------------------------------------------------
+def mutes_logged(impressions: pd.DataFrame) -> bool:
+    """Whether the impressions log a mute for every row (a table written before `muted`, or by a logger that does
+    not record mutes, has none or nulls: its mutes are unknown, not zero)."""
+    return bool(len(impressions)) and "muted" in impressions and bool(impressions["muted"].notna().all())
+
+
 def fit_bandit_from_logs(
     retriever,
     impressions: pd.DataFrame,
@@ -187,10 +193,9 @@ def fit_bandit_from_logs(
     user_row = impressions["user_id"].map(rows).to_numpy()
     known = ~pd.isna(user_row)
     item = impressions["item_id"].map(item_index).fillna(schema.OOV_INDEX).astype(np.int64).to_numpy()
-    muted = impressions["muted"] if "muted" in impressions else pd.Series([None] * len(impressions), dtype=object)
-    logged = muted.notna().all() and len(impressions) > 0
+    logged = mutes_logged(impressions)
     clicks = weights.of(
-        impressions["clicked"].to_numpy().astype(bool), muted.to_numpy().astype(bool) if logged else None
+        impressions["clicked"].to_numpy().astype(bool), impressions["muted"].to_numpy().astype(bool) if logged else None
     )
     low = min(weights.impression, weights.click, weights.mute if logged else weights.impression)
     high = max(weights.impression, weights.click, weights.mute if logged else weights.impression)
@@ -260,7 +265,7 @@ def run_bandit_reranker(
     summary = {
         "feedback_rows": rows,
         "reward_weighting": weights.spec(),
-        "mutes_logged": bool(len(impressions)) and "muted" in impressions and bool(impressions["muted"].notna().all()),
+        "mutes_logged": mutes_logged(impressions),
         "impressions": len(impressions),
         "context_dim": bandit.context_dim,
         "num_positions": bandit.num_positions,
