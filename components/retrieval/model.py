@@ -52,7 +52,7 @@ class TwoTowerModel(tfrs.Model):
             inputs += (hist_gaps, request_gap)
         return self._finish(self.query_tower(inputs, training=training))
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int64)] * 2, reduce_retracing=True)
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int64)] * 2, reduce_retracing=True, autograph=False)
     def encode(self, hist_items, hist_cats):
         """Inference-time query embeddings as one compiled graph (eager attention is ~10x slower)."""
         return self.query_embedding(hist_items, hist_cats)
@@ -60,6 +60,7 @@ class TwoTowerModel(tfrs.Model):
     @tf.function(
         input_signature=[tf.TensorSpec([None, None], tf.int64)] * 3 + [tf.TensorSpec([None], tf.int64)],
         reduce_retracing=True,
+        autograph=False,
     )
     def encode_with_gaps(self, hist_items, hist_cats, hist_gaps, request_gap):
         """`encode` with each step's gap and the request gap, in seconds (config.time_gaps)."""
@@ -69,6 +70,7 @@ class TwoTowerModel(tfrs.Model):
         """The candidate embedding [N, D] of item indices [N] (normalised when the config says so)."""
         return self._finish(self.candidate_tower(item_index, training=training))
 
+    @tf.autograph.experimental.do_not_convert  # as the towers (towers.UNCONVERTED)
     def _queries_and_targets(self, features, training):
         """(queries [N, D], target items [N], sequence of each row [N] or None): one per prefix example, or
         with every_position one per step of each sequence that has a target (features[TARGET_ITEM] [B, T],

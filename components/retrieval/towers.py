@@ -10,6 +10,10 @@ from components.features import behaviour
 from components.retrieval.config import RetrievalConfig
 from components.retrieval.data import NUM_PRICE_BUCKETS, Catalogue
 
+# UNCONVERTED: the towers' calls (and the layers they call) are traced as written, without autograph's rewrite of
+# their Python (tf.autograph.experimental.do_not_convert): none branches or loops on a tensor's value, and the rewrite
+# was ~0.5 CPU s of each run's tracing (lifecycle shop). Code added here must keep to tf ops (tf.where, tf.while_loop).
+
 # Every encoder maps steps [B, T, D] with their mask [B, T], right-aligned (oldest step in column 0,
 # padding after the newest), to one output per step [B, T, D] that depends on that step and the
 # earlier ones only: a causal encoder, so a loss at every step never lets a step see its future, and
@@ -32,6 +36,11 @@ class GRUEncoder(tf.keras.layers.Layer):
         super().__init__(**kwargs)
         self.dropout = tf.keras.layers.Dropout(dropout)
         self.gru = tf.keras.layers.GRU(dim, return_sequences=True)
+        if not tf.config.list_logical_devices("GPU"):
+            # with no GPU, trace the standard GRU alone: Keras otherwise builds the cuDNN variant beside it in every
+            # graph (for a run-time choice that always picks the standard one here), ~1.4 of a lifecycle run's ~4.4
+            # CPU s of tracing and first execution; same weights and results
+            self.gru._could_use_gpu_kernel = False
 
     def call(self, steps, mask, training=None):
         """The GRU state [B, T, D] after each of steps [B, T, D], the padded ones (mask [B, T]) skipped."""
@@ -272,6 +281,7 @@ class QueryTower(tf.keras.Model):
                 name="request_gap_embedding",
             )
 
+    @tf.autograph.experimental.do_not_convert  # UNCONVERTED above
     def sequence(self, inputs, training=False):
         """One query embedding per step [B, T, D], in the columns of the trimmed left-padded input
         (T = the batch's longest history, at most max_len); step t reads steps up to t only.
@@ -299,6 +309,7 @@ class QueryTower(tf.keras.Model):
             encoded += self.request_embedding(behaviour.gap_buckets(requests))
         return self.projection(encoded)
 
+    @tf.autograph.experimental.do_not_convert
     def call(self, inputs, training=False):
         """The query embedding [B, D]: the encoder's output at the newest step of the history [B, T]."""
         return self.sequence(inputs, training=training)[:, -1]
@@ -341,6 +352,7 @@ class CandidateTower(tf.keras.Model):
             self.brand_embedding.build((None,))
             self.price_embedding.build((None,))
 
+    @tf.autograph.experimental.do_not_convert
     def call(self, item_index, training=False):
         """The candidate embedding [N, D] of item indices [N]: id row (weighted) plus category, brand and price rows."""
         item_index = tf.cast(item_index, tf.int64)
