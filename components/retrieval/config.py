@@ -54,6 +54,10 @@ class RetrievalConfig:
     # Beauty, seed 0: valid NDCG@20 0.0818 -> 0.0857 (HIT@20 0.1583 -> 0.1659)
     time_gaps: bool = True
     seed: int = 0
+    # a warm start's epochs: the train examples its parent did not train on (the days after its cut) plus this share of
+    # the ones it did, drawn afresh each epoch (a replay against forgetting); 1.0: every example, as a cold run.
+    # Needs a parent that recorded its examples' keys (warm_start.TRAIN_KEYS); at every_position, every sequence
+    warm_replay: float = 0.2
     # an item without a train target (a new item) is scored by its features alone, not by its untrained id row
     features_only_unseen: bool = True
 
@@ -66,6 +70,8 @@ class RetrievalConfig:
             raise ValueError(f"unknown positions {self.positions!r}; expected one of {POSITIONS}")
         if self.embedding_dim % self.num_heads:
             raise ValueError(f"embedding_dim {self.embedding_dim} is not divisible by num_heads {self.num_heads}")
+        if not 0 < self.warm_replay <= 1:
+            raise ValueError(f"warm_replay must be in (0, 1], got {self.warm_replay}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         for name in ("embedding_dim", "max_len", "batch_size", "epochs", "patience", "num_negatives"):

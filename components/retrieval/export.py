@@ -164,9 +164,11 @@ def export(
     k: int = DEFAULT_TOP_K,
     history: list[dict] | None = None,
     warm_start: dict | None = None,
+    train_keys=None,
 ) -> Path:
     """Writes the whole artifact through atomic.staged_directory, so a crash leaves no half model.
-    `history` (per-epoch loss and valid metrics) goes to training_history.json for the evaluation report."""
+    `history` (per-epoch loss and valid metrics) goes to training_history.json for the evaluation report;
+    `train_keys` (training.example_keys of the train examples) into WEIGHTS for tomorrow's warm start."""
     output_dir = Path(output_dir)
     with atomic.staged_directory(output_dir, last=CONFIG_FILE) as staging:
         item_embeddings = model.item_embeddings()
@@ -190,7 +192,7 @@ def export(
             atomic.write_json(staging / TRAINING_HISTORY, {"epochs": history})
         from components.retrieval import warm_start as warm
 
-        warm.save(model, catalogue, staging)
+        warm.save(model, catalogue, staging, train_keys)
         if warm_start is not None:
             atomic.write_json(staging / warm.WARM_START, warm_start)
         config.write(staging)

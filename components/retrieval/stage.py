@@ -36,7 +36,15 @@ def run(
     config = dataclasses.replace(RetrievalConfig(), **settings)
     parent = warm.Parent.load(parent_dir, parent_version) if parent_dir else None
     result = train_from_features(features, config, parent)
-    export.export(result.model, result.catalogue, config, model, history=result.history, warm_start=result.warm_start)
+    export.export(
+        result.model,
+        result.catalogue,
+        config,
+        model,
+        history=result.history,
+        warm_start=result.warm_start,
+        train_keys=result.train_keys,
+    )
     log.info("retrieval model written to %s", model)
     return {
         **{f"valid_{name}": value for name, value in result.valid_metrics.items()},

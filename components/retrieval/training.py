@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 
 from components import distribution, schema
@@ -42,6 +43,7 @@ class TrainingResult:
     startup_cpu_s: float = 0.0
     history: list[dict] = dataclasses.field(default_factory=list)  # per epoch: loss, valid hit@20 / ndcg@20, seconds
     warm_start: dict | None = None  # what a warm start carried from its parent (warm_start.initialise)
+    train_keys: np.ndarray | None = None  # example_keys of the train examples, for tomorrow's warm start
 
     @property
     def train_examples_per_s(self) -> float:
@@ -67,6 +69,40 @@ def batch_order(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) 
         raise ValueError(f"{len(lengths)} train examples do not fill one batch of {batch_size}")
     batches = order[: num_batches * batch_size].reshape(num_batches, batch_size)
     return batches[rng.permutation(num_batches)].reshape(-1)
+
+
+def example_keys(features_dir: str | Path, examples: Examples, catalogue: Catalogue) -> np.ndarray:
+    """uint64 [n]: a key of each example's event that another run's features give the same example (its user's id,
+    its target item's id and the seconds from the step before it), whatever the two runs' vocabularies."""
+    users = np.asarray(schema.read_vocab(features_dir, schema.USER_VOCAB), dtype=object)
+    frame = pd.DataFrame(
+        {
+            "user": users[examples.user - schema.NUM_RESERVED],
+            "item": catalogue.item_ids[examples.target_item],
+            "gap": examples.gaps()[1],
+        }
+    )
+    return pd.util.hash_pandas_object(frame, index=False).to_numpy(np.uint64)
+
+
+def replay_split(parent, keys: np.ndarray | None, config: RetrievalConfig) -> tuple[np.ndarray, np.ndarray] | None:
+    """(rows the parent did not train on, rows it did) of a warm start that trains on the new examples plus a replay
+    share of the seen ones (config.warm_replay < 1), or None when every example trains each epoch (a cold run, a
+    parent without recorded keys, no keys, every_position)."""
+    seen = None if parent is None else parent.train_keys
+    if seen is None or keys is None or config.warm_replay >= 1 or config.every_position:
+        return None
+    known = np.isin(keys, seen)
+    return np.flatnonzero(~known), np.flatnonzero(known)
+
+
+def _epoch_rows(split, total: int, replay: float, rng: np.random.Generator) -> np.ndarray:
+    """The rows of one epoch: every row, or the new ones plus a fresh `replay` share of the seen ones."""
+    if split is None:
+        return np.arange(total)
+    new, seen = split
+    drawn = rng.choice(seen, size=int(round(replay * len(seen))), replace=False)
+    return np.sort(np.concatenate([new, drawn]))
 
 
 def _epoch_dataset(
@@ -108,10 +144,17 @@ def evaluate(model: TwoTowerModel, examples: Examples) -> dict[str, float]:
 
 
 def train(
-    train_set: Examples, valid_set: Examples, catalogue: Catalogue, config: RetrievalConfig, parent=None
+    train_set: Examples,
+    valid_set: Examples,
+    catalogue: Catalogue,
+    config: RetrievalConfig,
+    parent=None,
+    keys: np.ndarray | None = None,
 ) -> TrainingResult:
     """Trains up to config.epochs, keeps the weights of the best valid epoch, stops after `patience` worse ones.
-    `parent` (warm_start.Parent) seeds the model from the last blessed one, items by id."""
+    `parent` (warm_start.Parent) seeds the model from the last blessed one, items by id; with `keys`
+    (example_keys of train_set) and a parent that recorded its own, each epoch trains on the examples the parent did
+    not see plus config.warm_replay of the ones it did."""
     from components.retrieval import warm_start
 
     started, cpu_started = time.perf_counter(), time.process_time()
@@ -136,9 +179,13 @@ def train(
         model.compile(optimizer=optimizer)
     rows = train_sequences(train_set, catalogue.item_category) if config.every_position else train_set
     lengths = (rows.hist_items != schema.PAD_INDEX).sum(axis=1)
+    split = replay_split(parent, keys, config)
+    epoch_size = len(rows) if split is None else len(split[0]) + int(round(config.warm_replay * len(split[1])))
+    if carried is not None and split is not None:
+        carried.update(new_examples=int(len(split[0])), seen_examples=int(len(split[1])), replay=config.warm_replay)
     # a shop smaller than one batch still trains (with fewer in-batch negatives)
-    batch_size = min(config.batch_size, len(rows))
-    batches = len(rows) // batch_size
+    batch_size = min(config.batch_size, epoch_size)
+    batches = epoch_size // batch_size
     targets_per_epoch = (
         int((rows.target_item[: batches * batch_size] != schema.PAD_INDEX).sum())
         if config.every_position
@@ -155,7 +202,9 @@ def train(
     startup_s, startup_cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
     fit_s, epochs_run, history = 0.0, 0, []
     for epoch in range(1, config.epochs + 1):
-        dataset = _epoch_dataset(rows, batch_order(lengths, batch_size, rng), batch_size, gaps)
+        epoch_rows = _epoch_rows(split, len(rows), config.warm_replay, rng)
+        order = epoch_rows[batch_order(lengths[epoch_rows], batch_size, rng)]
+        dataset = _epoch_dataset(rows, order, batch_size, gaps)
         fit_started = time.perf_counter()
         history_of_fit = model.fit(dataset, epochs=1, verbose=0)
         epoch_fit_s = time.perf_counter() - fit_started
@@ -202,6 +251,7 @@ def train(
         startup_cpu_s=startup_cpu_s,
         history=history,
         warm_start=carried,
+        train_keys=keys,
     )
     log.info(
         "retrieval trained: %s encoder, %s loss%s, %d epochs (best %d), %d targets per epoch, %.0f s "
@@ -226,4 +276,5 @@ def train_from_features(features_dir: str | Path, config: RetrievalConfig, paren
     catalogue = load_catalogue(features_dir)
     train_set = load_examples(features_dir, "train", config.max_len)
     valid_set = load_examples(features_dir, "valid", config.max_len)
-    return train(train_set, valid_set, catalogue, config, parent)
+    keys = example_keys(features_dir, train_set, catalogue)
+    return train(train_set, valid_set, catalogue, config, parent, keys)

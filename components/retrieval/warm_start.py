@@ -36,7 +36,20 @@ from components.warm_start import (
     save_arrays,
 )
 
-__all__ = ["WARM_START", "WEIGHTS", "Parent", "WarmStartError", "build", "initialise", "parent_of", "save"]
+__all__ = [
+    "TRAIN_KEYS",
+    "WARM_START",
+    "WEIGHTS",
+    "Parent",
+    "WarmStartError",
+    "build",
+    "initialise",
+    "parent_of",
+    "save",
+]
+# in WEIGHTS: the keys of the train examples the model was trained on (training.example_keys), so that tomorrow's
+# warm start can tell the examples of the days after this model's cut from the ones it has seen (config.warm_replay)
+TRAIN_KEYS = "train_keys"
 # fields of the config that shape the weights: a parent must agree on them
 ARCHITECTURE = (
     "encoder",
@@ -72,8 +85,8 @@ def _others(model) -> list[tf.Variable]:
     return [w for w in model.weights if id(w) not in tables]
 
 
-def save(model, catalogue: Catalogue, directory: str | Path) -> None:
-    """WEIGHTS: id tables with their ids, then the other weights in model order."""
+def save(model, catalogue: Catalogue, directory: str | Path, train_keys: np.ndarray | None = None) -> None:
+    """WEIGHTS: id tables with their ids, then the other weights in model order (and TRAIN_KEYS when given)."""
     tables = _tables(model)
     arrays = {f"table_{name}": var.numpy() for name, var in tables.items()}
     arrays["ids_item"] = np.asarray(catalogue.item_ids, dtype=str)
@@ -81,6 +94,8 @@ def save(model, catalogue: Catalogue, directory: str | Path) -> None:
     arrays["ids_brand"] = np.asarray(catalogue.brand_ids, dtype=str)
     arrays["id_known"] = np.asarray(model.candidate_tower.id_weight.numpy()[:, 0] > 0)
     arrays.update(others_arrays(_others(model)))
+    if train_keys is not None:
+        arrays[TRAIN_KEYS] = np.asarray(train_keys, np.uint64)
     save_arrays(directory, arrays)
 
 
@@ -97,6 +112,11 @@ class Parent:
         arrays = load_arrays(retrieval_dir)
         config = schema.RetrievalModelConfig.read(retrieval_dir).config
         return cls(version or Path(retrieval_dir).parent.name, arrays, config)
+
+    @property
+    def train_keys(self) -> np.ndarray | None:
+        """The keys of the parent's train examples (None: a parent that did not record them)."""
+        return self.arrays.get(TRAIN_KEYS)
 
     def known(self, catalogue: Catalogue) -> np.ndarray:
         """[num_items] bool: today's items whose id row the parent trained."""

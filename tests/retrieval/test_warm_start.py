@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from components import schema
 from components.retrieval import stage, warm_start
 from components.retrieval.config import RetrievalConfig
 from components.retrieval.data import load_catalogue
@@ -75,3 +76,56 @@ def test_warm_started_artifact_names_its_parent_and_refuses_another_architecture
     with pytest.raises(warm_start.WarmStartError, match="embedding_dim"):
         stage.run(f2, root / "other", parent_dir=root / "parent", **{**SETTINGS, "embedding_dim": 8})
     assert warm_start.parent_of("") == (None, "")
+
+
+@pytest.fixture(scope="module")
+def next_day(tmp_path_factory):
+    """Day 2 is day 1 with one more step per user: its train split holds day 1's train examples plus, per user, the
+    example of day 1's valid target (each step's gap distinct, so every example has its own key)."""
+    root = tmp_path_factory.mktemp("replay")
+    item_category = {i: i // 10 for i in range(60)}
+    day1 = [s for s in sequential_shop(120, 6, 10, length=8, seed=3) if len(s) >= 5]
+    day2 = [s + [(s[-1] + 1) % 60] for s in day1]
+    gaps = [[1_000 * u + t for t in range(len(s))] for u, s in enumerate(day2)]
+    f1 = write_features(root / "f1", day1, item_category, max_len=6, gaps=[g[:-1] for g in gaps])
+    f2 = write_features(root / "f2", day2, item_category, max_len=6, gaps=gaps)
+    stage.run(f1, root / "parent", **SETTINGS)
+    return root, f1, f2, day1
+
+
+def test_a_warm_start_trains_on_the_examples_its_parent_did_not_see_plus_a_replay_share(next_day):
+    from components.retrieval import training
+    from components.retrieval.data import load_examples
+
+    root, f1, f2, day1 = next_day
+    parent = warm_start.Parent.load(root / "parent", "v1")
+    catalogue = load_catalogue(f2)
+    train = load_examples(f2, "train", 6)
+    keys = training.example_keys(f2, train, catalogue)
+    assert len(parent.train_keys) == sum(len(s) - 3 for s in day1)  # the parent recorded its train examples
+    new, seen = training.replay_split(parent, keys, RetrievalConfig(**SETTINGS, warm_replay=0.5))
+    assert len(new) == len(day1) and len(seen) == len(parent.train_keys)
+    users = train.user[new] - schema.NUM_RESERVED  # the new examples are the day-1 valid targets, one per user
+    assert sorted(catalogue.item_ids[train.target_item[new]].tolist()) == sorted(f"i{day1[u][-2]}" for u in users)
+    assert training.replay_split(parent, keys, RetrievalConfig(**SETTINGS, warm_replay=1.0)) is None
+    assert training.replay_split(None, keys, RetrievalConfig(**SETTINGS)) is None
+
+    stage.run(f2, root / "child", parent_dir=root / "parent", parent_version="v1", **SETTINGS, warm_replay=0.5)
+    lineage = json.loads((root / "child" / warm_start.WARM_START).read_text())
+    assert lineage["new_examples"] == len(day1) and lineage["seen_examples"] == len(seen)
+    assert lineage["replay"] == 0.5
+    child = warm_start.Parent.load(root / "child", "v2")
+    assert len(child.train_keys) == len(train)  # tomorrow's parent knows today's examples, new and replayed
+
+
+def test_an_epoch_holds_every_new_example_and_a_fresh_replay_draw():
+    from components.retrieval.training import _epoch_rows
+
+    rng = np.random.default_rng(0)
+    split = (np.array([3, 7]), np.arange(100, 140))
+    first, second = _epoch_rows(split, 200, 0.25, rng), _epoch_rows(split, 200, 0.25, rng)
+    for rows in (first, second):
+        assert {3, 7} <= set(rows.tolist()) and len(rows) == 2 + 10 and len(set(rows.tolist())) == len(rows)
+        assert set(rows.tolist()) - {3, 7} <= set(range(100, 140))
+    assert not np.array_equal(first, second)
+    np.testing.assert_array_equal(_epoch_rows(None, 5, 0.25, rng), np.arange(5))
