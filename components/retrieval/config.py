@@ -60,6 +60,9 @@ class RetrievalConfig:
     warm_replay: float = 0.2
     # an item without a train target (a new item) is scored by its features alone, not by its untrained id row
     features_only_unseen: bool = True
+    # in training, each candidate row's id row is dropped with this probability, so that the feature rows alone (what
+    # a new item has) learn to score an item; 0: off
+    id_dropout: float = 0.0
 
     def __post_init__(self):
         if self.encoder not in ENCODERS:
@@ -72,6 +75,8 @@ class RetrievalConfig:
             raise ValueError(f"embedding_dim {self.embedding_dim} is not divisible by num_heads {self.num_heads}")
         if not 0 < self.warm_replay <= 1:
             raise ValueError(f"warm_replay must be in (0, 1], got {self.warm_replay}")
+        if not 0 <= self.id_dropout < 1:
+            raise ValueError(f"id_dropout must be in [0, 1), got {self.id_dropout}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         for name in ("embedding_dim", "max_len", "batch_size", "epochs", "patience", "num_negatives"):

@@ -351,6 +351,9 @@ class CandidateTower(tf.keras.Model):
         if not config.item_features:  # unused, but built: the warm start and its files carry every table
             self.brand_embedding.build((None,))
             self.price_embedding.build((None,))
+        # config.id_dropout: in training, a candidate row's id row is left out with this probability (no rescaling),
+        # so the features' rows alone must score the item, as they do for a new item at serving
+        self.id_dropout = tf.keras.layers.Dropout(config.id_dropout) if config.id_dropout > 0 else None
 
     @tf.autograph.experimental.do_not_convert
     def call(self, item_index, training=False):
@@ -358,8 +361,11 @@ class CandidateTower(tf.keras.Model):
         item_index = tf.cast(item_index, tf.int64)
         if not self.item_features:
             return self.item_embedding(item_index)
+        id_weight = tf.gather(self.id_weight, item_index)
+        if self.id_dropout is not None:  # a row Dropout keeps (as 1 / (1 - rate) in training, 1 otherwise) counts 1
+            id_weight *= tf.cast(self.id_dropout(tf.ones_like(id_weight), training=training) > 0, id_weight.dtype)
         return (
-            self.item_embedding(item_index) * tf.gather(self.id_weight, item_index)
+            self.item_embedding(item_index) * id_weight
             + self.category_embedding(tf.gather(self.item_category, item_index))
             + self.brand_embedding(tf.gather(self.item_brand, item_index))
             + self.price_embedding(tf.gather(self.item_price_bucket, item_index))

@@ -70,3 +70,29 @@ def test_an_item_without_events_is_retrievable_through_its_features(tmp_path):
     assert np.isfinite(out["scores"].numpy()[0][lists[0].index("i-c0-new")])
     # its features put it among its own category's items for a user of that category, not at the bottom
     assert lists[0].index("i-c0-new") < len(lists[0]) // 2, lists[0]
+
+
+def test_id_dropout_leaves_an_items_id_row_out_in_training_only(shop_features):
+    from components.retrieval import warm_start
+    from components.retrieval.config import RetrievalConfig
+    from components.retrieval.model import TwoTowerModel
+
+    catalogue = load_catalogue(shop_features)
+    model = TwoTowerModel(catalogue, RetrievalConfig(embedding_dim=8, max_len=10, id_dropout=0.5, seed=0))
+    warm_start.build(model)
+    tower = model.candidate_tower
+    index = tf.constant(np.repeat(np.arange(schema.NUM_RESERVED, 12), 50), tf.int64)
+    features_only = (
+        tower.category_embedding(tf.gather(tower.item_category, index))
+        + tower.brand_embedding(tf.gather(tower.item_brand, index))
+        + tower.price_embedding(tf.gather(tower.item_price_bucket, index))
+    ).numpy()
+    whole = features_only + tower.item_embedding(index).numpy()
+    np.testing.assert_allclose(tower(index, training=False).numpy(), whole, atol=1e-6)
+    trained = tower(index, training=True).numpy()
+    dropped = np.all(np.isclose(trained, features_only, atol=1e-6), axis=1)
+    kept = np.all(np.isclose(trained, whole, atol=1e-6), axis=1)
+    assert np.all(dropped ^ kept)  # each row is its features alone or the whole row, never rescaled
+    assert 0.35 < dropped.mean() < 0.65
+    with pytest.raises(ValueError, match="id_dropout"):
+        RetrievalConfig(id_dropout=1.0)
