@@ -1,8 +1,9 @@
 """make lifecycle-bench: a week of daily runs on the synthetic shop, cold vs warm-started retrieval and DIEN.
 
-    python -m bench.lifecycle --out bench/results/bench.json [--seeds 3] [--days 7]
+    python -m bench.lifecycle --out bench/results/bench.json [--seeds 3] [--days 7] [--scale 1]
 
-The shop (a small preset, so the week runs in minutes) logs its history once; the week then adds new items each
+The shop (a small preset, so the week runs in minutes; --scale K multiplies its users, items, brands and the items
+launched and retired per day by K, its categories by sqrt(K)) logs its history once; the week then adds new items each
 day (their events before the launch are removed, so they are unseen until then) and retires some (no events after
 it, unavailable in the catalogue from then on). Day k's run has run_time = the end of its day and extracts the last
 WINDOW_DAYS whole days (the window_days extract); the features use the time split with its default cut (train
@@ -11,8 +12,9 @@ tomorrow". On INJECTED_DAY the upstream breaks: every category is renamed in the
 
 Per day: the data checks against the last blessed run's statistics (the same code the features stage runs), then
 per seed a cold run and a warm one from that seed's last blessed warm run: retrieval (COLD_EPOCHS, early stopping;
-warm WARM_EPOCHS) and then DIEN on hard negatives from that arm's retrieval model (RANKING_EPOCHS; warm
-min(RANKING_EPOCHS, WARM_EPOCHS), the pipeline's rule). A day is blessed when its data checks found no drift
+warm WARM_EPOCHS, each over the examples its parent did not train on plus RetrievalConfig.warm_replay of the
+others) and then DIEN on hard negatives from that arm's retrieval model (RANKING_EPOCHS; warm min(RANKING_EPOCHS,
+WARM_EPOCHS), the pipeline's rule, on every example). A day is blessed when its data checks found no drift
 (gate_on_drift=true; the bench has no evaluation stage, so the metric gate is not applied); a blessed day registers
 its data statistics (and is the next day's parent). Test NDCG@20 is retrieval's, full catalogue, seen items
 excluded; the ranker's figure is its test AUC. The models stay in memory: a run writes only what tomorrow's warm
@@ -56,6 +58,7 @@ from components import atomic, registry, schema
 from components.extract.runner import relative_window
 from components.features import data_checks
 from components.features.pipeline import run_features
+from components.retrieval.config import RetrievalConfig
 from components.warehouse import synthetic
 
 PRESET = synthetic.ShopConfig(
@@ -72,6 +75,7 @@ COLD_EPOCHS = 12
 WARM_EPOCHS = 4
 RANKING_EPOCHS = 3  # the pipeline's ranking_epochs; a warm DIEN runs min(RANKING_EPOCHS, WARM_EPOCHS)
 SETTINGS = dict(embedding_dim=16, max_len=8, batch_size=256, patience=2)
+OVERRIDES: dict = {}  # RetrievalConfig fields set with --set name=value (tuning runs), both arms
 
 
 def log(message: str) -> None:
@@ -87,9 +91,20 @@ class Shop:
     retire_us: dict[str, int]  # item -> retirement time
 
 
-def make_shop(config: synthetic.ShopConfig, days: int, seed: int = 0) -> Shop:
-    """The shop's log, with NEW_PER_DAY items launched and RETIRED_PER_DAY retired on each day of the week and
-    the two days before it (so the first run's valid and test days have new items too)."""
+def shop_config(scale: float = 1) -> synthetic.ShopConfig:
+    """PRESET with `scale` times its users, items and brands (and sqrt(scale) times its categories)."""
+    return dataclasses.replace(
+        PRESET,
+        n_users=round(PRESET.n_users * scale),
+        n_items=round(PRESET.n_items * scale),
+        n_brands=round(PRESET.n_brands * scale),
+        n_categories=round(PRESET.n_categories * scale**0.5),
+    )
+
+
+def make_shop(config: synthetic.ShopConfig, days: int, seed: int = 0, scale: float = 1) -> Shop:
+    """The shop's log, with scale * NEW_PER_DAY items launched and scale * RETIRED_PER_DAY retired on each day of the
+    week and the two days before it (so the first run's valid and test days have new items too)."""
     world = synthetic.make_world(config, seed)
     events = pa.concat_tables([c.events for c in synthetic.iter_chunks(world, with_impressions=False)])
     items = synthetic.items_table(world)
@@ -100,10 +115,10 @@ def make_shop(config: synthetic.ShopConfig, days: int, seed: int = 0) -> Shop:
     launch, retire, k = {}, {}, 0
     for day in range(FIRST_RUN_DAY - 2, FIRST_RUN_DAY + days):
         start = synthetic.EPOCH_US + day * synthetic.DAY_US
-        for _ in range(NEW_PER_DAY):
+        for _ in range(round(NEW_PER_DAY * scale)):
             launch[ids[order[k]]] = start + int(rng.integers(0, synthetic.DAY_US // 2))
             k += 1
-        for _ in range(RETIRED_PER_DAY):
+        for _ in range(round(RETIRED_PER_DAY * scale)):
             retire[ids[order[k]]] = start + int(rng.integers(0, synthetic.DAY_US))
             k += 1
     ts = events.column("event_ts").cast(pa.int64()).to_numpy()
@@ -205,7 +220,7 @@ def run_day_seed(features: Path, test, catalogue, seed: int, out: Path, parent, 
     from components.retrieval.config import RetrievalConfig
 
     config = dataclasses.replace(
-        RetrievalConfig(), **SETTINGS, seed=seed, epochs=WARM_EPOCHS if parent else COLD_EPOCHS
+        RetrievalConfig(), **SETTINGS, **OVERRIDES, seed=seed, epochs=WARM_EPOCHS if parent else COLD_EPOCHS
     )
     loaded = warm_start.Parent.load(parent[0], parent[2]) if parent else None
     result = training.train_from_features(features, config, loaded)
@@ -213,7 +228,8 @@ def run_day_seed(features: Path, test, catalogue, seed: int, out: Path, parent, 
     queries = training.encode_queries(result.model, test.hist_items, test.hist_cats)
     lists = new_items.top_lists(queries, result.model.item_embeddings(), test.seen_items, catalogue.available)
     out.mkdir(parents=True)
-    warm_start.save(result.model, result.catalogue, out)  # what a warm start reads: weights.npz, config.json
+    # what a warm start reads: weights.npz (with the train examples' keys), config.json
+    warm_start.save(result.model, result.catalogue, out, result.train_keys)
     config.write(out)
     retrieval = {
         "train_s": result.train_s,
@@ -221,7 +237,9 @@ def run_day_seed(features: Path, test, catalogue, seed: int, out: Path, parent, 
         "startup_cpu_s": result.startup_cpu_s,
         "epochs_cpu_s": result.train_cpu_s - result.startup_cpu_s,
         "ndcg@20": metrics["ndcg@20"],
+        "valid_ndcg@20": result.valid_metrics["ndcg@20"],  # of the selected epoch: what an option is chosen on
         "epochs": result.epochs_run,
+        "epoch_examples": result.train_examples,  # a warm run's: the new examples plus its replay share
     }
     spec = schema.FeatureSpec.read(features)
     model_config = ModelConfig(model_type="dien")
@@ -247,12 +265,13 @@ def run_day_seed(features: Path, test, catalogue, seed: int, out: Path, parent, 
     return Run(retrieval, ranker_entry, [], out, ranker_parent), lists
 
 
-def run_week(out_json: Path, seeds: int, days: int, work: Path) -> dict:
-    """The lifecycle bench: a week of daily runs, cold against warm start, with the data checks; writes `out_json`."""
+def run_week(out_json: Path, seeds: int, days: int, work: Path, scale: float = 1, first_seed: int = 0) -> dict:
+    """The lifecycle bench: a week of daily runs, cold against warm start, with the data checks; writes `out_json`.
+    The models' seeds are first_seed .. first_seed + seeds - 1 (a tuning run takes seeds that are not reported)."""
     from components.retrieval.data import load_catalogue, load_examples
 
     started = time.perf_counter()
-    shop = make_shop(PRESET, days)
+    shop = make_shop(shop_config(scale), days, scale=scale)
     log(
         f"shop: {shop.events.num_rows} events, {shop.items.num_rows} items, {len(shop.launch_us)} launched, "
         f"{len(shop.retire_us)} retired during the week"
@@ -308,7 +327,7 @@ def run_week(out_json: Path, seeds: int, days: int, work: Path) -> dict:
                     runs["warm"].append(runs["cold"][seed])
                     continue
                 out = work / f"day{day}" / f"{arm}-{seed}"
-                run, lists = run_day_seed(features, test, catalogue, seed, out, parent, f"day{day}")
+                run, lists = run_day_seed(features, test, catalogue, first_seed + seed, out, parent, f"day{day}")
                 recommended_unavailable += int((~catalogue.available[lists]).sum())
                 run.new_hits = [int(test.target_item[r] in lists[r]) for r in new_rows]
                 runs[arm].append(run)
@@ -342,13 +361,26 @@ def run_week(out_json: Path, seeds: int, days: int, work: Path) -> dict:
                 parents[seed] = (run.retrieval_dir, run.ranker_parent, version)
         table.append(entry)
         _write(
-            out_json, _summary(table, new_hits, new_targets_total, drift_days, recommended_unavailable, seeds, started)
+            out_json,
+            _summary(
+                table,
+                new_hits,
+                new_targets_total,
+                drift_days,
+                recommended_unavailable,
+                seeds,
+                started,
+                scale,
+                first_seed,
+            ),
         )
         log(
             f"day {day}: drift {'FIRED: ' + '; '.join(checks['warnings']) if drifted else 'none'}; "
             f"new-item targets {len(new_rows)}; warm/cold {entry['warm_over_cold']}"
         )
-    result = _summary(table, new_hits, new_targets_total, drift_days, recommended_unavailable, seeds, started)
+    result = _summary(
+        table, new_hits, new_targets_total, drift_days, recommended_unavailable, seeds, started, scale, first_seed
+    )
     _write(out_json, result)
     return result
 
@@ -360,7 +392,9 @@ def _write(out_json: Path, result: dict) -> None:
     atomic.write_json(out_json, current)
 
 
-def _summary(table, new_hits, new_targets_total, drift_days, recommended_unavailable, seeds, started) -> dict:
+def _summary(
+    table, new_hits, new_targets_total, drift_days, recommended_unavailable, seeds, started, scale, first_seed
+) -> dict:
     hit = {arm: round(float(np.mean(v)), 6) if v else None for arm, v in new_hits.items()}
     return {
         "days": table,
@@ -377,25 +411,29 @@ def _summary(table, new_hits, new_targets_total, drift_days, recommended_unavail
         },
         "unavailable_recommended": recommended_unavailable,
         "settings": {
-            "preset": dataclasses.asdict(PRESET),
+            "scale": scale,
+            "preset": dataclasses.asdict(shop_config(scale)),
             "window_days": WINDOW_DAYS,
             "seeds": seeds,
+            "first_seed": first_seed,
             "cold_epochs": COLD_EPOCHS,
             "warm_epochs": WARM_EPOCHS,
             "ranking_epochs": RANKING_EPOCHS,
             "ranking_warm_epochs": min(RANKING_EPOCHS, WARM_EPOCHS),
             **SETTINGS,
-            "new_per_day": NEW_PER_DAY,
-            "retired_per_day": RETIRED_PER_DAY,
+            "new_per_day": round(NEW_PER_DAY * scale),
+            "retired_per_day": round(RETIRED_PER_DAY * scale),
+            "warm_replay": RetrievalConfig().warm_replay,
+            "retrieval_overrides": dict(OVERRIDES),
         },
         "total_s": round(time.perf_counter() - started, 1),
         "complete_days": len(table),
     }
 
 
-def drift_week(days: int, work: Path) -> dict:
+def drift_week(days: int, work: Path, scale: float = 1) -> dict:
     """The data checks alone over the week (no training): which days fire, against which blessed day."""
-    shop = make_shop(PRESET, days)
+    shop = make_shop(shop_config(scale), days, scale=scale)
     registry_dir, empty = work / "registry", work / "empty"
     empty.mkdir(parents=True)
     out = []
@@ -432,14 +470,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="bench/results/bench.json")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--days", type=int, default=7)
+    parser.add_argument("--scale", type=float, default=1, help="shop size: times the preset's users and items")
+    parser.add_argument("--first-seed", type=int, default=0, help="the models' first seed (tuning: one not reported)")
+    parser.add_argument("--set", action="append", default=[], help="a RetrievalConfig field for both arms: name=value")
     parser.add_argument("--work", default="", help="keep the runs' folders here (default: a temporary folder)")
     parser.add_argument("--drift-only", action="store_true", help="the data checks over the week, no training")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    fields = {f.name: f.type for f in dataclasses.fields(RetrievalConfig)}
+    for item in args.set:
+        name, _, value = item.partition("=")
+        if name not in fields:
+            parser.error(f"--set {item}: RetrievalConfig has no field {name!r}")
+        OVERRIDES[name] = json.loads(value)
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="lifecycle-"))
     if args.drift_only:
         try:
-            result = drift_week(args.days, work)
+            result = drift_week(args.days, work, args.scale)
         finally:
             if not args.work:
                 shutil.rmtree(work, ignore_errors=True)
@@ -447,7 +494,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(result["fired_days"]))
         return
     try:
-        result = run_week(Path(args.out), args.seeds, args.days, work)
+        result = run_week(Path(args.out), args.seeds, args.days, work, args.scale, args.first_seed)
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)

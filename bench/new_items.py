@@ -69,3 +69,54 @@ def retrieval_report(features_dir: str | Path, retrieval_dir: str | Path, k: int
         f"category_popularity_hit@{k}": float(np.mean(hits(baseline, targets))),
         "new_items_in_test": int(len(np.unique(targets))),
     }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """One retrieval training on a features output (a time split) with RetrievalConfig overrides: its valid and test
+    NDCG@20 and the new-item report, appended to --out under the overrides' name (choosing an option on valid).
+
+        python -m bench.new_items --features <features dir> --out <file.json> [--seed 0] [--set id_dropout=0.3]
+    """
+    import argparse
+    import dataclasses
+    import json
+    import tempfile
+
+    from components import atomic
+    from components.retrieval import export, training
+    from components.retrieval.config import RetrievalConfig
+    from components.retrieval.data import load_examples
+
+    parser = argparse.ArgumentParser(description=main.__doc__.split("\n")[0])
+    parser.add_argument("--features", required=True)
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", action="append", default=[], help="a RetrievalConfig field: name=value")
+    args = parser.parse_args(argv)
+    overrides = {}
+    for item in args.set:
+        name, _, value = item.partition("=")
+        overrides[name] = json.loads(value)
+    config = dataclasses.replace(RetrievalConfig(), seed=args.seed, **overrides)
+    result = training.train_from_features(args.features, config)
+    test = training.evaluate(result.model, load_examples(args.features, "test", config.max_len))
+    with tempfile.TemporaryDirectory() as model_dir:
+        export.export(result.model, result.catalogue, config, model_dir)
+        new = retrieval_report(args.features, model_dir)
+    row = {
+        "overrides": overrides,
+        "seed": args.seed,
+        "valid": result.valid_metrics,
+        "test": test,
+        "new_items": new,
+        "best_epoch": result.best_epoch,
+        "train_cpu_s": result.train_cpu_s,
+    }
+    current = json.loads(args.out.read_text()) if args.out.exists() else {}
+    current[",".join(args.set) or "default"] = row
+    atomic.write_json(args.out, current)
+    print(json.dumps({k: row[k] for k in ("overrides", "new_items")} | {"valid_ndcg@20": row["valid"]["ndcg@20"]}))
+
+
+if __name__ == "__main__":
+    main()
