@@ -3,13 +3,15 @@
 Stage bench functions (owned by each stage) are found by name: `<stage>_bench` in
 `components.<stage>.bench`, else in `components.<stage>`. The harness calls them with the keyword
 arguments their signature asks for, out of: features_dir, extracted_dir, warehouse_path, model_dir
-(= output_dir, where a model stage writes its KFP-layout artifact), retrieval_dir, ranking_dir,
-evaluation_summary, work_dir, seed, seeds, data, data_format, ablations (names from --ablations). They return bench keys with their
+(= output_dir, where a model stage writes its KFP-layout artifact), model_dirs (seed -> model_dir, for a function
+that runs every seed), retrieval_dir, retrieval_dirs (seed -> retrieval model), ranking_dir, evaluation_summary,
+work_dir, seed, seeds, data, data_format, ablations (names from --ablations). They return bench keys with their
 top-level names (`{"retrieval": {...}}`); a flat dict is filed under the stage's name.
 
 Seeds: a model stage (retrieval, ranking) whose function takes `seeds` gets the tuple (0..n-1), is
-called once and reports medians itself; one that takes `seed` is called once per seed and the
-harness merges the runs. Experiments get `seeds` as the count n.
+called once, writes seed s's artifact to model_dirs[s] and reports medians itself; one that takes `seed` is
+called once per seed and the harness merges the runs. Either way seed s's evaluation and export read seed s's
+retrieval and ranking artifacts: each seed is a whole replicate of the funnel. Experiments get `seeds` as the count n.
 
 A stage whose code has not landed, or that cannot run on the data (no impressions in Amazon data),
 is skipped and its keys stay out of the JSON: the harness raises StageSkipped itself, and a stage
@@ -20,7 +22,8 @@ functions their KFP components call (`components/<stage>/stage.py` `run`; experi
 through experiments_bench, and export's through export_bench, which read the files the entry wrote), with the
 entries' defaults. Where the bench cannot, the reason is the measurement:
 - retrieval and ranking: retrieval_bench and ranking_bench measure the trained model in memory on test, and ranking
-  trains DIEN, DIN (and ablations) for every seed on one training set, with bootstrap intervals over test users from
+  trains DIEN, DIN (and ablations) for every seed on that seed's training set (hard negatives from that seed's
+  retrieval model), with bootstrap intervals over test users from
   the test scores and the speed reference; the stage entry trains one model and returns only its valid (retrieval)
   or finite (ranking) figures. They train through the stage's own code (retrieval.training.train_from_features;
   ranking.training.fit_and_measure and write_artifact, of which train_ranker is made), and a bench function that
@@ -168,6 +171,7 @@ def _available(ctx: Context, seed: int, stage_dir: Path, seeds_as_tuple: bool = 
         "output_dir": str(stage_dir),
         "work_dir": str(stage_dir),
         "retrieval_dir": str(ctx.retrieval_dirs[seed]) if seed in ctx.retrieval_dirs else None,
+        "retrieval_dirs": {s: str(path) for s, path in ctx.retrieval_dirs.items()} or None,
         "ranking_dir": str(ctx.ranking_dirs[seed]) if seed in ctx.ranking_dirs else None,
         "evaluation_summary": str(ctx.evaluation_summary) if ctx.evaluation_summary else None,
         "seed": seed,
@@ -238,22 +242,26 @@ def takes_all_seeds(stage: str) -> bool:
 
 
 def run_model_stage(stage: str, ctx: Context, seed: int | None) -> dict:
-    """retrieval or ranking, for one seed or (seed=None) for all seeds in one call; a model artifact
-    written to model_dir is kept for evaluation and export (for every seed when one call ran them all)."""
+    """retrieval or ranking, for one seed or (seed=None) for all seeds in one call. Each seed's model artifact,
+    written to model_dir (one seed) or model_dirs[seed] (a call that runs them all), is kept for that seed's
+    evaluation and export; a seed whose bench function wrote none is trained by the stage's entry."""
     ctx.require("features_dir")
     function = find_stage_function(stage)
-    model_dir = ctx.work / (f"{stage}-seed{seed}" if seed is not None else f"{stage}-model")
-    result = call_with_context(function, _available(ctx, seed or 0, model_dir, seeds_as_tuple=seed is None))
-    if not (model_dir.is_dir() and any(model_dir.iterdir())):
-        train_artifact(stage, ctx, seed or 0, model_dir)
+    seeds = [seed] if seed is not None else list(range(ctx.seeds))
+    model_dirs = {s: ctx.work / f"{stage}-seed{s}" for s in seeds}
+    available = _available(ctx, seeds[0], model_dirs[seeds[0]], seeds_as_tuple=seed is None)
+    available["model_dirs"] = {s: str(path) for s, path in model_dirs.items()}
+    result = call_with_context(function, available)
     dirs = ctx.retrieval_dirs if stage == "retrieval" else ctx.ranking_dirs
-    for s in [seed] if seed is not None else range(ctx.seeds):
+    for s, model_dir in model_dirs.items():
+        if not (model_dir.is_dir() and any(model_dir.iterdir())):
+            train_artifact(stage, ctx, s, model_dir)
         dirs[s] = model_dir
     keys = file_keys(stage, result)
     if stage == "retrieval" and ctx.feature_split == "time" and "retrieval" in keys:
         from bench import new_items  # items first seen after the cut: HIT@20 against category popularity
 
-        keys["retrieval"]["new_items"] = new_items.retrieval_report(ctx.features_dir, model_dir)
+        keys["retrieval"]["new_items"] = new_items.retrieval_report(ctx.features_dir, model_dirs[seeds[0]])
     return keys
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -121,42 +121,52 @@ def add_intervals(runs: dict[str, dict], labels: dict, scores: dict, users: dict
 def ranking_bench(
     features_dir: str,
     seeds=(0,),
-    model_dir: str | None = None,
+    model_dirs: Mapping[int, str] | None = None,
     epochs: int = TrainConfig.epochs,
-    retrieval_dir: str | None = None,
+    retrieval_dirs: Mapping[int, str] | None = None,
     extracted_dir: str | None = None,
     ablations: tuple[str, ...] = (),
 ) -> dict:
     """{"ranking": {"dien": {...}, "din": {...}, "reference_gru": {...}, ["trees"], [ablations]}} on the test split.
 
-    With `model_dir`, the DIEN model of the first seed is exported there (the ranking model artifact), so
-    evaluation and export use the model that was measured. With `retrieval_dir`, every variant trains with
-    hard negatives from that retrieval model and the exported model gets its funnel fusion weight (chosen
-    on valid), as in the pipeline. On the cvr task with `extracted_dir` (its events), the trees probe runs
-    beside them on the same rows.
+    Each seed is a whole replicate of the funnel's second stage: with `retrieval_dirs` (a retrieval model per
+    seed), seed s trains every variant with hard negatives from retrieval model s, and with `model_dirs` its DIEN
+    is exported to model_dirs[s] (the ranking model artifact) with the fusion weight chosen on valid against
+    retrieval model s, so evaluation and export of seed s use the models that were measured together. On the cvr task with
+    `extracted_dir` (its events), the trees probe runs beside them on the same rows.
     """
     unknown = sorted(set(ablations) - set(ABLATIONS))
     if unknown:
         raise ValueError(f"unknown ablation(s) {unknown}; known: {', '.join(ABLATIONS)}")
+    missing = sorted(set(seeds) - set(retrieval_dirs)) if retrieval_dirs else []
+    if missing:
+        raise ValueError(f"retrieval_dirs has no retrieval model for seed(s) {missing}: each seed needs its own")
     variants = {**VARIANTS, **{name: ABLATIONS[name] for name in ablations}}
     spec = schema.FeatureSpec.read(features_dir)
-    train_set = training_set(features_dir, TrainConfig(seed=seeds[0]), retrieval_dir)
-    train_data = train_set.data
     valid_data, test_data = (load_split(features_dir, split) for split in ("valid", "test"))
     user_ids = np.asarray(schema.read_vocab(features_dir, schema.USER_VOCAB))
     test_users = user_ids[test_data.scalars[schema.USER] - schema.NUM_RESERVED]
     probe_rows = probe.build_rows(extracted_dir, features_dir) if spec.ranking_task == "cvr" and extracted_dir else None
     runs = {name: [] for name in [*variants, *([TREES] if probe_rows else [])]}
+    speed = {}
     for seed in seeds:
+        retrieval_dir = retrieval_dirs[seed] if retrieval_dirs else None
         train_config = TrainConfig(epochs=epochs, seed=seed)
+        train_set = training_set(features_dir, TrainConfig(seed=seed), retrieval_dir)
         labels, scores, users, seed_runs = {}, {}, {}, {}
         for name, config in variants.items():
             model, seed_runs[name] = fit_and_measure(config, train_config, spec, train_set, valid_data, test_data)
             labels[name], users[name] = test_data.scalars[schema.LABEL], test_users
             scores[name] = predict(model, test_data, timed=False)[0]
-            if model_dir and name == "dien" and seed == seeds[0]:
-                write_artifact(model, features_dir, model_dir, spec, train_config, retrieval_dir, seed_runs[name])
+            if model_dirs and seed in model_dirs and name == "dien":
+                write_artifact(
+                    model, features_dir, model_dirs[seed], spec, train_config, retrieval_dir, seed_runs[name]
+                )
             tf.keras.backend.clear_session()
+        if not speed:
+            speed = speed_against_reference(
+                train_set.data, spec.num_items, spec.num_categories, train_config, train_set.statistics
+            )
         if probe_rows:
             seed_runs[TREES] = probe.run_probe(probe_rows, seed)
             scores[TREES] = seed_runs[TREES].pop("test_scores")
@@ -165,9 +175,6 @@ def ranking_bench(
         for name, run in seed_runs.items():
             runs[name].append(run)
     result = {name: metrics.merge_seeds(values) for name, values in runs.items()}
-    speed = speed_against_reference(
-        train_data, spec.num_items, spec.num_categories, TrainConfig(epochs=epochs, seed=seeds[0]), train_set.statistics
-    )
     for key, value in speed.items():  # "dien.speed_vs_reference" -> result["dien"]["speed_vs_reference"]
         model, name = key.split(".", 1)
         result.setdefault(model, {})[name] = value

@@ -104,23 +104,51 @@ def test_crashing_stage_is_reported_and_does_not_stop_the_run(tmp_path, monkeypa
     assert "baselines" not in result["timing"]["stages"]
 
 
-def test_stage_that_runs_all_seeds_itself_is_called_once_with_the_tuple(tmp_path, monkeypatch):
+def test_stage_that_runs_all_seeds_itself_gets_each_seeds_retrieval_and_keeps_each_seeds_model(tmp_path, monkeypatch):
     seen = []
 
-    def ranking_bench(features_dir, seeds=(0,), model_dir=None):
-        seen.append(seeds)
-        __import__("pathlib").Path(model_dir).mkdir(parents=True)
-        (__import__("pathlib").Path(model_dir) / "saved_model").write_text("m")
+    def ranking_bench(features_dir, seeds=(0,), model_dirs=None, retrieval_dirs=None):
+        seen.append((seeds, retrieval_dirs))
+        for seed in seeds:
+            __import__("pathlib").Path(model_dirs[seed]).mkdir(parents=True)
+            (__import__("pathlib").Path(model_dirs[seed]) / "saved_model").write_text(f"m{seed}")
         return {"ranking": {"dien": {"auc": 0.7}}}
 
     module = types.ModuleType("components.ranking.bench")
     module.ranking_bench = ranking_bench
     monkeypatch.setitem(sys.modules, "components.ranking.bench", module)
     ctx = stages.Context(data="tiny", data_format="synthetic", seeds=3, work=tmp_path, features_dir=tmp_path)
+    ctx.retrieval_dirs = {s: tmp_path / f"retrieval-seed{s}" for s in range(3)}
     result = {"timing": {"stages": {}}, "skipped": [], "failed": []}
     run.run_stage(ctx, "ranking", result)
-    assert seen == [(0, 1, 2)] and result["ranking"] == {"dien": {"auc": 0.7}}
-    assert set(ctx.ranking_dirs) == {0, 1, 2} and len(set(ctx.ranking_dirs.values())) == 1
+    assert seen == [((0, 1, 2), {s: str(tmp_path / f"retrieval-seed{s}") for s in range(3)})]
+    assert result["ranking"] == {"dien": {"auc": 0.7}}
+    # seed s's evaluation reads seed s's ranker, not the first seed's
+    assert {s: (d / "saved_model").read_text() for s, d in ctx.ranking_dirs.items()} == {0: "m0", 1: "m1", 2: "m2"}
+
+
+def test_seed_an_all_seeds_function_left_without_a_model_is_trained_by_the_stage_entry(tmp_path, monkeypatch):
+    def ranking_bench(features_dir, seeds=(0,), model_dir=None):  # knows only the first seed's directory
+        __import__("pathlib").Path(model_dir).mkdir(parents=True)
+        (__import__("pathlib").Path(model_dir) / "saved_model").write_text("m0")
+        return {"ranking": {"dien": {"auc": 0.7}}}
+
+    module = types.ModuleType("components.ranking.bench")
+    module.ranking_bench = ranking_bench
+    monkeypatch.setitem(sys.modules, "components.ranking.bench", module)
+    trained = []
+
+    def train_artifact(stage, ctx, seed, model_dir):
+        trained.append(seed)
+        model_dir.mkdir(parents=True)
+        (model_dir / "saved_model").write_text(f"entry{seed}")
+
+    monkeypatch.setattr(stages, "train_artifact", train_artifact)
+    ctx = stages.Context(data="tiny", data_format="synthetic", seeds=3, work=tmp_path, features_dir=tmp_path)
+    result = {"timing": {"stages": {}}, "skipped": [], "failed": []}
+    run.run_stage(ctx, "ranking", result)
+    assert trained == [1, 2]
+    assert [(ctx.ranking_dirs[s] / "saved_model").read_text() for s in range(3)] == ["m0", "entry1", "entry2"]
 
 
 def test_bench_function_without_model_dir_gets_its_artifact_from_the_stage_entry(tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
 """Ranking training chooses the funnel's retrieval weight on valid, and it travels with the ranking artifact."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -48,14 +49,15 @@ def test_train_ranker_with_a_retrieval_model_adds_hard_negatives_and_stores_the_
     assert load_ranker(tmp_path / "model").retrieval_weight == pytest.approx(result["retrieval_weight"])
 
 
-def test_ranking_bench_with_a_retrieval_model_exports_a_fused_ranker(tmp_path, monkeypatch):
+def test_ranking_bench_trains_and_fuses_each_seed_against_its_own_retrieval_model(tmp_path, monkeypatch):
     import components.retrieval.model_io as model_io
     from components.ranking import bench
 
     from .synthetic import write_drifting_features
 
     features = write_drifting_features(tmp_path / "features", users=40, seed=2)
-    monkeypatch.setattr(model_io, "load_retriever", lambda path: CategoryRetriever())
+    loaded = []
+    monkeypatch.setattr(model_io, "load_retriever", lambda path: loaded.append(path) or CategoryRetriever())
     monkeypatch.setattr(bench, "TrainConfig", lambda **kw: TrainConfig(**{**kw, "hard_negative_pool": 3}))
     speed = {
         "dien.speed_vs_reference": 1.0,
@@ -63,7 +65,25 @@ def test_ranking_bench_with_a_retrieval_model_exports_a_fused_ranker(tmp_path, m
         "dien.train_examples_per_s_same_batches": 1.0,
     }
     monkeypatch.setattr(bench, "speed_against_reference", lambda *args: speed)  # timed elsewhere; slow here
+    model_dirs = {seed: str(tmp_path / f"ranking-seed{seed}") for seed in (0, 1)}
+    retrieval_dirs = {0: "retrieval-seed0", 1: "retrieval-seed1"}
     result = bench.ranking_bench(
-        str(features), model_dir=str(tmp_path / "model"), epochs=1, retrieval_dir="retrieval-model"
+        str(features), seeds=(0, 1), model_dirs=model_dirs, epochs=1, retrieval_dirs=retrieval_dirs
     )
-    assert result["ranking"]["dien"]["retrieval_weight"] == load_ranker(tmp_path / "model").retrieval_weight
+    assert "retrieval-seed0" in loaded and "retrieval-seed1" in loaded
+    weights = result["ranking"]["dien"]["per_seed"]["retrieval_weight"]
+    for seed, model_dir in model_dirs.items():
+        info = json.loads((Path(model_dir) / "ranker.json").read_text())
+        assert info["hard_negatives_from"] == retrieval_dirs[seed]
+        assert info["train_config"]["seed"] == seed
+        assert weights[seed] == load_ranker(model_dir).retrieval_weight
+
+
+def test_ranking_bench_refuses_a_seed_without_its_retrieval_model(tmp_path):
+    from components.ranking import bench
+
+    from .synthetic import write_drifting_features
+
+    features = write_drifting_features(tmp_path / "features", users=20, seed=2)
+    with pytest.raises(ValueError, match=r"seed\(s\) \[1\]"):
+        bench.ranking_bench(str(features), seeds=(0, 1), retrieval_dirs={0: "retrieval-seed0"})
