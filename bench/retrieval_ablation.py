@@ -60,6 +60,8 @@ ROWS: dict[str, dict] = {
         patience=4,
         time_gaps=False,
     ),
+    # session 9: the default (time gaps on) with one setting changed each
+    "gru_in_batch_cosine": dict(encoder="gru", loss="in_batch", every_position=False, max_len=20, lr_schedule="cosine"),
     "gru_full_softmax": dict(encoder="gru", loss="full_softmax", every_position=False, max_len=20),
     "gru_mixed": dict(encoder="gru", loss="mixed", every_position=False, max_len=20),
     "gru_full_every_position": dict(encoder="gru", loss="full_softmax", every_position=True),

@@ -10,9 +10,16 @@ from components import schema
 ENCODERS = ("self_attention", "gru", "mean", "filter")
 LOSSES = ("in_batch", "full_softmax", "mixed")
 POSITIONS = ("absolute", "lag")
+LR_SCHEDULES = ("constant", "cosine")
 CONFIG_FILE = schema.RETRIEVAL_CONFIG_FILE
 # what an artifact written before a field existed was trained with (its config.json does not name the field)
-UNRECORDED = {"positions": "absolute", "time_gaps": False, "item_features": True, "weight_decay": 0.0}
+UNRECORDED = {
+    "positions": "absolute",
+    "time_gaps": False,
+    "item_features": True,
+    "weight_decay": 0.0,
+    "lr_schedule": "constant",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +45,9 @@ class RetrievalConfig:
     dropout: float = 0.3
     batch_size: int = 1024  # examples per batch: also the in-batch candidates of each query
     learning_rate: float = 2e-3
+    # constant: learning_rate throughout; cosine: from learning_rate down to 0 along a half cosine over the `epochs`
+    # cap's gradient steps (early stopping may end sooner, at a learning rate not yet 0)
+    lr_schedule: str = "constant"
     epochs: int = 12  # upper bound; early stopping on valid may end sooner
     patience: int = 2  # epochs without a better valid NDCG@20 before stopping
     normalize: bool = True  # score by cosine (L2-normalised embeddings) rather than raw dot product
@@ -69,6 +79,8 @@ class RetrievalConfig:
             raise ValueError(f"unknown encoder {self.encoder!r}; expected one of {ENCODERS}")
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; expected one of {LOSSES}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; expected one of {LR_SCHEDULES}")
         if self.positions not in POSITIONS:
             raise ValueError(f"unknown positions {self.positions!r}; expected one of {POSITIONS}")
         if self.embedding_dim % self.num_heads:

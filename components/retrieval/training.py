@@ -71,6 +71,14 @@ def batch_order(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) 
     return batches[rng.permutation(num_batches)].reshape(-1)
 
 
+def learning_rate(config: RetrievalConfig, total_steps: int):
+    """The optimizer's learning rate: config.learning_rate, or (lr_schedule "cosine") a schedule of the gradient step
+    that falls from it to 0 along a half cosine over `total_steps` (the epochs cap's steps) and stays at 0 after."""
+    if config.lr_schedule == "constant":
+        return config.learning_rate
+    return tf.keras.optimizers.schedules.CosineDecay(config.learning_rate, max(total_steps, 1), alpha=0.0)
+
+
 def example_keys(features_dir: str | Path, examples: Examples, catalogue: Catalogue) -> np.ndarray:
     """uint64 [n]: a key of each example's event that another run's features give the same example (its user's id,
     its target item's id and the seconds from the step before it), whatever the two runs' vocabularies."""
@@ -161,22 +169,14 @@ def train(
     tf.keras.utils.set_random_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     carried = None
-    with distribution.strategy().scope():  # MirroredStrategy on a multi-GPU machine: variables made here are mirrored
+    strategy = distribution.strategy()  # one strategy: the optimizer's slots must live in the model's
+    with strategy.scope():  # MirroredStrategy on a multi-GPU machine: variables made here are mirrored
         id_known = None if parent is None else (catalogue.train_count > 0) | parent.known(catalogue)
         model = TwoTowerModel(catalogue, config, id_known=id_known)
         warm_start.build(model)
         if parent is not None:
             carried = warm_start.initialise(model, catalogue, config, parent)
             log.info("retrieval: warm start from %s: %s", parent.version, carried)
-        # every variable (the model's and Adam's slots) exists before fit traces its step: a tf.function that creates
-        # variables on its first call traces twice (it did: ~1.5 CPU s of each run on the lifecycle shop)
-        optimizer = (
-            tf.keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay)
-            if config.weight_decay
-            else tf.keras.optimizers.Adam(config.learning_rate)
-        )
-        optimizer.build(model.trainable_variables)
-        model.compile(optimizer=optimizer)
     rows = train_sequences(train_set, catalogue.item_category) if config.every_position else train_set
     lengths = (rows.hist_items != schema.PAD_INDEX).sum(axis=1)
     split = replay_split(parent, keys, config)
@@ -186,6 +186,17 @@ def train(
     # a shop smaller than one batch still trains (with fewer in-batch negatives)
     batch_size = min(config.batch_size, epoch_size)
     batches = epoch_size // batch_size
+    with strategy.scope():
+        # every variable (the model's and Adam's slots) exists before fit traces its step: a tf.function that creates
+        # variables on its first call traces twice (it did: ~1.5 CPU s of each run on the lifecycle shop)
+        rate = learning_rate(config, batches * config.epochs)
+        optimizer = (
+            tf.keras.optimizers.AdamW(rate, weight_decay=config.weight_decay)
+            if config.weight_decay
+            else tf.keras.optimizers.Adam(rate)
+        )
+        optimizer.build(model.trainable_variables)
+        model.compile(optimizer=optimizer)
     targets_per_epoch = (
         int((rows.target_item[: batches * batch_size] != schema.PAD_INDEX).sum())
         if config.every_position
