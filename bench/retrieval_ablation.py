@@ -37,9 +37,17 @@ FULL_SIZE = dict(
 )
 # name: RetrievalConfig overrides, in the order the issue asked the questions
 ROWS: dict[str, dict] = {
-    "seed_gru_in_batch": dict(encoder="gru", loss="in_batch", every_position=False, max_len=20, time_gaps=False),
-    # the shipped default since session 7: the seed's with the query tower reading time
-    "gru_in_batch_time_gaps": dict(encoder="gru", loss="in_batch", every_position=False, max_len=20, time_gaps=True),
+    "seed_gru_in_batch": dict(
+        encoder="gru", loss="in_batch", every_position=False, max_len=20, time_gaps=False, embedding_dim=64
+    ),
+    # the shipped default of sessions 7-8: the seed's with the query tower reading time
+    "gru_in_batch_time_gaps": dict(
+        encoder="gru", loss="in_batch", every_position=False, max_len=20, time_gaps=True, embedding_dim=64
+    ),
+    # the shipped default since session 9: the same at 128 dimensions
+    "gru_in_batch_time_gaps_128": dict(
+        encoder="gru", loss="in_batch", every_position=False, max_len=20, time_gaps=True, embedding_dim=128
+    ),
     # every position against one example per prefix, all else the seed's: ~1,000 targets per batch as the seed's 1,024
     "gru_in_batch_every_position_170": dict(
         encoder="gru", loss="in_batch", every_position=True, max_len=20, batch_size=170, time_gaps=False
@@ -61,7 +69,9 @@ ROWS: dict[str, dict] = {
         time_gaps=False,
     ),
     # session 9: the default (time gaps on) with one setting changed each
-    "gru_in_batch_cosine": dict(encoder="gru", loss="in_batch", every_position=False, max_len=20, lr_schedule="cosine"),
+    "gru_in_batch_cosine": dict(
+        encoder="gru", loss="in_batch", every_position=False, max_len=20, lr_schedule="cosine", embedding_dim=64
+    ),
     "gru_full_softmax": dict(encoder="gru", loss="full_softmax", every_position=False, max_len=20),
     "gru_mixed": dict(encoder="gru", loss="mixed", every_position=False, max_len=20),
     "gru_full_every_position": dict(encoder="gru", loss="full_softmax", every_position=True),
@@ -103,6 +113,7 @@ def run_row(features_dir: str, overrides: dict, seed: int) -> dict:
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
         "train_s": result.train_s,
+        "train_cpu_s": result.train_cpu_s,
         "train_examples_per_s": result.train_examples_per_s,
         "load_average": os.getloadavg()[0],
     }

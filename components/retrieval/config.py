@@ -34,7 +34,9 @@ class RetrievalConfig:
     # train on every step of each user's train sequence (a loss at each step of the causal encoder)
     # instead of one example per prefix; batch_size then counts user sequences
     every_position: bool = False
-    embedding_dim: int = 64
+    # the width of every table, the GRU's state and the query projection. Beauty valid NDCG@20 at 64 / 128, seeds
+    # 0, 1, 2: 0.0857 / 0.0888, 0.0850 / 0.0881, 0.0843 / 0.0883 (~30 CPU s an epoch vs ~13)
+    embedding_dim: int = 128
     max_len: int = 20  # history steps the query tower reads (the most recent ones)
     num_blocks: int = 2  # self-attention blocks
     num_heads: int = 2
