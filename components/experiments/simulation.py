@@ -121,6 +121,7 @@ class BanditConfig:
     linucb_forgetting: float = 0.99
     pool_share: bool = True  # the shop's proposals add each candidate's category share of the pool (shop.py)
     crosses: bool = True  # the shop's proposals carry the engineered user-item crosses (shop.CROSSES)
+    style_affinity: float = 0.5  # RMS of the bandit shop's segment x style cross (shop.with_style_affinity; 0: none)
 
 
 class _Learner:
