@@ -32,11 +32,14 @@ SCALARS = (schema.USER, schema.TARGET_ITEM, schema.TARGET_CAT, schema.TARGET_GAP
 @dataclasses.dataclass
 class RankingData:
     """One split: `scalars[name]` [rows]; `sequences[name]` = (flat values, row offsets [rows + 1]); for
-    listwise training, `lists[name]` [rows, M] (base.NEGATIVE_ITEMS and NEGATIVE_CATS)."""
+    listwise training, `lists[name]` [rows, M] (base.NEGATIVE_ITEMS and NEGATIVE_CATS), and `pointwise_columns`
+    (1 + M bools: the target, then each list column; None: all) the entries the pointwise loss reads
+    (training.list_loss)."""
 
     scalars: dict
     sequences: dict
     lists: dict = dataclasses.field(default_factory=dict)
+    pointwise_columns: tuple[bool, ...] | None = None
 
     @property
     def size(self) -> int:

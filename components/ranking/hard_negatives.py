@@ -25,13 +25,13 @@ _MATMUL_ROWS = 2048  # [rows, num_items] float32 scores per batch: ~100 MB at 12
 SELECT_THREADS = 2
 
 
-def left_padded(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """int64 [rows, longest] from a flat ragged sequence, padded with PAD_INDEX on the left (most recent last)."""
+def left_padded(values: np.ndarray, offsets: np.ndarray, fill: int = schema.PAD_INDEX) -> np.ndarray:
+    """int64 [rows, longest] from a flat ragged sequence, padded with `fill` on the left (most recent last)."""
     lengths = np.diff(offsets)
     width = max(1, int(lengths.max(initial=0)))
     rows = np.repeat(np.arange(len(lengths)), lengths)
     columns = np.arange(len(values)) - np.repeat(offsets[:-1], lengths) + np.repeat(width - lengths, lengths)
-    out = np.full((len(lengths), width), schema.PAD_INDEX, dtype=np.int64)
+    out = np.full((len(lengths), width), fill, dtype=np.int64)
     out[rows, columns] = values
     return out
 
@@ -44,12 +44,17 @@ def most_distinct_items(rows: np.ndarray) -> int:
     return int((new & (ordered != schema.PAD_INDEX)).sum(axis=1).max(initial=0))
 
 
-def encode_by_length(retriever, hist: np.ndarray, cats: np.ndarray) -> np.ndarray:
+def encode_by_length(retriever, hist: np.ndarray, cats: np.ndarray, behaviour=None) -> np.ndarray:
     """float32 [rows, D] query embeddings, encoded in order of history length: the query tower trims each batch
-    to its longest history, so batches of short histories (most of them) skip the padded steps."""
+    to its longest history, so batches of short histories (most of them) skip the padded steps. `behaviour`
+    (serving.funnel.Behaviour aligned with `hist`, None: unknown) reaches a retriever that reads time as the
+    funnel hands it at serving (funnel.retrieval_queries)."""
+    from components.serving.funnel import retrieval_queries
+
     order = np.argsort((hist != schema.PAD_INDEX).sum(axis=1), kind="stable")
     queries = np.empty((len(hist), retriever.item_embeddings.shape[1]), dtype=np.float32)
-    queries[order] = retriever.encode(hist[order], cats[order])
+    steps = None if behaviour is None else behaviour.take(order)
+    queries[order] = retrieval_queries(retriever, hist[order], cats[order], steps)
     return queries
 
 
@@ -84,12 +89,41 @@ def top_candidates(queries: np.ndarray, item_embeddings: np.ndarray, exclude: np
     return out
 
 
-def sample_columns(candidates: np.ndarray, per_row: int, rng: np.random.Generator) -> np.ndarray:
-    """int64 [rows, per_row]: distinct entries of each row of `candidates`, uniformly at random."""
+def sample_columns(
+    candidates: np.ndarray, per_row: int, rng: np.random.Generator, weights: np.ndarray | None = None
+) -> np.ndarray:
+    """int64 [rows, per_row]: distinct entries of each row of `candidates`, uniformly at random, or with `weights`
+    (float [columns], > 0) drawn without replacement with probability proportional to each column's weight
+    (Gumbel top-k: log weight + Gumbel noise, the per_row largest)."""
     if not 1 <= per_row <= candidates.shape[1]:
         raise ValueError(f"cannot draw {per_row} distinct negatives from a pool of {candidates.shape[1]}")
-    picks = np.argpartition(rng.random(candidates.shape), per_row - 1, axis=1)[:, :per_row]
+    if weights is None:
+        picks = np.argpartition(rng.random(candidates.shape), per_row - 1, axis=1)[:, :per_row]
+    else:
+        weights = np.asarray(weights, np.float64)
+        if weights.shape != candidates.shape[1:] or not (weights > 0).all():
+            raise ValueError(f"weights must be {candidates.shape[1]} positive numbers, one per column")
+        keys = np.log(weights)[None, :] + rng.gumbel(size=candidates.shape)
+        picks = np.argpartition(-keys, per_row - 1, axis=1)[:, :per_row]
     return np.take_along_axis(candidates, picks, axis=1)
+
+
+NEAR_SAMPLING = ("uniform", "rank")
+
+
+def rank_weights(pool: int, sampling: str) -> np.ndarray | None:
+    """Column weights for sample_columns over a pool ordered best first: None (uniform) or, for "rank", 1 / (1 + r)
+    at 0-based retrieval rank r (the top candidate 1, the 20th 1/20)."""
+    if sampling not in NEAR_SAMPLING:
+        raise ValueError(f"near_sampling must be one of {NEAR_SAMPLING}, got {sampling!r}")
+    return None if sampling == "uniform" else 1.0 / (1.0 + np.arange(pool))
+
+
+def order_by_score(queries: np.ndarray, item_embeddings: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """`candidates` [rows, n] sorted per row by the retrieval score (query . item), best first (ties: lower index)."""
+    scores = np.einsum("rd,rnd->rn", queries, item_embeddings[candidates])
+    order = np.lexsort((candidates, -scores), axis=1)
+    return np.take_along_axis(candidates, order, axis=1)
 
 
 def user_train_items(users: np.ndarray, targets: np.ndarray, num_rows: int, row_users: np.ndarray) -> np.ndarray:
@@ -119,8 +153,35 @@ def take_rows(data: RankingData, rows: np.ndarray) -> RankingData:
     return RankingData({name: values[rows] for name, values in data.scalars.items()}, sequences)
 
 
-def hard_negative_lists(data: RankingData, retriever, per_row: int, pool: int, seed: int) -> np.ndarray:
-    """int64 [rows, per_row]: for every row, distinct items drawn from the retriever's top-`pool` for its history."""
+def row_behaviour(data: RankingData):
+    """The rows' event types, gaps and request gaps as serving.funnel.Behaviour, left-padded as left_padded pads the
+    histories (gaps with NO_GAP), for a retriever whose query tower reads time."""
+    from components.serving.funnel import Behaviour
+
+    return Behaviour(
+        left_padded(*data.sequences[schema.HIST_TYPES]),
+        left_padded(*data.sequences[schema.HIST_GAPS], fill=schema.NO_GAP),
+        np.asarray(data.scalars[schema.TARGET_GAP], np.int64),
+    )
+
+
+def hard_negative_lists(
+    data: RankingData,
+    retriever,
+    per_row: int,
+    pool: int,
+    seed: int,
+    near: int = 0,
+    near_pool: int = 20,
+    near_sampling: str = "uniform",
+    gaps: bool = False,
+) -> np.ndarray:
+    """int64 [rows, near + per_row]: for every row, distinct items from the retriever's candidates for its history.
+
+    With near = 0: `per_row` items drawn uniformly from the top-`pool`. With near > 0: first `near` items from the
+    top-`near_pool` (the candidates the funnel re-ranks; near_sampling "uniform" or "rank", NEAR_SAMPLING), then
+    `per_row` uniformly from ranks near_pool..pool. `gaps`: the query reads the rows' gaps (row_behaviour), as the
+    funnel's query does at serving, when the retriever reads time; else the histories' items alone."""
     hist = left_padded(*data.sequences[schema.HIST_ITEMS])
     cats = left_padded(*data.sequences[schema.HIST_CATS])
     if hist.max() >= retriever.item_embeddings.shape[0]:
@@ -131,10 +192,34 @@ def hard_negative_lists(data: RankingData, retriever, per_row: int, pool: int, s
     # A small catalogue cannot fill a large pool once a user's own items are excluded; shrink the pool to what
     # every row can fill rather than fail (the tiny shop has 80 items).
     pool = min(pool, retriever.item_embeddings.shape[0] - schema.NUM_RESERVED - most_distinct_items(exclude))
-    if pool < per_row:
-        raise ValueError(f"the catalogue is too small to draw {per_row} hard negatives per row")
-    queries = encode_by_length(retriever, hist, cats)
-    candidates = top_candidates(queries, np.asarray(retriever.item_embeddings, np.float32), exclude, pool)
-    negatives = sample_columns(candidates, per_row, np.random.default_rng([seed, 7]))
-    log.info("ranking: %d hard negatives per row from the retriever's top-%d for %d rows", per_row, pool, len(targets))
-    return negatives
+    if near:
+        rank_weights(near_pool, near_sampling)  # an unknown sampling fails before any work
+        # a small catalogue's pool keeps room for the far draws: the near pool shrinks first, never below `near`
+        near_pool = min(near_pool, pool - per_row)
+    if pool < per_row or (near and near_pool < near):
+        raise ValueError(f"the catalogue is too small to draw {near} near and {per_row} hard negatives per row")
+    queries = encode_by_length(retriever, hist, cats, row_behaviour(data) if gaps else None)
+    embeddings = np.asarray(retriever.item_embeddings, np.float32)
+    candidates = top_candidates(queries, embeddings, exclude, pool)
+    rng = np.random.default_rng([seed, 7])
+    if not near:
+        negatives = sample_columns(candidates, per_row, rng)
+        log.info(
+            "ranking: %d hard negatives per row from the retriever's top-%d for %d rows", per_row, pool, len(targets)
+        )
+        return negatives
+    ordered = order_by_score(queries, embeddings, candidates)
+    parts = [sample_columns(ordered[:, :near_pool], near, rng, rank_weights(near_pool, near_sampling))]
+    if per_row:
+        parts.append(sample_columns(ordered[:, near_pool:], per_row, rng))
+    log.info(
+        "ranking: %d near negatives per row from the retriever's top-%d (%s), %d from ranks %d-%d, for %d rows",
+        near,
+        near_pool,
+        near_sampling,
+        per_row,
+        near_pool,
+        pool,
+        len(targets),
+    )
+    return np.concatenate(parts, axis=1)

@@ -44,6 +44,23 @@ class TrainConfig:
     hard_negatives: int = 1
     hard_negative_pool: int = 100
     popularity_negatives: int = 1
+    # With a retrieval model, this many negatives first from the retriever's top `near_pool` (the candidates the
+    # funnel re-ranks), sampled "uniform" or by "rank" (probability 1 / (1 + rank): hard_negatives.NEAR_SAMPLING);
+    # the `hard_negatives` are then drawn from ranks near_pool..hard_negative_pool instead of the whole top.
+    # Chosen on valid (seed 0, bench/ranker_study.py, funnel NDCG@20 at N=200): 1 near (listwise only) + 1 far + 1
+    # popular, gap-reading queries: shop 0.4805 vs 0.4707 with the lists before (1 hard from the top-100 + 1
+    # popular), Beauty 0.0908 vs 0.0909; 2 near: shop 0.4839, Beauty 0.0901; no popular item (far from ranks
+    # 20-200): shop 0.5024 but Beauty 0.0888 and its valid AUC 0.6546 (vs 0.8009). Shop test, seeds 0-2: funnel
+    # 0.4852 / 0.4850 / 0.4809 vs retrieval 0.4702 / 0.4689 / 0.4687.
+    near_negatives: int = 1
+    near_pool: int = 20
+    near_sampling: str = "uniform"
+    # False: the near negatives enter the listwise term only (the pointwise loss, the buy-or-not probability, reads
+    # the target, the far and the popular negatives: the label distribution valid's AUC and the calibration see).
+    near_pointwise: bool = False
+    # The hard negatives' queries read the rows' time gaps, as the funnel's retrieval query does at serving (for a
+    # retrieval model that reads time); False: the histories' items alone.
+    hard_negative_gaps: bool = True
     # Loss = pointwise log loss over the list's entries (target labelled as the row, negatives 0: the calibrated
     # buy-or-not probability) + this times the softmax cross-entropy of the target against its list (the order
     # the funnel needs).
@@ -52,6 +69,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.patience is not None and self.patience < 1:
             raise ValueError(f"patience must be None or >= 1, got {self.patience}")
+        if self.near_negatives < 0 or (self.near_negatives and self.near_pool < self.near_negatives):
+            raise ValueError(f"near_negatives must be in [0, near_pool], got {self.near_negatives} of {self.near_pool}")
 
 
 def build_model(
@@ -87,16 +106,29 @@ def _example_features() -> dict:
     return features
 
 
-def list_loss(logits: tf.Tensor, labels: tf.Tensor, listwise_weight: float) -> tf.Tensor:
+def list_loss(
+    logits: tf.Tensor, labels: tf.Tensor, listwise_weight: float, pointwise_columns: tuple[bool, ...] | None = None
+) -> tf.Tensor:
     """logits [B, 1 + M] of (target, negatives); labels [B] of the targets. Mean log loss over every entry (the
-    negatives labelled 0) + listwise_weight * mean softmax cross-entropy of the target within its list."""
+    negatives labelled 0) + listwise_weight * mean softmax cross-entropy of the target within its list.
+    `pointwise_columns` (1 + M bools, None: all): the entries the log loss reads; the softmax reads them all."""
     entry_labels = tf.concat([labels[:, None], tf.zeros_like(logits[:, 1:])], axis=1)
-    pointwise = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=entry_labels, logits=logits))
+    entry_losses = tf.nn.sigmoid_cross_entropy_with_logits(labels=entry_labels, logits=logits)
+    if pointwise_columns is None:
+        pointwise = tf.reduce_mean(entry_losses)
+    else:
+        mask = tf.constant(pointwise_columns, tf.float32)
+        pointwise = tf.reduce_mean(tf.reduce_sum(entry_losses * mask, axis=1)) / tf.reduce_sum(mask)
     listwise = -tf.reduce_mean(tf.nn.log_softmax(logits, axis=1)[:, 0])
     return pointwise + listwise_weight * listwise
 
 
-def make_list_step(model: SequenceRanker, learning_rate: float, listwise_weight: float):
+def make_list_step(
+    model: SequenceRanker,
+    learning_rate: float,
+    listwise_weight: float,
+    pointwise_columns: tuple[bool, ...] | None = None,
+):
     """make_train_step for train rows with negative lists (list_loss), traced once."""
     optimizer = tf.keras.optimizers.legacy.Adam(learning_rate)
     model(_example_features(), training=False)
@@ -106,7 +138,8 @@ def make_list_step(model: SequenceRanker, learning_rate: float, listwise_weight:
     def step(features, labels):
         with tf.GradientTape() as tape:
             logits = model(features, training=True)
-            loss = list_loss(logits, labels, listwise_weight) + tf.add_n([tf.zeros([])] + model.losses)
+            loss = list_loss(logits, labels, listwise_weight, pointwise_columns)
+            loss += tf.add_n([tf.zeros([])] + model.losses)
         variables = model.trainable_variables
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         return loss
@@ -167,7 +200,7 @@ def train(model: SequenceRanker, data: RankingData, config: TrainConfig, validat
         validation = None  # AUC is undefined on it: train all epochs and keep the last
     tf.keras.utils.set_random_seed(config.seed)
     step = (
-        make_list_step(model, config.learning_rate, config.listwise_weight)
+        make_list_step(model, config.learning_rate, config.listwise_weight, data.pointwise_columns)
         if data.lists
         else make_train_step(model, config.learning_rate)
     )
@@ -244,20 +277,18 @@ def _has_both_labels(data: RankingData) -> bool:
     return 0 < data.scalars[schema.LABEL].sum() < data.size
 
 
-def evaluate(model: SequenceRanker, data: RankingData, with_scores: bool = False) -> dict:
+def evaluate(model: SequenceRanker, data: RankingData) -> dict:
     """auc, gauc (grouped by user), logloss and infer_examples_per_s on one split. AUC and GAUC are NaN
-    where undefined (one label only; no user with both labels), as components.metrics does for GAUC.
-    `with_scores` adds `test_scores`, the probabilities in row order (the bench's intervals read them)."""
+    where undefined (one label only; no user with both labels), as components.metrics does for GAUC."""
     probabilities, speed = predict(model, data)
     labels, users = data.scalars[schema.LABEL], data.scalars[schema.USER]
     auc = metrics.auc(labels, probabilities) if _has_both_labels(data) else float("nan")
-    result = {
+    return {
         "auc": auc,
         "gauc": metrics.gauc(labels, probabilities, users),
         "logloss": metrics.logloss(labels, probabilities),
         "infer_examples_per_s": speed,
     }
-    return {**result, "test_scores": probabilities} if with_scores else result
 
 
 @dataclasses.dataclass(frozen=True)
@@ -291,10 +322,11 @@ def training_set(
         raise schema.SchemaError(f"{features_dir}: ranking/train has rows with an empty history")
     targets = data.scalars[schema.TARGET_ITEM]
     statistics = ItemStatistics.from_steps(values[offsets[1:] - 1], targets, item_brands(features_dir, spec.num_items))
-    parts = []
-    if (retrieval_dir or retriever is not None) and train_config.hard_negatives:
+    parts, near = [], 0
+    if (retrieval_dir or retriever is not None) and (train_config.hard_negatives or train_config.near_negatives):
         from components.retrieval.model_io import load_retriever
 
+        near = train_config.near_negatives
         parts.append(
             hard_negative_lists(
                 data,
@@ -302,6 +334,10 @@ def training_set(
                 train_config.hard_negatives,
                 train_config.hard_negative_pool,
                 train_config.seed,
+                near=near,
+                near_pool=train_config.near_pool,
+                near_sampling=train_config.near_sampling,
+                gaps=train_config.hard_negative_gaps,
             )
         )
     sampler, rng = PopularitySampler(statistics.target_counts), np.random.default_rng([train_config.seed, 11])
@@ -311,7 +347,10 @@ def training_set(
     negatives = np.concatenate(parts, axis=1).astype(np.int64)
     item_category = item_category_table(features_dir, spec.num_items)
     lists = {NEGATIVE_ITEMS: negatives, NEGATIVE_CATS: item_category[negatives]}
-    return TrainingSet(dataclasses.replace(data, lists=lists), statistics)
+    pointwise = None
+    if near and not train_config.near_pointwise:  # the list is (target, near..., far..., popular...)
+        pointwise = (True,) + (False,) * near + (True,) * (negatives.shape[1] - near)
+    return TrainingSet(dataclasses.replace(data, lists=lists, pointwise_columns=pointwise), statistics)
 
 
 def fit_fusion(features_dir: str, output_dir: str, retrieval_dir: str) -> dict:
@@ -369,13 +408,11 @@ def fit_and_measure(
     valid: RankingData,
     test: RankingData,
     warm: tuple | None = None,
-    with_scores: bool = False,
 ) -> tuple[SequenceRanker, dict]:
     """A `model_config` model trained on `train_set` (the best epoch on `valid`) and measured on `test`: the model and
     its metrics. train_ranker and the bench's ranking_bench both train through here, so the bench measures the
     stage's model. `warm` = (ranking.warm_start.Parent, today's features folder) seeds the model from the parent
-    before training, items by id; the metrics then hold `warm_start` (what was carried), and with `with_scores`
-    `test_scores` (the test probabilities in row order, from the same pass as the metrics)."""
+    before training, items by id; the metrics then hold `warm_start` (what was carried)."""
     tf.keras.utils.set_random_seed(train_config.seed)
     model = build_model(model_config, spec.num_items, spec.num_categories, train_set.statistics)
     carried = {}
@@ -386,8 +423,7 @@ def fit_and_measure(
         model(_example_features(), training=False)  # creates the variables
         carried = {"warm_start": warm_start.initialise(model, features_dir, parent)}
         log.info("ranking: warm start from %s: %s", parent.version, carried["warm_start"])
-    trained = train(model, train_set.data, train_config, valid)
-    return model, {**trained, **evaluate(model, test, with_scores), **carried}
+    return model, {**train(model, train_set.data, train_config, valid), **evaluate(model, test), **carried}
 
 
 def write_artifact(
