@@ -152,13 +152,15 @@ def from_impressions(
         click=table.column("clicked").to_numpy(zero_copy_only=False).astype(np.float64),
         num_requests=int(request_ids.size),
         slate_size=int(position.max()) + 1,
-        mute=_mutes(table.column("muted")),
+        mute=logged_mutes(table.column("muted")),
     )
     return log, request_ids, user_of_request
 
 
-def _mutes(column: pa.ChunkedArray) -> np.ndarray | None:
-    """0/1 mutes of a `muted` column, None when no row logs one; a column logged for some rows only is refused."""
+def logged_mutes(column: pa.Array | pa.ChunkedArray) -> np.ndarray | None:
+    """0/1 mutes of a `muted` column, None when no row logs one; a column logged for some rows only is refused
+    (LogError): a partly logged column cannot tell a row without a mute from a row whose mute was not recorded.
+    The one rule for every reader of logged mutes (these estimators and the bandit stage's warm start)."""
     if column.null_count == len(column):
         return None
     if column.null_count:

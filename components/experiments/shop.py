@@ -10,6 +10,10 @@ item-to-item signal), whether it is in the last item's category, the log share o
 item's category to its category (interest drifts along a category chain), the user's share of views in its
 category, its purchases per view (a quality signal) and its within-category price z-score. The bandit adds a one-hot of the item's category, so it can learn that some
 categories trend after an interest shift.
+
+The bandit's shop (StyledShop, the bandit study's world; never the warehouse's logs) adds one cross nobody
+engineered: an observable user segment (as the platform or region a user shops from) times an observable item style
+(a catalogue tag), with_style_affinity's docstring says how and why.
 """
 
 from __future__ import annotations
@@ -150,6 +154,64 @@ def at_session_start(world: synthetic.ShopWorld, users: np.ndarray, rng: np.rand
     moved.state = world.state.copy()
     moved.drift(np.unique(users), rng)
     return moved
+
+
+NUM_SEGMENTS = 4  # observable user segments of the bandit's shop (StyledShop)
+NUM_STYLES = 6  # observable item styles
+AFFINITY_RANK = 2
+
+
+@dataclasses.dataclass
+class StyledShop(synthetic.ShopWorld):
+    """The bandit study's shop: the synthetic world whose fit (so its clicks, mutes and purchases) adds
+    style_affinity[user_segment[u], item_style[i]], a segment x style interaction (with_style_affinity)."""
+
+    user_segment: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))  # [U]
+    item_style: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))  # [I]
+    style_affinity: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((1, 1)))  # [segments, styles]
+
+    def fit(self, user_idx: np.ndarray, item_idx: np.ndarray) -> np.ndarray:
+        """The synthetic world's fit plus the segment x style affinity of each (user, item)."""
+        user_idx, item_idx = np.asarray(user_idx), np.asarray(item_idx)
+        cross = self.style_affinity[self.user_segment[user_idx][:, None], self.item_style[item_idx]]
+        return super().fit(user_idx, item_idx) + cross
+
+
+def with_style_affinity(
+    world: synthetic.ShopWorld,
+    scale: float,
+    rng: np.random.Generator,
+    segments: int = NUM_SEGMENTS,
+    styles: int = NUM_STYLES,
+) -> StyledShop:
+    """The world (its state copied) as a StyledShop: every user in one of `segments` observable segments and every
+    item of one of `styles` observable styles (uniform draws), and fit += A[segment, style] with A a rank-2
+    interaction (a Gaussian segments x 2 times 2 x styles product), centred on every row and every column and scaled
+    to root-mean-square `scale` (0: the synthetic shop's own click model).
+
+    Why: the synthetic shop's click model (components/warehouse/synthetic.py) has no second-order interaction that
+    the linear learners' engineered features do not already carry (last item's successors, category transitions,
+    the user's category share) and that an FM could learn from the ~2 requests per user of a study; there the FM
+    with its factors off collected as much as with them, so the study could not tell a factorization machine from a
+    linear model. This one is a cross of two observables that no context feature crosses: both fields reach the FM
+    (ShopProposer), the style's one-hot reaches every learner's context. Centred rows and columns make it a pure
+    interaction: no segment clicks more than another and no style is better on average, so a style's one-hot weight
+    (a first-order term) cannot use it; only the product of segment and style can. The funnel's ranker, trained on
+    the warehouse's logs (which have no such term), does not know it either. It lives in the bandit's simulated shop
+    only: the logged events every stage trains on, and the OPE study, keep the synthetic shop's model."""
+    if scale < 0:
+        raise ValueError(f"the affinity's scale must be >= 0, got {scale}")
+    affinity = rng.normal(size=(segments, AFFINITY_RANK)) @ rng.normal(size=(AFFINITY_RANK, styles))
+    affinity -= affinity.mean(axis=1, keepdims=True)
+    affinity -= affinity.mean(axis=0, keepdims=True)
+    affinity *= scale / max(float(np.sqrt(np.mean(affinity**2))), 1e-12)
+    fields = {f.name: getattr(world, f.name) for f in dataclasses.fields(synthetic.ShopWorld)}
+    return StyledShop(
+        **fields | {"state": world.state.copy()},
+        user_segment=rng.integers(0, segments, len(world.user_ids)),
+        item_style=rng.integers(0, styles, len(world.item_ids)),
+        style_affinity=affinity,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -338,7 +400,9 @@ class ShopProposer:
     """Bandit proposals in the shop: the shop's candidate pool, contexts = [features, category one-hot, ranker
     score, 1] and the ranker's scores (the greedy policy). Requests start a session (interest drifts). The FM's
     categorical fields (beside user and item id): the item's category, the user's most viewed category in the
-    logged history (a user feature) and the category of the user's last logged view (context)."""
+    logged history (a user feature) and the category of the user's last logged view (context). In a StyledShop the
+    contexts also carry the item style's one-hot (after the category's), and the fields the user's segment and the
+    item's style: every learner sees both observables, only the FM crosses them."""
 
     ranker: LinearRanker | FunnelRanker
     history: ObservedHistory
@@ -350,22 +414,24 @@ class ShopProposer:
         pool, valid = world.candidates(users, rng)
         candidates = np.where(valid, pool, -1)
         scores = self.ranker.scores(users, candidates)
-        onehot = np.eye(world.config.n_categories)[self.history.item_category[pool]]
         extra = [category_share(self.history.item_category[pool], valid)[..., None]] if self.pool_share else []
+        extra.append(np.eye(world.config.n_categories)[self.history.item_category[pool]])
+        styled = isinstance(world, StyledShop)
+        if styled:
+            extra.append(np.eye(world.style_affinity.shape[1])[world.item_style[pool]])
         features = self.history.features(users, pool)
         if not self.crosses:
             features = features[..., [i for i, name in enumerate(FEATURE_NAMES) if name not in CROSSES]]
-        contexts = np.concatenate([features, *extra, onehot, scores[..., None], np.ones(scores.shape + (1,))], axis=-1)
+        contexts = np.concatenate([features, *extra, scores[..., None], np.ones(scores.shape + (1,))], axis=-1)
         n_cats = world.config.n_categories
         top = self.history.user_category_share[users].argmax(axis=1)
         last = self.history.last_item[users]
         last_cat = np.where(last >= 0, self.history.item_category[last.clip(min=0)], n_cats)  # n_cats = none
-        fields = np.stack(
-            [
-                self.history.item_category[pool],
-                np.broadcast_to(top[:, None], pool.shape),
-                np.broadcast_to(last_cat[:, None], pool.shape),
-            ],
-            axis=-1,
-        )
-        return Proposal(candidates, contexts, scores, fields)
+        columns = [
+            self.history.item_category[pool],
+            np.broadcast_to(top[:, None], pool.shape),
+            np.broadcast_to(last_cat[:, None], pool.shape),
+        ]
+        if styled:
+            columns += [np.broadcast_to(world.user_segment[users][:, None], pool.shape), world.item_style[pool]]
+        return Proposal(candidates, contexts, scores, np.stack(columns, axis=-1))

@@ -19,8 +19,9 @@ from components import atomic, schema
 from components.experiments import ab_analysis, ope, rewards, studies
 from components.experiments.bandit import BayesianLinearBandit, reranker_features
 from components.experiments.bayesian_fm import BayesianFM
-from components.experiments.histories import user_histories
+from components.experiments.histories import user_behaviour, user_histories
 from components.extract import runner
+from components.serving import funnel
 from components.warehouse import engines
 
 FEEDBACK_CHUNK = 50_000
@@ -160,9 +161,12 @@ def run_off_policy_evaluation(
 
 # ---- the bandit re-ranker stage --------------------------------------------------------------------------------
 def mutes_logged(impressions: pd.DataFrame) -> bool:
-    """Whether the impressions log a mute for every row (a table written before `muted`, or by a logger that does
-    not record mutes, has none or nulls: its mutes are unknown, not zero)."""
-    return bool(len(impressions)) and "muted" in impressions and bool(impressions["muted"].notna().all())
+    """Whether the impressions log a mute for every row: False for a table written before `muted`, or by a logger
+    that does not record mutes (no column, or null on every row: its mutes are unknown, not zero); a column logged
+    for some rows only is refused (ope.LogError), the rule ope.from_impressions applies (ope.logged_mutes)."""
+    if not len(impressions) or "muted" not in impressions:
+        return False
+    return ope.logged_mutes(pa.array(impressions["muted"], from_pandas=True)) is not None
 
 
 def fit_bandit_from_logs(
@@ -178,13 +182,18 @@ def fit_bandit_from_logs(
     fm: BayesianFM | None = None,
 ) -> tuple[BayesianLinearBandit, int]:
     """A posterior warm-started from the logged impressions (reward = `weights` of click, mute and plain
-    impression; a table that does not log mutes for every row, `muted` null, counts none: summary.json's
-    mutes_logged says which),
+    impression; a table that logs no mute, `muted` absent or null on every row, counts none: summary.json's
+    mutes_logged says which; one that logs them for some rows only is refused, mutes_logged),
     one batch update per chunk; `fm` (FM_FIELDS) is updated in the same pass, with the rewards mapped into [0, 1].
 
     The context of a logged slot is reranker_features(query of the user's history, item embedding, retrieval
-    score); histories are the users' latest (the extract window's end), an approximation for older requests."""
+    score); histories are the users' latest (the extract window's end), an approximation for older requests. With
+    the events' event_type and event_ts, the query is encoded with each step's gap and the request gap at the
+    log's end (histories.user_behaviour) as the funnel retrieves (funnel.retrieval_queries; a retriever that
+    does not read time ignores them)."""
     rows, hist_items, hist_cats = user_histories(events, item_index, retriever.item_category, max_len)
+    timed = {"event_type", "event_ts"} <= set(events.columns) and len(events) > 0
+    behaviour = user_behaviour(events, item_index, rows, max_len) if timed else None
     dim = 2 * retriever.item_embeddings.shape[1] + 2
     positions = impressions["position"].to_numpy().astype(np.int64)
     bandit = BayesianLinearBandit.create(
@@ -208,7 +217,8 @@ def fit_bandit_from_logs(
     for start in range(0, len(used), FEEDBACK_CHUNK):
         chunk = used[start : start + FEEDBACK_CHUNK]
         user = user_row[chunk].astype(np.int64)
-        query = retriever.encode(hist_items[user], hist_cats[user])
+        steps = None if behaviour is None else behaviour.take(user)
+        query = funnel.retrieval_queries(retriever, hist_items[user], hist_cats[user], steps)
         embedded = retriever.item_embeddings[item[chunk]][:, None, :]
         score = np.einsum("bd,bnd->bn", query, embedded)
         contexts = reranker_features(query, embedded, score)[:, 0, :]
@@ -245,7 +255,10 @@ def run_bandit_reranker(
         if impressions_path.exists()
         else pd.DataFrame({c: [] for c in schema.IMPRESSIONS.names})
     )
-    events = pq.read_table(Path(extracted, "events.parquet"), columns=["user_id", "item_id"]).to_pandas()
+    events_path = Path(extracted, "events.parquet")
+    timed = {"event_type", "event_ts"} <= set(pq.read_schema(events_path).names)
+    columns = ["user_id", "item_id", *(["event_type", "event_ts"] if timed else [])]
+    events = pq.read_table(events_path, columns=columns).to_pandas()
     weights = rewards.parse(reward_weighting)
     dim = 2 * retriever.item_embeddings.shape[1] + 2
     positions = int(impressions["position"].max()) + 1 if len(impressions) else 1

@@ -110,9 +110,14 @@ def bandit_study(
 ) -> BanditRun:
     """Every bandit policy (simulation.BANDIT_POLICIES) against the ranker's own top K (greedy) and random, with
     `shift_fraction` of the users' interests shifted at one third of the rounds; the learners learn `reward`
-    (config.pool_share: their contexts carry shop.category_share)."""
+    (config.pool_share: their contexts carry shop.category_share). The study's shop is the world with
+    config.style_affinity's segment x style cross (shop.with_style_affinity), segments, styles and affinity drawn
+    from the seed's own generator: each seed is a new draw of that cross, and the world's requests and outcome
+    draws are the ones the seed gives without it."""
     config = config or BanditConfig()
     start = shop.at_session_start(world, np.zeros(0, np.int64), np.random.default_rng(seed))
+    if config.style_affinity > 0:
+        start = shop.with_style_affinity(start, config.style_affinity, np.random.default_rng([seed, 3]))
     _log.info("bandit study (seed %d): %d rounds of %d requests, %d policies", seed, rounds, batch, len(policies))
     return simulate_bandit(
         start,

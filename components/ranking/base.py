@@ -27,6 +27,8 @@ BEHAVIOUR = ("event_type", "gap", "request_gap")
 NEGATIVE_ITEMS = "negative_items"
 NEGATIVE_CATS = "negative_cats"
 BEHAVIOUR_INPUTS = (schema.HIST_TYPES, schema.HIST_GAPS, schema.TARGET_GAP)  # what `behaviour` dicts hold
+MATCH_FEATURES = ("in_history", "log_count", "recency", *(f"as_{kind}" for kind in schema.EVENT_TYPES))
+MATCH_DECAY = 0.7  # recency of the latest same-item step: MATCH_DECAY ** (real steps after it)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +44,10 @@ class ModelConfig:
     dien_attention: str = "bilinear"  # "bilinear" (paper eq. 5) | "mlp"
     din_attention_units: tuple = (80, 40)
     behaviour: tuple = BEHAVIOUR  # which of BEHAVIOUR the model reads
+    # Each candidate's own past in the history (history_match): whether and how often the user's steps hold the same
+    # item, how recently, and with which event types. Attention over item embeddings does not learn identity from
+    # few examples: on the Taobao sample's cvr rows the count alone scores test AUC 0.70, DIEN without it 0.50.
+    history_match: bool = True
 
     def __post_init__(self):
         if self.model_type not in MODEL_TYPES:
@@ -66,6 +72,22 @@ def masked_mean(values: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
     """The mean [B, D] of values [B, T, D] over the real steps (mask [B, T]); 0 for an empty history."""
     total = tf.reduce_sum(values * mask[..., None], axis=1)
     return tf.math.divide_no_nan(total, tf.reduce_sum(mask, axis=1, keepdims=True))
+
+
+def history_match(hist_items, hist_types, mask, candidates) -> tf.Tensor:
+    """[B, N, len(MATCH_FEATURES)]: for candidates [B, N], their steps in the history [B, T] (mask [B, T], any
+    padding side): in_history (0/1), log(1 + count), recency (MATCH_DECAY ** real steps after the latest one, 0 when
+    none) and, per event type, 1 when any of those steps holds it (hist_types' flags; 0 = unknown adds none)."""
+    same = tf.cast(tf.equal(hist_items[:, None, :], candidates[:, :, None]), tf.float32) * mask[:, None, :]
+    count = tf.reduce_sum(same, axis=2)
+    after = tf.cumsum(mask, axis=1, reverse=True, exclusive=True)[:, None, :]
+    recency = tf.reduce_max(same * tf.pow(tf.constant(MATCH_DECAY, tf.float32), after), axis=2)
+    flags = tf.cast(hist_types, tf.int32)[:, None, :]
+    kinds = [
+        tf.reduce_max(same * tf.cast(tf.bitwise.bitwise_and(flags, 1 << k) > 0, tf.float32), axis=2)
+        for k in range(len(schema.EVENT_TYPES))
+    ]
+    return tf.stack([tf.cast(count > 0, tf.float32), tf.math.log1p(count), recency, *kinds], axis=-1)
 
 
 def unknown_behaviour(hist_items: tf.Tensor) -> dict:
@@ -101,7 +123,8 @@ class SequenceRanker(tf.keras.Model):
         self.embedding = ItemCategoryEmbedding(num_items, num_categories, config.embedding_dim)
         self.head = PredictionMLP(config.mlp_units, config.activation)
         self.context = CandidateContext(statistics) if statistics is not None else None
-        self.wide = tf.keras.layers.Dense(1, name="context_wide") if statistics is not None else None
+        has_context = statistics is not None or config.history_match
+        self.wide = tf.keras.layers.Dense(1, name="context_wide") if has_context else None
         width, reads = self.embedding.output_dim, set(config.behaviour)
         self.type_vectors = (
             tf.keras.layers.Embedding(schema.NUM_TYPE_CODES, width, name="event_types")
@@ -165,18 +188,31 @@ class SequenceRanker(tf.keras.Model):
             return self.head(tf.concat(parts, axis=-1), training=training)
         return self.head(tf.concat(parts + [context], axis=-1), training=training) + self.wide(context)[..., 0]
 
-    def candidate_context(self, hist_items, hist_cats, cand_items, cand_cats, leave_out=None) -> tf.Tensor | None:
-        """Context features [B, N, F] of candidates [B, N] (None for a model without them)."""
-        if self.context is None:
+    def candidate_context(
+        self, hist_items, hist_cats, cand_items, cand_cats, leave_out=None, hist_types=None
+    ) -> tf.Tensor | None:
+        """Context features [B, N, F] of candidates [B, N]: context.py's (with statistics), then the history match
+        (config.history_match; `hist_types` [B, T], None = unknown, read as the model's behaviour says); None for a
+        model with neither."""
+        mask, parts = history_mask(hist_items), []
+        if self.context is not None:
+            parts.append(self.context(hist_items, hist_cats, mask, cand_items, cand_cats, leave_out))
+        if self.config.history_match:
+            # the event-type flags only for a model that reads event types (config.behaviour)
+            reads_types = hist_types is not None and "event_type" in self.config.behaviour
+            types = hist_types if reads_types else tf.zeros_like(hist_items)
+            parts.append(history_match(hist_items, types, mask, cand_items))
+        if not parts:
             return None
-        return self.context(hist_items, hist_cats, history_mask(hist_items), cand_items, cand_cats, leave_out)
+        return parts[0] if len(parts) == 1 else tf.concat(parts, axis=-1)
 
     def score_indices(self, hist_items, hist_cats, cand_items, cand_cats, behaviour: dict | None = None) -> tf.Tensor:
         """Probabilities [B, N]: the history is encoded once per user, then every candidate is scored. `behaviour`:
         HIST_TYPES, HIST_GAPS [B, T] and TARGET_GAP [B] (the request's), or None where they are unknown."""
         user = self.encode(hist_items, hist_cats, behaviour, training=False)
         candidates = self.embedding((cand_items, cand_cats))
-        context = self.candidate_context(hist_items, hist_cats, cand_items, cand_cats)
+        types = behaviour[schema.HIST_TYPES] if behaviour is not None else None
+        context = self.candidate_context(hist_items, hist_cats, cand_items, cand_cats, hist_types=types)
         return tf.sigmoid(self.candidate_logits(user, candidates, context, training=False))
 
     def call(self, features, training=None):
@@ -197,7 +233,8 @@ class SequenceRanker(tf.keras.Model):
         user = self.encode(hist_items, hist_cats, behaviour, training=training)
         if training:
             self.add_auxiliary_loss(user, features)
-        context = self.candidate_context(hist_items, hist_cats, items, cats, leave_out)
+        types = behaviour[schema.HIST_TYPES] if behaviour is not None else None
+        context = self.candidate_context(hist_items, hist_cats, items, cats, leave_out, types)
         return self.candidate_logits(user, self.embedding((items, cats)), context, training=training)
 
     def add_auxiliary_loss(self, user: dict, features: dict) -> None:

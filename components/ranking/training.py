@@ -277,18 +277,20 @@ def _has_both_labels(data: RankingData) -> bool:
     return 0 < data.scalars[schema.LABEL].sum() < data.size
 
 
-def evaluate(model: SequenceRanker, data: RankingData) -> dict:
+def evaluate(model: SequenceRanker, data: RankingData, with_scores: bool = False) -> dict:
     """auc, gauc (grouped by user), logloss and infer_examples_per_s on one split. AUC and GAUC are NaN
-    where undefined (one label only; no user with both labels), as components.metrics does for GAUC."""
+    where undefined (one label only; no user with both labels), as components.metrics does for GAUC.
+    `with_scores` adds `test_scores`, the probabilities in row order (the bench's intervals read them)."""
     probabilities, speed = predict(model, data)
     labels, users = data.scalars[schema.LABEL], data.scalars[schema.USER]
     auc = metrics.auc(labels, probabilities) if _has_both_labels(data) else float("nan")
-    return {
+    result = {
         "auc": auc,
         "gauc": metrics.gauc(labels, probabilities, users),
         "logloss": metrics.logloss(labels, probabilities),
         "infer_examples_per_s": speed,
     }
+    return {**result, "test_scores": probabilities} if with_scores else result
 
 
 @dataclasses.dataclass(frozen=True)
@@ -408,11 +410,13 @@ def fit_and_measure(
     valid: RankingData,
     test: RankingData,
     warm: tuple | None = None,
+    with_scores: bool = False,
 ) -> tuple[SequenceRanker, dict]:
     """A `model_config` model trained on `train_set` (the best epoch on `valid`) and measured on `test`: the model and
     its metrics. train_ranker and the bench's ranking_bench both train through here, so the bench measures the
     stage's model. `warm` = (ranking.warm_start.Parent, today's features folder) seeds the model from the parent
-    before training, items by id; the metrics then hold `warm_start` (what was carried)."""
+    before training, items by id; the metrics then hold `warm_start` (what was carried), and with `with_scores`
+    `test_scores` (the test probabilities in row order, from the same pass as the metrics)."""
     tf.keras.utils.set_random_seed(train_config.seed)
     model = build_model(model_config, spec.num_items, spec.num_categories, train_set.statistics)
     carried = {}
@@ -423,7 +427,8 @@ def fit_and_measure(
         model(_example_features(), training=False)  # creates the variables
         carried = {"warm_start": warm_start.initialise(model, features_dir, parent)}
         log.info("ranking: warm start from %s: %s", parent.version, carried["warm_start"])
-    return model, {**train(model, train_set.data, train_config, valid), **evaluate(model, test), **carried}
+    trained = train(model, train_set.data, train_config, valid)
+    return model, {**trained, **evaluate(model, test, with_scores), **carried}
 
 
 def write_artifact(

@@ -1,9 +1,13 @@
 """OPE and the bandit on the synthetic shop's tiny world, against the truth the world knows."""
 
+import copy
+
 import numpy as np
 import pytest
 
 from components.experiments import bench, ope, shop, studies
+from components.experiments.simulation import BanditConfig
+from components.warehouse import synthetic
 from components.warehouse.build import build_warehouse
 from components.warehouse.duckdb_warehouse import WarehouseWriter
 
@@ -159,3 +163,90 @@ def test_category_share_of_the_pool_by_hand():
     np.testing.assert_allclose(
         shop.category_share(categories, valid), [[2 / 3, 2 / 3, 1 / 3, 0.0], [1.0, 1.0, 1.0, 1.0]]
     )
+
+
+def test_the_bandit_shops_cross_is_a_pure_segment_by_style_interaction(tiny):
+    world, _, _ = tiny
+    styled = shop.with_style_affinity(world, 0.7, np.random.default_rng(5))
+    affinity = styled.style_affinity
+    assert affinity.shape == (shop.NUM_SEGMENTS, shop.NUM_STYLES)
+    np.testing.assert_allclose(affinity.mean(axis=0), 0.0, atol=1e-12)  # no style better on average
+    np.testing.assert_allclose(affinity.mean(axis=1), 0.0, atol=1e-12)  # no segment clicks more
+    assert np.sqrt(np.mean(affinity**2)) == pytest.approx(0.7)
+    assert np.linalg.matrix_rank(affinity) == 2
+    users, items = np.array([0, 1, 2]), np.array([[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]])
+    by_hand = world.fit(users, items) + affinity[styled.user_segment[users][:, None], styled.item_style[items]]
+    np.testing.assert_allclose(styled.fit(users, items), by_hand)
+    np.testing.assert_allclose(
+        styled.click_probability(users, items),
+        world.examination[:4] * synthetic.sigmoid(synthetic.CLICK_BIAS + by_hand),
+    )
+    # the state is the styled shop's own, and a shift keeps the cross
+    styled.state.category[0] = (world.state.category[0] + 1) % world.config.n_categories
+    assert styled.state.category[0] != world.state.category[0]
+    shifted = styled.shift_interests(0.5, np.random.default_rng(0))
+    assert isinstance(shifted, shop.StyledShop) and np.array_equal(shifted.style_affinity, affinity)
+    assert np.array_equal(shifted.item_style, styled.item_style)
+    with pytest.raises(ValueError, match=">= 0"):
+        shop.with_style_affinity(world, -1.0, np.random.default_rng(0))
+
+
+def test_styled_proposals_give_every_learner_the_style_and_the_fm_segment_and_style(tiny):
+    world, history, _ = tiny
+    ranker = shop.LinearRanker.train(history, shop.log_requests(world, 500, np.random.default_rng(2)))
+    styled = shop.with_style_affinity(world, 0.5, np.random.default_rng(5))
+    users = np.array([3, 7])
+    plain = shop.ShopProposer(ranker, history, True)(copy.deepcopy(world), users, np.random.default_rng(1))
+    got = shop.ShopProposer(ranker, history, True)(copy.deepcopy(styled), users, np.random.default_rng(1))
+    np.testing.assert_array_equal(got.candidates, plain.candidates)  # the same pool from the same draws
+    n_before = plain.contexts.shape[2] - 2  # features, pool share, category one-hot; then score and 1
+    np.testing.assert_array_equal(got.contexts[..., :n_before], plain.contexts[..., :n_before])
+    style_onehot = got.contexts[..., n_before : n_before + shop.NUM_STYLES]
+    valid = got.valid
+    np.testing.assert_array_equal(style_onehot.sum(axis=2), 1.0)
+    np.testing.assert_array_equal(style_onehot.argmax(axis=2)[valid], styled.item_style[got.candidates[valid]])
+    np.testing.assert_array_equal(got.contexts[..., -2:], plain.contexts[..., -2:])
+    np.testing.assert_array_equal(got.fields[..., :3], plain.fields)
+    np.testing.assert_array_equal(got.fields[..., 3], np.broadcast_to(styled.user_segment[users][:, None], (2, 12)))
+    np.testing.assert_array_equal(got.fields[..., 4][valid], styled.item_style[got.candidates[valid]])
+
+
+def test_without_the_cross_the_study_is_the_synthetic_shops(tiny):
+    """style_affinity 0 runs the study on the world as the warehouse logged it (no style fields); otherwise the
+    requests are the same and only the cross's clicks differ."""
+    world, history, _ = tiny
+    ranker = shop.LinearRanker.train(history, shop.log_requests(world, 500, np.random.default_rng(2)))
+    args = (world, history, ranker, 12, 32, 0.5, 4)
+    plain = studies.bandit_study(*args, BanditConfig(style_affinity=0.0), policies=("greedy",))
+    seen = []
+    proposer = shop.ShopProposer.__call__
+
+    def spy(self, w, users, rng):
+        seen.append(type(w))
+        return proposer(self, w, users, rng)
+
+    import unittest.mock
+
+    with unittest.mock.patch.object(shop.ShopProposer, "__call__", spy):
+        styled = studies.bandit_study(*args, BanditConfig(style_affinity=0.5), policies=("greedy",))
+        again = studies.bandit_study(*args, BanditConfig(style_affinity=0.0), policies=("greedy",))
+    assert set(seen[:12]) == {shop.StyledShop} and set(seen[12:]) == {synthetic.ShopWorld}
+    np.testing.assert_array_equal(again.rewards["greedy"], plain.rewards["greedy"])
+    assert not np.array_equal(styled.rewards["greedy"], plain.rewards["greedy"])
+
+
+def test_the_fm_learns_the_bandit_shops_cross_that_the_linear_learners_cannot(tiny):
+    """A strong segment x style cross (RMS 1.5) on the tiny shop: the FM, which crosses the two fields, collects
+    more than linear Thompson and LinUCB (which see the style's one-hot but cannot cross it with the segment) by
+    over 5%; on the shop without it the FM's lead is under 5% (seed 3: +1.3% over Thompson, cross: +9.7%)."""
+    world, history, _ = tiny
+    ranker = shop.LinearRanker.train(history, shop.log_requests(world, 2000, np.random.default_rng(2)))
+    lead = {}
+    for scale in (0.0, 1.5):
+        config = BanditConfig(style_affinity=scale)
+        run = studies.bandit_study(
+            world, history, ranker, 90, 64, 0.5, 3, config, policies=("bayesian_fm", "thompson", "linucb")
+        )
+        total = {name: r.sum() for name, r in run.rewards.items()}
+        lead[scale] = total["bayesian_fm"] / max(total["thompson"], total["linucb"]) - 1
+    assert lead[1.5] > 0.05 > lead[0.0]

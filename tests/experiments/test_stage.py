@@ -89,6 +89,68 @@ def test_fit_from_logs_equals_updating_with_the_logged_contexts():
     np.testing.assert_allclose(fitted.mean, expected.mean)
 
 
+class TimedRetrieverDouble(RetrieverDouble):
+    """A retriever whose query tower reads time: the query's first coordinate gains the request gap in hours."""
+
+    reads_gaps = True
+
+    def encode(self, hist_items, hist_cats, behaviour=None):
+        query = super().encode(hist_items, hist_cats)
+        if behaviour is not None:
+            query = query + np.stack([np.asarray(behaviour.request_gap) / 3600.0, np.zeros(len(query))], axis=1)
+        return query
+
+
+def test_the_warm_start_encodes_queries_with_the_gaps_the_funnel_retrieves_with():
+    """Users a (views x at 0 h, y at 1 h) and b (views y at 3 h): the log ends at 3 h, so a's request gap is 2 h and
+    b's 0 h; a retriever that reads time gets them (funnel.retrieval_queries), and without the events' times the
+    query is the gapless one."""
+    hours = pd.to_datetime([0, 3600, 3 * 3600], unit="s", utc=True)
+    events = pd.DataFrame(
+        {"user_id": ["a", "a", "b"], "item_id": ["x", "y", "y"], "event_type": ["view"] * 3, "event_ts": hours}
+    )
+    impressions = pd.DataFrame(
+        {"user_id": ["a", "b"], "item_id": ["x", "y"], "position": [0, 1], "clicked": [True, False]}
+    )
+
+    def fitted(retriever, log):
+        model, _ = stage.fit_bandit_from_logs(retriever, impressions, log, {"x": 2, "y": 3}, 3, 0.5, 2.0, 1.0)
+        return model.mean
+
+    def expected(query):
+        items = np.array([[1.0, 0.0], [0.0, 1.0]])[:, None, :]
+        contexts = reranker_features(query, items, np.einsum("bd,bnd->bn", query, items))[:, 0, :]
+        model = BayesianLinearBandit.create(6, 2, 2.0, 0.5)
+        model.update(contexts, np.array([0, 1]), np.array([1.0, 0.0]))
+        return model.mean
+
+    gapless = np.array([[0.5, 0.5], [0.0, 1.0]])  # mean of x and y; y
+    np.testing.assert_allclose(fitted(TimedRetrieverDouble(), events), expected(gapless + [[2.0, 0], [0.0, 0]]))
+    untimed = events[["user_id", "item_id"]]
+    np.testing.assert_allclose(fitted(TimedRetrieverDouble(), untimed), expected(gapless))
+    np.testing.assert_allclose(fitted(RetrieverDouble(), events), expected(gapless))  # reads no time: ignores them
+
+
+def test_mutes_logged_for_some_rows_only_are_refused_by_the_warm_start_as_by_the_estimators():
+    import pyarrow as pa
+
+    from components.experiments import ope
+
+    base = {"user_id": ["a", "a", "b"], "item_id": ["x", "y", "x"], "position": [0, 1, 0]}
+    base["clicked"] = [True, False, False]
+    assert not stage.mutes_logged(pd.DataFrame(base))  # written before the column
+    assert not stage.mutes_logged(pd.DataFrame(base | {"muted": [None, None, None]}))  # a logger without mutes
+    assert stage.mutes_logged(pd.DataFrame(base | {"muted": [False, True, False]}))
+    partial = pd.DataFrame(base | {"muted": [False, None, True]})
+    with pytest.raises(ope.LogError, match="no `muted` value"):
+        stage.mutes_logged(partial)
+    events = pd.DataFrame({"user_id": ["a", "b"], "item_id": ["x", "y"]})
+    with pytest.raises(ope.LogError, match="no `muted` value"):
+        stage.fit_bandit_from_logs(RetrieverDouble(), partial, events, {"x": 2, "y": 3}, 3, 0.5, 2.0, 1.0)
+    with pytest.raises(ope.LogError, match="no `muted` value"):  # the same table, the same rule
+        ope.logged_mutes(pa.table(partial).column("muted"))
+
+
 @pytest.fixture(scope="module")
 def tiny_warehouse(tmp_path_factory):
     path = tmp_path_factory.mktemp("wh") / "shop.duckdb"

@@ -80,3 +80,34 @@ def test_intervals_cover_the_point_value_and_pair_the_difference():
     assert dien["gauc_ci95_low"] < dien["gauc"] < dien["gauc_ci95_high"]
     assert dien["auc_minus_din"] > 0.2 and 0 < dien["auc_minus_din_ci95_low"] < dien["auc_minus_din"]
     assert runs["din"]["auc_ci95_high"] < dien["auc_ci95_low"]
+
+
+def test_the_bench_reads_test_scores_from_the_pass_that_gave_the_metrics(drifting_features):
+    """fit_and_measure(with_scores=True) hands back the test probabilities of evaluate's own pass (no third pass over
+    test): they are the model's predictions in row order and give the reported AUC."""
+    from components import schema
+    from components.ranking.base import ModelConfig
+    from components.ranking.data import load_split
+    from components.ranking.training import TrainingSet, fit_and_measure, predict
+
+    spec = schema.FeatureSpec.read(drifting_features)
+    train_data, test_data = load_split(drifting_features, "train"), load_split(drifting_features, "test")
+    train_set = TrainingSet(train_data, None)
+    model, result = fit_and_measure(
+        ModelConfig(model_type="din"),
+        bench.TrainConfig(epochs=1, batch_size=64),
+        spec,
+        train_set,
+        None,
+        test_data,
+        with_scores=True,
+    )
+    scores = result.pop("test_scores")
+    np.testing.assert_allclose(scores, predict(model, test_data, timed=False)[0], atol=1e-6)
+    assert metrics.auc(test_data.scalars[schema.LABEL], scores) == pytest.approx(result["auc"])
+    assert (
+        "test_scores"
+        not in fit_and_measure(
+            ModelConfig(model_type="din"), bench.TrainConfig(epochs=1, batch_size=64), spec, train_set, None, test_data
+        )[1]
+    )

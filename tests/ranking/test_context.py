@@ -95,7 +95,10 @@ def test_the_funnel_orders_candidates_by_the_exported_rankers_context(drifting_f
     candidates exactly as the item-to-item baseline scores them (ties keep retrieval's order)."""
     train = training_set(str(drifting_features), TrainConfig(), None)
     spec = schema.FeatureSpec.read(drifting_features)
-    model = build_model(ModelConfig(model_type="din"), spec.num_items, spec.num_categories, train.statistics)
+    # context.py's features alone (the history match would add its own columns to the wide term)
+    model = build_model(
+        ModelConfig(model_type="din", history_match=False), spec.num_items, spec.num_categories, train.statistics
+    )
     hist = np.array([[0, 0, 4, 9, 13], [2, 3, 6, 7, 10], [0, 0, 0, 0, 21]], np.int64)
     cats = item_category_table(drifting_features, spec.num_items)[hist]
     model.score_indices(hist, cats, hist, cats)  # builds the layers
