@@ -12,7 +12,7 @@ def retrieval(
     model: Output[Model],
     metrics: Output[Metrics],
     epochs: int = 12,
-    embedding_dim: int = 64,
+    embedding_dim: int = 128,
     seed: int = 0,
     warm_start: bool = False,
     registry_dir: str = "",
