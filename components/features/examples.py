@@ -133,10 +133,16 @@ class BlockEncoder:
     ) -> tuple[dict[tuple[str, str], tuple[bytes, int]], dict]:
         """{(kind, split): (the serialised tf.Examples of every user in turn, TFRecord-framed; their number)} and the
         capped counts of the block."""
-        vocab, sampler = self._vocab, self._sampler
         sizes = np.array([len(s) for s in steps_list], np.int64)
-        starts = np.concatenate([[0], np.cumsum(sizes)])
-        steps = np.concatenate(steps_list)
+        return self.encode_rows(users, np.concatenate(steps_list), np.concatenate([[0], np.cumsum(sizes)]))
+
+    def encode_rows(
+        self, users: list[str], steps: np.ndarray, starts: np.ndarray
+    ) -> tuple[dict[tuple[str, str], tuple[bytes, int]], dict]:
+        """encode, for the users' steps end to end (user u's are steps[starts[u]:starts[u + 1]])."""
+        vocab, sampler = self._vocab, self._sampler
+        starts = np.asarray(starts, np.int64)
+        sizes = np.diff(starts)
         items = vocab.item_of_row[steps["item"]]
         noclick = np.empty(len(steps), np.int64)
         positions: dict[str, list[np.ndarray]] = {name: [] for name in schema.SPLITS}
@@ -146,7 +152,7 @@ class BlockEncoder:
             a, b = int(starts[u]), int(starts[u + 1])
             rng = user_rng(self._seed, user_id)
             noclick[a:b] = sampler.sample_excluding(rng, items[a:b])
-            picked = self._split(steps_list[u])
+            picked = self._split(steps[a:b])
             if len(picked.get(CAPPED, ())):
                 capped["capped/users"] += 1
                 capped["capped/train_targets"] += len(picked[CAPPED])

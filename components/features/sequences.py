@@ -58,6 +58,99 @@ def collapse_repeats(events: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
+# Blocks: the features job handles users a block at a time (a few hundred users, found by a hash of the id), so
+# that sorting, collapsing and counting cost a few NumPy calls per block instead of per user.
+# ---------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class UserBlock:
+    """Several users' rows (EVENT_DTYPE events or STEP_DTYPE steps) end to end, users sorted by id: user k's rows
+    are rows[starts[k]:starts[k + 1]], in time order."""
+
+    users: list[str]
+    starts: np.ndarray  # int64, len(users) + 1
+    rows: np.ndarray
+
+    @classmethod
+    def of(cls, members: Iterable[tuple[str, np.ndarray]]) -> UserBlock:
+        """A block of (user_id, rows) pairs (each user once, rows in order), sorted by user id."""
+        members = sorted(members, key=lambda member: member[0])
+        sizes = np.array([len(rows) for _, rows in members], np.int64)
+        rows = np.concatenate([rows for _, rows in members]) if members else np.empty(0, STEP_DTYPE)
+        return cls([user for user, _ in members], np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64), rows)
+
+    @property
+    def sizes(self) -> np.ndarray:
+        """Each user's number of rows."""
+        return np.diff(self.starts)
+
+    def members(self) -> list[tuple[str, np.ndarray]]:
+        """(user_id, that user's rows) per user, in id order."""
+        bounds = self.starts.tolist()
+        return [(user, self.rows[a:b]) for user, a, b in zip(self.users, bounds[:-1], bounds[1:])]
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+
+def block_events(parts: Iterable[tuple[list[str], np.ndarray, np.ndarray]]) -> UserBlock:
+    """One block's events from any number of partial batches, each (user ids, events per user, events grouped by
+    user in that order), as a UserBlock: users sorted by id, each user's events in sort_events's order."""
+    parts = list(parts)
+    user_ids = [user for users, _, _ in parts for user in users]
+    counts = np.concatenate([np.asarray(c, np.int64) for _, c, _ in parts]) if parts else np.zeros(0, np.int64)
+    events = np.concatenate([e for _, _, e in parts]) if parts else np.empty(0, EVENT_DTYPE)
+    users = sorted(set(user_ids))
+    rank = {user: k for k, user in enumerate(users)}
+    user_of_event = np.repeat(np.fromiter(map(rank.__getitem__, user_ids), np.int64, len(user_ids)), counts)
+    order = np.lexsort(tuple(events[name] for name in reversed(_EVENT_ORDER)) + (user_of_event,))
+    starts = np.concatenate([[0], np.cumsum(np.bincount(user_of_event, minlength=len(users)))]).astype(np.int64)
+    return UserBlock(users, starts, events[order])
+
+
+def collapse_block(events: UserBlock, min_steps: int) -> tuple[UserBlock, dict[str, int]]:
+    """collapse_repeats for every user of a block of events, and the users with fewer than `min_steps` steps left
+    out; returns the block of steps and the counts (users and events read, kept and dropped)."""
+    sizes = events.sizes
+    user = np.repeat(np.arange(len(sizes)), sizes)
+    items = events.rows["item"]
+    first = np.flatnonzero(np.r_[True, (items[1:] != items[:-1]) | (user[1:] != user[:-1])]) if len(items) else []
+    steps = np.empty(len(first), STEP_DTYPE)
+    steps["item"] = items[first]
+    steps["ts"] = events.rows["ts"][first]
+    flags = np.left_shift(np.uint8(1), events.rows["type"]).astype(np.uint8)
+    steps["flags"] = np.bitwise_or.reduceat(flags, first) if len(first) else flags[:0]
+    step_counts = np.bincount(user[first], minlength=len(sizes))
+    keep = step_counts >= min_steps
+    kept_steps = steps[np.repeat(keep, step_counts)]
+    kept_counts = step_counts[keep]
+    counts = {
+        "users_read": len(sizes),
+        "users": int(keep.sum()),
+        "events": int(sizes[keep].sum()),
+        "steps": int(kept_counts.sum()),
+        "dropped_users/too_few_steps": int((~keep).sum()),
+        "dropped_events/user_too_few_steps": int(sizes[~keep].sum()),
+    }
+    users = [u for u, k in zip(events.users, keep.tolist()) if k]
+    starts = np.concatenate([[0], np.cumsum(kept_counts)]).astype(np.int64)
+    return UserBlock(users, starts, kept_steps), counts
+
+
+def chunk_bounds(sizes: np.ndarray, limit: int) -> list[tuple[int, int]]:
+    """Consecutive runs [first, stop) of users whose sizes add up to at most `limit`; a user larger than that is a
+    run of its own."""
+    out, start, sizes = [], 0, [int(n) for n in sizes]
+    while start < len(sizes):
+        stop, total = start, 0
+        while stop < len(sizes) and (stop == start or total + sizes[stop] <= limit):
+            total += sizes[stop]
+            stop += 1
+        out.append((start, stop))
+        start = stop
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # Splits: a split function maps a user's steps to the target positions of each split. Every
 # position is >= 1, so every example has at least one step of history.
 # ---------------------------------------------------------------------------------------------

@@ -1,16 +1,16 @@
 """Composite PTransforms of the features job, each small enough to test with TestPipeline.
 
-Throughput comes from keeping the element count low: events arrive as Arrow batches (one per
-Parquet row group) and are grouped per user inside each batch before the shuffle, so the
-GroupByKey carries about one element per user and batch instead of one per event. The example
-builder groups users into blocks by a hash of their id (a GroupByKey, so no DoFn holds elements
-across calls) and encodes each block at once with NumPy (examples.BlockEncoder), emitting one string of
-TFRecord-framed records per (block, kind, split), which a sink writes whole, so the runner's
-per-element overhead is paid per user or block, never per example.
+Throughput comes from keeping the element count low: the runner's cost per element (coding, a Python call per
+DoFn) is paid per block of users, never per user or example. Events arrive as Arrow batches (one per Parquet row
+group); each batch is split by block of users (a stable hash of the id, block_of) before the one shuffle, so the
+GroupByKey carries one element per block and batch. Each block's events are then sorted, collapsed into steps,
+counted for the vocabulary and encoded into examples a block at a time with NumPy (sequences.UserBlock,
+examples.BlockEncoder), emitting one string of TFRecord-framed records per (block, kind, split), which a sink
+writes whole.
 
 Counts for stats.json travel as data on a `stats` output (dicts of flat "a/b" keys, summed by
-SumCounts), which makes them exact on every runner. DoFns count per bundle and emit one dict in
-finish_bundle.
+SumCounts), which makes them exact on every runner. Every DoFn emits its counts with the element they count,
+never from finish_bundle, and keeps no state from one element to the next.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from apache_beam import coders
 from apache_beam.io import filebasedsink
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.transforms.window import GlobalWindows
 
 from components import schema
 from components.features.examples import BlockEncoder, resolve_ranking_task
@@ -37,8 +36,10 @@ from components.features.sequences import (
     EVENT_DTYPE,
     MIN_STEPS,
     SplitFn,
-    collapse_repeats,
-    sort_events,
+    UserBlock,
+    block_events,
+    chunk_bounds,
+    collapse_block,
 )
 from components.features.vocab import VocabCounts, Vocabulary, build_vocabulary, item_features_table
 
@@ -50,17 +51,6 @@ _EVENT_TYPES = pa.array(schema.EVENT_TYPES)
 def output_tag(kind: str, split: str) -> str:
     """The output tag of BuildExamples for one example kind and split, e.g. "ranking/train"."""
     return f"{kind}/{split}"
-
-
-class _CountingDoFn(beam.DoFn):
-    """A DoFn that counts into self.counts and emits the bundle's counts on the stats output."""
-
-    def start_bundle(self):
-        self.counts = collections.Counter()
-
-    def finish_bundle(self):
-        if self.counts:
-            yield beam.pvalue.TaggedOutput(STATS, GlobalWindows.windowed_value(dict(self.counts)))
 
 
 def validate_batch(table: pa.Table, expected: pa.Schema, name: str) -> pa.Table:
@@ -120,10 +110,19 @@ class BuildCatalogue(beam.PTransform):
 
 
 # ---------------------------------------------------------------------------------------------
-# Events -> per-user sequences
+# Events -> blocks of users' sequences
 # ---------------------------------------------------------------------------------------------
-class _GroupBatchByUser(beam.DoFn):
-    """One Arrow batch of events -> (user_id, EVENT_DTYPE records) per user in the batch.
+NUM_BLOCKS = 512  # users are grouped into this many blocks by a stable hash of their id (the large preset: ~700 each)
+
+
+def block_of(user_id: str) -> int:
+    """The block of a user: a stable hash of the id, the same on every worker and run."""
+    return int.from_bytes(hashlib.blake2b(user_id.encode(), digest_size=8).digest(), "little") % NUM_BLOCKS
+
+
+class _GroupBatchByBlock(beam.DoFn):
+    """One Arrow batch of events -> (block, (user ids, events per user, EVENT_DTYPE records grouped by user)) per
+    block of users (block_of) in the batch.
 
     Events whose type is not in schema.EVENT_TYPES or whose item is not in the catalogue are
     dropped and counted.
@@ -153,7 +152,7 @@ class _GroupBatchByUser(beam.DoFn):
         for code, n in zip(*np.unique(records["type"], return_counts=True)):
             counts[f"events_by_type/{schema.EVENT_TYPES[code]}"] += int(n)
         yield beam.pvalue.TaggedOutput(STATS, dict(counts))
-        yield from _split_by_user(users, records)
+        yield from split_by_block(users, records)
 
     def _ids(self, catalogue: pa.Table) -> pa.Array:
         if catalogue is not self._catalogue:
@@ -162,19 +161,29 @@ class _GroupBatchByUser(beam.DoFn):
         return self._catalogue_ids
 
 
-def _split_by_user(users: np.ndarray, records: np.ndarray):
+def split_by_block(users: np.ndarray, records: np.ndarray):
+    """(block, (user ids, events per user, their records grouped by user)) for every block with users in `users`
+    (the user id of each record)."""
     codes, uniques = pd.factorize(users)
-    order = np.argsort(codes, kind="stable")
-    records = records[order]
-    ends = np.cumsum(np.bincount(codes, minlength=len(uniques)))
-    start = 0
-    for user_id, end in zip(uniques.tolist(), ends.tolist()):
-        yield user_id, records[start:end]
-        start = end
+    if not len(uniques):
+        return
+    blocks = np.fromiter((block_of(u) for u in uniques.tolist()), np.int64, len(uniques))
+    order = np.lexsort((codes, blocks[codes]))
+    records, codes = records[order], codes[order]
+    user_first = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    user_codes = codes[user_first]
+    user_counts = np.diff(np.r_[user_first, len(codes)])
+    user_blocks = blocks[user_codes]
+    block_first = np.flatnonzero(np.r_[True, user_blocks[1:] != user_blocks[:-1]])
+    bounds = np.r_[block_first, len(user_codes)].tolist()
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        first, last = int(user_first[a]), int(user_first[b]) if b < len(user_first) else len(codes)
+        yield int(user_blocks[a]), (uniques[user_codes[a:b]].tolist(), user_counts[a:b], records[first:last])
 
 
 class GroupEventsByUser(beam.PTransform):
-    """Arrow batches of events (schema.EVENTS) -> (user_id, that user's events, sorted).
+    """Arrow batches of events (schema.EVENTS) -> UserBlocks of events: each block's users (block_of) sorted by id,
+    each user's events sorted (sequences.block_events).
 
     Returns {"main": ..., "stats": ...}. `catalogue` is the singleton from BuildCatalogue.
     """
@@ -184,38 +193,50 @@ class GroupEventsByUser(beam.PTransform):
         self._catalogue = catalogue
 
     def expand(self, batches):
-        """Groups the events by user (drops counted on the stats output); {MAIN: per-user events, STATS: counts}."""
+        """Groups the events by block of users (drops counted on the stats output); {MAIN: UserBlocks, STATS}."""
         grouped = batches | "GroupInBatch" >> beam.ParDo(
-            _GroupBatchByUser(), beam.pvalue.AsSingleton(self._catalogue)
+            _GroupBatchByBlock(), beam.pvalue.AsSingleton(self._catalogue)
         ).with_outputs(STATS, main=MAIN)
         events = (
             grouped[MAIN]
             | "Shuffle" >> beam.GroupByKey()
-            | "Sort" >> beam.MapTuple(lambda user_id, parts: (user_id, sort_events(parts)))
+            | "Sort" >> beam.MapTuple(lambda block, parts: block_events(parts))
         )
         return {MAIN: events, STATS: grouped[STATS]}
 
 
-class _StepsFn(_CountingDoFn):
+class IntoBlocks(beam.PTransform):
+    """(user_id, rows) pairs, each user once -> UserBlocks (block_of), as GroupEventsByUser's are: for callers and
+    tests that have users one by one."""
+
+    def expand(self, members):
+        """Keys each user by its block, groups them and builds each block (users sorted by id)."""
+        return (
+            members
+            | "KeyByBlock" >> beam.Map(lambda member: (block_of(member[0]), member))
+            | "GroupIntoBlocks" >> beam.GroupByKey()
+            | "Block" >> beam.MapTuple(lambda block, members: UserBlock.of(members))
+        )
+
+
+def user_rows(block: UserBlock) -> list[tuple[str, np.ndarray]]:
+    """(user_id, rows) of every user of a block: beam.FlatMap(user_rows) undoes IntoBlocks."""
+    return block.members()
+
+
+class _StepsFn(beam.DoFn):
     def __init__(self, min_steps: int):
         self._min_steps = min_steps
 
-    def process(self, element):
-        user_id, events = element
-        steps = collapse_repeats(events)
-        self.counts["users_read"] += 1
-        if len(steps) < self._min_steps:
-            self.counts["dropped_users/too_few_steps"] += 1
-            self.counts["dropped_events/user_too_few_steps"] += len(events)
-            return
-        self.counts["users"] += 1
-        self.counts["events"] += len(events)
-        self.counts["steps"] += len(steps)
-        yield user_id, steps
+    def process(self, events: UserBlock):
+        steps, counts = collapse_block(events, self._min_steps)
+        yield beam.pvalue.TaggedOutput(STATS, {key: n for key, n in counts.items() if n})
+        if len(steps):
+            yield steps
 
 
 class BuildSequences(beam.PTransform):
-    """(user_id, sorted events) -> (user_id, steps): consecutive repeats collapsed, users with
+    """UserBlocks of sorted events -> UserBlocks of steps: consecutive repeats collapsed, users with
     fewer than `min_steps` steps dropped and counted. Returns {"main": ..., "stats": ...}."""
 
     def __init__(self, min_steps: int = MIN_STEPS):
@@ -223,7 +244,7 @@ class BuildSequences(beam.PTransform):
         self._min_steps = min_steps
 
     def expand(self, events):
-        """Collapses each user's repeats into steps; {MAIN: (user_id, steps), STATS: drop counts}."""
+        """Collapses each user's repeats into steps; {MAIN: UserBlocks of steps, STATS: drop counts}."""
         out = events | "Collapse" >> beam.ParDo(_StepsFn(self._min_steps)).with_outputs(STATS, main=MAIN)
         return {MAIN: out[MAIN], STATS: out[STATS]}
 
@@ -238,10 +259,11 @@ class _VocabCountsFn(beam.CombineFn):
     def create_accumulator(self):
         return VocabCounts.empty()
 
-    def add_input(self, counts, element):
-        user_id, steps = element
-        train = self._split(steps)["train"]
-        counts.add_user(user_id, steps["item"], steps["item"][train])
+    def add_input(self, counts, block):
+        items = block.rows["item"]
+        bounds = block.starts.tolist()
+        train = [self._split(block.rows[a:b])["train"] + a for a, b in zip(bounds[:-1], bounds[1:])]
+        counts.add_block(block.users, block.sizes, items, items[np.concatenate(train)] if train else items[:0])
         return counts
 
     def merge_accumulators(self, accumulators):
@@ -256,7 +278,7 @@ class _VocabCountsFn(beam.CombineFn):
 
 
 class ComputeVocabulary(beam.PTransform):
-    """(user_id, steps) -> a singleton Vocabulary (ranked ids plus lookups), sized by the number
+    """UserBlocks of steps -> a singleton Vocabulary (ranked ids plus lookups), sized by the number
     of items and users, never by the number of events."""
 
     def __init__(self, catalogue, split: SplitFn, catalogue_items: bool = False):
@@ -314,30 +336,11 @@ class WriteVocabulary(beam.PTransform):
 # Examples
 # ---------------------------------------------------------------------------------------------
 BLOCK_STEPS = 20_000  # at most this many steps of users are encoded together (examples.BlockEncoder)
-NUM_BLOCKS = 512  # users are grouped into this many blocks by a stable hash of their id (the large preset: ~680 each)
-
-
-def block_of(user_id: str) -> int:
-    """The block of a user: a stable hash of the id, the same on every worker and run."""
-    return int.from_bytes(hashlib.blake2b(user_id.encode(), digest_size=8).digest(), "little") % NUM_BLOCKS
-
-
-def step_chunks(members: list, limit: int):
-    """Consecutive runs of `members` ((user_id, steps) pairs) of at most `limit` steps in all; a user with more
-    steps than that is a run of its own."""
-    start = 0
-    while start < len(members):
-        stop, steps = start, 0
-        while stop < len(members) and (stop == start or steps + len(members[stop][1]) <= limit):
-            steps += len(members[stop][1])
-            stop += 1
-        yield members[start:stop]
-        start = stop
 
 
 class _ExamplesFn(beam.DoFn):
-    """(block, its users' (user_id, steps)) -> one string of TFRecord-framed records per (kind, split) and up to
-    BLOCK_STEPS steps of users (sorted by id), each user's records together and in order, and the block's counts.
+    """A UserBlock of steps -> one string of TFRecord-framed records per (kind, split) and up to BLOCK_STEPS steps of
+    users (in the block's order, by id), each user's records together and in order, and the block's counts.
     No state is kept from one element to the next (the vocabulary's encoder aside), nothing is emitted from
     finish_bundle."""
 
@@ -351,7 +354,7 @@ class _ExamplesFn(beam.DoFn):
         self._key = None
         self._encoder = None
 
-    def process(self, element, vocab, ranking_task):
+    def process(self, block, vocab, ranking_task):
         if self._key != (id(vocab), ranking_task):
             self._key = (id(vocab), ranking_task)
             self._encoder = BlockEncoder(
@@ -362,10 +365,13 @@ class _ExamplesFn(beam.DoFn):
                 seed=self._seed,
                 split=self._split,
             )
-        _, members = element
         counts = collections.Counter()
-        for chunk in step_chunks(sorted(members, key=lambda member: member[0]), self._block_steps):
-            examples, capped = self._encoder.encode([u for u, _ in chunk], [s for _, s in chunk])
+        starts = block.starts
+        for first, stop in chunk_bounds(block.sizes, self._block_steps):
+            a, b = int(starts[first]), int(starts[stop])
+            examples, capped = self._encoder.encode_rows(
+                block.users[first:stop], block.rows[a:b], starts[first : stop + 1] - a
+            )
             counts.update({key: n for key, n in capped.items() if n})
             for (kind, split), (framed, count) in examples.items():
                 if count:
@@ -375,7 +381,7 @@ class _ExamplesFn(beam.DoFn):
 
 
 class BuildExamples(beam.PTransform):
-    """(user_id, steps) -> blocks of TFRecord-framed tf.Examples (tfexample.records reads them back) under tags
+    """UserBlocks of steps -> blocks of TFRecord-framed tf.Examples (tfexample.records reads them back) under tags
     output_tag(kind, split), plus counts under "stats". `vocab` and `ranking_task` are singleton PCollections."""
 
     def __init__(self, vocab, ranking_task, *, max_len: int, seed: int, split: SplitFn):
@@ -389,15 +395,9 @@ class BuildExamples(beam.PTransform):
         tags = [
             output_tag(kind, split) for kind in (schema.RETRIEVAL_DIR, schema.RANKING_DIR) for split in schema.SPLITS
         ]
-        out = (
-            sequences
-            | "KeyByBlock" >> beam.Map(lambda element: (block_of(element[0]), element))
-            | "GroupIntoBlocks" >> beam.GroupByKey()
-            | "Build"
-            >> beam.ParDo(
-                self._fn, beam.pvalue.AsSingleton(self._vocab), beam.pvalue.AsSingleton(self._ranking_task)
-            ).with_outputs(STATS, *tags)
-        )
+        out = sequences | "Build" >> beam.ParDo(
+            self._fn, beam.pvalue.AsSingleton(self._vocab), beam.pvalue.AsSingleton(self._ranking_task)
+        ).with_outputs(STATS, *tags)
         return {tag: out[tag] for tag in tags + [STATS]}
 
 

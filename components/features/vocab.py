@@ -39,6 +39,19 @@ class VocabCounts:
         np.add.at(self.item_train_targets, train_items, 1)
         self.user_steps.append((user_id, len(items)))
 
+    def add_block(self, users: list[str], step_counts: np.ndarray, items: np.ndarray, train_items: np.ndarray) -> None:
+        """add_user for the users of a block at once: their ids, numbers of steps, and all their step items and
+        train-target items (catalogue rows)."""
+        needed = int(items.max()) + 1 if len(items) else 0
+        if needed > len(self.item_steps):
+            self.item_steps = _grow(self.item_steps, needed)
+            self.item_train_targets = _grow(self.item_train_targets, needed)
+        steps = np.bincount(items, minlength=needed)
+        train = np.bincount(train_items, minlength=needed)
+        self.item_steps[: len(steps)] += steps
+        self.item_train_targets[: len(train)] += train
+        self.user_steps.extend(zip(users, np.asarray(step_counts).tolist()))
+
     def merge(self, other: VocabCounts) -> None:
         """Adds `other`'s counts into these (in place), as the CombineFn merges accumulators."""
         self.item_steps = _add_counts(self.item_steps, other.item_steps)

@@ -106,3 +106,27 @@ def test_length_table_headers_prefix_the_entries():
         payload = bytes(range(256)) * (n // 256) + bytes(n % 256)
         header = table.data[table.offsets[n] : table.offsets[n + 1]].tobytes()
         assert header + payload == key.entry(payload)
+
+
+def test_vocab_counts_of_a_block_equal_the_users_one_by_one(shop):
+    users, _ = shop
+    split = SPLITS["capped"]
+    one = VocabCounts.empty()
+    for user_id, steps in users:
+        one.add_user(user_id, steps["item"], steps["item"][split(steps)["train"]])
+    block = VocabCounts.empty()
+    for part in (users[:5], users[5:]):
+        steps = np.concatenate([s for _, s in part])
+        offsets = np.cumsum([0] + [len(s) for _, s in part])
+        train = np.concatenate([split(s)["train"] + a for (_, s), a in zip(part, offsets)])
+        block.add_block([u for u, _ in part], np.diff(offsets), steps["item"], steps["item"][train])
+    n = max(len(one.item_steps), len(block.item_steps))
+    assert np.array_equal(_fit(one.item_steps, n), _fit(block.item_steps, n))
+    assert np.array_equal(_fit(one.item_train_targets, n), _fit(block.item_train_targets, n))
+    assert one.user_steps == block.user_steps
+
+
+def _fit(counts, n):
+    out = np.zeros(n, np.int64)
+    out[: len(counts)] = counts
+    return out

@@ -104,3 +104,64 @@ def test_cvr_label_is_purchase_of_the_item_at_or_after_the_step_within_the_split
     assert S.cvr_labels(items, flags, np.array([1, 2, 3])).tolist() == [1.0, 0.0, 1.0]
     # the purchase of item 4 at position 4 lies outside positions 1..3
     assert S.cvr_labels(items, flags, np.array([1, 2])).tolist() == [0.0, 0.0]
+
+
+def _random_parts(seed=0, num_users=30, num_parts=4):
+    """One block's events as batches would cut them: (user ids, events per user, events grouped by user) per part,
+    users repeated across parts, events out of order, repeats and (ts, seq) ties."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for _ in range(num_parts):
+        users = [f"u{k:02d}" for k in rng.choice(num_users, size=rng.integers(1, num_users), replace=False)]
+        counts = rng.integers(1, 8, size=len(users))
+        events = np.empty(int(counts.sum()), S.EVENT_DTYPE)
+        events["ts"] = rng.integers(0, 5, len(events))
+        events["seq"] = rng.integers(0, 3, len(events))
+        events["item"] = rng.integers(0, 4, len(events))
+        events["type"] = rng.integers(0, len(S.schema.EVENT_TYPES), len(events))
+        parts.append((users, counts, events))
+    return parts
+
+
+def _per_user(parts):
+    by_user: dict = {}
+    for users, counts, events in parts:
+        bounds = np.concatenate([[0], np.cumsum(counts)])
+        for user, a, b in zip(users, bounds[:-1], bounds[1:]):
+            by_user.setdefault(user, []).append(events[a:b])
+    return by_user
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_block_sorts_and_collapses_each_user_as_the_per_user_functions_do(seed):
+    parts = _random_parts(seed)
+    block = S.block_events(parts)
+    by_user = _per_user(parts)
+    assert block.users == sorted(by_user)
+    for user, events in block.members():
+        assert events.tobytes() == S.sort_events(by_user[user]).tobytes()
+    steps, counts = S.collapse_block(block, min_steps=3)
+    expected = {u: S.collapse_repeats(S.sort_events(p)) for u, p in by_user.items()}
+    kept = {u: s for u, s in expected.items() if len(s) >= 3}
+    assert steps.users == sorted(kept)
+    for user, rows in steps.members():
+        assert rows.tobytes() == kept[user].tobytes()
+    assert counts == {
+        "users_read": len(expected),
+        "users": len(kept),
+        "events": sum(sum(map(len, by_user[u])) for u in kept),
+        "steps": sum(map(len, kept.values())),
+        "dropped_users/too_few_steps": len(expected) - len(kept),
+        "dropped_events/user_too_few_steps": sum(sum(map(len, by_user[u])) for u in expected if u not in kept),
+    }
+
+
+def test_user_block_of_members_round_trips():
+    members = [("b", np.zeros(2, S.STEP_DTYPE)), ("a", np.ones(3, S.STEP_DTYPE))]
+    block = S.UserBlock.of(members)
+    assert block.users == ["a", "b"] and block.sizes.tolist() == [3, 2] and len(block) == 2
+    assert [(u, r.tobytes()) for u, r in block.members()] == [(u, r.tobytes()) for u, r in sorted(members)]
+    empty = S.UserBlock.of([])
+    assert empty.users == [] and empty.starts.tolist() == [0]
+    steps, counts = S.collapse_block(S.block_events([]), min_steps=3)
+    assert len(steps) == 0 and counts["users_read"] == 0

@@ -8,6 +8,7 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from components import schema
+from components.features import sequences as S
 from components.features import tfexample as tfx
 from components.features import transforms as T
 from components.features.sequences import PURCHASE, STEP_DTYPE, VIEW, leave_last_out
@@ -65,7 +66,11 @@ def test_group_events_by_user_merges_batches_sorts_ties_by_event_seq_and_counts_
     )
     with fn_api_pipeline() as p:
         out = p | beam.Create([batch1, batch2]) | T.GroupEventsByUser(_catalogue(p))
-        items = out[T.MAIN] | beam.MapTuple(lambda user, events: (user, [ITEMS[i] for i in events["item"]]))
+        items = (
+            out[T.MAIN]
+            | beam.FlatMap(T.user_rows)
+            | beam.MapTuple(lambda user, events: (user, [ITEMS[i] for i in events["item"]]))
+        )
         assert_that(items, equal_to([("u1", ["a", "b", "c", "d"]), ("u2", ["b"])]), label="sequences")
         counts = out[T.STATS] | T.SumCounts()
         expected = {
@@ -94,8 +99,10 @@ def test_build_sequences_collapses_repeats_and_drops_short_users():
     with fn_api_pipeline() as p:
         grouped = p | beam.Create([batch]) | T.GroupEventsByUser(_catalogue(p))
         out = grouped[T.MAIN] | T.BuildSequences()
-        steps = out[T.MAIN] | beam.MapTuple(
-            lambda user, s: (user, s["item"].tolist(), [bool(f & PURCHASE) for f in s["flags"]])
+        steps = (
+            out[T.MAIN]
+            | beam.FlatMap(T.user_rows)
+            | beam.MapTuple(lambda user, s: (user, s["item"].tolist(), [bool(f & PURCHASE) for f in s["flags"]]))
         )
         assert_that(steps, equal_to([("long", [0, 1, 0], [True, False, False])]), label="steps")
         expected = {
@@ -120,7 +127,7 @@ def test_compute_vocabulary_ranks_by_count_then_id():
     categories = ["x", "y", "y", "z", "x"]
     with fn_api_pipeline() as p:
         catalogue = _catalogue(p, categories=categories)
-        vocab = p | "Seqs" >> beam.Create(SEQUENCES) | T.ComputeVocabulary(catalogue, leave_last_out)
+        vocab = p | "Seqs" >> beam.Create(SEQUENCES) | T.IntoBlocks() | T.ComputeVocabulary(catalogue, leave_last_out)
         summary = vocab | beam.Map(
             lambda v: (v.items, v.categories, v.users, v.train_count.tolist(), v.item_category.tolist())
         )
@@ -138,11 +145,12 @@ def test_compute_vocabulary_ranks_by_count_then_id():
 
 def _examples(p, task, max_len=3, seed=0, sequences=SEQUENCES):
     catalogue = _catalogue(p)
-    vocab = p | "Seqs" >> beam.Create(sequences) | T.ComputeVocabulary(catalogue, leave_last_out)
+    vocab = p | "Seqs" >> beam.Create(sequences) | T.IntoBlocks() | T.ComputeVocabulary(catalogue, leave_last_out)
     task = p | "Task" >> beam.Create([task])
     examples = (
         p
         | "Seqs2" >> beam.Create(sequences)
+        | "Blocks2" >> T.IntoBlocks()
         | T.BuildExamples(vocab, task, max_len=max_len, seed=seed, split=leave_last_out)
     )
     return {
@@ -173,11 +181,12 @@ def test_build_examples_next_item_pairs_each_positive_with_a_different_negative(
     sequences = [("u1", _steps([0, 1, 0, 1, 2, 0, 1, 0, 2, 1, 0]))]
     with fn_api_pipeline() as p:
         catalogue = _catalogue(p)
-        vocab = p | "Seqs" >> beam.Create(sequences) | T.ComputeVocabulary(catalogue, leave_last_out)
+        vocab = p | "Seqs" >> beam.Create(sequences) | T.IntoBlocks() | T.ComputeVocabulary(catalogue, leave_last_out)
         task = p | "Task" >> beam.Create(["next_item"])
         examples = (
             p
             | "Seqs2" >> beam.Create(sequences)
+            | "Blocks2" >> T.IntoBlocks()
             | T.BuildExamples(vocab, task, max_len=3, seed=0, split=leave_last_out)
         )
         for split in schema.SPLITS:
@@ -294,7 +303,7 @@ def test_compute_vocabulary_fails_clearly_without_users():
     with pytest.raises(Exception, match="no user has enough steps"):
         with fn_api_pipeline() as p:
             empty = p | "Seqs" >> beam.Create([]).with_output_types(tuple)
-            _ = empty | T.ComputeVocabulary(_catalogue(p), leave_last_out)
+            _ = empty | T.IntoBlocks() | T.ComputeVocabulary(_catalogue(p), leave_last_out)
 
 
 def test_cvr_needs_views_and_purchases():
@@ -316,10 +325,41 @@ def test_group_events_by_user_rejects_empty_user_ids():
             _ = p | beam.Create([batch]) | T.GroupEventsByUser(_catalogue(p))
 
 
-def test_step_chunks_cap_the_steps_encoded_together():
+def test_chunk_bounds_cap_the_steps_encoded_together():
     """A block's users go to the encoder in runs of at most `limit` steps, in order, none left out or repeated; a
     user longer than the limit is a run of its own."""
-    members = [(f"u{i}", np.zeros(n)) for i, n in enumerate([3, 4, 2, 9, 1, 1, 5])]
-    chunks = list(T.step_chunks(members, limit=6))
-    assert [[user for user, _ in chunk] for chunk in chunks] == [["u0"], ["u1", "u2"], ["u3"], ["u4", "u5"], ["u6"]]
-    assert list(T.step_chunks([], limit=6)) == []
+    assert S.chunk_bounds(np.array([3, 4, 2, 9, 1, 1, 5]), limit=6) == [(0, 1), (1, 3), (3, 4), (4, 6), (6, 7)]
+    assert S.chunk_bounds(np.zeros(0, np.int64), limit=6) == []
+
+
+def test_a_block_of_many_users_is_encoded_in_runs_and_gives_every_users_examples():
+    """More steps in a block than BLOCK_STEPS: the DoFn encodes it in several runs, and every example is there."""
+    sequences = [(f"u{k}", _steps([k % 5, (k + 1) % 5, (k + 2) % 5, (k + 3) % 5])) for k in range(30)]
+    fn = T._ExamplesFn(max_len=3, seed=0, split=leave_last_out, block_steps=10)
+    with fn_api_pipeline() as p:
+        catalogue = _catalogue(p)
+        vocab = p | "Seqs" >> beam.Create(sequences) | T.IntoBlocks() | T.ComputeVocabulary(catalogue, leave_last_out)
+        task = p | "Task" >> beam.Create(["next_item"])
+        block = p | "Block" >> beam.Create([S.UserBlock.of(sequences)])
+        out = block | beam.ParDo(fn, beam.pvalue.AsSingleton(vocab), beam.pvalue.AsSingleton(task)).with_outputs(
+            T.STATS, *[T.output_tag(k, s) for k in ("retrieval", "ranking") for s in schema.SPLITS]
+        )
+        blocks = out[T.output_tag("retrieval", "train")] | "Count" >> beam.Map(lambda b: len(tfx.records(b)))
+        assert_that(blocks, equal_to([2] * 15), label="runs")  # 10 steps = 2 users = 2 train examples a run
+        assert_that(out[T.STATS] | T.SumCounts(), lambda c: c[0]["examples/ranking/test"] == 60, label="counts")
+
+
+def test_split_by_block_gives_each_block_its_users_events_once():
+    users = np.array(["u3", "u1", "u2", "u1", "u3", "u9"], dtype=object)
+    records = np.zeros(len(users), S.EVENT_DTYPE)
+    records["seq"] = np.arange(len(users))
+    parts = list(T.split_by_block(users, records))
+    assert len({block for block, _ in parts}) == len(parts)  # one element per block
+    got = {}
+    for block, (ids, counts, events) in parts:
+        assert all(T.block_of(u) == block for u in ids)
+        bounds = np.concatenate([[0], np.cumsum(counts)])
+        for user, a, b in zip(ids, bounds[:-1], bounds[1:]):
+            got[user] = events["seq"][a:b].tolist()
+    assert got == {"u3": [0, 4], "u1": [1, 3], "u2": [2], "u9": [5]}
+    assert list(T.split_by_block(np.array([], dtype=object), records[:0])) == []
