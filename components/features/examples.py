@@ -92,12 +92,14 @@ class _Layout:
         self.parts: list[tuple[str, np.ndarray, np.ndarray]] = []
 
     def add(self, name: str, offsets, sizes) -> None:
-        self.parts.append(
-            (name, np.broadcast_to(np.asarray(offsets, np.int64), self.count), np.broadcast_to(sizes, self.count))
-        )
+        """offsets and sizes: one per record, or one for all."""
+        self.parts.append((name, np.asarray(offsets, np.int64), np.asarray(sizes, np.int64)))
 
     def body_sizes(self) -> np.ndarray:
-        return sum((sizes for _, _, sizes in self.parts), np.zeros(self.count, np.int64))
+        total = np.zeros(self.count, np.int64)
+        for _, _, sizes in self.parts:
+            total += sizes
+        return total
 
 
 class BlockEncoder:
@@ -144,24 +146,47 @@ class BlockEncoder:
         starts = np.asarray(starts, np.int64)
         sizes = np.diff(starts)
         items = vocab.item_of_row[steps["item"]]
-        noclick = np.empty(len(steps), np.int64)
         positions: dict[str, list[np.ndarray]] = {name: [] for name in schema.SPLITS}
-        negatives: dict[str, list[np.ndarray]] = {name: [] for name in schema.SPLITS}
         capped = {"capped/users": 0, "capped/train_targets": 0}
+        next_item = self._task == "next_item"
+        uniforms, negative_uniforms, picks = [], [], []
         for u, user_id in enumerate(users):
             a, b = int(starts[u]), int(starts[u + 1])
             rng = user_rng(self._seed, user_id)
-            noclick[a:b] = sampler.sample_excluding(rng, items[a:b])
+            uniforms.append(rng.random(b - a))
             picked = self._split(steps[a:b])
+            picks.append(picked)
             if len(picked.get(CAPPED, ())):
                 capped["capped/users"] += 1
                 capped["capped/train_targets"] += len(picked[CAPPED])
             for name in schema.SPLITS:
                 positions[name].append(picked[name] + a)
-            if self._task == "next_item":
-                drawn = sampler.sample_excluding(rng, np.concatenate([items[picked[n] + a] for n in schema.SPLITS]))
-                cuts = np.cumsum([len(picked[n]) for n in schema.SPLITS])[:-1]
-                for name, part in zip(schema.SPLITS, np.split(drawn, cuts)):
+            if next_item:
+                negative_uniforms.append(rng.random(sum(len(picked[n]) for n in schema.SPLITS)))
+        # sampler.sample_excluding's draws for every user at once, from the uniforms each user's generator gave; a
+        # user whose draw needs the generator again (an excluded item holding all the mass) is drawn alone
+        noclick, stuck = sampler.from_uniforms(_concat(uniforms, np.float64), items)
+        if next_item:
+            targets = np.concatenate([items[positions[n][u]] for u in range(len(users)) for n in schema.SPLITS])
+            drawn, stuck_negative = sampler.from_uniforms(_concat(negative_uniforms, np.float64), targets)
+            target_starts = np.concatenate([[0], np.cumsum([len(x) for x in negative_uniforms])]).astype(np.int64)
+            user_of_target = np.repeat(np.arange(len(users)), np.diff(target_starts))
+            redo = np.union1d(np.repeat(np.arange(len(users)), sizes)[stuck], user_of_target[stuck_negative])
+        else:
+            redo = np.unique(np.repeat(np.arange(len(users)), sizes)[stuck])
+        for u in redo.tolist():
+            a, b = int(starts[u]), int(starts[u + 1])
+            rng = user_rng(self._seed, users[u])
+            noclick[a:b] = sampler.sample_excluding(rng, items[a:b])
+            if next_item:
+                mine = np.concatenate([items[picks[u][n] + a] for n in schema.SPLITS])
+                drawn[target_starts[u] : target_starts[u + 1]] = sampler.sample_excluding(rng, mine)
+        negatives: dict[str, list[np.ndarray]] = {name: [] for name in schema.SPLITS}
+        if next_item:
+            for u in range(len(users)):
+                cuts = np.cumsum([len(picks[u][n]) for n in schema.SPLITS])[:-1]
+                mine = drawn[target_starts[u] : target_starts[u + 1]]
+                for name, part in zip(schema.SPLITS, np.split(mine, cuts)):
                     negatives[name].append(part)
         types, gaps, seconds = _behaviour(steps, starts[:-1])
         user_of_step = np.repeat(np.arange(len(users)), sizes)
@@ -259,10 +284,13 @@ class BlockEncoder:
                 continue
             table = self._headers[key]
             table.ensure(int(np.max(sizes, initial=0)))
-            sizes = np.broadcast_to(sizes, count)
             layout.add(f"header:{key}", table.offsets[sizes], np.diff(table.offsets)[sizes])
             layout.add(sequence, offsets, sizes)
         return layout
+
+
+def _concat(arrays: list[np.ndarray], dtype) -> np.ndarray:
+    return np.concatenate(arrays).astype(dtype, copy=False) if arrays else np.zeros(0, dtype)
 
 
 def _span(begin: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -306,8 +334,10 @@ def _gather(data: np.ndarray, bases: dict[str, int], layout: _Layout, tables: di
     columns.append((bases["prefix"] + prefix.offsets[body], np.diff(prefix.offsets)[body]))
     columns += [(bases[name] + offsets, sizes) for name, offsets, sizes in layout.parts]
     columns.append((bases["crc"], 4))
-    starts = np.stack([np.broadcast_to(o, layout.count) for o, _ in columns], axis=1)
-    sizes = np.stack([np.broadcast_to(np.asarray(n, np.int64), layout.count) for _, n in columns], axis=1)
+    starts = np.empty((layout.count, len(columns)), np.int64)
+    sizes = np.empty((layout.count, len(columns)), np.int64)
+    for k, (offsets, lengths) in enumerate(columns):
+        starts[:, k], sizes[:, k] = offsets, lengths
     chunks = []
     for first in range(0, layout.count, GATHER_RECORDS):
         chunk_sizes = sizes[first : first + GATHER_RECORDS].ravel()

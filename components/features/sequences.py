@@ -267,18 +267,25 @@ class PopularitySampler:
         self._cdf = np.cumsum(popularity)
         self._num_items = len(popularity)
 
+    def from_uniforms(self, uniforms: np.ndarray, exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """sample_excluding's draws from its uniforms on [0, 1) (one per entry of `exclude`), and where the draw is
+        stuck (the excluded item holds all the mass, or rounding landed on it): there sample_excluding draws again."""
+        exclude = np.asarray(exclude, dtype=np.int64)
+        weight = self._weight[exclude]
+        start = self._cdf[exclude] - weight
+        u = uniforms * (self._cdf[-1] - weight)
+        u = np.where(u >= start, u + weight, u)
+        out = np.minimum(np.searchsorted(self._cdf, u, side="right"), self._num_items - 1)
+        return out, (out == exclude) | (self._cdf[-1] - weight <= 0)
+
     def sample_excluding(self, rng: np.random.Generator, exclude: np.ndarray) -> np.ndarray:
         """One index per entry of `exclude`, drawn by popularity among the other items.
 
         When the excluded item holds all the popularity, the draw is uniform over the others.
         """
         exclude = np.asarray(exclude, dtype=np.int64)
-        weight = self._weight[exclude]
-        start = self._cdf[exclude] - weight
-        u = rng.random(len(exclude)) * (self._cdf[-1] - weight)
-        u = np.where(u >= start, u + weight, u)
-        out = np.minimum(np.searchsorted(self._cdf, u, side="right"), self._num_items - 1)
-        stuck = np.flatnonzero((out == exclude) | (self._cdf[-1] - weight <= 0))
+        out, stuck_mask = self.from_uniforms(rng.random(len(exclude)), exclude)
+        stuck = np.flatnonzero(stuck_mask)
         if len(stuck):
             uniform = rng.integers(schema.NUM_RESERVED, self._num_items - 1, size=len(stuck))
             out[stuck] = uniform + (uniform >= exclude[stuck])

@@ -130,3 +130,26 @@ def _fit(counts, n):
     out = np.zeros(n, np.int64)
     out[: len(counts)] = counts
     return out
+
+
+@pytest.mark.parametrize("task", ["cvr", "next_item"])
+def test_users_whose_draws_need_their_generator_again_give_the_reference_records(shop, task):
+    """All the popularity on one item: excluding it leaves no mass, so sample_excluding draws again from the user's
+    generator (uniform over the others); the block encoder redraws those users alone and must still agree."""
+    users, vocab = shop
+    popular = int(vocab.item_of_row[users[0][1]["item"][0]])
+    weights = np.zeros(vocab.num_items)
+    weights[popular] = 1.0
+    sampler = S.PopularitySampler(weights)
+    split = SPLITS["leave_last_out"]
+    expected: dict = {}
+    for user_id, steps in users:
+        for where, records in reference_user_examples(
+            user_id, steps, vocab, sampler, ranking_task=task, max_len=3, seed=2, split=split
+        ).items():
+            expected.setdefault(where, []).extend(records)
+    encoder = E.BlockEncoder(vocab, sampler, ranking_task=task, max_len=3, seed=2, split=split)
+    blocks, _ = encoder.encode([u for u, _ in users], [s for _, s in users])
+    assert {where: tfx.records(framed) for where, (framed, _) in blocks.items()} == expected
+    stuck = sum(int((vocab.item_of_row[s["item"]] == popular).sum()) for _, s in users)
+    assert stuck > 0  # some steps were redrawn
