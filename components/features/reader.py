@@ -92,28 +92,89 @@ def dataset(features_dir: str | Path, kind: str, split: str, batch_size: int) ->
     )
 
 
+def stream(
+    features_dir: str | Path,
+    kind: str,
+    split: str,
+    batch_size: int,
+    *,
+    max_len: int | None = None,
+    shuffle_buffer: int = 0,
+    seed: int = 0,
+    repeat: bool = False,
+) -> tf.data.Dataset:
+    """Batches of parsed examples read from the TFRecord shards as a stream: memory holds `shuffle_buffer` records
+    and a few batches, whatever the split's size (the trainers' path for sets that do not fit in memory).
+
+    Files are read in shard order and, without a shuffle, records in file order, deterministically (one output always
+    gives the same batches; load_numpy's canonical order would need the whole split). With `shuffle_buffer`, records
+    are shuffled through a buffer of that many, seeded (`seed`), reshuffled each epoch when `repeat`. With
+    `max_len`, the histories (every sequence feature but seen_items) are dense [b, max_len], left-padded as pad_left
+    pads them (PAD_INDEX; NO_GAP for gaps), their newest max_len steps; else RaggedTensors as `dataset` gives them."""
+    spec = _parse_spec(kind, split)
+    files = tfrecord_files(features_dir, kind, split)
+    records = tf.data.TFRecordDataset(files)
+    if shuffle_buffer:
+        records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        records = records.repeat()
+    batches = records.batch(batch_size).map(
+        lambda batch: tf.io.parse_example(batch, spec), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
+    if max_len is not None:
+        batches = batches.map(lambda batch: _left_padded(batch, max_len))
+    return batches.prefetch(tf.data.AUTOTUNE)
+
+
+_HISTORIES = tuple(name for name in schema.SEQUENCE_FEATURES if name != schema.SEEN_ITEMS)  # seen_items: a set
+
+
+def _left_padded(batch: dict, max_len: int) -> dict:
+    out = {}
+    for name, value in batch.items():
+        if name not in _HISTORIES:
+            out[name] = value
+            continue
+        fill = schema.NO_GAP if name == schema.HIST_GAPS else schema.PAD_INDEX
+        # column j of a row of n values holds value n - max_len + j, or padding (one fill value after the values)
+        # where that comes before the row's first
+        lengths, starts = tf.cast(value.row_lengths(), tf.int64), tf.cast(value.row_starts(), tf.int64)
+        at = lengths[:, None] - max_len + tf.range(max_len, dtype=tf.int64)[None, :]
+        values = tf.concat([value.flat_values, tf.constant([fill], tf.int64)], axis=0)
+        padding = tf.size(value.flat_values, out_type=tf.int64)
+        out[name] = tf.gather(values, tf.where(at >= 0, starts[:, None] + at, padding))
+    return out
+
+
 def load_numpy(features_dir: str | Path, kind: str, split: str) -> dict[str, np.ndarray]:
-    """The whole split in memory: scalars as 1-D arrays, sequences as object arrays of int64 arrays.
+    """The whole split in memory: scalars as 1-D arrays (int64, float64), sequences as object arrays of int64 arrays.
 
     Evaluation and the baselines need every example at once (one per user on valid/test), so this
-    trades generality for simple NumPy code. Rows come in one canonical order whatever shard Beam wrote each to
-    (canonical_order): the trainers' batches, and so their models, then depend on the examples and the seed only.
-    """
-    columns: dict[str, list] = {}
+    trades generality for simple NumPy code (trainers of sets too large for memory read `stream`). Rows come in one
+    canonical order whatever shard Beam wrote each to (canonical_order): the trainers' batches, and so their models,
+    then depend on the examples and the seed only. Batches are kept as NumPy arrays (a sequence's rows are views into
+    its one flat array), never as Python lists."""
+    scalars: dict[str, list[np.ndarray]] = {}
+    flat: dict[str, list[np.ndarray]] = {}
+    lengths: dict[str, list[np.ndarray]] = {}
     for batch in dataset(features_dir, kind, split, batch_size=4096):
         for name, value in batch.items():
             if isinstance(value, tf.RaggedTensor):
-                columns.setdefault(name, []).extend(np.asarray(row) for row in value.to_list())
+                flat.setdefault(name, []).append(value.flat_values.numpy().astype(np.int64, copy=False))
+                lengths.setdefault(name, []).append(value.row_lengths().numpy())
             else:
-                columns.setdefault(name, []).extend(value.numpy().tolist())
+                scalars.setdefault(name, []).append(value.numpy())
     out = {}
-    for name, values in columns.items():
-        if name in schema.SEQUENCE_FEATURES:
-            arr = np.empty(len(values), dtype=object)
-            arr[:] = [np.asarray(v, dtype=np.int64) for v in values]
-            out[name] = arr
+    for name in dict.fromkeys([*scalars, *flat]):
+        if name in flat:
+            values = np.concatenate(flat[name])
+            bounds = np.cumsum(np.concatenate(lengths[name]))[:-1]
+            rows = np.empty(len(bounds) + 1, dtype=object)
+            rows[:] = np.split(values, bounds)
+            out[name] = rows
         else:
-            out[name] = np.asarray(values)
+            column = np.concatenate(scalars[name])
+            out[name] = column.astype(np.float64 if column.dtype.kind == "f" else np.int64, copy=False)
     order = canonical_order(out)
     return {name: values[order] for name, values in out.items()}
 

@@ -284,3 +284,41 @@ def test_rows_load_in_one_order_whatever_shard_beam_wrote_them_to(shop, tmp_path
         original, moved = reader.load_numpy(shop["out"], kind, "train"), reader.load_numpy(copy, kind, "train")
         for name, values in original.items():
             assert all(np.array_equal(a, b) for a, b in zip(values, moved[name], strict=True)), (kind, name)
+
+
+@pytest.mark.parametrize(("kind", "split"), [("retrieval", "train"), ("retrieval", "test"), ("ranking", "train")])
+def test_streamed_batches_hold_the_rows_load_numpy_holds(shop, kind, split):
+    """reader.stream (the trainers' path for sets larger than memory) gives every row once, with the values
+    load_numpy gives, sequences left-padded to max_len exactly as pad_left pads them."""
+    loaded = reader.load_numpy(shop["out"], kind, split)
+    batches = list(reader.stream(shop["out"], kind, split, batch_size=7, max_len=3).as_numpy_iterator())
+    assert all(len(b[schema.USER]) <= 7 for b in batches)
+    streamed = {
+        name: (
+            np.array([np.array(row, np.int64) for b in batches for row in b[name].to_list()] + [None], object)[:-1]
+            if hasattr(batches[0][name], "to_list")  # seen_items stays ragged
+            else np.concatenate([b[name] for b in batches])
+        )
+        for name in batches[0]
+    }
+    assert set(streamed) == set(loaded)
+
+    def rows(columns, padded):
+        keys = []
+        for i in range(len(columns[schema.USER])):
+            key = []
+            for name in sorted(columns):
+                value = columns[name][i]
+                if name in schema.SEQUENCE_FEATURES and name != schema.SEEN_ITEMS and not padded:
+                    fill = schema.NO_GAP if name == schema.HIST_GAPS else schema.PAD_INDEX
+                    value = reader.pad_left([value], 3, fill=fill)[0]
+                key.append(tuple(np.atleast_1d(value).tolist()))
+            keys.append(tuple(key))
+        return sorted(keys)
+
+    assert rows(streamed, padded=True) == rows(loaded, padded=False)
+    shuffled = reader.stream(shop["out"], kind, split, batch_size=7, max_len=3, shuffle_buffer=50, seed=3)
+    again = reader.stream(shop["out"], kind, split, batch_size=7, max_len=3, shuffle_buffer=50, seed=3)
+    first = np.concatenate([b[schema.USER] for b in shuffled.as_numpy_iterator()])
+    assert np.array_equal(first, np.concatenate([b[schema.USER] for b in again.as_numpy_iterator()]))
+    assert sorted(first.tolist()) == sorted(streamed[schema.USER].tolist())
