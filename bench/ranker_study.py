@@ -30,7 +30,7 @@ from components import schema
 from components.ranking.base import ModelConfig
 from components.ranking.data import load_split
 from components.ranking.export import Ranker as ExportedRanker
-from components.ranking.export import RankerModule, item_category_table
+from components.ranking.export import ranker_module
 from components.ranking.training import TrainConfig, build_model, train, training_set, write_artifact
 from components.serving import funnel, fusion
 
@@ -74,29 +74,7 @@ REPORT_K = 20
 
 def in_memory_ranker(model, features_dir: str) -> ExportedRanker:
     """The trained model behind the exported Ranker's scoring code, without writing a SavedModel."""
-    spec = schema.FeatureSpec.read(features_dir)
-    module = RankerModule(
-        model,
-        schema.read_vocab(features_dir, schema.ITEM_VOCAB),
-        schema.read_vocab(features_dir, schema.CATEGORY_VOCAB),
-        item_category_table(features_dir, spec.num_items),
-    )
-    return ExportedRanker(module)
-
-
-def split_rows(features_dir: str, split: str):
-    """(histories, seen items, targets, behaviour) of the split's users with a known history item, as
-    fusion.choose_on_split reads them."""
-    from components.features import reader
-
-    spec = schema.FeatureSpec.read(features_dir)
-    examples = reader.load_numpy(features_dir, schema.RETRIEVAL_DIR, split)
-    hist = reader.pad_left(examples[schema.HIST_ITEMS], spec.max_len)
-    known = ~funnel.needs_fallback(hist)
-    seen = [examples[schema.SEEN_ITEMS][r] for r in np.flatnonzero(known)]
-    targets = examples[schema.TARGET_ITEM][known].astype(np.int64)
-    behaviour = funnel.Behaviour.of_examples(examples, spec.max_len).take(known)
-    return hist[known], seen, targets, behaviour
+    return ExportedRanker(ranker_module(model, features_dir))
 
 
 def funnel_figures(candidates, probabilities, scores, targets, k: int = REPORT_K) -> dict:
@@ -143,7 +121,7 @@ def run_variant(features_dir: str, retrieval_dir: str, name: str, seed: int, eva
     model = build_model(model_config, spec.num_items, spec.num_categories, train_set.statistics)
     fit = train(model, train_set.data, config, valid)
     retriever = load_retriever(retrieval_dir)
-    hist, seen, targets, behaviour = split_rows(features_dir, "valid")
+    hist, seen, targets, behaviour = fusion.split_rows(features_dir, "valid")
     ranker = in_memory_ranker(model, features_dir)
     arrays = fusion.candidate_scores(retriever, ranker, hist, seen, targets, max(fusion.CANDIDATES_N), behaviour)
     result = {

@@ -132,16 +132,21 @@ class RankerModule(tf.Module):
         )
 
 
-def export_ranker(model: SequenceRanker, features_dir: str | Path, output_dir: str | Path, info: dict) -> None:
-    """Writes the artifact (saved_model/ and ranker.json) through atomic.staged_directory, so a failed
-    export never leaves a half-written model that looks whole."""
+def ranker_module(model: SequenceRanker, features_dir: str | Path) -> RankerModule:
+    """The serving module around a trained model: raw ids in, through the features output's vocabularies."""
     spec = schema.FeatureSpec.read(features_dir)
-    module = RankerModule(
+    return RankerModule(
         model,
         schema.read_vocab(features_dir, schema.ITEM_VOCAB),
         schema.read_vocab(features_dir, schema.CATEGORY_VOCAB),
         item_category_table(features_dir, spec.num_items),
     )
+
+
+def export_ranker(model: SequenceRanker, features_dir: str | Path, output_dir: str | Path, info: dict) -> None:
+    """Writes the artifact (saved_model/ and ranker.json) through atomic.staged_directory, so a failed
+    export never leaves a half-written model that looks whole."""
+    module = ranker_module(model, features_dir)
     recorded = schema.RankerInfo.from_json(
         {"info_version": schema.RANKER_INFO_VERSION, "model_config": dataclasses.asdict(model.config), **info}
     )

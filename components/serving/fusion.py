@@ -120,8 +120,9 @@ def choose_weight(
     }
 
 
-def choose_on_split(retriever, ranker, features_dir: str, split: str = "valid", candidates_n=CANDIDATES_N) -> dict:
-    """Reads `split` of the features output and chooses the weight there (users with a known history item)."""
+def split_rows(features_dir: str, split: str):
+    """(histories, seen items, targets, behaviour) of the split's users with a known history item: the users the
+    fusion weight is chosen on (the others get the fallback, not the funnel)."""
     from components.features import reader
 
     spec = schema.FeatureSpec.read(features_dir)
@@ -131,7 +132,13 @@ def choose_on_split(retriever, ranker, features_dir: str, split: str = "valid", 
     seen = [examples[schema.SEEN_ITEMS][r] for r in np.flatnonzero(known)]
     targets = examples[schema.TARGET_ITEM][known].astype(np.int64)
     behaviour = funnel.Behaviour.of_examples(examples, spec.max_len).take(known)
+    return hist[known], seen, targets, behaviour
+
+
+def choose_on_split(retriever, ranker, features_dir: str, split: str = "valid", candidates_n=CANDIDATES_N) -> dict:
+    """Reads `split` of the features output and chooses the weight there (users with a known history item)."""
+    hist, seen, targets, behaviour = split_rows(features_dir, split)
     candidates, probabilities, scores = candidate_scores(
-        retriever, ranker, hist[known], seen, targets, max(candidates_n), behaviour
+        retriever, ranker, hist, seen, targets, max(candidates_n), behaviour
     )
     return choose_weight(candidates, probabilities, scores, targets, candidates_n)
