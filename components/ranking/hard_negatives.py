@@ -58,9 +58,12 @@ def encode_by_length(retriever, hist: np.ndarray, cats: np.ndarray, behaviour=No
     return queries
 
 
-def top_candidates(queries: np.ndarray, item_embeddings: np.ndarray, exclude: np.ndarray, n: int) -> np.ndarray:
-    """int64 [rows, n]: the n best items per query by dot product (unordered), never a reserved index nor an
-    item in the row's `exclude` (int64 [rows, E], PAD_INDEX as filler). Batched so memory stays bounded."""
+def top_candidates(
+    queries: np.ndarray, item_embeddings: np.ndarray, exclude: np.ndarray, n: int, ordered: bool = False
+) -> np.ndarray:
+    """int64 [rows, n]: the n best items per query by dot product (unordered; `ordered`: best first, ties the lower
+    index first, by the scores the selection used), never a reserved index nor an item in the row's `exclude`
+    (int64 [rows, E], PAD_INDEX as filler). Batched so memory stays bounded."""
     num_items = item_embeddings.shape[0]
     if not 1 <= n <= num_items - schema.NUM_RESERVED:
         raise ValueError(f"hard_negative_pool must be in [1, {num_items - schema.NUM_RESERVED}], got {n}")
@@ -80,8 +83,11 @@ def top_candidates(queries: np.ndarray, item_embeddings: np.ndarray, exclude: np
         np.put_along_axis(scores, exclude[rows], -np.inf, axis=1)
         np.negative(scores, out=scores)  # the n best = the n smallest of the negated scores
         best = np.argpartition(scores, n - 1, axis=1)[:, :n]
-        if not np.isfinite(np.take_along_axis(scores, best, axis=1)).all():
+        chosen = np.take_along_axis(scores, best, axis=1)
+        if not np.isfinite(chosen).all():
             raise ValueError(f"hard_negative_pool {n} exceeds the items left after excluding a user's own items")
+        if ordered:  # negated scores: ascending is best first
+            best = np.take_along_axis(best, np.lexsort((best, chosen), axis=1), axis=1)
         out[rows] = best
 
     with ThreadPoolExecutor(SELECT_THREADS) as pool:
@@ -117,13 +123,6 @@ def rank_weights(pool: int, sampling: str) -> np.ndarray | None:
     if sampling not in NEAR_SAMPLING:
         raise ValueError(f"near_sampling must be one of {NEAR_SAMPLING}, got {sampling!r}")
     return None if sampling == "uniform" else 1.0 / (1.0 + np.arange(pool))
-
-
-def order_by_score(queries: np.ndarray, item_embeddings: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-    """`candidates` [rows, n] sorted per row by the retrieval score (query . item), best first (ties: lower index)."""
-    scores = np.einsum("rd,rnd->rn", queries, item_embeddings[candidates])
-    order = np.lexsort((candidates, -scores), axis=1)
-    return np.take_along_axis(candidates, order, axis=1)
 
 
 def user_train_items(users: np.ndarray, targets: np.ndarray, num_rows: int, row_users: np.ndarray) -> np.ndarray:
@@ -200,7 +199,7 @@ def hard_negative_lists(
         raise ValueError(f"the catalogue is too small to draw {near} near and {per_row} hard negatives per row")
     queries = encode_by_length(retriever, hist, cats, row_behaviour(data) if gaps else None)
     embeddings = np.asarray(retriever.item_embeddings, np.float32)
-    candidates = top_candidates(queries, embeddings, exclude, pool)
+    candidates = top_candidates(queries, embeddings, exclude, pool, ordered=near > 0)
     rng = np.random.default_rng([seed, 7])
     if not near:
         negatives = sample_columns(candidates, per_row, rng)
@@ -208,10 +207,9 @@ def hard_negative_lists(
             "ranking: %d hard negatives per row from the retriever's top-%d for %d rows", per_row, pool, len(targets)
         )
         return negatives
-    ordered = order_by_score(queries, embeddings, candidates)
-    parts = [sample_columns(ordered[:, :near_pool], near, rng, rank_weights(near_pool, near_sampling))]
+    parts = [sample_columns(candidates[:, :near_pool], near, rng, rank_weights(near_pool, near_sampling))]
     if per_row:
-        parts.append(sample_columns(ordered[:, near_pool:], per_row, rng))
+        parts.append(sample_columns(candidates[:, near_pool:], per_row, rng))
     log.info(
         "ranking: %d near negatives per row from the retriever's top-%d (%s), %d from ranks %d-%d, for %d rows",
         near,

@@ -94,11 +94,11 @@ def test_rank_sampling_draws_each_column_in_proportion_to_one_over_its_rank():
         hard_negatives.sample_columns(candidates[:2], 1, np.random.default_rng(0), np.zeros(pool))
 
 
-def test_order_by_score_sorts_each_rows_candidates_best_first():
+def test_ordered_top_candidates_come_best_first():
     embeddings = np.array([[0.0], [0.0], [1.0], [3.0], [2.0], [3.0]], np.float32)
     queries = np.array([[1.0], [-1.0]], np.float32)
-    candidates = np.array([[2, 5, 3, 4], [3, 2, 4, 5]])
-    got = hard_negatives.order_by_score(queries, embeddings, candidates)
+    exclude = np.full((2, 1), schema.PAD_INDEX)
+    got = hard_negatives.top_candidates(queries, embeddings, exclude, 4, ordered=True)
     assert got.tolist() == [[3, 5, 4, 2], [2, 4, 3, 5]]  # ties (3 and 5 score 3): the lower index first
 
 
