@@ -151,7 +151,7 @@ def ranking_bench(
     for seed in seeds:
         retrieval_dir = retrieval_dirs[seed] if retrieval_dirs else None
         train_config = TrainConfig(epochs=epochs, seed=seed)
-        train_set = training_set(features_dir, TrainConfig(seed=seed), retrieval_dir)
+        train_set = training_set(features_dir, train_config, retrieval_dir)
         labels, scores, users, seed_runs = {}, {}, {}, {}
         for name, config in variants.items():
             model, seed_runs[name] = fit_and_measure(
