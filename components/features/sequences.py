@@ -34,12 +34,6 @@ VIEW = event_flag("view")
 PURCHASE = event_flag("purchase")
 
 
-def sort_events(parts: Iterable[np.ndarray]) -> np.ndarray:
-    """One user's events, from any number of partial batches, in chronological order."""
-    events = np.concatenate(list(parts))
-    return np.sort(events, order=_EVENT_ORDER)
-
-
 def collapse_repeats(events: np.ndarray) -> np.ndarray:
     """Steps: runs of consecutive events on the same item, with the OR of their event-type flags.
 
@@ -94,7 +88,7 @@ class UserBlock:
 
 def block_events(parts: Iterable[tuple[list[str], np.ndarray, np.ndarray]]) -> UserBlock:
     """One block's events from any number of partial batches, each (user ids, events per user, events grouped by
-    user in that order), as a UserBlock: users sorted by id, each user's events in sort_events's order."""
+    user in that order), as a UserBlock: users sorted by id, each user's events in time order (ties: seq, item, type)."""
     parts = list(parts)
     user_ids = [user for users, _, _ in parts for user in users]
     counts = np.concatenate([np.asarray(c, np.int64) for _, c, _ in parts]) if parts else np.zeros(0, np.int64)

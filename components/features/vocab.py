@@ -29,19 +29,9 @@ class VocabCounts:
         """The counts of no user: the CombineFn's accumulator to start from."""
         return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), [])
 
-    def add_user(self, user_id: str, items: np.ndarray, train_items: np.ndarray) -> None:
-        """Adds one user's step items and train-target items (both as catalogue rows)."""
-        needed = int(items.max()) + 1 if len(items) else 0
-        if needed > len(self.item_steps):
-            self.item_steps = _grow(self.item_steps, needed)
-            self.item_train_targets = _grow(self.item_train_targets, needed)
-        np.add.at(self.item_steps, items, 1)
-        np.add.at(self.item_train_targets, train_items, 1)
-        self.user_steps.append((user_id, len(items)))
-
     def add_block(self, users: list[str], step_counts: np.ndarray, items: np.ndarray, train_items: np.ndarray) -> None:
-        """add_user for the users of a block at once: their ids, numbers of steps, and all their step items and
-        train-target items (catalogue rows)."""
+        """Adds a block of users at once: their ids, numbers of steps, and all their step items and train-target
+        items (catalogue rows)."""
         needed = int(items.max()) + 1 if len(items) else 0
         if needed > len(self.item_steps):
             self.item_steps = _grow(self.item_steps, needed)

@@ -1,6 +1,7 @@
-"""The per-user example encoder of features v2 (main c2d3940), kept as the specification that
-examples.BlockEncoder must equal record for record: one user at a time, one map entry at a time, readable
-and slow (about 20 us per example). Only the tests use it."""
+"""The per-user code of features v2 (main c2d3940), kept as the specification that the block code must equal:
+the example encoder (examples.BlockEncoder equals it record for record), the event sort (sequences.block_events)
+and the vocabulary counts (VocabCounts.add_block). One user at a time, one map entry at a time, readable and slow
+(about 20 us per example). Only the tests use it."""
 
 from __future__ import annotations
 
@@ -12,9 +13,24 @@ from components import schema
 from components.features import tfexample as tfx
 from components.features.examples import step_behaviour
 from components.features.sequences import VIEW, PopularitySampler, SplitFn, cvr_labels, user_rng
-from components.features.vocab import Vocabulary
+from components.features.vocab import VocabCounts, Vocabulary
 
 _LABEL = {1.0: tfx.float_entry(schema.LABEL, 1.0), 0.0: tfx.float_entry(schema.LABEL, 0.0)}
+
+
+def sort_user_events(parts) -> np.ndarray:
+    """One user's events, from any number of partial batches, in time order (ties: seq, item, type)."""
+    return np.sort(np.concatenate(list(parts)), order=["ts", "seq", "item", "type"])
+
+
+def add_user_counts(counts: VocabCounts, user_id: str, items: np.ndarray, train_items: np.ndarray) -> None:
+    """Adds one user's step items and train-target items (catalogue rows) to `counts`, in place."""
+    needed = max(len(counts.item_steps), int(items.max()) + 1 if len(items) else 0)
+    counts.item_steps = np.pad(counts.item_steps, (0, needed - len(counts.item_steps)))
+    counts.item_train_targets = np.pad(counts.item_train_targets, (0, needed - len(counts.item_train_targets)))
+    np.add.at(counts.item_steps, items, 1)
+    np.add.at(counts.item_train_targets, train_items, 1)
+    counts.user_steps.append((user_id, len(items)))
 
 
 class _EncodedSequence:

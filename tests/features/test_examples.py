@@ -9,7 +9,7 @@ from components.features import sequences as S
 from components.features import tfexample as tfx
 from components.features.vocab import VocabCounts, build_vocabulary
 
-from .reference_examples import reference_user_examples
+from .reference_examples import add_user_counts, reference_user_examples
 from .shop_data import items_table
 
 NUM_ITEMS = 5_000  # item and category indices of one and two varint bytes
@@ -34,7 +34,7 @@ def _users(num_users=40, seed=3):
 def _vocab(users, split):
     counts = VocabCounts.empty()
     for user_id, steps in users:
-        counts.add_user(user_id, steps["item"], steps["item"][split(steps)["train"]])
+        add_user_counts(counts, user_id, steps["item"], steps["item"][split(steps)["train"]])
     catalogue = items_table([f"i{k:05d}" for k in range(NUM_ITEMS)])
     return build_vocabulary(counts, catalogue)
 
@@ -113,7 +113,7 @@ def test_vocab_counts_of_a_block_equal_the_users_one_by_one(shop):
     split = SPLITS["capped"]
     one = VocabCounts.empty()
     for user_id, steps in users:
-        one.add_user(user_id, steps["item"], steps["item"][split(steps)["train"]])
+        add_user_counts(one, user_id, steps["item"], steps["item"][split(steps)["train"]])
     block = VocabCounts.empty()
     for part in (users[:5], users[5:]):
         steps = np.concatenate([s for _, s in part])

@@ -5,6 +5,8 @@ import pytest
 
 from components.features import sequences as S
 
+from .reference_examples import sort_user_events
+
 
 def _events(rows):
     """rows: (ts, seq, item, type index)."""
@@ -14,9 +16,10 @@ def _events(rows):
     return out
 
 
-def test_sort_orders_by_time_then_event_seq_across_parts():
+def test_a_block_sorts_a_user_by_time_then_event_seq_across_parts():
     parts = [_events([(5, 2, 30, 0), (1, 0, 10, 0)]), _events([(5, 1, 20, 0), (9, 0, 40, 0)])]
-    assert S.sort_events(parts)["item"].tolist() == [10, 20, 30, 40]
+    block = S.block_events([(["u"], [len(p)], p) for p in parts])
+    assert block.users == ["u"] and block.rows["item"].tolist() == [10, 20, 30, 40]
 
 
 def test_collapse_merges_consecutive_repeats_and_keeps_their_event_types():
@@ -139,9 +142,9 @@ def test_a_block_sorts_and_collapses_each_user_as_the_per_user_functions_do(seed
     by_user = _per_user(parts)
     assert block.users == sorted(by_user)
     for user, events in block.members():
-        assert events.tobytes() == S.sort_events(by_user[user]).tobytes()
+        assert events.tobytes() == sort_user_events(by_user[user]).tobytes()
     steps, counts = S.collapse_block(block, min_steps=3)
-    expected = {u: S.collapse_repeats(S.sort_events(p)) for u, p in by_user.items()}
+    expected = {u: S.collapse_repeats(sort_user_events(p)) for u, p in by_user.items()}
     kept = {u: s for u, s in expected.items() if len(s) >= 3}
     assert steps.users == sorted(kept)
     for user, rows in steps.members():
