@@ -57,6 +57,7 @@ def recommender_pipeline(
     warm_start_epochs: int = 4,
     ranking_epochs: int = 3,
     candidates_n: int = 200,
+    evaluation_max_users: int = 0,
     top_k: int = 20,
     gate_metric: str = "ndcg@20",
     margin_vs_baseline: float = 0.0,
@@ -105,6 +106,7 @@ def recommender_pipeline(
         warm_start_epochs: Most epochs of a warm-started retrieval training (and of ranking, at most ranking_epochs).
         ranking_epochs: Most epochs of DIEN and DIN training (the best valid epoch is kept).
         candidates_n: Retrieval depth the evaluation scores the funnel at (the export's N is chosen up to it).
+        evaluation_max_users: Test users the evaluation scores, those whose ids hash lowest (the same users every run); 0 scores every one. Full-catalogue scoring costs users x items: a shop with millions of users sets it (export still serves every user).
         top_k: Length of each exported recommendation list.
         gate_metric: Funnel metric the gate compares (hit@K, ndcg@K or mrr).
         margin_vs_baseline: Relative margin the candidate must beat the strongest baseline by (-0.99 blesses almost anything).
@@ -242,6 +244,7 @@ def recommender_pipeline(
         gate_on_drift=gate_on_drift,
         user_scoring=user_scoring,
         beam_args=beam_args,
+        max_users=evaluation_max_users,
     )
     apply_resources(evaluation_task.set_display_name("evaluation"), "evaluation")
 

@@ -7,6 +7,7 @@ report: its estimates go into the report and the metrics, and with `gate_on_ope`
 `extracted` (optional) gives the report the source and window; `campaign` (optional) is the campaign evaluation's
 folder: complementary items' and audiences' held-out figures (components.export.campaign_eval). `user_scoring`
 "beam" scores the users in shards on Beam with `beam_args` (the features stage's: Dataflow in production).
+`max_users` above 0 scores only that many test users, those whose ids hash lowest (the same users every run).
 """
 
 from typing import Optional
@@ -43,6 +44,7 @@ def evaluation(
     gate_on_drift: bool = False,
     user_scoring: str = "in_process",
     beam_args: str = "[]",
+    max_users: int = 0,
 ) -> bool:
     """Scores the candidate against the baselines and the last blessed model and returns the gate's `blessed`."""
     from components import kfp_metrics

@@ -32,6 +32,7 @@ class TestSplit:
     item_categories: np.ndarray  # object [num_items]: category id of every item index
     user_ids: np.ndarray  # object [U]: the test users' ids
     behaviour: Behaviour  # the histories' event types and gaps, aligned with hist_matrix
+    users_total: int = 0  # test users in the split before sampling (== len(self) when every one is scored)
 
     @property
     def num_items(self) -> int:
@@ -47,8 +48,24 @@ class TestSplit:
         return len(self.targets)
 
 
-def read_test_split(features_dir: str | Path, split: str = "test") -> TestSplit:
-    """Reads vocabulary, the retrieval and ranking examples of `split`, and the train sequences."""
+def sample_users(user_ids: np.ndarray, count: int) -> np.ndarray:
+    """Ascending rows of the `count` users whose ids hash lowest (all rows when count is 0 or covers them). A hash
+    of the id, not a draw: the same users in every run and for every model, and a larger sample holds a smaller
+    one, so a shop's figures stay comparable from day to day and as it raises the count."""
+    if count <= 0 or count >= len(user_ids):
+        return np.arange(len(user_ids))
+    hashes = pd.util.hash_array(np.asarray(user_ids, dtype=object), categorize=False)
+    return np.sort(np.argsort(hashes, kind="stable")[:count])
+
+
+def _take_rows(examples: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+    return {name: column[rows] for name, column in examples.items()}
+
+
+def read_test_split(features_dir: str | Path, split: str = "test", max_users: int = 0) -> TestSplit:
+    """Reads vocabulary, the retrieval and ranking examples of `split`, and the train sequences. With `max_users`
+    only that many test users (sample_users) are kept, with their ranking rows: full-catalogue scoring costs
+    users x items, which a shop with millions of users bounds here rather than with a bigger machine."""
     from components.features import reader  # TensorFlow: only when reading TFRecords
 
     spec = schema.FeatureSpec.read(features_dir)
@@ -61,15 +78,20 @@ def read_test_split(features_dir: str | Path, split: str = "test") -> TestSplit:
     examples = reader.load_numpy(features_dir, schema.RETRIEVAL_DIR, split)
     if not len(examples.get(schema.TARGET_ITEM, ())):
         raise schema.SchemaError(f"{features_dir}: the {split} split has no retrieval examples")
+    users = np.asarray([""] * schema.NUM_RESERVED + schema.read_vocab(features_dir, schema.USER_VOCAB), dtype=object)
+    users_total = len(examples[schema.TARGET_ITEM])
+    kept = sample_users(users[examples[schema.USER].astype(np.int64)], max_users)
+    examples = _take_rows(examples, kept)
     train = baselines.from_features(features_dir)
     try:
         ranking = reader.load_numpy(features_dir, schema.RANKING_DIR, split)
     except schema.SchemaError:
         ranking = None
+    if ranking is not None and len(kept) < users_total:
+        ranking = _take_rows(ranking, np.flatnonzero(np.isin(ranking[schema.USER], examples[schema.USER])))
     categories = np.asarray(
         [""] * schema.NUM_RESERVED + schema.read_vocab(features_dir, schema.CATEGORY_VOCAB), dtype=object
     )
-    users = np.asarray([""] * schema.NUM_RESERVED + schema.read_vocab(features_dir, schema.USER_VOCAB), dtype=object)
     return TestSplit(
         item_ids=item_ids,
         hist_items=examples[schema.HIST_ITEMS],
@@ -83,6 +105,7 @@ def read_test_split(features_dir: str | Path, split: str = "test") -> TestSplit:
         item_categories=categories[_item_category_index(features_dir, spec.num_items)],
         user_ids=users[examples[schema.USER].astype(np.int64)],
         behaviour=Behaviour.of_examples(examples, spec.max_len),
+        users_total=users_total,
     )
 
 

@@ -107,6 +107,14 @@ def _fig(figures: dict[str, Plot], *names: str) -> str:
     return "".join(figure(n, figures[n]) for n in names if n in figures)
 
 
+def _scored_users(summary: dict) -> str:
+    """ "N test users", or "N of M test users (...)" when evaluation scored a sample (max_users)."""
+    total = summary.get("users_in_split", summary["users"])
+    if total == summary["users"]:
+        return f"{summary['users']} test users"
+    return f"{summary['users']} of {total} test users (those whose ids hash lowest: the same users every run)"
+
+
 def verdict(summary: dict) -> str:
     """The report's opening banner: BLESSED or NOT BLESSED and what export does because of it."""
     gate = summary["gate"]
@@ -121,7 +129,7 @@ def verdict(summary: dict) -> str:
         + "".join(f"<li>{html.escape(r)}</li>" for r in gate["reasons"])
         + "</ul>"
         + _p(
-            f"Gate metric: funnel {gate['metric']} on {summary['users']} test users (full catalogue of "
+            f"Gate metric: funnel {gate['metric']} on {_scored_users(summary)} (full catalogue of "
             f"{summary['items']} items, earlier items masked). {after}"
         )
         + "</div>"

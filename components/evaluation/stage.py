@@ -34,12 +34,15 @@ class EvaluationConfig:
     example_users: int = 5  # example lists shown in the report
     user_scoring: str = "in_process"  # or "beam": the models and baselines score user shards on Beam workers
     beam_args: tuple[str, ...] = ()  # Beam options of that job (the features stage's); () = two local workers
+    max_users: int = 0  # test users scored (data.sample_users, a hash of the id); 0 = every one
 
     def __post_init__(self):
         if self.candidates_n < 20:
             raise ValueError(f"candidates_n must be at least 20 (the top-K of the gate), got {self.candidates_n}")
         if not 0 <= self.export_tolerance < 1:
             raise ValueError(f"export_tolerance must be in [0, 1), got {self.export_tolerance}")
+        if self.max_users < 0:
+            raise ValueError(f"max_users must be 0 (every test user) or a count, got {self.max_users}")
         beam_scoring.check_mode(self.user_scoring)
 
 
@@ -162,6 +165,7 @@ def evaluate(
         "gate": decision.to_json(),
         "previous_blessed": scored.previous.to_json() if scored.previous else None,
         "users": len(scored.split),
+        "users_in_split": scored.split.users_total,
         "items": scored.split.num_items - schema.NUM_RESERVED,
         "ranking_metrics": ranking_metrics,
         "ranker": ranker["metrics"] if ranker else None,
@@ -193,6 +197,7 @@ def evaluate(
         "gate_on_drift": config.gate.use_drift,
         "ope_estimator": config.gate.ope_estimator,
         "ope_margin": config.gate.ope_margin,
+        "max_users": config.max_users,
     }
     figures = plots.report_figures(
         summary, ranks_by_model, scored.scores, export_n, {name: r for name, r in rankers.items() if r}
@@ -392,7 +397,7 @@ def _score_everything(
     load_models,
     comparison_rankers: dict[str, str | Path],
 ) -> _Scored:
-    split = data.read_test_split(features_dir)
+    split = data.read_test_split(features_dir, max_users=config.max_users)
     candidate = load_models(
         retrieval_dir, ranking_dir, config.model_version or model_version(retrieval_dir, ranking_dir)
     )
@@ -580,6 +585,7 @@ def run(
     gate_on_drift: bool = False,
     user_scoring: str = "in_process",
     beam_args: str = "[]",
+    max_users: int = 0,
 ) -> dict:
     """The evaluation stage's entry: writes `summary` (JSON) and `report` (HTML), registers a blessed model in
     `registry_dir`, and returns the figures: the KFP scalars of flat_metrics (with `blessed` 0/1), plus the ranker's
@@ -602,6 +608,7 @@ def run(
         model_version=model_version,
         user_scoring=user_scoring,
         beam_args=tuple(parse_beam_args(beam_args)),
+        max_users=max_users,
     )
     candidate = ranker_name(ranking_model, "ranker")
     comparisons = {}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from evaluation_doubles import load_doubles, write_model
 
-from components import metrics, registry
+from components import metrics, registry, schema
 from components.evaluation import breakdowns, data, gate, scoring, stage
 from components.kfp_metrics import log_metrics
 from components.serving import funnel
@@ -253,3 +253,44 @@ def test_stage_entry_returns_kfp_figures_and_the_gate(tiny_features, today_item_
     assert classification.metadata["confidenceMetrics"] and classification.metadata["confusionMatrix"]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["gate"]["metric"] == "hit@20" and summary["model_version"] == "v1"
+
+
+def test_sample_users_is_a_hash_of_the_id_and_nested():
+    """The sample is the same whatever order the users come in, and a larger one holds a smaller one."""
+    ids = np.asarray([f"user-{i}" for i in range(500)], dtype=object)
+    small, large = data.sample_users(ids, 50), data.sample_users(ids, 200)
+    assert len(small) == 50 and len(large) == 200 and np.all(np.diff(large) > 0)
+    assert set(ids[small]) <= set(ids[large])
+    order = np.random.default_rng(3).permutation(len(ids))
+    assert set(ids[order][data.sample_users(ids[order], 50)]) == set(ids[small])
+    assert list(data.sample_users(ids, 0)) == list(range(500)) == list(data.sample_users(ids, 900))
+
+
+def test_max_users_scores_a_sample_and_its_ranking_rows(tiny_features, today_item_ids, tmp_path):
+    whole = data.read_test_split(tiny_features)
+    count = len(whole) // 3
+    sampled = data.read_test_split(tiny_features, max_users=count)
+    assert len(sampled) == count and sampled.users_total == whole.users_total == len(whole)
+    assert set(sampled.user_ids) < set(whole.user_ids)
+    index = {user: row for row, user in enumerate(whole.user_ids)}
+    rows = [index[user] for user in sampled.user_ids]
+    assert np.array_equal(sampled.targets, whole.targets[rows])
+    assert np.array_equal(sampled.hist_matrix, whole.hist_matrix[rows])
+    vocab = schema.read_vocab(tiny_features, schema.USER_VOCAB)
+    sampled_index = {vocab.index(user) + schema.NUM_RESERVED for user in sampled.user_ids}
+    assert set(sampled.ranking["user"].tolist()) <= sampled_index
+    assert len(sampled.ranking["user"]) == np.isin(whole.ranking["user"], list(sampled_index)).sum() > 0
+
+    result = stage.run_evaluation(
+        tiny_features,
+        *write_model(tmp_path / "good", "step", today_item_ids),
+        tmp_path / "summary.json",
+        tmp_path / "report.html",
+        config=stage.EvaluationConfig(candidates_n=30, max_users=count),
+        load_models=load_doubles,
+    )
+    assert result.summary["users"] == count and result.summary["users_in_split"] == len(whole)
+    assert result.summary["run_metadata"]["parameters"]["evaluation"]["max_users"] == count
+    assert f"{count} of {len(whole)} test users" in (tmp_path / "report.html").read_text()
+    with pytest.raises(ValueError, match="max_users"):
+        stage.EvaluationConfig(max_users=-1)
