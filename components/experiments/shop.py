@@ -275,6 +275,10 @@ class LinearRanker:
         """Scores [B, N] of candidates [B, N] for users [B] by the fitted click model (padding -1 scored as item 0)."""
         return self.history.features(users, candidates.clip(min=0)) @ self.model.weights
 
+    def served_scores(self, users: np.ndarray, candidates: np.ndarray, scores: np.ndarray | None = None) -> np.ndarray:
+        """The scores the policy ranks by: this stand-in's own (it has no served funnel to follow)."""
+        return self.scores(users, candidates) if scores is None else scores
+
     def rank(self, users: np.ndarray, pool: np.ndarray) -> np.ndarray:
         """Each user's pool [B, N] ordered by score, best first (rank_pool)."""
         return rank_pool(self.scores(users, pool), pool)
@@ -288,15 +292,31 @@ class FunnelRanker:
     With the events' types and times, the ranker also reads each step's event types and gap and the request's gap
     at the log's end (histories.user_behaviour), as the export serves it.
 
+    As a policy it ranks as the served funnel does: an item the user already had in the logged events comes after
+    every item they did not (serving.funnel.mask_seen masks the history out of every served list), so its own top
+    K (the bandit study's greedy, OPE's new policy) is the funnel's list. On the default shop 37% of a pool's items
+    are in the user's history and clicked less (true relevance 0.28 against 0.38); DIEN, which reads history
+    matches, put them in 56% of its slates and collected fewer clicks than random slates.
+
     The histories do not change during a study, so a (user, item) score never changes either: scores are
     cached, and only pairs not seen before go through the model (DIEN's AUGRU runs once per candidate)."""
 
-    def __init__(self, ranker, hist_items: np.ndarray, hist_cats: np.ndarray, vocab_index: np.ndarray, behaviour=None):
+    def __init__(
+        self,
+        ranker,
+        hist_items: np.ndarray,
+        hist_cats: np.ndarray,
+        vocab_index: np.ndarray,
+        behaviour=None,
+        seen_keys: np.ndarray | None = None,
+    ):
         self.ranker = ranker  # .score(hist_items, hist_cats, cand_items, cand_cats[, behaviour]) and .item_category
         self.hist_items = hist_items  # [U, L] vocabulary indices per world user, left-padded
         self.hist_cats = hist_cats
         self.behaviour = behaviour  # serving.funnel.Behaviour [U, L] aligned with hist_items, or None (unknown)
         self.vocab_index = vocab_index  # [I] vocabulary index of each world item
+        # sorted user * I + item (world indices) of every (user, item) in the logged events: what the funnel masks
+        self.seen_keys = np.zeros(0, np.int64) if seen_keys is None else seen_keys
         self._keys = np.zeros(0, np.int64)  # sorted user * I + item
         self._values = np.zeros(0, np.float64)
 
@@ -323,7 +343,11 @@ class FunnelRanker:
                 np.where(known, steps.gaps, schema.NO_GAP),
                 np.where(known[:, 0], steps.request_gap, schema.NO_GAP),
             )
-        return cls(ranker, hist_items, hist_cats, vocab_index, behaviour)
+        seen_users = pd.Index(world.user_ids).get_indexer(frame["user_id"]).astype(np.int64)
+        seen_items = pd.Index(world.item_ids).get_indexer(frame["item_id"]).astype(np.int64)
+        logged = (seen_users >= 0) & (seen_items >= 0)
+        seen_keys = np.unique(seen_users[logged] * len(world.item_ids) + seen_items[logged])
+        return cls(ranker, hist_items, hist_cats, vocab_index, behaviour, seen_keys)
 
     def scores(self, users: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         """Scores [B, N] of candidates [B, N] for users [B]; each (user, item) pair is scored once and cached."""
@@ -362,9 +386,26 @@ class FunnelRanker:
         ).astype(np.float64)
         return scored[np.repeat(np.arange(len(starts)), counts), slot]
 
+    def seen(self, users: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        """bool [B, N]: candidates [B, N] (-1 padding) that users [B] already had in the logged events."""
+        keys = users[:, None].astype(np.int64) * len(self.vocab_index) + candidates.clip(min=0)
+        if not len(self.seen_keys):
+            return np.zeros(keys.shape, bool)
+        found = self.seen_keys[np.searchsorted(self.seen_keys, keys).clip(max=len(self.seen_keys) - 1)] == keys
+        return found & (candidates >= 0)
+
+    def served_scores(self, users: np.ndarray, candidates: np.ndarray, scores: np.ndarray | None = None) -> np.ndarray:
+        """The ranker's scores with every item the user already had moved below all the others, in their own order:
+        the order the served funnel gives (the class docstring). `scores`: scores(users, candidates), if at hand."""
+        scores = self.scores(users, candidates) if scores is None else scores
+        seen = self.seen(users, candidates)
+        if not seen.any():
+            return scores
+        return np.where(seen, scores - (float(np.ptp(scores)) + 1.0), scores)
+
     def rank(self, users: np.ndarray, pool: np.ndarray) -> np.ndarray:
-        """Each user's pool [B, N] ordered by the ranker's score, best first (rank_pool)."""
-        return rank_pool(self.scores(users, pool), pool)
+        """Each user's pool [B, N] in the served funnel's order, best first (served_scores, rank_pool)."""
+        return rank_pool(self.served_scores(users, pool), pool)
 
 
 def true_value(
@@ -398,7 +439,7 @@ def category_share(categories: np.ndarray, valid: np.ndarray) -> np.ndarray:
 @dataclasses.dataclass(frozen=True)
 class ShopProposer:
     """Bandit proposals in the shop: the shop's candidate pool, contexts = [features, category one-hot, ranker
-    score, 1] and the ranker's scores (the greedy policy). Requests start a session (interest drifts). The FM's
+    score, 1] and the ranker's served scores (the greedy policy: the funnel's own order, served_scores). Requests start a session (interest drifts). The FM's
     categorical fields (beside user and item id): the item's category, the user's most viewed category in the
     logged history (a user feature) and the category of the user's last logged view (context). In a StyledShop the
     contexts also carry the item style's one-hot (after the category's), and the fields the user's segment and the
@@ -434,4 +475,5 @@ class ShopProposer:
         ]
         if styled:
             columns += [np.broadcast_to(world.user_segment[users][:, None], pool.shape), world.item_style[pool]]
-        return Proposal(candidates, contexts, scores, np.stack(columns, axis=-1))
+        served = self.ranker.served_scores(users, candidates, scores)
+        return Proposal(candidates, contexts, served, np.stack(columns, axis=-1))

@@ -250,3 +250,44 @@ def test_the_fm_learns_the_bandit_shops_cross_that_the_linear_learners_cannot(ti
         total = {name: r.sum() for name, r in run.rewards.items()}
         lead[scale] = total["bayesian_fm"] / max(total["thompson"], total["linucb"]) - 1
     assert lead[1.5] > 0.05 > lead[0.0]
+
+
+class HistoryLover(RankerDouble):
+    """Scores an item in the user's history above every other: what DIEN's history_match can learn."""
+
+    def score(self, hist_items, hist_cats, cand_items, cand_cats, behaviour):
+        return (cand_items[:, :, None] == hist_items[:, None, :]).any(axis=2).astype(np.float32) + cand_items * 1e-4
+
+
+def test_funnel_policy_serves_unseen_items_first_as_the_funnel_does(tiny):
+    """The served funnel masks the user's history; the study's greedy and OPE policies must follow it, while
+    the bandits' contexts keep the ranker's raw score."""
+    world, history, _ = tiny
+    events = shop.replay("tiny", 0)[1]
+    vocab = list(world.item_ids)
+    funnel = shop.FunnelRanker.build(HistoryLover(len(vocab) + 2), world, events, vocab, max_len=5)
+    item_of = {item: i for i, item in enumerate(world.item_ids)}
+    frame = events.select(["user_id", "item_id"]).to_pandas()
+    user = 3
+    had = sorted({item_of[i] for i in frame.loc[frame.user_id == world.user_ids[user], "item_id"]})
+    never = [i for i in range(len(world.item_ids)) if i not in set(had)][:3]
+    pool = np.array([[had[0], never[0], had[-1], never[1], -1, never[2]]])
+    users = np.array([user])
+    assert np.array_equal(funnel.seen(users, pool), [[True, False, True, False, False, False]])
+    raw = funnel.scores(users, pool)
+    assert raw[0, 0] > raw[0, 1] and raw[0, 2] > raw[0, 3]  # the double prefers what the user had
+    ranked = funnel.rank(users, pool)
+    assert set(ranked[0, :3]) == set(never) and set(ranked[0, 3:5]) == {had[0], had[-1]} and ranked[0, -1] == -1
+    served = funnel.served_scores(users, pool)
+    assert np.array_equal(served[0, [1, 3, 5]], raw[0, [1, 3, 5]])  # unseen items keep their scores
+    proposal = shop.ShopProposer(funnel, history)(
+        copy.deepcopy(world), np.array([user, user]), np.random.default_rng(2)
+    )
+    valid = proposal.candidates >= 0
+    seen = funnel.seen(np.array([user, user]), proposal.candidates)
+    assert (valid & seen).any() and (valid & ~seen).any(), "the tiny shop's pool must mix both for this check"
+    worst_unseen = np.where(valid & ~seen, proposal.scores, np.inf).min(axis=1)
+    best_seen = np.where(valid & seen, proposal.scores, -np.inf).max(axis=1)
+    assert np.all(best_seen < worst_unseen)
+    raw_column = proposal.contexts[..., -2]
+    np.testing.assert_allclose(raw_column[valid], funnel.scores(np.array([user, user]), proposal.candidates)[valid])
