@@ -53,6 +53,7 @@ def recommender_pipeline(
     user_scoring: str = "in_process",
     seed: int = 0,
     retrieval_epochs: int = 12,
+    retrieval_refit_epochs: int = 2,
     warm_start: bool = False,
     warm_start_epochs: int = 4,
     ranking_epochs: int = 3,
@@ -102,6 +103,7 @@ def recommender_pipeline(
         user_scoring: How evaluation and export score the users: in_process (one Python process, for a small shop) or beam (shards of users on Beam workers with beam_args: two local processes, or Dataflow); both give the same lists and figures.
         seed: Seed of the split, the models and the synthetic shop's simulator.
         retrieval_epochs: Most epochs of two-tower training (the best valid epoch is kept).
+        retrieval_refit_epochs: Epochs the selected two-tower model then trains on train + valid (the valid rows as new ones, as a warm start), so the served model is trained through each user's last event before the test window; 0 serves the selected model.
         warm_start: Start retrieval and the DIEN ranker from the last blessed model (item rows carried by id, new items from their features) for warm_start_epochs; from scratch without one (DIN, a baseline the registry does not bless, trains from scratch).
         warm_start_epochs: Most epochs of a warm-started retrieval training (and of ranking, at most ranking_epochs).
         ranking_epochs: Most epochs of DIEN and DIN training (the best valid epoch is kept).
@@ -166,6 +168,7 @@ def recommender_pipeline(
         warm_start=warm_start,
         registry_dir=registry_uri,
         warm_start_epochs=warm_start_epochs,
+        refit_epochs=retrieval_refit_epochs,
     )
     trainer = training_machine()  # RECSYS_TRAINING_MACHINE at compile time; "cpu" by default
     apply_training_machine(retrieval_task.set_display_name("retrieval"), "retrieval", trainer)

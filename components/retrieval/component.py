@@ -17,11 +17,14 @@ def retrieval(
     warm_start: bool = False,
     registry_dir: str = "",
     warm_start_epochs: int = 4,
+    refit_epochs: int = 2,
 ):
     """Trains the two-tower model on the features output, selects it on valid, exports it to `model`.
 
     warm_start: start from the last blessed model in registry_dir (items by id, new items from their features)
-    for at most warm_start_epochs; without a usable parent it trains from scratch and says so."""
+    for at most warm_start_epochs; without a usable parent it trains from scratch and says so.
+    refit_epochs: after the selection on valid, epochs on train + valid (the valid rows as new ones), so the served
+    model is trained through each user's last event before today; 0 serves the selected model as is."""
     from components import kfp_metrics
     from components.retrieval import stage
 

@@ -19,6 +19,7 @@ UNRECORDED = {
     "item_features": True,
     "weight_decay": 0.0,
     "lr_schedule": "constant",
+    "refit_epochs": 0,
 }
 
 
@@ -52,6 +53,12 @@ class RetrievalConfig:
     lr_schedule: str = "constant"
     epochs: int = 12  # upper bound; early stopping on valid may end sooner
     patience: int = 2  # epochs without a better valid NDCG@20 before stopping
+    # after the epoch is selected on valid, the selected model trains on for this many epochs with the valid examples
+    # as new rows (plus warm_replay of train), a warm start whose new day is the valid window: the served (and tested)
+    # model is then trained through each user's last event before the test one, as a shop's model is trained through
+    # yesterday. 0: the selected model as is. Beauty, seed 0, test HIT@20 / NDCG@20: 0.1312 / 0.0664 -> 0.1437 / 0.0715
+    # for 35 CPU s more (466 for the selection run); the 2 epochs are the lifecycle's warm-start setting
+    refit_epochs: int = 2
     normalize: bool = True  # score by cosine (L2-normalised embeddings) rather than raw dot product
     temperature: float = 0.1  # softmax temperature over the scores
     logq_correction: bool = True  # Yi et al. 2019: subtract log sampling probability from logits
@@ -91,6 +98,8 @@ class RetrievalConfig:
             raise ValueError(f"warm_replay must be in (0, 1], got {self.warm_replay}")
         if not 0 <= self.id_dropout < 1:
             raise ValueError(f"id_dropout must be in [0, 1), got {self.id_dropout}")
+        if self.refit_epochs < 0:
+            raise ValueError(f"refit_epochs must be >= 0, got {self.refit_epochs}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         for name in ("embedding_dim", "max_len", "batch_size", "epochs", "patience", "num_negatives"):

@@ -95,6 +95,22 @@ def load_examples(features_dir: str | Path, split: str, max_len: int) -> Example
     )
 
 
+def concatenate_examples(first: Examples, second: Examples) -> Examples:
+    """The rows of both, first's then second's, as one training set (seen_items dropped: training never reads them;
+    gaps kept only when both have them)."""
+    gaps = first.hist_gaps is not None and second.hist_gaps is not None
+    request_gaps = first.target_gap is not None and second.target_gap is not None
+    return Examples(
+        hist_items=np.concatenate([first.hist_items, second.hist_items]),
+        hist_cats=np.concatenate([first.hist_cats, second.hist_cats]),
+        target_item=np.concatenate([first.target_item, second.target_item]),
+        user=np.concatenate([first.user, second.user]),
+        seen_items=None,
+        hist_gaps=np.concatenate([first.hist_gaps, second.hist_gaps]) if gaps else None,
+        target_gap=np.concatenate([first.target_gap, second.target_gap]) if request_gaps else None,
+    )
+
+
 def load_catalogue(features_dir: str | Path) -> Catalogue:
     """The catalogue of item_features.parquet (ids, categories, brands, prices, availability), checked against the
     contract."""

@@ -51,4 +51,5 @@ def run(
         "best_epoch": float(result.best_epoch),
         "train_s": result.train_s,
         "train_examples_per_s": result.train_examples_per_s,
+        **({"refit_s": result.refit["train_s"]} if result.refit else {}),
     }

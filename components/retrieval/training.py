@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,7 +16,15 @@ import tensorflow as tf
 from components import distribution, schema
 from components.retrieval import evaluation
 from components.retrieval.config import RetrievalConfig
-from components.retrieval.data import Catalogue, Examples, Sequences, load_catalogue, load_examples, train_sequences
+from components.retrieval.data import (
+    Catalogue,
+    Examples,
+    Sequences,
+    concatenate_examples,
+    load_catalogue,
+    load_examples,
+    train_sequences,
+)
 from components.retrieval.model import TwoTowerModel
 
 log = logging.getLogger(__name__)
@@ -43,7 +52,8 @@ class TrainingResult:
     startup_cpu_s: float = 0.0
     history: list[dict] = dataclasses.field(default_factory=list)  # per epoch: loss, valid hit@20 / ndcg@20, seconds
     warm_start: dict | None = None  # what a warm start carried from its parent (warm_start.initialise)
-    train_keys: np.ndarray | None = None  # example_keys of the train examples, for tomorrow's warm start
+    train_keys: np.ndarray | None = None  # example_keys of the examples trained on, for tomorrow's warm start
+    refit: dict | None = None  # the refit through valid (refit_through_valid): epochs, rows, seconds; None: none
 
     @property
     def train_examples_per_s(self) -> float:
@@ -158,8 +168,10 @@ def train(
     config: RetrievalConfig,
     parent=None,
     keys: np.ndarray | None = None,
+    select_on_valid: bool = True,
 ) -> TrainingResult:
-    """Trains up to config.epochs, keeps the weights of the best valid epoch, stops after `patience` worse ones.
+    """Trains up to config.epochs, keeps the weights of the best valid epoch, stops after `patience` worse ones
+    (without `select_on_valid`, trains every epoch and keeps the last: valid is then in the training data).
     `parent` (warm_start.Parent) seeds the model from the last blessed one, items by id; with `keys`
     (example_keys of train_set) and a parent that recorded its own, each epoch trains on the examples the parent did
     not see plus config.warm_replay of the ones it did."""
@@ -231,7 +243,7 @@ def train(
                 "seconds": epoch_fit_s,
             }
         )
-        improved = valid[SELECTION_METRIC] > best["score"]
+        improved = valid[SELECTION_METRIC] > best["score"] or not select_on_valid
         if improved:
             best = {"score": valid[SELECTION_METRIC], "epoch": epoch, "metrics": valid, "weights": model.get_weights()}
         log.info(
@@ -288,4 +300,48 @@ def train_from_features(features_dir: str | Path, config: RetrievalConfig, paren
     train_set = load_examples(features_dir, "train", config.max_len)
     valid_set = load_examples(features_dir, "valid", config.max_len)
     keys = example_keys(features_dir, train_set, catalogue)
-    return train(train_set, valid_set, catalogue, config, parent, keys)
+    selected = train(train_set, valid_set, catalogue, config, parent, keys)
+    if not config.refit_epochs:
+        return selected
+    return refit_through_valid(selected, train_set, valid_set, example_keys(features_dir, valid_set, catalogue))
+
+
+def refit_through_valid(
+    selected: TrainingResult, train_set: Examples, valid_set: Examples, valid_keys: np.ndarray
+) -> TrainingResult:
+    """The selected model warm-started on train + valid for config.refit_epochs epochs, the valid examples as the
+    new rows (plus warm_replay of train each epoch), the last epoch kept. Selection on valid is over by then, so
+    the valid figures, best epoch and curve stay the selection run's; the model, its catalogue (valid targets
+    counted: an item first bought in the valid window is known now) and the keys are the refit's."""
+    from components.retrieval import warm_start
+    from components.warm_start import load_arrays
+
+    config = selected.config
+    with tempfile.TemporaryDirectory(prefix="retrieval-refit-") as scratch:
+        warm_start.save(selected.model, selected.catalogue, scratch, selected.train_keys)
+        parent = warm_start.Parent("selected", load_arrays(scratch), dataclasses.asdict(config))
+    counts = np.bincount(valid_set.target_item, minlength=selected.catalogue.num_items)
+    catalogue = dataclasses.replace(selected.catalogue, train_count=selected.catalogue.train_count + counts)
+    both = concatenate_examples(train_set, valid_set)
+    keys = None if selected.train_keys is None else np.concatenate([selected.train_keys, valid_keys])
+    again = train(
+        both, valid_set, catalogue, dataclasses.replace(config, epochs=config.refit_epochs), parent, keys, False
+    )
+    refit = {
+        "epochs": again.epochs_run,
+        "valid_rows": len(valid_set),
+        "replay": config.warm_replay,
+        "train_s": again.train_s,
+        "train_cpu_s": again.train_cpu_s,
+    }
+    log.info("retrieval refit through valid: %s", refit)
+    return dataclasses.replace(
+        selected,
+        model=again.model,
+        catalogue=catalogue,
+        train_s=selected.train_s + again.train_s,
+        fit_s=selected.fit_s + again.fit_s,
+        train_cpu_s=selected.train_cpu_s + again.train_cpu_s,
+        train_keys=keys,
+        refit=refit,
+    )

@@ -16,7 +16,8 @@ from tests.retrieval.conftest import sequential_shop, write_features
 
 pytestmark = pytest.mark.slow  # four small trainings
 
-SETTINGS = dict(embedding_dim=16, max_len=6, batch_size=64, epochs=1, patience=1, seed=0, encoder="gru")
+# refit_epochs=0: the parent's recorded keys are then exactly its train examples (test_refit.py: a refit adds valid's)
+SETTINGS = dict(embedding_dim=16, max_len=6, batch_size=64, epochs=1, patience=1, seed=0, encoder="gru", refit_epochs=0)
 
 
 @pytest.fixture(scope="module")

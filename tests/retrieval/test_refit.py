@@ -1,0 +1,58 @@
+"""The refit through valid: after the epoch is selected on valid, the selected model trains on with the valid
+examples as new rows, so the served model is trained through each user's last event before the test one."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from components.retrieval import training
+from components.retrieval.config import UNRECORDED, RetrievalConfig
+from components.retrieval.data import concatenate_examples, load_catalogue, load_examples
+
+pytestmark = pytest.mark.slow  # two small trainings
+
+SETTINGS = dict(embedding_dim=16, max_len=10, batch_size=128, epochs=2, patience=2, seed=3, refit_epochs=2)
+
+
+@pytest.fixture(scope="module")
+def refitted(shop_features):
+    config = RetrievalConfig(**SETTINGS)
+    catalogue = load_catalogue(shop_features)
+    train_set, valid_set = (load_examples(shop_features, split, 10) for split in ("train", "valid"))
+    keys = training.example_keys(shop_features, train_set, catalogue)
+    selected = training.train(train_set, valid_set, catalogue, config, None, keys)
+    selected_valid = training.evaluate(selected.model, valid_set)
+    selected_items = selected.model.item_embeddings()
+    valid_keys = training.example_keys(shop_features, valid_set, catalogue)
+    refit = training.refit_through_valid(selected, train_set, valid_set, valid_keys)
+    return selected, selected_valid, selected_items, refit, train_set, valid_set, keys, valid_keys, catalogue
+
+
+def test_refit_keeps_the_selection_figures_and_trains_on_the_valid_rows(refitted):
+    selected, selected_valid, selected_items, refit, train_set, valid_set, keys, valid_keys, catalogue = refitted
+    assert refit.valid_metrics == selected.valid_metrics and refit.best_epoch == selected.best_epoch
+    assert refit.history == selected.history  # the curve is the selection's: valid is training data afterwards
+    assert refit.refit["epochs"] == 2 and refit.refit["valid_rows"] == len(valid_set)
+    assert refit.train_cpu_s > selected.train_cpu_s
+    assert not np.allclose(refit.model.item_embeddings(), selected_items)
+    # trained on the valid examples: the model now fits them better than the selected one did
+    assert training.evaluate(refit.model, valid_set)["ndcg@20"] > selected_valid["ndcg@20"]
+    np.testing.assert_array_equal(refit.train_keys, np.concatenate([keys, valid_keys]))
+    counts = np.bincount(valid_set.target_item, minlength=catalogue.num_items)
+    np.testing.assert_array_equal(refit.catalogue.train_count, catalogue.train_count + counts)
+
+
+def test_concatenated_examples_are_both_sets_in_order(refitted):
+    *_, train_set, valid_set, _, _, _ = refitted
+    both = concatenate_examples(train_set, valid_set)
+    assert len(both) == len(train_set) + len(valid_set) and both.seen_items is None
+    np.testing.assert_array_equal(both.hist_items[len(train_set) :], valid_set.hist_items)
+    np.testing.assert_array_equal(both.gaps()[1][: len(train_set)], train_set.gaps()[1])
+    np.testing.assert_array_equal(both.user, np.concatenate([train_set.user, valid_set.user]))
+
+
+def test_an_artifact_without_the_field_did_not_refit_and_a_negative_count_is_refused():
+    assert UNRECORDED["refit_epochs"] == 0
+    with pytest.raises(ValueError, match="refit_epochs"):
+        dataclasses.replace(RetrievalConfig(), refit_epochs=-1)
