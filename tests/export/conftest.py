@@ -42,7 +42,7 @@ def category_index(item_id: str) -> int:
     return (ITEMS.index(item_id) % len(CATEGORIES)) + schema.NUM_RESERVED if item_id else schema.OOV_INDEX
 
 
-def _example(user_index: int, hist: list[str], target: str, seen: list[str]):
+def _example(user_index: int, hist: list[str], target: str, seen: list[str], target_ts: int = TARGET_TS):
     import tensorflow as tf
 
     def ints(values):
@@ -59,7 +59,7 @@ def _example(user_index: int, hist: list[str], target: str, seen: list[str]):
         schema.TARGET_CAT: ints([category_index(target)]),
         schema.SEEN_ITEMS: ints(sorted({item_index(i) for i in hist + seen})),
         schema.TARGET_TYPE: ints([VIEW]),
-        schema.TARGET_TS: ints([TARGET_TS]),
+        schema.TARGET_TS: ints([target_ts]),
     }
     return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
 

@@ -9,10 +9,20 @@ import pytest
 from components import ab, run_time, schema
 from components.export import export, writers
 from components.export import stage as export_stage
-from components.export.inputs import read_serving_inputs
+from components.export.inputs import latest_example_per_user, read_serving_inputs
 from components.kfp_metrics import log_metrics
 
-from .conftest import GENERATED_AT, ITEMS, UNAVAILABLE, USER_WITHOUT_HISTORY, item_index
+from .conftest import (
+    DAY,
+    GENERATED_AT,
+    ITEMS,
+    TARGET_TS,
+    TEST_EXAMPLES,
+    UNAVAILABLE,
+    USER_WITHOUT_HISTORY,
+    _example,
+    item_index,
+)
 
 
 def params(**overrides) -> export.ExportParams:
@@ -55,6 +65,26 @@ def test_serving_history_is_the_full_latest_one(features_dir):
     assert u2.tolist() == [item_index("i05"), item_index("i06"), item_index("i08")]  # target in, oldest out
     assert set(inputs.seen_items[1].tolist()) == {item_index(i) for i in ("i04", "i05", "i06", "i08", "i09")}
     assert inputs.hist_items[5].tolist() == [0, 0, 0]
+
+
+def test_a_user_with_several_test_examples_is_served_from_the_latest(features_dir):
+    """A time split's test window holds one example per step: the list is made once, from the latest."""
+    import numpy as np
+    import tensorflow as tf
+
+    u2 = list(TEST_EXAMPLES).index("u2") + schema.NUM_RESERVED
+    shards = features_dir / schema.RETRIEVAL_DIR
+    (shards / "test-00000-of-00001.tfrecord").rename(shards / "test-00000-of-00002.tfrecord")
+    with tf.io.TFRecordWriter(str(shards / "test-00001-of-00002.tfrecord")) as writer:  # u2's earlier step
+        writer.write(_example(u2, ["i04", "i05"], "i06", [], target_ts=TARGET_TS - DAY))
+    stats = json.loads((features_dir / schema.STATS).read_text())
+    stats["examples"][schema.RETRIEVAL_DIR]["test"] += 1
+    (features_dir / schema.STATS).write_text(json.dumps(stats))
+    inputs = read_serving_inputs(features_dir)
+    assert inputs.user_ids.tolist() == ["u1", "u2", "u3", "u4", "u5", USER_WITHOUT_HISTORY]
+    assert inputs.hist_items[1].tolist() == [item_index("i05"), item_index("i06"), item_index("i08")]
+    assert inputs.last_ts[1] == TARGET_TS
+    np.testing.assert_array_equal(latest_example_per_user([5, 3, 5, 3, 4], [10, 7, 10, 9, 1]), [2, 3, 4])
 
 
 def test_export_writes_every_user_with_variants_and_the_artifact(tmp_path, features_dir, models):
