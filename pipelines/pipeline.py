@@ -54,6 +54,7 @@ def recommender_pipeline(
     seed: int = 0,
     retrieval_epochs: int = 12,
     retrieval_refit_epochs: int = 2,
+    train_input: str = "auto",
     warm_start: bool = False,
     warm_start_epochs: int = 4,
     ranking_epochs: int = 3,
@@ -104,6 +105,7 @@ def recommender_pipeline(
         seed: Seed of the split, the models and the synthetic shop's simulator.
         retrieval_epochs: Most epochs of two-tower training (the best valid epoch is kept).
         retrieval_refit_epochs: Epochs the selected two-tower model then trains on train + valid (the valid rows as new ones, as a warm start), so the served model is trained through each user's last event before the test window; 0 serves the selected model.
+        train_input: How retrieval reads its train split: memory (all of it at once), stream (partitioned by user into buckets on the training machine's local disk, one bucket in memory at a time) or auto (stream above 1,000,000 train examples: a 10M-user shop streams, the default and medium shops train in memory as before).
         warm_start: Start retrieval and the DIEN ranker from the last blessed model (item rows carried by id, new items from their features) for warm_start_epochs; from scratch without one (DIN, a baseline the registry does not bless, trains from scratch).
         warm_start_epochs: Most epochs of a warm-started retrieval training (and of ranking, at most ranking_epochs).
         ranking_epochs: Most epochs of DIEN and DIN training (the best valid epoch is kept).
@@ -169,6 +171,7 @@ def recommender_pipeline(
         registry_dir=registry_uri,
         warm_start_epochs=warm_start_epochs,
         refit_epochs=retrieval_refit_epochs,
+        train_input=train_input,
     )
     trainer = training_machine()  # RECSYS_TRAINING_MACHINE at compile time; "cpu" by default
     apply_training_machine(retrieval_task.set_display_name("retrieval"), "retrieval", trainer)

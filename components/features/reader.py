@@ -154,10 +154,15 @@ def load_numpy(features_dir: str | Path, kind: str, split: str) -> dict[str, np.
     canonical order whatever shard Beam wrote each to (canonical_order): the trainers' batches, and so their models,
     then depend on the examples and the seed only. Batches are kept as NumPy arrays (a sequence's rows are views into
     its one flat array), never as Python lists."""
+    return _numpy_columns(dataset(features_dir, kind, split, batch_size=4096))
+
+
+def _numpy_columns(batches: tf.data.Dataset) -> dict[str, np.ndarray]:
+    """load_numpy's columns from parsed batches, in canonical order ({} for no batches)."""
     scalars: dict[str, list[np.ndarray]] = {}
     flat: dict[str, list[np.ndarray]] = {}
     lengths: dict[str, list[np.ndarray]] = {}
-    for batch in dataset(features_dir, kind, split, batch_size=4096):
+    for batch in batches:
         for name, value in batch.items():
             if isinstance(value, tf.RaggedTensor):
                 flat.setdefault(name, []).append(value.flat_values.numpy().astype(np.int64, copy=False))
@@ -177,6 +182,80 @@ def load_numpy(features_dir: str | Path, kind: str, split: str) -> dict[str, np.
             out[name] = column.astype(np.float64 if column.dtype.kind == "f" else np.int64, copy=False)
     order = canonical_order(out)
     return {name: values[order] for name, values in out.items()}
+
+
+# The trainers' stream (issue 25): a split too large for memory is partitioned once by user into buckets on local disk
+# (one pass over the shards, a bounded number of records in flight), and each epoch reads the buckets one at a time in a
+# seeded order, each bucket in canonical order and then shuffled in memory by (seed, epoch, bucket). Memory holds one
+# bucket, whatever the split's size; the order is a function of the rows and the seed, not of the shard Beam wrote
+# each user to (a shuffle buffer over file order would depend on it, and would fill its batches with the few users
+# whose rows are together in the files); and since every row of a user lands in one bucket, what a trainer derives
+# per user (train sequences, a user's bought items) is whole within its bucket.
+TRAIN_INPUTS = ("auto", "memory", "stream")
+STREAM_ABOVE = 1_000_000  # "auto" streams a train split of more examples (medium: 653,339; large: 7,073,609)
+BUCKET_ROWS = 131_072  # examples per bucket (on average): the in-memory share of a streamed split
+
+
+def train_input(mode: str, examples: int) -> str:
+    """ "memory" or "stream": `mode`, or for "auto", stream above STREAM_ABOVE examples. An unknown mode is refused."""
+    if mode not in TRAIN_INPUTS:
+        raise ValueError(f"train_input must be one of {TRAIN_INPUTS}, got {mode!r}")
+    if mode == "auto":
+        return "stream" if examples > STREAM_ABOVE else "memory"
+    return mode
+
+
+def example_count(features_dir: str | Path, kind: str, split: str) -> int:
+    """The examples of a split as the features manifest counts them (nothing is read)."""
+    return _manifest_count(features_dir, kind, split)
+
+
+def user_bucket(users: np.ndarray, buckets: int) -> np.ndarray:
+    """int64 [n]: each user index's bucket in [0, buckets), from a fixed 64-bit mix (splitmix64's finaliser) of the
+    index, so buckets are random-like subsets of users whatever order the vocabulary gives them."""
+    z = np.asarray(users, np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    with np.errstate(over="ignore"):
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z % np.uint64(buckets)).astype(np.int64)
+
+
+def bucket_count(examples: int, bucket_rows: int = BUCKET_ROWS) -> int:
+    """Buckets for a split of `examples`: enough that one holds about `bucket_rows` (one for a small split)."""
+    return max(1, -(-examples // max(1, bucket_rows)))
+
+
+def partition_by_user(
+    features_dir: str | Path, kind: str, split: str, directory: str | Path, buckets: int
+) -> list[str]:
+    """Writes the split's records into `buckets` TFRecord files under `directory` by user_bucket, each record as it is
+    (one pass over the shards in shard order, 4096 records at a time), and returns the files in bucket order.
+    A user's records keep their order in the shards, so a bucket read in canonical order is the rows load_numpy
+    gives for those users, in load_numpy's order."""
+    files = tfrecord_files(features_dir, kind, split)
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    paths = [str(Path(directory, f"{kind}-{split}-bucket-{b:05d}.tfrecord")) for b in range(buckets)]
+    writers = [tf.io.TFRecordWriter(path) for path in paths]
+    user_spec = {schema.USER: tf.io.FixedLenFeature([], tf.int64)}
+    try:
+        for batch in tf.data.TFRecordDataset(files).batch(4096).prefetch(2):
+            users = tf.io.parse_example(batch, user_spec)[schema.USER].numpy()
+            for record, bucket in zip(batch.numpy().tolist(), user_bucket(users, buckets).tolist(), strict=True):
+                writers[bucket].write(record)
+    finally:
+        for writer in writers:
+            writer.close()
+    return paths
+
+
+def load_bucket(path: str | Path, kind: str, split: str) -> dict[str, np.ndarray]:
+    """One bucket file of partition_by_user as load_numpy gives a split: the same columns, in canonical order."""
+    return _numpy_columns(
+        tf.data.TFRecordDataset([str(path)])
+        .batch(4096)
+        .map(lambda records: tf.io.parse_example(records, _parse_spec(kind, split)))
+    )
 
 
 def canonical_order(columns: dict[str, np.ndarray]) -> np.ndarray:

@@ -18,13 +18,16 @@ def retrieval(
     registry_dir: str = "",
     warm_start_epochs: int = 4,
     refit_epochs: int = 2,
+    train_input: str = "auto",
 ):
     """Trains the two-tower model on the features output, selects it on valid, exports it to `model`.
 
     warm_start: start from the last blessed model in registry_dir (items by id, new items from their features)
     for at most warm_start_epochs; without a usable parent it trains from scratch and says so.
     refit_epochs: after the selection on valid, epochs on train + valid (the valid rows as new ones), so the served
-    model is trained through each user's last event before today; 0 serves the selected model as is."""
+    model is trained through each user's last event before today; 0 serves the selected model as is.
+    train_input: the train split in memory, or streamed from user buckets on local disk (one bucket in memory at a
+    time); auto streams above 1,000,000 train examples."""
     from components import kfp_metrics
     from components.retrieval import stage
 

@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from components import schema
+from components.features.reader import BUCKET_ROWS, TRAIN_INPUTS
 
 ENCODERS = ("self_attention", "gru", "mean", "filter")
 LOSSES = ("in_batch", "full_softmax", "mixed")
@@ -20,6 +21,7 @@ UNRECORDED = {
     "weight_decay": 0.0,
     "lr_schedule": "constant",
     "refit_epochs": 0,
+    "train_input": "memory",
 }
 
 
@@ -82,6 +84,11 @@ class RetrievalConfig:
     # in training, each candidate row's id row is dropped with this probability, so that the feature rows alone (what
     # a new item has) learn to score an item; 0: off
     id_dropout: float = 0.0
+    # the train split in memory ("memory", in one canonical order) or streamed from user buckets on local disk
+    # ("stream": one bucket of about stream_bucket_rows examples in memory at a time); "auto" streams above
+    # reader.STREAM_ABOVE train examples, so the default and medium shops train as before and the large one streams
+    train_input: str = "auto"
+    stream_bucket_rows: int = BUCKET_ROWS
 
     def __post_init__(self):
         if self.encoder not in ENCODERS:
@@ -100,9 +107,19 @@ class RetrievalConfig:
             raise ValueError(f"id_dropout must be in [0, 1), got {self.id_dropout}")
         if self.refit_epochs < 0:
             raise ValueError(f"refit_epochs must be >= 0, got {self.refit_epochs}")
+        if self.train_input not in TRAIN_INPUTS:
+            raise ValueError(f"unknown train_input {self.train_input!r}; expected one of {TRAIN_INPUTS}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        for name in ("embedding_dim", "max_len", "batch_size", "epochs", "patience", "num_negatives"):
+        for name in (
+            "embedding_dim",
+            "max_len",
+            "batch_size",
+            "epochs",
+            "patience",
+            "num_negatives",
+            "stream_bucket_rows",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +82,10 @@ def load_examples(features_dir: str | Path, split: str, max_len: int) -> Example
     columns = reader.load_numpy(features_dir, schema.RETRIEVAL_DIR, split)
     if not len(columns.get(schema.TARGET_ITEM, ())):
         raise schema.SchemaError(f"{features_dir}: the {split} split has no retrieval examples")
+    return _examples(columns, max_len)
+
+
+def _examples(columns: dict[str, np.ndarray], max_len: int) -> Examples:
     return Examples(
         hist_items=reader.pad_left(columns[schema.HIST_ITEMS], max_len),
         hist_cats=reader.pad_left(columns[schema.HIST_CATS], max_len),
@@ -234,4 +240,95 @@ def train_sequences(train: Examples, item_category: np.ndarray) -> Sequences:
         target_gap[out] = gaps[-1]
     return Sequences(
         hist_items=hist_items, hist_cats=hist_cats, target_item=targets, hist_gaps=hist_gaps, target_gap=target_gap
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamedExamples:
+    """A train split too large for memory, partitioned by user into buckets on local disk (reader.partition_by_user):
+    bucket b is one .npz of that bucket's rows (Examples' train fields, or with every_position the users' Sequences) in
+    canonical order, plus their example keys. Training reads one bucket at a time (training.train)."""
+
+    paths: tuple[str, ...]  # one per non-empty bucket, in bucket order
+    sizes: tuple[int, ...]  # rows (examples, or user sequences) of each
+    every_position: bool
+
+    def __len__(self) -> int:
+        return sum(self.sizes)
+
+    def bucket(self, index: int) -> tuple[Examples | Sequences, np.ndarray]:
+        """(rows, example keys of the bucket's train examples) of bucket `index`."""
+        with np.load(self.paths[index]) as arrays:
+            fields = {name: arrays[name] for name in arrays.files if name != "keys"}
+            keys = arrays["keys"]
+        rows: Examples | Sequences = Sequences(**fields) if self.every_position else Examples(seen_items=None, **fields)
+        return rows, keys
+
+    def keys(self, index: int) -> np.ndarray:
+        """The example keys of bucket `index` alone (a small read)."""
+        with np.load(self.paths[index]) as arrays:
+            return arrays["keys"]
+
+
+def stream_examples(
+    features_dir: str | Path,
+    max_len: int,
+    directory: str | Path,
+    keys_of: Callable[[Examples], np.ndarray],
+    bucket_rows: int = reader.BUCKET_ROWS,
+    item_category: np.ndarray | None = None,
+    extra: Examples | None = None,
+) -> StreamedExamples:
+    """The train split as StreamedExamples under `directory`: partitioned by user (one pass over the shards), then each
+    bucket read alone, padded to `max_len`, keyed by `keys_of` (training.example_keys) and, with `item_category`
+    (every_position), rebuilt into its users' Sequences (a user's rows are all in one bucket). `extra` (the valid
+    examples, for the refit through valid): each bucket also holds its users' rows of it, after their train rows (as
+    concatenate_examples puts them). Memory holds one bucket."""
+    count = reader.example_count(features_dir, schema.RETRIEVAL_DIR, "train")
+    if not count:
+        raise schema.SchemaError(f"{features_dir}: the train split has no retrieval examples")
+    buckets = reader.partition_by_user(
+        features_dir, schema.RETRIEVAL_DIR, "train", directory, reader.bucket_count(count, bucket_rows)
+    )
+    extra_bucket = None if extra is None else reader.user_bucket(extra.user, len(buckets))
+    paths, sizes = [], []
+    for bucket, path in enumerate(buckets):
+        columns = reader.load_bucket(path, schema.RETRIEVAL_DIR, "train")
+        os.remove(path)
+        more = None if extra is None else take_examples(extra, np.flatnonzero(extra_bucket == bucket))
+        if not len(columns.get(schema.TARGET_ITEM, ())):
+            if more is None or not len(more):
+                continue
+            examples = more
+        else:
+            examples = _examples(columns, max_len)
+            if more is not None and len(more):
+                examples = concatenate_examples(examples, more)
+        rows: Examples | Sequences = examples if item_category is None else train_sequences(examples, item_category)
+        fields = {
+            field.name: getattr(rows, field.name)
+            for field in dataclasses.fields(rows)
+            if field.name != "seen_items" and getattr(rows, field.name) is not None
+        }
+        out = str(Path(path).with_suffix(".npz"))
+        np.savez(out, keys=keys_of(examples), **fields)
+        paths.append(out)
+        sizes.append(len(rows))
+    return StreamedExamples(tuple(paths), tuple(sizes), every_position=item_category is not None)
+
+
+def take_examples(examples: Examples, rows: np.ndarray) -> Examples:
+    """The given rows of `examples`, in that order (seen_items dropped: training never reads them)."""
+
+    def take(values):
+        return None if values is None else values[rows]
+
+    return Examples(
+        hist_items=examples.hist_items[rows],
+        hist_cats=examples.hist_cats[rows],
+        target_item=examples.target_item[rows],
+        user=examples.user[rows],
+        seen_items=None,
+        hist_gaps=take(examples.hist_gaps),
+        target_gap=take(examples.target_gap),
     )

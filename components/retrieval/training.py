@@ -5,24 +5,29 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import tensorflow as tf
 
 from components import distribution, schema
+from components.features import reader
 from components.retrieval import evaluation
 from components.retrieval.config import RetrievalConfig
 from components.retrieval.data import (
     Catalogue,
     Examples,
     Sequences,
+    StreamedExamples,
     concatenate_examples,
     load_catalogue,
     load_examples,
+    stream_examples,
     train_sequences,
 )
 from components.retrieval.model import TwoTowerModel
@@ -89,10 +94,14 @@ def learning_rate(config: RetrievalConfig, total_steps: int):
     return tf.keras.optimizers.schedules.CosineDecay(config.learning_rate, max(total_steps, 1), alpha=0.0)
 
 
-def example_keys(features_dir: str | Path, examples: Examples, catalogue: Catalogue) -> np.ndarray:
+def example_keys(
+    features_dir: str | Path, examples: Examples, catalogue: Catalogue, users: np.ndarray | None = None
+) -> np.ndarray:
     """uint64 [n]: a key of each example's event that another run's features give the same example (its user's id,
-    its target item's id and the seconds from the step before it), whatever the two runs' vocabularies."""
-    users = np.asarray(schema.read_vocab(features_dir, schema.USER_VOCAB), dtype=object)
+    its target item's id and the seconds from the step before it), whatever the two runs' vocabularies. `users`: the
+    user vocabulary as an object array, when the caller has read it already."""
+    if users is None:
+        users = np.asarray(schema.read_vocab(features_dir, schema.USER_VOCAB), dtype=object)
     frame = pd.DataFrame(
         {
             "user": users[examples.user - schema.NUM_RESERVED],
@@ -162,7 +171,7 @@ def evaluate(model: TwoTowerModel, examples: Examples) -> dict[str, float]:
 
 
 def train(
-    train_set: Examples,
+    train_set: Examples | StreamedExamples,
     valid_set: Examples,
     catalogue: Catalogue,
     config: RetrievalConfig,
@@ -174,7 +183,8 @@ def train(
     (without `select_on_valid`, trains every epoch and keeps the last: valid is then in the training data).
     `parent` (warm_start.Parent) seeds the model from the last blessed one, items by id; with `keys`
     (example_keys of train_set) and a parent that recorded its own, each epoch trains on the examples the parent did
-    not see plus config.warm_replay of the ones it did."""
+    not see plus config.warm_replay of the ones it did. A StreamedExamples train set (train_from_features with
+    config.train_input "stream") trains a bucket at a time, each bucket's examples carrying their own keys."""
     from components.retrieval import warm_start
 
     started, cpu_started = time.perf_counter(), time.process_time()
@@ -189,15 +199,14 @@ def train(
         if parent is not None:
             carried = warm_start.initialise(model, catalogue, config, parent)
             log.info("retrieval: warm start from %s: %s", parent.version, carried)
-    rows = train_sequences(train_set, catalogue.item_category) if config.every_position else train_set
-    lengths = (rows.hist_items != schema.PAD_INDEX).sum(axis=1)
-    split = replay_split(parent, keys, config)
-    epoch_size = len(rows) if split is None else len(split[0]) + int(round(config.warm_replay * len(split[1])))
-    if carried is not None and split is not None:
-        carried.update(new_examples=int(len(split[0])), seen_examples=int(len(split[1])), replay=config.warm_replay)
-    # a shop smaller than one batch still trains (with fewer in-batch negatives)
-    batch_size = min(config.batch_size, epoch_size)
-    batches = epoch_size // batch_size
+    epochs: _MemoryEpochs | _StreamedEpochs = (
+        _StreamedEpochs(train_set, parent, config)
+        if isinstance(train_set, StreamedExamples)
+        else _MemoryEpochs(train_set, catalogue, parent, keys, config, rng)
+    )
+    if carried is not None and epochs.seen is not None:
+        carried.update(new_examples=epochs.new, seen_examples=epochs.seen, replay=config.warm_replay)
+    batch_size, batches = epochs.batch_size, epochs.batches
     with strategy.scope():
         # every variable (the model's and Adam's slots) exists before fit traces its step: a tf.function that creates
         # variables on its first call traces twice (it did: ~1.5 CPU s of each run on the lifecycle shop)
@@ -209,25 +218,19 @@ def train(
         )
         optimizer.build(model.trainable_variables)
         model.compile(optimizer=optimizer)
-    targets_per_epoch = (
-        int((rows.target_item[: batches * batch_size] != schema.PAD_INDEX).sum())
-        if config.every_position
-        else batches * batch_size
-    )
-    best = {"score": -1.0, "epoch": 0, "metrics": {}, "weights": None}
+    targets_per_epoch = epochs.targets_per_epoch
+    best: dict[str, Any] = {"score": -1.0, "epoch": 0, "metrics": {}, "weights": None}
     # the train step and the query encoder traced here, before the first epoch: the start-up (model build, warm
     # start, graph tracing) is then measured apart from the epochs; fit and validation reuse both graphs
     gaps = config.time_gaps
     model.make_train_function().get_concrete_function(
-        iter(_epoch_dataset(rows, np.arange(batch_size), batch_size, gaps))
+        iter(_epoch_dataset(epochs.first_rows(), np.arange(batch_size), batch_size, gaps))
     )
     (model.encode_with_gaps if gaps else model.encode).get_concrete_function()
     startup_s, startup_cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
     fit_s, epochs_run, history = 0.0, 0, []
     for epoch in range(1, config.epochs + 1):
-        epoch_rows = _epoch_rows(split, len(rows), config.warm_replay, rng)
-        order = epoch_rows[batch_order(lengths[epoch_rows], batch_size, rng)]
-        dataset = _epoch_dataset(rows, order, batch_size, gaps)
+        dataset = epochs.dataset(epoch, gaps)
         fit_started = time.perf_counter()
         history_of_fit = model.fit(dataset, epochs=1, verbose=0)
         epoch_fit_s = time.perf_counter() - fit_started
@@ -274,7 +277,7 @@ def train(
         startup_cpu_s=startup_cpu_s,
         history=history,
         warm_start=carried,
-        train_keys=keys,
+        train_keys=epochs.train_keys,
     )
     log.info(
         "retrieval trained: %s encoder, %s loss%s, %d epochs (best %d), %d targets per epoch, %.0f s "
@@ -294,25 +297,167 @@ def train(
     return result
 
 
+class _MemoryEpochs:
+    """The epochs of a train split in memory: each a shuffled, length-sorted order of its rows (batch_order) drawn from
+    the run's one generator, epoch after epoch (the order every run took before the stream existed)."""
+
+    def __init__(self, train_set: Examples, catalogue: Catalogue, parent, keys, config: RetrievalConfig, rng):
+        self.rows = train_sequences(train_set, catalogue.item_category) if config.every_position else train_set
+        self.lengths = (self.rows.hist_items != schema.PAD_INDEX).sum(axis=1)
+        self.split = replay_split(parent, keys, config)
+        self.new: int | None = None if self.split is None else len(self.split[0])
+        self.seen: int | None = None if self.split is None else len(self.split[1])
+        self.replay, self.rng, self.train_keys = config.warm_replay, rng, keys
+        size = (
+            len(self.rows) if self.split is None else len(self.split[0]) + int(round(self.replay * len(self.split[1])))
+        )
+        # a shop smaller than one batch still trains (with fewer in-batch negatives)
+        self.batch_size = min(config.batch_size, size)
+        self.batches = size // self.batch_size
+        self.targets_per_epoch = (
+            int((self.rows.target_item[: self.batches * self.batch_size] != schema.PAD_INDEX).sum())
+            if config.every_position
+            else self.batches * self.batch_size
+        )
+
+    def first_rows(self) -> Examples | Sequences:
+        return self.rows
+
+    def dataset(self, epoch: int, gaps: bool) -> tf.data.Dataset:
+        rows = _epoch_rows(self.split, len(self.rows), self.replay, self.rng)
+        order = rows[batch_order(self.lengths[rows], self.batch_size, self.rng)]
+        return _epoch_dataset(self.rows, order, self.batch_size, gaps)
+
+
+class _StreamedEpochs:
+    """The epochs of StreamedExamples: the buckets in an order drawn from (seed, epoch), each bucket's epoch (its rows,
+    or its new rows plus a replay share of the seen ones) ordered by batch_order with a generator of (seed, epoch,
+    bucket), batches handed to fit from a Python generator so that one bucket is in memory at a time (the next is read
+    while the last batches of one are still queued). A bucket's remainder that does not fill a batch is left out
+    of that epoch (a different remainder each epoch)."""
+
+    def __init__(self, train_set: StreamedExamples, parent, config: RetrievalConfig):
+        self.streamed, self.parent, self.config = train_set, parent, config
+        keys = [train_set.keys(index) for index in range(len(train_set.paths))]
+        self.train_keys = np.concatenate(keys)
+        splits = [replay_split(parent, bucket_keys, config) for bucket_keys in keys]
+        sizes = [
+            size if split is None else len(split[0]) + int(round(config.warm_replay * len(split[1])))
+            for size, split in zip(train_set.sizes, splits, strict=True)
+        ]
+        self.new: int | None = None
+        self.seen: int | None = None
+        if splits[0] is not None:  # replay_split depends on the parent and config alone: every bucket or none
+            self.new = sum(len(split[0]) for split in splits if split is not None)
+            self.seen = sum(len(split[1]) for split in splits if split is not None)
+        self.batch_size = min(config.batch_size, max(sizes))
+        self.batches = sum(size // self.batch_size for size in sizes)
+        if config.every_position:  # the real targets of the rows an epoch's batches hold, as the memory path counts
+            self.targets_per_epoch = 0
+            for index, size in enumerate(sizes):
+                rows, _ = train_set.bucket(index)
+                used = size // self.batch_size * self.batch_size
+                self.targets_per_epoch += int((rows.target_item[:used] != schema.PAD_INDEX).sum())
+        else:
+            self.targets_per_epoch = self.batches * self.batch_size
+
+    def first_rows(self) -> Examples | Sequences:
+        """The largest bucket's rows (the trace's batch needs batch_size of them); notes each column's row shape."""
+        rows = self.streamed.bucket(int(np.argmax(self.streamed.sizes)))[0]
+        hist_gaps, target_gap = rows.gaps()
+        self.shapes = {
+            schema.HIST_ITEMS: rows.hist_items.shape[1:],
+            schema.HIST_CATS: rows.hist_cats.shape[1:],
+            schema.TARGET_ITEM: rows.target_item.shape[1:],
+            schema.HIST_GAPS: hist_gaps.shape[1:],
+            schema.TARGET_GAP: target_gap.shape[1:],
+        }
+        return rows
+
+    def dataset(self, epoch: int, gaps: bool) -> tf.data.Dataset:
+        seed, batch_size, config = self.config.seed, self.batch_size, self.config
+        names = [schema.HIST_ITEMS, schema.HIST_CATS, schema.TARGET_ITEM]
+        if gaps:
+            names += [schema.HIST_GAPS, schema.TARGET_GAP]
+
+        def batches():
+            for index in np.random.default_rng([seed, epoch]).permutation(len(self.streamed.paths)).tolist():
+                rows, keys = self.streamed.bucket(index)
+                rng = np.random.default_rng([seed, epoch, index])
+                split = replay_split(self.parent, keys, config)
+                chosen = _epoch_rows(split, len(rows), config.warm_replay, rng)
+                if len(chosen) < batch_size:
+                    continue
+                lengths = (rows.hist_items[chosen] != schema.PAD_INDEX).sum(axis=1)
+                order = chosen[batch_order(lengths, batch_size, rng)]
+                hist_gaps, target_gap = rows.gaps()
+                columns = {
+                    schema.HIST_ITEMS: rows.hist_items,
+                    schema.HIST_CATS: rows.hist_cats,
+                    schema.TARGET_ITEM: rows.target_item,
+                    schema.HIST_GAPS: hist_gaps,
+                    schema.TARGET_GAP: target_gap,
+                }
+                for start in range(0, len(order), batch_size):
+                    batch = order[start : start + batch_size]
+                    yield {name: columns[name][batch] for name in names}
+
+        signature = {name: tf.TensorSpec((batch_size, *self.shapes[name]), tf.int64) for name in names}
+        return tf.data.Dataset.from_generator(batches, output_signature=signature).prefetch(2)
+
+
 def train_from_features(features_dir: str | Path, config: RetrievalConfig, parent=None) -> TrainingResult:
-    """Reads the features output (train and valid only; test is never read here) and trains."""
+    """Reads the features output (train and valid only; test is never read here) and trains. The train split is held
+    in memory or streamed from user buckets on local disk (StreamedExamples, under a temporary folder) as
+    config.train_input says ("auto": reader.STREAM_ABOVE); valid, one example per user, is in memory either way
+    (full-catalogue validation needs every user's query at once). With config.refit_epochs, the selected model is
+    then refit through valid (refit_through_valid; streamed: the split partitioned again, each bucket with its users'
+    valid rows)."""
     catalogue = load_catalogue(features_dir)
-    train_set = load_examples(features_dir, "train", config.max_len)
     valid_set = load_examples(features_dir, "valid", config.max_len)
-    keys = example_keys(features_dir, train_set, catalogue)
-    selected = train(train_set, valid_set, catalogue, config, parent, keys)
-    if not config.refit_epochs:
-        return selected
-    return refit_through_valid(selected, train_set, valid_set, example_keys(features_dir, valid_set, catalogue))
+    count = reader.example_count(features_dir, schema.RETRIEVAL_DIR, "train")
+    if reader.train_input(config.train_input, count) == "memory":
+        train_set = load_examples(features_dir, "train", config.max_len)
+        keys = example_keys(features_dir, train_set, catalogue)
+        selected = train(train_set, valid_set, catalogue, config, parent, keys)
+        if not config.refit_epochs:
+            return selected
+        return refit_through_valid(selected, train_set, valid_set, example_keys(features_dir, valid_set, catalogue))
+    users = np.asarray(schema.read_vocab(features_dir, schema.USER_VOCAB), dtype=object)
+
+    def streamed(directory: Path, extra: Examples | None = None) -> StreamedExamples:
+        return stream_examples(
+            features_dir,
+            config.max_len,
+            directory,
+            lambda examples: example_keys(features_dir, examples, catalogue, users),
+            config.stream_bucket_rows,
+            catalogue.item_category if config.every_position else None,
+            extra,
+        )
+
+    with tempfile.TemporaryDirectory(prefix="retrieval-train-") as directory:
+        log.info("retrieval: streaming %d train examples from user buckets under %s", count, directory)
+        selected = train(streamed(Path(directory, "train")), valid_set, catalogue, config, parent)
+        shutil.rmtree(Path(directory, "train"))
+        if not config.refit_epochs:
+            return selected
+        # the refit's buckets: each holds its users' train rows and then their valid rows, keyed
+        return refit_through_valid(selected, streamed(Path(directory, "refit"), valid_set), valid_set)
 
 
 def refit_through_valid(
-    selected: TrainingResult, train_set: Examples, valid_set: Examples, valid_keys: np.ndarray
+    selected: TrainingResult,
+    train_set: Examples | StreamedExamples,
+    valid_set: Examples,
+    valid_keys: np.ndarray | None = None,
 ) -> TrainingResult:
     """The selected model warm-started on train + valid for config.refit_epochs epochs, the valid examples as the
     new rows (plus warm_replay of train each epoch), the last epoch kept. Selection on valid is over by then, so
     the valid figures, best epoch and curve stay the selection run's; the model, its catalogue (valid targets
-    counted: an item first bought in the valid window is known now) and the keys are the refit's."""
+    counted: an item first bought in the valid window is known now) and the keys are the refit's. `train_set`: the
+    train Examples (valid's, keyed by `valid_keys`, are appended) or StreamedExamples whose buckets hold train and
+    valid rows with their keys already (train_from_features' stream)."""
     from components.retrieval import warm_start
     from components.warm_start import load_arrays
 
@@ -322,8 +467,12 @@ def refit_through_valid(
         parent = warm_start.Parent("selected", load_arrays(scratch), dataclasses.asdict(config))
     counts = np.bincount(valid_set.target_item, minlength=selected.catalogue.num_items)
     catalogue = dataclasses.replace(selected.catalogue, train_count=selected.catalogue.train_count + counts)
-    both = concatenate_examples(train_set, valid_set)
-    keys = None if selected.train_keys is None else np.concatenate([selected.train_keys, valid_keys])
+    both: Examples | StreamedExamples = train_set
+    keys = None
+    if isinstance(train_set, Examples):
+        both = concatenate_examples(train_set, valid_set)
+        if selected.train_keys is not None and valid_keys is not None:
+            keys = np.concatenate([selected.train_keys, valid_keys])
     again = train(
         both, valid_set, catalogue, dataclasses.replace(config, epochs=config.refit_epochs), parent, keys, False
     )
@@ -342,6 +491,6 @@ def refit_through_valid(
         train_s=selected.train_s + again.train_s,
         fit_s=selected.fit_s + again.fit_s,
         train_cpu_s=selected.train_cpu_s + again.train_cpu_s,
-        train_keys=keys,
+        train_keys=again.train_keys,
         refit=refit,
     )
