@@ -356,10 +356,11 @@ def training_set(
 
 
 def fit_fusion(features_dir: str, output_dir: str, retrieval_dir: str) -> dict:
-    """Chooses the funnel's retrieval weight on valid for the exported ranker and stores it in ranker.json."""
-    from components.retrieval.model_io import load_retriever
+    """Chooses the funnel's retrieval weight on valid for the exported ranker and stores it in ranker.json, with the
+    retrieval model that has not trained on valid (load_valid_retriever)."""
+    from components.retrieval.model_io import load_valid_retriever
 
-    fusion = choose_on_split(load_retriever(retrieval_dir), load_ranker(output_dir), features_dir, "valid")
+    fusion = choose_on_split(load_valid_retriever(retrieval_dir), load_ranker(output_dir), features_dir, "valid")
     write_fusion(output_dir, fusion)
     return fusion
 

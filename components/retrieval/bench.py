@@ -56,7 +56,9 @@ def retrieval_bench(features_dir: str | Path, seed: int, model_dir: str | Path |
     test = load_examples(features_dir, "test", config.max_len)
     metrics = training.evaluate(result.model, test)
     with tempfile.TemporaryDirectory(prefix="retrieval-bench-") as tmp:
-        written = export.export(result.model, result.catalogue, config, model_dir or Path(tmp) / "model")
+        written = export.export(
+            result.model, result.catalogue, config, model_dir or Path(tmp) / "model", selected=result.selected
+        )
         latency = serving_latency(written / export.INDEX, test, result.catalogue, seed)
     log.info(
         "retrieval test: hit@20 %.4f ndcg@20 %.4f mrr %.4f; latency one user p50 %.1f ms, 1000 users p50 %.1f ms",

@@ -1,5 +1,6 @@
 """Writes the retrieval model artifact (docs/architecture.md, contracts): query_encoder/ and index/ SavedModels on raw
-string ids, item_embeddings.parquet, and the config and vocabularies the Python API reads back.
+string ids, item_embeddings.parquet, and the config and vocabularies the Python API reads back; after a refit through
+valid, selected/ holds the selected model's parts for scoring the valid split (model_io.load_valid_retriever).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ INDEX = "index"
 ITEM_EMBEDDINGS = "item_embeddings.parquet"
 ITEM_INFO = "items.parquet"  # item_index, item_id, category_index, available: what load_retriever needs
 CATEGORY_VOCAB = "categories.jsonl"
+# after a refit through valid, the selected model's query encoder, embeddings and item info, for what is chosen on valid
+SELECTED = "selected"
 DEFAULT_TOP_K = 100
 
 STRING_HISTORY = [
@@ -165,29 +168,20 @@ def export(
     history: list[dict] | None = None,
     warm_start: dict | None = None,
     train_keys=None,
+    selected: tuple[TwoTowerModel, Catalogue] | None = None,
 ) -> Path:
     """Writes the whole artifact through atomic.staged_directory, so a crash leaves no half model.
     `history` (per-epoch loss and valid metrics) goes to training_history.json for the evaluation report;
-    `train_keys` (training.example_keys of the train examples) into WEIGHTS for tomorrow's warm start."""
+    `train_keys` (training.example_keys of the train examples) into WEIGHTS for tomorrow's warm start;
+    `selected` (TrainingResult.selected: the model before its refit through valid) into SELECTED."""
     output_dir = Path(output_dir)
     with atomic.staged_directory(output_dir, last=CONFIG_FILE) as staging:
-        item_embeddings = model.item_embeddings()
-        encoder = QueryEncoder(model, catalogue)
-        tf.saved_model.save(
-            encoder,
-            str(staging / QUERY_ENCODER),
-            signatures={
-                "serving_default": encoder.serve,
-                "encode_indices": encoder.encode_indices,
-                ENCODE_WITH_GAPS: encoder.encode_with_gaps,
-                "serve_with_gaps": encoder.serve_with_gaps,
-            },
-        )
-        index = BruteForceIndex(encoder, item_embeddings, catalogue, k)
+        encoder = _write_scoring_parts(model, catalogue, staging)
+        index = BruteForceIndex(encoder, model.item_embeddings(), catalogue, k)
         tf.saved_model.save(index, str(staging / INDEX), signatures={"serving_default": index.serve})
-        pq.write_table(item_embedding_table(item_embeddings, catalogue), staging / ITEM_EMBEDDINGS)
-        pq.write_table(item_info_table(catalogue), staging / ITEM_INFO)
-        schema.write_vocab(staging, CATEGORY_VOCAB, catalogue.category_ids)
+        if selected is not None:
+            _write_scoring_parts(*selected, staging / SELECTED)
+            config.write(staging / SELECTED)
         if history is not None:
             atomic.write_json(staging / TRAINING_HISTORY, {"epochs": history})
         from components.retrieval import warm_start as warm
@@ -197,3 +191,23 @@ def export(
             atomic.write_json(staging / warm.WARM_START, warm_start)
         config.write(staging)
     return output_dir
+
+
+def _write_scoring_parts(model: TwoTowerModel, catalogue: Catalogue, directory: Path) -> QueryEncoder:
+    """What model_io.Retriever reads besides the config: query encoder, item embeddings and info, categories."""
+    directory.mkdir(parents=True, exist_ok=True)
+    encoder = QueryEncoder(model, catalogue)
+    tf.saved_model.save(
+        encoder,
+        str(directory / QUERY_ENCODER),
+        signatures={
+            "serving_default": encoder.serve,
+            "encode_indices": encoder.encode_indices,
+            ENCODE_WITH_GAPS: encoder.encode_with_gaps,
+            "serve_with_gaps": encoder.serve_with_gaps,
+        },
+    )
+    pq.write_table(item_embedding_table(model.item_embeddings(), catalogue), directory / ITEM_EMBEDDINGS)
+    pq.write_table(item_info_table(catalogue), directory / ITEM_INFO)
+    schema.write_vocab(directory, CATEGORY_VOCAB, catalogue.category_ids)
+    return encoder

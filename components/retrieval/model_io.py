@@ -1,6 +1,6 @@
 """The Python API over a retrieval model artifact, for evaluation, export and the funnel.
 
-retriever = load_retriever(model_dir)
+retriever = load_retriever(model_dir)                  # load_valid_retriever(model_dir) to score the valid split
 queries = retriever.encode(hist_items_idx, hist_cats_idx)      # [B, D]
 items, scores = retriever.top_k(hist_items_idx, hist_cats_idx, k=200)
 """
@@ -106,3 +106,11 @@ def _read_item_embeddings(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def load_retriever(model_dir: str | Path, nearest_neighbours: NearestNeighbours | None = None) -> Retriever:
     """The retrieval artifact in `model_dir` as a Retriever (exact search unless `nearest_neighbours` is given)."""
     return Retriever(model_dir, nearest_neighbours)
+
+
+def load_valid_retriever(model_dir: str | Path) -> Retriever:
+    """The retriever to score the valid split with: a model refit through valid has trained on the valid targets, so
+    on valid its scores of them are inflated and a choice made there (the funnel's fusion weight) would favour it;
+    its artifact keeps the selected model, which never saw them (export.SELECTED). Without a refit, the model itself."""
+    selected = Path(model_dir, export.SELECTED)
+    return Retriever(selected if selected.is_dir() else model_dir)

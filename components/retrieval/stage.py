@@ -44,6 +44,7 @@ def run(
         history=result.history,
         warm_start=result.warm_start,
         train_keys=result.train_keys,
+        selected=result.selected,
     )
     log.info("retrieval model written to %s", model)
     return {

@@ -59,6 +59,9 @@ class TrainingResult:
     warm_start: dict | None = None  # what a warm start carried from its parent (warm_start.initialise)
     train_keys: np.ndarray | None = None  # example_keys of the examples trained on, for tomorrow's warm start
     refit: dict | None = None  # the refit through valid (refit_through_valid): epochs, rows, seconds; None: none
+    # after a refit, the selected model and its catalogue: they have never trained on a valid target, so choices made
+    # on valid downstream (the funnel's fusion weight) are made with them (export's SELECTED folder)
+    selected: tuple[TwoTowerModel, Catalogue] | None = None
 
     @property
     def train_examples_per_s(self) -> float:
@@ -493,4 +496,5 @@ def refit_through_valid(
         train_cpu_s=selected.train_cpu_s + again.train_cpu_s,
         train_keys=again.train_keys,
         refit=refit,
+        selected=(selected.model, selected.catalogue),
     )

@@ -33,7 +33,9 @@ def test_train_ranker_with_a_retrieval_model_adds_hard_negatives_and_stores_the_
 ):
     import components.retrieval.model_io as model_io
 
+    scored_valid = []
     monkeypatch.setattr(model_io, "load_retriever", lambda path: CategoryRetriever())
+    monkeypatch.setattr(model_io, "load_valid_retriever", lambda path: scored_valid.append(path) or CategoryRetriever())
     config = TrainConfig(epochs=1, batch_size=64, hard_negatives=1, hard_negative_pool=3)
     result = train_ranker(
         str(drifting_features),
@@ -45,6 +47,7 @@ def test_train_ranker_with_a_retrieval_model_adds_hard_negatives_and_stores_the_
     info = json.loads((tmp_path / "model" / "ranker.json").read_text())
     assert info["hard_negatives_from"] == "retrieval-model"
     assert info["fusion"]["chosen_on"] == "valid"
+    assert scored_valid == ["retrieval-model"]  # the weight is chosen with the model that never trained on valid
     assert result["retrieval_weight"] == info["fusion"]["retrieval_weight"] >= 0
     assert load_ranker(tmp_path / "model").retrieval_weight == pytest.approx(result["retrieval_weight"])
 
@@ -58,6 +61,7 @@ def test_ranking_bench_trains_and_fuses_each_seed_against_its_own_retrieval_mode
     features = write_drifting_features(tmp_path / "features", users=40, seed=2)
     loaded = []
     monkeypatch.setattr(model_io, "load_retriever", lambda path: loaded.append(path) or CategoryRetriever())
+    monkeypatch.setattr(model_io, "load_valid_retriever", lambda path: loaded.append(path) or CategoryRetriever())
     monkeypatch.setattr(bench, "TrainConfig", lambda **kw: TrainConfig(**{**kw, "hard_negative_pool": 3}))
     speed = {
         "dien.speed_vs_reference": 1.0,

@@ -56,3 +56,23 @@ def test_an_artifact_without_the_field_did_not_refit_and_a_negative_count_is_ref
     assert UNRECORDED["refit_epochs"] == 0
     with pytest.raises(ValueError, match="refit_epochs"):
         dataclasses.replace(RetrievalConfig(), refit_epochs=-1)
+
+
+def test_the_artifact_keeps_the_selected_model_for_scoring_valid(refitted, tmp_path):
+    from components.retrieval import export
+    from components.retrieval.model_io import load_retriever, load_valid_retriever
+
+    selected, _, selected_items, refit, *_ = refitted
+    assert refit.selected is not None and refit.selected[0] is selected.model
+    model_dir = export.export(refit.model, refit.catalogue, refit.config, tmp_path / "model", selected=refit.selected)
+    assert (model_dir / export.SELECTED / "config.json").exists() and not (
+        model_dir / export.SELECTED / "index"
+    ).exists()
+    np.testing.assert_allclose(load_valid_retriever(model_dir).item_embeddings[2:], selected_items[2:], atol=1e-6)
+    np.testing.assert_allclose(
+        load_retriever(model_dir).item_embeddings[2:], refit.model.item_embeddings()[2:], atol=1e-6
+    )
+    # a model without a refit scores valid itself
+    plain = export.export(selected.model, selected.catalogue, selected.config, tmp_path / "plain")
+    assert not (plain / export.SELECTED).exists()
+    np.testing.assert_allclose(load_valid_retriever(plain).item_embeddings[2:], selected_items[2:], atol=1e-6)
