@@ -13,8 +13,10 @@ tomorrow". On INJECTED_DAY the upstream breaks: every category is renamed in the
 Per day: the data checks against the last blessed run's statistics (the same code the features stage runs), then
 per seed a cold run and a warm one from that seed's last blessed warm run: retrieval (COLD_EPOCHS, early stopping;
 warm WARM_EPOCHS, each over the examples its parent did not train on plus RetrievalConfig.warm_replay of the
-others) and then DIEN on hard negatives from that arm's retrieval model (RANKING_EPOCHS; warm min(RANKING_EPOCHS,
-WARM_EPOCHS), the pipeline's rule, on every example). A day is blessed when its data checks found no drift
+others; both arms then refit through valid, RetrievalConfig.refit_epochs) and then DIEN on hard negatives from that
+arm's retrieval model (RANKING_EPOCHS; warm min(RANKING_EPOCHS, WARM_EPOCHS), the pipeline's rule, over the rows its
+parent did not train on plus RANKING_REPLAY of the others: ranking.warm_start.warm_training_set, as the ranking
+stage trains). A day is blessed when its data checks found no drift
 (gate_on_drift=true; the bench has no evaluation stage, so the metric gate is not applied); a blessed day registers
 its data statistics (and is the next day's parent). Test NDCG@20 is retrieval's, full catalogue, seen items
 excluded; the ranker's figure is its test AUC. The models stay in memory: a run writes only what tomorrow's warm
@@ -23,15 +25,24 @@ start reads (weights.npz and the configuration), not the SavedModels (the export
 Time: train_s (wall) and train_cpu_s (process CPU, steadier on a shared machine) of the whole training; for
 retrieval also startup_cpu_s (model build, warm-start initialisation and graph tracing before the first epoch,
 which every run pays whatever its epochs) and epochs_cpu_s = train_cpu_s - startup_cpu_s (the epochs with their
-validation). warm_over_cold gives both ratios per day, the target being 1/3.
+validation, and the refit, which builds and traces a model of its own). warm_over_cold gives both ratios per day, the
+target being 1/3. The fixed part of a run (scale 8, per train() call: model build 0.6, tracing the train step 1.8,
+the graphs' first execution ~0.9 CPU s; a run makes two calls, selection and refit) does not grow with the shop while
+an epoch does (scale 8: 0.5 CPU s, ~0.06 CPU s per 1,000 users), so the ratio falls with --scale: a real shop's
+epochs dominate (the Beauty run: 466 CPU s, 12 + 2 epochs), the preset's do not.
+
+Tuning (--first-seed 10 --seeds 1, never the reported seeds 0-2; choices on VALID figures: each arm's valid_ndcg@20
+of its selected epoch and DIEN's valid_auc): --warm-epochs and --ranking-replay set the warm arm, --tune E:R adds
+warm arms of E epochs and DIEN replay R beside it (their own parents, their own `<arm>_over_cold` ratios).
 
 New items: test targets whose item has no train event (launched in the valid or test day). HIT@20 of the cold
 and warm models on those targets against popularity within the category (items of the user's last category first,
 by train count, a new item counting its category's mean count; then everything else by train count).
 
 Writes `lifecycle` into the bench JSON (beside its other keys): days[i].{cold,warm}.{train_s, train_cpu_s,
-startup_cpu_s, epochs_cpu_s, ndcg@20, per_seed, spread, epochs}, days[i].ranker.{cold,warm}.{train_s, train_cpu_s,
-auc, ...}, days[i].warm_over_cold, days[i].{day, run_time, drift, blessed, new_item_targets}, new_items,
+startup_cpu_s, epochs_cpu_s, ndcg@20, valid_ndcg@20, epoch_examples, per_seed, spread, epochs},
+days[i].ranker.{cold,warm}.{train_s, train_cpu_s, auc, valid_auc, train_rows, ...}, days[i].warm_over_cold (and a
+tuning arm's days[i].<arm> and days[i].<arm>_over_cold), days[i].{day, run_time, drift, blessed, new_item_targets}, new_items,
 drift.fired_days, settings.
 """
 
@@ -69,13 +80,19 @@ WINDOW_DAYS = 8
 NEW_PER_DAY = 6
 RETIRED_PER_DAY = 3
 INJECTED_DAY = 5  # 1-based day of the week whose upstream breaks
-# the pipeline's defaults (retrieval_epochs, warm_start_epochs): on tuning seed 10 (not a reported one) warm runs of
-# 1 or 2 epochs, or at learning rate 1e-3, stayed below the cold run's VALID NDCG@20 on most days, 4 epochs reached it
+# the pipeline's defaults (retrieval_epochs, warm_start_epochs). Tuning seed 10 (not a reported one), --scale 8, VALID
+# figures of day 2 (both arms refit through valid): retrieval NDCG@20 cold 0.2084, warm 1 epoch 0.2017, 2 epochs
+# 0.2050; DIEN AUC cold 0.5932, warm 1 epoch (replay 0.2) 0.5921, 2 epochs replay 0.2 0.5986, replay 0.5 0.5931.
+# Before the refit and DIEN's replay (scale 1, seed 10) 1 or 2 warm epochs stayed below cold on most days, 4 reached it
 COLD_EPOCHS = 12
-WARM_EPOCHS = 4
+WARM_EPOCHS = 2
 RANKING_EPOCHS = 3  # the pipeline's ranking_epochs; a warm DIEN runs min(RANKING_EPOCHS, WARM_EPOCHS)
+RANKING_REPLAY = 0.2  # ranking.warm_start.WARM_REPLAY: a warm DIEN's share of its parent's rows (set in main)
 SETTINGS = dict(embedding_dim=16, max_len=8, batch_size=256, patience=2)
 OVERRIDES: dict = {}  # RetrievalConfig fields set with --set name=value (tuning runs), both arms
+# more warm arms beside "warm" (tuning runs, --tune EPOCHS:REPLAY): name -> (warm epochs, DIEN's replay share)
+TUNING_ARMS: dict[str, tuple[int, float]] = {}
+WITH_RANKER = True  # False (--retrieval-only, a probe of retrieval's time at a scale): no DIEN
 
 
 def log(message: str) -> None:
@@ -208,9 +225,12 @@ class Run:
     ranker_parent: object  # ranking.warm_start.Parent of this run's DIEN
 
 
-def run_day_seed(features: Path, test, catalogue, seed: int, out: Path, parent, version: str) -> tuple[Run, np.ndarray]:
+def run_day_seed(
+    features: Path, test, catalogue, seed: int, out: Path, parent, version: str, warm: tuple[int, float] | None = None
+) -> tuple[Run, np.ndarray]:
     """Retrieval, then DIEN on its hard negatives, cold (parent None) or warm from parent = (retrieval artifact,
-    ranking Parent, version); returns the run and the retrieval model's test lists."""
+    ranking Parent, version) with warm = (warm epochs, DIEN's replay share; None: WARM_EPOCHS, RANKING_REPLAY);
+    returns the run and the retrieval model's test lists."""
     from components import warm_start as shared
     from components.ranking import warm_start as ranking_warm
     from components.ranking.base import ModelConfig
@@ -219,8 +239,9 @@ def run_day_seed(features: Path, test, catalogue, seed: int, out: Path, parent, 
     from components.retrieval import training, warm_start
     from components.retrieval.config import RetrievalConfig
 
+    warm_epochs, ranking_replay = warm or (WARM_EPOCHS, RANKING_REPLAY)
     config = dataclasses.replace(
-        RetrievalConfig(), **SETTINGS, **OVERRIDES, seed=seed, epochs=WARM_EPOCHS if parent else COLD_EPOCHS
+        RetrievalConfig(), **SETTINGS, **OVERRIDES, seed=seed, epochs=warm_epochs if parent else COLD_EPOCHS
     )
     loaded = warm_start.Parent.load(parent[0], parent[2]) if parent else None
     result = training.train_from_features(features, config, loaded)
@@ -241,21 +262,39 @@ def run_day_seed(features: Path, test, catalogue, seed: int, out: Path, parent, 
         "epochs": result.epochs_run,
         "epoch_examples": result.train_examples,  # a warm run's: the new examples plus its replay share
     }
+    if not WITH_RANKER:
+        log(
+            f"{out.name}: retrieval {result.epochs_run} epochs, {result.train_s:.1f} s ({result.train_cpu_s:.1f} CPU "
+            f"s, {result.startup_cpu_s:.1f} of them start-up), valid ndcg@20 {result.valid_metrics['ndcg@20']:.4f}"
+        )
+        return Run(retrieval, {}, [], out, None), lists
     spec = schema.FeatureSpec.read(features)
     model_config = ModelConfig(model_type="dien")
-    train_config = TrainConfig(epochs=min(RANKING_EPOCHS, WARM_EPOCHS) if parent else RANKING_EPOCHS, seed=seed)
+    train_config = TrainConfig(epochs=min(RANKING_EPOCHS, warm_epochs) if parent else RANKING_EPOCHS, seed=seed)
     ranking_set = training_set(str(features), train_config, None, InMemoryRetriever(result.model))
-    warm = (parent[1], str(features)) if parent else None
+    # a warm DIEN trains on the rows its parent did not (the stage's rule) plus RANKING_REPLAY of the others
+    ranking_set, ranking_keys, replayed = ranking_warm.warm_training_set(
+        ranking_set, features, parent[1] if parent else None, ranking_replay, seed
+    )
+    seeded = (parent[1], str(features)) if parent else None
     ranker, ranked = fit_and_measure(
-        model_config, train_config, spec, ranking_set, load_split(features, "valid"), load_split(features, "test"), warm
+        model_config,
+        train_config,
+        spec,
+        ranking_set,
+        load_split(features, "valid"),
+        load_split(features, "test"),
+        seeded,
     )
     ranking_dir = out / "ranking"
     ranking_dir.mkdir()
     ranking_warm.save(ranker, features, ranking_dir)
+    ranking_warm.record_keys(ranking_dir, ranking_keys)
     model_json = json.loads(json.dumps(dataclasses.asdict(model_config)))  # as ranker.json holds it
     ranker_parent = ranking_warm.Parent(version, shared.load_arrays(ranking_dir), model_json)
-    ranker_entry = {k: float(ranked[k]) for k in ("train_s", "train_cpu_s", "auc", "epochs_run")}
+    ranker_entry = {k: float(ranked[k]) for k in ("train_s", "train_cpu_s", "auc", "valid_auc", "epochs_run")}
     ranker_entry["epochs"] = int(ranker_entry.pop("epochs_run"))
+    ranker_entry["train_rows"] = replayed.get("train_rows", len(ranking_keys))
     log(
         f"{out.name}: retrieval {result.epochs_run} epochs, {result.train_s:.1f} s ({result.train_cpu_s:.1f} CPU s, "
         f"{result.startup_cpu_s:.1f} of them start-up), test ndcg@20 {metrics['ndcg@20']:.4f}; DIEN "
@@ -279,9 +318,10 @@ def run_week(out_json: Path, seeds: int, days: int, work: Path, scale: float = 1
     registry_dir = work / "registry"
     empty = work / "empty"
     empty.mkdir(parents=True)
-    parents: dict[int, tuple[Path, object, str]] = {}
+    arms = {"warm": (WARM_EPOCHS, RANKING_REPLAY), **TUNING_ARMS}
+    parents: dict[tuple[str, int], tuple[Path, object, str]] = {}
     table, drift_days = [], []
-    new_hits: dict[str, list[int]] = {"cold": [], "warm": [], "baseline": []}
+    new_hits: dict[str, list[int]] = {"cold": [], "baseline": [], **{arm: [] for arm in arms}}
     new_targets_total = 0
     recommended_unavailable = 0
     for day in range(1, days + 1):
@@ -319,46 +359,57 @@ def run_week(out_json: Path, seeds: int, days: int, work: Path, scale: float = 1
             "new_item_targets": int(len(new_rows)),
             "test_examples": len(test),
         }
-        runs: dict[str, list[Run]] = {"cold": [], "warm": []}
-        for arm in ("cold", "warm"):
+        runs: dict[str, list[Run]] = {"cold": [], **{arm: [] for arm in arms}}
+        for arm in runs:
             for seed in range(seeds):
-                parent = parents.get(seed) if arm == "warm" else None
-                if arm == "warm" and parent is None:  # no blessed parent yet: the warm arm is the cold run
-                    runs["warm"].append(runs["cold"][seed])
+                parent = parents.get((arm, seed))
+                if arm != "cold" and parent is None:  # no blessed parent yet: the warm arm is the cold run
+                    runs[arm].append(runs["cold"][seed])
                     continue
                 out = work / f"day{day}" / f"{arm}-{seed}"
-                run, lists = run_day_seed(features, test, catalogue, first_seed + seed, out, parent, f"day{day}")
+                run, lists = run_day_seed(
+                    features, test, catalogue, first_seed + seed, out, parent, f"day{day}", arms.get(arm)
+                )
                 recommended_unavailable += int((~catalogue.available[lists]).sum())
                 run.new_hits = [int(test.target_item[r] in lists[r]) for r in new_rows]
                 runs[arm].append(run)
-        for arm in ("cold", "warm"):
+        for arm in runs:
             retrieval = {
                 k: _median([r.retrieval[k] for r in runs[arm]]) for k in runs[arm][0].retrieval if k != "epochs"
             }
             entry[arm] = arm_entry(retrieval, [r.retrieval["epochs"] for r in runs[arm]])
             new_hits[arm] += [h for r in runs[arm] for h in r.new_hits]
-        entry["ranker"] = {
-            arm: arm_entry(
-                {k: _median([r.ranker[k] for r in runs[arm]]) for k in ("train_s", "train_cpu_s", "auc")},
-                [r.ranker["epochs"] for r in runs[arm]],
-            )
-            for arm in ("cold", "warm")
-        }
-        entry["warm_over_cold"] = {
-            f"retrieval_{k}": round(entry["warm"][k] / entry["cold"][k], 3) for k in ("train_cpu_s", "epochs_cpu_s")
-        } | {
-            "ranker_train_cpu_s": round(
-                entry["ranker"]["warm"]["train_cpu_s"] / entry["ranker"]["cold"]["train_cpu_s"], 3
-            )
-        }
+        entry["ranker"] = (
+            {}
+            if not WITH_RANKER
+            else {
+                arm: arm_entry(
+                    {
+                        k: _median([r.ranker[k] for r in runs[arm]])
+                        for k in ("train_s", "train_cpu_s", "auc", "valid_auc", "train_rows")
+                    },
+                    [r.ranker["epochs"] for r in runs[arm]],
+                )
+                for arm in runs
+            }
+        )
+        for arm in arms:
+            entry["warm_over_cold" if arm == "warm" else f"{arm}_over_cold"] = {
+                f"retrieval_{k}": round(entry[arm][k] / entry["cold"][k], 3) for k in ("train_cpu_s", "epochs_cpu_s")
+            }
+            if WITH_RANKER:
+                entry["warm_over_cold" if arm == "warm" else f"{arm}_over_cold"]["ranker_train_cpu_s"] = round(
+                    entry["ranker"][arm]["train_cpu_s"] / entry["ranker"]["cold"]["train_cpu_s"], 3
+                )
         if not drifted:
             version = f"day{day}"
             registry.register(
                 registry_dir, version, runs["cold"][0].retrieval_dir, empty, {data_checks.DATA_STATS: stats}
             )
             registry.promote(registry_dir, version)
-            for seed, run in enumerate(runs["warm"]):
-                parents[seed] = (run.retrieval_dir, run.ranker_parent, version)
+            for arm in arms:
+                for seed, run in enumerate(runs[arm]):
+                    parents[arm, seed] = (run.retrieval_dir, run.ranker_parent, version)
         table.append(entry)
         _write(
             out_json,
@@ -400,7 +451,10 @@ def _summary(
         "days": table,
         "new_items": {
             "targets": new_targets_total,
-            "hit@20": {"cold": hit["cold"], "warm": hit["warm"], "category_popularity": hit["baseline"]},
+            "hit@20": {
+                **{arm: h for arm, h in hit.items() if arm != "baseline"},
+                "category_popularity": hit["baseline"],
+            },
             "note": "targets whose item has no train event (launched in the valid or test day); cold and warm "
             "pooled over seeds",
         },
@@ -420,6 +474,9 @@ def _summary(
             "warm_epochs": WARM_EPOCHS,
             "ranking_epochs": RANKING_EPOCHS,
             "ranking_warm_epochs": min(RANKING_EPOCHS, WARM_EPOCHS),
+            "ranking_warm_replay": RANKING_REPLAY,
+            "ranker": WITH_RANKER,
+            "tuning_arms": {arm: {"warm_epochs": e, "ranking_warm_replay": r} for arm, (e, r) in TUNING_ARMS.items()},
             **SETTINGS,
             "new_per_day": round(NEW_PER_DAY * scale),
             "retired_per_day": round(RETIRED_PER_DAY * scale),
@@ -466,17 +523,28 @@ def drift_week(days: int, work: Path, scale: float = 1) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     """`make lifecycle-bench`: the week of daily runs (or only its data checks with --drift-only) into one JSON."""
+    global WARM_EPOCHS, RANKING_REPLAY, WITH_RANKER
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="bench/results/bench.json")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--days", type=int, default=7)
     parser.add_argument("--scale", type=float, default=1, help="shop size: times the preset's users and items")
     parser.add_argument("--first-seed", type=int, default=0, help="the models' first seed (tuning: one not reported)")
+    parser.add_argument("--warm-epochs", type=int, default=WARM_EPOCHS, help="warm_start_epochs (tuning)")
+    parser.add_argument("--ranking-replay", type=float, default=RANKING_REPLAY, help="a warm DIEN's replay (tuning)")
+    parser.add_argument("--retrieval-only", action="store_true", help="no DIEN (a probe of retrieval's time)")
+    parser.add_argument(
+        "--tune", action="append", default=[], help="one more warm arm, EPOCHS:DIEN_REPLAY (tuning), e.g. 1:0.2"
+    )
     parser.add_argument("--set", action="append", default=[], help="a RetrievalConfig field for both arms: name=value")
     parser.add_argument("--work", default="", help="keep the runs' folders here (default: a temporary folder)")
     parser.add_argument("--drift-only", action="store_true", help="the data checks over the week, no training")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    WARM_EPOCHS, RANKING_REPLAY, WITH_RANKER = args.warm_epochs, args.ranking_replay, not args.retrieval_only
+    for item in args.tune:
+        epochs, _, replay = item.partition(":")
+        TUNING_ARMS[f"warm_e{epochs}_r{replay or RANKING_REPLAY}"] = (int(epochs), float(replay or RANKING_REPLAY))
     fields = {f.name: f.type for f in dataclasses.fields(RetrievalConfig)}
     for item in args.set:
         name, _, value = item.partition("=")

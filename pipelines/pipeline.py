@@ -56,7 +56,7 @@ def recommender_pipeline(
     retrieval_refit_epochs: int = 2,
     train_input: str = "auto",
     warm_start: bool = False,
-    warm_start_epochs: int = 4,
+    warm_start_epochs: int = 2,
     ranking_epochs: int = 3,
     candidates_n: int = 200,
     evaluation_max_users: int = 0,
@@ -107,7 +107,7 @@ def recommender_pipeline(
         retrieval_refit_epochs: Epochs the selected two-tower model then trains on train + valid (the valid rows as new ones, as a warm start), so the served model is trained through each user's last event before the test window; 0 serves the selected model.
         train_input: How retrieval reads its train split: memory (all of it at once), stream (partitioned by user into buckets on the training machine's local disk, one bucket in memory at a time) or auto (stream above 1,000,000 train examples: a 10M-user shop streams, the default and medium shops train in memory as before).
         warm_start: Start retrieval and the DIEN ranker from the last blessed model (item rows carried by id, new items from their features) for warm_start_epochs; from scratch without one (DIN, a baseline the registry does not bless, trains from scratch).
-        warm_start_epochs: Most epochs of a warm-started retrieval training (and of ranking, at most ranking_epochs).
+        warm_start_epochs: Most epochs of a warm-started retrieval training (and of the DIEN ranker, at most ranking_epochs, over the rows its parent did not train on plus a 0.2 replay of the others).
         ranking_epochs: Most epochs of DIEN and DIN training (the best valid epoch is kept).
         candidates_n: Retrieval depth the evaluation scores the funnel at (the export's N is chosen up to it).
         evaluation_max_users: Test users the evaluation scores, those whose ids hash lowest (the same users every run); 0 scores every one. Full-catalogue scoring costs users x items: a shop with millions of users sets it (export still serves every user).

@@ -19,7 +19,7 @@ def ranking(
     retrieval_model: Optional[Input[Model]] = None,
     warm_start: bool = False,
     registry_dir: str = "",
-    warm_start_epochs: int = 4,
+    warm_start_epochs: int = 2,
 ):
     """Trains `model_type` ('dien' | 'din'), writes the ranking model artifact, logs test auc/gauc/logloss.
     With `retrieval_model`, trains on its candidates as hard negatives and stores the funnel's fusion weight.

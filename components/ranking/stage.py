@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from components import schema
 from components.kfp_metrics import finite_metrics
 from components.ranking.base import ModelConfig
-from components.ranking.training import TrainConfig, train_ranker
+from components.ranking.data import load_split
+from components.ranking.training import TrainConfig, fit_and_measure, training_set, write_artifact
 
 
 def run(
@@ -18,15 +20,18 @@ def run(
     retrieval_model: str | None = None,
     warm_start: bool = False,
     registry_dir: str = "",
-    warm_start_epochs: int = 4,
+    warm_start_epochs: int = 2,
     parent_dir: str | Path | None = None,
     parent_version: str = "",
+    warm_replay: float | None = None,
 ) -> dict[str, float]:
     """DIEN or DIN with the paper's defaults; with `retrieval_model` (its artifact folder), trained on retrieval's
     candidates as hard negatives and fused with retrieval's score in the funnel. `warm_start` starts from the last
     blessed ranker in `registry_dir` when it is a `model_type` (or from `parent_dir`, a ranking artifact), items by
-    id, for at most min(epochs, warm_start_epochs) (components.ranking.warm_start); without one it trains from
-    scratch. Returns the finite metrics (KFP cannot log NaN; an undefined GAUC, say, stays out)."""
+    id, for at most min(epochs, warm_start_epochs) (components.ranking.warm_start) over the rows the parent did not
+    train on plus `warm_replay` (None: warm_start.WARM_REPLAY) of the ones it did; without one it trains from
+    scratch. The artifact's weights.npz records the keys of every train row (tomorrow's parent's). Returns the finite
+    metrics (KFP cannot log NaN; an undefined GAUC, say, stays out)."""
     from components.ranking import warm_start as warm
 
     if model_type not in ("dien", "din"):
@@ -38,12 +43,17 @@ def run(
     parent = warm.Parent.load(parent_dir, parent_version) if parent_dir else None
     if parent is not None and warm_start:
         epochs = min(epochs, warm_start_epochs)
-    result = train_ranker(
-        features,
-        model,
-        ModelConfig(model_type=model_type),
-        TrainConfig(epochs=epochs, seed=seed),
-        retrieval_model,
-        parent,
-    )
+    model_config, train_config = ModelConfig(model_type=model_type), TrainConfig(epochs=epochs, seed=seed)
+    spec = schema.FeatureSpec.read(features)
+    train_set = training_set(features, train_config, retrieval_model)
+    replay = warm.WARM_REPLAY if warm_replay is None else warm_replay
+    train_set, keys, replayed = warm.warm_training_set(train_set, features, parent, replay, seed)
+    valid, test = (load_split(features, split) for split in ("valid", "test"))
+    warm_args = (parent, features) if parent is not None else None
+    ranker, result = fit_and_measure(model_config, train_config, spec, train_set, valid, test, warm_args)
+    carried = result.pop("warm_start", None)
+    if carried is not None:
+        carried.update(replayed)
+    write_artifact(ranker, features, model, spec, train_config, retrieval_model, result, carried)
+    warm.record_keys(model, keys)
     return finite_metrics(result)

@@ -16,7 +16,7 @@ def retrieval(
     seed: int = 0,
     warm_start: bool = False,
     registry_dir: str = "",
-    warm_start_epochs: int = 4,
+    warm_start_epochs: int = 2,
     refit_epochs: int = 2,
     train_input: str = "auto",
 ):

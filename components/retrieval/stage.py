@@ -18,7 +18,7 @@ def run(
     model: str | Path,
     warm_start: bool = False,
     registry_dir: str = "",
-    warm_start_epochs: int = 4,
+    warm_start_epochs: int = 2,
     parent_dir: str | Path | None = None,
     parent_version: str = "",
     **settings,

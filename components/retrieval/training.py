@@ -224,12 +224,14 @@ def train(
     targets_per_epoch = epochs.targets_per_epoch
     best: dict[str, Any] = {"score": -1.0, "epoch": 0, "metrics": {}, "weights": None}
     # the train step and the query encoder traced here, before the first epoch: the start-up (model build, warm
-    # start, graph tracing) is then measured apart from the epochs; fit and validation reuse both graphs
+    # start, graph tracing) is then measured apart from the epochs; fit and validation reuse both graphs. Without
+    # select_on_valid (the refit: valid is in its training data) no epoch is validated, so no encoder is traced
     gaps = config.time_gaps
     model.make_train_function().get_concrete_function(
         iter(_epoch_dataset(epochs.first_rows(), np.arange(batch_size), batch_size, gaps))
     )
-    (model.encode_with_gaps if gaps else model.encode).get_concrete_function()
+    if select_on_valid:
+        (model.encode_with_gaps if gaps else model.encode).get_concrete_function()
     startup_s, startup_cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
     fit_s, epochs_run, history = 0.0, 0, []
     for epoch in range(1, config.epochs + 1):
@@ -239,24 +241,30 @@ def train(
         epoch_fit_s = time.perf_counter() - fit_started
         fit_s += epoch_fit_s
         epochs_run = epoch
+        loss = float(history_of_fit.history["mean_loss"][-1])
+        if not select_on_valid:  # every epoch trained, the last kept: nothing to validate
+            history.append({"epoch": epoch, "loss": loss, "seconds": epoch_fit_s})
+            best = {"score": -1.0, "epoch": epoch, "metrics": {}, "weights": None}
+            log.info("epoch %d/%d  loss %.4f  %.1fs", epoch, config.epochs, loss, epoch_fit_s)
+            continue
         valid = evaluate(model, valid_set)
         history.append(
             {
                 "epoch": epoch,
-                "loss": float(history_of_fit.history["mean_loss"][-1]),
+                "loss": loss,
                 "hit@20": valid["hit@20"],
                 "ndcg@20": valid["ndcg@20"],
                 "seconds": epoch_fit_s,
             }
         )
-        improved = valid[SELECTION_METRIC] > best["score"] or not select_on_valid
+        improved = valid[SELECTION_METRIC] > best["score"]
         if improved:
             best = {"score": valid[SELECTION_METRIC], "epoch": epoch, "metrics": valid, "weights": model.get_weights()}
         log.info(
             "epoch %d/%d  loss %.4f  valid hit@20 %.4f ndcg@20 %.4f  %.1fs%s",
             epoch,
             config.epochs,
-            history[-1]["loss"],
+            loss,
             valid["hit@20"],
             valid["ndcg@20"],
             epoch_fit_s,
@@ -264,7 +272,8 @@ def train(
         )
         if epoch - best["epoch"] >= config.patience:
             break
-    model.set_weights(best["weights"])
+    if best["weights"] is not None:
+        model.set_weights(best["weights"])
     result = TrainingResult(
         model=model,
         catalogue=catalogue,
@@ -293,9 +302,9 @@ def train(
         targets_per_epoch,
         result.train_s,
         result.train_examples_per_s,
-        result.valid_metrics["hit@20"],
-        result.valid_metrics["ndcg@20"],
-        result.valid_metrics["mrr"],
+        result.valid_metrics.get("hit@20", float("nan")),  # nan: not validated (the refit)
+        result.valid_metrics.get("ndcg@20", float("nan")),
+        result.valid_metrics.get("mrr", float("nan")),
     )
     return result
 

@@ -25,12 +25,31 @@ def refitted(shop_features):
     selected_valid = training.evaluate(selected.model, valid_set)
     selected_items = selected.model.item_embeddings()
     valid_keys = training.example_keys(shop_features, valid_set, catalogue)
-    refit = training.refit_through_valid(selected, train_set, valid_set, valid_keys)
-    return selected, selected_valid, selected_items, refit, train_set, valid_set, keys, valid_keys, catalogue
+    evaluations, evaluate = [], training.evaluate
+    training.evaluate = lambda model, examples: evaluations.append(len(examples)) or evaluate(model, examples)
+    try:
+        refit = training.refit_through_valid(selected, train_set, valid_set, valid_keys)
+    finally:
+        training.evaluate = evaluate
+    return (
+        selected,
+        selected_valid,
+        selected_items,
+        refit,
+        train_set,
+        valid_set,
+        keys,
+        valid_keys,
+        catalogue,
+        evaluations,
+    )
 
 
 def test_refit_keeps_the_selection_figures_and_trains_on_the_valid_rows(refitted):
-    selected, selected_valid, selected_items, refit, train_set, valid_set, keys, valid_keys, catalogue = refitted
+    selected, selected_valid, selected_items, refit, train_set, valid_set, keys, valid_keys, catalogue, evaluations = (
+        refitted
+    )
+    assert evaluations == []  # valid is in the refit's training data: no epoch of it is validated
     assert refit.valid_metrics == selected.valid_metrics and refit.best_epoch == selected.best_epoch
     assert refit.history == selected.history  # the curve is the selection's: valid is training data afterwards
     assert refit.refit["epochs"] == 2 and refit.refit["valid_rows"] == len(valid_set)
@@ -44,7 +63,7 @@ def test_refit_keeps_the_selection_figures_and_trains_on_the_valid_rows(refitted
 
 
 def test_concatenated_examples_are_both_sets_in_order(refitted):
-    *_, train_set, valid_set, _, _, _ = refitted
+    *_, train_set, valid_set, _, _, _, _ = refitted
     both = concatenate_examples(train_set, valid_set)
     assert len(both) == len(train_set) + len(valid_set) and both.seen_items is None
     np.testing.assert_array_equal(both.hist_items[len(train_set) :], valid_set.hist_items)
