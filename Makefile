@@ -78,9 +78,9 @@ report-check: venv ## open the evaluation report in headless Chromium; fail on c
 	@command -v chromium >/dev/null || { echo "report-check needs Debian's chromium: apt-get install chromium" >&2; exit 2; }
 	$(PY) -m pipelines.report_check $(if $(REPORT),$(call q,$(REPORT))) --output $(call q,$(OUTPUT))
 
-bench: venv ## benchmark JSON of one dataset (DATA=, FORMAT=amazon|taobao|synthetic, OUT=, SEEDS=, ABLATIONS=dien_no_aux)
+bench: venv ## benchmark JSON of one dataset (DATA=, FORMAT=amazon|taobao|synthetic, OUT=, SEEDS=, ABLATIONS=dien_no_aux, PARAMS=)
 	$(PY) -m bench.run --data $(call q,$(DATA)) --format $(call q,$(FORMAT)) --out $(call q,$(OUT)) --seeds $(call q,$(SEEDS)) \
-	  --ablations $(call q,$(ABLATIONS))
+	  --ablations $(call q,$(ABLATIONS)) $(foreach p,$(PARAMS),--param $(call q,$(p)))
 
 # A week of daily runs on a small synthetic shop (new items each day, some retired, day 5 broken upstream), cold vs
 # warm-started retrieval and DIEN, SEEDS seeds (default 3): the `lifecycle` keys of the bench JSON OUT. About 15-30 minutes.

@@ -14,6 +14,9 @@ and every stage's keys go into the JSON. A stage that cannot run is listed under
 (leave_last_out for Amazon and synthetic): train before the cut, valid and test the next two windows of d days, and
 the items first seen after the cut are new items (retrieval.new_items: their HIT@20 against popularity within the
 category).
+--param NAME=VALUE (repeatable; make bench PARAMS="name=value ...") runs the stages with a pipeline parameter, as
+`make pipeline-run PARAMS=...` does; a synthetic preset that a shop of its size would run differently (the large
+one: pipelines/presets.py) brings its own, which --param overrides. The JSON's `settings` records what ran.
 With --seeds n the model stages (retrieval, ranking, evaluation) run once per seed 0..n-1 and each
 metric is the median, with `per_seed` and `spread` beside it.
 """
@@ -103,11 +106,18 @@ def run_bench(
     only: tuple[str, ...] = ALL_STAGES,
     ablations: tuple[str, ...] = (),
     split: dict | None = None,
+    parameters: dict | None = None,
 ) -> dict:
-    """The whole bench on one data set: every stage of `only` in DAG order; returns the bench JSON as a dict."""
+    """The whole bench on one data set: every stage of `only` in DAG order; returns the bench JSON as a dict.
+    `parameters` (typed pipeline parameters, --param) override the preset's own (pipelines/presets.py)."""
+    from pipelines import presets
+
     if seeds < 1:
         raise ValueError(f"--seeds must be at least 1, got {seeds}")
     stages.warehouse_source(data, data_format)  # bad --data/--format fail before any work
+    preset = data if data_format == "synthetic" else ""
+    applied = presets.with_preset(preset, parameters or {})
+    stages.check_parameters(applied)
     result = {
         "data": data,
         "format": data_format,
@@ -119,12 +129,25 @@ def run_bench(
             "python": platform.python_version(),
             "load_average_at_start": round(os.getloadavg()[0], 2),
         },
+        # the pipeline parameters the stages ran with: the preset's (pipelines/presets.py) under --param
+        "settings": {
+            "preset": preset,
+            "parameters": applied,
+            "from_preset": presets.parameters(preset),
+            "from_params": dict(parameters or {}),
+        },
         "timing": {"stages": {}, "cpu_s": {}, "peak_rss_mb": {}},
         "skipped": [],
         "failed": [],
     }
     ctx = stages.Context(
-        data=data, data_format=data_format, seeds=seeds, work=work, ablations=ablations, **(split or {})
+        data=data,
+        data_format=data_format,
+        seeds=seeds,
+        work=work,
+        ablations=ablations,
+        parameters=applied,
+        **(split or {}),
     )
     result["split"] = {
         "split": ctx.feature_split,
@@ -166,10 +189,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--split-cut", default="", help="time split: the cut T, ISO time (default: end less 2 windows)")
     parser.add_argument("--split-window-days", type=float, default=1.0, help="time split: valid and test window, days")
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a pipeline parameter the stages run with (repeatable), over the preset's own (pipelines/presets.py)",
+    )
     args = parser.parse_args(argv)
     if (args.split_cut or args.split_window_days != 1.0) and args.split != "time":
         parser.error("--split-cut and --split-window-days need --split time")
     split = {"split": args.split, "split_cut": args.split_cut, "split_window_days": args.split_window_days}
+    from pipelines.run import parse_params
+
+    try:
+        parameters = parse_params(args.param)
+        stages.check_parameters(parameters)
+    except ValueError as err:
+        parser.error(str(err))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")  # stages' progress lines
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
     only = tuple(s.strip() for s in args.stages.split(",") if s.strip())
@@ -184,10 +221,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown ablation(s) {unknown}; known: {', '.join(ABLATIONS)}")
     if args.work_dir:
         args.work_dir.mkdir(parents=True, exist_ok=True)
-        result = run_bench(args.data, args.format, args.seeds, args.work_dir, only, ablations, split)
+        result = run_bench(args.data, args.format, args.seeds, args.work_dir, only, ablations, split, parameters)
     else:
         with tempfile.TemporaryDirectory(prefix="bench-") as work:
-            result = run_bench(args.data, args.format, args.seeds, Path(work), only, ablations, split)
+            result = run_bench(args.data, args.format, args.seeds, Path(work), only, ablations, split, parameters)
     write_json(args.out, result)
     log(
         f"wrote {args.out}: total {result['timing']['total_s']}s, peak {result['peak_rss_mb']} MiB, "

@@ -104,8 +104,11 @@ def _plot(table: list[dict], measure: str, title: str) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def report_html(table: list[dict], exponents: dict, top: dict, flagged: list[str]) -> str:
-    """scale.html: the findings, the fitted exponents, a log-log plot per measure and the per-preset table."""
+def report_html(
+    table: list[dict], exponents: dict, top: dict, flagged: list[str], parameters: dict | None = None
+) -> str:
+    """scale.html: the findings, the fitted exponents, a log-log plot per measure, the per-preset table and the
+    pipeline parameters a preset ran with beyond the defaults."""
 
     def cell(value) -> str:
         if value is None:
@@ -131,6 +134,16 @@ def report_html(table: list[dict], exponents: dict, top: dict, flagged: list[str
         for m in MEASURES
     )
     notes = "".join(f"<li>{html.escape(f)}</li>" for f in flagged) or "<li>no stage grows faster than linearly</li>"
+    ran_with = "".join(
+        f"<li>{html.escape(preset)}: {html.escape(', '.join(f'{k}={v}' for k, v in values.items()))}</li>"
+        for preset, values in (parameters or {}).items()
+        if values
+    )
+    if ran_with:
+        notes += (
+            f"<li>these presets ran with their own pipeline parameters (pipelines/presets.py), so the exponents up "
+            f"to them mix the code's growth with less work per event: <ul>{ran_with}</ul></li>"
+        )
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>Scaling curve</title>"
         "<link rel='icon' href='data:,'><style>body{font-family:sans-serif;margin:2em}"
@@ -151,13 +164,17 @@ def summarize(results: dict[str, dict], out_dir: Path) -> dict:
     flagged = findings(exponents, "over every size") + findings(top, "between the two largest sizes")
     summary = {
         "presets": list(results),
+        # what each preset ran with (bench.run's settings.parameters: the large preset's own, pipelines/presets.py):
+        # a point run with fewer epochs or a user sample is not the same work as one without, so an exponent between
+        # such points mixes the code's growth with the parameters'
+        "parameters": {preset: result.get("settings", {}).get("parameters", {}) for preset, result in results.items()},
         "rows": table,
         "exponents": exponents,
         "exponents_largest_two": top,
         "findings": flagged,
     }
     write_json(out_dir / "scale.json", summary)
-    write_text(out_dir / "scale.html", report_html(table, exponents, top, flagged))
+    write_text(out_dir / "scale.html", report_html(table, exponents, top, flagged, summary["parameters"]))
     return summary
 
 

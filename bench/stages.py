@@ -20,7 +20,8 @@ bench function says so by returning an empty dict.
 The same entries as the pipeline: extract, features, evaluation, export and experiments run through the
 functions their KFP components call (`components/<stage>/stage.py` `run`; experiments' `run_off_policy_evaluation`,
 through experiments_bench, and export's through export_bench, which read the files the entry wrote), with the
-entries' defaults. Where the bench cannot, the reason is the measurement:
+entries' defaults except for the pipeline parameters the run sets (STAGE_PARAMETERS: --param, and a synthetic
+preset's own, pipelines/presets.py), which reach each entry that reads them. Where the bench cannot, the reason is the measurement:
 - retrieval and ranking: retrieval_bench and ranking_bench measure the trained model in memory on test, and ranking
   trains DIEN, DIN (and ablations) for every seed on that seed's training set (hard negatives from that seed's
   retrieval model), with bootstrap intervals over test users from
@@ -58,6 +59,46 @@ STAGE_KEYS = {
     "experiments": ("ope", "bandit", "ab"),
 }
 
+# The pipeline parameters the bench runs with (PARAMS, and a synthetic preset's own: pipelines/presets.py), each as
+# the keyword of the stage entries that read it: the bench's stages are the pipeline's, so a parameter reaches the
+# same code. Campaign trains its own retrieval and DIEN on a time split (campaign_bench), with the same settings.
+STAGE_PARAMETERS: dict[str, dict[str, str]] = {
+    "max_examples_per_user": {"features": "max_examples_per_user", "campaign": "max_examples_per_user"},
+    "retrieval_epochs": {"retrieval": "epochs", "campaign": "retrieval.epochs"},
+    "retrieval_refit_epochs": {"retrieval": "refit_epochs", "campaign": "retrieval.refit_epochs"},
+    "retrieval_valid_max_users": {"retrieval": "valid_max_users", "campaign": "retrieval.valid_max_users"},
+    "train_input": {"retrieval": "train_input", "campaign": "retrieval.train_input"},
+    "ranking_epochs": {"ranking": "epochs", "campaign": "ranking_epochs"},
+    "candidates_n": {"evaluation": "candidates_n"},
+    # evaluation's sample of test users; the baselines and retrieval's own test figures score the same users
+    "evaluation_max_users": {"evaluation": "max_users", "baselines": "max_users", "retrieval": "test_max_users"},
+}
+
+
+def check_parameters(parameters: dict) -> None:
+    """Refuses a pipeline parameter the bench's stages do not read (it would be recorded but not applied)."""
+    unknown = sorted(set(parameters) - set(STAGE_PARAMETERS))
+    if unknown:
+        raise ValueError(
+            f"the bench does not run with pipeline parameter(s) {unknown}; it applies {', '.join(STAGE_PARAMETERS)}"
+        )
+
+
+def stage_settings(stage: str, parameters: dict) -> dict:
+    """The keywords of `stage`'s entry from the run's pipeline parameters; "a.b" keys nest ({"a": {"b": v}})."""
+    out: dict = {}
+    for name, value in parameters.items():
+        keyword = STAGE_PARAMETERS.get(name, {}).get(stage)
+        if keyword is None:
+            continue
+        group, _, field = keyword.partition(".")
+        if field:
+            out.setdefault(group, {})[field] = value
+        else:
+            out[keyword] = value
+    return out
+
+
 # Taobao's buy-or-not needs a time split: a purchase there is a step of its own, never the viewed step it converts,
 # so leave-last-out's one-step valid and test splits hold no positive (the cvr label of a viewed step is a purchase
 # of its item later in the same split). The time split's valid and test are the data's last two days.
@@ -83,6 +124,12 @@ class Context:
     split: str = ""
     split_cut: str = ""
     split_window_days: float = 1.0
+    # pipeline parameter -> value the stages run with (STAGE_PARAMETERS); {} = every entry's defaults
+    parameters: dict = dataclasses.field(default_factory=dict)
+
+    def settings(self, stage: str) -> dict:
+        """The keywords this run's parameters give `stage`'s entry."""
+        return stage_settings(stage, self.parameters)
 
     @property
     def feature_split(self) -> str:
@@ -134,11 +181,12 @@ def find_stage_function(stage: str) -> Callable:
     raise StageSkipped(f"no {name} function yet (looked in {', '.join(looked)})")
 
 
-def call_with_context(function: Callable, available: dict) -> dict:
-    """Calls `function` with the arguments it names; a required one the harness lacks skips the stage."""
-    kwargs = {}
+def call_with_context(function: Callable, available: dict, settings: dict | None = None) -> dict:
+    """Calls `function` with the arguments it names, and with `settings` (the run's parameters for the stage, which
+    it must take); a required one the harness lacks skips the stage."""
+    kwargs = dict(settings or {})
     for parameter in inspect.signature(function).parameters.values():
-        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD) or parameter.name in kwargs:
             continue
         if parameter.name in available and available[parameter.name] is not None:
             kwargs[parameter.name] = available[parameter.name]
@@ -218,6 +266,7 @@ def run_features(ctx: Context) -> dict:
         split=ctx.feature_split,
         split_cut=ctx.split_cut,
         split_window_days=ctx.split_window_days,
+        **ctx.settings("features"),
     )
     elapsed = time.perf_counter() - started
     # the bench's features.stats: the manifest's counts as the JSON they are (its version is the file's, not a count)
@@ -233,7 +282,7 @@ def run_baselines(ctx: Context) -> dict:
     ctx.require("features_dir")
     from components import baselines
 
-    return {"baselines": baselines.baseline_metrics(ctx.features_dir)}
+    return {"baselines": baselines.baseline_metrics(ctx.features_dir, **ctx.settings("baselines"))}
 
 
 def takes_all_seeds(stage: str) -> bool:
@@ -251,7 +300,7 @@ def run_model_stage(stage: str, ctx: Context, seed: int | None) -> dict:
     model_dirs = {s: ctx.work / f"{stage}-seed{s}" for s in seeds}
     available = _available(ctx, seeds[0], model_dirs[seeds[0]], seeds_as_tuple=seed is None)
     available["model_dirs"] = {s: str(path) for s, path in model_dirs.items()}
-    result = call_with_context(function, available)
+    result = call_with_context(function, available, ctx.settings(stage))
     dirs = ctx.retrieval_dirs if stage == "retrieval" else ctx.ranking_dirs
     for s, model_dir in model_dirs.items():
         if not (model_dir.is_dir() and any(model_dir.iterdir())):
@@ -269,10 +318,12 @@ def train_artifact(stage: str, ctx: Context, seed: int, model_dir: Path) -> None
     """Trains the model a second time through the stage's pipeline entry, because its bench function
     kept no artifact for evaluation and export; the note in the JSON says so and how long it took."""
     started = time.perf_counter()
+    settings = ctx.settings(stage)
     if stage == "retrieval":
-        _import("components.retrieval.stage").run(ctx.features_dir, model_dir, seed=seed)
+        settings.pop("test_max_users", None)  # the bench's own test figures, not a training setting
+        _import("components.retrieval.stage").run(ctx.features_dir, model_dir, seed=seed, **settings)
     else:
-        epochs = _import("components.ranking.training").TrainConfig.epochs
+        epochs = settings.get("epochs", _import("components.ranking.training").TrainConfig.epochs)
         _import("components.ranking.stage").run(str(ctx.features_dir), str(model_dir), "dien", epochs, seed)
     ctx.notes.append(
         f"{stage}_bench wrote no model_dir: the {stage} artifact for evaluation/export was trained "
@@ -297,6 +348,7 @@ def run_evaluation(ctx: Context, seed: int) -> dict:
             str(ctx.ranking_dirs[seed]),
             report=str(out / "report.html"),
             summary=str(out / "summary.json"),
+            **ctx.settings("evaluation"),
         )
     except ModuleNotFoundError as err:  # a model loader of the serving API has not landed
         raise StageSkipped(f"cannot load the models: {err}") from err
@@ -330,6 +382,7 @@ def run_campaign(ctx: Context) -> dict:
         ctx.work / "campaign",
         ctx.retrieval_dirs.get(seed),
         ctx.ranking_dirs.get(seed),
+        **ctx.settings("campaign"),
     )
     ctx.notes.extend(result.pop("notes", []))
     return result

@@ -33,12 +33,21 @@ class TrainingSequences:
     def from_examples(cls, hist_items: Sequence[np.ndarray], targets: np.ndarray, num_items: int) -> TrainingSequences:
         """From train retrieval examples (history oldest first). An example with a history of one item
         is a user's first step, so its history item is the sequence's first occurrence."""
-        targets = np.asarray(targets, dtype=np.int64)
         lengths = np.fromiter((len(h) for h in hist_items), dtype=np.int64, count=len(hist_items))
         if (lengths == 0).any():
             raise ValueError("train examples must have a non-empty history")
         last = np.fromiter((h[-1] for h in hist_items), dtype=np.int64, count=len(hist_items))
-        first = last[lengths == 1]
+        return cls.from_last_items(last, lengths, targets, num_items)
+
+    @classmethod
+    def from_last_items(
+        cls, last: np.ndarray, lengths: np.ndarray, targets: np.ndarray, num_items: int
+    ) -> TrainingSequences:
+        """From each train example's last history item, history length and target: all the baselines read."""
+        last, targets = np.asarray(last, dtype=np.int64), np.asarray(targets, dtype=np.int64)
+        if (np.asarray(lengths) == 0).any():
+            raise ValueError("train examples must have a non-empty history")
+        first = last[np.asarray(lengths) == 1]
         for name, values in (("history", last), ("target", targets)):
             if len(values) and (values.min() < schema.NUM_RESERVED or values.max() >= num_items):
                 raise ValueError(f"{name} item index outside the vocabulary [{schema.NUM_RESERVED}, {num_items})")
@@ -122,20 +131,40 @@ def evaluate(model, hist_items: Sequence[np.ndarray], targets: np.ndarray, seen:
 
 
 def from_features(features_dir: str | Path) -> TrainingSequences:
-    """The training sequences from a features output directory (its retrieval train split)."""
+    """The training sequences from a features output directory (its retrieval train split), read batch by batch
+    keeping three integers per example (last history item, history length, target): the whole split with its
+    histories (load_numpy) held ~2 KB an example, ~14 GB for the large preset's 7M train examples."""
     from components.features import reader  # TensorFlow: imported only when reading TFRecords
 
     spec = schema.FeatureSpec.read(features_dir)
-    train = reader.load_numpy(features_dir, schema.RETRIEVAL_DIR, "train")
-    return TrainingSequences.from_examples(train[schema.HIST_ITEMS], train[schema.TARGET_ITEM], spec.num_items)
+    columns = (schema.HIST_ITEMS, schema.TARGET_ITEM)
+    last, lengths, targets = [], [], []
+    for batch in reader.dataset(features_dir, schema.RETRIEVAL_DIR, "train", 8192, columns):
+        hist = batch[schema.HIST_ITEMS]
+        row_lengths, ends = hist.row_lengths().numpy(), hist.row_limits().numpy()
+        values = hist.flat_values.numpy()
+        last.append(values[np.maximum(ends - 1, 0)] if len(values) else np.zeros(len(ends), np.int64))
+        lengths.append(row_lengths)
+        targets.append(batch[schema.TARGET_ITEM].numpy())
+    if not last:
+        return TrainingSequences.from_last_items(np.zeros(0), np.zeros(0), np.zeros(0), spec.num_items)
+    return TrainingSequences.from_last_items(
+        np.concatenate(last), np.concatenate(lengths), np.concatenate(targets), spec.num_items
+    )
 
 
-def baseline_metrics(features_dir: str | Path, split: str = "test") -> dict[str, dict[str, float]]:
-    """`baselines.popularity` and `baselines.item_to_item` of the bench JSON, on one split."""
+def baseline_metrics(features_dir: str | Path, split: str = "test", max_users: int = 0) -> dict[str, dict[str, float]]:
+    """`baselines.popularity` and `baselines.item_to_item` of the bench JSON, on one split; with `max_users`, on the
+    users whose ids hash lowest (metrics.sample_users: the sample evaluation's max_users scores), as full-catalogue
+    scoring costs users x items."""
     from components.features import reader
 
     train = from_features(features_dir)
     data = reader.load_numpy(features_dir, schema.RETRIEVAL_DIR, split)
+    if max_users:
+        user_ids = schema.indexed_vocab(features_dir, schema.USER_VOCAB)
+        rows = metrics.sample_users(user_ids[data[schema.USER]], max_users)
+        data = {name: column[rows] for name, column in data.items()}
     out = {}
     for model in (Popularity(train), ItemToItem(train)):
         ranks = evaluate(model, data[schema.HIST_ITEMS], data[schema.TARGET_ITEM], data[schema.SEEN_ITEMS])

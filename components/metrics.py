@@ -391,3 +391,15 @@ def merge_seeds(runs: list[dict]) -> dict:
         out["per_seed"] = per_seed
         out["spread"] = spread
     return out
+
+
+def sample_users(user_ids: np.ndarray, count: int) -> np.ndarray:
+    """Ascending rows of the `count` users whose ids hash lowest (all rows when count is 0 or covers them). A hash
+    of the id, not a draw: the same users in every run and for every model, and a larger sample holds a smaller
+    one, so a shop's figures stay comparable from day to day and as it raises the count."""
+    if count <= 0 or count >= len(user_ids):
+        return np.arange(len(user_ids))
+    import pandas as pd  # only here: the shared metrics stay importable without it
+
+    hashes = pd.util.hash_array(np.asarray(user_ids, dtype=object), categorize=False)
+    return np.sort(np.argsort(hashes, kind="stable")[:count])

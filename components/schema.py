@@ -423,6 +423,14 @@ def read_vocab(directory: str | Path, relative: str) -> list[str]:
     return decode_vocab(path.read_bytes(), str(path))
 
 
+def indexed_vocab(directory: str | Path, relative: str):
+    """object [NUM_RESERVED + n]: index -> id, "" at the reserved indices (read_vocab's ids where the features'
+    indices point: `indexed_vocab(d, USER_VOCAB)[examples[USER]]` are the examples' user ids)."""
+    import numpy as np
+
+    return np.asarray([""] * NUM_RESERVED + read_vocab(directory, relative), dtype=object)
+
+
 # ---------------------------------------------------------------------------------------------
 # Evaluation summary: the contract between evaluation and the stages after it (export, serving, the bench)
 # ---------------------------------------------------------------------------------------------

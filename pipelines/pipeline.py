@@ -45,6 +45,7 @@ def recommender_pipeline(
     event_types: str = "",
     min_events_per_user: int = 3,
     max_len: int = 50,
+    max_examples_per_user: int = 1000,
     ranking_task: str = "next_item",
     split: str = "leave_last_out",
     split_cut: str = "",
@@ -55,6 +56,7 @@ def recommender_pipeline(
     retrieval_epochs: int = 12,
     retrieval_refit_epochs: int = 2,
     train_input: str = "auto",
+    retrieval_valid_max_users: int = 0,
     warm_start: bool = False,
     warm_start_epochs: int = 2,
     ranking_epochs: int = 3,
@@ -96,6 +98,7 @@ def recommender_pipeline(
         event_types: Comma-separated event types to keep (view,cart,purchase,...); "" keeps all.
         min_events_per_user: Users with fewer events are dropped by the extract.
         max_len: History length kept per example (the last max_len items).
+        max_examples_per_user: The most train examples (retrieval examples and their ranking rows) one user contributes, their latest; 0 = no cap. Both trainers' epochs and the ranker's hard negatives cost train examples: a shop with hundreds of thousands of users lowers it.
         ranking_task: What the ranker learns: next_item (what the funnel re-ranks for), cvr (purchase among viewed items) or auto.
         split: leave_last_out (the published protocol) or time: train before the cut, valid [cut, cut + d), test [cut + d, cut + 2d).
         split_cut: The time split's cut T (ISO, UTC); "" puts the test window at the end of the extracted window.
@@ -106,6 +109,7 @@ def recommender_pipeline(
         retrieval_epochs: Most epochs of two-tower training (the best valid epoch is kept).
         retrieval_refit_epochs: Epochs the selected two-tower model then trains on train + valid (the valid rows as new ones, as a warm start), so the served model is trained through each user's last event before the test window; 0 serves the selected model.
         train_input: How retrieval reads its train split: memory (all of it at once), stream (partitioned by user into buckets on the training machine's local disk, one bucket in memory at a time) or auto (stream above 1,000,000 train examples: a 10M-user shop streams, the default and medium shops train in memory as before).
+        retrieval_valid_max_users: Valid users the selections on valid score, those whose ids hash lowest (the same every epoch and run): each retrieval epoch's full-catalogue pass and the rankers' fusion weight (the funnel over valid); 0 scores every one. Each costs users x items; the refit still trains on every valid row.
         warm_start: Start retrieval and the DIEN ranker from the last blessed model (item rows carried by id, new items from their features) for warm_start_epochs; from scratch without one (DIN, a baseline the registry does not bless, trains from scratch).
         warm_start_epochs: Most epochs of a warm-started retrieval training (and of the DIEN ranker, at most ranking_epochs, over the rows its parent did not train on plus a 0.2 replay of the others).
         ranking_epochs: Most epochs of DIEN and DIN training (the best valid epoch is kept).
@@ -150,6 +154,7 @@ def recommender_pipeline(
     features_task = features(
         extracted=extract_task.outputs["extracted"],
         max_len=max_len,
+        max_examples_per_user=max_examples_per_user,
         seed=seed,
         ranking_task=ranking_task,
         beam_args=beam_args,
@@ -172,6 +177,7 @@ def recommender_pipeline(
         warm_start_epochs=warm_start_epochs,
         refit_epochs=retrieval_refit_epochs,
         train_input=train_input,
+        valid_max_users=retrieval_valid_max_users,
     )
     trainer = training_machine()  # RECSYS_TRAINING_MACHINE at compile time; "cpu" by default
     apply_training_machine(retrieval_task.set_display_name("retrieval"), "retrieval", trainer)

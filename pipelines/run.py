@@ -141,7 +141,9 @@ def local_job_time(value: str) -> Iterator[None]:
 
 def run_local(output: str | Path, source: str, seed: int = 0, verbose: bool = True, **parameters) -> dict:
     """Runs the whole DAG with kfp.local, holding OUTPUT's lock, and returns where its outputs are (only those
-    this run wrote; run_output.outputs). `verbose=False` is the quiet terminal of `make pipeline-run`."""
+    this run wrote; run_output.outputs) and the parameters it set beyond the derived ones (`parameters`: a synthetic
+    preset's own, pipelines/presets.py, under the given ones). `verbose=False` is the quiet terminal of
+    `make pipeline-run`."""
     output = Path(output).resolve()
     with output_lock(output):
         return _run_local(output, source, seed, parameters, verbose)
@@ -152,8 +154,13 @@ def _run_local(output: Path, source: str, seed: int, parameters: dict, verbose: 
 
     from components.warehouse import sources
     from components.warehouse.duckdb_warehouse import ensure_warehouse
-    from pipelines import run_output
+    from pipelines import presets, run_output
     from pipelines.pipeline import recommender_pipeline
+
+    preset = presets.synthetic_preset(source)
+    parameters = presets.with_preset(preset, parameters)
+    if presets.parameters(preset):
+        print(f"{preset} preset: {presets.describe(preset, parameters)}")
 
     warehouse = output / "warehouse.duckdb"
     counts = ensure_warehouse(source, warehouse, seed=seed)
@@ -176,7 +183,7 @@ def _run_local(output: Path, source: str, seed: int, parameters: dict, verbose: 
         recommender_pipeline(**arguments)
     run_dir = max(pipeline_root.iterdir(), key=lambda p: p.stat().st_mtime)
     outputs = run_output.outputs(output, run_dir, warehouse, round(time.perf_counter() - started, 1))
-    return {**outputs, "run_time": arguments["run_time"]}
+    return {**outputs, "run_time": arguments["run_time"], "parameters": parameters}
 
 
 def check_remote_uris(warehouse_uri: str, destination: str) -> None:

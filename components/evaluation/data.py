@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from components import baselines, schema
+from components.metrics import sample_users
 from components.serving.funnel import Behaviour
 
 
@@ -48,23 +49,13 @@ class TestSplit:
         return len(self.targets)
 
 
-def sample_users(user_ids: np.ndarray, count: int) -> np.ndarray:
-    """Ascending rows of the `count` users whose ids hash lowest (all rows when count is 0 or covers them). A hash
-    of the id, not a draw: the same users in every run and for every model, and a larger sample holds a smaller
-    one, so a shop's figures stay comparable from day to day and as it raises the count."""
-    if count <= 0 or count >= len(user_ids):
-        return np.arange(len(user_ids))
-    hashes = pd.util.hash_array(np.asarray(user_ids, dtype=object), categorize=False)
-    return np.sort(np.argsort(hashes, kind="stable")[:count])
-
-
 def _take_rows(examples: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
     return {name: column[rows] for name, column in examples.items()}
 
 
 def read_test_split(features_dir: str | Path, split: str = "test", max_users: int = 0) -> TestSplit:
     """Reads vocabulary, the retrieval and ranking examples of `split`, and the train sequences. With `max_users`
-    only that many test users (sample_users) are kept, with their ranking rows: full-catalogue scoring costs
+    only that many test users (metrics.sample_users) are kept, with their ranking rows: full-catalogue scoring costs
     users x items, which a shop with millions of users bounds here rather than with a bigger machine."""
     from components.features import reader  # TensorFlow: only when reading TFRecords
 
@@ -78,7 +69,7 @@ def read_test_split(features_dir: str | Path, split: str = "test", max_users: in
     examples = reader.load_numpy(features_dir, schema.RETRIEVAL_DIR, split)
     if not len(examples.get(schema.TARGET_ITEM, ())):
         raise schema.SchemaError(f"{features_dir}: the {split} split has no retrieval examples")
-    users = np.asarray([""] * schema.NUM_RESERVED + schema.read_vocab(features_dir, schema.USER_VOCAB), dtype=object)
+    users = schema.indexed_vocab(features_dir, schema.USER_VOCAB)
     users_total = len(examples[schema.TARGET_ITEM])
     kept = sample_users(users[examples[schema.USER].astype(np.int64)], max_users)
     examples = _take_rows(examples, kept)
@@ -158,7 +149,9 @@ def read_run_metadata(
         "extract": {
             k: extract[k] for k in ("window_start", "window_end", "event_types", "min_events_per_user") if k in extract
         },
-        "features": {k: stats[k] for k in ("max_len", "split", "ranking_task", "seed") if k in stats},
+        "features": {
+            k: stats[k] for k in ("max_len", "split", "ranking_task", "seed", "max_examples_per_user") if k in stats
+        },
     }
     if Path(retrieval_dir, schema.RETRIEVAL_CONFIG_FILE).exists():
         parameters["retrieval"] = schema.RetrievalModelConfig.read(retrieval_dir).config

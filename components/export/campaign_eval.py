@@ -332,11 +332,14 @@ def campaign_bench(
     ranking_epochs: int = 3,
     split_cut: str | None = None,
     window_days: float = SYNTHETIC_WINDOW_DAYS,
+    max_examples_per_user: int | None = None,
+    retrieval: dict | None = None,
 ) -> dict:
     """{"complementary_items": ..., "audiences": ...} on a time split. Features built with split=time (Taobao's
     bench) are used with their models; otherwise a time split is built here and retrieval and DIEN are trained on
     it, so no model has seen the window: cut at `split_cut` ("" the features job's default, the last two windows;
-    None the 80% quantile of the event times), windows of `window_days`."""
+    None the 80% quantile of the event times), windows of `window_days`; the run's `max_examples_per_user` (None: the
+    features job's default), `retrieval` settings (RetrievalConfig fields) and `ranking_epochs` train them."""
 
     from components.ranking.export import load_ranker
     from components.retrieval.model_io import load_retriever
@@ -361,11 +364,18 @@ def campaign_bench(
             days = fitted_window_days(events_path, dt.datetime.fromisoformat(split_cut), window_days)
         features_dir = work_dir / "features-time"
         retrieval_dir, ranking_dir = work_dir / "retrieval-time", work_dir / "ranking-time"
+        cap = {} if max_examples_per_user is None else {"max_examples_per_user": max_examples_per_user}
         stats = run_features(
-            str(extracted_dir), str(features_dir), seed=seed, split="time", split_cut=split_cut, split_window_days=days
+            str(extracted_dir),
+            str(features_dir),
+            seed=seed,
+            split="time",
+            split_cut=split_cut,
+            split_window_days=days,
+            **cap,
         )
         cut = dt.datetime.fromisoformat(stats["split_window"]["cut"])
-        run_retrieval(features_dir, retrieval_dir, seed=seed)
+        run_retrieval(features_dir, retrieval_dir, seed=seed, **(retrieval or {}))
         ranking_stage.run(
             str(features_dir), str(ranking_dir), "dien", ranking_epochs, seed, retrieval_model=str(retrieval_dir)
         )

@@ -66,10 +66,15 @@ def _count_records(path: str) -> int:
         raise schema.SchemaError(f"{path} is damaged: {err}") from err
 
 
-def _parse_spec(kind: str, split: str) -> dict:
+def _parse_spec(kind: str, split: str, columns: tuple[str, ...] | None = None) -> dict:
     names: tuple[str, ...] = schema.RETRIEVAL_FEATURES if kind == schema.RETRIEVAL_DIR else schema.RANKING_FEATURES
     if kind == schema.RETRIEVAL_DIR and split != "train":
         names += schema.HELD_OUT_FEATURES
+    if columns is not None:
+        unknown = sorted(set(columns) - set(names))
+        if unknown:
+            raise schema.SchemaError(f"the {kind} {split} examples have no feature(s) {unknown}")
+        names = tuple(name for name in names if name in columns)
     spec = {}
     for name in names:
         if name in schema.SEQUENCE_FEATURES:
@@ -81,9 +86,12 @@ def _parse_spec(kind: str, split: str) -> dict:
     return spec
 
 
-def dataset(features_dir: str | Path, kind: str, split: str, batch_size: int) -> tf.data.Dataset:
-    """Batches of parsed examples; sequence features are `tf.RaggedTensor`s, right-ragged, oldest first."""
-    spec = _parse_spec(kind, split)
+def dataset(
+    features_dir: str | Path, kind: str, split: str, batch_size: int, columns: tuple[str, ...] | None = None
+) -> tf.data.Dataset:
+    """Batches of parsed examples; sequence features are `tf.RaggedTensor`s, right-ragged, oldest first. `columns`
+    parses only those features (None: every one of the kind and split)."""
+    spec = _parse_spec(kind, split, columns)
     files = tfrecord_files(features_dir, kind, split)
     return (
         tf.data.TFRecordDataset(files, num_parallel_reads=tf.data.AUTOTUNE)

@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from components import schema
 from components.retrieval import export, training
 from components.retrieval.config import RetrievalConfig
-from components.retrieval.data import Catalogue, Examples, load_examples
+from components.retrieval.data import Catalogue, Examples, load_examples, sample_users_of
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,11 @@ def serving_latency(index_dir: str | Path, examples: Examples, catalogue: Catalo
     return out
 
 
-def retrieval_bench(features_dir: str | Path, seed: int, model_dir: str | Path | None = None, **settings) -> dict:
-    """Trains with the shipped defaults (and `settings` overrides), then measures on the test split.
+def retrieval_bench(
+    features_dir: str | Path, seed: int, model_dir: str | Path | None = None, test_max_users: int = 0, **settings
+) -> dict:
+    """Trains with the shipped defaults (and `settings` overrides), then measures on the test split (with
+    `test_max_users`, on the users whose ids hash lowest: evaluation's sample at its max_users).
 
     Test is read only after training has finished and the model has been selected on valid. The
     artifact is written to `model_dir` (for evaluation and export downstream) or a temporary folder.
@@ -54,6 +58,8 @@ def retrieval_bench(features_dir: str | Path, seed: int, model_dir: str | Path |
     config = dataclasses.replace(RetrievalConfig(), seed=seed, **settings)
     result = training.train_from_features(features_dir, config)
     test = load_examples(features_dir, "test", config.max_len)
+    user_ids = schema.indexed_vocab(features_dir, schema.USER_VOCAB)
+    test = sample_users_of(test, user_ids, test_max_users)
     metrics = training.evaluate(result.model, test)
     with tempfile.TemporaryDirectory(prefix="retrieval-bench-") as tmp:
         written = export.export(
@@ -74,5 +80,6 @@ def retrieval_bench(features_dir: str | Path, seed: int, model_dir: str | Path |
         "train_s": result.train_s,
         "latency_ms": latency,
         "best_epoch": result.best_epoch,
+        "test_users": len(test),
         "valid": result.valid_metrics,
     }

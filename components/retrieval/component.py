@@ -19,6 +19,7 @@ def retrieval(
     warm_start_epochs: int = 2,
     refit_epochs: int = 2,
     train_input: str = "auto",
+    valid_max_users: int = 0,
 ):
     """Trains the two-tower model on the features output, selects it on valid, exports it to `model`.
 
@@ -27,7 +28,9 @@ def retrieval(
     refit_epochs: after the selection on valid, epochs on train + valid (the valid rows as new ones), so the served
     model is trained through each user's last event before today; 0 serves the selected model as is.
     train_input: the train split in memory, or streamed from user buckets on local disk (one bucket in memory at a
-    time); auto streams above 1,000,000 train examples."""
+    time); auto streams above 1,000,000 train examples.
+    valid_max_users: the valid users each epoch's selection scores (those whose ids hash lowest), and the rankers'
+    fusion weight is chosen on; 0 = every one."""
     from components import kfp_metrics
     from components.retrieval import stage
 

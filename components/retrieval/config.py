@@ -22,6 +22,7 @@ UNRECORDED = {
     "lr_schedule": "constant",
     "refit_epochs": 0,
     "train_input": "memory",
+    "valid_max_users": 0,
 }
 
 
@@ -89,6 +90,13 @@ class RetrievalConfig:
     # reader.STREAM_ABOVE train examples, so the default and medium shops train as before and the large one streams
     train_input: str = "auto"
     stream_bucket_rows: int = BUCKET_ROWS
+    # valid users each epoch's full-catalogue validation (the selection) scores, those whose ids hash lowest
+    # (metrics.sample_users: the same users every epoch and run); 0 = every one. It costs users x items per epoch: a
+    # shop with hundreds of thousands of users sets it. The refit still trains on every user's valid row. The ranker's
+    # fusion weight (serving.fusion.choose_on_split), the funnel's selection on valid, reads it here too. It counts
+    # examples (metrics.sample_users takes rows by their user's hash): one per user under leave_last_out; a time
+    # split's valid window holds several per user, and the last user taken may keep only some of them.
+    valid_max_users: int = 0
 
     def __post_init__(self):
         if self.encoder not in ENCODERS:
@@ -109,6 +117,8 @@ class RetrievalConfig:
             raise ValueError(f"refit_epochs must be >= 0, got {self.refit_epochs}")
         if self.train_input not in TRAIN_INPUTS:
             raise ValueError(f"unknown train_input {self.train_input!r}; expected one of {TRAIN_INPUTS}")
+        if self.valid_max_users < 0:
+            raise ValueError(f"valid_max_users must be 0 (every valid user) or a count, got {self.valid_max_users}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         for name in (

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from components import schema
+from components import metrics, schema
 from components.features import reader
 
 NUM_PRICE_BUCKETS = 10  # price deciles; bucket 0 = unknown price
@@ -315,6 +315,17 @@ def stream_examples(
         paths.append(out)
         sizes.append(len(rows))
     return StreamedExamples(tuple(paths), tuple(sizes), every_position=item_category is not None)
+
+
+def sample_users_of(examples: Examples, user_ids: np.ndarray, count: int) -> Examples:
+    """The examples of the `count` users whose ids hash lowest (metrics.sample_users, the same users evaluation's
+    max_users keeps), every field kept, in their order; `examples` itself for count 0 or one covering them all.
+    `user_ids`: user index -> id, reserved indices included."""
+    rows = metrics.sample_users(np.asarray(user_ids, dtype=object)[examples.user], count)
+    if len(rows) == len(examples):
+        return examples
+    fields = {f.name: getattr(examples, f.name) for f in dataclasses.fields(examples)}
+    return Examples(**{name: None if values is None else values[rows] for name, values in fields.items()})
 
 
 def take_examples(examples: Examples, rows: np.ndarray) -> Examples:

@@ -27,6 +27,7 @@ from components.retrieval.data import (
     concatenate_examples,
     load_catalogue,
     load_examples,
+    sample_users_of,
     stream_examples,
     train_sequences,
 )
@@ -427,11 +428,17 @@ def train_from_features(features_dir: str | Path, config: RetrievalConfig, paren
     valid rows)."""
     catalogue = load_catalogue(features_dir)
     valid_set = load_examples(features_dir, "valid", config.max_len)
+    user_ids = schema.indexed_vocab(features_dir, schema.USER_VOCAB)
+    selection = sample_users_of(valid_set, user_ids, config.valid_max_users)  # the refit trains on all of valid
+    if len(selection) < len(valid_set):
+        log.info(
+            "retrieval: selection scores %d of %d valid examples (valid_max_users)", len(selection), len(valid_set)
+        )
     count = reader.example_count(features_dir, schema.RETRIEVAL_DIR, "train")
     if reader.train_input(config.train_input, count) == "memory":
         train_set = load_examples(features_dir, "train", config.max_len)
         keys = example_keys(features_dir, train_set, catalogue)
-        selected = train(train_set, valid_set, catalogue, config, parent, keys)
+        selected = train(train_set, selection, catalogue, config, parent, keys)
         if not config.refit_epochs:
             return selected
         return refit_through_valid(selected, train_set, valid_set, example_keys(features_dir, valid_set, catalogue))
@@ -450,7 +457,7 @@ def train_from_features(features_dir: str | Path, config: RetrievalConfig, paren
 
     with tempfile.TemporaryDirectory(prefix="retrieval-train-") as directory:
         log.info("retrieval: streaming %d train examples from user buckets under %s", count, directory)
-        selected = train(streamed(Path(directory, "train")), valid_set, catalogue, config, parent)
+        selected = train(streamed(Path(directory, "train")), selection, catalogue, config, parent)
         shutil.rmtree(Path(directory, "train"))
         if not config.refit_epochs:
             return selected

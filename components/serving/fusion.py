@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from components import schema
+from components import metrics, schema
 from components.serving import funnel
 
 CANDIDATES_N = (20, 50, 100, 200)
@@ -120,13 +120,18 @@ def choose_weight(
     }
 
 
-def split_rows(features_dir: str, split: str):
+def split_rows(features_dir: str, split: str, max_users: int = 0):
     """(histories, seen items, targets, behaviour) of the split's users with a known history item: the users the
-    fusion weight is chosen on (the others get the fallback, not the funnel)."""
+    fusion weight is chosen on (the others get the fallback, not the funnel). With `max_users`, of the users whose ids
+    hash lowest (metrics.sample_users), as retrieval's selection on valid samples them."""
     from components.features import reader
 
     spec = schema.FeatureSpec.read(features_dir)
     examples = reader.load_numpy(features_dir, schema.RETRIEVAL_DIR, split)
+    if max_users:
+        ids = schema.indexed_vocab(features_dir, schema.USER_VOCAB)
+        rows = metrics.sample_users(ids[examples[schema.USER]], max_users)
+        examples = {name: column[rows] for name, column in examples.items()}
     hist = reader.pad_left(examples[schema.HIST_ITEMS], spec.max_len)
     known = ~funnel.needs_fallback(hist)
     seen = [examples[schema.SEEN_ITEMS][r] for r in np.flatnonzero(known)]
@@ -136,9 +141,12 @@ def split_rows(features_dir: str, split: str):
 
 
 def choose_on_split(retriever, ranker, features_dir: str, split: str = "valid", candidates_n=CANDIDATES_N) -> dict:
-    """Reads `split` of the features output and chooses the weight there (users with a known history item)."""
-    hist, seen, targets, behaviour = split_rows(features_dir, split)
+    """Reads `split` of the features output and chooses the weight there (users with a known history item): on the
+    sample of valid users the retrieval model was selected on (its config's valid_max_users; 0 = every user), as
+    each user costs a full-catalogue retrieval and the ranker on max(candidates_n) candidates."""
+    max_users = int(getattr(getattr(retriever, "config", None), "valid_max_users", 0) or 0)
+    hist, seen, targets, behaviour = split_rows(features_dir, split, max_users)
     candidates, probabilities, scores = candidate_scores(
         retriever, ranker, hist, seen, targets, max(candidates_n), behaviour
     )
-    return choose_weight(candidates, probabilities, scores, targets, candidates_n)
+    return {**choose_weight(candidates, probabilities, scores, targets, candidates_n), "valid_users": len(targets)}

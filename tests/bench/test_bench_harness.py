@@ -205,3 +205,56 @@ def test_split_option_reaches_the_features_stage_and_needs_time_for_its_cut(tmp_
     assert stages.Context(data="x", data_format="amazon", seeds=1, work=tmp_path).feature_split == "leave_last_out"
     with pytest.raises(SystemExit):
         run.main(["--data", "x", "--format", "amazon", "--out", str(tmp_path / "o.json"), "--split-cut", "2014"])
+
+
+def test_a_presets_parameters_reach_the_stages_under_params_and_are_recorded(tmp_path, monkeypatch):
+    """The tiny shop given a preset table of its own: the features' cap and the baselines' user sample come from it,
+    --param overrides the sample, the JSON's settings say so; the baselines read the train split as load_numpy does."""
+    import numpy as np
+
+    from components import baselines, metrics, schema
+    from components.features import reader
+    from pipelines import presets
+
+    monkeypatch.setitem(
+        presets.PRESET_PARAMETERS,
+        "tiny",
+        {"max_examples_per_user": (2, "a test's cap"), "evaluation_max_users": (30, "a test's sample")},
+    )
+    out, work = tmp_path / "bench.json", tmp_path / "work"
+    argv = ["--data", "tiny", "--format", "synthetic", "--out", str(out), "--work-dir", str(work)]
+    argv += ["--stages", "warehouse,extract,features,baselines", "--param", "evaluation_max_users=40"]
+    assert run.main(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["settings"] == {
+        "preset": "tiny",
+        "parameters": {"max_examples_per_user": 2, "evaluation_max_users": 40},
+        "from_preset": {"max_examples_per_user": 2, "evaluation_max_users": 30},
+        "from_params": {"evaluation_max_users": 40},
+    }
+    features = work / "features"
+    stats = schema.FeaturesManifest.read(features)
+    assert stats.max_examples_per_user == 2 and result["features"]["stats"]["capped"]["users"] > 0
+    # the baselines of 40 hashed test users: the same figures as scoring those users' rows alone
+    test = reader.load_numpy(features, schema.RETRIEVAL_DIR, "test")
+    ids = schema.indexed_vocab(features, schema.USER_VOCAB)
+    rows = metrics.sample_users(ids[test[schema.USER]], 40)
+    train = baselines.from_features(features)
+    ranks = baselines.evaluate(
+        baselines.ItemToItem(train),
+        test[schema.HIST_ITEMS][rows],
+        test[schema.TARGET_ITEM][rows],
+        test[schema.SEEN_ITEMS][rows],
+    )
+    assert result["baselines"]["item_to_item"] == pytest.approx(metrics.ranking_metrics(ranks))
+    # streamed, the train sequences are the ones the whole split in memory gives
+    whole = reader.load_numpy(features, schema.RETRIEVAL_DIR, "train")
+    expected = baselines.TrainingSequences.from_examples(
+        whole[schema.HIST_ITEMS], whole[schema.TARGET_ITEM], train.num_items
+    )
+    for name in ("previous", "next", "first"):
+        np.testing.assert_array_equal(np.sort(getattr(train, name)), np.sort(getattr(expected, name)))
+    pairs = sorted(zip(train.previous.tolist(), train.next.tolist()))
+    assert pairs == sorted(zip(expected.previous.tolist(), expected.next.tolist()))
+    with pytest.raises(SystemExit):  # a parameter no bench stage reads is refused, not recorded as if applied
+        run.main(["--data", "tiny", "--format", "synthetic", "--out", str(out), "--param", "gate_on_ope=true"])

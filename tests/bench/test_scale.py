@@ -53,7 +53,9 @@ def test_summary_flags_the_stage_that_grows_faster_than_linearly(tmp_path):
         name: bench_result(n, features_s=0.01 * n, ranking_s=1e-6 * n**1.5)
         for name, n in (("tiny", 1_000), ("default", 100_000), ("medium", 1_000_000))
     }
+    results["medium"]["settings"] = {"parameters": {"ranking_epochs": 1}}
     summary = scale.summarize(results, tmp_path)
+    assert summary["parameters"] == {"tiny": {}, "default": {}, "medium": {"ranking_epochs": 1}}
     assert summary["exponents"]["features"]["wall_s"] == pytest.approx(1.0)
     assert summary["exponents"]["features"]["peak_rss_mb"] == pytest.approx(0.0)
     assert summary["exponents"]["ranking"]["cpu_s"] == pytest.approx(1.5)
@@ -87,6 +89,7 @@ def test_summary_flags_the_stage_that_grows_faster_than_linearly(tmp_path):
     page.feed((tmp_path / "scale.html").read_text())
     assert page.images == 3  # wall, CPU and memory, each log-log
     assert "ranking: wall_s grows as events^1.50 over every size (above 1.15)" in page.cells and "1.50" in page.cells
+    assert "medium: ranking_epochs=1" in page.cells
 
 
 def test_a_stage_flat_at_small_sizes_is_flagged_by_its_largest_two():

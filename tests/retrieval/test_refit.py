@@ -95,3 +95,64 @@ def test_the_artifact_keeps_the_selected_model_for_scoring_valid(refitted, tmp_p
     plain = export.export(selected.model, selected.catalogue, selected.config, tmp_path / "plain")
     assert not (plain / export.SELECTED).exists()
     np.testing.assert_allclose(load_valid_retriever(plain).item_embeddings[2:], selected_items[2:], atol=1e-6)
+
+
+def test_valid_max_users_selects_on_a_hash_sample_and_refits_on_every_valid_row(shop_features, monkeypatch):
+    from components import schema
+    from components.metrics import sample_users
+
+    seen = {}
+    train, refit = training.train, training.refit_through_valid
+
+    def recording_train(train_set, valid_set, *args, **kwargs):
+        seen.setdefault("selection", valid_set)
+        return train(train_set, valid_set, *args, **kwargs)
+
+    def recording_refit(selected, train_set, valid_set, *args, **kwargs):
+        seen["refit"] = valid_set
+        return refit(selected, train_set, valid_set, *args, **kwargs)
+
+    monkeypatch.setattr(training, "train", recording_train)
+    monkeypatch.setattr(training, "refit_through_valid", recording_refit)
+    config = RetrievalConfig(**{**SETTINGS, "epochs": 1, "refit_epochs": 1, "valid_max_users": 100})
+    result = training.train_from_features(shop_features, config)
+    valid_set = load_examples(shop_features, "valid", 10)
+    ids = schema.indexed_vocab(shop_features, schema.USER_VOCAB)
+    rows = sample_users(ids[valid_set.user], 100)
+    selection = seen["selection"]
+    assert len(selection) == 100 and len(seen["refit"]) == len(valid_set) > 100
+    np.testing.assert_array_equal(selection.user, valid_set.user[rows])
+    np.testing.assert_array_equal(selection.hist_items, valid_set.hist_items[rows])
+    assert [list(s) for s in selection.seen_items] == [list(valid_set.seen_items[r]) for r in rows]
+    assert result.refit["valid_rows"] == len(valid_set)
+    assert UNRECORDED["valid_max_users"] == 0
+    with pytest.raises(ValueError, match="valid_max_users"):
+        RetrievalConfig(valid_max_users=-1)
+
+
+def test_the_fusion_weight_is_chosen_on_the_retrieval_models_valid_sample(shop_features, monkeypatch):
+    """serving.fusion.choose_on_split reads valid_max_users from the retrieval model's config: the funnel over valid
+    (a full-catalogue retrieval and the ranker on 200 candidates per user) runs on the users its selection scored."""
+    import types
+
+    from components import schema
+    from components.features import reader
+    from components.metrics import sample_users
+    from components.serving import fusion
+
+    hist, seen, targets, _ = fusion.split_rows(shop_features, "valid", 100)
+    valid = reader.load_numpy(shop_features, schema.RETRIEVAL_DIR, "valid")
+    ids = schema.indexed_vocab(shop_features, schema.USER_VOCAB)
+    rows = sample_users(ids[valid[schema.USER]], 100)
+    assert len(targets) == 100 and list(targets) == list(valid[schema.TARGET_ITEM][rows])
+    assert len(fusion.split_rows(shop_features, "valid")[2]) == len(valid[schema.TARGET_ITEM])
+    scored = []
+
+    def candidate_scores(retriever, ranker, hist, seen, targets, n, behaviour=None):
+        scored.append(len(hist))
+        cands = np.tile(np.arange(2, 2 + n), (len(hist), 1))
+        return cands, np.full(cands.shape, 0.5, np.float32), np.zeros(cands.shape, np.float32)
+
+    monkeypatch.setattr(fusion, "candidate_scores", candidate_scores)
+    retriever = types.SimpleNamespace(config=RetrievalConfig(valid_max_users=100))
+    assert fusion.choose_on_split(retriever, None, shop_features)["valid_users"] == 100 and scored == [100]
