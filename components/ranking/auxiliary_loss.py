@@ -4,14 +4,14 @@ next, e_{t+1}, from the sampled no-click item at that step, ê_{t+1}.
     L_aux = - mean over valid t of [ log s(h_t, e_{t+1}) + log(1 - s(h_t, ê_{t+1})) ]
 
 A pair counts only when both step t and step t + 1 are real (not padding). It is computed for all steps
-in one vectorised pass after the GRU, so it adds no work inside the recurrence.
+in one vectorised pass after the GRU, so it adds no work inside the recurrence. The next step's items are the
+items rolled back by one step (the last step, which has no next one, is masked out) rather than sliced: the
+gradient of a roll is a roll, that of a strided slice a slow scatter into zeros.
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
-
-_LABELS = tf.constant([1.0, 0.0])[:, None, None]  # clicked, no-click
 
 
 class AuxiliaryLoss(tf.keras.layers.Layer):
@@ -37,19 +37,14 @@ class AuxiliaryLoss(tf.keras.layers.Layer):
         return hidden[..., 0]
 
     def call(self, inputs, mask):
-        """inputs = (states [B, T, H], clicked [B, T, D], noclick [B, T, D]); mask [B, T]. Returns a scalar.
-
-        The clicked and no-click items are scored in one pass, stacked on a leading axis of 2 (labels 1 and 0).
-        """
+        """inputs = (states [B, T, H], clicked [B, T, D], noclick [B, T, D]); mask [B, T]. Returns a scalar:
+        softplus(-logit) is the log loss of a clicked pair, softplus(logit) that of a no-click one."""
         states, clicked, noclick = inputs
         mask = tf.cast(mask, states.dtype)
-        pair_mask = mask[:, :-1] * mask[:, 1:]
-        items = tf.stack([clicked[:, 1:], noclick[:, 1:]])
-        logits = self.logits(
-            tf.broadcast_to(states[None, :, :-1], tf.shape(items)) if self.scorer == "mlp" else states[None, :, :-1],
-            items,
-        )
-        losses = tf.nn.sigmoid_cross_entropy_with_logits(tf.broadcast_to(_LABELS, tf.shape(logits)), logits)
+        pair_mask = tf.concat([mask[:, :-1] * mask[:, 1:], tf.zeros_like(mask[:, :1])], axis=1)
+        clicked_logits = self.logits(states, tf.roll(clicked, -1, axis=1))
+        noclick_logits = self.logits(states, tf.roll(noclick, -1, axis=1))
+        losses = tf.nn.softplus(-clicked_logits) + tf.nn.softplus(noclick_logits)
         return tf.math.divide_no_nan(tf.reduce_sum(losses * pair_mask), tf.reduce_sum(pair_mask))
 
     def get_config(self):

@@ -11,8 +11,9 @@ Speed, without a Python loop over steps: the input projections W x_t of all step
 the loop, and the graph while-loop body holds only the work that must be sequential. The gradient is
 written by hand (back-propagation through time) for the same reason: every per-step quantity that does
 not depend on the incoming gradient (gate derivatives, h~_t - h_{t-1}, ...) is recomputed for all steps
-at once from the saved states, so the backward loop is one [B, 3H] x [3H, H] matmul and a few
-element-wise ops per step, and the weight gradients are single matmuls over all steps.
+at once from the saved states, so the backward loop is one multiply and one [B, 4H] x [4H, H] matmul per
+step, and the weight gradients are single 2-D matmuls over all steps. At B = 128 and H = 36 the step's
+small matmuls, not the number of ops, set the pace: unrolling steps per loop iteration gained nothing.
 """
 
 from __future__ import annotations
@@ -21,40 +22,29 @@ import tensorflow as tf
 
 # Let the loop-invariant reads of later steps run ahead of the sequential chain, as Keras' RNN loop does.
 LOOP_OPTIONS = {"parallel_iterations": 32}
-# Steps per loop iteration. The cell is a few dozen tiny ops on [B, H] tensors, so the loop's own control ops
-# (several per loop variable and iteration) cost as much as the cell; two steps per iteration halve them. The time
-# axis is padded with gate-0 steps, which leave the state unchanged, to a multiple of this.
-UNROLL = 2
 
 
 def _split_gates(projected: tf.Tensor, units: int) -> list[tf.Tensor]:
     return tf.split(projected, [2 * units, units], axis=-1)
 
 
-def _pad_steps(tensor: tf.Tensor, steps: tf.Tensor) -> tf.Tensor:
-    """Zero steps appended to a time-major tensor so that UNROLL divides its length."""
-    padding = [[0, (-steps) % UNROLL]] + [[0, 0]] * (len(tensor.shape) - 1)
-    return tf.pad(tensor, padding)
+def _steps(tensor: tf.Tensor) -> tf.TensorArray:
+    """A time-major tensor [T, ...] as a TensorArray of its steps: a read in the loop is a reference, not a copy."""
+    return tf.TensorArray(tensor.dtype, size=tf.shape(tensor)[0]).unstack(tensor)
 
 
-def _chunks(tensor: tf.Tensor) -> tf.TensorArray:
-    """A padded time-major tensor [T, ...] as a TensorArray of [UNROLL, ...] chunks."""
-    chunked = tf.reshape(tensor, tf.concat([[-1, UNROLL], tf.shape(tensor)[1:]], axis=0))
-    return tf.TensorArray(tensor.dtype, size=tf.shape(chunked)[0]).unstack(chunked)
+def _flat(tensor: tf.Tensor) -> tf.Tensor:
+    """[T, B, K] as [T * B, K]: matmuls over all steps as one 2-D matmul (a 3-D one is a slower batched matmul)."""
+    return tf.reshape(tensor, [-1, tensor.shape[-1]])
 
 
-def _unchunk(chunks: tf.Tensor, steps: tf.Tensor) -> tf.Tensor:
-    """[T / UNROLL, UNROLL, ...] back to the first `steps` steps [steps, ...]."""
-    return tf.reshape(chunks, tf.concat([[-1], tf.shape(chunks)[2:]], axis=0))[:steps]
-
-
-def _step(state, x, gate, kernel, bias, units, repeats):
-    """One cell step: state [B * repeats, H], x [B, 3H] (W x_t + b), gate [B * repeats, 1]."""
+def _step(state, x_zr, x_h, gate, kernel, bias, units, repeats):
+    """One cell step: state [B * repeats, H], x_zr [B, 2H] (W x_t + b, plus the recurrent bias of u and r), x_h [B, H]
+    (W x_t + b of h~), gate [B * repeats, 1]; `bias` is the recurrent bias of h~ alone, zeros before it."""
     hidden = tf.nn.bias_add(tf.matmul(state, kernel), bias)
     if repeats is not None:
         hidden = tf.reshape(hidden, [-1, repeats, 3 * units])
-        x = x[:, None, :]
-    x_zr, x_h = _split_gates(x, units)
+        x_zr, x_h = x_zr[:, None, :], x_h[:, None, :]
     hidden_zr, hidden_h = _split_gates(hidden, units)
     update, reset = tf.split(tf.sigmoid(x_zr + hidden_zr), 2, axis=-1)
     candidate = tf.tanh(x_h + reset * hidden_h)
@@ -71,21 +61,19 @@ def _forward(x, gate, kernel, bias, repeats=None, keep_states: bool = True):
     """
     units = kernel.shape[0]
     steps = tf.shape(gate)[0]
-    x_ta, gate_ta = _chunks(_pad_steps(x, steps)), _chunks(_pad_steps(gate, steps))
-    iterations = x_ta.size()
-    states_ta = tf.TensorArray(x.dtype, size=iterations if keep_states else 0, dynamic_size=not keep_states)
+    x_zr, x_h = _split_gates(x, units)
+    bias_zr, bias_h = _split_gates(bias, units)
+    inputs = [_steps(x_zr + bias_zr), _steps(x_h), _steps(gate)]
+    step_bias = tf.concat([tf.zeros_like(bias_zr), bias_h], axis=0)
+    states_ta = tf.TensorArray(x.dtype, size=steps if keep_states else 0, dynamic_size=not keep_states)
 
     def body(i, state, states):
-        xs, gates = tf.unstack(x_ta.read(i), num=UNROLL), tf.unstack(gate_ta.read(i), num=UNROLL)
-        outputs = []
-        for k in range(UNROLL):
-            state = _step(state, xs[k], gates[k], kernel, bias, units, repeats)
-            outputs.append(state)
-        return i + 1, state, (states.write(i, tf.stack(outputs)) if keep_states else states)
+        state = _step(state, *(ta.read(i) for ta in inputs), kernel, step_bias, units, repeats)
+        return i + 1, state, (states.write(i, state) if keep_states else states)
 
     initial = tf.zeros([tf.shape(gate)[1], units], x.dtype)
-    _, final, states = tf.while_loop(lambda i, *_: i < iterations, body, (0, initial, states_ta), **LOOP_OPTIONS)
-    return _unchunk(states.stack(), steps) if keep_states else final
+    _, final, states = tf.while_loop(lambda i, *_: i < steps, body, (0, initial, states_ta), **LOOP_OPTIONS)
+    return states.stack() if keep_states else final
 
 
 def _backward(d_states, x, gate, kernel, bias, states):
@@ -93,49 +81,42 @@ def _backward(d_states, x, gate, kernel, bias, states):
     units = kernel.shape[0]
     x_zr, x_h = _split_gates(x, units)
     previous = tf.concat([tf.zeros_like(states[:1]), states[:-1]], axis=0)
-    hidden_zr, hidden_h = _split_gates(tf.nn.bias_add(tf.matmul(previous, kernel), bias), units)
+    hidden = tf.reshape(tf.nn.bias_add(tf.matmul(_flat(previous), kernel), bias), tf.shape(x))
+    hidden_zr, hidden_h = _split_gates(hidden, units)
     update, reset = tf.split(tf.sigmoid(x_zr + hidden_zr), 2, axis=-1)
     candidate = tf.tanh(x_h + reset * hidden_h)
     gated_update = gate * update
     change = candidate - previous
     d_pre_candidate = gated_update * (1.0 - candidate * candidate)
-    # d(loss)/d(pre-activation of [u, r, recurrent h part]) = d(loss)/d(h_t), tiled 3 times, times this:
-    coefficients = tf.concat(
+    # d(loss)/d(h_{t-1}) = d(loss)/d(h_t) times each of these [T, B, 4, H], then [h_{t-1} itself, u, r, recurrent h part]
+    # through [I; U^T]: one multiply and one matmul a step. The last three are d(pre-activation)/d(h_t).
+    coefficients = tf.stack(
         [
+            1.0 - gated_update,
             change * gate * update * (1.0 - update),
             d_pre_candidate * hidden_h * reset * (1.0 - reset),
             d_pre_candidate * reset,
         ],
-        axis=-1,
+        axis=2,
     )
-    keep = 1.0 - gated_update
-    kernel_t = tf.transpose(kernel)
-
-    # One read per iteration: [upstream (H), coefficients (3H), keep (H)] of UNROLL steps. Padded steps come
-    # first in this backward loop with zero upstream, so they pass back zero.
+    transfer = tf.concat([tf.eye(units, dtype=kernel.dtype), tf.transpose(kernel)], axis=0)
     steps = tf.shape(states)[0]
-    per_step_ta = _chunks(_pad_steps(tf.concat([d_states, coefficients, keep], axis=-1), steps))
-    iterations = per_step_ta.size()
-    d_state_ta = tf.TensorArray(states.dtype, size=iterations)
+    upstream_ta, coefficients_ta = _steps(d_states), _steps(coefficients)
 
     def body(i, carried, d_states_out):
-        chunk = tf.unstack(per_step_ta.read(i), num=UNROLL)
-        outputs = [None] * UNROLL
-        for k in reversed(range(UNROLL)):
-            upstream, coefficient, keep_k = tf.split(chunk[k], [units, 3 * units, units], axis=-1)
-            # d_state = d(loss)/d(h_t) in full: the upstream gradient plus what step t + 1 passed back.
-            d_state = upstream + carried
-            carried = d_state * keep_k + tf.matmul(tf.tile(d_state, [1, 3]) * coefficient, kernel_t)
-            outputs[k] = d_state
-        return i - 1, carried, d_states_out.write(i, tf.stack(outputs))
+        # d_state = d(loss)/d(h_t) in full: the upstream gradient plus what step t + 1 passed back.
+        d_state = upstream_ta.read(i) + carried
+        scaled = tf.reshape(d_state[:, None, :] * coefficients_ta.read(i), [-1, 4 * units])
+        return i - 1, tf.matmul(scaled, transfer), d_states_out.write(i, d_state)
 
     initial = tf.zeros_like(states[0])
-    _, _, d_state_ta = tf.while_loop(lambda i, *_: i >= 0, body, (iterations - 1, initial, d_state_ta), **LOOP_OPTIONS)
-    d_full = _unchunk(d_state_ta.stack(), steps)
-    d_hidden = tf.tile(d_full, [1, 1, 3]) * coefficients
+    loop = (steps - 1, initial, tf.TensorArray(states.dtype, size=steps))
+    _, _, d_state_ta = tf.while_loop(lambda i, *_: i >= 0, body, loop, **LOOP_OPTIONS)
+    d_full = d_state_ta.stack()
+    d_hidden = tf.reshape(d_full[:, :, None, :] * coefficients[:, :, 1:], tf.shape(x))
     d_x = tf.concat([d_hidden[..., : 2 * units], d_full * d_pre_candidate], axis=-1)
     d_gate = tf.reduce_sum(d_full * change * update, axis=-1, keepdims=True)
-    d_kernel = tf.einsum("tbh,tbk->hk", previous, d_hidden)
+    d_kernel = tf.matmul(_flat(previous), _flat(d_hidden), transpose_a=True)
     d_bias = tf.reduce_sum(d_hidden, axis=[0, 1])
     return d_x, d_gate, d_kernel, d_bias
 

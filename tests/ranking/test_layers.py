@@ -53,7 +53,7 @@ def test_augru_matches_numpy_reference(augru):
     np.testing.assert_allclose(augru(inputs, attention, return_sequences=False).numpy(), expected[:, -1], atol=1e-5)
 
 
-@pytest.mark.parametrize("steps", [6, 5, 1])  # odd lengths: padded to whole loop iterations
+@pytest.mark.parametrize("steps", [6, 5, 1])
 def test_augru_gradient_matches_automatic_differentiation(augru, steps):
     """The hand-written backward pass against TensorFlow's autodiff of the same forward loop."""
     from components.ranking import gru
@@ -107,7 +107,7 @@ def test_auxiliary_loss_on_a_hand_made_case():
 
 
 def test_auxiliary_loss_mlp_scorer_scores_clicked_and_noclick_items_alike():
-    """The stacked single pass equals scoring the clicked and the no-click items one after the other."""
+    """The loss equals scoring each state against the next step's clicked and no-click items, pair by pair."""
     rng = np.random.default_rng(3)
     states, clicked, noclick = (tf.constant(rng.normal(size=(3, 5, 4)), tf.float32) for _ in range(3))
     mask = tf.constant((rng.random((3, 5)) < 0.8).astype(np.float32))
