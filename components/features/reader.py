@@ -259,10 +259,14 @@ def partition_by_user(
 
 def load_bucket(path: str | Path, kind: str, split: str) -> dict[str, np.ndarray]:
     """One bucket file of partition_by_user as load_numpy gives a split: the same columns, in canonical order."""
-    return _numpy_columns(
-        tf.data.TFRecordDataset([str(path)])
-        .batch(4096)
-        .map(lambda records: tf.io.parse_example(records, _parse_spec(kind, split)))
+    return _numpy_columns(bucket_dataset(path, kind, split, batch_size=4096))
+
+
+def bucket_dataset(path: str | Path, kind: str, split: str, batch_size: int) -> tf.data.Dataset:
+    """Batches of parsed examples of one bucket file of partition_by_user, in file order, as `dataset` parses them."""
+    spec = _parse_spec(kind, split)
+    return (
+        tf.data.TFRecordDataset([str(path)]).batch(batch_size).map(lambda records: tf.io.parse_example(records, spec))
     )
 
 

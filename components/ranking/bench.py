@@ -166,7 +166,7 @@ def ranking_bench(
             tf.keras.backend.clear_session()
         if not speed:
             speed = speed_against_reference(
-                train_set.data, spec.num_items, spec.num_categories, train_config, train_set.statistics
+                train_set.rows_in_memory(), spec.num_items, spec.num_categories, train_config, train_set.statistics
             )
         if probe_rows:
             seed_runs[TREES] = probe.run_probe(probe_rows, seed)

@@ -20,11 +20,14 @@ def ranking(
     warm_start: bool = False,
     registry_dir: str = "",
     warm_start_epochs: int = 2,
+    train_input: str = "auto",
 ):
     """Trains `model_type` ('dien' | 'din'), writes the ranking model artifact, logs test auc/gauc/logloss.
     With `retrieval_model`, trains on its candidates as hard negatives and stores the funnel's fusion weight.
     warm_start: start from the last blessed ranker in registry_dir when it is a model_type (items by id) for at
-    most min(epochs, warm_start_epochs); without a usable parent it trains from scratch and says so."""
+    most min(epochs, warm_start_epochs); without a usable parent it trains from scratch and says so.
+    train_input: the train split in memory, or streamed from user buckets on local disk (one bucket in memory at a
+    time, its hard negatives drawn for it alone); auto streams above 1,000,000 train rows."""
     from components import kfp_metrics
     from components.ranking import stage
 

@@ -78,6 +78,19 @@ class ItemStatistics:
             np.asarray(brand, np.int64),
         )
 
+    def merged(self, other: ItemStatistics) -> ItemStatistics:
+        """The statistics of both sets of steps, as from_steps gives them for all the steps at once (counts summed): a
+        streamed split's, bucket by bucket."""
+        keys, where = np.unique(np.concatenate([self.pair_keys, other.pair_keys]), return_inverse=True)
+        counts = np.bincount(where, weights=np.concatenate([self.pair_counts, other.pair_counts]), minlength=len(keys))
+        return ItemStatistics(
+            keys,
+            counts.astype(np.float32),
+            self.out_degree + other.out_degree,
+            self.target_counts + other.target_counts,
+            self.brand,
+        )
+
 
 def item_brands(features_dir: str | Path, num_items: int) -> np.ndarray:
     """Brand index of every item index (0 where unknown or reserved), from item_features.parquet."""

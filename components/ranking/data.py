@@ -3,13 +3,16 @@
 A split is read once through the shared reader into flat NumPy arrays. Each epoch, rows are grouped by
 history length (random order within a length), cut into batches and the batches shuffled, so every batch
 is padded only to its own longest history. The per-batch gather and padding run in parallel tf.data maps;
-Python only hands out the row indices of each batch.
+Python only hands out the row indices of each batch. A train split too large for memory is a StreamedRanking instead:
+buckets of users on local disk, read one at a time, batched the same way.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +20,7 @@ import tensorflow as tf
 
 from components import schema
 from components.features import reader
+from components.ranking.base import NEGATIVE_CATS, NEGATIVE_ITEMS
 
 SEQUENCES = (
     schema.HIST_ITEMS,
@@ -54,17 +58,28 @@ class RankingData:
 
 def load_split(features_dir: str | Path, split: str) -> RankingData:
     """Reads one ranking split; fails with a clear message on mismatched sequence lengths or an empty split."""
-    scalars = {name: [] for name in SCALARS}
-    values = {name: [] for name in SEQUENCES}
-    lengths = {name: [] for name in SEQUENCES}
-    for batch in reader.dataset(features_dir, schema.RANKING_DIR, split, batch_size=8192):
+    data = read_batches(
+        reader.dataset(features_dir, schema.RANKING_DIR, split, batch_size=8192), f"{features_dir}: ranking/{split}"
+    )
+    if data is None:
+        raise schema.SchemaError(f"{features_dir}: ranking split {split!r} has no examples")
+    return data
+
+
+def read_batches(batches, where: str) -> RankingData | None:
+    """The rows of parsed batches (reader.dataset's) in their order, checked (`where` names them in an error);
+    None for no rows."""
+    scalars: dict[str, list[np.ndarray]] = {name: [] for name in SCALARS}
+    values: dict[str, list[np.ndarray]] = {name: [] for name in SEQUENCES}
+    lengths: dict[str, list[np.ndarray]] = {name: [] for name in SEQUENCES}
+    for batch in batches:
         for name in SCALARS:
             scalars[name].append(batch[name].numpy())
         for name in SEQUENCES:
             values[name].append(batch[name].flat_values.numpy())
             lengths[name].append(batch[name].row_lengths().numpy())
     if not scalars[schema.LABEL]:
-        raise schema.SchemaError(f"{features_dir}: ranking split {split!r} has no examples")
+        return None
     sequences = {}
     for name in SEQUENCES:
         row_lengths = np.concatenate(lengths[name])
@@ -74,12 +89,10 @@ def load_split(features_dir: str | Path, split: str) -> RankingData:
     for name in SEQUENCES[1:]:
         bad = np.flatnonzero(np.diff(sequences[name][1]) != hist_lengths)
         if len(bad):
-            raise schema.SchemaError(
-                f"{features_dir}: ranking/{split}: {name} differs in length from {schema.HIST_ITEMS} in {len(bad)} rows"
-            )
+            raise schema.SchemaError(f"{where}: {name} differs in length from {schema.HIST_ITEMS} in {len(bad)} rows")
     labels = np.concatenate(scalars[schema.LABEL])
     if not np.isin(labels, (0.0, 1.0)).all():
-        raise schema.SchemaError(f"{features_dir}: ranking/{split}: labels must be 0 or 1")
+        raise schema.SchemaError(f"{where}: labels must be 0 or 1")
     return RankingData({name: np.concatenate(parts) for name, parts in scalars.items()}, sequences)
 
 
@@ -154,3 +167,82 @@ def planned_dataset(data: RankingData, plans) -> tf.data.Dataset:
 def rows_in_order(data: RankingData, batch_size: int) -> np.ndarray:
     """The row index of each example in the order an unseeded `bucketed_dataset` yields them."""
     return np.concatenate(batch_plan(data.lengths, batch_size, None))
+
+
+def write_bucket(path: str, data: RankingData, hard: np.ndarray | None) -> None:
+    """Saves a bucket's rows (their sequences share one offsets array) and their hard negatives as one .npz."""
+    arrays = {f"scalar__{name}": values for name, values in data.scalars.items()}
+    arrays.update({f"sequence__{name}": data.sequences[name][0] for name in SEQUENCES})
+    arrays["offsets"] = data.sequences[SEQUENCES[0]][1]
+    if hard is not None:
+        arrays["hard"] = hard
+    np.savez(path, **arrays)
+
+
+def read_bucket(path: str) -> tuple[RankingData, np.ndarray | None]:
+    """(rows, hard negatives or None) of a bucket that write_bucket saved."""
+    with np.load(path) as arrays:
+        offsets = arrays["offsets"]
+        scalars = {name: arrays[f"scalar__{name}"] for name in SCALARS}
+        sequences = {name: (arrays[f"sequence__{name}"], offsets) for name in SEQUENCES}
+        hard = arrays["hard"] if "hard" in arrays.files else None
+    return RankingData(scalars, sequences), hard
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamedRanking:
+    """A train split too large for memory (issue 25), partitioned by user into buckets on local disk: each bucket's
+    rows with their hard negatives in one .npz (write_bucket). Training reads one bucket at a time; `complete` gives a
+    bucket's rows their lists (training.with_lists: the popularity draws need the whole split's counts, known only
+    once every bucket is read). The folder is removed with this object."""
+
+    paths: tuple[str, ...]  # the non-empty buckets, in bucket order
+    buckets: tuple[int, ...]  # the bucket index of each: the key of its generators
+    sizes: tuple[int, ...]
+    pointwise_columns: tuple[bool, ...] | None  # as RankingData's, the same for every bucket
+    complete: Callable[[RankingData, np.ndarray | None, tuple[int, ...]], RankingData]
+    directory: tempfile.TemporaryDirectory
+
+    @property
+    def size(self) -> int:
+        """The rows of the split."""
+        return sum(self.sizes)
+
+    def bucket(self, index: int) -> RankingData:
+        """The rows of the `index`-th non-empty bucket, with their lists."""
+        data, hard = read_bucket(self.paths[index])
+        return self.complete(data, hard, (self.buckets[index],))
+
+    def dataset(self, batch_size: int, seed: int) -> tf.data.Dataset:
+        """Training batches as bucketed_dataset's (histories padded to each batch's longest), a new order each
+        iteration (epoch): the buckets in an order drawn from (seed, epoch), each bucket's rows planned by batch_plan
+        with a generator of (seed, epoch, bucket). Every row once an epoch; memory holds one bucket and a few batches.
+        A batch's rows are drawn from its whole bucket (the steps of users a hash picked), never from one user alone."""
+        epochs = itertools.count()
+
+        def batches():
+            epoch = next(epochs)
+            for index in np.random.default_rng([seed, epoch]).permutation(len(self.paths)).tolist():
+                data = self.bucket(index)
+                rng = np.random.default_rng([seed, epoch, self.buckets[index]])
+                for rows in batch_plan(data.lengths, batch_size, rng):
+                    yield numpy_batch(data, rows)
+
+        features = {name: tf.TensorSpec([None, None], tf.int64) for name in (*SEQUENCES, NEGATIVE_ITEMS, NEGATIVE_CATS)}
+        features.update({name: tf.TensorSpec([None], tf.int64) for name in SCALARS if name != schema.LABEL})
+        signature = (features, tf.TensorSpec([None], tf.float32))
+        return tf.data.Dataset.from_generator(batches, output_signature=signature).prefetch(8)
+
+
+def numpy_batch(data: RankingData, rows: np.ndarray) -> tuple[dict, np.ndarray]:
+    """(features, labels) of the given rows as _gatherer gives them (sequences right-padded with 0 to the rows'
+    longest history), in NumPy: a streamed bucket is not a graph constant."""
+    offsets = data.sequences[SEQUENCES[0]][1]
+    lengths = offsets[rows + 1] - offsets[rows]
+    steps = np.arange(lengths.max(initial=0))
+    real = steps[None, :] < lengths[:, None]
+    at = np.where(real, offsets[rows][:, None] + steps[None, :], 0)
+    features = {name: np.where(real, data.sequences[name][0][at], 0) for name in SEQUENCES}
+    features.update({name: values[rows] for name, values in data.scalars.items() if name != schema.LABEL})
+    features.update({name: values[rows] for name, values in data.lists.items()})
+    return features, data.scalars[schema.LABEL][rows]

@@ -174,13 +174,15 @@ def hard_negative_lists(
     near_pool: int = 20,
     near_sampling: str = "uniform",
     gaps: bool = False,
+    key: tuple[int, ...] = (),
 ) -> np.ndarray:
     """int64 [rows, near + per_row]: for every row, distinct items from the retriever's candidates for its history.
 
     With near = 0: `per_row` items drawn uniformly from the top-`pool`. With near > 0: first `near` items from the
     top-`near_pool` (the candidates the funnel re-ranks; near_sampling "uniform" or "rank", NEAR_SAMPLING), then
     `per_row` uniformly from ranks near_pool..pool. `gaps`: the query reads the rows' gaps (row_behaviour), as the
-    funnel's query does at serving, when the retriever reads time; else the histories' items alone."""
+    funnel's query does at serving, when the retriever reads time; else the histories' items alone. `key` (a streamed
+    split's bucket) joins `seed` in the draws' generator, so each bucket draws its own."""
     hist = left_padded(*data.sequences[schema.HIST_ITEMS])
     cats = left_padded(*data.sequences[schema.HIST_CATS])
     if hist.max() >= retriever.item_embeddings.shape[0]:
@@ -200,7 +202,7 @@ def hard_negative_lists(
     queries = encode_by_length(retriever, hist, cats, row_behaviour(data) if gaps else None)
     embeddings = np.asarray(retriever.item_embeddings, np.float32)
     candidates = top_candidates(queries, embeddings, exclude, pool, ordered=near > 0)
-    rng = np.random.default_rng([seed, 7])
+    rng = np.random.default_rng([seed, 7, *key])
     if not near:
         negatives = sample_columns(candidates, per_row, rng)
         log.info(

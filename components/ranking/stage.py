@@ -24,6 +24,7 @@ def run(
     parent_dir: str | Path | None = None,
     parent_version: str = "",
     warm_replay: float | None = None,
+    train_input: str = "auto",
 ) -> dict[str, float]:
     """DIEN or DIN with the paper's defaults; with `retrieval_model` (its artifact folder), trained on retrieval's
     candidates as hard negatives and fused with retrieval's score in the funnel. `warm_start` starts from the last
@@ -31,7 +32,8 @@ def run(
     id, for at most min(epochs, warm_start_epochs) (components.ranking.warm_start) over the rows the parent did not
     train on plus `warm_replay` (None: warm_start.WARM_REPLAY) of the ones it did; without one it trains from
     scratch. The artifact's weights.npz records the keys of every train row (tomorrow's parent's). Returns the finite
-    metrics (KFP cannot log NaN; an undefined GAUC, say, stays out)."""
+    metrics (KFP cannot log NaN; an undefined GAUC, say, stays out). `train_input`: the train split in memory or streamed
+    from user buckets (TrainConfig.train_input)."""
     from components.ranking import warm_start as warm
 
     if model_type not in ("dien", "din"):
@@ -43,7 +45,10 @@ def run(
     parent = warm.Parent.load(parent_dir, parent_version) if parent_dir else None
     if parent is not None and warm_start:
         epochs = min(epochs, warm_start_epochs)
-    model_config, train_config = ModelConfig(model_type=model_type), TrainConfig(epochs=epochs, seed=seed)
+    model_config, train_config = (
+        ModelConfig(model_type=model_type),
+        TrainConfig(epochs=epochs, seed=seed, train_input=train_input),
+    )
     spec = schema.FeatureSpec.read(features)
     train_set = training_set(features, train_config, retrieval_model)
     replay = warm.WARM_REPLAY if warm_replay is None else warm_replay

@@ -3,18 +3,32 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
+import os
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
 from components import metrics, progress, schema
+from components.features import reader
 from components.features.sequences import PopularitySampler
 from components.ranking.base import NEGATIVE_CATS, NEGATIVE_ITEMS, ModelConfig, SequenceRanker
 from components.ranking.context import FEATURES as CONTEXT_FEATURES
 from components.ranking.context import ItemStatistics, item_brands
-from components.ranking.data import SEQUENCES, RankingData, bucketed_dataset, load_split, rows_in_order
+from components.ranking.data import (
+    SEQUENCES,
+    RankingData,
+    StreamedRanking,
+    bucketed_dataset,
+    load_split,
+    read_batches,
+    rows_in_order,
+    write_bucket,
+)
 from components.ranking.dien import DIEN
 from components.ranking.din import DIN
 from components.ranking.export import export_ranker, item_category_table, load_ranker, write_fusion
@@ -65,12 +79,21 @@ class TrainConfig:
     # buy-or-not probability) + this times the softmax cross-entropy of the target against its list (the order
     # the funnel needs).
     listwise_weight: float = 1.0
+    # The train split in memory ("memory") or streamed from user buckets on local disk ("stream": one bucket of about
+    # stream_bucket_rows rows in memory at a time, its hard negatives drawn for it alone); "auto" streams above
+    # reader.STREAM_ABOVE train rows, so the default and medium shops train in memory as before.
+    train_input: str = "auto"
+    stream_bucket_rows: int = reader.BUCKET_ROWS
 
     def __post_init__(self):
         if self.patience is not None and self.patience < 1:
             raise ValueError(f"patience must be None or >= 1, got {self.patience}")
         if self.near_negatives < 0 or (self.near_negatives and self.near_pool < self.near_negatives):
             raise ValueError(f"near_negatives must be in [0, near_pool], got {self.near_negatives} of {self.near_pool}")
+        if self.train_input not in reader.TRAIN_INPUTS:
+            raise ValueError(f"unknown train_input {self.train_input!r}; expected one of {reader.TRAIN_INPUTS}")
+        if self.stream_bucket_rows < 1:
+            raise ValueError(f"stream_bucket_rows must be positive, got {self.stream_bucket_rows}")
 
 
 def build_model(
@@ -187,9 +210,15 @@ def _run_steps(step, dataset, warmup: int) -> tuple[float, int, float]:
     return time.perf_counter() - start, examples, mean_loss
 
 
-def train(model: SequenceRanker, data: RankingData, config: TrainConfig, validation: RankingData | None = None) -> dict:
-    """Trains for `config.epochs` epochs; with `validation`, keeps the weights of the epoch with the best
-    validation AUC (early stopping: on small data both DIN and DIEN overfit after a few epochs).
+def train(
+    model: SequenceRanker,
+    data: RankingData | StreamedRanking,
+    config: TrainConfig,
+    validation: RankingData | None = None,
+) -> dict:
+    """Trains for `config.epochs` epochs on `data` (in memory, or streamed a bucket at a time); with `validation`, keeps
+    the weights of the epoch with the best validation AUC (early stopping: on small data both DIN and DIEN overfit
+    after a few epochs).
 
     Returns train_s (wall clock, tracing and validation included), train_examples_per_s (without the first
     WARMUP_BATCHES batches of each epoch), epochs_run, loss_by_epoch (mean training loss), and with validation
@@ -199,12 +228,7 @@ def train(model: SequenceRanker, data: RankingData, config: TrainConfig, validat
     if validation is not None and not _has_both_labels(validation):
         validation = None  # AUC is undefined on it: train all epochs and keep the last
     tf.keras.utils.set_random_seed(config.seed)
-    step = (
-        make_list_step(model, config.learning_rate, config.listwise_weight, data.pointwise_columns)
-        if data.lists
-        else make_train_step(model, config.learning_rate)
-    )
-    dataset = bucketed_dataset(data, config.batch_size, seed=config.seed)
+    step, dataset = _step_and_batches(model, data, config)
     start, cpu_start = time.perf_counter(), time.process_time()
     timed_seconds, timed_examples = 0.0, 0
     best = {"valid_auc": -np.inf}
@@ -248,6 +272,20 @@ def train(model: SequenceRanker, data: RankingData, config: TrainConfig, validat
         return result
     model.set_weights(best.pop("weights"))
     return {**result, **best, "valid_auc_by_epoch": by_epoch}
+
+
+def _step_and_batches(model: SequenceRanker, data: RankingData | StreamedRanking, config: TrainConfig):
+    """The compiled train step for the rows (with their lists or without) and their epochs' batches (each iteration
+    of the dataset is an epoch), in memory or streamed."""
+    if isinstance(data, StreamedRanking):
+        step = make_list_step(model, config.learning_rate, config.listwise_weight, data.pointwise_columns)
+        return step, data.dataset(config.batch_size, config.seed)
+    step = (
+        make_list_step(model, config.learning_rate, config.listwise_weight, data.pointwise_columns)
+        if data.lists
+        else make_train_step(model, config.learning_rate)
+    )
+    return step, bucketed_dataset(data, config.batch_size, seed=config.seed)
 
 
 def predict(
@@ -295,10 +333,15 @@ def evaluate(model: SequenceRanker, data: RankingData, with_scores: bool = False
 
 @dataclasses.dataclass(frozen=True)
 class TrainingSet:
-    """The train rows that are real steps, each with its negative list, and the counts of those steps."""
+    """The train rows that are real steps, each with its negative list (in memory, or streamed from user buckets on
+    local disk), and the counts of those steps."""
 
-    data: RankingData
+    data: RankingData | StreamedRanking
     statistics: ItemStatistics
+
+    def rows_in_memory(self) -> RankingData:
+        """The whole split's rows, or a streamed split's first bucket (what a fixed set of batches is cut from)."""
+        return self.data.bucket(0) if isinstance(self.data, StreamedRanking) else self.data
 
 
 def own_steps(data: RankingData, ranking_task: str) -> np.ndarray:
@@ -315,44 +358,131 @@ def training_set(
     """The train split's real steps with their lists: hard negatives from the retriever's candidates when a
     retrieval model is given (hard_negatives.py), and popularity negatives drawn by the steps' target counts.
     `retriever` (anything with encode(hist, cats) and item_embeddings) stands for a model not exported to
-    `retrieval_dir`: the lifecycle bench's in-memory models."""
+    `retrieval_dir`: the lifecycle bench's in-memory models. The split is read whole, or streamed as
+    train_config.train_input says ("auto": above reader.STREAM_ABOVE train rows; streamed_training_set)."""
     spec = schema.FeatureSpec.read(features_dir)
+    retriever = _negatives_retriever(train_config, retrieval_dir, retriever)
+    if retriever is None and not train_config.popularity_negatives:
+        raise ValueError("a train list needs at least one negative: hard_negatives or popularity_negatives >= 1")
+    brand = item_brands(features_dir, spec.num_items)
+    item_category = item_category_table(features_dir, spec.num_items)
+    count = reader.example_count(features_dir, schema.RANKING_DIR, "train")
+    if reader.train_input(train_config.train_input, count) == "stream":
+        return streamed_training_set(features_dir, train_config, retriever, brand, item_category)
     data = load_split(features_dir, "train")
     data = take_rows(data, np.flatnonzero(own_steps(data, spec.ranking_task)))
+    statistics = step_statistics(features_dir, data, brand)
+    hard = _hard_negatives(data, train_config, retriever, ())
+    sampler = PopularitySampler(statistics.target_counts)
+    return TrainingSet(with_lists(data, hard, (), sampler, item_category, train_config), statistics)
+
+
+def streamed_training_set(
+    features_dir: str, train_config: TrainConfig, retriever, brand: np.ndarray, item_category: np.ndarray
+) -> TrainingSet:
+    """The train split as StreamedRanking: partitioned by user once (reader.partition_by_user), then each bucket read
+    alone, its real steps in canonical order (a function of the rows, not of Beam's shards), their counts added to
+    the statistics and their hard negatives drawn with a generator of (seed, bucket). A user's steps are all in one
+    bucket, so the negatives exclude the user's buys in the whole split, as in memory; the pool shrinks (a catalogue
+    too small for it) by the bucket's rows. Memory holds one bucket; the folder goes with the returned set."""
+    spec = schema.FeatureSpec.read(features_dir)
+    count = reader.example_count(features_dir, schema.RANKING_DIR, "train")
+    directory = tempfile.TemporaryDirectory(prefix="ranking-train-")
+    buckets = reader.bucket_count(count, train_config.stream_bucket_rows)
+    log.info("ranking: streaming %d train rows from %d user buckets under %s", count, buckets, directory.name)
+    files = reader.partition_by_user(features_dir, schema.RANKING_DIR, "train", directory.name, buckets)
+    paths, keys, sizes, statistics = [], [], [], None
+    for bucket, file in enumerate(files):
+        data = read_batches(reader.bucket_dataset(file, schema.RANKING_DIR, "train", 8192), file)
+        os.remove(file)
+        if data is None:
+            continue
+        order = reader.canonical_order(data.scalars)
+        data = take_rows(data, order[own_steps(data, spec.ranking_task)[order]])
+        if not data.size:
+            continue
+        counted = step_statistics(features_dir, data, brand)
+        statistics = counted if statistics is None else statistics.merged(counted)
+        paths.append(str(Path(file).with_suffix(".npz")))
+        write_bucket(paths[-1], data, _hard_negatives(data, train_config, retriever, (bucket,)))
+        keys.append(bucket)
+        sizes.append(data.size)
+    if statistics is None:
+        raise schema.SchemaError(f"{features_dir}: ranking/train has no real steps to train on")
+    complete = functools.partial(
+        with_lists,
+        sampler=PopularitySampler(statistics.target_counts),
+        item_category=item_category,
+        config=train_config,
+    )
+    pointwise = pointwise_columns(train_config, retriever is not None)
+    streamed = StreamedRanking(tuple(paths), tuple(keys), tuple(sizes), pointwise, complete, directory)
+    return TrainingSet(streamed, statistics)
+
+
+def _negatives_retriever(train_config: TrainConfig, retrieval_dir: str | None, retriever):
+    """The retriever the hard negatives come from (`retriever`, or the model in `retrieval_dir`); None for none."""
+    if not (train_config.hard_negatives or train_config.near_negatives):
+        return None
+    if retriever is None and retrieval_dir:
+        from components.retrieval.model_io import load_retriever
+
+        return load_retriever(retrieval_dir)
+    return retriever
+
+
+def step_statistics(features_dir: str, data: RankingData, brand: np.ndarray) -> ItemStatistics:
+    """The counts of the rows' steps (previous item -> target); refuses a row with an empty history."""
     values, offsets = data.sequences[schema.HIST_ITEMS]
     if (np.diff(offsets) == 0).any():
         raise schema.SchemaError(f"{features_dir}: ranking/train has rows with an empty history")
-    targets = data.scalars[schema.TARGET_ITEM]
-    statistics = ItemStatistics.from_steps(values[offsets[1:] - 1], targets, item_brands(features_dir, spec.num_items))
-    parts, near = [], 0
-    if (retrieval_dir or retriever is not None) and (train_config.hard_negatives or train_config.near_negatives):
-        from components.retrieval.model_io import load_retriever
+    return ItemStatistics.from_steps(values[offsets[1:] - 1], data.scalars[schema.TARGET_ITEM], brand)
 
-        near = train_config.near_negatives
-        parts.append(
-            hard_negative_lists(
-                data,
-                retriever if retriever is not None else load_retriever(retrieval_dir),
-                train_config.hard_negatives,
-                train_config.hard_negative_pool,
-                train_config.seed,
-                near=near,
-                near_pool=train_config.near_pool,
-                near_sampling=train_config.near_sampling,
-                gaps=train_config.hard_negative_gaps,
-            )
-        )
-    sampler, rng = PopularitySampler(statistics.target_counts), np.random.default_rng([train_config.seed, 11])
-    parts += [sampler.sample_excluding(rng, targets)[:, None] for _ in range(train_config.popularity_negatives)]
-    if not parts:
-        raise ValueError("a train list needs at least one negative: hard_negatives or popularity_negatives >= 1")
+
+def _hard_negatives(data: RankingData, config: TrainConfig, retriever, key: tuple[int, ...]) -> np.ndarray | None:
+    """The rows' negatives from the retriever's candidates (hard_negative_lists; `key`: a bucket's); None without one."""
+    if retriever is None:
+        return None
+    return hard_negative_lists(
+        data,
+        retriever,
+        config.hard_negatives,
+        config.hard_negative_pool,
+        config.seed,
+        near=config.near_negatives,
+        near_pool=config.near_pool,
+        near_sampling=config.near_sampling,
+        gaps=config.hard_negative_gaps,
+        key=key,
+    )
+
+
+def with_lists(
+    data: RankingData,
+    hard: np.ndarray | None,
+    key: tuple[int, ...],
+    sampler: PopularitySampler,
+    item_category: np.ndarray,
+    config: TrainConfig,
+) -> RankingData:
+    """The rows with their lists: the hard negatives, then popularity negatives drawn with a generator of (seed, `key`)
+    (a streamed bucket's key; () in memory)."""
+    rng, targets = np.random.default_rng([config.seed, 11, *key]), data.scalars[schema.TARGET_ITEM]
+    parts = [] if hard is None else [hard]
+    parts += [sampler.sample_excluding(rng, targets)[:, None] for _ in range(config.popularity_negatives)]
     negatives = np.concatenate(parts, axis=1).astype(np.int64)
-    item_category = item_category_table(features_dir, spec.num_items)
     lists = {NEGATIVE_ITEMS: negatives, NEGATIVE_CATS: item_category[negatives]}
-    pointwise = None
-    if near and not train_config.near_pointwise:  # the list is (target, near..., far..., popular...)
-        pointwise = (True,) + (False,) * near + (True,) * (negatives.shape[1] - near)
-    return TrainingSet(dataclasses.replace(data, lists=lists, pointwise_columns=pointwise), statistics)
+    return dataclasses.replace(data, lists=lists, pointwise_columns=pointwise_columns(config, hard is not None))
+
+
+def pointwise_columns(config: TrainConfig, with_hard: bool) -> tuple[bool, ...] | None:
+    """The list entries the pointwise loss reads (None: all): without near_pointwise, the near negatives are left
+    out of it (the list is target, near..., far..., popular...)."""
+    near = config.near_negatives if with_hard else 0
+    if not near or config.near_pointwise:
+        return None
+    far = (config.hard_negatives if with_hard else 0) + config.popularity_negatives
+    return (True,) + (False,) * near + (True,) * far
 
 
 def fit_fusion(features_dir: str, output_dir: str, retrieval_dir: str) -> dict:

@@ -141,8 +141,14 @@ def select_rows(train_set, rows: np.ndarray):
 def warm_training_set(train_set, features_dir: str | Path, parent: Parent | None, replay: float, seed: int):
     """(the rows a run trains on, row_keys of every train row, what the selection kept): for a warm start from a
     parent that recorded its keys, the new rows plus a `replay` share of the seen ones (warm_rows); otherwise
-    `train_set` whole and an empty dict."""
-    keys = row_keys(features_dir, train_set.data)
+    `train_set` whole and an empty dict. A streamed split (data.StreamedRanking) is keyed bucket by bucket and trained
+    on whole: the selection of rows is not applied to it yet."""
+    from components.ranking.data import StreamedRanking
+
+    data = train_set.data
+    if isinstance(data, StreamedRanking):
+        return train_set, np.concatenate([row_keys(features_dir, data.bucket(i)) for i in range(len(data.paths))]), {}
+    keys = row_keys(features_dir, data)
     rows = None if parent is None else warm_rows(keys, parent.train_keys, replay, seed)
     if rows is None:
         return train_set, keys, {}

@@ -8,10 +8,10 @@ import shutil
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from components import schema
 from components.features import reader
+from tests.features.reshard import reshard_by_user_parity
 
 BUCKET_ROWS = 1_500  # the shop's ~6k train examples in 4-5 buckets
 
@@ -80,16 +80,7 @@ def test_buckets_do_not_depend_on_the_shards_beam_wrote(shop_features, tmp_path)
     """The same examples in two shards, users in another order: the same buckets, row for row."""
     moved = tmp_path / "moved"
     shutil.copytree(shop_features, moved)
-    train = moved / schema.RETRIEVAL_DIR / "train-00000-of-00001.tfrecord"
-    records = list(tf.data.TFRecordDataset([str(train)]).as_numpy_iterator())
-    users = [tf.train.Example.FromString(r).features.feature[schema.USER].int64_list.value[0] for r in records]
-    train.unlink()
-    for shard in range(2):  # odd users first in shard 0, even users in shard 1, each set newest user first
-        with tf.io.TFRecordWriter(str(moved / schema.RETRIEVAL_DIR / f"train-{shard:05d}-of-00002.tfrecord")) as out:
-            for user in sorted({u for u in users if u % 2 != shard}, reverse=True):
-                for record, owner in zip(records, users, strict=True):
-                    if owner == user:
-                        out.write(record)
+    reshard_by_user_parity(moved, schema.RETRIEVAL_DIR)
     first, second = _streamed(shop_features, tmp_path / "a"), _streamed(moved, tmp_path / "b")
     assert first.sizes == second.sizes
     for index in range(len(first.paths)):

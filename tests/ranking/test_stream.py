@@ -1,0 +1,137 @@
+"""The ranker trained from the stream (TrainConfig.train_input "stream"): the train split partitioned by user into
+buckets on disk, each bucket's hard negatives drawn for it alone, one bucket in memory at a time. Every real step is
+in one epoch once, the buckets do not depend on Beam's shards, the same seed gives the same model, and the stream
+trains about as well as memory."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from components import schema
+from components.features import reader
+from components.ranking.base import NEGATIVE_CATS, NEGATIVE_ITEMS, ModelConfig
+from components.ranking.data import RankingData, StreamedRanking, load_split
+from components.ranking.export import item_category_table
+from components.ranking.training import TrainConfig, build_model, train, training_set
+from tests.features.reshard import reshard_by_user_parity
+
+from .test_near_negatives import LastItemRetriever
+
+BUCKET_ROWS = 600  # the drifting shop's 2,868 train rows in 5 buckets
+CONFIG = TrainConfig(
+    epochs=2, seed=3, near_negatives=1, near_pool=4, hard_negative_pool=12, stream_bucket_rows=BUCKET_ROWS
+)
+
+
+def _set(features, train_input, config=CONFIG):
+    retriever = LastItemRetriever(schema.FeatureSpec.read(features).num_items)
+    return training_set(str(features), dataclasses.replace(config, train_input=train_input), None, retriever)
+
+
+def _rows(features: dict, labels) -> list[tuple]:
+    """(user, target, label, history) of each row of a batch (histories without their right padding)."""
+    hist = np.asarray(features[schema.HIST_ITEMS])
+    return [
+        (int(u), int(t), float(y), tuple(h[h != schema.PAD_INDEX].tolist()))
+        for u, t, y, h in zip(
+            np.asarray(features[schema.USER]), np.asarray(features[schema.TARGET_ITEM]), np.asarray(labels), hist
+        )
+    ]
+
+
+def _memory_rows(data: RankingData) -> list[tuple]:
+    values, offsets = data.sequences[schema.HIST_ITEMS]
+    return [
+        (int(u), int(t), float(y), tuple(values[offsets[i] : offsets[i + 1]].tolist()))
+        for i, (u, t, y) in enumerate(
+            zip(data.scalars[schema.USER], data.scalars[schema.TARGET_ITEM], data.scalars[schema.LABEL])
+        )
+    ]
+
+
+@pytest.fixture(scope="module")
+def streamed(drifting_features):
+    return _set(drifting_features, "stream")
+
+
+def test_an_epoch_of_the_stream_holds_every_real_step_once(drifting_features, streamed):
+    memory = _set(drifting_features, "memory")
+    assert isinstance(streamed.data, StreamedRanking) and isinstance(memory.data, RankingData)
+    assert len(streamed.data.paths) == reader.bucket_count(2868, BUCKET_ROWS) == 5
+    epochs = []
+    dataset = streamed.data.dataset(batch_size=32, seed=CONFIG.seed)
+    for _ in range(2):
+        rows, lists = [], []
+        for features, labels in dataset:
+            rows += _rows(features, labels)
+            lists.append(features[NEGATIVE_ITEMS].numpy())
+        assert sorted(rows) == sorted(_memory_rows(memory.data))
+        assert {batch.shape[1] for batch in lists} == {3}  # near, far, popular
+        epochs.append(rows)
+    assert epochs[0] != epochs[1]  # another order each epoch
+    buckets = [streamed.data.bucket(index) for index in range(len(streamed.data.paths))]
+    item_category = item_category_table(str(drifting_features), schema.FeatureSpec.read(drifting_features).num_items)
+    users = [set(bucket.scalars[schema.USER].tolist()) for bucket in buckets]
+    assert sum(len(u) for u in users) == len(set().union(*users))  # no user in two buckets
+    for bucket in buckets:  # a user's buys anywhere in the split are never its negatives, as in memory
+        negatives = bucket.lists[NEGATIVE_ITEMS][:, :2]
+        for user in set(bucket.scalars[schema.USER].tolist()):
+            mine = bucket.scalars[schema.USER] == user
+            assert not np.isin(negatives[mine], bucket.scalars[schema.TARGET_ITEM][mine]).any()
+        np.testing.assert_array_equal(bucket.lists[NEGATIVE_CATS], item_category[bucket.lists[NEGATIVE_ITEMS]])
+    assert streamed.data.pointwise_columns == memory.data.pointwise_columns == (True, False, True, True)
+
+
+def test_the_streamed_statistics_are_the_whole_splits(drifting_features, streamed):
+    memory = _set(drifting_features, "memory")
+    for name in ("pair_keys", "pair_counts", "out_degree", "target_counts", "brand"):
+        np.testing.assert_array_equal(getattr(streamed.statistics, name), getattr(memory.statistics, name))
+
+
+def test_the_buckets_do_not_depend_on_the_shards_beam_wrote(drifting_features, streamed, tmp_path):
+    """The same records as two shards, users in another order: the same buckets and lists, row for row."""
+    moved = tmp_path / "moved"
+    shutil.copytree(drifting_features, moved)
+    reshard_by_user_parity(moved, schema.RANKING_DIR)
+    again = _set(moved, "stream")
+    assert again.data.sizes == streamed.data.sizes
+    for index in range(len(streamed.data.paths)):
+        a, b = streamed.data.bucket(index), again.data.bucket(index)
+        for name in a.scalars:
+            np.testing.assert_array_equal(a.scalars[name], b.scalars[name])
+        for name in a.sequences:
+            np.testing.assert_array_equal(a.sequences[name][0], b.sequences[name][0])
+        for name in a.lists:
+            np.testing.assert_array_equal(a.lists[name], b.lists[name])
+
+
+def _trained(features, train_set):
+    spec = schema.FeatureSpec.read(features)
+    tf.keras.utils.set_random_seed(CONFIG.seed)
+    model = build_model(ModelConfig(model_type="din"), spec.num_items, spec.num_categories, train_set.statistics)
+    return model, train(model, train_set.data, CONFIG, load_split(features, "valid"))
+
+
+def test_the_stream_trains_twice_to_the_same_weights_and_as_well_as_memory(drifting_features, streamed):
+    first, first_result = _trained(drifting_features, streamed)
+    second, second_result = _trained(drifting_features, _set(drifting_features, "stream"))
+    for a, b in zip(first.get_weights(), second.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert first_result["loss_by_epoch"] == second_result["loss_by_epoch"]
+    _, memory_result = _trained(drifting_features, _set(drifting_features, "memory"))
+    print("valid AUC memory", memory_result["valid_auc"], "stream", first_result["valid_auc"])
+    assert first_result["valid_auc"] == pytest.approx(memory_result["valid_auc"], abs=0.05)
+
+
+def test_auto_streams_above_the_threshold(drifting_features, monkeypatch):
+    monkeypatch.setattr(reader, "STREAM_ABOVE", 2868)
+    assert isinstance(_set(drifting_features, "auto").data, RankingData)
+    monkeypatch.setattr(reader, "STREAM_ABOVE", 2867)
+    assert isinstance(_set(drifting_features, "auto").data, StreamedRanking)
+    with pytest.raises(ValueError, match="train_input"):
+        TrainConfig(train_input="disk")
