@@ -83,7 +83,7 @@ bench: venv ## benchmark JSON of one dataset (DATA=, FORMAT=amazon|taobao|synthe
 	  --ablations $(call q,$(ABLATIONS)) $(foreach p,$(PARAMS),--param $(call q,$(p)))
 
 # A week of daily runs on a small synthetic shop (new items each day, some retired, day 5 broken upstream), cold vs
-# warm-started retrieval and DIEN, SEEDS seeds (default 3): the `lifecycle` keys of the bench JSON OUT. About 15-30 minutes.
+# warm-started retrieval and DIEN, SEEDS seeds (default 3): the `lifecycle` keys of the bench JSON OUT. About 45 minutes at its default --scale 20.
 PRESETS ?= tiny,default,medium,large
 OUT_DIR ?= runs/scale
 scale-bench: venv ## the bench on several shop sizes: per-stage wall/CPU/memory against events, log-log fit (PRESETS=, OUT_DIR=, STAGES=)
