@@ -293,8 +293,7 @@ def run_day_seed(
     )
     ranking_dir = out / "ranking"
     ranking_dir.mkdir()
-    ranking_warm.save(ranker, features, ranking_dir)
-    ranking_warm.record_keys(ranking_dir, ranking_keys)
+    ranking_warm.save(ranker, features, ranking_dir, ranking_keys)
     model_json = json.loads(json.dumps(dataclasses.asdict(model_config)))  # as ranker.json holds it
     ranker_parent = ranking_warm.Parent(version, shared.load_arrays(ranking_dir), model_json)
     ranker_entry = {k: float(ranked[k]) for k in ("train_s", "train_cpu_s", "auc", "valid_auc", "epochs_run")}

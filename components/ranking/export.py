@@ -143,9 +143,11 @@ def ranker_module(model: SequenceRanker, features_dir: str | Path) -> RankerModu
     )
 
 
-def export_ranker(model: SequenceRanker, features_dir: str | Path, output_dir: str | Path, info: dict) -> None:
+def export_ranker(
+    model: SequenceRanker, features_dir: str | Path, output_dir: str | Path, info: dict, train_keys=None
+) -> None:
     """Writes the artifact (saved_model/ and ranker.json) through atomic.staged_directory, so a failed
-    export never leaves a half-written model that looks whole."""
+    export never leaves a half-written model that looks whole; `train_keys` go into WEIGHTS (warm_start.save)."""
     module = ranker_module(model, features_dir)
     recorded = schema.RankerInfo.from_json(
         {"info_version": schema.RANKER_INFO_VERSION, "model_config": dataclasses.asdict(model.config), **info}
@@ -156,7 +158,7 @@ def export_ranker(model: SequenceRanker, features_dir: str | Path, output_dir: s
             str(staging / SAVED_MODEL),
             signatures={"serving_default": module.serve, "score_indices": module.score_indices},
         )
-        warm_start.save(model, features_dir, staging)  # WEIGHTS: what a warm start tomorrow carries over
+        warm_start.save(model, features_dir, staging, train_keys)  # WEIGHTS: what a warm start tomorrow carries over
         recorded.write(staging)
 
 

@@ -59,6 +59,5 @@ def run(
     carried = result.pop("warm_start", None)
     if carried is not None:
         carried.update(replayed)
-    write_artifact(ranker, features, model, spec, train_config, retrieval_model, result, carried)
-    warm.record_keys(model, keys)
+    write_artifact(ranker, features, model, spec, train_config, retrieval_model, result, carried, keys)
     return finite_metrics(result)

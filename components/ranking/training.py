@@ -571,14 +571,15 @@ def write_artifact(
     retrieval_dir: str | None,
     result: dict,
     warm_start: dict | None = None,
+    train_keys=None,
 ) -> dict:
     """Exports the ranking artifact to `output_dir` (ranker.json records `result`, and `warm_start`: what a warm start
-    carried from its parent); with `retrieval_dir`, chooses the funnel's fusion weight on valid and adds it to
-    `result` as retrieval_weight. Returns `result`."""
+    carried from its parent; WEIGHTS `train_keys`, warm_start.row_keys of the train rows); with `retrieval_dir`,
+    chooses the funnel's fusion weight on valid and adds it to `result` as retrieval_weight. Returns `result`."""
     info = artifact_info(spec, train_config, retrieval_dir, result)
     if warm_start is not None:
         info["warm_start"] = warm_start
-    export_ranker(model, features_dir, output_dir, info)
+    export_ranker(model, features_dir, output_dir, info, train_keys)
     if retrieval_dir:
         result["retrieval_weight"] = fit_fusion(features_dir, output_dir, retrieval_dir)["retrieval_weight"]
     return result

@@ -45,7 +45,6 @@ __all__ = [
     "WarmStartError",
     "initialise",
     "parent_of",
-    "record_keys",
     "row_keys",
     "save",
     "select_rows",
@@ -84,12 +83,15 @@ def vocabularies(features_dir: str | Path) -> dict[str, list[str]]:
     }
 
 
-def save(model: SequenceRanker, features_dir: str | Path, directory: str | Path) -> None:
-    """WEIGHTS: the id tables with their ids, then the other learned weights in model order."""
+def save(model: SequenceRanker, features_dir: str | Path, directory: str | Path, train_keys=None) -> None:
+    """WEIGHTS: the id tables with their ids, then the other learned weights in model order, and TRAIN_KEYS
+    (`train_keys`: row_keys of every train row of the run, for tomorrow's warm start) when given."""
     arrays = {f"table_{name}": var.numpy() for name, var in _tables(model).items()}
     for name, ids in vocabularies(features_dir).items():
         arrays[f"ids_{name}"] = np.asarray(ids, dtype=str)
     arrays.update(others_arrays(_others(model)))
+    if train_keys is not None:
+        arrays[TRAIN_KEYS] = np.asarray(train_keys, np.uint64)
     save_arrays(directory, arrays)
 
 
@@ -157,13 +159,6 @@ def warm_training_set(train_set, features_dir: str | Path, parent: Parent | None
         keys,
         {"train_rows": int(len(rows)), "of_rows": int(len(keys)), "replay": replay},
     )
-
-
-def record_keys(directory: str | Path, keys: np.ndarray) -> None:
-    """Adds TRAIN_KEYS (the keys of every train row of the run, row_keys) to an artifact's WEIGHTS."""
-    arrays = load_arrays(directory)
-    arrays[TRAIN_KEYS] = np.asarray(keys, np.uint64)
-    save_arrays(directory, arrays)
 
 
 @dataclasses.dataclass(frozen=True)
