@@ -282,7 +282,7 @@ def run_day_seed(
         ranking_set, features, parent[1] if parent else None, ranking_replay, seed
     )
     seeded = (parent[1], str(features)) if parent else None
-    ranker, ranked = fit_and_measure(
+    fitted = fit_and_measure(
         model_config,
         train_config,
         spec,
@@ -291,9 +291,12 @@ def run_day_seed(
         load_split(features, "test"),
         seeded,
     )
+    ranked = fitted.metrics
     ranking_dir = out / "ranking"
     ranking_dir.mkdir()
-    ranking_warm.save(ranker, features, ranking_dir, ranking_keys)
+    ranking_warm.save(
+        fitted.model, features, ranking_dir, ranking_warm.trained_keys(features, ranking_keys, ranking_set)
+    )
     model_json = json.loads(json.dumps(dataclasses.asdict(model_config)))  # as ranker.json holds it
     ranker_parent = ranking_warm.Parent(version, shared.load_arrays(ranking_dir), model_json)
     ranker_entry = {k: float(ranked[k]) for k in ("train_s", "train_cpu_s", "auc", "valid_auc", "epochs_run")}

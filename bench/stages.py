@@ -27,7 +27,7 @@ preset's own, pipelines/presets.py), which reach each entry that reads them. Whe
   retrieval model), with bootstrap intervals over test users from
   the test scores and the speed reference; the stage entry trains one model and returns only its valid (retrieval)
   or finite (ranking) figures. They train through the stage's own code (retrieval.training.train_from_features;
-  ranking.training.fit_and_measure and write_artifact, of which train_ranker is made), and a bench function that
+  ranking.training.fit_and_measure and write_artifact, as ranking.stage does), and a bench function that
   kept no artifact gets one from the stage entry (train_artifact).
 - campaign: campaign_bench measures on a time split it builds when the run's features are not one (the models
   trained through the features, retrieval and ranking entries), where the campaign-evaluation entry
@@ -69,6 +69,7 @@ STAGE_PARAMETERS: dict[str, dict[str, str]] = {
     "retrieval_valid_max_users": {"retrieval": "valid_max_users", "campaign": "retrieval.valid_max_users"},
     "train_input": {"retrieval": "train_input", "campaign": "retrieval.train_input"},
     "ranking_epochs": {"ranking": "epochs", "campaign": "ranking_epochs"},
+    "ranking_refit_epochs": {"ranking": "refit_epochs", "campaign": "ranking_refit_epochs"},
     "candidates_n": {"evaluation": "candidates_n"},
     # evaluation's sample of test users; the baselines and retrieval's own test figures score the same users
     "evaluation_max_users": {"evaluation": "max_users", "baselines": "max_users", "retrieval": "test_max_users"},
@@ -323,8 +324,8 @@ def train_artifact(stage: str, ctx: Context, seed: int, model_dir: Path) -> None
         settings.pop("test_max_users", None)  # the bench's own test figures, not a training setting
         _import("components.retrieval.stage").run(ctx.features_dir, model_dir, seed=seed, **settings)
     else:
-        epochs = settings.get("epochs", _import("components.ranking.training").TrainConfig.epochs)
-        _import("components.ranking.stage").run(str(ctx.features_dir), str(model_dir), "dien", epochs, seed)
+        settings.setdefault("epochs", _import("components.ranking.training").TrainConfig.epochs)
+        _import("components.ranking.stage").run(str(ctx.features_dir), str(model_dir), "dien", seed=seed, **settings)
     ctx.notes.append(
         f"{stage}_bench wrote no model_dir: the {stage} artifact for evaluation/export was trained "
         f"again through the stage's pipeline entry (seed {seed}, {time.perf_counter() - started:.1f}s, "

@@ -60,6 +60,7 @@ def recommender_pipeline(
     warm_start: bool = False,
     warm_start_epochs: int = 2,
     ranking_epochs: int = 3,
+    ranking_refit_epochs: int = 2,
     ranking_train_input: str = "auto",
     candidates_n: int = 200,
     evaluation_max_users: int = 0,
@@ -114,6 +115,7 @@ def recommender_pipeline(
         warm_start: Start retrieval and the DIEN ranker from the last blessed model (item rows carried by id, new items from their features) for warm_start_epochs; from scratch without one (DIN, a baseline the registry does not bless, trains from scratch).
         warm_start_epochs: Most epochs of a warm-started retrieval training (and of the DIEN ranker, at most ranking_epochs, over the rows its parent did not train on plus a 0.2 replay of the others).
         ranking_epochs: Most epochs of DIEN and DIN training (the best valid epoch is kept).
+        ranking_refit_epochs: Epochs the selected DIEN and DIN then train on the valid steps plus a 0.2 replay of train (as a warm start), so the served ranker is trained through each user's last step before the test window, as the retriever it re-ranks is; the fusion weight is chosen with the selected ranker; 0 serves the selected model.
         ranking_train_input: How DIEN and DIN read their train split: memory (all of it at once), stream (partitioned by user into buckets on the training machine's local disk, one bucket and its hard negatives in memory at a time; valid and test stay in memory) or auto (stream above 1,000,000 train rows).
         candidates_n: Retrieval depth the evaluation scores the funnel at (the export's N is chosen up to it).
         evaluation_max_users: Test users the evaluation scores, those whose ids hash lowest (the same users every run); 0 scores every one. Full-catalogue scoring costs users x items: a shop with millions of users sets it (export still serves every user).
@@ -194,6 +196,7 @@ def recommender_pipeline(
         registry_dir=registry_uri,
         warm_start_epochs=warm_start_epochs,
         train_input=ranking_train_input,
+        refit_epochs=ranking_refit_epochs,
     )
     apply_training_machine(dien_task.set_display_name("ranking-dien"), "ranking", trainer)
     din_task = ranking(
@@ -206,6 +209,7 @@ def recommender_pipeline(
         registry_dir=registry_uri,
         warm_start_epochs=warm_start_epochs,
         train_input=ranking_train_input,
+        refit_epochs=ranking_refit_epochs,
     )
     apply_training_machine(din_task.set_display_name("ranking-din-baseline"), "ranking", trainer)
 

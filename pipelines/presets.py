@@ -38,6 +38,11 @@ PRESET_PARAMETERS: dict[str, dict[str, tuple[Any, str]]] = {
             "valid: retrieval, then the ranker on 200 candidates a user) cost users x items: 20k of 346k users",
         ),
         "ranking_epochs": (1, "DIEN and DIN each train one epoch over ~1M steps with their lists; 3 cost 3x"),
+        "ranking_refit_epochs": (
+            1,
+            "one pass over valid's 346k steps plus the replay share of train (~0.5 of a train epoch) still trains "
+            "the served ranker through each user's last step",
+        ),
         "candidates_n": (
             100,
             "the funnel's depth: evaluation scores and export re-ranks at most 100 candidates a user (the export "

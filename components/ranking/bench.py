@@ -122,6 +122,7 @@ def ranking_bench(
     seeds=(0,),
     model_dirs: Mapping[int, str] | None = None,
     epochs: int = TrainConfig.epochs,
+    refit_epochs: int = TrainConfig.refit_epochs,
     retrieval_dirs: Mapping[int, str] | None = None,
     extracted_dir: str | None = None,
     ablations: tuple[str, ...] = (),
@@ -150,18 +151,24 @@ def ranking_bench(
     speed = {}
     for seed in seeds:
         retrieval_dir = retrieval_dirs[seed] if retrieval_dirs else None
-        train_config = TrainConfig(epochs=epochs, seed=seed)
+        train_config = TrainConfig(epochs=epochs, seed=seed, refit_epochs=refit_epochs)
         train_set = training_set(features_dir, train_config, retrieval_dir)
         labels, scores, users, seed_runs = {}, {}, {}, {}
         for name, config in variants.items():
-            model, seed_runs[name] = fit_and_measure(
-                config, train_config, spec, train_set, valid_data, test_data, with_scores=True
-            )
+            fitted = fit_and_measure(config, train_config, spec, train_set, valid_data, test_data, with_scores=True)
+            seed_runs[name] = fitted.metrics
             labels[name], users[name] = test_data.scalars[schema.LABEL], test_users
             scores[name] = seed_runs[name].pop("test_scores")  # the test pass that gave the metrics, not a third
             if model_dirs and seed in model_dirs and name == "dien":
                 write_artifact(
-                    model, features_dir, model_dirs[seed], spec, train_config, retrieval_dir, seed_runs[name]
+                    fitted.model,
+                    features_dir,
+                    model_dirs[seed],
+                    spec,
+                    train_config,
+                    retrieval_dir,
+                    seed_runs[name],
+                    selected=fitted.selected,
                 )
             tf.keras.backend.clear_session()
         if not speed:

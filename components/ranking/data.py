@@ -56,6 +56,43 @@ class RankingData:
         return np.diff(self.sequences[schema.HIST_ITEMS][1])
 
 
+def take_rows(data: RankingData, rows: np.ndarray) -> RankingData:
+    """The given rows (repeats allowed), in that order, as a new RankingData, with their lists when it has them."""
+    sequences = {}
+    for name, (values, offsets) in data.sequences.items():
+        lengths = np.diff(offsets)[rows]
+        new_offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        starts = np.repeat(offsets[:-1][rows] - new_offsets[:-1], lengths)
+        sequences[name] = (values[np.arange(new_offsets[-1]) + starts], new_offsets)
+    return RankingData(
+        {name: values[rows] for name, values in data.scalars.items()},
+        sequences,
+        {name: values[rows] for name, values in data.lists.items()},
+        data.pointwise_columns,
+    )
+
+
+def concatenate(parts: list[RankingData]) -> RankingData:
+    """The rows of `parts` one after the other; their lists must have the same columns (the refit's valid steps and
+    its replay of train rows, each listed as training lists them)."""
+    first = parts[0]
+    for part in parts[1:]:
+        if part.lists.keys() != first.lists.keys() or part.pointwise_columns != first.pointwise_columns:
+            raise ValueError("cannot concatenate ranking rows whose negative lists differ in their columns")
+    sequences = {}
+    for name in first.sequences:
+        values = [part.sequences[name][0] for part in parts]
+        lengths = [np.diff(part.sequences[name][1]) for part in parts]
+        offsets = np.concatenate([[0], np.cumsum(np.concatenate(lengths))]).astype(np.int64)
+        sequences[name] = (np.concatenate(values), offsets)
+    return RankingData(
+        {name: np.concatenate([part.scalars[name] for part in parts]) for name in first.scalars},
+        sequences,
+        {name: np.concatenate([part.lists[name] for part in parts]) for name in first.lists},
+        first.pointwise_columns,
+    )
+
+
 def load_split(features_dir: str | Path, split: str) -> RankingData:
     """Reads one ranking split; fails with a clear message on mismatched sequence lengths or an empty split."""
     data = read_batches(

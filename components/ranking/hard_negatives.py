@@ -141,17 +141,6 @@ def user_train_items(users: np.ndarray, targets: np.ndarray, num_rows: int, row_
     return result
 
 
-def take_rows(data: RankingData, rows: np.ndarray) -> RankingData:
-    """The given rows (repeats allowed), in that order, as a new RankingData."""
-    sequences = {}
-    for name, (values, offsets) in data.sequences.items():
-        lengths = np.diff(offsets)[rows]
-        new_offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        starts = np.repeat(offsets[:-1][rows] - new_offsets[:-1], lengths)
-        sequences[name] = (values[np.arange(new_offsets[-1]) + starts], new_offsets)
-    return RankingData({name: values[rows] for name, values in data.scalars.items()}, sequences)
-
-
 def row_behaviour(data: RankingData):
     """The rows' event types, gaps and request gaps as serving.funnel.Behaviour, left-padded as left_padded pads the
     histories (gaps with NO_GAP), for a retriever whose query tower reads time."""

@@ -25,15 +25,17 @@ def run(
     parent_version: str = "",
     warm_replay: float | None = None,
     train_input: str = "auto",
+    refit_epochs: int = TrainConfig.refit_epochs,
 ) -> dict[str, float]:
     """DIEN or DIN with the paper's defaults; with `retrieval_model` (its artifact folder), trained on retrieval's
     candidates as hard negatives and fused with retrieval's score in the funnel. `warm_start` starts from the last
     blessed ranker in `registry_dir` when it is a `model_type` (or from `parent_dir`, a ranking artifact), items by
     id, for at most min(epochs, warm_start_epochs) (components.ranking.warm_start) over the rows the parent did not
     train on plus `warm_replay` (None: warm_start.WARM_REPLAY) of the ones it did; without one it trains from
-    scratch. The artifact's weights.npz records the keys of every train row (tomorrow's parent's). Returns the finite
-    metrics (KFP cannot log NaN; an undefined GAUC, say, stays out). `train_input`: the train split in memory or streamed
-    from user buckets (TrainConfig.train_input)."""
+    scratch. The model selected on valid is then refit through valid for `refit_epochs` (TrainConfig.refit_epochs; the
+    fusion weight is chosen with the selected one). The artifact's weights.npz records the keys of every row trained
+    on (tomorrow's parent's). Returns the finite metrics (KFP cannot log NaN; an undefined GAUC, say, stays out).
+    `train_input`: the train split in memory or streamed from user buckets (TrainConfig.train_input)."""
     from components.ranking import warm_start as warm
 
     if model_type not in ("dien", "din"):
@@ -47,7 +49,7 @@ def run(
         epochs = min(epochs, warm_start_epochs)
     model_config, train_config = (
         ModelConfig(model_type=model_type),
-        TrainConfig(epochs=epochs, seed=seed, train_input=train_input),
+        TrainConfig(epochs=epochs, seed=seed, train_input=train_input, refit_epochs=refit_epochs),
     )
     spec = schema.FeatureSpec.read(features)
     train_set = training_set(features, train_config, retrieval_model)
@@ -55,9 +57,13 @@ def run(
     train_set, keys, replayed = warm.warm_training_set(train_set, features, parent, replay, seed)
     valid, test = (load_split(features, split) for split in ("valid", "test"))
     warm_args = (parent, features) if parent is not None else None
-    ranker, result = fit_and_measure(model_config, train_config, spec, train_set, valid, test, warm_args)
+    fitted = fit_and_measure(model_config, train_config, spec, train_set, valid, test, warm_args)
+    result = fitted.metrics
     carried = result.pop("warm_start", None)
     if carried is not None:
         carried.update(replayed)
-    write_artifact(ranker, features, model, spec, train_config, retrieval_model, result, carried, keys)
+    keys = warm.trained_keys(features, keys, train_set)
+    write_artifact(
+        fitted.model, features, model, spec, train_config, retrieval_model, result, carried, keys, fitted.selected
+    )
     return finite_metrics(result)

@@ -24,15 +24,24 @@ from components.ranking.data import (
     RankingData,
     StreamedRanking,
     bucketed_dataset,
+    concatenate,
     load_split,
     read_batches,
     rows_in_order,
+    take_rows,
     write_bucket,
 )
 from components.ranking.dien import DIEN
 from components.ranking.din import DIN
-from components.ranking.export import export_ranker, item_category_table, load_ranker, write_fusion
-from components.ranking.hard_negatives import hard_negative_lists, take_rows
+from components.ranking.export import (
+    Ranker,
+    export_ranker,
+    item_category_table,
+    load_ranker,
+    ranker_module,
+    write_fusion,
+)
+from components.ranking.hard_negatives import hard_negative_lists
 from components.ranking.reference_gru import ReferenceGRU
 from components.serving.fusion import choose_on_split
 
@@ -40,6 +49,8 @@ log = logging.getLogger(__name__)
 
 MODELS = {"dien": DIEN, "din": DIN, "reference_gru": ReferenceGRU}
 WARMUP_BATCHES = 20  # per epoch, left out of throughput (tracing, dataset start); at most half the epoch
+REFIT_KEY = (1 << 30,)  # the key of the valid steps' negative draws, apart from every streamed bucket's (0, 1, ...)
+REFIT_REPLAY_DRAW = 29  # the generator stream of the refit's replay draw
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +95,12 @@ class TrainConfig:
     # reader.STREAM_ABOVE train rows, so the default and medium shops train in memory as before.
     train_input: str = "auto"
     stream_bucket_rows: int = reader.BUCKET_ROWS
+    # After the epoch is selected on valid, the selected model trains on for this many epochs on the valid split's
+    # steps plus a warm_start.WARM_REPLAY share of the train rows (refit_through_valid), a warm start whose new day is
+    # the valid window, as retrieval's refit_epochs: the served and tested ranker has then trained through each user's
+    # last step before the test one, as the retriever whose candidates it re-ranks has. 0: the selected model as is.
+    # The 2 epochs and the 0.2 replay are the lifecycle's warm-start settings, not tuned on test.
+    refit_epochs: int = 2
 
     def __post_init__(self):
         if self.patience is not None and self.patience < 1:
@@ -94,6 +111,8 @@ class TrainConfig:
             raise ValueError(f"unknown train_input {self.train_input!r}; expected one of {reader.TRAIN_INPUTS}")
         if self.stream_bucket_rows < 1:
             raise ValueError(f"stream_bucket_rows must be positive, got {self.stream_bucket_rows}")
+        if self.refit_epochs < 0:
+            raise ValueError(f"refit_epochs must be >= 0, got {self.refit_epochs}")
 
 
 def build_model(
@@ -332,12 +351,22 @@ def evaluate(model: SequenceRanker, data: RankingData, with_scores: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
+class RefitSteps:
+    """The valid split's real steps with their lists (the refit's new rows), and the counts of the train and valid
+    steps together (the refit model's context: an item first bought in the valid window is counted)."""
+
+    data: RankingData
+    statistics: ItemStatistics
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainingSet:
     """The train rows that are real steps, each with its negative list (in memory, or streamed from user buckets on
-    local disk), and the counts of those steps."""
+    local disk), the counts of those steps, and the valid steps a refit trains on (None: no refit)."""
 
     data: RankingData | StreamedRanking
     statistics: ItemStatistics
+    refit: RefitSteps | None = None
 
     def rows_in_memory(self) -> RankingData:
         """The whole split's rows, or a streamed split's first bucket (what a fixed set of batches is cut from)."""
@@ -368,13 +397,39 @@ def training_set(
     item_category = item_category_table(features_dir, spec.num_items)
     count = reader.example_count(features_dir, schema.RANKING_DIR, "train")
     if reader.train_input(train_config.train_input, count) == "stream":
-        return streamed_training_set(features_dir, train_config, retriever, brand, item_category)
-    data = load_split(features_dir, "train")
-    data = take_rows(data, np.flatnonzero(own_steps(data, spec.ranking_task)))
-    statistics = step_statistics(features_dir, data, brand)
-    hard = _hard_negatives(data, train_config, retriever, ())
+        train_set = streamed_training_set(features_dir, train_config, retriever, brand, item_category)
+    else:
+        data = load_split(features_dir, "train")
+        data = take_rows(data, np.flatnonzero(own_steps(data, spec.ranking_task)))
+        statistics = step_statistics(features_dir, data, brand)
+        hard = _hard_negatives(data, train_config, retriever, ())
+        sampler = PopularitySampler(statistics.target_counts)
+        train_set = TrainingSet(with_lists(data, hard, (), sampler, item_category, train_config), statistics)
+    return with_refit_steps(train_set, features_dir, train_config, retriever, brand, item_category)
+
+
+def with_refit_steps(
+    train_set: TrainingSet,
+    features_dir: str,
+    config: TrainConfig,
+    retriever,
+    brand: np.ndarray,
+    item_category: np.ndarray,
+) -> TrainingSet:
+    """`train_set` with the valid split's real steps (those with a history) listed as the train rows are, for the refit
+    through valid (config.refit_epochs; unchanged without one, or when valid has no such step)."""
+    if not config.refit_epochs:
+        return train_set
+    valid = load_split(features_dir, "valid")
+    steps = own_steps(valid, schema.FeatureSpec.read(features_dir).ranking_task) & (valid.lengths > 0)
+    if not steps.any():
+        return train_set
+    steps = take_rows(valid, np.flatnonzero(steps))
+    statistics = train_set.statistics.merged(step_statistics(features_dir, steps, brand))
+    hard = _hard_negatives(steps, config, retriever, REFIT_KEY)
     sampler = PopularitySampler(statistics.target_counts)
-    return TrainingSet(with_lists(data, hard, (), sampler, item_category, train_config), statistics)
+    listed = with_lists(steps, hard, REFIT_KEY, sampler, item_category, config)
+    return dataclasses.replace(train_set, refit=RefitSteps(listed, statistics))
 
 
 def streamed_training_set(
@@ -485,12 +540,14 @@ def pointwise_columns(config: TrainConfig, with_hard: bool) -> tuple[bool, ...] 
     return (True,) + (False,) * near + (True,) * far
 
 
-def fit_fusion(features_dir: str, output_dir: str, retrieval_dir: str) -> dict:
-    """Chooses the funnel's retrieval weight on valid for the exported ranker and stores it in ranker.json, with the
-    retrieval model that has not trained on valid (load_valid_retriever)."""
+def fit_fusion(features_dir: str, output_dir: str, retrieval_dir: str, selected: SequenceRanker | None = None) -> dict:
+    """Chooses the funnel's retrieval weight on valid and stores it in ranker.json, with the models that have not
+    trained on valid: the retriever before its refit (load_valid_retriever) and `selected`, the ranker before its
+    refit (None: the exported ranker, which had none)."""
     from components.retrieval.model_io import load_valid_retriever
 
-    fusion = choose_on_split(load_valid_retriever(retrieval_dir), load_ranker(output_dir), features_dir, "valid")
+    ranker = load_ranker(output_dir) if selected is None else Ranker(ranker_module(selected, features_dir))
+    fusion = choose_on_split(load_valid_retriever(retrieval_dir), ranker, features_dir, "valid")
     write_fusion(output_dir, fusion)
     return fusion
 
@@ -508,29 +565,55 @@ def artifact_info(
     }
 
 
-def train_ranker(
-    features_dir: str,
-    output_dir: str,
+@dataclasses.dataclass
+class FittedRanker:
+    """What fit_and_measure gives: the served model, its metrics, and the model selected on valid before its refit
+    (None without a refit: `model` is the selected one), which choices made on valid must read."""
+
+    model: SequenceRanker
+    metrics: dict
+    selected: SequenceRanker | None = None
+
+
+def refit_rows(train_set: TrainingSet, replay: float, seed: int) -> RankingData:
+    """The refit's rows: the valid steps, then round(replay * rows) of the train rows drawn without replacement by a
+    generator of `seed` (bucket by bucket for a streamed split, so memory holds the drawn rows only)."""
+    rng = np.random.default_rng([seed, REFIT_REPLAY_DRAW])
+    data = train_set.data
+    buckets = (data.bucket(i) for i in range(len(data.paths))) if isinstance(data, StreamedRanking) else (data,)
+    parts = [train_set.refit.data]
+    for bucket in buckets:
+        drawn = rng.choice(bucket.size, size=int(round(replay * bucket.size)), replace=False)
+        parts.append(take_rows(bucket, np.sort(drawn)))
+    return concatenate(parts)
+
+
+def refit_through_valid(
+    selected: SequenceRanker,
     model_config: ModelConfig,
     train_config: TrainConfig,
-    retrieval_dir: str | None = None,
-    parent=None,
-) -> dict:
-    """The ranking stage: train on the train split (best epoch on valid), measure on test, export the
-    artifact to `output_dir`. With `retrieval_dir` (a retrieval model artifact of the same features), the
-    train split gets hard negatives from retrieval's candidates and the funnel's retrieval weight is chosen
-    on valid (serving/fusion.py). `parent` (ranking.warm_start.Parent) seeds the model from the last blessed
-    ranker, items by id; ranker.json's warm_start then says what was carried.
+    spec: schema.FeatureSpec,
+    train_set: TrainingSet,
+) -> tuple[SequenceRanker, dict]:
+    """The served ranker: a model on the train + valid counts (train_set.refit.statistics), started from `selected`'s
+    learned weights and trained train_config.refit_epochs epochs on refit_rows (the valid steps and a WARM_REPLAY of
+    train), the last epoch kept (selection on valid is over: nothing is validated); with its refit_* figures."""
+    from components.ranking import warm_start
 
-    Returns the metrics (auc, gauc, logloss, throughput, train_s, ...) that are also written to ranker.json.
-    """
-    spec = schema.FeatureSpec.read(features_dir)
-    train_set = training_set(features_dir, train_config, retrieval_dir)
-    splits = {split: load_split(features_dir, split) for split in ("valid", "test")}
-    warm = (parent, features_dir) if parent is not None else None
-    model, result = fit_and_measure(model_config, train_config, spec, train_set, splits["valid"], splits["test"], warm)
-    carried = result.pop("warm_start", None)
-    return write_artifact(model, features_dir, output_dir, spec, train_config, retrieval_dir, result, carried)
+    rows = refit_rows(train_set, warm_start.WARM_REPLAY, train_config.seed)
+    model = build_model(model_config, spec.num_items, spec.num_categories, train_set.refit.statistics)
+    model(_example_features(), training=False)  # creates the variables
+    warm_start.copy_learned(selected, model)
+    trained = train(model, rows, dataclasses.replace(train_config, epochs=train_config.refit_epochs))
+    figures = {
+        "refit_epochs_run": trained["epochs_run"],
+        "refit_rows": rows.size,
+        "refit_valid_rows": train_set.refit.data.size,
+        "refit_s": trained["train_s"],
+        "refit_cpu_s": trained["train_cpu_s"],
+    }
+    log.info("ranking refit through valid: %s", figures)
+    return model, figures
 
 
 def fit_and_measure(
@@ -542,12 +625,13 @@ def fit_and_measure(
     test: RankingData,
     warm: tuple | None = None,
     with_scores: bool = False,
-) -> tuple[SequenceRanker, dict]:
-    """A `model_config` model trained on `train_set` (the best epoch on `valid`) and measured on `test`: the model and
-    its metrics. train_ranker and the bench's ranking_bench both train through here, so the bench measures the
-    stage's model. `warm` = (ranking.warm_start.Parent, today's features folder) seeds the model from the parent
-    before training, items by id; the metrics then hold `warm_start` (what was carried), and with `with_scores`
-    `test_scores` (the test probabilities in row order, from the same pass as the metrics)."""
+) -> FittedRanker:
+    """A `model_config` model trained on `train_set` (the best epoch on `valid`), refit through valid when the set
+    holds its valid steps (train_config.refit_epochs), and measured on test. The ranking stage and the bench's
+    ranking_bench both train through here, so the bench measures the stage's model. `warm` =
+    (ranking.warm_start.Parent, today's features folder) seeds the model from the parent before training, items by id;
+    the metrics then hold `warm_start` (what was carried), and with `with_scores` `test_scores` (the test
+    probabilities in row order, from the same pass as the metrics). train_s and train_cpu_s include the refit's."""
     tf.keras.utils.set_random_seed(train_config.seed)
     model = build_model(model_config, spec.num_items, spec.num_categories, train_set.statistics)
     carried = {}
@@ -559,7 +643,13 @@ def fit_and_measure(
         carried = {"warm_start": warm_start.initialise(model, features_dir, parent)}
         log.info("ranking: warm start from %s: %s", parent.version, carried["warm_start"])
     trained = train(model, train_set.data, train_config, valid)
-    return model, {**trained, **evaluate(model, test, with_scores), **carried}
+    selected, refit = None, {}
+    if train_config.refit_epochs and train_set.refit is not None:
+        selected = model
+        model, refit = refit_through_valid(selected, model_config, train_config, spec, train_set)
+        trained["train_s"] += refit["refit_s"]
+        trained["train_cpu_s"] += refit["refit_cpu_s"]
+    return FittedRanker(model, {**trained, **refit, **evaluate(model, test, with_scores), **carried}, selected)
 
 
 def write_artifact(
@@ -572,14 +662,16 @@ def write_artifact(
     result: dict,
     warm_start: dict | None = None,
     train_keys=None,
+    selected: SequenceRanker | None = None,
 ) -> dict:
     """Exports the ranking artifact to `output_dir` (ranker.json records `result`, and `warm_start`: what a warm start
-    carried from its parent; WEIGHTS `train_keys`, warm_start.row_keys of the train rows); with `retrieval_dir`,
-    chooses the funnel's fusion weight on valid and adds it to `result` as retrieval_weight. Returns `result`."""
+    carried from its parent; WEIGHTS `train_keys`, warm_start.row_keys of the rows trained on); with `retrieval_dir`,
+    chooses the funnel's fusion weight on valid (with `selected`, the model before its refit: fit_fusion) and adds it to
+    `result` as retrieval_weight. Returns `result`."""
     info = artifact_info(spec, train_config, retrieval_dir, result)
     if warm_start is not None:
         info["warm_start"] = warm_start
     export_ranker(model, features_dir, output_dir, info, train_keys)
     if retrieval_dir:
-        result["retrieval_weight"] = fit_fusion(features_dir, output_dir, retrieval_dir)["retrieval_weight"]
+        result["retrieval_weight"] = fit_fusion(features_dir, output_dir, retrieval_dir, selected)["retrieval_weight"]
     return result

@@ -43,11 +43,13 @@ __all__ = [
     "WEIGHTS",
     "Parent",
     "WarmStartError",
+    "copy_learned",
     "initialise",
     "parent_of",
     "row_keys",
     "save",
     "select_rows",
+    "trained_keys",
     "warm_rows",
     "warm_training_set",
 ]
@@ -129,15 +131,9 @@ def warm_rows(keys: np.ndarray, seen: np.ndarray | None, replay: float, seed: in
 def select_rows(train_set, rows: np.ndarray):
     """The TrainingSet (ranking.training) of `rows` only, each with its negative list; the item statistics stay the
     whole split's (the context features read today's counts)."""
-    from components.ranking.hard_negatives import take_rows
+    from components.ranking.data import take_rows
 
-    data = train_set.data
-    chosen = dataclasses.replace(
-        take_rows(data, rows),
-        lists={name: values[rows] for name, values in data.lists.items()},
-        pointwise_columns=data.pointwise_columns,
-    )
-    return dataclasses.replace(train_set, data=chosen)
+    return dataclasses.replace(train_set, data=take_rows(train_set.data, rows))
 
 
 def warm_training_set(train_set, features_dir: str | Path, parent: Parent | None, replay: float, seed: int):
@@ -190,6 +186,24 @@ def initialise(model: SequenceRanker, features_dir: str | Path, parent: Parent) 
     assign_others(_others(model), a, "ranker")
     new_items = len(ids["item"]) - schema.NUM_RESERVED - carried
     return {"parent_version": parent.version, "carried_items": carried, "new_items": new_items}
+
+
+def copy_learned(source: SequenceRanker, target: SequenceRanker) -> None:
+    """Copies `source`'s learned weights into `target`, a built model of the same architecture and vocabulary (the
+    refit through valid's start): the id tables and the other weights, not the context's statistics (target's own
+    counts)."""
+    for name, table in _tables(target).items():
+        table.assign(_tables(source)[name])
+    for into, value in zip(_others(target), _others(source), strict=True):
+        into.assign(value)
+
+
+def trained_keys(features_dir: str | Path, train_keys: np.ndarray, train_set) -> np.ndarray:
+    """row_keys of every row a run trained on (WEIGHTS' TRAIN_KEYS, tomorrow's `seen`): the train split's
+    `train_keys`, and after a refit through valid the valid steps' (tomorrow's train rows)."""
+    if train_set.refit is None:
+        return train_keys
+    return np.concatenate([train_keys, row_keys(features_dir, train_set.refit.data)])
 
 
 def parent_of(registry_dir: str | Path | None, model_type: str) -> tuple[str | None, str]:

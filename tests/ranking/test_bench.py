@@ -93,7 +93,7 @@ def test_the_bench_reads_test_scores_from_the_pass_that_gave_the_metrics(driftin
     spec = schema.FeatureSpec.read(drifting_features)
     train_data, test_data = load_split(drifting_features, "train"), load_split(drifting_features, "test")
     train_set = TrainingSet(train_data, None)
-    model, result = fit_and_measure(
+    fitted = fit_and_measure(
         ModelConfig(model_type="din"),
         bench.TrainConfig(epochs=1, batch_size=64),
         spec,
@@ -102,12 +102,13 @@ def test_the_bench_reads_test_scores_from_the_pass_that_gave_the_metrics(driftin
         test_data,
         with_scores=True,
     )
+    result = fitted.metrics
     scores = result.pop("test_scores")
-    np.testing.assert_allclose(scores, predict(model, test_data, timed=False)[0], atol=1e-6)
+    np.testing.assert_allclose(scores, predict(fitted.model, test_data, timed=False)[0], atol=1e-6)
     assert metrics.auc(test_data.scalars[schema.LABEL], scores) == pytest.approx(result["auc"])
     assert (
         "test_scores"
         not in fit_and_measure(
             ModelConfig(model_type="din"), bench.TrainConfig(epochs=1, batch_size=64), spec, train_set, None, test_data
-        )[1]
+        ).metrics
     )

@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 
 from components import schema
-from components.ranking.base import ModelConfig
 from components.ranking.export import load_ranker
-from components.ranking.training import TrainConfig, train_ranker
+from components.ranking.training import TrainConfig
 
 from .synthetic import ITEMS_PER_CATEGORY, NUM_CATEGORIES
 
@@ -28,22 +27,19 @@ class CategoryRetriever:
         return self.item_embeddings[recent].sum(axis=1)
 
 
-def test_train_ranker_with_a_retrieval_model_adds_hard_negatives_and_stores_the_weight(
+def test_the_ranking_stage_with_a_retrieval_model_adds_hard_negatives_and_stores_the_weight(
     drifting_features, tmp_path, monkeypatch
 ):
     import components.retrieval.model_io as model_io
+    from components.ranking import stage
 
     scored_valid = []
     monkeypatch.setattr(model_io, "load_retriever", lambda path: CategoryRetriever())
     monkeypatch.setattr(model_io, "load_valid_retriever", lambda path: scored_valid.append(path) or CategoryRetriever())
-    config = TrainConfig(epochs=1, batch_size=64, hard_negatives=1, hard_negative_pool=3)
-    result = train_ranker(
-        str(drifting_features),
-        str(tmp_path / "model"),
-        ModelConfig(model_type="din"),
-        config,
-        retrieval_dir="retrieval-model",
+    monkeypatch.setattr(
+        stage, "TrainConfig", lambda **kw: TrainConfig(**kw, batch_size=64, hard_negatives=1, hard_negative_pool=3)
     )
+    result = stage.run(str(drifting_features), str(tmp_path / "model"), "din", 1, 0, retrieval_model="retrieval-model")
     info = json.loads((tmp_path / "model" / "ranker.json").read_text())
     assert info["hard_negatives_from"] == "retrieval-model"
     assert info["fusion"]["chosen_on"] == "valid"

@@ -5,7 +5,7 @@ import pytest
 
 from components import schema
 from components.ranking import hard_negatives
-from components.ranking.data import RankingData
+from components.ranking.data import RankingData, take_rows
 
 
 class MeanRetriever:
@@ -118,7 +118,7 @@ def test_sample_columns_draws_distinct_entries_of_each_row():
 
 
 def _steps(data):
-    return hard_negatives.take_rows(data, np.flatnonzero(data.scalars[schema.LABEL] == 1))
+    return take_rows(data, np.flatnonzero(data.scalars[schema.LABEL] == 1))
 
 
 def test_hard_negatives_come_from_the_top_n_and_never_name_the_target_history_or_own_buys():

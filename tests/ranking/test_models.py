@@ -10,9 +10,8 @@ import tensorflow as tf
 from components import schema
 from components.ranking import base, stage, training
 from components.ranking.base import ModelConfig
-from components.ranking.data import RankingData, load_split
+from components.ranking.data import RankingData, load_split, take_rows
 from components.ranking.export import export_ranker, load_ranker
-from components.ranking.hard_negatives import take_rows
 from components.ranking.training import TrainConfig, build_model, evaluate, train
 
 NUM_ITEMS, NUM_CATEGORIES = 30, 6

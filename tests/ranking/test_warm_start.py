@@ -69,14 +69,16 @@ def test_warm_started_ranker_names_its_parent_and_refuses_another_architecture(d
     assert info["warm_start"]["parent_version"] == "v1" and info["warm_start"]["new_items"] == 1
     assert (root / "child" / warm_start.WEIGHTS).exists()
     # the child trained on the rows its parent did not (targets of item_new) plus WARM_REPLAY of the others, and
-    # records every train row's key for tomorrow
-    keys = warm_start.row_keys(f2, training_set(str(f2), TrainConfig(), None).data)
+    # records the key of every row it trained on for tomorrow: the train rows', then its refit's valid steps'
+    train_set = training_set(str(f2), TrainConfig(), None)
+    keys = warm_start.row_keys(f2, train_set.data)
     parent_keys = warm_start.Parent.load(root / "parent").train_keys
     expected = warm_start.warm_rows(keys, parent_keys, warm_start.WARM_REPLAY, seed=0)
     assert 0 < len(expected) < len(keys) and not np.isin(keys, parent_keys).all()
     replay = {k: info["warm_start"][k] for k in ("train_rows", "of_rows", "replay")}
     assert replay == {"train_rows": len(expected), "of_rows": len(keys), "replay": warm_start.WARM_REPLAY}
-    np.testing.assert_array_equal(warm_start.Parent.load(root / "child").train_keys, keys)
+    valid_keys = warm_start.row_keys(f2, train_set.refit.data)
+    np.testing.assert_array_equal(warm_start.Parent.load(root / "child").train_keys, np.concatenate([keys, valid_keys]))
     with pytest.raises(warm_start.WarmStartError, match="model_type"):
         stage.run(str(f2), str(root / "other"), "din", epochs=1, seed=0, parent_dir=root / "parent")
 
