@@ -134,33 +134,60 @@ def histories(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, funnel.Behaviour]:
     """(user ids, left-padded history matrix in the model's indices, event counts, the histories' behaviour) as of
     `end`: every event before it, merged into steps as the features job merges them (funnel.append_events: an event on
-    the item of the step before joins it, its type flags OR-ed in), the last max_len, each with its type flags and
-    gap; the request at `end`."""
+    the item of the step before joins it, its type flags OR-ed in, the step's time its first event's), the last
+    max_len, each with its type flags and the seconds since the step before; the request at `end`. The events come
+    from DuckDB as integer columns (queries/history_events.sql) and are merged in NumPy: memory holds a few integers
+    an event, never a user's history as strings."""
+    import pandas as pd
+
+    vocab = pd.DataFrame(
+        {"item_id": item_ids[schema.NUM_RESERVED :], "item_index": np.arange(schema.NUM_RESERVED, len(item_ids))}
+    )
+    flags = pd.DataFrame({"event_type": list(schema.EVENT_TYPES), "flag": [event_flag(t) for t in schema.EVENT_TYPES]})
     with _connect() as con:
-        rows = con.execute(
-            "SELECT user_id, list(item_id ORDER BY event_ts, event_seq), "
-            "list(event_type ORDER BY event_ts, event_seq), list(epoch(event_ts) ORDER BY event_ts, event_seq), "
-            "count(*) FROM read_parquet(?) WHERE event_ts < ? GROUP BY user_id ORDER BY user_id",
-            [str(events_path), end],
-        ).fetchall()
-    lookup = {item: i for i, item in enumerate(item_ids) if i >= schema.NUM_RESERVED}
-    flags = {name: event_flag(name) for name in schema.EVENT_TYPES}
-    users = np.asarray([r[0] for r in rows], dtype=object)
-    hist = np.zeros((len(rows), max_len), dtype=np.int64)
-    types = np.zeros((len(rows), max_len), dtype=np.int64)
-    gaps = np.full((len(rows), max_len), schema.NO_GAP, dtype=np.int64)
-    request_gap = np.full(len(rows), schema.NO_GAP, dtype=np.int64)
-    request_ts = int(end.timestamp())
-    for u, (_, items, kinds, times, _) in enumerate(rows):
-        events = [(item, flags.get(kind, 0), int(ts)) for item, kind, ts in zip(items, kinds, times)]
-        steps, step_types, step_gaps, last_ts = funnel.append_events([], [], [], None, events)
-        if steps:
-            n = min(len(steps), max_len)
-            hist[u, -n:] = [lookup.get(item, schema.OOV_INDEX) for item in steps[-n:]]
-            types[u, -n:], gaps[u, -n:] = step_types[-n:], step_gaps[-n:]
-            request_gap[u] = max(request_ts - last_ts, 0)
-    behaviour = funnel.Behaviour(types, gaps, request_gap)
-    return users, hist, np.asarray([r[4] for r in rows], dtype=np.int64), behaviour
+        con.register("vocab", vocab)
+        con.register("flags", flags)
+        users = con.execute(
+            "SELECT DISTINCT user_id FROM read_parquet($events) WHERE event_ts < $end ORDER BY user_id",
+            {"events": str(events_path), "end": end},
+        ).fetchnumpy()["user_id"]
+        events = con.execute(
+            (complementary.QUERIES / "history_events.sql").read_text(), {"events": str(events_path), "end": end}
+        ).fetchnumpy()
+    columns = {name: np.asarray(values, np.int64) for name, values in events.items()}
+    hist, types, gaps, request_gap = _last_steps(columns, len(users), max_len, int(end.timestamp()))
+    activity = np.bincount(columns["user_code"], minlength=len(users)).astype(np.int64)
+    return np.asarray(users, dtype=object), hist, activity, funnel.Behaviour(types, gaps, request_gap)
+
+
+def _last_steps(events: dict[str, np.ndarray], num_users: int, max_len: int, request_ts: int):
+    """(items, type flags, gaps [users, max_len], left-padded; request gaps [users]) of the events in user then time
+    order: a step starts at a user's first event and wherever the item changes; it takes the OR of its events' flags
+    and its first event's time; its gap is the seconds since the user's step before (NO_GAP for the first)."""
+    user, item_code, ts = events["user_code"], events["item_code"], events["ts"]
+    hist = np.zeros((num_users, max_len), np.int64)
+    types = np.zeros((num_users, max_len), np.int64)
+    gaps = np.full((num_users, max_len), schema.NO_GAP, np.int64)
+    request_gap = np.full(num_users, schema.NO_GAP, np.int64)
+    if not len(user):
+        return hist, types, gaps, request_gap
+    starts = np.ones(len(user), bool)
+    starts[1:] = (user[1:] != user[:-1]) | (item_code[1:] != item_code[:-1])
+    first = np.flatnonzero(starts)
+    step_user, step_ts = user[first], ts[first]
+    step_flags = np.bitwise_or.reduceat(events["flag"], first)
+    opens_user = np.ones(len(first), bool)
+    opens_user[1:] = step_user[1:] != step_user[:-1]
+    step_gap = np.where(opens_user, schema.NO_GAP, np.maximum(step_ts - np.roll(step_ts, 1), 0))
+    last_step = np.flatnonzero(np.append(step_user[1:] != step_user[:-1], True))  # per user, in user order
+    from_end = last_step[step_user] - np.arange(len(first))
+    kept = from_end < max_len
+    rows, cols = step_user[kept], max_len - 1 - from_end[kept]
+    hist[rows, cols] = events["item_index"][first][kept]
+    types[rows, cols] = step_flags[kept]
+    gaps[rows, cols] = step_gap[kept]
+    request_gap[step_user[last_step]] = np.maximum(request_ts - step_ts[last_step], 0)
+    return hist, types, gaps, request_gap
 
 
 def _purchases(events_path, items_path, start, end) -> list[tuple[str, str, str]]:

@@ -179,6 +179,48 @@ def test_steps_merge_an_event_on_the_item_of_the_step_before(tmp_path):
     assert behaviour.request_gap.tolist() == [50 * 60]
 
 
+def test_histories_equal_the_step_merge_of_each_users_events_in_time_order(tmp_path):
+    """The vectorised merge against funnel.append_events over each user's events: random users, repeats on one item,
+    ids the vocabulary lacks, events after the cut, histories longer and shorter than max_len."""
+    from components.serving import funnel
+
+    rng = np.random.default_rng(5)
+    names = ["A", "B", "C", "D", "X", "Y"]  # X and Y are not in ITEM_IDS: two unknown items, never one step
+    rows = []
+    for n in range(600):
+        rows.append(
+            {
+                "user_id": f"u{rng.integers(12)}",
+                "item_id": names[rng.integers(len(names))] if rng.random() < 0.7 else "A",
+                "event_type": schema.EVENT_TYPES[rng.integers(len(schema.EVENT_TYPES))],
+                "event_ts": CUT - dt.timedelta(hours=float(rng.integers(-24, 400))),
+                "event_seq": n,
+                "session_id": None,
+            }
+        )
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema.EVENTS), tmp_path / "events.parquet")
+    max_len = 6
+    users, hist, activity, behaviour = campaign.histories(tmp_path / "events.parquet", CUT, ITEM_IDS, max_len)
+    lookup = {item: i for i, item in enumerate(ITEM_IDS) if i >= schema.NUM_RESERVED}
+    before = sorted(
+        (r for r in rows if r["event_ts"] < CUT), key=lambda r: (r["user_id"], r["event_ts"], r["event_seq"])
+    )
+    expected_users = sorted({r["user_id"] for r in before})
+    assert users.tolist() == expected_users
+    for u, user in enumerate(expected_users):
+        mine = [r for r in before if r["user_id"] == user]
+        events = [
+            (r["item_id"], 1 << schema.EVENT_TYPES.index(r["event_type"]), int(r["event_ts"].timestamp())) for r in mine
+        ]
+        steps, kinds, step_gaps, last_ts = funnel.append_events([], [], [], None, events)
+        n = min(len(steps), max_len)
+        assert hist[u, -n:].tolist() == [lookup.get(item, schema.OOV_INDEX) for item in steps[-n:]]
+        assert hist[u, : max_len - n].tolist() == [0] * (max_len - n)
+        assert behaviour.types[u, -n:].tolist() == kinds[-n:] and behaviour.gaps[u, -n:].tolist() == step_gaps[-n:]
+        assert behaviour.request_gap[u] == int(CUT.timestamp()) - last_ts and activity[u] == len(mine)
+    assert (hist == schema.OOV_INDEX).any() and (activity > max_len).any()  # the cases the test is for occurred
+
+
 class GapRanker(Ranker):
     """Buy-or-not falls with the time since the user's last step, and is 0.5 when the behaviour is unknown."""
 
