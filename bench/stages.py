@@ -70,6 +70,7 @@ STAGE_PARAMETERS: dict[str, dict[str, str]] = {
     "train_input": {"retrieval": "train_input", "campaign": "retrieval.train_input"},
     "ranking_epochs": {"ranking": "epochs", "campaign": "ranking_epochs"},
     "ranking_refit_epochs": {"ranking": "refit_epochs", "campaign": "ranking_refit_epochs"},
+    "ranking_train_input": {"ranking": "train_input", "campaign": "ranking_train_input"},
     "candidates_n": {"evaluation": "candidates_n"},
     # evaluation's sample of test users; the baselines and retrieval's own test figures score the same users
     "evaluation_max_users": {"evaluation": "max_users", "baselines": "max_users", "retrieval": "test_max_users"},

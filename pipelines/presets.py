@@ -38,6 +38,11 @@ PRESET_PARAMETERS: dict[str, dict[str, tuple[Any, str]]] = {
             "valid: retrieval, then the ranker on 200 candidates a user) cost users x items: 20k of 346k users",
         ),
         "ranking_epochs": (1, "DIEN and DIN each train one epoch over ~1M steps with their lists; 3 cost 3x"),
+        "ranking_train_input": (
+            "stream",
+            "~960k ranking train rows with their lists are just under auto's 1M: in memory they cost ~9 GB (the medium "
+            "shop's 653k: 6.4 GB to build, 3.1 GB to train), streamed one bucket of ~131k at a time",
+        ),
         "ranking_refit_epochs": (
             1,
             "one pass over valid's 346k steps plus the replay share of train (~0.5 of a train epoch) still trains "

@@ -358,6 +358,7 @@ def campaign_bench(
     seed: int = 0,
     ranking_epochs: int = 3,
     ranking_refit_epochs: int = 2,
+    ranking_train_input: str = "auto",
     split_cut: str | None = None,
     window_days: float = SYNTHETIC_WINDOW_DAYS,
     max_examples_per_user: int | None = None,
@@ -367,8 +368,8 @@ def campaign_bench(
     bench) are used with their models; otherwise a time split is built here and retrieval and DIEN are trained on
     it, so no model has seen the window: cut at `split_cut` ("" the features job's default, the last two windows;
     None the 80% quantile of the event times), windows of `window_days`; the run's `max_examples_per_user` (None: the
-    features job's default), `retrieval` settings (RetrievalConfig fields), `ranking_epochs` and
-    `ranking_refit_epochs` train them."""
+    features job's default), `retrieval` settings (RetrievalConfig fields), `ranking_epochs`,
+    `ranking_refit_epochs` and `ranking_train_input` train them."""
 
     from components.ranking.export import load_ranker
     from components.retrieval.model_io import load_retriever
@@ -413,6 +414,7 @@ def campaign_bench(
             seed,
             retrieval_model=str(retrieval_dir),
             refit_epochs=ranking_refit_epochs,
+            train_input=ranking_train_input,
         )
         notes.append(
             f"time split built for this stage: cut {cut.isoformat()}, windows of {days:g} days; "

@@ -123,6 +123,7 @@ def ranking_bench(
     model_dirs: Mapping[int, str] | None = None,
     epochs: int = TrainConfig.epochs,
     refit_epochs: int = TrainConfig.refit_epochs,
+    train_input: str = TrainConfig.train_input,
     retrieval_dirs: Mapping[int, str] | None = None,
     extracted_dir: str | None = None,
     ablations: tuple[str, ...] = (),
@@ -151,7 +152,7 @@ def ranking_bench(
     speed = {}
     for seed in seeds:
         retrieval_dir = retrieval_dirs[seed] if retrieval_dirs else None
-        train_config = TrainConfig(epochs=epochs, seed=seed, refit_epochs=refit_epochs)
+        train_config = TrainConfig(epochs=epochs, seed=seed, refit_epochs=refit_epochs, train_input=train_input)
         train_set = training_set(features_dir, train_config, retrieval_dir)
         labels, scores, users, seed_runs = {}, {}, {}, {}
         for name, config in variants.items():

@@ -135,3 +135,17 @@ def test_auto_streams_above_the_threshold(drifting_features, monkeypatch):
     assert isinstance(_set(drifting_features, "auto").data, StreamedRanking)
     with pytest.raises(ValueError, match="train_input"):
         TrainConfig(train_input="disk")
+
+
+def test_the_refit_of_a_streamed_split_replays_a_share_of_every_bucket_beside_the_valid_steps(streamed):
+    from components.ranking.training import refit_rows
+
+    rows = refit_rows(streamed, 0.25, seed=3)
+    valid = streamed.refit.data
+    bucket_sizes = streamed.data.sizes
+    assert rows.size == valid.size + sum(round(0.25 * size) for size in bucket_sizes)
+    assert _memory_rows(rows)[: valid.size] == _memory_rows(valid)
+    every_train_row = {row for index in range(len(bucket_sizes)) for row in _memory_rows(streamed.data.bucket(index))}
+    replayed = _memory_rows(rows)[valid.size :]
+    assert set(replayed) <= every_train_row and len(set(replayed)) == len(replayed)
+    assert rows.lists[NEGATIVE_ITEMS].shape == (rows.size, valid.lists[NEGATIVE_ITEMS].shape[1])
