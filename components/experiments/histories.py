@@ -1,4 +1,10 @@
-"""Users' latest histories from an event log, as vocabulary indices, the way the features stage builds them."""
+"""Users' latest histories from an event log, as vocabulary indices, the way the features stage builds them.
+
+Each step has two entries: one from an events frame with string ids (the bandit re-ranker stage reads extract's
+parquet), one from integer arrays (the studies' replayed log, shop.LoggedEvents, which never turns millions of ids
+into Python strings); the frame's entry only encodes its columns and calls the arrays' one, so both build the same
+matrices.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +15,29 @@ from components import schema
 from components.features.sequences import event_flag
 
 
+def _vocab_items(events: pd.DataFrame, item_index: dict[str, int]) -> np.ndarray:
+    return events["item_id"].map(item_index).fillna(schema.OOV_INDEX).astype(np.int64).to_numpy()
+
+
+def _step_starts(users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """bool [E]: the rows that start a step (consecutive repeats of a user's item collapse, as in features)."""
+    start = np.ones(len(items), dtype=bool)
+    start[1:] = (users[1:] != users[:-1]) | (items[1:] != items[:-1])
+    return start
+
+
 def user_histories(
     events: pd.DataFrame, item_index: dict[str, int], item_category: np.ndarray, max_len: int
 ) -> tuple[dict[str, int], np.ndarray, np.ndarray]:
     """Each user's last max_len steps (consecutive repeats collapsed, as the features stage does), as vocabulary
     indices left-padded with PAD: (row of each user, items [U, L], categories [U, L])."""
-    items = events["item_id"].map(item_index).fillna(schema.OOV_INDEX).astype(np.int64).to_numpy()
-    users = events["user_id"].to_numpy()
-    keep = np.ones(len(items), dtype=bool)
-    keep[1:] = (users[1:] != users[:-1]) | (items[1:] != items[:-1])
+    return histories_of(events["user_id"].to_numpy(), _vocab_items(events, item_index), item_category, max_len)
+
+
+def histories_of(users: np.ndarray, items: np.ndarray, item_category: np.ndarray, max_len: int):
+    """user_histories of rows in time order per user: `users` any ids (strings or integer codes), `items` their
+    vocabulary indices. (row of each user id, items [U, L], categories [U, L]); rows follow the sorted ids."""
+    keep = _step_starts(users, items)
     steps = pd.DataFrame({"user": users[keep], "item": items[keep]})
     steps = steps.groupby("user", sort=True).tail(max_len)
     rows = {user: row for row, user in enumerate(steps["user"].unique())}
@@ -29,21 +49,29 @@ def user_histories(
     return rows, hist, np.where(hist > 0, item_category[hist], schema.PAD_INDEX)
 
 
+def type_flags(event_types) -> np.ndarray:
+    """int64 flags of event-type names (event_flag; 0 for a type the features stage does not know)."""
+    kinds = {kind: event_flag(kind) for kind in schema.EVENT_TYPES}
+    return pd.Series(event_types).map(kinds).fillna(0).astype(np.int64).to_numpy()
+
+
 def user_behaviour(events: pd.DataFrame, item_index: dict[str, int], rows: dict[str, int], max_len: int):
     """The behaviour of user_histories' steps (its `rows`), from the events' event_type and event_ts: each step's
     event-type flags (its events' OR, as the features stage merges repeats) and seconds since the step before, and
     the request's gap at the log's last event (as the export's as_of). A serving.funnel.Behaviour [U, L]."""
-    from components.serving.funnel import Behaviour
-
-    items = events["item_id"].map(item_index).fillna(schema.OOV_INDEX).astype(np.int64).to_numpy()
-    users = events["user_id"].to_numpy()
-    kinds = {kind: event_flag(kind) for kind in schema.EVENT_TYPES}
-    flags = events["event_type"].map(kinds).fillna(0).astype(np.int64).to_numpy()
     stamps = pd.to_datetime(events["event_ts"], utc=True)
     seconds = ((stamps - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)).to_numpy(np.int64)
-    start = np.ones(len(items), dtype=bool)
-    start[1:] = (users[1:] != users[:-1]) | (items[1:] != items[:-1])
-    starts = np.flatnonzero(start)
+    flags = type_flags(events["event_type"].to_numpy())
+    return behaviour_of(events["user_id"].to_numpy(), _vocab_items(events, item_index), flags, seconds, rows, max_len)
+
+
+def behaviour_of(
+    users: np.ndarray, items: np.ndarray, flags: np.ndarray, seconds: np.ndarray, rows: dict, max_len: int
+):
+    """user_behaviour of rows given as arrays: user ids, vocabulary items, event-type flags and UTC seconds."""
+    from components.serving.funnel import Behaviour
+
+    starts = np.flatnonzero(_step_starts(users, items))
     steps = pd.DataFrame(
         {
             "user": users[starts],

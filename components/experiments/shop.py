@@ -24,10 +24,11 @@ import dataclasses
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from components import schema
 from components.experiments import ope, rewards
-from components.experiments.histories import user_behaviour, user_histories
+from components.experiments.histories import behaviour_of, histories_of, type_flags
 from components.experiments.simulation import Proposal
 from components.serving import funnel
 from components.warehouse import synthetic
@@ -62,15 +63,11 @@ class ObservedHistory:
     price_z: np.ndarray  # [I]
 
     @classmethod
-    def from_events(cls, events: pa.Table, world: synthetic.ShopWorld) -> ObservedHistory:
-        """From schema.EVENTS rows sorted by user, event_ts, event_seq (as the shop writes them)."""
-        frame = events.select(["user_id", "item_id", "event_type"]).to_pandas()
-        views = frame[frame["event_type"] == "view"]
-        users = pd.Index(world.user_ids).get_indexer(views["user_id"])
-        items = pd.Index(world.item_ids).get_indexer(views["item_id"])
-        bought = pd.Index(world.item_ids).get_indexer(frame.loc[frame["event_type"] == "purchase", "item_id"])
-        if (users < 0).any() or (items < 0).any() or (bought < 0).any():
-            raise ValueError("events name users or items that are not in this world: wrong preset or seed?")
+    def from_events(cls, events: LoggedEvents, world: synthetic.ShopWorld) -> ObservedHistory:
+        """From the replayed log (replay: rows sorted by user, event_ts, event_seq, as the shop writes them)."""
+        view = events.kind == synthetic.EVENT_NAMES.index("view")
+        users, items = events.user[view], events.item[view]
+        bought = events.item[events.kind == synthetic.EVENT_NAMES.index("purchase")]
         n_items, n_cats = len(world.item_ids), world.config.n_categories
         same_user = users[1:] == users[:-1]
         keys = items[:-1][same_user].astype(np.int64) * n_items + items[1:][same_user]
@@ -137,15 +134,54 @@ class ObservedHistory:
         )
 
 
-def replay(preset: str, seed: int) -> tuple[synthetic.ShopWorld, pa.Table, int]:
-    """The world after its logged history ("now"), the history's events and its impression count.
-    Deterministic: the same preset and seed give the warehouse the bench built."""
+@dataclasses.dataclass(frozen=True)
+class LoggedEvents:
+    """The shop's logged events as integer codes, in the log's order (by user, event_ts, event_seq). Why not the
+    Arrow table: the studies group and index every event (10.25M on the large preset), and string ids grouped as
+    pandas objects cost far more than these 17 bytes an event."""
+
+    user: np.ndarray  # int32 [E] world user index
+    item: np.ndarray  # int32 [E] world item index
+    kind: np.ndarray  # int8 [E] index into synthetic.EVENT_NAMES
+    seconds: np.ndarray  # int64 [E] event_ts in whole UTC seconds (floored)
+
+    @classmethod
+    def encode(cls, events: pa.Table, world: synthetic.ShopWorld) -> LoggedEvents:
+        """Codes of schema.EVENTS rows of this world; refuses a user, item or event type the world does not have."""
+        user_ids, item_ids = world.arrow_ids
+        codes = [
+            pc.index_in(events.column(name), value_set=values)
+            for name, values in (
+                ("user_id", user_ids),
+                ("item_id", item_ids),
+                ("event_type", pa.array(synthetic.EVENT_NAMES, pa.string())),
+            )
+        ]
+        if any(code.null_count for code in codes):
+            raise ValueError(
+                "events name users, items or event types that are not in this world: wrong preset or seed?"
+            )
+        user, item, kind = (code.to_numpy() for code in codes)
+        micros = events.column("event_ts").cast(pa.int64()).to_numpy()
+        return cls(user.astype(np.int32), item.astype(np.int32), kind.astype(np.int8), micros // 1_000_000)
+
+    @classmethod
+    def concat(cls, parts: list[LoggedEvents]) -> LoggedEvents:
+        """The parts one after the other."""
+        fields = [f.name for f in dataclasses.fields(cls)]
+        return cls(*(np.concatenate([getattr(p, name) for p in parts]) for name in fields))
+
+
+def replay(preset: str, seed: int) -> tuple[synthetic.ShopWorld, LoggedEvents, int]:
+    """The world after its logged history ("now"), the history's events (LoggedEvents, encoded one chunk of users
+    at a time) and its impression count. Deterministic: the same preset and seed give the warehouse the bench
+    built."""
     world = synthetic.make_world(preset, seed)
     events, impressions = [], 0
     for chunk in synthetic.iter_chunks(world):
-        events.append(chunk.events.select(["user_id", "item_id", "event_type", "event_ts"]))
+        events.append(LoggedEvents.encode(chunk.events, world))
         impressions += chunk.impressions.num_rows
-    return world, pa.concat_tables(events), impressions
+    return world, LoggedEvents.concat(events), impressions
 
 
 def at_session_start(world: synthetic.ShopWorld, users: np.ndarray, rng: np.random.Generator) -> synthetic.ShopWorld:
@@ -322,31 +358,26 @@ class FunnelRanker:
 
     @classmethod
     def build(
-        cls, ranker, world: synthetic.ShopWorld, events: pa.Table, item_vocab: list[str], max_len: int
+        cls, ranker, world: synthetic.ShopWorld, events: LoggedEvents, item_vocab: list[str], max_len: int
     ) -> FunnelRanker:
         """The trained ranker on the world's users: their histories from the shop's events in the features
-        vocabulary."""
+        vocabulary, with each step's event types and gaps."""
         index = {item: i + schema.NUM_RESERVED for i, item in enumerate(item_vocab)}
-        timed = {"event_type", "event_ts"} <= set(events.column_names)
-        frame = events.select(["user_id", "item_id", *(["event_type", "event_ts"] if timed else [])]).to_pandas()
-        rows, items, cats = user_histories(frame, index, ranker.item_category, max_len)
-        row_of_user = pd.Index(list(rows)).get_indexer(world.user_ids)
-        known = row_of_user[:, None] >= 0
-        hist_items = np.where(known, items[row_of_user.clip(min=0)], schema.PAD_INDEX)
-        hist_cats = np.where(known, cats[row_of_user.clip(min=0)], schema.PAD_INDEX)
         vocab_index = np.array([index.get(item, schema.OOV_INDEX) for item in world.item_ids], dtype=np.int64)
-        behaviour = None
-        if timed:
-            steps = user_behaviour(frame, index, rows, max_len).take(row_of_user.clip(min=0))
-            behaviour = type(steps)(
-                np.where(known, steps.types, 0),
-                np.where(known, steps.gaps, schema.NO_GAP),
-                np.where(known[:, 0], steps.request_gap, schema.NO_GAP),
-            )
-        seen_users = pd.Index(world.user_ids).get_indexer(frame["user_id"]).astype(np.int64)
-        seen_items = pd.Index(world.item_ids).get_indexer(frame["item_id"]).astype(np.int64)
-        logged = (seen_users >= 0) & (seen_items >= 0)
-        seen_keys = np.unique(seen_users[logged] * len(world.item_ids) + seen_items[logged])
+        users, items = events.user.astype(np.int64), vocab_index[events.item]
+        rows, hist, cats = histories_of(users, items, ranker.item_category, max_len)
+        row_of_user = pd.Index(list(rows)).get_indexer(np.arange(len(world.user_ids)))
+        known = row_of_user[:, None] >= 0
+        hist_items = np.where(known, hist[row_of_user.clip(min=0)], schema.PAD_INDEX)
+        hist_cats = np.where(known, cats[row_of_user.clip(min=0)], schema.PAD_INDEX)
+        flags = type_flags(synthetic.EVENT_NAMES)[events.kind]
+        steps = behaviour_of(users, items, flags, events.seconds, rows, max_len).take(row_of_user.clip(min=0))
+        behaviour = type(steps)(
+            np.where(known, steps.types, 0),
+            np.where(known, steps.gaps, schema.NO_GAP),
+            np.where(known[:, 0], steps.request_gap, schema.NO_GAP),
+        )
+        seen_keys = np.unique(users * len(world.item_ids) + events.item)
         return cls(ranker, hist_items, hist_cats, vocab_index, behaviour, seen_keys)
 
     def scores(self, users: np.ndarray, candidates: np.ndarray) -> np.ndarray:

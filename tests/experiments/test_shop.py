@@ -1,11 +1,14 @@
 """OPE and the bandit on the synthetic shop's tiny world, against the truth the world knows."""
 
 import copy
+import dataclasses
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
-from components.experiments import bench, ope, shop, studies
+from components import schema
+from components.experiments import bench, histories, ope, shop, studies
 from components.experiments.simulation import BanditConfig
 from components.warehouse import synthetic
 from components.warehouse.build import build_warehouse
@@ -123,6 +126,43 @@ class RankerDouble:
         assert np.array_equal(cand_cats, self.item_category[cand_items])
         assert np.array_equal(behaviour.types > 0, hist_items > 0)  # the replayed events' types reach the ranker
         return -np.abs(cand_items - (hist_items[:, -1:] + 1)).astype(np.float32)
+
+
+def test_logged_events_encoded_by_chunk_decode_to_the_shops_table():
+    """replay encodes the shop's events one chunk of users at a time: the concatenated codes name the same users,
+    items, types and whole seconds as the whole table, row for row (and a foreign id is refused)."""
+    world = synthetic.make_world(dataclasses.replace(synthetic.preset("tiny"), users_per_chunk=40), 0)
+    chunks = [chunk.events for chunk in synthetic.iter_chunks(world)]
+    assert len(chunks) == 4
+    events = shop.LoggedEvents.concat([shop.LoggedEvents.encode(chunk, world) for chunk in chunks])
+    table = pa.concat_tables(chunks)
+    assert world.user_ids[events.user].tolist() == table.column("user_id").to_pylist()
+    assert world.item_ids[events.item].tolist() == table.column("item_id").to_pylist()
+    assert [synthetic.EVENT_NAMES[k] for k in events.kind] == table.column("event_type").to_pylist()
+    stamps = table.column("event_ts").to_pandas()
+    assert events.seconds.tolist() == [int(t.timestamp()) for t in stamps]
+    foreign = table.slice(0, 3).set_column(0, "user_id", pa.array(["nobody"] * 3))
+    with pytest.raises(ValueError, match="not in this world"):
+        shop.LoggedEvents.encode(foreign, world)
+
+
+def test_funnel_histories_from_codes_equal_the_string_frames():
+    """FunnelRanker.build groups the integer codes; the histories and behaviour it gives each world user are the
+    ones user_histories and user_behaviour build from the events' string frame (the bandit stage's path)."""
+    table = pa.concat_tables(chunk.events for chunk in synthetic.iter_chunks(synthetic.make_world("tiny", 0)))
+    world, events, _ = shop.replay("tiny", 0)
+    vocab = list(world.item_ids)[::-1][:-5]  # another order, and some world items outside it (OOV)
+    funnel = shop.FunnelRanker.build(RankerDouble(len(vocab) + 2), world, events, vocab, 6)
+    frame = table.to_pandas()
+    index = {item: i + schema.NUM_RESERVED for i, item in enumerate(vocab)}
+    rows, items, cats = histories.user_histories(frame, index, funnel.ranker.item_category, 6)
+    steps = histories.user_behaviour(frame, index, rows, 6)
+    row = np.array([rows[user] for user in world.user_ids])  # every tiny user has events
+    assert np.array_equal(funnel.hist_items, items[row]) and np.array_equal(funnel.hist_cats, cats[row])
+    assert np.array_equal(funnel.behaviour.types, steps.types[row])
+    assert np.array_equal(funnel.behaviour.gaps, steps.gaps[row])
+    assert np.array_equal(funnel.behaviour.request_gap, steps.request_gap[row])
+    assert (funnel.hist_items == schema.OOV_INDEX).any()
 
 
 def test_funnel_ranker_scores_pools_from_user_histories(tiny):
@@ -266,10 +306,8 @@ def test_funnel_policy_serves_unseen_items_first_as_the_funnel_does(tiny):
     events = shop.replay("tiny", 0)[1]
     vocab = list(world.item_ids)
     funnel = shop.FunnelRanker.build(HistoryLover(len(vocab) + 2), world, events, vocab, max_len=5)
-    item_of = {item: i for i, item in enumerate(world.item_ids)}
-    frame = events.select(["user_id", "item_id"]).to_pandas()
     user = 3
-    had = sorted({item_of[i] for i in frame.loc[frame.user_id == world.user_ids[user], "item_id"]})
+    had = sorted(set(events.item[events.user == user].tolist()))
     never = [i for i in range(len(world.item_ids)) if i not in set(had)][:3]
     pool = np.array([[had[0], never[0], had[-1], never[1], -1, never[2]]])
     users = np.array([user])
