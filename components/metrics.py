@@ -92,31 +92,45 @@ def target_ranks(
 ) -> Ranks:
     """Ranks of `targets` in one chunk of a score matrix [users, items], seen items masked.
 
-    `scores` is not modified. Masked cells become NaN in a float32 copy: NaN compares false both
-    for `>` and `==`, so one pass counts the higher and the tied items among the unmasked ones.
+    `scores` is not modified (nor copied when it is float32 already): each row's higher and tied items are counted
+    over the whole row in one pass each, then the masked cells' own counts (the row's seen items and masked_columns,
+    each cell once, never the target's) are taken off. Masking a float32 copy with NaN cost a copy and a pass of the
+    chunk's cells more; a quarter of the retrieval stage's CPU on Taobao's 55k items was this function.
     """
-    scores = np.asarray(scores)
+    scores = np.asarray(scores, dtype=np.float32)
     targets = np.asarray(targets, dtype=np.int64)
     if scores.ndim != 2 or targets.shape != (scores.shape[0],):
         raise ValueError(f"scores must be [users, items] and targets [users]; got {scores.shape}, {targets.shape}")
     num_items = scores.shape[1]
     if len(targets) and (targets.min() < 0 or targets.max() >= num_items):
         raise ValueError(f"target index out of range [0, {num_items})")
-    work = np.array(scores, dtype=np.float32, copy=True)
-    if np.isnan(work).any():
+    if scores.size and np.isnan(scores.min()):  # min propagates NaN: one reduction, no [users, items] mask
         raise ValueError("scores contain NaN; a model that outputs NaN cannot be ranked")
     rows = np.arange(len(targets))
-    target_scores = work[rows, targets].copy()
+    target_scores = scores[rows, targets]
+    higher = np.count_nonzero(scores > target_scores[:, None], axis=1)
+    ties = np.count_nonzero(scores == target_scores[:, None], axis=1) - 1
+    cell_rows, cell_cols = _masked_cells(seen, targets, [c for c in masked_columns if c < num_items], num_items)
+    values, bar = scores[cell_rows, cell_cols], target_scores[cell_rows]
+    higher -= np.bincount(cell_rows[values > bar], minlength=len(targets))
+    ties -= np.bincount(cell_rows[values == bar], minlength=len(targets))
+    return Ranks(higher.astype(np.int64), ties.astype(np.int64))
+
+
+def _masked_cells(
+    seen: Sequence[np.ndarray] | None, targets: np.ndarray, masked: list[int], num_items: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, columns) of the cells target_ranks leaves out: each row's seen items and the `masked` columns, each
+    cell once (a seen item may repeat, or be a masked column), the row's target never."""
     seen_rows, seen_cols = _mask_rows(seen, len(targets))
     if len(seen_cols) and (seen_cols.min() < 0 or seen_cols.max() >= num_items):
         raise ValueError(f"seen item index out of range [0, {num_items})")
-    work[seen_rows, seen_cols] = np.nan
-    masked = [c for c in masked_columns if c < num_items]
-    work[:, masked] = np.nan
-    work[rows, targets] = target_scores
-    higher = np.count_nonzero(work > target_scores[:, None], axis=1)
-    ties = np.count_nonzero(work == target_scores[:, None], axis=1) - 1
-    return Ranks(higher.astype(np.int64), ties.astype(np.int64))
+    rows = np.concatenate([seen_rows, np.repeat(np.arange(len(targets)), len(masked))])
+    cols = np.concatenate([seen_cols, np.tile(np.asarray(masked, np.int64), len(targets))])
+    cells = np.unique(rows * num_items + cols)
+    rows, cols = cells // num_items, cells % num_items
+    keep = cols != targets[rows]
+    return rows[keep], cols[keep]
 
 
 def chunk_size(num_items: int, max_cells: int = MAX_CHUNK_CELLS) -> int:

@@ -137,3 +137,30 @@ def test_user_bootstrap_resamples_whole_users_and_unit_weights_give_the_plain_me
     assert metrics.bootstrap_auc(labels, scores, iter([np.array([[1, 1, 1, 2, 2, 0, 0, 0]])])) == pytest.approx(
         [metrics.auc([1, 0, 0, 1, 1, 0, 0], [0.9, 0.2, 0.2, 0.4, 0.4, 0.5, 0.5])]
     )
+
+
+def _ranks_by_masking(scores, targets, seen):
+    """The reference: seen items and PAD/OOV set to NaN in a copy (the target kept), then higher and tied counted."""
+    work = np.array(scores, np.float32)
+    rows = np.arange(len(targets))
+    target_scores = work[rows, targets].copy()
+    for row, items in enumerate(seen):
+        work[row, np.asarray(items, np.int64)] = np.nan
+    work[:, :2] = np.nan
+    work[rows, targets] = target_scores
+    return (work > target_scores[:, None]).sum(axis=1), (work == target_scores[:, None]).sum(axis=1) - 1
+
+
+def test_target_ranks_equal_masking_a_copy_with_ties_repeats_and_the_target_among_the_seen():
+    """Counting over the whole row and taking the masked cells off gives the counts of masking them out: scores with
+    many ties and -inf cells, seen lists that repeat an item, hold PAD/OOV or the target itself."""
+    rng = np.random.default_rng(4)
+    scores = rng.integers(-3, 4, size=(41, 30)).astype(np.float64)
+    scores[rng.random(scores.shape) < 0.1] = -np.inf
+    targets = rng.integers(2, 30, size=41)
+    seen = [np.concatenate([rng.integers(0, 30, size=rng.integers(0, 8)), [targets[u]] * (u % 2)]) for u in range(41)]
+    ranks = metrics.target_ranks(scores, targets, seen)
+    higher, ties = _ranks_by_masking(scores, targets, seen)
+    np.testing.assert_array_equal(ranks.higher, higher)
+    np.testing.assert_array_equal(ranks.ties, ties)
+    assert ties.sum() > 41  # the case does hold ties
