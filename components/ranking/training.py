@@ -405,12 +405,13 @@ def training_set(
         hard = _hard_negatives(data, train_config, retriever, ())
         sampler = PopularitySampler(statistics.target_counts)
         train_set = TrainingSet(with_lists(data, hard, (), sampler, item_category, train_config), statistics)
-    return with_refit_steps(train_set, features_dir, train_config, retriever, brand, item_category)
+    return with_refit_steps(train_set, features_dir, spec, train_config, retriever, brand, item_category)
 
 
 def with_refit_steps(
     train_set: TrainingSet,
     features_dir: str,
+    spec: schema.FeatureSpec,
     config: TrainConfig,
     retriever,
     brand: np.ndarray,
@@ -421,7 +422,7 @@ def with_refit_steps(
     if not config.refit_epochs:
         return train_set
     valid = load_split(features_dir, "valid")
-    steps = own_steps(valid, schema.FeatureSpec.read(features_dir).ranking_task) & (valid.lengths > 0)
+    steps = own_steps(valid, spec.ranking_task) & (valid.lengths > 0)
     if not steps.any():
         return train_set
     steps = take_rows(valid, np.flatnonzero(steps))
