@@ -38,7 +38,9 @@ warm arms of E epochs and DIEN replay R beside it (their own parents, their own 
 
 New items: test targets whose item has no train event (launched in the valid or test day). HIT@20 of the cold
 and warm models on those targets against popularity within the category (items of the user's last category first,
-by train count, a new item counting its category's mean count; then everything else by train count).
+by train count, a new item counting its category's mean count; then everything else by train count: it knows
+the user's last category, not the target's). new_items.by_path splits the targets by how each arm's model scores
+them: by_id (the refit through valid or the parent trained its id row) or features_only (first seen on the test day).
 
 Writes `lifecycle` into the bench JSON (beside its other keys): days[i].{cold,warm}.{train_s, train_cpu_s,
 startup_cpu_s, epochs_cpu_s, ndcg@20, valid_ndcg@20, epoch_examples, per_seed, spread, epochs},
@@ -228,6 +230,7 @@ class Run:
     new_hits: list[int]
     retrieval_dir: Path  # weights.npz + config.json
     ranker_parent: object  # ranking.warm_start.Parent of this run's DIEN
+    known: np.ndarray  # bool [num_items]: items the retrieval model scores with their id row (the rest by features)
 
 
 def run_day_seed(
@@ -251,8 +254,10 @@ def run_day_seed(
     loaded = warm_start.Parent.load(parent[0], parent[2]) if parent else None
     result = training.train_from_features(features, config, loaded)
     metrics = training.evaluate(result.model, test)
-    queries = training.encode_queries(result.model, test.hist_items, test.hist_cats)
+    # with the history's time, as evaluate() and serving encode (a model with time_gaps reads every step unknown without)
+    queries = training.encode_queries(result.model, test.hist_items, test.hist_cats, test.gaps())
     lists = new_items.top_lists(queries, result.model.item_embeddings(), test.seen_items, catalogue.available)
+    known = result.model.candidate_tower.id_weight.numpy()[:, 0] > 0
     out.mkdir(parents=True)
     # what a warm start reads: weights.npz (with the train examples' keys), config.json
     warm_start.save(result.model, result.catalogue, out, result.train_keys)
@@ -272,7 +277,7 @@ def run_day_seed(
             f"{out.name}: retrieval {result.epochs_run} epochs, {result.train_s:.1f} s ({result.train_cpu_s:.1f} CPU "
             f"s, {result.startup_cpu_s:.1f} of them start-up), valid ndcg@20 {result.valid_metrics['ndcg@20']:.4f}"
         )
-        return Run(retrieval, {}, [], out, None), lists
+        return Run(retrieval, {}, [], out, None, known), lists
     spec = schema.FeatureSpec.read(features)
     model_config = ModelConfig(model_type="dien")
     train_config = TrainConfig(epochs=min(RANKING_EPOCHS, warm_epochs) if parent else RANKING_EPOCHS, seed=seed)
@@ -308,7 +313,7 @@ def run_day_seed(
         f"{ranker_entry['epochs']} epochs, {ranked['train_s']:.1f} s ({ranked['train_cpu_s']:.1f} CPU s), "
         f"test AUC {ranked['auc']:.4f}" + (f" (warm from {parent[2]})" if parent else "")
     )
-    return Run(retrieval, ranker_entry, [], out, ranker_parent), lists
+    return Run(retrieval, ranker_entry, [], out, ranker_parent, known), lists
 
 
 def run_week(out_json: Path, seeds: int, days: int, work: Path, scale: float = 1, first_seed: int = 0) -> dict:
@@ -329,6 +334,8 @@ def run_week(out_json: Path, seeds: int, days: int, work: Path, scale: float = 1
     parents: dict[tuple[str, int], tuple[Path, object, str]] = {}
     table, drift_days = [], []
     new_hits: dict[str, list[int]] = {"cold": [], "baseline": [], **{arm: [] for arm in arms}}
+    # per arm, (model hit, baseline hit, target known by id) of each new-item target and seed: new_items.by_path
+    paths: dict[str, list[tuple[int, int, bool]]] = {"cold": [], **{arm: [] for arm in arms}}
     new_targets_total = 0
     recommended_unavailable = 0
     for day in range(1, days + 1):
@@ -354,9 +361,10 @@ def run_week(out_json: Path, seeds: int, days: int, work: Path, scale: float = 1
         new_rows = new_items.new_item_rows(test, catalogue)
         new_rows = new_rows[[catalogue.item_ids[test.target_item[r]] in shop.launch_us for r in new_rows]]
         new_targets_total += len(new_rows)
-        new_hits["baseline"] += new_items.hits(
+        baseline_hits = new_items.hits(
             new_items.category_popularity_lists(catalogue, test, new_rows), test.target_item[new_rows]
         )
+        new_hits["baseline"] += baseline_hits
         entry: dict = {
             "day": day,
             "run_time": run_time.isoformat(),
@@ -386,6 +394,8 @@ def run_week(out_json: Path, seeds: int, days: int, work: Path, scale: float = 1
             }
             entry[arm] = arm_entry(retrieval, [r.retrieval["epochs"] for r in runs[arm]])
             new_hits[arm] += [h for r in runs[arm] for h in r.new_hits]
+            for r in runs[arm]:
+                paths[arm] += zip(r.new_hits, baseline_hits, r.known[test.target_item[new_rows]].tolist())
         entry["ranker"] = (
             {}
             if not WITH_RANKER
@@ -423,6 +433,7 @@ def run_week(out_json: Path, seeds: int, days: int, work: Path, scale: float = 1
             _summary(
                 table,
                 new_hits,
+                paths,
                 new_targets_total,
                 drift_days,
                 recommended_unavailable,
@@ -437,7 +448,16 @@ def run_week(out_json: Path, seeds: int, days: int, work: Path, scale: float = 1
             f"new-item targets {len(new_rows)}; warm/cold {entry['warm_over_cold']}"
         )
     result = _summary(
-        table, new_hits, new_targets_total, drift_days, recommended_unavailable, seeds, started, scale, first_seed
+        table,
+        new_hits,
+        paths,
+        new_targets_total,
+        drift_days,
+        recommended_unavailable,
+        seeds,
+        started,
+        scale,
+        first_seed,
     )
     _write(out_json, result)
     return result
@@ -451,7 +471,7 @@ def _write(out_json: Path, result: dict) -> None:
 
 
 def _summary(
-    table, new_hits, new_targets_total, drift_days, recommended_unavailable, seeds, started, scale, first_seed
+    table, new_hits, paths, new_targets_total, drift_days, recommended_unavailable, seeds, started, scale, first_seed
 ) -> dict:
     hit = {arm: round(float(np.mean(v)), 6) if v else None for arm, v in new_hits.items()}
     return {
@@ -462,8 +482,10 @@ def _summary(
                 **{arm: h for arm, h in hit.items() if arm != "baseline"},
                 "category_popularity": hit["baseline"],
             },
+            "by_path": {arm: new_items.by_path(rows) for arm, rows in paths.items()},
             "note": "targets whose item has no train event (launched in the valid or test day); cold and warm "
-            "pooled over seeds",
+            "pooled over seeds; by_path: the targets whose item the arm's model scores by its id row (learnt in the "
+            "refit through valid, or carried from the parent) and those it scores by features alone",
         },
         "drift": {
             "injected_day": INJECTED_DAY,

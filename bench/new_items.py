@@ -39,6 +39,22 @@ def hits(lists: np.ndarray, targets: np.ndarray) -> list[int]:
     return [int(t in row) for row, t in zip(lists, targets)]
 
 
+def by_path(rows) -> dict:
+    """HIT@20 of a model and of the baseline on the same new-item targets, split by how the model scores the target:
+    `by_id` (its id row was trained: the refit through valid learnt an item launched on the valid day, or a warm
+    start's parent did) or `features_only` (category, brand and price rows: an item first seen on the test day).
+    `rows`: (model hit, baseline hit, known by id) per target; the two paths' gaps to the baseline differ in kind."""
+    out = {}
+    for path, wanted in (("by_id", True), ("features_only", False)):
+        chosen = [(hit, base) for hit, base, known in rows if bool(known) == wanted]
+        out[path] = {
+            "targets": len(chosen),
+            "hit@20": round(float(np.mean([h for h, _ in chosen])), 6) if chosen else None,
+            "category_popularity": round(float(np.mean([b for _, b in chosen])), 6) if chosen else None,
+        }
+    return out
+
+
 def retrieval_report(features_dir: str | Path, retrieval_dir: str | Path, k: int = 20) -> dict:
     """retrieval.new_items of bench.run on a time split: the exported retrieval model's HIT@k on test targets that
     are new items (first seen after the cut) and the category-popularity baseline's on the same targets."""

@@ -130,7 +130,10 @@ def initialise(model, catalogue: Catalogue, config: RetrievalConfig, parent: Par
     check_architecture({**UNRECORDED, **parent.config}, dataclasses.asdict(config), ARCHITECTURE)
     tables = _tables(model)
     a = parent.arrays
-    carried = carry_rows(tables["item"], a["table_item"], catalogue.item_ids, a["ids_item"], schema.NUM_RESERVED)
+    # only the rows the parent trained: an id it held without a train target has its initial row, unused (its id
+    # weight 0) and untrained noise; carried, it would be a new item's start instead of zero (its features alone)
+    trained_ids = np.where(a["id_known"], a["ids_item"], "")
+    carried = carry_rows(tables["item"], a["table_item"], catalogue.item_ids, trained_ids, schema.NUM_RESERVED)
     categories = ["", "[OOV]"] + list(catalogue.category_ids)
     carry_rows(tables["category"], a["table_category"], categories, a["ids_category"], schema.NUM_RESERVED)
     carry_rows(tables["brand"], a["table_brand"], catalogue.brand_ids, a["ids_brand"], 1)

@@ -69,6 +69,28 @@ def test_known_items_keep_their_rows_and_new_ones_start_from_features(days):
     assert gru and any(np.array_equal(w.numpy(), a) for w in gru for k, a in parent.arrays.items() if "other" in k)
 
 
+def test_an_item_the_parent_held_but_never_trained_starts_from_its_features(days):
+    """A parent's vocabulary holds items without a train target (a time split's catalogue items, the refit's parent:
+    the selected model, whose valid-day launches had none): their rows are the initial noise, never trained."""
+    root, _, f2 = days
+    parent = warm_start.Parent.load(root / "parent", "v1")
+    ids = parent.arrays["ids_item"].tolist()
+    untrained = ids.index("i5")
+    arrays = dict(parent.arrays, id_known=parent.arrays["id_known"].copy())
+    arrays["id_known"][untrained] = False  # as the parent would mark an item without train targets
+    assert np.abs(arrays["table_item"][untrained]).sum() > 0
+    catalogue = load_catalogue(f2)
+    config = RetrievalConfig(**SETTINGS)
+    model = TwoTowerModel(catalogue, config)
+    warm_start.build(model)
+    carried = warm_start.initialise(model, catalogue, config, warm_start.Parent("v1", arrays, parent.config))
+    assert carried["carried_items"] == 59 and carried["new_items"] == 2
+    table = model.candidate_tower.item_embedding.embeddings.numpy()
+    today = catalogue.item_ids.astype(str).tolist()
+    np.testing.assert_array_equal(table[today.index("i5")], 0.0)
+    np.testing.assert_array_equal(table[today.index("i6")], arrays["table_item"][ids.index("i6")])
+
+
 def test_warm_started_artifact_names_its_parent_and_refuses_another_architecture(days):
     root, _, f2 = days
     stage.run(f2, root / "child", parent_dir=root / "parent", parent_version="v1", **SETTINGS)
