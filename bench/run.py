@@ -2,11 +2,12 @@
 
     python -m bench.run --data <file or preset> --format amazon|taobao|synthetic --out <file.json> --seeds N
 
-Stages run in DAG order as plain Python calls (bench/stages.py), in a temporary directory:
+Stages run in DAG order as plain Python calls (bench/stages.py), each in a fresh process of its own (as each is its
+own container in the pipeline: components/isolation.py), in a temporary directory:
 warehouse -> extract -> features -> baselines -> retrieval -> ranking -> evaluation (funnel) ->
 export -> campaign (complementary items, audiences) -> experiments. Each is timed: wall seconds (timing.stages.<stage>),
 CPU seconds (timing.cpu_s.<stage>) and peak memory of the process tree (timing.peak_rss_mb.<stage>, Beam's workers
-included: bench/resources.py); timing.total_s, peak_rss_mb (this process or its largest child), events/users/items
+included: bench/resources.py); timing.total_s, peak_rss_mb (the largest stage's), events/users/items
 and every stage's keys go into the JSON. A stage that cannot run is listed under `skipped` with the reason, one that crashed under
 `failed` (and the exit code is 1); neither leaves guessed keys behind.
 --ablations dien_no_aux also trains DIEN without its auxiliary loss in the ranking stage.
@@ -38,6 +39,7 @@ from pathlib import Path
 
 from bench import aggregate, resources, stages
 from components.atomic import write_json
+from components.isolation import in_fresh_process
 
 SEEDED_STAGES = ("retrieval", "ranking", "evaluation")
 ALL_STAGES = ("warehouse", "extract", "features", "baselines", *SEEDED_STAGES, "export", "campaign", "experiments")
@@ -76,26 +78,32 @@ def _stage_calls(ctx: stages.Context, stage: str) -> list[Callable[[], dict]]:
     return [lambda s=s: stages.run_model_stage(stage, ctx, s) for s in seeds]
 
 
-def run_stage(ctx: stages.Context, stage: str, result: dict) -> None:
-    """Runs one stage (once per seed for the model stages) and files its keys, wall and CPU seconds and peak memory."""
-    runs = []
+def _run_calls(ctx: stages.Context, stage: str) -> tuple[list[dict], stages.Context]:
+    """The stage's runs and the context as the stage left it (the paths it wrote): what a child process hands back."""
+    return [call() for call in _stage_calls(ctx, stage)], ctx
+
+
+def run_stage(ctx: stages.Context, stage: str, result: dict, isolated: bool = True) -> stages.Context:
+    """Runs one stage (once per seed for the model stages) and files its keys, wall and CPU seconds and peak memory;
+    returns the context with the stage's outputs. `isolated`: in a fresh process of its own (components/isolation.py),
+    as the pipeline runs it in its own container, so its peak memory is its own and not the earlier stages' too."""
     try:
         with resources.StageMeter() as usage:
-            for call in _stage_calls(ctx, stage):
-                runs.append(call())
+            runs, ctx = in_fresh_process(_run_calls, ctx, stage) if isolated else _run_calls(ctx, stage)
     except stages.StageSkipped as skipped:
         log(f"{stage}: skipped ({skipped})")
         result["skipped"].append({"stage": stage, "reason": str(skipped)})
-        return
+        return ctx
     except Exception as error:  # noqa: BLE001 (a crash in one stage must not lose the others' figures)
         log(f"{stage}: FAILED\n{traceback.format_exc()}")
         result["failed"].append({"stage": stage, "error": f"{type(error).__name__}: {error}"})
-        return
+        return ctx
     result["timing"]["stages"][stage] = round(usage.wall_s, 3)
     result["timing"].setdefault("cpu_s", {})[stage] = round(usage.cpu_s, 3)
     result["timing"].setdefault("peak_rss_mb", {})[stage] = round(usage.peak_rss_mb, 1)
     aggregate.deep_update(result, aggregate.merge_seeds(runs))
     log(f"{stage}: done in {usage.wall_s:.1f}s ({usage.cpu_s:.1f} CPU s, peak {usage.peak_rss_mb:.0f} MiB)")
+    return ctx
 
 
 def run_bench(
@@ -107,9 +115,11 @@ def run_bench(
     ablations: tuple[str, ...] = (),
     split: dict | None = None,
     parameters: dict | None = None,
+    isolated: bool = True,
 ) -> dict:
     """The whole bench on one data set: every stage of `only` in DAG order; returns the bench JSON as a dict.
-    `parameters` (typed pipeline parameters, --param) override the preset's own (pipelines/presets.py)."""
+    `parameters` (typed pipeline parameters, --param) override the preset's own (pipelines/presets.py); `isolated`
+    runs each stage in a fresh process (run_stage)."""
     from pipelines import presets
 
     if seeds < 1:
@@ -157,13 +167,14 @@ def run_bench(
     started = time.perf_counter()
     for stage in ALL_STAGES:
         if stage in only:
-            run_stage(ctx, stage, result)
+            ctx = run_stage(ctx, stage, result, isolated)
         else:
             result["skipped"].append({"stage": stage, "reason": "not selected (--stages)"})
     result["timing"]["total_s"] = round(time.perf_counter() - started, 3)
     if ctx.notes:
         result["notes"] = ctx.notes
-    result["peak_rss_mb"] = peak_rss_mb()
+    # the largest stage's process tree (each stage in its own process when isolated), or this process's own peak
+    result["peak_rss_mb"] = max([peak_rss_mb(), *result["timing"]["peak_rss_mb"].values()])
     result["machine"]["load_average_at_end"] = round(os.getloadavg()[0], 2)  # shared cores: timings are noisy
     return result
 

@@ -385,6 +385,7 @@ def campaign_bench(
         days = float(window["window_days"])
     else:
         from components.features.pipeline import run_features
+        from components.isolation import in_fresh_process
         from components.ranking import stage as ranking_stage
         from components.retrieval.stage import run as run_retrieval
 
@@ -395,7 +396,10 @@ def campaign_bench(
         features_dir = work_dir / "features-time"
         retrieval_dir, ranking_dir = work_dir / "retrieval-time", work_dir / "ranking-time"
         cap = {} if max_examples_per_user is None else {"max_examples_per_user": max_examples_per_user}
-        stats = run_features(
+        # each trainer in a process of its own, as each is a container of the pipeline's (components/isolation.py):
+        # what the features job and the trainers allocated is returned before the next starts and the audiences
+        stats = in_fresh_process(
+            run_features,
             str(extracted_dir),
             str(features_dir),
             seed=seed,
@@ -405,8 +409,9 @@ def campaign_bench(
             **cap,
         )
         cut = dt.datetime.fromisoformat(stats["split_window"]["cut"])
-        run_retrieval(features_dir, retrieval_dir, seed=seed, **(retrieval or {}))
-        ranking_stage.run(
+        in_fresh_process(run_retrieval, features_dir, retrieval_dir, seed=seed, **(retrieval or {}))
+        in_fresh_process(
+            ranking_stage.run,
             str(features_dir),
             str(ranking_dir),
             "dien",
