@@ -86,9 +86,9 @@ bench: venv ## benchmark JSON of one dataset (DATA=, FORMAT=amazon|taobao|synthe
 # warm-started retrieval and DIEN, SEEDS seeds (default 3): the `lifecycle` keys of the bench JSON OUT. About 45 minutes at its default --scale 20.
 PRESETS ?= tiny,default,medium,large
 OUT_DIR ?= runs/scale
-scale-bench: venv ## the bench on several shop sizes: per-stage wall/CPU/memory against events, log-log fit (PRESETS=, OUT_DIR=, STAGES=)
+scale-bench: venv ## the bench on several shop sizes: per-stage wall/CPU/memory against events, log-log fit (PRESETS=, OUT_DIR=, STAGES=, REUSE=1)
 	nice -n 10 $(PY) -m bench.scale --presets $(call q,$(PRESETS)) --out-dir $(call q,$(OUT_DIR)) \
-	  $(if $(STAGES),--stages $(call q,$(STAGES)))
+	  $(if $(STAGES),--stages $(call q,$(STAGES))) $(if $(REUSE),--reuse)
 
 lifecycle-bench: venv ## week simulation, cold vs warm start, new items, drift check (OUT=, SEEDS= default 3)
 	nice -n 10 $(PY) -m bench.lifecycle --out $(call q,$(OUT)) $(if $(filter command line environment,$(origin SEEDS)),--seeds $(call q,$(SEEDS)))

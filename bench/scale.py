@@ -3,7 +3,7 @@
     python -m bench.scale --presets tiny,default,medium,large --out-dir runs/scale [--stages ...] [--seeds 1]
 
 Each preset runs `bench.run` in a process of its own (so one preset's memory does not count in the next one's),
-writing <out-dir>/<preset>.json. Then, per stage, wall seconds, CPU seconds and peak memory are fitted against the
+writing <out-dir>/<preset>.json (--reuse keeps one already there). Then, per stage, wall seconds, CPU seconds and peak memory are fitted against the
 number of events as a power law (least squares on log-log, over every size and between the two largest), and <out-dir>/scale.json and scale.html hold the table,
 the fitted exponents and log-log plots. An exponent above 1.15 is flagged: that stage grows worse than linearly.
 A preset that fails keeps its JSON (bench.run's `failed`) and drops out of the fit of the stages it did not finish.
@@ -28,9 +28,13 @@ MEASURES = {"wall_s": "stages", "cpu_s": "cpu_s", "peak_rss_mb": "peak_rss_mb"}
 SUPERLINEAR = 1.15
 
 
-def run_preset(preset: str, out_dir: Path, stages: str | None, seeds: int) -> Path:
-    """bench.run on one preset in a child process; its JSON path (written even when a stage failed)."""
+def run_preset(preset: str, out_dir: Path, stages: str | None, seeds: int, reuse: bool = False) -> Path:
+    """bench.run on one preset in a child process; its JSON path (written even when a stage failed). `reuse`: a JSON
+    the preset already has in `out_dir` is kept instead (the large preset's bench alone takes over an hour)."""
     out = out_dir / f"{preset}.json"
+    if reuse and out.exists():
+        print(f"[scale] {preset}: reusing {out}", file=sys.stderr, flush=True)
+        return out
     command = [sys.executable, "-m", "bench.run", "--data", preset, "--format", "synthetic", "--out", str(out)]
     command += ["--seeds", str(seeds)] + (["--stages", stages] if stages else [])
     print(f"[scale] {preset}: {' '.join(command[1:])}", file=sys.stderr, flush=True)
@@ -185,13 +189,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=Path("runs/scale"))
     parser.add_argument("--stages", default=None, help="bench.run's --stages (default: all)")
     parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--reuse", action="store_true", help="keep a preset's JSON already in --out-dir, not re-run it")
     args = parser.parse_args(argv)
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     unknown = sorted(set(presets) - set(PRESETS))
     if unknown or len(presets) < 2:
         parser.error(f"--presets needs two or more of {', '.join(PRESETS)}; unknown: {unknown}")
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    results = {p: json.loads(run_preset(p, args.out_dir, args.stages, args.seeds).read_text()) for p in presets}
+    results = {
+        p: json.loads(run_preset(p, args.out_dir, args.stages, args.seeds, args.reuse).read_text()) for p in presets
+    }
     summary = summarize(results, args.out_dir)
     for line in summary["findings"] or ["no stage grows faster than linearly"]:
         print(f"[scale] {line}", file=sys.stderr)

@@ -107,3 +107,19 @@ def test_cli_refuses_one_preset_and_unknown_ones(capsys):
         with pytest.raises(SystemExit):
             scale.main(["--presets", presets])
     assert "needs two or more" in capsys.readouterr().err
+
+
+def test_reuse_keeps_a_presets_json_and_runs_only_the_missing_ones(tmp_path, monkeypatch):
+    ran = []
+
+    def fake_run(command, check):
+        preset = command[command.index("--data") + 1]
+        ran.append(preset)
+        (tmp_path / f"{preset}.json").write_text("{}")
+
+    monkeypatch.setattr(scale.subprocess, "run", fake_run)
+    (tmp_path / "large.json").write_text('{"kept": true}')
+    assert scale.run_preset("large", tmp_path, None, 1, reuse=True).read_text() == '{"kept": true}'
+    scale.run_preset("medium", tmp_path, None, 1, reuse=True)
+    scale.run_preset("large", tmp_path, None, 1)  # without reuse: run again
+    assert ran == ["medium", "large"]
