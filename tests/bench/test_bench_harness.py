@@ -259,3 +259,10 @@ def test_a_presets_parameters_reach_the_stages_under_params_and_are_recorded(tmp
     assert pairs == sorted(zip(expected.previous.tolist(), expected.next.tolist()))
     with pytest.raises(SystemExit):  # a parameter no bench stage reads is refused, not recorded as if applied
         run.main(["--data", "tiny", "--format", "synthetic", "--out", str(out), "--param", "gate_on_ope=true"])
+
+
+def test_an_unknown_ablation_fails_before_any_work_naming_the_known_ones(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        run.main(["--data", "tiny", "--format", "synthetic", "--out", str(tmp_path / "o.json"), "--ablations", "x"])
+    assert "unknown ablation(s) ['x']; known: dien_no_aux" in capsys.readouterr().err
+    assert not (tmp_path / "o.json").exists()
