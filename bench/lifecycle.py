@@ -281,7 +281,8 @@ def run_day_seed(
     spec = schema.FeatureSpec.read(features)
     model_config = ModelConfig(model_type="dien")
     train_config = TrainConfig(epochs=min(RANKING_EPOCHS, warm_epochs) if parent else RANKING_EPOCHS, seed=seed)
-    ranking_set = training_set(str(features), train_config, None, InMemoryRetriever(result.model))
+    valid = load_split(features, "valid")
+    ranking_set = training_set(str(features), train_config, None, InMemoryRetriever(result.model), valid)
     # a warm DIEN trains on the rows its parent did not (the stage's rule) plus RANKING_REPLAY of the others
     ranking_set, ranking_keys, replayed = ranking_warm.warm_training_set(
         ranking_set, features, parent[1] if parent else None, ranking_replay, seed
@@ -292,7 +293,7 @@ def run_day_seed(
         train_config,
         spec,
         ranking_set,
-        load_split(features, "valid"),
+        valid,
         load_split(features, "test"),
         seeded,
     )

@@ -112,10 +112,10 @@ def run_variant(features_dir: str, retrieval_dir: str, name: str, seed: int, eva
 
     config = dataclasses.replace(TrainConfig(seed=seed), **VARIANTS[name])
     spec = schema.FeatureSpec.read(features_dir)
-    started, cpu = time.perf_counter(), time.process_time()
-    train_set = training_set(features_dir, config, retrieval_dir)
-    lists_cpu_s = time.process_time() - cpu
     valid = load_split(features_dir, "valid")
+    started, cpu = time.perf_counter(), time.process_time()
+    train_set = training_set(features_dir, config, retrieval_dir, valid=valid)
+    lists_cpu_s = time.process_time() - cpu
     tf.keras.utils.set_random_seed(seed)
     model_config = ModelConfig(model_type="dien")
     model = build_model(model_config, spec.num_items, spec.num_categories, train_set.statistics)

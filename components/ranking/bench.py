@@ -153,7 +153,7 @@ def ranking_bench(
     for seed in seeds:
         retrieval_dir = retrieval_dirs[seed] if retrieval_dirs else None
         train_config = TrainConfig(epochs=epochs, seed=seed, refit_epochs=refit_epochs, train_input=train_input)
-        train_set = training_set(features_dir, train_config, retrieval_dir)
+        train_set = training_set(features_dir, train_config, retrieval_dir, valid=valid_data)
         labels, scores, users, seed_runs = {}, {}, {}, {}
         for name, config in variants.items():
             fitted = fit_and_measure(config, train_config, spec, train_set, valid_data, test_data, with_scores=True)

@@ -52,10 +52,10 @@ def run(
         TrainConfig(epochs=epochs, seed=seed, train_input=train_input, refit_epochs=refit_epochs),
     )
     spec = schema.FeatureSpec.read(features)
-    train_set = training_set(features, train_config, retrieval_model)
+    valid, test = (load_split(features, split) for split in ("valid", "test"))
+    train_set = training_set(features, train_config, retrieval_model, valid=valid)
     replay = warm.WARM_REPLAY if warm_replay is None else warm_replay
     train_set, keys, replayed = warm.warm_training_set(train_set, features, parent, replay, seed)
-    valid, test = (load_split(features, split) for split in ("valid", "test"))
     warm_args = (parent, features) if parent is not None else None
     fitted = fit_and_measure(model_config, train_config, spec, train_set, valid, test, warm_args)
     result = fitted.metrics

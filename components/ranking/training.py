@@ -382,13 +382,18 @@ def own_steps(data: RankingData, ranking_task: str) -> np.ndarray:
 
 
 def training_set(
-    features_dir: str, train_config: TrainConfig, retrieval_dir: str | None, retriever=None
+    features_dir: str,
+    train_config: TrainConfig,
+    retrieval_dir: str | None,
+    retriever=None,
+    valid: RankingData | None = None,
 ) -> TrainingSet:
     """The train split's real steps with their lists: hard negatives from the retriever's candidates when a
     retrieval model is given (hard_negatives.py), and popularity negatives drawn by the steps' target counts.
     `retriever` (anything with encode(hist, cats) and item_embeddings) stands for a model not exported to
     `retrieval_dir`: the lifecycle bench's in-memory models. The split is read whole, or streamed as
-    train_config.train_input says ("auto": above reader.STREAM_ABOVE train rows; streamed_training_set)."""
+    train_config.train_input says ("auto": above reader.STREAM_ABOVE train rows; streamed_training_set). `valid`: the
+    valid split when the caller has read it for selection already, so the refit's steps do not read it again."""
     spec = schema.FeatureSpec.read(features_dir)
     retriever = _negatives_retriever(train_config, retrieval_dir, retriever)
     if retriever is None and not train_config.popularity_negatives:
@@ -405,7 +410,7 @@ def training_set(
         hard = _hard_negatives(data, train_config, retriever, ())
         sampler = PopularitySampler(statistics.target_counts)
         train_set = TrainingSet(with_lists(data, hard, (), sampler, item_category, train_config), statistics)
-    return with_refit_steps(train_set, features_dir, spec, train_config, retriever, brand, item_category)
+    return with_refit_steps(train_set, features_dir, spec, train_config, retriever, brand, item_category, valid)
 
 
 def with_refit_steps(
@@ -416,12 +421,15 @@ def with_refit_steps(
     retriever,
     brand: np.ndarray,
     item_category: np.ndarray,
+    valid: RankingData | None = None,
 ) -> TrainingSet:
     """`train_set` with the valid split's real steps (those with a history) listed as the train rows are, for the refit
-    through valid (config.refit_epochs; unchanged without one, or when valid has no such step)."""
+    through valid (config.refit_epochs; unchanged without one, or when valid has no such step). `valid`: the split if
+    read already, else it is read here."""
     if not config.refit_epochs:
         return train_set
-    valid = load_split(features_dir, "valid")
+    if valid is None:
+        valid = load_split(features_dir, "valid")
     steps = own_steps(valid, spec.ranking_task) & (valid.lengths > 0)
     if not steps.any():
         return train_set

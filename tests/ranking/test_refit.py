@@ -83,6 +83,22 @@ def test_training_set_lists_the_valid_steps_for_the_refit_and_counts_them(drifti
     assert training.training_set(str(drifting_features), no_refit, None, CategoryRetriever()).refit is None
 
 
+def test_a_valid_split_already_read_gives_the_same_refit_steps_without_reading_it_again(drifting_features, monkeypatch):
+    config = training.TrainConfig(hard_negatives=1, hard_negative_pool=3, popularity_negatives=1)
+    read = training.training_set(str(drifting_features), config, None, CategoryRetriever()).refit
+    valid = load_split(drifting_features, "valid")
+    splits = []
+    monkeypatch.setattr(
+        training, "load_split", lambda features_dir, split: splits.append(split) or load_split(features_dir, split)
+    )
+    given = training.training_set(str(drifting_features), config, None, CategoryRetriever(), valid).refit
+    assert splits == ["train"]
+    for column in (schema.TARGET_ITEM, schema.USER):
+        np.testing.assert_array_equal(given.data.scalars[column], read.data.scalars[column])
+    np.testing.assert_array_equal(given.data.lists[NEGATIVE_ITEMS], read.data.lists[NEGATIVE_ITEMS])
+    np.testing.assert_array_equal(given.statistics.target_counts, read.statistics.target_counts)
+
+
 def test_copy_learned_copies_the_weights_but_not_the_context_counts(drifting_features):
     config = training.TrainConfig(epochs=1, batch_size=64)
     train_set = training.training_set(str(drifting_features), config, None)
