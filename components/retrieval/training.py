@@ -9,7 +9,6 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -174,6 +173,28 @@ def evaluate(model: TwoTowerModel, examples: Examples) -> dict[str, float]:
     return evaluation.ranking_report(queries, model.item_embeddings(), examples.target_item, examples.seen_items)
 
 
+@dataclasses.dataclass
+class _BestEpoch:
+    """The best validated epoch so far (SELECTION_METRIC on valid): its number, figures and weights."""
+
+    score: float = -1.0
+    epoch: int = 0
+    metrics: dict = dataclasses.field(default_factory=dict)
+    weights: list | None = None
+
+    def offer(self, epoch: int, metrics: dict, model: tf.keras.Model) -> bool:
+        """Keeps `epoch` (and a copy of the model's weights) when it beats the best so far; whether it did."""
+        if metrics[SELECTION_METRIC] <= self.score:
+            return False
+        self.score, self.epoch, self.metrics, self.weights = (
+            metrics[SELECTION_METRIC],
+            epoch,
+            metrics,
+            model.get_weights(),
+        )
+        return True
+
+
 def train(
     train_set: Examples | StreamedExamples,
     valid_set: Examples,
@@ -223,7 +244,7 @@ def train(
         optimizer.build(model.trainable_variables)
         model.compile(optimizer=optimizer)
     targets_per_epoch = epochs.targets_per_epoch
-    best: dict[str, Any] = {"score": -1.0, "epoch": 0, "metrics": {}, "weights": None}
+    best = _BestEpoch()
     # the train step and the query encoder traced here, before the first epoch: the start-up (model build, warm
     # start, graph tracing) is then measured apart from the epochs; fit and validation reuse both graphs. Without
     # select_on_valid (the refit: valid is in its training data) no epoch is validated, so no encoder is traced
@@ -245,7 +266,6 @@ def train(
         loss = float(history_of_fit.history["mean_loss"][-1])
         if not select_on_valid:  # every epoch trained, the last kept: nothing to validate
             history.append({"epoch": epoch, "loss": loss, "seconds": epoch_fit_s})
-            best = {"score": -1.0, "epoch": epoch, "metrics": {}, "weights": None}
             log.info("epoch %d/%d  loss %.4f  %.1fs", epoch, config.epochs, loss, epoch_fit_s)
             continue
         valid = evaluate(model, valid_set)
@@ -258,9 +278,7 @@ def train(
                 "seconds": epoch_fit_s,
             }
         )
-        improved = valid[SELECTION_METRIC] > best["score"]
-        if improved:
-            best = {"score": valid[SELECTION_METRIC], "epoch": epoch, "metrics": valid, "weights": model.get_weights()}
+        improved = best.offer(epoch, valid, model)
         log.info(
             "epoch %d/%d  loss %.4f  valid hit@20 %.4f ndcg@20 %.4f  %.1fs%s",
             epoch,
@@ -271,16 +289,16 @@ def train(
             epoch_fit_s,
             "  *best" if improved else "",
         )
-        if epoch - best["epoch"] >= config.patience:
+        if epoch - best.epoch >= config.patience:
             break
-    if best["weights"] is not None:
-        model.set_weights(best["weights"])
+    if select_on_valid:
+        model.set_weights(best.weights)
     result = TrainingResult(
         model=model,
         catalogue=catalogue,
         config=config,
-        valid_metrics=best["metrics"],
-        best_epoch=best["epoch"],
+        valid_metrics=best.metrics,
+        best_epoch=best.epoch if select_on_valid else epochs_run,
         epochs_run=epochs_run,
         train_examples=targets_per_epoch,
         train_s=time.perf_counter() - started,
