@@ -100,60 +100,6 @@ def dataset(
     )
 
 
-def stream(
-    features_dir: str | Path,
-    kind: str,
-    split: str,
-    batch_size: int,
-    *,
-    max_len: int | None = None,
-    shuffle_buffer: int = 0,
-    seed: int = 0,
-    repeat: bool = False,
-) -> tf.data.Dataset:
-    """Batches of parsed examples read from the TFRecord shards as a stream: memory holds `shuffle_buffer` records
-    and a few batches, whatever the split's size (the trainers' path for sets that do not fit in memory).
-
-    Files are read in shard order and, without a shuffle, records in file order, deterministically (one output always
-    gives the same batches; load_numpy's canonical order would need the whole split). With `shuffle_buffer`, records
-    are shuffled through a buffer of that many, seeded (`seed`), reshuffled each epoch when `repeat`. With
-    `max_len`, the histories (every sequence feature but seen_items) are dense [b, max_len], left-padded as pad_left
-    pads them (PAD_INDEX; NO_GAP for gaps), their newest max_len steps; else RaggedTensors as `dataset` gives them."""
-    spec = _parse_spec(kind, split)
-    files = tfrecord_files(features_dir, kind, split)
-    records = tf.data.TFRecordDataset(files)
-    if shuffle_buffer:
-        records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        records = records.repeat()
-    batches = records.batch(batch_size).map(
-        lambda batch: tf.io.parse_example(batch, spec), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-    )
-    if max_len is not None:
-        batches = batches.map(lambda batch: _left_padded(batch, max_len))
-    return batches.prefetch(tf.data.AUTOTUNE)
-
-
-_HISTORIES = tuple(name for name in schema.SEQUENCE_FEATURES if name != schema.SEEN_ITEMS)  # seen_items: a set
-
-
-def _left_padded(batch: dict, max_len: int) -> dict:
-    out = {}
-    for name, value in batch.items():
-        if name not in _HISTORIES:
-            out[name] = value
-            continue
-        fill = schema.NO_GAP if name == schema.HIST_GAPS else schema.PAD_INDEX
-        # column j of a row of n values holds value n - max_len + j, or padding (one fill value after the values)
-        # where that comes before the row's first
-        lengths, starts = tf.cast(value.row_lengths(), tf.int64), tf.cast(value.row_starts(), tf.int64)
-        at = lengths[:, None] - max_len + tf.range(max_len, dtype=tf.int64)[None, :]
-        values = tf.concat([value.flat_values, tf.constant([fill], tf.int64)], axis=0)
-        padding = tf.size(value.flat_values, out_type=tf.int64)
-        out[name] = tf.gather(values, tf.where(at >= 0, starts[:, None] + at, padding))
-    return out
-
-
 def load_numpy(features_dir: str | Path, kind: str, split: str) -> dict[str, np.ndarray]:
     """The whole split in memory: scalars as 1-D arrays (int64, float64), sequences as object arrays of int64 arrays.
 
