@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -111,7 +112,29 @@ def load_numpy(features_dir: str | Path, kind: str, split: str) -> dict[str, np.
     return _numpy_columns(dataset(features_dir, kind, split, batch_size=4096))
 
 
-def _numpy_columns(batches: tf.data.Dataset) -> dict[str, np.ndarray]:
+def load_columns(features_dir: str | Path, kind: str, split: str, columns: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Scalar `columns` of a split alone, in load_numpy's canonical order: a split's users and targets without its
+    histories (16 bytes a row for two), for a trainer that must not hold the whole split."""
+    parsed = _numpy_columns(dataset(features_dir, kind, split, 4096, tuple(dict.fromkeys((schema.USER, *columns)))))
+    return {name: parsed.get(name, np.zeros(0, np.int64)) for name in columns}
+
+
+def load_users(features_dir: str | Path, kind: str, split: str, users: np.ndarray) -> dict[str, np.ndarray]:
+    """load_numpy's columns for the rows of the user indices `users` alone, in its canonical order: each batch of
+    records is parsed for its users first and only theirs are parsed whole, so memory holds their rows."""
+    keep = np.unique(np.asarray(users, np.int64))
+    spec, user_spec = _parse_spec(kind, split), {schema.USER: tf.io.FixedLenFeature([], tf.int64)}
+
+    def batches():
+        for records in tf.data.TFRecordDataset(tfrecord_files(features_dir, kind, split)).batch(4096).prefetch(2):
+            chosen = np.isin(tf.io.parse_example(records, user_spec)[schema.USER].numpy(), keep)
+            if chosen.any():
+                yield tf.io.parse_example(tf.boolean_mask(records, chosen), spec)
+
+    return _numpy_columns(batches())
+
+
+def _numpy_columns(batches: Iterable[dict]) -> dict[str, np.ndarray]:
     """load_numpy's columns from parsed batches, in canonical order ({} for no batches)."""
     scalars: dict[str, list[np.ndarray]] = {}
     flat: dict[str, list[np.ndarray]] = {}

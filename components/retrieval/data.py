@@ -277,33 +277,37 @@ def stream_examples(
     keys_of: Callable[[Examples], np.ndarray],
     bucket_rows: int = reader.BUCKET_ROWS,
     item_category: np.ndarray | None = None,
-    extra: Examples | None = None,
+    with_valid: bool = False,
 ) -> StreamedExamples:
     """The train split as StreamedExamples under `directory`: partitioned by user (one pass over the shards), then each
     bucket read alone, padded to `max_len`, keyed by `keys_of` (training.example_keys) and, with `item_category`
-    (every_position), rebuilt into its users' Sequences (a user's rows are all in one bucket). `extra` (the valid
-    examples, for the refit through valid): each bucket also holds its users' rows of it, after their train rows (as
-    concatenate_examples puts them). Memory holds one bucket."""
+    (every_position), rebuilt into its users' Sequences (a user's rows are all in one bucket). `with_valid` (the
+    refit through valid): the valid split is partitioned into the same user buckets and each bucket also holds its
+    users' valid rows, after their train rows (as concatenate_examples puts them). Memory holds one bucket."""
     count = reader.example_count(features_dir, schema.RETRIEVAL_DIR, "train")
     if not count:
         raise schema.SchemaError(f"{features_dir}: the train split has no retrieval examples")
     buckets = reader.partition_by_user(
         features_dir, schema.RETRIEVAL_DIR, "train", directory, reader.bucket_count(count, bucket_rows)
     )
-    extra_bucket = None if extra is None else reader.user_bucket(extra.user, len(buckets))
+    valid_buckets = (
+        reader.partition_by_user(features_dir, schema.RETRIEVAL_DIR, "valid", directory, len(buckets))
+        if with_valid
+        else [None] * len(buckets)
+    )
     paths, sizes = [], []
-    for bucket, path in enumerate(buckets):
-        columns = reader.load_bucket(path, schema.RETRIEVAL_DIR, "train")
-        os.remove(path)
-        more = None if extra is None else take_examples(extra, np.flatnonzero(extra_bucket == bucket))
-        if not len(columns.get(schema.TARGET_ITEM, ())):
-            if more is None or not len(more):
+    for path, valid_path in zip(buckets, valid_buckets, strict=True):
+        parts = []
+        for split, part in (("train", path), ("valid", valid_path)):
+            if part is None:
                 continue
-            examples = more
-        else:
-            examples = _examples(columns, max_len)
-            if more is not None and len(more):
-                examples = concatenate_examples(examples, more)
+            columns = reader.load_bucket(part, schema.RETRIEVAL_DIR, split)
+            os.remove(part)
+            if len(columns.get(schema.TARGET_ITEM, ())):
+                parts.append(_examples(columns, max_len))
+        if not parts:
+            continue
+        examples = parts[0] if len(parts) == 1 else concatenate_examples(*parts)
         rows: Examples | Sequences = examples if item_category is None else train_sequences(examples, item_category)
         fields = {
             field.name: getattr(rows, field.name)
@@ -328,18 +332,14 @@ def sample_users_of(examples: Examples, user_ids: np.ndarray, count: int) -> Exa
     return Examples(**{name: None if values is None else values[rows] for name, values in fields.items()})
 
 
-def take_examples(examples: Examples, rows: np.ndarray) -> Examples:
-    """The given rows of `examples`, in that order (seen_items dropped: training never reads them)."""
-
-    def take(values):
-        return None if values is None else values[rows]
-
-    return Examples(
-        hist_items=examples.hist_items[rows],
-        hist_cats=examples.hist_cats[rows],
-        target_item=examples.target_item[rows],
-        user=examples.user[rows],
-        seen_items=None,
-        hist_gaps=take(examples.hist_gaps),
-        target_gap=take(examples.target_gap),
-    )
+def valid_selection(features_dir: str | Path, user_ids: np.ndarray, count: int, max_len: int) -> tuple[Examples, int]:
+    """(the valid examples selection scores, the split's example count), read without holding the whole split:
+    sample_users_of's `count` users (every one for 0), their rows alone parsed after the split's user column."""
+    users = reader.load_columns(features_dir, schema.RETRIEVAL_DIR, "valid", (schema.USER,))[schema.USER]
+    if not len(users):
+        raise schema.SchemaError(f"{features_dir}: the valid split has no retrieval examples")
+    rows = metrics.sample_users(np.asarray(user_ids, dtype=object)[users], count)
+    if len(rows) == len(users):
+        return load_examples(features_dir, "valid", max_len), len(users)
+    chosen = _examples(reader.load_users(features_dir, schema.RETRIEVAL_DIR, "valid", users[rows]), max_len)
+    return sample_users_of(chosen, user_ids, count), len(users)

@@ -29,6 +29,7 @@ from components.retrieval.data import (
     sample_users_of,
     stream_examples,
     train_sequences,
+    valid_selection,
 )
 from components.retrieval.model import TwoTowerModel
 
@@ -197,7 +198,7 @@ class _BestEpoch:
 
 def train(
     train_set: Examples | StreamedExamples,
-    valid_set: Examples,
+    valid_set: Examples | None,
     catalogue: Catalogue,
     config: RetrievalConfig,
     parent=None,
@@ -212,6 +213,8 @@ def train(
     config.train_input "stream") trains a bucket at a time, each bucket's examples carrying their own keys."""
     from components.retrieval import warm_start
 
+    if select_on_valid and valid_set is None:
+        raise ValueError("selecting an epoch on valid needs the valid examples")
     started, cpu_started = time.perf_counter(), time.process_time()
     tf.keras.utils.set_random_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -440,29 +443,31 @@ class _StreamedEpochs:
 def train_from_features(features_dir: str | Path, config: RetrievalConfig, parent=None) -> TrainingResult:
     """Reads the features output (train and valid only; test is never read here) and trains. The train split is held
     in memory or streamed from user buckets on local disk (StreamedExamples, under a temporary folder) as
-    config.train_input says ("auto": reader.STREAM_ABOVE); valid, one example per user, is in memory either way
-    (full-catalogue validation needs every user's query at once). With config.refit_epochs, the selected model is
-    then refit through valid (refit_through_valid; streamed: the split partitioned again, each bucket with its users'
-    valid rows)."""
+    config.train_input says ("auto": reader.STREAM_ABOVE). Selection's valid examples (config.valid_max_users of them,
+    full-catalogue validation scoring each user's query at once) are in memory; streamed, only they are, read alone
+    (data.valid_selection). With config.refit_epochs, the selected model is then refit through valid
+    (refit_through_valid; streamed: train and valid partitioned again into the same user buckets, each bucket with its
+    users' train rows, then their valid rows)."""
     catalogue = load_catalogue(features_dir)
-    valid_set = load_examples(features_dir, "valid", config.max_len)
     user_ids = schema.indexed_vocab(features_dir, schema.USER_VOCAB)
-    selection = sample_users_of(valid_set, user_ids, config.valid_max_users)  # the refit trains on all of valid
-    if len(selection) < len(valid_set):
-        log.info(
-            "retrieval: selection scores %d of %d valid examples (valid_max_users)", len(selection), len(valid_set)
-        )
     count = reader.example_count(features_dir, schema.RETRIEVAL_DIR, "train")
     if reader.train_input(config.train_input, count) == "memory":
+        valid_set = load_examples(features_dir, "valid", config.max_len)
+        selection = sample_users_of(valid_set, user_ids, config.valid_max_users)  # the refit trains on all of valid
+        _log_selection(len(selection), len(valid_set))
         train_set = load_examples(features_dir, "train", config.max_len)
         keys = example_keys(features_dir, train_set, catalogue)
         selected = train(train_set, selection, catalogue, config, parent, keys)
         if not config.refit_epochs:
             return selected
-        return refit_through_valid(selected, train_set, valid_set, example_keys(features_dir, valid_set, catalogue))
+        valid_keys = example_keys(features_dir, valid_set, catalogue)
+        return refit_through_valid(selected, train_set, valid_set.target_item, valid_set, valid_keys)
+    # streamed: valid is never held whole either; selection reads its sampled users' rows, the refit its buckets
+    selection, valid_count = valid_selection(features_dir, user_ids, config.valid_max_users, config.max_len)
+    _log_selection(len(selection), valid_count)
     users = np.asarray(schema.read_vocab(features_dir, schema.USER_VOCAB), dtype=object)
 
-    def streamed(directory: Path, extra: Examples | None = None) -> StreamedExamples:
+    def streamed(directory: Path, with_valid: bool = False) -> StreamedExamples:
         return stream_examples(
             features_dir,
             config.max_len,
@@ -470,7 +475,7 @@ def train_from_features(features_dir: str | Path, config: RetrievalConfig, paren
             lambda examples: example_keys(features_dir, examples, catalogue, users),
             config.stream_bucket_rows,
             catalogue.item_category if config.every_position else None,
-            extra,
+            with_valid,
         )
 
     with tempfile.TemporaryDirectory(prefix="retrieval-train-") as directory:
@@ -479,22 +484,30 @@ def train_from_features(features_dir: str | Path, config: RetrievalConfig, paren
         shutil.rmtree(Path(directory, "train"))
         if not config.refit_epochs:
             return selected
+        del selection
         # the refit's buckets: each holds its users' train rows and then their valid rows, keyed
-        return refit_through_valid(selected, streamed(Path(directory, "refit"), valid_set), valid_set)
+        targets = reader.load_columns(features_dir, schema.RETRIEVAL_DIR, "valid", (schema.TARGET_ITEM,))
+        return refit_through_valid(selected, streamed(Path(directory, "refit"), True), targets[schema.TARGET_ITEM])
+
+
+def _log_selection(scored: int, examples: int) -> None:
+    if scored < examples:
+        log.info("retrieval: selection scores %d of %d valid examples (valid_max_users)", scored, examples)
 
 
 def refit_through_valid(
     selected: TrainingResult,
     train_set: Examples | StreamedExamples,
-    valid_set: Examples,
+    valid_targets: np.ndarray,
+    valid_set: Examples | None = None,
     valid_keys: np.ndarray | None = None,
 ) -> TrainingResult:
     """The selected model warm-started on train + valid for config.refit_epochs epochs, the valid examples as the
     new rows (plus warm_replay of train each epoch), the last epoch kept. Selection on valid is over by then, so
-    the valid figures, best epoch and curve stay the selection run's; the model, its catalogue (valid targets
+    the valid figures, best epoch and curve stay the selection run's; the model, its catalogue (`valid_targets`
     counted: an item first bought in the valid window is known now) and the keys are the refit's. `train_set`: the
-    train Examples (valid's, keyed by `valid_keys`, are appended) or StreamedExamples whose buckets hold train and
-    valid rows with their keys already (train_from_features' stream)."""
+    train Examples (`valid_set`'s, keyed by `valid_keys`, are appended) or StreamedExamples whose buckets hold train
+    and valid rows with their keys already (train_from_features' stream: valid_set None)."""
     from components.retrieval import warm_start
     from components.warm_start import load_arrays
 
@@ -502,20 +515,20 @@ def refit_through_valid(
     with tempfile.TemporaryDirectory(prefix="retrieval-refit-") as scratch:
         warm_start.save(selected.model, selected.catalogue, scratch, selected.train_keys)
         parent = warm_start.Parent("selected", load_arrays(scratch), dataclasses.asdict(config))
-    counts = np.bincount(valid_set.target_item, minlength=selected.catalogue.num_items)
+    counts = np.bincount(valid_targets, minlength=selected.catalogue.num_items)
     catalogue = dataclasses.replace(selected.catalogue, train_count=selected.catalogue.train_count + counts)
     both: Examples | StreamedExamples = train_set
     keys = None
     if isinstance(train_set, Examples):
+        if valid_set is None:
+            raise ValueError("a refit of train Examples needs the valid Examples to append")
         both = concatenate_examples(train_set, valid_set)
         if selected.train_keys is not None and valid_keys is not None:
             keys = np.concatenate([selected.train_keys, valid_keys])
-    again = train(
-        both, valid_set, catalogue, dataclasses.replace(config, epochs=config.refit_epochs), parent, keys, False
-    )
+    again = train(both, None, catalogue, dataclasses.replace(config, epochs=config.refit_epochs), parent, keys, False)
     refit = {
         "epochs": again.epochs_run,
-        "valid_rows": len(valid_set),
+        "valid_rows": len(valid_targets),
         "replay": config.warm_replay,
         "train_s": again.train_s,
         "train_cpu_s": again.train_cpu_s,

@@ -284,3 +284,16 @@ def test_rows_load_in_one_order_whatever_shard_beam_wrote_them_to(shop, tmp_path
         original, moved = reader.load_numpy(shop["out"], kind, "train"), reader.load_numpy(copy, kind, "train")
         for name, values in original.items():
             assert all(np.array_equal(a, b) for a, b in zip(values, moved[name], strict=True)), (kind, name)
+
+
+@pytest.mark.parametrize(("kind", "split"), [("retrieval", "valid"), ("ranking", "train")])
+def test_a_splits_columns_and_its_users_rows_alone_are_load_numpys(shop, kind, split):
+    loaded = reader.load_numpy(shop["out"], kind, split)
+    columns = reader.load_columns(shop["out"], kind, split, (schema.TARGET_ITEM,))
+    np.testing.assert_array_equal(columns[schema.TARGET_ITEM], loaded[schema.TARGET_ITEM])
+    users = np.unique(loaded[schema.USER])[::3]
+    rows = np.flatnonzero(np.isin(loaded[schema.USER], users))
+    some = reader.load_users(shop["out"], kind, split, users)
+    assert set(some) == set(loaded) and len(some[schema.USER]) == len(rows) > 0
+    for name, values in loaded.items():
+        assert all(np.array_equal(a, b) for a, b in zip(some[name], values[rows], strict=True)), name

@@ -28,7 +28,7 @@ def refitted(shop_features):
     evaluations, evaluate = [], training.evaluate
     training.evaluate = lambda model, examples: evaluations.append(len(examples)) or evaluate(model, examples)
     try:
-        refit = training.refit_through_valid(selected, train_set, valid_set, valid_keys)
+        refit = training.refit_through_valid(selected, train_set, valid_set.target_item, valid_set, valid_keys)
     finally:
         training.evaluate = evaluate
     return (
@@ -108,9 +108,9 @@ def test_valid_max_users_selects_on_a_hash_sample_and_refits_on_every_valid_row(
         seen.setdefault("selection", valid_set)
         return train(train_set, valid_set, *args, **kwargs)
 
-    def recording_refit(selected, train_set, valid_set, *args, **kwargs):
-        seen["refit"] = valid_set
-        return refit(selected, train_set, valid_set, *args, **kwargs)
+    def recording_refit(selected, train_set, valid_targets, *args, **kwargs):
+        seen["refit"] = valid_targets
+        return refit(selected, train_set, valid_targets, *args, **kwargs)
 
     monkeypatch.setattr(training, "train", recording_train)
     monkeypatch.setattr(training, "refit_through_valid", recording_refit)

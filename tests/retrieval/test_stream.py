@@ -23,7 +23,7 @@ def _config(**fields):
     return RetrievalConfig(**{**base, "stream_bucket_rows": BUCKET_ROWS, **fields})
 
 
-def _streamed(features, tmp_path, every_position=False, extra=None):
+def _streamed(features, tmp_path, every_position=False, with_valid=False):
     from components.retrieval.data import load_catalogue, stream_examples
     from components.retrieval.training import example_keys
 
@@ -35,7 +35,7 @@ def _streamed(features, tmp_path, every_position=False, extra=None):
         lambda examples: example_keys(features, examples, catalogue),
         BUCKET_ROWS,
         catalogue.item_category if every_position else None,
-        extra,
+        with_valid,
     )
 
 
@@ -68,7 +68,7 @@ def test_refit_buckets_hold_their_users_valid_rows_after_their_train_rows(shop_f
     from components.retrieval.data import concatenate_examples, load_examples
 
     valid = load_examples(shop_features, "valid", 10)
-    streamed = _streamed(shop_features, tmp_path, extra=valid)
+    streamed = _streamed(shop_features, tmp_path, with_valid=True)
     whole = concatenate_examples(load_examples(shop_features, "train", 10), valid)
     buckets = [streamed.bucket(index)[0] for index in range(len(streamed.paths))]
     assert sorted(row for rows in buckets for row in _rows(rows)) == _rows(whole)
@@ -144,3 +144,29 @@ def test_train_input_auto_streams_above_the_threshold():
     assert reader.bucket_count(0) == 1 and reader.bucket_count(10, 3) == 4
     buckets = reader.user_bucket(np.arange(100_000), 7)
     assert set(buckets.tolist()) == set(range(7)) and np.bincount(buckets).min() > 13_000
+
+
+def test_a_streamed_run_selects_on_the_same_valid_sample_without_reading_valid_whole(shop_features, monkeypatch):
+    from components.metrics import sample_users
+    from components.retrieval import data, training
+    from components.retrieval.data import load_examples
+
+    ids = schema.indexed_vocab(shop_features, schema.USER_VOCAB)
+    valid = load_examples(shop_features, "valid", 10)
+    rows = sample_users(ids[valid.user], 100)
+    selection, count = data.valid_selection(shop_features, ids, 100, 10)
+    assert count == len(valid) > 100 and len(selection) == 100
+    for name in ("user", "target_item", "hist_items", "hist_cats", "hist_gaps", "target_gap"):
+        np.testing.assert_array_equal(getattr(selection, name), getattr(valid, name)[rows])
+    assert [list(s) for s in selection.seen_items] == [list(valid.seen_items[r]) for r in rows]
+    whole, everyone = data.valid_selection(shop_features, ids, 0, 10)
+    assert everyone == len(valid) and np.array_equal(whole.target_item, valid.target_item)
+
+    read, load = [], data.load_examples
+    monkeypatch.setattr(data, "load_examples", lambda f, split, n: read.append(split) or load(f, split, n))
+    monkeypatch.setattr(training, "load_examples", data.load_examples)
+    result = training.train_from_features(
+        shop_features, _config(train_input="stream", epochs=1, refit_epochs=1, valid_max_users=100)
+    )
+    assert read == []  # neither split read whole: train from its buckets, valid's sample and its buckets
+    assert result.refit["valid_rows"] == len(valid) and result.valid_metrics["ndcg@20"] > 0
