@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from components import metrics, schema
+from components.isolation import in_fresh_process
 from components.ranking import probe
 from components.ranking.base import ModelConfig
 from components.ranking.data import epoch_plan, load_split, planned_dataset
@@ -144,11 +145,17 @@ def ranking_bench(
         raise ValueError(f"retrieval_dirs has no retrieval model for seed(s) {missing}: each seed needs its own")
     variants = {**VARIANTS, **{name: ABLATIONS[name] for name in ablations}}
     spec = schema.FeatureSpec.read(features_dir)
+    # the trees probe first, in a process of its own: its rows (built from every event) and LightGBM's are returned to
+    # the system before the neural rankers load their splits (at the large preset they were the stage's peak)
+    probes = (
+        in_fresh_process(probe.run_seeds, extracted_dir, features_dir, tuple(seeds))
+        if spec.ranking_task == "cvr" and extracted_dir
+        else None
+    )
     valid_data, test_data = (load_split(features_dir, split) for split in ("valid", "test"))
     user_ids = np.asarray(schema.read_vocab(features_dir, schema.USER_VOCAB))
     test_users = user_ids[test_data.scalars[schema.USER] - schema.NUM_RESERVED]
-    probe_rows = probe.build_rows(extracted_dir, features_dir) if spec.ranking_task == "cvr" and extracted_dir else None
-    runs = {name: [] for name in [*variants, *([TREES] if probe_rows else [])]}
+    runs = {name: [] for name in [*variants, *([TREES] if probes else [])]}
     speed = {}
     for seed in seeds:
         retrieval_dir = retrieval_dirs[seed] if retrieval_dirs else None
@@ -176,10 +183,10 @@ def ranking_bench(
             speed = speed_against_reference(
                 train_set.rows_in_memory(), spec.num_items, spec.num_categories, train_config, train_set.statistics
             )
-        if probe_rows:
-            seed_runs[TREES] = probe.run_probe(probe_rows, seed)
+        if probes:
+            seed_runs[TREES] = probes[seed]
             scores[TREES] = seed_runs[TREES].pop("test_scores")
-            labels[TREES], users[TREES] = probe_rows["test"].labels, probe_rows["test"].users
+            labels[TREES], users[TREES] = seed_runs[TREES].pop("test_labels"), seed_runs[TREES].pop("test_users")
         add_intervals(seed_runs, labels, scores, users)
         for name, run in seed_runs.items():
             runs[name].append(run)

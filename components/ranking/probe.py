@@ -236,3 +236,17 @@ def run_probe(splits: dict[str, ProbeRows], seed: int) -> dict:
         "best_iteration": int(booster.best_iteration or booster.current_iteration()),
         "test_scores": scores,
     }
+
+
+def run_seeds(extracted_dir: str | Path, features_dir: str | Path, seeds: tuple[int, ...]) -> dict[int, dict]:
+    """run_probe for each seed on rows built once: {seed: its figures with `test_scores`, `test_labels` and
+    `test_users`} (the ranking bench runs it in a process of its own: the rows and LightGBM's bins are then never
+    held beside the neural rankers' data)."""
+    splits = build_rows(extracted_dir, features_dir)
+    test = splits.get("test")
+    runs = {}
+    for seed in seeds:
+        run = run_probe(splits, seed)
+        run["test_labels"], run["test_users"] = test.labels, test.users
+        runs[seed] = run
+    return runs

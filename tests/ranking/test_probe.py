@@ -132,3 +132,12 @@ def test_probe_finds_that_carted_items_get_bought(tmp_path):
     result = probe.run_probe(probe.build_rows(extract, tmp_path / "features"), seed=0)
     assert result["auc"] > 0.9
     assert len(result["test_scores"]) == len(probe.build_rows(extract, tmp_path / "features")["test"].labels)
+    # the ranking bench's path: rows built once in a fresh process, one run per seed, the test rows' labels and users
+    from components.isolation import in_fresh_process
+
+    runs = in_fresh_process(probe.run_seeds, extract, tmp_path / "features", (0, 1))
+    test = probe.build_rows(extract, tmp_path / "features")["test"]
+    assert sorted(runs) == [0, 1] and runs[0]["auc"] == pytest.approx(result["auc"])
+    np.testing.assert_array_equal(runs[0]["test_scores"], result["test_scores"])
+    np.testing.assert_array_equal(runs[1]["test_labels"], test.labels)
+    np.testing.assert_array_equal(runs[1]["test_users"], test.users)
