@@ -16,12 +16,17 @@ def _skip(reason: str) -> None:
     raise StageSkipped(reason)
 
 
+def _rss_mib() -> int:
+    """This process's resident memory in MiB (Linux /proc)."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) // 1024 for line in status if line.startswith("VmRSS:"))
+
+
 def _allocate_and_report(mib: int) -> int:
     """Holds `mib` MiB touched; returns this process's resident memory in MiB."""
     block = bytearray(mib << 20)
     block[::4096] = b"x" * len(block[::4096])
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) // 1024 for line in status if line.startswith("VmRSS:"))
+    return _rss_mib()
 
 
 def test_the_call_runs_in_another_process_with_its_arguments():
@@ -35,10 +40,6 @@ def test_an_exception_comes_back_with_its_type_and_message():
 
 
 def test_the_childs_memory_is_not_left_in_this_process():
-    def rss_mib() -> int:
-        with open("/proc/self/status") as status:
-            return next(int(line.split()[1]) // 1024 for line in status if line.startswith("VmRSS:"))
-
-    before = rss_mib()
+    before = _rss_mib()
     assert in_fresh_process(_allocate_and_report, 300) >= 300
-    assert rss_mib() < before + 100
+    assert _rss_mib() < before + 100

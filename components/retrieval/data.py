@@ -332,14 +332,18 @@ def sample_users_of(examples: Examples, user_ids: np.ndarray, count: int) -> Exa
     return Examples(**{name: None if values is None else values[rows] for name, values in fields.items()})
 
 
-def valid_selection(features_dir: str | Path, user_ids: np.ndarray, count: int, max_len: int) -> tuple[Examples, int]:
-    """(the valid examples selection scores, the split's example count), read without holding the whole split:
-    sample_users_of's `count` users (every one for 0), their rows alone parsed after the split's user column."""
-    users = reader.load_columns(features_dir, schema.RETRIEVAL_DIR, "valid", (schema.USER,))[schema.USER]
+def valid_selection(
+    features_dir: str | Path, user_ids: np.ndarray, count: int, max_len: int
+) -> tuple[Examples, np.ndarray]:
+    """(the valid examples selection scores, every valid example's target item), read without holding the whole
+    split: its user and target columns first (the refit counts the targets), then sample_users_of's `count` users'
+    rows alone (every one for 0)."""
+    loaded = reader.load_columns(features_dir, schema.RETRIEVAL_DIR, "valid", (schema.USER, schema.TARGET_ITEM))
+    users, targets = loaded[schema.USER], loaded[schema.TARGET_ITEM]
     if not len(users):
         raise schema.SchemaError(f"{features_dir}: the valid split has no retrieval examples")
     rows = metrics.sample_users(np.asarray(user_ids, dtype=object)[users], count)
     if len(rows) == len(users):
-        return load_examples(features_dir, "valid", max_len), len(users)
+        return load_examples(features_dir, "valid", max_len), targets
     chosen = _examples(reader.load_users(features_dir, schema.RETRIEVAL_DIR, "valid", users[rows]), max_len)
-    return sample_users_of(chosen, user_ids, count), len(users)
+    return sample_users_of(chosen, user_ids, count), targets

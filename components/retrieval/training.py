@@ -463,8 +463,8 @@ def train_from_features(features_dir: str | Path, config: RetrievalConfig, paren
         valid_keys = example_keys(features_dir, valid_set, catalogue)
         return refit_through_valid(selected, train_set, valid_set.target_item, valid_set, valid_keys)
     # streamed: valid is never held whole either; selection reads its sampled users' rows, the refit its buckets
-    selection, valid_count = valid_selection(features_dir, user_ids, config.valid_max_users, config.max_len)
-    _log_selection(len(selection), valid_count)
+    selection, valid_targets = valid_selection(features_dir, user_ids, config.valid_max_users, config.max_len)
+    _log_selection(len(selection), len(valid_targets))
     users = np.asarray(schema.read_vocab(features_dir, schema.USER_VOCAB), dtype=object)
 
     def streamed(directory: Path, with_valid: bool = False) -> StreamedExamples:
@@ -486,8 +486,7 @@ def train_from_features(features_dir: str | Path, config: RetrievalConfig, paren
             return selected
         del selection
         # the refit's buckets: each holds its users' train rows and then their valid rows, keyed
-        targets = reader.load_columns(features_dir, schema.RETRIEVAL_DIR, "valid", (schema.TARGET_ITEM,))
-        return refit_through_valid(selected, streamed(Path(directory, "refit"), True), targets[schema.TARGET_ITEM])
+        return refit_through_valid(selected, streamed(Path(directory, "refit"), True), valid_targets)
 
 
 def _log_selection(scored: int, examples: int) -> None:

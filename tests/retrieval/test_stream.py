@@ -154,13 +154,14 @@ def test_a_streamed_run_selects_on_the_same_valid_sample_without_reading_valid_w
     ids = schema.indexed_vocab(shop_features, schema.USER_VOCAB)
     valid = load_examples(shop_features, "valid", 10)
     rows = sample_users(ids[valid.user], 100)
-    selection, count = data.valid_selection(shop_features, ids, 100, 10)
-    assert count == len(valid) > 100 and len(selection) == 100
+    selection, targets = data.valid_selection(shop_features, ids, 100, 10)
+    np.testing.assert_array_equal(targets, valid.target_item)
+    assert len(valid) > 100 and len(selection) == 100
     for name in ("user", "target_item", "hist_items", "hist_cats", "hist_gaps", "target_gap"):
         np.testing.assert_array_equal(getattr(selection, name), getattr(valid, name)[rows])
     assert [list(s) for s in selection.seen_items] == [list(valid.seen_items[r]) for r in rows]
-    whole, everyone = data.valid_selection(shop_features, ids, 0, 10)
-    assert everyone == len(valid) and np.array_equal(whole.target_item, valid.target_item)
+    whole, targets = data.valid_selection(shop_features, ids, 0, 10)
+    assert np.array_equal(targets, valid.target_item) and np.array_equal(whole.target_item, valid.target_item)
 
     read, load = [], data.load_examples
     monkeypatch.setattr(data, "load_examples", lambda f, split, n: read.append(split) or load(f, split, n))
