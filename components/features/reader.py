@@ -134,6 +134,32 @@ def load_users(features_dir: str | Path, kind: str, split: str, users: np.ndarra
     return _numpy_columns(batches())
 
 
+def load_sample(
+    features_dir: str | Path,
+    kind: str,
+    split: str,
+    user_ids: np.ndarray,
+    count: int,
+    users: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """load_numpy's columns for the rows metrics.sample_users keeps (those of the `count` users whose ids hash lowest;
+    every row for 0), read without holding the split: its user column (`users`, when the caller read it already),
+    then those users' rows alone (load_users). `user_ids`: user index -> id, reserved indices included."""
+    from components import metrics
+
+    if count <= 0:
+        return load_numpy(features_dir, kind, split)
+    ids = np.asarray(user_ids, dtype=object)
+    if users is None:
+        users = load_columns(features_dir, kind, split, (schema.USER,))[schema.USER]
+    rows = metrics.sample_users(ids[users], count)
+    if len(rows) == len(users):
+        return load_numpy(features_dir, kind, split)
+    chosen = load_users(features_dir, kind, split, users[rows])
+    kept = metrics.sample_users(ids[chosen[schema.USER]], count)
+    return {name: column[kept] for name, column in chosen.items()}
+
+
 def _numpy_columns(batches: Iterable[dict]) -> dict[str, np.ndarray]:
     """load_numpy's columns from parsed batches, in canonical order ({} for no batches)."""
     scalars: dict[str, list[np.ndarray]] = {}

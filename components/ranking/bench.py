@@ -20,10 +20,11 @@ from components import metrics, schema
 from components.isolation import in_fresh_process
 from components.ranking import probe
 from components.ranking.base import ModelConfig
-from components.ranking.data import epoch_plan, load_split, planned_dataset
+from components.ranking.data import epoch_plan, planned_dataset
 from components.ranking.training import (
     TrainConfig,
     build_model,
+    evaluation_split,
     fit_and_measure,
     make_train_step,
     training_set,
@@ -152,9 +153,9 @@ def ranking_bench(
         if spec.ranking_task == "cvr" and extracted_dir
         else None
     )
-    valid_data, test_data = (load_split(features_dir, split) for split in ("valid", "test"))
     user_ids = np.asarray(schema.read_vocab(features_dir, schema.USER_VOCAB))
-    test_users = user_ids[test_data.scalars[schema.USER] - schema.NUM_RESERVED]
+    inputs = TrainConfig(train_input=train_input)  # valid and test in memory, or chunked where train streams
+    valid_data, test_data = (evaluation_split(features_dir, split, inputs) for split in ("valid", "test"))
     runs = {name: [] for name in [*variants, *([TREES] if probes else [])]}
     speed = {}
     for seed in seeds:
@@ -165,8 +166,9 @@ def ranking_bench(
         for name, config in variants.items():
             fitted = fit_and_measure(config, train_config, spec, train_set, valid_data, test_data, with_scores=True)
             seed_runs[name] = fitted.metrics
-            labels[name], users[name] = test_data.scalars[schema.LABEL], test_users
-            scores[name] = seed_runs[name].pop("test_scores")  # the test pass that gave the metrics, not a third
+            # the test pass that gave the metrics, not a third
+            scores[name], labels[name] = seed_runs[name].pop("test_scores"), seed_runs[name].pop("test_labels")
+            users[name] = user_ids[seed_runs[name].pop("test_users") - schema.NUM_RESERVED]
             if model_dirs and seed in model_dirs and name == "dien":
                 write_artifact(
                     fitted.model,

@@ -4,7 +4,8 @@ A split is read once through the shared reader into flat NumPy arrays. Each epoc
 history length (random order within a length), cut into batches and the batches shuffled, so every batch
 is padded only to its own longest history. The per-batch gather and padding run in parallel tf.data maps;
 Python only hands out the row indices of each batch. A train split too large for memory is a StreamedRanking instead:
-buckets of users on local disk, read one at a time, batched the same way.
+buckets of users on local disk, read one at a time, batched the same way; a valid or test split too large is
+SplitChunks, scored a chunk of rows at a time.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -207,9 +208,11 @@ def rows_in_order(data: RankingData, batch_size: int) -> np.ndarray:
 
 
 def write_bucket(path: str, data: RankingData, hard: np.ndarray | None) -> None:
-    """Saves a bucket's rows (their sequences share one offsets array) and their hard negatives as one .npz."""
+    """Saves a bucket's rows (their sequences share one offsets array), their lists when they have them, and their
+    hard negatives as one .npz."""
     arrays = {f"scalar__{name}": values for name, values in data.scalars.items()}
     arrays.update({f"sequence__{name}": data.sequences[name][0] for name in SEQUENCES})
+    arrays.update({f"list__{name}": values for name, values in data.lists.items()})
     arrays["offsets"] = data.sequences[SEQUENCES[0]][1]
     if hard is not None:
         arrays["hard"] = hard
@@ -217,13 +220,14 @@ def write_bucket(path: str, data: RankingData, hard: np.ndarray | None) -> None:
 
 
 def read_bucket(path: str) -> tuple[RankingData, np.ndarray | None]:
-    """(rows, hard negatives or None) of a bucket that write_bucket saved."""
+    """(rows, hard negatives or None) of a bucket that write_bucket saved; the rows carry the lists saved with them."""
     with np.load(path) as arrays:
         offsets = arrays["offsets"]
         scalars = {name: arrays[f"scalar__{name}"] for name in SCALARS}
         sequences = {name: (arrays[f"sequence__{name}"], offsets) for name in SEQUENCES}
+        lists = {name: arrays[f"list__{name}"] for name in (NEGATIVE_ITEMS, NEGATIVE_CATS) if f"list__{name}" in arrays}
         hard = arrays["hard"] if "hard" in arrays.files else None
-    return RankingData(scalars, sequences), hard
+    return RankingData(scalars, sequences, lists), hard
 
 
 @dataclasses.dataclass(frozen=True)
@@ -283,3 +287,44 @@ def numpy_batch(data: RankingData, rows: np.ndarray) -> tuple[dict, np.ndarray]:
     features.update({name: values[rows] for name, values in data.scalars.items() if name != schema.LABEL})
     features.update({name: values[rows] for name, values in data.lists.items()})
     return features, data.scalars[schema.LABEL][rows]
+
+
+def listed(data: RankingData, hard: np.ndarray | None, key: tuple[int, ...], pointwise: tuple[bool, ...] | None):
+    """A bucket saved with its lists, as StreamedRanking.complete gives it (the refit's buckets: each part listed
+    with its own split's popularity draws before they were joined)."""
+    return dataclasses.replace(data, pointwise_columns=pointwise)
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitChunks:
+    """A valid or test split too large to hold with its histories (issue 25), read `chunk_rows` rows at a time in
+    load_split's row order: scoring it keeps a probability, a label and a user a row, never the sequences."""
+
+    features_dir: str
+    split: str
+    chunk_rows: int = reader.BUCKET_ROWS
+
+    @property
+    def size(self) -> int:
+        """The rows of the split (the features manifest's count)."""
+        return reader.example_count(self.features_dir, schema.RANKING_DIR, self.split)
+
+    def chunks(self) -> Iterator[RankingData]:
+        """The split's rows, checked as load_split checks them, a chunk of about `chunk_rows` at a time; refuses an
+        empty split."""
+        where, group, rows, empty = f"{self.features_dir}: ranking/{self.split}", [], 0, True
+        batch_size = min(8192, self.chunk_rows)
+        for batch in reader.dataset(self.features_dir, schema.RANKING_DIR, self.split, batch_size=batch_size):
+            group.append(batch)
+            rows += int(batch[schema.LABEL].shape[0])
+            if rows >= self.chunk_rows:
+                yield read_batches(group, where)
+                group, rows, empty = [], 0, False
+        if group:
+            yield read_batches(group, where)
+        elif empty:
+            raise schema.SchemaError(f"{where}: ranking split {self.split!r} has no examples")
+
+    def labels(self) -> np.ndarray:
+        """The split's labels alone (in the reader's canonical order: what counting them needs)."""
+        return reader.load_columns(self.features_dir, schema.RANKING_DIR, self.split, (schema.LABEL,))[schema.LABEL]

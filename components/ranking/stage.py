@@ -7,8 +7,7 @@ from pathlib import Path
 from components import schema
 from components.kfp_metrics import finite_metrics
 from components.ranking.base import ModelConfig
-from components.ranking.data import load_split
-from components.ranking.training import TrainConfig, fit_and_measure, training_set, write_artifact
+from components.ranking.training import TrainConfig, evaluation_split, fit_and_measure, training_set, write_artifact
 
 
 def run(
@@ -35,7 +34,8 @@ def run(
     scratch. The model selected on valid is then refit through valid for `refit_epochs` (TrainConfig.refit_epochs; the
     fusion weight is chosen with the selected one). The artifact's weights.npz records the keys of every row trained
     on (tomorrow's parent's). Returns the finite metrics (KFP cannot log NaN; an undefined GAUC, say, stays out).
-    `train_input`: the train split in memory or streamed from user buckets (TrainConfig.train_input)."""
+    `train_input`: the train split in memory or streamed from user buckets, and valid and test in memory or scored a
+    chunk at a time (TrainConfig.train_input)."""
     from components.ranking import warm_start as warm
 
     if model_type not in ("dien", "din"):
@@ -52,7 +52,7 @@ def run(
         TrainConfig(epochs=epochs, seed=seed, train_input=train_input, refit_epochs=refit_epochs),
     )
     spec = schema.FeatureSpec.read(features)
-    valid, test = (load_split(features, split) for split in ("valid", "test"))
+    valid, test = (evaluation_split(features, split, train_config) for split in ("valid", "test"))
     train_set = training_set(features, train_config, retrieval_model, valid=valid)
     replay = warm.WARM_REPLAY if warm_replay is None else warm_replay
     train_set, keys, replayed = warm.warm_training_set(train_set, features, parent, replay, seed)

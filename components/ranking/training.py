@@ -22,9 +22,11 @@ from components.ranking.context import ItemStatistics, item_brands
 from components.ranking.data import (
     SEQUENCES,
     RankingData,
+    SplitChunks,
     StreamedRanking,
     bucketed_dataset,
     concatenate,
+    listed,
     load_split,
     read_batches,
     rows_in_order,
@@ -233,7 +235,7 @@ def train(
     model: SequenceRanker,
     data: RankingData | StreamedRanking,
     config: TrainConfig,
-    validation: RankingData | None = None,
+    validation: RankingData | SplitChunks | None = None,
 ) -> dict:
     """Trains for `config.epochs` epochs on `data` (in memory, or streamed a bucket at a time); with `validation`, keeps
     the weights of the epoch with the best validation AUC (early stopping: on small data both DIN and DIEN overfit
@@ -244,7 +246,7 @@ def train(
     best_epoch (1-based), valid_auc and valid_auc_by_epoch (the evidence for choosing `epochs` and `patience`).
     Logs one line per epoch with the time left at the pace so far.
     """
-    if validation is not None and not _has_both_labels(validation):
+    if validation is not None and not _both_labels(_labels(validation)):
         validation = None  # AUC is undefined on it: train all epochs and keep the last
     tf.keras.utils.set_random_seed(config.seed)
     step, dataset = _step_and_batches(model, data, config)
@@ -261,8 +263,8 @@ def train(
         losses.append(loss)
         stop = False
         if validation is not None:
-            probabilities, _ = predict(model, validation, timed=False)
-            by_epoch.append(metrics.auc(validation.scalars[schema.LABEL], probabilities))
+            probabilities, labels, _, _ = scored(model, validation, timed=False)
+            by_epoch.append(metrics.auc(labels, probabilities))
             if by_epoch[-1] > best["valid_auc"]:
                 best = {"valid_auc": by_epoch[-1], "best_epoch": epoch, "weights": model.get_weights()}
             elif config.patience is not None and epoch - best["best_epoch"] >= config.patience:
@@ -307,16 +309,29 @@ def _step_and_batches(model: SequenceRanker, data: RankingData | StreamedRanking
     return step, bucketed_dataset(data, config.batch_size, seed=config.seed)
 
 
-def predict(
-    model: SequenceRanker, data: RankingData, batch_size: int = 1024, timed: bool = True
-) -> tuple[np.ndarray, float]:
-    """P(label = 1) for every row in row order, and (`timed`) inference examples/s of a second pass over
-    the same batches (the first pass traces)."""
-    forward = tf.function(
+def evaluation_split(features_dir: str | Path, split: str, config: TrainConfig) -> RankingData | SplitChunks:
+    """The valid or test split in memory, or as SplitChunks where config.train_input streams ("auto": by the split's
+    own rows, as the train split's): scoring a chunked split holds a float a row, not its histories."""
+    count = reader.example_count(features_dir, schema.RANKING_DIR, split)
+    if reader.train_input(config.train_input, count) == "stream":
+        return SplitChunks(str(features_dir), split, config.stream_bucket_rows)
+    return load_split(features_dir, split)
+
+
+def _forward(model: SequenceRanker):
+    return tf.function(
         lambda features: tf.sigmoid(model(features, training=False)),
         input_signature=[FEATURE_SIGNATURE],
         autograph=False,
     )
+
+
+def predict(
+    model: SequenceRanker, data: RankingData, batch_size: int = 1024, timed: bool = True, forward=None
+) -> tuple[np.ndarray, float]:
+    """P(label = 1) for every row in row order, and (`timed`) inference examples/s of a second pass over
+    the same batches (the first pass traces). `forward`: the compiled model of an earlier call (a chunk's)."""
+    forward = forward or _forward(model)
     dataset = bucketed_dataset(data, batch_size).cache()
     outputs = [forward(features).numpy() for features, _ in dataset]
     speed = float("nan")
@@ -330,32 +345,56 @@ def predict(
     return probabilities, speed
 
 
-def _has_both_labels(data: RankingData) -> bool:
-    return 0 < data.scalars[schema.LABEL].sum() < data.size
+def scored(
+    model: SequenceRanker, data: RankingData | SplitChunks, timed: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """(P(label = 1), label, user index) of every row in row order, and (`timed`) predict's inference examples/s
+    (of the first chunk for SplitChunks, whose chunks are scored one at a time by one compiled model)."""
+    if isinstance(data, RankingData):
+        probabilities, speed = predict(model, data, timed=timed)
+        return probabilities, data.scalars[schema.LABEL], data.scalars[schema.USER], speed
+    forward, parts, speed = _forward(model), [], float("nan")
+    for chunk in data.chunks():
+        probabilities, chunk_speed = predict(model, chunk, timed=timed and not parts, forward=forward)
+        speed = chunk_speed if not parts else speed
+        parts.append((probabilities, chunk.scalars[schema.LABEL], chunk.scalars[schema.USER]))
+    probabilities, labels, users = (np.concatenate(column) for column in zip(*parts, strict=True))
+    return probabilities, labels, users, speed
 
 
-def evaluate(model: SequenceRanker, data: RankingData, with_scores: bool = False) -> dict:
-    """auc, gauc (grouped by user), logloss and infer_examples_per_s on one split. AUC and GAUC are NaN
-    where undefined (one label only; no user with both labels), as components.metrics does for GAUC.
-    `with_scores` adds `test_scores`, the probabilities in row order (the bench's intervals read them)."""
-    probabilities, speed = predict(model, data)
-    labels, users = data.scalars[schema.LABEL], data.scalars[schema.USER]
-    auc = metrics.auc(labels, probabilities) if _has_both_labels(data) else float("nan")
+def _labels(data: RankingData | SplitChunks) -> np.ndarray:
+    return data.scalars[schema.LABEL] if isinstance(data, RankingData) else data.labels()
+
+
+def _both_labels(labels: np.ndarray) -> bool:
+    return 0 < labels.sum() < len(labels)
+
+
+def evaluate(model: SequenceRanker, data: RankingData | SplitChunks, with_scores: bool = False) -> dict:
+    """auc, gauc (grouped by user), logloss and infer_examples_per_s on one split (in memory or chunked). AUC and
+    GAUC are NaN where undefined (one label only; no user with both labels), as components.metrics does for GAUC.
+    `with_scores` adds `test_scores`, `test_labels` and `test_users` (user indices), row by row in row order (the
+    bench's intervals read them)."""
+    probabilities, labels, users, speed = scored(model, data)
+    auc = metrics.auc(labels, probabilities) if _both_labels(labels) else float("nan")
     result = {
         "auc": auc,
         "gauc": metrics.gauc(labels, probabilities, users),
         "logloss": metrics.logloss(labels, probabilities),
         "infer_examples_per_s": speed,
     }
-    return {**result, "test_scores": probabilities} if with_scores else result
+    if not with_scores:
+        return result
+    return {**result, "test_scores": probabilities, "test_labels": labels, "test_users": users}
 
 
 @dataclasses.dataclass(frozen=True)
 class RefitSteps:
-    """The valid split's real steps with their lists (the refit's new rows), and the counts of the train and valid
-    steps together (the refit model's context: an item first bought in the valid window is counted)."""
+    """The valid split's real steps with their lists (the refit's new rows; streamed from user buckets beside a
+    streamed train split), and the counts of the train and valid steps together (the refit model's context: an item
+    first bought in the valid window is counted)."""
 
-    data: RankingData
+    data: RankingData | StreamedRanking
     statistics: ItemStatistics
 
 
@@ -421,24 +460,33 @@ def with_refit_steps(
     retriever,
     brand: np.ndarray,
     item_category: np.ndarray,
-    valid: RankingData | None = None,
+    valid: RankingData | SplitChunks | None = None,
 ) -> TrainingSet:
     """`train_set` with the valid split's real steps (those with a history) listed as the train rows are, for the refit
-    through valid (config.refit_epochs; unchanged without one, or when valid has no such step). `valid`: the split if
-    read already, else it is read here."""
+    through valid (config.refit_epochs; unchanged without one, or when valid has no such step): streamed from user
+    buckets beside a streamed train split (streamed_refit_steps), else in memory. `valid`: the split if read already
+    (in memory, or chunked: its steps are gathered a chunk at a time), else it is read here."""
     if not config.refit_epochs:
         return train_set
+    if isinstance(train_set.data, StreamedRanking):
+        return streamed_refit_steps(train_set, features_dir, config, retriever, brand, item_category)
     if valid is None:
         valid = load_split(features_dir, "valid")
-    steps = own_steps(valid, spec.ranking_task) & (valid.lengths > 0)
-    if not steps.any():
+    chunks = [valid] if isinstance(valid, RankingData) else valid.chunks()
+    parts = [take_rows(chunk, np.flatnonzero(_refit_step(chunk, spec.ranking_task))) for chunk in chunks]
+    steps = concatenate(parts)
+    if not steps.size:
         return train_set
-    steps = take_rows(valid, np.flatnonzero(steps))
     statistics = train_set.statistics.merged(step_statistics(features_dir, steps, brand))
     hard = _hard_negatives(steps, config, retriever, REFIT_KEY)
     sampler = PopularitySampler(statistics.target_counts)
-    listed = with_lists(steps, hard, REFIT_KEY, sampler, item_category, config)
-    return dataclasses.replace(train_set, refit=RefitSteps(listed, statistics))
+    listed_steps = with_lists(steps, hard, REFIT_KEY, sampler, item_category, config)
+    return dataclasses.replace(train_set, refit=RefitSteps(listed_steps, statistics))
+
+
+def _refit_step(data: RankingData, ranking_task: str) -> np.ndarray:
+    """bool [rows]: valid rows the refit trains on: real steps with a history."""
+    return own_steps(data, ranking_task) & (data.lengths > 0)
 
 
 def streamed_training_set(
@@ -449,39 +497,95 @@ def streamed_training_set(
     the statistics and their hard negatives drawn with a generator of (seed, bucket). A user's steps are all in one
     bucket, so the negatives exclude the user's buys in the whole split, as in memory; the pool shrinks (a catalogue
     too small for it) by the bucket's rows. Memory holds one bucket; the folder goes with the returned set."""
-    spec = schema.FeatureSpec.read(features_dir)
     count = reader.example_count(features_dir, schema.RANKING_DIR, "train")
     directory = tempfile.TemporaryDirectory(prefix="ranking-train-")
     buckets = reader.bucket_count(count, train_config.stream_bucket_rows)
     log.info("ranking: streaming %d train rows from %d user buckets under %s", count, buckets, directory.name)
-    files = reader.partition_by_user(features_dir, schema.RANKING_DIR, "train", directory.name, buckets)
-    paths, keys, sizes, statistics = [], [], [], None
+    streamed, statistics = _streamed_steps(
+        features_dir, "train", buckets, directory, train_config, retriever, brand, item_category, None, 0
+    )
+    if streamed is None:
+        raise schema.SchemaError(f"{features_dir}: ranking/train has no real steps to train on")
+    return TrainingSet(streamed, statistics)
+
+
+def streamed_refit_steps(
+    train_set: TrainingSet,
+    features_dir: str,
+    config: TrainConfig,
+    retriever,
+    brand: np.ndarray,
+    item_category: np.ndarray,
+) -> TrainingSet:
+    """with_refit_steps beside a streamed train split: valid partitioned into as many user buckets as train (bucket b
+    of both holds the same users: reader.user_bucket), each bucket's steps with a history saved with their hard
+    negatives, drawn with the key REFIT_KEY[0] + b (apart from every train bucket's); their popularity negatives are
+    drawn by the train and valid counts together, as in memory. Memory holds one bucket."""
+    count = reader.example_count(features_dir, schema.RANKING_DIR, "train")
+    buckets = reader.bucket_count(count, config.stream_bucket_rows)
+    directory = tempfile.TemporaryDirectory(prefix="ranking-refit-")
+    streamed, counted = _streamed_steps(
+        features_dir,
+        "valid",
+        buckets,
+        directory,
+        config,
+        retriever,
+        brand,
+        item_category,
+        train_set.statistics,
+        REFIT_KEY[0],
+    )
+    if streamed is None:
+        return train_set
+    return dataclasses.replace(train_set, refit=RefitSteps(streamed, counted))
+
+
+def _streamed_steps(
+    features_dir: str,
+    split: str,
+    buckets: int,
+    directory: tempfile.TemporaryDirectory,
+    config: TrainConfig,
+    retriever,
+    brand: np.ndarray,
+    item_category: np.ndarray,
+    counted: ItemStatistics | None,
+    key_base: int,
+) -> tuple[StreamedRanking | None, ItemStatistics | None]:
+    """(StreamedRanking of `split`'s real steps, the counts of its steps added to `counted`); (None, None) for no
+    step. The split is partitioned by user into `buckets` files under `directory`, each read alone in canonical order,
+    its steps (train: every real step; valid: those with a history) counted and saved with their hard negatives drawn
+    with the key key_base + bucket; the popularity negatives are drawn when a bucket is read, by every step's counts."""
+    spec = schema.FeatureSpec.read(features_dir)
+    files = reader.partition_by_user(features_dir, schema.RANKING_DIR, split, directory.name, buckets)
+    paths, keys, sizes, statistics = [], [], [], counted
     for bucket, file in enumerate(files):
-        data = read_batches(reader.bucket_dataset(file, schema.RANKING_DIR, "train", 8192), file)
+        data = read_batches(reader.bucket_dataset(file, schema.RANKING_DIR, split, 8192), file)
         os.remove(file)
         if data is None:
             continue
         order = reader.canonical_order(data.scalars)
-        data = take_rows(data, order[own_steps(data, spec.ranking_task)[order]])
+        steps = own_steps(data, spec.ranking_task) if split == "train" else _refit_step(data, spec.ranking_task)
+        data = take_rows(data, order[steps[order]])
         if not data.size:
             continue
-        counted = step_statistics(features_dir, data, brand)
-        statistics = counted if statistics is None else statistics.merged(counted)
+        steps_counted = step_statistics(features_dir, data, brand)
+        statistics = steps_counted if statistics is None else statistics.merged(steps_counted)
         paths.append(str(Path(file).with_suffix(".npz")))
-        write_bucket(paths[-1], data, _hard_negatives(data, train_config, retriever, (bucket,)))
-        keys.append(bucket)
+        write_bucket(paths[-1], data, _hard_negatives(data, config, retriever, (key_base + bucket,)))
+        keys.append(key_base + bucket)
         sizes.append(data.size)
-    if statistics is None:
-        raise schema.SchemaError(f"{features_dir}: ranking/train has no real steps to train on")
+    if not paths:
+        return None, None
     complete = functools.partial(
         with_lists,
         sampler=PopularitySampler(statistics.target_counts),
         item_category=item_category,
-        config=train_config,
+        config=config,
     )
-    pointwise = pointwise_columns(train_config, retriever is not None)
-    streamed = StreamedRanking(tuple(paths), tuple(keys), tuple(sizes), pointwise, complete, directory)
-    return TrainingSet(streamed, statistics)
+    pointwise = pointwise_columns(config, retriever is not None)
+    return StreamedRanking(tuple(paths), tuple(keys), tuple(sizes), pointwise, complete, directory), statistics
 
 
 def _negatives_retriever(train_config: TrainConfig, retrieval_dir: str | None, retriever):
@@ -584,17 +688,48 @@ class FittedRanker:
     selected: SequenceRanker | None = None
 
 
-def refit_rows(train_set: TrainingSet, replay: float, seed: int) -> RankingData:
+def refit_rows(train_set: TrainingSet, replay: float, seed: int) -> RankingData | StreamedRanking:
     """The refit's rows: the valid steps, then round(replay * rows) of the train rows drawn without replacement by a
-    generator of `seed` (bucket by bucket for a streamed split, so memory holds the drawn rows only)."""
+    generator of `seed` (bucket by bucket for a streamed split, so memory holds the drawn rows only; beside streamed
+    valid steps, as buckets on disk: streamed_refit_rows)."""
     rng = np.random.default_rng([seed, REFIT_REPLAY_DRAW])
     data = train_set.data
+    if isinstance(train_set.refit.data, StreamedRanking):
+        return streamed_refit_rows(data, train_set.refit.data, replay, rng)
     buckets = (data.bucket(i) for i in range(len(data.paths))) if isinstance(data, StreamedRanking) else (data,)
     parts = [train_set.refit.data]
     for bucket in buckets:
-        drawn = rng.choice(bucket.size, size=int(round(replay * bucket.size)), replace=False)
-        parts.append(take_rows(bucket, np.sort(drawn)))
+        parts.append(take_rows(bucket, _replayed(bucket, replay, rng)))
     return concatenate(parts)
+
+
+def _replayed(bucket: RankingData, replay: float, rng: np.random.Generator) -> np.ndarray:
+    return np.sort(rng.choice(bucket.size, size=int(round(replay * bucket.size)), replace=False))
+
+
+def streamed_refit_rows(
+    train: StreamedRanking, valid: StreamedRanking, replay: float, rng: np.random.Generator
+) -> StreamedRanking:
+    """refit_rows of streamed valid steps: bucket b holds valid's steps of its users, then the replay draw of train's
+    bucket b (train's buckets drawn in order, as refit_rows draws them beside valid steps in memory), each part listed
+    by its own split's counts and saved with its lists. Memory holds one bucket; the folder goes with the result."""
+    directory = tempfile.TemporaryDirectory(prefix="ranking-refit-rows-")
+    valid_index = {key - REFIT_KEY[0]: index for index, key in enumerate(valid.buckets)}
+    train_index = {key: index for index, key in enumerate(train.buckets)}
+    paths, keys, sizes = [], [], []
+    for bucket in sorted(valid_index.keys() | train_index.keys()):
+        parts = [valid.bucket(valid_index[bucket])] if bucket in valid_index else []
+        if bucket in train_index:
+            rows = train.bucket(train_index[bucket])
+            parts.append(take_rows(rows, _replayed(rows, replay, rng)))
+        joined = concatenate(parts)
+        if joined.size:
+            paths.append(str(Path(directory.name, f"refit-{bucket:05d}.npz")))
+            write_bucket(paths[-1], joined, None)
+            keys.append(bucket)
+            sizes.append(joined.size)
+    complete = functools.partial(listed, pointwise=train.pointwise_columns)
+    return StreamedRanking(tuple(paths), tuple(keys), tuple(sizes), train.pointwise_columns, complete, directory)
 
 
 def refit_through_valid(

@@ -114,6 +114,16 @@ def row_keys(features_dir: str | Path, data) -> np.ndarray:
     return pd.util.hash_pandas_object(frame, index=False).to_numpy(np.uint64)
 
 
+def split_keys(features_dir: str | Path, data) -> np.ndarray:
+    """row_keys of a split's rows in memory (RankingData), or of a streamed one's (data.StreamedRanking) bucket by
+    bucket, in bucket order."""
+    from components.ranking.data import StreamedRanking
+
+    if not isinstance(data, StreamedRanking):
+        return row_keys(features_dir, data)
+    return np.concatenate([row_keys(features_dir, data.bucket(i)) for i in range(len(data.paths))])
+
+
 def warm_rows(keys: np.ndarray, seen: np.ndarray | None, replay: float, seed: int) -> np.ndarray | None:
     """Sorted row indices a warm start trains on: every row whose key the parent did not train on (`seen`) plus
     round(replay * seen rows) of the others, drawn without replacement by a generator of `seed`; None (every row)
@@ -143,10 +153,9 @@ def warm_training_set(train_set, features_dir: str | Path, parent: Parent | None
     on whole: the selection of rows is not applied to it yet."""
     from components.ranking.data import StreamedRanking
 
-    data = train_set.data
+    data, keys = train_set.data, split_keys(features_dir, train_set.data)
     if isinstance(data, StreamedRanking):
-        return train_set, np.concatenate([row_keys(features_dir, data.bucket(i)) for i in range(len(data.paths))]), {}
-    keys = row_keys(features_dir, data)
+        return train_set, keys, {}
     rows = None if parent is None else warm_rows(keys, parent.train_keys, replay, seed)
     if rows is None:
         return train_set, keys, {}
@@ -203,7 +212,7 @@ def trained_keys(features_dir: str | Path, train_keys: np.ndarray, train_set) ->
     `train_keys`, and after a refit through valid the valid steps' (tomorrow's train rows)."""
     if train_set.refit is None:
         return train_keys
-    return np.concatenate([train_keys, row_keys(features_dir, train_set.refit.data)])
+    return np.concatenate([train_keys, split_keys(features_dir, train_set.refit.data)])
 
 
 def parent_of(registry_dir: str | Path | None, model_type: str) -> tuple[str | None, str]:

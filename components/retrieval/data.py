@@ -336,14 +336,11 @@ def valid_selection(
     features_dir: str | Path, user_ids: np.ndarray, count: int, max_len: int
 ) -> tuple[Examples, np.ndarray]:
     """(the valid examples selection scores, every valid example's target item), read without holding the whole
-    split: its user and target columns first (the refit counts the targets), then sample_users_of's `count` users'
-    rows alone (every one for 0)."""
+    split: its user and target columns first (the refit counts the targets), then the rows of sample_users_of's
+    `count` users alone (reader.load_sample; every row for 0)."""
     loaded = reader.load_columns(features_dir, schema.RETRIEVAL_DIR, "valid", (schema.USER, schema.TARGET_ITEM))
     users, targets = loaded[schema.USER], loaded[schema.TARGET_ITEM]
     if not len(users):
         raise schema.SchemaError(f"{features_dir}: the valid split has no retrieval examples")
-    rows = metrics.sample_users(np.asarray(user_ids, dtype=object)[users], count)
-    if len(rows) == len(users):
-        return load_examples(features_dir, "valid", max_len), targets
-    chosen = _examples(reader.load_users(features_dir, schema.RETRIEVAL_DIR, "valid", users[rows]), max_len)
-    return sample_users_of(chosen, user_ids, count), targets
+    sampled = reader.load_sample(features_dir, schema.RETRIEVAL_DIR, "valid", user_ids, count, users)
+    return _examples(sampled, max_len), targets

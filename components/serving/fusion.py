@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from components import metrics, schema
+from components import schema
 from components.serving import funnel
 
 CANDIDATES_N = (20, 50, 100, 200)
@@ -123,15 +123,12 @@ def choose_weight(
 def split_rows(features_dir: str, split: str, max_users: int = 0):
     """(histories, seen items, targets, behaviour) of the split's users with a known history item: the users the
     fusion weight is chosen on (the others get the fallback, not the funnel). With `max_users`, of the users whose ids
-    hash lowest (metrics.sample_users), as retrieval's selection on valid samples them."""
+    hash lowest (metrics.sample_users), as retrieval's selection on valid samples them; only their rows are read."""
     from components.features import reader
 
     spec = schema.FeatureSpec.read(features_dir)
-    examples = reader.load_numpy(features_dir, schema.RETRIEVAL_DIR, split)
-    if max_users:
-        ids = schema.indexed_vocab(features_dir, schema.USER_VOCAB)
-        rows = metrics.sample_users(ids[examples[schema.USER]], max_users)
-        examples = {name: column[rows] for name, column in examples.items()}
+    ids = schema.indexed_vocab(features_dir, schema.USER_VOCAB)
+    examples = reader.load_sample(features_dir, schema.RETRIEVAL_DIR, split, ids, max_users)
     hist = reader.pad_left(examples[schema.HIST_ITEMS], spec.max_len)
     known = ~funnel.needs_fallback(hist)
     seen = [examples[schema.SEEN_ITEMS][r] for r in np.flatnonzero(known)]

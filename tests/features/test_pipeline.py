@@ -297,3 +297,19 @@ def test_a_splits_columns_and_its_users_rows_alone_are_load_numpys(shop, kind, s
     assert set(some) == set(loaded) and len(some[schema.USER]) == len(rows) > 0
     for name, values in loaded.items():
         assert all(np.array_equal(a, b) for a, b in zip(some[name], values[rows], strict=True)), name
+
+
+@pytest.mark.parametrize("count", [0, 7, 10**6])
+def test_a_sample_of_users_read_alone_is_the_sample_of_the_loaded_split(shop, count):
+    """reader.load_sample keeps the rows metrics.sample_users keeps of the whole split (every row for 0 or a count
+    covering them), in the same order, without reading the other users' rows whole."""
+    from components import metrics
+
+    loaded = reader.load_numpy(shop["out"], "retrieval", "valid")
+    ids = schema.indexed_vocab(shop["out"], schema.USER_VOCAB)
+    rows = metrics.sample_users(ids[loaded[schema.USER]], count)
+    sampled = reader.load_sample(shop["out"], "retrieval", "valid", ids, count)
+    assert set(sampled) == set(loaded) and len(sampled[schema.USER]) == len(rows) > 0
+    assert (len(rows) < len(loaded[schema.USER])) == (count == 7)
+    for name, values in loaded.items():
+        assert all(np.array_equal(a, b) for a, b in zip(sampled[name], values[rows], strict=True)), name

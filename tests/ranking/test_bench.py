@@ -106,6 +106,8 @@ def test_the_bench_reads_test_scores_from_the_pass_that_gave_the_metrics(driftin
     scores = result.pop("test_scores")
     np.testing.assert_allclose(scores, predict(fitted.model, test_data, timed=False)[0], atol=1e-6)
     assert metrics.auc(test_data.scalars[schema.LABEL], scores) == pytest.approx(result["auc"])
+    np.testing.assert_array_equal(result.pop("test_labels"), test_data.scalars[schema.LABEL])
+    np.testing.assert_array_equal(result.pop("test_users"), test_data.scalars[schema.USER])
     assert (
         "test_scores"
         not in fit_and_measure(

@@ -137,15 +137,109 @@ def test_auto_streams_above_the_threshold(drifting_features, monkeypatch):
         TrainConfig(train_input="disk")
 
 
-def test_the_refit_of_a_streamed_split_replays_a_share_of_every_bucket_beside_the_valid_steps(streamed):
-    from components.ranking.training import refit_rows
+def _bucket_rows(data: StreamedRanking) -> list[list[tuple]]:
+    return [_memory_rows(data.bucket(index)) for index in range(len(data.paths))]
+
+
+def test_a_streamed_split_s_refit_steps_are_valid_s_in_the_train_split_s_user_buckets(drifting_features, streamed):
+    """Beside a streamed train split, valid's steps are streamed too: the same steps and counts as in memory, bucket b
+    of valid holding users of train's bucket b only, their lists drawn apart from every train bucket's."""
+    memory = _set(drifting_features, "memory")
+    refit = streamed.refit.data
+    assert isinstance(refit, StreamedRanking) and isinstance(memory.refit.data, RankingData)
+    assert sorted(row for rows in _bucket_rows(refit) for row in rows) == sorted(_memory_rows(memory.refit.data))
+    for name in ("pair_keys", "pair_counts", "out_degree", "target_counts"):
+        np.testing.assert_array_equal(getattr(streamed.refit.statistics, name), getattr(memory.refit.statistics, name))
+    buckets = reader.bucket_count(2868, BUCKET_ROWS)
+    for data, base in ((streamed.data, 0), (refit, 1 << 30)):
+        for index, key in enumerate(data.buckets):
+            bucket = data.bucket(index)
+            assert set(reader.user_bucket(bucket.scalars[schema.USER], buckets).tolist()) == {key - base}
+            assert bucket.lists[NEGATIVE_ITEMS].shape == (bucket.size, 3)
+    assert refit.pointwise_columns == streamed.data.pointwise_columns
+
+
+def test_the_refit_of_a_streamed_split_replays_a_share_of_every_bucket_beside_the_valid_steps(
+    drifting_features, streamed
+):
+    """refit_rows beside streamed valid steps: buckets on disk holding every valid step once and the same replay draw
+    of train rows, with the same lists, as the refit of the same train buckets beside valid steps in memory."""
+    from components.ranking.training import RefitSteps, refit_rows
 
     rows = refit_rows(streamed, 0.25, seed=3)
-    valid = streamed.refit.data
-    bucket_sizes = streamed.data.sizes
-    assert rows.size == valid.size + sum(round(0.25 * size) for size in bucket_sizes)
-    assert _memory_rows(rows)[: valid.size] == _memory_rows(valid)
-    every_train_row = {row for index in range(len(bucket_sizes)) for row in _memory_rows(streamed.data.bucket(index))}
-    replayed = _memory_rows(rows)[valid.size :]
-    assert set(replayed) <= every_train_row and len(set(replayed)) == len(replayed)
-    assert rows.lists[NEGATIVE_ITEMS].shape == (rows.size, valid.lists[NEGATIVE_ITEMS].shape[1])
+    assert isinstance(rows, StreamedRanking)
+    valid = {row for bucket in _bucket_rows(streamed.refit.data) for row in bucket}
+    every_train_row = {row for bucket in _bucket_rows(streamed.data) for row in bucket}
+    streamed_rows = [row for bucket in _bucket_rows(rows) for row in bucket]
+    replayed = [row for row in streamed_rows if row not in valid]
+    assert valid <= set(streamed_rows) and len(streamed_rows) == rows.size == len(valid) + len(replayed)
+    assert len(replayed) == sum(round(0.25 * size) for size in streamed.data.sizes) and len(set(replayed)) == len(
+        replayed
+    )
+    assert set(replayed) <= every_train_row
+    memory_refit = _set(drifting_features, "memory").refit
+    in_memory = refit_rows(
+        dataclasses.replace(streamed, refit=RefitSteps(memory_refit.data, memory_refit.statistics)), 0.25, 3
+    )
+    assert sorted(replayed) == sorted(_memory_rows(in_memory)[memory_refit.data.size :])
+    train_lists = {}
+    for index in range(len(streamed.data.paths)):
+        bucket = streamed.data.bucket(index)
+        train_lists.update(zip(_memory_rows(bucket), map(tuple, bucket.lists[NEGATIVE_ITEMS].tolist()), strict=True))
+    for index in range(len(rows.paths)):
+        bucket = rows.bucket(index)
+        for row, negatives in zip(_memory_rows(bucket), bucket.lists[NEGATIVE_ITEMS].tolist(), strict=True):
+            if row not in valid:
+                assert train_lists[row] == tuple(negatives)  # a replayed row keeps the list it trained with
+    assert rows.pointwise_columns == streamed.data.pointwise_columns
+    assert [row for bucket in _bucket_rows(refit_rows(streamed, 0.25, seed=3)) for row in bucket] == streamed_rows
+
+
+def test_a_chunked_split_is_load_split_s_rows_and_scores_as_it(drifting_features):
+    """SplitChunks (valid and test where the ranker streams): its chunks are load_split's rows in order, and training's
+    validation and evaluate give on it what they give on the split in memory."""
+    from components.ranking.data import SplitChunks
+    from components.ranking.training import evaluate, evaluation_split
+
+    whole = load_split(drifting_features, "test")
+    chunked = SplitChunks(str(drifting_features), "test", chunk_rows=100)
+    chunks = list(chunked.chunks())
+    assert len(chunks) > 2 and chunked.size == whole.size
+    assert [row for chunk in chunks for row in _memory_rows(chunk)] == _memory_rows(whole)
+    assert sorted(chunked.labels().tolist()) == sorted(whole.scalars[schema.LABEL].tolist())
+    config = dataclasses.replace(CONFIG, train_input="stream")
+    assert isinstance(evaluation_split(str(drifting_features), "valid", config), SplitChunks)
+    assert isinstance(evaluation_split(str(drifting_features), "valid", TrainConfig(train_input="auto")), RankingData)
+    spec = schema.FeatureSpec.read(drifting_features)
+    tf.keras.utils.set_random_seed(0)
+    model = build_model(ModelConfig(model_type="din"), spec.num_items, spec.num_categories)
+    train_data = load_split(drifting_features, "train")
+    memory_config = TrainConfig(epochs=2, batch_size=64, seed=0)
+    by_memory = train(model, train_data, memory_config, load_split(drifting_features, "valid"))
+    tf.keras.utils.set_random_seed(0)
+    again = build_model(ModelConfig(model_type="din"), spec.num_items, spec.num_categories)
+    by_chunks = train(again, train_data, memory_config, SplitChunks(str(drifting_features), "valid", chunk_rows=100))
+    np.testing.assert_allclose(by_chunks["valid_auc_by_epoch"], by_memory["valid_auc_by_epoch"], atol=1e-6)
+    from_memory, from_chunks = evaluate(model, whole, with_scores=True), evaluate(model, chunked, with_scores=True)
+    for name in ("auc", "gauc", "logloss"):
+        assert from_chunks[name] == pytest.approx(from_memory[name], abs=1e-6)
+    np.testing.assert_allclose(from_chunks["test_scores"], from_memory["test_scores"], atol=1e-6)
+    np.testing.assert_array_equal(from_chunks["test_users"], whole.scalars[schema.USER])
+    np.testing.assert_array_equal(from_chunks["test_labels"], whole.scalars[schema.LABEL])
+
+
+def test_the_stage_streams_train_valid_test_and_the_refit(drifting_features, tmp_path):
+    """ranking.stage with train_input "stream": the train split and the refit from user buckets, valid and test
+    scored a chunk at a time; the artifact records the keys of every row trained on, valid's steps included."""
+    from components.ranking import stage, warm_start
+
+    metrics = stage.run(
+        str(drifting_features), str(tmp_path / "ranker"), "din", 1, 0, train_input="stream", refit_epochs=1
+    )
+    assert 0.5 < metrics["auc"] <= 1 and metrics["refit_valid_rows"] > 0
+    parent = warm_start.Parent.load(tmp_path / "ranker")
+    memory = _set(drifting_features, "memory")
+    keys = warm_start.trained_keys(
+        str(drifting_features), warm_start.row_keys(str(drifting_features), memory.data), memory
+    )
+    assert sorted(parent.train_keys.tolist()) == sorted(keys.tolist())
