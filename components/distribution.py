@@ -9,6 +9,7 @@ property, not the model's, so it comes with the machine's settings rather than t
 
 from __future__ import annotations
 
+import functools
 import os
 
 ENV = "RECSYS_DISTRIBUTION"
@@ -24,9 +25,17 @@ def strategy_name() -> str:
 
 
 def strategy():
-    """MirroredStrategy over the machine's GPUs (the CPU when there is none) when asked, else the default."""
+    """MirroredStrategy over the machine's GPUs (the CPU when there is none) when asked, else the default. One
+    MirroredStrategy a process: a model and its optimizer, or the model a refit copies from, share its devices."""
     import tensorflow as tf
 
     if strategy_name() == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        return _mirrored()
     return tf.distribute.get_strategy()
+
+
+@functools.cache
+def _mirrored():
+    import tensorflow as tf
+
+    return tf.distribute.MirroredStrategy()

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from components import metrics, progress, schema
+from components import distribution, metrics, progress, schema
 from components.features import reader
 from components.features.sequences import PopularitySampler
 from components.ranking.base import NEGATIVE_CATS, NEGATIVE_ITEMS, ModelConfig, SequenceRanker
@@ -120,8 +120,17 @@ class TrainConfig:
 def build_model(
     config: ModelConfig, num_items: int, num_categories: int, statistics: ItemStatistics | None = None
 ) -> SequenceRanker:
-    """A fresh ranker of config.model_type sized to the vocabularies (with the train statistics its context reads)."""
-    return MODELS[config.model_type](num_items, num_categories, config, statistics=statistics)
+    """A fresh ranker of config.model_type sized to the vocabularies (with the train statistics its context reads),
+    made under the trainers' strategy (components/distribution.py: MirroredStrategy on a multi-GPU machine), which
+    its variables and its optimizer's are then created in (create_variables, make_train_step)."""
+    with distribution.strategy().scope():
+        return MODELS[config.model_type](num_items, num_categories, config, statistics=statistics)
+
+
+def create_variables(model: SequenceRanker) -> None:
+    """Creates the model's variables eagerly, under the strategy it was made in, before a step or a copy traces."""
+    with model.distribute_strategy.scope():
+        model(_example_features(), training=False)
 
 
 FEATURE_SIGNATURE = {
@@ -172,51 +181,57 @@ def make_list_step(
     learning_rate: float,
     listwise_weight: float,
     pointwise_columns: tuple[bool, ...] | None = None,
+    signature=None,
 ):
     """make_train_step for train rows with negative lists (list_loss), traced once."""
-    optimizer = tf.keras.optimizers.legacy.Adam(learning_rate)
-    model(_example_features(), training=False)
-    optimizer._create_all_weights(model.trainable_variables)
-
-    @tf.function(input_signature=[LIST_FEATURE_SIGNATURE, LABEL_SIGNATURE], autograph=False)
-    def step(features, labels):
-        with tf.GradientTape() as tape:
-            logits = model(features, training=True)
-            loss = list_loss(logits, labels, listwise_weight, pointwise_columns)
-            loss += tf.add_n([tf.zeros([])] + model.losses)
-        variables = model.trainable_variables
-        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-        return loss
-
-    return step
+    return _compiled_step(
+        model,
+        learning_rate,
+        lambda labels, logits: list_loss(logits, labels, listwise_weight, pointwise_columns),
+        signature or [LIST_FEATURE_SIGNATURE, LABEL_SIGNATURE],
+    )
 
 
-def make_train_step(model: SequenceRanker, learning_rate: float):
-    """One compiled optimizer step for any batch shape, traced once: the variables exist before tracing
-    (a tf.function that creates variables traces twice) and the signature is fixed.
+def make_train_step(model: SequenceRanker, learning_rate: float, signature=None):
+    """One compiled optimizer step for any batch shape (binary cross-entropy of each row), traced once."""
+    loss_fn = tf.keras.losses.BinaryCrossentropy(from_logits=True)
+    return _compiled_step(model, learning_rate, loss_fn, signature or [FEATURE_SIGNATURE, LABEL_SIGNATURE])
+
+
+def _compiled_step(model: SequenceRanker, learning_rate: float, loss_of, signature):
+    """One optimizer step of loss_of(labels, logits) (a Keras loss's order), traced once: the variables exist before tracing (a tf.function
+    that creates variables traces twice) and the signature is fixed (a distributed dataset's element_spec under
+    MirroredStrategy). Each replica runs its share of the batch; its loss is divided by the replicas, so the
+    all-reduced (summed) gradients are the whole batch's mean's (one replica: the loss itself). Returns the mean loss.
 
     The legacy Adam applies each variable's update as one fused op, which keeps the per-step overhead low
     for models with many small weights like these.
     """
-    optimizer = tf.keras.optimizers.legacy.Adam(learning_rate)
-    loss_fn = tf.keras.losses.BinaryCrossentropy(from_logits=True)
-    model(_example_features(), training=False)
-    # What apply_gradients would do on its first call, done here so that the trace creates no variables.
-    optimizer._create_all_weights(model.trainable_variables)
+    strategy = model.distribute_strategy
+    create_variables(model)
+    with strategy.scope():
+        optimizer = tf.keras.optimizers.legacy.Adam(learning_rate)
+        # What apply_gradients would do on its first call, done here so that the trace creates no variables.
+        optimizer._create_all_weights(model.trainable_variables)
+    replicas = strategy.num_replicas_in_sync
 
-    @tf.function(input_signature=[FEATURE_SIGNATURE, LABEL_SIGNATURE], autograph=False)
-    def step(features, labels):
+    def replica_step(features, labels):
         with tf.GradientTape() as tape:
-            logits = model(features, training=True)
-            loss = loss_fn(labels, logits) + tf.add_n([tf.zeros([])] + model.losses)
+            loss = loss_of(labels, model(features, training=True)) + tf.add_n([tf.zeros([])] + model.losses)
+            share = loss / replicas
         variables = model.trainable_variables
-        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        optimizer.apply_gradients(zip(tape.gradient(share, variables), variables))
         return loss
+
+    @tf.function(input_signature=signature, autograph=False)
+    def step(features, labels):
+        losses = strategy.run(replica_step, args=(features, labels))
+        return strategy.reduce(tf.distribute.ReduceOp.MEAN, losses, axis=None)
 
     return step
 
 
-def _run_steps(step, dataset, warmup: int) -> tuple[float, int, float]:
+def _run_steps(step, dataset, warmup: int, strategy) -> tuple[float, int, float]:
     """Runs `step` over a dataset; returns (seconds, examples) of the batches after the first `warmup`, and
     the mean batch loss (kept as tensors until the end, so the steps never wait for the host)."""
     batches, examples, start, losses = 0, 0, None, []
@@ -226,7 +241,7 @@ def _run_steps(step, dataset, warmup: int) -> tuple[float, int, float]:
         losses.append(step(features, labels))
         batches += 1
         if batches > warmup:
-            examples += len(labels)
+            examples += sum(len(part) for part in strategy.experimental_local_results(labels))
     mean_loss = float(tf.reduce_mean(tf.stack(losses)).numpy())
     return time.perf_counter() - start, examples, mean_loss
 
@@ -258,7 +273,7 @@ def train(
     name = type(model).__name__
     log.info("%s: training on %d rows, %d epochs of batch %d", name, data.size, config.epochs, config.batch_size)
     for epoch in range(1, config.epochs + 1):
-        seconds, examples, loss = _run_steps(step, dataset, warmup)
+        seconds, examples, loss = _run_steps(step, dataset, warmup, model.distribute_strategy)
         timed_seconds, timed_examples = timed_seconds + seconds, timed_examples + examples
         losses.append(loss)
         stop = False
@@ -297,16 +312,23 @@ def train(
 
 def _step_and_batches(model: SequenceRanker, data: RankingData | StreamedRanking, config: TrainConfig):
     """The compiled train step for the rows (with their lists or without) and their epochs' batches (each iteration
-    of the dataset is an epoch), in memory or streamed."""
-    if isinstance(data, StreamedRanking):
-        step = make_list_step(model, config.learning_rate, config.listwise_weight, data.pointwise_columns)
-        return step, data.dataset(config.batch_size, config.seed)
-    step = (
-        make_list_step(model, config.learning_rate, config.listwise_weight, data.pointwise_columns)
-        if data.lists
-        else make_train_step(model, config.learning_rate)
+    of the dataset is an epoch), in memory or streamed; under MirroredStrategy each batch split over the replicas."""
+    streamed = isinstance(data, StreamedRanking)
+    dataset = (
+        data.dataset(config.batch_size, config.seed)
+        if streamed
+        else bucketed_dataset(data, config.batch_size, seed=config.seed)
     )
-    return step, bucketed_dataset(data, config.batch_size, seed=config.seed)
+    signature = None
+    strategy = model.distribute_strategy
+    if isinstance(strategy, tf.distribute.MirroredStrategy):
+        dataset = strategy.experimental_distribute_dataset(dataset)
+        signature = list(dataset.element_spec)
+    if streamed or data.lists:
+        step = make_list_step(model, config.learning_rate, config.listwise_weight, data.pointwise_columns, signature)
+    else:
+        step = make_train_step(model, config.learning_rate, signature)
+    return step, dataset
 
 
 def evaluation_split(features_dir: str | Path, split: str, config: TrainConfig) -> RankingData | SplitChunks:
@@ -746,7 +768,7 @@ def refit_through_valid(
 
     rows = refit_rows(train_set, warm_start.WARM_REPLAY, train_config.seed)
     model = build_model(model_config, spec.num_items, spec.num_categories, train_set.refit.statistics)
-    model(_example_features(), training=False)  # creates the variables
+    create_variables(model)
     warm_start.copy_learned(selected, model)
     trained = train(model, rows, dataclasses.replace(train_config, epochs=train_config.refit_epochs))
     figures = {
@@ -783,7 +805,7 @@ def fit_and_measure(
         from components.ranking import warm_start
 
         parent, features_dir = warm
-        model(_example_features(), training=False)  # creates the variables
+        create_variables(model)
         carried = {"warm_start": warm_start.initialise(model, features_dir, parent)}
         log.info("ranking: warm start from %s: %s", parent.version, carried["warm_start"])
     trained = train(model, train_set.data, train_config, valid)
