@@ -199,9 +199,9 @@ def make_train_step(model: SequenceRanker, learning_rate: float, signature=None)
 
 
 def _compiled_step(model: SequenceRanker, learning_rate: float, loss_of, signature):
-    """One optimizer step of loss_of(labels, logits) (a Keras loss's order), traced once: the variables exist before tracing (a tf.function
-    that creates variables traces twice) and the signature is fixed (a distributed dataset's element_spec under
-    MirroredStrategy). Each replica runs its share of the batch; its loss is divided by the replicas, so the
+    """One optimizer step of loss_of(labels, logits) (a Keras loss's order), traced once: the variables exist before
+    tracing (a tf.function that creates variables traces twice) and the signature is fixed (a distributed dataset's
+    element_spec under MirroredStrategy). Each replica runs its share of the batch; its loss is divided by the replicas, so the
     all-reduced (summed) gradients are the whole batch's mean's (one replica: the loss itself). Returns the mean loss.
 
     The legacy Adam applies each variable's update as one fused op, which keeps the per-step overhead low
