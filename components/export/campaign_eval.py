@@ -422,8 +422,9 @@ def campaign_bench(
             train_input=ranking_train_input,
         )
         notes.append(
-            f"time split built for this stage: cut {cut.isoformat()}, windows of {days:g} days; "
-            "retrieval and DIEN trained on it"
+            f"time split built for this stage: cut {cut.isoformat()}, windows of {days:g} days; retrieval "
+            f"({retrieval or 'its defaults'}) and DIEN ({ranking_epochs} epochs, refit {ranking_refit_epochs}) "
+            "trained on it"
         )
     retriever = load_retriever(str(retrieval_dir))
     ranker = load_ranker(str(ranking_dir))

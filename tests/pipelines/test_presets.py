@@ -53,6 +53,22 @@ def test_stage_settings_map_each_parameter_to_its_entry_keyword():
     assert stages.stage_settings("export", parameters) == {}
 
 
+def test_the_large_campaign_trains_lighter_models_than_the_run_and_other_shops_the_runs_own(tmp_path):
+    large = presets.parameters("large")
+    context = stages.Context("large", "synthetic", 1, tmp_path, parameters=large)
+    campaign = context.settings("campaign")
+    assert campaign["retrieval"] == {
+        **stages.stage_settings("campaign", large)["retrieval"],
+        "epochs": 1,
+        "refit_epochs": 0,
+    }
+    assert campaign["ranking_refit_epochs"] == 0 and campaign["ranking_epochs"] == large["ranking_epochs"]
+    assert context.settings("retrieval")["epochs"] == large["retrieval_epochs"]  # the run's own retrieval unchanged
+    assert context.settings("campaign") == campaign and stages.CAMPAIGN_MODELS["large"]["retrieval"]["epochs"] == 1
+    medium = stages.Context("medium", "synthetic", 1, tmp_path, parameters={"retrieval_epochs": 2})
+    assert medium.settings("campaign") == {"retrieval": {"epochs": 2}}
+
+
 def test_a_local_run_of_the_large_shop_sets_its_parameters_under_params(tmp_path, monkeypatch):
     """pipelines.run_local on synthetic:large hands the DAG the preset's parameters, PARAMS over them, and returns
     them; another source gets only what was given. The DAG, the warehouse and kfp.local are stand-ins."""
