@@ -116,7 +116,7 @@ def recommender_pipeline(
         warm_start_epochs: Most epochs of a warm-started retrieval training (and of the DIEN ranker, at most ranking_epochs, over the rows its parent did not train on plus a 0.2 replay of the others).
         ranking_epochs: Most epochs of DIEN and DIN training (the best valid epoch is kept).
         ranking_refit_epochs: Epochs the selected DIEN and DIN then train on the valid steps plus a 0.2 replay of train (as a warm start), so the served ranker is trained through each user's last step before the test window, as the retriever it re-ranks is; the fusion weight is chosen with the selected ranker; 0 serves the selected model.
-        ranking_train_input: How DIEN and DIN read their train split: memory (all of it at once), stream (partitioned by user into buckets on the training machine's local disk, one bucket and its hard negatives in memory at a time; valid and test stay in memory) or auto (stream above 1,000,000 train rows).
+        ranking_train_input: How DIEN and DIN read their train split: memory (all of it at once), stream (partitioned by user into buckets on the training machine's local disk, one bucket and its hard negatives in memory at a time; valid and test then read in chunks, the refit by bucket too) or auto (stream above 1,000,000 train rows).
         candidates_n: Retrieval depth the evaluation scores the funnel at (the export's N is chosen up to it).
         evaluation_max_users: Test users the evaluation scores, those whose ids hash lowest (the same users every run); 0 scores every one. Full-catalogue scoring costs users x items: a shop with millions of users sets it (export still serves every user).
         top_k: Length of each exported recommendation list.

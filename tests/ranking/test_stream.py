@@ -228,6 +228,26 @@ def test_a_chunked_split_is_load_split_s_rows_and_scores_as_it(drifting_features
     np.testing.assert_array_equal(from_chunks["test_labels"], whole.scalars[schema.LABEL])
 
 
+def test_a_chunked_split_without_rows_is_refused_by_name(drifting_features, tmp_path):
+    """A whole but empty test split (one empty shard, the manifest's count 0) is a SchemaError naming it, not a
+    test AUC over no rows."""
+    import json
+
+    from components.ranking.data import SplitChunks
+
+    features = shutil.copytree(drifting_features, tmp_path / "features")
+    for shard in (features / schema.RANKING_DIR).glob("test-*.tfrecord"):
+        shard.unlink()
+    (features / schema.RANKING_DIR / "test-00000-of-00001.tfrecord").write_bytes(b"")
+    stats = json.loads((features / schema.STATS).read_text())
+    stats["examples"][schema.RANKING_DIR]["test"] = 0
+    (features / schema.STATS).write_text(json.dumps(stats))
+    chunked = SplitChunks(str(features), "test", chunk_rows=100)
+    assert chunked.size == 0
+    with pytest.raises(schema.SchemaError, match="ranking/test.*has no examples"):
+        list(chunked.chunks())
+
+
 def test_the_stage_streams_train_valid_test_and_the_refit(drifting_features, tmp_path):
     """ranking.stage with train_input "stream": the train split and the refit from user buckets, valid and test
     scored a chunk at a time; the artifact records the keys of every row trained on, valid's steps included."""
