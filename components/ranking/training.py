@@ -8,6 +8,7 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -519,12 +520,11 @@ def streamed_training_set(
     the statistics and their hard negatives drawn with a generator of (seed, bucket). A user's steps are all in one
     bucket, so the negatives exclude the user's buys in the whole split, as in memory; the pool shrinks (a catalogue
     too small for it) by the bucket's rows. Memory holds one bucket; the folder goes with the returned set."""
-    count = reader.example_count(features_dir, schema.RANKING_DIR, "train")
     directory = tempfile.TemporaryDirectory(prefix="ranking-train-")
-    buckets = reader.bucket_count(count, train_config.stream_bucket_rows)
+    count, buckets = _train_buckets(features_dir, train_config)
     log.info("ranking: streaming %d train rows from %d user buckets under %s", count, buckets, directory.name)
     streamed, statistics = _streamed_steps(
-        features_dir, "train", buckets, directory, train_config, retriever, brand, item_category, None, 0
+        features_dir, "train", own_steps, buckets, directory, train_config, retriever, brand, item_category, None, 0
     )
     if streamed is None:
         raise schema.SchemaError(f"{features_dir}: ranking/train has no real steps to train on")
@@ -543,13 +543,12 @@ def streamed_refit_steps(
     of both holds the same users: reader.user_bucket), each bucket's steps with a history saved with their hard
     negatives, drawn with the key REFIT_KEY[0] + b (apart from every train bucket's); their popularity negatives are
     drawn by the train and valid counts together, as in memory. Memory holds one bucket."""
-    count = reader.example_count(features_dir, schema.RANKING_DIR, "train")
-    buckets = reader.bucket_count(count, config.stream_bucket_rows)
     directory = tempfile.TemporaryDirectory(prefix="ranking-refit-")
     streamed, counted = _streamed_steps(
         features_dir,
         "valid",
-        buckets,
+        _refit_step,
+        _train_buckets(features_dir, config)[1],
         directory,
         config,
         retriever,
@@ -563,9 +562,16 @@ def streamed_refit_steps(
     return dataclasses.replace(train_set, refit=RefitSteps(streamed, counted))
 
 
+def _train_buckets(features_dir: str, config: TrainConfig) -> tuple[int, int]:
+    """(train rows, user buckets): the streamed train split's partition, which its refit's valid steps share."""
+    count = reader.example_count(features_dir, schema.RANKING_DIR, "train")
+    return count, reader.bucket_count(count, config.stream_bucket_rows)
+
+
 def _streamed_steps(
     features_dir: str,
     split: str,
+    steps_of: Callable[[RankingData, str], np.ndarray],
     buckets: int,
     directory: tempfile.TemporaryDirectory,
     config: TrainConfig,
@@ -577,8 +583,9 @@ def _streamed_steps(
 ) -> tuple[StreamedRanking | None, ItemStatistics | None]:
     """(StreamedRanking of `split`'s real steps, the counts of its steps added to `counted`); (None, None) for no
     step. The split is partitioned by user into `buckets` files under `directory`, each read alone in canonical order,
-    its steps (train: every real step; valid: those with a history) counted and saved with their hard negatives drawn
-    with the key key_base + bucket; the popularity negatives are drawn when a bucket is read, by every step's counts."""
+    its steps (`steps_of`(rows, ranking task): train's every real step, the refit's those with a history) counted
+    and saved with their hard negatives drawn with the key key_base + bucket; the popularity negatives are drawn
+    when a bucket is read, by every step's counts."""
     spec = schema.FeatureSpec.read(features_dir)
     files = reader.partition_by_user(features_dir, schema.RANKING_DIR, split, directory.name, buckets)
     paths, keys, sizes, statistics = [], [], [], counted
@@ -588,7 +595,7 @@ def _streamed_steps(
         if data is None:
             continue
         order = reader.canonical_order(data.scalars)
-        steps = own_steps(data, spec.ranking_task) if split == "train" else _refit_step(data, spec.ranking_task)
+        steps = steps_of(data, spec.ranking_task)
         data = take_rows(data, order[steps[order]])
         if not data.size:
             continue
