@@ -64,7 +64,10 @@ def test_the_large_campaign_trains_lighter_models_than_the_run_and_other_shops_t
     }
     assert campaign["ranking_refit_epochs"] == 0 and campaign["ranking_epochs"] == large["ranking_epochs"]
     assert context.settings("retrieval")["epochs"] == large["retrieval_epochs"]  # the run's own retrieval unchanged
-    assert context.settings("campaign") == campaign and stages.CAMPAIGN_MODELS["large"]["retrieval"]["epochs"] == 1
+    # a caller's change to its settings never reaches the table (a run without retrieval parameters gets a copy)
+    bare = stages.Context("large", "synthetic", 1, tmp_path)
+    bare.settings("campaign")["retrieval"]["epochs"] = 99
+    assert bare.settings("campaign")["retrieval"] == {"epochs": 1, "refit_epochs": 0}
     medium = stages.Context("medium", "synthetic", 1, tmp_path, parameters={"retrieval_epochs": 2})
     assert medium.settings("campaign") == {"retrieval": {"epochs": 2}}
 
