@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from components import atomic
+from components.experiments.linalg import weighted_gram
 
 POSTERIOR_FILE = "posterior.npz"
 CONFIG_FILE = "bandit.json"
@@ -109,8 +110,7 @@ class BayesianLinearBandit:
             lam = self.forgetting
             self.precision = lam * self.precision + (1 - lam) * self.prior_precision0
             self.precision_mean = lam * self.precision_mean + (1 - lam) * self.prior_precision_mean0
-        # einsum, not BLAS: a multi-threaded BLAS on these small products stalls when the cores are shared
-        self.precision = self.precision + np.einsum("ni,nj->ij", x, x, optimize=False) / self.noise_variance
+        self.precision = self.precision + weighted_gram(x) / self.noise_variance
         self.precision_mean = self.precision_mean + np.einsum("ni,n->i", x, y, optimize=False) / self.noise_variance
 
     def _with_positions(self, contexts: np.ndarray, positions: np.ndarray) -> np.ndarray:

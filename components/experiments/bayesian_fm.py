@@ -45,6 +45,8 @@ import json
 
 import numpy as np
 
+from components.experiments.linalg import weighted_gram
+
 CONFIG_KEYS = (
     "dim",
     "num_positions",
@@ -297,7 +299,7 @@ class BayesianFM:
 
     def _newton_dense(self, x, blocks, y, w, mean0, precision0):
         p = _sigmoid(self.logit(w, x, blocks))
-        hessian = precision0 + np.einsum("ni,nj->ij", x * (p * (1 - p))[:, None], x, optimize=False)
+        hessian = precision0 + weighted_gram(x, p * (1 - p))
         grad = np.einsum("ni,n->i", x, p - y, optimize=False) + precision0 @ (w - mean0)
         return w - np.linalg.solve(hessian, grad)
 
@@ -325,7 +327,7 @@ class BayesianFM:
         p = _sigmoid(self.logit(w, x, blocks))
         curvature = p * (1 - p)
         self.dense_mean = w
-        self.dense_precision = prior_dense[1] + np.einsum("ni,nj->ij", x * curvature[:, None], x, optimize=False)
+        self.dense_precision = prior_dense[1] + weighted_gram(x, curvature)
         for f, (used, _, precision0) in enumerate(prior_blocks):
             slot = np.searchsorted(used, values[:, f])
             a, _ = self._gradient_rows(x, w, blocks, f)

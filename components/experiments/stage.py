@@ -169,6 +169,15 @@ def mutes_logged(impressions: pd.DataFrame) -> bool:
     return ope.logged_mutes(pa.array(impressions["muted"], from_pandas=True)) is not None
 
 
+def _logged_queries(retriever, hist_items, hist_cats, behaviour, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The query of each distinct user among `users` (history rows), encoded once, and each slot's row in it."""
+    logged, row = np.unique(users, return_inverse=True)
+    if not len(logged):
+        return np.zeros((0, retriever.item_embeddings.shape[1]), np.float32), row
+    steps = None if behaviour is None else behaviour.take(logged)
+    return funnel.retrieval_queries(retriever, hist_items[logged], hist_cats[logged], steps), row
+
+
 def fit_bandit_from_logs(
     retriever,
     impressions: pd.DataFrame,
@@ -187,7 +196,8 @@ def fit_bandit_from_logs(
     one batch update per chunk; `fm` (FM_FIELDS) is updated in the same pass, with the rewards mapped into [0, 1].
 
     The context of a logged slot is reranker_features(query of the user's history, item embedding, retrieval
-    score); histories are the users' latest (the extract window's end), an approximation for older requests. With
+    score); histories are the users' latest (the extract window's end), an approximation for older requests, so each
+    logged user's query is encoded once (9.6M impressions of 346k users at the large preset). With
     the events' event_type and event_ts, the query is encoded with each step's gap and the request gap at the
     log's end (histories.user_behaviour) as the funnel retrieves (funnel.retrieval_queries; a retriever that
     does not read time ignores them)."""
@@ -214,11 +224,11 @@ def fit_bandit_from_logs(
         else np.zeros(len(impressions), np.int64)
     )
     used = np.nonzero(known)[0]
+    queries, query_row = _logged_queries(retriever, hist_items, hist_cats, behaviour, user_row[used].astype(np.int64))
     for start in range(0, len(used), FEEDBACK_CHUNK):
         chunk = used[start : start + FEEDBACK_CHUNK]
         user = user_row[chunk].astype(np.int64)
-        steps = None if behaviour is None else behaviour.take(user)
-        query = funnel.retrieval_queries(retriever, hist_items[user], hist_cats[user], steps)
+        query = queries[query_row[start : start + FEEDBACK_CHUNK]]
         embedded = retriever.item_embeddings[item[chunk]][:, None, :]
         score = np.einsum("bd,bnd->bn", query, embedded)
         contexts = reranker_features(query, embedded, score)[:, 0, :]
