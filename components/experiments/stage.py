@@ -19,7 +19,7 @@ from components import atomic, schema
 from components.experiments import ab_analysis, ope, rewards, studies
 from components.experiments.bandit import BayesianLinearBandit, reranker_features
 from components.experiments.bayesian_fm import BayesianFM
-from components.experiments.histories import user_behaviour, user_histories
+from components.experiments.histories import lookup, user_behaviour, user_histories
 from components.extract import runner
 from components.serving import funnel
 from components.warehouse import engines
@@ -209,9 +209,9 @@ def fit_bandit_from_logs(
     bandit = BayesianLinearBandit.create(
         dim, int(positions.max()) + 1 if len(positions) else 1, prior_precision, noise_variance, exploration=exploration
     )
-    user_row = impressions["user_id"].map(rows).to_numpy()
-    known = ~pd.isna(user_row)
-    item = impressions["item_id"].map(item_index).fillna(schema.OOV_INDEX).astype(np.int64).to_numpy()
+    user_row = lookup(impressions["user_id"], rows, -1)
+    known = user_row >= 0
+    item = lookup(impressions["item_id"], item_index, schema.OOV_INDEX)
     logged = mutes_logged(impressions)
     clicks = weights.of(
         impressions["clicked"].to_numpy().astype(bool), impressions["muted"].to_numpy().astype(bool) if logged else None
@@ -224,10 +224,10 @@ def fit_bandit_from_logs(
         else np.zeros(len(impressions), np.int64)
     )
     used = np.nonzero(known)[0]
-    queries, query_row = _logged_queries(retriever, hist_items, hist_cats, behaviour, user_row[used].astype(np.int64))
+    queries, query_row = _logged_queries(retriever, hist_items, hist_cats, behaviour, user_row[used])
     for start in range(0, len(used), FEEDBACK_CHUNK):
         chunk = used[start : start + FEEDBACK_CHUNK]
-        user = user_row[chunk].astype(np.int64)
+        user = user_row[chunk]
         query = queries[query_row[start : start + FEEDBACK_CHUNK]]
         embedded = retriever.item_embeddings[item[chunk]][:, None, :]
         score = np.einsum("bd,bnd->bn", query, embedded)

@@ -27,6 +27,13 @@ def test_user_histories_collapse_repeats_and_left_pad():
     np.testing.assert_array_equal(short, [[3, 1], [0, 3]])
 
 
+def test_lookup_maps_each_value_and_gives_missing_for_absent_and_null_ids():
+    ids = pd.Series(["b", None, "zz", "a", "b"], dtype="string")
+    np.testing.assert_array_equal(histories.lookup(ids, {"a": 4, "b": 7}, -1), [7, -1, -1, 4, 7])
+    np.testing.assert_array_equal(histories.lookup(("view", "cart"), {"cart": 2}, 0), [0, 2])
+    assert histories.lookup(pd.Series([], dtype="string"), {"a": 1}, -1).shape == (0,)
+
+
 def test_user_behaviour_gives_each_steps_event_types_and_gap_and_the_request_gap_at_the_logs_end():
     seconds = [0, 30, 100, 160, 500]
     events = pd.DataFrame(
