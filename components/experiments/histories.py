@@ -18,7 +18,9 @@ from components.features.sequences import event_flag
 def lookup(values, mapping: dict, missing: int) -> np.ndarray:
     """int64 mapping[value] for each of `values` (`missing` where absent or null). The distinct values are mapped
     once (pd.factorize): ~3x faster than Series.map over the large preset's 10M string ids."""
-    codes, distinct = pd.factorize(values if isinstance(values, (pd.Series, np.ndarray)) else np.asarray(values))
+    codes, distinct = pd.factorize(
+        values if isinstance(values, (pd.Series, pd.Index, np.ndarray)) else np.asarray(values)
+    )
     table = np.array([mapping.get(value, missing) for value in distinct] + [missing], dtype=np.int64)
     return table[codes]  # code -1 (null) takes the last entry
 
@@ -44,7 +46,7 @@ def user_histories(
 
 def histories_of(users: np.ndarray, items: np.ndarray, item_category: np.ndarray, max_len: int):
     """user_histories of rows in time order per user: `users` any ids (strings or integer codes), `items` their
-    vocabulary indices. (row of each user id, items [U, L], categories [U, L]); rows follow the sorted ids."""
+    vocabulary indices. (row of each user id, items [U, L], categories [U, L]); rows follow the ids' first appearance."""
     keep = _step_starts(users, items)
     steps = pd.DataFrame({"user": users[keep], "item": items[keep]})
     steps = steps.groupby("user", sort=True).tail(max_len)
@@ -97,5 +99,5 @@ def behaviour_of(
     types[user_row, column], gaps[user_row, column] = steps["flags"].to_numpy(), steps["gap"].to_numpy()
     last_ts = steps.groupby("user", sort=False)["ts"].last()
     last = np.zeros(len(rows), dtype=np.int64)
-    last[last_ts.index.map(rows).to_numpy()] = last_ts.to_numpy()
+    last[lookup(last_ts.index, rows, -1)] = last_ts.to_numpy()
     return Behaviour(types, gaps, np.maximum(seconds.max(initial=0) - last, 0))

@@ -96,50 +96,6 @@ def test_fit_from_logs_equals_updating_with_the_logged_contexts():
     np.testing.assert_allclose(fitted.mean, expected.mean)
 
 
-class CountingRetrieverDouble(RetrieverDouble):
-    """Records the histories each encode call is given."""
-
-    def __init__(self):
-        super().__init__()
-        self.encoded = []
-
-    def encode(self, hist_items, hist_cats):
-        self.encoded.append(np.asarray(hist_items))
-        return super().encode(hist_items, hist_cats)
-
-
-def test_fit_from_logs_encodes_each_logged_user_once_across_chunks(monkeypatch):
-    """Users interleaved over chunks of 2 slots: one encode of each distinct user with a history, and the posterior
-    of one update per chunk with every slot's own user's query."""
-    monkeypatch.setattr(stage, "FEEDBACK_CHUNK", 2)
-    events = pd.DataFrame({"user_id": ["a", "b", "c"], "item_id": ["x", "y", "y"]})
-    impressions = pd.DataFrame(
-        {
-            "user_id": ["b", "a", "ghost", "b", "a", "b"],
-            "item_id": ["x", "y", "x", "y", "x", "x"],
-            "position": [0, 1, 0, 1, 0, 1],
-            "clicked": [True, False, True, False, False, True],
-        }
-    )
-    retriever = CountingRetrieverDouble()
-    fitted, rows = stage.fit_bandit_from_logs(retriever, impressions, events, {"x": 2, "y": 3}, 3, 0.5, 2.0, 1.0)
-    assert rows == 5
-    assert len(retriever.encoded) == 1
-    np.testing.assert_array_equal(retriever.encoded[0], [[0, 0, 2], [0, 0, 3]])  # a's and b's, not c's (no slot)
-    query = np.array([[0.0, 1.0], [1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])  # b a b a b
-    items = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0], [1.0, 0.0]])[:, None, :]
-    contexts = reranker_features(query, items, np.einsum("bd,bnd->bn", query, items))[:, 0, :]
-    expected = BayesianLinearBandit.create(6, 2, 2.0, 0.5)
-    positions, clicks = np.array([0, 1, 1, 0, 1]), np.array([1.0, 0.0, 0.0, 0.0, 1.0])
-    for start in range(0, 5, 2):
-        expected.update(contexts[start : start + 2], positions[start : start + 2], clicks[start : start + 2])
-    np.testing.assert_allclose(fitted.mean, expected.mean)
-    ghosts = impressions[impressions.user_id == "ghost"]  # no history: nothing encoded, the prior
-    none_known, rows = stage.fit_bandit_from_logs(retriever, ghosts, events, {"x": 2, "y": 3}, 3, 0.5, 2.0, 1.0)
-    assert (rows, len(retriever.encoded)) == (0, 1)
-    np.testing.assert_allclose(none_known.mean, BayesianLinearBandit.create(6, 1, 2.0, 0.5).mean)
-
-
 class TimedRetrieverDouble(RetrieverDouble):
     """A retriever whose query tower reads time: the query's first coordinate gains the request gap in hours."""
 
@@ -180,6 +136,59 @@ def test_the_warm_start_encodes_queries_with_the_gaps_the_funnel_retrieves_with(
     untimed = events[["user_id", "item_id"]]
     np.testing.assert_allclose(fitted(TimedRetrieverDouble(), untimed), expected(gapless))
     np.testing.assert_allclose(fitted(RetrieverDouble(), events), expected(gapless))  # reads no time: ignores them
+
+
+class CountingRetrieverDouble(TimedRetrieverDouble):
+    """Records the histories and request gaps each encode call is given."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoded = []
+
+    def encode(self, hist_items, hist_cats, behaviour=None):
+        self.encoded.append((np.asarray(hist_items), np.asarray(behaviour.request_gap)))
+        return super().encode(hist_items, hist_cats, behaviour)
+
+
+def test_fit_from_logs_encodes_each_logged_user_once_across_chunks(monkeypatch):
+    """Users interleaved over chunks of 2 slots, c (history row 0) never shown: one encode of a's and b's history
+    rows with their own request gaps, and the posterior of one update per chunk with each slot's user's query."""
+    monkeypatch.setattr(stage, "FEEDBACK_CHUNK", 2)
+    hours = pd.to_datetime([0, 3600, 3 * 3600], unit="s", utc=True)
+    events = pd.DataFrame(
+        {"user_id": ["c", "a", "b"], "item_id": ["y", "x", "y"], "event_type": ["view"] * 3, "event_ts": hours}
+    )
+    impressions = pd.DataFrame(
+        {
+            "user_id": ["b", "a", "ghost", "b", "a", "b"],
+            "item_id": ["x", "y", "x", "y", "x", "x"],
+            "position": [0, 1, 0, 1, 0, 1],
+            "clicked": [True, False, True, False, False, True],
+        }
+    )
+    retriever = CountingRetrieverDouble()
+    fitted, rows = stage.fit_bandit_from_logs(retriever, impressions, events, {"x": 2, "y": 3}, 3, 0.5, 2.0, 1.0)
+    assert rows == 5
+    [(histories_encoded, request_gaps)] = retriever.encoded
+    np.testing.assert_array_equal(histories_encoded, [[0, 0, 2], [0, 0, 3]])  # a's and b's
+    np.testing.assert_array_equal(request_gaps, [2 * 3600, 0])
+    a, b = [1.0 + 2.0, 0.0], [0.0, 1.0]  # x plus a's 2 h request gap; y
+    query = np.array([b, a, b, a, b])
+    items = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0], [1.0, 0.0]])[:, None, :]
+    contexts = reranker_features(query, items, np.einsum("bd,bnd->bn", query, items))[:, 0, :]
+    expected = BayesianLinearBandit.create(6, 2, 2.0, 0.5)
+    positions, clicks = np.array([0, 1, 1, 0, 1]), np.array([1.0, 0.0, 0.0, 0.0, 1.0])
+    for start in range(0, 5, 2):
+        expected.update(contexts[start : start + 2], positions[start : start + 2], clicks[start : start + 2])
+    np.testing.assert_allclose(fitted.mean, expected.mean)
+    prior = BayesianLinearBandit.create(6, 1, 2.0, 0.5).mean
+    ghosts = impressions[impressions.user_id == "ghost"]  # no history: nothing encoded, the prior
+    for log, shown in ((events, ghosts), (events[:0], impressions)):  # and a log without events
+        none_known, rows = stage.fit_bandit_from_logs(retriever, shown, log, {"x": 2, "y": 3}, 3, 0.5, 2.0, 1.0)
+        assert (rows, len(retriever.encoded)) == (0, 1)
+        np.testing.assert_allclose(
+            none_known.mean, prior if len(shown) == 1 else BayesianLinearBandit.create(6, 2, 2.0, 0.5).mean
+        )
 
 
 def test_mutes_logged_for_some_rows_only_are_refused_by_the_warm_start_as_by_the_estimators():
