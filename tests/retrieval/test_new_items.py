@@ -96,3 +96,46 @@ def test_id_dropout_leaves_an_items_id_row_out_in_training_only(shop_features):
     assert 0.35 < dropped.mean() < 0.65
     with pytest.raises(ValueError, match="id_dropout"):
         RetrievalConfig(id_dropout=1.0)
+
+
+def test_the_new_item_tower_scores_items_without_a_trained_id_row_and_leaves_the_main_model_alone(shop_features):
+    from components.retrieval import training, warm_start
+    from components.retrieval.config import RetrievalConfig
+    from components.retrieval.model import TwoTowerModel
+
+    catalogue = load_catalogue(shop_features)
+    config = RetrievalConfig(embedding_dim=8, max_len=10, new_item_tower=True, seed=0)
+    unknown = np.zeros(catalogue.num_items, bool)
+    unknown[[schema.NUM_RESERVED, schema.NUM_RESERVED + 7]] = True
+    model = TwoTowerModel(catalogue, config, id_known=~unknown)
+    warm_start.build(model)
+    tower = model.candidate_tower
+    index = tf.range(catalogue.num_items, dtype=tf.int64)
+    main = (
+        tower.item_embedding(index)
+        + tower.category_embedding(tf.gather(tower.item_category, index))
+        + tower.brand_embedding(tf.gather(tower.item_brand, index))
+        + tower.price_embedding(tf.gather(tower.item_price_bucket, index))
+    ).numpy()
+    expected = np.where(unknown[:, None], tower.new_item(index).numpy(), main)
+    np.testing.assert_allclose(model.item_embeddings(), tf.math.l2_normalize(expected, axis=-1).numpy(), atol=1e-6)
+
+    # its softmax moves its own tables only: no gradient reaches the query tower or the main tower's tables
+    hist = tf.constant([[schema.NUM_RESERVED + 1, schema.NUM_RESERVED + 2]] * 4, tf.int64)
+    target = tf.constant([schema.NUM_RESERVED + k for k in (3, 4, 5, 6)], tf.int64)
+    with tf.GradientTape() as tape:
+        loss = model._new_item_loss(model.query_embedding(hist, hist * 0 + schema.NUM_RESERVED, training=True), target)
+    own = tower.new_item.trainable_variables
+    others = [v for v in model.trainable_variables if all(v is not w for w in own)]
+    grads = tape.gradient(loss, own + others)
+    assert all(g is not None for g in grads[: len(own)])
+    assert all(g is None for g in grads[len(own) :])
+
+    # trained beside the main model, it leaves the main model's training as it was: the same main loss each epoch
+    # (valid differs where the catalogue's items without train targets rank by the tower now)
+    settings = dict(embedding_dim=16, max_len=10, batch_size=256, epochs=2, patience=2, refit_epochs=0, seed=0)
+    curves = [
+        [e["loss"] for e in training.train_from_features(shop_features, config).history]
+        for config in (RetrievalConfig(**settings), RetrievalConfig(**settings, new_item_tower=True))
+    ]
+    np.testing.assert_allclose(curves[0], curves[1], rtol=1e-6)
