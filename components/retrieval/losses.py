@@ -82,21 +82,3 @@ def mixed_negatives_loss(
     ids = tf.concat([tf.cast(candidate_ids, tf.int64), tf.cast(negative_ids, tf.int64)], axis=0)
     logits = tfrs.layers.loss.RemoveAccidentalHits()(labels, logits, ids)
     return tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=logits))
-
-
-def new_item_loss(queries, candidates, new_item_candidates, candidate_ids, temperature: float, probability=None):
-    """Mean cross-entropy of row i's target embedded by its features alone (new_item_candidates[i]) against the
-    other rows' targets as the main model embeds them (`candidates`), logQ-corrected by `probability` [N] or not.
-
-    Scored inside the main model's softmax, a features-only embedding is calibrated to the main model's scores:
-    a softmax of its own would leave a constant per query free, and its scores would not compare with the known
-    items' (on the lifecycle shop they outranked them: valid NDCG@20 0.233 -> 0.202). The caller holds queries
-    and candidates fixed (stop_gradient), so that only the new-item tower learns from this loss.
-    """
-    logits = tf.matmul(queries, candidates, transpose_b=True)
-    logits = tf.linalg.set_diag(logits, tf.reduce_sum(queries * new_item_candidates, axis=1)) / temperature
-    if probability is not None:
-        logits = logits - tf.math.log(probability)[tf.newaxis]
-    labels = tf.eye(tf.shape(queries)[0])
-    logits = tfrs.layers.loss.RemoveAccidentalHits()(labels, logits, tf.cast(candidate_ids, tf.int64))
-    return tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=logits))

@@ -97,7 +97,7 @@ class TwoTowerModel(tfrs.Model):
         loss = self._loss(queries, target, sequence, training)
         self.mean_loss.update_state(loss)  # the main softmax's alone, comparable with and without a new-item tower
         if self.candidate_tower.new_item is not None:
-            loss += self._new_item_loss(queries, target, training)
+            loss += self._new_item_loss(queries, target)
         # under MirroredStrategy the replicas' gradients are summed: each replica contributes its share of the mean
         return loss / tf.distribute.get_strategy().num_replicas_in_sync
 
@@ -137,15 +137,20 @@ class TwoTowerModel(tfrs.Model):
             )
         )
 
-    def _new_item_loss(self, queries, target, training=False):
-        """The new-item tower's softmax (losses.new_item_loss): each target by its features alone against the other
-        targets as the main tower embeds them; queries and main candidates get no gradient from it, so the main
-        model trains as it would without the tower."""
-        candidates = tf.stop_gradient(self.candidate_embedding(target, training=training))
-        new_items = self._finish(self.candidate_tower.new_item(target))
+    def _new_item_loss(self, queries, target):
+        """The new-item tower's in-batch softmax (logQ-corrected): the batch's targets by their features alone against
+        the queries, which get no gradient from it, so the main model trains as it would without the tower."""
+        candidates = self._finish(self.candidate_tower.new_item(target))
         probability = tf.gather(self.sampling_probability, target) if self.config.logq_correction else None
-        return losses.new_item_loss(
-            tf.stop_gradient(queries), candidates, new_items, target, self.config.temperature, probability
+        return tf.reduce_mean(
+            self.task(
+                tf.stop_gradient(queries),
+                candidates,
+                candidate_sampling_probability=probability,
+                candidate_ids=target,
+                compute_metrics=False,
+                compute_batch_metrics=False,
+            )
         )
 
     def item_embeddings(self):
