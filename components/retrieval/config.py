@@ -23,7 +23,6 @@ UNRECORDED = {
     "refit_epochs": 0,
     "train_input": "memory",
     "valid_max_users": 0,
-    "new_item_tower": False,
 }
 
 
@@ -86,10 +85,6 @@ class RetrievalConfig:
     # in training, each candidate row's id row is dropped with this probability, so that the feature rows alone (what
     # a new item has) learn to score an item; 0: off
     id_dropout: float = 0.0
-    # a new item (no trained id row) is scored by a features-only tower of its own (towers.NewItemTower), trained by a
-    # second in-batch softmax beside the main one that leaves the main model's gradients as they were; False: by the
-    # main tower's feature rows
-    new_item_tower: bool = False
     # the train split in memory ("memory", in one canonical order) or streamed from user buckets on local disk
     # ("stream": one bucket of about stream_bucket_rows examples in memory at a time); "auto" streams above
     # reader.STREAM_ABOVE train examples, so the default and medium shops train as before and the large one streams

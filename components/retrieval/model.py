@@ -93,11 +93,8 @@ class TwoTowerModel(tfrs.Model):
 
     def compute_loss(self, features, training=False):
         """The configured softmax loss of one batch, also tracked as the epoch's mean loss."""
-        queries, target, sequence = self._queries_and_targets(features, training)
-        loss = self._loss(queries, target, sequence, training)
-        self.mean_loss.update_state(loss)  # the main softmax's alone, comparable with and without a new-item tower
-        if self.candidate_tower.new_item is not None:
-            loss += self._new_item_loss(queries, target)
+        loss = self._loss(*self._queries_and_targets(features, training), training)
+        self.mean_loss.update_state(loss)
         # under MirroredStrategy the replicas' gradients are summed: each replica contributes its share of the mean
         return loss / tf.distribute.get_strategy().num_replicas_in_sync
 
@@ -129,22 +126,6 @@ class TwoTowerModel(tfrs.Model):
         return tf.reduce_mean(
             self.task(
                 queries,
-                candidates,
-                candidate_sampling_probability=probability,
-                candidate_ids=target,
-                compute_metrics=False,
-                compute_batch_metrics=False,
-            )
-        )
-
-    def _new_item_loss(self, queries, target):
-        """The new-item tower's in-batch softmax (logQ-corrected): the batch's targets by their features alone against
-        the queries, which get no gradient from it, so the main model trains as it would without the tower."""
-        candidates = self._finish(self.candidate_tower.new_item(target))
-        probability = tf.gather(self.sampling_probability, target) if self.config.logq_correction else None
-        return tf.reduce_mean(
-            self.task(
-                tf.stop_gradient(queries),
                 candidates,
                 candidate_sampling_probability=probability,
                 candidate_ids=target,

@@ -315,41 +315,12 @@ class QueryTower(tf.keras.Model):
         return self.sequence(inputs, training=training)[:, -1]
 
 
-class NewItemTower(tf.keras.layers.Layer):
-    """Item index -> an embedding [N, D] from the item's features alone (category, brand and price rows of tables
-    of its own): what a new item, whose id row was never trained, is scored by (config.new_item_tower).
-
-    TwoTowerModel trains it by a second in-batch softmax against the main loss's queries, held fixed: items that
-    share its features then share its score, so the softmax gives a feature mix the mean probability of its items
-    under each query (popular items count by what they sell), while the shared feature rows of the main tower only
-    learn a residual beside each item's id row and score a new item far below its category's known ones.
-    """
-
-    def __init__(self, catalogue: Catalogue, config: RetrievalConfig, **kwargs):
-        super().__init__(**kwargs)
-        dim = config.embedding_dim
-        self.category_embedding = tf.keras.layers.Embedding(catalogue.num_categories, dim, name="new_item_category")
-        self.brand_embedding = tf.keras.layers.Embedding(catalogue.num_brands, dim, name="new_item_brand")
-        self.price_embedding = tf.keras.layers.Embedding(NUM_PRICE_BUCKETS + 1, dim, name="new_item_price")
-        self.item_category = tf.constant(catalogue.item_category, tf.int64)
-        self.item_brand = tf.constant(catalogue.item_brand, tf.int64)
-        self.item_price_bucket = tf.constant(catalogue.item_price_bucket, tf.int64)
-
-    def call(self, item_index):
-        return (
-            self.category_embedding(tf.gather(self.item_category, item_index))
-            + self.brand_embedding(tf.gather(self.item_brand, item_index))
-            + self.price_embedding(tf.gather(self.item_price_bucket, item_index))
-        )
-
-
 class CandidateTower(tf.keras.Model):
     """Item index -> candidate embedding [N, D]: the shared item row plus category, brand and price rows.
 
     Side features let a rarely bought item borrow from its category and brand. An item whose id row was never
     trained (`id_known` False: no train target, and not carried over by a warm start) is its features alone: a new
-    item's id row is untrained noise, so the feature path carries it (config.features_only_unseen): the main
-    tower's feature rows, or with config.new_item_tower a NewItemTower of its own.
+    item's id row is untrained noise, so the feature path carries it (config.features_only_unseen).
     """
 
     def __init__(
@@ -383,7 +354,6 @@ class CandidateTower(tf.keras.Model):
         # config.id_dropout: in training, a candidate row's id row is left out with this probability (no rescaling),
         # so the features' rows alone must score the item, as they do for a new item at serving
         self.id_dropout = tf.keras.layers.Dropout(config.id_dropout) if config.id_dropout > 0 else None
-        self.new_item = NewItemTower(catalogue, config) if config.new_item_tower and config.item_features else None
 
     @tf.autograph.experimental.do_not_convert
     def call(self, item_index, training=False):
@@ -394,12 +364,9 @@ class CandidateTower(tf.keras.Model):
         id_weight = tf.gather(self.id_weight, item_index)
         if self.id_dropout is not None:  # a row Dropout keeps (as 1 / (1 - rate) in training, 1 otherwise) counts 1
             id_weight *= tf.cast(self.id_dropout(tf.ones_like(id_weight), training=training) > 0, id_weight.dtype)
-        embedding = (
+        return (
             self.item_embedding(item_index) * id_weight
             + self.category_embedding(tf.gather(self.item_category, item_index))
             + self.brand_embedding(tf.gather(self.item_brand, item_index))
             + self.price_embedding(tf.gather(self.item_price_bucket, item_index))
         )
-        if self.new_item is None:
-            return embedding
-        return tf.where(id_weight > 0, embedding, self.new_item(item_index))

@@ -65,18 +65,12 @@ ARCHITECTURE = (
 
 def _tables(model) -> dict[str, tf.Variable]:
     tower = model.candidate_tower
-    tables = {
+    return {
         "item": tower.item_embedding.embeddings,
         "category": tower.category_embedding.embeddings,
         "brand": tower.brand_embedding.embeddings,
         "price": tower.price_embedding.embeddings,
     }
-    if tower.new_item is not None:  # config.new_item_tower: its tables are carried by id too
-        new = tower.new_item
-        tables["new_item_category"] = new.category_embedding.embeddings
-        tables["new_item_brand"] = new.brand_embedding.embeddings
-        tables["new_item_price"] = new.price_embedding.embeddings
-    return tables
 
 
 def build(model) -> None:
@@ -141,26 +135,14 @@ def initialise(model, catalogue: Catalogue, config: RetrievalConfig, parent: Par
     trained_ids = np.where(a["id_known"], a["ids_item"], "")
     carried = carry_rows(tables["item"], a["table_item"], catalogue.item_ids, trained_ids, schema.NUM_RESERVED)
     categories = ["", "[OOV]"] + list(catalogue.category_ids)
-    for prefix in ("", "new_item_"):  # a parent without a new-item tower leaves today's tower at its initial rows
-        if f"table_{prefix}category" not in a or f"{prefix}category" not in tables:
-            continue
-        carry_rows(
-            tables[f"{prefix}category"],
-            a[f"table_{prefix}category"],
-            categories,
-            a["ids_category"],
-            schema.NUM_RESERVED,
-        )
-        carry_rows(tables[f"{prefix}brand"], a[f"table_{prefix}brand"], catalogue.brand_ids, a["ids_brand"], 1)
-        price = a[f"table_{prefix}price"]
-        if price.shape == tuple(tables[f"{prefix}price"].shape):
-            tables[f"{prefix}price"].assign(price)
+    carry_rows(tables["category"], a["table_category"], categories, a["ids_category"], schema.NUM_RESERVED)
+    carry_rows(tables["brand"], a["table_brand"], catalogue.brand_ids, a["ids_brand"], 1)
+    price = a["table_price"]
+    if price.shape == tuple(tables["price"].shape):
+        tables["price"].assign(price)
     assign_others(_others(model), a, "tower")
     new_items = int(catalogue.num_items - schema.NUM_RESERVED - carried)
-    lineage = {"parent_version": parent.version, "carried_items": carried, "new_items": new_items}
-    if "new_item_category" in tables:
-        lineage["new_item_tower"] = "carried" if "table_new_item_category" in a else "initial"
-    return lineage
+    return {"parent_version": parent.version, "carried_items": carried, "new_items": new_items}
 
 
 def parent_of(registry_dir: str | Path | None, config: RetrievalConfig | None = None) -> tuple[str | None, str]:

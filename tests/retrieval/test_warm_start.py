@@ -91,34 +91,6 @@ def test_an_item_the_parent_held_but_never_trained_starts_from_its_features(days
     np.testing.assert_array_equal(table[today.index("i6")], arrays["table_item"][ids.index("i6")])
 
 
-def test_the_new_item_towers_tables_carry_over_by_id_and_start_fresh_after_a_parent_without_one(days):
-    root, f1, f2 = days
-    stage.run(f1, root / "parent-tower", **SETTINGS, new_item_tower=True)
-    catalogue = load_catalogue(f2)
-    config = RetrievalConfig(**SETTINGS, new_item_tower=True)
-    for parent_dir, expected in (("parent-tower", "carried"), ("parent", "initial")):
-        parent = warm_start.Parent.load(root / parent_dir, "v1")
-        model = TwoTowerModel(catalogue, config, id_known=(catalogue.train_count > 0) | parent.known(catalogue))
-        warm_start.build(model)
-        before = model.candidate_tower.new_item.brand_embedding.embeddings.numpy()
-        carried = warm_start.initialise(model, catalogue, config, parent)
-        assert carried["new_item_tower"] == expected
-        new_item = model.candidate_tower.new_item
-        if expected == "initial":
-            np.testing.assert_array_equal(new_item.brand_embedding.embeddings.numpy(), before)
-            continue
-        rows = dict(zip(parent.arrays["ids_category"].tolist(), parent.arrays["table_new_item_category"]))
-        today = ["", "[OOV]"] + list(catalogue.category_ids)
-        table = new_item.category_embedding.embeddings.numpy()
-        shared = [(i, c) for i, c in enumerate(today) if i >= schema.NUM_RESERVED and c in rows]
-        assert len(shared) == 6  # c6 (item 60's) is new on day 2
-        for index, category in shared:
-            np.testing.assert_array_equal(table[index], rows[category])
-        np.testing.assert_array_equal(
-            new_item.price_embedding.embeddings.numpy(), parent.arrays["table_new_item_price"]
-        )
-
-
 def test_warm_started_artifact_names_its_parent_and_refuses_another_architecture(days):
     root, _, f2 = days
     stage.run(f2, root / "child", parent_dir=root / "parent", parent_version="v1", **SETTINGS)
