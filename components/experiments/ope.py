@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 
 from components import schema
-from components.experiments import rewards
+from components.experiments import histories, rewards
 
 ESTIMATORS = schema.OPE_ESTIMATORS
 
@@ -127,8 +127,7 @@ def from_impressions(
         raise LogError(f"{missing_propensity} impression(s) have a missing propensity")
     table = schema.validate_table(table, schema.IMPRESSIONS, "impressions")
     items = np.asarray(table.column("item_id").to_pylist(), dtype=object)
-    lookup = np.vectorize(lambda i: item_index.get(i, -1), otypes=[np.int64])
-    item = lookup(items)
+    item = histories.lookup(items, item_index, -1)
     unknown = item < 0
     if unknown.any():
         examples = sorted(set(items[unknown]))[:5]
