@@ -41,6 +41,9 @@ and warm models on those targets against popularity within the category (items o
 by train count, a new item counting its category's mean count; then everything else by train count: it knows
 the user's last category, not the target's). new_items.by_path splits the targets by how each arm's model scores
 them: by_id (the refit through valid or the parent trained its id row) or features_only (first seen on the test day).
+new_items.all_targets_hit@20 scores the same lists on every test target with a history, known items too: the
+baseline's lists hold every new item of the user's category near its top, which its new-item figure rewards and
+the rest of its targets pay for.
 
 Writes `lifecycle` into the bench JSON (beside its other keys): days[i].{cold,warm}.{train_s, train_cpu_s,
 startup_cpu_s, epochs_cpu_s, ndcg@20, valid_ndcg@20, epoch_examples, per_seed, spread, epochs},
@@ -335,6 +338,8 @@ def run_week(out_json: Path, seeds: int, days: int, work: Path, scale: float = 1
     parents: dict[tuple[str, int], tuple[Path, object, str]] = {}
     table, drift_days = [], []
     new_hits: dict[str, list[int]] = {"cold": [], "baseline": [], **{arm: [] for arm in arms}}
+    # HIT@20 of every test target with a history (what the baseline needs), per arm and the baseline, pooled
+    all_hits: dict[str, list[int]] = {"cold": [], "baseline": [], **{arm: [] for arm in arms}}
     # per arm, (model hit, baseline hit, target known by id) of each new-item target and seed: new_items.by_path
     paths: dict[str, list[tuple[int, int, bool]]] = {"cold": [], **{arm: [] for arm in arms}}
     new_targets_total = 0
@@ -366,6 +371,13 @@ def run_week(out_json: Path, seeds: int, days: int, work: Path, scale: float = 1
             new_items.category_popularity_lists(catalogue, test, new_rows), test.target_item[new_rows]
         )
         new_hits["baseline"] += baseline_hits
+        with_history = new_items.rows_with_history(test)
+        all_hits["baseline"] += (
+            new_items.hits(
+                new_items.category_popularity_lists(catalogue, test, with_history), test.target_item[with_history]
+            )
+            * seeds
+        )  # one per seed, as the arms' are
         entry: dict = {
             "day": day,
             "run_time": run_time.isoformat(),
@@ -388,6 +400,7 @@ def run_week(out_json: Path, seeds: int, days: int, work: Path, scale: float = 1
                 )
                 recommended_unavailable += int((~catalogue.available[lists]).sum())
                 run.new_hits = [int(test.target_item[r] in lists[r]) for r in new_rows]
+                all_hits[arm] += [int(test.target_item[r] in lists[r]) for r in with_history]
                 runs[arm].append(run)
         for arm in runs:
             retrieval = {
@@ -434,6 +447,7 @@ def run_week(out_json: Path, seeds: int, days: int, work: Path, scale: float = 1
             _summary(
                 table,
                 new_hits,
+                all_hits,
                 paths,
                 new_targets_total,
                 drift_days,
@@ -451,6 +465,7 @@ def run_week(out_json: Path, seeds: int, days: int, work: Path, scale: float = 1
     result = _summary(
         table,
         new_hits,
+        all_hits,
         paths,
         new_targets_total,
         drift_days,
@@ -472,9 +487,20 @@ def _write(out_json: Path, result: dict) -> None:
 
 
 def _summary(
-    table, new_hits, paths, new_targets_total, drift_days, recommended_unavailable, seeds, started, scale, first_seed
+    table,
+    new_hits,
+    all_hits,
+    paths,
+    new_targets_total,
+    drift_days,
+    recommended_unavailable,
+    seeds,
+    started,
+    scale,
+    first_seed,
 ) -> dict:
     hit = {arm: round(float(np.mean(v)), 6) if v else None for arm, v in new_hits.items()}
+    every = {arm: round(float(np.mean(v)), 6) if v else None for arm, v in all_hits.items()}
     return {
         "days": table,
         "new_items": {
@@ -484,6 +510,11 @@ def _summary(
                 "category_popularity": hit["baseline"],
             },
             "by_path": {arm: new_items.by_path(rows) for arm, rows in paths.items()},
+            # the same lists on every test target with a history: what the baseline's new-item hits cost elsewhere
+            "all_targets_hit@20": {
+                **{arm: h for arm, h in every.items() if arm != "baseline"},
+                "category_popularity": every["baseline"],
+            },
             "note": "targets whose item has no train event (launched in the valid or test day); cold and warm "
             "pooled over seeds; by_path: the targets whose item the arm's model scores by its id row (learnt in the "
             "refit through valid, or carried from the parent) and those it scores by features alone",

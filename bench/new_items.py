@@ -14,7 +14,12 @@ from components.retrieval.index import BruteForce
 
 def new_item_rows(test, catalogue) -> np.ndarray:
     """Rows of `test` (retrieval Examples) whose target item has no train target and whose history is not empty."""
-    rows = np.flatnonzero(catalogue.train_count[test.target_item] == 0)
+    return rows_with_history(test, np.flatnonzero(catalogue.train_count[test.target_item] == 0))
+
+
+def rows_with_history(test, rows: np.ndarray | None = None) -> np.ndarray:
+    """Those of `rows` of `test` (default: every row) whose history is not empty: the baseline reads its last item."""
+    rows = np.arange(len(test.target_item)) if rows is None else rows
     return rows[(test.hist_items[rows] != schema.PAD_INDEX).any(axis=1)]
 
 
