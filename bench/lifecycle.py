@@ -372,12 +372,9 @@ def run_week(out_json: Path, seeds: int, days: int, work: Path, scale: float = 1
         )
         new_hits["baseline"] += baseline_hits
         with_history = new_items.rows_with_history(test)
-        all_hits["baseline"] += (
-            new_items.hits(
-                new_items.category_popularity_lists(catalogue, test, with_history), test.target_item[with_history]
-            )
-            * seeds
-        )  # one per seed, as the arms' are
+        all_hits["baseline"] += new_items.hits(
+            new_items.category_popularity_lists(catalogue, test, with_history), test.target_item[with_history]
+        )
         entry: dict = {
             "day": day,
             "run_time": run_time.isoformat(),
