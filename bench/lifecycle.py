@@ -344,6 +344,22 @@ def run_week(out_json: Path, seeds: int, days: int, work: Path, scale: float = 1
     paths: dict[str, list[tuple[int, int, bool]]] = {"cold": [], **{arm: [] for arm in arms}}
     new_targets_total = 0
     recommended_unavailable = 0
+
+    def summary() -> dict:  # the JSON so far, rewritten after each day
+        return _summary(
+            table,
+            new_hits,
+            all_hits,
+            paths,
+            new_targets_total,
+            drift_days,
+            recommended_unavailable,
+            seeds,
+            started,
+            scale,
+            first_seed,
+        )
+
     for day in range(1, days + 1):
         run_time = dt.datetime.fromtimestamp(
             (synthetic.EPOCH_US + (FIRST_RUN_DAY + day) * synthetic.DAY_US) / 10**6, dt.timezone.utc
@@ -439,39 +455,12 @@ def run_week(out_json: Path, seeds: int, days: int, work: Path, scale: float = 1
                 for seed, run in enumerate(runs[arm]):
                     parents[arm, seed] = (run.retrieval_dir, run.ranker_parent, version)
         table.append(entry)
-        _write(
-            out_json,
-            _summary(
-                table,
-                new_hits,
-                all_hits,
-                paths,
-                new_targets_total,
-                drift_days,
-                recommended_unavailable,
-                seeds,
-                started,
-                scale,
-                first_seed,
-            ),
-        )
+        _write(out_json, summary())
         log(
             f"day {day}: drift {'FIRED: ' + '; '.join(checks['warnings']) if drifted else 'none'}; "
             f"new-item targets {len(new_rows)}; warm/cold {entry['warm_over_cold']}"
         )
-    result = _summary(
-        table,
-        new_hits,
-        all_hits,
-        paths,
-        new_targets_total,
-        drift_days,
-        recommended_unavailable,
-        seeds,
-        started,
-        scale,
-        first_seed,
-    )
+    result = summary()
     _write(out_json, result)
     return result
 
@@ -484,24 +473,14 @@ def _write(out_json: Path, result: dict) -> None:
 
 
 def _summary(
-    table,
-    new_hits,
-    all_hits,
-    paths,
-    new_targets_total,
-    drift_days,
-    recommended_unavailable,
-    seeds,
-    started,
-    scale,
-    first_seed,
+    table, new_hits, all_hits, paths, new_targets, drift_days, unavailable, seeds, started, scale, first_seed
 ) -> dict:
     hit = {arm: round(float(np.mean(v)), 6) if v else None for arm, v in new_hits.items()}
     every = {arm: round(float(np.mean(v)), 6) if v else None for arm, v in all_hits.items()}
     return {
         "days": table,
         "new_items": {
-            "targets": new_targets_total,
+            "targets": new_targets,
             "hit@20": {
                 **{arm: h for arm, h in hit.items() if arm != "baseline"},
                 "category_popularity": hit["baseline"],
@@ -521,7 +500,7 @@ def _summary(
             "injection": "every category renamed in the items table",
             "fired_days": drift_days,
         },
-        "unavailable_recommended": recommended_unavailable,
+        "unavailable_recommended": unavailable,
         "settings": {
             "scale": scale,
             "preset": dataclasses.asdict(shop_config(scale)),
