@@ -241,10 +241,21 @@ def lineage_section(summary: dict) -> str:
         parts.append(
             _p(
                 f"New items (no train events): {new_items['targets']} test targets; HIT@20 {new_items['hit@20']:.4f} "
-                f"for the model against {new_items['baseline_hit@20']:.4f} for popularity within the item's category."
+                f"for the model against {new_items['baseline_hit@20']:.4f} for popularity within the item's category"
+                + _all_targets(new_items.get("all_targets"))
             )
         )
     return _section("lineage", "Data window, lineage and data checks", *parts)
+
+
+def _all_targets(every: dict | None) -> str:
+    """The new-item sentence's end: both on every test target with a history (a summary from before it: none)."""
+    if not every:
+        return "."
+    return (
+        f"; on all {every['targets']} test targets with a history, {every['hit@20']:.4f} against "
+        f"{every['baseline_hit@20']:.4f} (the baseline lists every new item of the user's category near the top)."
+    )
 
 
 def intervals_section(summary: dict, figures: dict[str, Plot]) -> str:
