@@ -412,8 +412,8 @@ def run_week(out_json: Path, seeds: int, days: int, work: Path, scale: float = 1
                     features, test, catalogue, first_seed + seed, out, parent, f"day{day}", arms.get(arm)
                 )
                 recommended_unavailable += int((~catalogue.available[lists]).sum())
-                run.new_hits = [int(test.target_item[r] in lists[r]) for r in new_rows]
-                all_hits[arm] += [int(test.target_item[r] in lists[r]) for r in with_history]
+                run.new_hits = new_items.hits(lists[new_rows], test.target_item[new_rows])
+                all_hits[arm] += new_items.hits(lists[with_history], test.target_item[with_history])
                 runs[arm].append(run)
         for arm in runs:
             retrieval = {

@@ -217,8 +217,8 @@ def new_item_summary(features_dir, split: data.TestSplit, funnel: metrics.Ranks,
     """HIT@k of the funnel on test targets that are new items (no train target: launched after the cut, or never
     bought before) against popularity within the category (baselines.category_popularity_top_k), and both on every
     test target with a history (`all_targets`): the baseline's lists hold every new item of the user's category near
-    their top, which wins its new-item figure and costs it elsewhere (the lifecycle week, seed 0: 0.171 against 0.105 on new
-    items, 0.189 against 0.399 on all). None without new-item targets."""
+    their top, which wins its new-item figure and costs it elsewhere (the lifecycle week, seed 0: 0.171 against
+    0.105 on new items, 0.189 against 0.399 on all). None without new-item targets."""
     import pandas as pd
 
     frame = pd.read_parquet(
